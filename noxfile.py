@@ -1,0 +1,73 @@
+"""Every developer task is a nox session: `nox -s tests`, `lint`, `typing`, `bench`, `docs`, `demo`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["lint", "typing", "tests"]
+
+ROOT = Path(__file__).parent
+PACKAGES = [
+    p for p in ("packages/agent-legs", "packages/langchain-agent-legs", "packages/llama-index-tools-agent-legs")
+    if (ROOT / p / "pyproject.toml").exists()
+]
+TEST_DEPS = [
+    "pytest>=8",
+    "pytest-asyncio>=0.24",
+    "pytest-timeout>=2.3",
+    "trustme>=1.1",
+    "aiosmtpd>=1.4",
+    "langchain>=1.0,<2",
+    "langgraph>=1.0,<2",
+    "langchain-tests>=1.0,<2",
+    "llama-index-core>=0.14,<0.15",
+]
+
+
+def _install_project(session: nox.Session, *extra: str) -> None:
+    editable = [arg for p in PACKAGES for arg in ("-e", p)]
+    session.install(*editable, "-e", "shared/testing", *extra)
+
+
+def _system_setup(session: nox.Session) -> None:
+    """Docker engine, Chromium, Dovecot and the sandbox image (installs as root on Debian/Ubuntu)."""
+    if os.environ.get("AGENT_LEGS_SKIP_SYSTEM_SETUP"):
+        session.log("AGENT_LEGS_SKIP_SYSTEM_SETUP set: not checking system components")
+        return
+    session.run("bash", "shared/setup.sh", external=True)
+
+
+@nox.session(python="3.11")
+def tests(session: nox.Session) -> None:
+    """Everything: unit tests of each package and the end-to-end integration tests, real services."""
+    _install_project(session, *TEST_DEPS)
+    _system_setup(session)
+    paths = [f"{p}/tests" for p in PACKAGES if (ROOT / p / "tests").exists()]
+    if (ROOT / "integration_tests").exists() and any((ROOT / "integration_tests").glob("test_*.py")):
+        paths.append("integration_tests")
+    session.run("pytest", *(session.posargs or paths))
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    session.install("ruff>=0.8")
+    session.run("ruff", "check", ".")
+
+
+@nox.session(python="3.11")
+def typing(session: nox.Session) -> None:
+    _install_project(session, "mypy>=1.13")
+    session.run("mypy", "packages/agent-legs/src")
+
+
+@nox.session(python="3.11")
+def bench(session: nox.Session) -> None:
+    """Benchmarks against the peers; `nox -s bench -- --smoke` for a quick run. Writes JSON."""
+    _install_project(session, *TEST_DEPS, "-r", "bench/requirements.txt")
+    _system_setup(session)
+    session.run("python", "-m", "bench", *session.posargs)

@@ -1,0 +1,415 @@
+"""``Legs``: the public entry point, and the pipeline every action call goes through.
+
+validate -> policy -> approval -> budget -> handler under a deadline -> redact -> span + log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import time
+import tomllib
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from pydantic import BaseModel, ValidationError
+
+from . import actions as _actions  # noqa: F401  (registers the built-in actions)
+from ._budgets import BudgetStore
+from ._context import ActionContext
+from ._errors import ActionError, AgentLegsError, ConfigError
+from ._models import ActionErrorInfo, ActionOutput, ActionResult, ApprovalRequest
+from ._policy import Policy
+from ._registry import REGISTRY, ActionRegistry, ActionSpec
+from ._runtime import Runtime
+from ._secrets import Redactor, Secrets
+from ._settings import Settings
+from ._telemetry import CallRecord, Telemetry
+
+__all__ = ["Approver", "Legs"]
+
+log = logging.getLogger("agent_legs")
+
+Approver = Callable[[ApprovalRequest], bool | Awaitable[bool]]
+
+# The runtime gives a handler this long past its own deadline to clean up after cancellation.
+_CANCEL_GRACE_S = 5.0
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "agent-legs"
+
+
+def _is_within(child: Path, parent: Path) -> bool:
+    return child == parent or parent in child.parents
+
+
+class Legs:
+    """Gives an agent permissioned, logged, bounded actions.
+
+    >>> with Legs(workspace="agent-workspace") as legs:
+    ...     legs.run("files.write", {"path": "notes/a.txt", "content": "hi"})
+    """
+
+    def __init__(
+        self,
+        workspace: str | os.PathLike[str] = "agent-workspace",
+        state_dir: str | os.PathLike[str] | None = None,
+        policy: Policy | Mapping[str, Any] | None = None,
+        settings: Settings | Mapping[str, Any] | None = None,
+        secrets: Mapping[str, str] | None = None,
+        approver: Approver | None = None,
+        tracer_provider: trace.TracerProvider | None = None,
+        *,
+        resolver: Any = None,
+        registry: ActionRegistry | None = None,
+    ) -> None:
+        self.policy = _coerce(policy, Policy)
+        self.settings = _coerce(settings, Settings)
+        self.secrets = secrets if isinstance(secrets, Secrets) else Secrets(secrets)
+        self.approver = approver
+        self._registry = registry or REGISTRY
+
+        self.workspace = Path(workspace).expanduser().resolve()
+        self.state_dir = Path(state_dir).expanduser().resolve() if state_dir else default_state_dir().resolve()
+        if _is_within(self.state_dir, self.workspace) or _is_within(self.workspace, self.state_dir):
+            raise ConfigError(
+                f"state_dir {self.state_dir} and workspace {self.workspace} must not contain each other: "
+                "actions must never reach the action log, budgets or trash"
+            )
+        try:
+            self.workspace.mkdir(parents=True, exist_ok=True)
+            self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise ConfigError(f"cannot create workspace/state directories: {exc}") from exc
+
+        redactor = Redactor(self.secrets)
+        self._telemetry = Telemetry(self.settings.telemetry, self.state_dir, redactor, tracer_provider)
+        self._budgets = BudgetStore(self.state_dir / "budgets.sqlite3")
+        self._runtime = Runtime(
+            workspace_path=self.workspace,
+            state_dir=self.state_dir,
+            policy=self.policy,
+            settings=self.settings,
+            secrets=self.secrets,
+            redactor=redactor,
+            tracer=self._telemetry.tracer,
+            resolver=resolver,
+        )
+        self._closed = False
+
+    # -- construction from a file ----------------------------------------------------------------
+    @classmethod
+    def from_config(cls, path: str | os.PathLike[str] = "agent-legs.toml", **overrides: Any) -> Legs:
+        """Build from ``agent-legs.toml``: top-level ``workspace``/``state_dir``, ``[settings]``,
+        ``[policy]``. Relative paths are relative to the file; keyword arguments win."""
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from exc
+        unknown = set(data) - {"workspace", "state_dir", "settings", "policy"}
+        if unknown:
+            raise ConfigError(f"{path}: unknown top-level keys {sorted(unknown)}")
+        base = path.resolve().parent
+        kwargs: dict[str, Any] = {}
+        for key in ("workspace", "state_dir"):
+            if key in data:
+                kwargs[key] = base / Path(data[key]).expanduser()
+        if "settings" in data:
+            kwargs["settings"] = data["settings"]
+        if "policy" in data:
+            kwargs["policy"] = data["policy"]
+        kwargs.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**kwargs)
+
+    # -- catalog -------------------------------------------------------------------------------
+    @property
+    def actions(self) -> list[ActionSpec]:
+        return list(self._registry)
+
+    def get_action(self, name: str) -> ActionSpec:
+        return self._registry.get(name)
+
+    # -- running -------------------------------------------------------------------------------
+    def run(
+        self,
+        action: str,
+        args: Mapping[str, Any] | BaseModel | None = None,
+        session: str = "default",
+        call_id: str | None = None,
+    ) -> ActionResult:
+        """Run an action and wait for its result. Never raises for action-level problems."""
+        spec = self._registry.get(action)
+        if self._runtime.in_loop_thread:
+            raise AgentLegsError("Legs.run() cannot be called from inside an action or approver; use arun()")
+        future = self._runtime.submit(self._execute(spec, args, session, call_id, otel_context.get_current()))
+        return future.result()
+
+    async def arun(
+        self,
+        action: str,
+        args: Mapping[str, Any] | BaseModel | None = None,
+        session: str = "default",
+        call_id: str | None = None,
+    ) -> ActionResult:
+        """Async ``run``: awaits the runtime loop without blocking the caller's loop."""
+        spec = self._registry.get(action)
+        coro = self._execute(spec, args, session, call_id, otel_context.get_current())
+        if self._runtime.in_loop_thread:
+            return await coro
+        return await asyncio.wrap_future(self._runtime.submit(coro))
+
+    async def _execute(
+        self,
+        spec: ActionSpec,
+        raw_args: Mapping[str, Any] | BaseModel | None,
+        session: str,
+        call_id: str | None,
+        parent: otel_context.Context,
+    ) -> ActionResult:
+        start = time.perf_counter()
+        runtime = self._runtime
+        telemetry = self._telemetry
+        redactor = runtime.redactor
+        span = telemetry.start(spec.tool_name, spec.name, session, call_id, parent)
+        decision = "invalid"
+        rule: str | None = None
+        arguments: Any = _plain(raw_args)
+        result: ActionResult
+        try:
+            with trace.use_span(span, end_on_exit=False):
+                try:
+                    args = _validate(spec, raw_args)
+                    arguments = args.model_dump(mode="json")
+                    verdict = runtime.engine.decide(spec.name)
+                    rule = verdict.rule
+                    if verdict.kind == "deny":
+                        decision = "deny"
+                        raise ActionError("denied", f"{spec.name} is not allowed ({verdict.rule})", rule=rule)
+                    if verdict.kind == "approve":
+                        approved = await self._ask_approval(spec, args, arguments, session, call_id, verdict.rule)
+                        decision = "approved" if approved else "rejected"
+                        if not approved:
+                            raise ActionError(
+                                "approval_denied",
+                                f"{spec.name} needs approval ({verdict.rule}) and was not approved",
+                                rule=rule,
+                                hint="Do not retry the same call; ask the user or choose another action.",
+                            )
+                    else:
+                        decision = "allow"
+                    exhausted = self._budgets.consume(runtime.engine.budgets_for(spec.name))
+                    if exhausted is not None:
+                        budget, used = exhausted
+                        decision = "budget_exceeded"
+                        rule = f"policy.budgets[{budget.key}]"
+                        raise ActionError(
+                            "budget_exceeded",
+                            f"budget {budget.key} exhausted: {used}/{budget.limit} actions used"
+                            + ("" if budget.per == "total" else f" this {budget.per}"),
+                            rule=rule,
+                        )
+                    runtime.touch_session(session)
+                    output = await self._call_handler(spec, args, session, call_id, span)
+                    result = self._success(spec, output, start)
+                except ActionError as exc:
+                    if exc.rule:
+                        rule = exc.rule
+                    result = self._failure(spec, exc, start)
+        except asyncio.CancelledError:
+            telemetry.finish(
+                span,
+                CallRecord(spec.name, spec.tool_name, session, call_id, decision, "failed",
+                           _ms(start), arguments, None, "cancelled by the caller", rule),
+            )
+            raise
+        except Exception as exc:  # a bug in an executor must not crash the agent
+            log.exception("action %s failed unexpectedly", spec.name)
+            result = self._failure(spec, ActionError("failed", f"internal error: {type(exc).__name__}: {exc}"), start)
+        result = _redact_result(result, redactor)
+        ctx = span.get_span_context()
+        if ctx.is_valid:
+            result.trace_id = f"{ctx.trace_id:032x}"
+            result.span_id = f"{ctx.span_id:016x}"
+        telemetry.finish(
+            span,
+            CallRecord(
+                spec.name, spec.tool_name, session, call_id, decision,
+                "ok" if result.ok else result.error.type if result.error else "failed",
+                result.duration_ms, arguments, result.output if result.ok else None,
+                result.error.message if result.error else None, rule,
+            ),
+        )
+        return result
+
+    async def _call_handler(
+        self, spec: ActionSpec, args: BaseModel, session: str, call_id: str | None, span: trace.Span
+    ) -> ActionOutput:
+        timeout_s = spec.timeout_for(self.policy, args)
+        ctx = ActionContext(self._runtime, spec, session, call_id, timeout_s, span)
+        try:
+            async with asyncio.timeout(timeout_s) as deadline:
+                return await spec.handler(ctx, args)
+        except TimeoutError:
+            if not deadline.expired():
+                raise  # a TimeoutError of the handler's own making: a bug or an unwrapped library error
+            raise ActionError(
+                "timeout",
+                f"{spec.name} did not finish within {timeout_s:g} s and was stopped",
+                retryable=True,
+                hint="Try a smaller task or a larger timeout_s if the policy allows it.",
+            ) from None
+
+    async def _ask_approval(
+        self, spec: ActionSpec, args: BaseModel, arguments: dict[str, Any], session: str,
+        call_id: str | None, rule: str,
+    ) -> bool:
+        if self.approver is None:
+            return False
+        summary = spec.summarize(args) if spec.summarize else ""
+        redactor = self._runtime.redactor
+        request = ApprovalRequest(
+            action=spec.name,
+            tool_name=spec.tool_name,
+            arguments=redactor.data(arguments),
+            session=session,
+            reason=redactor.text(f"{rule}. {summary}".strip()),
+            call_id=call_id,
+        )
+        try:
+            if inspect.iscoroutinefunction(self.approver):
+                answer = await self.approver(request)
+            else:
+                answer = await asyncio.to_thread(self.approver, request)
+                if inspect.isawaitable(answer):
+                    answer = await answer
+        except Exception as exc:
+            log.warning("approver raised %r for %s: treated as a rejection", exc, spec.name)
+            return False
+        return answer is True
+
+    # -- results -------------------------------------------------------------------------------
+    def _bound(self, text: str) -> str:
+        limit = self.settings.max_output_chars
+        if len(text) <= limit:
+            return text
+        return text[:limit] + f"\n[output truncated: {len(text) - limit} more characters]"
+
+    def _success(self, spec: ActionSpec, out: ActionOutput, start: float) -> ActionResult:
+        return ActionResult(
+            action=spec.name, ok=True, output=self._bound(out.output), data=out.data,
+            artifacts=list(out.artifacts), duration_ms=_ms(start),
+        )
+
+    def _failure(self, spec: ActionSpec, exc: ActionError, start: float) -> ActionResult:
+        message = exc.message
+        if exc.type == "denied" and exc.rule and exc.rule not in message:
+            message = f"{message} (rule: {exc.rule})"
+        info = ActionErrorInfo(type=exc.type, message=message, retryable=exc.retryable, hint=exc.hint)
+        output = f"Error ({exc.type}): {message}" + (f"\nHint: {exc.hint}" if exc.hint else "")
+        return ActionResult(
+            action=spec.name, ok=False, output=self._bound(output), data=exc.data, error=info,
+            duration_ms=_ms(start),
+        )
+
+    # -- sessions and lifetime -----------------------------------------------------------------------
+    def close_session(self, session: str) -> None:
+        """Release a session's browser context, sandbox kernel and other per-session state."""
+        self._runtime.submit(self._runtime.close_session(session)).result()
+
+    async def aclose_session(self, session: str) -> None:
+        await asyncio.wrap_future(self._runtime.submit(self._runtime.close_session(session)))
+
+    def close(self) -> None:
+        """Release browsers, containers and connections; flush telemetry. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self._runtime.close()
+        self._budgets.close()
+        self._telemetry.shutdown()
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
+
+    def __enter__(self) -> Legs:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Legs:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"Legs(workspace={str(self.workspace)!r}, state_dir={str(self.state_dir)!r})"
+
+
+def _coerce(value: Any, cls: type[Any]) -> Any:
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, Mapping):
+        try:
+            return cls.model_validate(dict(value))
+        except ValidationError as exc:
+            raise ConfigError(f"invalid {cls.__name__.lower()}: {exc}") from exc
+    raise ConfigError(f"expected {cls.__name__} or a dict, got {type(value).__name__}")
+
+
+def _plain(raw: Any) -> Any:
+    if isinstance(raw, BaseModel):
+        return raw.model_dump(mode="json")
+    if isinstance(raw, Mapping):
+        return dict(raw)
+    return raw
+
+
+def _validate(spec: ActionSpec, raw: Mapping[str, Any] | BaseModel | None) -> BaseModel:
+    model = spec.input_model
+    if isinstance(raw, model):
+        return raw
+    if isinstance(raw, BaseModel):
+        raw = raw.model_dump()
+    try:
+        return model.model_validate(raw if raw is not None else {})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in exc.errors(include_url=False)
+        )
+        raise ActionError(
+            "invalid_input",
+            f"invalid arguments for {spec.tool_name}: {problems}",
+            hint=f"Expected fields: {', '.join(model.model_fields)}",
+        ) from None
+
+
+def _redact_result(result: ActionResult, redactor: Redactor) -> ActionResult:
+    if not redactor:
+        return result
+    result.output = redactor.text(result.output)
+    if result.data is not None:
+        result.data = redactor.data(result.data)
+    if result.error is not None:
+        result.error.message = redactor.text(result.error.message)
+        if result.error.hint:
+            result.error.hint = redactor.text(result.error.hint)
+    return result
+
+
+def _ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000, 3)

@@ -1,0 +1,211 @@
+"""The one policy engine: what an agent may do.
+
+``Policy`` is the schema of the ``[policy]`` table; ``PolicyEngine`` answers "may this action
+run?" quickly (decisions are cached per action name) and always names the rule behind its answer.
+Per-family sections (``files``, ``network``, ...) are read by the executors and the egress guard.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ._errors import ConfigError
+
+__all__ = [
+    "BrowserPolicy",
+    "Budget",
+    "CodePolicy",
+    "Decision",
+    "EmailPolicy",
+    "FilesPolicy",
+    "HttpPolicy",
+    "NetworkPolicy",
+    "Policy",
+    "PolicyEngine",
+]
+
+
+class _Section(BaseModel):
+    # A typo in a policy must fail loudly, not silently allow something.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FilesPolicy(_Section):
+    read_only: bool = False
+    deny: list[str] = Field(
+        default_factory=lambda: [".env", "**/.env", "**/*.pem", "**/id_*", "**/*.key"],
+        description="Workspace-relative globs that can never be read or written.",
+    )
+    max_read_bytes: int = Field(1_000_000, gt=0)
+    max_write_bytes: int = Field(10_000_000, gt=0)
+    timeout_s: float = Field(30, gt=0)
+
+
+class NetworkPolicy(_Section):
+    allow_hosts: list[str] = Field(
+        default_factory=lambda: ["*"],
+        description='Host globs with optional ":port". "*" means any public host.',
+    )
+    deny_hosts: list[str] = Field(default_factory=list)
+    allow_private: bool = Field(
+        False,
+        description="Allow private/loopback/link-local addresses for hosts matched by allow_hosts.",
+    )
+    schemes: list[str] = Field(default_factory=lambda: ["https", "http"])
+
+    @field_validator("schemes")
+    @classmethod
+    def _lower(cls, v: list[str]) -> list[str]:
+        return [s.lower() for s in v]
+
+
+class HttpPolicy(_Section):
+    methods: list[str] = Field(default_factory=lambda: ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"])
+    timeout_s: float = Field(30, gt=0)
+    max_response_bytes: int = Field(2_000_000, gt=0)
+    max_redirects: int = Field(10, ge=0)
+
+    @field_validator("methods")
+    @classmethod
+    def _upper(cls, v: list[str]) -> list[str]:
+        return [m.upper() for m in v]
+
+
+class BrowserPolicy(_Section):
+    timeout_s: float = Field(30, gt=0)
+    max_download_bytes: int = Field(50_000_000, gt=0)
+
+
+class CodePolicy(_Section):
+    network: bool = False
+    timeout_s: float = Field(60, gt=0)
+    memory_mb: int = Field(512, ge=32)
+    cpus: float = Field(1.0, gt=0)
+    max_output_bytes: int = Field(100_000, gt=0)
+    pids_limit: int = Field(256, ge=16)
+    tmp_mb: int = Field(256, ge=1)
+
+
+class EmailPolicy(_Section):
+    allow_recipients: list[str] = Field(
+        default_factory=list, description='Address globs such as "*@example.com"; empty: nobody.'
+    )
+    max_recipients: int = Field(10, ge=1)
+    max_attachment_bytes: int = Field(10_000_000, gt=0)
+    timeout_s: float = Field(60, gt=0)
+
+
+class Budget(_Section):
+    actions: str | list[str] = "*"
+    limit: int = Field(ge=0)
+    per: Literal["minute", "hour", "day", "month", "total"] = "total"
+
+    @property
+    def patterns(self) -> list[str]:
+        return [self.actions] if isinstance(self.actions, str) else list(self.actions)
+
+    @property
+    def key(self) -> str:
+        return f"{','.join(self.patterns)}/{self.per}"
+
+
+class Policy(_Section):
+    """What the agent may do. ``deny`` > ``require_approval`` > ``allow``; unlisted -> denied."""
+
+    allow: list[str] = Field(
+        default_factory=lambda: ["files.*", "http.request", "browser.*", "code.*", "email.list", "email.read"]
+    )
+    deny: list[str] = Field(default_factory=list)
+    require_approval: list[str] = Field(default_factory=lambda: ["email.send"])
+    files: FilesPolicy = Field(default_factory=FilesPolicy)
+    network: NetworkPolicy = Field(default_factory=NetworkPolicy)
+    http: HttpPolicy = Field(default_factory=HttpPolicy)
+    browser: BrowserPolicy = Field(default_factory=BrowserPolicy)
+    code: CodePolicy = Field(default_factory=CodePolicy)
+    email: EmailPolicy = Field(default_factory=EmailPolicy)
+    budgets: list[Budget] = Field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Policy:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(f"invalid policy: {exc}") from exc
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> Policy:
+        """Load a policy file, or the ``[policy]`` table of an ``agent-legs.toml``."""
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read policy {path}: {exc}") from exc
+        if "policy" in data and isinstance(data["policy"], dict):
+            data = data["policy"]
+        return cls.from_dict(data)
+
+
+DecisionKind = Literal["allow", "deny", "approve"]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    kind: DecisionKind
+    rule: str
+
+    @property
+    def allowed(self) -> bool:
+        return self.kind == "allow"
+
+
+def _compile(patterns: list[str]) -> list[tuple[str, re.Pattern[str]]]:
+    return [(p, re.compile(fnmatch.translate(p))) for p in patterns]
+
+
+def _first_match(name: str, rules: list[tuple[str, re.Pattern[str]]]) -> str | None:
+    for pattern, rx in rules:
+        if rx.match(name):
+            return pattern
+    return None
+
+
+class PolicyEngine:
+    """Decides whether an action may run. Decisions are cached: the rules are immutable."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self._deny = _compile(policy.deny)
+        self._approve = _compile(policy.require_approval)
+        self._allow = _compile(policy.allow)
+        self._budgets = [(b, _compile(b.patterns)) for b in policy.budgets]
+        self._cache: dict[str, Decision] = {}
+        self._budget_cache: dict[str, list[Budget]] = {}
+
+    def decide(self, action: str) -> Decision:
+        decision = self._cache.get(action)
+        if decision is None:
+            decision = self._cache[action] = self._decide(action)
+        return decision
+
+    def _decide(self, action: str) -> Decision:
+        if (p := _first_match(action, self._deny)) is not None:
+            return Decision("deny", f"policy.deny[{p!r}]")
+        if (p := _first_match(action, self._approve)) is not None:
+            return Decision("approve", f"policy.require_approval[{p!r}]")
+        if (p := _first_match(action, self._allow)) is not None:
+            return Decision("allow", f"policy.allow[{p!r}]")
+        return Decision("deny", "policy.allow (action not listed)")
+
+    def budgets_for(self, action: str) -> list[Budget]:
+        found = self._budget_cache.get(action)
+        if found is None:
+            found = self._budget_cache[action] = [
+                b for b, rules in self._budgets if _first_match(action, rules) is not None
+            ]
+        return found

@@ -1,0 +1,127 @@
+"""The action registry: the single source of every tool the adapters expose.
+
+An action is an async handler ``(ctx, args) -> ActionOutput`` plus a pydantic input model and a
+description written for a model. Register one with ``@action(...)``; it then appears in
+``Legs.actions``, the CLI, the docs and both framework adapters with no other change.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints
+
+from pydantic import BaseModel
+
+from ._errors import UnknownActionError
+
+if TYPE_CHECKING:
+    from ._context import ActionContext
+    from ._models import ActionOutput
+    from ._policy import Policy
+
+__all__ = ["REGISTRY", "ActionRegistry", "ActionSpec", "action"]
+
+Handler = Callable[["ActionContext", Any], Awaitable["ActionOutput"]]
+TimeoutFn = Callable[["Policy", Any], float]
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """One registered action. ``tool_name`` is ``name`` with ``.`` replaced by ``_``."""
+
+    name: str
+    description: str
+    input_model: type[BaseModel]
+    read_only: bool
+    handler: Handler = field(repr=False, compare=False)
+    timeout: TimeoutFn | None = field(default=None, repr=False, compare=False)
+    """Seconds the runtime allows (deadline); default: ``policy.<family>.timeout_s`` or 60."""
+    summarize: Callable[[Any], str] | None = field(default=None, repr=False, compare=False)
+    """One-paragraph summary of the arguments shown to an approver."""
+
+    @property
+    def tool_name(self) -> str:
+        return self.name.replace(".", "_")
+
+    @property
+    def family(self) -> str:
+        return self.name.split(".", 1)[0]
+
+    def timeout_for(self, policy: Policy, args: Any) -> float:
+        if self.timeout is not None:
+            return float(self.timeout(policy, args))
+        section = getattr(policy, self.family, None)
+        return float(getattr(section, "timeout_s", 60.0))
+
+
+class ActionRegistry:
+    def __init__(self) -> None:
+        self._specs: dict[str, ActionSpec] = {}
+        self._by_tool: dict[str, ActionSpec] = {}
+
+    def register(self, spec: ActionSpec) -> ActionSpec:
+        if "." not in spec.name:
+            raise ValueError(f"action names are '<family>.<verb>', got {spec.name!r}")
+        self._specs[spec.name] = spec
+        self._by_tool[spec.tool_name] = spec
+        return spec
+
+    def unregister(self, name: str) -> None:
+        spec = self._specs.pop(name, None)
+        if spec is not None:
+            self._by_tool.pop(spec.tool_name, None)
+
+    def get(self, name: str) -> ActionSpec:
+        """Look up by action name (``files.read``) or tool name (``files_read``)."""
+        spec = self._specs.get(name) or self._by_tool.get(name)
+        if spec is None:
+            known = ", ".join(sorted(self._specs))
+            raise UnknownActionError(f"unknown action {name!r}; known actions: {known}")
+        return spec
+
+    def __iter__(self) -> Iterator[ActionSpec]:
+        return iter(sorted(self._specs.values(), key=lambda s: s.name))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._specs or name in self._by_tool
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+
+REGISTRY = ActionRegistry()
+
+H = TypeVar("H", bound=Handler)
+
+
+def action(
+    name: str,
+    *,
+    description: str,
+    read_only: bool = False,
+    input_model: type[BaseModel] | None = None,
+    timeout: TimeoutFn | None = None,
+    summarize: Callable[[Any], str] | None = None,
+    registry: ActionRegistry | None = None,
+) -> Callable[[H], H]:
+    """Register an async handler ``(ctx, args) -> ActionOutput`` as an action.
+
+    The input model is taken from the annotation of the handler's second parameter unless given.
+    """
+
+    def decorate(handler: H) -> H:
+        model = input_model
+        if model is None:
+            params = list(inspect.signature(handler).parameters)
+            hints = get_type_hints(handler)
+            model = hints.get(params[1]) if len(params) > 1 else None
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            raise TypeError(f"action {name!r}: the input model must be a pydantic BaseModel")
+        (registry or REGISTRY).register(
+            ActionSpec(name, inspect.cleandoc(description), model, read_only, handler, timeout, summarize)
+        )
+        return handler
+
+    return decorate

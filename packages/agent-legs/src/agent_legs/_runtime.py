@@ -1,0 +1,183 @@
+"""The runtime: one event loop in a background thread that owns every executor.
+
+Sync and async callers both submit coroutines here, so Playwright, Docker and SMTP clients live
+in exactly one loop whatever the caller does (no "sync API inside an asyncio loop" failures).
+It also owns the shared resources actions reach through ``ActionContext``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Coroutine
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ._errors import ActionError, ClosedError
+from ._policy import Policy, PolicyEngine
+from ._secrets import Redactor, Secrets
+from ._service import Service
+from ._settings import Settings
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
+
+    from ._egress import EgressGuard, Resolver
+    from ._workspace import Workspace
+
+__all__ = ["Runtime"]
+
+log = logging.getLogger("agent_legs")
+T = TypeVar("T")
+S = TypeVar("S", bound=Service)
+
+
+class Runtime:
+    def __init__(
+        self,
+        *,
+        workspace_path: Path,
+        state_dir: Path,
+        policy: Policy,
+        settings: Settings,
+        secrets: Secrets,
+        redactor: Redactor,
+        tracer: Tracer,
+        resolver: Resolver | None = None,
+    ) -> None:
+        self.workspace_path = workspace_path
+        self.state_dir = state_dir
+        self.policy = policy
+        self.engine = PolicyEngine(policy)
+        self.settings = settings
+        self.secrets = secrets
+        self.redactor = redactor
+        self.tracer = tracer
+        self.resolver = resolver
+        self._services: dict[type[Service], Service] = {}
+        self._starting: dict[type[Service], asyncio.Future[Service]] = {}
+        self._sessions: dict[str, float] = {}
+        self._closed = False
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run_loop, name="agent-legs-runtime", daemon=True)
+        self._thread.start()
+        self._reaper = self.submit(self._reap_idle_sessions())
+
+    # -- the loop ----------------------------------------------------------------------------
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    @property
+    def in_loop_thread(self) -> bool:
+        return threading.get_ident() == self._thread.ident
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        if self._closed and not self.loop.is_running():
+            coro.close()
+            raise ClosedError("this Legs instance is closed")
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    # -- shared resources ----------------------------------------------------------------------
+    @cached_property
+    def workspace(self) -> Workspace:
+        from ._workspace import Workspace
+
+        return Workspace(self.workspace_path, self.policy.files, self.state_dir)
+
+    @cached_property
+    def egress(self) -> EgressGuard:
+        from ._egress import EgressGuard
+
+        return EgressGuard(self.policy.network, resolver=self.resolver)
+
+    async def service(self, cls: type[S]) -> S:
+        """The shared instance of ``cls``, started once (concurrent first callers wait for it)."""
+        svc = self._services.get(cls)
+        if svc is not None:
+            return svc  # type: ignore[return-value]
+        if self._closed:
+            raise ActionError("unavailable", "Agent Legs is shutting down")
+        pending = self._starting.get(cls)
+        if pending is None:
+            pending = self._starting[cls] = self.loop.create_future()
+            try:
+                instance = cls(self)
+                await instance.start()
+            except BaseException as exc:
+                del self._starting[cls]
+                pending.set_exception(exc)
+                pending.exception()  # mark retrieved: the caller re-raises it
+                raise
+            self._services[cls] = instance
+            del self._starting[cls]
+            pending.set_result(instance)
+            return instance
+        return await asyncio.shield(pending)  # type: ignore[arg-type]
+
+    # -- sessions ------------------------------------------------------------------------------
+    def touch_session(self, session: str) -> None:
+        self._sessions[session] = self.loop.time()
+
+    async def close_session(self, session: str) -> None:
+        self._sessions.pop(session, None)
+        for svc in list(self._services.values()):
+            try:
+                await svc.close_session(session)
+            except Exception:  # one backend failing must not keep the others' resources
+                log.exception("closing session %r in %s failed", session, type(svc).__name__)
+
+    async def _reap_idle_sessions(self) -> None:
+        ttl = self.settings.session_ttl_s
+        while True:
+            await asyncio.sleep(min(max(ttl / 4, 0.05), 30.0))
+            cutoff = self.loop.time() - ttl
+            for session in [s for s, last in self._sessions.items() if last < cutoff]:
+                await self.close_session(session)
+
+    # -- shutdown ------------------------------------------------------------------------------
+    async def _aclose_services(self) -> None:
+        self._reaper.cancel()
+        services = list(self._services.values())
+        self._services.clear()
+        results = await asyncio.gather(*(svc.aclose() for svc in services), return_exceptions=True)
+        for svc, result in zip(services, results, strict=True):
+            if isinstance(result, BaseException):
+                log.error("closing %s failed: %r", type(svc).__name__, result)
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Close every service, then stop the loop. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.in_loop_thread:
+            raise ClosedError("Legs.close() cannot be called from inside an action")
+        try:
+            asyncio.run_coroutine_threadsafe(self._aclose_services(), self.loop).result(timeout_s)
+        except Exception:
+            log.exception("closing Agent Legs services did not finish cleanly")
+        finally:
+            tasks_done = asyncio.run_coroutine_threadsafe(_cancel_remaining(), self.loop)
+            try:
+                tasks_done.result(5)
+            except Exception:
+                log.warning("some runtime tasks did not stop within 5 s")
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(10)
+            if not self.loop.is_running():
+                self.loop.close()
+        if "workspace" in self.__dict__:
+            close = getattr(self.workspace, "close", None)
+            if close is not None:
+                close()
+
+
+async def _cancel_remaining() -> None:
+    me = asyncio.current_task()
+    tasks = [t for t in asyncio.all_tasks() if t is not me]
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,3 @@
+"""Built-in actions. Importing a family module registers its actions in the registry."""
+
+from __future__ import annotations

@@ -1,0 +1,32 @@
+import agent_legs
+
+EXPECTED_ALL = [
+    "ActionContext",
+    "ActionError",
+    "ActionErrorInfo",
+    "ActionOutput",
+    "ActionRegistry",
+    "ActionResult",
+    "ActionSpec",
+    "AgentLegsError",
+    "ApprovalRequest",
+    "Approver",
+    "Artifact",
+    "ClosedError",
+    "ConfigError",
+    "ErrorType",
+    "Legs",
+    "Policy",
+    "Secrets",
+    "Service",
+    "Settings",
+    "UnknownActionError",
+    "__version__",
+    "action",
+]
+
+
+def test_all_is_pinned() -> None:
+    assert sorted(agent_legs.__all__) == sorted(EXPECTED_ALL)
+    for name in agent_legs.__all__:
+        assert hasattr(agent_legs, name), name
