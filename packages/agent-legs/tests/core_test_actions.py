@@ -69,3 +69,8 @@ async def long(ctx: ActionContext, args: SleepIn) -> ActionOutput:
 @action("mail.send", description="Needs approval in tests.", registry=registry, summarize=lambda a: f"text={a.text}")
 async def send(ctx: ActionContext, args: EchoIn) -> ActionOutput:
     return ActionOutput(output=f"sent {args.text}")
+
+
+@action("test.inline", description="Loop-agnostic echo.", inline=True, registry=registry)
+async def inline_echo(ctx: ActionContext, args: EchoIn) -> ActionOutput:
+    return ActionOutput(output=args.text, data={"thread": threading.current_thread().name})

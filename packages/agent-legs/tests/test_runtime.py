@@ -250,3 +250,32 @@ def test_actions_catalog(legs: Legs) -> None:
     assert "test.echo" in names
     spec = legs.get_action("test_echo")
     assert spec.tool_name == "test_echo" and spec.read_only and spec.description == "Echo the text."
+
+
+def test_inline_actions_run_on_the_callers_thread(legs: Legs, captured_spans) -> None:
+    r = legs.run("test.inline", {"text": "a"})
+    assert r.ok and r.data["thread"] == threading.current_thread().name
+    assert legs.run("test.echo", {"text": "a"}).data is not None  # non-inline still hops
+
+
+async def test_inline_actions_in_async_callers(legs: Legs) -> None:
+    r = await legs.arun("test.inline", {"text": "a"})
+    assert r.ok and r.data["thread"] == threading.current_thread().name
+    # a sync call from inside a running loop cannot use a private loop: it hops instead
+    r = legs.run("test.inline", {"text": "b"})
+    assert r.ok and r.data["thread"] == "agent-legs-runtime"
+
+
+def test_inline_actions_keep_one_span_and_nesting(dirs, captured_spans, read_log) -> None:
+    ws, st = dirs
+    tracer = captured_spans.provider.get_tracer("t")
+    with Legs(workspace=ws, state_dir=st, policy=POLICY, registry=registry,
+              tracer_provider=captured_spans.provider) as legs:
+        with tracer.start_as_current_span("parent") as parent:
+            legs.run("test.inline", {"text": "a"})
+        legs.close()
+        with pytest.raises(ClosedError):
+            legs.run("test.inline", {"text": "late"})
+    (span,) = captured_spans.tool_spans()
+    assert span.parent.span_id == parent.get_span_context().span_id
+    assert len(read_log()) == 1

@@ -9,6 +9,7 @@ import asyncio
 import inspect
 import logging
 import os
+import threading
 import time
 import tomllib
 from collections.abc import Awaitable, Callable, Mapping
@@ -104,6 +105,9 @@ class Legs:
             resolver=resolver,
         )
         self._closed = False
+        self._thread_local = threading.local()
+        self._inline_loops: list[asyncio.AbstractEventLoop] = []
+        self._inline_lock = threading.Lock()
 
     # -- construction from a file ----------------------------------------------------------------
     @classmethod
@@ -150,8 +154,10 @@ class Legs:
         spec = self._registry.get(action)
         if self._runtime.in_loop_thread:
             raise AgentLegsError("Legs.run() cannot be called from inside an action or approver; use arun()")
-        future = self._runtime.submit(self._execute(spec, args, session, call_id, otel_context.get_current()))
-        return future.result()
+        coro = self._execute(spec, args, session, call_id, otel_context.get_current())
+        if spec.inline and not self._closed and not _loop_running():
+            return self._inline_loop().run_until_complete(coro)
+        return self._runtime.submit(coro).result()
 
     async def arun(
         self,
@@ -163,7 +169,7 @@ class Legs:
         """Async ``run``: awaits the runtime loop without blocking the caller's loop."""
         spec = self._registry.get(action)
         coro = self._execute(spec, args, session, call_id, otel_context.get_current())
-        if self._runtime.in_loop_thread:
+        if (spec.inline and not self._closed) or self._runtime.in_loop_thread:
             return await coro
         return await asyncio.wrap_future(self._runtime.submit(coro))
 
@@ -320,6 +326,15 @@ class Legs:
             duration_ms=_ms(start),
         )
 
+    def _inline_loop(self) -> asyncio.AbstractEventLoop:
+        """This thread's private loop for inline actions called synchronously."""
+        loop: asyncio.AbstractEventLoop | None = getattr(self._thread_local, "loop", None)
+        if loop is None:
+            loop = self._thread_local.loop = asyncio.new_event_loop()
+            with self._inline_lock:
+                self._inline_loops.append(loop)
+        return loop
+
     # -- sessions and lifetime -----------------------------------------------------------------------
     def close_session(self, session: str) -> None:
         """Release a session's browser context, sandbox kernel and other per-session state."""
@@ -334,6 +349,11 @@ class Legs:
             return
         self._closed = True
         self._runtime.close()
+        with self._inline_lock:
+            for loop in self._inline_loops:
+                if not loop.is_running():
+                    loop.close()
+            self._inline_loops.clear()
         self._budgets.close()
         self._telemetry.shutdown()
 
@@ -409,6 +429,14 @@ def _redact_result(result: ActionResult, redactor: Redactor) -> ActionResult:
         if result.error.hint:
             result.error.hint = redactor.text(result.error.hint)
     return result
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _ms(start: float) -> float:

@@ -99,6 +99,8 @@ class Runtime:
         svc = self._services.get(cls)
         if svc is not None:
             return svc  # type: ignore[return-value]
+        if not self.in_loop_thread:
+            raise RuntimeError(f"{cls.__name__} is only reachable from the runtime loop: do not mark its action inline")
         if self._closed:
             raise ActionError("unavailable", "Agent Legs is shutting down")
         pending = self._starting.get(cls)

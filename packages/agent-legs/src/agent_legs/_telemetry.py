@@ -147,17 +147,17 @@ class Telemetry:
         error_message = redact.text(rec.error_message) if rec.error_message else None
         arguments = redact.data(rec.arguments) if capture else None
 
-        span.set_attribute("agent_legs.decision", rec.decision)
-        span.set_attribute("agent_legs.outcome", rec.outcome)
+        attributes: dict[str, Any] = {"agent_legs.decision": rec.decision, "agent_legs.outcome": rec.outcome}
         if rec.rule:
-            span.set_attribute("agent_legs.rule", rec.rule)
+            attributes["agent_legs.rule"] = rec.rule
         if capture:
-            span.set_attribute("gen_ai.tool.call.arguments", _truncate(_dumps(arguments), limit))
+            attributes["gen_ai.tool.call.arguments"] = _truncate(_dumps(arguments), limit)
             if rec.result is not None:
-                span.set_attribute("gen_ai.tool.call.result", _truncate(redact.text(_dumps(rec.result)), limit))
+                attributes["gen_ai.tool.call.result"] = _truncate(redact.text(_dumps(rec.result)), limit)
         if rec.outcome != "ok":
-            span.set_attribute("error.type", rec.outcome)
+            attributes["error.type"] = rec.outcome
             span.set_status(Status(StatusCode.ERROR, error_message or rec.outcome))
+        span.set_attributes(attributes)
         span.end()
 
         ctx = span.get_span_context()
