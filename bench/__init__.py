@@ -1,0 +1,1 @@
+"""Agent Legs benchmarks: `nox -s bench` (or `python -m bench [--smoke] [--only NAME]`)."""
