@@ -1,3 +1,5 @@
 """Built-in actions. Importing a family module registers its actions in the registry."""
 
 from __future__ import annotations
+
+from . import _files  # noqa: F401

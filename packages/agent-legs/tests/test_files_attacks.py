@@ -1,0 +1,240 @@
+"""Attack corpus against workspace confinement: every case is refused and changes nothing on disk."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from agent_legs import ActionError, Legs
+from agent_legs._policy import FilesPolicy
+from agent_legs._workspace import Workspace
+
+SECRET = "outside-secret-content"
+
+
+def snapshot(*roots: Path) -> dict[str, str]:
+    """Every path under the roots with its type and content hash (symlinks by target)."""
+    out: dict[str, str] = {}
+    for root in roots:
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+            for name in dirnames + filenames:
+                p = Path(dirpath) / name
+                if p.name in ("actions.jsonl", "budgets.sqlite3", "budgets.sqlite3-wal", "budgets.sqlite3-shm"):
+                    continue
+                if p.is_symlink():
+                    out[str(p)] = "link:" + os.readlink(p)
+                elif p.is_file():
+                    out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
+                else:
+                    out[str(p)] = "dir" if p.is_dir() else "other"
+    return out
+
+
+@pytest.fixture
+def world(tmp_path: Path):
+    ws, st, outside = tmp_path / "ws", tmp_path / "state", tmp_path / "outside"
+    for d in (ws, st, outside):
+        d.mkdir()
+    (outside / "secret.txt").write_text(SECRET)
+    (outside / "dir").mkdir()
+    (outside / "dir/inner.txt").write_text(SECRET)
+    (st / "private.txt").write_text(SECRET)
+    (ws / "ok.txt").write_text("fine")
+    (ws / "sub").mkdir()
+    (ws / "sub/ok.txt").write_text("fine")
+    (ws / ".env").write_text("API_KEY=x")
+    (ws / "sub/.env").write_text("API_KEY=y")
+    (ws / "server.pem").write_text("-----BEGIN")
+    (ws / "keys").mkdir()
+    (ws / "keys/id_rsa").write_text("-----BEGIN OPENSSH")
+    os.symlink(outside / "secret.txt", ws / "link_file")
+    os.symlink(outside / "dir", ws / "link_dir")
+    os.symlink("../outside/secret.txt", ws / "rel_link")
+    os.symlink(st, ws / "link_state")
+    os.symlink("/dev/zero", ws / "devzero")
+    os.symlink("loop_b", ws / "loop_a")
+    os.symlink("loop_a", ws / "loop_b")
+    os.symlink(outside, ws / "sub/escape")
+    os.mkfifo(ws / "fifo")
+    os.link(outside / "secret.txt", ws / "hardlink.txt")
+    return ws, st, outside
+
+
+def _legs(world, **policy) -> Legs:
+    ws, st, _ = world
+    return Legs(workspace=ws, state_dir=st, policy={"files": policy} if policy else None)
+
+
+ATTACKS: list[tuple[str, str, dict, str, str]] = [
+    # id, action, args, error type, text the message must contain
+    ("dotdot", "files.read", {"path": "../outside/secret.txt"}, "denied", "escapes"),
+    ("dotdot-deep", "files.read", {"path": "sub/../../outside/secret.txt"}, "denied", "escapes"),
+    ("dotdot-inner", "files.read", {"path": "sub/../ok.txt"}, "denied", "escapes"),
+    ("dotdot-trailing", "files.read", {"path": "sub/.."}, "denied", "escapes"),
+    ("abs-etc", "files.read", {"path": "/etc/passwd"}, "denied", "outside the workspace"),
+    ("abs-outside", "files.read", {"path": "OUTSIDE/secret.txt"}, "denied", "outside the workspace"),
+    ("abs-state", "files.read", {"path": "STATE/private.txt"}, "denied", "outside the workspace"),
+    ("abs-prefix-sibling", "files.read", {"path": "WS_SIBLING/x"}, "denied", "outside the workspace"),
+    ("home", "files.read", {"path": "~/.ssh/id_rsa"}, "denied", "home"),
+    ("home-user", "files.read", {"path": "~root/.bashrc"}, "denied", "home"),
+    ("nul", "files.read", {"path": "ok.txt\x00.png"}, "invalid_input", "NUL"),
+    ("control", "files.write", {"path": "a\nb.txt", "content": "x"}, "invalid_input", "control"),
+    ("backslash", "files.read", {"path": "..\\outside\\secret.txt"}, "invalid_input", "separator"),
+    ("drive", "files.read", {"path": "C:/Windows/win.ini"}, "invalid_input", "drive"),
+    ("symlink-file", "files.read", {"path": "link_file"}, "denied", "symbolic link"),
+    ("symlink-rel", "files.read", {"path": "rel_link"}, "denied", "symbolic link"),
+    ("symlink-dir", "files.read", {"path": "link_dir/inner.txt"}, "denied", "symbolic link"),
+    ("symlink-dir-list", "files.list", {"path": "link_dir"}, "denied", "symbolic link"),
+    ("symlink-nested", "files.read", {"path": "sub/escape/secret.txt"}, "denied", "symbolic link"),
+    ("symlink-state", "files.read", {"path": "link_state/private.txt"}, "denied", "symbolic link"),
+    ("symlink-loop", "files.read", {"path": "loop_a"}, "denied", "symbolic link"),
+    ("symlink-write-through", "files.write", {"path": "link_file", "content": "pwned"}, "denied", "symbolic link"),
+    ("symlink-write-into-dir", "files.write", {"path": "link_dir/new.txt", "content": "x"}, "denied",
+     "symbolic link"),
+    ("symlink-append", "files.write", {"path": "link_file", "content": "x", "mode": "append"}, "denied",
+     "symbolic link"),
+    ("symlink-edit", "files.edit", {"path": "link_file", "old_text": "outside", "new_text": "x"}, "denied",
+     "symbolic link"),
+    ("symlink-copy-src", "files.copy", {"source": "link_dir", "destination": "stolen"}, "denied", "symbolic link"),
+    ("symlink-copy-file", "files.copy", {"source": "link_file", "destination": "stolen.txt"}, "denied",
+     "symbolic link"),
+    ("symlink-move-into", "files.move", {"source": "ok.txt", "destination": "link_dir/ok.txt"}, "denied",
+     "symbolic link"),
+    ("symlink-search", "files.search", {"pattern": "secret", "path": "link_dir"}, "denied", "symbolic link"),
+    ("device", "files.read", {"path": "devzero"}, "denied", "symbolic link"),
+    ("fifo", "files.read", {"path": "fifo"}, "denied", "not a regular file"),
+    ("fifo-write", "files.write", {"path": "fifo", "content": "x"}, "denied", "not a regular file"),
+    ("hardlink", "files.read", {"path": "hardlink.txt"}, "denied", "hard-linked"),
+    ("hardlink-append", "files.write", {"path": "hardlink.txt", "content": "x", "mode": "append"}, "denied",
+     "hard-linked"),
+    ("deny-env", "files.read", {"path": ".env"}, "denied", "policy.files.deny"),
+    ("deny-env-nested", "files.read", {"path": "sub/.env"}, "denied", "policy.files.deny"),
+    ("deny-env-write", "files.write", {"path": "new/.env", "content": "x"}, "denied", "policy.files.deny"),
+    ("deny-pem", "files.read", {"path": "server.pem"}, "denied", "policy.files.deny"),
+    ("deny-idrsa", "files.read", {"path": "keys/id_rsa"}, "denied", "policy.files.deny"),
+    ("deny-copy-to", "files.copy", {"source": "ok.txt", "destination": "x/.env"}, "denied", "policy.files.deny"),
+    ("deny-move-to", "files.move", {"source": "ok.txt", "destination": "cert.pem"}, "denied", "policy.files.deny"),
+    ("deny-delete", "files.delete", {"path": ".env"}, "denied", "policy.files.deny"),
+    ("deny-dotslash", "files.read", {"path": "./.env"}, "denied", "policy.files.deny"),
+    ("deny-doubleslash", "files.read", {"path": "sub//.env"}, "denied", "policy.files.deny"),
+    ("delete-root", "files.delete", {"path": ".", "recursive": True}, "invalid_input", "root"),
+    ("delete-root-abs", "files.delete", {"path": "WS", "recursive": True}, "invalid_input", "root"),
+    ("write-root", "files.write", {"path": "/", "content": "x"}, "denied", "outside"),
+    ("temp-name", "files.write", {"path": ".agent-legs-tmp-abc", "content": "x"}, "denied", "temporary"),
+    ("long-name", "files.write", {"path": "a" * 300, "content": "x"}, "invalid_input", "255"),
+    ("move-outside", "files.move", {"source": "ok.txt", "destination": "../ok.txt"}, "denied", "escapes"),
+    ("copy-outside", "files.copy", {"source": "ok.txt", "destination": "/tmp/ok.txt"}, "denied", "outside"),
+    ("oversize", "files.write", {"path": "big.txt", "content": "x" * 2000}, "invalid_input", "limit"),
+]
+
+
+@pytest.mark.parametrize(("action", "args", "etype", "text"), [a[1:] for a in ATTACKS], ids=[a[0] for a in ATTACKS])
+def test_attack_is_refused_and_changes_nothing(world, action: str, args: dict, etype: str, text: str) -> None:
+    ws, st, outside = world
+    subst = {"OUTSIDE": str(outside), "STATE": str(st), "WS_SIBLING": str(ws) + "-sibling", "WS": str(ws)}
+    args = {k: (_subst(v, subst) if isinstance(v, str) else v) for k, v in args.items()}
+    before = snapshot(ws, st, outside)
+    with Legs(workspace=ws, state_dir=st, policy={"files": {"max_write_bytes": 1000}}) as legs:
+        r = legs.run(action, args)
+    assert not r.ok, r.output
+    assert r.error.type == etype, r.error
+    assert text in r.error.message, r.error.message
+    assert SECRET not in r.output
+    if etype == "denied":
+        assert "rule:" in r.output or "policy." in r.output
+    assert snapshot(ws, st, outside) == before
+
+
+def _subst(value: str, subst: dict[str, str]) -> str:
+    for key in sorted(subst, key=len, reverse=True):
+        if value.startswith(key):
+            return subst[key] + value[len(key):]
+    return value
+
+
+def test_corpus_is_large_enough() -> None:
+    assert len(ATTACKS) >= 40
+
+
+def test_listing_hides_denied_and_never_follows_links(world) -> None:
+    with _legs(world) as legs:
+        r = legs.run("files.list", {"recursive": True})
+    paths = {e["path"]: e["type"] for e in r.data["entries"]}
+    assert ".env" not in paths and "sub/.env" not in paths and "server.pem" not in paths
+    assert paths["link_dir"] == "symlink" and not any(p.startswith("link_dir/") for p in paths)
+    assert not any(p.startswith("sub/escape/") for p in paths)
+
+
+def test_search_skips_denied_and_links(world) -> None:
+    with _legs(world) as legs:
+        r = legs.run("files.search", {"pattern": "API_KEY|outside-secret|BEGIN"})
+    assert r.data["matches"] == 0, r.output
+
+
+def test_swapped_symlink_between_check_and_use(world) -> None:
+    """A directory replaced by a symlink mid-operation is refused by the kernel (O_NOFOLLOW walk)."""
+    ws, st, outside = world
+    workspace = Workspace(ws, FilesPolicy(), st)
+    (ws / "race").mkdir()
+    (ws / "race/f.txt").write_text("inside")
+    assert workspace.check("race/f.txt") == "race/f.txt"  # the check passes...
+    (ws / "race/f.txt").unlink()
+    (ws / "race").rmdir()
+    os.symlink(outside / "dir", ws / "race")  # ...then the attacker swaps the directory
+    with pytest.raises(ActionError) as exc:
+        workspace.read_bytes("race/inner.txt")
+    assert exc.value.type == "denied" and "symbolic link" in exc.value.message
+
+
+def test_concurrent_swapping_never_leaks(world) -> None:
+    """Race a thread flipping a directory <-> symlink against reads: never outside content."""
+    ws, st, outside = world
+    workspace = Workspace(ws, FilesPolicy(), st)
+    (outside / "dir/flip.txt").write_text(SECRET)
+    real = ws / "flip_real"
+    real.mkdir()
+    (real / "flip.txt").write_text("inside")
+    stop = threading.Event()
+
+    def flipper() -> None:
+        target = ws / "flip"
+        while not stop.is_set():
+            try:
+                os.symlink(outside / "dir", target)
+                os.unlink(target)
+                os.symlink("flip_real", target)  # even an inside link is refused
+                os.unlink(target)
+                os.rename(real, target)
+                os.rename(target, real)
+            except OSError:
+                pass
+
+    t = threading.Thread(target=flipper)
+    t.start()
+    try:
+        for _ in range(2000):
+            try:
+                data = workspace.read_bytes("flip/flip.txt")
+            except ActionError:
+                continue
+            assert data == b"inside"
+    finally:
+        stop.set()
+        t.join()
+
+
+def test_state_dir_inside_workspace_via_bind_is_unreachable(tmp_path: Path) -> None:
+    ws, st = tmp_path / "ws", tmp_path / "st"
+    ws.mkdir()
+    st.mkdir()
+    workspace = Workspace(ws, FilesPolicy(), st)
+    # a hard case: the state dir's inode appearing inside the workspace (e.g. a rename by the operator)
+    os.rename(st, ws / "moved_state")
+    workspace.state_dir = (ws / "moved_state").resolve()
+    with pytest.raises(ActionError) as exc:
+        workspace.read_bytes("moved_state/x")
+    assert exc.value.type == "denied" and "state directory" in exc.value.message
