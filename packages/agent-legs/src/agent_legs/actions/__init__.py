@@ -2,4 +2,7 @@
 
 from __future__ import annotations
 
-from . import _files  # noqa: F401
+from . import (
+    _files,  # noqa: F401
+    _http,  # noqa: F401
+)
