@@ -189,11 +189,11 @@ def test_bad_config_raises(dirs: tuple[Path, Path]) -> None:
 def test_close_is_idempotent_and_final(dirs: tuple[Path, Path]) -> None:
     ws, st = dirs
     legs = Legs(workspace=ws, state_dir=st, policy=POLICY, registry=registry)
-    before = {t.name for t in threading.enumerate()}
-    assert "agent-legs-runtime" in before
+    thread = legs._runtime._thread
+    assert thread.is_alive()
     legs.close()
     legs.close()
-    assert "agent-legs-runtime" not in {t.name for t in threading.enumerate()}
+    assert not thread.is_alive()
     with pytest.raises(ClosedError):
         legs.run("test.echo", {"text": "late"})
 

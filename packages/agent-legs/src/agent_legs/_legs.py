@@ -76,7 +76,7 @@ class Legs:
         self.settings = _coerce(settings, Settings)
         self.secrets = secrets if isinstance(secrets, Secrets) else Secrets(secrets)
         self.approver = approver
-        self._registry = registry or REGISTRY
+        self._registry = registry if registry is not None else REGISTRY
 
         self.workspace = Path(workspace).expanduser().resolve()
         self.state_dir = Path(state_dir).expanduser().resolve() if state_dir else default_state_dir().resolve()

@@ -123,7 +123,7 @@ def action(
             model = hints.get(params[1]) if len(params) > 1 else None
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             raise TypeError(f"action {name!r}: the input model must be a pydantic BaseModel")
-        (registry or REGISTRY).register(
+        (registry if registry is not None else REGISTRY).register(
             ActionSpec(name, inspect.cleandoc(description), model, read_only, handler, timeout, summarize, inline)
         )
         return handler

@@ -398,6 +398,10 @@ class Workspace:
         sp, dp = self._parts(src), self._parts(dst)
         if not sp or not dp:
             raise ActionError("invalid_input", "cannot move the workspace root")
+        if sp == dp:
+            if not self.exists(src):
+                raise ActionError("not_found", f"{src!r} does not exist")
+            return dst  # a move onto itself is a no-op (as rename(2))
         if dp[: len(sp)] == sp:
             raise ActionError("invalid_input", f"cannot move {src!r} into itself")
         with self._dir(sp[:-1]) as sfd, self._dir(dp[:-1], create=True) as dfd:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import json
+import json as json_module
 import re
 import time
+import warnings
 from collections.abc import Iterable
 from typing import Any, Literal
 from urllib.parse import urljoin
@@ -41,32 +42,35 @@ _SHOWN_HEADERS = ("content-type", "content-length", "location", "retry-after", "
 _MAX_RETRY_WAIT_S = 10.0
 
 
-class RequestInput(BaseModel):
-    method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = Field(
-        description="HTTP method."
-    )
-    url: str = Field(description="Absolute http(s) URL.")
-    headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers (no credentials needed: "
-                                    "configured credentials are added for their hosts).")
-    params: dict[str, str | int | float | bool] = Field(default_factory=dict, description="Query parameters added to the URL.")
-    json_body: Any = Field(None, alias="json", description="JSON request body (instead of body).")
-    body: str | None = Field(None, description="Raw text request body (instead of json).")
-    timeout_s: float | None = Field(None, gt=0, description="Timeout in seconds (capped by the policy).")
+with warnings.catch_warnings():
+    # The contract names a field "json"; pydantic warns that it shadows BaseModel.json (deprecated).
+    warnings.filterwarnings("ignore", message='Field name "json"', category=UserWarning)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _upper_method(cls, data: Any) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("method"), str):
-            data = {**data, "method": data["method"].upper()}
-        return data
+    class RequestInput(BaseModel):
+        model_config = ConfigDict(extra="forbid")
 
-    @model_validator(mode="after")
-    def _one_body(self) -> RequestInput:
-        if self.json_body is not None and self.body is not None:
-            raise ValueError("give either json or body, not both")
-        return self
+        method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = Field(description="HTTP method.")
+        url: str = Field(description="Absolute http(s) URL.")
+        headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers (no credentials "
+                                        "needed: configured credentials are added for their hosts).")
+        params: dict[str, str | int | float | bool] = Field(default_factory=dict,
+                                                            description="Query parameters added to the URL.")
+        json: Any = Field(None, description="JSON request body (instead of body).")
+        body: str | None = Field(None, description="Raw text request body (instead of json).")
+        timeout_s: float | None = Field(None, gt=0, description="Timeout in seconds (capped by the policy).")
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+        @model_validator(mode="before")
+        @classmethod
+        def _upper_method(cls, data: Any) -> Any:
+            if isinstance(data, dict) and isinstance(data.get("method"), str):
+                data = {**data, "method": data["method"].upper()}
+            return data
+
+        @model_validator(mode="after")
+        def _one_body(self) -> RequestInput:
+            if self.json is not None and self.body is not None:
+                raise ValueError("give either json or body, not both")
+            return self
 
 
 class _PinnedBackend(httpcore.AsyncNetworkBackend):
@@ -190,8 +194,8 @@ async def http_request(ctx: ActionContext, args: RequestInput) -> ActionOutput:
 
     method, url = args.method, args.url
     content: bytes | None
-    if args.json_body is not None:
-        content = json.dumps(args.json_body).encode()
+    if args.json is not None:
+        content = json_module.dumps(args.json).encode()
         extra = {"Content-Type": "application/json"}
     else:
         content = args.body.encode() if args.body is not None else None
@@ -331,11 +335,11 @@ def _render(body: bytes, mime: str, encoding: str, truncated: bool) -> tuple[str
         return "(empty body)", None
     if mime == "application/json" or mime.endswith("+json"):
         try:
-            parsed = json.loads(body)
+            parsed = json_module.loads(body)
         except ValueError:
             pass
         else:
-            return json.dumps(parsed, indent=2, ensure_ascii=False), parsed
+            return json_module.dumps(parsed, indent=2, ensure_ascii=False), parsed
     is_text = mime.startswith("text/") or mime in ("application/xml", "application/javascript", "") or mime.endswith("+xml")
     if not is_text or b"\x00" in body[:4096]:
         return f"[binary content: {len(body)} bytes of {mime or 'unknown type'}]", None

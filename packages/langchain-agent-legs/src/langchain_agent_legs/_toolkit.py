@@ -1,0 +1,113 @@
+"""One generic ``BaseTool`` class for every Agent Legs action; no per-action code.
+
+* the tool's name, description and ``args_schema`` come from the core's ``ActionSpec``;
+* the tool call id becomes the action's ``call_id`` (``gen_ai.tool.call.id`` on the span, and the
+  idempotency key of side effects such as sending an email);
+* the session is ``session=`` if given, else the run's ``configurable.thread_id``, else "default";
+* ``ok=False`` is raised as ``ToolException`` with ``handle_tool_error=True``: the model gets an
+  error ``ToolMessage`` with the message and hint, and the agent keeps running.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from contextvars import ContextVar
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langchain_core.tools import BaseTool, BaseToolkit, ToolException
+from pydantic import ConfigDict
+
+from agent_legs import ActionResult, ActionSpec, Legs
+
+__all__ = ["AgentLegsTool", "AgentLegsToolkit"]
+
+# BaseTool.run()/arun() receive the tool call id but do not hand it to _run(): carry it across.
+_TOOL_CALL_ID: ContextVar[str | None] = ContextVar("agent_legs_tool_call_id", default=None)
+
+
+class AgentLegsTool(BaseTool):
+    """A LangChain tool that runs one Agent Legs action."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    legs: Legs
+    action: str
+    session: str | None = None
+    response_format: str = "content_and_artifact"  # type: ignore[assignment]
+    handle_tool_error: bool = True  # type: ignore[assignment]
+    handle_validation_error: bool = True  # type: ignore[assignment]
+
+    @classmethod
+    def from_spec(cls, legs: Legs, spec: ActionSpec, session: str | None = None) -> AgentLegsTool:
+        return cls(name=spec.tool_name, description=spec.description, args_schema=spec.input_model, legs=legs,
+                   action=spec.name, session=session)
+
+    # -- carry the tool call id into _run/_arun ---------------------------------------------------
+    def run(self, tool_input: Any, *args: Any, tool_call_id: str | None = None, **kwargs: Any) -> Any:
+        token = _TOOL_CALL_ID.set(tool_call_id)
+        try:
+            return super().run(tool_input, *args, tool_call_id=tool_call_id, **kwargs)
+        finally:
+            _TOOL_CALL_ID.reset(token)
+
+    async def arun(self, tool_input: Any, *args: Any, tool_call_id: str | None = None, **kwargs: Any) -> Any:
+        token = _TOOL_CALL_ID.set(tool_call_id)
+        try:
+            return await super().arun(tool_input, *args, tool_call_id=tool_call_id, **kwargs)
+        finally:
+            _TOOL_CALL_ID.reset(token)
+
+    def _parse_input(self, tool_input: str | dict[str, Any], tool_call_id: str | None) -> str | dict[str, Any]:
+        # The core validates (one place, and the model gets its precise message plus a span and a log
+        # line even for bad input); LangChain's own pass would hide both.
+        if isinstance(tool_input, str):
+            fields = list(self.legs.get_action(self.action).input_model.model_fields)
+            return {fields[0]: tool_input} if fields else {}
+        return dict(tool_input)
+
+    # -- execution --------------------------------------------------------------------------------
+    def _session(self, config: RunnableConfig | None) -> str:
+        if self.session:
+            return self.session
+        thread = ((config or {}).get("configurable") or {}).get("thread_id")
+        return str(thread) if thread else "default"
+
+    def _run(self, config: RunnableConfig, **kwargs: Any) -> tuple[str, dict[str, Any]]:
+        result = self.legs.run(self.action, kwargs, session=self._session(config), call_id=_TOOL_CALL_ID.get())
+        return _content_and_artifact(result)
+
+    async def _arun(self, config: RunnableConfig, **kwargs: Any) -> tuple[str, dict[str, Any]]:
+        result = await self.legs.arun(self.action, kwargs, session=self._session(config), call_id=_TOOL_CALL_ID.get())
+        return _content_and_artifact(result)
+
+
+def _content_and_artifact(result: ActionResult) -> tuple[str, dict[str, Any]]:
+    if not result.ok:
+        raise ToolException(result.output)  # "Error (<type>): <message>\nHint: <hint>"
+    return result.output, result.model_dump(mode="json")
+
+
+class AgentLegsToolkit(BaseToolkit):
+    """All (or some) Agent Legs actions as LangChain tools.
+
+    ``include``/``exclude`` take action or tool names, or globs such as ``"files.*"``.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    legs: Legs
+    include: list[str] | None = None
+    exclude: list[str] | None = None
+    session: str | None = None
+
+    def get_tools(self) -> list[BaseTool]:
+        return [AgentLegsTool.from_spec(self.legs, spec, self.session) for spec in self.legs.actions
+                if _selected(spec, self.include, self.exclude)]
+
+
+def _selected(spec: ActionSpec, include: list[str] | None, exclude: list[str] | None) -> bool:
+    def hit(patterns: list[str]) -> bool:
+        return any(fnmatch.fnmatchcase(spec.name, p) or fnmatch.fnmatchcase(spec.tool_name, p) for p in patterns)
+
+    return (include is None or hit(include)) and not (exclude and hit(exclude))

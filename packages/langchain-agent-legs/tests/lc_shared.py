@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import atexit
+import shutil
+import tempfile
+from pathlib import Path
+
+from agent_legs import Legs
+from agent_legs_testing.http_server import start_server
+
+# One real Legs and one real HTTP server for the standard suites (their properties cannot use fixtures).
+_TMP = Path(tempfile.mkdtemp(prefix="lc-agent-legs-"))
+SERVER, _HTTPD = start_server()
+WS = _TMP / "ws"
+
+
+def prepare_example(action: str) -> None:
+    """Reset the files the examples use, so every example call succeeds."""
+    WS.mkdir(exist_ok=True)
+    (WS / "example.txt").write_text("alpha\nbeta\n")
+    (WS / "edit.txt").write_text("a" * 1000)
+    (WS / "dir").mkdir(exist_ok=True)
+    (WS / "dir/x.txt").write_text("x")
+    (WS / "to-delete.txt").write_text("bye")
+
+
+prepare_example("")
+LEGS = Legs(workspace=_TMP / "ws", state_dir=_TMP / "st",
+            policy={"network": {"allow_hosts": [f"127.0.0.1:{SERVER.port}"]}})
+
+EXAMPLES: dict[str, dict[str, object]] = {
+    "files.read": {"path": "example.txt"},
+    "files.write": {"path": "out/written.txt", "content": "hello"},
+    "files.edit": {"path": "edit.txt", "old_text": "a", "new_text": "b", "count": 1000},
+    "files.list": {"path": ".", "recursive": True},
+    "files.search": {"pattern": "alpha"},
+    "files.move": {"source": "dir/x.txt", "destination": "moved.txt", "overwrite": True},
+    "files.copy": {"source": "example.txt", "destination": "copy.txt", "overwrite": True},
+    "files.delete": {"path": "to-delete.txt"},
+    "http.request": {"method": "GET", "url": SERVER.url("/json")},
+}
+
+
+def _cleanup() -> None:
+    LEGS.close()
+    _HTTPD.shutdown()
+    shutil.rmtree(_TMP, ignore_errors=True)
+
+
+atexit.register(_cleanup)

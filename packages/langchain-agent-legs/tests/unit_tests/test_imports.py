@@ -1,0 +1,7 @@
+import langchain_agent_legs
+
+EXPECTED_ALL = ["AgentLegsTool", "AgentLegsToolkit"]
+
+
+def test_all_imports() -> None:
+    assert sorted(langchain_agent_legs.__all__) == sorted(EXPECTED_ALL)

@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from langchain_core.messages import ToolMessage
+from langchain_core.tools import BaseTool
+from lc_shared import LEGS
+from pydantic import BaseModel
+
+from agent_legs import ActionOutput, Legs, action
+from agent_legs._registry import REGISTRY
+from langchain_agent_legs import AgentLegsTool, AgentLegsToolkit
+
+
+def test_one_tool_per_action_from_the_registry() -> None:
+    tools = AgentLegsToolkit(legs=LEGS).get_tools()
+    assert [t.name for t in tools] == [a.tool_name for a in LEGS.actions]
+    for tool, spec in zip(tools, LEGS.actions, strict=True):
+        assert isinstance(tool, BaseTool) and tool.description == spec.description
+        assert tool.args_schema is spec.input_model and tool.response_format == "content_and_artifact"
+
+
+def test_include_exclude() -> None:
+    names = [t.name for t in AgentLegsToolkit(legs=LEGS, include=["files.*"], exclude=["files_delete"]).get_tools()]
+    assert "files_read" in names and "files_delete" not in names and "http_request" not in names
+
+
+class _PingIn(BaseModel):
+    text: str
+
+
+def test_new_core_action_appears_without_adapter_change(tmp_path) -> None:
+    @action("ping.pong", description="Return the text (registered only in this test).")
+    async def ping(ctx, args: _PingIn) -> ActionOutput:
+        return ActionOutput(output=f"pong {args.text}")
+
+    try:
+        with Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "st", policy={"allow": ["ping.*"]}) as legs:
+            (tool,) = AgentLegsToolkit(legs=legs, include=["ping.*"]).get_tools()
+            assert tool.name == "ping_pong"
+            msg = tool.invoke({"type": "tool_call", "id": "c1", "name": "ping_pong", "args": {"text": "x"}})
+            assert msg.content == "pong x"
+            from llama_index.tools.agent_legs import AgentLegsToolSpec
+
+            (li_tool,) = AgentLegsToolSpec(legs=legs, include=["ping.*"]).to_tool_list()
+            assert li_tool.metadata.name == "ping_pong" and li_tool.call(text="y").content == "pong y"
+    finally:
+        REGISTRY.unregister("ping.pong")
+
+
+def test_call_id_and_thread_session_reach_the_action(tmp_path) -> None:
+    with Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "st") as legs:
+        (tool,) = AgentLegsToolkit(legs=legs, include=["files.write"]).get_tools()
+        msg = tool.invoke({"type": "tool_call", "id": "call_77", "name": tool.name,
+                           "args": {"path": "a.txt", "content": "x"}},
+                          config={"configurable": {"thread_id": "t-1"}})
+        assert isinstance(msg, ToolMessage) and msg.tool_call_id == "call_77"
+        (tool2,) = AgentLegsToolkit(legs=legs, include=["files.write"], session="fixed").get_tools()
+        asyncio.run(tool2.ainvoke({"type": "tool_call", "id": "call_78", "name": tool.name,
+                                   "args": {"path": "b.txt", "content": "x"}},
+                                  config={"configurable": {"thread_id": "ignored"}}))
+        import json
+
+        lines = [json.loads(x) for x in (tmp_path / "st/actions.jsonl").read_text().splitlines()]
+    assert [(e["call_id"], e["session"]) for e in lines] == [("call_77", "t-1"), ("call_78", "fixed")]
+
+
+def test_failure_is_an_error_tool_message_not_a_crash() -> None:
+    (tool,) = AgentLegsToolkit(legs=LEGS, include=["files.read"]).get_tools()
+    msg = tool.invoke({"type": "tool_call", "id": "c2", "name": tool.name, "args": {"path": "../secret"}})
+    assert msg.status == "error" and "Error (denied)" in msg.content and "escapes the workspace" in msg.content
+    msg = tool.invoke({"type": "tool_call", "id": "c3", "name": tool.name, "args": {"pth": "x"}})
+    assert msg.status == "error" and "invalid_input" in msg.content and "path" in msg.content
+
+
+def test_plain_invoke_returns_content() -> None:
+    tool = AgentLegsTool.from_spec(LEGS, LEGS.get_action("files.read"))
+    assert tool.invoke({"path": "example.txt"}) == "alpha\nbeta\n"
+
+
+def test_adapter_is_thin() -> None:
+    import inspect
+
+    import langchain_agent_legs._toolkit as mod
+
+    source = inspect.getsource(mod)
+    for name in ("files.read", "files_read", "http.request", "browser.navigate", "code.run", "email.send"):
+        assert name not in source
+    assert len(source.splitlines()) < 150
+
+
+@pytest.mark.parametrize("name", ["files.read", "http.request"])
+def test_schema_is_the_core_input_model(name: str) -> None:
+    tool = AgentLegsTool.from_spec(LEGS, LEGS.get_action(name))
+    assert tool.tool_call_schema.model_json_schema()["properties"].keys() == \
+        LEGS.get_action(name).input_model.model_json_schema()["properties"].keys()
