@@ -38,6 +38,8 @@ EXAMPLES: dict[str, dict[str, object]] = {
     "files.copy": {"source": "example.txt", "destination": "copy.txt", "overwrite": True},
     "files.delete": {"path": "to-delete.txt"},
     "http.request": {"method": "GET", "url": SERVER.url("/json")},
+    "code.run": {"code": "print(1 + 1)"},
+    "code.reset": {},
 }
 
 

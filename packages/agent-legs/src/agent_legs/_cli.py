@@ -242,20 +242,29 @@ def _row_text(e: dict[str, Any]) -> str:
 
 
 @sandbox_app.command("build")
-def sandbox_build(force: Annotated[bool, typer.Option("--force")] = False) -> None:
-    """Build the code sandbox image (offline when no registry is reachable)."""
-    from ._sandbox_image import build_image
+def sandbox_build(
+    force: Annotated[bool, typer.Option("--force", help="Rebuild even if the image is up to date")] = False,
+    offline: Annotated[bool, typer.Option("--offline", help="Skip docker build; use mmdebstrap")] = False,
+) -> None:
+    """Build the code sandbox image (offline from Debian packages when no registry is reachable)."""
+    import tomllib
+
+    from ._sandbox.build import build_image
     from ._settings import Settings
 
-    settings = Settings()
-    if G.config is not None:
-        import tomllib
-
-        data = tomllib.loads(G.config.read_text(encoding="utf-8"))
-        settings = Settings.model_validate(data.get("settings", {}))
+    data = tomllib.loads(G.config.read_text(encoding="utf-8")) if G.config is not None else {}
+    settings = Settings.model_validate(data.get("settings", {}))
     with console.status("building the sandbox image...") as status:
-        tag = build_image(settings, progress=lambda msg: status.update(msg), force=force)
-    console.print(f"[green]built[/green] {tag}")
+        def progress(message: str) -> None:
+            status.update(message)
+            console.print(f"[dim]{message}[/dim]")
+
+        try:
+            tag = build_image(settings.code.image, progress=progress, force=force, offline=offline or None)
+        except RuntimeError as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1) from None
+    console.print(f"[green]ready[/green] {tag}")
 
 
 def main() -> None:

@@ -6,12 +6,14 @@ validate -> policy -> approval -> budget -> handler under a deadline -> redact -
 from __future__ import annotations
 
 import asyncio
+import atexit
 import inspect
 import logging
 import os
 import threading
 import time
 import tomllib
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -105,6 +107,8 @@ class Legs:
             resolver=resolver,
         )
         self._closed = False
+        # A Legs the caller forgot to close still releases its containers and browsers at exit.
+        _LIVE.add(self)
         self._thread_local = threading.local()
         self._inline_loops: list[asyncio.AbstractEventLoop] = []
         self._inline_lock = threading.Lock()
@@ -348,6 +352,7 @@ class Legs:
         if self._closed:
             return
         self._closed = True
+        _LIVE.discard(self)
         self._runtime.close()
         with self._inline_lock:
             for loop in self._inline_loops:
@@ -429,6 +434,15 @@ def _redact_result(result: ActionResult, redactor: Redactor) -> ActionResult:
         if result.error.hint:
             result.error.hint = redactor.text(result.error.hint)
     return result
+
+
+_LIVE: weakref.WeakSet[Legs] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    for legs in list(_LIVE):
+        legs.close()
 
 
 def _loop_running() -> bool:

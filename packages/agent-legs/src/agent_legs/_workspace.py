@@ -362,6 +362,7 @@ class Workspace:
         tmp = f"{_TMP_PREFIX}{secrets.token_hex(6)}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, file_mode, dir_fd=dfd)
         try:
+            _inherit_owner(dfd, fd=fd)
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
@@ -496,6 +497,20 @@ class Workspace:
         finally:
             os.close(tfd)
         return str(slot)
+
+
+def _inherit_owner(dir_fd: int, *, fd: int | None = None, name: str | None = None) -> None:
+    """As root, give new entries their directory's owner, so a workspace owned by the (non-root)
+    sandbox user stays writable by it. A no-op for other users."""
+    if os.geteuid() != 0:
+        return
+    st = os.fstat(dir_fd)
+    if st.st_uid == 0:
+        return
+    if fd is not None:
+        os.fchown(fd, st.st_uid, st.st_gid)
+    elif name is not None:
+        os.chown(name, st.st_uid, st.st_gid, dir_fd=dir_fd, follow_symlinks=False)
 
 
 def _kind(mode: int) -> Literal["file", "dir", "symlink", "other"]:

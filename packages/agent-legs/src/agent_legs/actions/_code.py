@@ -1,0 +1,426 @@
+"""code.run / code.reset: stateful code execution in Docker sandboxes that contain and stop.
+
+One long-lived container per session runs the driver (``agent_legs/_sandbox/driver.py``) as PID 1;
+the host talks to it over the container's attached stdin/stdout (length-prefixed JSON), so a warm
+call costs a round trip, not a ``docker exec``. A pool of pre-started containers makes a new
+session's first call fast. A timeout kills the container (the work really stops) and the session's
+next call gets a fresh kernel.
+
+Containment: no network, non-root user, read-only root filesystem, size-limited tmpfs ``/tmp``,
+all capabilities dropped, ``no-new-privileges``, pids/memory (swap = memory)/CPU limits, an empty
+environment, the workspace bind-mounted at ``/workspace`` (read-only when the policy says so).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import struct
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .._context import ActionContext
+from .._errors import ActionError
+from .._models import ActionOutput, Artifact
+from .._policy import Policy
+from .._registry import action
+from .._sandbox import driver_hash
+from .._service import Service
+
+log = logging.getLogger("agent_legs.code")
+
+LABEL = "agent-legs.sandbox"
+_HOST = socket.gethostname()
+_UNAVAILABLE_HINT = ("Start the Docker engine (dockerd) or set settings.code.docker_host, then build the image with "
+                     "`agent-legs sandbox build`; `agent-legs doctor` checks both.")
+
+
+class RunInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: str = Field(description="Python code (a persistent notebook-like session: variables and imports survive "
+                      "between calls; the last expression's value is returned) or a bash script.")
+    language: Literal["python", "bash"] = Field("python", description="'python' or 'bash' (runs in /workspace).")
+    timeout_s: float | None = Field(None, gt=0, description="Time limit in seconds (capped by the policy). On timeout "
+                                    "the kernel is killed and its variables are lost.")
+
+
+class ResetInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _timeout(policy: Policy, args: Any) -> float:
+    limit = policy.code.timeout_s
+    requested = getattr(args, "timeout_s", None)
+    return min(requested, limit) if requested else limit
+
+
+@dataclass(eq=False)
+class _Kernel:
+    container: Any
+    sock: socket.socket
+    created: float = field(default_factory=time.monotonic)
+    last_used: float = field(default_factory=time.monotonic)
+    buffer: bytearray = field(default_factory=bytearray)
+    stderr_tail: bytearray = field(default_factory=bytearray)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def _recv_stdout(self, n: int) -> bytes:
+        """``n`` bytes of the container's stdout (the attach stream is multiplexed in frames)."""
+        loop = asyncio.get_running_loop()
+        while len(self.buffer) < n:
+            header = await _recv_exact(loop, self.sock, 8)
+            stream, size = header[0], struct.unpack(">I", header[4:])[0]
+            payload = await _recv_exact(loop, self.sock, size)
+            if stream == 2:
+                self.stderr_tail += payload
+                del self.stderr_tail[:-4000]
+            else:
+                self.buffer += payload
+        data = bytes(self.buffer[:n])
+        del self.buffer[:n]
+        return data
+
+    async def read_message(self) -> dict[str, Any]:
+        (size,) = struct.unpack(">I", await self._recv_stdout(4))
+        return json.loads(await self._recv_stdout(size))  # type: ignore[no-any-return]
+
+    async def request(self, payload: dict[str, Any]) -> dict[str, Any]:
+        data = json.dumps(payload).encode()
+        await asyncio.get_running_loop().sock_sendall(self.sock, struct.pack(">I", len(data)) + data)
+        return await self.read_message()
+
+
+async def _blocking(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run a blocking Docker call in a thread; at interpreter exit (no more threads), inline."""
+    try:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+    except RuntimeError as exc:
+        if "after shutdown" not in str(exc):
+            raise
+        return fn(*args, **kwargs)
+
+
+async def _recv_exact(loop: asyncio.AbstractEventLoop, sock: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = await loop.sock_recv(sock, n - len(buf))
+        if not chunk:
+            raise EOFError("sandbox connection closed")
+        buf += chunk
+    return bytes(buf)
+
+
+class CodeService(Service):
+    """Sandbox containers: a warm pool, one kernel per session, and their cleanup."""
+
+    async def start(self) -> None:
+        if self.runtime.policy.code.network:
+            raise ActionError(
+                "denied",
+                "policy.code.network=true would give the sandbox network access that the egress guard cannot "
+                "police yet; refusing to start a sandbox with unguarded network",
+                rule="policy.code.network",
+            )
+        try:
+            import docker
+        except ImportError as exc:  # pragma: no cover - a core dependency
+            raise ActionError("unavailable", f"the docker package is missing: {exc}", hint=_UNAVAILABLE_HINT) from None
+        settings = self.runtime.settings.code
+        self.instance = uuid.uuid4().hex[:12]
+        try:
+            self.client = await asyncio.to_thread(
+                lambda: docker.DockerClient(base_url=settings.docker_host, timeout=30) if settings.docker_host
+                else docker.from_env(timeout=30)
+            )
+            await asyncio.to_thread(self.client.ping)
+            image = await asyncio.to_thread(self.client.images.get, settings.image)
+        except docker.errors.ImageNotFound:
+            raise ActionError("unavailable", f"the sandbox image {settings.image} is not built",
+                              hint="Run `agent-legs sandbox build`.") from None
+        except Exception as exc:
+            raise ActionError("unavailable", f"cannot reach the Docker engine: {exc}", retryable=True,
+                              hint=_UNAVAILABLE_HINT) from None
+        label = (image.labels or {}).get("agent-legs.driver")
+        if label != driver_hash():
+            raise ActionError("unavailable", f"the sandbox image {settings.image} is outdated (driver {label}, "
+                              f"expected {driver_hash()})", hint="Run `agent-legs sandbox build`.")
+        self._owner = self._prepare_workspace()
+        self.kernels: dict[str, _Kernel] = {}
+        self.pool: list[_Kernel] = []
+        self._pool_task: asyncio.Task[None] | None = None
+        self._reaper = asyncio.create_task(self._reap())
+        await asyncio.to_thread(self._remove_orphans)
+        self._fill_pool()
+
+    # -- containers -------------------------------------------------------------------------------
+    def _prepare_workspace(self) -> tuple[int, int]:
+        """The sandbox runs as the workspace's owner, never root: a root-owned workspace is given to
+        uid 1000 (the image's ``sandbox`` user), so code can write there without privileges."""
+        root = self.runtime.workspace_path
+        st = os.stat(root)
+        if st.st_uid != 0:
+            return st.st_uid, st.st_gid
+        if os.geteuid() == 0:
+            for dirpath, dirnames, filenames in os.walk(root):
+                for name in [*dirnames, *filenames]:
+                    os.lchown(os.path.join(dirpath, name), 1000, 1000)
+            os.lchown(root, 1000, 1000)
+        return 1000, 1000
+
+    def _create(self) -> _Kernel:
+        policy = self.runtime.policy
+        code, settings = policy.code, self.runtime.settings.code
+        mode = "ro" if policy.files.read_only else "rw"
+        uid, gid = self._owner
+        container = self.client.containers.create(
+            settings.image,
+            user=f"{uid}:{gid}",
+            stdin_open=True,
+            tty=False,
+            network_mode="none",
+            read_only=True,
+            tmpfs={"/tmp": f"size={code.tmp_mb}m,mode=1777,nosuid,nodev",  # noqa: S108 (the container's own tmpfs)
+                   "/run/agent-legs": f"size={4 * code.max_output_bytes + (1 << 20)},mode=1777,nosuid,nodev,noexec"},
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            pids_limit=code.pids_limit,
+            mem_limit=f"{code.memory_mb}m",
+            memswap_limit=f"{code.memory_mb}m",
+            nano_cpus=int(code.cpus * 1e9),
+            environment={},
+            hostname="sandbox",
+            working_dir="/workspace",
+            volumes={str(self.runtime.workspace_path): {"bind": "/workspace", "mode": mode}},
+            labels={LABEL: "1", f"{LABEL}.owner": f"{_HOST}:{os.getpid()}", f"{LABEL}.instance": self.instance},
+            ulimits=[],
+        )
+        try:
+            raw = container.attach_socket(params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+            sock: socket.socket = raw._sock  # the hijacked HTTP connection's socket
+            sock.setblocking(False)
+            container.start()
+        except Exception:
+            with contextlib.suppress(Exception):
+                container.remove(force=True)
+            raise
+        return _Kernel(container, sock)
+
+    async def _new_kernel(self) -> _Kernel:
+        with self.runtime.tracer.start_as_current_span("sandbox container start"):
+            try:
+                kernel = await asyncio.to_thread(self._create)
+            except Exception as exc:
+                raise ActionError("unavailable", f"cannot start a sandbox container: {exc}", retryable=True,
+                                  hint=_UNAVAILABLE_HINT) from None
+            try:
+                async with asyncio.timeout(30):
+                    hello = await kernel.read_message()
+            except (TimeoutError, EOFError, ValueError) as exc:
+                detail = kernel.stderr_tail.decode(errors="replace")[-500:]
+                await self._destroy(kernel)
+                raise ActionError("unavailable", f"the sandbox did not start ({type(exc).__name__}): {detail}",
+                                  hint=_UNAVAILABLE_HINT) from None
+            if not hello.get("ready"):
+                await self._destroy(kernel)
+                raise ActionError("unavailable", f"unexpected sandbox greeting {hello!r}")
+            return kernel
+
+    def _fill_pool(self) -> None:
+        wanted = self.runtime.settings.code.pool_size
+        if len(self.pool) >= wanted or (self._pool_task is not None and not self._pool_task.done()):
+            return
+
+        async def fill() -> None:
+            while len(self.pool) < wanted:
+                try:
+                    self.pool.append(await self._new_kernel())
+                except ActionError as exc:
+                    log.warning("sandbox pool: %s", exc.message)
+                    return
+
+        self._pool_task = asyncio.create_task(fill())
+
+    async def kernel_for(self, session: str) -> tuple[_Kernel, bool]:
+        """The session's kernel (and whether it is new)."""
+        kernel = self.kernels.get(session)
+        if kernel is not None:
+            return kernel, False
+        kernel = self.pool.pop(0) if self.pool else await self._new_kernel()
+        self.kernels[session] = kernel
+        self._fill_pool()
+        return kernel, True
+
+    async def _destroy(self, kernel: _Kernel) -> None:
+        with contextlib.suppress(OSError):
+            kernel.sock.close()
+        try:
+            await _blocking(kernel.container.remove, force=True)  # SIGKILL, then remove
+        except Exception as exc:
+            log.warning("removing sandbox container %s failed: %s", kernel.container.short_id, exc)
+
+    async def drop(self, session: str) -> None:
+        kernel = self.kernels.pop(session, None)
+        if kernel is not None:
+            await self._destroy(kernel)
+
+    async def was_oom_killed(self, kernel: _Kernel) -> bool:
+        try:
+            await asyncio.to_thread(kernel.container.reload)
+        except Exception:
+            return False
+        return bool(kernel.container.attrs.get("State", {}).get("OOMKilled"))
+
+    def _remove_orphans(self) -> None:
+        """Containers left by a dead Agent Legs process on this host are removed at start."""
+        for c in self.client.containers.list(all=True, filters={"label": LABEL}):
+            owner = c.labels.get(f"{LABEL}.owner", "")
+            host, _, pid = owner.rpartition(":")
+            if host != _HOST or not pid.isdigit():
+                continue
+            try:
+                os.kill(int(pid), 0)
+                alive = int(pid) != os.getpid() or c.labels.get(f"{LABEL}.instance") == self.instance
+            except ProcessLookupError:
+                alive = False
+            except PermissionError:
+                alive = True
+            if not alive:
+                with contextlib.suppress(Exception):
+                    c.remove(force=True)
+
+    async def _reap(self) -> None:
+        ttl = self.runtime.settings.code.session_ttl_s
+        while True:
+            await asyncio.sleep(min(max(ttl / 4, 0.05), 30.0))
+            cutoff = time.monotonic() - ttl
+            for session, kernel in list(self.kernels.items()):
+                if kernel.last_used < cutoff and not kernel.lock.locked():
+                    await self.drop(session)
+
+    async def close_session(self, session: str) -> None:
+        await self.drop(session)
+
+    async def aclose(self) -> None:
+        self._reaper.cancel()
+        if self._pool_task is not None:
+            self._pool_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._pool_task
+        kernels = [*self.kernels.values(), *self.pool]
+        self.kernels.clear()
+        self.pool.clear()
+        await asyncio.gather(*(self._destroy(k) for k in kernels), return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await _blocking(self._remove_instance_leftovers)
+        with contextlib.suppress(Exception):
+            self.client.close()
+
+    def _remove_instance_leftovers(self) -> None:
+        for c in self.client.containers.list(all=True, filters={"label": f"{LABEL}.instance={self.instance}"}):
+            with contextlib.suppress(Exception):
+                c.remove(force=True)
+
+
+@action(
+    "code.run",
+    description="""Run Python (default) or bash in this session's sandbox: a persistent kernel, like a
+    notebook (variables and imports survive between calls). Returns stdout, stderr, the value of the
+    last expression, and the traceback if the code raised. The workspace is at /workspace (bash runs
+    there); files written there and matplotlib figures come back as artifacts. No network access.
+    numpy, pandas and matplotlib are installed.""",
+    timeout=lambda policy, args: _timeout(policy, args) + 15.0,  # room to kill and clean up
+)
+async def code_run(ctx: ActionContext, args: RunInput) -> ActionOutput:
+    svc = await ctx.service(CodeService)
+    limit_s = _timeout(ctx.policy, args)
+    max_bytes = ctx.policy.code.max_output_bytes
+    kernel, fresh = await svc.kernel_for(ctx.session)
+    async with kernel.lock:
+        kernel.last_used = time.monotonic()
+        with ctx.tracer.start_as_current_span("sandbox exec") as span:
+            span.set_attribute("agent_legs.code.language", args.language)
+            span.set_attribute("agent_legs.code.container", kernel.container.short_id)
+            try:
+                async with asyncio.timeout(limit_s):
+                    reply = await kernel.request({"code": args.code, "language": args.language,
+                                                  "max_output_bytes": max_bytes})
+            except TimeoutError:
+                await svc.drop(ctx.session)
+                raise ActionError("timeout", f"the code ran longer than {limit_s:g} s and was killed; this session's "
+                                  "variables and imports were lost (the next call starts a fresh kernel)",
+                                  retryable=False, hint="Make the code faster or split the work.") from None
+            except asyncio.CancelledError:
+                await asyncio.shield(svc.drop(ctx.session))  # the caller gave up: the work must stop too
+                raise
+            except (EOFError, OSError, ValueError):
+                oom = await svc.was_oom_killed(kernel)
+                await svc.drop(ctx.session)
+                if oom:
+                    raise ActionError("failed", f"the code exceeded the memory limit of {ctx.policy.code.memory_mb} MB "
+                                      "(policy.code.memory_mb) and the kernel was killed; its state was lost",
+                                      hint="Use less memory (process data in chunks).") from None
+                raise ActionError("failed", "the sandbox kernel died; its state was lost (the next call starts a "
+                                  "fresh kernel)", retryable=True) from None
+        kernel.last_used = time.monotonic()
+    artifacts = _artifacts(ctx, reply)
+    output = _render(reply, args.language, max_bytes, artifacts, fresh)
+    data = {k: reply.get(k) for k in ("stdout", "stderr", "value", "error", "exit_code", "duration_ms")}
+    data["stdout_truncated"] = reply.get("stdout_bytes", 0) > max_bytes
+    data["stderr_truncated"] = reply.get("stderr_bytes", 0) > max_bytes
+    data["new_kernel"] = fresh
+    return ActionOutput(output=output, data=data, artifacts=artifacts)
+
+
+def _artifacts(ctx: ActionContext, reply: dict[str, Any]) -> list[Artifact]:
+    out: list[Artifact] = []
+    for path in [*reply.get("changed", [])][:100]:
+        try:
+            out.append(ctx.workspace.artifact(path))
+        except ActionError:
+            continue  # denied names (e.g. .env) are not advertised
+    return out
+
+
+def _render(reply: dict[str, Any], language: str, limit: int, artifacts: list[Artifact], fresh: bool) -> str:
+    parts: list[str] = []
+    if fresh:
+        parts.append("[new kernel started]")
+    for stream in ("stdout", "stderr"):
+        text = reply.get(stream) or ""
+        total = reply.get(f"{stream}_bytes", 0)
+        if text:
+            parts.append(f"[{stream}]\n{text.rstrip()}")
+        if total > limit:
+            parts.append(f"[{stream} truncated: {total} bytes, limit {limit} (policy.code.max_output_bytes)]")
+    if reply.get("value") is not None:
+        parts.append(f"[value]\n{reply['value']}")
+    if reply.get("error"):
+        parts.append(f"[error]\n{reply['error'].rstrip()}")
+    if language == "bash":
+        parts.append(f"[exit code {reply.get('exit_code')}]")
+    if artifacts:
+        parts.append("[files]\n" + "\n".join(f"{a.path} ({a.mime_type}, {a.size} bytes)" for a in artifacts))
+    body = [p for p in parts if p != "[new kernel started]"]
+    return "\n".join(parts) if body else "\n".join([*parts, "(no output)"])
+
+
+@action(
+    "code.reset",
+    description="Discard this session's sandbox kernel (variables, imports, processes); the next code_run starts fresh.",
+)
+async def code_reset(ctx: ActionContext, args: ResetInput) -> ActionOutput:
+    svc = await ctx.service(CodeService)
+    existed = ctx.session in svc.kernels
+    await svc.drop(ctx.session)
+    return ActionOutput(output="Kernel reset: the next code_run starts a fresh session." if existed
+                        else "No kernel was running for this session; the next code_run starts a fresh one.",
+                        data={"had_kernel": existed})
