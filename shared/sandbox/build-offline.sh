@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
-# Builds the sandbox image (agent-legs-sandbox:latest) unless an up-to-date one exists.
-# Uses `docker build` when a registry is reachable, else mmdebstrap | docker import (offline).
+# Builds the sandbox image (default agent-legs-sandbox:latest; --tag T) unless one of the same
+# recipe exists (image label agent-legs.recipe). `docker build` of shared/sandbox/Dockerfile when
+# its base image can be had, else offline: mmdebstrap bookworm | docker import (needs root).
+# The recipe lives in one place, the stdlib-only build.py inside the package, run here as a plain
+# script so this works before (or without) installing agent_legs.
 set -euo pipefail
-exec "${PYTHON:-python3}" -m agent_legs._sandbox.build "$@"
+here="$(cd "$(dirname "$0")" && pwd)"
+exec "${PYTHON:-python3}" "$here/../../packages/agent-legs/src/agent_legs/_sandbox/build.py" "$@"

@@ -40,6 +40,10 @@ EXAMPLES: dict[str, dict[str, object]] = {
     "http.request": {"method": "GET", "url": SERVER.url("/json")},
     "code.run": {"code": "print(1 + 1)"},
     "code.reset": {},
+    # email is configured against real servers in its own tests; here only the tool contract is checked
+    "email.send": {"to": ["nobody@example.com"], "subject": "s", "body": "b"},
+    "email.list": {},
+    "email.read": {"id": "1"},
 }
 
 

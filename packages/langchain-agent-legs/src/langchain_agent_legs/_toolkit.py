@@ -14,6 +14,7 @@ import fnmatch
 from contextvars import ContextVar
 from typing import Any
 
+from langchain_core.messages import ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool, BaseToolkit, ToolException
 from pydantic import ConfigDict
@@ -22,8 +23,10 @@ from agent_legs import ActionResult, ActionSpec, Legs
 
 __all__ = ["AgentLegsTool", "AgentLegsToolkit"]
 
-# BaseTool.run()/arun() receive the tool call id but do not hand it to _run(): carry it across.
+# BaseTool.run()/arun() receive the tool call id but do not hand it to _run(): carry it across, and
+# carry the ActionResult back so that an error ToolMessage still has it as its artifact.
 _TOOL_CALL_ID: ContextVar[str | None] = ContextVar("agent_legs_tool_call_id", default=None)
+_RESULT_BOX: ContextVar[dict[str, ActionResult] | None] = ContextVar("agent_legs_result_box", default=None)
 
 
 class AgentLegsTool(BaseTool):
@@ -45,18 +48,22 @@ class AgentLegsTool(BaseTool):
 
     # -- carry the tool call id into _run/_arun ---------------------------------------------------
     def run(self, tool_input: Any, *args: Any, tool_call_id: str | None = None, **kwargs: Any) -> Any:
-        token = _TOOL_CALL_ID.set(tool_call_id)
+        box: dict[str, ActionResult] = {}
+        tokens = _TOOL_CALL_ID.set(tool_call_id), _RESULT_BOX.set(box)
         try:
-            return super().run(tool_input, *args, tool_call_id=tool_call_id, **kwargs)
+            return _with_artifact(super().run(tool_input, *args, tool_call_id=tool_call_id, **kwargs), box)
         finally:
-            _TOOL_CALL_ID.reset(token)
+            _TOOL_CALL_ID.reset(tokens[0])
+            _RESULT_BOX.reset(tokens[1])
 
     async def arun(self, tool_input: Any, *args: Any, tool_call_id: str | None = None, **kwargs: Any) -> Any:
-        token = _TOOL_CALL_ID.set(tool_call_id)
+        box: dict[str, ActionResult] = {}
+        tokens = _TOOL_CALL_ID.set(tool_call_id), _RESULT_BOX.set(box)
         try:
-            return await super().arun(tool_input, *args, tool_call_id=tool_call_id, **kwargs)
+            return _with_artifact(await super().arun(tool_input, *args, tool_call_id=tool_call_id, **kwargs), box)
         finally:
-            _TOOL_CALL_ID.reset(token)
+            _TOOL_CALL_ID.reset(tokens[0])
+            _RESULT_BOX.reset(tokens[1])
 
     def _parse_input(self, tool_input: str | dict[str, Any], tool_call_id: str | None) -> str | dict[str, Any]:
         # The core validates (one place, and the model gets its precise message plus a span and a log
@@ -82,7 +89,16 @@ class AgentLegsTool(BaseTool):
         return _content_and_artifact(result)
 
 
+def _with_artifact(output: Any, box: dict[str, ActionResult]) -> Any:
+    if isinstance(output, ToolMessage) and output.artifact is None and "result" in box:
+        output.artifact = box["result"].model_dump(mode="json")  # error messages keep the structured result
+    return output
+
+
 def _content_and_artifact(result: ActionResult) -> tuple[str, dict[str, Any]]:
+    box = _RESULT_BOX.get()
+    if box is not None:
+        box["result"] = result
     if not result.ok:
         raise ToolException(result.output)  # "Error (<type>): <message>\nHint: <hint>"
     return result.output, result.model_dump(mode="json")

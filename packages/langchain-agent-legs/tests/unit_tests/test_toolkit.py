@@ -70,6 +70,7 @@ def test_failure_is_an_error_tool_message_not_a_crash() -> None:
     (tool,) = AgentLegsToolkit(legs=LEGS, include=["files.read"]).get_tools()
     msg = tool.invoke({"type": "tool_call", "id": "c2", "name": tool.name, "args": {"path": "../secret"}})
     assert msg.status == "error" and "Error (denied)" in msg.content and "escapes the workspace" in msg.content
+    assert msg.artifact["ok"] is False and msg.artifact["error"]["type"] == "denied"
     msg = tool.invoke({"type": "tool_call", "id": "c3", "name": tool.name, "args": {"pth": "x"}})
     assert msg.status == "error" and "invalid_input" in msg.content and "path" in msg.content
 

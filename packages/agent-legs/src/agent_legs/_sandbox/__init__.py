@@ -1,13 +1,7 @@
-"""The code sandbox: the in-container driver and the image recipe."""
+"""The code sandbox: the in-container driver and the image recipe (see ``build.py``)."""
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
+from .build import DRIVER_PATH, build_image, driver_hash, recipe_hash
 
-DRIVER_PATH = Path(__file__).with_name("driver.py")
-
-
-def driver_hash() -> str:
-    """Identifies the driver an image must contain (images are labelled with it)."""
-    return hashlib.sha256(DRIVER_PATH.read_bytes()).hexdigest()[:16]
+__all__ = ["DRIVER_PATH", "build_image", "driver_hash", "recipe_hash"]

@@ -1,9 +1,15 @@
 """Agent Legs sandbox driver: a persistent Python namespace behind a length-prefixed JSON protocol.
 
-Runs as PID 1 of the sandbox container, on stdin/stdout. Each request is a 4-byte big-endian
-length plus a JSON object; each response likewise. The protocol uses a private duplicate of the
-original stdout; user code (and its subprocesses) write to fds 1/2 which point at capture files,
-so nothing the code prints can corrupt the protocol. Standard library only.
+Runs as PID 1 of the sandbox container, on the container's attached stdin/stdout. Each request is
+a 4-byte big-endian length plus a JSON object; each response likewise. The protocol uses private
+duplicates of the original stdin/stdout: during a call, fds 1/2 are pipes drained by reader
+threads (the first ``max_output_bytes`` kept, the rest counted and dropped, so a flood of output
+neither fills memory nor fails the code); between calls they point at /dev/null, so nothing user
+code (or a thread it left behind) prints can corrupt the protocol.
+
+A call's processes end with the call: afterwards PID 1 kills every other process in the
+container (``kill(-1)``) and reaps them, so no background job, fork bomb or zombie outlives it.
+Standard library only: the image's python3 runs it.
 """
 
 import ast
@@ -14,12 +20,16 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 import traceback
 
 WORKSPACE = "/workspace"
-CAPTURE_DIR = "/run/agent-legs"  # its own tmpfs: code filling /tmp must not silence its output
 MAX_SCAN = 5000
+# cgroup v2, then v1: the kernel's count of OOM kills in this container's memory cgroup
+OOM_FILES = ("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control")
+# bash children volunteer to be the OOM killer's first choice, so the kernel (PID 1) survives them
+BASH_PRELUDE = 'echo 1000 > /proc/self/oom_score_adj 2>/dev/null; exec /bin/bash -c "$1"'
 
 
 def _read_exact(fd, n):
@@ -34,7 +44,76 @@ def _read_exact(fd, n):
 
 def _send(fd, obj):
     data = json.dumps(obj, default=repr).encode()
-    os.write(fd, struct.pack(">I", len(data)) + data)
+    view = memoryview(struct.pack(">I", len(data)) + data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+class _Capture:
+    """One end of a call's stdout or stderr: a pipe, drained by a thread keeping a bounded head."""
+
+    def __init__(self, limit):
+        self.limit = limit
+        self.head = bytearray()
+        self.total = 0
+        self.read_fd, self.write_fd = os.pipe()
+        self.thread = threading.Thread(target=self._drain, daemon=True)
+        self.thread.start()
+
+    def _drain(self):
+        try:
+            while True:
+                chunk = os.read(self.read_fd, 65536)
+                if not chunk:
+                    break
+                self.total += len(chunk)
+                room = self.limit - len(self.head)
+                if room > 0:
+                    self.head += chunk[:room]
+        finally:
+            os.close(self.read_fd)
+
+    def result(self, wait_s):
+        self.thread.join(wait_s)  # EOF comes as soon as every writer (all killed by now) is gone
+        return bytes(self.head).decode("utf-8", "replace"), self.total
+
+
+def _oom_kills():
+    for path in OOM_FILES:
+        try:
+            with open(path) as f:
+                for line in f:
+                    key, _, value = line.partition(" ")
+                    if key == "oom_kill":
+                        return int(value)
+        except (OSError, ValueError):
+            continue
+    return 0
+
+
+def _kill_strays(budget_s=2.0):
+    """Kill and reap every process but this one (PID 1 of the container's PID namespace)."""
+    deadline = time.monotonic() + budget_s
+    killed = 0
+    while True:
+        try:
+            os.kill(-1, signal.SIGKILL)  # everything we may signal, except ourselves
+            found = True
+        except ProcessLookupError:
+            found = False
+        except PermissionError:
+            found = False
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            killed += 1
+        if not found or time.monotonic() > deadline:
+            return killed
+        time.sleep(0.0005)
 
 
 def _snapshot():
@@ -53,13 +132,6 @@ def _snapshot():
     return seen
 
 
-def _read_capture(path, limit):
-    with open(path, "rb") as f:
-        data = f.read(limit + 1)
-        total = os.fstat(f.fileno()).st_size
-    return data[:limit].decode("utf-8", "replace"), total
-
-
 def _save_figures(stamp):
     plt = sys.modules.get("matplotlib.pyplot")
     if plt is None:
@@ -67,23 +139,29 @@ def _save_figures(stamp):
     saved = []
     for num in plt.get_fignums():
         rel = "figures/figure-%s-%d.png" % (stamp, num)
-        os.makedirs(os.path.join(WORKSPACE, "figures"), exist_ok=True)
         try:
+            os.makedirs(os.path.join(WORKSPACE, "figures"), exist_ok=True)
             plt.figure(num).savefig(os.path.join(WORKSPACE, rel), dpi=100, bbox_inches="tight")
             saved.append(rel)
-        except Exception:  # a broken figure must not break the call
-            pass
+        except Exception as exc:  # a broken figure (or a read-only workspace) must not break the call
+            print("figure %d not saved: %s" % (num, exc), file=sys.stderr)
     plt.close("all")
     return saved
+
+
+def _bounded(text, limit):
+    if text is None or len(text) <= limit:
+        return text, False
+    return text[:limit], True
 
 
 class Kernel:
     def __init__(self):
         self.ns = {"__name__": "__main__", "__builtins__": __builtins__}
         self.count = 0
+        self.token = os.urandom(3).hex()  # figure names stay unique across kernels of a workspace
 
     def run_python(self, code):
-        self.count += 1
         tree = ast.parse(code, filename="<cell>", mode="exec")
         last = None
         if tree.body and isinstance(tree.body[-1], ast.Expr):
@@ -97,74 +175,95 @@ class Kernel:
         return None
 
 
-def main():
-    proto_out = os.dup(1)
-    proto_in = os.dup(0)
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)  # user code reading stdin gets EOF, not our protocol
-    os.makedirs(CAPTURE_DIR, exist_ok=True)
-    out_path, err_path = CAPTURE_DIR + "/stdout", CAPTURE_DIR + "/stderr"
-    signal.signal(signal.SIGTERM, lambda *a: os._exit(0))  # PID 1: stop promptly when asked
-    try:
-        import matplotlib
+def _text_stream(fd):
+    # closefd=False: fds 1/2 are re-pointed (dup2) per call; the stream object stays
+    return io.TextIOWrapper(io.BufferedWriter(io.FileIO(fd, "w", closefd=False)), encoding="utf-8",
+                            errors="backslashreplace", write_through=True)
 
-        matplotlib.use("Agg")
+
+def _flush(stream):
+    try:
+        stream.flush()
     except Exception:
         pass
+
+
+def handle(kernel, req, null_fd):
+    limit = int(req.get("max_output_bytes", 100000))
+    track = req.get("track_files", True)
+    before = _snapshot() if track else {}
+    oom_before = _oom_kills()
+    out, err = _Capture(limit), _Capture(limit)
+    os.dup2(out.write_fd, 1)
+    os.dup2(err.write_fd, 2)
+    os.close(out.write_fd)
+    os.close(err.write_fd)
+    sys.stdout, sys.stderr = kernel.stdout, kernel.stderr  # undo any redirect left by earlier code
+    result = {"value": None, "error": None, "exit_code": None, "figures": []}
+    kernel.count += 1
+    started = time.monotonic()
+    try:
+        if req.get("language") == "bash":
+            proc = subprocess.run(["/bin/bash", "-c", BASH_PRELUDE, "bash", req["code"]], cwd=WORKSPACE,
+                                  stdin=subprocess.DEVNULL, stdout=1, stderr=2)
+            result["exit_code"] = proc.returncode
+        else:
+            result["value"] = kernel.run_python(req["code"])
+    except SystemExit as exc:
+        result["error"] = "SystemExit: %s" % (exc.code,)
+    except BaseException:
+        etype, value, tb = sys.exc_info()
+        # hide the driver's own frames: the model needs its code's traceback only
+        while tb is not None and tb.tb_frame.f_code.co_filename != "<cell>":
+            tb = tb.tb_next
+        result["error"] = "".join(traceback.format_exception(etype, value, tb))
+    result["duration_ms"] = round((time.monotonic() - started) * 1000, 3)
+    if req.get("language") != "bash":
+        try:
+            result["figures"] = _save_figures("%s-%d" % (kernel.token, kernel.count))
+        except BaseException as exc:
+            result["figures"] = []
+            print("figures not saved: %r" % (exc,), file=sys.stderr)
+    _flush(sys.stdout)
+    _flush(sys.stderr)
+    os.dup2(null_fd, 1)  # our copies of the pipes' write ends are gone: EOF once the children are
+    os.dup2(null_fd, 2)
+    result["killed_processes"] = _kill_strays()
+    result["stdout"], result["stdout_bytes"] = out.result(0.5)
+    result["stderr"], result["stderr_bytes"] = err.result(0.5)
+    result["value"], result["value_truncated"] = _bounded(result["value"], limit)
+    result["error"], _ = _bounded(result["error"], limit)
+    result["oom_killed"] = _oom_kills() > oom_before
+    if track:
+        after = _snapshot()
+        result["changed"] = sorted(p for p, sig in after.items() if before.get(p) != sig)
+    return result
+
+
+def main():
+    proto_in = os.dup(0)
+    proto_out = os.dup(1)
+    null_fd = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null_fd, 0)  # user code reading stdin gets EOF, not our protocol
+    signal.signal(signal.SIGTERM, lambda *a: os._exit(0))  # PID 1 has no default action: stop when asked
     os.chdir(WORKSPACE)
     kernel = Kernel()
-    _send(proto_out, {"ready": True, "python": sys.version.split()[0]})
+    kernel.stdout, kernel.stderr = _text_stream(1), _text_stream(2)
+    _send(proto_out, {"ready": True, "python": sys.version.split()[0], "pid": os.getpid()})
+    # from here on stray writes (threads left by user code) go nowhere rather than into the protocol
+    os.dup2(null_fd, 1)
+    os.dup2(null_fd, 2)
+    sys.stdout, sys.stderr = kernel.stdout, kernel.stderr
     while True:
         try:
             (size,) = struct.unpack(">I", _read_exact(proto_in, 4))
             req = json.loads(_read_exact(proto_in, size))
         except EOFError:
             return
-        limit = int(req.get("max_output_bytes", 100000))
-        before = _snapshot() if req.get("track_files", True) else {}
-        out_fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        err_fd = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        saved = os.dup(1), os.dup(2)
-        os.dup2(out_fd, 1)
-        os.dup2(err_fd, 2)
-        sys.stdout = io.TextIOWrapper(os.fdopen(os.dup(1), "wb", buffering=0), write_through=True)
-        sys.stderr = io.TextIOWrapper(os.fdopen(os.dup(2), "wb", buffering=0), write_through=True)
-        result = {"value": None, "error": None, "exit_code": None}
-        started = time.monotonic()
         try:
-            if req.get("language") == "bash":
-                proc = subprocess.run(["/bin/bash", "-c", req["code"]], cwd=WORKSPACE, stdin=subprocess.DEVNULL,
-                                      stdout=1, stderr=2)
-                result["exit_code"] = proc.returncode
-            else:
-                result["value"] = kernel.run_python(req["code"])
-        except SystemExit as exc:
-            result["error"] = "SystemExit: %s" % (exc.code,)
-        except BaseException:
-            etype, value, tb = sys.exc_info()
-            # hide the driver's own frames: the model needs its code's traceback only
-            while tb is not None and tb.tb_frame.f_code.co_filename != "<cell>":
-                tb = tb.tb_next
-            result["error"] = "".join(traceback.format_exception(etype, value, tb))
-        finally:
-            for stream in (sys.stdout, sys.stderr):
-                try:
-                    stream.flush()
-                    stream.close()
-                except Exception:
-                    pass
-            sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in (*saved, out_fd, err_fd):
-                os.close(fd)
-        result["duration_ms"] = round((time.monotonic() - started) * 1000, 3)
-        result["figures"] = _save_figures("%d-%d" % (os.getpid(), kernel.count)) if req.get("language") != "bash" else []
-        result["stdout"], result["stdout_bytes"] = _read_capture(out_path, limit)
-        result["stderr"], result["stderr_bytes"] = _read_capture(err_path, limit)
-        if req.get("track_files", True):
-            after = _snapshot()
-            result["changed"] = sorted(p for p, sig in after.items() if before.get(p) != sig)
+            result = handle(kernel, req, null_fd)
+        except BaseException as exc:  # the driver itself failed: say so rather than hang the host
+            result = {"driver_error": "%s: %s" % (type(exc).__name__, exc)}
         _send(proto_out, result)
 
 

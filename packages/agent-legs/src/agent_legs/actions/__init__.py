@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from . import (
     _code,  # noqa: F401
+    _email,  # noqa: F401
     _files,  # noqa: F401
     _http,  # noqa: F401
 )

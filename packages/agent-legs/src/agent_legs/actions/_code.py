@@ -72,6 +72,7 @@ class _Kernel:
     buffer: bytearray = field(default_factory=bytearray)
     stderr_tail: bytearray = field(default_factory=bytearray)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    dead: bool = False
 
     async def _recv_stdout(self, n: int) -> bytes:
         """``n`` bytes of the container's stdout (the attach stream is multiplexed in frames)."""
@@ -155,6 +156,7 @@ class CodeService(Service):
                               f"expected {driver_hash()})", hint="Run `agent-legs sandbox build`.")
         self._owner = self._prepare_workspace()
         self.kernels: dict[str, _Kernel] = {}
+        self._starting: dict[str, asyncio.Future[_Kernel]] = {}
         self.pool: list[_Kernel] = []
         self._pool_task: asyncio.Task[None] | None = None
         self._reaper = asyncio.create_task(self._reap())
@@ -188,8 +190,7 @@ class CodeService(Service):
             tty=False,
             network_mode="none",
             read_only=True,
-            tmpfs={"/tmp": f"size={code.tmp_mb}m,mode=1777,nosuid,nodev",  # noqa: S108 (the container's own tmpfs)
-                   "/run/agent-legs": f"size={4 * code.max_output_bytes + (1 << 20)},mode=1777,nosuid,nodev,noexec"},
+            tmpfs={"/tmp": f"size={code.tmp_mb}m,mode=1777,nosuid,nodev"},  # noqa: S108 (the container's own tmpfs)
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
             pids_limit=code.pids_limit,
@@ -251,15 +252,47 @@ class CodeService(Service):
 
     async def kernel_for(self, session: str) -> tuple[_Kernel, bool]:
         """The session's kernel (and whether it is new)."""
-        kernel = self.kernels.get(session)
-        if kernel is not None:
-            return kernel, False
-        kernel = self.pool.pop(0) if self.pool else await self._new_kernel()
+        while True:
+            kernel = self.kernels.get(session)
+            if kernel is not None:
+                return kernel, False
+            if self.pool:  # no await between the check and the claim: two first calls cannot both claim
+                kernel = self.pool.pop(0)
+                self.kernels[session] = kernel
+                self._fill_pool()
+                return kernel, True
+            starting = self._starting.get(session)
+            if starting is None:
+                break
+            try:  # a concurrent first call is starting this session's kernel: share it
+                return await asyncio.shield(starting), False
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
+                # the starter was cancelled, not us: look again (and start one if still needed)
+        future: asyncio.Future[_Kernel] = asyncio.get_running_loop().create_future()
+        self._starting[session] = future
+        try:
+            kernel = await self._new_kernel()
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                future.cancel()
+            else:
+                future.set_exception(exc)
+                future.exception()  # retrieved: no "never retrieved" warning when nobody else waited
+            raise
+        finally:
+            self._starting.pop(session, None)
         self.kernels[session] = kernel
+        future.set_result(kernel)
         self._fill_pool()
         return kernel, True
 
     async def _destroy(self, kernel: _Kernel) -> None:
+        if kernel.dead:
+            return
+        kernel.dead = True
         with contextlib.suppress(OSError):
             kernel.sock.close()
         try:
@@ -271,6 +304,12 @@ class CodeService(Service):
         kernel = self.kernels.pop(session, None)
         if kernel is not None:
             await self._destroy(kernel)
+
+    async def discard(self, session: str, kernel: _Kernel) -> None:
+        """Kill ``kernel``; unmap it from ``session`` if it is still that session's kernel."""
+        if self.kernels.get(session) is kernel:
+            del self.kernels[session]
+        await self._destroy(kernel)
 
     async def was_oom_killed(self, kernel: _Kernel) -> bool:
         try:
@@ -343,40 +382,62 @@ async def code_run(ctx: ActionContext, args: RunInput) -> ActionOutput:
     svc = await ctx.service(CodeService)
     limit_s = _timeout(ctx.policy, args)
     max_bytes = ctx.policy.code.max_output_bytes
-    kernel, fresh = await svc.kernel_for(ctx.session)
-    async with kernel.lock:
+    memory_mb = ctx.policy.code.memory_mb
+    while True:
+        kernel, fresh = await svc.kernel_for(ctx.session)
+        await kernel.lock.acquire()
+        if not kernel.dead:
+            break
+        kernel.lock.release()  # killed (timeout, reset) while this call waited for it: take a fresh one
+    try:
         kernel.last_used = time.monotonic()
         with ctx.tracer.start_as_current_span("sandbox exec") as span:
             span.set_attribute("agent_legs.code.language", args.language)
             span.set_attribute("agent_legs.code.container", kernel.container.short_id)
+            span.set_attribute("agent_legs.code.new_kernel", fresh)
             try:
                 async with asyncio.timeout(limit_s):
                     reply = await kernel.request({"code": args.code, "language": args.language,
                                                   "max_output_bytes": max_bytes})
             except TimeoutError:
-                await svc.drop(ctx.session)
+                await svc.discard(ctx.session, kernel)
                 raise ActionError("timeout", f"the code ran longer than {limit_s:g} s and was killed; this session's "
                                   "variables and imports were lost (the next call starts a fresh kernel)",
-                                  retryable=False, hint="Make the code faster or split the work.") from None
+                                  retryable=False, hint="Make the code faster, or split the work into several "
+                                  "calls (state persists between calls).") from None
             except asyncio.CancelledError:
-                await asyncio.shield(svc.drop(ctx.session))  # the caller gave up: the work must stop too
+                await asyncio.shield(svc.discard(ctx.session, kernel))  # the caller gave up: the work stops too
                 raise
             except (EOFError, OSError, ValueError):
                 oom = await svc.was_oom_killed(kernel)
-                await svc.drop(ctx.session)
+                await svc.discard(ctx.session, kernel)
                 if oom:
-                    raise ActionError("failed", f"the code exceeded the memory limit of {ctx.policy.code.memory_mb} MB "
+                    raise ActionError("failed", f"the code exceeded the memory limit of {memory_mb} MB "
                                       "(policy.code.memory_mb) and the kernel was killed; its state was lost",
                                       hint="Use less memory (process data in chunks).") from None
                 raise ActionError("failed", "the sandbox kernel died; its state was lost (the next call starts a "
                                   "fresh kernel)", retryable=True) from None
         kernel.last_used = time.monotonic()
+    finally:
+        kernel.lock.release()
+    if "driver_error" in reply:
+        await svc.discard(ctx.session, kernel)
+        raise ActionError("failed", f"the sandbox driver failed ({reply['driver_error']}); the kernel was replaced",
+                          retryable=True)
     artifacts = _artifacts(ctx, reply)
     output = _render(reply, args.language, max_bytes, artifacts, fresh)
     data = {k: reply.get(k) for k in ("stdout", "stderr", "value", "error", "exit_code", "duration_ms")}
     data["stdout_truncated"] = reply.get("stdout_bytes", 0) > max_bytes
     data["stderr_truncated"] = reply.get("stderr_bytes", 0) > max_bytes
+    data["value_truncated"] = bool(reply.get("value_truncated"))
+    data["figures"] = reply.get("figures", [])
+    data["killed_processes"] = reply.get("killed_processes", 0)
     data["new_kernel"] = fresh
+    if reply.get("oom_killed"):
+        # a child process (not the kernel) hit the limit: the kernel lives on, but the work did not finish
+        raise ActionError("failed", f"a process was killed for exceeding the memory limit of {memory_mb} MB "
+                          "(policy.code.memory_mb); the session's kernel and variables are kept\n" + output,
+                          hint="Use less memory (process data in chunks).", data=data)
     return ActionOutput(output=output, data=data, artifacts=artifacts)
 
 
@@ -403,10 +464,14 @@ def _render(reply: dict[str, Any], language: str, limit: int, artifacts: list[Ar
             parts.append(f"[{stream} truncated: {total} bytes, limit {limit} (policy.code.max_output_bytes)]")
     if reply.get("value") is not None:
         parts.append(f"[value]\n{reply['value']}")
+        if reply.get("value_truncated"):
+            parts.append(f"[value truncated to {limit} characters (policy.code.max_output_bytes)]")
     if reply.get("error"):
         parts.append(f"[error]\n{reply['error'].rstrip()}")
     if language == "bash":
         parts.append(f"[exit code {reply.get('exit_code')}]")
+    if reply.get("killed_processes"):
+        parts.append(f"[{reply['killed_processes']} leftover process(es) stopped: a call's processes end with it]")
     if artifacts:
         parts.append("[files]\n" + "\n".join(f"{a.path} ({a.mime_type}, {a.size} bytes)" for a in artifacts))
     body = [p for p in parts if p != "[new kernel started]"]
