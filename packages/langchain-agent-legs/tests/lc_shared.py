@@ -11,6 +11,9 @@ from agent_legs_testing.http_server import start_server
 # One real Legs and one real HTTP server for the standard suites (their properties cannot use fixtures).
 _TMP = Path(tempfile.mkdtemp(prefix="lc-agent-legs-"))
 SERVER, _HTTPD = start_server()
+SERVER.routes["/form"] = lambda h, r: h.send_body(
+    200, b"<html><title>Form</title><body><form action='/echo'><input id='q' name='q'><button>Go</button></form>"
+    b"</body></html>", "text/html")
 WS = _TMP / "ws"
 
 
@@ -22,11 +25,14 @@ def prepare_example(action: str) -> None:
     (WS / "dir").mkdir(exist_ok=True)
     (WS / "dir/x.txt").write_text("x")
     (WS / "to-delete.txt").write_text("bye")
+    if action.startswith("browser.") and action != "browser.navigate":
+        LEGS.run("browser.navigate", {"url": SERVER.url("/html")})
+        LEGS.run("browser.navigate", {"url": SERVER.url("/form")})  # a page to act on, and one to go back to
 
 
-prepare_example("")
 LEGS = Legs(workspace=_TMP / "ws", state_dir=_TMP / "st",
             policy={"network": {"allow_hosts": [f"127.0.0.1:{SERVER.port}"]}})
+prepare_example("")
 
 EXAMPLES: dict[str, dict[str, object]] = {
     "files.read": {"path": "example.txt"},
@@ -44,6 +50,13 @@ EXAMPLES: dict[str, dict[str, object]] = {
     "email.send": {"to": ["nobody@example.com"], "subject": "s", "body": "b"},
     "email.list": {},
     "email.read": {"id": "1"},
+    "browser.navigate": {"url": SERVER.url("/form")},
+    "browser.content": {"format": "text"},
+    "browser.click": {"selector": "button"},
+    "browser.fill": {"selector": "#q", "value": "hello"},
+    "browser.screenshot": {},
+    "browser.links": {},
+    "browser.back": {},
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import (
+    _browser,  # noqa: F401
     _code,  # noqa: F401
     _email,  # noqa: F401
     _files,  # noqa: F401
