@@ -33,4 +33,5 @@ fi
 if [ -f "$here/sandbox/build-offline.sh" ]; then
   bash "$here/sandbox/build-offline.sh"
 fi
+bash "$here/otlp/install-phoenix.sh"
 echo "setup: system components ready"

@@ -56,6 +56,7 @@ class TestServer:
 
 class Handler(BaseHTTPRequestHandler):
     server_version = "AgentLegsTest/1.0"
+    disable_nagle_algorithm = True  # headers and body are separate writes: no 40 ms delayed-ACK stalls
     protocol_version = "HTTP/1.1"
     srv: TestServer
 
