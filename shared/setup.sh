@@ -33,5 +33,5 @@ fi
 if [ -f "$here/sandbox/build-offline.sh" ]; then
   bash "$here/sandbox/build-offline.sh"
 fi
-bash "$here/otlp/install-phoenix.sh"
+if [ -z "${AGENT_LEGS_SKIP_PHOENIX:-}" ]; then bash "$here/otlp/install-phoenix.sh"; fi  # tests only
 echo "setup: system components ready"

@@ -267,6 +267,57 @@ def sandbox_build(
     console.print(f"[green]ready[/green] {tag}")
 
 
+@app.command()
+def demo(
+    model: Annotated[str | None, typer.Option("--model", help="provider:name, e.g. openai:gpt-4o-mini (needs its key)")]
+    = None,
+) -> None:
+    """Watch an agent do a real job with all five action families, against local demo services."""
+    try:
+        import langchain  # noqa: F401
+
+        import langchain_agent_legs  # noqa: F401
+    except ImportError:
+        err.print("[red]error:[/red] the demo needs LangChain: pip install langchain langchain-agent-legs "
+                  "(or run: bash shared/demo.sh)")
+        raise typer.Exit(2) from None
+    from ._demo import run_demo
+
+    workspace = G.workspace or Path("agent-workspace-demo")
+    state_dir = G.state_dir or Path(".agent-legs-demo-state")
+    report = run_demo(workspace.resolve(), state_dir.resolve(), model=model, console=console)
+    raise typer.Exit(0 if report.mails and report.posts else 1)
+
+
+@app.command()
+def doctor() -> None:
+    """Check Docker, the sandbox image, Chromium, SMTP/IMAP, OTLP and the directories; say how to fix."""
+    from ._doctor import run_checks
+
+    legs_settings, workspace, state_dir = _settings_and_dirs()
+    checks = run_checks(legs_settings, workspace, state_dir)
+    table = Table(title="agent-legs doctor")
+    for col in ("check", "status", "detail", "fix"):
+        table.add_column(col, overflow="fold")
+    for c in checks:
+        style = {"ok": "green", "warn": "yellow", "fail": "red"}[c.status]
+        table.add_row(c.name, f"[{style}]{c.status}[/{style}]", c.detail, c.fix or "")
+    console.print(table)
+    raise typer.Exit(1 if any(c.status == "fail" for c in checks) else 0)
+
+
+def _settings_and_dirs() -> tuple[Any, Path, Path]:
+    import tomllib
+
+    from ._settings import Settings
+
+    data = tomllib.loads(G.config.read_text(encoding="utf-8")) if G.config is not None else {}
+    base = G.config.resolve().parent if G.config is not None else Path.cwd()
+    workspace = G.workspace or base / data.get("workspace", "agent-workspace")
+    state_dir = G.state_dir or (base / data["state_dir"] if "state_dir" in data else default_state_dir())
+    return Settings.model_validate(data.get("settings", {})), Path(workspace), Path(state_dir)
+
+
 def main() -> None:
     app()
 
