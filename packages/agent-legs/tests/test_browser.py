@@ -187,11 +187,11 @@ def test_crashed_browser_is_relaunched_and_says_what_was_lost(dirs, website) -> 
     before = chromium_pids()
     with Legs(workspace=ws, state_dir=st, policy=website.policy()) as legs:
         assert nav(legs, website.site.url("/")).ok
+        import contextlib
+
         for pid in chromium_pids() - before:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         time.sleep(1)
         r = nav(legs, website.site.url("/about"))
         assert r.ok and any("crashed" in e for e in r.data.get("events", [])), r.data

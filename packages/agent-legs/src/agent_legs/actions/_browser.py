@@ -188,7 +188,7 @@ class BrowserService(Service):
         limit = self.runtime.policy.browser.max_download_bytes
         try:
             path = await download.path()
-            size = os.path.getsize(path)
+            size = (await asyncio.to_thread(os.stat, path)).st_size
             if size > limit:
                 s.events.append(f"download {download.suggested_filename!r} refused: {size} bytes is over "
                                 f"policy.browser.max_download_bytes ({limit})")
