@@ -4,21 +4,30 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
 from agent_legs import Legs
-from agent_legs_testing.docker import sandbox_containers
+from agent_legs_testing.docker import container_processes, sandbox_containers
 
 pytestmark = pytest.mark.usefixtures("sandbox_image", "no_leftover_containers")
 
 CANARY = "canary-secret-0f9e8d7c"
 
 
+def _bridge_address() -> str | None:
+    """The host's address on Docker's default bridge (what a container with network would reach)."""
+    r = subprocess.run(["docker", "network", "inspect", "bridge", "--format",
+                        "{{range .IPAM.Config}}{{.Gateway}}{{end}}"], capture_output=True, text=True)
+    return r.stdout.strip() or None
+
+
 @pytest.fixture(scope="module")
 def host_server():
+    """HTTP listeners on the host's loopback and on its Docker bridge address (host-local both)."""
     hits: list[str] = []
 
     class H(BaseHTTPRequestHandler):
@@ -30,23 +39,38 @@ def host_server():
         def log_message(self, *a) -> None:
             pass
 
-    srv = HTTPServer(("0.0.0.0", 0), H)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield srv.server_address[1], hits
-    srv.shutdown()
+    servers = [HTTPServer(("127.0.0.1", 0), H)]
+    bridge = _bridge_address()
+    if bridge:
+        servers.append(HTTPServer((bridge, servers[0].server_address[1]), H))
+    for srv in servers:
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield servers[0].server_address[1], [srv.server_address[0] for srv in servers], hits
+    for srv in servers:
+        srv.shutdown()
+        srv.server_close()
 
 
 @pytest.fixture
-def legs(tmp_path, monkeypatch):
+def legs(tmp_path, monkeypatch, captured_spans):
     monkeypatch.setenv("AGENT_LEGS_TEST_CANARY", CANARY)
     (tmp_path / "host-only.txt").write_text(CANARY)
     with Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "st", secrets={"CANARY": CANARY},
-              settings={"code": {"pool_size": 0}},
+              settings={"code": {"pool_size": 0}}, tracer_provider=captured_spans.provider,
               policy={"code": {"timeout_s": 15, "memory_mb": 128, "pids_limit": 64}}) as legs:
         legs.run("code.run", {"code": "witness = 'alive'"}, session="bystander")
         yield legs
         r = legs.run("code.run", {"code": "witness"}, session="bystander")
         assert r.data["value"] == "'alive'", "another session was affected"
+        probe = legs.run("files.write", {"path": "host-check.txt", "content": "host fine"})
+        assert probe.ok, "the host side stopped working"
+
+
+def attacker_container(legs, captured_spans) -> str:
+    """The attacker session's container id (its kernel is started if needed)."""
+    captured_spans.clear()
+    py(legs, "None")
+    return captured_spans.by_name("sandbox exec")[-1].attributes["agent_legs.code.container"]
 
 
 def py(legs, code: str, timeout_s: float | None = None):
@@ -57,13 +81,19 @@ def py(legs, code: str, timeout_s: float | None = None):
 
 
 def test_no_tcp_to_the_host(legs, host_server) -> None:
-    port, hits = host_server
-    gw = "172.17.0.1"
-    r = py(legs, f"import socket\nfor h in ['{gw}', 'host.docker.internal', '127.0.0.1']:\n"
+    port, addresses, hits = host_server
+    targets = [*addresses, "172.17.0.1", "host.docker.internal", "localhost", "::1"]
+    r = py(legs, f"import socket\nfor h in {targets!r}:\n"
                  f"    try:\n        socket.create_connection((h, {port}), timeout=2); print('CONNECTED', h)\n"
                  f"    except OSError as e:\n        print('blocked', h, type(e).__name__)")
-    assert "CONNECTED" not in r.data["stdout"] and r.data["stdout"].count("blocked") == 3
+    assert "CONNECTED" not in r.data["stdout"] and r.data["stdout"].count("blocked") == len(targets)
     assert hits == []
+
+
+def test_no_raw_sockets(legs) -> None:
+    r = py(legs, "import socket\ntry:\n    socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)\n"
+                 "    print('RAW')\nexcept PermissionError:\n    print('denied')")
+    assert r.data["stdout"] == "denied\n"
 
 
 def test_no_dns(legs) -> None:
@@ -96,7 +126,7 @@ def test_env_and_proc_hold_no_secret(legs) -> None:
 
 
 def test_cannot_write_outside_workspace(legs) -> None:
-    code = ("res = {}\nfor p in ['/etc/evil', '/usr/bin/evil', '/opt/agent-legs/driver.py', '/evil', '/root/x']:\n"
+    code = ("res = {}\nfor p in ['/etc/evil', '/usr/bin/evil', '/opt/evil', '/evil', '/root/x']:\n"
             "    try:\n        open(p, 'w').write('x'); res[p] = 'WROTE'\n"
             "    except OSError as e:\n        res[p] = type(e).__name__\nres")
     r = py(legs, code)
@@ -137,33 +167,53 @@ def test_no_docker_socket_and_no_mount(legs) -> None:
     assert "must be superuser" in r.data["stdout"] or "permission denied" in r.data["stdout"].lower()
 
 
-def test_fork_bomb_is_contained(legs) -> None:
-    r = legs.run("code.run", {"code": ":(){ :|:& };:", "language": "bash", "timeout_s": 5}, session="attacker")
+def test_fork_bomb_is_contained(legs, captured_spans) -> None:
+    cid = attacker_container(legs, captured_spans)
+    # the bomb runs into the pids limit (64) for 3 s while the call's own shell waits
+    r = legs.run("code.run", {"code": ":(){ :|:& };:; sleep 3; echo waited", "language": "bash", "timeout_s": 10},
+                 session="attacker")
     assert r.error is None or r.error.type == "timeout"
+    if r.error is None:  # the call returned: every process it forked was stopped with it
+        assert r.data["killed_processes"] > 30 and "Resource temporarily unavailable" in r.data["stderr"]
+        assert len(container_processes(cid)) == 1
+        assert py(legs, "6 * 7").data["value"] == "42"
+    else:
+        assert container_processes(cid) == []
     assert legs.run("files.write", {"path": "after-fork-bomb.txt", "content": "host fine"}).ok
 
 
 def test_memory_bomb_fails_naming_the_limit(legs) -> None:
     r = py(legs, "blocks = []\nwhile True:\n    blocks.append(bytearray(50 * 1024 * 1024))", timeout_s=15)
-    assert not r.ok
-    if r.error.type == "failed":
-        assert "memory limit of 128 MB" in r.error.message
-    else:
-        assert r.error.type == "timeout"
+    assert not r.ok and r.error.type == "failed", r.error
+    assert "memory limit of 128 MB" in r.error.message and "policy.code.memory_mb" in r.error.message
     r = py(legs, "1 + 1")
     assert r.data["value"] == "2" and r.data["new_kernel"]
 
 
-def test_infinite_loop_is_killed(legs) -> None:
-    before = set(sandbox_containers())
+def test_memory_bomb_in_a_child_process_keeps_the_kernel(legs) -> None:
+    py(legs, "kept = 'yes'")
+    r = legs.run("code.run", {"code": "python3 -c 'x = bytearray(400 * 1024 * 1024)'; echo exit=$?",
+                              "language": "bash"}, session="attacker")
+    assert not r.ok and r.error.type == "failed" and "memory limit of 128 MB" in r.error.message
+    assert r.data["stdout"] == "exit=137\n"
+    r = py(legs, "kept")
+    assert r.data["value"] == "'yes'" and not r.data["new_kernel"]
+
+
+def test_infinite_loop_is_killed(legs, captured_spans) -> None:
+    cid = attacker_container(legs, captured_spans)
     r = py(legs, "while True: pass", timeout_s=1)
     assert r.error.type == "timeout"
-    assert len(set(sandbox_containers()) - before) == 0
+    assert not any(c.startswith(cid) for c in sandbox_containers()) and container_processes(cid) == []
 
 
 def test_huge_output_is_bounded(legs) -> None:
     r = py(legs, "import sys\nfor _ in range(200):\n    sys.stdout.write('y' * 100000)")
-    assert r.ok and r.data["stdout_truncated"] and len(r.output) < 30000
+    assert r.ok and r.data["error"] is None and r.data["stdout_truncated"] and len(r.output) < 30000
+    assert r.data["stdout_bytes"] == 20_000_000
+    r = legs.run("code.run", {"code": "yes | head -c 50000000 >&2; echo done", "language": "bash"},
+                 session="attacker")
+    assert r.ok and r.data["stdout"] == "done\n" and r.data["stderr_bytes"] == 50_000_000
 
 
 def test_pid_namespace_hides_host_processes(legs) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import time
 
 import pytest
 
 from agent_legs import Legs
-from agent_legs_testing.docker import sandbox_containers
+from agent_legs_testing.docker import container_processes, sandbox_containers
 
 pytestmark = pytest.mark.usefixtures("sandbox_image", "no_leftover_containers")
 
@@ -95,15 +96,17 @@ def test_reset_gives_a_fresh_kernel(legs) -> None:
     assert "NameError" in r.data["error"] and r.data["new_kernel"]
 
 
-def test_timeout_kills_the_work(legs) -> None:
+def test_timeout_kills_the_work(legs, captured_spans) -> None:
     run(legs, "state = 1")
-    before = set(sandbox_containers())
+    (exec_span,) = captured_spans.by_name("sandbox exec")
+    cid = exec_span.attributes["agent_legs.code.container"]
     t0 = time.monotonic()
     r = run(legs, "while True:\n    pass", timeout_s=1.5)
     assert time.monotonic() - t0 < 10
     assert r.error.type == "timeout" and "lost" in r.error.message
-    killed = before - set(sandbox_containers())
-    assert len(killed) == 1, "the timed-out container must be removed, not left burning CPU"
+    assert not any(c.startswith(cid) for c in sandbox_containers()), \
+        "the timed-out container must be removed, not left burning CPU"
+    assert container_processes(cid) == []
     r = run(legs, "state")
     assert r.data["new_kernel"] and "NameError" in r.data["error"]
 
@@ -114,6 +117,106 @@ def test_output_is_truncated(dirs) -> None:
         r = legs.run("code.run", {"code": "print('x' * 100000)"})
         assert r.ok and len(r.data["stdout"]) == 1000 and r.data["stdout_truncated"]
         assert "truncated: 100001 bytes, limit 1000" in r.output
+        r = legs.run("code.run", {"code": "'v' * 5000"})
+        assert r.data["value_truncated"] and len(r.data["value"]) == 1000 and "[value truncated" in r.output
+
+
+def test_an_output_flood_neither_fails_the_code_nor_fills_memory(legs) -> None:
+    r = run(legs, "import sys\nfor i in range(400):\n    sys.stdout.write('y' * 50000)\n"
+                  "import os; os.system('head -c 3000000 /dev/zero')\nprint('end')")
+    assert r.ok and r.data["error"] is None, r.data["error"]
+    assert r.data["stdout_bytes"] == 400 * 50000 + 3000000 + 4 and r.data["stdout_truncated"]
+    assert len(r.data["stdout"]) == 100_000
+
+
+def test_pool_gives_a_new_session_a_running_kernel(legs, captured_spans) -> None:
+    run(legs, "1", session="first")  # starts the service; the pool fills in the background
+    deadline = time.monotonic() + 60
+    # the first call's own container and the pooled one: a kernel joins the pool as its span ends
+    while len(captured_spans.by_name("sandbox container start")) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    captured_spans.clear()
+    r = run(legs, "2", session="second")
+    assert r.ok and r.data["new_kernel"]
+    tool = captured_spans.by_name("execute_tool code_run")[0]
+    starts = [s for s in captured_spans.by_name("sandbox container start") if s.context.trace_id ==
+              tool.context.trace_id]
+    assert starts == [], "a pooled kernel needs no container start in the call"
+
+
+def test_concurrent_first_calls_of_a_session_share_one_kernel(dirs) -> None:
+    ws, st = dirs
+    with Legs(workspace=ws, state_dir=st, settings={"code": {"pool_size": 0}}) as legs:
+        legs.run("code.run", {"code": "1"}, session="warm")  # the service is up
+        before = set(sandbox_containers())
+
+        async def both() -> list:
+            return await asyncio.gather(*(legs.arun("code.run", {"code": f"n{i} = {i}"}, session="c")
+                                          for i in range(2)))
+
+        results = asyncio.run(both())
+        assert all(r.ok for r in results)
+        assert len(set(sandbox_containers()) - before) == 1
+        assert legs.run("code.run", {"code": "n0 + n1"}, session="c").data["value"] == "1"
+
+
+def test_sessions_run_in_parallel(dirs) -> None:
+    ws, st = dirs
+    with Legs(workspace=ws, state_dir=st, settings={"code": {"pool_size": 3}}) as legs:
+        for i in range(3):
+            legs.run("code.run", {"code": "import time"}, session=f"p{i}")
+
+        async def three() -> list:
+            return await asyncio.gather(*(legs.arun("code.run", {"code": "time.sleep(1.5)"}, session=f"p{i}")
+                                          for i in range(3)))
+
+        t0 = time.monotonic()
+        results = asyncio.run(three())
+        assert all(r.ok for r in results) and time.monotonic() - t0 < 3.5
+
+
+def test_idle_sessions_are_reaped(dirs) -> None:
+    ws, st = dirs
+    with Legs(workspace=ws, state_dir=st, settings={"code": {"pool_size": 0, "session_ttl_s": 0.5}}) as legs:
+        legs.run("code.run", {"code": "kept = 1"}, session="idle")
+        assert len(sandbox_containers()) == 1
+        deadline = time.monotonic() + 10
+        while sandbox_containers() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert sandbox_containers() == []
+        r = legs.run("code.run", {"code": "kept"}, session="idle")
+        assert r.data["new_kernel"] and "NameError" in r.data["error"]
+
+
+def test_a_calls_processes_end_with_it(legs, captured_spans) -> None:
+    r = run(legs, "sleep 300 & sleep 301 & (sleep 302 &) ; echo started", language="bash")
+    assert r.ok and r.data["stdout"] == "started\n" and r.data["killed_processes"] >= 3
+    assert "leftover process(es) stopped" in r.output
+    (exec_span,) = captured_spans.by_name("sandbox exec")
+    cid = exec_span.attributes["agent_legs.code.container"]
+    procs = container_processes(cid)
+    assert len(procs) == 1 and "agent-legs-driver" in procs[0], procs
+    r = run(legs, "import subprocess\np = subprocess.Popen(['sleep', '300'])\n'spawned'")
+    assert r.data["value"] == "'spawned'" and r.data["killed_processes"] == 1
+    assert len(container_processes(cid)) == 1
+
+
+def test_threads_printing_between_calls_cannot_corrupt_the_channel(legs) -> None:
+    run(legs, "import threading, time\n"
+              "def chatter():\n    for i in range(2000):\n        print('noise' * 50, i)\n        time.sleep(0.0005)\n"
+              "threading.Thread(target=chatter, daemon=True).start()")
+    for i in range(20):
+        r = run(legs, f"{i} * 2")
+        assert r.ok and r.data["value"] == str(i * 2)
+
+
+def test_figure_names_do_not_collide_across_kernels(legs, dirs) -> None:
+    plot = "import matplotlib.pyplot as plt\nplt.plot([1, 2])"
+    first = [a.path for a in run(legs, plot).artifacts]
+    legs.run("code.reset", {})
+    second = [a.path for a in run(legs, plot).artifacts]
+    assert len(first) == 1 and len(second) == 1 and first != second
+    assert (dirs[0] / first[0]).exists() and (dirs[0] / second[0]).exists()
 
 
 def test_session_close_removes_its_container(legs) -> None:
@@ -143,11 +246,72 @@ def test_child_spans(legs, captured_spans) -> None:
     assert exec_span.parent.span_id == tool.context.span_id
 
 
-def test_network_true_is_refused_rather_than_unguarded(dirs) -> None:
+@pytest.fixture
+def loopback_http():
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    hits: list[str] = []
+
+    class H(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            hits.append(self.path)
+            body = b"hello from the host"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a) -> None:
+            pass
+
+    srv = HTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield srv.server_address[1], hits
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_network_true_goes_only_through_the_egress_guard(dirs, loopback_http) -> None:
+    port, hits = loopback_http
     ws, st = dirs
-    with Legs(workspace=ws, state_dir=st, policy={"code": {"network": True}}) as legs:
+    policy = {"code": {"network": True}, "network": {"allow_hosts": [f"127.0.0.1:{port}"]}}
+    with Legs(workspace=ws, state_dir=st, settings={"code": {"pool_size": 0}}, policy=policy) as legs:
+        code = (f"import socket, urllib.request\n"
+                f"print(urllib.request.urlopen('http://127.0.0.1:{port}/allowed', timeout=10).read().decode())\n"
+                f"for url in ['http://127.0.0.1:{port + 1}/other-port', 'http://10.0.0.1/private', "
+                f"'http://169.254.169.254/metadata', 'https://10.0.0.2/tls']:\n"
+                f"    try:\n        urllib.request.urlopen(url, timeout=10); print('REACHED', url)\n"
+                f"    except Exception as e:\n        print('refused', url)\n"
+                f"try:\n    socket.create_connection(('127.0.0.1', {port}), timeout=2); print('DIRECT')\n"
+                f"except OSError:\n    print('no direct route')\n"
+                f"s = socket.create_connection(('127.0.0.1', 3128), timeout=10)\n"  # a CONNECT tunnel, by hand
+                f"s.sendall(b'CONNECT 127.0.0.1:{port} HTTP/1.1\\r\\n\\r\\n')\n"
+                f"print(s.recv(100).split(b'\\r\\n')[0].decode())\n"
+                f"s.sendall(b'GET /tunnelled HTTP/1.0\\r\\n\\r\\n')\n"
+                f"data = b''\n"
+                f"while chunk := s.recv(1000):\n    data += chunk\n"
+                f"print(b'hello from the host' in data)")
+        r = legs.run("code.run", {"code": code})
+        assert r.ok and r.data["error"] is None, r.data
+        lines = r.data["stdout"].splitlines()
+        assert lines[0] == "hello from the host"
+        assert [line.split()[0] for line in lines[1:5]] == ["refused"] * 4
+        assert lines[5] == "no direct route"
+        assert lines[6] == "HTTP/1.1 200 Connection established" and lines[7] == "True"
+        assert hits == ["/allowed", "/tunnelled"]
+        denied = [d["url"] for d in r.data["network_denied"]]
+        assert denied == [f"http://127.0.0.1:{port + 1}/other-port", "http://10.0.0.1/private",
+                          "http://169.254.169.254/metadata", "https://10.0.0.2:443"]
+        assert "[network denied: http://10.0.0.1/private" in r.output
+
+
+def test_network_true_with_a_remote_engine_is_refused(dirs) -> None:
+    ws, st = dirs
+    with Legs(workspace=ws, state_dir=st, settings={"code": {"docker_host": "tcp://127.0.0.1:9"}},
+              policy={"code": {"network": True}}) as legs:
         r = legs.run("code.run", {"code": "1"})
-        assert r.error.type == "denied" and "policy.code.network" in r.error.message
+        assert r.error.type == "unavailable" and "policy.code.network" in r.error.message
 
 
 def test_docker_unreachable_is_unavailable(dirs) -> None:
@@ -185,3 +349,40 @@ def test_close_leaves_nothing(dirs) -> None:
     legs.run("code.run", {"code": "1"}, session="b")
     legs.close()
     assert set(sandbox_containers()) <= before
+
+
+CRASHING_HOST = """
+import os, sys, threading, time
+from agent_legs import Legs
+legs = Legs(workspace=sys.argv[1], state_dir=sys.argv[2], settings={"code": {"pool_size": 1}})
+legs.run("code.run", {"code": "1"}, session="idle")
+threading.Thread(target=legs.run, args=("code.run", {"code": "while True: pass", "timeout_s": 600}),
+                 kwargs={"session": "busy"}, daemon=True).start()
+time.sleep(1.5)
+print(os.getpid(), flush=True)
+os.kill(os.getpid(), 9)
+"""
+
+
+def test_a_crashed_host_leaves_nothing_running_and_its_containers_are_swept(tmp_path, dirs) -> None:
+    import socket
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", CRASHING_HOST, str(tmp_path / "w"), str(tmp_path / "s")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr
+    owner = f"agent-legs.sandbox.owner={socket.gethostname()}:{proc.stdout.strip()}"
+
+    def containers(*extra: str) -> list[str]:
+        return subprocess.run(["docker", "ps", "-q", *extra, "--filter", f"label={owner}"], capture_output=True,
+                              text=True, check=True).stdout.split()
+
+    assert len(containers("-a")) == 3  # the idle kernel, the busy one, the pooled one
+    deadline = time.monotonic() + 5
+    while containers() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert containers() == [], "a kernel kept running after its host died"
+    ws, st = dirs
+    with Legs(workspace=ws, state_dir=st, settings={"code": {"pool_size": 0}}) as legs:
+        assert legs.run("code.run", {"code": "1"}).ok  # the service's start sweeps orphans of dead processes
+        assert containers("-a") == []

@@ -1,8 +1,10 @@
 """Build the sandbox image: ``docker build`` of the Dockerfile when its base image can be had, else
 offline from Debian packages (``mmdebstrap | docker import``, about 30-60 s).
 
-Idempotent: images carry a label with the hash of their recipe (driver, Dockerfile, package list,
-hooks); an image whose label matches is reused. Standard library only, so it also runs as a plain
+Idempotent: images carry a label with the hash of their recipe (Dockerfile, package list, hooks);
+an image whose label matches is reused. The image holds no Agent Legs code: the kernel driver is
+sent to each container when it starts (see ``actions/_code.py``), so upgrading agent_legs never
+needs a rebuild, and any image with python3 can serve as a sandbox. Standard library only, so it also runs as a plain
 script where agent_legs is not installed (``shared/sandbox/build-offline.sh`` does that):
 ``python3 .../agent_legs/_sandbox/build.py [--tag T] [--force] [--offline]``.
 """
@@ -22,7 +24,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-DRIVER_PATH = HERE / "driver.py"
 DOCKERFILE = HERE / "Dockerfile"
 DEFAULT_TAG = "agent-legs-sandbox:latest"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -31,14 +32,11 @@ SUITE = "bookworm"
 PACKAGES = ["python3", "python3-numpy", "python3-pandas", "python3-matplotlib", "python-is-python3", "procps"]
 # only hard dependencies (Debian's python3-fonttools still pulls scipy, and through pythran gcc: ~1.2 GB)
 APT_OPTIONS = ['Apt::Install-Recommends "false"']
-DRIVER_LABEL = "agent-legs.driver"  # what the runtime checks: the protocol it speaks
 RECIPE_LABEL = "agent-legs.recipe"  # what the build checks: everything that went into the image
 HOOKS = [
     'echo "sandbox:x:1000:1000::/tmp:/bin/bash" >> "$1/etc/passwd"',
     'echo "sandbox:x:1000:" >> "$1/etc/group"',
-    'mkdir -p "$1/workspace" "$1/opt/agent-legs"',
-    'cp "$AGENT_LEGS_DRIVER" "$1/opt/agent-legs/driver.py"',
-    'chmod 0755 "$1/opt/agent-legs" && chmod 0644 "$1/opt/agent-legs/driver.py"',
+    'mkdir -p "$1/workspace"',
     'rm -rf "$1/var/cache/apt/"* "$1/var/lib/apt/lists/"*',
 ]
 CHANGES = [
@@ -48,20 +46,14 @@ CHANGES = [
     "ENV MPLBACKEND=Agg",
     "ENV HOME=/tmp",
     "ENV PYTHONDONTWRITEBYTECODE=1",
-    'CMD ["python3", "-u", "/opt/agent-legs/driver.py"]',
+    'CMD ["python3"]',
 ]
 
 Progress = Callable[[str], None]
 
 
-def driver_hash() -> str:
-    """Identifies the driver an image must contain (the runtime refuses an image without it)."""
-    return hashlib.sha256(DRIVER_PATH.read_bytes()).hexdigest()[:16]
-
-
 def recipe_hash() -> str:
     h = hashlib.sha256()
-    h.update(DRIVER_PATH.read_bytes())
     h.update(DOCKERFILE.read_bytes())
     h.update(json.dumps([SUITE, PACKAGES, APT_OPTIONS, HOOKS, CHANGES]).encode())
     return h.hexdigest()[:16]
@@ -77,12 +69,6 @@ def image_labels(tag: str) -> dict[str, str] | None:
     if r.returncode != 0:
         return None
     return json.loads(r.stdout or "null") or {}
-
-
-def current_label(tag: str) -> str | None:
-    """The driver hash of the image ``tag`` (None when missing or unlabelled)."""
-    labels = image_labels(tag)
-    return None if labels is None else labels.get(DRIVER_LABEL)
 
 
 def debian_mirror() -> str:
@@ -125,13 +111,11 @@ def build_offline(tag: str, progress: Progress) -> None:
            "--dpkgopt=path-exclude=/usr/share/locale/*", "--dpkgopt=path-exclude=/usr/share/info/*"]
     cmd += [f"--customize-hook={h}" for h in HOOKS]
     cmd += [SUITE, "-", mirror]
-    labels = [f"LABEL {DRIVER_LABEL}={driver_hash()}", f"LABEL {RECIPE_LABEL}={recipe_hash()}",
-              "LABEL agent-legs=1"]
+    labels = [f"LABEL {RECIPE_LABEL}={recipe_hash()}", "LABEL agent-legs=1"]
     staging = f"{tag.rsplit(':', 1)[0]}:building"  # tagged for real only if mmdebstrap succeeded
     importer = ["docker", "import", *[a for c in [*CHANGES, *labels] for a in ("--change", c)], "-", staging]
     progress(f"mmdebstrap {SUITE} ({', '.join(PACKAGES)}) from {mirror} | docker import")
-    env = {**os.environ, "AGENT_LEGS_DRIVER": str(DRIVER_PATH)}
-    strap = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    strap = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     tail: list[str] = []
     pump = threading.Thread(target=_pump, args=(strap.stderr, progress, tail), daemon=True)
     pump.start()
@@ -164,8 +148,8 @@ def build_with_dockerfile(tag: str, progress: Progress) -> bool:
         progress("no container registry reachable: building offline")
         return False
     progress(f"docker build (base {base})")
-    r = _docker("build", "-t", tag, "--label", f"{DRIVER_LABEL}={driver_hash()}", "--label",
-                f"{RECIPE_LABEL}={recipe_hash()}", "--label", "agent-legs=1", str(HERE), check=False, timeout=1800)
+    r = _docker("build", "-t", tag, "--label", f"{RECIPE_LABEL}={recipe_hash()}", "--label", "agent-legs=1",
+                "-f", str(DOCKERFILE), str(HERE), check=False, timeout=1800)
     if r.returncode != 0:
         progress(f"docker build failed, building offline instead: {r.stderr.strip()[-300:]}")
     return r.returncode == 0
@@ -187,11 +171,17 @@ def build_image(tag: str = DEFAULT_TAG, progress: Progress = print, force: bool 
     if not force and labels.get(RECIPE_LABEL) == recipe_hash():
         progress(f"{tag} is up to date (recipe {recipe_hash()})")
         return tag
-    if offline is not True and build_with_dockerfile(tag, progress):
-        progress(f"built {tag} with docker build (recipe {recipe_hash()})")
-        return tag
-    build_offline(tag, progress)
-    progress(f"built {tag} offline (recipe {recipe_hash()})")
+    old = _docker("image", "inspect", tag, "--format", "{{.Id}}", check=False).stdout.strip()
+    try:
+        if offline is not True and build_with_dockerfile(tag, progress):
+            progress(f"built {tag} with docker build (recipe {recipe_hash()})")
+        else:
+            build_offline(tag, progress)
+            progress(f"built {tag} offline (recipe {recipe_hash()})")
+    except subprocess.TimeoutExpired as exc:
+        raise RuntimeError(f"the image build timed out: {exc}") from None
+    if old:  # an imported image shares no layers: drop the replaced one (refused while containers use it)
+        _docker("image", "rm", old, check=False)
     return tag
 
 

@@ -9,6 +9,10 @@ code (or a thread it left behind) prints can corrupt the protocol.
 
 A call's processes end with the call: afterwards PID 1 kills every other process in the
 container (``kill(-1)``) and reaps them, so no background job, fork bomb or zombie outlives it.
+
+When the host grants guarded network (``AGENT_LEGS_EGRESS_SOCKET``), the container still has only
+loopback; a forwarder thread listens on ``127.0.0.1:$AGENT_LEGS_EGRESS_PORT`` and relays each
+connection to the host's egress proxy over the mounted unix socket (HTTP_PROXY points there).
 Standard library only: the image's python3 runs it.
 """
 
@@ -16,7 +20,9 @@ import ast
 import io
 import json
 import os
+import select
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -76,6 +82,76 @@ class _Capture:
     def result(self, wait_s):
         self.thread.join(wait_s)  # EOF comes as soon as every writer (all killed by now) is gone
         return bytes(self.head).decode("utf-8", "replace"), self.total
+
+
+def _relay(src, dst):
+    try:
+        while True:
+            data = src.recv(65536)
+            if not data:
+                break
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        try:
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+
+def _bridge(conn, path):
+    upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        upstream.connect(path)
+    except OSError:
+        conn.close()
+        upstream.close()
+        return
+    back = threading.Thread(target=_relay, args=(upstream, conn), daemon=True)
+    back.start()
+    _relay(conn, upstream)
+    back.join()
+    conn.close()
+    upstream.close()
+
+
+def start_egress_forwarder(path, port):
+    """127.0.0.1:port inside the container -> the host's egress proxy (unix socket)."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", port))
+    server.listen(128)
+
+    def accept():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            threading.Thread(target=_bridge, args=(conn, path), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+
+
+class Watchdog:
+    """Ends the kernel when the host goes away during a call (its end of stdin closes: Docker's
+    StdinOnce), so a crashed host leaves no loop burning CPU. Between calls the main thread's
+    read sees the EOF itself."""
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.busy = threading.Event()
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _watch(self):
+        poller = select.poll()
+        poller.register(self.fd, select.POLLERR)  # POLLHUP is always reported; POLLIN is not asked for
+        while True:
+            self.busy.wait()
+            for _, events in poller.poll(200):
+                if events & (select.POLLHUP | select.POLLERR) and self.busy.is_set():
+                    os._exit(3)
 
 
 def _oom_kills():
@@ -247,6 +323,8 @@ def main():
     os.dup2(null_fd, 0)  # user code reading stdin gets EOF, not our protocol
     signal.signal(signal.SIGTERM, lambda *a: os._exit(0))  # PID 1 has no default action: stop when asked
     os.chdir(WORKSPACE)
+    if os.environ.get("AGENT_LEGS_EGRESS_SOCKET"):
+        start_egress_forwarder(os.environ["AGENT_LEGS_EGRESS_SOCKET"], int(os.environ["AGENT_LEGS_EGRESS_PORT"]))
     kernel = Kernel()
     kernel.stdout, kernel.stderr = _text_stream(1), _text_stream(2)
     _send(proto_out, {"ready": True, "python": sys.version.split()[0], "pid": os.getpid()})
@@ -254,16 +332,19 @@ def main():
     os.dup2(null_fd, 1)
     os.dup2(null_fd, 2)
     sys.stdout, sys.stderr = kernel.stdout, kernel.stderr
+    watchdog = Watchdog(proto_in)
     while True:
         try:
             (size,) = struct.unpack(">I", _read_exact(proto_in, 4))
             req = json.loads(_read_exact(proto_in, size))
         except EOFError:
             return
+        watchdog.busy.set()
         try:
             result = handle(kernel, req, null_fd)
         except BaseException as exc:  # the driver itself failed: say so rather than hang the host
             result = {"driver_error": "%s: %s" % (type(exc).__name__, exc)}
+        watchdog.busy.clear()
         _send(proto_out, result)
 
 

@@ -2,24 +2,35 @@
 
 One long-lived container per session runs the driver (``agent_legs/_sandbox/driver.py``) as PID 1;
 the host talks to it over the container's attached stdin/stdout (length-prefixed JSON), so a warm
-call costs a round trip, not a ``docker exec``. A pool of pre-started containers makes a new
-session's first call fast. A timeout kills the container (the work really stops) and the session's
-next call gets a fresh kernel.
+call costs a round trip, not a ``docker exec``. The driver is not baked into the image: a one-line
+bootstrap reads it from stdin when the container starts, so the host and the kernel always speak
+the same protocol version (no rebuild after an upgrade) and any image with python3 works. A pool
+of pre-started containers makes a new session's first call fast. A timeout kills the container (the
+work really stops) and the session's next call gets a fresh kernel.
 
 Containment: no network, non-root user, read-only root filesystem, size-limited tmpfs ``/tmp``,
 all capabilities dropped, ``no-new-privileges``, pids/memory (swap = memory)/CPU limits, an empty
 environment, the workspace bind-mounted at ``/workspace`` (read-only when the policy says so).
+
+``policy.code.network = true`` does not give the container a network: it keeps only loopback, and
+gets one way out, a unix socket (bind-mounted) to its own ``EgressProxy``, which the driver exposes
+inside the container as the HTTP(S) proxy ``127.0.0.1:3128``. Every destination passes the egress
+guard (DNS is resolved and pinned by the proxy); code that ignores the proxy reaches nothing. This
+needs a local engine (a socket cannot be mounted from a remote one): elsewhere it is refused.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 import os
+import shutil
 import socket
 import struct
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -28,11 +39,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .._context import ActionContext
+from .._egress import EgressGuard
+from .._egress_proxy import EgressProxy
 from .._errors import ActionError
 from .._models import ActionOutput, Artifact
 from .._policy import Policy
 from .._registry import action
-from .._sandbox import driver_hash
+from .._sandbox import driver_source
 from .._service import Service
 
 log = logging.getLogger("agent_legs.code")
@@ -41,6 +54,35 @@ LABEL = "agent-legs.sandbox"
 _HOST = socket.gethostname()
 _UNAVAILABLE_HINT = ("Start the Docker engine (dockerd) or set settings.code.docker_host, then build the image with "
                      "`agent-legs sandbox build`; `agent-legs doctor` checks both.")
+
+
+# PID 1 of every sandbox: reads the driver's source (a decimal length line, then the bytes) from stdin
+BOOTSTRAP = ("import sys; b = sys.stdin.buffer; "
+             "exec(compile(b.read(int(b.readline())), 'agent-legs-driver', 'exec'))")
+EGRESS_SOCKET = "/run/agent-legs-egress.sock"  # inside the container
+EGRESS_PORT = 3128  # the driver's forwarder, on the container's loopback
+
+
+@dataclass
+class _SocketProxy(EgressProxy):
+    """The egress proxy served on a unix socket: a networked sandbox's only way out."""
+
+    path: str = ""
+
+    async def start(self) -> _SocketProxy:
+        self._server = await asyncio.start_unix_server(self._client, path=self.path, limit=64 * 1024)
+        os.chmod(self.path, 0o666)  # noqa: S103 (the sandbox user connects; the directory above is private)
+        return self
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+
+
+def _local_engine(docker_host: str | None) -> bool:
+    url = docker_host or os.environ.get("DOCKER_HOST") or "unix://"
+    return url.startswith(("unix://", "npipe://"))
 
 
 class RunInput(BaseModel):
@@ -73,6 +115,7 @@ class _Kernel:
     stderr_tail: bytearray = field(default_factory=bytearray)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     dead: bool = False
+    proxy: _SocketProxy | None = None
 
     async def _recv_stdout(self, n: int) -> bytes:
         """``n`` bytes of the container's stdout (the attach stream is multiplexed in frames)."""
@@ -124,12 +167,14 @@ class CodeService(Service):
     """Sandbox containers: a warm pool, one kernel per session, and their cleanup."""
 
     async def start(self) -> None:
-        if self.runtime.policy.code.network:
+        self._egress_dir: str | None = None
+        if self.runtime.policy.code.network and not _local_engine(self.runtime.settings.code.docker_host):
             raise ActionError(
-                "denied",
-                "policy.code.network=true would give the sandbox network access that the egress guard cannot "
-                "police yet; refusing to start a sandbox with unguarded network",
-                rule="policy.code.network",
+                "unavailable",
+                "policy.code.network=true needs a local Docker engine: the sandbox's only way out is a unix socket "
+                "to the egress guard's proxy, which cannot be mounted into a remote engine's containers; refusing "
+                "rather than giving the sandbox unguarded network",
+                hint="Use a local engine, or set policy.code.network = false.",
             )
         try:
             import docker
@@ -143,23 +188,22 @@ class CodeService(Service):
                 else docker.from_env(timeout=30)
             )
             await asyncio.to_thread(self.client.ping)
-            image = await asyncio.to_thread(self.client.images.get, settings.image)
+            await asyncio.to_thread(self.client.images.get, settings.image)
         except docker.errors.ImageNotFound:
             raise ActionError("unavailable", f"the sandbox image {settings.image} is not built",
                               hint="Run `agent-legs sandbox build`.") from None
         except Exception as exc:
             raise ActionError("unavailable", f"cannot reach the Docker engine: {exc}", retryable=True,
                               hint=_UNAVAILABLE_HINT) from None
-        label = (image.labels or {}).get("agent-legs.driver")
-        if label != driver_hash():
-            raise ActionError("unavailable", f"the sandbox image {settings.image} is outdated (driver {label}, "
-                              f"expected {driver_hash()})", hint="Run `agent-legs sandbox build`.")
-        self._owner = self._prepare_workspace()
+        self._owner = await asyncio.to_thread(self._prepare_workspace)  # may walk a large workspace
+        if self.runtime.policy.code.network:
+            # short path (unix sockets allow ~107 bytes), private to us; only the sockets are mounted
+            self._egress_dir = tempfile.mkdtemp(prefix="agent-legs-egress-")
         self.kernels: dict[str, _Kernel] = {}
         self._starting: dict[str, asyncio.Future[_Kernel]] = {}
         self.pool: list[_Kernel] = []
         self._pool_task: asyncio.Task[None] | None = None
-        self._reaper = asyncio.create_task(self._reap())
+        self._reaper = asyncio.create_task(self._reap(), context=contextvars.Context())
         await asyncio.to_thread(self._remove_orphans)
         self._fill_pool()
 
@@ -178,13 +222,22 @@ class CodeService(Service):
             os.lchown(root, 1000, 1000)
         return 1000, 1000
 
-    def _create(self) -> _Kernel:
+    def _create(self, proxy: _SocketProxy | None) -> _Kernel:
         policy = self.runtime.policy
-        code, settings = policy.code, self.runtime.settings.code
+        code = policy.code
         mode = "ro" if policy.files.read_only else "rw"
         uid, gid = self._owner
+        volumes = {str(self.runtime.workspace_path): {"bind": "/workspace", "mode": mode}}
+        environment: dict[str, str] = {}  # nothing of the host's: no variable, no secret
+        if proxy is not None:
+            volumes[proxy.path] = {"bind": EGRESS_SOCKET, "mode": "rw"}
+            url = f"http://127.0.0.1:{EGRESS_PORT}"
+            environment = {"AGENT_LEGS_EGRESS_SOCKET": EGRESS_SOCKET, "AGENT_LEGS_EGRESS_PORT": str(EGRESS_PORT),
+                           "HTTP_PROXY": url, "HTTPS_PROXY": url, "http_proxy": url, "https_proxy": url,
+                           "ALL_PROXY": url, "all_proxy": url}
         container = self.client.containers.create(
-            settings.image,
+            self.runtime.settings.code.image,  # any version: it holds no Agent Legs code
+            command=["python3", "-u", "-c", BOOTSTRAP],
             user=f"{uid}:{gid}",
             stdin_open=True,
             tty=False,
@@ -197,29 +250,42 @@ class CodeService(Service):
             mem_limit=f"{code.memory_mb}m",
             memswap_limit=f"{code.memory_mb}m",
             nano_cpus=int(code.cpus * 1e9),
-            environment={},
+            environment=environment,
             hostname="sandbox",
             working_dir="/workspace",
-            volumes={str(self.runtime.workspace_path): {"bind": "/workspace", "mode": mode}},
+            volumes=volumes,
             labels={LABEL: "1", f"{LABEL}.owner": f"{_HOST}:{os.getpid()}", f"{LABEL}.instance": self.instance},
             ulimits=[],
         )
         try:
             raw = container.attach_socket(params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
             sock: socket.socket = raw._sock  # the hijacked HTTP connection's socket
-            sock.setblocking(False)
             container.start()
+            source = driver_source()
+            sock.sendall(b"%d\n" % len(source) + source)
+            sock.setblocking(False)
         except Exception:
             with contextlib.suppress(Exception):
                 container.remove(force=True)
             raise
-        return _Kernel(container, sock)
+        return _Kernel(container, sock, proxy=proxy)
+
+    async def _start_proxy(self) -> _SocketProxy | None:
+        if self._egress_dir is None:
+            return None
+        path = os.path.join(self._egress_dir, f"{uuid.uuid4().hex[:12]}.sock")
+        guard: EgressGuard = self.runtime.egress
+        return await _SocketProxy(guard, path=path).start()
 
     async def _new_kernel(self) -> _Kernel:
-        with self.runtime.tracer.start_as_current_span("sandbox container start"):
+        with self.runtime.tracer.start_as_current_span("sandbox container start") as span:
+            span.set_attribute("agent_legs.code.network", self._egress_dir is not None)
+            proxy = await self._start_proxy()
             try:
-                kernel = await asyncio.to_thread(self._create)
+                kernel = await asyncio.to_thread(self._create, proxy)
             except Exception as exc:
+                if proxy is not None:
+                    await proxy.aclose()
                 raise ActionError("unavailable", f"cannot start a sandbox container: {exc}", retryable=True,
                                   hint=_UNAVAILABLE_HINT) from None
             try:
@@ -248,7 +314,8 @@ class CodeService(Service):
                     log.warning("sandbox pool: %s", exc.message)
                     return
 
-        self._pool_task = asyncio.create_task(fill())
+        # a fresh context: refills are background work, not steps of the action that triggered them
+        self._pool_task = asyncio.create_task(fill(), context=contextvars.Context())
 
     async def kernel_for(self, session: str) -> tuple[_Kernel, bool]:
         """The session's kernel (and whether it is new)."""
@@ -295,6 +362,8 @@ class CodeService(Service):
         kernel.dead = True
         with contextlib.suppress(OSError):
             kernel.sock.close()
+        if kernel.proxy is not None:
+            await kernel.proxy.aclose()
         try:
             await _blocking(kernel.container.remove, force=True)  # SIGKILL, then remove
         except Exception as exc:
@@ -327,7 +396,7 @@ class CodeService(Service):
                 continue
             try:
                 os.kill(int(pid), 0)
-                alive = int(pid) != os.getpid() or c.labels.get(f"{LABEL}.instance") == self.instance
+                alive = True  # the owner (this process included: another Legs in it) still runs
             except ProcessLookupError:
                 alive = False
             except PermissionError:
@@ -362,6 +431,8 @@ class CodeService(Service):
             await _blocking(self._remove_instance_leftovers)
         with contextlib.suppress(Exception):
             self.client.close()
+        if self._egress_dir is not None:
+            shutil.rmtree(self._egress_dir, ignore_errors=True)
 
     def _remove_instance_leftovers(self) -> None:
         for c in self.client.containers.list(all=True, filters={"label": f"{LABEL}.instance={self.instance}"}):
@@ -374,8 +445,9 @@ class CodeService(Service):
     description="""Run Python (default) or bash in this session's sandbox: a persistent kernel, like a
     notebook (variables and imports survive between calls). Returns stdout, stderr, the value of the
     last expression, and the traceback if the code raised. The workspace is at /workspace (bash runs
-    there); files written there and matplotlib figures come back as artifacts. No network access.
-    numpy, pandas and matplotlib are installed.""",
+    there); files written there and matplotlib figures come back as artifacts. No network access
+    unless the policy allows it (then only through the HTTP(S) proxy set in the environment).
+    numpy, pandas, scipy and matplotlib are installed. Processes a call starts end with the call.""",
     timeout=lambda policy, args: _timeout(policy, args) + 15.0,  # room to kill and clean up
 )
 async def code_run(ctx: ActionContext, args: RunInput) -> ActionOutput:
@@ -424,19 +496,27 @@ async def code_run(ctx: ActionContext, args: RunInput) -> ActionOutput:
         await svc.discard(ctx.session, kernel)
         raise ActionError("failed", f"the sandbox driver failed ({reply['driver_error']}); the kernel was replaced",
                           retryable=True)
+    if kernel.proxy is not None:  # what the egress guard refused during this call
+        reply["network_denied"] = [{"url": d.url, "rule": d.rule, "message": d.message}
+                                   for d in kernel.proxy.take_denied()[:50]]
     artifacts = _artifacts(ctx, reply)
     output = _render(reply, args.language, max_bytes, artifacts, fresh)
-    data = {k: reply.get(k) for k in ("stdout", "stderr", "value", "error", "exit_code", "duration_ms")}
-    data["stdout_truncated"] = reply.get("stdout_bytes", 0) > max_bytes
-    data["stderr_truncated"] = reply.get("stderr_bytes", 0) > max_bytes
+    data: dict[str, Any] = {k: reply.get(k) for k in ("stdout", "stderr", "value", "error", "exit_code",
+                                                       "duration_ms")}
+    for stream in ("stdout", "stderr"):  # the full size, and whether the text above is only its head
+        size = int(reply.get(f"{stream}_bytes") or 0)
+        data[f"{stream}_bytes"] = size
+        data[f"{stream}_truncated"] = size > max_bytes
     data["value_truncated"] = bool(reply.get("value_truncated"))
     data["figures"] = reply.get("figures", [])
     data["killed_processes"] = reply.get("killed_processes", 0)
+    if "network_denied" in reply:
+        data["network_denied"] = reply["network_denied"]
     data["new_kernel"] = fresh
     if reply.get("oom_killed"):
         # a child process (not the kernel) hit the limit: the kernel lives on, but the work did not finish
         raise ActionError("failed", f"a process was killed for exceeding the memory limit of {memory_mb} MB "
-                          "(policy.code.memory_mb); the session's kernel and variables are kept\n" + output,
+                          "(policy.code.memory_mb); the session's kernel and variables are kept\n" + output[:2000],
                           hint="Use less memory (process data in chunks).", data=data)
     return ActionOutput(output=output, data=data, artifacts=artifacts)
 
@@ -470,6 +550,8 @@ def _render(reply: dict[str, Any], language: str, limit: int, artifacts: list[Ar
         parts.append(f"[error]\n{reply['error'].rstrip()}")
     if language == "bash":
         parts.append(f"[exit code {reply.get('exit_code')}]")
+    for denial in reply.get("network_denied", []):
+        parts.append(f"[network denied: {denial['url']} ({denial['message']}; rule: {denial['rule']})]")
     if reply.get("killed_processes"):
         parts.append(f"[{reply['killed_processes']} leftover process(es) stopped: a call's processes end with it]")
     if artifacts:
