@@ -71,3 +71,11 @@ def bench(session: nox.Session) -> None:
     _install_project(session, *TEST_DEPS, "-r", "bench/requirements.txt")
     _system_setup(session)
     session.run("python", "-m", "bench", *session.posargs)
+
+
+@nox.session(python="3.11")
+def docs(session: nox.Session) -> None:
+    """The documentation site: the action reference is generated from the registry, then mkdocs --strict."""
+    _install_project(session, "mkdocs-material>=9.5,<10")
+    session.run("python", "docs/gen_actions.py")
+    session.run("mkdocs", "build", "--strict", "-d", "site", env={"NO_MKDOCS_2_WARNING": "1"})

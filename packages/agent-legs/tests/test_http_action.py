@@ -9,15 +9,17 @@ from agent_legs import Legs
 TOKEN = "tok-very-secret-123"
 
 
-@pytest.fixture
-def legs(dirs, http_server, second_http_server, captured_spans):
+@pytest.fixture(params=["aiohttp", "httpx"])
+def legs(request, dirs, http_server, second_http_server, captured_spans):
+    """Every test runs on both connection layers (each pinned to guard-checked addresses)."""
     ws, st = dirs
     a, b = http_server, second_http_server
     with Legs(
         workspace=ws, state_dir=st, secrets={"API_TOKEN": TOKEN},
         policy={"network": {"allow_hosts": [f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"]},
                 "http": {"max_response_bytes": 100_000, "methods": ["GET", "HEAD", "POST", "PUT"]}},
-        settings={"http": {"auth": [{"hosts": [f"127.0.0.1:{a.port}"],
+        settings={"http": {"transport": request.param,
+                           "auth": [{"hosts": [f"127.0.0.1:{a.port}"],
                                      "headers": {"Authorization": "Bearer {secret:API_TOKEN}"}}]}},
         tracer_provider=captured_spans.provider,
     ) as legs:

@@ -38,6 +38,8 @@ class HttpSettings(_Section):
     user_agent: str = "agent-legs/0.1 (+https://github.com/agent-legs/agent-legs)"
     max_connections: int = 100
     retries: int = Field(2, ge=0, description="Retries of idempotent requests on transient errors.")
+    transport: Literal["aiohttp", "httpx"] = Field(
+        "aiohttp", description="Connection layer under httpx: aiohttp (measured ~4x the throughput) or httpx's own.")
 
 
 class BrowserSettings(_Section):

@@ -105,18 +105,47 @@ class _PinnedBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
+class _GuardResolver:
+    """aiohttp resolver that answers only with addresses the egress guard has checked (pinning).
+
+    aiohttp skips resolvers for IP literals; those are checked by ``check_target`` before each hop."""
+
+    def __init__(self, guard: EgressGuard) -> None:
+        self._guard = guard
+
+    async def resolve(self, host: str, port: int = 0, family: int = 0) -> list[dict[str, Any]]:
+        import socket
+
+        dest = await self._guard.check_host(host, port)
+        return [{"hostname": host, "host": str(ip), "port": port, "proto": 0, "flags": socket.AI_NUMERICHOST,
+                 "family": socket.AF_INET6 if ip.version == 6 else socket.AF_INET} for ip in dest.addresses]
+
+    async def close(self) -> None:
+        return None
+
+
 class HttpService(Service):
     client: httpx.AsyncClient
 
     async def start(self) -> None:
         settings = self.runtime.settings.http
-        transport = httpx.AsyncHTTPTransport(
-            limits=httpx.Limits(max_connections=settings.max_connections, max_keepalive_connections=settings.max_connections),
-            trust_env=False,
-        )
-        # httpx 0.28 does not take a network backend: install ours on its pool (pinned to httpx<0.29).
-        pool = transport._pool
-        pool._network_backend = _PinnedBackend(self.runtime.egress, pool._network_backend)
+        transport: httpx.AsyncBaseTransport
+        if settings.transport == "aiohttp":
+            import aiohttp
+            from httpx_aiohttp import AiohttpTransport
+
+            connector = aiohttp.TCPConnector(limit=settings.max_connections, resolver=_GuardResolver(self.runtime.egress))  # type: ignore[arg-type]
+            transport = AiohttpTransport(client=aiohttp.ClientSession(connector=connector, trust_env=False), trust_env=False)
+        else:
+            default = httpx.AsyncHTTPTransport(
+                limits=httpx.Limits(max_connections=settings.max_connections,
+                                    max_keepalive_connections=settings.max_connections),
+                trust_env=False,
+            )
+            # httpx 0.28 does not take a network backend: install ours on its pool (pinned to httpx<0.29).
+            pool = default._pool
+            pool._network_backend = _PinnedBackend(self.runtime.egress, pool._network_backend)
+            transport = default
         self.client = httpx.AsyncClient(transport=transport, follow_redirects=False, trust_env=False,
                                         headers={"User-Agent": settings.user_agent})
         self._auth = [(_host_rules(a), a) for a in settings.auth]
