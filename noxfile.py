@@ -26,6 +26,7 @@ TEST_DEPS = [
     "langgraph>=1.0,<2",
     "langchain-tests>=1.0,<2",
     "llama-index-core>=0.14,<0.15",
+    "openinference-instrumentation-langchain>=0.1",
 ]
 
 

@@ -170,6 +170,25 @@ def test_action_log_rotation_keeps_every_line(tmp_path: Path) -> None:
     assert [json.loads(x)["i"] for x in lines] == list(range(300))
 
 
+def test_dead_collector_warns_once_and_changes_nothing(dirs, monkeypatch, caplog, read_log) -> None:
+    import logging
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")
+    ws, st = dirs
+    caplog.set_level(logging.WARNING, logger="agent_legs")
+    legs = Legs(workspace=ws, state_dir=st, policy=POLICY, registry=registry)
+    try:
+        for i in range(3):
+            assert legs.run("test.echo", {"text": str(i)}).ok
+            legs._telemetry._own_provider.force_flush(3000)  # each flush is a failed export
+    finally:
+        legs.close()
+    ours = [r for r in caplog.records if r.name == "agent_legs" and "exporting spans" in r.getMessage()]
+    assert len(ours) == 1 and "127.0.0.1:9" in ours[0].getMessage()
+    assert len(read_log()) == 3
+
+
 def test_default_provider_exports_otlp_when_env_set(dirs, monkeypatch) -> None:
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
     ws, st = dirs

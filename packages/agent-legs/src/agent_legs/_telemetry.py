@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,8 +22,8 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from ._secrets import Redactor
@@ -194,6 +195,34 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, default=str)
 
 
+class _WarnOnceExporter(SpanExporter):
+    """Delegates to the OTLP exporter; a dead or slow collector produces one warning, not one per batch
+    (the action log stays complete either way)."""
+
+    def __init__(self, inner: SpanExporter, endpoint: str) -> None:
+        self.inner = inner
+        self.endpoint = endpoint
+        self.warned = False
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            result = self.inner.export(spans)
+        except Exception:  # an exporter bug must not kill the batch thread
+            result = SpanExportResult.FAILURE
+        if result is SpanExportResult.FAILURE and not self.warned:
+            self.warned = True
+            log.warning("exporting spans to %s failed; later failures are not reported again. The local action "
+                        "log (agent-legs log) is complete.", self.endpoint)
+            logging.getLogger("opentelemetry.exporter.otlp.proto.http.trace_exporter").setLevel(logging.CRITICAL)
+        return result
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
 def _default_provider(settings: TelemetrySettings) -> TracerProvider:
     attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": settings.service_name}
     provider = TracerProvider(resource=Resource.create(attributes))
@@ -203,5 +232,6 @@ def _default_provider(settings: TelemetrySettings) -> TracerProvider:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         exporter = OTLPSpanExporter(endpoint=endpoint.rstrip("/") + "/v1/traces") if endpoint else OTLPSpanExporter()
-        provider.add_span_processor(BatchSpanProcessor(exporter))
+        target = endpoint or env or "?"
+        provider.add_span_processor(BatchSpanProcessor(_WarnOnceExporter(exporter, target)))
     return provider

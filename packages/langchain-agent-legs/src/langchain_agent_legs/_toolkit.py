@@ -11,12 +11,16 @@
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
 from langchain_core.messages import ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool, BaseToolkit, ToolException
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from pydantic import ConfigDict
 
 from agent_legs import ActionResult, ActionSpec, Legs
@@ -81,12 +85,35 @@ class AgentLegsTool(BaseTool):
         return str(thread) if thread else "default"
 
     def _run(self, config: RunnableConfig, **kwargs: Any) -> tuple[str, dict[str, Any]]:
-        result = self.legs.run(self.action, kwargs, session=self._session(config), call_id=_TOOL_CALL_ID.get())
+        with _under_instrumented_tool_span():
+            result = self.legs.run(self.action, kwargs, session=self._session(config), call_id=_TOOL_CALL_ID.get())
         return _content_and_artifact(result)
 
     async def _arun(self, config: RunnableConfig, **kwargs: Any) -> tuple[str, dict[str, Any]]:
-        result = await self.legs.arun(self.action, kwargs, session=self._session(config), call_id=_TOOL_CALL_ID.get())
+        with _under_instrumented_tool_span():
+            result = await self.legs.arun(self.action, kwargs, session=self._session(config),
+                                          call_id=_TOOL_CALL_ID.get())
         return _content_and_artifact(result)
+
+
+@contextmanager
+def _under_instrumented_tool_span() -> Iterator[None]:
+    """OpenInference's LangChain instrumentor makes a span per tool run but does not make it current:
+    find it (when that package is installed) so our execute_tool span nests under it."""
+    try:
+        from openinference.instrumentation.langchain import get_current_span
+    except ImportError:
+        yield
+        return
+    span = get_current_span()
+    if span is None:
+        yield
+        return
+    token = otel_context.attach(trace.set_span_in_context(span))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
 
 
 def _with_artifact(output: Any, box: dict[str, ActionResult]) -> Any:
