@@ -67,3 +67,22 @@ def _cleanup() -> None:
 
 
 atexit.register(_cleanup)
+
+
+def standard_suites(base: type, prefix: str) -> dict[str, type]:
+    """One langchain-tests suite class per registered example action, built on ``base``."""
+    from langchain_agent_legs import AgentLegsTool
+
+    suites: dict[str, type] = {}
+    for action in EXAMPLES:
+        def tool_constructor(self: object, action: str = action) -> AgentLegsTool:
+            prepare_example(action)  # each test calls the tool once: give it a fresh world
+            return AgentLegsTool.from_spec(LEGS, LEGS.get_action(action))
+
+        def tool_invoke_params_example(self: object, action: str = action) -> dict[str, object]:
+            return dict(EXAMPLES[action])
+
+        name = f"{prefix}_{action.replace('.', '_')}"
+        suites[name] = type(name, (base,), {"tool_constructor": property(tool_constructor),
+                                            "tool_invoke_params_example": property(tool_invoke_params_example)})
+    return suites

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import trustme
 
+from ._net import free_port
 from ._require import component_missing
 
 USER, PASSWORD = "bot", "s3cret-mail-pass"
@@ -57,13 +58,6 @@ class SmtpServer:
         return email.message_from_bytes(self.messages[i]["data"], policy=email.policy.default)  # type: ignore[return-value]
 
 
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
 
 @pytest.fixture
 def smtp_server(mail_ca: dict[str, str]) -> Iterator[SmtpServer]:
@@ -72,7 +66,7 @@ def smtp_server(mail_ca: dict[str, str]) -> Iterator[SmtpServer]:
     from aiosmtpd.controller import Controller
     from aiosmtpd.smtp import AuthResult, LoginPassword
 
-    srv = SmtpServer("127.0.0.1", _free_port())
+    srv = SmtpServer("127.0.0.1", free_port())
 
     class Handler:
         async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
@@ -145,7 +139,7 @@ def dovecot(tmp_path: Path, mail_ca: dict[str, str]) -> Iterator[Dovecot]:
         (maildir / sub).mkdir(parents=True)
     for d in (root / "run", root / "state"):
         d.mkdir(parents=True)
-    port = _free_port()
+    port = free_port()
     (root / "passwd").write_text(f"{USER}:{{PLAIN}}{PASSWORD}::::::\n")
     conf = root / "dovecot.conf"
     conf.write_text(f"""

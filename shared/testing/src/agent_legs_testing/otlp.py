@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -17,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from ._net import free_port
 from ._require import component_missing
 
 PHOENIX = Path(os.environ.get("AGENT_LEGS_PHOENIX_VENV", "/opt/agent-legs-phoenix")) / "bin" / "phoenix"
@@ -54,20 +54,13 @@ class OtlpBackend:
         raise AssertionError(f"the backend did not receive the expected spans; it has {len(spans)}")
 
 
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
 
 @pytest.fixture(scope="session")
 def otlp_backend() -> Iterator[OtlpBackend]:
     if not PHOENIX.exists():
         component_missing("an OTLP backend (Phoenix)", f"{PHOENIX} is not installed", "bash shared/otlp/install-phoenix.sh")
     workdir = Path(tempfile.mkdtemp(prefix="agent-legs-phoenix-"))
-    port, grpc = _free_port(), _free_port()
+    port, grpc = free_port(), free_port()
     env = {**os.environ, "PHOENIX_WORKING_DIR": str(workdir), "PHOENIX_PORT": str(port), "PHOENIX_GRPC_PORT": str(grpc),
            "PHOENIX_HOST": "127.0.0.1", "PHOENIX_TELEMETRY_ENABLED": "false"}
     log = open(workdir / "phoenix.log", "w")  # noqa: SIM115
