@@ -61,6 +61,9 @@ def world(tmp_path: Path):
     os.symlink(outside, ws / "sub/escape")
     os.mkfifo(ws / "fifo")
     os.link(outside / "secret.txt", ws / "hardlink.txt")
+    os.link(st / "private.txt", ws / "statelink.txt")
+    os.symlink("/dev", ws / "devdir")
+    (ws / "big.txt").write_text("x" * 2000)
     return ws, st, outside
 
 
@@ -69,8 +72,8 @@ def _legs(world, **policy) -> Legs:
     return Legs(workspace=ws, state_dir=st, policy={"files": policy} if policy else None)
 
 
-ATTACKS: list[tuple[str, str, dict, str, str]] = [
-    # id, action, args, error type, text the message must contain
+ATTACKS: list[tuple] = [
+    # id, action, args, error type, text the message must contain[, files policy]
     ("dotdot", "files.read", {"path": "../outside/secret.txt"}, "denied", "escapes"),
     ("dotdot-deep", "files.read", {"path": "sub/../../outside/secret.txt"}, "denied", "escapes"),
     ("dotdot-inner", "files.read", {"path": "sub/../ok.txt"}, "denied", "escapes"),
@@ -129,23 +132,94 @@ ATTACKS: list[tuple[str, str, dict, str, str]] = [
     ("move-outside", "files.move", {"source": "ok.txt", "destination": "../ok.txt"}, "denied", "escapes"),
     ("copy-outside", "files.copy", {"source": "ok.txt", "destination": "/tmp/ok.txt"}, "denied", "outside"),
     ("oversize", "files.write", {"path": "big.txt", "content": "x" * 2000}, "invalid_input", "limit"),
+    # more traversal and absolute forms
+    ("dotdot-bare", "files.list", {"path": ".."}, "denied", "escapes"),
+    ("dotdot-slash", "files.list", {"path": "../"}, "denied", "escapes"),
+    ("dotdot-write", "files.write", {"path": "sub/../../x.txt", "content": "x"}, "denied", "escapes"),
+    ("abs-proc-root", "files.read", {"path": "/proc/self/root/etc/passwd"}, "denied", "outside the workspace"),
+    ("abs-double-slash", "files.read", {"path": "//etc/passwd"}, "denied", "outside the workspace"),
+    ("abs-dev", "files.read", {"path": "/dev/zero"}, "denied", "outside the workspace"),
+    ("abs-state-write", "files.write", {"path": "STATE/new.txt", "content": "x"}, "denied", "outside the workspace"),
+    ("abs-list-root", "files.list", {"path": "/"}, "denied", "outside the workspace"),
+    ("abs-search-etc", "files.search", {"pattern": "root", "path": "/etc"}, "denied", "outside the workspace"),
+    ("home-write", "files.write", {"path": "~/.bashrc", "content": "x"}, "denied", "home"),
+    # encodings are names, not syntax: they stay inside and simply do not exist
+    ("url-encoded-dots", "files.read", {"path": "%2e%2e/outside/secret.txt"}, "not_found", "does not exist"),
+    ("fullwidth-dots", "files.read", {"path": "\uff0e\uff0e/outside/secret.txt"}, "not_found", "does not exist"),
+    ("windows-unc", "files.read", {"path": "\\\\server\\share\\x"}, "invalid_input", "separator"),
+    ("windows-drive-backslash", "files.read", {"path": "C:\\Windows\\win.ini"}, "invalid_input", "separator"),
+    ("windows-drive-relative", "files.write", {"path": "c:evil.txt", "content": "x"}, "invalid_input", "drive"),
+    ("nul-in-dir", "files.write", {"path": "sub\x00/x.txt", "content": "x"}, "invalid_input", "NUL"),
+    ("long-component-utf8", "files.read", {"path": "d/" + "\u00e9" * 128}, "invalid_input", "255"),
+    ("long-path", "files.write", {"path": "/".join(["d" * 200] * 21), "content": "x"}, "invalid_input", "4096"),
+    # trailing slashes
+    ("trailing-slash-env", "files.read", {"path": ".env/"}, "denied", "policy.files.deny"),
+    ("trailing-slash-file-write", "files.write", {"path": "ok.txt/", "content": "x"}, "invalid_input", "ends with '/'"),
+    ("trailing-slash-symlink", "files.list", {"path": "link_dir/"}, "denied", "symbolic link"),
+    # symlinks: to the state dir, through intermediate directories, for every verb
+    ("symlink-state-list", "files.list", {"path": "link_state"}, "denied", "symbolic link"),
+    ("symlink-state-write", "files.write", {"path": "link_state/x.txt", "content": "x"}, "denied", "symbolic link"),
+    ("symlink-state-search", "files.search", {"pattern": "secret", "path": "link_state"}, "denied", "symbolic link"),
+    ("symlink-delete-through", "files.delete", {"path": "link_dir/inner.txt"}, "denied", "symbolic link"),
+    ("symlink-edit-nested", "files.edit", {"path": "sub/escape/secret.txt", "old_text": "outside", "new_text": "x"},
+     "denied", "symbolic link"),
+    ("symlink-copy-into", "files.copy", {"source": "ok.txt", "destination": "link_dir/x.txt"}, "denied",
+     "symbolic link"),
+    ("symlink-move-from", "files.move", {"source": "link_dir/inner.txt", "destination": "stolen.txt"}, "denied",
+     "symbolic link"),
+    ("symlink-dev-dir", "files.read", {"path": "devdir/null"}, "denied", "symbolic link"),
+    ("symlink-dev-dir-write", "files.write", {"path": "devdir/null", "content": "x"}, "denied", "symbolic link"),
+    # hard links and special files
+    ("hardlink-state", "files.read", {"path": "statelink.txt"}, "denied", "hard-linked"),
+    ("hardlink-copy", "files.copy", {"source": "hardlink.txt", "destination": "stolen.txt"}, "denied", "hard-linked"),
+    ("fifo-copy", "files.copy", {"source": "fifo", "destination": "x"}, "denied", "not a regular file"),
+    # deny globs, for every verb and form
+    ("deny-search-path", "files.search", {"pattern": ".", "path": ".env"}, "denied", "policy.files.deny"),
+    ("deny-edit", "files.edit", {"path": "server.pem", "old_text": "BEGIN", "new_text": "x"}, "denied",
+     "policy.files.deny"),
+    ("deny-idrsa-pub", "files.read", {"path": "keys/id_rsa.pub"}, "denied", "policy.files.deny"),
+    ("deny-env-component", "files.write", {"path": ".env/notes.txt", "content": "x"}, "denied", "policy.files.deny"),
+    ("deny-move-from", "files.move", {"source": ".env", "destination": "env.txt"}, "denied", "policy.files.deny"),
+    ("deny-copy-from", "files.copy", {"source": "server.pem", "destination": "cert.txt"}, "denied",
+     "policy.files.deny"),
+    ("deny-abs-inside", "files.read", {"path": "WS/sub/.env"}, "denied", "policy.files.deny"),
+    ("temp-read", "files.read", {"path": ".agent-legs-tmp-x"}, "denied", "temporary"),
+    # limits
+    ("oversize-append", "files.write", {"path": "ok.txt", "content": "x" * 999, "mode": "append"}, "invalid_input",
+     "limit"),
+    ("oversize-copy", "files.copy", {"source": "big.txt", "destination": "big2.txt"}, "invalid_input", "limit"),
+    ("create-existing", "files.write", {"path": "ok.txt", "content": "x", "mode": "create"}, "invalid_input",
+     "already exists"),
+    # read-only policy
+    *[(f"read-only-{name}", action, args, "denied", "policy.files.read_only", {"read_only": True})
+      for name, action, args in [
+          ("write", "files.write", {"path": "new.txt", "content": "x"}),
+          ("append", "files.write", {"path": "ok.txt", "content": "x", "mode": "append"}),
+          ("edit", "files.edit", {"path": "ok.txt", "old_text": "fine", "new_text": "x"}),
+          ("delete", "files.delete", {"path": "ok.txt"}),
+          ("move", "files.move", {"source": "ok.txt", "destination": "moved.txt"}),
+          ("copy", "files.copy", {"source": "ok.txt", "destination": "copied.txt"}),
+      ]],
 ]
 
 
-@pytest.mark.parametrize(("action", "args", "etype", "text"), [a[1:] for a in ATTACKS], ids=[a[0] for a in ATTACKS])
-def test_attack_is_refused_and_changes_nothing(world, action: str, args: dict, etype: str, text: str) -> None:
+@pytest.mark.parametrize(("action", "args", "etype", "text", "policy"),
+                         [(*a[1:5], a[5] if len(a) > 5 else {}) for a in ATTACKS], ids=[a[0] for a in ATTACKS])
+def test_attack_is_refused_and_changes_nothing(
+    world, action: str, args: dict, etype: str, text: str, policy: dict
+) -> None:
     ws, st, outside = world
     subst = {"OUTSIDE": str(outside), "STATE": str(st), "WS_SIBLING": str(ws) + "-sibling", "WS": str(ws)}
     args = {k: (_subst(v, subst) if isinstance(v, str) else v) for k, v in args.items()}
     before = snapshot(ws, st, outside)
-    with Legs(workspace=ws, state_dir=st, policy={"files": {"max_write_bytes": 1000}}) as legs:
+    with Legs(workspace=ws, state_dir=st, policy={"files": {"max_write_bytes": 1000, **policy}}) as legs:
         r = legs.run(action, args)
     assert not r.ok, r.output
     assert r.error.type == etype, r.error
     assert text in r.error.message, r.error.message
-    assert SECRET not in r.output
-    if etype == "denied":
-        assert "rule:" in r.output or "policy." in r.output
+    assert SECRET not in r.output and "API_KEY" not in r.output
+    if etype == "denied":  # the message names the rule that denied
+        assert "policy.files." in r.error.message or "workspace confinement" in r.error.message, r.error.message
     assert snapshot(ws, st, outside) == before
 
 

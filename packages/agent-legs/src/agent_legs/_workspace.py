@@ -3,35 +3,59 @@
 Every path an action names is normalised and checked here, then reached by walking from the
 workspace root one component at a time with directory file descriptors and ``O_NOFOLLOW``: a
 symlink anywhere on the way (even one swapped in between a check and the use) is refused by the
-kernel, so nothing outside the root can be reached. Writes are atomic (temp file, fsync, rename);
-deletes are moves into the state directory's trash.
+kernel, so nothing outside the root can be reached. Every directory on the way is compared (device,
+inode) with the state directory, which stays unreachable even if it shows up inside the workspace
+(bind mount, rename). Files are opened ``O_NONBLOCK`` and checked with ``fstat`` on the open
+descriptor, so FIFOs, devices and sockets are refused without blocking.
+
+Hard links: a regular file with more than one link is refused for reading (it may alias a file
+outside the workspace, e.g. a secret the operator hard-linked in; we cannot tell where the other
+names are). Overwriting one replaces the name (rename), so the other names never change.
+Limitation: package managers that hard-link from a cache (uv, pnpm) produce such files.
+
+Writes are atomic (temp file, fdatasync, rename, directory fsync); deletes are moves into
+``<state_dir>/trash/<timestamp>-<id>/`` with a manifest, so the operator can ``restore`` them.
 """
 
 from __future__ import annotations
 
+import codecs
 import errno
 import json
 import mimetypes
 import os
 import re
 import secrets
+import shutil
 import stat
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import Any, BinaryIO, Literal
 
 from ._errors import ActionError
 from ._models import Artifact
 from ._policy import FilesPolicy
 
-__all__ = ["Entry", "Workspace", "glob_to_regex"]
+__all__ = ["CopyResult", "Entry", "Workspace", "decode_text", "glob_to_regex", "guess_mime", "path_matcher"]
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _TMP_PREFIX = ".agent-legs-tmp-"
+_MAX_PATH_BYTES = 4096
+_TRASH_ID = re.compile(r"\A\d{8}T\d{6}-[0-9a-f]{8}\Z")
+_BAD_CHARS = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_PATH_HINT = "Paths are relative to the workspace, e.g. 'reports/summary.txt'."
+_CONFINED = "workspace confinement"
+# fdatasync flushes the data and the size (what a reader needs); the rename is made durable by the
+# directory fsync. Not every platform has it.
+_datasync = getattr(os, "fdatasync", os.fsync)
+
 WriteMode = Literal["overwrite", "append", "create"]
+Kind = Literal["file", "dir", "symlink", "other"]
 
 
 def glob_to_regex(pattern: str) -> re.Pattern[str]:
@@ -52,7 +76,7 @@ def glob_to_regex(pattern: str) -> re.Pattern[str]:
         elif c == "?":
             out.append("[^/]")
         elif c == "[":
-            j = pattern.find("]", i + 1)
+            j = pattern.find("]", i + 2 if pattern.startswith("[!", i) or pattern.startswith("[]", i) else i + 1)
             if j == -1:
                 out.append(re.escape(c))
             else:
@@ -64,101 +88,188 @@ def glob_to_regex(pattern: str) -> re.Pattern[str]:
         else:
             out.append(re.escape(c))
         i += 1
-    return re.compile("".join(out) + r"\Z")
+    try:
+        return re.compile("".join(out) + r"\Z", re.DOTALL)
+    except re.error:  # e.g. a reversed range "[z-a]": match it literally rather than fail
+        return re.compile(re.escape(pattern) + r"\Z")
+
+
+def path_matcher(pattern: str) -> Callable[[str], bool]:
+    """A predicate on relative paths: patterns with '/' match the whole path, others any name
+    (as .gitignore and ripgrep do), so '*.py' finds Python files at any depth."""
+    rx = glob_to_regex(pattern)
+    if "/" in pattern:
+        return lambda rel: rx.match(rel) is not None
+    return lambda rel: rx.match(rel.rsplit("/", 1)[-1]) is not None
+
+
+def _union(rxs: list[re.Pattern[str]]) -> re.Pattern[str] | None:
+    return re.compile("|".join(f"(?:{rx.pattern})" for rx in rxs), re.DOTALL) if rxs else None
 
 
 @dataclass(frozen=True, slots=True)
 class Entry:
     path: str
-    kind: Literal["file", "dir", "symlink", "other"]
+    kind: Kind
     size: int
     mtime: float
+
+
+@dataclass(slots=True)
+class CopyResult:
+    artifacts: list[Artifact] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    """Paths left out: symbolic links, special files, hard-linked files."""
+
+
+class _ExistsError(ActionError):
+    """The target of a no-clobber write exists (``save_unique`` tries the next name)."""
 
 
 def _denied(message: str, rule: str) -> ActionError:
     return ActionError("denied", message, rule=rule)
 
 
+def _cancelled(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise ActionError("timeout", "the operation was stopped", retryable=True)
+
+
 class Workspace:
+    """Safe filesystem operations confined to ``root``. Thread-safe (no mutable state)."""
+
     def __init__(self, root: Path, policy: FilesPolicy, state_dir: Path) -> None:
         self.root = Path(root).resolve()
         self.policy = policy
         self.state_dir = Path(state_dir).resolve()
         # Patterns without "/" deny a name anywhere in the path; others match the whole path.
         self._deny = [(p, glob_to_regex(p), "/" not in p) for p in policy.deny]
+        self._deny_path = _union([rx for _, rx, _ in self._deny])
+        self._deny_name = _union([rx for _, rx, anywhere in self._deny if anywhere])
 
     # -- path checks ---------------------------------------------------------------------------
     def check(self, path: str, *, write: bool = False) -> str:
-        """Normalise a model-given path to ``a/b.txt`` (``.`` for the root) or raise."""
-        parts = self._parts(path)
+        """Normalise a model-given path to ``a/b.txt`` (``.`` for the root) or raise.
+
+        Raises ``ActionError('denied', ..., rule=...)`` for escapes, denied globs and writes to a
+        read-only workspace, ``ActionError('invalid_input', ...)`` for malformed paths. Symlinks,
+        special files and the state directory are refused when the path is used.
+        """
+        parts, _ = self._parse(path)
         rel = "/".join(parts) or "."
         if write and self.policy.read_only:
             raise _denied(f"cannot modify {rel!r}: the workspace is read-only", "policy.files.read_only")
         return rel
 
-    def _parts(self, path: str) -> list[str]:
+    def _parse(self, path: str) -> tuple[list[str], bool]:
+        """Components of a workspace path and whether it ended with '/' (names a directory)."""
         if not isinstance(path, str):
             raise ActionError("invalid_input", "path must be a string")
-        if "\x00" in path:
-            raise ActionError("invalid_input", "path contains a NUL byte")
-        if any(ord(c) < 32 for c in path):
+        if _BAD_CHARS.search(path):
+            if "\x00" in path:
+                raise ActionError("invalid_input", "path contains a NUL byte")
+            if _SURROGATE.search(path):
+                raise ActionError("invalid_input", "path is not valid Unicode (lone surrogate)")
             raise ActionError("invalid_input", "path contains control characters")
         raw = path.strip()
         if "\\" in raw:
             raise ActionError("invalid_input", f"use '/' as the path separator, not '\\\\': {path!r}",
-                              hint="Paths are relative to the workspace, e.g. 'reports/summary.txt'.")
-        if re.match(r"^[A-Za-z]:", raw):
+                              hint=_PATH_HINT)
+        if re.match(r"[A-Za-z]:", raw):
             raise ActionError("invalid_input", f"drive-letter paths are not workspace paths: {path!r}",
-                              hint="Paths are relative to the workspace, e.g. 'reports/summary.txt'.")
+                              hint=_PATH_HINT)
         if raw.startswith("~"):
-            raise _denied(f"{path!r} points outside the workspace (home directory)", "workspace confinement")
+            raise _denied(f"{path!r} points outside the workspace (home directory)", _CONFINED)
         if raw.startswith("/"):
             root = str(self.root)
             if raw == root or raw.startswith(root + "/"):
                 raw = raw[len(root):]
             else:
-                raise _denied(f"{path!r} is outside the workspace", "workspace confinement")
+                raise _denied(f"{path!r} is outside the workspace", _CONFINED)
         parts = [p for p in raw.split("/") if p not in ("", ".")]
         if ".." in parts:
-            raise _denied(f"{path!r} escapes the workspace ('..' is not allowed)", "workspace confinement")
+            raise _denied(f"{path!r} escapes the workspace ('..' is not allowed)", _CONFINED)
         rel = "/".join(parts)
+        if len(rel.encode()) > _MAX_PATH_BYTES:
+            raise ActionError("invalid_input", f"path is longer than {_MAX_PATH_BYTES} bytes")
         for part in parts:
             if len(part.encode()) > 255:
                 raise ActionError("invalid_input", "a path component is longer than 255 bytes")
-        if any(p.startswith(_TMP_PREFIX) for p in parts):
-            raise _denied(f"{path!r} is an Agent Legs temporary file", "workspace confinement")
-        for pattern, rx, anywhere in self._deny:
-            if rx.match(rel) or (anywhere and any(rx.match(p) for p in parts)):
-                raise _denied(f"{rel!r} matches a denied pattern", f"policy.files.deny[{pattern!r}]")
-        return parts
+            if part.startswith(_TMP_PREFIX):
+                raise _denied(f"{path!r} is an Agent Legs temporary file", _CONFINED)
+        # One combined regex answers "denied?" (the common answer is no); then find which rule.
+        if self._deny_path is not None and (
+            self._deny_path.match(rel) or (self._deny_name is not None and any(map(self._deny_name.match, parts)))
+        ):
+            for pattern, rx, anywhere in self._deny:
+                if rx.match(rel) or (anywhere and any(rx.match(p) for p in parts)):
+                    raise _denied(f"{rel!r} matches a denied pattern", f"policy.files.deny[{pattern!r}]")
+        return parts, bool(parts) and raw.endswith(("/", "/."))
+
+    def _file_parts(self, path: str) -> tuple[list[str], str]:
+        """Components of a path that must name a file (not the root, no trailing slash)."""
+        parts, trailing = self._parse(path)
+        if not parts:
+            raise ActionError("invalid_input", "the workspace root is a directory, not a file")
+        rel = "/".join(parts)
+        if trailing:
+            raise ActionError("invalid_input", f"{path!r} ends with '/', so it names a directory, not a file")
+        return parts, rel
 
     def is_denied(self, rel: str) -> bool:
+        """Whether a relative path is refused by the checks (deny globs, temp names...)."""
         try:
-            self._parts(rel)
+            self._parse(rel)
         except ActionError:
             return True
         return False
 
     # -- fd walking ----------------------------------------------------------------------------
+    def _state_id(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.state_dir)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def _not_state(self, st: os.stat_result | None) -> None:
+        """Refuse to move or delete the state directory itself (if it ever appears inside)."""
+        if st is not None and stat.S_ISDIR(st.st_mode) and (st.st_dev, st.st_ino) == self._state_id():
+            raise _denied("the state directory is never reachable", f"{_CONFINED} (state dir)")
+
+    def _guard(self, fd: int, state: tuple[int, int] | None) -> None:
+        if state is not None:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) == state:
+                raise _denied("the state directory is never reachable", f"{_CONFINED} (state dir)")
+
     @contextmanager
     def _dir(self, parts: list[str], *, create: bool = False) -> Iterator[int]:
         """An fd of the directory ``parts`` (from the root, never following a symlink)."""
-        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        # The root itself is never the state dir (Legs refuses that); stat the state dir only when
+        # there is a directory below the root to compare (saves two syscalls on top-level files).
+        state = self._state_id() if parts else None
+        fd = os.open(self.root, _DIR_FLAGS)
         try:
             for i, name in enumerate(parts):
                 try:
                     nfd = os.open(name, _DIR_FLAGS, dir_fd=fd)
                 except FileNotFoundError:
                     if not create:
-                        raise ActionError("not_found", f"directory {'/'.join(parts[: i + 1])!r} does not exist") from None
+                        raise ActionError("not_found", f"directory {'/'.join(parts[: i + 1])!r} does not exist",
+                                          hint="Use files_list to see what exists.") from None
                     with suppress(FileExistsError):
                         os.mkdir(name, 0o755, dir_fd=fd)
-                    nfd = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                        _inherit_owner(fd, name=name)
+                    try:
+                        nfd = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                    except OSError as exc:
+                        raise self._walk_error(fd, name, "/".join(parts[: i + 1]), exc) from None
                 except OSError as exc:
                     raise self._walk_error(fd, name, "/".join(parts[: i + 1]), exc) from None
                 os.close(fd)
                 fd = nfd
-            self._not_state_dir(fd, parts)
+                self._guard(fd, state)
             yield fd
         finally:
             os.close(fd)
@@ -169,20 +280,18 @@ class Workspace:
         except OSError:
             return ActionError("failed", f"cannot open {rel!r}: {exc.strerror}")
         if stat.S_ISLNK(st.st_mode):
-            return _denied(f"{rel!r} is a symbolic link; links are not followed", "workspace confinement (symlink)")
-        if exc.errno == errno.ENOTDIR:
+            return _denied(f"{rel!r} is a symbolic link; links are not followed", f"{_CONFINED} (symlink)")
+        if exc.errno == errno.ENOTDIR or not stat.S_ISDIR(st.st_mode):
             return ActionError("invalid_input", f"{rel!r} is not a directory")
         return ActionError("failed", f"cannot open {rel!r}: {exc.strerror}")
 
-    def _not_state_dir(self, fd: int, parts: list[str]) -> None:
-        try:
-            st, sd = os.fstat(fd), os.stat(self.state_dir)
-        except OSError:
-            return
-        if (st.st_dev, st.st_ino) == (sd.st_dev, sd.st_ino):
-            raise _denied("the state directory is never reachable", "workspace confinement (state dir)")
+    def _open_file(self, dir_fd: int, name: str, rel: str, flags: int = os.O_RDONLY) -> int:
+        """Open a regular, singly-linked file in ``dir_fd`` (no symlink, FIFO, device, socket)."""
+        return self._open_file_stat(dir_fd, name, rel, flags)[0]
 
-    def _open_file(self, dir_fd: int, name: str, rel: str, flags: int) -> int:
+    def _open_file_stat(
+        self, dir_fd: int, name: str, rel: str, flags: int = os.O_RDONLY
+    ) -> tuple[int, os.stat_result]:
         try:
             fd = os.open(name, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
         except FileNotFoundError:
@@ -192,68 +301,72 @@ class Workspace:
             raise ActionError("invalid_input", f"{rel!r} is a directory",
                               hint="Use files_list to see its contents.") from None
         except OSError as exc:
+            if exc.errno == errno.ENXIO:  # a FIFO without a reader (write side)
+                raise _denied(f"{rel!r} is not a regular file (FIFO)", f"{_CONFINED} (special file)") from None
             raise self._walk_error(dir_fd, name, rel, exc) from None
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            os.close(fd)
+        try:
+            st = os.fstat(fd)
             if stat.S_ISDIR(st.st_mode):
                 raise ActionError("invalid_input", f"{rel!r} is a directory", hint="Use files_list to see its contents.")
-            raise _denied(f"{rel!r} is not a regular file (device, FIFO or socket)", "workspace confinement (special file)")
-        if st.st_nlink > 1:
+            if not stat.S_ISREG(st.st_mode):
+                raise _denied(f"{rel!r} is not a regular file (device, FIFO or socket)",
+                              f"{_CONFINED} (special file)")
+            if st.st_nlink > 1:
+                raise _denied(f"{rel!r} is hard-linked elsewhere and could alias a file outside the workspace",
+                              f"{_CONFINED} (hard link)")
+        except BaseException:
             os.close(fd)
-            raise _denied(f"{rel!r} is hard-linked elsewhere and could alias a file outside the workspace",
-                          "workspace confinement (hard link)")
-        return fd
+            raise
+        return fd, st
 
     # -- reading -------------------------------------------------------------------------------
     def read_bytes(self, path: str, *, max_bytes: int | None = None) -> bytes:
-        """The file's bytes; raises ``invalid_input`` if it is larger than ``max_bytes``."""
-        data, size = self.read_head(path, max_bytes if max_bytes is not None else self.policy.max_read_bytes)
+        """The whole file; ``invalid_input`` if it is larger than ``max_bytes``
+        (default ``policy.files.max_read_bytes``)."""
+        limit = self.policy.max_read_bytes if max_bytes is None else max_bytes
+        data, size = self.read_head(path, limit)
         if len(data) < size:
-            raise ActionError("invalid_input", f"{path!r} is {size} bytes, over the limit of {len(data)} bytes")
+            raise ActionError("invalid_input", f"{self.check(path)!r} is {size} bytes, over the limit of {limit} bytes")
         return data
 
     def read_head(self, path: str, max_bytes: int) -> tuple[bytes, int]:
         """Up to ``max_bytes`` from the start of the file, and its full size."""
-        parts = self._parts(path)
-        if not parts:
-            raise ActionError("invalid_input", "the workspace root is a directory")
+        _, data, size = self.read_file(path, max_bytes)
+        return data, size
+
+    def read_file(self, path: str, max_bytes: int) -> tuple[str, bytes, int]:
+        """``(normalised path, up to max_bytes from the start, full size)`` in one check and walk."""
+        parts, rel = self._file_parts(path)
         with self._dir(parts[:-1]) as dfd:
-            fd = self._open_file(dfd, parts[-1], "/".join(parts), os.O_RDONLY)
-            try:
-                size = os.fstat(fd).st_size
-                chunks, remaining = [], min(size, max_bytes)
-                while remaining > 0:
-                    chunk = os.read(fd, min(remaining, 1 << 20))
-                    if not chunk:
-                        break
-                    chunks.append(chunk)
-                    remaining -= len(chunk)
-                return b"".join(chunks), size
-            finally:
-                os.close(fd)
+            fd, st = self._open_file_stat(dfd, parts[-1], rel)
+        try:
+            data, size = _read_fd(fd, max_bytes, st.st_size)
+        finally:
+            os.close(fd)
+        return rel, data, size
 
     def open_read(self, path: str) -> BinaryIO:
-        parts = self._parts(path)
-        if not parts:
-            raise ActionError("invalid_input", "the workspace root is a directory")
+        """A binary file object for streaming (attachments). The caller closes it."""
+        parts, rel = self._file_parts(path)
         with self._dir(parts[:-1]) as dfd:
-            fd = self._open_file(dfd, parts[-1], "/".join(parts), os.O_RDONLY)
+            fd = self._open_file(dfd, parts[-1], rel)
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
 
     def stat(self, path: str) -> Entry:
-        parts = self._parts(path)
+        """What ``path`` is (a symlink is reported as such, never followed)."""
+        parts, trailing = self._parse(path)
         rel = "/".join(parts) or "."
-        if not parts:
-            st = os.stat(self.root)
-            return Entry(".", "dir", 0, st.st_mtime)
         with self._dir(parts[:-1]) as dfd:
-            try:
-                st = os.lstat(parts[-1], dir_fd=dfd)
-            except FileNotFoundError:
-                raise ActionError("not_found", f"{rel!r} does not exist") from None
-        return Entry(rel, _kind(st.st_mode), st.st_size, st.st_mtime)
+            if not parts:
+                return Entry(".", "dir", 0, os.fstat(dfd).st_mtime)
+            st = _lstat(dfd, parts[-1])
+        if st is None:
+            raise ActionError("not_found", f"{rel!r} does not exist", hint="Use files_list to see what exists.")
+        kind = _kind(st.st_mode)
+        if trailing and kind == "file":
+            raise ActionError("invalid_input", f"{path!r} ends with '/' but {rel!r} is a file")
+        return Entry(rel, kind, st.st_size if kind == "file" else 0, st.st_mtime)
 
     def exists(self, path: str) -> bool:
         try:
@@ -265,16 +378,24 @@ class Workspace:
         return True
 
     def artifact(self, path: str) -> Artifact:
+        """An ``Artifact`` (path, mime type, size) for an existing file."""
         entry = self.stat(path)
         return Artifact(path=entry.path, mime_type=guess_mime(entry.path), size=entry.size)
 
-    def iter_entries(self, path: str = ".", *, recursive: bool = False, limit: int | None = None) -> Iterator[Entry]:
-        """Entries under a directory (symlinks listed, never followed; denied paths hidden)."""
-        parts = self._parts(path)
+    def iter_entries(
+        self, path: str = ".", *, recursive: bool = False, cancel: threading.Event | None = None
+    ) -> Iterator[Entry]:
+        """Entries under a directory, sorted (symlinks listed, never followed; denied paths and
+        the state directory hidden)."""
+        parts, _ = self._parse(path)
         with self._dir(parts) as dfd:
-            yield from self._scan(dfd, parts, recursive)
+            yield from self._scan(dfd, parts, recursive, self._state_id(), cancel)
 
-    def _scan(self, dfd: int, parts: list[str], recursive: bool) -> Iterator[Entry]:
+    def _scan(
+        self, dfd: int, parts: list[str], recursive: bool, state: tuple[int, int] | None,
+        cancel: threading.Event | None,
+    ) -> Iterator[Entry]:
+        _cancelled(cancel)
         with os.scandir(dfd) as it:
             items = sorted(it, key=lambda e: e.name)
         for item in items:
@@ -286,35 +407,90 @@ class Workspace:
             except OSError:
                 continue
             kind = _kind(st.st_mode)
+            if kind == "dir" and state is not None and (st.st_dev, st.st_ino) == state:
+                continue
             yield Entry(rel, kind, st.st_size if kind == "file" else 0, st.st_mtime)
             if recursive and kind == "dir":
+                with self._subdir(dfd, item.name, state) as sub:
+                    if sub is not None:
+                        yield from self._scan(sub, [*parts, item.name], True, state, cancel)
+
+    @contextmanager
+    def _subdir(self, dfd: int, name: str, state: tuple[int, int] | None) -> Iterator[int | None]:
+        """An fd of a child directory, or None if it vanished, became a link or is the state dir."""
+        try:
+            sub = os.open(name, _DIR_FLAGS, dir_fd=dfd)
+        except OSError:
+            yield None
+            return
+        try:
+            try:
+                self._guard(sub, state)
+            except ActionError:
+                yield None
+                return
+            yield sub
+        finally:
+            os.close(sub)
+
+    def iter_files(
+        self, path: str, max_bytes: int, *, match: Callable[[str], bool] | None = None, cancel: threading.Event | None = None
+    ) -> Iterator[tuple[str, bytes, int]]:
+        """``(relative path, first max_bytes, size)`` of every readable regular file under ``path``
+        (or of ``path`` itself), skipping what cannot be read (links, special, hard-linked, denied)."""
+        parts, _ = self._parse(path)
+        entry = self.stat(path)
+        if entry.kind == "symlink":
+            raise _denied(f"{entry.path!r} is a symbolic link; links are not followed", f"{_CONFINED} (symlink)")
+        if entry.kind == "file":
+            if match is None or match(entry.path):
+                data, size = self.read_head(entry.path, max_bytes)
+                yield entry.path, data, size
+            return
+        if entry.kind != "dir":
+            raise _denied(f"{entry.path!r} is not a regular file", f"{_CONFINED} (special file)")
+        with self._dir(parts) as dfd:
+            yield from self._scan_files(dfd, parts, max_bytes, match, self._state_id(), cancel)
+
+    def _scan_files(
+        self, dfd: int, parts: list[str], max_bytes: int, match: Callable[[str], bool] | None, state: tuple[int, int] | None,
+        cancel: threading.Event | None,
+    ) -> Iterator[tuple[str, bytes, int]]:
+        with os.scandir(dfd) as it:
+            items = sorted(it, key=lambda e: e.name)
+        for item in items:
+            _cancelled(cancel)
+            rel = "/".join([*parts, item.name])
+            if item.name.startswith(_TMP_PREFIX) or self.is_denied(rel):
+                continue
+            if item.is_dir(follow_symlinks=False):
+                with self._subdir(dfd, item.name, state) as sub:
+                    if sub is not None:
+                        yield from self._scan_files(sub, [*parts, item.name], max_bytes, match, state, cancel)
+            elif item.is_file(follow_symlinks=False) and (match is None or match(rel)):
                 try:
-                    sub = os.open(item.name, _DIR_FLAGS, dir_fd=dfd)
-                except OSError:
+                    fd = self._open_file(dfd, item.name, rel)
+                except ActionError:
                     continue
                 try:
-                    if not self._is_state_dir(sub):
-                        yield from self._scan(sub, [*parts, item.name], True)
+                    data, size = _read_fd(fd, max_bytes)
                 finally:
-                    os.close(sub)
-
-    def _is_state_dir(self, fd: int) -> bool:
-        try:
-            self._not_state_dir(fd, [])
-        except ActionError:
-            return True
-        return False
+                    os.close(fd)
+                yield rel, data, size
 
     # -- writing -------------------------------------------------------------------------------
-    def write_bytes(self, path: str, data: bytes, *, mode: WriteMode = "overwrite") -> Artifact:
-        """Atomically write (temp file + fsync + rename), creating parent directories."""
+    def write_bytes(
+        self, path: str, data: bytes, *, mode: WriteMode = "overwrite", max_bytes: int | None = None
+    ) -> Artifact:
+        """Atomically write (temp file + fdatasync + rename + directory fsync), creating parent
+        directories. ``create`` fails if the file exists (atomically: link(2), no clobbering);
+        ``max_bytes`` defaults to ``policy.files.max_write_bytes``."""
         rel = self.check(path, write=True)
-        parts = self._parts(rel)
-        if not parts:
-            raise ActionError("invalid_input", "cannot write to the workspace root")
-        if len(data) > self.policy.max_write_bytes:
-            raise ActionError("invalid_input", f"{len(data)} bytes is over the write limit of "
-                              f"{self.policy.max_write_bytes} bytes", rule="policy.files.max_write_bytes")
+        parts, rel = self._file_parts(path)
+        limit = self.policy.max_write_bytes if max_bytes is None else max_bytes
+        if len(data) > limit:
+            raise ActionError("invalid_input", f"{len(data)} bytes is over the write limit of {limit} bytes "
+                              "(policy.files.max_write_bytes)", rule="policy.files.max_write_bytes")
         name = parts[-1]
         with self._dir(parts[:-1], create=True) as dfd:
             existing = _lstat(dfd, name)
@@ -322,34 +498,35 @@ class Workspace:
             if existing is not None:
                 if stat.S_ISLNK(existing.st_mode):
                     raise _denied(f"{rel!r} is a symbolic link; links are not written through",
-                                  "workspace confinement (symlink)")
+                                  f"{_CONFINED} (symlink)")
                 if stat.S_ISDIR(existing.st_mode):
                     raise ActionError("invalid_input", f"{rel!r} is a directory")
                 if not stat.S_ISREG(existing.st_mode):
-                    raise _denied(f"{rel!r} is not a regular file", "workspace confinement (special file)")
+                    raise _denied(f"{rel!r} is not a regular file", f"{_CONFINED} (special file)")
                 if mode == "create":
-                    raise ActionError("invalid_input", f"{rel!r} already exists",
-                                      hint="Use mode='overwrite' to replace it or 'append' to add to it.")
+                    raise _ExistsError("invalid_input", f"{rel!r} already exists",
+                                       hint="Use mode='overwrite' to replace it or 'append' to add to it.")
                 file_mode = stat.S_IMODE(existing.st_mode)
                 if mode == "append":
-                    fd = self._open_file(dfd, name, rel, os.O_RDONLY)
+                    fd = self._open_file(dfd, name, rel)
                     try:
-                        with os.fdopen(fd, "rb", closefd=False) as f:
-                            old = f.read(self.policy.max_write_bytes + 1)
+                        old, _ = _read_fd(fd, limit + 1)
                     finally:
                         os.close(fd)
                     data = old + data
-                    if len(data) > self.policy.max_write_bytes:
+                    if len(data) > limit:
                         raise ActionError("invalid_input", f"appending would make {rel!r} {len(data)} bytes, over "
-                                          f"the limit of {self.policy.max_write_bytes}", rule="policy.files.max_write_bytes")
+                                          f"the limit of {limit} (policy.files.max_write_bytes)",
+                                          rule="policy.files.max_write_bytes")
             tmp = self._write_temp(dfd, data, file_mode)
             try:
                 if mode == "create":
                     try:
                         os.link(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
                     except FileExistsError:
-                        raise ActionError("invalid_input", f"{rel!r} already exists") from None
-                    os.unlink(tmp, dir_fd=dfd)
+                        raise _ExistsError("invalid_input", f"{rel!r} already exists") from None
+                    finally:
+                        _unlink_quiet(dfd, tmp)
                 else:
                     os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
             except BaseException:
@@ -363,10 +540,8 @@ class Workspace:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, file_mode, dir_fd=dfd)
         try:
             _inherit_owner(dfd, fd=fd)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
+            _write_all(fd, data)
+            _datasync(fd)
         except BaseException:
             os.close(fd)
             _unlink_quiet(dfd, tmp)
@@ -374,129 +549,367 @@ class Workspace:
         os.close(fd)
         return tmp
 
-    def save_unique(self, path: str, data: bytes) -> Artifact:
+    def save_unique(self, path: str, data: bytes, *, max_bytes: int | None = None) -> Artifact:
         """Write to ``path`` or, if taken, ``stem-1.ext``, ``stem-2.ext``... (never overwrites)."""
         rel = self.check(path, write=True)
-        stem, dot, ext = rel.rpartition(".") if "." in rel.rsplit("/", 1)[-1] else (rel, "", "")
+        head, _, base = rel.rpartition("/")
+        stem, dot, ext = base.partition(".") if not base.startswith(".") else (base, "", "")
+        if not stem:
+            stem, dot, ext = base, "", ""
+        prefix = f"{head}/" if head else ""
         for i in range(10_000):
-            candidate = rel if i == 0 else f"{stem}-{i}{dot}{ext}"
+            candidate = rel if i == 0 else f"{prefix}{stem}-{i}{dot}{ext}"
             try:
-                return self.write_bytes(candidate, data, mode="create")
-            except ActionError as exc:
-                if exc.type == "invalid_input" and "already exists" in exc.message:
-                    continue
-                raise
+                return self.write_bytes(candidate, data, mode="create", max_bytes=max_bytes)
+            except _ExistsError:
+                continue
         raise ActionError("failed", f"no free name for {rel!r}")
 
     def mkdir(self, path: str) -> str:
+        """Create a directory (and its parents); no error if it exists."""
         rel = self.check(path, write=True)
-        with self._dir(self._parts(rel), create=True):
+        parts, _ = self._parse(rel)
+        with self._dir(parts, create=True):
             pass
         return rel
 
     def move(self, source: str, destination: str, *, overwrite: bool = False) -> str:
-        src, dst = self.check(source, write=True), self.check(destination, write=True)
-        sp, dp = self._parts(src), self._parts(dst)
+        """Rename within the workspace. A replaced destination goes to the trash (recoverable)."""
+        self.check(source, write=True)
+        self.check(destination, write=True)
+        (sp, st_), (dp, dt) = self._parse(source), self._parse(destination)
+        src, dst = "/".join(sp), "/".join(dp)
         if not sp or not dp:
             raise ActionError("invalid_input", "cannot move the workspace root")
-        if sp == dp:
-            if not self.exists(src):
-                raise ActionError("not_found", f"{src!r} does not exist")
-            return dst  # a move onto itself is a no-op (as rename(2))
-        if dp[: len(sp)] == sp:
+        if dp[: len(sp)] == sp and len(dp) > len(sp):
             raise ActionError("invalid_input", f"cannot move {src!r} into itself")
         with self._dir(sp[:-1]) as sfd, self._dir(dp[:-1], create=True) as dfd:
             st = _lstat(sfd, sp[-1])
+            self._not_state(st)
             if st is None:
-                raise ActionError("not_found", f"{src!r} does not exist")
+                raise ActionError("not_found", f"{src!r} does not exist", hint="Use files_list to see what exists.")
+            is_dir = stat.S_ISDIR(st.st_mode)
+            if st_ and not is_dir:
+                raise ActionError("invalid_input", f"{source!r} ends with '/' but {src!r} is not a directory")
+            if not is_dir and not stat.S_ISREG(st.st_mode) and not stat.S_ISLNK(st.st_mode):
+                raise _denied(f"{src!r} is not a regular file", f"{_CONFINED} (special file)")
+            if dt and not is_dir:
+                raise ActionError("invalid_input", f"{destination!r} ends with '/', but {src!r} is a file",
+                                  hint="Name the destination file, e.g. 'dir/name.txt'.")
+            if sp == dp:
+                return dst  # a move onto itself is a no-op (as rename(2))
             target = _lstat(dfd, dp[-1])
+            self._not_state(target)
             if target is not None:
                 if not overwrite:
                     raise ActionError("invalid_input", f"{dst!r} already exists", hint="Pass overwrite=true to replace it.")
-                if stat.S_ISDIR(target.st_mode) and not stat.S_ISDIR(st.st_mode):
-                    raise ActionError("invalid_input", f"{dst!r} is a directory")
-                if stat.S_ISDIR(target.st_mode):
-                    self._trash(dfd, dp[-1], dst)
+                if stat.S_ISDIR(target.st_mode) != is_dir:
+                    raise ActionError("invalid_input", f"cannot replace the file {dst!r} with a directory" if is_dir
+                                      else f"cannot replace the directory {dst!r} with a file")
+                self._trash(dfd, dp[-1], dst)
             os.rename(sp[-1], dp[-1], src_dir_fd=sfd, dst_dir_fd=dfd)
             os.fsync(dfd)
+            if sp[:-1] != dp[:-1]:
+                os.fsync(sfd)
         return dst
 
-    def copy(self, source: str, destination: str, *, overwrite: bool = False) -> list[Artifact]:
-        src, dst = self.check(source), self.check(destination, write=True)
-        entry = self.stat(src)
+    def copy(
+        self, source: str, destination: str, *, overwrite: bool = False, cancel: threading.Event | None = None
+    ) -> CopyResult:
+        """Copy a file or a directory tree. A tree is built in a hidden temporary directory and
+        renamed into place at the end, so a failure or a cancel leaves nothing half-copied.
+        Symbolic links, special and hard-linked files (and denied paths) are not copied.
+        The total size is bounded by ``policy.files.max_write_bytes``."""
+        self.check(source)
+        self.check(destination, write=True)
+        entry = self.stat(source)
+        src = entry.path
+        dparts, dtrail = self._parse(destination)
+        dst = "/".join(dparts) or "."
         if entry.kind == "symlink":
-            raise _denied(f"{src!r} is a symbolic link; links are not followed", "workspace confinement (symlink)")
+            raise _denied(f"{src!r} is a symbolic link; links are not followed", f"{_CONFINED} (symlink)")
+        if entry.kind == "other":
+            raise _denied(f"{src!r} is not a regular file", f"{_CONFINED} (special file)")
+        if not dparts:
+            raise ActionError("invalid_input", "cannot copy onto the workspace root")
         if entry.kind == "file":
-            if not overwrite and self.exists(dst):
-                raise ActionError("invalid_input", f"{dst!r} already exists", hint="Pass overwrite=true to replace it.")
-            return [self.write_bytes(dst, self.read_bytes(src, max_bytes=self.policy.max_write_bytes))]
-        if entry.kind != "dir":
-            raise _denied(f"{src!r} is not a regular file", "workspace confinement (special file)")
-        if (dst + "/").startswith(src + "/"):
+            if dtrail:
+                raise ActionError("invalid_input", f"{destination!r} ends with '/', but {src!r} is a file",
+                                  hint="Name the destination file, e.g. 'dir/name.txt'.")
+            if src == dst:
+                raise ActionError("invalid_input", "source and destination are the same file")
+            if entry.size > self.policy.max_write_bytes:
+                raise ActionError("invalid_input", f"{src!r} is {entry.size} bytes, over the write limit of "
+                                  f"{self.policy.max_write_bytes} bytes (policy.files.max_write_bytes)",
+                                  rule="policy.files.max_write_bytes")
+            data = self.read_bytes(src, max_bytes=self.policy.max_write_bytes)
+            try:
+                art = self.write_bytes(dst, data, mode="overwrite" if overwrite else "create")
+            except _ExistsError:
+                raise ActionError("invalid_input", f"{dst!r} already exists",
+                                  hint="Pass overwrite=true to replace it.") from None
+            return CopyResult([art])
+        if (dst + "/").startswith(src + "/") or src == ".":
             raise ActionError("invalid_input", f"cannot copy {src!r} into itself")
-        if not overwrite and self.exists(dst):
-            raise ActionError("invalid_input", f"{dst!r} already exists", hint="Pass overwrite=true to merge into it.")
-        entries = list(self.iter_entries(src, recursive=True))
-        total = sum(e.size for e in entries if e.kind == "file")
-        if total > self.policy.max_write_bytes:
-            raise ActionError("invalid_input", f"copying {total} bytes is over the write limit",
-                              rule="policy.files.max_write_bytes")
-        self.mkdir(dst)
-        out = []
-        for e in entries:
-            target = dst + e.path[len(src):]
-            if e.kind == "dir":
-                self.mkdir(target)
-            elif e.kind == "file":
-                out.append(self.write_bytes(target, self.read_bytes(e.path, max_bytes=self.policy.max_write_bytes)))
-        return out
+        sparts, _ = self._parse(src)
+        result = CopyResult()
+        with self._dir(sparts) as sfd, self._dir(dparts[:-1], create=True) as pfd:
+            target = _lstat(pfd, dparts[-1])
+            self._not_state(target)
+            if target is not None:
+                if not overwrite:
+                    raise ActionError("invalid_input", f"{dst!r} already exists", hint="Pass overwrite=true to replace it.")
+                if not stat.S_ISDIR(target.st_mode):
+                    raise ActionError("invalid_input", f"cannot replace {dst!r} with a directory: it is not one")
+            tmp = f"{_TMP_PREFIX}{secrets.token_hex(6)}"
+            os.mkdir(tmp, 0o755, dir_fd=pfd)
+            _inherit_owner(pfd, name=tmp)
+            try:
+                tfd = os.open(tmp, _DIR_FLAGS, dir_fd=pfd)
+                try:
+                    budget = [self.policy.max_write_bytes]
+                    self._copy_tree(sfd, tfd, sparts, dparts, result, budget, self._state_id(), cancel)
+                finally:
+                    os.close(tfd)
+                _cancelled(cancel)
+                if target is not None:
+                    self._trash(pfd, dparts[-1], dst)
+                os.rename(tmp, dparts[-1], src_dir_fd=pfd, dst_dir_fd=pfd)
+            except BaseException:
+                with suppress(OSError):
+                    shutil.rmtree(tmp, dir_fd=pfd)
+                raise
+            os.fsync(pfd)
+        return result
+
+    def _copy_tree(
+        self, sfd: int, tfd: int, sparts: list[str], dparts: list[str], result: CopyResult, budget: list[int],
+        state: tuple[int, int] | None, cancel: threading.Event | None,
+    ) -> None:
+        with os.scandir(sfd) as it:
+            items = sorted(it, key=lambda e: e.name)
+        for item in items:
+            _cancelled(cancel)
+            rel = "/".join([*sparts, item.name])
+            if item.name.startswith(_TMP_PREFIX) or self.is_denied(rel):
+                continue
+            out_rel = "/".join([*dparts, item.name])
+            if self.is_denied(out_rel):
+                continue
+            if item.is_dir(follow_symlinks=False):
+                with self._subdir(sfd, item.name, state) as sub:
+                    if sub is None:
+                        continue
+                    os.mkdir(item.name, 0o755, dir_fd=tfd)
+                    _inherit_owner(tfd, name=item.name)
+                    nfd = os.open(item.name, _DIR_FLAGS, dir_fd=tfd)
+                    try:
+                        self._copy_tree(sub, nfd, [*sparts, item.name], [*dparts, item.name], result, budget,
+                                        state, cancel)
+                    finally:
+                        os.close(nfd)
+                continue
+            if not item.is_file(follow_symlinks=False):
+                result.skipped.append(rel)
+                continue
+            try:
+                fd = self._open_file(sfd, item.name, rel)
+            except ActionError as exc:
+                if exc.type == "not_found":
+                    continue
+                result.skipped.append(rel)
+                continue
+            try:
+                mode = stat.S_IMODE(os.fstat(fd).st_mode)
+                data, size = _read_fd(fd, budget[0] + 1)
+            finally:
+                os.close(fd)
+            if size > budget[0]:
+                raise ActionError("invalid_input", f"copying {'/'.join(sparts)!r} is over the write limit of "
+                                  f"{self.policy.max_write_bytes} bytes (policy.files.max_write_bytes)",
+                                  rule="policy.files.max_write_bytes")
+            budget[0] -= size
+            wfd = os.open(item.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode,
+                          dir_fd=tfd)
+            try:
+                _inherit_owner(tfd, fd=wfd)
+                _write_all(wfd, data)
+                _datasync(wfd)
+            finally:
+                os.close(wfd)
+            result.artifacts.append(Artifact(path=out_rel, mime_type=guess_mime(out_rel), size=len(data)))
+        os.fsync(tfd)
+
+    # -- deleting and the trash ----------------------------------------------------------------
+    @property
+    def trash_dir(self) -> Path:
+        return self.state_dir / "trash"
 
     def delete(self, path: str, *, recursive: bool = False) -> str:
-        """Move to the trash in the state directory; returns the trash location."""
-        rel = self.check(path, write=True)
-        parts = self._parts(rel)
+        """Move to the trash in the state directory; returns the trash id (for ``restore``)."""
+        self.check(path, write=True)
+        parts, trailing = self._parse(path)
+        rel = "/".join(parts)
         if not parts:
             raise ActionError("invalid_input", "cannot delete the workspace root")
         with self._dir(parts[:-1]) as dfd:
             st = _lstat(dfd, parts[-1])
+            self._not_state(st)
             if st is None:
-                raise ActionError("not_found", f"{rel!r} does not exist")
+                raise ActionError("not_found", f"{rel!r} does not exist", hint="Use files_list to see what exists.")
+            if trailing and not stat.S_ISDIR(st.st_mode):
+                raise ActionError("invalid_input", f"{path!r} ends with '/' but {rel!r} is not a directory")
             if stat.S_ISDIR(st.st_mode) and not recursive:
-                sub = os.open(parts[-1], _DIR_FLAGS, dir_fd=dfd)
-                try:
+                with self._subdir(dfd, parts[-1], self._state_id()) as sub:
+                    if sub is None:
+                        raise ActionError("failed", f"cannot open {rel!r}")
                     with os.scandir(sub) as it:
                         empty = not any(True for _ in it)
-                finally:
-                    os.close(sub)
                 if not empty:
                     raise ActionError("invalid_input", f"{rel!r} is a non-empty directory",
                                       hint="Pass recursive=true to delete it and its contents.")
-            return self._trash(dfd, parts[-1], rel)
+            trash_id = self._trash(dfd, parts[-1], rel)
+            os.fsync(dfd)
+            return trash_id
 
     def _trash(self, dfd: int, name: str, rel: str) -> str:
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        slot = self.state_dir / "trash" / f"{stamp}-{secrets.token_hex(4)}"
+        """Move ``name`` (in ``dfd``) to a new trash slot with a manifest; returns the slot id."""
+        st = os.lstat(name, dir_fd=dfd)
+        trash_id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(4)}"
+        slot = self.trash_dir / trash_id
         slot.mkdir(parents=True, mode=0o700)
-        (slot / "manifest.json").write_text(json.dumps({"path": rel, "deleted_at": time.time()}))
-        tfd = os.open(slot, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        manifest = {
+            "trash_id": trash_id,
+            "path": rel,
+            "kind": _kind(st.st_mode),
+            "size": st.st_size,
+            "workspace": str(self.root),
+            "deleted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
         try:
+            _write_json(slot / "manifest.json", manifest)
+            tfd = os.open(slot, _DIR_FLAGS)
             try:
-                os.rename(name, "item", src_dir_fd=dfd, dst_dir_fd=tfd)
-            except OSError as exc:
-                if exc.errno != errno.EXDEV:
-                    raise
-                import shutil  # state dir on another filesystem: copy, then remove
+                try:
+                    os.rename(name, "item", src_dir_fd=dfd, dst_dir_fd=tfd)
+                except OSError as exc:
+                    if exc.errno != errno.EXDEV:
+                        raise
+                    _copy_across(dfd, name, tfd)  # state dir on another filesystem
+                os.fsync(tfd)
+            finally:
+                os.close(tfd)
+        except BaseException:
+            shutil.rmtree(slot, ignore_errors=True)
+            raise
+        return trash_id
 
-                src = f"/proc/self/fd/{dfd}/{name}"
-                if os.path.isdir(src):
-                    shutil.copytree(src, slot / "item", symlinks=True)
-                    shutil.rmtree(src)
-                else:
-                    shutil.copy2(src, slot / "item", follow_symlinks=False)
-                    os.unlink(name, dir_fd=dfd)
+    def trash(self) -> list[dict[str, Any]]:
+        """Manifests of the items in the trash, newest first (for the operator)."""
+        out = []
+        with suppress(FileNotFoundError):
+            for slot in self.trash_dir.iterdir():
+                with suppress(OSError, ValueError):
+                    out.append(json.loads((slot / "manifest.json").read_text(encoding="utf-8")))
+        return sorted(out, key=lambda m: str(m.get("trash_id", "")), reverse=True)
+
+    def restore(self, trash_id: str, *, destination: str | None = None, overwrite: bool = False) -> str:
+        """Put a trashed item back at its original path (or ``destination``); returns the path."""
+        if not _TRASH_ID.match(trash_id):
+            raise ActionError("invalid_input", f"not a trash id: {trash_id!r}")
+        slot = self.trash_dir / trash_id
+        try:
+            manifest = json.loads((slot / "manifest.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise ActionError("not_found", f"nothing in the trash with id {trash_id!r}") from None
+        rel = self.check(destination or manifest["path"], write=True)
+        parts, _ = self._parse(rel)
+        if not parts:
+            raise ActionError("invalid_input", "cannot restore onto the workspace root")
+        tfd = os.open(slot, _DIR_FLAGS)
+        try:
+            with self._dir(parts[:-1], create=True) as dfd:
+                target = _lstat(dfd, parts[-1])
+                self._not_state(target)
+                if target is not None:
+                    if not overwrite:
+                        raise ActionError("invalid_input", f"{rel!r} already exists",
+                                          hint="Pass overwrite=True or another destination.")
+                    self._trash(dfd, parts[-1], rel)
+                os.rename("item", parts[-1], src_dir_fd=tfd, dst_dir_fd=dfd)
+                os.fsync(dfd)
         finally:
             os.close(tfd)
-        return str(slot)
+        shutil.rmtree(slot, ignore_errors=True)
+        return rel
+
+
+def _read_fd(fd: int, max_bytes: int, size: int | None = None) -> tuple[bytes, int]:
+    if size is None:
+        size = os.fstat(fd).st_size
+    chunks, remaining = [], min(size, max_bytes)
+    while remaining > 0:
+        chunk = os.read(fd, min(remaining, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks), size
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _write_json(path: Path, value: dict[str, Any]) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        _write_all(fd, json.dumps(value, indent=2).encode())
+        _datasync(fd)
+    finally:
+        os.close(fd)
+
+
+def _copy_across(dfd: int, name: str, tfd: int) -> None:
+    """Move ``name`` to ``tfd``/item across filesystems without following a swapped-in symlink:
+    the source is pinned by an O_NOFOLLOW descriptor before copying."""
+    st = os.lstat(name, dir_fd=dfd)
+    if stat.S_ISDIR(st.st_mode):
+        sfd = os.open(name, _DIR_FLAGS, dir_fd=dfd)
+        try:
+            shutil.copytree(f"/proc/self/fd/{sfd}", f"/proc/self/fd/{tfd}/item", symlinks=True)
+        finally:
+            os.close(sfd)
+        shutil.rmtree(name, dir_fd=dfd)
+    elif stat.S_ISLNK(st.st_mode):
+        os.symlink(os.readlink(name, dir_fd=dfd), "item", dir_fd=tfd)
+        os.unlink(name, dir_fd=dfd)
+    else:
+        sfd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
+        try:
+            wfd = os.open("item", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600, dir_fd=tfd)
+            try:
+                while chunk := os.read(sfd, 1 << 20):
+                    _write_all(wfd, chunk)
+                os.fsync(wfd)
+            finally:
+                os.close(wfd)
+        finally:
+            os.close(sfd)
+        os.unlink(name, dir_fd=dfd)
+
+
+def decode_text(data: bytes, *, complete: bool = True) -> str | None:
+    """UTF-8 text, or None if the bytes look binary. ``complete=False``: the data was cut at a
+    size limit, so an incomplete character at the end is dropped rather than called binary."""
+    if b"\x00" in data[:8192]:
+        return None
+    try:
+        return codecs.getincrementaldecoder("utf-8")().decode(data, final=complete)
+    except UnicodeDecodeError:
+        return None
 
 
 def _inherit_owner(dir_fd: int, *, fd: int | None = None, name: str | None = None) -> None:
@@ -513,7 +926,7 @@ def _inherit_owner(dir_fd: int, *, fd: int | None = None, name: str | None = Non
         os.chown(name, st.st_uid, st.st_gid, dir_fd=dir_fd, follow_symlinks=False)
 
 
-def _kind(mode: int) -> Literal["file", "dir", "symlink", "other"]:
+def _kind(mode: int) -> Kind:
     if stat.S_ISLNK(mode):
         return "symlink"
     if stat.S_ISDIR(mode):
