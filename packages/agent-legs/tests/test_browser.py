@@ -1,17 +1,45 @@
-"""browser.* with a real Chromium (Playwright) against sites served on 127.0.0.1."""
+"""browser.* end to end: a real Chromium (Playwright) through Legs, against a site served on 127.0.0.1.
+
+The blocked cases (denied hosts, schemes, page-initiated requests) are in test_browser_egress.py.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import shutil
+import signal
 import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
 import pytest
 
 from agent_legs import Legs
+from agent_legs_testing import component_missing
+from agent_legs_testing._net import free_port
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
-def chromium_pids() -> set[str]:
-    out = subprocess.run(["pgrep", "-f", "chromium"], capture_output=True, text=True)
-    return set(out.stdout.split())
+def chromium_pids() -> set[int]:
+    """Chromium processes (the browser and its children), by executable name."""
+    out = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if "chrom" in (entry / "comm").read_text():
+                    out.add(int(entry.name))
+    return out
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _need_chromium() -> None:
+    if not os.path.exists(CHROMIUM):
+        component_missing("Chromium", f"{CHROMIUM} not found", "apt-get install -y chromium (shared/setup.sh)")
 
 
 @pytest.fixture
@@ -25,173 +53,413 @@ def nav(legs, url, session="default"):
     return legs.run("browser.navigate", {"url": url}, session=session)
 
 
-def test_navigate_reads_markdown(legs, website) -> None:
+# -- reading ---------------------------------------------------------------------------------------------
+def test_navigate_returns_title_status_and_markdown_with_absolute_links(legs, website) -> None:
     r = nav(legs, website.site.url("/"))
-    assert r.ok and r.data["title"] == "Shop" and r.data["status"] == 200
-    assert "# Products" in r.output and "Widget: $5.00" in r.output and "[About us](/about)" in r.output
+    assert r.ok and r.data["title"] == "Shop" and r.data["status"] == 200 and r.data["url"] == website.site.url("/")
+    assert r.output.startswith("# Shop\nURL: ")
+    assert "# Products" in r.output and "- Widget: $5.00" in r.output
+    assert f"[About us]({website.site.url('/about')})" in r.output
 
 
-def test_click_fill_submit_back(legs, website) -> None:
-    nav(legs, website.site.url("/"))
-    r = legs.run("browser.click", {"text": "About us"})
-    assert r.ok and r.data["url"].endswith("/about") and "We sell widgets" in r.output
-    r = legs.run("browser.back", {})
-    assert r.ok and r.data["url"].endswith("/")
-    r = legs.run("browser.click", {"selector": "a[href='/form']"})
-    assert "#name" in r.output and "Form fields" in r.output
-    assert legs.run("browser.fill", {"selector": "#name", "value": "Ana"}).ok
-    r = legs.run("browser.fill", {"selector": "#email", "value": "ana@example.com", "submit": True})
-    assert r.ok and "Thanks" in r.output and "name=Ana" in r.output
-    posted = [x for x in website.site.requests if x.path == "/submit"]
-    assert posted and posted[0].method == "POST"
+def test_markdown_lists_form_fields_with_usable_selectors(legs, website) -> None:
+    r = nav(legs, website.site.url("/form"))
+    assert "Form fields" in r.output
+    assert "input[text] `#name` — Name (required)" in r.output
+    assert "`#email` — Your email" in r.output
+    assert "options: Sales, Support" in r.output
+    assert "hunter2" not in r.output  # password values are never shown
+    selectors = [line.split("`")[1] for line in r.output.splitlines() if line.startswith("- ") and "`" in line]
+    for selector in selectors:  # every listed selector works as given
+        assert legs.run("browser.content", {"selector": selector, "format": "html"}).ok, selector
+
+
+def test_main_content_table_and_relative_links(legs, website) -> None:
+    r = nav(legs, website.site.url("/main"))
+    assert "main content" in r.output and "Footer links" not in r.output
+    assert "## Section" in r.output and "| Widget | $5.00 |" in r.output
+    assert f"[Relative link]({website.site.url('/sub/page?x=1&y=2')})" in r.output
+    whole = legs.run("browser.content", {"selector": "body"})
+    assert "Footer links" in whole.output
 
 
 def test_content_formats_and_pagination(legs, website) -> None:
     nav(legs, website.site.url("/big"))
     r = legs.run("browser.content", {})
-    assert r.data["next_offset"] and "call browser_content with offset=" in r.output
-    r2 = legs.run("browser.content", {"offset": r.data["next_offset"]})
-    assert r2.ok and r2.data["offset"] == r.data["next_offset"]
-    assert legs.run("browser.content", {"format": "html", "selector": "h1"}).output == "Big"
+    total, first = r.data["length"], r.data["next_offset"]
+    assert first and f"{total - first} more characters — call browser_content with offset={first}" in r.output
+    seen, offset = r.output.split("\n\n[")[0], first
+    while offset:
+        page = legs.run("browser.content", {"offset": offset})
+        assert page.ok and page.data["offset"] == offset
+        seen += page.output.split("\n\n[")[0] if page.data["next_offset"] else page.output
+        offset = page.data["next_offset"]
+    assert "Paragraph 0 " in seen and "Paragraph 399 " in seen
+    assert legs.run("browser.content", {"format": "html", "selector": "h1"}).output == "<h1>Big</h1>"
     assert legs.run("browser.content", {"format": "text", "selector": "h1"}).output == "Big"
+    missing = legs.run("browser.content", {"selector": "#nope"})
+    assert missing.error.type == "not_found"
+    assert legs.run("browser.content", {"selector": "[[["}).error.type == "invalid_input"
 
 
-def test_screenshot_and_links(legs, website, dirs) -> None:
+def test_content_of_a_fresh_session_says_to_navigate(legs) -> None:
+    r = legs.run("browser.content", {}, session="fresh")
+    assert r.ok and "browser_navigate" in r.output
+
+
+def test_links_are_absolute(legs, website) -> None:
     nav(legs, website.site.url("/"))
-    r = legs.run("browser.screenshot", {"full_page": True})
-    (artifact,) = r.artifacts
-    assert artifact.mime_type == "image/png" and (dirs[0] / artifact.path).read_bytes()[:4] == b"\x89PNG"
     r = legs.run("browser.links", {})
     assert {"text": "About us", "url": website.site.url("/about")} in r.data["links"]
+    assert f"- [About us]({website.site.url('/about')})" in r.output
 
 
-@pytest.mark.parametrize("url", ["file:///etc/passwd", "data:text/html,<h1>x</h1>", "javascript:alert(1)",
-                                 "view-source:http://127.0.0.1/", "chrome://settings", "about:config",
-                                 "blob:http://127.0.0.1/x", "ftp://127.0.0.1/"])
-def test_non_web_schemes_denied(legs, url) -> None:
-    r = nav(legs, url)
-    assert r.error.type == "denied" and "rule:" in r.output
+# -- acting ----------------------------------------------------------------------------------------------
+def test_click_by_text_and_selector_fill_submit_and_back(legs, website) -> None:
+    nav(legs, website.site.url("/"))
+    r = legs.run("browser.click", {"text": "About us"})
+    assert r.ok and r.data["url"].endswith("/about") and "We sell widgets" in r.output
+    r = legs.run("browser.back", {})
+    assert r.ok and r.data["url"] == website.site.url("/") and "Products" in r.output
+    r = legs.run("browser.click", {"selector": "a[href='/form']"})
+    assert "`#name`" in r.output
+    r = legs.run("browser.fill", {"selector": "#name", "value": "Ana"})
+    assert r.ok and r.output == "Filled #name."
+    r = legs.run("browser.fill", {"selector": "#email", "value": "ana@example.com", "submit": True})
+    assert r.ok and "Thanks" in r.output and "name=Ana" in r.output and "email=ana%40example.com" in r.output
+    (posted,) = [x for x in website.site.requests if x.path == "/submit"]
+    assert posted.method == "POST"
+    assert legs.run("browser.click", {}).error.type == "invalid_input"
 
 
-def test_denied_host_navigation(legs, website) -> None:
-    r = nav(legs, website.other.url("/secret"))
-    assert r.error.type == "denied" and "policy.network.allow_hosts" in r.output
-    assert website.other.requests == []
+def test_wrong_selector_fails_fast_and_keeps_the_page(legs, website) -> None:
+    nav(legs, website.site.url("/form"))
+    legs.run("browser.fill", {"selector": "#name", "value": "kept"})
+    t0 = time.monotonic()
+    for call, args in [("browser.click", {"selector": "#missing"}), ("browser.click", {"text": "No such text"}),
+                       ("browser.fill", {"selector": "#missing", "value": "x"})]:
+        r = legs.run(call, args)
+        assert r.error.type == "not_found" and r.error.hint, (call, r.error)
+    assert time.monotonic() - t0 < 20
+    r = legs.run("browser.content", {})
+    assert r.data["url"] == website.site.url("/form") and "value 'kept'" in r.output  # same tab, same state
 
 
-def test_redirect_into_denied_host(legs, website) -> None:
-    r = nav(legs, website.site.url("/redirect-out"))
-    assert r.error.type == "denied" and "blocked" in r.error.message
-    assert website.other.requests == []
+def test_js_navigation_within_the_site(legs, website) -> None:
+    nav(legs, website.site.url("/js-nav-ok"))
+    r = legs.run("browser.click", {"selector": "#go"})
+    assert r.ok and r.data["url"] == website.site.url("/about")
 
 
-def test_subresources_from_denied_host_are_blocked_and_listed(legs, website) -> None:
-    r = nav(legs, website.site.url("/embeds"))
-    assert r.ok and "local content" in r.output
-    blocked = {b["url"].split("127.0.0.1:")[-1] for b in r.data["blocked_requests"]}
-    assert {f"{website.other.port}/pixel.png", f"{website.other.port}/frame", f"{website.other.port}/tracker.js"} <= blocked
-    assert website.other.requests == []
+def test_redirects_inside_the_site_are_followed(legs, website) -> None:
+    r = nav(legs, website.site.url("/redirect-in"))
+    assert r.ok and r.data["url"] == website.site.url("/about")
 
 
-@pytest.mark.parametrize("path", ["/js-auto", "/meta", "/ws", "/fetch"])
-def test_page_initiated_requests_are_blocked(legs, website, path) -> None:
-    nav(legs, website.site.url(path))
-    legs.run("browser.content", {})  # give timers and refreshes a moment through a second round trip
-    import time
-
-    time.sleep(0.5)
-    legs.run("browser.content", {})
-    assert website.other.requests == []
+def test_back_without_history(legs, website) -> None:
+    assert legs.run("browser.back", {}, session="empty").error.type == "invalid_input"
 
 
-def test_js_click_navigation_and_popup_blocked(legs, website) -> None:
-    nav(legs, website.site.url("/js-nav"))
-    legs.run("browser.click", {"selector": "#go"})
-    nav(legs, website.site.url("/popup"))
-    legs.run("browser.click", {"selector": "#pop"})
-    legs.run("browser.content", {})
-    assert website.other.requests == []
+def test_click_opening_a_new_tab_switches_to_it(legs, website) -> None:
+    nav(legs, website.site.url("/new-tab"))
+    r = legs.run("browser.click", {"selector": "#blank"})
+    assert r.ok and r.data["url"] == website.site.url("/about") and "We sell widgets" in r.output
+    assert any("new tab" in e for e in r.data["events"])
+    assert legs.run("browser.content", {}).data["url"] == website.site.url("/about")
 
 
-def test_cookies_persist_in_session_and_do_not_leak(legs, website) -> None:
+def test_screenshot_is_a_png_in_the_workspace(legs, website, dirs) -> None:
+    nav(legs, website.site.url("/"))
+    r = legs.run("browser.screenshot", {})
+    r2 = legs.run("browser.screenshot", {"full_page": True})
+    (a1,), (a2,) = r.artifacts, r2.artifacts
+    assert a1.mime_type == "image/png" and (dirs[0] / a1.path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert a1.path != a2.path and a1.path.startswith("screenshots/")
+
+
+def test_downloads_land_in_the_workspace_with_a_size_limit(dirs, website) -> None:
+    ws, st = dirs
+    with Legs(workspace=ws, state_dir=st, policy=website.policy(max_download_bytes=100_000)) as legs:
+        nav(legs, website.site.url("/files"))
+        r = legs.run("browser.click", {"selector": "#dl"})
+        (artifact,) = r.artifacts
+        assert artifact.path == "downloads/report.csv" and (ws / artifact.path).read_bytes() == b"a,b\n1,2\n"
+        r = legs.run("browser.click", {"selector": "#dl"})  # never overwrites
+        assert r.artifacts[0].path == "downloads/report-1.csv"
+        t0 = time.monotonic()
+        r = legs.run("browser.click", {"selector": "#big"})
+        assert r.artifacts == [] and any("max_download_bytes" in e for e in r.data["events"]), r.data
+        assert time.monotonic() - t0 < 5
+        r = nav(legs, website.site.url("/report.csv"))  # a URL that is a file downloads too
+        assert r.ok and r.artifacts[0].path == "downloads/report-2.csv"
+    assert not list(ws.glob("downloads/huge*"))
+
+
+def test_upload_only_from_the_workspace(dirs, website) -> None:
+    ws, st = dirs
+    (ws / "docs").mkdir(parents=True)
+    (ws / "docs/cv.pdf").write_bytes(b"%PDF-1.4 my cv")
+    (ws / ".env").write_text("TOKEN=x")
+    with Legs(workspace=ws, state_dir=st, policy=website.policy()) as legs:
+        nav(legs, website.site.url("/upload"))
+        assert "input[file] `#file`" in legs.run("browser.content", {}).output
+        for outside in ("/etc/passwd", "../../etc/passwd", ".env"):
+            r = legs.run("browser.fill", {"selector": "#file", "value": outside})
+            assert not r.ok and r.error.type in ("denied", "invalid_input"), (outside, r.error)
+        r = legs.run("browser.fill", {"selector": "#file", "value": "docs/cv.pdf"})
+        assert r.ok and r.data["uploaded"] == ["docs/cv.pdf"]
+        r = legs.run("browser.fill", {"selector": "#note", "value": "hello", "submit": True})
+        assert r.ok and "Uploaded" in r.output
+    (posted,) = [x for x in website.site.requests if x.path == "/uploaded"]
+    assert b'filename="cv.pdf"' in posted.body and b"%PDF-1.4 my cv" in posted.body
+    assert b"root:" not in posted.body and b"TOKEN" not in posted.body
+
+
+# -- sessions and profiles ---------------------------------------------------------------------------------
+def test_cookies_persist_in_a_session_and_do_not_leak(legs, website) -> None:
     nav(legs, website.site.url("/login"), session="alice")
     assert "cookie=sid=abc123" in nav(legs, website.site.url("/whoami"), session="alice").output
     assert "cookie=none" in nav(legs, website.site.url("/whoami"), session="bob").output
+    nav(legs, website.site.url("/storage"), session="alice")
+    assert "storage=v1" in nav(legs, website.site.url("/read-storage"), session="alice").output
+    assert "storage=null" in nav(legs, website.site.url("/read-storage"), session="bob").output
 
 
-def test_named_profile_survives_restart(dirs, website) -> None:
+def test_sessions_run_concurrently_and_stay_apart(legs, website) -> None:
+    results: dict[str, object] = {}
+
+    def worker(name: str, path: str) -> None:
+        results[name] = [nav(legs, website.site.url(path), session=name).data["url"] for _ in range(3)]
+
+    threads = [threading.Thread(target=worker, args=(f"s{i}", p)) for i, p in enumerate(["/", "/about", "/form"])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {f"s{i}": [website.site.url(p)] * 3 for i, p in enumerate(["/", "/about", "/form"])}
+
+
+def test_concurrent_first_calls_of_one_session_share_one_context(legs, website) -> None:
+    import asyncio
+
+    async def burst() -> list[str]:
+        results = await asyncio.gather(*(legs.arun("browser.content", {}, session="burst") for _ in range(5)))
+        return [r.data["url"] for r in results]
+
+    assert asyncio.run(burst()) == ["about:blank"] * 5
+    from agent_legs.actions._browser import BrowserService
+
+    svc = legs._runtime._services[BrowserService]
+    assert len(svc.browser.contexts) == 1
+
+
+def test_named_profile_survives_a_restart(dirs, website) -> None:
     ws, st = dirs
     cfg = dict(workspace=ws, state_dir=st, policy=website.policy(), settings={"browser": {"profile": "shop"}})
     with Legs(**cfg) as legs:
         assert nav(legs, website.site.url("/login")).ok
+        nav(legs, website.site.url("/storage"))
+    state = st / "browser-profiles/shop/storage_state.json"
+    assert state.exists() and oct(state.stat().st_mode & 0o777) == "0o600"
     with Legs(**cfg) as legs:
         assert "cookie=sid=abc123" in nav(legs, website.site.url("/whoami")).output
-    assert (st / "browser-profiles/shop.json").exists()
+        assert "storage=v1" in nav(legs, website.site.url("/read-storage")).output
+        # another session with the same named profile shares the login
+        assert "cookie=sid=abc123" in nav(legs, website.site.url("/whoami"), session="other").output
+    with Legs(workspace=ws, state_dir=st, policy=website.policy()) as legs:  # no profile: a clean context
+        assert "cookie=none" in nav(legs, website.site.url("/whoami")).output
 
 
-def test_page_load_span(legs, website, captured_spans) -> None:
+def test_profile_per_session(dirs, website) -> None:
+    ws, st = dirs
+    cfg = dict(workspace=ws, state_dir=st, policy=website.policy(), settings={"browser": {"profile": "{session}"}})
+    with Legs(**cfg) as legs:
+        nav(legs, website.site.url("/login"), session="alice")
+        nav(legs, website.site.url("/about"), session="bob")
+    with Legs(**cfg) as legs:
+        assert "cookie=sid=abc123" in nav(legs, website.site.url("/whoami"), session="alice").output
+        assert "cookie=none" in nav(legs, website.site.url("/whoami"), session="bob").output
+    assert {p.name for p in (st / "browser-profiles").iterdir()} == {"alice", "bob"}
+
+
+# -- telemetry -------------------------------------------------------------------------------------------
+def test_page_load_and_read_are_child_spans(legs, website, captured_spans) -> None:
     nav(legs, website.site.url("/"))
+    (parent,) = captured_spans.by_name("execute_tool browser_navigate")
+    for name in ("browser page load", "browser read page", "browser launch", "browser new context"):
+        (child,) = captured_spans.by_name(name)
+        assert child.parent.span_id == parent.context.span_id, name
     (load,) = captured_spans.by_name("browser page load")
-    assert load.parent.span_id == captured_spans.by_name("execute_tool browser_navigate")[0].context.span_id
+    assert load.attributes["http.response.status_code"] == 200
 
 
+# -- failing gracefully ------------------------------------------------------------------------------------
 def test_no_chromium_left_after_close(dirs, website) -> None:
     ws, st = dirs
     before = chromium_pids()
     legs = Legs(workspace=ws, state_dir=st, policy=website.policy())
     nav(legs, website.site.url("/"))
+    nav(legs, website.site.url("/"), session="second")
     assert chromium_pids() - before
     legs.close()
-    import time
-
     deadline = time.monotonic() + 10
     while chromium_pids() - before and time.monotonic() < deadline:
-        time.sleep(0.2)
+        time.sleep(0.1)
     assert not (chromium_pids() - before)
 
 
-def test_missing_browser_is_unavailable(dirs, website) -> None:
+def test_closing_a_session_keeps_the_others(legs, website) -> None:
+    nav(legs, website.site.url("/login"), session="a")
+    nav(legs, website.site.url("/login"), session="b")
+    legs.close_session("a")
+    assert "cookie=none" in nav(legs, website.site.url("/whoami"), session="a").output
+    assert "cookie=sid=abc123" in nav(legs, website.site.url("/whoami"), session="b").output
+
+
+def test_missing_browser_is_unavailable_with_a_hint(dirs, website) -> None:
     ws, st = dirs
     with Legs(workspace=ws, state_dir=st, policy=website.policy(),
               settings={"browser": {"executable_path": "/nonexistent/chromium"}}) as legs:
         r = nav(legs, website.site.url("/"))
     assert r.error.type == "unavailable" and "chromium" in r.error.hint.lower()
+    assert "/nonexistent/chromium" in r.error.message
 
 
-def test_downloads_land_in_the_workspace_with_a_size_limit(dirs, website) -> None:
+def test_unreachable_remote_browser_is_unavailable(dirs, website) -> None:
     ws, st = dirs
-    with Legs(workspace=ws, state_dir=st, policy={**website.policy(), "browser": {"max_download_bytes": 100_000}}) as legs:
-        nav(legs, website.site.url("/files"))
-        r = legs.run("browser.click", {"selector": "#dl"})
-        (artifact,) = r.artifacts
-        assert artifact.path == "downloads/report.csv" and (ws / artifact.path).read_bytes() == b"a,b\n1,2\n"
-        r = legs.run("browser.click", {"selector": "#big"})
-        assert r.artifacts == [] and any("max_download_bytes" in e for e in r.data.get("events", [])), r.data
-    assert not (ws / "downloads/huge.bin").exists()
+    with Legs(workspace=ws, state_dir=st, policy=website.policy(),
+              settings={"browser": {"ws_endpoint": f"ws://127.0.0.1:{free_port()}/"}}) as legs:
+        r = nav(legs, website.site.url("/"))
+    assert r.error.type == "unavailable" and r.error.retryable
 
 
 def test_hung_page_times_out_and_the_session_recovers(dirs, website) -> None:
     ws, st = dirs
-    with Legs(workspace=ws, state_dir=st, policy={**website.policy(), "browser": {"timeout_s": 2}}) as legs:
+    with Legs(workspace=ws, state_dir=st, policy=website.policy(timeout_s=2)) as legs:
+        nav(legs, website.site.url("/login"))
+        t0 = time.monotonic()
         r = nav(legs, website.site.url("/hang"))
-        assert r.error.type == "timeout"
-        assert nav(legs, website.site.url("/about")).ok
+        assert r.error.type == "timeout" and "policy.browser.timeout_s" in r.error.message
+        assert time.monotonic() - t0 < 6
+        r = nav(legs, website.site.url("/whoami"))
+        assert r.ok and "cookie=sid=abc123" in r.output  # same context: the login is kept
 
 
 def test_crashed_browser_is_relaunched_and_says_what_was_lost(dirs, website) -> None:
-    import os
-    import signal
-    import time
-
     ws, st = dirs
     before = chromium_pids()
     with Legs(workspace=ws, state_dir=st, policy=website.policy()) as legs:
-        assert nav(legs, website.site.url("/")).ok
-        import contextlib
-
+        assert nav(legs, website.site.url("/login")).ok
         for pid in chromium_pids() - before:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid), signal.SIGKILL)
-        time.sleep(1)
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.5)
+        r = nav(legs, website.site.url("/whoami"))
+        assert r.ok and any("crashed" in e and "/login" in e for e in r.data["events"]), r.data
+        assert "cookie=none" in r.output  # what was lost is lost, and said so
+        assert "crashed" in r.output
         r = nav(legs, website.site.url("/about"))
-        assert r.ok and any("crashed" in e for e in r.data.get("events", [])), r.data
+        assert r.ok and "events" not in r.data  # said once
+
+
+# -- remote browsers ---------------------------------------------------------------------------------------
+def _start_server(args: list[str], port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([sys.executable, "-m", "playwright", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 30
+    import socket
+
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return proc
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    out = proc.stdout.read().decode() if proc.poll() is not None and proc.stdout else ""
+    proc.kill()
+    component_missing("Playwright server", f"did not listen on {port}: {out[-500:]}",
+                      "pip install playwright (its driver ships the server)")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(10)
+
+
+def _remote_roundtrip(legs, website) -> None:
+    r = nav(legs, website.site.url("/form"))
+    assert r.ok and "`#name`" in r.output
+    r = legs.run("browser.fill", {"selector": "#name", "value": "Remote", "submit": True})
+    assert r.ok and "name=Remote" in r.output
+    r = nav(legs, website.site.url("/embeds"))  # the remote browser is policed by our proxy too
+    assert r.ok and r.data["blocked_requests"] and website.other.requests == []
+    r = legs.run("browser.screenshot", {})
+    assert r.ok and r.artifacts
+
+
+def test_remote_playwright_run_server(dirs, website) -> None:
+    """`playwright run-server --unsafe` launches Chromium with the launch options we send (our hardening flags)."""
+    ws, st = dirs
+    port = free_port()
+    proc = _start_server(["run-server", "--host", "127.0.0.1", "--port", str(port), "--unsafe"], port)
+    try:
+        with Legs(workspace=ws, state_dir=st, policy=website.policy(),
+                  settings={"browser": {"ws_endpoint": f"ws://127.0.0.1:{port}/", "executable_path": CHROMIUM}}) as legs:
+            _remote_roundtrip(legs, website)
+            cmdlines = [(Path("/proc") / str(pid) / "cmdline").read_bytes() for pid in chromium_pids()
+                        if (Path("/proc") / str(pid)).exists()]
+            assert any(b"disable_non_proxied_udp" in c for c in cmdlines)
+            nav(legs, website.site.url("/files"))
+            r = legs.run("browser.click", {"selector": "#dl"})  # downloads stream back from the server
+            assert r.artifacts and (ws / r.artifacts[0].path).read_bytes() == b"a,b\n1,2\n"
+    finally:
+        _stop(proc)
+
+
+def test_remote_chromium_over_cdp(dirs, website, tmp_path) -> None:
+    ws, st = dirs
+    port = free_port()
+    from agent_legs.actions._browser import CHROMIUM_ARGS
+
+    args = [CHROMIUM, "--headless=new", f"--remote-debugging-port={port}", "--remote-debugging-address=127.0.0.1",
+            f"--user-data-dir={tmp_path / 'profile'}", *CHROMIUM_ARGS, "about:blank"]
+    if os.geteuid() == 0:
+        args.append("--no-sandbox")
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        import socket
+
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        else:
+            component_missing("Chromium (CDP)", "the debugging port did not open", "apt-get install -y chromium")
+        with Legs(workspace=ws, state_dir=st, policy=website.policy(),
+                  settings={"browser": {"cdp_url": f"http://127.0.0.1:{port}"}}) as legs:
+            _remote_roundtrip(legs, website)
+        assert proc.poll() is None  # disconnecting leaves the user's browser running
+    finally:
+        _stop(proc)
+
+
+def test_remote_playwright_launch_server(dirs, website, tmp_path) -> None:
+    """A browser server pre-launched by its operator with the hardening flags (`playwright launch-server`)."""
+    ws, st = dirs
+    port = free_port()
+    from agent_legs.actions._browser import CHROMIUM_ARGS
+
+    config = tmp_path / "server.json"
+    config.write_text(json.dumps({"executablePath": CHROMIUM, "host": "127.0.0.1", "port": port, "wsPath": "/pw",
+                                  "args": [*CHROMIUM_ARGS, *(["--no-sandbox"] if os.geteuid() == 0 else [])]}))
+    proc = _start_server(["launch-server", "--browser", "chromium", "--config", str(config)], port)
+    try:
+        with Legs(workspace=ws, state_dir=st, policy=website.policy(),
+                  settings={"browser": {"ws_endpoint": f"ws://127.0.0.1:{port}/pw"}}) as legs:
+            _remote_roundtrip(legs, website)
+    finally:
+        _stop(proc)

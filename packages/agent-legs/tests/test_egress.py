@@ -134,3 +134,66 @@ async def test_check_host_for_proxies() -> None:
     assert (await g.check_host("example.com", 443)).addresses
     with pytest.raises(ActionError):
         await g.check_host("127.0.0.1", 22)
+
+
+@pytest.mark.parametrize("raw", ["0X7F000001", "127.000.000.001", "0x7f.1", "127.0.0.1.", "[::FFFF:127.0.0.1]",
+                                 "[0:0:0:0:0:0:0:1]", "[::1%eth0]", "LocalHost."])
+def test_normalize_more_forms(raw: str) -> None:
+    assert normalize_host(raw) in ("127.0.0.1", "::ffff:7f00:1", "::1", "localhost")
+
+
+@pytest.mark.parametrize("ip", ["::ffff:169.254.169.254", "::ffff:a9fe:a9fe", "64:ff9b::a9fe:a9fe"])
+async def test_metadata_embedded_in_ipv6_stays_blocked_with_allow_private(ip: str) -> None:
+    g = guard({"meta6": [ip]}, allow_private=True)
+    assert (await _denied(g, f"http://[{ip}]/")).rule == "egress guard (cloud metadata)"
+    assert (await _denied(g, "http://meta6/")).rule == "egress guard (cloud metadata)"
+
+
+async def test_allow_private_applies_to_hosts_matched_by_allow_hosts_only() -> None:
+    g = guard({"db.internal": ["10.0.0.7"], "other": ["10.0.0.8"]}, allow_hosts=["*.internal"], allow_private=True)
+    assert (await g.check_url("http://db.internal/")).host == "db.internal"
+    assert "not in the allowed hosts" in (await _denied(g, "http://other/")).message
+
+
+async def test_deny_rules_see_normalised_hosts_and_ports() -> None:
+    g = guard(allow_hosts=["127.0.0.1:8080"], deny_hosts=["127.0.0.1:8080"])
+    e = await _denied(g, "http://2130706433:8080/")
+    assert e.rule == "policy.network.deny_hosts['127.0.0.1:8080']"
+    g = guard({"a.evil.com": ["93.184.216.34"]}, deny_hosts=["*.EVIL.com"])
+    assert (await _denied(g, "https://A.Evil.COM./")).rule == "policy.network.deny_hosts['*.EVIL.com']"
+
+
+async def test_cidr_and_ipv6_rules() -> None:
+    g = guard(allow_hosts=["[::1]:8080", "10.1.0.0/16"])
+    assert (await g.check_url("http://[::1]:8080/")).addresses[0] == ipaddress.ip_address("::1")
+    assert (await g.check_url("http://10.1.2.3/")).port == 80
+    assert "not in the allowed hosts" in (await _denied(g, "http://10.2.0.1/")).message
+
+
+async def test_dns_answers_with_zones_and_link_local() -> None:
+    e = await _denied(guard({"ll.example": ["fe80::1%eth0"]}), "http://ll.example/")
+    assert "link-local" in e.message
+
+
+async def test_empty_dns_answer_and_garbage_are_failures() -> None:
+    e = await _denied(guard({"empty.example": [], "junk.example": ["not-an-ip"]}), "http://empty.example/")
+    assert e.type == "failed" and e.retryable
+    assert (await _denied(guard({"junk.example": ["not-an-ip"]}), "http://junk.example/")).type == "failed"
+
+
+async def test_system_resolver_with_localhost() -> None:
+    g = EgressGuard(NetworkPolicy())  # the real resolver: localhost is loopback
+    e = await _denied(g, "http://localhost:9/")
+    assert e.type == "denied" and "loopback" in e.message and e.rule == "policy.network.allow_private=false"
+    d = await EgressGuard(NetworkPolicy(allow_hosts=["localhost:9"])).check_url("http://localhost:9/")
+    assert all(a.is_loopback for a in d.addresses)
+
+
+def test_check_scheme_is_sync_and_names_the_rule() -> None:
+    g = guard()
+    for url in ("file:///etc/passwd", "data:text/html,x", "javascript:alert(1)", "JAVASCRIPT:alert(1)", "blob:x"):
+        with pytest.raises(ActionError) as exc:
+            g.check_scheme(url)
+        assert exc.value.rule == "policy.network.schemes"
+    g.check_scheme("HTTPS://example.com/")
+

@@ -205,3 +205,318 @@ def test_default_policy_refuses_loopback(dirs, http_server) -> None:
         r = get(legs, http_server.url("/json"))
         assert r.error.type == "denied" and "loopback" in r.error.message and "allow_hosts" in r.error.hint
     assert http_server.requests == []
+
+
+def test_1kb_response(legs, http_server) -> None:
+    r = get(legs, http_server.url("/1kb"))
+    assert r.ok and r.data["bytes"] == 1024 and r.output.endswith("x" * 1024)
+    assert r.data["elapsed_ms"] > 0 and r.data["url"] == http_server.url("/1kb") and not r.data["truncated"]
+
+
+def test_gzip_is_decoded(legs, http_server) -> None:
+    r = get(legs, http_server.url("/gzip"))
+    assert r.ok and r.data["json"] == {"compressed": True}
+
+
+def test_redirect_re_checked_against_policy(legs, http_server) -> None:
+    # Allowed host, then a redirect to a loopback port the policy does not list.
+    r = get(legs, http_server.url("/redirect?to=http://127.0.0.1:9/x"))
+    assert r.error.type == "denied" and "redirect to http://127.0.0.1:9/x refused" in r.error.message
+    assert r.data["redirects"][0]["to"] == "http://127.0.0.1:9/x"
+
+
+def test_credential_like_headers_not_carried_across_hosts(legs, http_server, second_http_server) -> None:
+    target = second_http_server.url("/echo")
+    headers = {"X-Api-Key": "k1", "X-Auth-Token": "t1", "Cookie": "a=b", "Accept": "application/json"}
+    r = get(legs, http_server.url(f"/redirect?to={target}"), headers=headers)
+    assert r.ok
+    first, hop = http_server.requests[-1].headers, second_http_server.requests[-1].headers
+    assert first["x-api-key"] == "k1" and first["cookie"] == "a=b"
+    assert not {"x-api-key", "x-auth-token", "cookie", "authorization"} & set(hop) and hop["accept"] == "application/json"
+
+
+def test_configured_credentials_follow_a_same_host_redirect(legs, http_server) -> None:
+    r = get(legs, http_server.url("/redirect?to=/echo"))
+    assert r.ok and http_server.requests[-1].headers["authorization"] == f"Bearer {TOKEN}"
+
+
+def test_cookies_live_for_one_call_only(legs, http_server) -> None:
+    r = get(legs, http_server.url("/set-cookie?name=sid&value=s1&to=/echo"))
+    assert r.ok and http_server.requests[-1].headers.get("cookie") == "sid=s1"
+    assert "set-cookie" not in r.data["headers"]
+    get(legs, http_server.url("/echo"), )
+    assert "cookie" not in http_server.requests[-1].headers  # no jar shared between calls or sessions
+
+
+def test_redirect_301_post_becomes_get_and_head_stays_head(legs, http_server) -> None:
+    legs.run("http.request", {"method": "POST", "url": http_server.url("/redirect?to=/echo&status=301"), "body": "x"})
+    assert http_server.requests[-1].method == "GET" and http_server.requests[-1].body == b""
+    legs.run("http.request", {"method": "HEAD", "url": http_server.url("/redirect?to=/echo&status=303")})
+    assert http_server.requests[-1].method == "HEAD"
+
+
+def test_slow_body_is_bounded_by_the_deadline(legs, http_server) -> None:
+    import time
+
+    t0 = time.monotonic()
+    r = get(legs, http_server.url("/drip?chunks=40&every=0.1"), timeout_s=0.8)
+    assert r.error.type == "timeout" and r.error.retryable
+    assert time.monotonic() - t0 < 2.0  # the trickling body did not stretch the call
+
+
+def test_retry_after_beyond_the_deadline_is_not_waited_for(legs, http_server) -> None:
+    import time
+
+    calls = []
+
+    @http_server.route("/busy")
+    def busy(h, rec):
+        calls.append(1)
+        h.send_body(503, b"busy", headers={"Retry-After": "120"})
+
+    t0 = time.monotonic()
+    r = get(legs, http_server.url("/busy"), timeout_s=2)
+    assert r.ok and r.data["status"] == 503 and len(calls) == 1 and time.monotonic() - t0 < 1.5
+
+
+def test_retry_on_429_with_http_date(legs, http_server) -> None:
+    import email.utils
+    import time
+
+    calls = []
+
+    @http_server.route("/limited")
+    def limited(h, rec):
+        calls.append(1)
+        if len(calls) == 1:
+            h.send_body(429, b"slow down", headers={"Retry-After": email.utils.formatdate(time.time() + 1, usegmt=True)})
+        else:
+            h.send_json(200, {"ok": True})
+
+    r = get(legs, http_server.url("/limited"))
+    assert r.ok and r.data["status"] == 200 and r.data["retries"] == 1 and len(calls) == 2
+
+
+def test_connect_errors_are_retried_for_idempotent_methods_only(dirs) -> None:
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    ws, st = dirs
+    with Legs(workspace=ws, state_dir=st, policy={"network": {"allow_hosts": [f"127.0.0.1:{port}"]}},
+              settings={"http": {"retries": 2}}, tracer_provider=None) as legs:
+        r = get(legs, f"http://127.0.0.1:{port}/")
+        assert r.error.type == "unavailable"
+        r = legs.run("http.request", {"method": "POST", "url": f"http://127.0.0.1:{port}/", "body": "x"})
+        assert r.error.type == "unavailable"
+
+
+def test_invalid_urls_are_invalid_input(legs, http_server) -> None:
+    for url in ("http://exa mple.com/", "http://[::1/", "not a url", f"{http_server.url('/')}\r\nX: y"):
+        r = get(legs, url)
+        assert r.error.type in ("invalid_input", "denied"), (url, r.error)
+    assert http_server.requests == []
+
+
+def test_default_port_and_policy_port_rules(dirs, http_server) -> None:
+    ws, st = dirs
+    with Legs(workspace=ws, state_dir=st, policy={"network": {"allow_hosts": ["127.0.0.1:1"]}}) as legs:
+        r = get(legs, http_server.url("/json"))
+        assert r.error.type == "denied" and "policy.network.allow_hosts" in r.error.message
+    assert http_server.requests == []
+
+
+# -- inline execution: one pinned transport per caller loop ------------------------------------------
+
+def _transports(legs) -> dict:
+    from agent_legs.actions._http import _SERVICES
+
+    svc = _SERVICES.get(legs._runtime)
+    return {} if svc is None else dict(svc._clients)
+
+
+def _no_leaks(caplog) -> None:
+    import gc
+
+    gc.collect()
+    leaks = [r.getMessage() for r in caplog.records if "nclosed" in r.getMessage()]
+    assert not leaks, leaks
+
+
+def test_arun_across_several_asyncio_run_calls(dirs, http_server, caplog) -> None:
+    import asyncio
+
+    ws, st = dirs
+    with Legs(workspace=ws, state_dir=st, policy={"network": {"allow_hosts": [f"127.0.0.1:{http_server.port}"]}}) as legs:
+        for _ in range(3):
+            async def main() -> None:
+                results = await asyncio.gather(*(legs.arun("http.request", {"method": "GET", "url": http_server.url("/json")})
+                                                 for _ in range(5)))
+                assert all(r.ok for r in results)
+                assert asyncio.get_running_loop() in _transports(legs)
+
+            asyncio.run(main())
+            # asyncio.run's shutdown of async generators closed that loop's transport
+            assert list(_transports(legs)) == [legs._runtime.loop]
+            _no_leaks(caplog)
+
+
+def test_async_with_and_sync_close_inside_a_running_loop(dirs, http_server, caplog) -> None:
+    import asyncio
+    import time
+
+    ws, st = dirs
+    policy = {"network": {"allow_hosts": [f"127.0.0.1:{http_server.port}"]}}
+
+    async def main() -> None:
+        async with Legs(workspace=ws, state_dir=st, policy=policy) as legs:
+            assert (await legs.arun("http.request", {"method": "GET", "url": http_server.url("/json")})).ok
+        with Legs(workspace=ws, state_dir=st, policy=policy) as legs:  # close() blocks this loop
+            assert (await legs.arun("http.request", {"method": "GET", "url": http_server.url("/json")})).ok
+            t0 = time.monotonic()
+        assert time.monotonic() - t0 < 3  # did not wait on the blocked loop
+        await asyncio.sleep(0.05)  # the loop runs the scheduled close
+
+    asyncio.run(main())
+    _no_leaks(caplog)
+
+
+def test_sync_run_from_threads_and_inside_a_running_loop(dirs, http_server) -> None:
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    ws, st = dirs
+    with Legs(workspace=ws, state_dir=st, policy={"network": {"allow_hosts": [f"127.0.0.1:{http_server.port}"]}}) as legs:
+        def call(_: int) -> bool:
+            return legs.run("http.request", {"method": "GET", "url": http_server.url("/json")}).ok
+
+        with ThreadPoolExecutor(4) as pool:
+            assert all(pool.map(call, range(16)))
+
+        async def inside() -> bool:
+            return call(0)  # run() from a loop's thread goes through the runtime loop
+
+        assert asyncio.run(inside())
+        assert len(_transports(legs)) >= 2
+
+
+def test_cancelling_arun_stops_the_request(dirs, http_server) -> None:
+    import asyncio
+    import contextlib
+    import time
+
+    ws, st = dirs
+    with Legs(workspace=ws, state_dir=st, policy={"network": {"allow_hosts": [f"127.0.0.1:{http_server.port}"]}}) as legs:
+        async def main() -> float:
+            task = asyncio.ensure_future(legs.arun("http.request", {"method": "GET", "url": http_server.url("/slow?s=5")}))
+            await asyncio.sleep(0.3)
+            t0 = time.monotonic()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return time.monotonic() - t0
+
+        assert asyncio.run(main()) < 0.5
+        assert legs.run("http.request", {"method": "GET", "url": http_server.url("/json")}).ok
+
+
+def test_sync_run_transport_closed_with_legs(dirs, http_server, caplog) -> None:
+    ws, st = dirs
+    with Legs(workspace=ws, state_dir=st, policy={"network": {"allow_hosts": [f"127.0.0.1:{http_server.port}"]}}) as legs:
+        assert legs.run("http.request", {"method": "GET", "url": http_server.url("/json")}).ok
+        assert len(_transports(legs)) == 2  # the runtime loop's and this thread's private loop's
+    _no_leaks(caplog)
+
+
+# -- pinning: connections go to the guard's answer; TLS stays on the host name -------------------------
+
+def test_connection_uses_the_guards_answer_not_system_dns(dirs, http_server) -> None:
+    """``api.pinned.test`` exists only in the injected resolver: reaching the server proves the
+    connection went to the address the guard checked, with the name kept in the Host header."""
+    calls: list[str] = []
+
+    async def resolver(host: str, port: int) -> list[str]:
+        calls.append(host)
+        return ["127.0.0.1"] if host == "api.pinned.test" else []
+
+    ws, st = dirs
+    for transport in ("aiohttp", "httpx"):
+        with Legs(workspace=ws, state_dir=st, resolver=resolver, settings={"http": {"transport": transport}},
+                  policy={"network": {"allow_hosts": [f"api.pinned.test:{http_server.port}"]}}) as legs:
+            r = get(legs, f"http://api.pinned.test:{http_server.port}/echo")
+            assert r.ok, r.output
+            assert http_server.requests[-1].headers["host"] == f"api.pinned.test:{http_server.port}"
+    assert calls.count("api.pinned.test") >= 2
+
+
+@pytest.fixture
+def tls_server():
+    """An HTTPS server on 127.0.0.1 whose certificate names only ``api.pinned.test``."""
+    import ssl
+    import threading
+
+    import trustme
+
+    from agent_legs_testing.http_server import start_server
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("api.pinned.test")
+    srv, httpd = start_server()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    cert.configure_cert(ctx)
+    httpd.shutdown()  # restart the same listener wrapped in TLS
+    httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    yield srv, client_ctx
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.mark.parametrize("layer", ["aiohttp", "httpx"])
+async def test_tls_is_verified_against_the_name_while_pinned_to_the_ip(layer, tls_server) -> None:
+    import aiohttp
+    import httpx
+    from httpx_aiohttp import AiohttpTransport
+
+    from agent_legs._egress import EgressGuard
+    from agent_legs._policy import NetworkPolicy
+    from agent_legs.actions._http import _GuardResolver, _PinnedBackend
+
+    srv, client_ctx = tls_server
+
+    async def resolver(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"] if host in ("api.pinned.test", "other.pinned.test") else []
+
+    guard = EgressGuard(NetworkPolicy(allow_hosts=[f"api.pinned.test:{srv.port}", f"other.pinned.test:{srv.port}"]),
+                        resolver=resolver)
+    if layer == "aiohttp":
+        connector = aiohttp.TCPConnector(ssl=client_ctx, resolver=_GuardResolver(guard))  # type: ignore[arg-type]
+        transport: httpx.AsyncBaseTransport = AiohttpTransport(client=aiohttp.ClientSession(connector=connector))
+    else:
+        transport = httpx.AsyncHTTPTransport(verify=client_ctx)
+        transport._pool._network_backend = _PinnedBackend(guard, transport._pool._network_backend)
+    async with httpx.AsyncClient(transport=transport) as client:
+        r = await client.get(f"https://api.pinned.test:{srv.port}/json")
+        assert r.status_code == 200 and r.json()["ok"] is True
+        with pytest.raises((httpx.ConnectError, httpx.ConnectTimeout), match=r"(?i)certificate|hostname"):
+            await client.get(f"https://other.pinned.test:{srv.port}/json")  # same IP, wrong name: refused
+
+
+def test_untrusted_certificate_fails_clearly_without_retries(dirs, tls_server) -> None:
+    srv, _ = tls_server  # its CA is not in the system store
+
+    async def resolver(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    ws, st = dirs
+    for transport in ("aiohttp", "httpx"):
+        with Legs(workspace=ws, state_dir=st, resolver=resolver, settings={"http": {"transport": transport}},
+                  policy={"network": {"allow_hosts": [f"api.pinned.test:{srv.port}"]}}) as legs:
+            r = get(legs, f"https://api.pinned.test:{srv.port}/json")
+            assert r.error.type == "failed" and "TLS verification failed for api.pinned.test" in r.error.message, r.error
+            assert not r.error.retryable and r.duration_ms < 1000
+    assert srv.requests == []

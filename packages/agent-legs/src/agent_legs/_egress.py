@@ -15,6 +15,7 @@ Two steps, both naming the rule behind a denial:
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import re
 import socket
@@ -44,8 +45,10 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
 _IPV4_COMPAT = ipaddress.ip_network("::/96")
 _NUMERIC_HOST = re.compile(r"^[0-9a-fx.]+$", re.IGNORECASE)
+_CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
 
 
+@functools.lru_cache(maxsize=4096)  # pure; errors are not cached
 def normalize_host(host: str) -> str:
     """Lowercase, IDNA-encode, strip a trailing dot, and canonicalise IP literals.
 
@@ -79,6 +82,7 @@ def normalize_host(host: str) -> str:
     return h
 
 
+@functools.lru_cache(maxsize=4096)
 def _ip(host: str) -> IPAddress | None:
     try:
         return ipaddress.ip_address(host)
@@ -86,6 +90,7 @@ def _ip(host: str) -> IPAddress | None:
         return None
 
 
+@functools.lru_cache(maxsize=4096)  # ipaddress's is_private & co. scan lists of networks
 def classify_ip(ip: IPAddress) -> str | None:
     """Why an address is not a public destination (``None`` if it is one)."""
     if ip in _METADATA:
@@ -205,7 +210,7 @@ class EgressGuard:
         return scheme
 
     def check_target(self, url: str) -> Target:
-        if any(ord(c) < 33 for c in url.strip()):
+        if _CONTROL_OR_SPACE.search(url.strip()):
             raise ActionError("invalid_input", "URL contains whitespace or control characters")
         scheme = self.check_scheme(url)
         try:
@@ -279,14 +284,15 @@ class EgressGuard:
         category = classify_ip(ip)
         if category is None:
             return
+        metadata = category.startswith("cloud metadata")  # also when embedded in an IPv6 address
+        if not metadata and (target.explicit or self.policy.allow_private):
+            return
         via = "" if str(ip) == target.host else f" (resolved from {target.host})"
-        if category == "cloud metadata":
+        if metadata:
             # Only an explicit rule naming the address itself can open a metadata endpoint.
             if target.explicit and _ip(target.host) == ip:
                 return
             raise ActionError("denied", f"{ip}{via} is a cloud metadata address", rule="egress guard (cloud metadata)")
-        if target.explicit or self.policy.allow_private:
-            return
         raise ActionError(
             "denied",
             f"{ip}{via} is a {category} address",

@@ -1,5 +1,10 @@
 """A real HTTP server on 127.0.0.1 for tests: JSON, HTML, redirects, slow and big responses.
 
+Routes: ``/echo`` (the request as JSON), ``/json``, ``/html``, ``/1kb``, ``/big?size=N``,
+``/slow?s=S``, ``/drip?chunks=N&every=S`` (body trickles in), ``/redirect?to=URL&status=302``,
+``/status?code=N``, ``/binary``, ``/gzip``, ``/set-cookie?name=&value=&to=URL`` (sets a cookie, then
+redirects). Add more per test with ``@server.route("/path")``.
+
 ``TestServer.requests`` records every request received (method, path, headers, body), so tests
 can assert what reached the network, and that nothing did.
 """
@@ -146,9 +151,38 @@ def _binary(h: Handler, r: Received) -> None:
     h.send_body(200, bytes(range(256)) * 4, "application/octet-stream")
 
 
+def _drip(h: Handler, r: Received) -> None:
+    chunks = int(r.query.get("chunks", ["20"])[0])
+    every = float(r.query.get("every", ["0.2"])[0])
+    h.send_response(200)
+    h.send_header("Content-Type", "text/plain")
+    h.send_header("Content-Length", str(chunks))
+    h.end_headers()
+    try:
+        for _ in range(chunks):
+            h.wfile.write(b"d")
+            h.wfile.flush()
+            time.sleep(every)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+
+
+def _gzip(h: Handler, r: Received) -> None:
+    import gzip
+
+    h.send_body(200, gzip.compress(json.dumps({"compressed": True}).encode()), "application/json",
+                {"Content-Encoding": "gzip"})
+
+
+def _set_cookie(h: Handler, r: Received) -> None:
+    name, value = r.query.get("name", ["sid"])[0], r.query.get("value", ["abc"])[0]
+    h.send_body(302, b"", "text/plain", {"Set-Cookie": f"{name}={value}; Path=/", "Location": r.query["to"][0]})
+
+
 _DEFAULT_ROUTES: dict[str, Route] = {
     "/echo": _echo, "/json": _json, "/html": _html, "/1kb": _kb, "/big": _big, "/slow": _slow,
-    "/redirect": _redirect, "/status": _status, "/binary": _binary,
+    "/redirect": _redirect, "/status": _status, "/binary": _binary, "/drip": _drip, "/gzip": _gzip,
+    "/set-cookie": _set_cookie,
 }
 
 
