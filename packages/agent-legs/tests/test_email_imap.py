@@ -1,110 +1,218 @@
-"""email.list / email.read against a real Dovecot IMAP server (TLS with a private CA)."""
+"""email.list / email.read against a real Dovecot IMAP server (TLS or STARTTLS with a private CA)."""
 
 from __future__ import annotations
 
+import time
 from email.message import EmailMessage
 
 import pytest
 
 from agent_legs import Legs
+from agent_legs.actions._email import _utf7_decode, _utf7_encode
 from agent_legs_testing.mail import PASSWORD
 
 
 def message(subject: str, body: str = "hello", sender: str = "ana@example.com", html: str | None = None,
-            attachment: tuple[str, bytes] | None = None, date: str = "Mon, 02 Nov 2026 10:00:00 +0000") -> bytes:
+            attachment: tuple[str, bytes] | None = None, date: str = "Mon, 02 Nov 2026 10:00:00 +0000",
+            html_only: bool = False, to: str = "bot@example.com") -> bytes:
     msg = EmailMessage()
     msg["From"] = sender
-    msg["To"] = "bot@example.com"
+    msg["To"] = to
     msg["Subject"] = subject
     msg["Date"] = date
-    msg.set_content(body)
-    if html:
-        msg.add_alternative(html, subtype="html")
+    msg["Message-ID"] = f"<{abs(hash(subject))}@example.com>"
+    if html_only:
+        msg.set_content(html or "", subtype="html")
+    else:
+        msg.set_content(body)
+        if html:
+            msg.add_alternative(html, subtype="html")
     if attachment:
         msg.add_attachment(attachment[1], maintype="application", subtype="octet-stream", filename=attachment[0])
     return msg.as_bytes()
 
 
+BIG = 5 * 1024 * 1024
+
+
 @pytest.fixture
 def mailbox(dovecot):
     dovecot.deliver(message("Invoice 42", "Please pay 100 EUR", date="Mon, 02 Nov 2026 10:00:00 +0000"), seen=True)
-    dovecot.deliver(message("Grüße aus Köln ☕", "Unicode body: ünïcödé", sender="bob@example.org",
+    dovecot.deliver(message("Grüße aus Köln ☕", "Unicode body: ünïcödé", sender="Jörg <bob@example.org>",
                             date="Tue, 03 Nov 2026 10:00:00 +0000"))
     dovecot.deliver(message("Newsletter", "plain part", html="<h1>News</h1><p>Big <b>sale</b></p>",
                             date="Wed, 04 Nov 2026 10:00:00 +0000"))
     dovecot.deliver(message("With attachment", "see file", attachment=("../../etc/evil name?.bin", b"\x00\x01data"),
                             date="Thu, 05 Nov 2026 10:00:00 +0000"))
-    dovecot.deliver(message("Big one", "x" * (5 * 1024 * 1024), date="Fri, 06 Nov 2026 10:00:00 +0000"))
+    dovecot.deliver(message("Big one", "x" * BIG, date="Fri, 06 Nov 2026 10:00:00 +0000"))
     return dovecot
+
+
+def make_legs(dirs, settings, policy=None, **kw) -> Legs:
+    ws, st = dirs
+    return Legs(workspace=ws, state_dir=st, secrets={"SMTP_PASSWORD": PASSWORD}, policy=policy,
+                settings={"email": {"imap": settings}}, **kw)
 
 
 @pytest.fixture
 def legs(dirs, mailbox, mail_ca, captured_spans):
-    ws, st = dirs
-    with Legs(workspace=ws, state_dir=st, secrets={"SMTP_PASSWORD": PASSWORD},
-              settings={"email": {"imap": mailbox.settings(mail_ca["ca"])}},
-              tracer_provider=captured_spans.provider) as legs:
+    with make_legs(dirs, mailbox.settings(mail_ca["ca"]), tracer_provider=captured_spans.provider) as legs:
         yield legs
+
+
+def ids(legs, folder="INBOX"):
+    return {m["subject"]: m["id"] for m in legs.run("email.list", {"folder": folder}).data["messages"]}
 
 
 def test_list_newest_first(legs) -> None:
     r = legs.run("email.list", {})
     assert r.ok and r.data["total"] == 5 and r.data["untrusted"] is True
+    assert r.data["provenance"]["source"] == "email"
     subjects = [m["subject"] for m in r.data["messages"]]
-    assert subjects[0] == "Big one" and subjects[-1] == "Invoice 42"
-    assert "Grüße aus Köln ☕" in subjects
-    assert [m["seen"] for m in r.data["messages"]][-1] is True
+    assert subjects == ["Big one", "With attachment", "Newsletter", "Grüße aus Köln ☕", "Invoice 42"]
+    assert [m["seen"] for m in r.data["messages"]] == [False, False, False, False, True]
+    first = r.data["messages"][1]
+    assert first["from"] == "ana@example.com" and first["to"] == "bot@example.com" and first["date"].startswith("Thu")
+    assert r.data["messages"][0]["size"] > BIG
+    assert "Grüße aus Köln ☕" in r.output and "untrusted" in r.output
 
 
 def test_list_limit_and_filters(legs) -> None:
+    def subjects(query=None, **kw):
+        r = legs.run("email.list", {"query": query, **kw})
+        assert r.ok, r.output
+        return [m["subject"] for m in r.data["messages"]]
+
     r = legs.run("email.list", {"limit": 2})
     assert len(r.data["messages"]) == 2 and r.data["total"] == 5 and "showing the newest 2" in r.output
-    assert [m["subject"] for m in legs.run("email.list", {"query": "from:bob@example.org"}).data["messages"]] == \
-        ["Grüße aus Köln ☕"]
-    assert [m["subject"] for m in legs.run("email.list", {"query": 'subject:"Invoice"'}).data["messages"]] == \
-        ["Invoice 42"]
+    assert subjects("from:bob@example.org") == ["Grüße aus Köln ☕"]
+    assert subjects('subject:"Invoice"') == ["Invoice 42"]
+    assert subjects("to:bot@example.com", limit=1) == ["Big one"]
     assert legs.run("email.list", {"unread_only": True}).data["total"] == 4
-    assert legs.run("email.list", {"query": "since:2026-11-05"}).data["total"] == 2
-    assert legs.run("email.list", {"query": "text:sale"}).data["total"] == 1
-    r = legs.run("email.list", {"query": "color:red"})
-    assert r.error.type == "invalid_input"
-    r = legs.run("email.list", {"query": 'subject:"x\r\nA1 LOGOUT"'})
-    assert r.error.type == "invalid_input"
+    assert subjects("unseen from:ana@example.com", limit=2) == ["Big one", "With attachment"]
+    assert subjects("is:read") == ["Invoice 42"]
+    assert subjects("since:2026-11-05") == ["Big one", "With attachment"]
+    assert subjects("since:2026-11-03 before:2026-11-04") == ["Grüße aus Köln ☕"]
+    assert subjects("text:sale") == ["Newsletter"]
+    assert subjects("pay") == ["Invoice 42"]  # a bare word searches the text
+    assert subjects("subject:nothing-like-this") == []
+
+
+def test_non_ascii_search(legs) -> None:
+    r = legs.run("email.list", {"query": "subject:Grüße"})
+    assert [m["subject"] for m in r.data["messages"]] == ["Grüße aus Köln ☕"]
+    r = legs.run("email.list", {"query": "subject:Köln from:Jörg unseen"})  # two UTF-8 values: two searches
+    assert [m["subject"] for m in r.data["messages"]] == ["Grüße aus Köln ☕"]
+    r = legs.run("email.list", {"query": "subject:Köln from:Ana"})
+    assert r.data["messages"] == []
+
+
+def test_bad_queries_are_invalid_input(legs) -> None:
+    for query in ("color:red", 'subject:"x\r\nA1 LOGOUT"', "since:yesterday", 'subject:"unclosed', "subject:"):
+        r = legs.run("email.list", {"query": query})
+        assert r.error.type == "invalid_input", query
+        assert r.error.hint or "control" in r.error.message or "YYYY" in r.error.message
 
 
 def test_read_plain_unicode_and_untrusted(legs) -> None:
-    ids = {m["subject"]: m["id"] for m in legs.run("email.list", {}).data["messages"]}
-    r = legs.run("email.read", {"id": ids["Grüße aus Köln ☕"]})
+    r = legs.run("email.read", {"id": ids(legs)["Grüße aus Köln ☕"]})
     assert r.ok and r.data["headers"]["Subject"] == "Grüße aus Köln ☕" and "ünïcödé" in r.data["body"]
-    assert r.data["untrusted"] and r.data["provenance"]["source"] == "email" and "untrusted content" in r.output
+    assert r.data["headers"]["From"] == "Jörg <bob@example.org>"
+    assert r.data["untrusted"] and "untrusted content" in r.output
+    assert r.data["provenance"] == {"source": "email", "folder": "INBOX", "id": r.data["id"], "operation": "read",
+                                    "from": "Jörg <bob@example.org>", "message_id": r.data["headers"]["Message-ID"]}
 
 
 def test_read_prefers_plain_part(legs) -> None:
-    ids = {m["subject"]: m["id"] for m in legs.run("email.list", {}).data["messages"]}
-    r = legs.run("email.read", {"id": ids["Newsletter"]})
-    assert r.data["body"] == "plain part"
+    r = legs.run("email.read", {"id": ids(legs)["Newsletter"]})
+    assert r.data["body"] == "plain part" and r.data["attachments"] == []
+
+
+def test_html_only_message_becomes_text(dovecot, dirs, mail_ca) -> None:
+    html = ("<html><head><style>p{color:red}</style></head><body><script>steal()</script><h2>Offer</h2>"
+            "<p>Click <a href='https://shop.example.com/x'>here</a></p><img src='https://t.example.com/px.gif'>"
+            "</body></html>")
+    dovecot.deliver(message("HTML only", html=html, html_only=True))
+    with make_legs(dirs, dovecot.settings(mail_ca["ca"])) as legs:
+        body = legs.run("email.read", {"id": ids(legs)["HTML only"]}).data["body"]
+    assert "## Offer" in body and "[here](https://shop.example.com/x)" in body
+    assert "steal()" not in body and "color:red" not in body and "px.gif" not in body and "<p>" not in body
 
 
 def test_attachments_listed_and_saved_with_safe_names(legs, dirs) -> None:
-    ids = {m["subject"]: m["id"] for m in legs.run("email.list", {}).data["messages"]}
-    r = legs.run("email.read", {"id": ids["With attachment"]})
-    assert r.data["attachments"][0]["size"] == 6 and r.artifacts == []
-    r = legs.run("email.read", {"id": ids["With attachment"], "save_attachments": True})
+    uid = ids(legs)["With attachment"]
+    r = legs.run("email.read", {"id": uid})
+    (entry,) = r.data["attachments"]
+    assert entry["size"] == 6 and entry["content_type"] == "application/octet-stream" and r.artifacts == []
+    assert "saved" not in entry and not (dirs[0] / "attachments").exists()
+    r = legs.run("email.read", {"id": uid, "save_attachments": True})
     (artifact,) = r.artifacts
-    assert artifact.path.startswith("attachments/") and ".." not in artifact.path and "?" not in artifact.path
+    assert artifact.path == "attachments/evil name_.bin" and artifact.size == 6
     assert (dirs[0] / artifact.path).read_bytes() == b"\x00\x01data"
+    again = legs.run("email.read", {"id": uid, "save_attachments": True})
+    assert again.artifacts[0].path == "attachments/evil name_-1.bin"  # never overwrites
+
+
+def test_attachment_policy_limits(dovecot, dirs, mail_ca) -> None:
+    dovecot.deliver(message("Key", "see key", attachment=("server.pem", b"-----BEGIN PRIVATE KEY-----")))
+    dovecot.deliver(message("Large", "see file", attachment=("large.bin", b"z" * 5000)))
+    fwd = EmailMessage()
+    fwd["From"], fwd["Subject"] = "ana@example.com", "Fwd"
+    fwd.set_content("forwarding")
+    inner = EmailMessage()
+    inner["From"], inner["Subject"] = "carl@example.com", "Inner"
+    inner.set_content("inner text")
+    fwd.add_attachment(inner)
+    dovecot.deliver(fwd.as_bytes())
+    with make_legs(dirs, dovecot.settings(mail_ca["ca"]), policy={"email": {"max_attachment_bytes": 4000}}) as legs:
+        box = ids(legs)
+        r = legs.run("email.read", {"id": box["Key"], "save_attachments": True})
+        assert r.ok and r.artifacts == [] and "files.deny" in r.data["attachments"][0]["skipped"]
+        assert "not saved" in r.output
+        r = legs.run("email.read", {"id": box["Large"], "save_attachments": True})
+        assert r.ok and r.artifacts == [] and "max_attachment_bytes" in r.data["attachments"][0]["skipped"]
+        r = legs.run("email.read", {"id": box["Fwd"], "save_attachments": True})
+        (artifact,) = r.artifacts
+        assert artifact.path == "attachments/forwarded.eml" and b"inner text" in (dirs[0] / artifact.path).read_bytes()
 
 
 def test_five_megabyte_message(legs) -> None:
-    ids = {m["subject"]: m["id"] for m in legs.run("email.list", {}).data["messages"]}
-    r = legs.run("email.read", {"id": ids["Big one"]})
-    assert r.ok and len(r.data["body"]) == 5 * 1024 * 1024 and len(r.output) <= 20_100
+    t = time.monotonic()
+    r = legs.run("email.read", {"id": ids(legs)["Big one"]})
+    assert r.ok and len(r.data["body"]) == BIG and not r.data["truncated"] and len(r.output) <= 20_100
+    assert time.monotonic() - t < 10
 
 
-def test_bad_ids_and_folders(legs) -> None:
+def test_giant_message_is_cut_at_the_policy_bound(legs, dirs, mailbox, mail_ca) -> None:
+    with make_legs(dirs, mailbox.settings(mail_ca["ca"]), policy={"email": {"max_attachment_bytes": 100_000}}) as small:
+        r = small.run("email.read", {"id": ids(small)["Big one"], "save_attachments": True})
+    assert r.ok and r.data["truncated"] and r.data["size"] > BIG
+    assert 1_000_000 < len(r.data["body"]) <= 1_200_000 and "only the first" in r.output
+
+
+def test_folders(dovecot, dirs, mail_ca) -> None:
+    dovecot.deliver(message("Filed away", "old"), folder="Archive")
+    dovecot.deliver(message("Draft", "wip"), folder=_utf7_encode("Entwürfe"))
+    with make_legs(dirs, dovecot.settings(mail_ca["ca"])) as legs:
+        assert list(ids(legs, "Archive")) == ["Filed away"]
+        draft = ids(legs, "Entwürfe")
+        assert list(draft) == ["Draft"]
+        assert legs.run("email.read", {"id": draft["Draft"], "folder": "Entwürfe"}).data["body"] == "wip"
+        r = legs.run("email.list", {"folder": "Nope"})
+        assert r.error.type == "not_found" and "INBOX" in r.error.hint and "Entwürfe" in r.error.hint
+        assert r.data["folders"][0] == "INBOX" and "Archive" in r.data["folders"]
+
+
+def test_utf7_round_trip() -> None:
+    for name in ("INBOX", "Entwürfe", "A&B", "日本語", "~peter/mail/台北/日本語"):
+        assert _utf7_decode(_utf7_encode(name)) == name
+    assert _utf7_encode("~peter/mail/台北/日本語") == "~peter/mail/&U,BTFw-/&ZeVnLIqe-"  # RFC 3501's example
+
+
+def test_bad_ids(legs) -> None:
     assert legs.run("email.read", {"id": "999"}).error.type == "not_found"
-    assert legs.run("email.read", {"id": "1:*"}).error.type == "invalid_input"
-    assert legs.run("email.list", {"folder": "Nope"}).error.type in ("not_found", "failed")
+    for bad in ("1:*", "1,2", "-1", "1 BODY[]"):
+        assert legs.run("email.read", {"id": bad}).error.type == "invalid_input"
 
 
 def test_reading_does_not_mark_seen(legs) -> None:
@@ -113,15 +221,54 @@ def test_reading_does_not_mark_seen(legs) -> None:
     assert legs.run("email.list", {"unread_only": True}).data["total"] == before
 
 
+def test_starttls(dirs, mailbox, mail_ca) -> None:
+    with make_legs(dirs, mailbox.settings(mail_ca["ca"], security="starttls")) as legs:
+        r = legs.run("email.list", {"limit": 1})
+    assert r.ok and r.data["total"] == 5
+
+
 def test_wrong_password(dirs, mailbox, mail_ca) -> None:
-    ws, st = dirs
-    with Legs(workspace=ws, state_dir=st, secrets={"SMTP_PASSWORD": "nope-nope"},
-              settings={"email": {"imap": mailbox.settings(mail_ca["ca"])}}) as legs:
+    with make_legs(dirs, mailbox.settings(mail_ca["ca"], password="nope-nope")) as legs:
         r = legs.run("email.list", {})
-    assert r.error.type == "failed" and "login failed" in r.error.message.lower()
+    assert r.error.type == "failed" and "login failed" in r.error.message.lower() and not r.error.retryable
+    assert "nope-nope" not in r.model_dump_json()
+
+
+def test_untrusted_certificate(dirs, mailbox) -> None:
+    with make_legs(dirs, mailbox.settings(None)) as legs:
+        r = legs.run("email.list", {})
+    assert r.error.type == "failed" and "certificate" in r.error.message and "ca_file" in r.error.hint
+
+
+def test_server_down_is_unavailable(dirs) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with make_legs(dirs, {"host": "127.0.0.1", "port": port, "security": "tls"}) as legs:
+        r = legs.run("email.list", {})
+    assert r.error.type == "unavailable" and r.error.retryable
+
+
+def test_hung_server_is_stopped_at_the_deadline(dirs, silent_server, mail_ca) -> None:
+    settings = {"host": "127.0.0.1", "port": silent_server.port, "security": "tls", "ca_file": mail_ca["ca"],
+                "username": "bot", "password": "{secret:SMTP_PASSWORD}", "timeout_s": 30}
+    with make_legs(dirs, settings, policy={"email": {"timeout_s": 1}}) as legs:
+        t = time.monotonic()
+        r = legs.run("email.list", {})
+        done = time.monotonic()
+        assert r.error.type == "timeout" and done - t < 3
+        # The worker thread's socket was shut at the deadline, not after the 30 s socket timeout.
+        deadline = time.monotonic() + 2
+        while not silent_server.closed and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert silent_server.closed and silent_server.closed[0] - done < 1.0
 
 
 def test_imap_session_span(legs, captured_spans) -> None:
     legs.run("email.list", {})
     (span,) = captured_spans.by_name("imap session")
     assert span.parent.span_id == captured_spans.by_name("execute_tool email_list")[0].context.span_id
+    assert span.attributes["agent_legs.email.operation"] == "list"
+    assert PASSWORD not in repr([dict(s.attributes) for s in captured_spans.spans])

@@ -1,18 +1,38 @@
 """Real mail servers for tests: aiosmtpd (STARTTLS with a trustme CA, AUTH required) and Dovecot IMAP.
 
-``smtp_server`` records every accepted message; ``smtp_server.replies`` can script SMTP answers
-for DATA (e.g. ``["451 4.3.0 try again", None]``: first a 451, then accept). ``dovecot`` starts
-a real Dovecot on a high loopback port, with its own config and a maildir seeded by the test.
+Fixtures:
+
+* ``mail_ca``: a private CA (trustme) and a certificate for ``localhost``/``127.0.0.1``; paths
+  ``ca``, ``cert``, ``key``.
+* ``smtp_server``: aiosmtpd on 127.0.0.1 requiring STARTTLS and AUTH (``USER``/``PASSWORD``),
+  recording every accepted message. Scriptable: ``replies`` answers DATA in turn (e.g.
+  ``["451 4.3.0 try again", None]``: a 451, then accept), ``refuse`` maps recipients to an RCPT
+  answer, ``drop_in_data`` closes the connection once the content arrived, without a reply, and
+  ``hang_in_data`` holds the reply back for 10 s.
+* ``silent_server``: a TCP listener that accepts and never says a word (a hung server).
+* ``dovecot``: a real Dovecot with its own config on high loopback ports (implicit TLS on
+  ``port``, STARTTLS on ``starttls_port``), a passwd-file user and a maildir the test seeds with
+  ``deliver``. Fails the test (never skips) when Dovecot is missing or does not start.
+
+``start_dovecot`` and ``make_ca`` work outside pytest too (the benchmarks use them).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import email
+import email.message
 import email.policy
+import grp
 import os
+import pwd
 import shutil
+import signal
 import socket
 import subprocess
+import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,12 +48,18 @@ from ._require import component_missing
 USER, PASSWORD = "bot", "s3cret-mail-pass"
 
 
-@pytest.fixture(scope="session")
-def mail_ca(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+class MailComponentMissing(RuntimeError):
+    def __init__(self, component: str, reason: str, fix: str) -> None:
+        super().__init__(f"{component}: {reason} ({fix})")
+        self.component, self.reason, self.fix = component, reason, fix
+
+
+def make_ca(directory: Path) -> dict[str, str]:
+    """A private CA and a server certificate for localhost/127.0.0.1, written as PEM files."""
     ca = trustme.CA()
     cert = ca.issue_cert("localhost", "127.0.0.1")
-    d = tmp_path_factory.mktemp("mail-tls")
-    paths = {"ca": str(d / "ca.pem"), "cert": str(d / "cert.pem"), "key": str(d / "key.pem")}
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {"ca": str(directory / "ca.pem"), "cert": str(directory / "cert.pem"), "key": str(directory / "key.pem")}
     ca.cert_pem.write_to_path(paths["ca"])
     cert.private_key_pem.write_to_path(paths["key"])
     with open(paths["cert"], "wb") as f:
@@ -42,21 +68,30 @@ def mail_ca(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return paths
 
 
+@pytest.fixture(scope="session")
+def mail_ca(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    return make_ca(tmp_path_factory.mktemp("mail-tls"))
+
+
+# -- SMTP ---------------------------------------------------------------------------------------------
 @dataclass
 class SmtpServer:
     host: str
     port: int
     messages: list[dict[str, Any]] = field(default_factory=list)
     replies: list[str | None] = field(default_factory=list)
+    refuse: dict[str, str] = field(default_factory=dict)
+    drop_in_data: bool = False
+    hang_in_data: bool = False
     data_attempts: int = 0
+    logins: int = 0
 
-    def settings(self, ca_file: str, password: str = "{secret:SMTP_PASSWORD}") -> dict[str, Any]:
+    def settings(self, ca_file: str | None, password: str = "{secret:SMTP_PASSWORD}") -> dict[str, Any]:
         return {"host": self.host, "port": self.port, "security": "starttls", "username": USER, "password": password,
                 "ca_file": ca_file, "timeout_s": 10}
 
     def parsed(self, i: int = -1) -> email.message.EmailMessage:
         return email.message_from_bytes(self.messages[i]["data"], policy=email.policy.default)  # type: ignore[return-value]
-
 
 
 @pytest.fixture
@@ -69,8 +104,21 @@ def smtp_server(mail_ca: dict[str, str]) -> Iterator[SmtpServer]:
     srv = SmtpServer("127.0.0.1", free_port())
 
     class Handler:
+        async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
+                              rcpt_options: list[str]) -> str:
+            if address.lower() in srv.refuse:
+                return srv.refuse[address.lower()]
+            envelope.rcpt_tos.append(address)
+            return "250 OK"
+
         async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
             srv.data_attempts += 1
+            if srv.hang_in_data:  # the content arrived; the reply is late (the client may die meanwhile)
+                await asyncio.sleep(10)
+                return "451 4.3.0 too late"
+            if srv.drop_in_data:
+                server.transport.abort()  # the content arrived; the reply never will
+                return "250 2.0.0 OK (never sent)"
             if srv.replies:
                 scripted = srv.replies.pop(0)
                 if scripted is not None:
@@ -82,6 +130,7 @@ def smtp_server(mail_ca: dict[str, str]) -> Iterator[SmtpServer]:
     def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
         ok = isinstance(auth_data, LoginPassword) and auth_data.login == USER.encode() and \
             auth_data.password == PASSWORD.encode()
+        srv.logins += 1
         return AuthResult(success=ok, handled=False)  # unhandled: the server answers 535 itself
 
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -89,11 +138,66 @@ def smtp_server(mail_ca: dict[str, str]) -> Iterator[SmtpServer]:
     controller = Controller(Handler(), hostname=srv.host, port=srv.port, tls_context=context, require_starttls=True,
                             auth_required=True, auth_require_tls=True, authenticator=authenticator,
                             server_hostname="localhost")
-    controller.start()
+    try:
+        controller.start()
+    except Exception as exc:
+        component_missing("aiosmtpd SMTP server", f"it did not start: {exc!r}", "pip install aiosmtpd")
     yield srv
     controller.stop()
 
 
+@dataclass
+class SilentServer:
+    """Accepts TCP connections and never answers: a hung SMTP or IMAP server."""
+
+    host: str
+    port: int
+    accepted: int = 0
+    closed: list[float] = field(default_factory=list)  # monotonic times the peer closed
+
+
+@pytest.fixture
+def silent_server() -> Iterator[SilentServer]:
+    listener = socket.create_server(("127.0.0.1", 0))
+    srv = SilentServer("127.0.0.1", listener.getsockname()[1])
+    stop = threading.Event()
+
+    def hold(conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(0.2)
+            while not stop.is_set():
+                try:
+                    if conn.recv(65536) == b"":
+                        break
+                except TimeoutError:
+                    continue
+                except OSError:
+                    break
+            srv.closed.append(time.monotonic())
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            srv.accepted += 1
+            threading.Thread(target=hold, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield srv
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+
+# -- IMAP (Dovecot) -----------------------------------------------------------------------------------
 @dataclass
 class Dovecot:
     host: str
@@ -101,35 +205,56 @@ class Dovecot:
     maildir: Path
     uid: int
     gid: int
+    starttls_port: int = 0
+    root: Path | None = None
 
-    def settings(self, ca_file: str) -> dict[str, Any]:
-        return {"host": self.host, "port": self.port, "security": "tls", "username": USER,
-                "password": "{secret:SMTP_PASSWORD}", "ca_file": ca_file, "timeout_s": 10}
+    def settings(self, ca_file: str | None, security: str = "tls",
+                 password: str = "{secret:SMTP_PASSWORD}") -> dict[str, Any]:
+        return {"host": self.host, "port": self.starttls_port if security == "starttls" else self.port,
+                "security": security, "username": USER, "password": password, "ca_file": ca_file, "timeout_s": 10}
 
-    def deliver(self, raw: bytes, seen: bool = False, when: float | None = None) -> None:
-        """Put a message into the maildir (as a delivery agent would)."""
-        name = f"{time.time():.6f}.{os.getpid()}.{len(list((self.maildir / 'cur').iterdir()))}.localhost"
-        target = self.maildir / ("cur" if seen else "new") / (name + (":2,S" if seen else ""))
+    def deliver(self, raw: bytes, seen: bool = False, when: float | None = None, folder: str | None = None) -> None:
+        """Put a message into the maildir (as a delivery agent would); ``folder`` in Dovecot's
+        Maildir++ naming (e.g. ``Archive`` -> ``.Archive``)."""
+        box = self.maildir if folder is None else self.maildir / f".{folder}"
+        if not box.exists():
+            for sub in ("cur", "new", "tmp"):
+                (box / sub).mkdir(parents=True)
+                self._own(box / sub)
+            self._own(box)
+        seq = sum(1 for _ in (box / "cur").iterdir()) + sum(1 for _ in (box / "new").iterdir())
+        name = f"{time.time():.6f}.{os.getpid()}_{seq}.localhost"
+        target = box / ("cur" if seen else "new") / (name + (":2,S" if seen else ""))
         target.write_bytes(raw)
         if when is not None:
             os.utime(target, (when, when))
-        os.chown(target, self.uid, self.gid)
+        self._own(target)
+
+    def _own(self, path: Path) -> None:
+        if os.geteuid() == 0:
+            os.chown(path, self.uid, self.gid)
 
 
-@pytest.fixture
-def dovecot(tmp_path: Path, mail_ca: dict[str, str]) -> Iterator[Dovecot]:
+@contextlib.contextmanager
+def start_dovecot(ca: dict[str, str]) -> Iterator[Dovecot]:
+    """Dovecot with its own config in a temp dir, on free loopback ports, stopped on exit.
+
+    As root it runs as Dovecot's own unprivileged users, otherwise as the current user with no
+    chroot. Raises ``MailComponentMissing`` when it is not installed or does not start.
+    """
     binary = shutil.which("dovecot") or "/usr/sbin/dovecot"
     if not os.path.exists(binary):
-        component_missing("Dovecot", "dovecot is not installed", "apt-get install -y dovecot-imapd")
-    import pwd
-
+        raise MailComponentMissing("Dovecot", "dovecot is not installed", "apt-get install -y dovecot-imapd")
+    as_root = os.geteuid() == 0
     try:
-        user = pwd.getpwnam("dovecot")
-        pwd.getpwnam("dovenull")
-    except KeyError:
-        component_missing("Dovecot", "the dovecot system users are missing", "apt-get install -y dovecot-imapd")
-    import tempfile
-
+        if as_root:
+            internal, login = pwd.getpwnam("dovecot"), pwd.getpwnam("dovenull")
+            owner = internal
+        else:
+            owner = internal = login = pwd.getpwuid(os.getuid())
+    except KeyError as exc:
+        raise MailComponentMissing("Dovecot", f"its system users are missing ({exc})",
+                                   "apt-get install --reinstall -y dovecot-core dovecot-imapd") from None
     # Dovecot's unprivileged processes must traverse this path: pytest's tmp dirs are 0700.
     root = Path(tempfile.mkdtemp(prefix="agent-legs-dovecot-"))
     os.chmod(root, 0o755)
@@ -139,7 +264,7 @@ def dovecot(tmp_path: Path, mail_ca: dict[str, str]) -> Iterator[Dovecot]:
         (maildir / sub).mkdir(parents=True)
     for d in (root / "run", root / "state"):
         d.mkdir(parents=True)
-    port = free_port()
+    port, starttls_port = free_port(), free_port()
     (root / "passwd").write_text(f"{USER}:{{PLAIN}}{PASSWORD}::::::\n")
     conf = root / "dovecot.conf"
     conf.write_text(f"""
@@ -150,27 +275,32 @@ state_dir = {root}/state
 log_path = {root}/dovecot.log
 info_log_path = {root}/dovecot.log
 ssl = required
-ssl_cert = <{mail_ca['cert']}
-ssl_key = <{mail_ca['key']}
+ssl_cert = <{ca['cert']}
+ssl_key = <{ca['key']}
 disable_plaintext_auth = yes
 auth_mechanisms = plain login
-first_valid_uid = {user.pw_uid}
+auth_failure_delay = 0
+first_valid_uid = {owner.pw_uid}
 mail_location = maildir:~/Maildir
-default_internal_user = dovecot
-default_login_user = dovenull
+default_internal_user = {internal.pw_name}
+default_internal_group = {grp.getgrgid(internal.pw_gid).gr_name}
+default_login_user = {login.pw_name}
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {root}/passwd
 }}
 userdb {{
   driver = static
-  args = uid={user.pw_uid} gid={user.pw_gid} home={root}/home/%u
+  args = uid={owner.pw_uid} gid={owner.pw_gid} home={root}/home/%u
 }}
 service imap-login {{
+  chroot =
   inet_listener imap {{
-    port = 0
+    address = 127.0.0.1
+    port = {starttls_port}
   }}
   inet_listener imaps {{
+    address = 127.0.0.1
     port = {port}
     ssl = yes
   }}
@@ -178,35 +308,47 @@ service imap-login {{
 service anvil {{
   chroot =
 }}
-service imap-login {{
-  chroot =
-}}
 """)
-    for p in [root, root / "home", home, *home.rglob("*")]:
-        os.chown(p, user.pw_uid, user.pw_gid)
-    os.chmod(root, 0o755)
-    proc = subprocess.Popen([binary, "-F", "-c", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if proc.poll() is not None:
-                break
-            time.sleep(0.1)
-    else:
-        proc.kill()
-    if proc.poll() is not None:
-        out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-        log = (root / "dovecot.log").read_text() if (root / "dovecot.log").exists() else ""
-        component_missing("Dovecot", f"it did not start: {out[-1500:]} {log[-1500:]}", "see the log above")
+    if as_root:
+        for p in [root / "home", home, *home.rglob("*")]:
+            os.chown(p, owner.pw_uid, owner.pw_gid)
+    log = root / "dovecot.log"
+    with open(root / "stdout.log", "wb") as out:  # a file, not a pipe nobody reads; the child keeps its copy
+        # Its own process group: at the end the master and all its children are stopped together.
+        proc = subprocess.Popen([binary, "-F", "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     try:
-        yield Dovecot("127.0.0.1", port, maildir, user.pw_uid, user.pw_gid)
+        deadline = time.monotonic() + 20
+        ready = False
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                for listening in (port, starttls_port):
+                    socket.create_connection(("127.0.0.1", listening), timeout=0.5).close()
+                ready = True
+                break
+            except OSError:
+                time.sleep(0.05)
+        if not ready:
+            text = (root / "stdout.log").read_text(errors="replace") + (log.read_text(errors="replace")
+                                                                      if log.exists() else "")
+            raise MailComponentMissing("Dovecot", f"it did not start: {text[-2000:]}", "see the log above")
+        yield Dovecot("127.0.0.1", port, maildir, owner.pw_uid, owner.pw_gid, starttls_port, root)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        # A clean SIGTERM shutdown takes Dovecot 1-6 s; a throwaway test server need not wait for it.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def dovecot(mail_ca: dict[str, str]) -> Iterator[Dovecot]:
+    try:
+        cm = start_dovecot(mail_ca)
+        server = cm.__enter__()
+    except MailComponentMissing as exc:
+        component_missing(exc.component, exc.reason, exc.fix)
+    try:
+        yield server
+    finally:
+        cm.__exit__(None, None, None)
