@@ -158,7 +158,7 @@ class Legs:
         spec = self._registry.get(action)
         if self._runtime.in_loop_thread:
             raise AgentLegsError("Legs.run() cannot be called from inside an action or approver; use arun()")
-        coro = self._execute(spec, args, session, call_id, otel_context.get_current())
+        coro = self._execute(spec, args, session, call_id, self._telemetry.caller_context())
         if spec.inline and not self._closed and not _loop_running():
             return self._inline_loop().run_until_complete(coro)
         return self._runtime.submit(coro).result()
@@ -172,7 +172,7 @@ class Legs:
     ) -> ActionResult:
         """Async ``run``: awaits the runtime loop without blocking the caller's loop."""
         spec = self._registry.get(action)
-        coro = self._execute(spec, args, session, call_id, otel_context.get_current())
+        coro = self._execute(spec, args, session, call_id, self._telemetry.caller_context())
         if (spec.inline and not self._closed) or self._runtime.in_loop_thread:
             return await coro
         return await asyncio.wrap_future(self._runtime.submit(coro))

@@ -1,0 +1,241 @@
+"""Our ``execute_tool`` span sits under whatever span the caller is in: plain OpenTelemetry (sync, async,
+other threads), OpenInference's LangChain and LlamaIndex tool spans, OpenLLMetry's LangChain tool spans;
+executors' step spans sit under ours. Real instrumentors, real tool calls (no model needed to call a tool)."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan
+
+from agent_legs import Legs
+
+
+@pytest.fixture
+def legs(tmp_path, captured_spans):
+    with Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "st", tracer_provider=captured_spans.provider) as legs:
+        yield legs
+
+
+def _ours(captured) -> list[ReadableSpan]:
+    return [s for s in captured.spans if s.instrumentation_scope and s.instrumentation_scope.name == "agent_legs"
+            and (s.attributes or {}).get("agent_legs.action")]
+
+
+def _child_of(span: ReadableSpan, parent: ReadableSpan) -> bool:
+    return (span.parent is not None and span.parent.span_id == parent.context.span_id
+            and span.context.trace_id == parent.context.trace_id)
+
+
+# -- plain OpenTelemetry ---------------------------------------------------------------------------
+
+
+def test_sync_calls_from_other_threads_nest_under_their_own_spans(legs, captured_spans) -> None:
+    tracer = captured_spans.provider.get_tracer("agent")
+
+    def worker(i: int) -> str:
+        with tracer.start_as_current_span(f"worker {i}"):
+            return legs.run("files.write", {"path": f"w{i}.txt", "content": "x"}).span_id
+
+    with ThreadPoolExecutor(4) as pool:
+        span_ids = list(pool.map(worker, range(8)))
+    by_id = {f"{s.context.span_id:016x}": s for s in captured_spans.spans}
+    for i, sid in enumerate(span_ids):
+        assert _child_of(by_id[sid], captured_spans.by_name(f"worker {i}")[0])
+
+
+def test_async_tasks_keep_their_own_parents(legs, captured_spans) -> None:
+    tracer = captured_spans.provider.get_tracer("agent")
+
+    async def step(i: int) -> str:
+        with tracer.start_as_current_span(f"step {i}"):
+            await asyncio.sleep(0.001 * (5 - i))  # interleave the tasks
+            return (await legs.arun("files.list", {})).span_id
+
+    async def main() -> list[str]:
+        with tracer.start_as_current_span("turn"):
+            return list(await asyncio.gather(*(step(i) for i in range(5))))
+
+    span_ids = asyncio.run(main())
+    by_id = {f"{s.context.span_id:016x}": s for s in captured_spans.spans}
+    for i, sid in enumerate(span_ids):
+        assert _child_of(by_id[sid], captured_spans.by_name(f"step {i}")[0])
+
+
+def test_no_current_span_makes_a_root(legs, captured_spans) -> None:
+    legs.run("files.list", {})
+    (span,) = _ours(captured_spans)
+    assert span.parent is None
+
+
+def test_executor_step_spans_under_ours(tmp_path, captured_spans, http_server) -> None:
+    with Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "st", tracer_provider=captured_spans.provider,
+              policy={"network": {"allow_hosts": [f"127.0.0.1:{http_server.port}"]}}) as legs:
+        r = legs.run("http.request", {"method": "GET", "url": http_server.url("/json")})
+    assert r.ok
+    (tool,) = _ours(captured_spans)
+    (request,) = captured_spans.by_name("HTTP GET")
+    assert _child_of(request, tool)
+
+
+# -- OpenInference: LangChain ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def openinference_langchain(captured_spans):
+    from openinference.instrumentation.langchain import LangChainInstrumentor
+
+    instrumentor = LangChainInstrumentor()
+    instrumentor.instrument(tracer_provider=captured_spans.provider)
+    try:
+        yield
+    finally:
+        instrumentor.uninstrument()
+
+
+def _oi_tool_spans(captured) -> list[ReadableSpan]:
+    return [s for s in captured.spans if (s.attributes or {}).get("openinference.span.kind") == "TOOL"]
+
+
+def _tool_call(name: str, args: dict, call_id: str = "call_1") -> dict:
+    return {"name": name, "args": args, "id": call_id, "type": "tool_call"}
+
+
+def test_own_langchain_tool_under_openinference_tool_span(legs, captured_spans, openinference_langchain) -> None:
+    # A user's own LangChain tool that calls Agent Legs: OpenInference never makes its tool span current.
+    from langchain_core.tools import tool
+
+    @tool
+    def save_note(text: str) -> str:
+        """Save a note."""
+        return legs.run("files.write", {"path": "note.txt", "content": text}).output
+
+    @tool
+    async def list_notes() -> str:
+        """List the notes."""
+        return (await legs.arun("files.list", {})).output
+
+    save_note.invoke(_tool_call("save_note", {"text": "hi"}))
+    asyncio.run(list_notes.ainvoke(_tool_call("list_notes", {}, "call_2")))
+    tool_spans = {s.name: s for s in _oi_tool_spans(captured_spans)}
+    ours = {s.name: s for s in _ours(captured_spans)}
+    assert _child_of(ours["execute_tool files_write"], tool_spans["save_note"])
+    assert _child_of(ours["execute_tool files_list"], tool_spans["list_notes"])
+
+
+def test_span_opened_inside_the_tool_stays_the_parent(legs, captured_spans, openinference_langchain) -> None:
+    from langchain_core.tools import tool
+
+    tracer = captured_spans.provider.get_tracer("user")
+
+    @tool
+    def step(text: str) -> str:
+        """A step."""
+        with tracer.start_as_current_span("inside the tool"):
+            return legs.run("files.write", {"path": "s.txt", "content": text}).output
+
+    step.invoke(_tool_call("step", {"text": "x"}))
+    (inner,) = captured_spans.by_name("inside the tool")
+    (ours,) = _ours(captured_spans)
+    assert _child_of(ours, inner)  # not moved up to OpenInference's tool span
+
+
+def test_adapter_tools_under_openinference_in_an_agent(legs, captured_spans, openinference_langchain) -> None:
+    from langchain.agents import create_agent
+
+    from agent_legs_testing.agents import ScriptedChatModel
+    from langchain_agent_legs import AgentLegsToolkit
+
+    model = ScriptedChatModel(steps=[[("files_write", {"path": "a.txt", "content": "x"})],
+                                     [("files_read", {"path": "a.txt"})], "done"])
+    create_agent(model, AgentLegsToolkit(legs=legs).get_tools()).invoke({"messages": [("user", "go")]})
+    tool_spans = {s.name: s for s in _oi_tool_spans(captured_spans)}
+    ours = {s.name: s for s in _ours(captured_spans)}
+    assert set(ours) == {"execute_tool files_write", "execute_tool files_read"}
+    assert _child_of(ours["execute_tool files_write"], tool_spans["files_write"])
+    assert _child_of(ours["execute_tool files_read"], tool_spans["files_read"])
+    # the whole agent run is one trace
+    assert len({s.context.trace_id for s in captured_spans.spans}) == 1
+
+
+def test_no_openinference_span_outside_a_langchain_run(legs, captured_spans, openinference_langchain) -> None:
+    legs.run("files.list", {})
+    (span,) = _ours(captured_spans)
+    assert span.parent is None
+
+
+# -- OpenInference: LlamaIndex ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def openinference_llama_index(captured_spans):
+    from openinference.instrumentation.llama_index import LlamaIndexInstrumentor
+
+    instrumentor = LlamaIndexInstrumentor()
+    instrumentor.instrument(tracer_provider=captured_spans.provider)
+    try:
+        yield
+    finally:
+        instrumentor.uninstrument()
+
+
+def test_llama_index_tools_under_openinference_spans(legs, captured_spans, openinference_llama_index) -> None:
+    from llama_index.core.tools import FunctionTool
+
+    from llama_index.tools.agent_legs import AgentLegsToolSpec
+
+    def save_note(text: str) -> str:
+        """Save a note."""
+        return legs.run("files.write", {"path": "note.txt", "content": text}).output
+
+    FunctionTool.from_defaults(fn=save_note).call(text="hi")
+    (listing,) = AgentLegsToolSpec(legs, include=["files.list"]).to_tool_list()
+    asyncio.run(listing.acall())
+    ours = {s.name: s for s in _ours(captured_spans)}
+    assert set(ours) == {"execute_tool files_write", "execute_tool files_list"}
+    by_span_id = {s.context.span_id: s for s in captured_spans.spans}
+    for span in ours.values():
+        parent = by_span_id.get(span.parent.span_id) if span.parent else None
+        assert parent is not None, f"{span.name} has no parent among {[s.name for s in captured_spans.spans]}"
+        assert (parent.attributes or {}).get("openinference.span.kind") == "TOOL", parent.name
+
+
+# -- OpenLLMetry (Traceloop) -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def openllmetry_langchain(captured_spans):
+    from opentelemetry.instrumentation.langchain import LangchainInstrumentor
+
+    instrumentor = LangchainInstrumentor()
+    instrumentor.instrument(tracer_provider=captured_spans.provider)
+    try:
+        yield
+    finally:
+        instrumentor.uninstrument()
+
+
+def test_openllmetry_execute_tool_span_and_ours_are_distinguishable(tmp_path, captured_spans,
+                                                                    openllmetry_langchain) -> None:
+    from langchain_agent_legs import AgentLegsToolkit
+
+    for prefix in ("execute_tool", "agent_legs"):
+        captured_spans.clear()
+        with Legs(workspace=tmp_path / "ws", state_dir=tmp_path / prefix, tracer_provider=captured_spans.provider,
+                  settings={"telemetry": {"span_name_prefix": prefix}}) as legs:
+            (write,) = AgentLegsToolkit(legs=legs, include=["files.write"]).get_tools()
+            write.invoke(_tool_call("files_write", {"path": "a.txt", "content": "x"}))
+        (ours,) = _ours(captured_spans)
+        theirs = [s for s in captured_spans.spans if s is not ours and s.name.endswith("files_write")]
+        assert len(theirs) == 1, [s.name for s in captured_spans.spans]
+        (theirs_span,) = theirs
+        assert theirs_span.name == "execute_tool files_write"  # OpenLLMetry's own name for a tool span
+        assert _child_of(ours, theirs_span)
+        assert ours.name == f"{prefix} files_write"
+        # what tells ours apart whatever the name: our scope and our attributes
+        assert ours.instrumentation_scope.name == "agent_legs"
+        assert theirs_span.instrumentation_scope.name != "agent_legs"
+        assert ours.attributes["agent_legs.action"] == "files.write"
+        assert not any(k.startswith("agent_legs.") for k in theirs_span.attributes or {})
