@@ -9,7 +9,14 @@ from langchain.agents import create_agent
 from langchain_core.messages import ToolMessage
 
 from agent_legs import Legs
-from agent_legs_testing.agents import ScriptedChatModel
+from agent_legs_testing.agents import (
+    OFFICE_DENIED,
+    OFFICE_TOOL_CALLS,
+    ScriptedChatModel,
+    assert_office_effects,
+    assert_tool_spans,
+    office_task,
+)
 from langchain_agent_legs import AgentLegsToolkit
 
 
@@ -20,7 +27,11 @@ def legs(tmp_path, http_server, captured_spans):
         yield legs
 
 
-def test_multi_step_task_with_real_effects_and_spans(legs, http_server, captured_spans, tmp_path) -> None:
+def _tool_messages(state: dict) -> list[ToolMessage]:
+    return [m for m in state["messages"] if isinstance(m, ToolMessage)]
+
+
+def test_files_and_http_task_with_real_effects_and_spans(legs, http_server, captured_spans, tmp_path) -> None:
     model = ScriptedChatModel(steps=[
         [("http_request", {"method": "GET", "url": http_server.url("/json")})],
         [("files_write", {"path": "report/items.md", "content": "# Items\n- alpha\n- beta\n"}),
@@ -29,8 +40,7 @@ def test_multi_step_task_with_real_effects_and_spans(legs, http_server, captured
         [("files_read", {"path": "report/items.md"})],
         "The report is saved in report/items.md and posted to the API.",
     ])
-    tools = AgentLegsToolkit(legs=legs).get_tools()
-    agent = create_agent(model, tools)
+    agent = create_agent(model, AgentLegsToolkit(legs=legs).get_tools())
     tracer = captured_spans.provider.get_tracer("test-agent")
     with tracer.start_as_current_span("invoke_agent shop-bot") as root:
         state = agent.invoke({"messages": [("user", "Make a report of the items and post it.")]},
@@ -43,20 +53,55 @@ def test_multi_step_task_with_real_effects_and_spans(legs, http_server, captured
     assert state["messages"][-1].content.startswith("The report is saved")
 
     # the denied read reached the model as an error ToolMessage, and the agent went on
-    tool_messages = [m for m in state["messages"] if isinstance(m, ToolMessage)]
+    tool_messages = _tool_messages(state)
     denied = [m for m in tool_messages if m.status == "error"]
     assert len(denied) == 1 and "escapes the workspace" in denied[0].content and "denied" in denied[0].content
+    assert denied[0].artifact["error"]["type"] == "denied"
     assert any(isinstance(m, ToolMessage) and m.status == "error" for m in model.seen[2])
 
-    # one span per tool call, nested under the agent's span, with the tool call ids
+    # one span per tool call, children of the agent's span, with the tool call ids and the thread as session
     spans = captured_spans.tool_spans()
-    assert len(spans) == 5 == len(tool_messages)
-    assert {s.attributes["gen_ai.tool.call.id"] for s in spans} == {m.tool_call_id for m in tool_messages}
-    for s in spans:
-        assert s.context.trace_id == root.get_span_context().trace_id
-        assert s.parent is not None
-        assert s.attributes["agent_legs.session"] == "thread-42"
+    assert len(tool_messages) == 5
+    assert_tool_spans(spans, root, {m.tool_call_id for m in tool_messages}, session="thread-42")
     assert [s.attributes["agent_legs.outcome"] for s in spans].count("denied") == 1
+
+
+def test_office_task_across_all_action_families(office_world, captured_spans, tmp_path) -> None:
+    """Inbox -> browser + API -> files -> sandbox -> API -> approved email, with one denied call."""
+    with Legs(**office_world.legs_kwargs(tmp_path, captured_spans.provider)) as legs:
+        model = ScriptedChatModel(steps=office_task(office_world))
+        agent = create_agent(model, AgentLegsToolkit(legs=legs).get_tools())
+        tracer = captured_spans.provider.get_tracer("test-agent")
+        with tracer.start_as_current_span("invoke_agent office-bot") as root:
+            state = agent.invoke({"messages": [("user", office_world.task)]},
+                                 config={"configurable": {"thread_id": "office-thread"}})
+
+    assert_office_effects(office_world, tmp_path / "ws")
+    tool_messages = _tool_messages(state)
+    assert len(tool_messages) == OFFICE_TOOL_CALLS
+    errors = [m for m in tool_messages if m.status == "error"]
+    assert len(errors) == OFFICE_DENIED and "escapes the workspace" in errors[0].content
+    assert state["messages"][-1].content.startswith("Done")
+    families = {s.attributes["gen_ai.tool.name"].split("_")[0] for s in captured_spans.tool_spans()}
+    assert families == {"files", "http", "browser", "code", "email"}
+    assert_tool_spans(captured_spans.tool_spans(), root, {m.tool_call_id for m in tool_messages},
+                      session="office-thread")
+
+
+async def test_async_agent_runs_tools_on_the_callers_loop(legs, http_server, captured_spans, tmp_path) -> None:
+    model = ScriptedChatModel(steps=[
+        [("http_request", {"method": "GET", "url": http_server.url("/json")}),
+         ("files_write", {"path": "a.txt", "content": "async"})],
+        "done",
+    ])
+    agent = create_agent(model, AgentLegsToolkit(legs=legs, session="fixed").get_tools())
+    tracer = captured_spans.provider.get_tracer("test-agent")
+    with tracer.start_as_current_span("invoke_agent async-bot") as root:
+        state = await agent.ainvoke({"messages": [("user", "go")]}, config={"configurable": {"thread_id": "ignored"}})
+    assert (tmp_path / "ws/a.txt").read_text() == "async"
+    assert [r.path for r in http_server.requests] == ["/json"]
+    assert_tool_spans(captured_spans.tool_spans(), root, {m.tool_call_id for m in _tool_messages(state)},
+                      session="fixed")
 
 
 def test_artifact_is_the_action_result(legs) -> None:
@@ -67,14 +112,40 @@ def test_artifact_is_the_action_result(legs) -> None:
     assert msg.artifact["ok"] is True and msg.artifact["artifacts"][0]["path"] == "a.txt"
 
 
+def _real_model() -> str | None:
+    if os.environ.get("AGENT_LEGS_TEST_MODEL"):
+        return os.environ["AGENT_LEGS_TEST_MODEL"]
+    if os.environ.get("OPENAI_API_KEY"):
+        return "openai:gpt-4o-mini"
+    if os.environ.get("ANTHROPIC_API_KEY"):
+        return "anthropic:claude-haiku-4-5"
+    return None
+
+
 @pytest.mark.real_model
 @pytest.mark.skipif(not (os.environ.get("OPENAI_API_KEY") or os.environ.get("ANTHROPIC_API_KEY")),
-                    reason="needs a hosted model API key (the only test that may skip)")
-def test_same_scenario_with_a_real_model(legs, http_server, tmp_path) -> None:
+                    reason="needs OPENAI_API_KEY or ANTHROPIC_API_KEY (the only test that may skip)")
+def test_office_task_with_a_real_model(office_world, captured_spans, tmp_path) -> None:
+    """The same task, decided by a hosted model (AGENT_LEGS_TEST_MODEL=provider:name picks one)."""
     from langchain.chat_models import init_chat_model
 
-    name = "openai:gpt-4o-mini" if os.environ.get("OPENAI_API_KEY") else "anthropic:claude-3-5-haiku-latest"
-    agent = create_agent(init_chat_model(name), AgentLegsToolkit(legs=legs).get_tools())
-    agent.invoke({"messages": [("user", f"Fetch {http_server.url('/json')} and save the item names, one per "
-                                         "line, to report/items.md.")]})
-    assert "alpha" in (tmp_path / "ws/report/items.md").read_text()
+    name = _real_model()
+    assert name
+    try:
+        chat = init_chat_model(name, temperature=0)
+    except ImportError as exc:
+        pytest.fail(f"{name} needs its LangChain provider package: {exc} (pip install langchain-openai or "
+                    "langchain-anthropic)", pytrace=False)
+    with Legs(**office_world.legs_kwargs(tmp_path, captured_spans.provider)) as legs:
+        agent = create_agent(chat, AgentLegsToolkit(legs=legs).get_tools())
+        state = agent.invoke({"messages": [("user", office_world.task)]},
+                             config={"configurable": {"thread_id": "office-thread"}, "recursion_limit": 60})
+    ws = tmp_path / "ws"
+    # a real model phrases things its own way: check the effects, not the exact bytes
+    prices = (ws / "report/prices.csv").read_text()
+    assert "Widget" in prices and "Gadget" in prices
+    assert (ws / "report/total.txt").read_text().strip() in {"12.50", "12.5"}
+    assert any(r.method == "POST" and b"12.5" in r.body for r in office_world.api.requests)
+    assert office_world.smtp.messages and office_world.smtp.messages[0]["rcpt"] == ["team@example.com"]
+    spans = captured_spans.tool_spans()
+    assert len(spans) == len(_tool_messages(state))

@@ -2,14 +2,37 @@
 
 from __future__ import annotations
 
+import pytest
 from llama_index.core.agent.workflow import FunctionAgent, ToolCallResult
 
 from agent_legs import Legs
-from agent_legs_testing.agents import scripted_llamaindex_llm
+from agent_legs_testing.agents import (
+    OFFICE_DENIED,
+    OFFICE_TOOL_CALLS,
+    assert_office_effects,
+    assert_tool_spans,
+    office_task,
+    scripted_llamaindex_llm,
+)
 from llama_index.tools.agent_legs import AgentLegsToolSpec
 
+# LlamaIndex workflows inspect.getmembers() the (pydantic) agent: deprecation noise that is not ours
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:inspect")
 
-async def test_function_agent_multi_step(tmp_path, http_server, captured_spans) -> None:
+
+
+async def _run_agent(agent: FunctionAgent, task: str, tracer, span_name: str):
+    results: list[ToolCallResult] = []
+    with tracer.start_as_current_span(span_name) as root:
+        handler = agent.run(user_msg=task)
+        async for event in handler.stream_events():
+            if isinstance(event, ToolCallResult):
+                results.append(event)
+        answer = await handler
+    return root, results, answer
+
+
+async def test_function_agent_files_and_http(tmp_path, http_server, captured_spans) -> None:
     legs = Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "st", tracer_provider=captured_spans.provider,
                 policy={"network": {"allow_hosts": [f"127.0.0.1:{http_server.port}"]}})
     try:
@@ -21,23 +44,39 @@ async def test_function_agent_multi_step(tmp_path, http_server, captured_spans) 
             "All done.",
         ])
         agent = FunctionAgent(tools=AgentLegsToolSpec(legs=legs, session="li-1").to_tool_list(), llm=llm)
-        tracer = captured_spans.provider.get_tracer("test-agent")
-        results = []
-        with tracer.start_as_current_span("invoke_agent li") as root:
-            handler = agent.run(user_msg="Save the items and tell the API.")
-            async for event in handler.stream_events():
-                if isinstance(event, ToolCallResult):
-                    results.append(event)
-            answer = await handler
+        root, results, answer = await _run_agent(agent, "Save the items and tell the API.",
+                                                 captured_spans.provider.get_tracer("test-agent"), "invoke_agent li")
     finally:
         legs.close()
 
     assert "All done." in str(answer)
     assert (tmp_path / "ws/out/items.txt").read_text() == "alpha\nbeta\n"
     assert [r.body for r in http_server.requests if r.method == "POST"] == [b"items saved"]
+    # the denied read came back to the model as a readable error, and the agent went on
     errors = [r for r in results if r.tool_output.is_error]
     assert len(errors) == 1 and "outside the workspace" in errors[0].tool_output.content
+    assert errors[0].tool_output.raw_output["error"]["type"] == "denied"
+    seen = llm._scripted_state["seen"][3]
+    assert any(m.role == "tool" and "outside the workspace" in str(m.content) for m in seen)
+    # one span per tool call, children of the agent's span, with LlamaIndex's tool call ids
+    assert_tool_spans(captured_spans.tool_spans(), root, {r.tool_id for r in results}, session="li-1")
+
+
+async def test_function_agent_office_task_across_all_action_families(office_world, captured_spans, tmp_path) -> None:
+    """Inbox -> browser + API -> files -> sandbox -> API -> approved email, with one denied call."""
+    async with Legs(**office_world.legs_kwargs(tmp_path, captured_spans.provider)) as legs:
+        agent = FunctionAgent(tools=AgentLegsToolSpec(legs=legs, session="li-office").to_tool_list(),
+                              llm=scripted_llamaindex_llm(office_task(office_world)))
+        root, results, answer = await _run_agent(agent, office_world.task,
+                                                 captured_spans.provider.get_tracer("test-agent"),
+                                                 "invoke_agent li-office")
+
+    assert str(answer).startswith("Done")
+    assert_office_effects(office_world, tmp_path / "ws")
+    assert len(results) == OFFICE_TOOL_CALLS
+    errors = [r for r in results if r.tool_output.is_error]
+    assert len(errors) == OFFICE_DENIED and "escapes the workspace" in errors[0].tool_output.content
     spans = captured_spans.tool_spans()
-    assert len(spans) == 4
-    assert all(s.context.trace_id == root.get_span_context().trace_id for s in spans)
-    assert all(s.attributes["agent_legs.session"] == "li-1" for s in spans)
+    assert {s.attributes["gen_ai.tool.name"].split("_")[0] for s in spans} == {"files", "http", "browser", "code",
+                                                                                "email"}
+    assert_tool_spans(spans, root, {r.tool_id for r in results}, session="li-office")

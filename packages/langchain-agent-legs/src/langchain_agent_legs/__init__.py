@@ -1,5 +1,6 @@
 """LangChain tools generated from the Agent Legs action registry."""
 
-from ._toolkit import AgentLegsTool, AgentLegsToolkit
+from ._tool import AgentLegsTool
+from ._toolkit import AgentLegsToolkit
 
 __all__ = ["AgentLegsTool", "AgentLegsToolkit"]

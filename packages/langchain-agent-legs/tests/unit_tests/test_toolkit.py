@@ -6,9 +6,9 @@ import pytest
 from langchain_core.messages import ToolMessage
 from langchain_core.tools import BaseTool
 from lc_shared import LEGS
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
-from agent_legs import ActionOutput, Legs, action
+from agent_legs import ActionOutput, ActionRegistry, Legs, action
 from agent_legs._registry import REGISTRY
 from langchain_agent_legs import AgentLegsTool, AgentLegsToolkit
 
@@ -27,26 +27,40 @@ def test_include_exclude() -> None:
 
 
 class _PingIn(BaseModel):
-    text: str
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(description="What to echo.")
 
 
 def test_new_core_action_appears_without_adapter_change(tmp_path) -> None:
-    @action("ping.pong", description="Return the text (registered only in this test).")
+    registry = ActionRegistry()  # registered only here: neither adapter has heard of it
+
+    @action("ping.pong", description="Echo the text (registered only in this test).", registry=registry)
     async def ping(ctx, args: _PingIn) -> ActionOutput:
         return ActionOutput(output=f"pong {args.text}")
 
+    with Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "st", policy={"allow": ["ping.*"]},
+              registry=registry) as legs:
+        (tool,) = AgentLegsToolkit(legs=legs).get_tools()
+        assert tool.name == "ping_pong" and tool.args_schema is _PingIn
+        msg = tool.invoke({"type": "tool_call", "id": "c1", "name": "ping_pong", "args": {"text": "x"}})
+        assert msg.content == "pong x" and msg.artifact["action"] == "ping.pong"
+        from llama_index.tools.agent_legs import AgentLegsToolSpec
+
+        (li_tool,) = AgentLegsToolSpec(legs=legs).to_tool_list()
+        assert li_tool.metadata.name == "ping_pong" and li_tool.call(text="y").content == "pong y"
+
+
+def test_default_registry_action_appears_and_goes(tmp_path) -> None:
+    @action("ping.default", description="Registered in the default registry by this test.")
+    async def ping(ctx, args: _PingIn) -> ActionOutput:
+        return ActionOutput(output=args.text)
+
     try:
         with Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "st", policy={"allow": ["ping.*"]}) as legs:
-            (tool,) = AgentLegsToolkit(legs=legs, include=["ping.*"]).get_tools()
-            assert tool.name == "ping_pong"
-            msg = tool.invoke({"type": "tool_call", "id": "c1", "name": "ping_pong", "args": {"text": "x"}})
-            assert msg.content == "pong x"
-            from llama_index.tools.agent_legs import AgentLegsToolSpec
-
-            (li_tool,) = AgentLegsToolSpec(legs=legs, include=["ping.*"]).to_tool_list()
-            assert li_tool.metadata.name == "ping_pong" and li_tool.call(text="y").content == "pong y"
+            assert [t.name for t in AgentLegsToolkit(legs=legs, include=["ping.*"]).get_tools()] == ["ping_default"]
     finally:
-        REGISTRY.unregister("ping.pong")
+        REGISTRY.unregister("ping.default")
+    assert "ping_default" not in [t.name for t in AgentLegsToolkit(legs=LEGS).get_tools()]
 
 
 def test_call_id_and_thread_session_reach_the_action(tmp_path) -> None:
@@ -83,9 +97,10 @@ def test_plain_invoke_returns_content() -> None:
 def test_adapter_is_thin() -> None:
     import inspect
 
-    import langchain_agent_legs._toolkit as mod
+    import langchain_agent_legs._tool as tool_mod
+    import langchain_agent_legs._toolkit as toolkit_mod
 
-    source = inspect.getsource(mod)
+    source = inspect.getsource(tool_mod) + inspect.getsource(toolkit_mod)
     for name in ("files.read", "files_read", "http.request", "browser.navigate", "code.run", "email.send"):
         assert name not in source
     assert len(source.splitlines()) < 200
@@ -96,3 +111,39 @@ def test_schema_is_the_core_input_model(name: str) -> None:
     tool = AgentLegsTool.from_spec(LEGS, LEGS.get_action(name))
     assert tool.tool_call_schema.model_json_schema()["properties"].keys() == \
         LEGS.get_action(name).input_model.model_json_schema()["properties"].keys()
+
+
+def test_langgraph_tool_node_gets_error_messages_not_exceptions() -> None:
+    from langchain_core.messages import AIMessage
+    from langgraph.graph import END, START, MessagesState, StateGraph
+    from langgraph.prebuilt import ToolNode
+
+    graph = StateGraph(MessagesState)
+    graph.add_node("tools", ToolNode(AgentLegsToolkit(legs=LEGS, include=["files.read"]).get_tools()))
+    graph.add_edge(START, "tools")
+    graph.add_edge("tools", END)
+    calls = [{"name": "files_read", "args": {"path": "example.txt"}, "id": "ok-1", "type": "tool_call"},
+             {"name": "files_read", "args": {"path": "/etc/shadow"}, "id": "bad-1", "type": "tool_call"},
+             {"name": "files_read", "args": {"path": 42, "extra": True}, "id": "bad-2", "type": "tool_call"}]
+    out = graph.compile().invoke({"messages": [AIMessage(content="", tool_calls=calls)]})
+    by_id = {m.tool_call_id: m for m in out["messages"][1:]}
+    assert by_id["ok-1"].status == "success" and by_id["ok-1"].content == "alpha\nbeta\n"
+    assert by_id["bad-1"].status == "error" and "Error (denied)" in by_id["bad-1"].content
+    assert by_id["bad-2"].status == "error" and "invalid_input" in by_id["bad-2"].content
+
+
+def test_tools_without_arguments_and_string_input() -> None:
+    tool = AgentLegsTool.from_spec(LEGS, LEGS.get_action("files.read"))
+    assert tool.invoke("example.txt") == "alpha\nbeta\n"  # a bare string fills the first field
+    no_args = [s for s in LEGS.actions if not s.input_model.model_fields]
+    assert no_args, "expected at least one action without arguments (browser.links, code.reset, ...)"
+    schema = AgentLegsTool.from_spec(LEGS, no_args[0]).tool_call_schema.model_json_schema()
+    assert schema.get("properties", {}) == {}
+
+
+def test_hint_reaches_the_model() -> None:
+    (tool,) = AgentLegsToolkit(legs=LEGS, include=["files.read"]).get_tools()
+    msg = tool.invoke({"type": "tool_call", "id": "h1", "name": tool.name, "args": {"path": "nope/missing.txt"}})
+    assert msg.status == "error" and msg.artifact["error"]["type"] == "not_found"
+    if msg.artifact["error"]["hint"]:
+        assert msg.artifact["error"]["hint"] in msg.content

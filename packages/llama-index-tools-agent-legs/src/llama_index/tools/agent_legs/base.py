@@ -2,13 +2,12 @@
 
 The core's input model is the ``fn_schema``; the core validates. A failed action comes back as
 a ``ToolOutput`` with ``is_error=True`` and the readable error (message and hint), never an
-exception that would stop the agent.
+exception that would stop the agent. ``raw_output`` is the ``ActionResult`` as a dict.
 """
 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable
 from typing import Any
 
 from llama_index.core.tools import FunctionTool, ToolMetadata, ToolOutput
@@ -22,7 +21,8 @@ __all__ = ["AgentLegsToolSpec"]
 class AgentLegsToolSpec(BaseToolSpec):
     """All (or some) Agent Legs actions as LlamaIndex tools.
 
-    ``include``/``exclude`` take action or tool names, or globs such as ``"files.*"``.
+    ``include``/``exclude`` take action or tool names, or globs such as ``"files.*"``. ``session``
+    names the Agent Legs session (browser context, code kernel, budgets); default ``"default"``.
     """
 
     spec_functions: list[Any] = []  # generated in to_tool_list()  # noqa: RUF012
@@ -51,38 +51,54 @@ class AgentLegsToolSpec(BaseToolSpec):
         return [self._tool(spec, (func_to_metadata_mapping or {}).get(spec.tool_name)) for spec in specs]
 
     def _tool(self, spec: ActionSpec, metadata: ToolMetadata | None) -> FunctionTool:
-        legs, action, session = self.legs, spec.name, self.session
+        legs, action, session, tool_name = self.legs, spec.name, self.session, spec.tool_name
 
-        def run(**kwargs: Any) -> ActionResult:
-            return legs.run(action, kwargs, session=session)
+        def run(**kwargs: Any) -> ToolOutput:
+            result = legs.run(action, kwargs, session=session, call_id=_current_tool_call_id())
+            return _output(tool_name, kwargs, result)
 
-        async def arun(**kwargs: Any) -> ActionResult:
-            return await legs.arun(action, kwargs, session=session)
+        async def arun(**kwargs: Any) -> ToolOutput:
+            result = await legs.arun(action, kwargs, session=session, call_id=_current_tool_call_id())
+            return _output(tool_name, kwargs, result)
 
         return FunctionTool.from_defaults(
             fn=run,
             async_fn=arun,
-            tool_metadata=metadata or ToolMetadata(name=spec.tool_name, description=spec.description,
+            tool_metadata=metadata or ToolMetadata(name=tool_name, description=spec.description,
                                                    fn_schema=spec.input_model),
-            callback=_to_output(spec.tool_name),
-            async_callback=_ato_output(spec.tool_name),
+            # FunctionTool would wrap our ToolOutput in another one (str() of it as the content).
+            callback=_passthrough,
+            async_callback=_apassthrough,  # else it would hop to a thread pool for nothing
         )
 
 
-def _to_output(tool_name: str) -> Callable[[Any], ToolOutput]:
-    def convert(result: Any) -> ToolOutput:
-        if not isinstance(result, ActionResult):
-            return ToolOutput(content=str(result), tool_name=tool_name, raw_input={}, raw_output=result)
-        return ToolOutput(content=result.output, tool_name=tool_name, raw_input={},
-                          raw_output=result.model_dump(mode="json"), is_error=not result.ok)
-
-    return convert
+def _output(tool_name: str, kwargs: dict[str, Any], result: ActionResult) -> ToolOutput:
+    return ToolOutput(content=result.output or "(no output)", tool_name=tool_name,
+                      raw_input={"args": (), "kwargs": kwargs}, raw_output=result.model_dump(mode="json"),
+                      is_error=not result.ok)
 
 
-def _ato_output(tool_name: str) -> Callable[[Any], Any]:
-    convert = _to_output(tool_name)
+def _passthrough(output: Any) -> Any:
+    return output if isinstance(output, ToolOutput) else None
 
-    async def aconvert(result: Any) -> ToolOutput:
-        return convert(result)
 
-    return aconvert
+async def _apassthrough(output: Any) -> Any:
+    return _passthrough(output)
+
+
+def _current_tool_call_id() -> str | None:
+    """The id of the model's tool call, when a LlamaIndex agent workflow is calling the tool.
+
+    LlamaIndex agents do not hand the id to the tool, but their ``call_tool`` step runs for the
+    ``ToolCall`` event that carries it, and the workflow runtime keeps that event in a context
+    variable. That variable is internal to llama-index-workflows: if it moves, we lose only the id
+    (the span's ``gen_ai.tool.call.id`` and the idempotency key of side effects), never the call.
+    """
+    try:
+        from workflows.runtime.types.results import StepWorkerStateContextVar
+
+        event = StepWorkerStateContextVar.get().event
+    except (ImportError, LookupError, AttributeError):
+        return None
+    tool_id = getattr(event, "tool_id", None)
+    return tool_id if isinstance(tool_id, str) and tool_id else None

@@ -1,0 +1,71 @@
+"""docs/quickstart-langchain.md runs as written; only the hosted model is swapped for a scripted one."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from agent_legs_testing.agents import ScriptedChatModel
+
+DOC = Path(__file__).resolve().parents[4] / "docs" / "quickstart-langchain.md"
+HOSTED = '"openai:gpt-4o-mini"'
+
+
+def _blocks() -> list[str]:
+    return re.findall(r"^```python\n(.*?)^```", DOC.read_text(), re.S | re.M)
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))  # the default state dir
+    return tmp_path
+
+
+def _exec(code: str, **names: object) -> dict[str, object]:
+    namespace: dict[str, object] = {"__name__": "quickstart", **names}
+    exec(compile(code, str(DOC), "exec"), namespace)
+    return namespace
+
+
+def test_every_block_is_covered() -> None:
+    assert len(_blocks()) == 4
+
+
+def test_first_agent(in_tmp, capsys) -> None:
+    code = _blocks()[0]
+    assert HOSTED in code
+    model = ScriptedChatModel(steps=[[("files_write", {"path": "zen.txt", "content": "Design for failure."})],
+                                     "Saved the zen to zen.txt."])
+    ns = _exec(code.replace(HOSTED, "MODEL"), MODEL=model)
+    assert (in_tmp / "agent-workspace/zen.txt").read_text() == "Design for failure."
+    assert "Saved the zen" in capsys.readouterr().out
+    assert [t.name for t in ns["tools"]][:2] == ["files_copy", "files_delete"]
+    assert (in_tmp / "state/agent-legs/actions.jsonl").read_text().count("thread-1") == 1
+
+
+def test_async_agent(in_tmp, capsys) -> None:
+    model = ScriptedChatModel(steps=[[("files_write", {"path": "hello.txt", "content": "hello"})],
+                                     [("files_list", {})], "hello.txt is there."])
+    _exec(_blocks()[1].replace(HOSTED, "MODEL"), MODEL=model)
+    assert (in_tmp / "agent-workspace/hello.txt").read_text() == "hello"
+    assert "hello.txt is there." in capsys.readouterr().out
+
+
+def test_approver_block(in_tmp) -> None:
+    ns = _exec(_blocks()[2])
+    legs = ns["legs"]
+    try:
+        assert legs.policy.email.allow_recipients == ["*@example.com"] and legs.approver is ns["approve"]
+    finally:
+        legs.close()
+
+
+def test_traces_block(in_tmp, monkeypatch) -> None:
+    from opentelemetry import trace
+
+    monkeypatch.setattr(trace, "set_tracer_provider", lambda provider: None)  # process-global: keep it clean
+    ns = _exec(_blocks()[3])
+    ns["legs"].close()

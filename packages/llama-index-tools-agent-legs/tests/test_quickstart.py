@@ -1,0 +1,58 @@
+"""docs/quickstart-llamaindex.md runs as written; only the hosted LLM is swapped for a scripted one."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from agent_legs_testing.agents import scripted_llamaindex_llm
+
+DOC = Path(__file__).resolve().parents[3] / "docs" / "quickstart-llamaindex.md"
+HOSTED = 'OpenAI(model="gpt-4o-mini")'
+IMPORT = "from llama_index.llms.openai import OpenAI\n"
+
+# LlamaIndex workflows inspect.getmembers() the (pydantic) agent: deprecation noise that is not ours
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:inspect")
+
+
+
+def _blocks() -> list[str]:
+    return re.findall(r"^```python\n(.*?)^```", DOC.read_text(), re.S | re.M)
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    return tmp_path
+
+
+def _exec(code: str, **names: object) -> dict[str, object]:
+    namespace: dict[str, object] = {"__name__": "quickstart", **names}
+    exec(compile(code, str(DOC), "exec"), namespace)
+    return namespace
+
+
+def test_every_block_is_covered() -> None:
+    assert len(_blocks()) == 2
+
+
+def test_first_agent(in_tmp, capsys) -> None:
+    code = _blocks()[0]
+    assert HOSTED in code and IMPORT in code
+    llm = scripted_llamaindex_llm([[("files_write", {"path": "zen.txt", "content": "Design for failure."})],
+                                   "Saved the zen to zen.txt."])
+    _exec(code.replace(IMPORT, "").replace(HOSTED, "LLM"), LLM=llm)
+    assert (in_tmp / "agent-workspace/zen.txt").read_text() == "Design for failure."
+    assert "Saved the zen" in capsys.readouterr().out
+    log = [json.loads(line) for line in (in_tmp / "state/agent-legs/actions.jsonl").read_text().splitlines()]
+    assert [(e["action"], e["session"], e["call_id"]) for e in log] == [("files.write", "chat-1", "call_0_0")]
+
+
+def test_calling_a_tool_yourself(in_tmp, capsys) -> None:
+    _exec(_blocks()[1])
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "Wrote notes/a.txt (2 bytes)" and out[1].startswith("True Error (denied):")
