@@ -27,6 +27,8 @@ TEST_DEPS = [
     "langchain-tests>=1.0,<2",
     "llama-index-core>=0.14,<0.15",
     "openinference-instrumentation-langchain>=0.1",
+    "openinference-instrumentation-llama-index>=4",  # nesting tests: our span under their tool spans
+    "opentelemetry-instrumentation-langchain>=0.40",  # OpenLLMetry
 ]
 
 
@@ -62,8 +64,10 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def typing(session: nox.Session) -> None:
+    """mypy strict on the core and both adapters (the LlamaIndex one by module: it is a namespace package)."""
     _install_project(session, "mypy>=1.13")
-    session.run("mypy", "packages/agent-legs/src")
+    session.run("mypy", "packages/agent-legs/src", "packages/langchain-agent-legs/src")
+    session.run("mypy", "-p", "llama_index.tools.agent_legs")
 
 
 @nox.session(python="3.11")
@@ -80,3 +84,14 @@ def docs(session: nox.Session) -> None:
     _install_project(session, "mkdocs-material>=9.5,<10")
     session.run("python", "docs/gen_actions.py")
     session.run("mkdocs", "build", "--strict", "-d", "site", env={"NO_MKDOCS_2_WARNING": "1"})
+
+
+@nox.session(python="3.11")
+def demo(session: nox.Session) -> None:
+    """`agent-legs demo` (the README's `bash shared/demo.sh` does the same in .venv); args go to the demo."""
+    session.install(*[arg for p in PACKAGES for arg in ("-e", p)], "langchain>=1.0,<2")
+    if os.environ.get("AGENT_LEGS_SKIP_SYSTEM_SETUP"):
+        session.log("AGENT_LEGS_SKIP_SYSTEM_SETUP set: not checking system components")
+    else:
+        session.run("bash", "shared/setup.sh", external=True, env={"AGENT_LEGS_SKIP_PHOENIX": "1"}, success_codes=[0, 1])
+    session.run("agent-legs", "demo", *session.posargs)

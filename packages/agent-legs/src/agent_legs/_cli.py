@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
-import time
-from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -151,94 +149,144 @@ def run(
     raise typer.Exit(0 if result.ok else 1)
 
 
-def _log_lines(path: Path, follow: bool) -> Iterator[dict[str, Any]]:
-    if not path.exists() and not follow:
-        return
-    while not path.exists():
-        time.sleep(0.2)
-    rotated = [path.with_name(f"{path.name}.{i}") for i in range(5, 0, -1)]
-    if not follow:
-        for p in [*rotated, path]:
-            if p.exists():
-                yield from _parse_lines(p.read_text(encoding="utf-8").splitlines())
-        return
-    with open(path, encoding="utf-8") as f:
-        yield from _parse_lines(f.read().splitlines())
-        inode = os.fstat(f.fileno()).st_ino
-        buf = ""
-        while True:
-            chunk = f.readline()
-            if chunk:
-                buf += chunk
-                if buf.endswith("\n"):
-                    yield from _parse_lines([buf])
-                    buf = ""
-                continue
-            time.sleep(0.2)
-            try:
-                if os.stat(path).st_ino != inode:  # rotated: continue with the new file
-                    f.close()
-                    f = open(path, encoding="utf-8")  # noqa: SIM115
-                    inode = os.fstat(f.fileno()).st_ino
-            except FileNotFoundError:
-                pass
+# (column, fixed width): fixed so that --follow's rows, printed one by one, line up under the header.
+_LOG_WIDE = (("time", 23), ("session", 14), ("action", 18), ("decision", 15), ("outcome", 15),
+             ("duration", 9), ("trace", 8), ("target", None))
+_LOG_NARROW = (("time", 8), ("session", 10), ("action", 14), ("decision", 8), ("outcome", 13),
+               ("duration", 8), ("target", None))
 
 
-def _parse_lines(lines: list[str]) -> Iterator[dict[str, Any]]:
-    for line in lines:
-        line = line.strip()
-        if line:
-            try:
-                yield json.loads(line)
-            except ValueError:
-                continue
+def _log_wide() -> bool:
+    return console.width >= 130
+
+
+def _log_time(value: Any, wide: bool) -> str:
+    # Stored in UTC (ISO 8601); shown in local time, as the user reads a clock.
+    from datetime import datetime
+
+    try:
+        t = datetime.fromisoformat(str(value)).astimezone()
+    except ValueError:
+        return str(value or "")
+    return t.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if wide else t.strftime("%H:%M:%S")
+
+
+def _log_duration(ms: Any) -> str:
+    try:
+        value = float(ms)
+    except (TypeError, ValueError):
+        return ""
+    return f"{value:.1f} ms" if value < 1000 else f"{value / 1000:.2f} s"
+
+
+def _log_cells(e: dict[str, Any], wide: bool) -> list[str]:
+    from rich.markup import escape
+
+    outcome = str(e.get("outcome") or "")
+    color = "green" if outcome == "ok" else "red"
+    target = escape(str(e.get("target") or ""))
+    if outcome != "ok" and e.get("error"):  # why it failed, under what it touched
+        target += ("\n" if target else "") + f"[dim red]{escape(str(e['error']))}[/dim red]"
+    cells = [_log_time(e.get("time"), wide), escape(str(e.get("session") or "")),
+             escape(str(e.get("action") or "")), escape(str(e.get("decision") or "")),
+             f"[{color}]{escape(outcome)}[/{color}]", _log_duration(e.get("duration_ms"))]
+    if wide:
+        cells.append(str(e.get("trace_id") or "")[:8])
+    return [*cells, target]
+
+
+def _log_table(title: str | None, wide: bool, show_header: bool = True) -> Table:
+    # No box: its separators cost width, and --follow prints its rows as one-row tables that must line up.
+    table = Table(title=title, show_header=show_header, box=None, padding=(0, 2 if wide else 1, 0, 0),
+                  pad_edge=False, expand=True, header_style="bold underline")
+    for name, width in _LOG_WIDE if wide else _LOG_NARROW:
+        if width is None:
+            table.add_column(name, overflow="fold", ratio=1, min_width=12)
+        else:
+            table.add_column(name, width=width, no_wrap=True, overflow="ellipsis",
+                             justify="right" if name == "duration" else "left")
+    return table
 
 
 @app.command()
 def log(
-    follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
-    session: Annotated[str | None, typer.Option("--session")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep showing new calls as they happen")] = False,
+    session: Annotated[str | None, typer.Option("--session", help="Only this session")] = None,
     failed: Annotated[bool, typer.Option("--failed", help="Only calls that did not succeed")] = False,
-    trace: Annotated[str | None, typer.Option("--trace", help="Only this trace id")] = None,
-    limit: Annotated[int, typer.Option("--limit", "-n")] = 50,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    trace: Annotated[str | None, typer.Option("--trace", help="Only this trace id (a prefix is enough)")] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", "-n", help="Last N calls (default: 50 in the table, all with --json)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line, as stored")] = False,
 ) -> None:
-    """Show the action log (every action, allowed or denied)."""
+    """Show the action log: every call, allowed or denied, from <state_dir>/actions.jsonl and its backups."""
+    from collections import deque
+
+    from ._telemetry import follow_log, read_log
+
     path = _state_dir() / "actions.jsonl"
+    trace_prefix = trace.lower() if trace else None
 
     def keep(e: dict[str, Any]) -> bool:
         return ((session is None or e.get("session") == session)
                 and (not failed or e.get("outcome") != "ok")
-                and (trace is None or e.get("trace_id") == trace))
+                and (trace_prefix is None or str(e.get("trace_id") or "").startswith(trace_prefix)))
 
-    entries = (e for e in _log_lines(path, follow) if keep(e))
-    if as_json:
-        for e in entries:
-            print(json.dumps(e), flush=True)
+    def emit_json(e: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(e, ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+
+    try:
+        if not follow:
+            count = limit if limit is not None else (None if as_json else 50)
+            entries = deque((e for e in read_log(path) if keep(e)), maxlen=count or None)
+            if as_json:
+                for e in entries:
+                    emit_json(e)
+                return
+            if not entries:
+                err.print(f"no matching calls in {path}" if path.exists() else f"no action log yet at {path}")
+                return
+            wide = _log_wide()
+            table = _log_table(f"Action log ({path})", wide)
+            for e in entries:
+                table.add_row(*_log_cells(e, wide))
+            console.print(table)
+            return
+
+        # --follow: the last few calls, then each new one as it is written (across rotations).
+        if not path.exists():
+            err.print(f"waiting for {path} ...")
+        backlog: deque[dict[str, Any]] = deque(maxlen=(limit or None) if limit is not None else 10)
+        live = False
+        wide = _log_wide()
+
+        def show(e: dict[str, Any]) -> None:
+            if as_json:
+                emit_json(e)
+            else:
+                row = _log_table(None, wide, show_header=False)
+                row.add_row(*_log_cells(e, wide))
+                console.print(row)
+
+        if not as_json:
+            console.print(_log_table(None, wide))  # the header once; each row below lines up with it
+        for item in follow_log(path):
+            if item is None:  # the end of what was already written
+                for old in backlog:
+                    show(old)
+                live = True
+            elif keep(item):
+                if live:
+                    show(item)
+                else:
+                    backlog.append(item)
+    except KeyboardInterrupt:
         return
-    if follow:
-        for e in entries:
-            console.print(_row_text(e))
-        return
-    selected = list(entries)[-limit:] if limit > 0 else list(entries)
-    table = Table(title=f"Action log ({path})")
-    for col in ("time", "session", "action", "decision", "outcome", "ms", "target"):
-        table.add_column(col, overflow="fold")
-    for e in selected:
-        outcome = e.get("outcome", "")
-        table.add_row(
-            str(e.get("time", ""))[:23].replace("T", " "), str(e.get("session", "")), str(e.get("action", "")),
-            str(e.get("decision", "")), f"[green]{outcome}[/green]" if outcome == "ok" else f"[red]{outcome}[/red]",
-            f"{e.get('duration_ms', 0):.1f}", str(e.get("target") or e.get("error") or ""),
-        )
-    console.print(table)
+    except BrokenPipeError:  # `agent-legs log --json | head`: stop quietly, also at interpreter exit
+        import os
 
-
-def _row_text(e: dict[str, Any]) -> str:
-    outcome = e.get("outcome", "")
-    color = "green" if outcome == "ok" else "red"
-    return (f"{str(e.get('time', ''))[:23]} {e.get('session')} {e.get('action')} {e.get('decision')} "
-            f"[{color}]{outcome}[/{color}] {e.get('duration_ms', 0):.1f}ms {e.get('target') or e.get('error') or ''}")
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 @sandbox_app.command("build")
@@ -269,40 +317,51 @@ def sandbox_build(
 
 @app.command()
 def demo(
-    model: Annotated[str | None, typer.Option("--model", help="provider:name, e.g. openai:gpt-4o-mini (needs its key)")]
-    = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="provider:name, e.g. openai:gpt-4o-mini (needs the provider's key and its "
+                     "LangChain package); without it a scripted model plays the agent"),
+    ] = None,
+    inbox: Annotated[bool, typer.Option("--inbox/--no-inbox", help="start the IMAP mailbox (Dovecot)")] = True,
 ) -> None:
-    """Watch an agent do a real job with all five action families, against local demo services."""
+    """Watch an agent do a real job with all five action families, against services the demo starts on 127.0.0.1."""
     try:
-        import langchain  # noqa: F401
+        import langchain.agents  # noqa: F401
 
         import langchain_agent_legs  # noqa: F401
-    except ImportError:
-        err.print("[red]error:[/red] the demo needs LangChain: pip install langchain langchain-agent-legs "
-                  "(or run: bash shared/demo.sh)")
+    except ImportError as exc:
+        err.print(f"[red]error:[/red] the demo needs LangChain ({exc}): pip install 'langchain>=1,<2' "
+                  "langchain-agent-legs  (or run: bash shared/demo.sh, which installs everything)")
         raise typer.Exit(2) from None
     from ._demo import run_demo
 
-    workspace = G.workspace or Path("agent-workspace-demo")
-    state_dir = G.state_dir or Path(".agent-legs-demo-state")
-    report = run_demo(workspace.resolve(), state_dir.resolve(), model=model, console=console)
-    raise typer.Exit(0 if report.mails and report.posts else 1)
+    workspace = (G.workspace or Path("agent-workspace-demo")).resolve()
+    state_dir = (G.state_dir or Path(".agent-legs-demo-state")).resolve()
+    report = run_demo(workspace, state_dir, model=model, console=console, inbox=inbox)
+    raise typer.Exit(0 if report.ok else 1)
 
 
 @app.command()
-def doctor() -> None:
-    """Check Docker, the sandbox image, Chromium, SMTP/IMAP, OTLP and the directories; say how to fix."""
+def doctor(
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per check")] = False,
+) -> None:
+    """Check the directories, Docker and the sandbox image, the browser, SMTP/IMAP and OTLP; say how to fix."""
     from ._doctor import run_checks
+    from ._secrets import Secrets
 
-    legs_settings, workspace, state_dir = _settings_and_dirs()
-    checks = run_checks(legs_settings, workspace, state_dir)
-    table = Table(title="agent-legs doctor")
-    for col in ("check", "status", "detail", "fix"):
-        table.add_column(col, overflow="fold")
-    for c in checks:
-        style = {"ok": "green", "warn": "yellow", "fail": "red"}[c.status]
-        table.add_row(c.name, f"[{style}]{c.status}[/{style}]", c.detail, c.fix or "")
-    console.print(table)
+    settings, workspace, state_dir = _settings_and_dirs()
+    checks = run_checks(settings, workspace, state_dir, secrets=Secrets.from_env())
+    if as_json:
+        for c in checks:
+            print(json.dumps(asdict(c)))
+    else:
+        table = Table(title="agent-legs doctor", title_justify="left")
+        for col in ("check", "status", "detail", "fix"):
+            table.add_column(col, overflow="fold")
+        for c in checks:
+            style = {"ok": "green", "warn": "yellow", "fail": "red"}[c.status]
+            table.add_row(c.name, f"[{style}]{c.status}[/{style}]", c.detail, c.fix or "")
+        console.print(table)
     raise typer.Exit(1 if any(c.status == "fail" for c in checks) else 0)
 
 

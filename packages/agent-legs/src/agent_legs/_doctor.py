@@ -1,18 +1,37 @@
-"""``agent-legs doctor``: is every backend reachable, and if not, how to fix it."""
+"""``agent-legs doctor``: is every backend reachable, and if not, how to fix it.
+
+Each check talks to the real thing, briefly (a few seconds at most): the Docker engine and the
+sandbox image's recipe label, the browser binary (``--version``) or the remote browser's port, the
+SMTP/IMAP greeting (through TLS when configured so: a bad certificate shows here, not in the first
+email), an empty OTLP export (a wrong port or path shows here, not as silently missing traces), and
+the workspace/state directories.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
 import shutil
 import socket
+import ssl
+import stat
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+from urllib.parse import urlsplit
 
-from ._settings import Settings
+from ._settings import MailServer, Settings
+
+if TYPE_CHECKING:
+    from ._legs import Legs
+
+__all__ = ["Check", "check_browser", "check_docker", "run_checks"]
 
 Status = Literal["ok", "warn", "fail"]
+_TIMEOUT_S = 3.0
 
 
 @dataclass
@@ -23,94 +42,241 @@ class Check:
     fix: str | None = None
 
 
-def _docker(settings: Settings) -> list[Check]:
+# -- directories --------------------------------------------------------------------------------
+def check_dirs(workspace: Path, state_dir: Path) -> list[Check]:
+    ws, st = workspace.expanduser().resolve(), state_dir.expanduser().resolve()
+    if ws == st or ws in st.parents or st in ws.parents:
+        return [Check("directories", "fail", f"state dir {st} and workspace {ws} contain each other: actions "
+                      "could reach the action log, budgets and trash", "use two separate directories")]
+    out = []
+    for name, path in (("workspace", ws), ("state dir", st)):
+        if path.exists() and not path.is_dir():
+            out.append(Check(name, "fail", f"{path} exists and is not a directory", f"remove {path} or choose another"))
+            continue
+        probe = path if path.exists() else next((p for p in path.parents if p.exists()), Path("/"))
+        if not os.access(probe, os.W_OK | os.X_OK):
+            out.append(Check(name, "fail", f"{path}: {probe} is not writable by this user", f"chown or chmod {probe}, "
+                             f"or choose another directory"))
+            continue
+        detail = str(path) if path.exists() else f"{path} (will be created)"
+        if name == "state dir" and path.exists() and stat.S_IMODE(path.stat().st_mode) & 0o077:
+            out.append(Check(name, "warn", f"{detail}: other users can read it (the action log holds arguments)",
+                             f"chmod 700 {path}"))
+            continue
+        out.append(Check(name, "ok", detail))
+    return out
+
+
+# -- Docker ------------------------------------------------------------------------------------
+def check_docker(settings: Settings) -> list[Check]:
+    """The engine (version) and the sandbox image (present, built from the current recipe)."""
     try:
         import docker
-
-        client = docker.DockerClient(base_url=settings.code.docker_host, timeout=5) if settings.code.docker_host \
-            else docker.from_env(timeout=5)
+    except ImportError as exc:  # a core dependency; only a broken install gets here
+        return [Check("docker", "fail", f"the docker package is missing: {exc}", "pip install 'docker>=7.1'")]
+    where = settings.code.docker_host or os.environ.get("DOCKER_HOST") or "the local socket"
+    try:
+        client = docker.DockerClient(base_url=settings.code.docker_host, timeout=int(_TIMEOUT_S) + 2) \
+            if settings.code.docker_host else docker.from_env(timeout=int(_TIMEOUT_S) + 2)
         version = client.version().get("Version", "?")
     except Exception as exc:
-        return [Check("docker", "fail", f"the engine does not answer: {exc}",
-                      "start dockerd (bash shared/sandbox/ensure-docker.sh) or set settings.code.docker_host")]
-    checks = [Check("docker", "ok", f"engine {version}")]
+        if "PermissionError" in str(exc) or "Permission denied" in str(exc):
+            return [Check("docker", "fail", f"this user may not use the engine at {where}: {_short(exc)}",
+                          "add the user to the docker group (sudo usermod -aG docker $USER, then log in again), "
+                          "or run as root")]
+        return [Check("docker", "fail", f"the engine at {where} does not answer: {_short(exc)}",
+                      "start dockerd (as root: bash shared/sandbox/ensure-docker.sh, or systemctl start docker) "
+                      "or set settings.code.docker_host / DOCKER_HOST")]
+    checks = [Check("docker", "ok", f"engine {version} at {where}")]
+    remote = (settings.code.docker_host or os.environ.get("DOCKER_HOST") or "").startswith(("tcp:", "ssh:", "http"))
+    if remote:
+        checks.append(Check("docker host", "warn", "a remote engine: the sandbox bind-mounts the workspace by its "
+                            "local path, so the engine's host must see the workspace at the same path",
+                            "share the workspace at the same path on the engine's host (or use a local engine)"))
+    image = settings.code.image
     try:
-        image = client.images.get(settings.code.image)
-        labels = {k: v for k, v in (image.labels or {}).items() if k.startswith("agent-legs")}
-        checks.append(Check("sandbox image", "ok", f"{settings.code.image} {labels or ''}".strip(),
-                            "if code.run reports it outdated: agent-legs sandbox build"))
+        labels = client.images.get(image).labels or {}
     except Exception:
-        checks.append(Check("sandbox image", "fail", f"{settings.code.image} is missing", "agent-legs sandbox build"))
-    client.close()
+        fix = "agent-legs sandbox build" + ("" if shutil.which("mmdebstrap") or _registry_reachable() else
+                                            " (offline build needs mmdebstrap: apt-get install -y mmdebstrap)")
+        checks.append(Check("sandbox image", "fail", f"{image} is missing", fix))
+    else:
+        from ._sandbox.build import RECIPE_LABEL, recipe_hash
+
+        built = labels.get(RECIPE_LABEL)
+        if built is None:
+            checks.append(Check("sandbox image", "ok", f"{image} (a custom image: it needs python3; pandas and "
+                                "matplotlib for charts)"))
+        elif built != recipe_hash():
+            checks.append(Check("sandbox image", "warn", f"{image} was built from an older recipe ({built})",
+                                "agent-legs sandbox build"))
+        else:
+            checks.append(Check("sandbox image", "ok", f"{image} (recipe {built})"))
+    with contextlib.suppress(Exception):
+        client.close()
     return checks
 
 
-def _chromium(settings: Settings) -> Check:
-    if settings.browser.ws_endpoint or settings.browser.cdp_url:
-        return Check("browser", "ok", f"remote: {settings.browser.ws_endpoint or settings.browser.cdp_url}")
+def _registry_reachable() -> bool:
+    try:
+        socket.create_connection(("registry-1.docker.io", 443), timeout=1.5).close()
+    except OSError:
+        return False
+    return True
+
+
+# -- browser -----------------------------------------------------------------------------------
+def _playwright_chromium() -> str | None:
+    """A browser installed by ``playwright install chromium`` (what the browser action tries first)."""
+    base = os.environ.get("PLAYWRIGHT_BROWSERS_PATH") or os.path.expanduser("~/.cache/ms-playwright")
+    for pattern in ("chromium_headless_shell-*/chrome-*/headless_shell", "chromium-*/chrome-linux*/chrome"):
+        found = sorted(glob.glob(os.path.join(base, pattern)))
+        if found:
+            return found[-1]
+    return None
+
+
+def check_browser(settings: Settings) -> Check:
+    remote = settings.browser.ws_endpoint or settings.browser.cdp_url
+    if remote:
+        parts = urlsplit(remote)
+        port = parts.port or (443 if parts.scheme in ("wss", "https") else 80)
+        check = _reach("browser", parts.hostname or "localhost", port)
+        if check.status != "ok":
+            check.fix = "start the remote browser (playwright run-server) or fix settings.browser.ws_endpoint/cdp_url"
+        else:
+            check.detail = f"remote browser at {remote} answers"
+        return check
     from .actions._browser import _find_chromium
 
-    path = _find_chromium(settings.browser.executable_path)
+    path = settings.browser.executable_path or _playwright_chromium() or _find_chromium(None)
     if path is None or not os.path.exists(path):
-        return Check("browser", "fail", "no Chromium found", "apt-get install -y chromium, or set "
-                     "settings.browser.executable_path / ws_endpoint")
+        what = f"{settings.browser.executable_path} does not exist" if settings.browser.executable_path \
+            else "no Chromium found"
+        return Check("browser", "fail", what, "apt-get install -y chromium (or: playwright install chromium), "
+                     "or set settings.browser.executable_path / ws_endpoint")
     try:
-        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=20).stdout.strip()
+        run = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.SubprocessError) as exc:
-        return Check("browser", "fail", f"{path} does not run: {exc}", "reinstall chromium")
-    return Check("browser", "ok", out or path)
+        return Check("browser", "fail", f"{path} does not run: {_short(exc)}", "reinstall chromium")
+    if run.returncode != 0:
+        return Check("browser", "fail", f"{path} --version failed: {(run.stderr or run.stdout).strip()[-200:]}",
+                     "reinstall chromium (missing shared libraries?)")
+    return Check("browser", "ok", f"{run.stdout.strip() or 'chromium'} ({path})")
 
 
+# -- mail --------------------------------------------------------------------------------------
+def _greeting(name: str, server: MailServer, default_ports: Mapping[str, int], expect: bytes) -> Check:
+    port = server.port or default_ports[server.security]
+    where = f"{server.host}:{port}"
+    try:
+        sock = socket.create_connection((server.host, port), timeout=_TIMEOUT_S)
+    except OSError as exc:
+        return Check(name, "fail", f"{where} unreachable: {_short(exc)}",
+                     f"check settings.email.{name.lower()} (host, port) and that the server runs")
+    try:
+        sock.settimeout(_TIMEOUT_S)
+        if server.security == "tls":
+            context = ssl.create_default_context(cafile=server.ca_file)
+            try:
+                sock = context.wrap_socket(sock, server_hostname=server.host)
+            except ssl.SSLError as exc:
+                return Check(name, "fail", f"{where}: TLS failed: {_short(exc)}",
+                             f"set settings.email.{name.lower()}.ca_file for a private CA, or check security "
+                             "(tls = implicit TLS, e.g. 465/993; starttls = 587/143)")
+        banner = sock.recv(512)
+    except OSError as exc:
+        return Check(name, "fail", f"{where} gave no greeting: {_short(exc)}",
+                     f"is {where} really a {name} server? check settings.email.{name.lower()}.security")
+    finally:
+        sock.close()
+    if not banner.startswith(expect):
+        return Check(name, "fail", f"{where} is not a {name} server (it said {banner[:40]!r})",
+                     f"check settings.email.{name.lower()} port and security")
+    security = {"tls": "TLS", "starttls": "STARTTLS", "none": "no TLS"}[server.security]
+    return Check(name, "ok", f"{where} answers ({security})")
+
+
+def check_mail(settings: Settings, secrets: Mapping[str, str] | None = None) -> list[Check]:
+    from ._secrets import _REF
+
+    out = []
+    for name, server, ports, expect in (
+        ("SMTP", settings.email.smtp, {"tls": 465, "starttls": 587, "none": 25}, b"220"),
+        ("IMAP", settings.email.imap, {"tls": 993, "starttls": 143, "none": 143}, b"* "),
+    ):
+        action = "email.send" if name == "SMTP" else "email.list/read"
+        if server is None:
+            out.append(Check(name, "warn", f"not configured ({action} unavailable)",
+                             f"set settings.email.{name.lower()} (host, port, security, username, password)"))
+            continue
+        missing = [m for m in _REF.findall(server.password or "") if secrets is not None and m not in secrets]
+        if missing:
+            out.append(Check(name, "fail", f"the password refers to secret {missing[0]!r}, which is not set",
+                             f"pass secrets={{'{missing[0]}': ...}} to Legs (the CLI reads AGENT_LEGS_SECRET_{missing[0]})"))
+            continue
+        out.append(_greeting(name, server, ports, expect))
+    return out
+
+
+# -- OTLP --------------------------------------------------------------------------------------
+def check_otlp(settings: Settings) -> Check:
+    from ._telemetry import _traces_endpoint
+
+    endpoint = _traces_endpoint(settings.telemetry)
+    if not endpoint:
+        return Check("OTLP", "warn", "no endpoint: spans reach only the local action log",
+                     "docker compose -f shared/compose.yaml up -d (Jaeger); "
+                     "export OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318")
+    import httpx
+
+    # An empty export request is valid OTLP: a collector answers 2xx. A UI port, a gRPC port (4317)
+    # or a wrong path answer otherwise, and would have lost every span without a word.
+    try:
+        r = httpx.post(endpoint, content=b"", headers={"Content-Type": "application/x-protobuf"}, timeout=_TIMEOUT_S)
+    except httpx.HTTPError as exc:
+        return Check("OTLP", "fail", f"{endpoint} unreachable: {_short(exc)}",
+                     "start the collector (Jaeger: docker compose -f shared/compose.yaml up -d) or fix the endpoint")
+    if r.is_success:
+        return Check("OTLP", "ok", f"{endpoint} accepts OTLP/HTTP")
+    return Check("OTLP", "fail", f"{endpoint} answered HTTP {r.status_code}: not an OTLP/HTTP traces receiver",
+                 "use the collector's OTLP/HTTP port (4318 for Jaeger; 4317 is gRPC) and base URL")
+
+
+# -- helpers -----------------------------------------------------------------------------------
 def _reach(name: str, host: str, port: int) -> Check:
     try:
-        socket.create_connection((host, port), timeout=3).close()
+        socket.create_connection((host, port), timeout=_TIMEOUT_S).close()
     except OSError as exc:
-        return Check(name, "fail", f"{host}:{port} unreachable: {exc}", f"check settings.email.{name.lower()}")
+        return Check(name, "fail", f"{host}:{port} unreachable: {_short(exc)}")
     return Check(name, "ok", f"{host}:{port} answers")
 
 
-def _mail(settings: Settings) -> list[Check]:
-    out = []
-    smtp, imap = settings.email.smtp, settings.email.imap
-    if smtp is None:
-        out.append(Check("SMTP", "warn", "not configured (email.send unavailable)", "set settings.email.smtp"))
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().replace("\n", " ") or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "…"
+
+
+def run_checks(
+    settings: Settings | Legs | None = None,
+    workspace: Path | str | None = None,
+    state_dir: Path | str | None = None,
+    secrets: Mapping[str, str] | None = None,
+) -> list[Check]:
+    """Every check, in order: directories, Docker and the image, the browser, SMTP, IMAP, OTLP.
+
+    Give either a ``Legs`` (its settings, directories and secrets are used) or ``Settings`` with the
+    directories. ``secrets``, when given, lets the mail checks report missing ``{secret:NAME}``s.
+    """
+    from ._legs import Legs, default_state_dir
+
+    if isinstance(settings, Legs):
+        legs = settings
+        conf, workspace, state_dir = legs.settings, legs.workspace, legs.state_dir
+        secrets = legs.secrets if secrets is None else secrets
     else:
-        out.append(_reach("SMTP", smtp.host, smtp.port or {"tls": 465, "starttls": 587, "none": 25}[smtp.security]))
-    if imap is None:
-        out.append(Check("IMAP", "warn", "not configured (email.list/read unavailable)", "set settings.email.imap"))
-    else:
-        out.append(_reach("IMAP", imap.host, imap.port or {"tls": 993, "starttls": 143, "none": 143}[imap.security]))
-    return out
-
-
-def _otlp(settings: Settings) -> Check:
-    endpoint = settings.telemetry.otlp_endpoint or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or \
-        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-    if not endpoint:
-        return Check("OTLP", "warn", "no endpoint: spans only reach the local action log",
-                     "docker compose -f shared/compose.yaml up -d; export OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318")
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(endpoint)
-    check = _reach("OTLP", parts.hostname or "localhost", parts.port or (443 if parts.scheme == "https" else 4318))
-    check.fix = "start the collector (Jaeger: docker compose -f shared/compose.yaml up -d)" if check.status != "ok" else None
-    return check
-
-
-def _dirs(workspace: Path, state_dir: Path) -> list[Check]:
-    ws, st = workspace.resolve(), state_dir.resolve()
-    if ws == st or ws in st.parents or st in ws.parents:
-        return [Check("directories", "fail", f"{st} and {ws} contain each other", "use separate directories")]
-    out = []
-    for name, path in (("workspace", ws), ("state dir", st)):
-        probe = path if path.exists() else next((p for p in path.parents if p.exists()), Path("/"))
-        ok = os.access(probe, os.W_OK)
-        out.append(Check(name, "ok" if ok else "fail", str(path), None if ok else f"make {probe} writable"))
-    return out
-
-
-def run_checks(settings: Settings, workspace: Path, state_dir: Path) -> list[Check]:
-    checks = [*_dirs(workspace, state_dir), *_docker(settings), _chromium(settings), *_mail(settings), _otlp(settings)]
-    if shutil.which("mmdebstrap") is None:
-        checks.append(Check("offline image build", "warn", "mmdebstrap missing", "apt-get install -y mmdebstrap"))
-    return checks
+        conf = settings if settings is not None else Settings()
+    ws = Path(workspace) if workspace is not None else Path("agent-workspace")
+    st = Path(state_dir) if state_dir is not None else default_state_dir()
+    return [*check_dirs(ws, st), *check_docker(conf), check_browser(conf), *check_mail(conf, secrets),
+            check_otlp(conf)]

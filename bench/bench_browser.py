@@ -1,0 +1,262 @@
+"""browser.navigate + browser.content on a local 50 KB page against raw Playwright and the peers' tools.
+
+Same run, same Chromium build and flags, alternating rounds:
+
+* ``agent_legs``: ``browser.navigate`` then ``browser.content`` through ``Legs.arun`` (policy, egress proxy
+  in front of every request, spans, action log, markdown with form fields);
+* ``raw_playwright``: ``page.goto`` + ``page.inner_text("body")`` on a plain context (no proxy, no policy);
+* ``langchain``: LangChain's ``PlayWrightBrowserToolkit`` tools ``navigate_browser`` + ``extract_text``;
+* ``llama_index``: llama-index-tools-playwright's ``navigate_to`` + ``extract_text``.
+
+Also reported: whether each one lets a page reach another port on 127.0.0.1 (a probe page with an image
+from a second server), and memory per session (Chromium PSS + our process RSS, per open session).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import multiprocessing
+import os
+import shutil
+import tempfile
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from agent_legs import Legs
+
+from ._stats import ratio, summarize
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SESSIONS_FOR_MEMORY = 8
+
+
+def _page_50kb() -> bytes:
+    items = "".join(
+        f"<article><h2>Product {i}</h2><p>Product {i} is a durable item with a <b>two-year warranty</b>, made from "
+        f"recycled materials and tested in the field. <a href='/product/{i}'>Details</a> · "
+        f"<a href='/reviews/{i}'>Reviews</a></p><ul><li>Weight: {i * 10} g</li><li>Colour: slate</li></ul>"
+        f"<table><tr><th>Size</th><th>Price</th></tr><tr><td>S</td><td>${i}.00</td></tr>"
+        f"<tr><td>L</td><td>${i + 3}.50</td></tr></table></article>" for i in range(124))
+    html = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>Catalogue</title><style>body{font:14px sans-serif}"
+        "article{margin:1em 0}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}</style>"
+        "</head><body><header><nav><a href='/'>Home</a> <a href='/catalogue'>Catalogue</a> <a href='/about'>About</a>"
+        "</nav></header><main><h1>Catalogue</h1><form action='/search'><label for='q'>Search</label>"
+        "<input id='q' name='q'><button>Go</button></form>" + items + "</main><footer>© Shop</footer></body></html>")
+    return html.encode()
+
+
+def _serve(port_queue: Any) -> None:
+    """The site (and a second 'other port' server that counts probe hits) in their own process."""
+    from aiohttp import web
+
+    page = _page_50kb()
+    hits: dict[str, int] = {}
+
+    async def handle(request: web.Request) -> web.Response:
+        return web.Response(body=page, content_type="text/html", charset="utf-8")
+
+    async def probe(request: web.Request) -> web.Response:
+        tool = request.query.get("tool", "?")
+        return web.Response(text=f"<h1>probe</h1><img src='http://127.0.0.1:{other_port}/pixel?tool={tool}'>",
+                            content_type="text/html")
+
+    async def pixel(request: web.Request) -> web.Response:
+        tool = request.query.get("tool", "?")
+        hits[tool] = hits.get(tool, 0) + 1
+        return web.Response(body=b"GIF89a", content_type="image/gif")
+
+    async def count(request: web.Request) -> web.Response:
+        return web.json_response(hits)
+
+    async def main() -> None:
+        nonlocal other_port
+        other = web.Application()
+        other.router.add_get("/pixel", pixel)
+        other.router.add_get("/hits", count)
+        other_runner = web.AppRunner(other, access_log=None)
+        await other_runner.setup()
+        other_site = web.TCPSite(other_runner, "127.0.0.1", 0)
+        await other_site.start()
+        other_port = other_site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        app = web.Application()
+        app.router.add_get("/page", handle)
+        app.router.add_get("/probe", probe)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port_queue.put((site._server.sockets[0].getsockname()[1], other_port))  # type: ignore[union-attr]
+        await asyncio.Event().wait()
+
+    other_port = 0
+    asyncio.run(main())
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        for child in children.get(pid, []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _pss_kb(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+    return total
+
+
+def _chromium_pids() -> list[int]:
+    out = []
+    for pid in _descendants(os.getpid()):
+        with contextlib.suppress(OSError):
+            if "chrom" in Path(f"/proc/{pid}/comm").read_text():
+                out.append(pid)
+    return out
+
+
+def _rss_kb() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+async def _alternate(cases: dict[str, Callable[[], Awaitable[Any]]], iterations: int,
+                     rounds: int = 5) -> dict[str, dict[str, float]]:
+    samples: dict[str, list[float]] = {k: [] for k in cases}
+    for fn in cases.values():  # warm: browsers launched, contexts open, caches hot
+        for _ in range(5):
+            await fn()
+    per_round = max(1, iterations // rounds)
+    for _ in range(rounds):
+        for name, fn in cases.items():
+            for _ in range(per_round):
+                t = time.perf_counter()
+                await fn()
+                samples[name].append(time.perf_counter() - t)
+    return {k: summarize(v) for k, v in samples.items()}
+
+
+async def _bench(legs: Legs, url: str, probe: str, iterations: int) -> dict[str, Any]:
+    from langchain_community.agent_toolkits import PlayWrightBrowserToolkit
+    from llama_index.tools.playwright import PlaywrightToolSpec
+    from playwright.async_api import async_playwright
+
+    from agent_legs.actions._browser import CHROMIUM_ARGS
+
+    args = [*CHROMIUM_ARGS, *(["--no-sandbox"] if os.geteuid() == 0 else [])]
+    async with async_playwright() as pw:
+        # each peer gets its own browser, launched the same way as ours
+        raw_browser, lc_browser, li_browser = [
+            await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=args) for _ in range(3)]
+        raw_page = await (await raw_browser.new_context()).new_page()
+        tools = {t.name: t for t in PlayWrightBrowserToolkit.from_browser(async_browser=lc_browser).get_tools()}
+        lc_nav, lc_text = tools["navigate_browser"], tools["extract_text"]
+        li = PlaywrightToolSpec.from_async_browser(li_browser)
+        sizes: dict[str, int] = {}
+
+        async def agent_legs() -> None:
+            r = await legs.arun("browser.navigate", {"url": url})
+            c = await legs.arun("browser.content", {})
+            assert r.ok and c.ok, (r.output, c.output)
+            sizes["agent_legs"] = len(c.output)
+
+        async def raw() -> None:
+            await raw_page.goto(url)
+            sizes["raw_playwright"] = len(await raw_page.inner_text("body"))
+
+        async def langchain() -> None:
+            await lc_nav.arun({"url": url})
+            sizes["langchain"] = len(await lc_text.arun({}))
+
+        async def llama_index() -> None:
+            await li.navigate_to(url)
+            sizes["llama_index"] = len(await li.extract_text())
+
+        cases = {"agent_legs": agent_legs, "raw_playwright": raw, "langchain": langchain, "llama_index": llama_index}
+        timings = await _alternate(cases, iterations)
+
+        # does a page reach another port on 127.0.0.1?
+        await legs.arun("browser.navigate", {"url": f"{probe}?tool=agent_legs"})
+        await raw_page.goto(f"{probe}?tool=raw_playwright")
+        await lc_nav.arun({"url": f"{probe}?tool=langchain"})
+        await li.navigate_to(f"{probe}?tool=llama_index")
+        for b in (raw_browser, lc_browser, li_browser):
+            await b.close()
+    return {"timings": timings, "output_chars": sizes}
+
+
+async def _memory(legs: Legs, url: str) -> dict[str, Any]:
+    """Chromium PSS and our RSS added per open session (each with its context, tab and egress proxy)."""
+    await legs.arun("browser.navigate", {"url": url}, session="mem-0")
+    await asyncio.sleep(0.5)
+    chromium0, rss0 = _pss_kb(_chromium_pids()), _rss_kb()
+    for i in range(1, SESSIONS_FOR_MEMORY + 1):
+        r = await legs.arun("browser.navigate", {"url": url}, session=f"mem-{i}")
+        assert r.ok, r.output
+    await asyncio.sleep(0.5)
+    chromium1, rss1 = _pss_kb(_chromium_pids()), _rss_kb()
+    n = SESSIONS_FOR_MEMORY
+    return {"sessions": n, "chromium_pss_mb_per_session": round((chromium1 - chromium0) / n / 1024, 1),
+            "python_rss_mb_per_session": round((rss1 - rss0) / n / 1024, 2),
+            "chromium_pss_mb_total": round(chromium1 / 1024, 1)}
+
+
+def run(iterations: int) -> dict[str, Any]:
+    iterations = max(10, min(iterations, 200))  # a page load is ~10^4 times a files.read: cap the run
+    queue: Any = multiprocessing.get_context("fork").Queue()
+    proc = multiprocessing.get_context("fork").Process(target=_serve, args=(queue,), daemon=True)
+    proc.start()
+    port, other_port = queue.get(timeout=30)
+    url, probe = f"http://127.0.0.1:{port}/page", f"http://127.0.0.1:{port}/probe"
+    try:
+        with tempfile.TemporaryDirectory() as tmp, Legs(
+            workspace=Path(tmp) / "ws", state_dir=Path(tmp) / "st",
+            policy={"network": {"allow_hosts": [f"127.0.0.1:{port}"]}},
+        ) as legs:
+            async def main() -> dict[str, Any]:
+                out = await _bench(legs, url, probe, iterations)
+                out["memory"] = await _memory(legs, url)
+                return out
+
+            out = asyncio.run(main())
+        with urllib.request.urlopen(f"http://127.0.0.1:{other_port}/hits", timeout=5) as resp:
+            hits = json.loads(resp.read())
+    finally:
+        proc.kill()
+    t = out["timings"]
+    ours = t["agent_legs"]
+    return {
+        "page_bytes": len(_page_50kb()),
+        "iterations": iterations,
+        "navigate_plus_content": t,
+        "ratio_p50_vs_raw_playwright": ratio(ours, t["raw_playwright"]),
+        "ratio_p50_vs_langchain": ratio(ours, t["langchain"]),
+        "ratio_p50_vs_llama_index": ratio(ours, t["llama_index"]),
+        "target": "agent_legs <= 1.1x raw Playwright and no slower than either peer, every request policed",
+        "output_chars": out["output_chars"],
+        "reaches_other_loopback_port": {tool: hits.get(tool, 0) > 0
+                                        for tool in ("agent_legs", "raw_playwright", "langchain", "llama_index")},
+        "memory": out["memory"],
+        "p50_ms": {k: round(v["p50_us"] / 1000, 2) for k, v in t.items()},
+        "p95_ms": {k: round(v["p95_us"] / 1000, 2) for k, v in t.items()},
+    }
