@@ -51,6 +51,21 @@ def test_invalid_input_is_a_result(legs: Legs) -> None:
     assert r.error and r.error.type == "invalid_input"
 
 
+def test_lone_surrogates_are_invalid_input_and_still_logged(dirs, read_log, captured_spans) -> None:
+    # Text that is not Unicode would fail deep inside an action (after side effects may have begun) or
+    # cost the action-log line: it is refused up front, and the session name still gets its line.
+    ws, st = dirs
+    legs = Legs(workspace=ws, state_dir=st, policy=POLICY, registry=registry, tracer_provider=captured_spans.provider)
+    r = legs.run("test.echo", {"text": "bad \ud800 text"})
+    assert r.error and r.error.type == "invalid_input" and "text" in r.error.message and "surrogate" in r.error.message
+    assert legs.run("test.echo", {"text": "fine"}, session="odd\udcff").ok
+    legs.close()
+    lines = read_log()
+    assert [e["outcome"] for e in lines] == ["invalid_input", "ok"]
+    assert lines[1]["session"] == "odd\udcff"  # JSON escapes it; the line reads back as written
+    assert len(captured_spans.tool_spans()) == 2
+
+
 def test_action_error_becomes_result(legs: Legs) -> None:
     r = legs.run("test.fail", {"text": "zz"})
     assert not r.ok and r.error is not None

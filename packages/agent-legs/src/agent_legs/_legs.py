@@ -410,6 +410,13 @@ def _validate(spec: ActionSpec, raw: Mapping[str, Any] | BaseModel | None) -> Ba
         return raw
     if isinstance(raw, BaseModel):
         raw = raw.model_dump()
+    bad = _not_unicode(raw)
+    if bad is not None:
+        raise ActionError(
+            "invalid_input",
+            f"invalid arguments for {spec.tool_name}: {bad or 'arguments'}: text with a lone surrogate is not valid Unicode",
+            hint="Send the text as valid UTF-8 (no \\udXXX escapes).",
+        )
     try:
         return model.model_validate(raw if raw is not None else {})
     except ValidationError as exc:
@@ -421,6 +428,34 @@ def _validate(spec: ActionSpec, raw: Mapping[str, Any] | BaseModel | None) -> Ba
             f"invalid arguments for {spec.tool_name}: {problems}",
             hint=f"Expected fields: {', '.join(model.model_fields)}",
         ) from None
+
+
+def _not_unicode(value: Any, where: str = "") -> str | None:
+    """The field path of the first string that cannot be UTF-8 (a lone surrogate), else ``None``.
+
+    Such text would fail deep inside an action (a file write, an SMTP message, a span export) after
+    side effects may have begun; refused up front, it changes nothing.
+    """
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return where
+        return None
+    if isinstance(value, Mapping):
+        items: Any = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        path = f"{where}.{key}" if where else str(key)
+        found = _not_unicode(key, path) if isinstance(key, str) else None
+        if found is None:
+            found = _not_unicode(item, path)
+        if found is not None:
+            return found
+    return None
 
 
 def _redact_result(result: ActionResult, redactor: Redactor) -> ActionResult:

@@ -96,7 +96,8 @@ class ActionLog:
         self._ino = os.fstat(self._fd).st_ino
 
     def write(self, entry: dict[str, Any]) -> None:
-        data = (json.dumps(entry, ensure_ascii=False, default=str, separators=(",", ":")) + "\n").encode()
+        data = (json.dumps(entry, ensure_ascii=False, default=str, separators=(",", ":")) + "\n").encode(
+            "utf-8", "backslashreplace")  # a lone surrogate must not cost the line
         with self._lock:
             if self._fd is None:
                 self._open()
