@@ -80,6 +80,21 @@ def test_budgets_persist_across_restart(dirs) -> None:
         assert legs.run("test.fail", {"text": "other actions are not counted"}).error.type == "not_found"
 
 
+def test_budgets_count_per_session_unless_scoped_to_all(dirs) -> None:
+    ws, st = dirs
+    policy = {"allow": ["test.*"], "budgets": [{"actions": "test.echo", "limit": 2},
+                                               {"actions": "test.fail", "limit": 1, "scope": "all"}]}
+    with Legs(workspace=ws, state_dir=st, policy=policy, registry=registry) as legs:
+        for session in ("alice", "bob"):  # each session has its own two calls
+            assert all(legs.run("test.echo", {"text": "a"}, session=session).ok for _ in range(2))
+        r = legs.run("test.echo", {"text": "a"}, session="alice")
+        assert r.error and r.error.type == "budget_exceeded" and "session 'alice'" in r.error.message
+        assert legs.run("test.echo", {"text": "a"}, session="carol").ok
+        assert legs.run("test.fail", {"text": "x"}, session="alice").error.type == "not_found"
+        r = legs.run("test.fail", {"text": "x"}, session="bob")  # shared by every session
+        assert r.error and r.error.type == "budget_exceeded" and "(all sessions)" in r.error.message
+
+
 def test_budget_windows_and_multiple_budgets(tmp_path: Path) -> None:
     from agent_legs._budgets import BudgetStore
     from agent_legs._policy import Budget
@@ -88,13 +103,13 @@ def test_budget_windows_and_multiple_budgets(tmp_path: Path) -> None:
     minute = Budget(actions="*", limit=2, per="minute")
     total = Budget(actions="*", limit=3, per="total")
     t = 1_700_000_000.0
-    assert store.consume([minute, total], t) is None
-    assert store.consume([minute, total], t) is None
-    exhausted = store.consume([minute, total], t)
+    assert store.consume([minute, total], now=t) is None
+    assert store.consume([minute, total], now=t) is None
+    exhausted = store.consume([minute, total], now=t)
     assert exhausted is not None and exhausted[0] is minute
-    assert store.usage(total, t) == 2  # the refused call consumed nothing
-    assert store.consume([minute, total], t + 60) is None  # a new minute
-    assert store.consume([minute, total], t + 120)[0] is total
+    assert store.usage(total, now=t) == 2  # the refused call consumed nothing
+    assert store.consume([minute, total], now=t + 60) is None  # a new minute
+    assert store.consume([minute, total], now=t + 120)[0] is total
     store.close()
 
 

@@ -5,6 +5,7 @@ SQLite (WAL) gives atomic check-and-consume across threads and processes, and su
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -21,6 +22,11 @@ def window_of(per: str, now: float) -> str:
     if per == "total":
         return "total"
     return time.strftime(_WINDOW_FORMAT[per], time.gmtime(now))
+
+
+def counter_key(budget: Budget, session: str) -> str:
+    # One row per budget, window and (for per-session budgets) session; JSON keeps any session name unambiguous.
+    return budget.key if budget.scope == "all" else f"{budget.key} session={json.dumps(session)}"
 
 
 class BudgetStore:
@@ -42,12 +48,12 @@ class BudgetStore:
             self._db = db
         return self._db
 
-    def consume(self, budgets: list[Budget], now: float | None = None) -> tuple[Budget, int] | None:
-        """Count one action against every budget, or none if one is exhausted (returned with its use)."""
+    def consume(self, budgets: list[Budget], session: str = "default", now: float | None = None) -> tuple[Budget, int] | None:
+        """Count one action of ``session`` against every budget, or none if one is exhausted (returned with its use)."""
         if not budgets:
             return None
         now = time.time() if now is None else now
-        keys = [(b, b.key, window_of(b.per, now)) for b in budgets]
+        keys = [(b, counter_key(b, session), window_of(b.per, now)) for b in budgets]
         with self._lock:
             db = self._conn()
             db.execute("BEGIN IMMEDIATE")
@@ -72,11 +78,11 @@ class BudgetStore:
                 raise
         return None
 
-    def usage(self, budget: Budget, now: float | None = None) -> int:
+    def usage(self, budget: Budget, session: str = "default", now: float | None = None) -> int:
         with self._lock:
             row = self._conn().execute(
                 "SELECT used FROM budget_usage WHERE budget=? AND window=?",
-                (budget.key, window_of(budget.per, time.time() if now is None else now)),
+                (counter_key(budget, session), window_of(budget.per, time.time() if now is None else now)),
             ).fetchone()
         return int(row[0]) if row else 0
 

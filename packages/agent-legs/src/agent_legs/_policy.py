@@ -106,6 +106,8 @@ class Budget(_Section):
     actions: str | list[str] = "*"
     limit: int = Field(ge=0)
     per: Literal["minute", "hour", "day", "month", "total"] = "total"
+    # Budgets are per session (the contract); "all" counts every session of this state directory together.
+    scope: Literal["session", "all"] = "session"
 
     @property
     def patterns(self) -> list[str]:
