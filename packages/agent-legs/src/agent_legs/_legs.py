@@ -216,7 +216,7 @@ class Legs:
                             )
                     else:
                         decision = "allow"
-                    exhausted = self._budgets.consume(runtime.engine.budgets_for(spec.name))
+                    exhausted = self._budgets.consume(runtime.engine.budgets_for(spec.name), session)
                     if exhausted is not None:
                         budget, used = exhausted
                         decision = "budget_exceeded"
@@ -224,7 +224,8 @@ class Legs:
                         raise ActionError(
                             "budget_exceeded",
                             f"budget {budget.key} exhausted: {used}/{budget.limit} actions used"
-                            + ("" if budget.per == "total" else f" this {budget.per}"),
+                            + ("" if budget.per == "total" else f" this {budget.per}")
+                            + (f" in session {session!r}" if budget.scope == "session" else " (all sessions)"),
                             rule=rule,
                         )
                     runtime.touch_session(session)
