@@ -40,6 +40,15 @@ def test_run_prints_result_and_exit_code(tmp_path) -> None:
     assert r.exit_code == 2 and "unknown action" in r.output
 
 
+def test_run_scrubs_secrets_from_the_environment(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("AGENT_LEGS_SECRET_API_TOKEN", "canary-7f3a9c")
+    (tmp_path / "ws").mkdir()
+    (tmp_path / "ws" / "leak.txt").write_text("token=canary-7f3a9c\n")
+    r = cli(tmp_path, "run", "files.read", "path=leak.txt", "--json")
+    assert r.exit_code == 0 and "token=" in r.stdout and "canary-7f3a9c" not in r.stdout
+    assert "canary-7f3a9c" not in (tmp_path / "st" / "actions.jsonl").read_text()
+
+
 def test_log_table_filters_and_json(tmp_path) -> None:
     cli(tmp_path, "run", "files.write", "path=a.txt", "content=x", "--session", "s1")
     cli(tmp_path, "run", "files.read", "path=../x", "--session", "s2")

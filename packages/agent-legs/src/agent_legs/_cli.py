@@ -51,6 +51,10 @@ def _options(
 
 
 def _open_legs(**kwargs: Any) -> Legs:
+    from ._secrets import Secrets
+
+    # AGENT_LEGS_SECRET_<NAME> variables: usable as {secret:NAME} and scrubbed from what we print and log.
+    kwargs.setdefault("secrets", Secrets.from_env())
     try:
         if G.config is not None:
             return Legs.from_config(G.config, workspace=G.workspace, state_dir=G.state_dir, **kwargs)
