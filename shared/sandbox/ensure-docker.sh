@@ -25,6 +25,11 @@ if ! command -v dockerd >/dev/null 2>&1 || ! command -v docker >/dev/null 2>&1; 
   fi
 fi
 if [ "$(id -u)" != 0 ]; then
+  if docker version 2>&1 | grep -qi "permission denied"; then
+    echo "ensure-docker: dockerd is running but $(id -un) may not use /var/run/docker.sock:" \
+         "add the user to the docker group (sudo usermod -aG docker $(id -un), then log in again)" >&2
+    exit 1
+  fi
   echo "ensure-docker: dockerd is installed but not running, and only root can start it here" \
        "(sudo bash $0, or start the docker service)" >&2
   exit 1
