@@ -203,39 +203,56 @@ def test_llama_index_tools_under_openinference_spans(legs, captured_spans, openi
 
 
 # -- OpenLLMetry (Traceloop) -----------------------------------------------------------------------
+# Its uninstrument() leaves LangChain/LangGraph wrappers behind (re-exported names stay wrapped and keep
+# opening spans on a shut-down provider), which would reparent every later test's spans: it runs in a
+# child process of its own.
+
+_OPENLLMETRY_PROBE = r"""
+import json, sys
+from pathlib import Path
+from opentelemetry.instrumentation.langchain import LangchainInstrumentor
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from agent_legs import Legs
+from langchain_agent_legs import AgentLegsToolkit
+
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+LangchainInstrumentor().instrument(tracer_provider=provider)
+base, prefix = Path(sys.argv[1]), sys.argv[2]
+with Legs(workspace=base / "ws", state_dir=base / prefix, tracer_provider=provider,
+          settings={"telemetry": {"span_name_prefix": prefix}}) as legs:
+    (write,) = AgentLegsToolkit(legs=legs, include=["files.write"]).get_tools()
+    write.invoke({"name": "files_write", "args": {"path": "a.txt", "content": "x"}, "id": "call_1", "type": "tool_call"})
+print(json.dumps([{"name": s.name, "scope": s.instrumentation_scope.name, "span_id": s.context.span_id,
+                   "trace_id": s.context.trace_id, "parent": s.parent.span_id if s.parent else None,
+                   "attributes": {k: str(v) for k, v in (s.attributes or {}).items()}}
+                  for s in exporter.get_finished_spans()]))
+"""
 
 
-@pytest.fixture
-def openllmetry_langchain(captured_spans):
-    from opentelemetry.instrumentation.langchain import LangchainInstrumentor
+@pytest.mark.parametrize("prefix", ["execute_tool", "agent_legs"])
+def test_openllmetry_execute_tool_span_and_ours_are_distinguishable(tmp_path, prefix: str) -> None:
+    import json
+    import subprocess
+    import sys
 
-    instrumentor = LangchainInstrumentor()
-    instrumentor.instrument(tracer_provider=captured_spans.provider)
-    try:
-        yield
-    finally:
-        instrumentor.uninstrument()
-
-
-def test_openllmetry_execute_tool_span_and_ours_are_distinguishable(tmp_path, captured_spans,
-                                                                    openllmetry_langchain) -> None:
-    from langchain_agent_legs import AgentLegsToolkit
-
-    for prefix in ("execute_tool", "agent_legs"):
-        captured_spans.clear()
-        with Legs(workspace=tmp_path / "ws", state_dir=tmp_path / prefix, tracer_provider=captured_spans.provider,
-                  settings={"telemetry": {"span_name_prefix": prefix}}) as legs:
-            (write,) = AgentLegsToolkit(legs=legs, include=["files.write"]).get_tools()
-            write.invoke(_tool_call("files_write", {"path": "a.txt", "content": "x"}))
-        (ours,) = _ours(captured_spans)
-        theirs = [s for s in captured_spans.spans if s is not ours and s.name.endswith("files_write")]
-        assert len(theirs) == 1, [s.name for s in captured_spans.spans]
-        (theirs_span,) = theirs
-        assert theirs_span.name == "execute_tool files_write"  # OpenLLMetry's own name for a tool span
-        assert _child_of(ours, theirs_span)
-        assert ours.name == f"{prefix} files_write"
-        # what tells ours apart whatever the name: our scope and our attributes
-        assert ours.instrumentation_scope.name == "agent_legs"
-        assert theirs_span.instrumentation_scope.name != "agent_legs"
-        assert ours.attributes["agent_legs.action"] == "files.write"
-        assert not any(k.startswith("agent_legs.") for k in theirs_span.attributes or {})
+    proc = subprocess.run([sys.executable, "-c", _OPENLLMETRY_PROBE, str(tmp_path), prefix],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    spans = json.loads(proc.stdout.strip().splitlines()[-1])
+    ours = [s for s in spans if s["scope"] == "agent_legs" and "agent_legs.action" in s["attributes"]]
+    assert len(ours) == 1, [s["name"] for s in spans]
+    (ours_span,) = ours
+    theirs = [s for s in spans if s is not ours_span and s["name"].endswith("files_write")]
+    assert len(theirs) == 1, [s["name"] for s in spans]
+    (theirs_span,) = theirs
+    assert theirs_span["name"] == "execute_tool files_write"  # OpenLLMetry's own name for a tool span
+    assert ours_span["parent"] == theirs_span["span_id"] and ours_span["trace_id"] == theirs_span["trace_id"]
+    assert ours_span["name"] == f"{prefix} files_write"
+    # what tells ours apart whatever the name: our scope and our attributes
+    assert theirs_span["scope"] != "agent_legs"
+    assert ours_span["attributes"]["agent_legs.action"] == "files.write"
+    assert not any(k.startswith("agent_legs.") for k in theirs_span["attributes"])
