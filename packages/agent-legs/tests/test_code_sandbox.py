@@ -386,3 +386,21 @@ def test_a_crashed_host_leaves_nothing_running_and_its_containers_are_swept(tmp_
     with Legs(workspace=ws, state_dir=st, settings={"code": {"pool_size": 0}}) as legs:
         assert legs.run("code.run", {"code": "1"}).ok  # the service's start sweeps orphans of dead processes
         assert containers("-a") == []
+
+
+def test_many_legs_on_one_host_start_while_others_remove_their_containers(tmp_path) -> None:
+    # Each Legs sweeps orphans when its sandbox starts, while the others create and remove containers:
+    # a container removed between listing and inspecting must not fail anyone's start.
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i: int) -> list[bool]:
+        oks = []
+        for round_ in range(3):
+            with Legs(workspace=tmp_path / f"ws{i}", state_dir=tmp_path / f"st{i}-{round_}",
+                      settings={"code": {"pool_size": 1}}) as legs:
+                oks.append(legs.run("code.run", {"code": "1"}).ok)
+        return oks
+
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(one, range(6)))
+    assert all(all(r) for r in results), results

@@ -389,8 +389,10 @@ class CodeService(Service):
 
     def _remove_orphans(self) -> None:
         """Containers left by a dead Agent Legs process on this host are removed at start."""
-        for c in self.client.containers.list(all=True, filters={"label": LABEL}):
-            owner = c.labels.get(f"{LABEL}.owner", "")
+        # sparse: no inspect per container, so one removed meanwhile (another Legs closing a session, in
+        # this process or another) cannot fail our start with a 404; labels come with the list itself.
+        for c in self.client.containers.list(all=True, sparse=True, filters={"label": LABEL}):
+            owner = (c.attrs.get("Labels") or {}).get(f"{LABEL}.owner", "")
             host, _, pid = owner.rpartition(":")
             if host != _HOST or not pid.isdigit():
                 continue
@@ -435,7 +437,7 @@ class CodeService(Service):
             shutil.rmtree(self._egress_dir, ignore_errors=True)
 
     def _remove_instance_leftovers(self) -> None:
-        for c in self.client.containers.list(all=True, filters={"label": f"{LABEL}.instance={self.instance}"}):
+        for c in self.client.containers.list(all=True, sparse=True, filters={"label": f"{LABEL}.instance={self.instance}"}):
             with contextlib.suppress(Exception):
                 c.remove(force=True)
 
