@@ -72,9 +72,21 @@ def typing(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
-    """Benchmarks against the peers; `nox -s bench -- --smoke` for a quick run. Writes JSON."""
+    """Benchmarks against the peers, and how cost grows with sessions; writes bench/results/latest.json.
+
+    `nox -s bench -- --smoke` checks the harness in a few minutes (CI runs it; it fails when a module
+    raises or a peer does not run, never on the numbers; it writes bench/results/smoke.json). After a
+    full run, `nox -s bench -- --report docs/benchmarks.md` rewrites the page's tables and
+    docs/img/scale.svg from the JSON.
+    """
+    # the peers (LangChain, llama-index, autogen-ext, llm-sandbox) and matplotlib; TEST_DEPS and
+    # shared/testing for the local SMTP server and Dovecot the email module uses
     _install_project(session, *TEST_DEPS, "-r", "bench/requirements.txt")
-    _system_setup(session)
+    if "--report" not in session.posargs:
+        if os.environ.get("AGENT_LEGS_SKIP_SYSTEM_SETUP"):
+            session.log("AGENT_LEGS_SKIP_SYSTEM_SETUP set: not checking system components")
+        else:  # Docker, the sandbox image, Chromium, Dovecot; not the tests' trace viewer
+            session.run("bash", "shared/setup.sh", external=True, env={"AGENT_LEGS_SKIP_PHOENIX": "1"})
     session.run("python", "-m", "bench", *session.posargs)
 
 
