@@ -478,13 +478,11 @@ def tls_server():
 
 @pytest.mark.parametrize("layer", ["aiohttp", "httpx"])
 async def test_tls_is_verified_against_the_name_while_pinned_to_the_ip(layer, tls_server) -> None:
-    import aiohttp
-    import httpx
-    from httpx_aiohttp import AiohttpTransport
+    from multidict import CIMultiDict
 
     from agent_legs._egress import EgressGuard
     from agent_legs._policy import NetworkPolicy
-    from agent_legs.actions._http import _GuardResolver, _PinnedBackend
+    from agent_legs.actions._http import _AiohttpClient, _ConnectFailed, _HttpxClient, _tls_failure
 
     srv, client_ctx = tls_server
 
@@ -493,17 +491,15 @@ async def test_tls_is_verified_against_the_name_while_pinned_to_the_ip(layer, tl
 
     guard = EgressGuard(NetworkPolicy(allow_hosts=[f"api.pinned.test:{srv.port}", f"other.pinned.test:{srv.port}"]),
                         resolver=resolver)
-    if layer == "aiohttp":
-        connector = aiohttp.TCPConnector(ssl=client_ctx, resolver=_GuardResolver(guard))  # type: ignore[arg-type]
-        transport: httpx.AsyncBaseTransport = AiohttpTransport(client=aiohttp.ClientSession(connector=connector))
-    else:
-        transport = httpx.AsyncHTTPTransport(verify=client_ctx)
-        transport._pool._network_backend = _PinnedBackend(guard, transport._pool._network_backend)
-    async with httpx.AsyncClient(transport=transport) as client:
-        r = await client.get(f"https://api.pinned.test:{srv.port}/json")
-        assert r.status_code == 200 and r.json()["ok"] is True
-        with pytest.raises((httpx.ConnectError, httpx.ConnectTimeout), match=r"(?i)certificate|hostname"):
-            await client.get(f"https://other.pinned.test:{srv.port}/json")  # same IP, wrong name: refused
+    client = (_AiohttpClient if layer == "aiohttp" else _HttpxClient)(guard, 10, client_ctx)
+    try:
+        r = await client.exchange("GET", f"https://api.pinned.test:{srv.port}/json", CIMultiDict(), None, 10_000, 5)
+        assert r.status == 200 and b'"ok": true' in r.body.replace(b'"ok":true', b'"ok": true')
+        with pytest.raises(_ConnectFailed) as info:  # same IP, wrong name: refused
+            await client.exchange("GET", f"https://other.pinned.test:{srv.port}/json", CIMultiDict(), None, 10_000, 5)
+        assert _tls_failure(info.value) is not None
+    finally:
+        await client.aclose()
 
 
 def test_untrusted_certificate_fails_clearly_without_retries(dirs, tls_server) -> None:
@@ -520,3 +516,203 @@ def test_untrusted_certificate_fails_clearly_without_retries(dirs, tls_server) -
             assert r.error.type == "failed" and "TLS verification failed for api.pinned.test" in r.error.message, r.error
             assert not r.error.retryable and r.duration_ms < 1000
     assert srv.requests == []
+
+
+# -- the direct aiohttp layer: pinning of literals, no cookie jar, many callers --------------------
+
+@pytest.mark.parametrize("layer", ["aiohttp", "httpx"])
+async def test_the_connection_layer_itself_refuses_unchecked_ip_literals(layer, http_server) -> None:
+    """Even called directly (past check_target), a client connects to no address the guard refused:
+    aiohttp skips resolvers for what it takes for an IP literal, so the client asks the guard itself."""
+    from multidict import CIMultiDict
+
+    from agent_legs import ActionError
+    from agent_legs._egress import EgressGuard
+    from agent_legs._policy import NetworkPolicy
+    from agent_legs.actions._http import _AiohttpClient, _HttpxClient
+
+    guard = EgressGuard(NetworkPolicy(allow_hosts=["*"]))  # wildcard: private addresses stay refused
+    client = (_AiohttpClient if layer == "aiohttp" else _HttpxClient)(guard, 10)
+    try:
+        for url in (http_server.url("/json"), f"http://2130706433:{http_server.port}/json",
+                    f"http://[::ffff:127.0.0.1]:{http_server.port}/json"):
+            with pytest.raises(ActionError, match=r"loopback|private"):
+                await client.exchange("GET", url, CIMultiDict(), None, 10_000, 5)
+    finally:
+        await client.aclose()
+    assert http_server.requests == []
+
+
+def test_no_cookie_jar_across_calls_for_named_hosts(dirs, http_server) -> None:
+    """aiohttp's default jar keeps cookies of named hosts (not of IPs): none may outlive a call."""
+    async def resolver(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    ws, st = dirs
+    for transport in ("aiohttp", "httpx"):
+        with Legs(workspace=ws, state_dir=st, resolver=resolver, settings={"http": {"transport": transport}},
+                  policy={"network": {"allow_hosts": [f"api.pinned.test:{http_server.port}"]}}) as legs:
+            base = f"http://api.pinned.test:{http_server.port}"
+            r = get(legs, f"{base}/set-cookie?name=sid&value=s1&to=/echo")
+            assert r.ok and http_server.requests[-1].headers.get("cookie") == "sid=s1"
+            assert get(legs, f"{base}/echo").ok
+            assert "cookie" not in http_server.requests[-1].headers, transport
+            assert legs.run("http.request", {"method": "GET", "url": f"{base}/echo"}, session="other").ok
+            assert "cookie" not in http_server.requests[-1].headers, transport
+
+
+def test_raw_body_gets_no_invented_content_type(legs, http_server) -> None:
+    r = get(legs, http_server.url("/echo"), method="POST", body="plain")
+    assert r.ok
+    assert "content-type" not in http_server.requests[-1].headers
+    r = get(legs, http_server.url("/echo"), method="POST", body="x", headers={"Content-Type": "text/csv"})
+    assert http_server.requests[-1].headers["content-type"] == "text/csv"
+
+
+def test_many_concurrent_tasks_on_one_loop_share_one_client(dirs, http_server, captured_spans, read_log) -> None:
+    import asyncio
+
+    ws, st = dirs
+    with Legs(workspace=ws, state_dir=st, tracer_provider=captured_spans.provider,
+              policy={"network": {"allow_hosts": [f"127.0.0.1:{http_server.port}"]}}) as legs:
+        async def main() -> None:
+            results = await asyncio.gather(*(
+                legs.arun("http.request", {"method": "GET", "url": http_server.url(f"/json?i={i}")}, call_id=f"c{i}")
+                for i in range(60)))
+            assert all(r.ok for r in results)
+            assert [loop for loop in _transports(legs) if loop is not legs._runtime.loop] == [asyncio.get_running_loop()]
+
+        asyncio.run(main())
+    tools = captured_spans.by_name("execute_tool http_request")
+    assert len(tools) == 60 and len(captured_spans.by_name("HTTP GET")) == 60
+    ids = {s.context.span_id for s in tools}
+    assert all(s.parent.span_id in ids for s in captured_spans.by_name("HTTP GET"))
+    lines = [e for e in read_log() if e["action"] == "http.request"]
+    assert sorted(e["call_id"] for e in lines) == sorted(f"c{i}" for i in range(60))
+
+
+def test_sync_run_from_many_threads_one_span_and_line_each(dirs, http_server, captured_spans, read_log) -> None:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    ws, st = dirs
+    loops = set()
+    with Legs(workspace=ws, state_dir=st, tracer_provider=captured_spans.provider,
+              policy={"network": {"allow_hosts": [f"127.0.0.1:{http_server.port}"]}}) as legs:
+        def call(i: int) -> bool:
+            r = legs.run("http.request", {"method": "GET", "url": http_server.url("/json")}, call_id=f"t{i}")
+            loops.add((threading.get_ident(), id(legs._thread_local.loop)))
+            return r.ok
+
+        with ThreadPoolExecutor(8) as pool:
+            assert all(pool.map(call, range(64)))
+        clients = _transports(legs)
+        assert len(clients) == len(loops) + 1  # one per thread's private loop, plus the runtime loop's
+    assert len(captured_spans.by_name("execute_tool http_request")) == 64
+    assert len(captured_spans.by_name("HTTP GET")) == 64
+    assert len([e for e in read_log() if e["action"] == "http.request"]) == 64
+
+
+def test_a_client_on_a_loop_closed_without_shutdown_is_dropped_quietly(dirs, http_server, caplog) -> None:
+    """A caller's loop closed without ``shutdown_asyncgens`` (so our hook never ran): Legs.close()
+    neither raises nor hangs, and later calls on new loops work."""
+    import asyncio
+    import time
+
+    ws, st = dirs
+    legs = Legs(workspace=ws, state_dir=st, policy={"network": {"allow_hosts": [f"127.0.0.1:{http_server.port}"]}})
+    loop = asyncio.new_event_loop()
+    r = loop.run_until_complete(legs.arun("http.request", {"method": "GET", "url": http_server.url("/json")}))
+    assert r.ok and loop in _transports(legs)
+    loop.close()  # no shutdown_asyncgens: the client's closer never ran
+    assert asyncio.run(legs.arun("http.request", {"method": "GET", "url": http_server.url("/json")})).ok
+    assert loop not in _transports(legs)  # released when the next loop got its client, not kept till close
+    loop = asyncio.new_event_loop()
+    assert loop.run_until_complete(legs.arun("http.request", {"method": "GET", "url": http_server.url("/json")})).ok
+    loop.close()  # this one is still registered when Legs closes
+    t0 = time.monotonic()
+    legs.close()
+    assert time.monotonic() - t0 < 3
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.records
+    assert _transports(legs) == {}
+
+
+def test_timeout_stops_an_inline_request_on_the_callers_loop(dirs, http_server) -> None:
+    import asyncio
+    import time
+
+    ws, st = dirs
+    with Legs(workspace=ws, state_dir=st, policy={"network": {"allow_hosts": [f"127.0.0.1:{http_server.port}"]}}) as legs:
+        async def main() -> tuple[object, float]:
+            t0 = time.monotonic()
+            r = await legs.arun("http.request", {"method": "GET", "url": http_server.url("/slow?s=5"), "timeout_s": 0.3})
+            return r, time.monotonic() - t0
+
+        r, took = asyncio.run(main())
+        assert r.error.type == "timeout" and took < 1.5  # type: ignore[attr-defined]
+
+
+def test_default_provider_records_no_spans_but_keeps_ids(dirs, http_server, read_log, monkeypatch) -> None:
+    """Without an exporter nothing reads spans: they are not recorded, yet results and log lines
+    still carry valid, matching trace and span ids."""
+    for var in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        monkeypatch.delenv(var, raising=False)
+    ws, st = dirs
+    with Legs(workspace=ws, state_dir=st, policy={"network": {"allow_hosts": [f"127.0.0.1:{http_server.port}"]}}) as legs:
+        r = get(legs, http_server.url("/json"))
+    assert r.ok and len(r.trace_id or "") == 32 and len(r.span_id or "") == 16 and int(r.trace_id, 16)
+    line = read_log()[-1]
+    assert (line["trace_id"], line["span_id"]) == (r.trace_id, r.span_id)
+
+
+def test_short_lived_threads_leave_no_loops_or_clients_behind(dirs, http_server, caplog) -> None:
+    """Sync run() from threads that come and go: each ended thread's private loop and HTTP client
+    are shut down by the next thread's first call, not kept until Legs.close()."""
+    import threading
+
+    ws, st = dirs
+    with Legs(workspace=ws, state_dir=st, policy={"network": {"allow_hosts": [f"127.0.0.1:{http_server.port}"]}}) as legs:
+        ok: list[bool] = []
+
+        def call() -> None:
+            ok.append(legs.run("http.request", {"method": "GET", "url": http_server.url("/json")}).ok)
+
+        for _ in range(12):
+            t = threading.Thread(target=call)
+            t.start()
+            t.join()
+        assert ok == [True] * 12
+        assert len(legs._inline_loops) <= 2  # the last thread's (and at most one not yet reaped)
+        assert len(_transports(legs)) <= 3  # those, plus the runtime loop's
+    _no_leaks(caplog)
+
+
+def test_a_connection_cut_mid_body_is_a_clean_failure(legs, http_server) -> None:
+    @http_server.route("/cut")
+    def cut(h, r) -> None:  # type: ignore[no-untyped-def]
+        h.send_response(200)
+        h.send_header("Content-Type", "text/plain")
+        h.send_header("Content-Length", "1000")
+        h.end_headers()
+        h.wfile.write(b"only part")
+        h.wfile.flush()
+        h.close_connection = True
+
+    r = get(legs, http_server.url("/cut"))
+    assert not r.ok and r.error.type == "failed" and "internal error" not in r.error.message, r.output
+    assert r.error.retryable
+
+
+def test_guard_remembers_only_passes() -> None:
+    from agent_legs import ActionError
+    from agent_legs._egress import EgressGuard
+    from agent_legs._policy import NetworkPolicy
+
+    guard = EgressGuard(NetworkPolicy(allow_hosts=["api.example.com", "*"]))
+    ok = "https://api.example.com/v1/x?page=2"
+    assert guard.check_target(ok) is guard.check_target(ok)
+    for url in ("http://127.0.0.1/", "http://2130706433/", "http://[::ffff:169.254.169.254]/", "ftp://api.example.com/"):
+        for _ in range(2):  # a refusal is never remembered as anything else
+            with pytest.raises(ActionError):
+                guard.check_target(url)
+    assert set(guard._targets) == {ok}

@@ -198,6 +198,9 @@ class EgressGuard:
         self._allow = [_parse_rule(r) for r in policy.allow_hosts]
         self._deny = [_parse_rule(r) for r in policy.deny_hosts]
         self._schemes = set(policy.schemes)
+        # URL -> its Target: check_target is a pure function of the URL and this (fixed) policy, and
+        # URLs repeat (polling, retries). Only passes are kept; a refusal is worked out every time.
+        self._targets: dict[str, Target] = {}
 
     # -- step 1: scheme and host rules -------------------------------------------------------------
     def check_scheme(self, url: str) -> str:
@@ -210,6 +213,15 @@ class EgressGuard:
         return scheme
 
     def check_target(self, url: str) -> Target:
+        target = self._targets.get(url)
+        if target is None:
+            target = self._check_target(url)
+            if len(self._targets) >= 1024:
+                self._targets.clear()
+            self._targets[url] = target
+        return target
+
+    def _check_target(self, url: str) -> Target:
         if _CONTROL_OR_SPACE.search(url.strip()):
             raise ActionError("invalid_input", "URL contains whitespace or control characters")
         scheme = self.check_scheme(url)

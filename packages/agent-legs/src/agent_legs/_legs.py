@@ -111,6 +111,7 @@ class Legs:
         _LIVE.add(self)
         self._thread_local = threading.local()
         self._inline_loops: list[asyncio.AbstractEventLoop] = []
+        self._orphaned_loops: list[asyncio.AbstractEventLoop] = []  # of threads that have ended
         self._inline_lock = threading.Lock()
 
     # -- construction from a file ----------------------------------------------------------------
@@ -332,13 +333,42 @@ class Legs:
         )
 
     def _inline_loop(self) -> asyncio.AbstractEventLoop:
-        """This thread's private loop for inline actions called synchronously."""
+        """This thread's private loop for inline actions called synchronously.
+
+        When the thread ends, its loop is shut down (and with it the HTTP client bound to it) by the
+        next thread that makes a private loop, or by ``close()``: short-lived threads leave nothing behind.
+        """
         loop: asyncio.AbstractEventLoop | None = getattr(self._thread_local, "loop", None)
         if loop is None:
-            loop = self._thread_local.loop = asyncio.new_event_loop()
+            self._shut_down_orphaned_loops()
+            loop = asyncio.new_event_loop()
+            token = _ThreadToken()  # dropped with this thread's locals when the thread ends
+            weakref.finalize(token, self._orphaned_loops.append, loop)
+            self._thread_local.token = token
+            self._thread_local.loop = loop
             with self._inline_lock:
                 self._inline_loops.append(loop)
         return loop
+
+    def _shut_down_orphaned_loops(self) -> None:
+        """Shut down the private loops of threads that have ended (this thread runs no loop)."""
+        while self._orphaned_loops:
+            try:
+                loop = self._orphaned_loops.pop()
+            except IndexError:  # another thread took the last one
+                return
+            with self._inline_lock:
+                if loop not in self._inline_loops:
+                    continue  # close() has it
+                self._inline_loops.remove(loop)
+            if loop.is_closed() or loop.is_running():
+                continue
+            try:
+                loop.run_until_complete(loop.shutdown_asyncgens())  # closes the loop's HTTP client
+            except Exception:
+                log.exception("shutting down the private loop of an ended thread failed")
+            finally:
+                loop.close()
 
     # -- sessions and lifetime -----------------------------------------------------------------------
     def close_session(self, session: str) -> None:
@@ -470,6 +500,10 @@ def _redact_result(result: ActionResult, redactor: Redactor) -> ActionResult:
         if result.error.hint:
             result.error.hint = redactor.text(result.error.hint)
     return result
+
+
+class _ThreadToken:
+    """Lives in a thread's locals: its finalizer tells that the thread has ended."""
 
 
 _LIVE: weakref.WeakSet[Legs] = weakref.WeakSet()

@@ -1,17 +1,16 @@
 """http.request: call HTTP APIs through the egress guard, with per-host credentials.
 
-One pooled httpx transport per ``Legs`` and event loop (httpx's API over aiohttp's connection
-layer by default: measured several times the throughput of httpx's own pool). It asks the egress
-guard for every new connection and connects only to the addresses the guard checked (TLS SNI and
+One pooled client per ``Legs`` and event loop. The default connection layer is aiohttp, driven
+directly (no httpx objects on the hot path: they cost more than the exchange itself on a local
+API); ``settings.http.transport = "httpx"`` uses httpx's own pool instead. Both ask the egress
+guard for every new connection and connect only to the addresses the guard checked (TLS SNI and
 certificate checks stay on the host name), so DNS rebinding cannot swap the target. Redirects are
 followed here, one hop at a time, each re-checked; credentials are re-derived per hop and never
-cross hosts. Requests go straight to the transport (``httpx.Request`` in, ``httpx.Response`` out):
-``httpx.AsyncClient`` would add nothing we use (redirects, auth and cookies are handled here) but
-its cost, and a cookie jar shared by every session; cookies live for one call's redirect chain.
+cross hosts. No client keeps cookies: they live for one call's redirect chain only.
 
 The action is ``inline``: it runs on the caller's own event loop (no hop to the runtime thread,
 which cost more than the request itself on a local API). Connections belong to a loop, so the
-service keeps one pinned transport per loop and closes it when that loop shuts down (an async
+service keeps one pinned client per loop and closes it when that loop shuts down (an async
 generator hook, run by ``asyncio.run``) or when ``Legs`` closes, whichever comes first.
 """
 
@@ -36,6 +35,8 @@ from urllib.parse import urljoin
 
 import httpcore
 import httpx
+import yarl
+from multidict import CIMultiDict
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -150,10 +151,161 @@ class _GuardResolver:
         return None
 
 
+@dataclass(slots=True)
+class _Reply:
+    """One HTTP exchange, body read (up to the cap) and the connection released."""
+
+    status: int
+    reason: str
+    raw_headers: list[tuple[bytes, bytes]]
+    body: bytes
+    truncated: bool
+
+
+class _ConnectFailed(Exception):
+    """No connection could be made (the cause is chained): retryable for idempotent methods."""
+
+
+class _ExchangeFailed(Exception):
+    """The connection broke or the response was malformed."""
+
+
+class _Client:
+    """A connection pool bound to one event loop, pinned to addresses the egress guard checked."""
+
+    async def exchange(self, method: str, url: str, headers: CIMultiDict[str], content: bytes | None,
+                       cap: int, remaining: float) -> _Reply:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    def abandon(self) -> None:
+        """Release what can be released without the client's loop, which is closed (nothing can run there)."""
+
+
+class _AiohttpClient(_Client):
+    def __init__(self, guard: EgressGuard, limit: int, ssl_context: ssl.SSLContext | None = None) -> None:
+        import aiohttp
+
+        # aiohttp asks the resolver for every new connection to a name and connects only to its
+        # answers; it skips resolvers for IP literals, which _pin_literal has the guard check.
+        connector = aiohttp.TCPConnector(limit=limit, resolver=_GuardResolver(guard),  # type: ignore[arg-type]
+                                         ssl=ssl_context if ssl_context is not None else True)
+        self.session = aiohttp.ClientSession(
+            connector=connector, trust_env=False,
+            cookie_jar=aiohttp.DummyCookieJar(),  # cookies never outlive a call (nor cross sessions)
+            timeout=aiohttp.ClientTimeout(total=None),  # the caller's asyncio.timeout bounds the exchange
+            skip_auto_headers=("Content-Type",),  # like httpx: a raw body gets no invented type
+            auto_decompress=True,  # incremental and bounded per chunk: the cap holds for decoded bytes
+        )
+        self._guard = guard
+        self._invalid_url = aiohttp.InvalidURL
+        self._errors = (aiohttp.ClientError, aiohttp.InvalidURL)
+        self._connect_errors = (aiohttp.ClientConnectorError,)
+        self._checked: set[tuple[str, int | None]] = set()  # (host, port) as aiohttp reads them, guard-checked
+
+    async def _pin_literal(self, url: yarl.URL) -> None:
+        """aiohttp connects to what it takes for an IP literal without asking the resolver: have the
+        guard check exactly that host (whatever ``check_target``'s parser read in the URL)."""
+        import aiohttp.helpers
+
+        key = (url.raw_host or "", url.port)
+        if key in self._checked:
+            return
+        if aiohttp.helpers.is_ip_address(key[0]):
+            await self._guard.check_host(key[0], key[1] or 0)  # rules and address: no DNS involved
+        if len(self._checked) > 4096:
+            self._checked.clear()
+        self._checked.add(key)  # a pure function of host, port and the (fixed) policy
+
+    async def exchange(self, method: str, url: str, headers: CIMultiDict[str], content: bytes | None,
+                       cap: int, remaining: float) -> _Reply:
+        try:
+            try:
+                parsed = yarl.URL(url)
+            except ValueError as exc:
+                raise self._invalid_url(url) from exc
+            await self._pin_literal(parsed)
+            async with self.session.request(method, parsed, headers=headers, data=content,
+                                            allow_redirects=False) as response:
+                chunks, size, truncated = [], 0, False
+                async for chunk in response.content.iter_any():
+                    chunks.append(chunk)
+                    size += len(chunk)
+                    if size > cap:
+                        truncated = True  # stop reading: the rest never leaves the socket buffer
+                        response.close()  # and the connection is not reused
+                        break
+                return _Reply(response.status, response.reason or "", list(response.raw_headers),
+                              b"".join(chunks)[:cap] if truncated else b"".join(chunks), truncated)
+        except self._connect_errors as exc:
+            raise _ConnectFailed(str(exc) or type(exc).__name__) from exc
+        except (*self._errors, OSError, ValueError) as exc:  # OSError: a socket error aiohttp did not wrap
+            raise _ExchangeFailed(f"{type(exc).__name__}: {exc}") from exc
+
+    async def aclose(self) -> None:
+        await self.session.close()
+
+    def abandon(self) -> None:
+        connector = self.session.connector
+        if connector is None:
+            return
+        protocols = [proto for conns in getattr(connector, "_conns", {}).values() for proto, *_ in conns]
+        protocols += list(getattr(connector, "_acquired", ()))
+        for proto in protocols:  # the transports cannot close on a closed loop: close their sockets
+            transport = getattr(proto, "transport", None)
+            sock = getattr(transport, "_sock", None)
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.close()
+                transport._sock = None  # type: ignore[union-attr]  # closed here, not by the (dead) loop
+        connector._close()  # on a closed loop it only marks the pool (and so the session) closed
+
+
+class _HttpxClient(_Client):
+    def __init__(self, guard: EgressGuard, limit: int, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.transport = httpx.AsyncHTTPTransport(
+            limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit), trust_env=False,
+            verify=ssl_context if ssl_context is not None else True,
+        )
+        # httpx 0.28 does not take a network backend: install ours on its pool (pinned to httpx<0.29).
+        pool = self.transport._pool
+        pool._network_backend = _PinnedBackend(guard, pool._network_backend)
+
+    async def exchange(self, method: str, url: str, headers: CIMultiDict[str], content: bytes | None,
+                       cap: int, remaining: float) -> _Reply:
+        try:
+            request = httpx.Request(method, _parse_url(url), headers=list(headers.items()), content=content,
+                                    extensions={"timeout": httpx.Timeout(remaining).as_dict()})
+            response = await self.transport.handle_async_request(request)
+            try:
+                chunks, size, truncated = [], 0, False
+                async for chunk in response.aiter_bytes():
+                    chunks.append(chunk)
+                    size += len(chunk)
+                    if size > cap:
+                        truncated = True  # stop reading: the rest never leaves the socket buffer
+                        break
+            finally:
+                await response.aclose()
+            return _Reply(response.status_code, response.reason_phrase, list(response.headers.raw),
+                          b"".join(chunks)[:cap], truncated)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise _ConnectFailed(str(exc) or type(exc).__name__) from exc
+        except httpx.TimeoutException as exc:
+            raise TimeoutError(str(exc)) from exc
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise _ExchangeFailed(f"{type(exc).__name__}: {exc}") from exc
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+
 @dataclass
 class _LoopClient:
-    transport: httpx.AsyncBaseTransport
-    closer: AsyncGenerator[None, None] | None  # closes the transport when its loop shuts down
+    client: _Client
+    closer: AsyncGenerator[None, None] | None  # closes the client when its loop shuts down
 
 
 # Started services by runtime: inline calls on other loops find theirs without a hop.
@@ -161,59 +313,59 @@ _SERVICES: weakref.WeakKeyDictionary[Runtime, HttpService] = weakref.WeakKeyDict
 
 
 class HttpService(Service):
-    """Credentials per host, and one guard-pinned httpx transport per event loop."""
+    """Credentials per host, and one guard-pinned client per event loop."""
 
     async def start(self) -> None:
         settings = self.runtime.settings.http
         self._auth = [(_host_rules(a), a) for a in settings.auth]
-        self.base_headers = httpx.Headers({"User-Agent": settings.user_agent, "Accept": "*/*",
-                                           "Accept-Encoding": "gzip, deflate"})
+        self.base_headers: CIMultiDict[str] = CIMultiDict({"User-Agent": settings.user_agent, "Accept": "*/*",
+                                                           "Accept-Encoding": "gzip, deflate"})
         self._clients: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
         self._lock = threading.Lock()
         self._closing: set[asyncio.Task[Any]] = set()
         self._closed = False
-        await self.transport_for_loop()
+        await self.client_for_loop()
         _SERVICES[self.runtime] = self
 
-    def _new_transport(self) -> httpx.AsyncBaseTransport:
+    def new_client(self, ssl_context: ssl.SSLContext | None = None) -> _Client:
         settings = self.runtime.settings.http
-        transport: httpx.AsyncBaseTransport
-        if settings.transport == "aiohttp":
-            import aiohttp
-            from httpx_aiohttp import AiohttpTransport
+        cls = _AiohttpClient if settings.transport == "aiohttp" else _HttpxClient
+        return cls(self.runtime.egress, settings.max_connections, ssl_context)
 
-            # aiohttp asks the resolver for every new connection to a name and connects only to its
-            # answers; IP literals skip resolvers, and check_target checks those before each hop.
-            connector = aiohttp.TCPConnector(limit=settings.max_connections, resolver=_GuardResolver(self.runtime.egress))  # type: ignore[arg-type]
-            transport = AiohttpTransport(client=aiohttp.ClientSession(connector=connector, trust_env=False), trust_env=False)
-        else:
-            default = httpx.AsyncHTTPTransport(
-                limits=httpx.Limits(max_connections=settings.max_connections,
-                                    max_keepalive_connections=settings.max_connections),
-                trust_env=False,
-            )
-            # httpx 0.28 does not take a network backend: install ours on its pool (pinned to httpx<0.29).
-            pool = default._pool
-            pool._network_backend = _PinnedBackend(self.runtime.egress, pool._network_backend)
-            transport = default
-        return transport
-
-    async def transport_for_loop(self) -> httpx.AsyncBaseTransport:
-        """The pinned transport of the running loop (created on first use there)."""
+    async def client_for_loop(self) -> _Client:
+        """The pinned client of the running loop (created on first use there)."""
         loop = asyncio.get_running_loop()
         entry = self._clients.get(loop)
         if entry is not None:
-            return entry.transport
+            return entry.client
         if self._closed:
             raise ActionError("unavailable", "Agent Legs is shutting down")
-        transport = self._new_transport()
+        self._drop_closed_loops()
+        client = self.new_client()
         closer = None
-        if loop is not self.runtime.loop:  # the runtime loop's transport is closed by aclose()
-            closer = _close_at_loop_shutdown(self, loop, transport)
+        if loop is not self.runtime.loop:  # the runtime loop's client is closed by aclose()
+            closer = _close_at_loop_shutdown(self, loop, client)
             await closer.__anext__()  # registers with the loop's async-generator shutdown hook
         with self._lock:
-            self._clients[loop] = _LoopClient(transport, closer)
-        return transport
+            self._clients[loop] = _LoopClient(client, closer)
+        return client
+
+    def _drop_closed_loops(self) -> None:
+        """Clients of loops closed without shutting down (so their hook never ran): nothing can
+        close them there any more; release their sockets now rather than at ``Legs.close()``."""
+        with self._lock:
+            gone = [(loop, e) for loop, e in self._clients.items() if loop.is_closed()]
+            for loop, _ in gone:
+                del self._clients[loop]
+        for _, entry in gone:
+            self._abandon(entry)
+
+    @staticmethod
+    def _abandon(entry: _LoopClient) -> None:
+        try:
+            entry.client.abandon()
+        except Exception:
+            log.debug("releasing an HTTP client of a closed loop failed", exc_info=True)
 
     def _forget(self, loop: asyncio.AbstractEventLoop) -> None:
         with self._lock:
@@ -228,9 +380,9 @@ class HttpService(Service):
         for loop, entry in entries:
             try:
                 if entry.closer is None or loop is asyncio.get_running_loop():
-                    await entry.transport.aclose()
+                    await entry.client.aclose()
                 elif loop.is_closed():
-                    pass  # closed without shutting down async generators: nothing can run there now
+                    self._abandon(entry)  # closed without shutting down async generators: nothing can run there
                 elif loop.is_running():
                     # Do not wait: that loop may be blocked in the very Legs.close() that called us.
                     loop.call_soon_threadsafe(self._spawn_close, entry)
@@ -284,14 +436,14 @@ class HttpService(Service):
 
 
 async def _close_at_loop_shutdown(
-    svc: HttpService, loop: asyncio.AbstractEventLoop, transport: httpx.AsyncBaseTransport
+    svc: HttpService, loop: asyncio.AbstractEventLoop, client: _Client
 ) -> AsyncGenerator[None, None]:
     """Suspended for the loop's lifetime; ``loop.shutdown_asyncgens()`` runs the ``finally``."""
     try:
         yield
     finally:
         svc._forget(loop)
-        await transport.aclose()
+        await client.aclose()
 
 
 async def _service(ctx: ActionContext) -> HttpService:
@@ -351,10 +503,10 @@ def _tls_failure(exc: BaseException) -> str | None:
     return None
 
 
-def _plain_headers(response: httpx.Response) -> dict[str, str]:
-    """Lower-case name -> value (repeats joined by ", "), decoded once (httpx decodes per access)."""
+def _plain_headers(raw_headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Lower-case name -> value (repeats joined by ", "), decoded once."""
     out: dict[str, str] = {}
-    for raw_name, raw_value in response.headers.raw:
+    for raw_name, raw_value in raw_headers:
         name = raw_name.decode("latin-1").lower()
         try:
             value = raw_value.decode("utf-8")
@@ -413,8 +565,9 @@ async def http_request(ctx: ActionContext, args: RequestInput) -> ActionOutput:
     user_headers = {**extra, **args.headers}
     first = guard.check_target(url)  # refuse before touching any connection pool
     svc = await _service(ctx)
-    transport = await svc.transport_for_loop()
+    client = await svc.client_for_loop()
     origin = (first.scheme, first.host, first.port)
+    cap = policy.max_response_bytes
     redirects: list[dict[str, Any]] = []
     cookies: httpx.Cookies | None = None  # set by this call's responses, for its own redirect hops only
     target = first
@@ -424,34 +577,39 @@ async def http_request(ctx: ActionContext, args: RequestInput) -> ActionOutput:
         headers.update(user_headers if (target.scheme, target.host, target.port) == origin else {
             k: v for k, v in user_headers.items() if not _SENSITIVE_HEADER.search(k)
         })
-        headers.update(svc.auth_headers(target))
-        response, body, truncated = await _send(ctx, transport, method, url, headers, content, cookies, deadline,
-                                                timeout_s, policy.max_response_bytes)
-        hdrs = _plain_headers(response)
+        auth = svc.auth_headers(target)
+        if auth:
+            headers.update(auth)
+        if cookies:
+            _add_cookie_header(headers, cookies, method, url)
+        reply = await _send(ctx, client, method, url, target, headers, content, deadline, timeout_s, cap)
+        hdrs = _plain_headers(reply.raw_headers)
         if "set-cookie" in hdrs:
             cookies = cookies if cookies is not None else httpx.Cookies()
-            cookies.extract_cookies(response)  # domain/path rules of RFC 6265 decide what goes where
-        if response.status_code in _REDIRECTS and "location" in hdrs:
+            # domain/path rules of RFC 6265 decide what goes where
+            cookies.extract_cookies(httpx.Response(reply.status, headers=reply.raw_headers,
+                                                   request=httpx.Request(method, _parse_url(url))))
+        if reply.status in _REDIRECTS and "location" in hdrs:
             if len(redirects) >= policy.max_redirects:
                 raise ActionError("failed", f"more than {policy.max_redirects} redirects (policy.http.max_redirects)",
                                   rule="policy.http.max_redirects",
                                   data={"redirects": redirects})
             next_url = urljoin(url, hdrs["location"])
-            redirects.append({"status": response.status_code, "from": url, "to": next_url})
+            redirects.append({"status": reply.status, "from": url, "to": next_url})
             try:
                 target = guard.check_target(next_url)
             except ActionError as exc:
                 exc.message = f"redirect to {next_url} refused: {exc.message}"
                 exc.data = {"redirects": redirects}
                 raise
-            if response.status_code == 303 or (response.status_code in (301, 302) and method == "POST"):
+            if reply.status == 303 or (reply.status in (301, 302) and method == "POST"):
                 method = "GET" if method != "HEAD" else "HEAD"  # RFC 9110 15.4; browsers do the same
                 content = None
                 user_headers = {k: v for k, v in user_headers.items() if k.lower() != "content-type"}
             url = next_url
             continue
         if (
-            response.status_code in _RETRY_STATUS and method in _IDEMPOTENT and attempt < ctx.settings.http.retries
+            reply.status in _RETRY_STATUS and method in _IDEMPOTENT and attempt < ctx.settings.http.retries
         ):
             wait = _retry_after(hdrs)
             wait = min(_MAX_RETRY_WAIT_S, wait if wait is not None else 0.2 * 2**attempt)
@@ -461,65 +619,56 @@ async def http_request(ctx: ActionContext, args: RequestInput) -> ActionOutput:
                 continue
         break
     elapsed_ms = round((time.monotonic() - started) * 1000, 1)
-    cap = policy.max_response_bytes
-    if len(body) > _RENDER_IN_THREAD_BYTES:
-        return await asyncio.to_thread(_result, response, hdrs, body, truncated, redirects, cap, args.method,
-                                       elapsed_ms, attempt)
-    return _result(response, hdrs, body, truncated, redirects, cap, args.method, elapsed_ms, attempt)
+    if len(reply.body) > _RENDER_IN_THREAD_BYTES:
+        return await asyncio.to_thread(_result, reply, url, hdrs, redirects, cap, args.method, elapsed_ms, attempt)
+    return _result(reply, url, hdrs, redirects, cap, args.method, elapsed_ms, attempt)
+
+
+def _add_cookie_header(headers: CIMultiDict[str], cookies: httpx.Cookies, method: str, url: str) -> None:
+    """The cookies this call's earlier hops set that RFC 6265 sends to ``url`` (a caller's own Cookie wins)."""
+    if "Cookie" in headers:
+        return
+    probe = httpx.Request(method, _parse_url(url))
+    cookies.set_cookie_header(probe)
+    if "cookie" in probe.headers:
+        headers["Cookie"] = probe.headers["cookie"]
 
 
 async def _send(
-    ctx: ActionContext, transport: httpx.AsyncBaseTransport, method: str, url: str, headers: httpx.Headers,
-    content: bytes | None, cookies: httpx.Cookies | None, deadline: float, timeout_s: float, cap: int,
-) -> tuple[httpx.Response, bytes, bool]:
+    ctx: ActionContext, client: _Client, method: str, url: str, target: Target, headers: CIMultiDict[str],
+    content: bytes | None, deadline: float, timeout_s: float, cap: int,
+) -> _Reply:
     """One request (plus connect retries), read up to ``cap`` bytes, all within ``deadline``."""
+    try:
+        _parse_url(url)  # one URL grammar (httpx's, cached) for both layers, as check_target's companion
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise ActionError("invalid_input", f"invalid URL {url!r}: {exc}") from None
     attempt = 0
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise ActionError("timeout", f"no response within {timeout_s:g} s", retryable=True)
-        try:
-            request = httpx.Request(method, _parse_url(url), headers=headers, content=content,
-                                    extensions={"timeout": httpx.Timeout(remaining).as_dict()})
-        except (httpx.InvalidURL, ValueError) as exc:
-            raise ActionError("invalid_input", f"invalid URL {url!r}: {exc}") from None
-        if cookies:
-            cookies.set_cookie_header(request)
         attributes: dict[str, Any] = {
             "http.request.method": method,
             "url.full": ctx.redactor.text(url.split("?", 1)[0]),  # query strings often carry keys
-            "server.address": request.url.host,
-            "server.port": request.url.port or (443 if request.url.scheme == "https" else 80),
+            "server.address": target.host,
+            "server.port": target.port,
         }
         if attempt:
             attributes["http.request.resend_count"] = attempt
-        with ctx.tracer.start_as_current_span(f"HTTP {method}", kind=SpanKind.CLIENT, attributes=attributes) as span:
+        # A child of the call's span (the current one); nothing nests under it, so it is not made current.
+        span = ctx.tracer.start_span(f"HTTP {method}", kind=SpanKind.CLIENT, attributes=attributes)
+        try:
             try:
                 # The whole exchange, body included, ends at the deadline (a slow drip cannot stretch it).
                 async with asyncio.timeout(remaining):
-                    response = await transport.handle_async_request(request)
-                    response.request = request
-                    try:
-                        chunks, size, truncated = [], 0, False
-                        async for chunk in response.aiter_bytes():
-                            chunks.append(chunk)
-                            size += len(chunk)
-                            if size > cap:
-                                truncated = True  # stop reading: the rest never leaves the socket buffer
-                                break
-                    finally:
-                        await response.aclose()
-                span.set_attribute("http.response.status_code", response.status_code)
-                if response.status_code >= 500:
-                    span.set_status(Status(StatusCode.ERROR))
-                    span.set_attribute("error.type", str(response.status_code))
-                return response, b"".join(chunks)[:cap], truncated
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                    reply = await client.exchange(method, url, headers, content, cap, remaining)
+            except _ConnectFailed as exc:
+                span.set_status(Status(StatusCode.ERROR, "ConnectError"))
                 tls = _tls_failure(exc)
-                span.set_attribute("error.type", "tls" if tls else type(exc).__name__)
+                span.set_attribute("error.type", "tls" if tls else "ConnectError")
                 if tls:  # retrying cannot fix a certificate
-                    raise ActionError("failed", f"TLS verification failed for {request.url.host}: {tls}",
+                    raise ActionError("failed", f"TLS verification failed for {target.host}: {tls}",
                                       hint="The server's certificate is not valid for this host name.") from None
                 wait = 0.2 * 2**attempt
                 if (method in _IDEMPOTENT and attempt < ctx.settings.http.retries
@@ -527,44 +676,64 @@ async def _send(
                     attempt += 1
                     await asyncio.sleep(wait)
                     continue
-                raise ActionError("unavailable", f"cannot connect to {httpx.URL(url).host}: {exc or type(exc).__name__}",
-                                  retryable=True) from None
-            except (httpx.TimeoutException, TimeoutError) as exc:
+                raise ActionError("unavailable", f"cannot connect to {target.host}: {exc}", retryable=True) from None
+            except TimeoutError as exc:
                 span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
                 span.set_attribute("error.type", "timeout")
                 raise ActionError("timeout", f"{method} {url} did not complete within {timeout_s:g} s",
                                   retryable=True) from None
-            except (httpx.HTTPError, httpx.InvalidURL) as exc:
-                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-                span.set_attribute("error.type", type(exc).__name__)
-                raise ActionError("failed", f"{method} {url} failed: {type(exc).__name__}: {exc}", retryable=True) from None
+            except _ExchangeFailed as exc:
+                cause = exc.__cause__
+                span.set_status(Status(StatusCode.ERROR, type(cause or exc).__name__))
+                span.set_attribute("error.type", type(cause or exc).__name__)
+                if _is_invalid_url(cause):
+                    raise ActionError("invalid_input", f"invalid URL {url!r}: {cause}") from None
+                raise ActionError("failed", f"{method} {url} failed: {exc}", retryable=True) from None
+            span.set_attribute("http.response.status_code", reply.status)
+            if reply.status >= 500:
+                span.set_status(Status(StatusCode.ERROR))
+                span.set_attribute("error.type", str(reply.status))
+            return reply
+        finally:
+            span.end()
+
+
+def _is_invalid_url(exc: BaseException | None) -> bool:
+    if isinstance(exc, httpx.InvalidURL | httpx.UnsupportedProtocol):
+        return True
+    try:
+        import aiohttp
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(exc, aiohttp.InvalidURL)
 
 
 def _result(
-    response: httpx.Response, headers: dict[str, str], body: bytes, truncated: bool, redirects: list[dict[str, Any]],
-    cap: int, method: str, elapsed_ms: float, retries: int,
+    reply: _Reply, url: str, headers: dict[str, str], redirects: list[dict[str, Any]], cap: int, method: str,
+    elapsed_ms: float, retries: int,
 ) -> ActionOutput:
+    body = reply.body
     ctype = headers.get("content-type", "")
     mime = ctype.split(";", 1)[0].strip().lower()
     charset = _CHARSET.search(ctype)
-    text, parsed = _render(body, mime, charset.group(1) if charset else "utf-8", truncated)
-    url = str(response.url)
-    lines = [f"HTTP {response.status_code} {response.reason_phrase}  {method} {url}"]
+    text, parsed = _render(body, mime, charset.group(1) if charset else "utf-8", reply.truncated)
+    url = str(_parse_url(url))
+    lines = [f"HTTP {reply.status} {reply.reason}  {method} {url}"]
     if redirects:
         lines.append(f"(after {len(redirects)} redirect(s) from {redirects[0]['from']})")
     lines += [f"{h}: {headers[h]}" for h in _SHOWN_HEADERS if h in headers]
-    if truncated:
+    if reply.truncated:
         lines.append(f"[response truncated at {cap} bytes (policy.http.max_response_bytes); the rest was not read]")
     lines.append("")
     lines.append(text)
     data: dict[str, Any] = {
-        "status": response.status_code,
-        "reason": response.reason_phrase,
+        "status": reply.status,
+        "reason": reply.reason,
         "url": url,
         "headers": {k: v for k, v in headers.items() if k != "set-cookie"},
         "redirects": redirects,
         "bytes": len(body),
-        "truncated": truncated,
+        "truncated": reply.truncated,
         "content_type": mime,
         "elapsed_ms": elapsed_ms,
         "retries": retries,
