@@ -124,7 +124,7 @@ def _real_model() -> str | None:
 
 @pytest.mark.real_model
 @pytest.mark.skipif(not (os.environ.get("OPENAI_API_KEY") or os.environ.get("ANTHROPIC_API_KEY")),
-                    reason="needs OPENAI_API_KEY or ANTHROPIC_API_KEY (a hosted model: the real-model tests are the only ones that may skip)")
+                    reason="needs OPENAI_API_KEY or ANTHROPIC_API_KEY (real-model tests are the only ones that may skip)")
 def test_office_task_with_a_real_model(office_world, captured_spans, tmp_path) -> None:
     """The same task, decided by a hosted model (AGENT_LEGS_TEST_MODEL=provider:name picks one)."""
     from langchain.chat_models import init_chat_model
