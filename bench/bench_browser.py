@@ -1,12 +1,16 @@
-"""browser.navigate + browser.content on a local 50 KB page against raw Playwright and the peers' tools.
+"""browser.* on a local 50 KB page against raw Playwright and the peers' tools.
 
-Same run, same Chromium build and flags, alternating rounds:
+Same run, same Chromium build and flags, alternating rounds; two scenarios:
 
-* ``agent_legs``: ``browser.navigate`` then ``browser.content`` through ``Legs.arun`` (policy, egress proxy
-  in front of every request, spans, action log, markdown with form fields);
-* ``raw_playwright``: ``page.goto`` + ``page.inner_text("body")`` on a plain context (no proxy, no policy);
-* ``langchain``: LangChain's ``PlayWrightBrowserToolkit`` tools ``navigate_browser`` + ``extract_text``;
-* ``llama_index``: llama-index-tools-playwright's ``navigate_to`` + ``extract_text``.
+* **navigate + read** (``navigate_plus_content``): ``agent_legs`` = ``browser.navigate`` then ``browser.content``
+  through ``Legs.arun`` (policy, egress proxy with its per-session credential in front of every request, spans,
+  action log, markdown with form fields); ``raw_playwright`` = ``page.goto`` + ``page.inner_text("body")`` on a
+  plain context (no proxy, no policy); ``langchain`` = ``PlayWrightBrowserToolkit``'s ``navigate_browser`` +
+  ``extract_text``; ``llama_index`` = llama-index-tools-playwright's ``navigate_to`` + ``extract_text``.
+* **click + read** (``click_plus_content``): a link to the twin 50 KB page. ``browser.click`` +
+  ``browser.content``; raw ``page.click`` + ``wait_for_load_state`` + ``inner_text``; the peers' click tools
+  (``click_element`` / ``click``), which do not wait for the new page, plus ``wait_for_load_state`` (what a
+  caller must add to read the right page) and ``extract_text``.
 
 Also reported: whether each one lets a page reach another port on 127.0.0.1 (a probe page with an image
 from a second server), and memory per session (Chromium PSS + our process RSS, per open session).
@@ -35,7 +39,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SESSIONS_FOR_MEMORY = 8
 
 
-def _page_50kb() -> bytes:
+def _page_50kb(nxt: str = "/page2") -> bytes:
     items = "".join(
         f"<article><h2>Product {i}</h2><p>Product {i} is a durable item with a <b>two-year warranty</b>, made from "
         f"recycled materials and tested in the field. <a href='/product/{i}'>Details</a> · "
@@ -47,7 +51,8 @@ def _page_50kb() -> bytes:
         "article{margin:1em 0}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}</style>"
         "</head><body><header><nav><a href='/'>Home</a> <a href='/catalogue'>Catalogue</a> <a href='/about'>About</a>"
         "</nav></header><main><h1>Catalogue</h1><form action='/search'><label for='q'>Search</label>"
-        "<input id='q' name='q'><button>Go</button></form>" + items + "</main><footer>© Shop</footer></body></html>")
+        f"<input id='q' name='q'><button>Go</button></form><p><a id='next' href='{nxt}'>Next page</a></p>"
+        + items + "</main><footer>© Shop</footer></body></html>")
     return html.encode()
 
 
@@ -55,11 +60,11 @@ def _serve(port_queue: Any) -> None:
     """The site (and a second 'other port' server that counts probe hits) in their own process."""
     from aiohttp import web
 
-    page = _page_50kb()
+    pages = {"/page": _page_50kb("/page2"), "/page2": _page_50kb("/page")}
     hits: dict[str, int] = {}
 
     async def handle(request: web.Request) -> web.Response:
-        return web.Response(body=page, content_type="text/html", charset="utf-8")
+        return web.Response(body=pages[request.path], content_type="text/html", charset="utf-8")
 
     async def probe(request: web.Request) -> web.Response:
         tool = request.query.get("tool", "?")
@@ -86,6 +91,7 @@ def _serve(port_queue: Any) -> None:
         other_port = other_site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         app = web.Application()
         app.router.add_get("/page", handle)
+        app.router.add_get("/page2", handle)
         app.router.add_get("/probe", probe)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
@@ -141,10 +147,10 @@ def _rss_kb() -> int:
 
 
 async def _alternate(cases: dict[str, Callable[[], Awaitable[Any]]], iterations: int,
-                     rounds: int = 5) -> dict[str, dict[str, float]]:
+                     rounds: int = 5, warmup: int = 5) -> dict[str, dict[str, float]]:
     samples: dict[str, list[float]] = {k: [] for k in cases}
     for fn in cases.values():  # warm: browsers launched, contexts open, caches hot
-        for _ in range(5):
+        for _ in range(warmup):
             await fn()
     per_round = max(1, iterations // rounds)
     for _ in range(rounds):
@@ -156,21 +162,23 @@ async def _alternate(cases: dict[str, Callable[[], Awaitable[Any]]], iterations:
     return {k: summarize(v) for k, v in samples.items()}
 
 
-async def _bench(legs: Legs, url: str, probe: str, iterations: int) -> dict[str, Any]:
+async def _bench(legs: Legs, url: str, probe: str, iterations: int, smoke: bool) -> dict[str, Any]:
     from langchain_community.agent_toolkits import PlayWrightBrowserToolkit
+    from langchain_community.tools.playwright.utils import aget_current_page
     from llama_index.tools.playwright import PlaywrightToolSpec
     from playwright.async_api import async_playwright
 
     from agent_legs.actions._browser import CHROMIUM_ARGS
 
     args = [*CHROMIUM_ARGS, *(["--no-sandbox"] if os.geteuid() == 0 else [])]
+    warmup, rounds = (1, 2) if smoke else (5, 5)
     async with async_playwright() as pw:
         # each peer gets its own browser, launched the same way as ours
         raw_browser, lc_browser, li_browser = [
             await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=args) for _ in range(3)]
         raw_page = await (await raw_browser.new_context()).new_page()
         tools = {t.name: t for t in PlayWrightBrowserToolkit.from_browser(async_browser=lc_browser).get_tools()}
-        lc_nav, lc_text = tools["navigate_browser"], tools["extract_text"]
+        lc_nav, lc_text, lc_click = tools["navigate_browser"], tools["extract_text"], tools["click_element"]
         li = PlaywrightToolSpec.from_async_browser(li_browser)
         sizes: dict[str, int] = {}
 
@@ -193,7 +201,31 @@ async def _bench(legs: Legs, url: str, probe: str, iterations: int) -> dict[str,
             sizes["llama_index"] = len(await li.extract_text())
 
         cases = {"agent_legs": agent_legs, "raw_playwright": raw, "langchain": langchain, "llama_index": llama_index}
-        timings = await _alternate(cases, iterations)
+        navigate = await _alternate(cases, iterations, rounds, warmup)
+
+        async def agent_legs_click() -> None:
+            r = await legs.arun("browser.click", {"selector": "#next"})
+            c = await legs.arun("browser.content", {})
+            assert r.ok and c.ok and "Catalogue" in c.output, (r.output, c.output)
+
+        async def raw_click() -> None:
+            await raw_page.click("#next")
+            await raw_page.wait_for_load_state("load")
+            assert "Catalogue" in await raw_page.inner_text("body")
+
+        async def langchain_click() -> None:
+            await lc_click.arun({"selector": "#next"})
+            await (await aget_current_page(lc_browser)).wait_for_load_state("load")
+            assert "Catalogue" in await lc_text.arun({})
+
+        async def llama_index_click() -> None:
+            await li.click("#next")
+            await (await li._aget_current_page(li_browser)).wait_for_load_state("load")
+            assert "Catalogue" in await li.extract_text()
+
+        clicks = {"agent_legs": agent_legs_click, "raw_playwright": raw_click, "langchain": langchain_click,
+                  "llama_index": llama_index_click}
+        click = await _alternate(clicks, iterations, rounds, warmup)
 
         # does a page reach another port on 127.0.0.1?
         await legs.arun("browser.navigate", {"url": f"{probe}?tool=agent_legs"})
@@ -202,27 +234,29 @@ async def _bench(legs: Legs, url: str, probe: str, iterations: int) -> dict[str,
         await li.navigate_to(f"{probe}?tool=llama_index")
         for b in (raw_browser, lc_browser, li_browser):
             await b.close()
-    return {"timings": timings, "output_chars": sizes}
+    return {"timings": navigate, "click": click, "output_chars": sizes}
 
 
-async def _memory(legs: Legs, url: str) -> dict[str, Any]:
+async def _memory(legs: Legs, url: str, sessions: int) -> dict[str, Any]:
     """Chromium PSS and our RSS added per open session (each with its context, tab and egress proxy)."""
     await legs.arun("browser.navigate", {"url": url}, session="mem-0")
     await asyncio.sleep(0.5)
     chromium0, rss0 = _pss_kb(_chromium_pids()), _rss_kb()
-    for i in range(1, SESSIONS_FOR_MEMORY + 1):
+    for i in range(1, sessions + 1):
         r = await legs.arun("browser.navigate", {"url": url}, session=f"mem-{i}")
         assert r.ok, r.output
     await asyncio.sleep(0.5)
     chromium1, rss1 = _pss_kb(_chromium_pids()), _rss_kb()
-    n = SESSIONS_FOR_MEMORY
+    n = sessions
     return {"sessions": n, "chromium_pss_mb_per_session": round((chromium1 - chromium0) / n / 1024, 1),
             "python_rss_mb_per_session": round((rss1 - rss0) / n / 1024, 2),
             "chromium_pss_mb_total": round(chromium1 / 1024, 1)}
 
 
-def run(iterations: int) -> dict[str, Any]:
-    iterations = max(10, min(iterations, 200))  # a page load is ~10^4 times a files.read: cap the run
+def run(iterations: int, smoke: bool = False) -> dict[str, Any]:
+    smoke = smoke or iterations <= 20
+    # a page load is ~10^4 times a files.read: cap the run (a smoke run only checks the harness)
+    iterations = 6 if smoke else max(10, min(iterations, 120))
     queue: Any = multiprocessing.get_context("fork").Queue()
     proc = multiprocessing.get_context("fork").Process(target=_serve, args=(queue,), daemon=True)
     proc.start()
@@ -234,8 +268,8 @@ def run(iterations: int) -> dict[str, Any]:
             policy={"network": {"allow_hosts": [f"127.0.0.1:{port}"]}},
         ) as legs:
             async def main() -> dict[str, Any]:
-                out = await _bench(legs, url, probe, iterations)
-                out["memory"] = await _memory(legs, url)
+                out = await _bench(legs, url, probe, iterations, smoke)
+                out["memory"] = await _memory(legs, url, 3 if smoke else SESSIONS_FOR_MEMORY)
                 return out
 
             out = asyncio.run(main())
@@ -243,8 +277,8 @@ def run(iterations: int) -> dict[str, Any]:
             hits = json.loads(resp.read())
     finally:
         proc.kill()
-    t = out["timings"]
-    ours = t["agent_legs"]
+    t, c = out["timings"], out["click"]
+    ours, ours_c = t["agent_legs"], c["agent_legs"]
     return {
         "page_bytes": len(_page_50kb()),
         "iterations": iterations,
@@ -252,6 +286,10 @@ def run(iterations: int) -> dict[str, Any]:
         "ratio_p50_vs_raw_playwright": ratio(ours, t["raw_playwright"]),
         "ratio_p50_vs_langchain": ratio(ours, t["langchain"]),
         "ratio_p50_vs_llama_index": ratio(ours, t["llama_index"]),
+        "click_plus_content": c,
+        "click_ratio_p50_vs_raw_playwright": ratio(ours_c, c["raw_playwright"]),
+        "click_ratio_p50_vs_langchain": ratio(ours_c, c["langchain"]),
+        "click_ratio_p50_vs_llama_index": ratio(ours_c, c["llama_index"]),
         "target": "agent_legs <= 1.1x raw Playwright and no slower than either peer, every request policed",
         "output_chars": out["output_chars"],
         "reaches_other_loopback_port": {tool: hits.get(tool, 0) > 0
@@ -259,4 +297,6 @@ def run(iterations: int) -> dict[str, Any]:
         "memory": out["memory"],
         "p50_ms": {k: round(v["p50_us"] / 1000, 2) for k, v in t.items()},
         "p95_ms": {k: round(v["p95_us"] / 1000, 2) for k, v in t.items()},
+        "click_p50_ms": {k: round(v["p50_us"] / 1000, 2) for k, v in c.items()},
+        "click_p95_ms": {k: round(v["p95_us"] / 1000, 2) for k, v in c.items()},
     }

@@ -6,12 +6,9 @@ The blocked cases (denied hosts, schemes, page-initiated requests) are in test_b
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -25,14 +22,31 @@ from agent_legs_testing._net import free_port
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
-def chromium_pids() -> set[int]:
-    """Chromium processes (the browser and its children), by executable name."""
-    out = set()
+def descendants(root: int) -> set[int]:
+    children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if "chrom" in (entry / "comm").read_text():
-                    out.add(int(entry.name))
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.add(child)
+            todo.append(child)
+    return out
+
+
+def chromium_pids(root: int | None = None) -> set[int]:
+    """Chromium processes started by this test process (or by ``root``), by executable name.
+
+    Only descendants: other Chromiums on the machine (a CI run next to us) are none of our business.
+    """
+    out = set()
+    for pid in descendants(root or os.getpid()):
+        with contextlib.suppress(OSError):
+            if "chrom" in Path(f"/proc/{pid}/comm").read_text():
+                out.add(pid)
     return out
 
 
@@ -361,105 +375,4 @@ def test_crashed_browser_is_relaunched_and_says_what_was_lost(dirs, website) -> 
         r = nav(legs, website.site.url("/about"))
         assert r.ok and "events" not in r.data  # said once
 
-
-# -- remote browsers ---------------------------------------------------------------------------------------
-def _start_server(args: list[str], port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([sys.executable, "-m", "playwright", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 30
-    import socket
-
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return proc
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)
-    out = proc.stdout.read().decode() if proc.poll() is not None and proc.stdout else ""
-    proc.kill()
-    component_missing("Playwright server", f"did not listen on {port}: {out[-500:]}",
-                      "pip install playwright (its driver ships the server)")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(10)
-
-
-def _remote_roundtrip(legs, website) -> None:
-    r = nav(legs, website.site.url("/form"))
-    assert r.ok and "`#name`" in r.output
-    r = legs.run("browser.fill", {"selector": "#name", "value": "Remote", "submit": True})
-    assert r.ok and "name=Remote" in r.output
-    r = nav(legs, website.site.url("/embeds"))  # the remote browser is policed by our proxy too
-    assert r.ok and r.data["blocked_requests"] and website.other.requests == []
-    r = legs.run("browser.screenshot", {})
-    assert r.ok and r.artifacts
-
-
-def test_remote_playwright_run_server(dirs, website) -> None:
-    """`playwright run-server --unsafe` launches Chromium with the launch options we send (our hardening flags)."""
-    ws, st = dirs
-    port = free_port()
-    proc = _start_server(["run-server", "--host", "127.0.0.1", "--port", str(port), "--unsafe"], port)
-    try:
-        with Legs(workspace=ws, state_dir=st, policy=website.policy(),
-                  settings={"browser": {"ws_endpoint": f"ws://127.0.0.1:{port}/", "executable_path": CHROMIUM}}) as legs:
-            _remote_roundtrip(legs, website)
-            cmdlines = [(Path("/proc") / str(pid) / "cmdline").read_bytes() for pid in chromium_pids()
-                        if (Path("/proc") / str(pid)).exists()]
-            assert any(b"disable_non_proxied_udp" in c for c in cmdlines)
-            nav(legs, website.site.url("/files"))
-            r = legs.run("browser.click", {"selector": "#dl"})  # downloads stream back from the server
-            assert r.artifacts and (ws / r.artifacts[0].path).read_bytes() == b"a,b\n1,2\n"
-    finally:
-        _stop(proc)
-
-
-def test_remote_chromium_over_cdp(dirs, website, tmp_path) -> None:
-    ws, st = dirs
-    port = free_port()
-    from agent_legs.actions._browser import CHROMIUM_ARGS
-
-    args = [CHROMIUM, "--headless=new", f"--remote-debugging-port={port}", "--remote-debugging-address=127.0.0.1",
-            f"--user-data-dir={tmp_path / 'profile'}", *CHROMIUM_ARGS, "about:blank"]
-    if os.geteuid() == 0:
-        args.append("--no-sandbox")
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        import socket
-
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.1)
-        else:
-            component_missing("Chromium (CDP)", "the debugging port did not open", "apt-get install -y chromium")
-        with Legs(workspace=ws, state_dir=st, policy=website.policy(),
-                  settings={"browser": {"cdp_url": f"http://127.0.0.1:{port}"}}) as legs:
-            _remote_roundtrip(legs, website)
-        assert proc.poll() is None  # disconnecting leaves the user's browser running
-    finally:
-        _stop(proc)
-
-
-def test_remote_playwright_launch_server(dirs, website, tmp_path) -> None:
-    """A browser server pre-launched by its operator with the hardening flags (`playwright launch-server`)."""
-    ws, st = dirs
-    port = free_port()
-    from agent_legs.actions._browser import CHROMIUM_ARGS
-
-    config = tmp_path / "server.json"
-    config.write_text(json.dumps({"executablePath": CHROMIUM, "host": "127.0.0.1", "port": port, "wsPath": "/pw",
-                                  "args": [*CHROMIUM_ARGS, *(["--no-sandbox"] if os.geteuid() == 0 else [])]}))
-    proc = _start_server(["launch-server", "--browser", "chromium", "--config", str(config)], port)
-    try:
-        with Legs(workspace=ws, state_dir=st, policy=website.policy(),
-                  settings={"browser": {"ws_endpoint": f"ws://127.0.0.1:{port}/pw"}}) as legs:
-            _remote_roundtrip(legs, website)
-    finally:
-        _stop(proc)
+# Remote browsers (Playwright server, CDP) and the proxy's credential and address: test_browser_remote.py

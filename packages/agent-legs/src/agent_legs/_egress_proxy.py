@@ -12,6 +12,11 @@ code sandbox (served on a unix socket). What it enforces:
   header is rewritten from the checked URL (no domain fronting), and an upstream connection is only
   reused for the same checked host and port.
 
+* With ``credentials`` set (the browser's proxies always are: a random user and password per session),
+  a client connection must present them (``Proxy-Authorization: Basic``) before anything is checked or
+  forwarded; without them it gets ``407``. The proxy is then no open proxy for whoever else can reach
+  its address (other local users, or the network when it listens for a remote browser).
+
 Denied requests get ``403`` with ``X-Agent-Legs-Denied: <rule>`` and are recorded in ``denied``.
 Cost per plain request is tens of microseconds of parsing plus the guard's rule check.
 """
@@ -19,7 +24,9 @@ Cost per plain request is tens of microseconds of parsing plus the guard's rule 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hmac
 import logging
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -158,6 +165,10 @@ class EgressProxy:
     connect_timeout_s: float = 10.0
     checked: int = 0
     """Requests and tunnels the guard was asked about (allowed or denied)."""
+    credentials: tuple[str, str] | None = None
+    """``(username, password)`` a client connection must present before it is served."""
+    refused_unauthenticated: int = 0
+    """Requests answered ``407`` for lacking the credentials."""
 
     @property
     def url(self) -> str:
@@ -203,8 +214,15 @@ class EgressProxy:
             with contextlib.suppress(Exception):
                 writer.close()
 
+    def _authorized(self, head: _Head) -> bool:
+        assert self.credentials is not None
+        expected = b"basic " + base64.b64encode(":".join(self.credentials).encode())
+        return any(hmac.compare_digest(v.strip().lower()[:6] + v.strip()[6:], expected)
+                   for v in head.get(b"proxy-authorization"))
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                      upstream: list[_Upstream]) -> None:
+        authenticated = self.credentials is None
         while True:
             try:
                 raw = await reader.readuntil(b"\r\n\r\n")
@@ -212,6 +230,12 @@ class EgressProxy:
                 return  # the client closed between requests
             head = _parse_head(raw)
             method, target, version = (p.decode("latin-1") for p in head.first)
+            # Authenticated per client connection: later requests on it come from the same client.
+            if not authenticated and not (authenticated := self._authorized(head)):
+                self.refused_unauthenticated += 1
+                await _reply(writer, 407, "proxy authentication required",
+                             {"Proxy-Authenticate": 'Basic realm="agent-legs"'})
+                return
             self.checked += 1
             if method.upper() == "CONNECT":
                 await self._tunnel(reader, writer, target, upstream)
@@ -382,7 +406,7 @@ class EgressProxy:
 
 async def _reply(writer: asyncio.StreamWriter, status: int, text: str, headers: dict[str, str] | None = None) -> None:
     body = text.encode()
-    reason = {400: "Bad Request", 403: "Forbidden", 502: "Bad Gateway"}.get(status, "Error")
+    reason = {400: "Bad Request", 403: "Forbidden", 407: "Proxy Authentication Required", 502: "Bad Gateway"}.get(status, "Error")
     extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
     writer.write(f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
                  f"Content-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n".encode() + body)

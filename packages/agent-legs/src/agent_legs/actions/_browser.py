@@ -6,6 +6,12 @@ resolves nothing itself, and denials are attributed to the session). Top-level n
 refused before ``goto`` (the proxy never sees them); service workers are blocked; WebRTC may not
 leave outside the proxy. Pages are read as markdown with the form fields and selectors the model
 can use.
+
+Each proxy answers only its own session's browser context: a random user and password per session
+(Playwright's proxy credentials), ``407`` for anyone else. It listens on ``settings.browser.proxy_bind``
+(127.0.0.1 by default; another address only for a browser on another host). A remote browser
+(``ws_endpoint``/``cdp_url``) is used only if its command line carries the WebRTC flags, the one channel
+the proxy cannot see. Uploads are read from the workspace (its checks) and handed over as bytes.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ CHROMIUM_ARGS = [
     "--disable-domain-reliability", "--no-pings",
     "--disable-breakpad", "--disable-crash-reporter",  # crash dumps hold page memory: none written under $HOME
 ]
+_REQUIRED_REMOTE_FLAGS = ("--webrtc-ip-handling-policy=disable_non_proxied_udp", "--force-webrtc-ip-handling-policy")
 _SYSTEM_CHROMIUMS = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome",
                      "/usr/bin/google-chrome-stable")
 _UNAVAILABLE_HINT = ("Install Chromium (apt-get install -y chromium), set settings.browser.executable_path, or point "
@@ -98,6 +105,9 @@ _READ_JS = r"""([sel, fmt]) => {
   return {url: location.href, title: document.title, base: document.baseURI, main, fields, links: document.links.length,
           html: scope && fmt !== 'text' ? scope.outerHTML : '', text: scope && fmt === 'text' ? scope.innerText : ''};
 }"""
+_CLICK_PROBE_JS = ("e => ({visible: !!(e.offsetWidth || e.offsetHeight || e.getClientRects().length) && "
+                   "getComputedStyle(e).visibility !== 'hidden', navigates: !!(e.closest('a[href], area[href]') || "
+                   "(e.form && e.closest('button, input[type=submit], input[type=image]')))})")
 _LINKS_JS = ("() => Array.from(document.querySelectorAll('a[href]')).slice(0, 500)"
              ".map(a => [(a.innerText || a.title || '').trim().replace(/\\s+/g, ' ').slice(0, 120), a.href])")
 
@@ -155,6 +165,7 @@ class _Session:
     refused: set[Any] = field(default_factory=set)  # downloads cancelled for being too large
     md_cache: tuple[str, str, str] | None = None  # (base, html, markdown) of the last conversion
     opening: bool = False
+    commits: int = 0  # main-frame navigations committed (how a click knows the page it started has arrived)
     recent_denials: collections.deque[Denial] = field(default_factory=lambda: collections.deque(maxlen=200))
     saved_state: str | None = None  # the profile's last written storage state (skip identical writes)
 
@@ -167,6 +178,14 @@ def _find_chromium(configured: str | None) -> str | None:
         if os.path.exists(candidate):
             return candidate
     return shutil.which("chromium")
+
+
+def _proxy_host(host: str) -> str:
+    """The proxies' address as the browser dials it (``settings.browser.proxy_host``, else the bind address)."""
+    if host in ("0.0.0.0", "::", ""):
+        raise ActionError("invalid_input", f"settings.browser.proxy_bind is {host or 'empty'!r}: set "
+                          "settings.browser.proxy_host to the address the browser reaches this machine at")
+    return f"[{host}]" if ":" in host else host
 
 
 def _profile_name(template: str, session: str) -> str:
@@ -227,7 +246,59 @@ class BrowserService(Service):
                 raise ActionError("unavailable", f"cannot start or reach a browser: {first}", retryable=True,
                                   hint=_UNAVAILABLE_HINT) from None
             span.set_attribute("browser.version", self.browser.version)
+            if self.remote:
+                await self._check_remote_flags()
         self.browser.on("disconnected", lambda _: self._on_disconnect())
+
+    async def _check_remote_flags(self) -> None:
+        """A browser we did not launch must run with the flags that keep WebRTC UDP inside the proxy.
+
+        A Playwright server drops client launch args unless started with ``--unsafe``, and a CDP browser has
+        whatever its owner gave it: without these flags a page could send UDP around the egress guard.
+        """
+        flags = ", ".join(_REQUIRED_REMOTE_FLAGS)
+        try:
+            argv = await self._remote_argv()
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            problem = f"its command line cannot be read ({first})"
+        else:
+            missing = [f for f in _REQUIRED_REMOTE_FLAGS if f not in argv]
+            if not missing:
+                return
+            problem = f"it runs without {', '.join(missing)}"
+        with contextlib.suppress(Exception):
+            await self.browser.close()
+        self.browser = None
+        raise ActionError("unavailable", f"the remote browser is refused: {problem}; without these flags WebRTC "
+                          "could send UDP around the egress guard",
+                          hint=f"Start the browser with {flags} and --enable-automation (which lets us check them); "
+                          "a Playwright server applies our flags when started with `run-server --unsafe`, or "
+                          "pre-launch them with `launch-server --config` (args).")
+
+    async def _remote_argv(self) -> list[str]:
+        """The remote browser's command line: over CDP when it allows (``--enable-automation``), else from
+        chrome://version in a throwaway context whose proxy leads nowhere (it loads nothing from the network)."""
+        with contextlib.suppress(Exception):
+            cdp = await self.browser.new_browser_cdp_session()
+            try:
+                line = await cdp.send("Browser.getBrowserCommandLine")
+                return [str(a) for a in line.get("arguments", [])]
+            finally:
+                with contextlib.suppress(Exception):
+                    await cdp.detach()
+        context = await self.browser.new_context(proxy={"server": "http://127.0.0.1:9", "bypass": "<-loopback>"},
+                                                 service_workers="block")
+        try:
+            page = await context.new_page()
+            await page.goto("chrome://version", timeout=15_000)
+            text = await page.evaluate("() => (document.querySelector('#command_line') || {}).innerText || ''")
+        finally:
+            with contextlib.suppress(Exception):
+                await context.close()
+        if not text:
+            raise RuntimeError("chrome://version shows no command line")
+        return str(text).split()
 
     def _executable(self) -> str:
         configured = self.runtime.settings.browser.executable_path
@@ -294,7 +365,13 @@ class BrowserService(Service):
 
     async def _new_session(self, name: str) -> _Session:
         with self.runtime.tracer.start_as_current_span("browser new context") as span:
-            proxy = await EgressProxy(self.runtime.egress).start()
+            settings = self.runtime.settings.browser
+            # A random credential per session: whoever else reaches the proxy's address (other local users,
+            # other hosts when it listens for a remote browser) gets 407, never an open proxy.
+            credentials = (f"s{secrets.token_hex(8)}", secrets.token_urlsafe(24))
+            advertised = _proxy_host(settings.proxy_host or settings.proxy_bind)
+            proxy = await EgressProxy(self.runtime.egress, host=settings.proxy_bind, credentials=credentials).start()
+            server = f"http://{advertised}:{proxy.port}"
             template = self.runtime.settings.browser.profile
             profile = _profile_name(template, name) if template else None
             state: dict[str, Any] | None = None
@@ -305,7 +382,9 @@ class BrowserService(Service):
                     state = json.loads(await asyncio.to_thread(path.read_text))
             try:
                 context = await self.browser.new_context(
-                    proxy={"server": proxy.url, "bypass": "<-loopback>"},  # loopback through the proxy too
+                    # loopback through the proxy too
+                    proxy={"server": server, "bypass": "<-loopback>", "username": credentials[0],
+                           "password": credentials[1]},
                     service_workers="block", accept_downloads=True, storage_state=state)
                 timeout_ms = self.runtime.policy.browser.timeout_s * 1000
                 context.set_default_timeout(timeout_ms)
@@ -330,6 +409,7 @@ class BrowserService(Service):
 
     def _attach(self, s: _Session, page: Any) -> None:
         page.on("download", lambda d: s.downloads.append(asyncio.ensure_future(self._download(s, d))))
+        page.on("framenavigated", lambda f: _count_commit(s, f))
 
     async def adopt_popups(self, s: _Session, adopt: bool) -> None:
         """New tabs: the one a click opened becomes the session's page; others are closed."""
@@ -447,6 +527,11 @@ class BrowserService(Service):
         with contextlib.suppress(Exception):
             await self._pw.stop()
         self._cleanup_downloads_dir()
+
+
+def _count_commit(s: _Session, frame: Any) -> None:
+    if frame.parent_frame is None:
+        s.commits += 1
 
 
 def _file_sizes(directory: Path) -> list[int]:
@@ -703,12 +788,15 @@ async def _page_result(ctx: ActionContext, s: _Session, status: int | None, arti
                        ) -> ActionOutput:
     """The page after a navigation, click or submit: title, URL, status and the first part as markdown."""
     with ctx.tracer.start_as_current_span("browser read page"):
-        for attempt in range(4):
-            if attempt == 3:  # it keeps leaving for blocked URLs (a refresh or timer loop): stop it there
-                with contextlib.suppress(Exception):
+        last = 5
+        for attempt in range(last + 1):
+            if attempt >= 3:  # it keeps leaving for blocked URLs (a refresh or timer loop): stop it there
+                with contextlib.suppress(Exception):  # (a navigation still under way may interrupt it: again)
                     await s.page.goto("about:blank")
                 s.md_cache = None
-                s.events.append("the page kept navigating to blocked URLs by itself; the tab was cleared (about:blank)")
+                if attempt == 3:
+                    s.events.append("the page kept navigating to blocked URLs by itself; the tab was cleared "
+                                    "(about:blank)")
             denial = _denial_for(s, s.page.url)
             if denial is not None:  # a script or refresh took the page to a blocked URL right after loading
                 now = await _leave_blocked_page(s)
@@ -717,12 +805,12 @@ async def _page_result(ctx: ActionContext, s: _Session, status: int | None, arti
             try:
                 text, meta = await _guarded(ctx, s, _read(s, "markdown", None))
             except ActionError as exc:
-                if attempt == 3 or "context was destroyed" not in exc.message:
+                if attempt == last or "context was destroyed" not in exc.message:
                     raise
                 with contextlib.suppress(Exception):  # the page is navigating (script, refresh): read the next one
                     await s.page.wait_for_load_state("load", timeout=_element_timeout_ms(ctx))
                 continue
-            if attempt == 3 or _denial_for(s, meta["url"]) is None:
+            if attempt >= 3 or _denial_for(s, meta["url"]) is None:
                 break
     body, next_offset = _paginate(text, 0, _page_chars(ctx))
     data = _finish(s, {**meta, "status": status, "next_offset": next_offset, "length": len(text)})
@@ -791,17 +879,55 @@ async def browser_click(ctx: ActionContext, args: ClickInput) -> ActionOutput:
         page = s.page
         locator = page.locator(args.selector).first if args.selector else page.get_by_text(args.text).first
 
-        await _guarded(ctx, s, locator.wait_for(state="visible", timeout=_element_timeout_ms(ctx)),
-                       element=args.selector or f"text={args.text}")
+        element = args.selector or f"text={args.text}"
+        # One round trip on the common path: is the element there and visible, and is it a link or a form
+        # button (which navigates, or downloads, a moment after the click)? Only a hidden one is waited for.
+        probe = await _guarded(ctx, s, locator.evaluate(_CLICK_PROBE_JS, timeout=_element_timeout_ms(ctx)),
+                               element=element)
+        if not probe["visible"]:
+            await _guarded(ctx, s, locator.wait_for(state="visible", timeout=_element_timeout_ms(ctx)),
+                           element=element)
+        navigates = bool(probe["navigates"])
 
         async def click() -> None:
-            await locator.click(timeout=_element_timeout_ms(ctx))
+            commits, downloads = s.commits, len(s.downloads)
+            requests: list[Any] = []
+            ended: list[float] = []
+            loop = asyncio.get_running_loop()
+
+            def on_request(request: Any) -> None:
+                if request.is_navigation_request() and request.frame == page.main_frame:
+                    requests.append(request)
+
+            def on_end(request: Any) -> None:
+                if request in requests:
+                    ended.append(loop.time())
+
+            # Listen only around the click: per-request events cost a round trip each on every page.
+            page.on("request", on_request)
+            page.on("requestfailed", on_end)
+            page.on("requestfinished", on_end)
+            try:
+                await locator.click(timeout=_element_timeout_ms(ctx))
+                # Wait until the navigation the click started commits (Playwright's click does not), turns
+                # into a download or a new tab, or clearly is not coming: no navigation request within the
+                # first moment, or its request ended 0.5 s ago without a page.
+                first = loop.time() + (0.5 if navigates else 0.1)
+                while s.commits == commits and len(s.downloads) == downloads and not s.popups:
+                    now = loop.time()
+                    if (not requests and now > first) or (ended and now > ended[-1] + 0.5):
+                        break
+                    await asyncio.sleep(0.005)
+            finally:
+                page.remove_listener("request", on_request)
+                page.remove_listener("requestfailed", on_end)
+                page.remove_listener("requestfinished", on_end)
             with contextlib.suppress(Exception):
                 await page.wait_for_load_state("load", timeout=5000)
 
         await _goto(ctx, s, click())
         s.md_cache = None
-        artifacts = await _await_downloads(ctx, s, wait_for_start=True)
+        artifacts = await _await_downloads(ctx, s, wait_for_start=False)
         if s.popups:
             await svc.adopt_popups(s, adopt=True)
         await _deny_if_blocked(s)
@@ -823,10 +949,21 @@ async def browser_fill(ctx: ActionContext, args: FillInput) -> ActionOutput:
         uploaded: list[str] = []
         if is_file:
             files = []
-            for rel in [p.strip() for p in args.value.splitlines() if p.strip()]:
-                # Uploads come from the workspace only: read through its checks, send the bytes.
-                content = await asyncio.to_thread(ctx.workspace.read_bytes, rel,
-                                                  max_bytes=ctx.policy.browser.max_download_bytes)
+            paths = [p.strip() for p in args.value.splitlines() if p.strip()]
+            if not paths:
+                raise ActionError("invalid_input", f"{args.selector} is a file input: give a workspace file path "
+                                  "to upload (several: one per line)")
+            for rel in paths:
+                # Uploads come from the workspace only: read through its checks (no '..', nothing outside, no
+                # symlinks, never the state directory) and hand the browser the bytes, never a path. Every
+                # file is read before any is attached: one refused path uploads nothing.
+                try:
+                    content = await asyncio.to_thread(ctx.workspace.read_bytes, rel,
+                                                      max_bytes=ctx.policy.browser.max_download_bytes)
+                except ActionError as exc:
+                    raise ActionError(exc.type, f"cannot upload {rel!r}: {exc.message}; nothing was attached",
+                                      rule=exc.rule, hint=exc.hint or "Uploads take files inside the workspace "
+                                      "(paths relative to it); see files_list.") from None
                 name = rel.rsplit("/", 1)[-1]
                 files.append({"name": name, "mimeType": mimetypes.guess_type(name)[0] or "application/octet-stream",
                               "buffer": content})
@@ -861,7 +998,15 @@ async def browser_fill(ctx: ActionContext, args: FillInput) -> ActionOutput:
         "(screenshots/...) and return its path.", timeout=_timeout)
 async def browser_screenshot(ctx: ActionContext, args: ScreenshotInput) -> ActionOutput:
     async with _session(ctx) as (_, s):
-        png = await _guarded(ctx, s, s.page.screenshot(full_page=args.full_page, type="png"))
+        try:
+            png = await _guarded(ctx, s, s.page.screenshot(full_page=args.full_page, type="png"))
+        except ActionError as exc:
+            if exc.type != "failed" or "Protocol error" not in exc.message:
+                raise
+            # the page was navigating (a script, a refresh): capture the page it arrived at
+            with contextlib.suppress(Exception):
+                await s.page.wait_for_load_state("load", timeout=_element_timeout_ms(ctx))
+            png = await _guarded(ctx, s, s.page.screenshot(full_page=args.full_page, type="png"))
         artifact = await asyncio.to_thread(ctx.workspace.save_unique, "screenshots/page.png", png)
         data = _finish(s, {"url": s.page.url, "path": artifact.path})
         return ActionOutput(output=f"Saved screenshot {artifact.path} ({artifact.size} bytes) of {s.page.url}"
