@@ -376,3 +376,56 @@ def test_crashed_browser_is_relaunched_and_says_what_was_lost(dirs, website) -> 
         assert r.ok and "events" not in r.data  # said once
 
 # Remote browsers (Playwright server, CDP) and the proxy's credential and address: test_browser_remote.py
+
+
+# -- load slots: many sessions queue their page loads instead of collapsing Chromium ---------------
+
+
+def _navigate_all(legs, url: str, sessions: list[str]) -> list:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(sessions)) as pool:
+        return list(pool.map(lambda s: nav(legs, url, session=s), sessions))
+
+
+@pytest.mark.parametrize("slots", [1, 2])
+def test_page_loads_wait_for_a_slot(dirs, website, slots: int) -> None:
+    ws, st = dirs
+    with Legs(workspace=ws, state_dir=st, policy=website.policy(timeout_s=20),
+              settings={"browser": {"max_concurrent_loads": slots}}) as legs:
+        for s in ("a", "b", "c"):  # open the sessions first: only the loads are measured
+            assert nav(legs, website.site.url("/about"), session=s).ok
+        website.site.counters.clear()
+        results = _navigate_all(legs, website.site.url("/slow"), ["a", "b", "c"])
+    assert all(r.ok for r in results), [r.output for r in results]
+    assert website.site.counters["slow_max_in_flight"] == slots
+
+
+def test_a_load_that_cannot_get_a_slot_times_out_without_touching_the_page(dirs, website) -> None:
+    import asyncio
+
+    from agent_legs.actions._browser import BrowserService
+
+    ws, st = dirs
+    with Legs(workspace=ws, state_dir=st, policy=website.policy(timeout_s=1),
+              settings={"browser": {"max_concurrent_loads": 1}}) as legs:
+        assert nav(legs, website.site.url("/about"), session="b").ok
+        held = threading.Event()
+
+        async def hold_the_only_slot() -> None:  # stands in for another session's endless load
+            service = await legs._runtime.service(BrowserService)
+            async with service.loads:
+                held.set()
+                await asyncio.sleep(2.5)
+
+        holder = legs._runtime.submit(hold_the_only_slot())
+        assert held.wait(10)
+        website.site.requests.clear()
+        r = nav(legs, website.site.url("/whoami"), session="b")
+        assert r.error and r.error.type == "timeout" and r.error.retryable
+        assert "max_concurrent_loads=1" in r.error.message and "nothing was loaded" in r.error.message
+        assert not [q for q in website.site.requests if q.path == "/whoami"]
+        holder.result(10)
+        r = legs.run("browser.content", {}, session="b")
+        assert r.ok and "About" in r.output  # the session's page was left as it was
+        assert nav(legs, website.site.url("/whoami"), session="b").ok  # the slot is free again

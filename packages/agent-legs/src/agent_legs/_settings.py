@@ -56,6 +56,9 @@ class BrowserSettings(_Section):
     headless: bool = True
     profile: str | None = Field(None, description="Named profile whose cookies persist in the state dir.")
     max_content_chars: int = 20_000
+    max_concurrent_loads: int = Field(0, ge=0, description="Page loads (navigate, click, fill with submit, back) "
+                                      "one browser runs at once; others wait their turn within their timeout. "
+                                      "0: twice the CPU count.")
 
 
 class CodeSettings(_Section):

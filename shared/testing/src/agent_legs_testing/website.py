@@ -8,9 +8,11 @@ posts, WebSockets) is here, and ``website.other.requests`` must stay empty.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -34,6 +36,25 @@ class Website:
 def _html(title: str, body: str, head: str = "") -> bytes:
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>{head}</head>"
             f"<body>{body}</body></html>").encode()
+
+
+def _slow_page(site: TestServer) -> Any:
+    """A page that takes 0.6 s; ``site.counters["slow_max_in_flight"]`` is how many were served at once."""
+    lock = threading.Lock()
+
+    def serve(h: Any, r: Any) -> None:
+        with lock:
+            site.counters["slow_in_flight"] = site.counters.get("slow_in_flight", 0) + 1
+            site.counters["slow_max_in_flight"] = max(site.counters.get("slow_max_in_flight", 0),
+                                                      site.counters["slow_in_flight"])
+        try:
+            time.sleep(0.6)
+            h.send_body(200, _html("Slow", "<h1>Slow</h1>"), "text/html")
+        finally:
+            with lock:
+                site.counters["slow_in_flight"] -= 1
+
+    return serve
 
 
 def _serve_site(site: TestServer, deny: str) -> None:
@@ -71,6 +92,7 @@ def _serve_site(site: TestServer, deny: str) -> None:
     site.routes["/uploaded"] = lambda h, r: h.send_body(
         200, _html("Uploaded", f"<h1>Uploaded</h1><p>{len(r.body)} bytes received</p>"), "text/html")
     site.routes["/hang"] = lambda h, r: time.sleep(30)
+    site.routes["/slow"] = _slow_page(site)
     site.routes["/login"] = lambda h, r: h.send_body(
         200, _html("Logged in", "<h1>Welcome</h1>"), "text/html", {"Set-Cookie": "sid=abc123; Path=/; Max-Age=3600"})
     site.routes["/whoami"] = lambda h, r: h.send_body(

@@ -208,6 +208,10 @@ class BrowserService(Service):
         self._watcher: asyncio.Task[None] | None = None
         self._launch_lock = asyncio.Lock()
         self._creating: dict[str, asyncio.Lock] = {}
+        # Past a few loads per core Chromium collapses rather than slows (64 sessions on 2 cores: every load
+        # timed out, each timeout's fresh tab adding work); queued loads finish in turn instead.
+        self.max_loads = self.runtime.settings.browser.max_concurrent_loads or 2 * (os.cpu_count() or 1)
+        self.loads = asyncio.Semaphore(self.max_loads)
         try:
             await self._launch()
         except BaseException:
@@ -757,7 +761,22 @@ async def _deny_if_blocked(s: _Session, response: Any = None, by_page: bool = Tr
 
 
 async def _goto(ctx: ActionContext, s: _Session, coro: Any) -> Any:
-    """A navigation; a tunnel refused by the proxy (https to a denied host) surfaces as ``denied``."""
+    """A navigation; a tunnel refused by the proxy (https to a denied host) surfaces as ``denied``.
+
+    It waits for one of the browser's load slots first (``settings.browser.max_concurrent_loads``).
+    """
+    seconds = ctx.policy.browser.timeout_s
+    try:
+        async with asyncio.timeout(seconds):
+            await s.service.loads.acquire()
+    except BaseException as exc:
+        if asyncio.iscoroutine(coro):
+            coro.close()  # never started: nothing to stop
+        if not isinstance(exc, TimeoutError):
+            raise
+        raise ActionError("timeout", f"the browser was busy with other sessions' page loads for {seconds:g} s "
+                          f"(settings.browser.max_concurrent_loads={s.service.max_loads}); nothing was loaded",
+                          retryable=True, hint="Retry later, or run fewer browser sessions at once.") from None
     try:
         return await _guarded(ctx, s, coro)
     except ActionError as exc:
@@ -767,6 +786,8 @@ async def _goto(ctx: ActionContext, s: _Session, coro: Any) -> Any:
             raise ActionError("denied", f"navigation to {d.url} was blocked by the egress policy", rule=d.rule,
                               hint="Only hosts in policy.network.allow_hosts can be opened.") from None
         raise
+    finally:
+        s.service.loads.release()
 
 
 async def _await_downloads(ctx: ActionContext, s: _Session, wait_for_start: bool) -> list[Artifact]:
