@@ -143,14 +143,23 @@ class ActionLog:
 
 
 @contextlib.contextmanager
-def _rotation_lock(path: Path) -> Iterator[None]:
+def _rotation_lock(path: Path, shared: bool = False) -> Iterator[None]:
+    """Writers rotate under the exclusive lock; readers list and open the files under the shared one,
+    so they never see names half-way through a shift."""
     try:
         import fcntl
     except ImportError:  # Windows: one process per state dir is assumed there
         yield
         return
-    with open(path.with_name(f".{path.name}.lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        lock = open(path.with_name(f".{path.name}.lock"), "a")  # noqa: SIM115 - closed below
+    except OSError:
+        if not shared:
+            raise
+        yield  # a reader without write access to the state dir: the inode checks still apply
+        return
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -182,20 +191,21 @@ def _open_log_files(path: Path) -> list[tuple[int, BinaryIO]]:
     """The log's files, oldest first, opened as one consistent set: names shift on each rotation, so
     a set in which a name no longer held the file it held when listed is reopened."""
     for _attempt in range(50):
-        files = log_files(path)
-        listed = [_ino(p) for p in files]
-        handles: list[tuple[int, BinaryIO]] = []
-        consistent = True
-        for p, ino in zip(files, listed, strict=True):
-            try:
-                h: BinaryIO = open(p, "rb")  # noqa: SIM115 - handed to the caller
-            except FileNotFoundError:
-                consistent = False
-                break
-            handles.append((os.fstat(h.fileno()).st_ino, h))
-            if handles[-1][0] != ino:
-                consistent = False
-                break
+        with _rotation_lock(path, shared=True):
+            files = log_files(path)
+            listed = [_ino(p) for p in files]
+            handles: list[tuple[int, BinaryIO]] = []
+            consistent = True
+            for p, ino in zip(files, listed, strict=True):
+                try:
+                    h: BinaryIO = open(p, "rb")  # noqa: SIM115 - handed to the caller
+                except FileNotFoundError:
+                    consistent = False
+                    break
+                handles.append((os.fstat(h.fileno()).st_ino, h))
+                if handles[-1][0] != ino:
+                    consistent = False
+                    break
         if consistent:
             return handles
         for _, stale in handles:

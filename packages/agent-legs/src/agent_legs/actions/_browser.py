@@ -642,7 +642,17 @@ def _format_fields(fields: list[dict[str, Any]]) -> str:
 
 async def _read(s: _Session, fmt: str, selector: str | None) -> tuple[str, dict[str, Any]]:
     """The page (or one element) in the requested format, plus facts about the page."""
-    info = await s.page.evaluate(_READ_JS, [selector, fmt])
+    for attempt in range(5):
+        try:
+            info = await s.page.evaluate(_READ_JS, [selector, fmt])
+            break
+        except Exception as exc:
+            # The page navigated while we read it (a script, a refresh, leaving a blocked page):
+            # read the page it arrives at instead of failing.
+            if "Execution context was destroyed" not in str(exc) or attempt == 4:
+                raise
+            with contextlib.suppress(Exception):
+                await s.page.wait_for_load_state("load", timeout=5_000)
     if info is None:
         raise ActionError("not_found", f"no element matches the selector {selector!r}",
                           hint="Call browser_content without a selector to see the page and its fields.")
