@@ -429,3 +429,15 @@ def test_a_load_that_cannot_get_a_slot_times_out_without_touching_the_page(dirs,
         r = legs.run("browser.content", {}, session="b")
         assert r.ok and "About" in r.output  # the session's page was left as it was
         assert nav(legs, website.site.url("/whoami"), session="b").ok  # the slot is free again
+
+
+def test_content_of_a_page_that_keeps_navigating_reads_where_it_lands(dirs, website) -> None:
+    # A script (or a refresh) navigates while browser_content reads: the read follows the page
+    # instead of failing with "Execution context was destroyed".
+    ws, st = dirs
+    with Legs(workspace=ws, state_dir=st, policy=website.policy()) as legs:
+        assert nav(legs, website.site.url("/reloading")).ok
+        results = [legs.run("browser.content", {}) for _ in range(40)]
+    failures = [r.output for r in results if not r.ok]
+    assert not failures, failures
+    assert all("Reloading" in r.output for r in results)

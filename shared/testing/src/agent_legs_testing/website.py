@@ -93,6 +93,8 @@ def _serve_site(site: TestServer, deny: str) -> None:
         200, _html("Uploaded", f"<h1>Uploaded</h1><p>{len(r.body)} bytes received</p>"), "text/html")
     site.routes["/hang"] = lambda h, r: time.sleep(30)
     site.routes["/slow"] = _slow_page(site)
+    page("/reloading", "Reloading", "<h1>Reloading</h1><p>This page reloads itself every 150 ms.</p>",
+         "<script>setTimeout(() => location.reload(), 150)</script>")
     site.routes["/login"] = lambda h, r: h.send_body(
         200, _html("Logged in", "<h1>Welcome</h1>"), "text/html", {"Set-Cookie": "sid=abc123; Path=/; Max-Age=3600"})
     site.routes["/whoami"] = lambda h, r: h.send_body(
