@@ -19,7 +19,6 @@ from a second server), and memory per session (Chromium PSS + our process RSS, p
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import multiprocessing
 import os
@@ -33,6 +32,7 @@ from typing import Any
 
 from agent_legs import Legs
 
+from ._procs import comm, descendants, pss_kb, rss_kb
 from ._stats import ratio, summarize
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -104,46 +104,8 @@ def _serve(port_queue: Any) -> None:
     asyncio.run(main())
 
 
-def _descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                children.setdefault(ppid, []).append(int(entry.name))
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        for child in children.get(pid, []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-def _pss_kb(pids: list[int]) -> int:
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1])
-    return total
-
-
 def _chromium_pids() -> list[int]:
-    out = []
-    for pid in _descendants(os.getpid()):
-        with contextlib.suppress(OSError):
-            if "chrom" in Path(f"/proc/{pid}/comm").read_text():
-                out.append(pid)
-    return out
-
-
-def _rss_kb() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+    return [pid for pid in descendants(os.getpid()) if "chrom" in comm(pid)]
 
 
 async def _alternate(cases: dict[str, Callable[[], Awaitable[Any]]], iterations: int,
@@ -241,12 +203,12 @@ async def _memory(legs: Legs, url: str, sessions: int) -> dict[str, Any]:
     """Chromium PSS and our RSS added per open session (each with its context, tab and egress proxy)."""
     await legs.arun("browser.navigate", {"url": url}, session="mem-0")
     await asyncio.sleep(0.5)
-    chromium0, rss0 = _pss_kb(_chromium_pids()), _rss_kb()
+    chromium0, rss0 = pss_kb(_chromium_pids()), rss_kb()
     for i in range(1, sessions + 1):
         r = await legs.arun("browser.navigate", {"url": url}, session=f"mem-{i}")
         assert r.ok, r.output
     await asyncio.sleep(0.5)
-    chromium1, rss1 = _pss_kb(_chromium_pids()), _rss_kb()
+    chromium1, rss1 = pss_kb(_chromium_pids()), rss_kb()
     n = sessions
     return {"sessions": n, "chromium_pss_mb_per_session": round((chromium1 - chromium0) / n / 1024, 1),
             "python_rss_mb_per_session": round((rss1 - rss0) / n / 1024, 2),
