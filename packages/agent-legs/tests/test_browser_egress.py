@@ -153,6 +153,20 @@ def test_js_location_on_a_timer_is_blocked(legs, website) -> None:
     assert any(b["url"] == website.other.url("/auto") for b in blocked), blocked
 
 
+@pytest.mark.parametrize("ms", [0, 5, 20, 50])
+def test_a_page_that_keeps_leaving_is_never_read_on_the_block_page(legs, website, ms) -> None:
+    """Each time the tab is brought back to /js-auto-N it sets off for the denied host again N ms later,
+    racing the read: browser_content must return a page the tab can stay on, never the proxy's block page."""
+    url = website.site.url(f"/js-auto-{ms}")
+    assert nav(legs, url).ok
+    for _ in range(4):
+        time.sleep(0.3)
+        r = legs.run("browser.content", {})
+        assert r.ok and r.data["url"] in (url, "about:blank"), r.data
+        assert "Blocked by Agent Legs" not in r.output, r.output
+    assert website.other.requests == []
+
+
 def test_form_post_to_a_denied_host(legs, website) -> None:
     nav(legs, website.site.url("/form-out"))
     r = legs.run("browser.fill", {"selector": "#card", "value": "4111 1111 1111 1111", "submit": True})

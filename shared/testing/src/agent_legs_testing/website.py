@@ -110,6 +110,9 @@ def _serve_site(site: TestServer, deny: str) -> None:
          "<p>local content</p>")
     page("/js-nav", "JS", f"<h1>JS</h1><button id='go' onclick=\"location='{deny}/stolen'\">Go</button>")
     page("/js-auto", "Auto", f"<h1>Auto</h1><script>setTimeout(() => location = '{deny}/auto', 10)</script>")
+    for ms in (0, 5, 20, 50):  # back on the page, it leaves again: races whatever reads it next
+        page(f"/js-auto-{ms}", "Auto", f"<h1>Auto</h1><script>setTimeout(() => location = '{deny}/auto-{ms}', {ms})"
+             "</script>")
     page("/meta", "Meta", "<h1>Meta</h1>", f"<meta http-equiv='refresh' content='0;url={deny}/meta-target'>")
     page("/popup", "Popup", f"<h1>Popup</h1><button id='pop' onclick=\"window.open('{deny}/popup-target')\">Open"
          "</button>")

@@ -26,9 +26,10 @@ import os
 import secrets
 import shutil
 import tempfile
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -593,11 +594,7 @@ async def _session(ctx: ActionContext) -> Any:
             s.events.append(lost)
         if s.popups:
             await svc.adopt_popups(s, adopt=False)
-        denial = _denial_for(s, s.page.url)
-        if denial is not None:  # the page navigated itself (timer, refresh) to a blocked URL since last time
-            now = await _leave_blocked_page(s)
-            s.events.append(f"the page tried to navigate to {denial.url} by itself, blocked by the egress policy "
-                            f"(rule: {denial.rule}); the tab is back at {now}")
+        await _leave_if_blocked(s)  # the page navigated itself (timer, refresh) to a blocked URL since last time
         yield svc, s
 
 
@@ -753,6 +750,15 @@ async def _leave_blocked_page(s: _Session) -> str:
     return str(s.page.url)
 
 
+async def _leave_if_blocked(s: _Session) -> None:
+    """A page that a script or refresh took to a blocked URL is left; the event is reported."""
+    denial = _denial_for(s, s.page.url)
+    if denial is not None:
+        now = await _leave_blocked_page(s)
+        s.events.append(f"the page tried to navigate to {denial.url} by itself, blocked by the egress policy "
+                        f"(rule: {denial.rule}); the tab is back at {now}")
+
+
 async def _deny_if_blocked(s: _Session, response: Any = None, by_page: bool = True) -> None:
     """A navigation that ended on the proxy's block page (or Chromium's tunnel error) is ``denied``.
 
@@ -815,34 +821,46 @@ async def _await_downloads(ctx: ActionContext, s: _Session, wait_for_start: bool
     return saved
 
 
+_T = TypeVar("_T")
+
+
+async def _read_landed(ctx: ActionContext, s: _Session, read: Callable[[], Awaitable[_T]],
+                       url_of: Callable[[_T], str], interrupted: str = "context was destroyed") -> _T:
+    """``read()`` of the page where it landed. A page that a script or refresh takes to a blocked URL
+    (before or while we read it) is left, the event noted, and the page it is back at is read instead;
+    a read cut short by a navigation (its error names ``interrupted``) is done again on the next page."""
+    last = 5
+    for attempt in range(last + 1):
+        if attempt >= 3:  # it keeps leaving for blocked URLs (a refresh or timer loop): stop it there
+            with contextlib.suppress(Exception):  # (a navigation still under way may interrupt it: again)
+                await s.page.goto("about:blank")
+            s.md_cache = None
+            if attempt == 3:
+                s.events.append("the page kept navigating to blocked URLs by itself; the tab was cleared "
+                                "(about:blank)")
+        await _leave_if_blocked(s)
+        try:
+            result: _T = await _guarded(ctx, s, read())
+        except ActionError as exc:
+            if attempt == last or interrupted not in exc.message:
+                raise
+            with contextlib.suppress(Exception):  # the page is navigating (script, refresh): read the next one
+                await s.page.wait_for_load_state("load", timeout=_element_timeout_ms(ctx))
+            continue
+        if attempt >= 3 or _denial_for(s, url_of(result)) is None:
+            return result
+    raise AssertionError("unreachable")  # the last attempt returns or raises
+
+
+async def _read_page(ctx: ActionContext, s: _Session, fmt: str, selector: str | None) -> tuple[str, dict[str, Any]]:
+    return await _read_landed(ctx, s, lambda: _read(s, fmt, selector), lambda r: str(r[1]["url"]))
+
+
 async def _page_result(ctx: ActionContext, s: _Session, status: int | None, artifacts: list[Artifact] | None = None
                        ) -> ActionOutput:
     """The page after a navigation, click or submit: title, URL, status and the first part as markdown."""
     with ctx.tracer.start_as_current_span("browser read page"):
-        last = 5
-        for attempt in range(last + 1):
-            if attempt >= 3:  # it keeps leaving for blocked URLs (a refresh or timer loop): stop it there
-                with contextlib.suppress(Exception):  # (a navigation still under way may interrupt it: again)
-                    await s.page.goto("about:blank")
-                s.md_cache = None
-                if attempt == 3:
-                    s.events.append("the page kept navigating to blocked URLs by itself; the tab was cleared "
-                                    "(about:blank)")
-            denial = _denial_for(s, s.page.url)
-            if denial is not None:  # a script or refresh took the page to a blocked URL right after loading
-                now = await _leave_blocked_page(s)
-                s.events.append(f"the page tried to navigate to {denial.url} by itself, blocked by the egress "
-                                f"policy (rule: {denial.rule}); the tab is back at {now}")
-            try:
-                text, meta = await _guarded(ctx, s, _read(s, "markdown", None))
-            except ActionError as exc:
-                if attempt == last or "context was destroyed" not in exc.message:
-                    raise
-                with contextlib.suppress(Exception):  # the page is navigating (script, refresh): read the next one
-                    await s.page.wait_for_load_state("load", timeout=_element_timeout_ms(ctx))
-                continue
-            if attempt >= 3 or _denial_for(s, meta["url"]) is None:
-                break
+        text, meta = await _read_page(ctx, s, "markdown", None)
     body, next_offset = _paginate(text, 0, _page_chars(ctx))
     data = _finish(s, {**meta, "status": status, "next_offset": next_offset, "length": len(text)})
     status_text = f" (status {status})" if status is not None else ""
@@ -891,7 +909,7 @@ async def browser_navigate(ctx: ActionContext, args: NavigateInput) -> ActionOut
     previous result names.""", read_only=True, timeout=_timeout)
 async def browser_content(ctx: ActionContext, args: ContentInput) -> ActionOutput:
     async with _session(ctx) as (_, s):
-        text, meta = await _guarded(ctx, s, _read(s, args.format, args.selector))
+        text, meta = await _read_page(ctx, s, args.format, args.selector)
         body, next_offset = _paginate(text, args.offset, _page_chars(ctx))
         data = _finish(s, {**meta, "format": args.format, "offset": args.offset, "next_offset": next_offset,
                            "length": len(text)})
@@ -1029,15 +1047,9 @@ async def browser_fill(ctx: ActionContext, args: FillInput) -> ActionOutput:
         "(screenshots/...) and return its path.", timeout=_timeout)
 async def browser_screenshot(ctx: ActionContext, args: ScreenshotInput) -> ActionOutput:
     async with _session(ctx) as (_, s):
-        try:
-            png = await _guarded(ctx, s, s.page.screenshot(full_page=args.full_page, type="png"))
-        except ActionError as exc:
-            if exc.type != "failed" or "Protocol error" not in exc.message:
-                raise
-            # the page was navigating (a script, a refresh): capture the page it arrived at
-            with contextlib.suppress(Exception):
-                await s.page.wait_for_load_state("load", timeout=_element_timeout_ms(ctx))
-            png = await _guarded(ctx, s, s.page.screenshot(full_page=args.full_page, type="png"))
+        # (a screenshot cut short by a navigation fails with a protocol error)
+        png = await _read_landed(ctx, s, lambda: s.page.screenshot(full_page=args.full_page, type="png"),
+                                 lambda _: str(s.page.url), interrupted="Protocol error")
         artifact = await asyncio.to_thread(ctx.workspace.save_unique, "screenshots/page.png", png)
         data = _finish(s, {"url": s.page.url, "path": artifact.path})
         return ActionOutput(output=f"Saved screenshot {artifact.path} ({artifact.size} bytes) of {s.page.url}"
@@ -1048,7 +1060,7 @@ async def browser_screenshot(ctx: ActionContext, args: ScreenshotInput) -> Actio
         read_only=True, timeout=_timeout)
 async def browser_links(ctx: ActionContext, args: NoInput) -> ActionOutput:
     async with _session(ctx) as (_, s):
-        links = await _guarded(ctx, s, s.page.evaluate(_LINKS_JS))
+        links = await _read_landed(ctx, s, lambda: s.page.evaluate(_LINKS_JS), lambda _: str(s.page.url))
         lines = [f"- [{text or '(no text)'}]({href})" for text, href in links]
         data = _finish(s, {"url": s.page.url, "links": [{"text": t, "url": h} for t, h in links]})
         return ActionOutput(output=("\n".join(lines) or "(no links)") + _notes(data), data=data)
