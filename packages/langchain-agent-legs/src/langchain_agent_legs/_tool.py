@@ -10,12 +10,14 @@
 
 from __future__ import annotations
 
+import warnings
 from contextvars import ContextVar
 from typing import Any
 
 from langchain_core.messages import ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool, ToolException
+from langchain_core.tools.base import ArgsSchema
 from pydantic import ConfigDict
 
 from agent_legs import ActionResult, ActionSpec, Legs
@@ -46,6 +48,14 @@ class AgentLegsTool(BaseTool):
     def from_spec(cls, legs: Legs, spec: ActionSpec, session: str | None = None) -> AgentLegsTool:
         return cls(name=spec.tool_name, description=spec.description, args_schema=spec.input_model, legs=legs,
                    action=spec.name, session=session)
+
+    @property
+    def tool_call_schema(self) -> ArgsSchema:
+        # LangChain copies args_schema into a new pydantic model, and pydantic warns that the HTTP action's
+        # field "json" (the contract's name) shadows the deprecated BaseModel.json: at every bind_tools().
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message='Field name "json"', category=UserWarning)
+            return super().tool_call_schema
 
     # -- carry the tool call id into _run/_arun ---------------------------------------------------
     def run(self, tool_input: Any, *args: Any, tool_call_id: str | None = None, **kwargs: Any) -> Any:

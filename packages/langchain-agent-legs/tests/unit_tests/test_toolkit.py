@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import warnings
 
 import pytest
 from langchain_core.messages import ToolMessage
@@ -111,6 +112,17 @@ def test_schema_is_the_core_input_model(name: str) -> None:
     tool = AgentLegsTool.from_spec(LEGS, LEGS.get_action(name))
     assert tool.tool_call_schema.model_json_schema()["properties"].keys() == \
         LEGS.get_action(name).input_model.model_json_schema()["properties"].keys()
+
+
+def test_binding_tools_warns_about_nothing() -> None:
+    """http.request's contract field "json" would make pydantic warn at every bind_tools() (LangChain
+    copies the schema into a new model); a user's warnings-as-errors run must not break on it."""
+    from langchain_core.utils.function_calling import convert_to_openai_tool
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for tool in AgentLegsToolkit(legs=LEGS).get_tools():
+            assert convert_to_openai_tool(tool)["function"]["name"] == tool.name
 
 
 def test_langgraph_tool_node_gets_error_messages_not_exceptions() -> None:
