@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 
@@ -272,3 +274,18 @@ def test_imap_session_span(legs, captured_spans) -> None:
     assert span.parent.span_id == captured_spans.by_name("execute_tool email_list")[0].context.span_id
     assert span.attributes["agent_legs.email.operation"] == "list"
     assert PASSWORD not in repr([dict(s.attributes) for s in captured_spans.spans])
+
+
+def test_a_dovecot_that_cannot_start_says_why_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    """The demo's and the tests' Dovecot launcher: a failed start names Dovecot's own reason and removes
+    its temp dir (the demo prints the reason and carries on without an inbox)."""
+    from agent_legs._demo._dovecot import DovecotUnavailable, start_dovecot
+
+    def ours() -> set[Path]:
+        return set(Path(tempfile.gettempdir()).glob("agent-legs-dovecot-*"))
+
+    before = ours()
+    with pytest.raises(DovecotUnavailable) as info:
+        start_dovecot("u", "p", tls=(str(tmp_path / "missing-cert.pem"), str(tmp_path / "missing-key.pem")))
+    assert "missing-cert.pem" in str(info.value), info.value
+    assert ours() <= before

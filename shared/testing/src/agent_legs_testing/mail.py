@@ -24,23 +24,19 @@ import contextlib
 import email
 import email.message
 import email.policy
-import grp
-import os
-import pwd
-import shutil
-import signal
 import socket
-import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trustme
+
+from agent_legs._demo._dovecot import DovecotServer, DovecotUnavailable
+from agent_legs._demo._dovecot import start_dovecot as start_core_dovecot
 
 from ._net import free_port
 from ._require import component_missing
@@ -199,146 +195,27 @@ def silent_server() -> Iterator[SilentServer]:
 
 # -- IMAP (Dovecot) -----------------------------------------------------------------------------------
 @dataclass
-class Dovecot:
-    host: str
-    port: int
-    maildir: Path
-    uid: int
-    gid: int
-    starttls_port: int = 0
-    root: Path | None = None
+class Dovecot(DovecotServer):
+    """The core's throwaway Dovecot (``agent_legs._demo._dovecot``, the demo's inbox too), with TLS."""
 
     def settings(self, ca_file: str | None, security: str = "tls",
                  password: str = "{secret:SMTP_PASSWORD}") -> dict[str, Any]:
         return {"host": self.host, "port": self.starttls_port if security == "starttls" else self.port,
                 "security": security, "username": USER, "password": password, "ca_file": ca_file, "timeout_s": 10}
 
-    def deliver(self, raw: bytes, seen: bool = False, when: float | None = None, folder: str | None = None) -> None:
-        """Put a message into the maildir (as a delivery agent would); ``folder`` in Dovecot's
-        Maildir++ naming (e.g. ``Archive`` -> ``.Archive``)."""
-        box = self.maildir if folder is None else self.maildir / f".{folder}"
-        if not box.exists():
-            for sub in ("cur", "new", "tmp"):
-                (box / sub).mkdir(parents=True)
-                self._own(box / sub)
-            self._own(box)
-        seq = sum(1 for _ in (box / "cur").iterdir()) + sum(1 for _ in (box / "new").iterdir())
-        name = f"{time.time():.6f}.{os.getpid()}_{seq}.localhost"
-        target = box / ("cur" if seen else "new") / (name + (":2,S" if seen else ""))
-        target.write_bytes(raw)
-        if when is not None:
-            os.utime(target, (when, when))
-        self._own(target)
-
-    def _own(self, path: Path) -> None:
-        if os.geteuid() == 0:
-            os.chown(path, self.uid, self.gid)
-
 
 @contextlib.contextmanager
 def start_dovecot(ca: dict[str, str]) -> Iterator[Dovecot]:
-    """Dovecot with its own config in a temp dir, on free loopback ports, stopped on exit.
-
-    As root it runs as Dovecot's own unprivileged users, otherwise as the current user with no
-    chroot. Raises ``MailComponentMissing`` when it is not installed or does not start.
-    """
-    binary = shutil.which("dovecot") or "/usr/sbin/dovecot"
-    if not os.path.exists(binary):
-        raise MailComponentMissing("Dovecot", "dovecot is not installed", "apt-get install -y dovecot-imapd")
-    as_root = os.geteuid() == 0
+    """Dovecot for ``USER``/``PASSWORD``, implicit TLS on ``port`` and STARTTLS on ``starttls_port``
+    with ``ca``'s certificate, stopped on exit. Raises ``MailComponentMissing`` when it cannot start."""
     try:
-        if as_root:
-            internal, login = pwd.getpwnam("dovecot"), pwd.getpwnam("dovenull")
-            owner = internal
-        else:
-            owner = internal = login = pwd.getpwuid(os.getuid())
-    except KeyError as exc:
-        raise MailComponentMissing("Dovecot", f"its system users are missing ({exc})",
-                                   "apt-get install --reinstall -y dovecot-core dovecot-imapd") from None
-    # Dovecot's unprivileged processes must traverse this path: pytest's tmp dirs are 0700.
-    root = Path(tempfile.mkdtemp(prefix="agent-legs-dovecot-"))
-    os.chmod(root, 0o755)
-    home = root / "home" / USER
-    maildir = home / "Maildir"
-    for sub in ("cur", "new", "tmp"):
-        (maildir / sub).mkdir(parents=True)
-    for d in (root / "run", root / "state"):
-        d.mkdir(parents=True)
-    port, starttls_port = free_port(), free_port()
-    (root / "passwd").write_text(f"{USER}:{{PLAIN}}{PASSWORD}::::::\n")
-    conf = root / "dovecot.conf"
-    conf.write_text(f"""
-protocols = imap
-listen = 127.0.0.1
-base_dir = {root}/run
-state_dir = {root}/state
-log_path = {root}/dovecot.log
-info_log_path = {root}/dovecot.log
-ssl = required
-ssl_cert = <{ca['cert']}
-ssl_key = <{ca['key']}
-disable_plaintext_auth = yes
-auth_mechanisms = plain login
-auth_failure_delay = 0
-first_valid_uid = {owner.pw_uid}
-mail_location = maildir:~/Maildir
-default_internal_user = {internal.pw_name}
-default_internal_group = {grp.getgrgid(internal.pw_gid).gr_name}
-default_login_user = {login.pw_name}
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u {root}/passwd
-}}
-userdb {{
-  driver = static
-  args = uid={owner.pw_uid} gid={owner.pw_gid} home={root}/home/%u
-}}
-service imap-login {{
-  chroot =
-  inet_listener imap {{
-    address = 127.0.0.1
-    port = {starttls_port}
-  }}
-  inet_listener imaps {{
-    address = 127.0.0.1
-    port = {port}
-    ssl = yes
-  }}
-}}
-service anvil {{
-  chroot =
-}}
-""")
-    if as_root:
-        for p in [root / "home", home, *home.rglob("*")]:
-            os.chown(p, owner.pw_uid, owner.pw_gid)
-    log = root / "dovecot.log"
-    with open(root / "stdout.log", "wb") as out:  # a file, not a pipe nobody reads; the child keeps its copy
-        # Its own process group: at the end the master and all its children are stopped together.
-        proc = subprocess.Popen([binary, "-F", "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        server = start_core_dovecot(USER, PASSWORD, tls=(ca["cert"], ca["key"]))
+    except DovecotUnavailable as exc:
+        raise MailComponentMissing("Dovecot", exc.reason, exc.fix) from None
     try:
-        deadline = time.monotonic() + 20
-        ready = False
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                for listening in (port, starttls_port):
-                    socket.create_connection(("127.0.0.1", listening), timeout=0.5).close()
-                ready = True
-                break
-            except OSError:
-                time.sleep(0.05)
-        if not ready:
-            text = (root / "stdout.log").read_text(errors="replace") + (log.read_text(errors="replace")
-                                                                      if log.exists() else "")
-            raise MailComponentMissing("Dovecot", f"it did not start: {text[-2000:]}", "see the log above")
-        yield Dovecot("127.0.0.1", port, maildir, owner.pw_uid, owner.pw_gid, starttls_port, root)
+        yield Dovecot(**{f.name: getattr(server, f.name) for f in fields(server)})
     finally:
-        # A clean SIGTERM shutdown takes Dovecot 1-6 s; a throwaway test server need not wait for it.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-        shutil.rmtree(root, ignore_errors=True)
+        server.stop()
 
 
 @pytest.fixture

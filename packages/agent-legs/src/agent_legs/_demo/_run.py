@@ -65,7 +65,7 @@ def demo_settings(svc: DemoServices, mailbox: Mailbox | None) -> dict[str, Any]:
     mail: dict[str, Any] = {"from_address": "agent@example.com",
                             "smtp": {"host": "127.0.0.1", "port": svc.smtp_port, "security": "none", "timeout_s": 10}}
     if mailbox is not None:
-        mail["imap"] = {"host": "127.0.0.1", "port": mailbox.port, "security": "none", "username": "team",
+        mail["imap"] = {"host": "127.0.0.1", "port": mailbox.port, "security": "none", "username": mailbox.user,
                         "password": "{secret:DEMO_MAILBOX_PASSWORD}", "timeout_s": 10}
     return {"email": mail, "telemetry": {"service_name": "agent-legs-demo"}}
 
