@@ -375,7 +375,21 @@ def test_crashed_browser_is_relaunched_and_says_what_was_lost(dirs, website) -> 
         r = nav(legs, website.site.url("/about"))
         assert r.ok and "events" not in r.data  # said once
 
-# Remote browsers (Playwright server, CDP) and the proxy's credential and address: test_browser_remote.py
+def test_the_http_cache_works_through_the_egress_proxy(legs, website) -> None:
+    """A local browser's proxy needs no credential, so Playwright keeps Chromium's HTTP cache on (with proxy
+    credentials it disables the cache and pauses every request): a second visit fetches no image again."""
+    def images() -> int:
+        return len([r for r in website.site.requests if r.path.startswith("/img/")])
+
+    assert nav(legs, website.site.url("/gallery")).ok
+    assert images() == 10
+    assert nav(legs, website.site.url("/about")).ok
+    r = nav(legs, website.site.url("/gallery"))
+    assert r.ok and "Gallery" in r.output
+    assert images() == 10
+
+
+# Remote browsers (Playwright server, CDP) and who may use the proxies: test_browser_remote.py
 
 
 # -- load slots: many sessions queue their page loads instead of collapsing Chromium ---------------

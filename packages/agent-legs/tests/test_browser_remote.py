@@ -1,7 +1,8 @@
 """Remote browsers (a Playwright server, a Chromium over CDP) and the per-session egress proxy's own security.
 
 Every remote browser is still sent through the session's EgressProxy (the denied origin receives nothing,
-the allowed site works end to end); the proxy answers only clients holding the session's random credential;
+the allowed site works end to end); a local browser's proxy answers only this user's connections, a remote
+browser's only clients holding the session's random credential;
 close() leaves no browser process behind that we (or a server, for us) started.
 """
 
@@ -137,6 +138,8 @@ def _roundtrip(legs: Legs, website) -> None:
     """The allowed site end to end; the denied origin receives nothing, however the page asks."""
     r = nav(legs, website.site.url("/form"))
     assert r.ok and "`#name`" in r.output, r.output
+    proxy = legs._runtime._services[BrowserService].sessions["default"].proxy
+    assert proxy.credentials is not None and proxy.peer_uid is None  # a remote browser: told apart by credential
     r = legs.run("browser.fill", {"selector": "#name", "value": "Remote", "submit": True})
     assert r.ok and "name=Remote" in r.output, r.output
     r = nav(legs, website.other.url("/direct"))  # a top-level navigation to the denied origin
@@ -270,32 +273,33 @@ def _proxy_request(host: str, port: int, request: bytes) -> bytes:
     return out
 
 
-def test_session_proxy_refuses_clients_without_the_session_credential(legs, website) -> None:
+def _request_as(user: str, port: int, request: bytes) -> bytes:
+    """``request`` sent to 127.0.0.1:``port`` by a process of another local user (bash's /dev/tcp)."""
+    script = f'exec 3<>/dev/tcp/127.0.0.1/{port} && printf %s "$REQUEST" >&3 && timeout 10 head -c 300 <&3'
+    done = subprocess.run(["/bin/bash", "-c", script], user=user, cwd="/", capture_output=True, timeout=30,
+                          env={"REQUEST": request.decode(), "PATH": "/usr/bin:/bin"})
+    return done.stdout
+
+
+def test_local_session_proxy_serves_only_this_user(legs, website) -> None:
+    """A local browser's proxy tells its browser apart by the connection's user (no credential: Playwright
+    would disable the HTTP cache for it); another local user's process gets 403 and nothing is forwarded."""
+    if os.geteuid() != 0:
+        component_missing("root", "switching to another local user needs root", "run the suite as root (as CI does)")
     assert nav(legs, website.site.url("/about")).ok
-    svc = legs._runtime._services[BrowserService]
-    proxy = svc.sessions["default"].proxy
-    assert proxy.credentials is not None and len(proxy.credentials[1]) >= 24
-    user, password = proxy.credentials
-    target = website.site.url("/probe-no-credential")
-    plain = f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{website.site.port}\r\n".encode()
-    connect = f"CONNECT 127.0.0.1:{website.site.port} HTTP/1.1\r\nHost: 127.0.0.1:{website.site.port}\r\n".encode()
-    wrong = b"Proxy-Authorization: Basic " + base64.b64encode(f"{user}:nope".encode()) + b"\r\n"
-    other = svc.sessions.get("other")
-    assert other is None
-    assert nav(legs, website.site.url("/about"), session="other").ok
-    other_creds = svc.sessions["other"].proxy.credentials
-    assert other_creds is not None and other_creds != proxy.credentials
-    foreign = b"Proxy-Authorization: Basic " + base64.b64encode(":".join(other_creds).encode()) + b"\r\n"
-    for request in (plain + b"\r\n", connect + b"\r\n", plain + wrong + b"\r\n", plain + foreign + b"\r\n"):
-        reply = _proxy_request("127.0.0.1", proxy.port, request)
-        assert reply.startswith(b"HTTP/1.1 407 "), reply[:200]
-        assert b"Proxy-Authenticate: Basic" in reply
-    assert not [r for r in website.site.requests if r.path == "/probe-no-credential"]
-    good = b"Proxy-Authorization: Basic " + base64.b64encode(f"{user}:{password}".encode()) + b"\r\n"
-    reply = _proxy_request("127.0.0.1", proxy.port, plain + good + b"Connection: close\r\n\r\n")
-    assert reply.startswith(b"HTTP/1.1 404 ") or reply.startswith(b"HTTP/1.1 200 "), reply[:200]
-    assert [r for r in website.site.requests if r.path == "/probe-no-credential"]
-    assert proxy.refused_unauthenticated >= 4
+    proxy = legs._runtime._services[BrowserService].sessions["default"].proxy
+    assert proxy.credentials is None and proxy.peer_uid == os.getuid()
+    target = website.site.url("/probe-other-user")
+    plain = f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{website.site.port}\r\nConnection: close\r\n\r\n".encode()
+    connect = f"CONNECT 127.0.0.1:{website.site.port} HTTP/1.1\r\nHost: 127.0.0.1:{website.site.port}\r\n\r\n".encode()
+    for request in (plain, connect):
+        reply = _request_as("nobody", proxy.port, request)
+        assert reply.startswith(b"HTTP/1.1 403 ") and b"only its own browser" in reply, reply[:200]
+    assert not [r for r in website.site.requests if r.path == "/probe-other-user"]
+    assert proxy.refused_unauthenticated == 2
+    reply = _proxy_request("127.0.0.1", proxy.port, plain)  # this user: served
+    assert reply.startswith(b"HTTP/1.1 404 "), reply[:200]
+    assert [r for r in website.site.requests if r.path == "/probe-other-user"]
 
 
 def _host_address() -> str:
@@ -313,21 +317,39 @@ def _host_address() -> str:
 
 
 def test_proxy_bind_address_for_a_remote_browser(dirs, website) -> None:
-    """settings.browser.proxy_bind: the proxies listen there (not on loopback), still only with the credential."""
+    """settings.browser.proxy_bind: the proxies listen there (not on loopback) and, reachable from other
+    hosts, serve only clients holding their session's random credential (407 otherwise)."""
     ws, st = dirs
     address = _host_address()
     with Legs(workspace=ws, state_dir=st, policy=website.policy(),
               settings={"browser": {"proxy_bind": address}}) as legs:
         r = nav(legs, website.site.url("/embeds"))
         assert r.ok and r.data["blocked_requests"], r
-        proxy = legs._runtime._services[BrowserService].sessions["default"].proxy
+        svc = legs._runtime._services[BrowserService]
+        proxy = svc.sessions["default"].proxy
         assert proxy._server is not None and proxy._server.sockets[0].getsockname()[0] == address
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", proxy.port)) != 0  # not on loopback
+        assert proxy.credentials is not None and len(proxy.credentials[1]) >= 24 and proxy.peer_uid is None
+        user, password = proxy.credentials
         target = website.site.url("/probe-bind")
-        reply = _proxy_request(address, proxy.port, f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        assert reply.startswith(b"HTTP/1.1 407 ")
-    assert not [r for r in website.site.requests if r.path == "/probe-bind"]
+        plain = f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{website.site.port}\r\n".encode()
+        connect = f"CONNECT 127.0.0.1:{website.site.port} HTTP/1.1\r\nHost: 127.0.0.1:{website.site.port}\r\n".encode()
+        wrong = b"Proxy-Authorization: Basic " + base64.b64encode(f"{user}:nope".encode()) + b"\r\n"
+        assert nav(legs, website.site.url("/about"), session="other").ok
+        other_creds = svc.sessions["other"].proxy.credentials
+        assert other_creds is not None and other_creds != proxy.credentials
+        foreign = b"Proxy-Authorization: Basic " + base64.b64encode(":".join(other_creds).encode()) + b"\r\n"
+        for request in (plain + b"\r\n", connect + b"\r\n", plain + wrong + b"\r\n", plain + foreign + b"\r\n"):
+            reply = _proxy_request(address, proxy.port, request)
+            assert reply.startswith(b"HTTP/1.1 407 "), reply[:200]
+            assert b"Proxy-Authenticate: Basic" in reply
+        assert not [r for r in website.site.requests if r.path == "/probe-bind"]
+        good = b"Proxy-Authorization: Basic " + base64.b64encode(f"{user}:{password}".encode()) + b"\r\n"
+        reply = _proxy_request(address, proxy.port, plain + good + b"Connection: close\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.1 404 "), reply[:200]
+        assert [r for r in website.site.requests if r.path == "/probe-bind"]
+        assert proxy.refused_unauthenticated >= 4
     assert website.other.requests == []
 
 

@@ -7,6 +7,8 @@ shows up as a protocol error here rather than being hidden by a matching mistake
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import statistics
 import time
 from typing import Any
@@ -15,7 +17,7 @@ import h11
 import pytest
 
 from agent_legs._egress import EgressGuard
-from agent_legs._egress_proxy import DENIED_HEADER, EgressProxy
+from agent_legs._egress_proxy import DENIED_HEADER, EgressProxy, loopback_peer_uid, peer_uid_supported
 from agent_legs._policy import NetworkPolicy
 
 
@@ -373,3 +375,17 @@ async def test_close_ends_open_tunnels(env) -> None:
     await reader.readuntil(b"\r\n\r\n")
     await proxy.aclose()
     assert await asyncio.wait_for(reader.read(), 5) == b"" and not proxy._tasks
+
+
+# -- who is on the other end (the local browser's proxy serves only its own user) ----------------------
+@pytest.mark.parametrize("family,host", [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")])
+def test_loopback_peer_uid_finds_the_user_of_a_connection(family: int, host: str) -> None:
+    assert peer_uid_supported(), "netlink sock_diag is unavailable: the local browser's proxy falls back to credentials"
+    with socket.create_server((host, 0), family=family) as server, \
+            socket.create_connection(server.getsockname()[:2]) as client:
+        accepted, peer = server.accept()
+        with accepted:
+            ours = accepted.getsockname()[:2]
+            assert loopback_peer_uid(peer[:2], ours) == os.getuid()
+            assert client.getsockname()[:2] == peer[:2]
+            assert loopback_peer_uid((host, 1), ours) is None  # no such socket: unknown, so refused

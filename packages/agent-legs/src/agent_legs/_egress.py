@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 from ._errors import ActionError
 from ._policy import NetworkPolicy
 
-__all__ = ["Destination", "EgressGuard", "Resolver", "Target", "classify_ip", "normalize_host"]
+__all__ = ["Destination", "EgressGuard", "Resolver", "Target", "classify_ip", "is_loopback_host", "normalize_host"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Awaitable[list[str]]]
@@ -83,6 +83,16 @@ def normalize_host(host: str) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
+def is_loopback_host(host: str) -> bool:
+    """``localhost`` or a loopback address (a name is not resolved)."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def _ip(host: str) -> IPAddress | None:
     try:
         return ipaddress.ip_address(host)

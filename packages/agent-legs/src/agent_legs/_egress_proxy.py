@@ -12,10 +12,15 @@ code sandbox (served on a unix socket). What it enforces:
   header is rewritten from the checked URL (no domain fronting), and an upstream connection is only
   reused for the same checked host and port.
 
-* With ``credentials`` set (the browser's proxies always are: a random user and password per session),
-  a client connection must present them (``Proxy-Authorization: Basic``) before anything is checked or
-  forwarded; without them it gets ``407``. The proxy is then no open proxy for whoever else can reach
-  its address (other local users, or the network when it listens for a remote browser).
+* Who may use it. A local browser's proxy (on loopback) serves only connections whose other end
+  belongs to this process's user (``peer_uid``, read from the kernel's socket table): other local
+  users get ``403`` and nothing is checked or forwarded. A proxy that a remote browser reaches (or
+  any proxy where the socket table cannot be read) requires ``credentials`` instead: a random user
+  and password per session, presented as ``Proxy-Authorization: Basic``, else ``407``. Either way
+  it is no open proxy for whoever else can reach its address. The local browser does without the
+  credential because Playwright answers proxy authentication by pausing every request of the page
+  (``Fetch.enable``) *and disabling the HTTP cache*: a page with 40 images loaded 2.6-3x slower on
+  every visit after the first (and the process's own user can read the credential from memory anyway).
 
 Denied requests get ``403`` with ``X-Agent-Legs-Denied: <rule>`` and are recorded in ``denied``.
 Cost per plain request is tens of microseconds of parsing plus the guard's rule check.
@@ -27,14 +32,18 @@ import asyncio
 import base64
 import contextlib
 import hmac
+import ipaddress
 import logging
+import os
+import socket
+import struct
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from ._egress import EgressGuard
 from ._errors import ActionError
 
-__all__ = ["DENIED_HEADER", "Denial", "EgressProxy"]
+__all__ = ["DENIED_HEADER", "Denial", "EgressProxy", "loopback_peer_uid", "peer_uid_supported"]
 
 log = logging.getLogger("agent_legs.egress")
 DENIED_HEADER = "X-Agent-Legs-Denied"
@@ -152,6 +161,46 @@ class _Upstream:
             self.writer.close()
 
 
+_SOCK_DIAG_BY_FAMILY, _NLMSG_ERROR, _NETLINK_SOCK_DIAG = 20, 2, 4
+_DIAG_UID_OFFSET = 16 + 64  # nlmsghdr, then inet_diag_msg: 4 bytes, sockid (48), expires, rqueue, wqueue; uid
+
+
+def loopback_peer_uid(peer: tuple[str, int], ours: tuple[str, int]) -> int | None:
+    """The user owning the other end of a TCP connection on this host; None if that socket is not here
+    (or already gone). One exact lookup in the kernel's socket table (Linux netlink sock_diag, ~50 µs;
+    reading /proc/net/tcp instead costs milliseconds). Raises OSError where sock_diag is unavailable."""
+    peer_ip, our_ip = ipaddress.ip_address(peer[0]), ipaddress.ip_address(ours[0])
+    family = socket.AF_INET6 if peer_ip.version == 6 else socket.AF_INET
+    # inet_diag_req_v2 for the peer's socket: its source is the peer, its destination us; any state.
+    sockid = struct.pack("!HH16s16s", peer[1], ours[1], peer_ip.packed.ljust(16, b"\0"), our_ip.packed.ljust(16, b"\0"))
+    sockid += struct.pack("=III", 0, 0xFFFFFFFF, 0xFFFFFFFF)  # any interface; no cookie
+    request = struct.pack("=BBBBI", family, socket.IPPROTO_TCP, 0, 0, 0xFFFFFFFF) + sockid
+    header = struct.pack("=IHHII", 16 + len(request), _SOCK_DIAG_BY_FAMILY, 1, 1, 0)  # NLM_F_REQUEST, seq 1
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as nl:
+        nl.settimeout(1.0)
+        nl.send(header + request)
+        reply = nl.recv(65536)
+    kind = struct.unpack_from("=H", reply, 4)[0]
+    if kind == _NLMSG_ERROR:
+        errno = -struct.unpack_from("=i", reply, 16)[0]
+        if errno == 2:  # ENOENT: no such socket on this host
+            return None
+        raise OSError(errno, f"sock_diag lookup failed ({os.strerror(errno)})")
+    return int(struct.unpack_from("=I", reply, _DIAG_UID_OFFSET)[0])
+
+
+def peer_uid_supported() -> bool:
+    """Whether ``loopback_peer_uid`` works here: it must find the user of a connection of our own."""
+    try:
+        with socket.create_server(("127.0.0.1", 0)) as server, \
+                socket.create_connection(server.getsockname(), timeout=1) as client:
+            accepted, peer = server.accept()
+            with accepted:
+                return loopback_peer_uid(peer, accepted.getsockname()) == os.getuid() and client is not None
+    except (OSError, ValueError, struct.error):
+        return False
+
+
 @dataclass
 class EgressProxy:
     """Start with ``await EgressProxy(guard).start()``; give clients ``proxy.url``."""
@@ -167,8 +216,10 @@ class EgressProxy:
     """Requests and tunnels the guard was asked about (allowed or denied)."""
     credentials: tuple[str, str] | None = None
     """``(username, password)`` a client connection must present before it is served."""
+    peer_uid: int | None = None
+    """Serve only connections from this local user (loopback, Linux): see ``loopback_peer_uid``."""
     refused_unauthenticated: int = 0
-    """Requests answered ``407`` for lacking the credentials."""
+    """Connections refused: without the credentials (``407``) or from another local user (``403``)."""
 
     @property
     def url(self) -> str:
@@ -214,6 +265,13 @@ class EgressProxy:
             with contextlib.suppress(Exception):
                 writer.close()
 
+    def _own_user(self, writer: asyncio.StreamWriter) -> bool:
+        peer, ours = writer.get_extra_info("peername"), writer.get_extra_info("sockname")
+        try:
+            return loopback_peer_uid(peer[:2], ours[:2]) == self.peer_uid
+        except (OSError, ValueError, TypeError, IndexError):
+            return False  # unknown is refused
+
     def _authorized(self, head: _Head) -> bool:
         assert self.credentials is not None
         expected = b"basic " + base64.b64encode(":".join(self.credentials).encode())
@@ -222,7 +280,7 @@ class EgressProxy:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                      upstream: list[_Upstream]) -> None:
-        authenticated = self.credentials is None
+        authenticated = self.credentials is None and self.peer_uid is None
         while True:
             try:
                 raw = await reader.readuntil(b"\r\n\r\n")
@@ -230,8 +288,14 @@ class EgressProxy:
                 return  # the client closed between requests
             head = _parse_head(raw)
             method, target, version = (p.decode("latin-1") for p in head.first)
-            # Authenticated per client connection: later requests on it come from the same client.
-            if not authenticated and not (authenticated := self._authorized(head)):
+            # Authenticated per client connection: later requests on it come from the same client. (After
+            # reading the request: a reply while it is still unread would reset the connection.)
+            if not authenticated and self.peer_uid is not None:
+                if not (authenticated := self._own_user(writer)):
+                    self.refused_unauthenticated += 1
+                    await _reply(writer, 403, "this proxy serves only its own browser")
+                    return
+            elif not authenticated and not (authenticated := self._authorized(head)):
                 self.refused_unauthenticated += 1
                 await _reply(writer, 407, "proxy authentication required",
                              {"Proxy-Authenticate": 'Basic realm="agent-legs"'})

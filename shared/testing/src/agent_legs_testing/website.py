@@ -8,6 +8,7 @@ posts, WebSockets) is here, and ``website.other.requests`` must stay empty.
 
 from __future__ import annotations
 
+import base64
 import threading
 import time
 from collections.abc import Iterator
@@ -31,6 +32,9 @@ class Website:
         if browser:
             policy["browser"] = browser
         return policy
+
+
+_PIXEL = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==")
 
 
 def _html(title: str, body: str, head: str = "") -> bytes:
@@ -103,6 +107,10 @@ def _serve_site(site: TestServer, deny: str) -> None:
     page("/read-storage", "Read", "<h1 id='v'></h1><script>document.getElementById('v').textContent = "
          "'storage=' + localStorage.getItem('k')</script>")
     site.routes["/redirect-in"] = lambda h, r: h.redirect("/about")
+    # A page with cacheable sub-resources: a second visit is served from the browser's HTTP cache.
+    page("/gallery", "Gallery", "<h1>Gallery</h1>" + "".join(f"<img src='/img/{i}.png'>" for i in range(10)))
+    for i in range(10):
+        site.routes[f"/img/{i}.png"] = lambda h, r: h.send_body(200, _PIXEL, "image/png", {"Cache-Control": "max-age=3600"})
 
     # -- pages that try to leave for the denied origin --------------------------------------------------
     page("/embeds", "Embeds", f"<h1>Embeds</h1><img src='{deny}/pixel.png'><iframe src='{deny}/frame'></iframe>"

@@ -34,7 +34,8 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from .._context import ActionContext
-from .._egress_proxy import DENIED_HEADER, Denial, EgressProxy
+from .._egress import is_loopback_host
+from .._egress_proxy import DENIED_HEADER, Denial, EgressProxy, peer_uid_supported
 from .._errors import ActionError
 from .._markdown import html_to_markdown
 from .._models import ActionOutput, Artifact
@@ -371,12 +372,16 @@ class BrowserService(Service):
     async def _new_session(self, name: str) -> _Session:
         with self.runtime.tracer.start_as_current_span("browser new context") as span:
             settings = self.runtime.settings.browser
-            # A random credential per session: whoever else reaches the proxy's address (other local users,
-            # other hosts when it listens for a remote browser) gets 407, never an open proxy.
-            credentials = (f"s{secrets.token_hex(8)}", secrets.token_urlsafe(24))
+            # Nobody else may use the proxy (other local users; other hosts when it listens for a remote
+            # browser): our own browser on loopback is told apart by its user, any other by a random credential
+            # per session (which costs the page its HTTP cache: see _egress_proxy).
+            by_user = not self.remote and is_loopback_host(settings.proxy_bind) and peer_uid_supported()
+            credentials = None if by_user else (f"s{secrets.token_hex(8)}", secrets.token_urlsafe(24))
             advertised = _proxy_host(settings.proxy_host or settings.proxy_bind)
-            proxy = await EgressProxy(self.runtime.egress, host=settings.proxy_bind, credentials=credentials).start()
+            proxy = await EgressProxy(self.runtime.egress, host=settings.proxy_bind, credentials=credentials,
+                                      peer_uid=os.getuid() if by_user else None).start()
             server = f"http://{advertised}:{proxy.port}"
+            login = {"username": credentials[0], "password": credentials[1]} if credentials else {}
             template = self.runtime.settings.browser.profile
             profile = _profile_name(template, name) if template else None
             state: dict[str, Any] | None = None
@@ -388,8 +393,7 @@ class BrowserService(Service):
             try:
                 context = await self.browser.new_context(
                     # loopback through the proxy too
-                    proxy={"server": server, "bypass": "<-loopback>", "username": credentials[0],
-                           "password": credentials[1]},
+                    proxy={"server": server, "bypass": "<-loopback>", **login},
                     service_workers="block", accept_downloads=True, storage_state=state)
                 timeout_ms = self.runtime.policy.browser.timeout_s * 1000
                 context.set_default_timeout(timeout_ms)

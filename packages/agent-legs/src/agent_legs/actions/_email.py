@@ -28,7 +28,6 @@ import email.utils
 import functools
 import hashlib
 import imaplib
-import ipaddress
 import json
 import mimetypes
 import os
@@ -48,6 +47,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from .._context import ActionContext
+from .._egress import is_loopback_host
 from .._errors import ActionError, AgentLegsError
 from .._markdown import html_to_markdown
 from .._models import ActionOutput, Artifact
@@ -158,21 +158,12 @@ def approval_summary(args: SendInput) -> str:
     return f"Send email {recipients}. Subject: {args.subject[:200]!r}. {kind} starts: {' / '.join(lines)!r}.{attach}"
 
 
-def _is_loopback(host: str) -> bool:
-    if host.lower().rstrip(".") == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def _server(ctx: ActionContext, which: str) -> MailServer:
     server: MailServer | None = getattr(ctx.settings.email, which)
     if server is None:
         raise ActionError("unavailable", f"no {which.upper()} server is configured",
                           hint=f"Set settings.email.{which} (host, port, security, username, password).")
-    if server.security == "none" and not _is_loopback(server.host):
+    if server.security == "none" and not is_loopback_host(server.host):
         raise ActionError("denied", f"{which.upper()} without TLS (security='none') is only allowed to a loopback "
                           f"host, not {server.host}", rule=f"settings.email.{which}.security")
     return server
