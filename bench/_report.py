@@ -146,6 +146,14 @@ def _summary(res: dict[str, Any]) -> str:
             f"raw Playwright {t(raw)}; LangChain {t(lc)}; llama-index {t(li)}",
             f"{x(_div(ours, raw))} / {x(_div(ours, lc))} / {x(_div(ours, li))}", "reported", None)
 
+    gallery = _get(res, "browser", "gallery_repeat_visit") or {}
+    if gallery:
+        ours = _p50(gallery, "agent_legs")
+        raw, lc, li = _p50(gallery, "raw_playwright"), _p50(gallery, "langchain"), _p50(gallery, "llama_index")
+        row("browser", "repeat `browser.navigate` to a page with 40 cached images p50", t(ours),
+            f"raw Playwright {t(raw)}; LangChain {t(lc)}; llama-index {t(li)}",
+            f"{x(_div(ours, raw))} / {x(_div(ours, lc))} / {x(_div(ours, li))}", "reported", None)
+
     email = res.get("email", {})
     ours, raw = _p50(email, "send", "plain", "agent_legs"), _p50(email, "send", "plain", "raw_aiosmtplib")
     row("email", "`email.send` to local SMTP p50", t(ours), f"raw aiosmtplib {t(raw)}", x(_div(ours, raw)),

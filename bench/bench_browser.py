@@ -1,9 +1,9 @@
 """browser.* on a local 50 KB page against raw Playwright and the peers' tools.
 
-Same run, same Chromium build and flags, alternating rounds; two scenarios:
+Same run, same Chromium build and flags, alternating rounds; three scenarios:
 
 * **navigate + read** (``navigate_plus_content``): ``agent_legs`` = ``browser.navigate`` then ``browser.content``
-  through ``Legs.arun`` (policy, egress proxy with its per-session credential in front of every request, spans,
+  through ``Legs.arun`` (policy, the session's egress proxy in front of every request, spans,
   action log, markdown with form fields); ``raw_playwright`` = ``page.goto`` + ``page.inner_text("body")`` on a
   plain context (no proxy, no policy); ``langchain`` = ``PlayWrightBrowserToolkit``'s ``navigate_browser`` +
   ``extract_text``; ``llama_index`` = llama-index-tools-playwright's ``navigate_to`` + ``extract_text``.
@@ -11,6 +11,9 @@ Same run, same Chromium build and flags, alternating rounds; two scenarios:
   ``browser.content``; raw ``page.click`` + ``wait_for_load_state`` + ``inner_text``; the peers' click tools
   (``click_element`` / ``click``), which do not wait for the new page, plus ``wait_for_load_state`` (what a
   caller must add to read the right page) and ``extract_text``.
+* **repeat visit** (``gallery_repeat_visit``): navigating again to a page with 40 cacheable images, caches warm
+  (each one's navigate alone). The browser's HTTP cache must work through our proxy: a proxy credential would
+  make Playwright disable it (see ``_egress_proxy``), refetching every image on every visit.
 
 Also reported: whether each one lets a page reach another port on 127.0.0.1 (a probe page with an image
 from a second server), and memory per session (Chromium PSS + our process RSS, per open session).
@@ -19,6 +22,7 @@ from a second server), and memory per session (Chromium PSS + our process RSS, p
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import multiprocessing
 import os
@@ -56,15 +60,28 @@ def _page_50kb(nxt: str = "/page2") -> bytes:
     return html.encode()
 
 
+GALLERY_IMAGES = 40
+_PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==")
+
+
+def _gallery() -> bytes:
+    """A page with 40 cacheable images: a repeat visit is as fast as the browser's HTTP cache lets it be."""
+    imgs = "".join(f"<img src='/img/{i}.png' alt='item {i}'>" for i in range(GALLERY_IMAGES))
+    return f"<html><head><title>Gallery</title></head><body><h1>Gallery</h1>{imgs}</body></html>".encode()
+
+
 def _serve(port_queue: Any) -> None:
     """The site (and a second 'other port' server that counts probe hits) in their own process."""
     from aiohttp import web
 
-    pages = {"/page": _page_50kb("/page2"), "/page2": _page_50kb("/page")}
+    pages = {"/page": _page_50kb("/page2"), "/page2": _page_50kb("/page"), "/gallery": _gallery()}
     hits: dict[str, int] = {}
 
     async def handle(request: web.Request) -> web.Response:
         return web.Response(body=pages[request.path], content_type="text/html", charset="utf-8")
+
+    async def image(request: web.Request) -> web.Response:
+        return web.Response(body=_PNG, content_type="image/png", headers={"Cache-Control": "max-age=3600"})
 
     async def probe(request: web.Request) -> web.Response:
         tool = request.query.get("tool", "?")
@@ -92,6 +109,8 @@ def _serve(port_queue: Any) -> None:
         app = web.Application()
         app.router.add_get("/page", handle)
         app.router.add_get("/page2", handle)
+        app.router.add_get("/gallery", handle)
+        app.router.add_get("/img/{n}.png", image)
         app.router.add_get("/probe", probe)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
@@ -189,6 +208,26 @@ async def _bench(legs: Legs, url: str, probe: str, iterations: int, smoke: bool)
                   "llama_index": llama_index_click}
         click = await _alternate(clicks, iterations, rounds, warmup)
 
+        # repeat visits to a page with 40 cacheable images (the warm-up visits fill the caches)
+        gallery_url = url.replace("/page", "/gallery")
+
+        async def agent_legs_gallery() -> None:
+            r = await legs.arun("browser.navigate", {"url": gallery_url})
+            assert r.ok and "Gallery" in r.output, r.output
+
+        async def raw_gallery() -> None:
+            await raw_page.goto(gallery_url)
+
+        async def langchain_gallery() -> None:
+            await lc_nav.arun({"url": gallery_url})
+
+        async def llama_index_gallery() -> None:
+            await li.navigate_to(gallery_url)
+
+        galleries = {"agent_legs": agent_legs_gallery, "raw_playwright": raw_gallery, "langchain": langchain_gallery,
+                     "llama_index": llama_index_gallery}
+        gallery = await _alternate(galleries, iterations, rounds, warmup)
+
         # does a page reach another port on 127.0.0.1?
         await legs.arun("browser.navigate", {"url": f"{probe}?tool=agent_legs"})
         await raw_page.goto(f"{probe}?tool=raw_playwright")
@@ -196,7 +235,7 @@ async def _bench(legs: Legs, url: str, probe: str, iterations: int, smoke: bool)
         await li.navigate_to(f"{probe}?tool=llama_index")
         for b in (raw_browser, lc_browser, li_browser):
             await b.close()
-    return {"timings": navigate, "click": click, "output_chars": sizes}
+    return {"timings": navigate, "click": click, "gallery": gallery, "output_chars": sizes}
 
 
 async def _memory(legs: Legs, url: str, sessions: int) -> dict[str, Any]:
@@ -260,5 +299,8 @@ def run(iterations: int, smoke: bool = False) -> dict[str, Any]:
         "p50_ms": {k: round(v["p50_us"] / 1000, 2) for k, v in t.items()},
         "p95_ms": {k: round(v["p95_us"] / 1000, 2) for k, v in t.items()},
         "click_p50_ms": {k: round(v["p50_us"] / 1000, 2) for k, v in c.items()},
+        "gallery_repeat_visit": out["gallery"],
+        "gallery_images": GALLERY_IMAGES,
+        "gallery_ratio_p50_vs_raw_playwright": ratio(out["gallery"]["agent_legs"], out["gallery"]["raw_playwright"]),
         "click_p95_ms": {k: round(v["p95_us"] / 1000, 2) for k, v in c.items()},
     }
