@@ -28,7 +28,7 @@ def upload(dirs, website, tmp_path):
     os.symlink(outside, ws / "link-out.txt")  # a file symlink leading out
     os.symlink(st, ws / "statedir")  # a directory symlink into the state directory
     (ws / "big.bin").write_bytes(b"x" * 2000)
-    with Legs(workspace=ws, state_dir=st, policy=website.policy(max_download_bytes=1000)) as legs:
+    with Legs(workspace=ws, state_dir=st, policy=website.policy(max_upload_bytes=1000)) as legs:
         assert nav(legs, website.site.url("/upload")).ok
         yield legs, ws, st, outside
 
@@ -72,3 +72,13 @@ def test_empty_value_for_a_file_input_is_invalid(upload) -> None:
     legs, *_ = upload
     r = legs.run("browser.fill", {"selector": "#file", "value": "  \n "})
     assert r.error.type == "invalid_input" and "workspace file path" in r.error.message
+
+
+def test_upload_cap_counts_all_files_of_one_call(upload) -> None:
+    """policy.browser.max_upload_bytes (1,000 here) caps the files of one call together, not each one."""
+    legs, ws, *_ = upload
+    (ws / "part1.bin").write_bytes(b"1" * 600)
+    (ws / "part2.bin").write_bytes(b"2" * 600)
+    r = legs.run("browser.fill", {"selector": "#file", "value": "part1.bin\npart2.bin"})
+    assert r.error.type == "invalid_input" and "max_upload_bytes" in r.error.message, r.error
+    assert "'part2.bin'" in r.error.message and "nothing was attached" in r.error.message

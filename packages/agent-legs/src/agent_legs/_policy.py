@@ -81,6 +81,8 @@ class HttpPolicy(_Section):
 class BrowserPolicy(_Section):
     timeout_s: float = Field(30, gt=0)
     max_download_bytes: int = Field(50_000_000, gt=0)
+    # Uploads leave the machine: their own, smaller cap (all files of one browser.fill together).
+    max_upload_bytes: int = Field(10_000_000, gt=0)
 
 
 class CodePolicy(_Section):

@@ -1006,17 +1006,20 @@ async def browser_fill(ctx: ActionContext, args: FillInput) -> ActionOutput:
             if not paths:
                 raise ActionError("invalid_input", f"{args.selector} is a file input: give a workspace file path "
                                   "to upload (several: one per line)")
+            limit, total = ctx.policy.browser.max_upload_bytes, 0
             for rel in paths:
                 # Uploads come from the workspace only: read through its checks (no '..', nothing outside, no
                 # symlinks, never the state directory) and hand the browser the bytes, never a path. Every
                 # file is read before any is attached: one refused path uploads nothing.
                 try:
-                    content = await asyncio.to_thread(ctx.workspace.read_bytes, rel,
-                                                      max_bytes=ctx.policy.browser.max_download_bytes)
+                    content = await asyncio.to_thread(ctx.workspace.read_bytes, rel, max_bytes=limit - total)
                 except ActionError as exc:
-                    raise ActionError(exc.type, f"cannot upload {rel!r}: {exc.message}; nothing was attached",
+                    over = " (policy.browser.max_upload_bytes, all files together)" if "over the limit" in exc.message \
+                        else ""
+                    raise ActionError(exc.type, f"cannot upload {rel!r}: {exc.message}{over}; nothing was attached",
                                       rule=exc.rule, hint=exc.hint or "Uploads take files inside the workspace "
                                       "(paths relative to it); see files_list.") from None
+                total += len(content)
                 name = rel.rsplit("/", 1)[-1]
                 files.append({"name": name, "mimeType": mimetypes.guess_type(name)[0] or "application/octet-stream",
                               "buffer": content})
