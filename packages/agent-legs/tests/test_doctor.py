@@ -106,6 +106,15 @@ def test_local_chromium_runs() -> None:
     assert "chrom" in check.detail.lower()
 
 
+def test_browser_without_sock_diag_is_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without netlink sock_diag the local proxy falls back to a credential: pages lose the HTTP cache."""
+    import agent_legs._egress_proxy as proxy_module
+
+    monkeypatch.setattr(proxy_module, "peer_uid_supported", lambda: False)
+    check = check_browser(Settings())
+    assert check.status == "warn" and "HTTP cache" in check.detail and "tcp_diag" in (check.fix or ""), check
+
+
 def test_missing_browser_and_remote_browser(tmp_path: Path) -> None:
     missing = check_browser(Settings(browser={"executable_path": str(tmp_path / "chromium")}))
     assert missing.status == "fail" and "does not exist" in missing.detail and "apt-get install" in (missing.fix or "")

@@ -162,7 +162,16 @@ def check_browser(settings: Settings) -> Check:
     if run.returncode != 0:
         return Check("browser", "fail", f"{path} --version failed: {(run.stderr or run.stdout).strip()[-200:]}",
                      "reinstall chromium (missing shared libraries?)")
-    return Check("browser", "ok", f"{run.stdout.strip() or 'chromium'} ({path})")
+    found = f"{run.stdout.strip() or 'chromium'} ({path})"
+    from ._egress import is_loopback_host
+    from ._egress_proxy import peer_uid_supported
+
+    if is_loopback_host(settings.browser.proxy_bind) and not peer_uid_supported():
+        return Check("browser", "warn", f"{found}; the egress proxy cannot tell its browser apart by user here "
+                     "(netlink sock_diag is unavailable), so it asks for a credential, and Playwright disables the "
+                     "browser's HTTP cache for that", "modprobe tcp_diag, or allow NETLINK_SOCK_DIAG sockets in the "
+                     "container's seccomp profile")
+    return Check("browser", "ok", found)
 
 
 # -- mail --------------------------------------------------------------------------------------
