@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import hmac
 import ipaddress
 import logging
@@ -189,8 +190,10 @@ def loopback_peer_uid(peer: tuple[str, int], ours: tuple[str, int]) -> int | Non
     return int(struct.unpack_from("=I", reply, _DIAG_UID_OFFSET)[0])
 
 
+@functools.cache
 def peer_uid_supported() -> bool:
-    """Whether ``loopback_peer_uid`` works here: it must find the user of a connection of our own."""
+    """Whether ``loopback_peer_uid`` works here: it must find the user of a connection of our own (asked
+    once per process)."""
     try:
         with socket.create_server(("127.0.0.1", 0)) as server, \
                 socket.create_connection(server.getsockname(), timeout=1) as client:
