@@ -415,6 +415,39 @@ def test_page_loads_wait_for_a_slot(dirs, website, slots: int) -> None:
     assert website.site.counters["slow_max_in_flight"] == slots
 
 
+def test_opening_a_session_waits_for_a_slot_too(dirs, website) -> None:
+    """A new context and its tab start a renderer: while the only slot is held, no session is opened (64
+    sessions opening at once swamped Chromium in the scale benchmark)."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from agent_legs.actions._browser import BrowserService
+
+    ws, st = dirs
+    with Legs(workspace=ws, state_dir=st, policy=website.policy(timeout_s=20),
+              settings={"browser": {"max_concurrent_loads": 1}}) as legs:
+        assert nav(legs, website.site.url("/about"), session="a").ok
+        service = legs._runtime.submit(legs._runtime.service(BrowserService)).result(10)
+        held, release = threading.Event(), threading.Event()
+
+        async def hold_the_only_slot() -> None:
+            async with service.loads:
+                held.set()
+                while not release.is_set():
+                    await asyncio.sleep(0.01)
+
+        holder = legs._runtime.submit(hold_the_only_slot())
+        assert held.wait(10)
+        with ThreadPoolExecutor(1) as pool:
+            opening = pool.submit(nav, legs, website.site.url("/about"), "b")
+            time.sleep(1.5)  # a context opens in well under a second when nothing holds it back
+            assert "b" not in service.sessions and not opening.done()
+            release.set()
+            assert opening.result(30).ok
+        holder.result(10)
+        assert "b" in service.sessions
+
+
 def test_a_load_that_cannot_get_a_slot_times_out_without_touching_the_page(dirs, website) -> None:
     import asyncio
 

@@ -391,13 +391,16 @@ class BrowserService(Service):
                 with contextlib.suppress(FileNotFoundError, ValueError):
                     state = json.loads(await asyncio.to_thread(path.read_text))
             try:
-                context = await self.browser.new_context(
-                    # loopback through the proxy too
-                    proxy={"server": server, "bypass": "<-loopback>", **login},
-                    service_workers="block", accept_downloads=True, storage_state=state)
-                timeout_ms = self.runtime.policy.browser.timeout_s * 1000
-                context.set_default_timeout(timeout_ms)
-                page = await context.new_page()
+                # A new context and tab start a renderer: as much work for Chromium as a page load, so they
+                # take a load slot too (64 sessions opening at once otherwise swamp it: see benchmarks.md).
+                async with self.loads:
+                    context = await self.browser.new_context(
+                        # loopback through the proxy too
+                        proxy={"server": server, "bypass": "<-loopback>", **login},
+                        service_workers="block", accept_downloads=True, storage_state=state)
+                    timeout_ms = self.runtime.policy.browser.timeout_s * 1000
+                    context.set_default_timeout(timeout_ms)
+                    page = await context.new_page()
             except BaseException:
                 await proxy.aclose()
                 raise
@@ -410,7 +413,7 @@ class BrowserService(Service):
     async def new_tab(self, s: _Session) -> None:
         s.opening = True  # the context's "page" event fires before new_page() returns: not a popup
         try:
-            s.page = await s.context.new_page()
+            s.page = await s.context.new_page()  # no load slot: a timed-out load replaces its tab holding one
         finally:
             s.opening = False
         self._attach(s, s.page)
