@@ -138,21 +138,14 @@ def _summary(res: dict[str, Any]) -> str:
         f"raw Playwright {t(raw)}; LangChain {t(lc)}; llama-index {t(li)}",
         f"{x(r_raw)} / {x(r_lc)} / {x(r_li)}", "≤ 1.1× raw Playwright, ≤ 1× each peer", ok)
 
-    click = _get(res, "browser", "click_plus_content") or {}
-    if click:
-        ours = _p50(click, "agent_legs")
-        raw, lc, li = _p50(click, "raw_playwright"), _p50(click, "langchain"), _p50(click, "llama_index")
-        row("browser", "`browser.click` + `browser.content` p50", t(ours),
-            f"raw Playwright {t(raw)}; LangChain {t(lc)}; llama-index {t(li)}",
-            f"{x(_div(ours, raw))} / {x(_div(ours, lc))} / {x(_div(ours, li))}", "reported", None)
-
-    gallery = _get(res, "browser", "gallery_repeat_visit") or {}
-    if gallery:
-        ours = _p50(gallery, "agent_legs")
-        raw, lc, li = _p50(gallery, "raw_playwright"), _p50(gallery, "langchain"), _p50(gallery, "llama_index")
-        row("browser", "repeat `browser.navigate` to a page with 40 cached images p50", t(ours),
-            f"raw Playwright {t(raw)}; LangChain {t(lc)}; llama-index {t(li)}",
-            f"{x(_div(ours, raw))} / {x(_div(ours, lc))} / {x(_div(ours, li))}", "reported", None)
+    for key, what in (("click_plus_content", "`browser.click` + `browser.content` p50"),
+                      ("gallery_repeat_visit", "repeat `browser.navigate` to a page with 40 cached images p50")):
+        case = _get(res, "browser", key) or {}
+        if case:
+            ours = _p50(case, "agent_legs")
+            raw, lc, li = _p50(case, "raw_playwright"), _p50(case, "langchain"), _p50(case, "llama_index")
+            row("browser", what, t(ours), f"raw Playwright {t(raw)}; LangChain {t(lc)}; llama-index {t(li)}",
+                f"{x(_div(ours, raw))} / {x(_div(ours, lc))} / {x(_div(ours, li))}", "reported", None)
 
     email = res.get("email", {})
     ours, raw = _p50(email, "send", "plain", "agent_legs"), _p50(email, "send", "plain", "raw_aiosmtplib")
