@@ -79,12 +79,15 @@ def test_deny_rule_is_named(ws: Workspace) -> None:
     assert e.rule == "workspace confinement"
 
 
-def test_deny_globs_are_case_sensitive_and_basename_without_slash(dirs) -> None:
+def test_deny_globs_ignore_case_and_basename_without_slash(dirs) -> None:
     w = Workspace(dirs[0], FilesPolicy(deny=["secret*", "conf/*.ini"]), dirs[1])
     assert err(w.check, "a/b/secret.txt").rule == "policy.files.deny['secret*']"
-    assert w.check("a/Secret.txt") == "a/Secret.txt"  # case-sensitive, as the filesystem
+    # issue 13.7: case-insensitive (was case-sensitive: 'a/Secret.txt' was readable)
+    assert err(w.check, "a/Secret.txt").rule == "policy.files.deny['secret*']"
+    assert err(w.check, "CONF/App.INI").rule == "policy.files.deny['conf/*.ini']"
     assert err(w.check, "conf/app.ini").type == "denied"
     assert w.check("x/conf/app.ini") == "x/conf/app.ini"  # a pattern with '/' matches the whole path
+    assert err(w.check, "conf/app.ini/inner.txt").type == "denied"  # a denied directory's contents too
 
 
 def test_read_only_refuses_writes_only(dirs) -> None:

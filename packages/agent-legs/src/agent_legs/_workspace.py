@@ -40,7 +40,7 @@ from ._errors import ActionError
 from ._models import Artifact
 from ._policy import FilesPolicy
 
-__all__ = ["CopyResult", "Entry", "Workspace", "decode_text", "glob_to_regex", "guess_mime", "path_matcher"]
+__all__ = ["CopyResult", "DenyList", "Entry", "Workspace", "decode_text", "glob_to_regex", "guess_mime", "path_matcher"]
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _TMP_PREFIX = ".agent-legs-tmp-"
@@ -58,7 +58,7 @@ WriteMode = Literal["overwrite", "append", "create"]
 Kind = Literal["file", "dir", "symlink", "other"]
 
 
-def glob_to_regex(pattern: str) -> re.Pattern[str]:
+def glob_to_regex(pattern: str, *, ignore_case: bool = False) -> re.Pattern[str]:
     """Translate a path glob: ``**`` spans directories, ``*`` and ``?`` stay within one name."""
     out, i = [], 0
     while i < len(pattern):
@@ -88,10 +88,11 @@ def glob_to_regex(pattern: str) -> re.Pattern[str]:
         else:
             out.append(re.escape(c))
         i += 1
+    flags = re.DOTALL | (re.IGNORECASE if ignore_case else 0)
     try:
-        return re.compile("".join(out) + r"\Z", re.DOTALL)
+        return re.compile("".join(out) + r"\Z", flags)
     except re.error:  # e.g. a reversed range "[z-a]": match it literally rather than fail
-        return re.compile(re.escape(pattern) + r"\Z")
+        return re.compile(re.escape(pattern) + r"\Z", flags)
 
 
 def path_matcher(pattern: str) -> Callable[[str], bool]:
@@ -104,7 +105,43 @@ def path_matcher(pattern: str) -> Callable[[str], bool]:
 
 
 def _union(rxs: list[re.Pattern[str]]) -> re.Pattern[str] | None:
-    return re.compile("|".join(f"(?:{rx.pattern})" for rx in rxs), re.DOTALL) if rxs else None
+    return re.compile("|".join(f"(?:{rx.pattern})" for rx in rxs), re.DOTALL | re.IGNORECASE) if rxs else None
+
+
+class DenyList:
+    """``policy.files.deny``: the one matcher every family uses (files, attachments, uploads, the
+    sandbox's masks), so they cannot disagree.
+
+    A path is denied when the path itself or any of its ancestors matches a pattern: patterns
+    without '/' match a name at any depth (``.env`` denies ``a/.env`` and ``a/.env/b``), others match
+    a whole path from the root (``secrets/**`` denies ``secrets/a``; ``secrets/*`` denies
+    ``secrets/a/b`` too, through its ancestor ``secrets/a``). Matching ignores case (Unicode
+    case folding as ``re.IGNORECASE`` does it): the workspace may sit on a case-insensitive file
+    system, where ``.ENV`` *is* ``.env``, and ``server.PEM`` is a key whatever its case.
+    """
+
+    __slots__ = ("_any", "_rules")
+
+    def __init__(self, patterns: list[str]) -> None:
+        self._rules = [(p, glob_to_regex(p, ignore_case=True), "/" not in p) for p in patterns]
+        self._any = _union([rx for _, rx, _ in self._rules])
+
+    def __bool__(self) -> bool:
+        return bool(self._rules)
+
+    def rule(self, rel: str) -> str | None:
+        """The first pattern that denies the normalised relative path ``rel`` ('a/b.txt'), or None."""
+        if self._any is None or rel in ("", "."):
+            return None
+        parts = rel.split("/")
+        prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+        # One combined regex answers "denied?" (the common answer is no); then find which rule.
+        if not any(self._any.match(x) for x in (*parts, *prefixes)):
+            return None
+        for pattern, rx, anywhere in self._rules:
+            if any(rx.match(x) for x in prefixes) or (anywhere and any(rx.match(p) for p in parts)):
+                return pattern
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +157,9 @@ class CopyResult:
     artifacts: list[Artifact] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     """Paths left out: symbolic links, special files, hard-linked files."""
+    denied: dict[str, int] = field(default_factory=dict)
+    """Entries left out because ``policy.files.deny`` denies them at the source or would at the
+    destination: count per pattern (names are not shown: they stay as hidden as in files.list)."""
 
 
 class _ExistsError(ActionError):
@@ -142,10 +182,7 @@ class Workspace:
         self.root = Path(root).resolve()
         self.policy = policy
         self.state_dir = Path(state_dir).resolve()
-        # Patterns without "/" deny a name anywhere in the path; others match the whole path.
-        self._deny = [(p, glob_to_regex(p), "/" not in p) for p in policy.deny]
-        self._deny_path = _union([rx for _, rx, _ in self._deny])
-        self._deny_name = _union([rx for _, rx, anywhere in self._deny if anywhere])
+        self.deny = DenyList(policy.deny)
 
     # -- path checks ---------------------------------------------------------------------------
     def check(self, path: str, *, write: bool = False) -> str:
@@ -161,7 +198,7 @@ class Workspace:
             raise _denied(f"cannot modify {rel!r}: the workspace is read-only", "policy.files.read_only")
         return rel
 
-    def _parse(self, path: str) -> tuple[list[str], bool]:
+    def _parse(self, path: str, *, deny: bool = True) -> tuple[list[str], bool]:
         """Components of a workspace path and whether it ended with '/' (names a directory)."""
         if not isinstance(path, str):
             raise ActionError("invalid_input", "path must be a string")
@@ -195,15 +232,10 @@ class Workspace:
         for part in parts:
             if len(part.encode()) > 255:
                 raise ActionError("invalid_input", "a path component is longer than 255 bytes")
-            if part.startswith(_TMP_PREFIX):
+            if _is_temp(part):
                 raise _denied(f"{path!r} is an Agent Legs temporary file", _CONFINED)
-        # One combined regex answers "denied?" (the common answer is no); then find which rule.
-        if self._deny_path is not None and (
-            self._deny_path.match(rel) or (self._deny_name is not None and any(map(self._deny_name.match, parts)))
-        ):
-            for pattern, rx, anywhere in self._deny:
-                if rx.match(rel) or (anywhere and any(rx.match(p) for p in parts)):
-                    raise _denied(f"{rel!r} matches a denied pattern", f"policy.files.deny[{pattern!r}]")
+        if deny and (pattern := self.deny.rule(rel)) is not None:
+            raise _denied(f"{rel!r} matches a denied pattern", f"policy.files.deny[{pattern!r}]")
         return parts, bool(parts) and raw.endswith(("/", "/."))
 
     def _file_parts(self, path: str) -> tuple[list[str], str]:
@@ -223,6 +255,38 @@ class Workspace:
         except ActionError:
             return True
         return False
+
+    def denied_rule(self, path: str) -> str | None:
+        """The ``policy.files.deny`` pattern that denies a workspace path (relative or absolute
+        inside the root), or None. The single check for every family (e.g. the sandbox's masks)."""
+        parts, _ = self._parse(path, deny=False)
+        return self.deny.rule("/".join(parts))
+
+    def denied_paths(self, path: str = ".", *, cancel: threading.Event | None = None) -> Iterator[tuple[str, str]]:
+        """``(relative path, pattern)`` of every existing denied entry under ``path`` (a denied
+        directory is reported, not entered). Symbolic links are reported by their own name and
+        never followed; the state directory is skipped."""
+        parts, _ = self._parse(path)
+        with self._dir(parts) as dfd:
+            yield from self._denied_under(dfd, parts, self._state_id(), cancel)
+
+    def _denied_under(
+        self, dfd: int, parts: list[str], state: tuple[int, int] | None, cancel: threading.Event | None
+    ) -> Iterator[tuple[str, str]]:
+        _cancelled(cancel)
+        with os.scandir(dfd) as it:
+            items = sorted(it, key=lambda e: e.name)
+        for item in items:
+            if _is_temp(item.name):
+                continue
+            rel = "/".join([*parts, item.name])
+            if (pattern := self.deny.rule(rel)) is not None:
+                yield rel, pattern
+                continue
+            if item.is_dir(follow_symlinks=False):
+                with self._subdir(dfd, item.name, state) as sub:
+                    if sub is not None:
+                        yield from self._denied_under(sub, [*parts, item.name], state, cancel)
 
     # -- fd walking ----------------------------------------------------------------------------
     def _state_id(self) -> tuple[int, int] | None:
@@ -400,7 +464,7 @@ class Workspace:
             items = sorted(it, key=lambda e: e.name)
         for item in items:
             rel = "/".join([*parts, item.name])
-            if item.name.startswith(_TMP_PREFIX) or self.is_denied(rel):
+            if _is_temp(item.name) or self.is_denied(rel):
                 continue
             try:
                 st = item.stat(follow_symlinks=False)
@@ -461,7 +525,7 @@ class Workspace:
         for item in items:
             _cancelled(cancel)
             rel = "/".join([*parts, item.name])
-            if item.name.startswith(_TMP_PREFIX) or self.is_denied(rel):
+            if _is_temp(item.name) or self.is_denied(rel):
                 continue
             if item.is_dir(follow_symlinks=False):
                 with self._subdir(dfd, item.name, state) as sub:
@@ -598,6 +662,13 @@ class Workspace:
                                   hint="Name the destination file, e.g. 'dir/name.txt'.")
             if sp == dp:
                 return dst  # a move onto itself is a no-op (as rename(2))
+            if is_dir and self.deny:
+                with self._subdir(sfd, sp[-1], self._state_id()) as sub:
+                    if sub is None:
+                        raise ActionError("failed", f"cannot open {src!r}")
+                    hit = self._first_denied(sub, sp, dp, self._state_id())
+                if hit is not None:
+                    raise self._tree_denied("move", src, dst, *hit)
             target = _lstat(dfd, dp[-1])
             self._not_state(target)
             if target is not None:
@@ -612,6 +683,44 @@ class Workspace:
             if sp[:-1] != dp[:-1]:
                 os.fsync(sfd)
         return dst
+
+    def _first_denied(
+        self, dfd: int, sparts: list[str], dparts: list[str], state: tuple[int, int] | None
+    ) -> tuple[str, str, str] | None:
+        """The first entry under a directory whose denial would change if it were renamed from
+        under ``sparts`` to under ``dparts``: ``(path, pattern, "source" | "destination")``, or None.
+        An entry denied on both sides (``a/.env`` -> ``b/.env``) keeps its denial: no change."""
+        with os.scandir(dfd) as it:
+            items = sorted(it, key=lambda e: e.name)
+        for item in items:
+            if _is_temp(item.name):
+                continue
+            src, dst = "/".join([*sparts, item.name]), "/".join([*dparts, item.name])
+            at_src, at_dst = self.deny.rule(src), self.deny.rule(dst)
+            if at_src is not None and at_dst is None:
+                return src, at_src, "source"
+            if at_dst is not None and at_src is None:
+                return dst, at_dst, "destination"
+            if at_src is not None:
+                continue  # denied here and there, and so is all below (denial covers descendants)
+            if item.is_dir(follow_symlinks=False):
+                with self._subdir(dfd, item.name, state) as sub:
+                    if sub is not None and (hit := self._first_denied(sub, [*sparts, item.name],
+                                                                      [*dparts, item.name], state)):
+                        return hit
+        return None
+
+    @staticmethod
+    def _tree_denied(verb: str, src: str, dst: str, path: str, pattern: str, side: str) -> ActionError:
+        if side == "source":
+            why = (f"{src!r} contains {path!r}, which policy.files.deny[{pattern!r}] denies; "
+                   f"under the new name it would become readable")
+        else:
+            why = (f"{path!r} would be denied by policy.files.deny[{pattern!r}] at the destination, "
+                   "so its content would become unreachable")
+        return ActionError("denied", f"cannot {verb} {src!r} to {dst!r}: {why}. Nothing was changed.",
+                           rule=f"policy.files.deny[{pattern!r}]",
+                           hint=f"{verb.capitalize()} the allowed files individually instead of the whole directory.")
 
     def copy(
         self, source: str, destination: str, *, overwrite: bool = False, cancel: threading.Event | None = None
@@ -690,11 +799,11 @@ class Workspace:
             items = sorted(it, key=lambda e: e.name)
         for item in items:
             _cancelled(cancel)
-            rel = "/".join([*sparts, item.name])
-            if item.name.startswith(_TMP_PREFIX) or self.is_denied(rel):
+            if _is_temp(item.name):
                 continue
-            out_rel = "/".join([*dparts, item.name])
-            if self.is_denied(out_rel):
+            rel, out_rel = "/".join([*sparts, item.name]), "/".join([*dparts, item.name])
+            if (pattern := self.deny.rule(rel) or self.deny.rule(out_rel)) is not None:
+                result.denied[pattern] = result.denied.get(pattern, 0) + 1
                 continue
             if item.is_dir(follow_symlinks=False):
                 with self._subdir(sfd, item.name, state) as sub:
@@ -842,6 +951,11 @@ class Workspace:
             os.close(tfd)
         shutil.rmtree(slot, ignore_errors=True)
         return rel
+
+
+def _is_temp(name: str) -> bool:
+    """Our temporary names, whatever their case (a case-insensitive file system aliases them)."""
+    return name[: len(_TMP_PREFIX)].lower() == _TMP_PREFIX
 
 
 def _read_fd(fd: int, max_bytes: int, size: int | None = None) -> tuple[bytes, int]:

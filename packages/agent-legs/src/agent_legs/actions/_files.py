@@ -383,8 +383,12 @@ async def files_copy(ctx: ActionContext, args: MoveInput) -> ActionOutput:
     if result.skipped:
         shown = ", ".join(result.skipped[:10]) + (", ..." if len(result.skipped) > 10 else "")
         output += f"; not copied (links, special or hard-linked files): {shown}"
+    if result.denied:
+        rules = ", ".join(f"{count} by policy.files.deny[{pattern!r}]" for pattern, count in result.denied.items())
+        output += f"; left out because denied paths are never copied: {rules}"
     return ActionOutput(output=output,
-                        data={"source": src, "destination": dst, "files": n, "skipped": result.skipped[:100]},
+                        data={"source": src, "destination": dst, "files": n, "skipped": result.skipped[:100],
+                              "denied": result.denied},
                         artifacts=result.artifacts[:_MAX_ARTIFACTS])
 
 
