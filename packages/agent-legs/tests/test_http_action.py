@@ -851,8 +851,9 @@ def test_a_post_that_cannot_connect_stays_retryable(dirs) -> None:
     assert r.error.type == "unavailable" and r.error.retryable  # nothing was sent
 
 
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
 @pytest.mark.parametrize("case", ["redirect-chain", "retries"])
-def test_the_timeout_bounds_the_whole_call(dirs, http_server, case) -> None:
+def test_the_timeout_bounds_the_whole_call(dirs, http_server, case, transport) -> None:
     """A server that stalls 0.6 s on every hop: an endless redirect chain, or 503s with
     Retry-After 1 and many retries allowed. timeout_s = 2 ends the call, not each hop."""
     import time
@@ -871,7 +872,7 @@ def test_the_timeout_bounds_the_whole_call(dirs, http_server, case) -> None:
     ws, st = dirs
     with Legs(workspace=ws, state_dir=st, policy={"network": {"allow_hosts": [f"127.0.0.1:{http_server.port}"]},
                                                   "http": {"max_redirects": 50}},
-              settings={"http": {"retries": 50}}) as legs:
+              settings={"http": {"retries": 50, "transport": transport}}) as legs:
         t0 = time.monotonic()
         r = get(legs, http_server.url("/stall"), timeout_s=2)
         elapsed = time.monotonic() - t0

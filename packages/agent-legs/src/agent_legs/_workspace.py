@@ -133,11 +133,20 @@ class DenyList:
     system, where ``.ENV`` *is* ``.env``, and ``server.PEM`` is a key whatever its case.
     """
 
-    __slots__ = ("_any", "_rules")
+    __slots__ = ("_any", "_rules", "by_path")
 
     def __init__(self, patterns: list[str]) -> None:
-        self._rules = [(p, glob_to_regex(p, ignore_case=True), "/" not in p) for p in patterns]
+        rules = []
+        for p in patterns:
+            # '**/NAME' (NAME without '/') is a name pattern: it matches NAME at any depth.
+            name = p[3:] if p.startswith("**/") and "/" not in p[3:] and "**" not in p[3:] else p
+            anywhere = "/" not in name
+            rules.append((p, glob_to_regex(name if anywhere else p, ignore_case=True), anywhere))
+        self._rules = rules
         self._any = _union([rx for _, rx, _ in self._rules])
+        self.by_path = any(not anywhere for _, _, anywhere in rules)
+        """Whether some pattern matches whole paths: only then can a rename of a directory change
+        the denial of what is inside it (name patterns deny the same entries wherever they are)."""
 
     def __bool__(self) -> bool:
         return bool(self._rules)
@@ -879,7 +888,7 @@ class Workspace:
                                   hint="Name the destination file, e.g. 'dir/name.txt'.")
             if sp == dp:
                 return dst  # a move onto itself is a no-op (as rename(2))
-            if is_dir and self.deny:
+            if is_dir and self.deny.by_path:  # (source and destination themselves passed the checks)
                 with self._subdir(sfd, sp[-1], self._state_id()) as sub:
                     if sub is None:
                         raise ActionError("failed", f"cannot open {src!r}")
