@@ -133,7 +133,7 @@ class DenyList:
     system, where ``.ENV`` *is* ``.env``, and ``server.PEM`` is a key whatever its case.
     """
 
-    __slots__ = ("_any", "_rules", "by_path")
+    __slots__ = ("_names", "_paths", "_rules", "by_path")
 
     def __init__(self, patterns: list[str]) -> None:
         rules = []
@@ -143,8 +143,9 @@ class DenyList:
             anywhere = "/" not in name
             rules.append((p, glob_to_regex(name if anywhere else p, ignore_case=True), anywhere))
         self._rules = rules
-        self._any = _union([rx for _, rx, _ in self._rules])
-        self.by_path = any(not anywhere for _, _, anywhere in rules)
+        self._names = _union([rx for _, rx, anywhere in rules if anywhere])
+        self._paths = _union([rx for _, rx, anywhere in rules if not anywhere])
+        self.by_path = self._paths is not None
         """Whether some pattern matches whole paths: only then can a rename of a directory change
         the denial of what is inside it (name patterns deny the same entries wherever they are)."""
 
@@ -153,13 +154,18 @@ class DenyList:
 
     def rule(self, rel: str) -> str | None:
         """The first pattern that denies the normalised relative path ``rel`` ('a/b.txt'), or None."""
-        if self._any is None or rel in ("", "."):
+        if not self._rules or rel in ("", "."):
             return None
         parts = rel.split("/")
+        # Combined regexes answer "denied?" (the common answer is no); then find which rule.
+        names, paths = self._names, self._paths
+        if names is None or not any(map(names.match, parts)):
+            if paths is None:
+                return None
+            prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+            if not any(map(paths.match, prefixes)):
+                return None
         prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-        # One combined regex answers "denied?" (the common answer is no); then find which rule.
-        if not any(self._any.match(x) for x in (*parts, *prefixes)):
-            return None
         for pattern, rx, anywhere in self._rules:
             if any(rx.match(x) for x in prefixes) or (anywhere and any(rx.match(p) for p in parts)):
                 return pattern
@@ -364,11 +370,11 @@ class Workspace:
         rel = "/".join(parts)
         if len(rel.encode()) > _MAX_PATH_BYTES:
             raise ActionError("invalid_input", f"path is longer than {_MAX_PATH_BYTES} bytes")
-        for part in parts:
-            if len(part.encode()) > 255:
-                raise ActionError("invalid_input", "a path component is longer than 255 bytes")
-            if _is_temp(part):
-                raise _denied(f"{path!r} is an Agent Legs temporary file", _CONFINED)
+        if len(rel) > 63 and any(len(part.encode()) > 255 for part in parts):  # 63 chars: at most 252 bytes
+            raise ActionError("invalid_input", "a path component is longer than 255 bytes")
+        low = rel.lower()
+        if low.startswith(_TMP_PREFIX) or f"/{_TMP_PREFIX}" in low:
+            raise _denied(f"{path!r} is an Agent Legs temporary file", _CONFINED)
         if deny and (pattern := self.deny.rule(rel)) is not None:
             raise _denied(f"{rel!r} matches a denied pattern", f"policy.files.deny[{pattern!r}]")
         return parts, bool(parts) and raw.endswith(("/", "/."))
