@@ -145,6 +145,27 @@ SCENARIO = textwrap.dedent("""
             out["copy"] = err(legs.run("files.copy", {"source": "tree", "destination": "tree2"}))
             out["copy_file"] = err(legs.run("files.copy", {"source": "tree/a.txt", "destination": "a2.txt"}))
             out["read"] = legs.run("files.read", {"path": "keep.txt"}).output
+        elif scenario == "trash":  # the state directory's trash is a full disk; the workspace is not
+            assert legs.run("files.write", {"path": "keep.txt", "content": "original"}).ok
+            assert legs.run("files.write", {"path": "other.txt", "content": "other"}).ok
+            with open(os.path.join(st, "trash", "filler"), "wb") as f:
+                try:
+                    while True:
+                        f.write(b"\\0" * 65536)
+                        f.flush()
+                except OSError as exc:
+                    assert exc.errno == errno.ENOSPC
+            n = 0
+            try:  # and out of inodes: nothing more can be created there
+                while True:
+                    os.mkdir(os.path.join(st, "trash", f"d{n}"))
+                    n += 1
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+            out["delete"] = err(legs.run("files.delete", {"path": "keep.txt"}))
+            out["move"] = err(legs.run("files.move", {"source": "other.txt", "destination": "keep.txt",
+                                                       "overwrite": True}))
+            out["kept"] = sorted(n for n in os.listdir(ws) if not n.startswith("."))
         elif scenario == "fsize":
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of being killed
             resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, 1_000_000))
@@ -201,6 +222,19 @@ def test_a_full_workspace_disk_gives_typed_errors_and_changes_nothing(tmp_path: 
     assert out["read"].startswith("original")  # the old content is intact and readable
     assert out["temps"] == []  # no temporary file left on the full disk
     assert not any(ws.iterdir())  # the tmpfs lived only in the child's mount namespace
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare(1)")
+def test_a_full_trash_disk_keeps_the_file_and_says_which_disk(tmp_path: Path) -> None:
+    ws, st = tmp_path / "ws", tmp_path / "state"
+    ws.mkdir()
+    (st / "trash").mkdir(parents=True)
+    script = f'mount -t tmpfs -o size=1m,nr_inodes=64 tmpfs "{st / "trash"}" && exec "$@"'
+    out = _run("trash", ws, st, prefix=["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh"])
+    for key in ("delete", "move"):
+        _typed(out[key], "failed", "cannot move to the trash 'keep.txt': the state directory's disk is full (ENOSPC)")
+        assert not out[key]["retryable"]
+    assert out["kept"] == ["keep.txt", "other.txt"] and (ws / "keep.txt").read_text() == "original"
 
 
 def test_a_file_size_limit_is_a_typed_error(tmp_path: Path) -> None:

@@ -200,7 +200,8 @@ _DISK_FULL_HINT = ("Free space in the workspace (delete files that are no longer
                    "for more; repeating the call will fail the same way until then.")
 
 
-def resource_error(exc: OSError, verb: str, rel: str | None = None) -> ActionError | None:
+def resource_error(exc: OSError, verb: str, rel: str | None = None, *, disk: str = "the workspace's disk"
+                   ) -> ActionError | None:
     """A typed error for a file-system resource failure (disk full, permissions, file too large,
     out of file descriptors, read-only file system, I/O error), or None for other errors.
 
@@ -209,7 +210,7 @@ def resource_error(exc: OSError, verb: str, rel: str | None = None) -> ActionErr
     what = f"cannot {verb}" + (f" {rel!r}" if rel else "")
     code = exc.errno
     if code in (errno.ENOSPC, errno.EDQUOT):
-        why = "the workspace's disk is full" if code == errno.ENOSPC else "the workspace's disk quota is used up"
+        why = f"{disk} is full" if code == errno.ENOSPC else f"{disk} quota is used up"
         return ActionError("failed", f"{what}: {why} ({errno.errorcode[code]})", hint=_DISK_FULL_HINT)
     if code in (errno.EACCES, errno.EPERM):
         return ActionError("denied", f"{what}: the file system's permissions forbid it ({errno.errorcode[code]})",
@@ -1123,7 +1124,10 @@ class Workspace:
         st = os.lstat(name, dir_fd=dfd)
         trash_id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(4)}"
         slot = self.trash_dir / trash_id
-        slot.mkdir(parents=True, mode=0o700)
+        try:
+            slot.mkdir(parents=True, mode=0o700)
+        except OSError as exc:
+            raise resource_error(exc, "move to the trash", rel, disk="the state directory's disk") or exc from None
         manifest = {
             "trash_id": trash_id,
             "path": rel,
@@ -1132,6 +1136,7 @@ class Workspace:
             "workspace": str(self.root),
             "deleted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
+        moved = False
         try:
             _write_json(slot / "manifest.json", manifest)
             tfd = os.open(slot, _DIR_FLAGS)
@@ -1142,11 +1147,18 @@ class Workspace:
                     if exc.errno != errno.EXDEV:
                         raise
                     _copy_across(dfd, name, tfd)  # state dir on another filesystem
+                moved = True
                 os.fsync(tfd)
             finally:
                 os.close(tfd)
-        except BaseException:
+        except OSError as exc:
+            if moved:  # the item is in the slot now: keep it (removing the slot would lose it)
+                raise _after_commit(rel, f"moved to the trash (id {trash_id})", exc) from None
             shutil.rmtree(slot, ignore_errors=True)
+            raise resource_error(exc, "move to the trash", rel, disk="the state directory's disk") or exc from None
+        except BaseException:
+            if not moved:
+                shutil.rmtree(slot, ignore_errors=True)
             raise
         return trash_id
 
