@@ -28,6 +28,7 @@ def upload(dirs, website, tmp_path):
     os.symlink(outside, ws / "link-out.txt")  # a file symlink leading out
     os.symlink(st, ws / "statedir")  # a directory symlink into the state directory
     (ws / "big.bin").write_bytes(b"x" * 2000)
+    (ws / "SERVER.PEM").write_bytes(SECRET)  # policy.files.deny ignores case (issue 13.7)
     with Legs(workspace=ws, state_dir=st, policy=website.policy(max_upload_bytes=1000)) as legs:
         assert nav(legs, website.site.url("/upload")).ok
         yield legs, ws, st, outside
@@ -41,6 +42,7 @@ def _posted(website):
 @pytest.mark.parametrize("value", [
     "../outside.txt", "docs/../../outside.txt", "{outside}", "{state}/secret.txt", "link-out.txt",
     "statedir/secret.txt", "big.bin", "missing.txt", "docs/cv.pdf\n../outside.txt", "/etc/passwd", "~/.bashrc",
+    "SERVER.PEM",
 ])
 def test_refused_paths_attach_nothing(upload, website, value) -> None:
     legs, _, st, outside = upload

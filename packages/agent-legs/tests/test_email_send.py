@@ -386,6 +386,8 @@ def test_attachment_rules(dirs, smtp_server, mail_ca) -> None:
         assert send(legs, attachments=["missing.txt"]).error.type == "not_found"
         (dirs[0] / ".env").write_text("SECRET=1")
         assert send(legs, attachments=[".env"]).error.type == "denied"
+        (dirs[0] / "Key.PEM").write_text("-----BEGIN")  # deny globs ignore case (issue 13.7)
+        assert send(legs, attachments=["Key.PEM"]).error.type == "denied"
         (dirs[0] / "big.bin").write_bytes(b"x" * 1001)
         r = send(legs, attachments=["big.bin"])
         assert r.error.type == "invalid_input" and "max_attachment_bytes" in r.error.message

@@ -64,6 +64,19 @@ def world(tmp_path: Path):
     os.link(st / "private.txt", ws / "statelink.txt")
     os.symlink("/dev", ws / "devdir")
     (ws / "big.txt").write_text("x" * 2000)
+    # the default deny list in other cases (issue 13.7): a case-insensitive file system aliases them
+    (ws / ".ENV").write_text("API_KEY=upper")
+    (ws / "server.PEM").write_text("-----BEGIN upper")
+    (ws / "keys/ID_RSA").write_text("-----BEGIN OPENSSH upper")
+    (ws / "Keys").mkdir()
+    (ws / "Keys/Id_Ed25519").write_text("-----BEGIN OPENSSH mixed")
+    # a denied directory's contents (issue 13.8)
+    (ws / "secrets").mkdir()
+    (ws / "secrets/api.txt").write_text("TOKEN=in-a-denied-dir")
+    (ws / "secrets/deeper").mkdir()
+    (ws / "secrets/deeper/db.txt").write_text("TOKEN=deeper")
+    (ws / "public").mkdir()
+    (ws / "public/readme.txt").write_text("fine")
     return ws, st, outside
 
 
@@ -184,6 +197,39 @@ ATTACKS: list[tuple] = [
      "policy.files.deny"),
     ("deny-abs-inside", "files.read", {"path": "WS/sub/.env"}, "denied", "policy.files.deny"),
     ("temp-read", "files.read", {"path": ".agent-legs-tmp-x"}, "denied", "temporary"),
+    ("temp-read-case", "files.read", {"path": ".AGENT-LEGS-TMP-x"}, "denied", "temporary"),
+    # deny globs ignore case (issue 13.7)
+    ("deny-case-env", "files.read", {"path": ".ENV"}, "denied", "policy.files.deny['.env']"),
+    ("deny-case-env-mixed", "files.read", {"path": "sub/.Env"}, "denied", "policy.files.deny"),
+    ("deny-case-pem", "files.read", {"path": "server.PEM"}, "denied", "policy.files.deny['**/*.pem']"),
+    ("deny-case-idrsa", "files.read", {"path": "keys/ID_RSA"}, "denied", "policy.files.deny['**/id_*']"),
+    ("deny-case-idkey-dir", "files.read", {"path": "Keys/Id_Ed25519"}, "denied", "policy.files.deny"),
+    ("deny-case-write", "files.write", {"path": "new/.ENV", "content": "x"}, "denied", "policy.files.deny"),
+    ("deny-case-edit", "files.edit", {"path": "server.PEM", "old_text": "BEGIN", "new_text": "x"}, "denied",
+     "policy.files.deny"),
+    ("deny-case-search", "files.search", {"pattern": ".", "path": ".ENV"}, "denied", "policy.files.deny"),
+    ("deny-case-list", "files.list", {"path": "SECRETS"}, "denied", "policy.files.deny['secrets']",
+     {"deny": ["SECRETS/**", "secrets"]}),
+    ("deny-case-move-from", "files.move", {"source": ".ENV", "destination": "env.txt"}, "denied", "policy.files.deny"),
+    ("deny-case-move-to", "files.move", {"source": "ok.txt", "destination": "x.Pem"}, "denied", "policy.files.deny"),
+    ("deny-case-copy-from", "files.copy", {"source": "server.PEM", "destination": "c.txt"}, "denied",
+     "policy.files.deny"),
+    ("deny-case-delete", "files.delete", {"path": "keys/ID_RSA"}, "denied", "policy.files.deny"),
+    # a denied directory's contents keep their denial through a move (issue 13.8)
+    ("deny-dir-contents-read", "files.read", {"path": "secrets/api.txt"}, "denied", "policy.files.deny['secrets/**']",
+     {"deny": ["secrets/**"]}),
+    ("deny-ancestor-read", "files.read", {"path": "secrets/deeper/db.txt"}, "denied", "policy.files.deny['secrets/*']",
+     {"deny": ["secrets/*"]}),
+    ("deny-move-dir-out", "files.move", {"source": "secrets", "destination": "public2"}, "denied",
+     "contains 'secrets/api.txt', which policy.files.deny['secrets/**']", {"deny": ["secrets/**"]}),
+    ("deny-move-dir-out-case", "files.move", {"source": "secrets", "destination": "public2"}, "denied",
+     "policy.files.deny['SECRETS/**']", {"deny": ["SECRETS/**"]}),
+    ("deny-move-dir-over", "files.move", {"source": "secrets", "destination": "public", "overwrite": True},
+     "denied", "policy.files.deny['secrets/**']", {"deny": ["secrets/**"]}),
+    ("deny-move-dir-into-denied", "files.move", {"source": "public", "destination": "secrets2"}, "denied",
+     "would be denied by policy.files.deny['secrets2/**'] at the destination", {"deny": ["secrets2/**"]}),
+    ("deny-move-parent", "files.move", {"source": "keys", "destination": "k2"}, "denied",
+     "policy.files.deny['keys/*']", {"deny": ["keys/*"]}),
     # limits
     ("oversize-append", "files.write", {"path": "ok.txt", "content": "x" * 999, "mode": "append"}, "invalid_input",
      "limit"),
@@ -239,6 +285,8 @@ def test_listing_hides_denied_and_never_follows_links(world) -> None:
         r = legs.run("files.list", {"recursive": True})
     paths = {e["path"]: e["type"] for e in r.data["entries"]}
     assert ".env" not in paths and "sub/.env" not in paths and "server.pem" not in paths
+    assert ".ENV" not in paths and "server.PEM" not in paths and "keys/ID_RSA" not in paths
+    assert "Keys/Id_Ed25519" not in paths
     assert paths["link_dir"] == "symlink" and not any(p.startswith("link_dir/") for p in paths)
     assert not any(p.startswith("sub/escape/") for p in paths)
 
@@ -247,6 +295,51 @@ def test_search_skips_denied_and_links(world) -> None:
     with _legs(world) as legs:
         r = legs.run("files.search", {"pattern": "API_KEY|outside-secret|BEGIN"})
     assert r.data["matches"] == 0, r.output
+
+
+def test_deny_matching_ignores_case_in_every_form(world) -> None:
+    """Issue 13.7: the one matcher (``Workspace.denied_rule``, ``DenyList``) ignores case."""
+    ws, st, _ = world
+    workspace = Workspace(ws, FilesPolicy(), st)
+    for path, rule in [(".ENV", ".env"), ("a/.eNv", ".env"), ("server.PEM", "**/*.pem"), ("keys/ID_RSA", "**/id_*"),
+                       ("X.KEY", "**/*.key"), ("a/.ENV/b.txt", ".env"), (str(ws / "K/Id_x"), "**/id_*")]:
+        assert workspace.denied_rule(path) == rule, path
+    assert workspace.denied_rule("notes.txt") is None
+    assert sorted(p for p, _ in workspace.denied_paths()) == [
+        ".ENV", ".env", "Keys/Id_Ed25519", "keys/ID_RSA", "keys/id_rsa", "server.PEM", "server.pem", "sub/.env"]
+
+
+def test_copy_of_a_directory_leaves_denied_contents_out_and_says_so(world) -> None:
+    """Issue 13.8, copy: what is denied at the source (or would be at the destination) is never
+    copied; the result counts what was left out, per rule."""
+    ws, _, _ = world
+    with _legs(world, deny=["secrets/**", "copies/*"]) as legs:
+        r = legs.run("files.copy", {"source": "secrets", "destination": "public2"})
+        assert r.ok, r.error
+        assert r.data["files"] == 0 and r.data["denied"] == {"secrets/**": 2}
+        assert "policy.files.deny['secrets/**']" in r.output
+        assert legs.run("files.read", {"path": "public2/api.txt"}).error.type == "not_found"
+        assert not (ws / "public2/api.txt").exists() and not (ws / "public2/deeper").exists()
+        (ws / "public/cert.txt").write_text("fine")
+        r = legs.run("files.copy", {"source": "public", "destination": "copies"})  # into a denied tree
+        assert r.ok and r.data["files"] == 0 and r.data["denied"] == {"copies/*": 2}, r.output
+
+
+def test_move_of_a_directory_keeps_denials_it_carries(world) -> None:
+    """Moving a directory whose denied entries stay denied under the new name is allowed
+    (a name-pattern like '.env' travels with the file); only a change of denial is refused."""
+    ws, _, _ = world
+    with _legs(world) as legs:
+        r = legs.run("files.move", {"source": "sub", "destination": "sub2"})
+        assert r.ok, r.error
+        assert (ws / "sub2/.env").read_text() == "API_KEY=y"
+        assert legs.run("files.read", {"path": "sub2/.env"}).error.type == "denied"
+    with _legs(world, deny=["secrets/**"]) as legs:
+        r = legs.run("files.move", {"source": "secrets", "destination": "public"})  # the issue's exact case
+        assert r.error.type == "denied" and "secrets/api.txt" in r.error.message
+        assert "policy.files.deny['secrets/**']" in r.error.message, r.error.message
+        assert legs.run("files.read", {"path": "public/api.txt"}).error.type == "not_found"
+        assert (ws / "secrets/api.txt").exists()
 
 
 def test_swapped_symlink_between_check_and_use(world) -> None:

@@ -78,7 +78,9 @@ def test_auth_not_carried_across_cross_host_redirect(legs, http_server, second_h
                                                                       "X-Trace": "1"})
     assert r.ok and r.data["redirects"][0]["to"] == target
     hop = second_http_server.requests[-1].headers
-    assert "authorization" not in hop and hop["x-trace"] == "1"
+    # issue 13.9: a custom header is not carried to another origin either (it was before)
+    assert "authorization" not in hop and "x-trace" not in hop
+    assert http_server.requests[-1].headers["x-trace"] == "1"
 
 
 def test_redirect_303_turns_post_into_get(legs, http_server) -> None:
@@ -716,3 +718,167 @@ def test_guard_remembers_only_passes() -> None:
             with pytest.raises(ActionError):
                 guard.check_target(url)
     assert set(guard._targets) == {ok}
+
+
+# -- issue 13.9: only harmless headers cross origins ------------------------------------------------
+
+CUSTOM_CREDENTIALS = {"X-Functions-Key": "fk-1", "Ocp-Apim-Subscription-Key": "apim-1", "X-Access-Key": "ak-1",
+                      "Bearer": "b-1", "X-Custom-Thing": "c-1", "Private-Token": "pt-1", "X-Goog-Api-Key": "g-1"}
+HARMLESS = {"Accept": "application/json", "Accept-Language": "fr", "Cache-Control": "no-cache"}
+
+
+@pytest.mark.parametrize("status", [302, 307])
+def test_only_allow_listed_headers_cross_origins(legs, http_server, second_http_server, status) -> None:
+    target = second_http_server.url("/echo")
+    r = legs.run("http.request", {"method": "POST", "url": http_server.url(f"/redirect?to={target}&status={status}"),
+                                  "json": {"a": 1}, "headers": {**CUSTOM_CREDENTIALS, **HARMLESS}})
+    assert r.ok, r.output
+    first, hop = http_server.requests[-1].headers, second_http_server.requests[-1].headers
+    assert all(first[k.lower()] == v for k, v in CUSTOM_CREDENTIALS.items())  # the origin got them all
+    assert not {k.lower() for k in CUSTOM_CREDENTIALS} & set(hop), hop
+    assert all(hop[k.lower()] == v for k, v in HARMLESS.items()) and hop["user-agent"].startswith("agent-legs/")
+    if status == 307:  # the body goes on, and its type with it
+        assert hop["content-type"] == "application/json" and second_http_server.requests[-1].body == b'{"a": 1}'
+    else:  # POST -> GET: no body, no Content-Type
+        assert "content-type" not in hop and second_http_server.requests[-1].method == "GET"
+
+
+def test_custom_headers_stay_on_a_same_origin_redirect(legs, http_server) -> None:
+    r = get(legs, http_server.url("/redirect?to=/echo"), headers=CUSTOM_CREDENTIALS)
+    assert r.ok and all(http_server.requests[-1].headers[k.lower()] == v for k, v in CUSTOM_CREDENTIALS.items())
+
+
+# -- issue 13.10: configured credentials only over TLS (or loopback, or allow_http) ------------------
+
+def _named_legs(dirs, ports, *, allow_http=False, transport="aiohttp") -> Legs:
+    async def resolver(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"] if host == "api.pinned.test" else []
+
+    ws, st = dirs
+    entry = {"hosts": ["api.pinned.test"], "headers": {"X-Api-Key": "{secret:API_TOKEN}"}}
+    if allow_http:
+        entry["allow_http"] = True
+    return Legs(workspace=ws, state_dir=st, resolver=resolver, secrets={"API_TOKEN": TOKEN},
+                policy={"network": {"allow_hosts": [f"api.pinned.test:{p}" for p in ports]}},
+                settings={"http": {"transport": transport, "auth": [entry]}})
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_configured_credentials_are_refused_over_plain_http(dirs, http_server, transport) -> None:
+    with _named_legs(dirs, [http_server.port], transport=transport) as legs:
+        r = get(legs, f"http://api.pinned.test:{http_server.port}/echo")
+    assert r.error.type == "denied" and not r.error.retryable
+    assert "settings.http.auth[0].allow_http" in r.error.message and "only over https" in r.error.message
+    assert TOKEN not in r.output
+    assert http_server.requests == []  # nothing was sent, with or without the credential
+
+
+def test_allow_http_sends_them_and_loopback_needs_no_opt_in(dirs, http_server) -> None:
+    with _named_legs(dirs, [http_server.port], allow_http=True) as legs:
+        assert get(legs, f"http://api.pinned.test:{http_server.port}/echo").ok
+    assert http_server.requests[-1].headers["x-api-key"] == TOKEN
+    ws, st = dirs
+    for host in ("127.0.0.1", "localhost"):
+        with Legs(workspace=ws, state_dir=st, secrets={"API_TOKEN": TOKEN},
+                  policy={"network": {"allow_hosts": [f"{host}:{http_server.port}"]}},
+                  settings={"http": {"auth": [{"hosts": [host], "headers": {"X-Api-Key": "{secret:API_TOKEN}"}}]}}
+                  ) as legs:
+            r = get(legs, f"http://{host}:{http_server.port}/echo")
+        assert r.ok, r.output
+        assert http_server.requests[-1].headers["x-api-key"] == TOKEN
+
+
+def test_a_redirect_from_https_down_to_http_is_refused_before_sending(dirs, tls_server, http_server, monkeypatch):
+    from agent_legs.actions._http import HttpService
+
+    srv, client_ctx = tls_server
+    original = HttpService.new_client
+    monkeypatch.setattr(HttpService, "new_client", lambda self, ssl_context=None: original(self, client_ctx))
+    down = f"http://api.pinned.test:{http_server.port}/echo"
+    with _named_legs(dirs, [srv.port, http_server.port]) as legs:
+        ok = get(legs, f"https://api.pinned.test:{srv.port}/echo")
+        assert ok.ok and srv.requests[-1].headers["x-api-key"] == TOKEN  # over https: sent
+        r = get(legs, f"https://api.pinned.test:{srv.port}/redirect?to={down}")
+    assert r.error.type == "denied" and f"redirect to {down} refused" in r.error.message, r.error
+    assert "settings.http.auth[0].allow_http" in r.error.message
+    assert r.data["redirects"][0]["to"] == down
+    assert http_server.requests == []
+
+
+# -- issue 22.3: honest retry advice; 22.4: the timeout bounds the whole call -----------------------
+
+def test_a_post_whose_response_never_came_is_not_retryable(legs, http_server) -> None:
+    r = legs.run("http.request", {"method": "POST", "url": http_server.url("/slow?s=3"), "body": "x",
+                                  "timeout_s": 0.5})
+    assert http_server.requests[-1].method == "POST"  # the server got it (and may have acted)
+    assert r.error.type == "timeout" and not r.error.retryable, r.error
+    assert "may have reached the server and taken effect" in r.error.message
+    assert "check whether it took effect" in r.error.hint
+
+
+def test_a_post_cut_mid_response_is_not_retryable_but_a_get_is(legs, http_server) -> None:
+    @http_server.route("/cut")
+    def cut(h, r) -> None:  # type: ignore[no-untyped-def]
+        h.send_response(200)
+        h.send_header("Content-Length", "1000")
+        h.end_headers()
+        h.wfile.write(b"only part")
+        h.wfile.flush()
+        h.close_connection = True
+
+    r = legs.run("http.request", {"method": "POST", "url": http_server.url("/cut"), "body": "x"})
+    assert r.error.type == "failed" and not r.error.retryable and "outcome is unknown" in r.error.message
+    assert get(legs, http_server.url("/cut")).error.retryable
+
+
+def test_a_get_after_a_post_redirect_that_times_out_is_not_retryable(legs, http_server) -> None:
+    r = legs.run("http.request", {"method": "POST", "url": http_server.url("/redirect?to=/slow%3Fs%3D3&status=303"),
+                                  "body": "x", "timeout_s": 0.8})
+    assert [q.method for q in http_server.requests[-2:]] == ["POST", "GET"]
+    assert r.error.type == "timeout" and not r.error.retryable and "may have reached" in r.error.message
+
+
+def test_a_post_that_cannot_connect_stays_retryable(dirs) -> None:
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    ws, st = dirs
+    with Legs(workspace=ws, state_dir=st, policy={"network": {"allow_hosts": [f"127.0.0.1:{port}"]}}) as legs:
+        r = legs.run("http.request", {"method": "POST", "url": f"http://127.0.0.1:{port}/", "body": "x"})
+    assert r.error.type == "unavailable" and r.error.retryable  # nothing was sent
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+@pytest.mark.parametrize("case", ["redirect-chain", "retries"])
+def test_the_timeout_bounds_the_whole_call(dirs, http_server, case, transport) -> None:
+    """A server that stalls 0.6 s on every hop: an endless redirect chain, or 503s with
+    Retry-After 1 and many retries allowed. timeout_s = 2 ends the call, not each hop."""
+    import time
+
+    hops = []
+
+    @http_server.route("/stall")
+    def stall(h, rec) -> None:  # type: ignore[no-untyped-def]
+        hops.append(time.monotonic())
+        time.sleep(0.6)
+        if case == "redirect-chain":
+            h.redirect(f"/stall?n={len(hops)}", 307)
+        else:
+            h.send_body(503, b"busy", headers={"Retry-After": "1"})
+
+    ws, st = dirs
+    with Legs(workspace=ws, state_dir=st, policy={"network": {"allow_hosts": [f"127.0.0.1:{http_server.port}"]},
+                                                  "http": {"max_redirects": 50}},
+              settings={"http": {"retries": 50, "transport": transport}}) as legs:
+        t0 = time.monotonic()
+        r = get(legs, http_server.url("/stall"), timeout_s=2)
+        elapsed = time.monotonic() - t0
+    assert elapsed < 3.0, elapsed  # 2 s and scheduling slack; per-hop deadlines would be 30 s and more
+    assert all(t - t0 < 2.1 for t in hops), [t - t0 for t in hops]  # no hop started after the deadline
+    if case == "redirect-chain":
+        assert r.error.type == "timeout" and r.error.retryable and len(hops) >= 2
+    else:  # retried while time was left; then the 503, or a timeout if the last try stalled past the end
+        assert len(hops) >= 2 and (r.error.type == "timeout" if r.error else r.data["status"] == 503), r.output

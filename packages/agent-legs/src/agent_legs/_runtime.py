@@ -86,7 +86,9 @@ class Runtime:
     def workspace(self) -> Workspace:
         from ._workspace import Workspace
 
-        return Workspace(self.workspace_path, self.policy.files, self.state_dir)
+        workspace = Workspace(self.workspace_path, self.policy.files, self.state_dir)
+        self.sweep = workspace.start_sweep()  # temp files of interrupted writes (a killed process)
+        return workspace
 
     @cached_property
     def egress(self) -> EgressGuard:

@@ -31,6 +31,9 @@ class _Section(BaseModel):
 class HttpAuth(_Section):
     hosts: list[str] = Field(description="Host globs (optional ':port') that receive these headers.")
     headers: dict[str, str] = Field(description="Header values; use {secret:NAME} for credentials.")
+    allow_http: bool = Field(False, description="Also send these headers over plain http:// to non-loopback "
+                             "hosts (readable by anyone on the path). By default they go only over https or to "
+                             "127.0.0.1, [::1] and localhost; a plain-http request to a listed host is refused.")
 
 
 class HttpSettings(_Section):

@@ -21,7 +21,11 @@ from __future__ import annotations
 
 import codecs
 import errno
+import functools
+import hashlib
+import inspect
 import json
+import logging
 import mimetypes
 import os
 import re
@@ -34,16 +38,25 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO, Literal, TypeVar
 
 from ._errors import ActionError
 from ._models import Artifact
 from ._policy import FilesPolicy
 
-__all__ = ["CopyResult", "Entry", "Workspace", "decode_text", "glob_to_regex", "guess_mime", "path_matcher"]
+__all__ = [
+    "Cancel", "CopyResult", "DenyList", "Entry", "SweepResult", "Workspace", "decode_text", "glob_to_regex",
+    "guess_mime", "path_matcher", "resource_error",
+]
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _TMP_PREFIX = ".agent-legs-tmp-"
+# Our temporary names: <prefix><owner tag>-<pid>-<random>. The tag names the pid namespace (host
+# name + pid namespace inode), so a sweep judges "is the owner alive?" only for processes it can
+# see; other temporary names (older versions, other hosts or containers) only by age.
+_TMP_NAME = re.compile(r"\A\.agent-legs-tmp-(?:([0-9a-f]{8})-(\d+)-)?[0-9a-f]{12}\Z")
+_SWEEP_GRACE_S = 3600.0
+_SWEEP_MAX_ENTRIES = 1_000_000
 _MAX_PATH_BYTES = 4096
 _TRASH_ID = re.compile(r"\A\d{8}T\d{6}-[0-9a-f]{8}\Z")
 _BAD_CHARS = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
@@ -58,7 +71,7 @@ WriteMode = Literal["overwrite", "append", "create"]
 Kind = Literal["file", "dir", "symlink", "other"]
 
 
-def glob_to_regex(pattern: str) -> re.Pattern[str]:
+def glob_to_regex(pattern: str, *, ignore_case: bool = False) -> re.Pattern[str]:
     """Translate a path glob: ``**`` spans directories, ``*`` and ``?`` stay within one name."""
     out, i = [], 0
     while i < len(pattern):
@@ -88,10 +101,11 @@ def glob_to_regex(pattern: str) -> re.Pattern[str]:
         else:
             out.append(re.escape(c))
         i += 1
+    flags = re.DOTALL | (re.IGNORECASE if ignore_case else 0)
     try:
-        return re.compile("".join(out) + r"\Z", re.DOTALL)
+        return re.compile("".join(out) + r"\Z", flags)
     except re.error:  # e.g. a reversed range "[z-a]": match it literally rather than fail
-        return re.compile(re.escape(pattern) + r"\Z")
+        return re.compile(re.escape(pattern) + r"\Z", flags)
 
 
 def path_matcher(pattern: str) -> Callable[[str], bool]:
@@ -104,7 +118,58 @@ def path_matcher(pattern: str) -> Callable[[str], bool]:
 
 
 def _union(rxs: list[re.Pattern[str]]) -> re.Pattern[str] | None:
-    return re.compile("|".join(f"(?:{rx.pattern})" for rx in rxs), re.DOTALL) if rxs else None
+    return re.compile("|".join(f"(?:{rx.pattern})" for rx in rxs), re.DOTALL | re.IGNORECASE) if rxs else None
+
+
+class DenyList:
+    """``policy.files.deny``: the one matcher every family uses (files, attachments, uploads, the
+    sandbox's masks), so they cannot disagree.
+
+    A path is denied when the path itself or any of its ancestors matches a pattern: patterns
+    without '/' match a name at any depth (``.env`` denies ``a/.env`` and ``a/.env/b``), others match
+    a whole path from the root (``secrets/**`` denies ``secrets/a``; ``secrets/*`` denies
+    ``secrets/a/b`` too, through its ancestor ``secrets/a``). Matching ignores case (Unicode
+    case folding as ``re.IGNORECASE`` does it): the workspace may sit on a case-insensitive file
+    system, where ``.ENV`` *is* ``.env``, and ``server.PEM`` is a key whatever its case.
+    """
+
+    __slots__ = ("_names", "_paths", "_rules", "by_path")
+
+    def __init__(self, patterns: list[str]) -> None:
+        rules = []
+        for p in patterns:
+            # '**/NAME' (NAME without '/') is a name pattern: it matches NAME at any depth.
+            name = p[3:] if p.startswith("**/") and "/" not in p[3:] and "**" not in p[3:] else p
+            anywhere = "/" not in name
+            rules.append((p, glob_to_regex(name if anywhere else p, ignore_case=True), anywhere))
+        self._rules = rules
+        self._names = _union([rx for _, rx, anywhere in rules if anywhere])
+        self._paths = _union([rx for _, rx, anywhere in rules if not anywhere])
+        self.by_path = self._paths is not None
+        """Whether some pattern matches whole paths: only then can a rename of a directory change
+        the denial of what is inside it (name patterns deny the same entries wherever they are)."""
+
+    def __bool__(self) -> bool:
+        return bool(self._rules)
+
+    def rule(self, rel: str) -> str | None:
+        """The first pattern that denies the normalised relative path ``rel`` ('a/b.txt'), or None."""
+        if not self._rules or rel in ("", "."):
+            return None
+        parts = rel.split("/")
+        # Combined regexes answer "denied?" (the common answer is no); then find which rule.
+        names, paths = self._names, self._paths
+        if names is None or not any(map(names.match, parts)):
+            if paths is None:
+                return None
+            prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+            if not any(map(paths.match, prefixes)):
+                return None
+        prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+        for pattern, rx, anywhere in self._rules:
+            if any(rx.match(x) for x in prefixes) or (anywhere and any(rx.match(p) for p in parts)):
+                return pattern
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,10 +185,88 @@ class CopyResult:
     artifacts: list[Artifact] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     """Paths left out: symbolic links, special files, hard-linked files."""
+    denied: dict[str, int] = field(default_factory=dict)
+    """Entries left out because ``policy.files.deny`` denies them at the source or would at the
+    destination: count per pattern (names are not shown: they stay as hidden as in files.list)."""
 
 
 class _ExistsError(ActionError):
     """The target of a no-clobber write exists (``save_unique`` tries the next name)."""
+
+
+log = logging.getLogger("agent_legs")
+_F = TypeVar("_F", bound=Callable[..., Any])
+_DISK_FULL_HINT = ("Free space in the workspace (delete files that are no longer needed) or ask the operator "
+                   "for more; repeating the call will fail the same way until then.")
+
+
+def resource_error(exc: OSError, verb: str, rel: str | None = None, *, disk: str = "the workspace's disk"
+                   ) -> ActionError | None:
+    """A typed error for a file-system resource failure (disk full, permissions, file too large,
+    out of file descriptors, read-only file system, I/O error), or None for other errors.
+
+    These are conditions of the host, not bugs: the model gets a clear message and a hint, the
+    log no traceback. Messages never claim nothing changed: the caller knows that, this does not."""
+    what = f"cannot {verb}" + (f" {rel!r}" if rel else "")
+    code = exc.errno
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        why = f"{disk} is full" if code == errno.ENOSPC else f"{disk} quota is used up"
+        return ActionError("failed", f"{what}: {why} ({errno.errorcode[code]})", hint=_DISK_FULL_HINT)
+    if code in (errno.EACCES, errno.EPERM):
+        return ActionError("denied", f"{what}: the file system's permissions forbid it ({errno.errorcode[code]})",
+                           rule="file system permissions",
+                           hint="The operator's file permissions protect this path; use another one.")
+    if code == errno.EFBIG:
+        return ActionError("failed", f"{what}: the file is too large for the workspace's file system (EFBIG)",
+                           hint="Write smaller files (split the content).")
+    if code in (errno.EMFILE, errno.ENFILE):
+        return ActionError("unavailable", f"{what}: too many open files on the host ({errno.errorcode[code]})",
+                           retryable=True, hint="A temporary shortage of the host; try again shortly.")
+    if code == errno.EROFS:
+        return ActionError("failed", f"{what}: the workspace's file system is mounted read-only (EROFS)",
+                           hint="Only reading is possible; ask the operator if writing is needed.")
+    if code == errno.EIO:
+        return ActionError("failed", f"{what}: an I/O error on the workspace's disk (EIO)",
+                           hint="The disk reports errors; ask the operator to check it.")
+    if code == errno.ENAMETOOLONG:
+        return ActionError("invalid_input", f"{what}: a name is too long for the workspace's file system")
+    return None
+
+
+def _classified(verb: str) -> Callable[[_F], _F]:
+    """Turn resource ``OSError``s of a public method (or generator) into typed ``ActionError``s."""
+
+    def deco(fn: _F) -> _F:
+        def convert(exc: OSError, args: tuple[Any, ...]) -> BaseException:
+            rel = args[1] if len(args) > 1 and isinstance(args[1], str) else None
+            return resource_error(exc, verb, rel) or exc
+
+        if inspect.isgeneratorfunction(fn):
+            @functools.wraps(fn)
+            def gen(*args: Any, **kwargs: Any) -> Iterator[Any]:
+                try:
+                    yield from fn(*args, **kwargs)
+                except OSError as exc:
+                    converted = convert(exc, args)
+                    if converted is exc:
+                        raise
+                    raise converted from None
+
+            return gen  # type: ignore[return-value]
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except OSError as exc:
+                converted = convert(exc, args)
+                if converted is exc:
+                    raise
+                raise converted from None
+
+        return wrapper  # type: ignore[return-value]
+
+    return deco
 
 
 def _denied(message: str, rule: str) -> ActionError:
@@ -135,6 +278,45 @@ def _cancelled(cancel: threading.Event | None) -> None:
         raise ActionError("timeout", "the operation was stopped", retryable=True)
 
 
+class Cancel(threading.Event):
+    """A cancel flag with a commit point, for a tree operation run in a worker thread.
+
+    The worker calls ``commit()`` right before its one visible step (the final rename); the
+    waiting side calls ``cancel()`` when its deadline passes, which says whether the commit had
+    already happened. So a stopped call knows whether its effect may have taken place, and never
+    calls "stopped, retry" an operation that completed behind its back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._commit_lock = threading.Lock()
+        self.committed = False
+
+    def commit(self) -> None:
+        with self._commit_lock:
+            _cancelled(self)
+            self.committed = True
+
+    def cancel(self) -> bool:
+        """Stop the worker; True if it had already committed (its effect may be in place)."""
+        with self._commit_lock:
+            self.set()
+            return self.committed
+
+
+def _commit(cancel: threading.Event | None) -> None:
+    if isinstance(cancel, Cancel):
+        cancel.commit()
+    else:
+        _cancelled(cancel)
+
+
+def _after_commit(rel: str, done: str, exc: OSError) -> ActionError:
+    """The change was made (rename done) but could not be made durable: say so, never "retry"."""
+    return ActionError("failed", f"{rel!r} was {done}, but the directory could not be flushed to disk "
+                       f"({exc.strerror}): the change is in place now but may not survive a crash of the host",
+                       hint="Check the result (files_read / files_list) before repeating the call.")
+
+
 class Workspace:
     """Safe filesystem operations confined to ``root``. Thread-safe (no mutable state)."""
 
@@ -142,10 +324,7 @@ class Workspace:
         self.root = Path(root).resolve()
         self.policy = policy
         self.state_dir = Path(state_dir).resolve()
-        # Patterns without "/" deny a name anywhere in the path; others match the whole path.
-        self._deny = [(p, glob_to_regex(p), "/" not in p) for p in policy.deny]
-        self._deny_path = _union([rx for _, rx, _ in self._deny])
-        self._deny_name = _union([rx for _, rx, anywhere in self._deny if anywhere])
+        self.deny = DenyList(policy.deny)
 
     # -- path checks ---------------------------------------------------------------------------
     def check(self, path: str, *, write: bool = False) -> str:
@@ -161,7 +340,7 @@ class Workspace:
             raise _denied(f"cannot modify {rel!r}: the workspace is read-only", "policy.files.read_only")
         return rel
 
-    def _parse(self, path: str) -> tuple[list[str], bool]:
+    def _parse(self, path: str, *, deny: bool = True) -> tuple[list[str], bool]:
         """Components of a workspace path and whether it ended with '/' (names a directory)."""
         if not isinstance(path, str):
             raise ActionError("invalid_input", "path must be a string")
@@ -192,18 +371,13 @@ class Workspace:
         rel = "/".join(parts)
         if len(rel.encode()) > _MAX_PATH_BYTES:
             raise ActionError("invalid_input", f"path is longer than {_MAX_PATH_BYTES} bytes")
-        for part in parts:
-            if len(part.encode()) > 255:
-                raise ActionError("invalid_input", "a path component is longer than 255 bytes")
-            if part.startswith(_TMP_PREFIX):
-                raise _denied(f"{path!r} is an Agent Legs temporary file", _CONFINED)
-        # One combined regex answers "denied?" (the common answer is no); then find which rule.
-        if self._deny_path is not None and (
-            self._deny_path.match(rel) or (self._deny_name is not None and any(map(self._deny_name.match, parts)))
-        ):
-            for pattern, rx, anywhere in self._deny:
-                if rx.match(rel) or (anywhere and any(rx.match(p) for p in parts)):
-                    raise _denied(f"{rel!r} matches a denied pattern", f"policy.files.deny[{pattern!r}]")
+        if len(rel) > 63 and any(len(part.encode()) > 255 for part in parts):  # 63 chars: at most 252 bytes
+            raise ActionError("invalid_input", "a path component is longer than 255 bytes")
+        low = rel.lower()
+        if low.startswith(_TMP_PREFIX) or f"/{_TMP_PREFIX}" in low:
+            raise _denied(f"{path!r} is an Agent Legs temporary file", _CONFINED)
+        if deny and (pattern := self.deny.rule(rel)) is not None:
+            raise _denied(f"{rel!r} matches a denied pattern", f"policy.files.deny[{pattern!r}]")
         return parts, bool(parts) and raw.endswith(("/", "/."))
 
     def _file_parts(self, path: str) -> tuple[list[str], str]:
@@ -223,6 +397,111 @@ class Workspace:
         except ActionError:
             return True
         return False
+
+    def denied_rule(self, path: str) -> str | None:
+        """The ``policy.files.deny`` pattern that denies a workspace path (relative or absolute
+        inside the root), or None. The single check for every family (e.g. the sandbox's masks)."""
+        parts, _ = self._parse(path, deny=False)
+        return self.deny.rule("/".join(parts))
+
+    @_classified("list")
+    def denied_paths(self, path: str = ".", *, cancel: threading.Event | None = None) -> Iterator[tuple[str, str]]:
+        """``(relative path, pattern)`` of every existing denied entry under ``path`` (a denied
+        directory is reported, not entered). Symbolic links are reported by their own name and
+        never followed; the state directory is skipped."""
+        parts, _ = self._parse(path)
+        with self._dir(parts) as dfd:
+            yield from self._denied_under(dfd, parts, self._state_id(), cancel)
+
+    def _denied_under(
+        self, dfd: int, parts: list[str], state: tuple[int, int] | None, cancel: threading.Event | None
+    ) -> Iterator[tuple[str, str]]:
+        _cancelled(cancel)
+        with os.scandir(dfd) as it:
+            items = sorted(it, key=lambda e: e.name)
+        for item in items:
+            if _is_temp(item.name):
+                continue
+            rel = "/".join([*parts, item.name])
+            if (pattern := self.deny.rule(rel)) is not None:
+                yield rel, pattern
+                continue
+            if item.is_dir(follow_symlinks=False):
+                with self._subdir(dfd, item.name, state) as sub:
+                    if sub is not None:
+                        yield from self._denied_under(sub, [*parts, item.name], state, cancel)
+
+    # -- temporary files ------------------------------------------------------------------------
+    def sweep_temp(self, *, grace_s: float = _SWEEP_GRACE_S, max_entries: int = _SWEEP_MAX_ENTRIES) -> SweepResult:
+        """Remove temporary files and directories that interrupted writes and copies left behind
+        (a killed process): only names of our own pattern, and only when their owner process is
+        provably gone (same pid namespace, pid not alive) or they are older than ``grace_s``.
+        Walks the workspace with directory descriptors (no symlink followed, the state directory
+        skipped), at most ``max_entries`` entries. Errors are skipped, never raised."""
+        result = SweepResult()
+        budget = [max_entries]
+        try:
+            fd = os.open(self.root, _DIR_FLAGS)
+        except OSError:
+            return result
+        try:
+            self._sweep(fd, "", self._state_id(), time.time(), grace_s, budget, result)
+        finally:
+            os.close(fd)
+        return result
+
+    def _sweep(self, dfd: int, rel: str, state: tuple[int, int] | None, now: float, grace_s: float,
+               budget: list[int], result: SweepResult) -> None:
+        try:
+            with os.scandir(dfd) as it:
+                items = list(it)
+        except OSError:
+            return
+        for item in items:
+            budget[0] -= 1
+            if budget[0] < 0:
+                result.complete = False
+                return
+            path = f"{rel}/{item.name}" if rel else item.name
+            try:
+                st = item.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if item.name.startswith(_TMP_PREFIX):
+                if _stale(item.name, st.st_mtime, now, grace_s):
+                    try:
+                        if stat.S_ISDIR(st.st_mode):
+                            size = _tree_size(dfd, item.name)
+                            shutil.rmtree(item.name, dir_fd=dfd)
+                        else:
+                            size = st.st_size
+                            os.unlink(item.name, dir_fd=dfd)
+                    except OSError:
+                        continue
+                    result.removed.append(path)
+                    result.bytes += size
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                with self._subdir(dfd, item.name, state) as sub:
+                    if sub is not None:
+                        self._sweep(sub, path, state, now, grace_s, budget, result)
+
+    def start_sweep(self) -> threading.Thread:
+        """``sweep_temp`` in a background thread (the first use of a workspace must not wait for a
+        walk of a large tree); its result is logged. ``join()`` the thread to wait for it."""
+        def run() -> None:
+            try:
+                result = self.sweep_temp()
+            except Exception:  # never let housekeeping disturb the agent
+                log.warning("sweeping temporary files in %s failed", self.root, exc_info=True)
+                return
+            if result.removed:
+                log.warning("removed %d temporary file(s) (%d bytes) that interrupted writes left in %s",
+                            len(result.removed), result.bytes, self.root)
+
+        thread = threading.Thread(target=run, name="agent-legs-sweep", daemon=True)
+        thread.start()
+        return thread
 
     # -- fd walking ----------------------------------------------------------------------------
     def _state_id(self) -> tuple[int, int] | None:
@@ -278,12 +557,12 @@ class Workspace:
         try:
             st = os.lstat(name, dir_fd=dir_fd)
         except OSError:
-            return ActionError("failed", f"cannot open {rel!r}: {exc.strerror}")
+            return resource_error(exc, "open", rel) or ActionError("failed", f"cannot open {rel!r}: {exc.strerror}")
         if stat.S_ISLNK(st.st_mode):
             return _denied(f"{rel!r} is a symbolic link; links are not followed", f"{_CONFINED} (symlink)")
         if exc.errno == errno.ENOTDIR or not stat.S_ISDIR(st.st_mode):
             return ActionError("invalid_input", f"{rel!r} is not a directory")
-        return ActionError("failed", f"cannot open {rel!r}: {exc.strerror}")
+        return resource_error(exc, "open", rel) or ActionError("failed", f"cannot open {rel!r}: {exc.strerror}")
 
     def _open_file(self, dir_fd: int, name: str, rel: str, flags: int = os.O_RDONLY) -> int:
         """Open a regular, singly-linked file in ``dir_fd`` (no symlink, FIFO, device, socket)."""
@@ -334,6 +613,7 @@ class Workspace:
         _, data, size = self.read_file(path, max_bytes)
         return data, size
 
+    @_classified("read")
     def read_file(self, path: str, max_bytes: int) -> tuple[str, bytes, int]:
         """``(normalised path, up to max_bytes from the start, full size)`` in one check and walk."""
         parts, rel = self._file_parts(path)
@@ -345,6 +625,7 @@ class Workspace:
             os.close(fd)
         return rel, data, size
 
+    @_classified("open")
     def open_read(self, path: str) -> BinaryIO:
         """A binary file object for streaming (attachments). The caller closes it."""
         parts, rel = self._file_parts(path)
@@ -353,6 +634,7 @@ class Workspace:
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
 
+    @_classified("inspect")
     def stat(self, path: str) -> Entry:
         """What ``path`` is (a symlink is reported as such, never followed)."""
         parts, trailing = self._parse(path)
@@ -382,6 +664,7 @@ class Workspace:
         entry = self.stat(path)
         return Artifact(path=entry.path, mime_type=guess_mime(entry.path), size=entry.size)
 
+    @_classified("list")
     def iter_entries(
         self, path: str = ".", *, recursive: bool = False, cancel: threading.Event | None = None
     ) -> Iterator[Entry]:
@@ -400,7 +683,7 @@ class Workspace:
             items = sorted(it, key=lambda e: e.name)
         for item in items:
             rel = "/".join([*parts, item.name])
-            if item.name.startswith(_TMP_PREFIX) or self.is_denied(rel):
+            if _is_temp(item.name) or self.is_denied(rel):
                 continue
             try:
                 st = item.stat(follow_symlinks=False)
@@ -433,6 +716,7 @@ class Workspace:
         finally:
             os.close(sub)
 
+    @_classified("read")
     def iter_files(
         self, path: str, max_bytes: int, *, match: Callable[[str], bool] | None = None, cancel: threading.Event | None = None
     ) -> Iterator[tuple[str, bytes, int]]:
@@ -461,7 +745,7 @@ class Workspace:
         for item in items:
             _cancelled(cancel)
             rel = "/".join([*parts, item.name])
-            if item.name.startswith(_TMP_PREFIX) or self.is_denied(rel):
+            if _is_temp(item.name) or self.is_denied(rel):
                 continue
             if item.is_dir(follow_symlinks=False):
                 with self._subdir(dfd, item.name, state) as sub:
@@ -479,6 +763,7 @@ class Workspace:
                 yield rel, data, size
 
     # -- writing -------------------------------------------------------------------------------
+    @_classified("write")
     def write_bytes(
         self, path: str, data: bytes, *, mode: WriteMode = "overwrite", max_bytes: int | None = None
     ) -> Artifact:
@@ -518,7 +803,14 @@ class Workspace:
                         raise ActionError("invalid_input", f"appending would make {rel!r} {len(data)} bytes, over "
                                           f"the limit of {limit} (policy.files.max_write_bytes)",
                                           rule="policy.files.max_write_bytes")
-            tmp = self._write_temp(dfd, data, file_mode)
+            try:
+                tmp = self._write_temp(dfd, data, file_mode)
+            except OSError as exc:  # the temp file is gone again: the target is untouched
+                error = resource_error(exc, "write", rel)
+                if error is None:
+                    raise
+                error.message += f"; {rel!r} is unchanged" if existing is not None else f"; {rel!r} was not created"
+                raise error from None
             try:
                 if mode == "create":
                     try:
@@ -532,11 +824,14 @@ class Workspace:
             except BaseException:
                 _unlink_quiet(dfd, tmp)
                 raise
-            os.fsync(dfd)
+            try:
+                os.fsync(dfd)
+            except OSError as exc:
+                raise _after_commit(rel, "written", exc) from None
         return Artifact(path=rel, mime_type=guess_mime(rel), size=len(data))
 
     def _write_temp(self, dfd: int, data: bytes, file_mode: int) -> str:
-        tmp = f"{_TMP_PREFIX}{secrets.token_hex(6)}"
+        tmp = _temp_name()
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, file_mode, dir_fd=dfd)
         try:
             _inherit_owner(dfd, fd=fd)
@@ -565,6 +860,7 @@ class Workspace:
                 continue
         raise ActionError("failed", f"no free name for {rel!r}")
 
+    @_classified("create the directory")
     def mkdir(self, path: str) -> str:
         """Create a directory (and its parents); no error if it exists."""
         rel = self.check(path, write=True)
@@ -573,6 +869,7 @@ class Workspace:
             pass
         return rel
 
+    @_classified("move")
     def move(self, source: str, destination: str, *, overwrite: bool = False) -> str:
         """Rename within the workspace. A replaced destination goes to the trash (recoverable)."""
         self.check(source, write=True)
@@ -598,6 +895,13 @@ class Workspace:
                                   hint="Name the destination file, e.g. 'dir/name.txt'.")
             if sp == dp:
                 return dst  # a move onto itself is a no-op (as rename(2))
+            if is_dir and self.deny.by_path:  # (source and destination themselves passed the checks)
+                with self._subdir(sfd, sp[-1], self._state_id()) as sub:
+                    if sub is None:
+                        raise ActionError("failed", f"cannot open {src!r}")
+                    hit = self._first_denied(sub, sp, dp, self._state_id())
+                if hit is not None:
+                    raise self._tree_denied("move", src, dst, *hit)
             target = _lstat(dfd, dp[-1])
             self._not_state(target)
             if target is not None:
@@ -608,11 +912,53 @@ class Workspace:
                                       else f"cannot replace the directory {dst!r} with a file")
                 self._trash(dfd, dp[-1], dst)
             os.rename(sp[-1], dp[-1], src_dir_fd=sfd, dst_dir_fd=dfd)
-            os.fsync(dfd)
-            if sp[:-1] != dp[:-1]:
-                os.fsync(sfd)
+            try:
+                os.fsync(dfd)
+                if sp[:-1] != dp[:-1]:
+                    os.fsync(sfd)
+            except OSError as exc:
+                raise _after_commit(src, f"moved to {dst!r}", exc) from None
         return dst
 
+    def _first_denied(
+        self, dfd: int, sparts: list[str], dparts: list[str], state: tuple[int, int] | None
+    ) -> tuple[str, str, str] | None:
+        """The first entry under a directory whose denial would change if it were renamed from
+        under ``sparts`` to under ``dparts``: ``(path, pattern, "source" | "destination")``, or None.
+        An entry denied on both sides (``a/.env`` -> ``b/.env``) keeps its denial: no change."""
+        with os.scandir(dfd) as it:
+            items = sorted(it, key=lambda e: e.name)
+        for item in items:
+            if _is_temp(item.name):
+                continue
+            src, dst = "/".join([*sparts, item.name]), "/".join([*dparts, item.name])
+            at_src, at_dst = self.deny.rule(src), self.deny.rule(dst)
+            if at_src is not None and at_dst is None:
+                return src, at_src, "source"
+            if at_dst is not None and at_src is None:
+                return dst, at_dst, "destination"
+            if at_src is not None:
+                continue  # denied here and there, and so is all below (denial covers descendants)
+            if item.is_dir(follow_symlinks=False):
+                with self._subdir(dfd, item.name, state) as sub:
+                    if sub is not None and (hit := self._first_denied(sub, [*sparts, item.name],
+                                                                      [*dparts, item.name], state)):
+                        return hit
+        return None
+
+    @staticmethod
+    def _tree_denied(verb: str, src: str, dst: str, path: str, pattern: str, side: str) -> ActionError:
+        if side == "source":
+            why = (f"{src!r} contains {path!r}, which policy.files.deny[{pattern!r}] denies; "
+                   f"under the new name it would become readable")
+        else:
+            why = (f"{path!r} would be denied by policy.files.deny[{pattern!r}] at the destination, "
+                   "so its content would become unreachable")
+        return ActionError("denied", f"cannot {verb} {src!r} to {dst!r}: {why}. Nothing was changed.",
+                           rule=f"policy.files.deny[{pattern!r}]",
+                           hint=f"{verb.capitalize()} the allowed files individually instead of the whole directory.")
+
+    @_classified("copy")
     def copy(
         self, source: str, destination: str, *, overwrite: bool = False, cancel: threading.Event | None = None
     ) -> CopyResult:
@@ -661,7 +1007,7 @@ class Workspace:
                     raise ActionError("invalid_input", f"{dst!r} already exists", hint="Pass overwrite=true to replace it.")
                 if not stat.S_ISDIR(target.st_mode):
                     raise ActionError("invalid_input", f"cannot replace {dst!r} with a directory: it is not one")
-            tmp = f"{_TMP_PREFIX}{secrets.token_hex(6)}"
+            tmp = _temp_name()
             os.mkdir(tmp, 0o755, dir_fd=pfd)
             _inherit_owner(pfd, name=tmp)
             try:
@@ -671,7 +1017,7 @@ class Workspace:
                     self._copy_tree(sfd, tfd, sparts, dparts, result, budget, self._state_id(), cancel)
                 finally:
                     os.close(tfd)
-                _cancelled(cancel)
+                _commit(cancel)  # from here on, a deadline cannot stop it: it completes
                 if target is not None:
                     self._trash(pfd, dparts[-1], dst)
                 os.rename(tmp, dparts[-1], src_dir_fd=pfd, dst_dir_fd=pfd)
@@ -690,11 +1036,11 @@ class Workspace:
             items = sorted(it, key=lambda e: e.name)
         for item in items:
             _cancelled(cancel)
-            rel = "/".join([*sparts, item.name])
-            if item.name.startswith(_TMP_PREFIX) or self.is_denied(rel):
+            if _is_temp(item.name):
                 continue
-            out_rel = "/".join([*dparts, item.name])
-            if self.is_denied(out_rel):
+            rel, out_rel = "/".join([*sparts, item.name]), "/".join([*dparts, item.name])
+            if (pattern := self.deny.rule(rel) or self.deny.rule(out_rel)) is not None:
+                result.denied[pattern] = result.denied.get(pattern, 0) + 1
                 continue
             if item.is_dir(follow_symlinks=False):
                 with self._subdir(sfd, item.name, state) as sub:
@@ -745,6 +1091,7 @@ class Workspace:
     def trash_dir(self) -> Path:
         return self.state_dir / "trash"
 
+    @_classified("delete")
     def delete(self, path: str, *, recursive: bool = False) -> str:
         """Move to the trash in the state directory; returns the trash id (for ``restore``)."""
         self.check(path, write=True)
@@ -777,7 +1124,10 @@ class Workspace:
         st = os.lstat(name, dir_fd=dfd)
         trash_id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(4)}"
         slot = self.trash_dir / trash_id
-        slot.mkdir(parents=True, mode=0o700)
+        try:
+            slot.mkdir(parents=True, mode=0o700)
+        except OSError as exc:
+            raise resource_error(exc, "move to the trash", rel, disk="the state directory's disk") or exc from None
         manifest = {
             "trash_id": trash_id,
             "path": rel,
@@ -786,6 +1136,7 @@ class Workspace:
             "workspace": str(self.root),
             "deleted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
+        moved = False
         try:
             _write_json(slot / "manifest.json", manifest)
             tfd = os.open(slot, _DIR_FLAGS)
@@ -796,11 +1147,18 @@ class Workspace:
                     if exc.errno != errno.EXDEV:
                         raise
                     _copy_across(dfd, name, tfd)  # state dir on another filesystem
+                moved = True
                 os.fsync(tfd)
             finally:
                 os.close(tfd)
-        except BaseException:
+        except OSError as exc:
+            if moved:  # the item is in the slot now: keep it (removing the slot would lose it)
+                raise _after_commit(rel, f"moved to the trash (id {trash_id})", exc) from None
             shutil.rmtree(slot, ignore_errors=True)
+            raise resource_error(exc, "move to the trash", rel, disk="the state directory's disk") or exc from None
+        except BaseException:
+            if not moved:
+                shutil.rmtree(slot, ignore_errors=True)
             raise
         return trash_id
 
@@ -813,6 +1171,7 @@ class Workspace:
                     out.append(json.loads((slot / "manifest.json").read_text(encoding="utf-8")))
         return sorted(out, key=lambda m: str(m.get("trash_id", "")), reverse=True)
 
+    @_classified("restore")
     def restore(self, trash_id: str, *, destination: str | None = None, overwrite: bool = False) -> str:
         """Put a trashed item back at its original path (or ``destination``); returns the path."""
         if not _TRASH_ID.match(trash_id):
@@ -842,6 +1201,71 @@ class Workspace:
             os.close(tfd)
         shutil.rmtree(slot, ignore_errors=True)
         return rel
+
+
+@functools.cache
+def _owner_tag() -> str:
+    try:
+        ns = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        ns = 0
+    return hashlib.sha256(f"{os.uname().nodename}/{ns}".encode()).hexdigest()[:8]
+
+
+def _temp_name() -> str:
+    return f"{_TMP_PREFIX}{_owner_tag()}-{os.getpid()}-{secrets.token_hex(6)}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: exists, owned by someone else
+        return True
+    return True
+
+
+def _stale(name: str, mtime: float, now: float, grace_s: float) -> bool:
+    """Whether a temporary name is abandoned: its owner (in our pid namespace) is dead, or it is
+    older than the grace period and not ours. Names not of our exact pattern are never touched."""
+    m = _TMP_NAME.match(name)
+    if m is None:
+        return False
+    tag, pid = m.group(1), m.group(2)
+    if tag == _owner_tag() and pid is not None:
+        if int(pid) == os.getpid():
+            return False  # ours, in progress (an operation in this process never takes an hour)
+        if not _pid_alive(int(pid)):
+            return True
+    return now - mtime > grace_s
+
+
+@dataclass(slots=True)
+class SweepResult:
+    removed: list[str] = field(default_factory=list)
+    bytes: int = 0
+    complete: bool = True
+    """False if the walk stopped at its entry cap (a huge workspace): the rest waits for next time."""
+
+
+def _is_temp(name: str) -> bool:
+    """Our temporary names, whatever their case (a case-insensitive file system aliases them)."""
+    return name[: len(_TMP_PREFIX)].lower() == _TMP_PREFIX
+
+
+def _tree_size(dfd: int, name: str) -> int:
+    total = 0
+    with suppress(OSError):
+        fd = os.open(name, _DIR_FLAGS, dir_fd=dfd)
+        try:
+            for _, _, files, sub in os.fwalk(dir_fd=fd):
+                for f in files:
+                    with suppress(OSError):
+                        total += os.lstat(f, dir_fd=sub).st_size
+        finally:
+            os.close(fd)
+    return total
 
 
 def _read_fd(fd: int, max_bytes: int, size: int | None = None) -> tuple[bytes, int]:

@@ -23,7 +23,7 @@ from .._context import ActionContext
 from .._errors import ActionError
 from .._models import ActionOutput
 from .._registry import action
-from .._workspace import decode_text, path_matcher
+from .._workspace import Cancel, decode_text, path_matcher
 
 try:  # ``regex`` can stop a catastrophic pattern (timeout=); ``re`` cannot be interrupted.
     import regex as _regex  # type: ignore[import-untyped,import-not-found,unused-ignore]
@@ -91,12 +91,21 @@ class DeleteInput(_In):
     recursive: bool = Field(False, description="Required to delete a non-empty directory.")
 
 
-async def _threaded(fn: Callable[[threading.Event], T]) -> T:
+async def _threaded(fn: Callable[[threading.Event], T], what: str = "") -> T:
     """Run a tree walk in a worker thread; when the call is cancelled (deadline), the flag stops
-    the walk at its next file instead of letting it run on unseen."""
-    cancel = threading.Event()
+    the walk at its next file instead of letting it run on unseen. A worker that had already
+    passed its commit point (the final rename of a copy) completes: the call then says its
+    effect may be in place, rather than "stopped, retry"."""
+    cancel = Cancel()
     try:
         return await asyncio.to_thread(fn, cancel)
+    except asyncio.CancelledError:
+        if cancel.cancel():
+            raise ActionError(
+                "timeout", f"the deadline passed while {what} was being completed: it may be complete",
+                hint="Check with files_list before repeating the call.",
+            ) from None
+        raise
     finally:
         cancel.set()
 
@@ -375,7 +384,7 @@ async def files_copy(ctx: ActionContext, args: MoveInput) -> ActionOutput:
     src, dst = ws.check(args.source), ws.check(args.destination, write=True)
     if ws.stat(src).kind == "dir":
         result = await _threaded(lambda cancel: ws.copy(src, args.destination, overwrite=args.overwrite,
-                                                         cancel=cancel))
+                                                         cancel=cancel), f"the copy of {src!r} to {dst!r}")
     else:
         result = ws.copy(src, args.destination, overwrite=args.overwrite)
     n = len(result.artifacts)
@@ -383,8 +392,12 @@ async def files_copy(ctx: ActionContext, args: MoveInput) -> ActionOutput:
     if result.skipped:
         shown = ", ".join(result.skipped[:10]) + (", ..." if len(result.skipped) > 10 else "")
         output += f"; not copied (links, special or hard-linked files): {shown}"
+    if result.denied:
+        rules = ", ".join(f"{count} by policy.files.deny[{pattern!r}]" for pattern, count in result.denied.items())
+        output += f"; left out because denied paths are never copied: {rules}"
     return ActionOutput(output=output,
-                        data={"source": src, "destination": dst, "files": n, "skipped": result.skipped[:100]},
+                        data={"source": src, "destination": dst, "files": n, "skipped": result.skipped[:100],
+                              "denied": result.denied},
                         artifacts=result.artifacts[:_MAX_ARTIFACTS])
 
 

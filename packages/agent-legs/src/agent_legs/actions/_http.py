@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import email.utils
 import functools
+import ipaddress
 import json as json_module
 import logging
 import re
@@ -42,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .._context import ActionContext
 from .._egress import EgressGuard, Target
-from .._errors import ActionError
+from .._errors import ActionError, ErrorType
 from .._markdown import html_to_markdown
 from .._models import ActionOutput
 from .._policy import Policy
@@ -63,8 +64,15 @@ _FORBIDDEN_HEADERS = {"host", "content-length", "transfer-encoding", "connection
                       "proxy-authorization", "keep-alive"}
 _SHOWN_HEADERS = ("content-type", "content-length", "location", "retry-after", "etag", "last-modified")
 _MAX_RETRY_WAIT_S = 10.0
-# User headers that carry credentials: never sent to another origin after a redirect.
-_SENSITIVE_HEADER = re.compile(r"auth|token|secret|passw|api[-_]?key|cookie|session|signature", re.IGNORECASE)
+# The only caller headers a redirect carries to another origin (scheme, host, port): any other
+# header may be a credential under a name nobody can list (X-Functions-Key, Ocp-Apim-Subscription-Key,
+# X-Access-Key, "Bearer", ...). Content-Type goes only where the body goes (it is dropped with it).
+_CROSS_ORIGIN_HEADERS = frozenset({
+    "accept", "accept-language", "accept-encoding", "user-agent", "content-type", "content-language",
+    "cache-control", "pragma", "dnt", "if-match", "if-none-match", "if-modified-since", "if-unmodified-since",
+    "range",
+})
+_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 _CHARSET = re.compile(r"charset=\"?([\w.:-]+)", re.IGNORECASE)
 _RENDER_IN_THREAD_BYTES = 200_000  # markdown/JSON rendering of bigger bodies would stall the caller's loop
 
@@ -425,11 +433,24 @@ class HttpService(Service):
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self._spawn_close, entry)
 
-    def auth_headers(self, target: Target) -> dict[str, str]:
-        """Configured credentials for this host (secrets resolved here, never stored)."""
+    def auth_headers(self, target: Target, url: str = "") -> dict[str, str]:
+        """Configured credentials for this host (secrets resolved here, never stored).
+
+        An entry's headers travel only over https, to a loopback name (127.0.0.0/8, ::1,
+        localhost), or with the entry's ``allow_http``; a plain-http request to a host an entry
+        lists is refused (``denied``) rather than sent without them: it could otherwise be made
+        to fall back silently, or the agent retry it with the secret in its own headers."""
         headers: dict[str, str] = {}
-        for rules, auth in self._auth:
+        for index, (rules, auth) in enumerate(self._auth):
             if any(_rule_matches(r, target.host, target.port) for r in rules):
+                if target.scheme != "https" and not auth.allow_http and not _is_loopback(target.host):
+                    raise ActionError(
+                        "denied",
+                        f"{url or target.host} is plain http: the credentials configured for {target.host} "
+                        f"(settings.http.auth[{index}]) are sent only over https; nothing was sent",
+                        rule=f"settings.http.auth[{index}].allow_http",
+                        hint="Use the https:// URL of this API.",
+                    )
                 for name, value in auth.headers.items():
                     headers[name] = self.runtime.secrets.resolve(value)
         return headers
@@ -462,6 +483,16 @@ def _host_rules(auth: HttpAuth) -> list[tuple[re.Pattern[str], int | None]]:
         host, _, port = h.lower().rpartition(":") if re.search(r":\d+$", h) else (h.lower(), "", "")
         out.append((re.compile("^" + re.escape(host).replace(r"\*", "[^/]*") + "$"), int(port) if port else None))
     return out
+
+
+def _is_loopback(host: str) -> bool:
+    """A loopback literal or ``localhost`` (which the egress guard only lets through to loopback)."""
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _rule_matches(rule: tuple[re.Pattern[str], int | None], host: str, port: int) -> bool:
@@ -575,14 +606,21 @@ async def http_request(ctx: ActionContext, args: RequestInput) -> ActionOutput:
     while True:
         headers = svc.base_headers.copy()
         headers.update(user_headers if (target.scheme, target.host, target.port) == origin else {
-            k: v for k, v in user_headers.items() if not _SENSITIVE_HEADER.search(k)
+            k: v for k, v in user_headers.items() if k.lower() in _CROSS_ORIGIN_HEADERS
         })
-        auth = svc.auth_headers(target)
+        try:
+            auth = svc.auth_headers(target, url)
+        except ActionError as exc:
+            if redirects:
+                exc.message = f"redirect to {url} refused: {exc.message}"
+                exc.data = {"redirects": redirects}
+            raise
         if auth:
             headers.update(auth)
         if cookies:
             _add_cookie_header(headers, cookies, method, url)
-        reply = await _send(ctx, client, method, url, target, headers, content, deadline, timeout_s, cap)
+        reply = await _send(ctx, client, method, url, target, headers, content, deadline, timeout_s, cap,
+                            unsafe=args.method not in _IDEMPOTENT, first_hop=not redirects)
         hdrs = _plain_headers(reply.raw_headers)
         if "set-cookie" in hdrs:
             cookies = cookies if cookies is not None else httpx.Cookies()
@@ -634,11 +672,29 @@ def _add_cookie_header(headers: CIMultiDict[str], cookies: httpx.Cookies, method
         headers["Cookie"] = probe.headers["cookie"]
 
 
+def _unknown_outcome(method: str, url: str, what: str, type_: ErrorType = "timeout") -> ActionError:
+    """A non-idempotent request that may have reached the server: never "retryable" (a new tool
+    call would repeat the effect); the message says so and how to check."""
+    return ActionError(
+        type_,
+        f"{method} {url}: {what}. The request may have reached the server and taken effect; "
+        "its outcome is unknown",
+        retryable=False,
+        hint="Do not repeat it blindly: first check whether it took effect (e.g. GET the resource it "
+        "creates or changes), then repeat it only if it did not.",
+    )
+
+
 async def _send(
     ctx: ActionContext, client: _Client, method: str, url: str, target: Target, headers: CIMultiDict[str],
-    content: bytes | None, deadline: float, timeout_s: float, cap: int,
+    content: bytes | None, deadline: float, timeout_s: float, cap: int, *, unsafe: bool, first_hop: bool,
 ) -> _Reply:
-    """One request (plus connect retries), read up to ``cap`` bytes, all within ``deadline``."""
+    """One request (plus connect retries), read up to ``cap`` bytes, all within ``deadline``.
+
+    ``unsafe``: the call's method is not idempotent (POST, PATCH): a failure after its request may
+    have been transmitted (a timeout, a broken exchange), or on a later hop (the first already
+    acted), is reported as an unknown outcome, never as retryable."""
+    acted = unsafe and not first_hop  # an earlier hop of this call already reached the server
     try:
         _parse_url(url)  # one URL grammar (httpx's, cached) for both layers, as check_target's companion
     except (httpx.InvalidURL, ValueError) as exc:
@@ -647,6 +703,8 @@ async def _send(
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
+            if acted:
+                raise _unknown_outcome(method, url, f"the redirect could not be followed within {timeout_s:g} s")
             raise ActionError("timeout", f"no response within {timeout_s:g} s", retryable=True)
         attributes: dict[str, Any] = {
             "http.request.method": method,
@@ -676,10 +734,15 @@ async def _send(
                     attempt += 1
                     await asyncio.sleep(wait)
                     continue
+                if acted:
+                    raise _unknown_outcome(method, url, f"the redirect target cannot be reached ({exc})",
+                                           "unavailable") from None
                 raise ActionError("unavailable", f"cannot connect to {target.host}: {exc}", retryable=True) from None
             except TimeoutError as exc:
                 span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
                 span.set_attribute("error.type", "timeout")
+                if unsafe:
+                    raise _unknown_outcome(method, url, f"no complete response within {timeout_s:g} s") from None
                 raise ActionError("timeout", f"{method} {url} did not complete within {timeout_s:g} s",
                                   retryable=True) from None
             except _ExchangeFailed as exc:
@@ -688,6 +751,8 @@ async def _send(
                 span.set_attribute("error.type", type(cause or exc).__name__)
                 if _is_invalid_url(cause):
                     raise ActionError("invalid_input", f"invalid URL {url!r}: {cause}") from None
+                if unsafe:
+                    raise _unknown_outcome(method, url, f"the exchange failed ({exc})", "failed") from None
                 raise ActionError("failed", f"{method} {url} failed: {exc}", retryable=True) from None
             span.set_attribute("http.response.status_code", reply.status)
             if reply.status >= 500:
