@@ -223,6 +223,17 @@ async def _blocking(fn: Any, *args: Any, **kwargs: Any) -> Any:
         return fn(*args, **kwargs)
 
 
+def _hang_up(sock: socket.socket) -> None:
+    """End the attach connection now: the engine closes the container's stdin (its PID 1 then ends
+    the container) and stops writing to us. ``shutdown`` first: ``close`` alone leaves the connection
+    open while the HTTP response still references the socket, and an engine blocked on a full
+    connection cannot even remove the container."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError):
+        sock.close()
+
+
 def _short(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text if len(text) <= 300 else text[:300] + "..."
@@ -400,8 +411,7 @@ class CodeService(Service):
         """Kill ``kernel`` now (its socket closes: the driver's PID 1 ends the container) and remove the
         container in the background; ``aclose`` waits for these removals."""
         kernel.dead = True
-        with contextlib.suppress(OSError):
-            kernel.sock.close()
+        _hang_up(kernel.sock)
         self._track(self._remove(kernel))
 
     def _track(self, work: Coroutine[Any, Any, None]) -> None:
@@ -468,8 +478,7 @@ class CodeService(Service):
         if kernel.dead:
             return
         kernel.dead = True
-        with contextlib.suppress(OSError):
-            kernel.sock.close()
+        _hang_up(kernel.sock)
         await self._remove(kernel)
 
     async def _remove(self, kernel: _Kernel) -> None:
