@@ -183,3 +183,18 @@ def test_containers_die_with_their_host_even_with_threads_left_running(tmp_path)
     finally:
         for cid in every():
             subprocess.run(["docker", "rm", "-f", cid], capture_output=True)
+
+
+def test_timeout_s_bounds_the_whole_call_including_the_container_start(dirs) -> None:
+    ws, st = dirs
+    with Legs(workspace=ws, state_dir=st, settings={"code": {"pool_size": 0}}) as legs:
+        assert legs.run("code.run", {"code": "1"}, session="warm-up").ok  # the engine answers; no pool
+        t0 = time.monotonic()
+        r = legs.run("code.run", {"code": "open('ran', 'w').close()", "timeout_s": 0.05})
+        elapsed = time.monotonic() - t0
+        assert r.error is not None and r.error.type == "timeout" and r.error.retryable, r
+        assert "0.05 s timeout" in r.error.message and "nothing ran" in r.error.message
+        assert elapsed < 5, f"{elapsed:.1f} s"
+        r = legs.run("code.run", {"code": "import os; os.path.exists('ran')"})
+        assert r.ok and r.data["value"] == "False" and r.data["new_kernel"]
+    # the container whose start was abandoned is removed too (no_leftover_containers)
