@@ -8,8 +8,9 @@ flood of output neither fills memory nor fails the code); between calls they poi
 so nothing user code (or a thread it left behind) prints lands on the protocol by accident.
 
 Two processes. PID 1 is a supervisor that never runs user code: it forks the kernel (the process
-that executes the code and speaks the protocol), makes itself non-dumpable (code in the kernel,
-same uid but no capabilities, can neither ptrace it nor open ``/proc/1/fd``) and then only watches:
+that executes the code and speaks the protocol), keeps only the read end of stdin, makes itself
+non-dumpable (code in the kernel, same uid but no capabilities, cannot ptrace it; under runc it
+cannot open ``/proc/1/fd`` either) and then only watches:
 when the host's end of stdin closes (the host closed the session, or died: the engine closes a
 StdinOnce stdin when the attach connection drops), or when the kernel process dies, PID 1 exits and
 the kernel of the host machine kills every process left in the container's PID namespace. No
