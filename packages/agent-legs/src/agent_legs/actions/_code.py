@@ -123,6 +123,7 @@ _FRAME_MAX = 1 << 20  # one attach frame; the engine sends at most 32 KiB
 _HELLO_MAX = 64 * 1024
 _CONNECT_S = 10.0  # the engine must answer its first ping within this (a silent listener otherwise holds us)
 _DOCKER_TIMEOUT_S = 30.0
+_CLEANUP_S = 5.0  # after a failed call, how long it waits for the engine to remove the kernel's container
 
 
 def _reply_cap(max_output_bytes: int) -> int:
@@ -164,8 +165,12 @@ class _Kernel:
 
     async def _recv_stdout(self, n: int) -> bytes:
         """``n`` bytes of the container's stdout (``n`` is checked by the caller: it bounds memory)."""
+        frames = 0
         while len(self.buffer) < n:
             await self._read_frame()
+            frames += 1
+            if frames % 64 == 0:  # a stream of tiny frames never suspends: let the loop (and deadlines) run
+                await asyncio.sleep(0)
         data = bytes(self.buffer[:n])
         del self.buffer[:n]
         return data
@@ -407,17 +412,18 @@ class CodeService(Service):
         elif proxy is not None:
             self._track(proxy.aclose())
 
-    def destroy_later(self, kernel: _Kernel) -> None:
+    def destroy_later(self, kernel: _Kernel) -> asyncio.Task[None]:
         """Kill ``kernel`` now (its socket closes: the driver's PID 1 ends the container) and remove the
         container in the background; ``aclose`` waits for these removals."""
         kernel.dead = True
         _hang_up(kernel.sock)
-        self._track(self._remove(kernel))
+        return self._track(self._remove(kernel))
 
-    def _track(self, work: Coroutine[Any, Any, None]) -> None:
+    def _track(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(work, context=contextvars.Context())
         self._cleanup.add(task)
         task.add_done_callback(self._cleanup.discard)
+        return task
 
     def _fill_pool(self) -> None:
         wanted = self.runtime.settings.code.pool_size
@@ -494,15 +500,20 @@ class CodeService(Service):
         if kernel is not None:
             await self._destroy(kernel)
 
-    async def discard(self, session: str, kernel: _Kernel) -> None:
-        """Kill ``kernel``; unmap it from ``session`` if it is still that session's kernel."""
+    async def discard(self, session: str, kernel: _Kernel, wait_s: float | None = None) -> None:
+        """Kill ``kernel``; unmap it from ``session`` if it is still that session's kernel. With
+        ``wait_s``, wait at most that long for the container's removal (a slow engine does not hold
+        the call past its deadline; the removal goes on and ``aclose`` waits for it)."""
         if self.kernels.get(session) is kernel:
             del self.kernels[session]
-        await self._destroy(kernel)
+        if wait_s is None:
+            await self._destroy(kernel)
+        elif not kernel.dead:
+            await asyncio.wait({self.destroy_later(kernel)}, timeout=wait_s)
 
     async def was_oom_killed(self, kernel: _Kernel) -> bool:
         try:
-            await asyncio.to_thread(kernel.container.reload)
+            await asyncio.wait_for(asyncio.to_thread(kernel.container.reload), _CLEANUP_S)
         except Exception:
             return False
         return bool(kernel.container.attrs.get("State", {}).get("OOMKilled"))
@@ -598,7 +609,7 @@ async def code_run(ctx: ActionContext, args: RunInput) -> ActionOutput:
                                                 "max_output_bytes": max_bytes}, _reply_cap(max_bytes))
                 reply = _clean_reply(raw, max_bytes)
             except TimeoutError:
-                await svc.discard(ctx.session, kernel)
+                await svc.discard(ctx.session, kernel, _CLEANUP_S)
                 raise ActionError("timeout", f"the code ran until this call's {limit_s:g} s timeout and was killed; "
                                   "it may have done part of its work (files it wrote may have changed), and this "
                                   "session's variables and imports were lost (the next call starts a fresh kernel)",
@@ -608,7 +619,7 @@ async def code_run(ctx: ActionContext, args: RunInput) -> ActionOutput:
                 await asyncio.shield(svc.discard(ctx.session, kernel))  # the caller gave up: the work stops too
                 raise
             except _ProtocolError as exc:
-                await svc.discard(ctx.session, kernel)
+                await svc.discard(ctx.session, kernel, _CLEANUP_S)
                 log.warning("sandbox %s broke the protocol: %s", kernel.container.short_id, exc)
                 raise ActionError("failed", f"the sandbox kernel broke its reply protocol ({exc}); code wrote on "
                                   "the kernel's own channel. The kernel was killed: the code may have run in part "
@@ -618,10 +629,11 @@ async def code_run(ctx: ActionContext, args: RunInput) -> ActionOutput:
                                   "descriptors or /proc/1/fd.") from None
             except (EOFError, OSError):
                 oom = await svc.was_oom_killed(kernel)
-                await svc.discard(ctx.session, kernel)
+                await svc.discard(ctx.session, kernel, _CLEANUP_S)
                 if oom:
                     raise ActionError("failed", f"the code exceeded the memory limit of {memory_mb} MB "
-                                      "(policy.code.memory_mb) and the kernel was killed; its state was lost",
+                                      "(policy.code.memory_mb) and the kernel was killed; the code may have run in "
+                                      "part (check the workspace before running it again) and its state was lost",
                                       hint="Use less memory (process data in chunks).") from None
                 raise ActionError("failed", "the sandbox kernel died during the call (its container stopped or was "
                                   "killed); the code may have run in part (check the workspace before running it "
@@ -631,7 +643,7 @@ async def code_run(ctx: ActionContext, args: RunInput) -> ActionOutput:
     finally:
         kernel.lock.release()
     if "driver_error" in reply:
-        await svc.discard(ctx.session, kernel)
+        await svc.discard(ctx.session, kernel, _CLEANUP_S)
         raise ActionError("failed", f"the sandbox driver failed ({reply['driver_error']}); the code may have run in "
                           "part (check the workspace before running it again); the kernel was replaced",
                           retryable=False)
