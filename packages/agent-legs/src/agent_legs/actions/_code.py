@@ -199,8 +199,11 @@ class _Kernel:
                 break
             if not peek:
                 raise EOFError("sandbox connection closed")
-            async with asyncio.timeout(2):
-                await self._read_frame()
+            try:
+                async with asyncio.timeout(2):
+                    await self._read_frame()
+            except TimeoutError:  # (an OSError: not to be taken for a closed connection)
+                raise _ProtocolError("a partial frame waits on the channel between calls") from None
             if len(self.buffer) > 0:
                 raise _ProtocolError(f"the kernel wrote {len(self.buffer)}+ bytes on its channel between calls")
 
