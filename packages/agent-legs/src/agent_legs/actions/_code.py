@@ -299,6 +299,7 @@ class CodeService(Service):
             self._egress_dir = tempfile.mkdtemp(prefix="agent-legs-egress-")
         self.kernels: dict[str, _Kernel] = {}
         self._cleanup: set[asyncio.Task[None]] = set()
+        self._creating: set[asyncio.Future[_Kernel]] = set()  # containers being made (in threads)
         self._starting: dict[str, asyncio.Future[_Kernel]] = {}
         self.pool: list[_Kernel] = []
         self._pool_task: asyncio.Task[None] | None = None
@@ -382,6 +383,8 @@ class CodeService(Service):
             span.set_attribute("agent_legs.code.network", self._egress_dir is not None)
             proxy = await self._start_proxy()
             creating = asyncio.ensure_future(asyncio.to_thread(self._create, proxy))
+            self._creating.add(creating)
+            creating.add_done_callback(self._creating.discard)
             try:
                 kernel = await asyncio.shield(creating)
             except asyncio.CancelledError:
@@ -559,6 +562,9 @@ class CodeService(Service):
             self._pool_task.cancel()
             with contextlib.suppress(BaseException):
                 await self._pool_task
+        # a creation abandoned by its caller removes its container once made: wait for those too
+        await asyncio.gather(*self._creating, return_exceptions=True)
+        await asyncio.sleep(0)
         kernels = [*self.kernels.values(), *self.pool]
         self.kernels.clear()
         self.pool.clear()
