@@ -147,7 +147,13 @@ assert r.ok, r
 threading.Thread(target=legs.run, args=("code.run", {"code": "while True: pass", "timeout_s": 600}),
                  kwargs={"session": "busy"}, daemon=True).start()
 time.sleep(3)
-print(os.getpid(), flush=True)
+import socket, subprocess
+owner = f"agent-legs.sandbox.owner={socket.gethostname()}:{os.getpid()}"
+pids = []  # every process of every container of this host, as the host sees them
+for cid in subprocess.run(["docker", "ps", "-q", "--filter", f"label={owner}"], capture_output=True,
+                          text=True).stdout.split():
+    pids += subprocess.run(["docker", "top", cid, "-eo", "pid"], capture_output=True, text=True).stdout.split()[1:]
+print(os.getpid(), *pids, flush=True)
 os.kill(os.getpid(), 9)
 """
 
@@ -160,7 +166,8 @@ def test_containers_die_with_their_host_even_with_threads_left_running(tmp_path)
                           capture_output=True, text=True, timeout=120)
     killed_at = time.monotonic()
     assert proc.returncode == -9, proc.stderr
-    owner = f"agent-legs.sandbox.owner={socket.gethostname()}:{proc.stdout.strip()}"
+    host_pid, *pids = proc.stdout.split()
+    owner = f"agent-legs.sandbox.owner={socket.gethostname()}:{host_pid}"
 
     def running() -> list[str]:
         return subprocess.run(["docker", "ps", "-q", "--filter", f"label={owner}"], capture_output=True,
@@ -176,6 +183,8 @@ def test_containers_die_with_their_host_even_with_threads_left_running(tmp_path)
             time.sleep(0.2)
         print(f"containers stopped {time.monotonic() - killed_at:.1f} s after the host was killed")
         assert running() == [], "a container outlived its host by more than 10 s"
+        assert len(pids) >= 6  # each container: the driver's supervisor and kernel, and more in the busy ones
+        assert [p for p in pids if Path(f"/proc/{p}").exists()] == [], "a sandbox process outlived its host"
         size = (ws / "grow.txt").stat().st_size
         assert size > 0
         time.sleep(1.0)
