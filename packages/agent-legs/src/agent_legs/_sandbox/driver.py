@@ -1,14 +1,30 @@
 """Agent Legs sandbox driver: a persistent Python namespace behind a length-prefixed JSON protocol.
 
-Runs as PID 1 of the sandbox container, on the container's attached stdin/stdout. Each request is
-a 4-byte big-endian length plus a JSON object; each response likewise. The protocol uses private
-duplicates of the original stdin/stdout: during a call, fds 1/2 are pipes drained by reader
-threads (the first ``max_output_bytes`` kept, the rest counted and dropped, so a flood of output
-neither fills memory nor fails the code); between calls they point at /dev/null, so nothing user
-code (or a thread it left behind) prints can corrupt the protocol.
+Runs in the sandbox container, on the container's attached stdin/stdout. Each request is a 4-byte
+big-endian length plus a JSON object carrying an ``id``; each response likewise, echoing that id.
+The protocol uses private duplicates of the original stdin/stdout: during a call, fds 1/2 are pipes
+drained by reader threads (the first ``max_output_bytes`` kept, the rest counted and dropped, so a
+flood of output neither fills memory nor fails the code); between calls they point at /dev/null,
+so nothing user code (or a thread it left behind) prints lands on the protocol by accident.
 
-A call's processes end with the call: afterwards PID 1 kills every other process in the
-container (``kill(-1)``) and reaps them, so no background job, fork bomb or zombie outlives it.
+Two processes. PID 1 is a supervisor that never runs user code: it forks the kernel (the process
+that executes the code and speaks the protocol), keeps only the read end of stdin, makes itself
+non-dumpable (code in the kernel, same uid but no capabilities, cannot ptrace it; under runc it
+cannot open ``/proc/1/fd`` either) and then only watches:
+when the host's end of stdin closes (the host closed the session, or died: the engine closes a
+StdinOnce stdin when the attach connection drops), or when the kernel process dies, PID 1 exits and
+the kernel of the host machine kills every process left in the container's PID namespace. No
+thread, child or busy loop of user code can delay this: the watcher shares no interpreter (no GIL)
+with them, and PID 1 of a PID namespace ignores SIGKILL/SIGSTOP sent from inside it.
+
+Threat model: the code is hostile. It runs in the kernel process, so it CAN write on the protocol
+channel (forged frames, huge lengths, a reply out of step): the host treats every byte from the
+container as untrusted (bounded reads, checked lengths, reply ids, validated fields) and replaces a
+kernel that breaks the protocol. The driver bounds its honest replies so the host's caps hold.
+
+A call's processes end with the call: afterwards the kernel kills every other process it may signal
+(``kill(-1)`` spares PID 1 and itself) and reaps them (it is their subreaper), so no background job,
+fork bomb or zombie outlives it.
 
 When the host grants guarded network (``AGENT_LEGS_EGRESS_SOCKET``), the container still has only
 loopback; a forwarder thread listens on ``127.0.0.1:$AGENT_LEGS_EGRESS_PORT`` and relays each
@@ -32,6 +48,9 @@ import traceback
 
 WORKSPACE = "/workspace"
 MAX_SCAN = 5000
+MAX_LISTED = 100  # changed paths and figures named in one reply (the host shows at most 100 artifacts)
+PR_SET_DUMPABLE = 4
+PR_SET_CHILD_SUBREAPER = 36
 # cgroup v2, then v1: the kernel's count of OOM kills in this container's memory cgroup
 OOM_FILES = ("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control")
 # bash children volunteer to be the OOM killer's first choice, so the kernel (PID 1) survives them
@@ -134,24 +153,34 @@ def start_egress_forwarder(path, port):
     threading.Thread(target=accept, daemon=True).start()
 
 
-class Watchdog:
-    """Ends the kernel when the host goes away during a call (its end of stdin closes: Docker's
-    StdinOnce), so a crashed host leaves no loop burning CPU. Between calls the main thread's
-    read sees the EOF itself."""
+def _prctl(option, value):
+    try:
+        import ctypes
 
-    def __init__(self, fd):
-        self.fd = fd
-        self.busy = threading.Event()
-        threading.Thread(target=self._watch, daemon=True).start()
+        ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
+    except Exception:  # no ctypes in this image: the supervisor still works, only less shielded
+        pass
 
-    def _watch(self):
-        poller = select.poll()
-        poller.register(self.fd, select.POLLERR)  # POLLHUP is always reported; POLLIN is not asked for
-        while True:
-            self.busy.wait()
-            for _, events in poller.poll(200):
-                if events & (select.POLLHUP | select.POLLERR) and self.busy.is_set():
-                    os._exit(3)
+
+def supervise(kernel_pid, host_fd):
+    """PID 1: exit (ending the whole container) when the host goes away or the kernel dies."""
+    _prctl(PR_SET_DUMPABLE, 0)
+    signal.signal(signal.SIGTERM, lambda *a: os._exit(0))  # PID 1 has no default action: stop when asked
+    poller = select.poll()
+    poller.register(host_fd, select.POLLERR)  # POLLHUP is always reported; POLLIN is not asked for
+    while True:
+        for _, events in poller.poll(250):
+            if events & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
+                os._exit(0)  # the host is gone: the namespace's processes all die with PID 1
+        while True:  # reap what is reparented to us; the kernel's death ends the container
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                os._exit(0)
+            if pid == 0:
+                break
+            if pid == kernel_pid:
+                os._exit(0)
 
 
 def _oom_kills():
@@ -310,18 +339,22 @@ def handle(kernel, req, null_fd):
     result["value"], result["value_truncated"] = _bounded(result["value"], limit)
     result["error"], _ = _bounded(result["error"], limit)
     result["oom_killed"] = _oom_kills() > oom_before
+    result["figures"] = result["figures"][:MAX_LISTED]
     if track:
         after = _snapshot()
-        result["changed"] = sorted(p for p, sig in after.items() if before.get(p) != sig)
+        changed = sorted(p for p, sig in after.items() if before.get(p) != sig)
+        result["changed"], result["changed_count"] = changed[:MAX_LISTED], len(changed)
     return result
 
 
-def main():
-    proto_in = os.dup(0)
-    proto_out = os.dup(1)
-    null_fd = os.open(os.devnull, os.O_RDWR)
-    os.dup2(null_fd, 0)  # user code reading stdin gets EOF, not our protocol
-    signal.signal(signal.SIGTERM, lambda *a: os._exit(0))  # PID 1 has no default action: stop when asked
+def serve(proto_in, proto_out, null_fd):
+    """The kernel: reads requests, runs them, answers each with its id."""
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)  # orphans of user code are ours to kill and reap
+    try:  # the OOM killer takes the kernel before the supervisor (children of bash go first)
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("500")
+    except OSError:
+        pass
     os.chdir(WORKSPACE)
     if os.environ.get("AGENT_LEGS_EGRESS_SOCKET"):
         start_egress_forwarder(os.environ["AGENT_LEGS_EGRESS_SOCKET"], int(os.environ["AGENT_LEGS_EGRESS_PORT"]))
@@ -332,20 +365,34 @@ def main():
     os.dup2(null_fd, 1)
     os.dup2(null_fd, 2)
     sys.stdout, sys.stderr = kernel.stdout, kernel.stderr
-    watchdog = Watchdog(proto_in)
     while True:
         try:
             (size,) = struct.unpack(">I", _read_exact(proto_in, 4))
             req = json.loads(_read_exact(proto_in, size))
         except EOFError:
-            return
-        watchdog.busy.set()
+            os._exit(0)  # the host is gone; never wait for threads user code left running
         try:
             result = handle(kernel, req, null_fd)
         except BaseException as exc:  # the driver itself failed: say so rather than hang the host
-            result = {"driver_error": "%s: %s" % (type(exc).__name__, exc)}
-        watchdog.busy.clear()
+            result = {"driver_error": ("%s: %s" % (type(exc).__name__, exc))[:2000]}
+        result["id"] = req.get("id")
         _send(proto_out, result)
+
+
+def main():
+    proto_in = os.dup(0)
+    proto_out = os.dup(1)
+    null_fd = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null_fd, 0)  # user code reading stdin gets EOF, not our protocol
+    kernel_pid = os.fork()
+    if kernel_pid == 0:
+        serve(proto_in, proto_out, null_fd)
+        os._exit(0)
+    # PID 1 keeps only the host's end of stdin (to see it close) and nothing the kernel could use
+    os.dup2(null_fd, 1)
+    os.dup2(null_fd, 2)
+    os.close(proto_out)
+    supervise(kernel_pid, proto_in)
 
 
 if __name__ == "__main__":

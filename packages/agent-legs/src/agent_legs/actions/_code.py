@@ -17,6 +17,19 @@ gets one way out, a unix socket (bind-mounted) to its own ``EgressProxy``, which
 inside the container as the HTTP(S) proxy ``127.0.0.1:3128``. Every destination passes the egress
 guard (DNS is resolved and pinned by the proxy); code that ignores the proxy reaches nothing. This
 needs a local engine (a socket cannot be mounted from a remote one): elsewhere it is refused.
+
+The channel is untrusted: code in the kernel can write on it (its process holds the channel), so
+every read is bounded (attach frames, a reply's announced length against a cap derived from
+``policy.code.max_output_bytes``), each reply must echo its request's random id, every field of a
+reply is type-checked and cut to the policy's caps before it reaches ``data``, and anything the kernel
+wrote between calls marks it out of step. A kernel that breaks the protocol is killed and the
+session's next call gets a fresh one (``data.new_kernel``). The containers log nothing (log driver
+``none``): a flood on the channel cannot fill the engine's disk either.
+
+Lifetime: a container ends with its host. The driver's PID 1 watches the attached stdin and ends the
+container when it closes, which the engine does when our attach connection drops (the host closed
+the kernel, or died); this covers idle, busy and pooled containers alike. ``timeout_s`` bounds the
+whole call: waiting for the engine, starting a kernel and running the code.
 """
 
 from __future__ import annotations
@@ -33,6 +46,7 @@ import struct
 import tempfile
 import time
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -105,6 +119,24 @@ def _timeout(policy: Policy, args: Any) -> float:
     return min(requested, limit) if requested else limit
 
 
+_FRAME_MAX = 1 << 20  # one attach frame; the engine sends at most 32 KiB
+_HELLO_MAX = 64 * 1024
+_CONNECT_S = 10.0  # the engine must answer its first ping within this (a silent listener otherwise holds us)
+_DOCKER_TIMEOUT_S = 30.0
+_CLEANUP_S = 5.0  # after a failed call, how long it waits for the engine to remove the kernel's container
+
+
+def _reply_cap(max_output_bytes: int) -> int:
+    """The largest reply an honest driver sends: stdout and stderr heads (<= 6 JSON bytes per byte),
+    value and traceback (<= max_output_bytes characters, <= 12 JSON bytes each), up to 100 changed
+    paths and figures, and a few numbers."""
+    return 36 * max_output_bytes + (4 << 20)
+
+
+class _ProtocolError(Exception):
+    """The kernel broke the protocol (code wrote on its channel): it is replaced."""
+
+
 @dataclass(eq=False)
 class _Kernel:
     container: Any
@@ -117,30 +149,76 @@ class _Kernel:
     dead: bool = False
     proxy: _SocketProxy | None = None
 
-    async def _recv_stdout(self, n: int) -> bytes:
-        """``n`` bytes of the container's stdout (the attach stream is multiplexed in frames)."""
+    async def _read_frame(self) -> None:
+        """One frame of the attach stream (stdout and stderr multiplexed), its size checked."""
         loop = asyncio.get_running_loop()
+        header = await _recv_exact(loop, self.sock, 8)
+        stream, size = header[0], struct.unpack(">I", header[4:])[0]
+        if stream not in (1, 2) or size > _FRAME_MAX:
+            raise _ProtocolError(f"a malformed attach frame (stream {stream}, {size} bytes)")
+        payload = await _recv_exact(loop, self.sock, size)
+        if stream == 2:
+            self.stderr_tail += payload
+            del self.stderr_tail[:-4000]
+        else:
+            self.buffer += payload
+
+    async def _recv_stdout(self, n: int) -> bytes:
+        """``n`` bytes of the container's stdout (``n`` is checked by the caller: it bounds memory)."""
+        frames = 0
         while len(self.buffer) < n:
-            header = await _recv_exact(loop, self.sock, 8)
-            stream, size = header[0], struct.unpack(">I", header[4:])[0]
-            payload = await _recv_exact(loop, self.sock, size)
-            if stream == 2:
-                self.stderr_tail += payload
-                del self.stderr_tail[:-4000]
-            else:
-                self.buffer += payload
+            await self._read_frame()
+            frames += 1
+            if frames % 64 == 0:  # a stream of tiny frames never suspends: let the loop (and deadlines) run
+                await asyncio.sleep(0)
         data = bytes(self.buffer[:n])
         del self.buffer[:n]
         return data
 
-    async def read_message(self) -> dict[str, Any]:
+    async def read_message(self, cap: int) -> dict[str, Any]:
+        """One message; its announced length is checked against ``cap`` before anything is buffered."""
         (size,) = struct.unpack(">I", await self._recv_stdout(4))
-        return json.loads(await self._recv_stdout(size))  # type: ignore[no-any-return]
+        if size > cap:
+            raise _ProtocolError(f"the kernel announced a {size}-byte message, over the {cap}-byte cap")
+        raw = await self._recv_stdout(size)
+        try:
+            message = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            raise _ProtocolError(f"the kernel sent a message that is not JSON ({type(exc).__name__})") from None
+        if not isinstance(message, dict):
+            raise _ProtocolError("the kernel sent a message that is not a JSON object")
+        return message
 
-    async def request(self, payload: dict[str, Any]) -> dict[str, Any]:
-        data = json.dumps(payload).encode()
+    async def ensure_idle(self) -> None:
+        """Before a request: nothing may be waiting on the channel (the kernel does not write
+        between calls; bytes there mean code wrote on it, and the next reply would be out of step)."""
+        while True:
+            try:
+                peek = self.sock.recv(1, socket.MSG_PEEK)
+            except (BlockingIOError, InterruptedError):
+                break
+            if not peek:
+                raise EOFError("sandbox connection closed")
+            try:
+                async with asyncio.timeout(2):
+                    await self._read_frame()
+            except TimeoutError:  # (an OSError: not to be taken for a closed connection)
+                raise _ProtocolError("a partial frame waits on the channel between calls") from None
+            if len(self.buffer) > 0:
+                raise _ProtocolError(f"the kernel wrote {len(self.buffer)}+ bytes on its channel between calls")
+
+    async def request(self, payload: dict[str, Any], cap: int) -> dict[str, Any]:
+        """Send ``payload`` with a fresh id; the reply must echo it."""
+        call_id = uuid.uuid4().hex
+        data = json.dumps({**payload, "id": call_id}).encode()
         await asyncio.get_running_loop().sock_sendall(self.sock, struct.pack(">I", len(data)) + data)
-        return await self.read_message()
+        reply = await self.read_message(cap)
+        if reply.get("id") != call_id:
+            raise _ProtocolError("the kernel's reply does not answer this call (its id differs): the channel is out "
+                                 "of step")
+        if len(self.buffer) > 0:
+            raise _ProtocolError("the kernel wrote more after its reply")
+        return reply
 
 
 async def _blocking(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -151,6 +229,22 @@ async def _blocking(fn: Any, *args: Any, **kwargs: Any) -> Any:
         if "after shutdown" not in str(exc):
             raise
         return fn(*args, **kwargs)
+
+
+def _hang_up(sock: socket.socket) -> None:
+    """End the attach connection now: the engine closes the container's stdin (its PID 1 then ends
+    the container) and stops writing to us. ``shutdown`` first: ``close`` alone leaves the connection
+    open while the HTTP response still references the socket, and an engine blocked on a full
+    connection cannot even remove the container."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError):
+        sock.close()
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 300 else text[:300] + "..."
 
 
 async def _recv_exact(loop: asyncio.AbstractEventLoop, sock: socket.socket, n: int) -> bytes:
@@ -182,24 +276,30 @@ class CodeService(Service):
             raise ActionError("unavailable", f"the docker package is missing: {exc}", hint=_UNAVAILABLE_HINT) from None
         settings = self.runtime.settings.code
         self.instance = uuid.uuid4().hex[:12]
+        where = settings.docker_host or os.environ.get("DOCKER_HOST") or "the local socket"
         try:
+            # a short timeout for the handshake: a listener that never answers fails this start in
+            # _CONNECT_S (no thread left waiting longer), then the usual timeout for real work
             self.client = await asyncio.to_thread(
-                lambda: docker.DockerClient(base_url=settings.docker_host, timeout=30) if settings.docker_host
-                else docker.from_env(timeout=30)
+                lambda: docker.DockerClient(base_url=settings.docker_host, timeout=_CONNECT_S) if settings.docker_host
+                else docker.from_env(timeout=_CONNECT_S)
             )
             await asyncio.to_thread(self.client.ping)
+            self.client.api.timeout = _DOCKER_TIMEOUT_S
             await asyncio.to_thread(self.client.images.get, settings.image)
         except docker.errors.ImageNotFound:
             raise ActionError("unavailable", f"the sandbox image {settings.image} is not built",
                               hint="Run `agent-legs sandbox build`.") from None
         except Exception as exc:
-            raise ActionError("unavailable", f"cannot reach the Docker engine: {exc}", retryable=True,
+            raise ActionError("unavailable", f"cannot reach the Docker engine ({where}): {_short(exc)}", retryable=True,
                               hint=_UNAVAILABLE_HINT) from None
         self._owner = await asyncio.to_thread(self._prepare_workspace)  # may walk a large workspace
         if self.runtime.policy.code.network:
             # short path (unix sockets allow ~107 bytes), private to us; only the sockets are mounted
             self._egress_dir = tempfile.mkdtemp(prefix="agent-legs-egress-")
         self.kernels: dict[str, _Kernel] = {}
+        self._cleanup: set[asyncio.Task[None]] = set()
+        self._creating: set[asyncio.Future[_Kernel]] = set()  # containers being made (in threads)
         self._starting: dict[str, asyncio.Future[_Kernel]] = {}
         self.pool: list[_Kernel] = []
         self._pool_task: asyncio.Task[None] | None = None
@@ -256,6 +356,7 @@ class CodeService(Service):
             volumes=volumes,
             labels={LABEL: "1", f"{LABEL}.owner": f"{_HOST}:{os.getpid()}", f"{LABEL}.instance": self.instance},
             ulimits=[],
+            log_config={"type": "none"},  # what the kernel writes on its channel never reaches the engine's disk
         )
         try:
             raw = container.attach_socket(params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
@@ -281,25 +382,54 @@ class CodeService(Service):
         with self.runtime.tracer.start_as_current_span("sandbox container start") as span:
             span.set_attribute("agent_legs.code.network", self._egress_dir is not None)
             proxy = await self._start_proxy()
+            creating = asyncio.ensure_future(asyncio.to_thread(self._create, proxy))
+            self._creating.add(creating)
+            creating.add_done_callback(self._creating.discard)
             try:
-                kernel = await asyncio.to_thread(self._create, proxy)
+                kernel = await asyncio.shield(creating)
+            except asyncio.CancelledError:
+                # the caller gave up (its deadline): the container still being made is removed once it exists
+                creating.add_done_callback(lambda done: self._destroy_when_created(done, proxy))
+                raise
             except Exception as exc:
                 if proxy is not None:
                     await proxy.aclose()
-                raise ActionError("unavailable", f"cannot start a sandbox container: {exc}", retryable=True,
+                raise ActionError("unavailable", f"cannot start a sandbox container: {_short(exc)}", retryable=True,
                                   hint=_UNAVAILABLE_HINT) from None
             try:
                 async with asyncio.timeout(30):
-                    hello = await kernel.read_message()
-            except (TimeoutError, EOFError, ValueError) as exc:
+                    hello = await kernel.read_message(_HELLO_MAX)
+            except (TimeoutError, EOFError, OSError, _ProtocolError) as exc:
                 detail = kernel.stderr_tail.decode(errors="replace")[-500:]
                 await self._destroy(kernel)
                 raise ActionError("unavailable", f"the sandbox did not start ({type(exc).__name__}): {detail}",
-                                  hint=_UNAVAILABLE_HINT) from None
+                                  retryable=True, hint=_UNAVAILABLE_HINT) from None
+            except BaseException:
+                await asyncio.shield(self._destroy(kernel))
+                raise
             if not hello.get("ready"):
                 await self._destroy(kernel)
                 raise ActionError("unavailable", f"unexpected sandbox greeting {hello!r}")
             return kernel
+
+    def _destroy_when_created(self, creating: asyncio.Future[_Kernel], proxy: _SocketProxy | None) -> None:
+        if not creating.cancelled() and creating.exception() is None:
+            self.destroy_later(creating.result())
+        elif proxy is not None:
+            self._track(proxy.aclose())
+
+    def destroy_later(self, kernel: _Kernel) -> asyncio.Task[None]:
+        """Kill ``kernel`` now (its socket closes: the driver's PID 1 ends the container) and remove the
+        container in the background; ``aclose`` waits for these removals."""
+        kernel.dead = True
+        _hang_up(kernel.sock)
+        return self._track(self._remove(kernel))
+
+    def _track(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(work, context=contextvars.Context())
+        self._cleanup.add(task)
+        task.add_done_callback(self._cleanup.discard)
+        return task
 
     def _fill_pool(self) -> None:
         wanted = self.runtime.settings.code.pool_size
@@ -360,8 +490,10 @@ class CodeService(Service):
         if kernel.dead:
             return
         kernel.dead = True
-        with contextlib.suppress(OSError):
-            kernel.sock.close()
+        _hang_up(kernel.sock)
+        await self._remove(kernel)
+
+    async def _remove(self, kernel: _Kernel) -> None:
         if kernel.proxy is not None:
             await kernel.proxy.aclose()
         try:
@@ -374,15 +506,20 @@ class CodeService(Service):
         if kernel is not None:
             await self._destroy(kernel)
 
-    async def discard(self, session: str, kernel: _Kernel) -> None:
-        """Kill ``kernel``; unmap it from ``session`` if it is still that session's kernel."""
+    async def discard(self, session: str, kernel: _Kernel, wait_s: float | None = None) -> None:
+        """Kill ``kernel``; unmap it from ``session`` if it is still that session's kernel. With
+        ``wait_s``, wait at most that long for the container's removal (a slow engine does not hold
+        the call past its deadline; the removal goes on and ``aclose`` waits for it)."""
         if self.kernels.get(session) is kernel:
             del self.kernels[session]
-        await self._destroy(kernel)
+        if wait_s is None:
+            await self._destroy(kernel)
+        elif not kernel.dead:
+            await asyncio.wait({self.destroy_later(kernel)}, timeout=wait_s)
 
     async def was_oom_killed(self, kernel: _Kernel) -> bool:
         try:
-            await asyncio.to_thread(kernel.container.reload)
+            await asyncio.wait_for(asyncio.to_thread(kernel.container.reload), _CLEANUP_S)
         except Exception:
             return False
         return bool(kernel.container.attrs.get("State", {}).get("OOMKilled"))
@@ -425,10 +562,13 @@ class CodeService(Service):
             self._pool_task.cancel()
             with contextlib.suppress(BaseException):
                 await self._pool_task
+        # a creation abandoned by its caller removes its container once made: wait for those too
+        await asyncio.gather(*self._creating, return_exceptions=True)
+        await asyncio.sleep(0)
         kernels = [*self.kernels.values(), *self.pool]
         self.kernels.clear()
         self.pool.clear()
-        await asyncio.gather(*(self._destroy(k) for k in kernels), return_exceptions=True)
+        await asyncio.gather(*(self._destroy(k) for k in kernels), *self._cleanup, return_exceptions=True)
         with contextlib.suppress(Exception):
             await _blocking(self._remove_instance_leftovers)
         with contextlib.suppress(Exception):
@@ -453,16 +593,19 @@ class CodeService(Service):
     timeout=lambda policy, args: _timeout(policy, args) + 15.0,  # room to kill and clean up
 )
 async def code_run(ctx: ActionContext, args: RunInput) -> ActionOutput:
-    svc = await ctx.service(CodeService)
     limit_s = _timeout(ctx.policy, args)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit_s  # the whole call: engine, kernel start, replacements, the code
     max_bytes = ctx.policy.code.max_output_bytes
     memory_mb = ctx.policy.code.memory_mb
-    while True:
-        kernel, fresh = await svc.kernel_for(ctx.session)
-        await kernel.lock.acquire()
-        if not kernel.dead:
-            break
-        kernel.lock.release()  # killed (timeout, reset) while this call waited for it: take a fresh one
+    try:
+        async with asyncio.timeout_at(deadline):
+            svc = await ctx.service(CodeService)
+    except TimeoutError:
+        where = ctx.settings.code.docker_host or os.environ.get("DOCKER_HOST") or "the local socket"
+        raise ActionError("unavailable", f"the Docker engine ({where}) did not answer within this call's "
+                          f"{limit_s:g} s timeout; nothing ran", retryable=True, hint=_UNAVAILABLE_HINT) from None
+    kernel, fresh, replaced = await _claim(svc, ctx.session, deadline, limit_s)
     try:
         kernel.last_used = time.monotonic()
         with ctx.tracer.start_as_current_span("sandbox exec") as span:
@@ -470,57 +613,151 @@ async def code_run(ctx: ActionContext, args: RunInput) -> ActionOutput:
             span.set_attribute("agent_legs.code.container", kernel.container.short_id)
             span.set_attribute("agent_legs.code.new_kernel", fresh)
             try:
-                async with asyncio.timeout(limit_s):
-                    reply = await kernel.request({"code": args.code, "language": args.language,
-                                                  "max_output_bytes": max_bytes})
+                async with asyncio.timeout_at(deadline):
+                    raw = await kernel.request({"code": args.code, "language": args.language,
+                                                "max_output_bytes": max_bytes}, _reply_cap(max_bytes))
+                reply = _clean_reply(raw, max_bytes)
             except TimeoutError:
-                await svc.discard(ctx.session, kernel)
-                raise ActionError("timeout", f"the code ran longer than {limit_s:g} s and was killed; this session's "
-                                  "variables and imports were lost (the next call starts a fresh kernel)",
-                                  retryable=False, hint="Make the code faster, or split the work into several "
-                                  "calls (state persists between calls).") from None
+                await svc.discard(ctx.session, kernel, _CLEANUP_S)
+                raise ActionError("timeout", f"the code ran until this call's {limit_s:g} s timeout and was killed; "
+                                  "it may have done part of its work (files it wrote may have changed), and this "
+                                  "session's variables and imports were lost (the next call starts a fresh kernel)",
+                                  retryable=False, hint="Check what the code already did, then make it faster or split "
+                                  "the work into several calls (state persists between calls).") from None
             except asyncio.CancelledError:
                 await asyncio.shield(svc.discard(ctx.session, kernel))  # the caller gave up: the work stops too
                 raise
-            except (EOFError, OSError, ValueError):
+            except _ProtocolError as exc:
+                await svc.discard(ctx.session, kernel, _CLEANUP_S)
+                log.warning("sandbox %s broke the protocol: %s", kernel.container.short_id, exc)
+                raise ActionError("failed", f"the sandbox kernel broke its reply protocol ({exc}); code wrote on "
+                                  "the kernel's own channel. The kernel was killed: the code may have run in part "
+                                  "(check the workspace before running it again), this session's variables were "
+                                  "lost, and the next call starts a fresh kernel", retryable=False,
+                                  hint="Print results to stdout; never write to the kernel's inherited file "
+                                  "descriptors or /proc/1/fd.") from None
+            except (EOFError, OSError):
                 oom = await svc.was_oom_killed(kernel)
-                await svc.discard(ctx.session, kernel)
+                await svc.discard(ctx.session, kernel, _CLEANUP_S)
                 if oom:
                     raise ActionError("failed", f"the code exceeded the memory limit of {memory_mb} MB "
-                                      "(policy.code.memory_mb) and the kernel was killed; its state was lost",
+                                      "(policy.code.memory_mb) and the kernel was killed; the code may have run in "
+                                      "part (check the workspace before running it again) and its state was lost",
                                       hint="Use less memory (process data in chunks).") from None
-                raise ActionError("failed", "the sandbox kernel died; its state was lost (the next call starts a "
-                                  "fresh kernel)", retryable=True) from None
+                raise ActionError("failed", "the sandbox kernel died during the call (its container stopped or was "
+                                  "killed); the code may have run in part (check the workspace before running it "
+                                  "again), its state was lost and the next call starts a fresh kernel",
+                                  retryable=False) from None
         kernel.last_used = time.monotonic()
     finally:
         kernel.lock.release()
     if "driver_error" in reply:
-        await svc.discard(ctx.session, kernel)
-        raise ActionError("failed", f"the sandbox driver failed ({reply['driver_error']}); the kernel was replaced",
-                          retryable=True)
+        await svc.discard(ctx.session, kernel, _CLEANUP_S)
+        raise ActionError("failed", f"the sandbox driver failed ({reply['driver_error']}); the code may have run in "
+                          "part (check the workspace before running it again); the kernel was replaced",
+                          retryable=False)
     if kernel.proxy is not None:  # what the egress guard refused during this call
         reply["network_denied"] = [{"url": d.url, "rule": d.rule, "message": d.message}
                                    for d in kernel.proxy.take_denied()[:50]]
     artifacts = _artifacts(ctx, reply)
     output = _render(reply, args.language, max_bytes, artifacts, fresh)
+    if replaced:
+        output = f"[{replaced}]\n{output}"
     data: dict[str, Any] = {k: reply.get(k) for k in ("stdout", "stderr", "value", "error", "exit_code",
                                                        "duration_ms")}
     for stream in ("stdout", "stderr"):  # the full size, and whether the text above is only its head
-        size = int(reply.get(f"{stream}_bytes") or 0)
+        size = reply[f"{stream}_bytes"]
         data[f"{stream}_bytes"] = size
         data[f"{stream}_truncated"] = size > max_bytes
-    data["value_truncated"] = bool(reply.get("value_truncated"))
-    data["figures"] = reply.get("figures", [])
-    data["killed_processes"] = reply.get("killed_processes", 0)
+    data["value_truncated"] = reply["value_truncated"]
+    data["figures"] = reply["figures"]
+    data["killed_processes"] = reply["killed_processes"]
     if "network_denied" in reply:
         data["network_denied"] = reply["network_denied"]
     data["new_kernel"] = fresh
-    if reply.get("oom_killed"):
+    if replaced:
+        data["kernel_replaced"] = replaced
+    if reply["oom_killed"]:
         # a child process (not the kernel) hit the limit: the kernel lives on, but the work did not finish
         raise ActionError("failed", f"a process was killed for exceeding the memory limit of {memory_mb} MB "
                           "(policy.code.memory_mb); the session's kernel and variables are kept\n" + output[:2000],
                           hint="Use less memory (process data in chunks).", data=data)
     return ActionOutput(output=output, data=data, artifacts=artifacts)
+
+
+async def _claim(svc: CodeService, session: str, deadline: float, limit_s: float) -> tuple[_Kernel, bool, str]:
+    """The session's kernel, locked for this call: (kernel, fresh, why an earlier one was replaced).
+
+    A kernel found dead or out of step before anything is sent to it is replaced here (nothing of
+    this call ran yet); starting and waiting count against the call's deadline."""
+    replaced = ""
+    try:
+        async with asyncio.timeout_at(deadline):
+            while True:
+                kernel, fresh = await svc.kernel_for(session)
+                await kernel.lock.acquire()
+                try:
+                    if not kernel.dead:
+                        await kernel.ensure_idle()
+                        return kernel, fresh or bool(replaced), replaced
+                except (EOFError, OSError, _ProtocolError) as exc:
+                    replaced = ("the session's kernel had stopped since the last call (its state was lost); a fresh "
+                                "one was started" if not isinstance(exc, _ProtocolError) else
+                                f"the session's kernel was out of step ({exc}) and was replaced; its state was lost")
+                    svc.destroy_later(kernel)
+                    if svc.kernels.get(session) is kernel:
+                        del svc.kernels[session]
+                except BaseException:
+                    kernel.lock.release()
+                    raise
+                kernel.lock.release()  # killed (timeout, reset) while this call waited for it: take a fresh one
+    except TimeoutError:
+        raise ActionError("timeout", f"no sandbox kernel was ready within this call's {limit_s:g} s timeout "
+                          "(starting a container, or waiting for this session's running call); nothing ran",
+                          retryable=True, hint="Retry, or allow a larger timeout_s.") from None
+
+
+def _clean_reply(raw: dict[str, Any], limit: int) -> dict[str, Any]:
+    """The reply's fields, type-checked and cut to the policy's caps (the kernel's code could forge them)."""
+
+    def text(key: str) -> str | None:
+        value = raw.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise _ProtocolError(f"the reply's {key!r} is not text")
+        return value[:limit]
+
+    def count(key: str) -> int:
+        value = raw.get(key, 0)
+        if value is None:
+            return 0
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise _ProtocolError(f"the reply's {key!r} is not a count")
+        return value
+
+    def names(key: str) -> list[str]:
+        value = raw.get(key) or []
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise _ProtocolError(f"the reply's {key!r} is not a list of names")
+        return [v[:4096] for v in value[:100]]
+
+    if "driver_error" in raw:
+        return {"driver_error": str(raw["driver_error"])[:2000]}
+    exit_code = raw.get("exit_code")
+    if exit_code is not None and (isinstance(exit_code, bool) or not isinstance(exit_code, int)):
+        raise _ProtocolError("the reply's 'exit_code' is not an integer")
+    duration = raw.get("duration_ms")
+    if duration is not None and (isinstance(duration, bool) or not isinstance(duration, int | float)):
+        raise _ProtocolError("the reply's 'duration_ms' is not a number")
+    value, error = text("value"), text("error")
+    return {
+        "stdout": text("stdout") or "", "stderr": text("stderr") or "", "value": value, "error": error,
+        "stdout_bytes": count("stdout_bytes"), "stderr_bytes": count("stderr_bytes"),
+        "value_truncated": bool(raw.get("value_truncated")) or (value is not None and len(raw["value"]) > limit),
+        "exit_code": exit_code, "duration_ms": duration, "figures": names("figures"), "changed": names("changed"),
+        "killed_processes": count("killed_processes"), "oom_killed": raw.get("oom_killed") is True,
+    }
 
 
 def _artifacts(ctx: ActionContext, reply: dict[str, Any]) -> list[Artifact]:
