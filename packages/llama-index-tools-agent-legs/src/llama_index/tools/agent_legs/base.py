@@ -87,6 +87,8 @@ class AgentLegsToolSpec(BaseToolSpec):
                 return await asyncio.to_thread(_output, legs, tool_name, kwargs, result, images)
             return _output(legs, tool_name, kwargs, result, images)
 
+        for fn in (run, arun):  # FunctionTool finds the Context parameter by its (evaluated) annotation
+            fn.__annotations__["ctx"] = Context
         return FunctionTool.from_defaults(
             fn=run,
             async_fn=arun,
