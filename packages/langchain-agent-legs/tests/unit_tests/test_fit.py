@@ -58,7 +58,7 @@ def test_http_method_enum_follows_the_policy(tmp_path) -> None:
         assert li.metadata.get_parameters_dict()["properties"]["method"]["enum"] == ["GET", "HEAD"]
     with _legs(tmp_path, policy={"http": {"methods": []}}) as legs:  # no method allowed: no usable tool
         assert "http_request" not in [t.name for t in AgentLegsToolkit(legs=legs).get_tools()]
-        with pytest.raises(ConfigError, match="http.request: the policy allows no value of 'method'"):
+        with pytest.raises(ConfigError, match=r"http\.request: the policy allows no value of 'method'"):
             AgentLegsToolkit(legs=legs, include=["http.request"]).get_tools()
 
 
