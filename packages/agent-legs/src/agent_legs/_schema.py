@@ -15,7 +15,7 @@ Invariants:
     any JSON value. A string is always read as JSON text: to send the JSON string ``"hi"`` pass
     ``'"hi"'``; invalid JSON text is ``invalid_input`` naming the field.
 
-* ``model_schema(spec, policy)`` narrows enums to what the policy allows (fields marked with
+* ``model_schema(spec, policy)`` narrows enums to what the policy allows (fields annotated with
   ``policy_enum("http.methods")``): the model is not offered what would be denied. Validation is
   unchanged (the executor still enforces the policy); the schema is only what the model sees.
 
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from pydantic import BeforeValidator, TypeAdapter, WithJsonSchema
@@ -39,16 +40,14 @@ if TYPE_CHECKING:
     from ._registry import ActionSpec
 
 __all__ = [
-    "POLICY_ENUM_KEY",
     "JsonText",
+    "PolicyEnum",
     "empty_required_enum",
     "model_schema",
     "name_value_pairs",
     "policy_enum",
     "strict_problems",
 ]
-
-POLICY_ENUM_KEY = "x-agent-legs-policy-enum"
 
 V = TypeVar("V")
 
@@ -98,9 +97,16 @@ JsonText = Annotated[
 """Any JSON value; a string is JSON text (what a model sends in strict mode)."""
 
 
-def policy_enum(path: str) -> dict[str, Any]:
-    """``json_schema_extra`` marking an enum field that the policy value at ``path`` narrows."""
-    return {POLICY_ENUM_KEY: path}
+@dataclass(frozen=True)
+class PolicyEnum:
+    """Field metadata: the enum of this field is narrowed to the policy value at ``path``."""
+
+    path: str
+
+
+def policy_enum(path: str) -> PolicyEnum:
+    """Mark an enum field (``Annotated[Literal[...], policy_enum("http.methods")]``) that the policy narrows."""
+    return PolicyEnum(path)
 
 
 def _policy_value(policy: Policy, path: str) -> Any:
@@ -113,20 +119,12 @@ def _policy_value(policy: Policy, path: str) -> Any:
 def model_schema(spec: ActionSpec, policy: Policy) -> dict[str, Any]:
     """The JSON schema a model is offered for ``spec`` under ``policy`` (enums narrowed)."""
     schema = copy.deepcopy(spec.input_model.model_json_schema())
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            path = node.pop(POLICY_ENUM_KEY, None)
-            if path is not None and isinstance(node.get("enum"), list):
-                allowed = {str(v) for v in _policy_value(policy, path)}
-                node["enum"] = [v for v in node["enum"] if str(v) in allowed]
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(schema)
+    for name, info in spec.input_model.model_fields.items():
+        for marker in info.metadata:
+            prop = schema.get("properties", {}).get(info.alias or name)
+            if isinstance(marker, PolicyEnum) and prop is not None and isinstance(prop.get("enum"), list):
+                allowed = {str(v) for v in _policy_value(policy, marker.path)}
+                prop["enum"] = [v for v in prop["enum"] if str(v) in allowed]
     return schema
 
 

@@ -29,7 +29,7 @@ import time
 import weakref
 from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urljoin
 
 import httpcore
@@ -74,14 +74,17 @@ class RequestInput(BaseModel):
     # shadow BaseModel.json. Dumps use the alias: logs, approvals and spans show "json".
     model_config = ConfigDict(extra="forbid", serialize_by_alias=True)
 
-    method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = Field(
-        description="HTTP method.", json_schema_extra=policy_enum("http.methods"))
+    method: Annotated[Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+                      policy_enum("http.methods")] = Field(description="HTTP method.")
     url: str = Field(description="Absolute http(s) URL.")
-    headers: name_value_pairs(str, "Extra request headers as name/value pairs (no credentials needed: "  # type: ignore[valid-type]
-                              "configured credentials are added for their hosts).") = Field(default_factory=dict)
+    headers: name_value_pairs(str, 'Extra request headers as name/value pairs, e.g. [{"name": "Accept", "value": '  # type: ignore[valid-type]
+                              '"text/csv"}] (no credentials needed: configured credentials are added for their '
+                              "hosts).") = Field(default_factory=dict)
     params: name_value_pairs(str | int | float | bool,  # type: ignore[valid-type]
-                             "Query parameters added to the URL, as name/value pairs.") = Field(default_factory=dict)
-    json_body: JsonText = Field(None, alias="json", description="JSON request body as JSON text (instead of body).")
+                             'Query parameters added to the URL, as name/value pairs, e.g. [{"name": "page", '
+                             '"value": 2}].') = Field(default_factory=dict)
+    json_body: JsonText = Field(None, alias="json", description='JSON request body written as JSON text, e.g. '
+                                '"{\"total\": 12.5}" (instead of body).')
     body: str | None = Field(None, description="Raw text request body (instead of json).")
     timeout_s: float | None = Field(None, gt=0, description="Timeout in seconds (capped by the policy).")
 
