@@ -64,8 +64,7 @@ class AgentLegsTool(BaseTool):
 
     @property
     def tool_call_schema(self) -> ArgsSchema:
-        # What bind_tools()/convert_to_openai_tool() show the model: the core's model-facing schema (the policy
-        # is immutable: computed once, about 0.4 ms, instead of at every model call).
+        # What bind_tools() shows the model: the core's model-facing schema (computed once: the policy is immutable).
         if self._schema is None:
             self._schema = {**tool_schema(self.legs, self.legs.get_action(self.action)), "description": self.description}
         return copy.deepcopy(self._schema)
@@ -131,9 +130,8 @@ def _with_artifact(output: Any, box: dict[str, ActionResult]) -> Any:
     return output
 
 
-_RUNS: OrderedDict[int, tuple[object, str]] = OrderedDict()  # id(RunControl) -> (the object, its session)
+_RUNS: OrderedDict[int, tuple[object, str]] = OrderedDict()  # id(RunControl) -> (it, its session), bounded
 _RUNS_LOCK = threading.Lock()
-_MAX_RUNS = 4096  # runs remembered at once (the oldest is forgotten first)
 
 
 def _run_session() -> str:
@@ -145,19 +143,15 @@ def _run_session() -> str:
         runtime = get_runtime()
     except (ImportError, RuntimeError, KeyError):
         return "default"
-    info = getattr(runtime, "execution_info", None)
-    if info is not None and getattr(info, "run_id", None):
-        return f"run-{info.run_id}"
-    control = getattr(runtime, "control", None)
-    if control is None:
+    if run_id := getattr(getattr(runtime, "execution_info", None), "run_id", None):
+        return f"run-{run_id}"
+    if (control := getattr(runtime, "control", None)) is None:
         return "default"
-    with _RUNS_LOCK:
-        known = _RUNS.get(id(control))
-        if known is not None and known[0] is control:  # (the object is kept: its id cannot be reused)
-            _RUNS.move_to_end(id(control))
-            return known[1]
-        session = f"run-{uuid.uuid4().hex}"
-        _RUNS[id(control)] = (control, session)
-        while len(_RUNS) > _MAX_RUNS:
+    with _RUNS_LOCK:  # the object is kept while remembered, so its id cannot be reused meanwhile
+        known = _RUNS.pop(id(control), None)
+        if known is None or known[0] is not control:
+            known = (control, f"run-{uuid.uuid4().hex}")
+        _RUNS[id(control)] = known  # the most recent last; the oldest of 4096 runs is forgotten first
+        while len(_RUNS) > 4096:
             _RUNS.popitem(last=False)
-        return session
+        return known[1]
