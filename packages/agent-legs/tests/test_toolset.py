@@ -70,3 +70,12 @@ def test_at_most_four_images(legs) -> None:
         Image.new("RGB", (16, 16), "red").save(legs.workspace / f"{i}.png")
     parts = result_content(legs, _result(*[f"{i}.png" for i in range(6)]))
     assert [p["type"] for p in parts] == ["text"] + ["image"] * 4
+
+
+def test_without_pillow_small_images_pass_and_large_ones_are_notes(legs, monkeypatch) -> None:
+    Image.new("RGB", (64, 32), "red").save(legs.workspace / "small.png")
+    Image.frombytes("RGB", (1000, 1000), os.urandom(3_000_000)).save(legs.workspace / "big.png")
+    monkeypatch.setitem(__import__("sys").modules, "PIL", None)  # as if Pillow were not installed
+    text, image = result_content(legs, _result("small.png", "big.png"))
+    assert base64.b64decode(image["base64"]) == (legs.workspace / "small.png").read_bytes()
+    assert "[image big.png not shown:" in text["text"] and "pip install pillow" in text["text"]

@@ -77,7 +77,7 @@ class AgentLegsToolSpec(BaseToolSpec):
     def _tool(self, spec: ActionSpec, metadata: ToolMetadata | None) -> FunctionTool:
         legs, action, tool_name, images = self.legs, spec.name, spec.tool_name, self.images
 
-        def run(ctx: Context, **kwargs: Any) -> ToolOutput:  # a sync call has no workflow: its own session
+        def run(ctx: Context, **kwargs: Any) -> ToolOutput:  # sync: no loop to read the Context store on
             result = legs.run(action, kwargs, session=self.session or "default", call_id=_current_tool_call_id())
             return _output(legs, tool_name, kwargs, result, images)
 
