@@ -1,7 +1,8 @@
 """What the framework adapters offer a model, decided once in the core (the adapters stay thin).
 
 * ``offered_actions(legs, include, exclude, only)``: the actions a model is given. An action is
-  offered when the policy can allow it (``allow`` or ``require_approval``: a call that can only be
+  offered when the policy can allow it (``allow`` or ``require_approval``, and not a ``files``
+  action that changes the workspace under ``policy.files.read_only``: a call that can only be
   denied is noise that costs tokens and invites retries), its backend is configured
   (``ActionSpec.requires``, e.g. ``email.send`` needs ``settings.email.smtp``) and its schema
   admits a call (an enum that the policy narrows to nothing, such as ``policy.http.methods = []``).
@@ -77,6 +78,8 @@ def _not_offered(legs: Legs, engine: PolicyEngine, spec: ActionSpec) -> str | No
     decision = engine.decide(spec.name)
     if decision.kind == "deny":
         return f"denied by {decision.rule}"
+    if spec.family == "files" and not spec.read_only and legs.policy.files.read_only:
+        return "denied by policy.files.read_only"  # every change to the workspace is refused
     missing = spec.missing_settings(legs.settings)
     if missing:
         return f"not configured: {', '.join(missing)} unset"

@@ -50,6 +50,13 @@ def test_denied_and_unconfigured_actions_are_not_offered(tmp_path) -> None:
     assert lc == li == expected
 
 
+def test_a_read_only_workspace_offers_no_file_changes(tmp_path) -> None:
+    with _legs(tmp_path, policy={"allow": ["files.*"], "files": {"read_only": True}}) as legs:
+        assert [t.name for t in AgentLegsToolkit(legs=legs).get_tools()] == ["files_list", "files_read", "files_search"]
+        with pytest.raises(ConfigError, match=r"files\.write: denied by policy\.files\.read_only"):
+            AgentLegsToolSpec(legs=legs, include=["files.write"]).to_tool_list()
+
+
 def test_http_method_enum_follows_the_policy(tmp_path) -> None:
     with _legs(tmp_path, policy={"http": {"methods": ["GET", "HEAD"]}}) as legs:
         (lc,) = AgentLegsToolkit(legs=legs, include=["http.request"]).get_tools()
