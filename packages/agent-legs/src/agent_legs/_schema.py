@@ -19,8 +19,12 @@ Invariants:
   ``policy_enum("http.methods")``): the model is not offered what would be denied. Validation is
   unchanged (the executor still enforces the policy); the schema is only what the model sees.
 
-* ``strict_problems(schema)`` lists every way a schema breaks OpenAI's strict rules (tests run
-  it over every action's converted tool).
+* ``model_schema`` also says length limits in words (``minLength``/``maxLength`` are not accepted
+  by strict mode; validation still enforces them) and drops null defaults.
+
+* ``strict_problems(schema)`` lists every way a schema breaks OpenAI's strict rules as documented
+  (objects closed with every property required, typed schemas, no composition or length keywords,
+  no null defaults); tests run it over every action's converted tool.
 
 Threat model: the model is untrusted. Both forms validate into the same checked Python values,
 so nothing reaches an executor that the plain form could not express.
@@ -116,9 +120,30 @@ def _policy_value(policy: Policy, path: str) -> Any:
     return value
 
 
+# Keywords OpenAI's strict mode does not accept: said in words instead (validation still enforces them).
+_IN_WORDS = {"minLength": "at least {} characters", "maxLength": "at most {} characters",
+             "minProperties": "at least {} entries", "maxProperties": "at most {} entries"}
+
+
+def _portable(node: Any) -> None:
+    if isinstance(node, dict):
+        if "default" in node and node["default"] is None:
+            del node["default"]  # says nothing a nullable type does not, and strict mode refuses it
+        words = [_IN_WORDS[k].format(node.pop(k)) for k in list(node) if k in _IN_WORDS]
+        if words:
+            node["description"] = (node.get("description", "") + f" ({', '.join(words)})").strip()
+        for value in node.values():
+            _portable(value)
+    elif isinstance(node, list):
+        for value in node:
+            _portable(value)
+
+
 def model_schema(spec: ActionSpec, policy: Policy) -> dict[str, Any]:
-    """The JSON schema a model is offered for ``spec`` under ``policy`` (enums narrowed)."""
+    """The JSON schema a model is offered for ``spec`` under ``policy`` (enums narrowed; length limits
+    in words, null defaults dropped: keywords strict mode refuses)."""
     schema = copy.deepcopy(spec.input_model.model_json_schema())
+    _portable(schema)
     for name, info in spec.input_model.model_fields.items():
         for marker in info.metadata:
             prop = schema.get("properties", {}).get(info.alias or name)
@@ -138,7 +163,8 @@ def empty_required_enum(schema: dict[str, Any]) -> str | None:
 
 
 _TYPED = ("type", "anyOf", "enum", "const", "$ref")
-_UNSUPPORTED = ("allOf", "oneOf", "not", "patternProperties", "if", "then", "else")
+_UNSUPPORTED = ("allOf", "oneOf", "not", "patternProperties", "if", "then", "else", "dependentRequired",
+                "dependentSchemas", "unevaluatedProperties", "propertyNames", *_IN_WORDS)
 
 
 def strict_problems(schema: dict[str, Any], where: str = "$") -> list[str]:
@@ -151,6 +177,8 @@ def strict_problems(schema: dict[str, Any], where: str = "$") -> list[str]:
     for key in _UNSUPPORTED:
         if key in schema:
             problems.append(f"{where}: {key!r} is not supported in strict mode")
+    if "default" in schema and schema["default"] is None:
+        problems.append(f"{where}: a null default is not supported in strict mode")
     types = schema.get("type")
     if types == "object" or (isinstance(types, list) and "object" in types):
         props = schema.get("properties")
