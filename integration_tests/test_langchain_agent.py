@@ -112,6 +112,83 @@ def test_artifact_is_the_action_result(legs) -> None:
     assert msg.artifact["ok"] is True and msg.artifact["artifacts"][0]["path"] == "a.txt"
 
 
+TALL_PAGE = (b"<html><body style='margin:0'><div style='height:4000px;background:linear-gradient(red,blue)'>"
+             b"tall page</div></body></html>")
+FIGURE = "import matplotlib.pyplot as plt\nplt.plot([1, 4, 9])\nplt.title('squares')"
+
+
+def _image_blocks(message: ToolMessage) -> list[dict]:
+    return [b for b in message.content if isinstance(b, dict) and b.get("type") == "image"] \
+        if isinstance(message.content, list) else []
+
+
+def _picture(block: dict):
+    import base64
+    import io
+
+    from PIL import Image
+
+    return Image.open(io.BytesIO(base64.b64decode(block["base64"])))
+
+
+def test_screenshots_and_figures_reach_the_model_as_images(http_server, sandbox_image, tmp_path) -> None:
+    """15.6: a real Chromium full-page screenshot (800x4000) and a real matplotlib figure from code.run
+    come back as standard image blocks, bounded in size, and the model receives them."""
+    http_server.routes["/tall"] = lambda h, r: h.send_body(200, TALL_PAGE, "text/html")
+    steps = [[("browser_navigate", {"url": http_server.url("/tall")})],
+             [("browser_screenshot", {"full_page": True})],
+             [("code_run", {"code": FIGURE})],
+             "done"]
+    with Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "st", settings={"code": {"pool_size": 0}},
+              policy={"network": {"allow_hosts": [f"127.0.0.1:{http_server.port}"]}}) as legs:
+        model = ScriptedChatModel(steps=steps)
+        state = create_agent(model, AgentLegsToolkit(legs=legs, include=["browser.*", "code.*"]).get_tools()).invoke(
+            {"messages": [("user", "look at the page and plot the squares")]})
+        blind = ScriptedChatModel(steps=steps)
+        blind_state = create_agent(blind, AgentLegsToolkit(legs=legs, include=["browser.*", "code.*"],
+                                                           images=False).get_tools()).invoke(
+            {"messages": [("user", "the same, for a model without vision")]})
+
+    _, shot, figure = _tool_messages(state)
+    assert shot.status == "success" and shot.content[0]["type"] == "text" and "screenshots/" in shot.content[0]["text"]
+    (shot_block,) = _image_blocks(shot)
+    saved = shot.artifact["artifacts"][0]["path"]
+    from PIL import Image
+
+    with Image.open(tmp_path / "ws" / saved) as original:
+        assert original.size[1] >= 4000  # the full page, as saved in the workspace
+    picture = _picture(shot_block)
+    assert shot_block["mime_type"] == "image/png" and max(picture.size) <= 1568  # downscaled for the model
+    assert picture.size[1] > picture.size[0]  # the page's shape is kept
+    (figure_block,) = _image_blocks(figure)
+    assert figure_block["mime_type"] == "image/png" and _picture(figure_block).size[0] > 100
+    # what the model received in its next turns
+    assert _image_blocks(model.seen[2][-1]) == [shot_block]
+    assert _image_blocks(model.seen[3][-1]) == [figure_block]
+    # images=False: text only, naming the file
+    _, blind_shot, blind_figure = _tool_messages(blind_state)
+    assert isinstance(blind_shot.content, str) and "screenshots/" in blind_shot.content
+    assert isinstance(blind_figure.content, str) and "figures/" in blind_figure.content
+
+
+def test_code_kernels_follow_the_agent_run(http_server, sandbox_image, tmp_path) -> None:
+    """15.5: without a thread id each invoke is its own session (a variable set in run 1 is absent in
+    run 2); the same thread id shares the session."""
+    def run(code: str, config: dict | None = None) -> str:
+        model = ScriptedChatModel(steps=[[("code_run", {"code": code})], "done"])
+        state = create_agent(model, AgentLegsToolkit(legs=legs, include=["code.run"]).get_tools()).invoke(
+            {"messages": [("user", "compute")]}, config=config)
+        (message,) = _tool_messages(state)
+        return str(message.content)
+
+    with Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "st", settings={"code": {"pool_size": 0}}) as legs:
+        assert "41" in run("x = 41\nx")
+        assert "NameError" in run("x + 1")  # another run, another user: a fresh kernel
+        thread = {"configurable": {"thread_id": "conversation-7"}}
+        run("y = 41", thread)
+        assert "42" in run("y + 1", thread)
+
+
 def _real_model() -> str | None:
     if os.environ.get("AGENT_LEGS_TEST_MODEL"):
         return os.environ["AGENT_LEGS_TEST_MODEL"]

@@ -80,3 +80,79 @@ async def test_function_agent_office_task_across_all_action_families(office_worl
     assert {s.attributes["gen_ai.tool.name"].split("_")[0] for s in spans} == {"files", "http", "browser", "code",
                                                                                 "email"}
     assert_tool_spans(spans, root, {r.tool_id for r in results}, session="li-office")
+
+
+TALL_PAGE = (b"<html><body style='margin:0'><div style='height:4000px;background:linear-gradient(red,blue)'>"
+             b"tall page</div></body></html>")
+FIGURE = "import matplotlib.pyplot as plt\nplt.plot([1, 4, 9])\nplt.title('squares')"
+
+
+async def test_screenshots_and_figures_reach_the_model_as_image_blocks(http_server, sandbox_image, captured_spans,
+                                                                      tmp_path) -> None:
+    """15.6: a real Chromium full-page screenshot and a real matplotlib figure come back as ImageBlocks
+    (bounded in size) that the LLM receives in its tool messages; images=False gives text only."""
+    import io
+
+    from llama_index.core.base.llms.types import ImageBlock
+    from PIL import Image
+
+    http_server.routes["/tall"] = lambda h, r: h.send_body(200, TALL_PAGE, "text/html")
+    steps = [[("browser_navigate", {"url": http_server.url("/tall")})],
+             [("browser_screenshot", {"full_page": True})],
+             [("code_run", {"code": FIGURE})],
+             "done"]
+    async with Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "st", settings={"code": {"pool_size": 0}},
+                    policy={"network": {"allow_hosts": [f"127.0.0.1:{http_server.port}"]}}) as legs:
+        llm = scripted_llamaindex_llm(steps)
+        agent = FunctionAgent(tools=AgentLegsToolSpec(legs=legs, include=["browser.*", "code.*"]).to_tool_list(),
+                              llm=llm)
+        _, results, _ = await _run_agent(agent, "look and plot", captured_spans.provider.get_tracer("t"), "li-img")
+        blind = FunctionAgent(tools=AgentLegsToolSpec(legs=legs, include=["browser.*", "code.*"],
+                                                      images=False).to_tool_list(),
+                              llm=scripted_llamaindex_llm(steps))
+        _, blind_results, _ = await _run_agent(blind, "look and plot", captured_spans.provider.get_tracer("t"),
+                                              "li-blind")
+
+    _, shot, figure = (r.tool_output for r in results)
+    (shot_image,) = [b for b in shot.blocks if isinstance(b, ImageBlock)]
+    picture = Image.open(io.BytesIO(shot_image.resolve_image().read()))
+    assert shot_image.image_mimetype == "image/png" and max(picture.size) <= 1568 and picture.size[1] > picture.size[0]
+    with Image.open(tmp_path / "ws" / shot.raw_output["artifacts"][0]["path"]) as original:
+        assert original.size[1] >= 4000
+    assert "screenshots/" in shot.content
+    (figure_image,) = [b for b in figure.blocks if isinstance(b, ImageBlock)]
+    assert Image.open(io.BytesIO(figure_image.resolve_image().read())).format == "PNG"
+    # the LLM received the images in the tool messages of its next turns
+    seen = llm._scripted_state["seen"]
+    assert any(isinstance(b, ImageBlock) for m in seen[2] if m.role == "tool" for b in m.blocks)
+    assert any(isinstance(b, ImageBlock) for m in seen[3] if m.role == "tool" for b in m.blocks)
+    assert not any(isinstance(b, ImageBlock) for r in blind_results for b in r.tool_output.blocks)
+    assert "screenshots/" in blind_results[1].tool_output.content
+
+
+async def test_code_kernels_follow_the_workflow_run(sandbox_image, tmp_path) -> None:
+    """15.5: each agent.run() is its own session (a variable set in run 1 is absent in run 2); a run that
+    continues the conversation with the same Context shares it."""
+    from llama_index.core.workflow import Context
+
+    async with Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "st", settings={"code": {"pool_size": 0}}) as legs:
+        tools = AgentLegsToolSpec(legs=legs, include=["code.run"]).to_tool_list()
+
+        async def run(code: str, ctx: Context | None = None, agent: FunctionAgent | None = None) -> str:
+            agent = agent or FunctionAgent(tools=tools, llm=scripted_llamaindex_llm([[("code_run", {"code": code})],
+                                                                                      "done"]))
+            results: list[ToolCallResult] = []
+            handler = agent.run(user_msg="compute", ctx=ctx)
+            async for event in handler.stream_events():
+                if isinstance(event, ToolCallResult):
+                    results.append(event)
+            await handler
+            return results[0].tool_output.content
+
+        assert "41" in await run("x = 41\nx")
+        assert "NameError" in await run("x + 1")  # another run: a fresh kernel
+        agent = FunctionAgent(tools=tools, llm=scripted_llamaindex_llm([[("code_run", {"code": "y = 41"})], "ok",
+                                                                        [("code_run", {"code": "y + 1"})], "done"]))
+        ctx = Context(agent)
+        await run("", ctx, agent)
+        assert "42" in await run("", ctx, agent)

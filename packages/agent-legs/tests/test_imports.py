@@ -14,6 +14,7 @@ EXPECTED_ALL = [
     "Artifact",
     "ClosedError",
     "ConfigError",
+    "ContentPart",
     "ErrorType",
     "Legs",
     "Policy",
@@ -23,6 +24,11 @@ EXPECTED_ALL = [
     "UnknownActionError",
     "__version__",
     "action",
+    # what the framework adapters offer a model (issue 15: tools that match the policy, strict schemas, images)
+    "offered_actions",
+    "result_content",
+    "tool_model",
+    "tool_schema",
 ]
 
 

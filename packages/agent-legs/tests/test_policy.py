@@ -134,3 +134,25 @@ def test_redactor_covers_encodings() -> None:
     assert "REDACTED" in r.text(base64.b64encode(b"p@ss word/+=").decode())
     assert r.data({"a": ["p@ss word/+=", 1], "p@ss word/+=": None}) == {"a": ["[REDACTED:K]", 1], "[REDACTED:K]": None}
     assert Redactor({"short": "ab"}).text("ab") == "ab"  # too short to redact safely
+
+
+@pytest.mark.parametrize(("policy", "message"), [
+    ({"allow": ["file.*"]}, "policy.allow entry 'file.*' matches no action; did you mean 'files.*'"),
+    ({"deny": ["files_read"]}, "policy.deny entry 'files_read' matches no action; did you mean 'files.read'"),
+    ({"require_approval": ["email.sned"]}, "policy.require_approval entry 'email.sned' matches no action; "
+                                           "did you mean 'email.send'"),
+    ({"allow": ["*"], "deny": ["shell.*"]}, "policy.deny entry 'shell.*' matches no action"),
+])
+def test_policy_names_that_match_no_action_are_config_errors(tmp_path: Path, policy, message) -> None:
+    """A typo must not deny everything (allow) or leave a deny without effect; nothing is created."""
+    with pytest.raises(ConfigError) as err:
+        Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "st", policy=policy)
+    assert message in str(err.value)
+    assert not (tmp_path / "st").exists() and not (tmp_path / "ws").exists()
+
+
+def test_default_policy_lists_are_not_checked_against_a_custom_registry(tmp_path: Path) -> None:
+    # the defaults name built-in actions (require_approval = ["email.send"]); this registry has none of them
+    with Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "st", policy={"allow": ["test.*"]},
+              registry=registry) as legs:
+        assert legs.policy.require_approval == ["email.send"]

@@ -21,6 +21,7 @@ from ._registry import ActionRegistry, ActionSpec, action
 from ._secrets import Secrets
 from ._service import Service
 from ._settings import Settings
+from ._toolset import ContentPart, offered_actions, result_content, tool_model, tool_schema
 from ._version import __version__
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "Artifact",
     "ClosedError",
     "ConfigError",
+    "ContentPart",
     "ErrorType",
     "Legs",
     "Policy",
@@ -46,4 +48,8 @@ __all__ = [
     "UnknownActionError",
     "__version__",
     "action",
+    "offered_actions",
+    "result_content",
+    "tool_model",
+    "tool_schema",
 ]

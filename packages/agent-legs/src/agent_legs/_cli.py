@@ -96,7 +96,7 @@ def actions(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     table.add_column("description")
     for s in specs:
         fields = s.input_model.model_fields
-        args = ", ".join(n if f.is_required() else f"[{n}]" for n, f in fields.items())
+        args = ", ".join((f.alias or n) if f.is_required() else f"[{f.alias or n}]" for n, f in fields.items())
         table.add_row(s.name, s.tool_name, "yes" if s.read_only else "", args, s.description.splitlines()[0])
     console.print(table)
 

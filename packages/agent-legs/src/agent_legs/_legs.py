@@ -28,7 +28,7 @@ from ._budgets import BudgetStore
 from ._context import ActionContext
 from ._errors import ActionError, AgentLegsError, ConfigError
 from ._models import ActionErrorInfo, ActionOutput, ActionResult, ApprovalRequest
-from ._policy import Policy
+from ._policy import Policy, PolicyEngine
 from ._registry import REGISTRY, ActionRegistry, ActionSpec
 from ._runtime import Runtime
 from ._secrets import Redactor, Secrets
@@ -79,6 +79,9 @@ class Legs:
         self.secrets = secrets if isinstance(secrets, Secrets) else Secrets(secrets)
         self.approver = approver
         self._registry = registry if registry is not None else REGISTRY
+        # A policy name that matches no action is a typo: say so before anything starts, not by denying
+        # everything later.
+        PolicyEngine(self.policy).check_names(spec.name for spec in self._registry)
 
         self.workspace = Path(workspace).expanduser().resolve()
         self.state_dir = Path(state_dir).expanduser().resolve() if state_dir else default_state_dir().resolve()

@@ -3,13 +3,20 @@
 ``Policy`` is the schema of the ``[policy]`` table; ``PolicyEngine`` answers "may this action
 run?" quickly (decisions are cached per action name) and always names the rule behind its answer.
 Per-family sections (``files``, ``network``, ...) are read by the executors and the egress guard.
+
+A name in ``allow``/``deny``/``require_approval`` that can match no registered action (``"file.*"``,
+``"files_read"``) is a ``ConfigError`` naming it, with the nearest real names: a typo must not
+silently deny everything or, worse, leave an intended ``deny`` without effect. Only the lists the
+user wrote are checked (the defaults name the built-in actions; a custom registry may lack them).
 """
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import re
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +36,7 @@ __all__ = [
     "NetworkPolicy",
     "Policy",
     "PolicyEngine",
+    "unmatched_names",
 ]
 
 
@@ -179,6 +187,20 @@ def _first_match(name: str, rules: list[tuple[str, re.Pattern[str]]]) -> str | N
     return None
 
 
+def unmatched_names(patterns: Iterable[str], names: Iterable[str], where: str) -> list[str]:
+    """One message per pattern that matches none of ``names``, with "did you mean" suggestions."""
+    known = sorted(set(names))
+    candidates = known + sorted({n.split(".", 1)[0] + ".*" for n in known})
+    problems = []
+    for pattern in patterns:
+        if any(fnmatch.fnmatchcase(n, pattern) for n in known):
+            continue
+        close = difflib.get_close_matches(pattern.replace("_", "."), candidates, n=3, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        problems.append(f"{where} entry {pattern!r} matches no action{hint}")
+    return problems
+
+
 class PolicyEngine:
     """Decides whether an action may run. Decisions are cached: the rules are immutable."""
 
@@ -205,6 +227,17 @@ class PolicyEngine:
         if (p := _first_match(action, self._allow)) is not None:
             return Decision("allow", f"policy.allow[{p!r}]")
         return Decision("deny", "policy.allow (action not listed)")
+
+    def check_names(self, actions: Iterable[str]) -> None:
+        """Raise ``ConfigError`` when an explicitly set allow/deny/require_approval entry matches
+        none of ``actions`` (the registered action names)."""
+        names = list(actions)
+        problems: list[str] = []
+        for key in ("allow", "deny", "require_approval"):
+            if key in self.policy.model_fields_set:
+                problems += unmatched_names(getattr(self.policy, key), names, f"policy.{key}")
+        if problems:
+            raise ConfigError("; ".join(problems) + f" (known actions: {', '.join(sorted(names))})")
 
     def budgets_for(self, action: str) -> list[Budget]:
         found = self._budget_cache.get(action)

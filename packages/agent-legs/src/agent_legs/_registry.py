@@ -3,6 +3,13 @@
 An action is an async handler ``(ctx, args) -> ActionOutput`` plus a pydantic input model and a
 description written for a model. Register one with ``@action(...)``; it then appears in
 ``Legs.actions``, the CLI, the docs and both framework adapters with no other change.
+
+``requires`` names the settings an action cannot work without (dotted paths into ``Settings``,
+such as ``"email.smtp"``): an action whose required settings are unset is *not configured*, and the
+adapters do not offer it to a model (whose only use of it would be to read a hint meant for the
+developer). Backends that work with no settings (the workspace, the network, a local Chromium, the
+local Docker daemon) require nothing: when such a backend is missing at run time the action returns
+``unavailable`` with a hint, and ``agent-legs doctor`` says how to fix it.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ if TYPE_CHECKING:
     from ._context import ActionContext
     from ._models import ActionOutput
     from ._policy import Policy
+    from ._settings import Settings
 
 __all__ = ["REGISTRY", "ActionRegistry", "ActionSpec", "action"]
 
@@ -43,6 +51,8 @@ class ActionSpec:
     inline: bool = field(default=False, repr=False, compare=False)
     """Loop-agnostic handler (plain syscalls, no ``ctx.service``): it may run on the caller's own
     thread or event loop, saving the hop to the runtime thread (about 90 us per call)."""
+    requires: tuple[str, ...] = field(default=(), repr=False, compare=False)
+    """Settings paths (``"email.smtp"``) that must be set for the action to work at all."""
 
     @property
     def tool_name(self) -> str:
@@ -51,6 +61,17 @@ class ActionSpec:
     @property
     def family(self) -> str:
         return self.name.split(".", 1)[0]
+
+    def missing_settings(self, settings: Settings) -> list[str]:
+        """The required settings (``settings.<path>``) that are unset: empty when configured."""
+        missing = []
+        for path in self.requires:
+            value: Any = settings
+            for part in path.split("."):
+                value = getattr(value, part, None)
+            if value is None:
+                missing.append(f"settings.{path}")
+        return missing
 
     def timeout_for(self, policy: Policy, args: Any) -> float:
         if self.timeout is not None:
@@ -108,11 +129,13 @@ def action(
     timeout: TimeoutFn | None = None,
     summarize: Callable[[Any], str] | None = None,
     inline: bool = False,
+    requires: tuple[str, ...] = (),
     registry: ActionRegistry | None = None,
 ) -> Callable[[H], H]:
     """Register an async handler ``(ctx, args) -> ActionOutput`` as an action.
 
     The input model is taken from the annotation of the handler's second parameter unless given.
+    ``requires``: settings paths the action needs (see the module docstring).
     """
 
     def decorate(handler: H) -> H:
@@ -124,7 +147,8 @@ def action(
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             raise TypeError(f"action {name!r}: the input model must be a pydantic BaseModel")
         (registry if registry is not None else REGISTRY).register(
-            ActionSpec(name, inspect.cleandoc(description), model, read_only, handler, timeout, summarize, inline)
+            ActionSpec(name, inspect.cleandoc(description), model, read_only, handler, timeout, summarize, inline,
+                       tuple(requires))
         )
         return handler
 

@@ -1,16 +1,27 @@
 """One generic ``BaseTool`` class for every Agent Legs action; no per-action code.
 
-* the tool's name, description and ``args_schema`` come from the core's ``ActionSpec``;
+* the tool's name, description and ``args_schema`` come from the core's ``ActionSpec``; what the
+  model is shown (``tool_call_schema``) is the core's model-facing schema: strict-able (OpenAI strict
+  mode keeps every field usable) and narrowed to the policy (``agent_legs.tool_schema``);
 * the tool call id becomes the action's ``call_id`` (``gen_ai.tool.call.id`` on the span, and the
   idempotency key of side effects such as sending an email);
-* the session is ``session=`` if given, else the run's ``configurable.thread_id``, else "default";
+* the session is ``session=`` if given, else the run's ``configurable.thread_id``, else one session
+  per graph run (LangGraph's ``Runtime.execution_info.run_id`` when the caller set ``run_id``, else
+  the run's own ``RunControl``), else "default" (a direct call outside any graph). Two users' runs
+  without a thread id never share kernels, tabs or session budgets;
+* image artifacts (screenshots, figures) reach the model as standard ``image`` content blocks
+  (base64, bounded by the core), after the text; ``images=False`` keeps the text only;
 * ``ok=False`` is raised as ``ToolException`` with ``handle_tool_error=True``: the model gets an
   error ``ToolMessage`` with the message and hint, and the agent keeps running.
 """
 
 from __future__ import annotations
 
-import warnings
+import asyncio
+import copy
+import threading
+import uuid
+from collections import OrderedDict
 from contextvars import ContextVar
 from typing import Any
 
@@ -18,9 +29,9 @@ from langchain_core.messages import ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool, ToolException
 from langchain_core.tools.base import ArgsSchema
-from pydantic import ConfigDict
+from pydantic import ConfigDict, PrivateAttr
 
-from agent_legs import ActionResult, ActionSpec, Legs
+from agent_legs import ActionResult, ActionSpec, Legs, result_content, tool_schema
 
 __all__ = ["AgentLegsTool"]
 
@@ -40,22 +51,23 @@ class AgentLegsTool(BaseTool):
     legs: Legs
     action: str
     session: str | None = None
+    images: bool = True
     response_format: str = "content_and_artifact"  # type: ignore[assignment]
     handle_tool_error: bool = True  # type: ignore[assignment]
     handle_validation_error: bool = True  # type: ignore[assignment]
+    _schema: dict[str, Any] | None = PrivateAttr(None)
 
     @classmethod
-    def from_spec(cls, legs: Legs, spec: ActionSpec, session: str | None = None) -> AgentLegsTool:
+    def from_spec(cls, legs: Legs, spec: ActionSpec, session: str | None = None, images: bool = True) -> AgentLegsTool:
         return cls(name=spec.tool_name, description=spec.description, args_schema=spec.input_model, legs=legs,
-                   action=spec.name, session=session)
+                   action=spec.name, session=session, images=images)
 
     @property
     def tool_call_schema(self) -> ArgsSchema:
-        # LangChain copies args_schema into a new pydantic model, and pydantic warns that the HTTP action's
-        # field "json" (the contract's name) shadows the deprecated BaseModel.json: at every bind_tools().
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message='Field name "json"', category=UserWarning)
-            return super().tool_call_schema
+        # What bind_tools() shows the model: the core's model-facing schema (computed once: the policy is immutable).
+        if self._schema is None:
+            self._schema = {**tool_schema(self.legs, self.legs.get_action(self.action)), "description": self.description}
+        return copy.deepcopy(self._schema)
 
     # -- carry the tool call id into _run/_arun ---------------------------------------------------
     def run(self, tool_input: Any, *args: Any, tool_call_id: str | None = None, **kwargs: Any) -> Any:
@@ -89,16 +101,27 @@ class AgentLegsTool(BaseTool):
         if self.session:
             return self.session
         thread = ((config or {}).get("configurable") or {}).get("thread_id")
-        return str(thread) if thread else "default"
+        return str(thread) if thread else _run_session()
 
-    def _run(self, config: RunnableConfig, **kwargs: Any) -> tuple[str, dict[str, Any]]:
+    def _run(self, config: RunnableConfig, **kwargs: Any) -> tuple[str | list[Any], dict[str, Any]]:
         # The core parents the span (caller_context: under OpenInference's tool span when instrumented).
         result = self.legs.run(self.action, kwargs, session=self._session(config), call_id=_TOOL_CALL_ID.get())
-        return _content_and_artifact(result)
+        return self._content_and_artifact(result)
 
-    async def _arun(self, config: RunnableConfig, **kwargs: Any) -> tuple[str, dict[str, Any]]:
+    async def _arun(self, config: RunnableConfig, **kwargs: Any) -> tuple[str | list[Any], dict[str, Any]]:
         result = await self.legs.arun(self.action, kwargs, session=self._session(config), call_id=_TOOL_CALL_ID.get())
-        return _content_and_artifact(result)
+        if result.ok and result.artifacts and self.images:  # images are decoded and scaled: not on the caller's loop
+            return await asyncio.to_thread(self._content_and_artifact, result)
+        return self._content_and_artifact(result)
+
+    def _content_and_artifact(self, result: ActionResult) -> tuple[str | list[Any], dict[str, Any]]:
+        box = _RESULT_BOX.get()
+        if box is not None:
+            box["result"] = result
+        if not result.ok:
+            raise ToolException(result.output)  # "Error (<type>): <message>\nHint: <hint>"
+        parts = result_content(self.legs, result, images=self.images)  # standard text and image blocks
+        return (parts[0]["text"] if len(parts) == 1 else list(parts)), result.model_dump(mode="json")
 
 
 def _with_artifact(output: Any, box: dict[str, ActionResult]) -> Any:
@@ -107,10 +130,28 @@ def _with_artifact(output: Any, box: dict[str, ActionResult]) -> Any:
     return output
 
 
-def _content_and_artifact(result: ActionResult) -> tuple[str, dict[str, Any]]:
-    box = _RESULT_BOX.get()
-    if box is not None:
-        box["result"] = result
-    if not result.ok:
-        raise ToolException(result.output)  # "Error (<type>): <message>\nHint: <hint>"
-    return result.output, result.model_dump(mode="json")
+_RUNS: OrderedDict[int, tuple[object, str]] = OrderedDict()  # id(RunControl) -> (it, its session), bounded
+_RUNS_LOCK = threading.Lock()
+
+
+def _run_session() -> str:
+    """One session per LangGraph run: ``run-<run_id>`` when the caller gave one, else a fresh id for
+    the run's ``RunControl`` (the one object all tasks of one invoke share); "default" outside a graph."""
+    try:
+        from langgraph.runtime import get_runtime
+
+        runtime = get_runtime()
+    except (ImportError, RuntimeError, KeyError):
+        return "default"
+    if run_id := getattr(getattr(runtime, "execution_info", None), "run_id", None):
+        return f"run-{run_id}"
+    if (control := getattr(runtime, "control", None)) is None:
+        return "default"
+    with _RUNS_LOCK:  # the object is kept while remembered, so its id cannot be reused meanwhile
+        known = _RUNS.pop(id(control), None)
+        if known is None or known[0] is not control:
+            known = (control, f"run-{uuid.uuid4().hex}")
+        _RUNS[id(control)] = known  # the most recent last; the oldest of 4096 runs is forgotten first
+        while len(_RUNS) > 4096:
+            _RUNS.popitem(last=False)
+        return known[1]

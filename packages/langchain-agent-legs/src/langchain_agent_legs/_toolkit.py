@@ -1,13 +1,16 @@
-"""``AgentLegsToolkit``: one ``AgentLegsTool`` per action the core registers (or a selection)."""
+"""``AgentLegsToolkit``: one ``AgentLegsTool`` per action offered to the model.
+
+Offered: selected by ``include``/``exclude`` (action or tool names, or globs such as ``"files.*"``),
+allowed by the policy (``allow`` or ``require_approval``) and configured (``agent_legs.offered_actions``).
+An entry that matches no action, or selects only actions that are not offered, raises ``ConfigError``.
+"""
 
 from __future__ import annotations
-
-import fnmatch
 
 from langchain_core.tools import BaseTool, BaseToolkit
 from pydantic import ConfigDict
 
-from agent_legs import ActionSpec, Legs
+from agent_legs import Legs, offered_actions
 
 from ._tool import AgentLegsTool
 
@@ -15,10 +18,11 @@ __all__ = ["AgentLegsToolkit"]
 
 
 class AgentLegsToolkit(BaseToolkit):
-    """All (or some) Agent Legs actions as LangChain tools.
+    """The Agent Legs actions offered to the model, as LangChain tools.
 
-    ``include``/``exclude`` take action or tool names, or globs such as ``"files.*"``. ``session``
-    fixes the Agent Legs session; without it each run's ``configurable.thread_id`` is the session.
+    ``session`` fixes the Agent Legs session; without it each run's ``configurable.thread_id`` is the
+    session, and without a thread id each agent run is its own session. ``images=False`` sends
+    screenshots and figures as text (their workspace path) for models without vision.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -27,14 +31,8 @@ class AgentLegsToolkit(BaseToolkit):
     include: list[str] | None = None
     exclude: list[str] | None = None
     session: str | None = None
+    images: bool = True
 
     def get_tools(self) -> list[BaseTool]:
-        return [AgentLegsTool.from_spec(self.legs, spec, self.session) for spec in self.legs.actions
-                if _selected(spec, self.include, self.exclude)]
-
-
-def _selected(spec: ActionSpec, include: list[str] | None, exclude: list[str] | None) -> bool:
-    def hit(patterns: list[str]) -> bool:
-        return any(fnmatch.fnmatchcase(spec.name, p) or fnmatch.fnmatchcase(spec.tool_name, p) for p in patterns)
-
-    return (include is None or hit(include)) and not (exclude and hit(exclude))
+        return [AgentLegsTool.from_spec(self.legs, spec, self.session, self.images)
+                for spec in offered_actions(self.legs, self.include, self.exclude)]

@@ -27,11 +27,10 @@ import re
 import ssl
 import threading
 import time
-import warnings
 import weakref
 from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urljoin
 
 import httpcore
@@ -48,6 +47,7 @@ from .._markdown import html_to_markdown
 from .._models import ActionOutput
 from .._policy import Policy
 from .._registry import action
+from .._schema import JsonText, name_value_pairs, policy_enum
 from .._service import Service
 from .._settings import HttpAuth
 
@@ -77,35 +77,37 @@ _CHARSET = re.compile(r"charset=\"?([\w.:-]+)", re.IGNORECASE)
 _RENDER_IN_THREAD_BYTES = 200_000  # markdown/JSON rendering of bigger bodies would stall the caller's loop
 
 
-with warnings.catch_warnings():
-    # The contract names a field "json"; pydantic warns that it shadows BaseModel.json (deprecated).
-    warnings.filterwarnings("ignore", message='Field name "json"', category=UserWarning)
+class RequestInput(BaseModel):
+    # "json" is the contract's (model-facing) field name; the attribute is json_body, so that it does not
+    # shadow BaseModel.json. Dumps use the alias: logs, approvals and spans show "json".
+    model_config = ConfigDict(extra="forbid", serialize_by_alias=True)
 
-    class RequestInput(BaseModel):
-        model_config = ConfigDict(extra="forbid")
+    method: Annotated[Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+                      policy_enum("http.methods")] = Field(description="HTTP method.")
+    url: str = Field(description="Absolute http(s) URL.")
+    headers: name_value_pairs(str, 'Extra request headers as name/value pairs, e.g. [{"name": "Accept", "value": '  # type: ignore[valid-type]
+                              '"text/csv"}] (no credentials needed: configured credentials are added for their '
+                              "hosts).") = Field(default_factory=dict)
+    params: name_value_pairs(str | int | float | bool,  # type: ignore[valid-type]
+                             'Query parameters added to the URL, as name/value pairs, e.g. [{"name": "page", '
+                             '"value": 2}].') = Field(default_factory=dict)
+    json_body: JsonText = Field(None, alias="json", description='JSON request body written as JSON text, e.g. '
+                                '"{\"total\": 12.5}" (instead of body).')
+    body: str | None = Field(None, description="Raw text request body (instead of json).")
+    timeout_s: float | None = Field(None, gt=0, description="Timeout in seconds (capped by the policy).")
 
-        method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = Field(description="HTTP method.")
-        url: str = Field(description="Absolute http(s) URL.")
-        headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers (no credentials "
-                                        "needed: configured credentials are added for their hosts).")
-        params: dict[str, str | int | float | bool] = Field(default_factory=dict,
-                                                            description="Query parameters added to the URL.")
-        json: Any = Field(None, description="JSON request body (instead of body).")
-        body: str | None = Field(None, description="Raw text request body (instead of json).")
-        timeout_s: float | None = Field(None, gt=0, description="Timeout in seconds (capped by the policy).")
+    @model_validator(mode="before")
+    @classmethod
+    def _upper_method(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("method"), str):
+            data = {**data, "method": data["method"].upper()}
+        return data
 
-        @model_validator(mode="before")
-        @classmethod
-        def _upper_method(cls, data: Any) -> Any:
-            if isinstance(data, dict) and isinstance(data.get("method"), str):
-                data = {**data, "method": data["method"].upper()}
-            return data
-
-        @model_validator(mode="after")
-        def _one_body(self) -> RequestInput:
-            if self.json is not None and self.body is not None:
-                raise ValueError("give either json or body, not both")
-            return self
+    @model_validator(mode="after")
+    def _one_body(self) -> RequestInput:
+        if self.json_body is not None and self.body is not None:
+            raise ValueError("give either json or body, not both")
+        return self
 
 
 class _PinnedBackend(httpcore.AsyncNetworkBackend):
@@ -580,8 +582,8 @@ async def http_request(ctx: ActionContext, args: RequestInput) -> ActionOutput:
 
     method, url = args.method, args.url
     content: bytes | None
-    if args.json is not None:
-        content = json_module.dumps(args.json).encode()
+    if args.json_body is not None:
+        content = json_module.dumps(args.json_body).encode()
         extra = {"Content-Type": "application/json"}
     else:
         content = args.body.encode() if args.body is not None else None

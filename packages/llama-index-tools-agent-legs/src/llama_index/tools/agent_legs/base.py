@@ -1,81 +1,116 @@
-"""One ``FunctionTool`` per Agent Legs action, generated from the registry (no per-action code).
+"""One ``FunctionTool`` per Agent Legs action offered to the model, generated from the registry.
 
-The core's input model is the ``fn_schema``; the core validates. A failed action comes back as
-a ``ToolOutput`` with ``is_error=True`` and the readable error (message and hint), never an
-exception that would stop the agent. ``raw_output`` is the ``ActionResult`` as a dict.
+* Offered: selected (``include``/``exclude``, ``spec_functions``), allowed by the policy and
+  configured (``agent_legs.offered_actions``); an entry that matches nothing raises ``ConfigError``.
+* The ``fn_schema`` validates like the core's input model and shows the model the core's
+  model-facing schema (strict-able, narrowed to the policy); the core validates.
+* Session: ``session=`` if given; else one session per workflow ``Context``, kept in the context's
+  store (``ctx.store``, the supported state API): one ``agent.run()`` is one session, and a run that
+  continues a conversation with the same ``ctx`` continues its session (kernel, tab, budgets);
+  "default" for a direct call without a workflow.
+* A failed action comes back as a ``ToolOutput`` with ``is_error=True`` and the readable error
+  (message and hint), never an exception that would stop the agent. ``raw_output`` is the
+  ``ActionResult`` as a dict. Image artifacts (screenshots, figures) follow the text as
+  ``ImageBlock``s, bounded by the core; ``images=False`` keeps the text only.
 """
 
 from __future__ import annotations
 
-import fnmatch
+import asyncio
+import uuid
+import weakref
+from collections.abc import Mapping
 from typing import Any
 
+from llama_index.core.base.llms.types import ImageBlock, TextBlock
 from llama_index.core.tools import FunctionTool, ToolMetadata, ToolOutput
 from llama_index.core.tools.tool_spec.base import BaseToolSpec
+from llama_index.core.workflow import Context
+from workflows.events import DictLikeModel
 
-from agent_legs import ActionResult, ActionSpec, Legs
+from agent_legs import ActionResult, ActionSpec, Legs, offered_actions, result_content, tool_model
 
 __all__ = ["AgentLegsToolSpec"]
 
+_SESSION_KEY = "agent_legs_session"
+_BY_CONTEXT: weakref.WeakKeyDictionary[Context, str] = weakref.WeakKeyDictionary()
+
 
 class AgentLegsToolSpec(BaseToolSpec):
-    """All (or some) Agent Legs actions as LlamaIndex tools.
+    """The Agent Legs actions offered to the model, as LlamaIndex tools.
 
     ``include``/``exclude`` take action or tool names, or globs such as ``"files.*"``. ``session``
-    names the Agent Legs session (browser context, code kernel, budgets); default ``"default"``.
+    fixes the Agent Legs session (browser context, code kernel, budgets); without it each workflow
+    run (``Context``) is its own session. ``images=False`` sends screenshots and figures as text.
     """
 
     spec_functions: list[Any] = []  # generated in to_tool_list()  # noqa: RUF012
 
-    def __init__(
-        self, legs: Legs, include: list[str] | None = None, exclude: list[str] | None = None, session: str | None = None
-    ) -> None:
+    def __init__(self, legs: Legs, include: list[str] | None = None, exclude: list[str] | None = None,
+                 session: str | None = None, images: bool = True) -> None:
         self.legs = legs
         self.include = include
         self.exclude = exclude
-        self.session = session or "default"
-
-    def _specs(self) -> list[ActionSpec]:
-        def hit(spec: ActionSpec, patterns: list[str]) -> bool:
-            return any(fnmatch.fnmatchcase(spec.name, p) or fnmatch.fnmatchcase(spec.tool_name, p) for p in patterns)
-
-        return [s for s in self.legs.actions
-                if (self.include is None or hit(s, self.include)) and not (self.exclude and hit(s, self.exclude))]
+        self.session = session
+        self.images = images
 
     def to_tool_list(  # type: ignore[override]
         self, spec_functions: list[str] | None = None, func_to_metadata_mapping: dict[str, ToolMetadata] | None = None
     ) -> list[FunctionTool]:
-        specs = self._specs()
-        if spec_functions:
-            specs = [s for s in specs if s.tool_name in spec_functions or s.name in spec_functions]
+        specs = offered_actions(self.legs, self.include, self.exclude, spec_functions or None)
         return [self._tool(spec, (func_to_metadata_mapping or {}).get(spec.tool_name)) for spec in specs]
 
+    async def _session(self, ctx: Context | None) -> str:
+        if self.session:
+            return self.session
+        if ctx is None:
+            return "default"
+        async with ctx.store.edit_state() as state:  # atomic: parallel tool calls of one run agree
+            if not isinstance(state, (Mapping, DictLikeModel)):  # a typed state model: one session per Context
+                return _BY_CONTEXT.setdefault(ctx, f"run-{uuid.uuid4().hex}")
+            session = state.get(_SESSION_KEY)
+            if not session:
+                session = f"run-{uuid.uuid4().hex}"
+                state[_SESSION_KEY] = session
+        return str(session)
+
     def _tool(self, spec: ActionSpec, metadata: ToolMetadata | None) -> FunctionTool:
-        legs, action, session, tool_name = self.legs, spec.name, self.session, spec.tool_name
+        legs, action, tool_name, images = self.legs, spec.name, spec.tool_name, self.images
 
-        def run(**kwargs: Any) -> ToolOutput:
-            result = legs.run(action, kwargs, session=session, call_id=_current_tool_call_id())
-            return _output(tool_name, kwargs, result)
+        def run(ctx: Context, **kwargs: Any) -> ToolOutput:  # sync: no loop to read the Context store on
+            result = legs.run(action, kwargs, session=self.session or "default", call_id=_current_tool_call_id())
+            return _output(legs, tool_name, kwargs, result, images)
 
-        async def arun(**kwargs: Any) -> ToolOutput:
-            result = await legs.arun(action, kwargs, session=session, call_id=_current_tool_call_id())
-            return _output(tool_name, kwargs, result)
+        async def arun(ctx: Context, **kwargs: Any) -> ToolOutput:
+            result = await legs.arun(action, kwargs, session=await self._session(ctx), call_id=_current_tool_call_id())
+            if result.ok and result.artifacts and images:  # images are decoded and scaled off the loop
+                return await asyncio.to_thread(_output, legs, tool_name, kwargs, result, images)
+            return _output(legs, tool_name, kwargs, result, images)
 
+        for fn in (run, arun):  # FunctionTool finds the Context parameter by its (evaluated) annotation
+            fn.__annotations__["ctx"] = Context
         return FunctionTool.from_defaults(
             fn=run,
             async_fn=arun,
             tool_metadata=metadata or ToolMetadata(name=tool_name, description=spec.description,
-                                                   fn_schema=spec.input_model),
+                                                   fn_schema=tool_model(legs, spec)),
+            # direct calls (no agent) need no Context; an agent passes its own, which wins
+            partial_params={"ctx": None},
             # FunctionTool would wrap our ToolOutput in another one (str() of it as the content).
             callback=_passthrough,
             async_callback=_apassthrough,  # else it would hop to a thread pool for nothing
         )
 
 
-def _output(tool_name: str, kwargs: dict[str, Any], result: ActionResult) -> ToolOutput:
-    return ToolOutput(content=result.output or "(no output)", tool_name=tool_name,
-                      raw_input={"args": (), "kwargs": kwargs}, raw_output=result.model_dump(mode="json"),
-                      is_error=not result.ok)
+def _output(legs: Legs, tool_name: str, kwargs: dict[str, Any], result: ActionResult, images: bool) -> ToolOutput:
+    if not result.ok:
+        blocks: list[Any] = [TextBlock(text=result.output or "(no output)")]
+    else:
+        blocks = [TextBlock(text=p["text"]) if p["type"] == "text" else
+                  ImageBlock(image=p["base64"].encode(), image_mimetype=p["mime_type"])
+                  for p in result_content(legs, result, images=images)]
+    return ToolOutput(blocks=blocks, tool_name=tool_name, raw_input={"args": (), "kwargs": kwargs},
+                      raw_output=result.model_dump(mode="json"), is_error=not result.ok)
 
 
 def _passthrough(output: Any) -> Any:
