@@ -916,6 +916,8 @@ async def email_read(ctx: ActionContext, args: ReadInput) -> ActionOutput:
     raw, size = await _imap(ctx, "read", _imap_fetch, args.folder, args.id, cap)
     truncated = size > len(raw)
     msg, text, attachments = await asyncio.to_thread(_parse, raw)
+    if truncated:  # the body may end at the fetch cap: a secret straddling it must not leave its prefix
+        text = ctx.redactor.text(text, cut=True)
 
     artifacts: list[Artifact] = []
     for entry, payload in attachments:

@@ -130,6 +130,9 @@ async def files_read(ctx: ActionContext, args: ReadInput) -> ActionOutput:
     text = decode_text(data, complete=size <= len(data))
     if text is None:
         raise _binary(rel, size)
+    # Scrub the whole text before it is cut into pages and long lines (and its tail if the read stopped
+    # at the byte cap): a secret straddling a cut must not leave its prefix behind.
+    text = ctx.redactor.text(text, cut=size > len(data))
     lines = _lines(text)
     budget = max(ctx.settings.max_output_chars - 300, 100)
     end = len(lines) if args.limit is None else min(len(lines), args.offset + args.limit)
