@@ -264,3 +264,70 @@ def test_smtp_down_is_unavailable_within_the_timeout(tmp_path: Path, smtp_timeou
         assert elapsed <= min(smtp_timeout, policy_timeout) + SLACK_S
         assert r.error is not None and r.error.type == "unavailable" and r.error.retryable, r.output
         assert "attempts" in r.error.message and ledger_state(tmp_path, "call-5") is None
+
+
+# -- IMAP ----------------------------------------------------------------------------------------------
+@pytest.fixture
+def slow_imap() -> Iterator[int]:
+    """An IMAP server that answers every command correctly, each after 1.2 s (within a 2 s socket timeout)."""
+    delay = 1.2
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await asyncio.sleep(delay)
+            writer.write(b"* OK [CAPABILITY IMAP4rev1] slow.test ready\r\n")
+            await writer.drain()
+            while line := await reader.readline():
+                tag, _, rest = line.strip().partition(b" ")
+                command = rest.split(b" ", 1)[0].upper()
+                await asyncio.sleep(delay)
+                if command == b"CAPABILITY":
+                    writer.write(b"* CAPABILITY IMAP4rev1\r\n")
+                elif command in (b"SELECT", b"EXAMINE"):
+                    writer.write(b"* 0 EXISTS\r\n* 0 RECENT\r\n")
+                elif command == b"LOGOUT":
+                    writer.write(b"* BYE\r\n" + tag + b" OK done\r\n")
+                    await writer.drain()
+                    return
+                writer.write(tag + b" OK done\r\n")
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    loop = asyncio.new_event_loop()
+    ready: list[Any] = []
+
+    async def serve() -> None:
+        ready.append(await asyncio.start_server(handle, "127.0.0.1", 0))
+
+    thread = threading.Thread(target=loop.run_forever, daemon=True, name="slow-imap")
+    thread.start()
+    asyncio.run_coroutine_threadsafe(serve(), loop).result(10)
+    yield ready[0].sockets[0].getsockname()[1]
+
+    async def stop() -> None:
+        ready[0].close()
+        for task in asyncio.all_tasks():
+            if task is not asyncio.current_task():
+                task.cancel()
+
+    asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+    loop.close()
+
+
+def test_imap_timeout_bounds_the_whole_session(slow_imap: int, tmp_path: Path) -> None:
+    # greeting, CAPABILITY, LOGIN, SELECT, LOGOUT: 6 s of answers, each inside the 2 s socket timeout.
+    imap = {"host": "127.0.0.1", "port": slow_imap, "security": "none", "username": "bot",
+            "password": "{secret:SMTP_PASSWORD}", "timeout_s": 2}
+    with Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "state", policy={"email": {"timeout_s": 60}},
+              secrets={"SMTP_PASSWORD": "pw-fault-test"}, settings={"email": {"imap": imap}}) as legs:
+        t = time.monotonic()
+        r = legs.run("email.list", {})
+        elapsed = time.monotonic() - t
+    assert elapsed <= 2 + SLACK_S, f"{elapsed:.2f} s for a 2 s timeout"
+    assert r.error is not None and r.error.type == "timeout" and r.error.retryable, r.output
+    assert "settings.email.imap.timeout_s" in r.error.message
