@@ -236,3 +236,17 @@ def test_secret_straddling_a_browser_page_boundary_leaves_no_prefix_or_suffix(di
             assert "[REDACTED:API_TOKEN]" in first.output.rsplit("\n\n[", 1)[0] + second.output
             for r in (first, second):
                 assert leaks(everywhere(r, captured_spans, st), n=4) == [], (cut, r.output[:80], r.output[-80:])
+
+
+def test_secret_at_a_search_snippet_edge_leaves_no_part(legs, dirs, captured_spans) -> None:
+    # files.search shows a 300-character window of a long line around the match: the secret sits on
+    # the window's edge (either side), and inside the match too.
+    ws, st = dirs
+    (ws / "a.log").write_text("MATCH" + "." * 290 + TOKEN + "." * 400 + "\n"   # the window's end cuts the secret
+                              + "." * 400 + TOKEN + "." * 60 + "MATCH" + "." * 400 + "\n"  # its start does
+                              + "." * 10 + "key=" + TOKEN + "." * 10 + "\n")  # the match holds the secret
+    for pattern in ("MATCH", "key=tok"):
+        captured_spans.clear()
+        r = legs.run("files.search", {"pattern": pattern})
+        assert r.ok and r.data["matches"] >= 1, r.output
+        assert leaks(everywhere(r, captured_spans, st), n=4) == [], (pattern, r.output)
