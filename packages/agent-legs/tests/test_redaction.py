@@ -250,3 +250,24 @@ def test_secret_at_a_search_snippet_edge_leaves_no_part(legs, dirs, captured_spa
         r = legs.run("files.search", {"pattern": pattern})
         assert r.ok and r.data["matches"] >= 1, r.output
         assert leaks(everywhere(r, captured_spans, st), n=4) == [], (pattern, r.output)
+
+
+def test_approval_summary_cut_leaves_no_part(dirs) -> None:
+    # The approver sees the first 160 characters of each body line: built from scrubbed arguments.
+    ws, st = dirs
+    seen = []
+
+    def approver(request) -> bool:
+        seen.append(request)
+        return False
+
+    with Legs(workspace=ws, state_dir=st, secrets=SECRETS, approver=approver,
+              policy={"email": {"allow_recipients": ["*@example.com"]}}) as legs:
+        for cut in (1, 6, len(PASS) - 1):
+            r = legs.run("email.send", {"to": ["ana@example.com"], "subject": "s" * (200 - cut) + PASS,
+                                        "body": "b" * (160 - cut) + PASS + " tail\n"})
+            assert r.error is not None and r.error.type == "approval_denied"
+    assert len(seen) == 3
+    for request in seen:
+        assert "[REDACTED:DB_PASS]" in json.dumps(request.arguments)
+        assert leaks(request.reason + json.dumps(request.arguments), n=4) == [], request.reason
