@@ -128,7 +128,8 @@ def test_budgets_are_deployment_wide_by_default(dirs) -> None:
               ) as legs:  # a third Legs, a new session: still exhausted, and the message says for whom
         r = legs.run("files.write", {"path": "late.txt", "content": "x"}, session="fresh")
         assert r.error and r.error.type == "budget_exceeded" and "5/5" in r.error.message
-        assert "(all sessions)" in r.error.message
+        assert "(all sessions)" in r.error.message and "next day" in r.error.hint
+        assert "a new session does not reset it" in r.error.hint and not r.error.retryable
     assert Policy.from_dict({"budgets": [{"limit": 1}]}).budgets[0].scope == "all"
 
 

@@ -227,6 +227,10 @@ class Legs:
                             + ("" if budget.per == "total" else f" this {budget.per}")
                             + (f" in session {session!r}" if budget.scope == "session" else " (all sessions)"),
                             rule=rule,
+                            hint=("Do not retry now: " + ("the budget never resets" if budget.per == "total"
+                                                          else f"it resets with the next {budget.per} (UTC)")
+                                  + ("" if budget.scope == "session" else "; a new session does not reset it")
+                                  + ". Tell the user the limit was reached."),
                         )
                     runtime.touch_session(session)
                     output = await self._call_handler(spec, args, session, call_id, span)
