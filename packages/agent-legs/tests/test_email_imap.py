@@ -306,3 +306,17 @@ def test_a_dovecot_that_cannot_start_says_why_and_leaves_nothing_behind(tmp_path
         start_dovecot("u", "p", tls=(str(tmp_path / "missing-cert.pem"), str(tmp_path / "missing-key.pem")))
     assert "missing-cert.pem" in str(info.value), info.value
     assert ours() <= before
+
+
+def test_a_secret_cut_by_the_listing_columns_leaves_no_part(dovecot, dirs, mail_ca) -> None:
+    # email.list shows 40 characters of the sender: a secret straddling that column is scrubbed first.
+    token = "tok-Canary-7Q2w9ZkX4vLm"
+    for k in (1, 6, len(token) - 1):
+        dovecot.deliver(message(f"Leak {k}", sender=f"{'x' * (40 - k)}{token}@example.com"))
+    ws, st = dirs
+    with Legs(workspace=ws, state_dir=st, secrets={"SMTP_PASSWORD": PASSWORD, "TOKEN": token},
+              settings={"email": {"imap": dovecot.settings(mail_ca["ca"])}}) as legs:
+        r = legs.run("email.list", {})
+    assert r.ok and r.output.count("Leak ") == 3
+    pieces = {token[i: i + 4] for i in range(len(token) - 3)}
+    assert not [p for p in pieces if p in r.output], r.output

@@ -996,8 +996,9 @@ async def _imap(ctx: ActionContext, operation: str, fn: Callable[..., T], *args:
 )
 async def email_list(ctx: ActionContext, args: ListInput) -> ActionOutput:
     result = await _imap(ctx, "list", _imap_list, args)
-    lines = [f"{m['id']:>6}  {'  ' if m['seen'] else '* '}{m['date'][:31]:<31}  {m['from'][:40]:<40}  {m['subject']}"
-             for m in result["messages"]]
+    cut = ctx.redactor.cut  # scrubbed before the column is cut: a secret there leaves no part
+    lines = [f"{m['id']:>6}  {'  ' if m['seen'] else '* '}{cut(m['date'], 31):<31}  {cut(m['from'], 40):<40}  "
+             f"{m['subject']}" for m in result["messages"]]
     header = f"{result['total']} message(s) in {args.folder}" + (
         f", showing the newest {len(lines)}" if result["total"] > len(lines) else "")
     return ActionOutput(output="\n".join([header + " (* = unread; untrusted content)", *lines]),
