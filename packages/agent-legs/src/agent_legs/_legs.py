@@ -290,8 +290,7 @@ class Legs:
         if self.approver is None:
             return False
         redactor = self._runtime.redactor
-        # The summary cuts long fields: it is built from scrubbed arguments, so a cut cannot split a secret.
-        summary = spec.summarize(args.model_copy(update=redactor.data(args.model_dump()))) if spec.summarize else ""
+        summary = spec.summarize(_scrubbed_args(args, redactor)) if spec.summarize else ""
         request = ApprovalRequest(
             action=spec.name,
             tool_name=spec.tool_name,
@@ -473,6 +472,21 @@ def _validate(spec: ActionSpec, raw: Mapping[str, Any] | BaseModel | None) -> Ba
             f"invalid arguments for {spec.tool_name}: {problems}",
             hint=f"Expected fields: {', '.join(model.model_fields)}",
         ) from None
+
+
+def _scrubbed_args(args: BaseModel, redactor: Redactor) -> BaseModel:
+    """``args`` with its text fields (strings, lists of strings) scrubbed of secrets.
+
+    For summaries that cut long fields (an approver sees the first lines of an email): built from
+    scrubbed text, a cut cannot split a secret. Other fields keep their types.
+    """
+    update = {}
+    for name, value in args:
+        if isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            scrubbed = redactor.data(value)
+            if scrubbed != value:
+                update[name] = scrubbed
+    return args.model_copy(update=update) if update else args
 
 
 def _not_unicode(value: Any, where: str = "") -> str | None:
