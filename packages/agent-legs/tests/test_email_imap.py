@@ -141,6 +141,23 @@ def test_html_only_message_becomes_text(dovecot, dirs, mail_ca) -> None:
     assert "steal()" not in body and "color:red" not in body and "px.gif" not in body and "<p>" not in body
 
 
+@pytest.mark.parametrize("plain", ["", "  \n\t \n", "\u00a0\n"])
+def test_html_with_an_empty_plain_alternative_reads_the_html(dovecot, dirs, mail_ca, plain) -> None:
+    # multipart/alternative whose text/plain part is empty or blank (as some mailers send it)
+    html = "<html><body><h2>Quarterly numbers</h2><p>Revenue is <b>up 12%</b>.</p></body></html>"
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "ana@example.com", "bot@example.com", "Empty plain"
+    msg["Date"] = "Mon, 02 Nov 2026 10:00:00 +0000"
+    msg.set_content(plain)
+    msg.add_alternative(html, subtype="html")
+    assert msg.get_content_type() == "multipart/alternative"
+    dovecot.deliver(msg.as_bytes())
+    with make_legs(dirs, dovecot.settings(mail_ca["ca"])) as legs:
+        r = legs.run("email.read", {"id": ids(legs)["Empty plain"]})
+    assert r.ok and "## Quarterly numbers" in r.data["body"] and "**up 12%**" in r.data["body"]
+    assert "(no text body)" not in r.output and "Quarterly numbers" in r.output and "<p>" not in r.output
+
+
 def test_attachments_listed_and_saved_with_safe_names(legs, dirs) -> None:
     uid = ids(legs)["With attachment"]
     r = legs.run("email.read", {"id": uid})
@@ -289,3 +306,17 @@ def test_a_dovecot_that_cannot_start_says_why_and_leaves_nothing_behind(tmp_path
         start_dovecot("u", "p", tls=(str(tmp_path / "missing-cert.pem"), str(tmp_path / "missing-key.pem")))
     assert "missing-cert.pem" in str(info.value), info.value
     assert ours() <= before
+
+
+def test_a_secret_cut_by_the_listing_columns_leaves_no_part(dovecot, dirs, mail_ca) -> None:
+    # email.list shows 40 characters of the sender: a secret straddling that column is scrubbed first.
+    token = "tok-Canary-7Q2w9ZkX4vLm"
+    for k in (1, 6, len(token) - 1):
+        dovecot.deliver(message(f"Leak {k}", sender=f"{'x' * (40 - k)}{token}@example.com"))
+    ws, st = dirs
+    with Legs(workspace=ws, state_dir=st, secrets={"SMTP_PASSWORD": PASSWORD, "TOKEN": token},
+              settings={"email": {"imap": dovecot.settings(mail_ca["ca"])}}) as legs:
+        r = legs.run("email.list", {})
+    assert r.ok and r.output.count("Leak ") == 3
+    pieces = {token[i: i + 4] for i in range(len(token) - 3)}
+    assert not [p for p in pieces if p in r.output], r.output

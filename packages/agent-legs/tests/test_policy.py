@@ -80,10 +80,11 @@ def test_budgets_persist_across_restart(dirs) -> None:
         assert legs.run("test.fail", {"text": "other actions are not counted"}).error.type == "not_found"
 
 
-def test_budgets_count_per_session_unless_scoped_to_all(dirs) -> None:
+def test_budgets_count_per_session_when_scoped_to_session(dirs) -> None:
+    # scope = "session" is the opt-in; the default ("all") is the test.fail budget here.
     ws, st = dirs
-    policy = {"allow": ["test.*"], "budgets": [{"actions": "test.echo", "limit": 2},
-                                               {"actions": "test.fail", "limit": 1, "scope": "all"}]}
+    policy = {"allow": ["test.*"], "budgets": [{"actions": "test.echo", "limit": 2, "scope": "session"},
+                                               {"actions": "test.fail", "limit": 1}]}
     with Legs(workspace=ws, state_dir=st, policy=policy, registry=registry) as legs:
         for session in ("alice", "bob"):  # each session has its own two calls
             assert all(legs.run("test.echo", {"text": "a"}, session=session).ok for _ in range(2))
@@ -93,6 +94,43 @@ def test_budgets_count_per_session_unless_scoped_to_all(dirs) -> None:
         assert legs.run("test.fail", {"text": "x"}, session="alice").error.type == "not_found"
         r = legs.run("test.fail", {"text": "x"}, session="bob")  # shared by every session
         assert r.error and r.error.type == "budget_exceeded" and "(all sessions)" in r.error.message
+
+
+_BUDGET_WORKER = """
+import json, sys
+from agent_legs import Legs
+ws, st, tag = sys.argv[1], sys.argv[2], sys.argv[3]
+policy = {"budgets": [{"actions": "files.write", "limit": 5, "per": "day"}]}
+outcomes = []
+with Legs(workspace=ws, state_dir=st, policy=policy) as legs:
+    for i in range(10):  # a new session per call, as a LangChain thread per conversation would be
+        r = legs.run("files.write", {"path": f"{tag}-{i}.txt", "content": "x"}, session=f"{tag}-thread-{i}")
+        outcomes.append("ok" if r.ok else r.error.type)
+print(json.dumps(outcomes))
+"""
+
+
+def test_budgets_are_deployment_wide_by_default(dirs) -> None:
+    # A 5/day budget, two processes (two Legs) on one state directory, 20 sessions: 5 calls in all.
+    import json
+    import subprocess
+    import sys
+
+    ws, st = dirs
+    procs = [subprocess.Popen([sys.executable, "-c", _BUDGET_WORKER, str(ws), str(st), tag],
+                              stdout=subprocess.PIPE, text=True) for tag in ("p1", "p2")]
+    outcomes = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    flat = [o for run in outcomes for o in run]
+    assert flat.count("ok") == 5 and flat.count("budget_exceeded") == 15, outcomes
+    assert len(list(ws.iterdir())) == 5  # a refused call changed nothing
+    with Legs(workspace=ws, state_dir=st, policy={"budgets": [{"actions": "files.write", "limit": 5, "per": "day"}]}
+              ) as legs:  # a third Legs, a new session: still exhausted, and the message says for whom
+        r = legs.run("files.write", {"path": "late.txt", "content": "x"}, session="fresh")
+        assert r.error and r.error.type == "budget_exceeded" and "5/5" in r.error.message
+        assert "(all sessions)" in r.error.message and "next day" in r.error.hint
+        assert "a new session does not reset it" in r.error.hint and not r.error.retryable
+    assert Policy.from_dict({"budgets": [{"limit": 1}]}).budgets[0].scope == "all"
 
 
 def test_budget_windows_and_multiple_budgets(tmp_path: Path) -> None:

@@ -1,6 +1,9 @@
 """Budgets: action counters per time window, persisted in the state directory.
 
 SQLite (WAL) gives atomic check-and-consume across threads and processes, and survives restarts.
+A budget's counter is shared by every session of every ``Legs`` (in any process) on the same state
+directory unless the budget says ``scope = "session"``: a compromised agent cannot reset a
+deployment's cap by starting new sessions.
 """
 
 from __future__ import annotations

@@ -192,7 +192,6 @@ class Legs:
         start = time.perf_counter()
         runtime = self._runtime
         telemetry = self._telemetry
-        redactor = runtime.redactor
         span = telemetry.start(spec.tool_name, spec.name, session, call_id, parent)
         decision = "invalid"
         rule: str | None = None
@@ -231,6 +230,10 @@ class Legs:
                             + ("" if budget.per == "total" else f" this {budget.per}")
                             + (f" in session {session!r}" if budget.scope == "session" else " (all sessions)"),
                             rule=rule,
+                            hint=("Do not retry now: " + ("the budget never resets" if budget.per == "total"
+                                                          else f"it resets with the next {budget.per} (UTC)")
+                                  + ("" if budget.scope == "session" else "; a new session does not reset it")
+                                  + ". Tell the user the limit was reached."),
                         )
                     runtime.touch_session(session)
                     output = await self._call_handler(spec, args, session, call_id, span)
@@ -249,7 +252,7 @@ class Legs:
         except Exception as exc:  # a bug in an executor must not crash the agent
             log.exception("action %s failed unexpectedly", spec.name)
             result = self._failure(spec, ActionError("failed", f"internal error: {type(exc).__name__}: {exc}"), start)
-        result = _redact_result(result, redactor)
+        # _success and _failure scrubbed the result before bounding it (scrub first, cut after).
         ctx = span.get_span_context()
         if ctx.is_valid:
             result.trace_id = f"{ctx.trace_id:032x}"
@@ -289,8 +292,8 @@ class Legs:
     ) -> bool:
         if self.approver is None:
             return False
-        summary = spec.summarize(args) if spec.summarize else ""
         redactor = self._runtime.redactor
+        summary = spec.summarize(_scrubbed_args(args, redactor)) if spec.summarize else ""
         request = ApprovalRequest(
             action=spec.name,
             tool_name=spec.tool_name,
@@ -313,25 +316,35 @@ class Legs:
 
     # -- results -------------------------------------------------------------------------------
     def _bound(self, text: str) -> str:
+        """``text`` scrubbed of secrets, then cut to ``settings.max_output_chars``.
+
+        Scrub first, cut after: a secret straddling the cut must not leave its prefix behind (the
+        head is scrubbed once more as cut text, which removes a trailing partial secret).
+        """
+        redactor = self._runtime.redactor
+        text = redactor.text(text)
         limit = self.settings.max_output_chars
         if len(text) <= limit:
             return text
-        return text[:limit] + f"\n[output truncated: {len(text) - limit} more characters]"
+        return redactor.text(text[:limit], cut=True) + f"\n[output truncated: {len(text) - limit} more characters]"
 
     def _success(self, spec: ActionSpec, out: ActionOutput, start: float) -> ActionResult:
         return ActionResult(
-            action=spec.name, ok=True, output=self._bound(out.output), data=out.data,
+            action=spec.name, ok=True, output=self._bound(out.output), data=self._runtime.redactor.data(out.data),
             artifacts=list(out.artifacts), duration_ms=_ms(start),
         )
 
     def _failure(self, spec: ActionSpec, exc: ActionError, start: float) -> ActionResult:
+        redactor = self._runtime.redactor
         message = exc.message
         if exc.type == "denied" and exc.rule and exc.rule not in message:
             message = f"{message} (rule: {exc.rule})"
-        info = ActionErrorInfo(type=exc.type, message=message, retryable=exc.retryable, hint=exc.hint)
-        output = f"Error ({exc.type}): {message}" + (f"\nHint: {exc.hint}" if exc.hint else "")
+        message = redactor.text(message)
+        hint = redactor.text(exc.hint) if exc.hint else exc.hint
+        info = ActionErrorInfo(type=exc.type, message=message, retryable=exc.retryable, hint=hint)
+        output = f"Error ({exc.type}): {message}" + (f"\nHint: {hint}" if hint else "")
         return ActionResult(
-            action=spec.name, ok=False, output=self._bound(output), data=exc.data, error=info,
+            action=spec.name, ok=False, output=self._bound(output), data=redactor.data(exc.data), error=info,
             duration_ms=_ms(start),
         )
 
@@ -464,6 +477,21 @@ def _validate(spec: ActionSpec, raw: Mapping[str, Any] | BaseModel | None) -> Ba
         ) from None
 
 
+def _scrubbed_args(args: BaseModel, redactor: Redactor) -> BaseModel:
+    """``args`` with its text fields (strings, lists of strings) scrubbed of secrets.
+
+    For summaries that cut long fields (an approver sees the first lines of an email): built from
+    scrubbed text, a cut cannot split a secret. Other fields keep their types.
+    """
+    update = {}
+    for name, value in args:
+        if isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            scrubbed = redactor.data(value)
+            if scrubbed != value:
+                update[name] = scrubbed
+    return args.model_copy(update=update) if update else args
+
+
 def _not_unicode(value: Any, where: str = "") -> str | None:
     """The field path of the first string that cannot be UTF-8 (a lone surrogate), else ``None``.
 
@@ -490,19 +518,6 @@ def _not_unicode(value: Any, where: str = "") -> str | None:
         if found is not None:
             return found
     return None
-
-
-def _redact_result(result: ActionResult, redactor: Redactor) -> ActionResult:
-    if not redactor:
-        return result
-    result.output = redactor.text(result.output)
-    if result.data is not None:
-        result.data = redactor.data(result.data)
-    if result.error is not None:
-        result.error.message = redactor.text(result.error.message)
-        if result.error.hint:
-            result.error.hint = redactor.text(result.error.hint)
-    return result
 
 
 class _ThreadToken:

@@ -116,8 +116,10 @@ class Budget(_Section):
     actions: str | list[str] = "*"
     limit: int = Field(ge=0)
     per: Literal["minute", "hour", "day", "month", "total"] = "total"
-    # Budgets are per session (the contract); "all" counts every session of this state directory together.
-    scope: Literal["session", "all"] = "session"
+    # "all" (the default): one counter for every session of every Legs on the state store, so a
+    # deployment-wide cap cannot be escaped by opening new sessions (every LangChain thread is one);
+    # "session": each session counts on its own.
+    scope: Literal["session", "all"] = "all"
 
     @property
     def patterns(self) -> list[str]:

@@ -1,12 +1,29 @@
 """Secrets: named values used in settings as ``{secret:NAME}`` and scrubbed from everything.
 
-A secret value never reaches the model, a span or the action log: ``Redactor`` replaces every
-occurrence (and its common encodings) with ``[REDACTED:NAME]``.
+Invariants (threat model: the agent is fully compromised and wants a secret back, e.g. by making a
+server reflect the ``Authorization`` header it was sent, or by reading a file that holds the key):
+
+* A secret value never reaches the model, a span or the action log: ``Redactor`` replaces every
+  occurrence with ``[REDACTED:NAME]``, and every common encoding of it too: percent-encoding (upper-
+  and lower-case hex, ``+`` for space), JSON string escaping, hex (lower and upper case), and base64
+  and base64url at each of the three byte alignments (a secret after ``user:`` in Basic auth lands at
+  an arbitrary offset of the encoded stream; the characters that depend on the secret alone are
+  scrubbed, the one or two mixed with its neighbours carry at most 4 of its bits each).
+* Scrub first, cut after. Whoever shortens text (the runtime's output bound, a page of a long
+  document, the head of a stream) scrubs the whole text first; text that is itself only the head of
+  something longer (a body cut at a byte cap) is scrubbed with ``cut=True``, which also removes a
+  trailing partial occurrence: a secret straddling a cut never leaks its prefix.
+* Values shorter than 4 characters are not scrubbed (they would redact ordinary text); encoded forms
+  shorter than 6 characters are not either.
+
+Cost: one ``str.__contains__`` (a C substring search) per form over the text, then one compiled
+alternation of only the forms present; for five 32-character secrets over 100 KB: about 2 ms.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import urllib.parse
@@ -19,6 +36,10 @@ __all__ = ["Redactor", "Secrets"]
 
 _REF = re.compile(r"\{secret:([A-Za-z_][A-Za-z0-9_]*)\}")
 _MIN_SECRET_LEN = 4  # shorter values would redact ordinary text
+_MIN_ENCODED_LEN = 6  # an encoded form (or the stable core of one) shorter than this is too common to scrub
+_MIN_PARTIAL_LEN = 4  # a trailing partial occurrence this long or longer is scrubbed from cut text
+_PERCENT = re.compile(r"%[0-9A-F]{2}")
+_URLSAFE = str.maketrans("+/", "-_")
 
 
 class Secrets(Mapping[str, str]):
@@ -55,29 +76,59 @@ class Secrets(Mapping[str, str]):
 
 
 class Redactor:
-    """Scrubs secret values (raw, URL-encoded, base64) from strings and nested data."""
+    """Scrubs secret values and their encodings from strings and nested data."""
 
     def __init__(self, secrets: Mapping[str, str]) -> None:
-        variants: dict[str, str] = {}
+        forms: dict[str, str] = {}
         for name, value in secrets.items():
             if len(value) < _MIN_SECRET_LEN:
                 continue
+            forms.setdefault(value, name)
             for form in _encodings(value):
-                variants.setdefault(form, name)
-        self._names = variants
-        ordered = sorted(variants, key=len, reverse=True)
-        self._rx = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+                forms.setdefault(form, name)
+        self._names = forms
+        # Longest first: where forms overlap, the longer one is replaced whole.
+        self._forms = sorted(forms, key=len, reverse=True)
+        # Every proper prefix of every form (at least _MIN_PARTIAL_LEN long): what a cut may leave behind.
+        self._prefixes: dict[str, str] = {}
+        for form in self._forms:
+            for k in range(_MIN_PARTIAL_LEN, len(form)):
+                self._prefixes.setdefault(form[:k], forms[form])
+        self._longest_prefix = max((len(p) for p in self._prefixes), default=0)
 
     def __bool__(self) -> bool:
-        return self._rx is not None
+        return bool(self._forms)
 
-    def text(self, s: str) -> str:
-        if self._rx is None or not s:
+    def text(self, s: str, *, cut: bool = False) -> str:
+        """``s`` with every secret form replaced by ``[REDACTED:NAME]``.
+
+        ``cut=True`` says ``s`` is the head of a longer text: a trailing partial form (a secret
+        straddling the cut) is replaced as well.
+        """
+        if not self._forms or not s:
             return s
-        return self._rx.sub(lambda m: f"[REDACTED:{self._names[m.group(0)]}]", s)
+        present = [f for f in self._forms if f in s]  # C substring searches: the fast common case is none
+        if present:
+            rx = re.compile("|".join(map(re.escape, present)))  # re caches compiled patterns
+            s = rx.sub(lambda m: f"[REDACTED:{self._names[m.group(0)]}]", s)
+        if cut:
+            s = self._scrub_tail(s)
+        return s
+
+    def cut(self, s: str, limit: int) -> str:
+        """The first ``limit`` characters of ``s``, scrubbed as a whole before the cut."""
+        s = self.text(s)
+        return s if len(s) <= limit else self.text(s[:limit], cut=True)
+
+    def _scrub_tail(self, s: str) -> str:
+        for k in range(min(self._longest_prefix, len(s)), _MIN_PARTIAL_LEN - 1, -1):
+            name = self._prefixes.get(s[-k:])
+            if name is not None:
+                return f"{s[:-k]}[REDACTED:{name}]"
+        return s
 
     def data(self, obj: Any) -> Any:
-        if self._rx is None:
+        if not self._forms:
             return obj
         if isinstance(obj, str):
             return self.text(obj)
@@ -89,8 +140,22 @@ class Redactor:
 
 
 def _encodings(value: str) -> set[str]:
-    forms = {value, urllib.parse.quote(value, safe=""), urllib.parse.quote_plus(value)}
+    """The encoded forms of ``value`` worth scrubbing (the value itself excluded)."""
     raw = value.encode()
-    forms.add(base64.b64encode(raw).decode().rstrip("="))
-    forms.add(base64.urlsafe_b64encode(raw).decode().rstrip("="))
-    return {f for f in forms if len(f) >= _MIN_SECRET_LEN}
+    forms: set[str] = set()
+    for quoted in (urllib.parse.quote(value, safe=""), urllib.parse.quote(value), urllib.parse.quote_plus(value)):
+        forms.add(quoted)
+        forms.add(_PERCENT.sub(lambda m: m.group(0).lower(), quoted))
+    forms.add(json.dumps(value)[1:-1])
+    forms.add(json.dumps(value, ensure_ascii=False)[1:-1])
+    forms.add(raw.hex())
+    forms.add(raw.hex().upper())
+    full = base64.b64encode(raw).decode().rstrip("=")
+    forms.update((full, full.translate(_URLSAFE)))
+    n = len(raw)
+    for k in range(3):  # the secret starting at byte k of a 3-byte group of the encoded stream
+        encoded = base64.b64encode(b"\0" * k + raw + b"\0\0").decode()
+        # character i covers bits [6i, 6i + 6): keep those inside the secret's bits [8k, 8(k + n))
+        core = encoded[-(-8 * k // 6): 8 * (k + n) // 6]
+        forms.update((core, core.translate(_URLSAFE)))
+    return {f for f in forms if f != value and len(f) >= _MIN_ENCODED_LEN}

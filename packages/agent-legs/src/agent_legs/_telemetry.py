@@ -346,7 +346,8 @@ class Telemetry:
         capture = self.settings.capture_content
         limit = self.settings.max_attribute_chars
         error_message = redact.text(rec.error_message) if rec.error_message else None
-        arguments = redact.data(rec.arguments) if capture else None
+        redacted_arguments = redact.data(rec.arguments)  # scrubbed whole, before any cut below
+        arguments = redacted_arguments if capture else None
 
         if span.is_recording():  # not when sampled out: the attributes would be dropped unread
             attributes: dict[str, Any] = {"agent_legs.decision": rec.decision, "agent_legs.outcome": rec.outcome}
@@ -375,7 +376,7 @@ class Telemetry:
             "duration_ms": round(rec.duration_ms, 3),
             "error": error_message,
             "rule": rec.rule,
-            "target": redact.text(t) if (t := _target(rec.arguments)) else None,
+            "target": _target(redacted_arguments),
         }
         if capture:
             entry["arguments"] = arguments

@@ -860,7 +860,8 @@ async def _read_landed(ctx: ActionContext, s: _Session, read: Callable[[], Await
 
 
 async def _read_page(ctx: ActionContext, s: _Session, fmt: str, selector: str | None) -> tuple[str, dict[str, Any]]:
-    return await _read_landed(ctx, s, lambda: _read(s, fmt, selector), lambda r: str(r[1]["url"]))
+    text, meta = await _read_landed(ctx, s, lambda: _read(s, fmt, selector), lambda r: str(r[1]["url"]))
+    return ctx.redactor.text(text), meta  # scrubbed whole before it is paginated: no page ends mid-secret
 
 
 async def _page_result(ctx: ActionContext, s: _Session, status: int | None, artifacts: list[Artifact] | None = None

@@ -659,6 +659,13 @@ async def code_run(ctx: ActionContext, args: RunInput) -> ActionOutput:
     if kernel.proxy is not None:  # what the egress guard refused during this call
         reply["network_denied"] = [{"url": d.url, "rule": d.rule, "message": d.message}
                                    for d in kernel.proxy.take_denied()[:50]]
+    # The streams and the value may be heads of longer text (the driver's cut): scrubbed here, before
+    # anything else cuts them, so a secret straddling the driver's cut leaves no prefix behind.
+    for key, cut in (("stdout", int(reply.get("stdout_bytes") or 0) > max_bytes),
+                     ("stderr", int(reply.get("stderr_bytes") or 0) > max_bytes),
+                     ("value", bool(reply.get("value_truncated")))):
+        if isinstance(reply.get(key), str):
+            reply[key] = ctx.redactor.text(reply[key], cut=cut)
     artifacts = _artifacts(ctx, reply)
     output = _render(reply, args.language, max_bytes, artifacts, fresh)
     if replaced:

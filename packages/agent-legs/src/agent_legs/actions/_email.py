@@ -8,7 +8,13 @@ Email is where a prompt-injected agent does the most harm, so:
 * a send ledger in the state directory makes a logical send happen at most once: the same call id
   (or the same message in the same session, within a window) returns the earlier result instead of
   sending again, even after a crash or a timeout; a send interrupted while the server may already
-  have taken the message is reported, never repeated;
+  have taken the message (its content was sent, the final reply never came) is reported as
+  "delivery unknown", never repeated and never called retryable: the model is told not to send it
+  again with a new call but to check first;
+* ``settings.email.smtp.timeout_s`` (and ``.imap.timeout_s``) bound the whole exchange (connect,
+  TLS, AUTH, every attempt and the back-off between them), never one operation; the exchange also
+  ends before ``policy.email.timeout_s`` so that the action, which knows how far it got, reports the
+  timeout rather than the runtime;
 * everything read from a mailbox is marked untrusted in ``data`` (with its provenance).
 
 IMAP runs on the standard library's ``imaplib`` in a worker thread rather than on aioimaplib: it is
@@ -69,6 +75,8 @@ _ADDRESS = re.compile(r"^[A-Za-z0-9.#$&'*+=^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
 _QUERY_KEYS = {"from": "FROM", "to": "TO", "cc": "CC", "subject": "SUBJECT", "text": "TEXT", "body": "BODY"}
 _BACKOFF_S = (0.2, 1.0, 3.0)
+# A retry is not worth starting with less time than this left.
+_MIN_ATTEMPT_S = 0.5
 # An identical message (no call id) repeated in the same session within this window is taken as a
 # retry of the first and not sent again; after it, as a new message.
 _CONTENT_DEDUPE_WINDOW_S = 6 * 3600
@@ -278,8 +286,20 @@ class _Progress:
     """Where an SMTP transaction is, so a failure or cancellation can be classified."""
 
     def __init__(self) -> None:
+        self.stage = "connecting"  # for messages: what the exchange was doing when it stopped
         self.in_data = False  # message content sent, final reply not yet read: delivery unknown
         self.result: dict[str, Any] | None = None  # the server accepted the message
+
+
+def _exchange_deadline(started: float, ctx_timeout_s: float, server_timeout_s: float) -> float:
+    """When the SMTP/IMAP exchange must be over (``time.monotonic()``).
+
+    ``server_timeout_s`` counts from now and bounds the whole exchange; it also ends a little before
+    the runtime's deadline (``policy.email.timeout_s`` from the handler's start), so the action itself
+    reports the timeout with what it knows (nothing sent, or delivery unknown).
+    """
+    margin = min(1.0, 0.1 * ctx_timeout_s)
+    return min(started + ctx_timeout_s - margin, time.monotonic() + server_timeout_s)
 
 
 def _sender(configured: str) -> tuple[str, str]:
@@ -342,6 +362,7 @@ def _build_message(ctx: ActionContext, args: SendInput, from_header: str, to: li
     requires=("email.smtp",),
 )
 async def email_send(ctx: ActionContext, args: SendInput) -> ActionOutput:
+    started = time.monotonic()
     to = [_address(a, "to") for a in args.to]
     cc = [_address(a, "cc") for a in args.cc]
     bcc = [_address(a, "bcc") for a in args.bcc]
@@ -376,8 +397,9 @@ async def email_send(ctx: ActionContext, args: SendInput) -> ActionOutput:
         msg["Message-ID"] = claim.message_id
         ctx.set_attribute("agent_legs.email.message_id", claim.message_id)
         progress = _Progress()
+        deadline = _exchange_deadline(started, ctx.timeout_s, server.timeout_s)
         try:
-            refused, response = await _smtp_send(ctx, svc, server, msg, sender, recipients, progress)
+            refused, response = await _smtp_send(ctx, svc, server, msg, sender, recipients, progress, deadline)
         except BaseException:
             if progress.result is not None:
                 svc.sent(claim, progress.result)  # accepted, then cancelled while closing: it is sent
@@ -397,11 +419,9 @@ def _earlier(ctx: ActionContext, earlier: dict[str, Any]) -> ActionOutput:
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(earlier["time"]))
     if earlier["state"] != "sent":
         raise ActionError("failed", f"an earlier attempt of this send ({earlier['message_id']}, {when}) was "
-                          "interrupted while the server may have been taking the message; it may have been "
-                          "delivered and is not sent again automatically", retryable=False,
-                          hint="Check the recipient's mailbox or the SMTP server log. To send it anyway, "
-                               "send again with a new call id (or, without call ids, changed content).",
-                          data={"possibly_sent": True, "message_id": earlier["message_id"]})
+                          "interrupted while the server may have been taking the message: delivery is unknown. "
+                          "It may have been delivered, so this call id will not send it again", retryable=False,
+                          hint=_UNKNOWN_HINT, data={"possibly_sent": True, "message_id": earlier["message_id"]})
     result = earlier["result"] or {}
     data = {**result, "duplicate": True, "message_id": earlier["message_id"], "sent_at": when}
     if not earlier["same_content"]:
@@ -412,65 +432,101 @@ def _earlier(ctx: ActionContext, earlier: dict[str, Any]) -> ActionOutput:
                         f"{', '.join(result.get('recipients', []))}; not sent again.", data=data)
 
 
+_UNKNOWN_HINT = ("Do NOT send this email again with a new call: it may already have been delivered, and a "
+                 "new call would send a second copy. Check first (the Sent folder, if the provider keeps one, "
+                 "with email_list; or the recipient's mailbox), or ask the user whether it arrived.")
+
+
 async def _smtp_send(ctx: ActionContext, svc: MailService, server: MailServer, msg: EmailMessage, sender: str,
-                     recipients: list[str], progress: _Progress) -> tuple[dict[str, str], str]:
+                     recipients: list[str], progress: _Progress, deadline: float) -> tuple[dict[str, str], str]:
+    """Deliver ``msg`` once, retrying transient failures, all before ``deadline`` (``time.monotonic()``)."""
     import aiosmtplib
 
     port = server.port or {"tls": 465, "starttls": 587, "none": 25}[server.security]
     password = _password(ctx, server, "smtp")
     content = msg.as_bytes()
-    deadline = time.monotonic() + ctx.timeout_s
+    total_s = max(deadline - time.monotonic(), 0.0)
     attempt = 0
     while True:
+        remaining = max(deadline - time.monotonic(), 0.001)
         with ctx.tracer.start_as_current_span("smtp send") as span:
             span.set_attribute("server.address", server.host)
             span.set_attribute("server.port", port)
             span.set_attribute("agent_legs.email.recipients", len(recipients))
             span.set_attribute("agent_legs.email.bytes", len(content))
             span.set_attribute("agent_legs.email.attempt", attempt + 1)
+            # Every operation's own timeout is what is left of the whole; asyncio.timeout is the backstop.
             smtp = aiosmtplib.SMTP(hostname=server.host, port=port, local_hostname=svc.local_hostname,
-                                   timeout=server.timeout_s,
+                                   timeout=remaining,
                                    use_tls=server.security == "tls", start_tls=server.security == "starttls",
                                    tls_context=_tls(server) if server.security != "none" else None)
+            progress.stage = "connecting"
             try:
-                await smtp.connect()
-                if server.username:
-                    if smtp.is_ehlo_or_helo_needed:  # after STARTTLS the server's extensions are re-read
-                        await smtp.ehlo()
-                    # One mechanism, not login()'s try-them-all: a wrong password then fails fast and clearly.
-                    if "plain" in {m.lower() for m in smtp.server_auth_methods}:
-                        await smtp.auth_plain(server.username, password or "")
-                    else:
-                        await smtp.login(server.username, password or "")
-                await smtp.mail(sender)
-                refused: dict[str, str] = {}
-                codes: list[int] = []
-                for rcpt in recipients:
-                    try:
-                        await smtp.rcpt(rcpt)
-                    except aiosmtplib.SMTPRecipientRefused as exc:
-                        refused[rcpt] = f"{exc.code} {exc.message}"
-                        codes.append(exc.code)
-                if len(refused) == len(recipients):
-                    transient = all(400 <= c < 500 for c in codes)
-                    raise _AllRefused(refused, transient)
-                progress.in_data = True
-                reply = await smtp.data(content)
+                async with asyncio.timeout(remaining):
+                    await smtp.connect()
+                    if server.username:
+                        progress.stage = "authenticating"
+                        if smtp.is_ehlo_or_helo_needed:  # after STARTTLS the server's extensions are re-read
+                            await smtp.ehlo()
+                        # One mechanism, not login()'s try-them-all: a wrong password then fails fast and clearly.
+                        if "plain" in {m.lower() for m in smtp.server_auth_methods}:
+                            await smtp.auth_plain(server.username, password or "")
+                        else:
+                            await smtp.login(server.username, password or "")
+                    progress.stage = "sending the envelope (MAIL FROM, RCPT TO)"
+                    await smtp.mail(sender)
+                    refused: dict[str, str] = {}
+                    codes: list[int] = []
+                    for rcpt in recipients:
+                        try:
+                            await smtp.rcpt(rcpt)
+                        except aiosmtplib.SMTPRecipientRefused as exc:
+                            refused[rcpt] = f"{exc.code} {exc.message}"
+                            codes.append(exc.code)
+                    if len(refused) == len(recipients):
+                        transient = all(400 <= c < 500 for c in codes)
+                        raise _AllRefused(refused, transient)
+                    progress.stage = "waiting for the answer to DATA"
+                    reply = await _data(smtp, content, progress)
                 response = f"{reply.code} {reply.message}"
                 progress.result = {"message_id": msg["Message-ID"], "response": response,
                                    "recipients": [r for r in recipients if r not in refused], "refused": refused}
                 progress.in_data = False
                 span.set_attribute("agent_legs.email.refused", len(refused))
-                with contextlib.suppress(Exception):
-                    await smtp.quit(timeout=2)
+                left = deadline - time.monotonic()
+                if left > 0.05:  # a polite QUIT, within what is left of the deadline
+                    with contextlib.suppress(Exception):
+                        await smtp.quit(timeout=min(2.0, left))
                 return refused, response
+            except TimeoutError:
+                # The deadline (ours, or an operation's timeout, which is what was left of it) passed.
+                span.set_attribute("error.type", "timeout")
+                if progress.in_data:
+                    raise ActionError(
+                        "timeout", f"the SMTP server {server.host}:{port} received the message content but did "
+                        f"not confirm it within {total_s:.3g} s (settings.email.smtp.timeout_s / "
+                        f"policy.email.timeout_s): delivery is unknown (it may have been delivered). The send "
+                        f"{msg['Message-ID']} is recorded "
+                        "as possibly sent; the same call id will not send it again", retryable=False,
+                        hint=_UNKNOWN_HINT,
+                        data={"possibly_sent": True, "message_id": msg["Message-ID"], "stage": progress.stage},
+                    ) from None
+                raise ActionError(
+                    "timeout", f"the SMTP server {server.host}:{port} did not answer within {total_s:.3g} s "
+                    f"(settings.email.smtp.timeout_s / policy.email.timeout_s) while {progress.stage}, after "
+                    f"{attempt + 1} attempt(s); the message content was never sent, so nothing was delivered",
+                    retryable=True, hint="The mail server is slow or down: try again later (nothing was sent, so "
+                    "a retry cannot deliver a duplicate).",
+                    data={"possibly_sent": False, "stage": progress.stage},
+                ) from None
             except _AllRefused as exc:
-                can_wait = attempt < len(_BACKOFF_S) and time.monotonic() + _BACKOFF_S[attempt] < deadline
-                if exc.transient and can_wait:
+                if exc.transient and _can_wait(attempt, deadline):
                     await asyncio.sleep(_BACKOFF_S[attempt])
                     attempt += 1
                     continue
                 raise ActionError("failed", f"every recipient was refused: {exc.refused}", retryable=exc.transient,
+                                  hint="A temporary refusal: try again later." if exc.transient else
+                                  "Check the addresses; the server will not take them.",
                                   data={"refused": exc.refused}) from None
             except aiosmtplib.SMTPAuthenticationError as exc:
                 raise ActionError("failed", f"SMTP authentication failed for user {server.username!r} at "
@@ -489,27 +545,61 @@ async def _smtp_send(ctx: ActionContext, svc: MailService, server: MailServer, m
                                       "settings.email.smtp.ca_file to the CA that issued it.") from None
                 if progress.in_data and code is None:
                     # No reply to the message content: the server may have taken it. Never resend.
-                    raise ActionError("failed", f"the connection to {server.host}:{port} was lost while sending "
-                                      "the message; it may have been delivered and is not sent again "
-                                      "automatically", retryable=False,
-                                      hint="Check the recipient's mailbox before sending anew.",
+                    raise ActionError("failed", f"the connection to {server.host}:{port} was lost after the "
+                                      "message content was sent and before the server confirmed it: delivery is "
+                                      f"unknown (it may have been delivered). The send {msg['Message-ID']} is "
+                                      "recorded as possibly sent; the same call id will not send it again",
+                                      retryable=False, hint=_UNKNOWN_HINT,
                                       data={"possibly_sent": True, "message_id": msg["Message-ID"]}) from None
                 progress.in_data = False  # a reply code after DATA is a definite refusal
                 transient = code is None or 400 <= code < 500
-                can_wait = attempt < len(_BACKOFF_S) and time.monotonic() + _BACKOFF_S[attempt] < deadline
-                if transient and can_wait:
+                if transient and _can_wait(attempt, deadline):
                     await asyncio.sleep(_BACKOFF_S[attempt])
                     attempt += 1
                     continue
                 if code is None:
                     raise ActionError("unavailable", f"cannot reach the SMTP server {server.host}:{port} "
-                                      f"(after {attempt + 1} attempts): {exc}", retryable=True) from None
+                                      f"(after {attempt + 1} attempts): {exc}; nothing was sent", retryable=True,
+                                      hint="The mail server is down or unreachable: try again later.") from None
                 message = getattr(exc, "message", str(exc))
                 raise ActionError("failed", f"the SMTP server refused the message: {code} {message}",
                                   retryable=transient,
                                   hint="A temporary refusal: try again later." if transient else None) from None
             finally:
                 smtp.close()
+
+
+def _can_wait(attempt: int, deadline: float) -> bool:
+    """Whether another attempt fits: a back-off step left, and time for it and the attempt."""
+    return attempt < len(_BACKOFF_S) and time.monotonic() + _BACKOFF_S[attempt] + _MIN_ATTEMPT_S < deadline
+
+
+async def _data(smtp: Any, content: bytes, progress: _Progress) -> Any:
+    """DATA, then the content: ``progress.in_data`` from the server's 354 on, not before.
+
+    aiosmtplib's ``data()`` does both in one call, so a timeout inside it cannot tell "the server never
+    invited the content" (nothing sent: safe to retry) from "the content went out, the reply did not
+    come" (delivery unknown). The content goes out with the protocol's own write and read, as ``data()``
+    does it: line endings CRLF, leading dots doubled, the terminating dot line.
+    """
+    import aiosmtplib
+
+    start = await smtp.execute_command(b"DATA")
+    if start.code != 354:
+        raise aiosmtplib.SMTPDataError(start.code, start.message)
+    protocol = smtp.protocol
+    if protocol is None:
+        raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+    progress.in_data = True  # from here on, the server may end up with the whole message
+    progress.stage = "waiting for the server to confirm the message content"
+    payload = re.sub(rb"(?m)^\.", b"..", re.sub(rb"\r\n|\r|\n", b"\r\n", content))
+    if not payload.endswith(b"\r\n"):
+        payload += b"\r\n"
+    protocol.write(payload + b".\r\n")
+    reply = await protocol.read_response(timeout=smtp.timeout)
+    if reply.code != 250:
+        raise aiosmtplib.SMTPDataError(reply.code, reply.message)
+    return reply
 
 
 class _AllRefused(Exception):
@@ -857,19 +947,32 @@ def _in_worker(fn: Callable[..., T], server: MailServer, password: str | None, a
 
 
 async def _imap(ctx: ActionContext, operation: str, fn: Callable[..., T], *args: Any) -> T:
+    started = time.monotonic()
     server = _server(ctx, "imap")
     password = _password(ctx, server, "imap")
     abort = _Abort()
+    # settings.email.imap.timeout_s bounds the whole session (connect, TLS, login, select, fetch), not
+    # each socket operation, and the session ends before the runtime's deadline.
+    budget_s = max(_exchange_deadline(started, ctx.timeout_s, server.timeout_s) - time.monotonic(), 0.001)
     with ctx.tracer.start_as_current_span("imap session") as span:
         span.set_attribute("server.address", server.host)
         if server.port:
             span.set_attribute("server.port", server.port)
         span.set_attribute("agent_legs.email.operation", operation)
         try:
-            return await asyncio.to_thread(_in_worker, fn, server, password, abort, *args)
-        except asyncio.CancelledError:
-            abort.abort()  # the deadline: the worker thread's socket is shut, so it stops now
-            raise
+            async with asyncio.timeout(budget_s):
+                try:
+                    return await asyncio.to_thread(_in_worker, fn, server, password, abort, *args)
+                except asyncio.CancelledError:
+                    abort.abort()  # the deadline: the worker thread's socket is shut, so it stops now
+                    raise
+        except TimeoutError:  # the whole session's bound (or a socket operation's, which is no shorter)
+            abort.abort()
+            span.set_attribute("error.type", "timeout")
+            raise ActionError("timeout", f"the IMAP server {server.host} did not finish within {budget_s:.3g} s "
+                              "(settings.email.imap.timeout_s / policy.email.timeout_s)", retryable=True,
+                              hint="The mail server is slow or down: try again later (reading changes nothing).",
+                              ) from None
         except imaplib.IMAP4.abort as exc:
             raise ActionError("unavailable", f"the IMAP connection to {server.host} broke: {exc}",
                               retryable=True) from None
@@ -895,8 +998,9 @@ async def _imap(ctx: ActionContext, operation: str, fn: Callable[..., T], *args:
 )
 async def email_list(ctx: ActionContext, args: ListInput) -> ActionOutput:
     result = await _imap(ctx, "list", _imap_list, args)
-    lines = [f"{m['id']:>6}  {'  ' if m['seen'] else '* '}{m['date'][:31]:<31}  {m['from'][:40]:<40}  {m['subject']}"
-             for m in result["messages"]]
+    cut = ctx.redactor.cut  # scrubbed before the column is cut: a secret there leaves no part
+    lines = [f"{m['id']:>6}  {'  ' if m['seen'] else '* '}{cut(m['date'], 31):<31}  {cut(m['from'], 40):<40}  "
+             f"{m['subject']}" for m in result["messages"]]
     header = f"{result['total']} message(s) in {args.folder}" + (
         f", showing the newest {len(lines)}" if result["total"] > len(lines) else "")
     return ActionOutput(output="\n".join([header + " (* = unread; untrusted content)", *lines]),
@@ -919,6 +1023,8 @@ async def email_read(ctx: ActionContext, args: ReadInput) -> ActionOutput:
     raw, size = await _imap(ctx, "read", _imap_fetch, args.folder, args.id, cap)
     truncated = size > len(raw)
     msg, text, attachments = await asyncio.to_thread(_parse, raw)
+    if truncated:  # the body may end at the fetch cap: a secret straddling it must not leave its prefix
+        text = ctx.redactor.text(text, cut=True)
 
     artifacts: list[Artifact] = []
     for entry, payload in attachments:
@@ -963,12 +1069,18 @@ def _parse(raw: bytes) -> tuple[EmailMessage, str, list[tuple[dict[str, Any], by
     msg = email.message_from_bytes(raw, policy=email.policy.default)
     text = ""
     try:
-        body_part = msg.get_body(preferencelist=("plain", "html"))
-        if body_part is not None:
+        # The plain part first; an empty or blank one (some mailers send HTML with an empty text/plain
+        # alternative) falls back to the HTML part, converted to text.
+        for preference in (("plain", "html"), ("html",)):
+            body_part = msg.get_body(preferencelist=preference)
+            if body_part is None:
+                continue
             content = body_part.get_content()
             if body_part.get_content_type() == "text/html":
                 content = _html_to_text(str(content))
             text = str(content).strip()
+            if text:
+                break
     except (LookupError, ValueError, AttributeError, TypeError):  # a broken charset or structure
         payload = msg.get_payload(decode=True)
         text = payload.decode(errors="replace").strip() if isinstance(payload, bytes) else ""

@@ -23,6 +23,7 @@ from .._context import ActionContext
 from .._errors import ActionError
 from .._models import ActionOutput
 from .._registry import action
+from .._secrets import Redactor
 from .._workspace import Cancel, decode_text, path_matcher
 
 try:  # ``regex`` can stop a catastrophic pattern (timeout=); ``re`` cannot be interrupted.
@@ -139,6 +140,9 @@ async def files_read(ctx: ActionContext, args: ReadInput) -> ActionOutput:
     text = decode_text(data, complete=size <= len(data))
     if text is None:
         raise _binary(rel, size)
+    # Scrub the whole text before it is cut into pages and long lines (and its tail if the read stopped
+    # at the byte cap): a secret straddling a cut must not leave its prefix behind.
+    text = ctx.redactor.text(text, cut=size > len(data))
     lines = _lines(text)
     budget = max(ctx.settings.max_output_chars - 300, 100)
     end = len(lines) if args.limit is None else min(len(lines), args.offset + args.limit)
@@ -301,6 +305,18 @@ def _snippet(line: str, start: int) -> str:
     return ("…" if begin else "") + line[begin : begin + _MAX_LINE] + ("…" if begin + _MAX_LINE < len(line) else "")
 
 
+def _scrubbed_snippet(redactor: Redactor, rx: Any, line: str, start: int) -> str:
+    """The snippet of a line scrubbed of secrets first: a secret at the snippet's edge must not leave a part."""
+    scrubbed = redactor.text(line)
+    if scrubbed != line:  # the match moved (or was inside a secret): find it again in the scrubbed line
+        try:
+            again = rx.search(scrubbed, timeout=_REGEX_LINE_TIMEOUT) if _regex is not None else rx.search(scrubbed)
+        except TimeoutError:
+            again = None
+        start = again.start() if again is not None else min(start, len(scrubbed))
+    return _snippet(scrubbed, start)
+
+
 @action(
     "files.search",
     description="""Search workspace text files for a regular expression, line by line. Returns
@@ -342,8 +358,10 @@ async def files_search(ctx: ActionContext, args: SearchInput) -> ActionOutput:
                 if m is None:
                     continue
                 total += 1
-                hit = f"{path}:{n}: {_snippet(line.rstrip(chr(13)), m.start())}"
-                if len(hits) < _MAX_MATCHES and used + len(hit) < budget:
+                if len(hits) >= _MAX_MATCHES:
+                    continue
+                hit = f"{path}:{n}: {_scrubbed_snippet(ctx.redactor, rx, line.rstrip(chr(13)), m.start())}"
+                if used + len(hit) < budget:
                     hits.append(hit)
                     used += len(hit) + 1
         return {"hits": hits, "total": total, "scanned": scanned, "partial": partial}

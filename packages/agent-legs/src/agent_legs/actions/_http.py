@@ -48,6 +48,7 @@ from .._models import ActionOutput
 from .._policy import Policy
 from .._registry import action
 from .._schema import JsonText, name_value_pairs, policy_enum
+from .._secrets import Redactor
 from .._service import Service
 from .._settings import HttpAuth
 
@@ -661,7 +662,7 @@ async def http_request(ctx: ActionContext, args: RequestInput) -> ActionOutput:
     elapsed_ms = round((time.monotonic() - started) * 1000, 1)
     if len(reply.body) > _RENDER_IN_THREAD_BYTES:
         return await asyncio.to_thread(_result, reply, url, hdrs, redirects, cap, args.method, elapsed_ms, attempt)
-    return _result(reply, url, hdrs, redirects, cap, args.method, elapsed_ms, attempt)
+    return _result(reply, url, hdrs, redirects, cap, args.method, elapsed_ms, attempt, ctx.redactor)
 
 
 def _add_cookie_header(headers: CIMultiDict[str], cookies: httpx.Cookies, method: str, url: str) -> None:
@@ -777,13 +778,13 @@ def _is_invalid_url(exc: BaseException | None) -> bool:
 
 def _result(
     reply: _Reply, url: str, headers: dict[str, str], redirects: list[dict[str, Any]], cap: int, method: str,
-    elapsed_ms: float, retries: int,
+    elapsed_ms: float, retries: int, redactor: Redactor | None = None,
 ) -> ActionOutput:
     body = reply.body
     ctype = headers.get("content-type", "")
     mime = ctype.split(";", 1)[0].strip().lower()
     charset = _CHARSET.search(ctype)
-    text, parsed = _render(body, mime, charset.group(1) if charset else "utf-8", reply.truncated)
+    text, parsed = _render(body, mime, charset.group(1) if charset else "utf-8", reply.truncated, redactor)
     url = str(_parse_url(url))
     lines = [f"HTTP {reply.status} {reply.reason}  {method} {url}"]
     if redirects:
@@ -810,7 +811,8 @@ def _result(
     return ActionOutput(output="\n".join(lines).rstrip(), data=data)
 
 
-def _render(body: bytes, mime: str, encoding: str, truncated: bool) -> tuple[str, Any]:
+def _render(body: bytes, mime: str, encoding: str, truncated: bool,
+            redactor: Redactor | None = None) -> tuple[str, Any]:
     if not body:
         return "(empty body)", None
     if mime == "application/json" or mime.endswith("+json"):
@@ -827,6 +829,9 @@ def _render(body: bytes, mime: str, encoding: str, truncated: bool) -> tuple[str
         text = body.decode(encoding, errors="replace")
     except LookupError:  # a charset Python does not know
         text = body.decode("utf-8", errors="replace")
+    if truncated and redactor is not None:
+        # Only the head was read: a secret straddling the cap must not leave its prefix (before markdown).
+        text = redactor.text(text, cut=True)
     if mime in ("text/html", "application/xhtml+xml"):
         return html_to_markdown(text), None
     return text, None
