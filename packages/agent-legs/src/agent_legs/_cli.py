@@ -10,13 +10,29 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
 from ._errors import AgentLegsError
-from ._legs import Legs, default_state_dir
+from ._legs import Legs, config_kwargs, resolve_dirs
 from ._models import ApprovalRequest
 
+
+class _Group(TyperGroup):
+    """Every configuration problem (bad --config file, bad AGENT_LEGS_* value, directories that
+    contain each other) ends as one line on stderr and exit code 2: no traceback, nothing written."""
+
+    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except AgentLegsError as exc:
+            err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+
 app = typer.Typer(
+    cls=_Group,
     name="agent-legs",
     help="Agent Legs: permissioned, logged, bounded actions for AI agents.",
     no_args_is_help=True,
@@ -50,30 +66,23 @@ def _options(
     G.state_dir = state_dir
 
 
+def _config() -> dict[str, Any]:
+    """``Legs`` keyword arguments from --config / the environment / the flags, as ``Legs.from_config``
+    builds them (one precedence for the library and the CLI); a bad value is a ``ConfigError``."""
+    return config_kwargs(G.config, workspace=G.workspace, state_dir=G.state_dir)
+
+
 def _open_legs(**kwargs: Any) -> Legs:
     from ._secrets import Secrets
 
     # AGENT_LEGS_SECRET_<NAME> variables: usable as {secret:NAME} and scrubbed from what we print and log.
     kwargs.setdefault("secrets", Secrets.from_env())
-    try:
-        if G.config is not None:
-            return Legs.from_config(G.config, workspace=G.workspace, state_dir=G.state_dir, **kwargs)
-        return Legs(workspace=G.workspace or "agent-workspace", state_dir=G.state_dir, **kwargs)
-    except AgentLegsError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+    return Legs(**_config(), **kwargs)
 
 
 def _state_dir() -> Path:
-    if G.state_dir is not None:
-        return G.state_dir
-    if G.config is not None:
-        import tomllib
-
-        data = tomllib.loads(G.config.read_text(encoding="utf-8"))
-        if "state_dir" in data:
-            return G.config.resolve().parent / str(data["state_dir"])
-    return default_state_dir()
+    conf = _config()
+    return resolve_dirs(conf.get("workspace"), conf.get("state_dir"))[1]
 
 
 @app.command()
@@ -299,13 +308,9 @@ def sandbox_build(
     offline: Annotated[bool, typer.Option("--offline", help="Skip docker build; use mmdebstrap")] = False,
 ) -> None:
     """Build the code sandbox image (offline from Debian packages when no registry is reachable)."""
-    import tomllib
-
     from ._sandbox.build import build_image
-    from ._settings import Settings
 
-    data = tomllib.loads(G.config.read_text(encoding="utf-8")) if G.config is not None else {}
-    settings = Settings.model_validate(data.get("settings", {}))
+    settings = _config()["settings"]
     with console.status("building the sandbox image...") as status:
         def progress(message: str) -> None:
             status.update(message)
@@ -370,15 +375,9 @@ def doctor(
 
 
 def _settings_and_dirs() -> tuple[Any, Path, Path]:
-    import tomllib
-
-    from ._settings import Settings
-
-    data = tomllib.loads(G.config.read_text(encoding="utf-8")) if G.config is not None else {}
-    base = G.config.resolve().parent if G.config is not None else Path.cwd()
-    workspace = G.workspace or base / data.get("workspace", "agent-workspace")
-    state_dir = G.state_dir or (base / data["state_dir"] if "state_dir" in data else default_state_dir())
-    return Settings.model_validate(data.get("settings", {})), Path(workspace), Path(state_dir)
+    conf = _config()
+    workspace, state_dir = resolve_dirs(conf.get("workspace"), conf.get("state_dir"))
+    return conf["settings"], workspace, state_dir
 
 
 def main() -> None:
