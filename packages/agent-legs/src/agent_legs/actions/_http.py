@@ -532,7 +532,7 @@ def _retry_after(headers: dict[str, str]) -> float | None:
 @action(
     "http.request",
     description="""Make an HTTP request to an allowed host and return status, key headers and the body
-    (JSON pretty-printed, HTML as markdown, truncated past the policy limit). Redirects are followed.
+    (JSON compact, HTML as markdown with absolute links, truncated past the policy limit). Redirects are followed.
     Configured credentials are added automatically for their hosts: never put secrets in arguments.""",
     timeout=lambda policy, args: _timeout(policy, args) + 1.0,
     inline=True,  # loop-agnostic: one pinned client per loop (see HttpService)
@@ -716,8 +716,8 @@ def _result(
     ctype = headers.get("content-type", "")
     mime = ctype.split(";", 1)[0].strip().lower()
     charset = _CHARSET.search(ctype)
-    text, parsed = _render(body, mime, charset.group(1) if charset else "utf-8", reply.truncated)
     url = str(_parse_url(url))
+    text, parsed = _render(body, mime, charset.group(1) if charset else "utf-8", reply.truncated, url)
     lines = [f"HTTP {reply.status} {reply.reason}  {method} {url}"]
     if redirects:
         lines.append(f"(after {len(redirects)} redirect(s) from {redirects[0]['from']})")
@@ -743,7 +743,10 @@ def _result(
     return ActionOutput(output="\n".join(lines).rstrip(), data=data)
 
 
-def _render(body: bytes, mime: str, encoding: str, truncated: bool) -> tuple[str, Any]:
+def _render(body: bytes, mime: str, encoding: str, truncated: bool, url: str | None = None) -> tuple[str, Any]:
+    """The body as the model reads it: JSON compact (indentation cost ~1.6x the characters on list-heavy
+    data, so the output cap cut sooner), HTML as markdown with links made absolute against the final
+    URL (after redirects, as a browser resolves them: the model can follow them as they are)."""
     if not body:
         return "(empty body)", None
     if mime == "application/json" or mime.endswith("+json"):
@@ -752,7 +755,7 @@ def _render(body: bytes, mime: str, encoding: str, truncated: bool) -> tuple[str
         except ValueError:
             pass
         else:
-            return json_module.dumps(parsed, indent=2, ensure_ascii=False), parsed
+            return json_module.dumps(parsed, ensure_ascii=False, separators=(",", ":")), parsed
     is_text = mime.startswith("text/") or mime in ("application/xml", "application/javascript", "") or mime.endswith("+xml")
     if not is_text or b"\x00" in body[:4096]:
         return f"[binary content: {len(body)} bytes of {mime or 'unknown type'}]", None
@@ -761,5 +764,5 @@ def _render(body: bytes, mime: str, encoding: str, truncated: bool) -> tuple[str
     except LookupError:  # a charset Python does not know
         text = body.decode("utf-8", errors="replace")
     if mime in ("text/html", "application/xhtml+xml"):
-        return html_to_markdown(text), None
+        return html_to_markdown(text, base_url=url), None
     return text, None
