@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -23,12 +25,34 @@ class _Group(TyperGroup):
     """Every configuration problem (bad --config file, bad AGENT_LEGS_* value, directories that
     contain each other) ends as one line on stderr and exit code 2: no traceback, nothing written."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _quiet_flags(self)
+
     def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
         try:
             return super().invoke(ctx)
         except AgentLegsError as exc:
             err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+
+
+def _quiet_flags(command: Any) -> None:
+    """Flags (``--json``, ``--yes``, ``--help``) show no ``<bool>`` in the help: they take no value."""
+    for param in getattr(command, "params", []):
+        if getattr(param, "is_flag", False) and not getattr(param, "secondary_opts", None) and param.metavar is None:
+            param.metavar = ""
+    original = command.get_help_option
+
+    def get_help_option(ctx: Any) -> Any:
+        option = original(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+    command.get_help_option = get_help_option
+    for sub in getattr(command, "commands", {}).values():
+        _quiet_flags(sub)
 
 
 app = typer.Typer(
@@ -86,7 +110,7 @@ def _state_dir() -> Path:
 
 
 @app.command()
-def actions(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def actions(as_json: Annotated[bool, typer.Option("--json", help="The catalog with input schemas, as JSON")] = False) -> None:
     """List the action catalog."""
     from ._registry import REGISTRY
 
@@ -97,7 +121,8 @@ def actions(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
              "input_schema": s.input_model.model_json_schema()} for s in specs
         ], indent=2))
         return
-    table = Table(title="Agent Legs actions")
+    table = Table(title="Agent Legs actions", caption=f"optional arguments in {escape('[brackets]')}; "
+                  "descriptions and input schemas in full: agent-legs actions --json")
     table.add_column("action", style="bold")
     table.add_column("tool")
     table.add_column("ro")
@@ -105,35 +130,65 @@ def actions(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     table.add_column("description")
     for s in specs:
         fields = s.input_model.model_fields
-        args = ", ".join(n if f.is_required() else f"[{n}]" for n, f in fields.items())
-        table.add_row(s.name, s.tool_name, "yes" if s.read_only else "", args, s.description.splitlines()[0])
+        # Optional arguments in brackets, escaped: rich would read "[offset]" as markup and drop it.
+        args = ", ".join(n if f.is_required() else escape(f"[{n}]") for n, f in fields.items())
+        table.add_row(s.name, s.tool_name, "yes" if s.read_only else "", args, escape(_summary(s.description)))
     console.print(table)
 
 
-def _parse_value(raw: str) -> Any:
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return raw
+def _summary(description: str) -> str:
+    """The description's first sentence, whole (descriptions wrap lines mid-sentence in the source)."""
+    text = " ".join(description.split())
+    m = re.search(r"(?<=[.!?])\s+(?=[A-Z])", text)
+    return text[: m.start()] if m else text
+
+
+def _parse_args(items: list[str]) -> dict[str, Any]:
+    """``key=value`` gives the string ``value`` (numbers and booleans are converted where the action's
+    schema asks for them); ``key:=json`` gives a JSON value (lists, objects, ``null``, a number where any
+    type is accepted), as httpie spells it. ``name=123`` is the string "123", ``count:=123`` the number."""
+    payload: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or key == ":":
+            raise _UsageError(f"expected key=value or key:=json, got {item!r}")
+        if key.endswith(":"):
+            key = key[:-1]
+            try:
+                payload[key] = json.loads(value)
+            except ValueError as exc:
+                raise _UsageError(f"{key}:= needs a JSON value ({exc}); for a string use {key}=...") from None
+        else:
+            payload[key] = value
+    return payload
+
+
+class _UsageError(Exception):
+    pass
 
 
 @app.command()
 def run(
     action: Annotated[str, typer.Argument(help="Action name, e.g. files.read")],
-    args: Annotated[list[str] | None, typer.Argument(help="key=value pairs; values are JSON when they parse")] = None,
-    session: Annotated[str, typer.Option("--session")] = "cli",
-    call_id: Annotated[str | None, typer.Option("--call-id")] = None,
+    args: Annotated[list[str] | None, typer.Argument(
+        help="key=value (a string) or key:=json (a JSON value: key:=123, tags:='[\"a\"]', json:='{\"a\": 1}')",
+        show_default=False)] = None,
+    session: Annotated[str, typer.Option("--session", help="Session name (browser tab, sandbox kernel, budgets)")] = "cli",
+    call_id: Annotated[str | None, typer.Option("--call-id", help="Idempotency key (email.send sends once per id)")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Approve actions that need approval")] = False,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole ActionResult as JSON")] = False,
 ) -> None:
-    """Run one action and print its result."""
-    payload: dict[str, Any] = {}
-    for item in args or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            err.print(f"[red]error:[/red] expected key=value, got {item!r}")
-            raise typer.Exit(2)
-        payload[key] = _parse_value(value)
+    """Run one action and print its result (exit code 0 when ok, 1 when not, 2 for a usage error).
+
+    Example: agent-legs run files.read path=notes.txt limit=20; agent-legs run http.request method=POST
+    url=https://api.example.com/items json:='{"name": "123"}'
+    """
+    try:
+        payload = _parse_args(args or [])
+    except _UsageError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    status: Any = None
 
     def approver(req: ApprovalRequest) -> bool:
         if yes:
@@ -142,14 +197,26 @@ def run(
             return False
         from rich.prompt import Confirm
 
-        return Confirm.ask(f"Approve {req.action}? {req.reason}", console=err)
+        if status is not None:
+            status.stop()  # the prompt must not fight the spinner for the terminal
+        try:
+            return Confirm.ask(f"Approve {req.action}? {escape(req.reason)}", console=err)
+        finally:
+            if status is not None:
+                status.start()
 
     with _open_legs(approver=approver) as legs:
-        try:
+        spec = legs.get_action(action)  # an unknown name: UnknownActionError, one line, exit 2
+        # Long actions (a sandbox start, a page load) show they are running: a spinner on stderr, only
+        # when stderr is a terminal (never in a pipe or a log file).
+        with contextlib.ExitStack() as stack:
+            if err.is_terminal:
+                status = stack.enter_context(err.status(f"running {escape(spec.name)}...", spinner="dots"))
             result = legs.run(action, payload, session=session, call_id=call_id)
-        except AgentLegsError as exc:
-            err.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(2) from None
+        status = None
+    if not result.ok and result.error is not None and result.error.type == "invalid_input" and any(
+            isinstance(v, str) and v[:1] in "[{" for v in payload.values()):
+        err.print("[dim]hint: key=value passes a string; pass lists and objects as key:=json[/dim]")
     if as_json:
         print(result.model_dump_json(indent=2))
     else:
@@ -340,7 +407,7 @@ def demo(
         import langchain_agent_legs  # noqa: F401
     except ImportError as exc:
         err.print(f"[red]error:[/red] the demo needs LangChain ({exc}): pip install 'langchain>=1,<2' "
-                  "langchain-agent-legs  (or run: bash shared/demo.sh, which installs everything)")
+                  "langchain-agent-legs")
         raise typer.Exit(2) from None
     from ._demo import run_demo
 
