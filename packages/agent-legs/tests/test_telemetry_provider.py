@@ -42,6 +42,8 @@ with tracer.start_as_current_span("agent run") as app_span:
 results.append(legs.run("files.read", {"path": "a.txt"}))
 provider = getattr(legs._telemetry, "provider", None)
 legs.close()
+with tracer.start_as_current_span("after close"):  # close() must leave the application's provider working
+    pass
 
 def dump(exporter):
     return [{"name": s.name, "trace_id": f"{s.context.trace_id:032x}", "span_id": f"{s.context.span_id:016x}",
@@ -78,6 +80,7 @@ def test_spans_go_to_the_applications_global_provider(mode: str, tmp_path: Path)
     # Nested under the application's current span, in its trace.
     assert write["parent"] == out["app_span"] and write["trace_id"] == out["app_trace"]
     assert read["parent"] is None
+    assert out["app_spans"][-1]["name"] == "after close"
     # The ids the caller gets and the action log holds are the exported spans'.
     for result, span, entry in zip(out["results"], (write, read), out["log"], strict=True):
         assert (result["trace_id"], result["span_id"]) == (span["trace_id"], span["span_id"])
