@@ -119,6 +119,16 @@ def test_cli_names_the_culprit_and_writes_nothing(tmp_path: Path, env, text, con
     assert sorted(x.name for x in run_dir.iterdir()) == ([config] if text is not None else [])
 
 
+def test_a_directory_that_is_a_file_is_named_and_nothing_is_created(tmp_path: Path) -> None:
+    (tmp_path / "st").write_text("not a directory")
+    env = clean_env(AGENT_LEGS_STATE_DIR=str(tmp_path / "st"), AGENT_LEGS_WORKSPACE=str(tmp_path / "ws"))
+    p = cli(["run", "files.write", "path=a.txt", "content=x"], tmp_path, env)
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    assert p.stderr.startswith(f"error: state_dir (from AGENT_LEGS_STATE_DIR): {tmp_path / 'st'} exists and is not "
+                               "a directory"), p.stderr
+    assert not (tmp_path / "ws").exists()  # the workspace was not created before the state dir failed
+
+
 def test_the_library_raises_config_errors_naming_the_key(tmp_path: Path) -> None:
     env = clean_env(AGENT_LEGS_HTTP__RETRIES="abc")
     p = py("from agent_legs import Legs, AgentLegsError, ConfigError\n"

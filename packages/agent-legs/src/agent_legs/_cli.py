@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import sys
 from dataclasses import asdict
@@ -17,7 +18,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from ._errors import AgentLegsError
-from ._legs import Legs, config_kwargs, resolve_dirs
+from ._legs import STATE_DIR_ENV, WORKSPACE_ENV, Legs, config_kwargs, resolve_dirs
 from ._models import ApprovalRequest
 
 
@@ -82,8 +83,13 @@ def _options(
     config: Annotated[
         Path | None, typer.Option("--config", help="agent-legs.toml (default: ./agent-legs.toml if present)")
     ] = None,
-    workspace: Annotated[Path | None, typer.Option("--workspace", envvar="AGENT_LEGS_WORKSPACE")] = None,
-    state_dir: Annotated[Path | None, typer.Option("--state-dir", envvar="AGENT_LEGS_STATE_DIR")] = None,
+    # Not typer's envvar=: the variables are read where Legs reads them (one precedence, and an error
+    # names the variable a bad value came from).
+    workspace: Annotated[Path | None, typer.Option(
+        "--workspace", help="Default: $AGENT_LEGS_WORKSPACE, else workspace in the config, else ./agent-workspace")] = None,
+    state_dir: Annotated[Path | None, typer.Option(
+        "--state-dir", help="Default: $AGENT_LEGS_STATE_DIR, else state_dir in the config, else "
+        "$XDG_STATE_HOME/agent-legs")] = None,
 ) -> None:
     G.config = config if config is not None else (Path("agent-legs.toml") if Path("agent-legs.toml").exists() else None)
     G.workspace = workspace
@@ -411,8 +417,8 @@ def demo(
         raise typer.Exit(2) from None
     from ._demo import run_demo
 
-    workspace = (G.workspace or Path("agent-workspace-demo")).resolve()
-    state_dir = (G.state_dir or Path(".agent-legs-demo-state")).resolve()
+    workspace = (G.workspace or Path(os.environ.get(WORKSPACE_ENV, "").strip() or "agent-workspace-demo")).resolve()
+    state_dir = (G.state_dir or Path(os.environ.get(STATE_DIR_ENV, "").strip() or ".agent-legs-demo-state")).resolve()
     report = run_demo(workspace, state_dir, model=model, console=console, inbox=inbox)
     raise typer.Exit(0 if report.ok else 1)
 

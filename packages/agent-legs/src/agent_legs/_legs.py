@@ -116,6 +116,12 @@ class Legs:
                 f"state_dir {self.state_dir} and workspace {self.workspace} must not contain each other: "
                 "actions must never reach the action log, budgets or trash"
             )
+        # Both checked before either is created: a bad one leaves nothing behind.
+        for key, path, given, env in (("workspace", self.workspace, workspace, WORKSPACE_ENV),
+                                      ("state_dir", self.state_dir, state_dir, STATE_DIR_ENV)):
+            if path.exists() and not path.is_dir():
+                origin = f" (from {env})" if given in (None, "") and os.environ.get(env, "").strip() else ""
+                raise ConfigError(f"{key}{origin}: {path} exists and is not a directory")
         try:
             self.workspace.mkdir(parents=True, exist_ok=True)
             self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
