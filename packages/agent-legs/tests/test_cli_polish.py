@@ -77,6 +77,12 @@ def test_run_passes_strings_as_strings_and_json_with_colon_equals(tmp_path: Path
     assert len((tmp_path / "st" / "actions.jsonl").read_text().splitlines()) == entries  # nothing ran
 
 
+def test_an_unknown_action_creates_nothing(tmp_path: Path) -> None:
+    p = cli(tmp_path, "run", "files.raed", "path=a.txt")
+    assert p.returncode == 2 and p.stderr.startswith("error: unknown action 'files.raed'"), p.stderr
+    assert not (tmp_path / "ws").exists() and not (tmp_path / "st").exists()
+
+
 def test_doctor_fixes_are_commands_a_pip_user_has(tmp_path: Path) -> None:
     p = cli(tmp_path, "doctor", "--json", AGENT_LEGS_CODE__DOCKER_HOST="unix:///nonexistent/docker.sock")
     checks = {c["name"]: c for c in map(json.loads, p.stdout.splitlines())}

@@ -211,8 +211,10 @@ def run(
             if status is not None:
                 status.start()
 
+    from ._registry import REGISTRY
+
+    spec = REGISTRY.get(action)  # an unknown name: UnknownActionError, one line, exit 2, before anything is created
     with _open_legs(approver=approver) as legs:
-        spec = legs.get_action(action)  # an unknown name: UnknownActionError, one line, exit 2
         # Long actions (a sandbox start, a page load) show they are running: a spinner on stderr, only
         # when stderr is a terminal (never in a pipe or a log file).
         with contextlib.ExitStack() as stack:
