@@ -146,3 +146,18 @@ def test_the_library_raises_config_errors_naming_the_key(tmp_path: Path) -> None
            "    print(exc)\n", tmp_path, clean_env())
     assert p.stdout.startswith("2 problems: policy.allow: Input should be a valid list"), (p.stdout, p.stderr)
     assert "policy.budgets.0.limit" in p.stdout
+
+
+def test_doctor_as_a_library_reads_the_same_environment(tmp_path: Path) -> None:
+    env = clean_env(AGENT_LEGS_STATE_DIR=str(tmp_path / "st"), AGENT_LEGS_WORKSPACE=str(tmp_path / "ws"),
+                    AGENT_LEGS_CODE__DOCKER_HOST="unix:///nonexistent/docker.sock")
+    p = py("from agent_legs._doctor import run_checks\n"
+           "for c in run_checks(): print(c.name, '|', c.detail)", tmp_path, env)
+    assert p.returncode == 0, p.stderr
+    assert f"workspace | {tmp_path / 'ws'} (will be created)" in p.stdout
+    assert f"state dir | {tmp_path / 'st'} (will be created)" in p.stdout
+    assert "unix:///nonexistent/docker.sock" in p.stdout
+    p = py("from agent_legs import ConfigError\nfrom agent_legs._doctor import run_checks\n"
+           "try:\n    run_checks()\nexcept ConfigError as exc:\n    print(exc)", tmp_path,
+           clean_env(AGENT_LEGS_HTTP__RETRIES="abc"))
+    assert p.stdout.startswith("settings.http.retries (from AGENT_LEGS_HTTP__RETRIES)"), (p.stdout, p.stderr)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
-from ._settings import MailServer, Settings
+from ._settings import MailServer, Settings, load_settings
 
 if TYPE_CHECKING:
     from ._legs import Legs
@@ -280,15 +280,14 @@ def run_checks(
     Give either a ``Legs`` (its settings, directories and secrets are used) or ``Settings`` with the
     directories. ``secrets``, when given, lets the mail checks report missing ``{secret:NAME}``s.
     """
-    from ._legs import Legs, default_state_dir
+    from ._legs import Legs, resolve_dirs
 
     if isinstance(settings, Legs):
         legs = settings
         conf, workspace, state_dir = legs.settings, legs.workspace, legs.state_dir
         secrets = legs.secrets if secrets is None else secrets
     else:
-        conf = settings if settings is not None else Settings()
-    ws = Path(workspace) if workspace is not None else Path("agent-workspace")
-    st = Path(state_dir) if state_dir is not None else default_state_dir()
+        conf = settings if settings is not None else load_settings()  # a bad AGENT_LEGS_* value: ConfigError
+    ws, st = resolve_dirs(workspace, state_dir)  # as Legs() would: arguments, AGENT_LEGS_* variables, defaults
     return [*check_dirs(ws, st), *check_docker(conf), check_browser(conf), *check_mail(conf, secrets),
             check_otlp(conf)]
