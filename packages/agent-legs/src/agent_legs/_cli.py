@@ -1,4 +1,11 @@
-"""The ``agent-legs`` command line."""
+"""The ``agent-legs`` command line.
+
+Invariants: every command reads the configuration the way ``Legs.from_config`` does (``--workspace`` /
+``--state-dir``, then ``AGENT_LEGS_*``, then ``--config`` / ``./agent-legs.toml``, then the defaults), so
+``agent-legs log`` reads the log a library ``Legs()`` writes under the same environment. A configuration
+problem (or an unknown action) is one line on stderr and exit code 2, raised before anything is created.
+What is printed on stdout is the result; progress and status go to stderr, decorations only on a terminal.
+"""
 
 from __future__ import annotations
 
