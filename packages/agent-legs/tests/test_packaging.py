@@ -47,3 +47,18 @@ def test_llamahub_metadata_names_what_exists() -> None:
     assert set(hub["class_authors"]) <= set(module.__all__)
     for cls in hub["class_authors"]:
         assert getattr(module, cls).__module__.startswith(hub["import_path"])
+
+
+def test_core_readme_example_prints_what_it_says(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    text = (PACKAGES / "agent-legs" / "README.md").read_text()
+    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    expected = [line.strip()[2:] for line in code.splitlines() if line.strip().startswith("# ")]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_LEGS_")}
+    env["XDG_STATE_HOME"] = str(tmp_path / "state")
+    p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines() == expected
