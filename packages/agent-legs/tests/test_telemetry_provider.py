@@ -32,6 +32,11 @@ app_provider.add_span_processor(SimpleSpanProcessor(app_exporter))
 own_provider.add_span_processor(SimpleSpanProcessor(own_exporter))
 if mode in ("before", "explicit"):
     trace.set_tracer_provider(app_provider)
+if mode == "wrapped":  # a library's own provider class over an SDK one, as Logfire installs
+    class LibraryProvider(trace.TracerProvider):
+        def get_tracer(self, *args, **kwargs):
+            return app_provider.get_tracer(*args, **kwargs)
+    trace.set_tracer_provider(LibraryProvider())
 legs = Legs(workspace=ws, state_dir=st, tracer_provider=own_provider if mode == "explicit" else None)
 if mode == "after":
     trace.set_tracer_provider(app_provider)
@@ -72,7 +77,7 @@ def tool_spans(spans: list[dict]) -> list[dict]:
     return [s for s in spans if s["name"].startswith("execute_tool ")]
 
 
-@pytest.mark.parametrize("mode", ["before", "after"])
+@pytest.mark.parametrize("mode", ["before", "after", "wrapped"])
 def test_spans_go_to_the_applications_global_provider(mode: str, tmp_path: Path) -> None:
     out = run_case(mode, tmp_path)
     write, read = tool_spans(out["app_spans"])

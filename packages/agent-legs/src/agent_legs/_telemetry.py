@@ -306,7 +306,8 @@ def application_provider() -> trace.TracerProvider | None:
     """The provider the application installed with ``trace.set_tracer_provider`` (an SDK provider,
     Phoenix's, Logfire's, ...), or ``None`` while only the API's default proxy / a no-op is there."""
     provider = trace.get_tracer_provider()
-    if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+    # Exactly the API's proxy (a library's own proxy class, e.g. Logfire's, is a real provider).
+    if type(provider) is trace.ProxyTracerProvider or isinstance(provider, trace.NoOpTracerProvider):
         return None
     return provider
 
