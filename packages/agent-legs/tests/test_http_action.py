@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from agent_legs import Legs
@@ -30,16 +32,37 @@ def get(legs, url, **kw):
     return legs.run("http.request", {"method": kw.pop("method", "GET"), "url": url, **kw})
 
 
-def test_json_is_pretty_and_structured(legs, http_server) -> None:
+def test_json_is_compact_and_structured(legs, http_server) -> None:
+    # Compact, not indented: indentation cost ~1.6x the characters on list-heavy data (the cap cut sooner).
     r = get(legs, http_server.url("/json"))
     assert r.ok and r.data["status"] == 200 and r.data["json"]["items"][1]["name"] == "beta"
-    assert '"name": "alpha"' in r.output and r.output.startswith("HTTP 200 OK")
+    assert '{"id":1,"name":"alpha"}' in r.output and r.output.startswith("HTTP 200 OK")
+    assert r.output.split("\n\n", 1)[1] == json.dumps(r.data["json"], separators=(",", ":"), ensure_ascii=False)
 
 
 def test_html_becomes_markdown(legs, http_server) -> None:
     r = get(legs, http_server.url("/html"))
-    assert "# Hello" in r.output and "**bold**" in r.output and "[a link](/json)" in r.output
+    assert "# Hello" in r.output and "**bold**" in r.output
+    assert f"[a link]({http_server.url('/json')})" in r.output  # absolute: the model can follow it as it is
     assert "var x" not in r.output
+
+
+def test_html_links_resolve_against_the_final_url(legs, http_server, second_http_server) -> None:
+    @second_http_server.route("/docs/guide/page")
+    def page(h, r):
+        h.send_body(200, b"<html><body><a href='next'>next</a> <a href='/top'>top</a> <a href='../up?x=1'>up</a>"
+                    b" <a href='?page=2'>more</a> <a href='#s2'>section</a>"
+                    b" <a href='https://example.org/abs'>abs</a> <img src='img/a.png' alt='pic'></body></html>",
+                    "text/html")
+
+    final = second_http_server.url("/docs/guide/page")
+    r = get(legs, http_server.url(f"/redirect?to={final}"))  # links resolve against where the page is, not the request
+    assert r.ok and r.data["url"] == final, r.output
+    base = second_http_server.url("")
+    for expected in (f"[next]({base}/docs/guide/next)", f"[top]({base}/top)", f"[up]({base}/docs/up?x=1)",
+                     f"[more]({final}?page=2)", f"[section]({final}#s2)", "[abs](https://example.org/abs)",
+                     f"![pic]({base}/docs/guide/img/a.png)"):
+        assert expected in r.output, (expected, r.output)
 
 
 def test_post_json_and_body(legs, http_server) -> None:

@@ -65,7 +65,8 @@ def test_span_attributes(legs, captured_spans) -> None:
     assert a["gen_ai.tool.call.id"] == "call_abc"
     assert a["agent_legs.action"] == "test.echo" and a["agent_legs.session"] == "thread-9"
     assert json.loads(a["gen_ai.tool.call.arguments"]) == {"text": "hello"}
-    assert "hello" in a["gen_ai.tool.call.result"]
+    assert a["gen_ai.tool.call.result"] == r.output == "hello"  # the text the model reads, not a JSON string
+    assert a["gen_ai.tool.description"] == "Echo the text."
     assert span.status.status_code != StatusCode.ERROR
     assert r.trace_id == f"{span.context.trace_id:032x}"
 

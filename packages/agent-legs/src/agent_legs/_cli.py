@@ -1,8 +1,18 @@
-"""The ``agent-legs`` command line."""
+"""The ``agent-legs`` command line.
+
+Invariants: every command reads the configuration the way ``Legs.from_config`` does (``--workspace`` /
+``--state-dir``, then ``AGENT_LEGS_*``, then ``--config`` / ``./agent-legs.toml``, then the defaults), so
+``agent-legs log`` reads the log a library ``Legs()`` writes under the same environment. A configuration
+problem (or an unknown action) is one line on stderr and exit code 2, raised before anything is created.
+What is printed on stdout is the result; progress and status go to stderr, decorations only on a terminal.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import re
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -10,13 +20,51 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
 from ._errors import AgentLegsError
-from ._legs import Legs, default_state_dir
+from ._legs import STATE_DIR_ENV, WORKSPACE_ENV, Legs, config_kwargs, resolve_dirs
 from ._models import ApprovalRequest
 
+
+class _Group(TyperGroup):
+    """Every configuration problem (bad --config file, bad AGENT_LEGS_* value, directories that
+    contain each other) ends as one line on stderr and exit code 2: no traceback, nothing written."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _quiet_flags(self)
+
+    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except AgentLegsError as exc:
+            err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+
+def _quiet_flags(command: Any) -> None:
+    """Flags (``--json``, ``--yes``, ``--help``) show no ``<bool>`` in the help: they take no value."""
+    for param in getattr(command, "params", []):
+        if getattr(param, "is_flag", False) and not getattr(param, "secondary_opts", None) and param.metavar is None:
+            param.metavar = ""
+    original = command.get_help_option
+
+    def get_help_option(ctx: Any) -> Any:
+        option = original(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+    command.get_help_option = get_help_option
+    for sub in getattr(command, "commands", {}).values():
+        _quiet_flags(sub)
+
+
 app = typer.Typer(
+    cls=_Group,
     name="agent-legs",
     help="Agent Legs: permissioned, logged, bounded actions for AI agents.",
     no_args_is_help=True,
@@ -42,12 +90,23 @@ def _options(
     config: Annotated[
         Path | None, typer.Option("--config", help="agent-legs.toml (default: ./agent-legs.toml if present)")
     ] = None,
-    workspace: Annotated[Path | None, typer.Option("--workspace", envvar="AGENT_LEGS_WORKSPACE")] = None,
-    state_dir: Annotated[Path | None, typer.Option("--state-dir", envvar="AGENT_LEGS_STATE_DIR")] = None,
+    # Not typer's envvar=: the variables are read where Legs reads them (one precedence, and an error
+    # names the variable a bad value came from).
+    workspace: Annotated[Path | None, typer.Option(
+        "--workspace", help="Default: $AGENT_LEGS_WORKSPACE, else workspace in the config, else ./agent-workspace")] = None,
+    state_dir: Annotated[Path | None, typer.Option(
+        "--state-dir", help="Default: $AGENT_LEGS_STATE_DIR, else state_dir in the config, else "
+        "$XDG_STATE_HOME/agent-legs")] = None,
 ) -> None:
     G.config = config if config is not None else (Path("agent-legs.toml") if Path("agent-legs.toml").exists() else None)
     G.workspace = workspace
     G.state_dir = state_dir
+
+
+def _config() -> dict[str, Any]:
+    """``Legs`` keyword arguments from --config / the environment / the flags, as ``Legs.from_config``
+    builds them (one precedence for the library and the CLI); a bad value is a ``ConfigError``."""
+    return config_kwargs(G.config, workspace=G.workspace, state_dir=G.state_dir)
 
 
 def _open_legs(**kwargs: Any) -> Legs:
@@ -55,29 +114,16 @@ def _open_legs(**kwargs: Any) -> Legs:
 
     # AGENT_LEGS_SECRET_<NAME> variables: usable as {secret:NAME} and scrubbed from what we print and log.
     kwargs.setdefault("secrets", Secrets.from_env())
-    try:
-        if G.config is not None:
-            return Legs.from_config(G.config, workspace=G.workspace, state_dir=G.state_dir, **kwargs)
-        return Legs(workspace=G.workspace or "agent-workspace", state_dir=G.state_dir, **kwargs)
-    except AgentLegsError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+    return Legs(**_config(), **kwargs)
 
 
 def _state_dir() -> Path:
-    if G.state_dir is not None:
-        return G.state_dir
-    if G.config is not None:
-        import tomllib
-
-        data = tomllib.loads(G.config.read_text(encoding="utf-8"))
-        if "state_dir" in data:
-            return G.config.resolve().parent / str(data["state_dir"])
-    return default_state_dir()
+    conf = _config()
+    return resolve_dirs(conf.get("workspace"), conf.get("state_dir"))[1]
 
 
 @app.command()
-def actions(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def actions(as_json: Annotated[bool, typer.Option("--json", help="The catalog with input schemas, as JSON")] = False) -> None:
     """List the action catalog."""
     from ._registry import REGISTRY
 
@@ -88,7 +134,8 @@ def actions(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
              "input_schema": s.input_model.model_json_schema()} for s in specs
         ], indent=2))
         return
-    table = Table(title="Agent Legs actions")
+    table = Table(title="Agent Legs actions", caption=f"optional arguments in {escape('[brackets]')}; "
+                  "descriptions and input schemas in full: agent-legs actions --json")
     table.add_column("action", style="bold")
     table.add_column("tool")
     table.add_column("ro")
@@ -96,35 +143,67 @@ def actions(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     table.add_column("description")
     for s in specs:
         fields = s.input_model.model_fields
-        args = ", ".join((f.alias or n) if f.is_required() else f"[{f.alias or n}]" for n, f in fields.items())
-        table.add_row(s.name, s.tool_name, "yes" if s.read_only else "", args, s.description.splitlines()[0])
+        # Optional arguments in brackets, escaped: rich would read "[offset]" as markup and drop it.
+        args = ", ".join(
+            (f.alias or n) if f.is_required() else escape(f"[{f.alias or n}]") for n, f in fields.items()
+        )
+        table.add_row(s.name, s.tool_name, "yes" if s.read_only else "", args, escape(_summary(s.description)))
     console.print(table)
 
 
-def _parse_value(raw: str) -> Any:
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return raw
+def _summary(description: str) -> str:
+    """The description's first sentence, whole (descriptions wrap lines mid-sentence in the source)."""
+    text = " ".join(description.split())
+    m = re.search(r"(?<=[.!?])\s+(?=[A-Z])", text)
+    return text[: m.start()] if m else text
+
+
+def _parse_args(items: list[str]) -> dict[str, Any]:
+    """``key=value`` gives the string ``value`` (numbers and booleans are converted where the action's
+    schema asks for them); ``key:=json`` gives a JSON value (lists, objects, ``null``, a number where any
+    type is accepted), as httpie spells it. ``name=123`` is the string "123", ``count:=123`` the number."""
+    payload: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or key == ":":
+            raise _UsageError(f"expected key=value or key:=json, got {item!r}")
+        if key.endswith(":"):
+            key = key[:-1]
+            try:
+                payload[key] = json.loads(value)
+            except ValueError as exc:
+                raise _UsageError(f"{key}:= needs a JSON value ({exc}); for a string use {key}=...") from None
+        else:
+            payload[key] = value
+    return payload
+
+
+class _UsageError(Exception):
+    pass
 
 
 @app.command()
 def run(
     action: Annotated[str, typer.Argument(help="Action name, e.g. files.read")],
-    args: Annotated[list[str] | None, typer.Argument(help="key=value pairs; values are JSON when they parse")] = None,
-    session: Annotated[str, typer.Option("--session")] = "cli",
-    call_id: Annotated[str | None, typer.Option("--call-id")] = None,
+    args: Annotated[list[str] | None, typer.Argument(
+        help="key=value (a string) or key:=json (a JSON value: key:=123, tags:='[\"a\"]', json:='{\"a\": 1}')",
+        show_default=False)] = None,
+    session: Annotated[str, typer.Option("--session", help="Session name (browser tab, sandbox kernel, budgets)")] = "cli",
+    call_id: Annotated[str | None, typer.Option("--call-id", help="Idempotency key (email.send sends once per id)")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Approve actions that need approval")] = False,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole ActionResult as JSON")] = False,
 ) -> None:
-    """Run one action and print its result."""
-    payload: dict[str, Any] = {}
-    for item in args or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            err.print(f"[red]error:[/red] expected key=value, got {item!r}")
-            raise typer.Exit(2)
-        payload[key] = _parse_value(value)
+    """Run one action and print its result (exit code 0 when ok, 1 when not, 2 for a usage error).
+
+    Example: agent-legs run files.read path=notes.txt limit=20; agent-legs run http.request method=POST
+    url=https://api.example.com/items json:='{"name": "123"}'
+    """
+    try:
+        payload = _parse_args(args or [])
+    except _UsageError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    status: Any = None
 
     def approver(req: ApprovalRequest) -> bool:
         if yes:
@@ -133,14 +212,28 @@ def run(
             return False
         from rich.prompt import Confirm
 
-        return Confirm.ask(f"Approve {req.action}? {req.reason}", console=err)
-
-    with _open_legs(approver=approver) as legs:
+        if status is not None:
+            status.stop()  # the prompt must not fight the spinner for the terminal
         try:
+            return Confirm.ask(f"Approve {req.action}? {escape(req.reason)}", console=err)
+        finally:
+            if status is not None:
+                status.start()
+
+    from ._registry import REGISTRY
+
+    spec = REGISTRY.get(action)  # an unknown name: UnknownActionError, one line, exit 2, before anything is created
+    with _open_legs(approver=approver) as legs:
+        # Long actions (a sandbox start, a page load) show they are running: a spinner on stderr, only
+        # when stderr is a terminal (never in a pipe or a log file).
+        with contextlib.ExitStack() as stack:
+            if err.is_terminal:
+                status = stack.enter_context(err.status(f"running {escape(spec.name)}...", spinner="dots"))
             result = legs.run(action, payload, session=session, call_id=call_id)
-        except AgentLegsError as exc:
-            err.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(2) from None
+        status = None
+    if not result.ok and result.error is not None and result.error.type == "invalid_input" and any(
+            isinstance(v, str) and v[:1] in "[{" for v in payload.values()):
+        err.print("[dim]hint: key=value passes a string; pass lists and objects as key:=json[/dim]")
     if as_json:
         print(result.model_dump_json(indent=2))
     else:
@@ -299,13 +392,9 @@ def sandbox_build(
     offline: Annotated[bool, typer.Option("--offline", help="Skip docker build; use mmdebstrap")] = False,
 ) -> None:
     """Build the code sandbox image (offline from Debian packages when no registry is reachable)."""
-    import tomllib
-
     from ._sandbox.build import build_image
-    from ._settings import Settings
 
-    data = tomllib.loads(G.config.read_text(encoding="utf-8")) if G.config is not None else {}
-    settings = Settings.model_validate(data.get("settings", {}))
+    settings = _config()["settings"]
     with console.status("building the sandbox image...") as status:
         def progress(message: str) -> None:
             status.update(message)
@@ -335,12 +424,12 @@ def demo(
         import langchain_agent_legs  # noqa: F401
     except ImportError as exc:
         err.print(f"[red]error:[/red] the demo needs LangChain ({exc}): pip install 'langchain>=1,<2' "
-                  "langchain-agent-legs  (or run: bash shared/demo.sh, which installs everything)")
+                  "langchain-agent-legs")
         raise typer.Exit(2) from None
     from ._demo import run_demo
 
-    workspace = (G.workspace or Path("agent-workspace-demo")).resolve()
-    state_dir = (G.state_dir or Path(".agent-legs-demo-state")).resolve()
+    workspace = (G.workspace or Path(os.environ.get(WORKSPACE_ENV, "").strip() or "agent-workspace-demo")).resolve()
+    state_dir = (G.state_dir or Path(os.environ.get(STATE_DIR_ENV, "").strip() or ".agent-legs-demo-state")).resolve()
     report = run_demo(workspace, state_dir, model=model, console=console, inbox=inbox)
     raise typer.Exit(0 if report.ok else 1)
 
@@ -370,15 +459,9 @@ def doctor(
 
 
 def _settings_and_dirs() -> tuple[Any, Path, Path]:
-    import tomllib
-
-    from ._settings import Settings
-
-    data = tomllib.loads(G.config.read_text(encoding="utf-8")) if G.config is not None else {}
-    base = G.config.resolve().parent if G.config is not None else Path.cwd()
-    workspace = G.workspace or base / data.get("workspace", "agent-workspace")
-    state_dir = G.state_dir or (base / data["state_dir"] if "state_dir" in data else default_state_dir())
-    return Settings.model_validate(data.get("settings", {})), Path(workspace), Path(state_dir)
+    conf = _config()
+    workspace, state_dir = resolve_dirs(conf.get("workspace"), conf.get("state_dir"))
+    return conf["settings"], workspace, state_dir
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
-from ._settings import MailServer, Settings
+from ._settings import MailServer, Settings, load_settings
 
 if TYPE_CHECKING:
     from ._legs import Legs
@@ -32,6 +32,8 @@ __all__ = ["Check", "check_browser", "check_docker", "run_checks"]
 
 Status = Literal["ok", "warn", "fail"]
 _TIMEOUT_S = 3.0
+# Commands that work after `pip install agent-legs` (no repository checkout needed).
+_JAEGER = "docker run -d --name jaeger -p 4318:4318 -p 16686:16686 jaegertracing/all-in-one"
 
 
 @dataclass
@@ -85,8 +87,9 @@ def check_docker(settings: Settings) -> list[Check]:
                           "add the user to the docker group (sudo usermod -aG docker $USER, then log in again), "
                           "or run as root")]
         return [Check("docker", "fail", f"the engine at {where} does not answer: {_short(exc)}",
-                      "start dockerd (as root: bash shared/sandbox/ensure-docker.sh, or systemctl start docker) "
-                      "or set settings.code.docker_host / DOCKER_HOST")]
+                      "start the engine (dockerd): sudo systemctl start docker (not installed: sudo apt-get install -y "
+                      "docker.io, or https://docs.docker.com/engine/install/), or set settings.code.docker_host / "
+                      "DOCKER_HOST")]
     checks = [Check("docker", "ok", f"engine {version} at {where}")]
     remote = (settings.code.docker_host or os.environ.get("DOCKER_HOST") or "").startswith(("tcp:", "ssh:", "http"))
     if remote:
@@ -235,8 +238,8 @@ def check_otlp(settings: Settings) -> Check:
     endpoint = _traces_endpoint(settings.telemetry)
     if not endpoint:
         return Check("OTLP", "warn", "no endpoint: spans reach only the local action log",
-                     "docker compose -f shared/compose.yaml up -d (Jaeger); "
-                     "export OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318")
+                     f"start a collector ({_JAEGER}) and export OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318, "
+                     "or hand Legs your application's tracer provider (a global one is used by itself)")
     import httpx
 
     # An empty export request is valid OTLP: a collector answers 2xx. A UI port, a gRPC port (4317)
@@ -245,7 +248,7 @@ def check_otlp(settings: Settings) -> Check:
         r = httpx.post(endpoint, content=b"", headers={"Content-Type": "application/x-protobuf"}, timeout=_TIMEOUT_S)
     except httpx.HTTPError as exc:
         return Check("OTLP", "fail", f"{endpoint} unreachable: {_short(exc)}",
-                     "start the collector (Jaeger: docker compose -f shared/compose.yaml up -d) or fix the endpoint")
+                     f"start the collector (e.g. {_JAEGER}) or fix the endpoint")
     if r.is_success:
         return Check("OTLP", "ok", f"{endpoint} accepts OTLP/HTTP")
     return Check("OTLP", "fail", f"{endpoint} answered HTTP {r.status_code}: not an OTLP/HTTP traces receiver",
@@ -277,15 +280,14 @@ def run_checks(
     Give either a ``Legs`` (its settings, directories and secrets are used) or ``Settings`` with the
     directories. ``secrets``, when given, lets the mail checks report missing ``{secret:NAME}``s.
     """
-    from ._legs import Legs, default_state_dir
+    from ._legs import Legs, resolve_dirs
 
     if isinstance(settings, Legs):
         legs = settings
         conf, workspace, state_dir = legs.settings, legs.workspace, legs.state_dir
         secrets = legs.secrets if secrets is None else secrets
     else:
-        conf = settings if settings is not None else Settings()
-    ws = Path(workspace) if workspace is not None else Path("agent-workspace")
-    st = Path(state_dir) if state_dir is not None else default_state_dir()
+        conf = settings if settings is not None else load_settings()  # a bad AGENT_LEGS_* value: ConfigError
+    ws, st = resolve_dirs(workspace, state_dir)  # as Legs() would: arguments, AGENT_LEGS_* variables, defaults
     return [*check_dirs(ws, st), *check_docker(conf), check_browser(conf), *check_mail(conf, secrets),
             check_otlp(conf)]

@@ -12,7 +12,6 @@ import logging
 import os
 import threading
 import time
-import tomllib
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -32,10 +31,10 @@ from ._policy import Policy, PolicyEngine
 from ._registry import REGISTRY, ActionRegistry, ActionSpec
 from ._runtime import Runtime
 from ._secrets import Redactor, Secrets
-from ._settings import Settings
+from ._settings import ENV_PREFIX, Settings, describe_validation_error, load_settings, read_config_file
 from ._telemetry import CallRecord, Telemetry
 
-__all__ = ["Approver", "Legs"]
+__all__ = ["STATE_DIR_ENV", "WORKSPACE_ENV", "Approver", "Legs", "config_kwargs", "default_state_dir", "resolve_dirs"]
 
 log = logging.getLogger("agent_legs")
 
@@ -44,10 +43,41 @@ Approver = Callable[[ApprovalRequest], bool | Awaitable[bool]]
 # The runtime gives a handler this long past its own deadline to clean up after cancellation.
 _CANCEL_GRACE_S = 5.0
 
+WORKSPACE_ENV = ENV_PREFIX + "WORKSPACE"
+STATE_DIR_ENV = ENV_PREFIX + "STATE_DIR"
+
 
 def default_state_dir() -> Path:
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
     return Path(base) / "agent-legs"
+
+
+def resolve_dirs(
+    workspace: str | os.PathLike[str] | None = None, state_dir: str | os.PathLike[str] | None = None
+) -> tuple[Path, Path]:
+    """The workspace and state dir: the arguments, else ``AGENT_LEGS_WORKSPACE`` /
+    ``AGENT_LEGS_STATE_DIR``, else ``./agent-workspace`` and ``default_state_dir()``; absolute."""
+    ws = workspace if workspace not in (None, "") else (os.environ.get(WORKSPACE_ENV, "").strip() or "agent-workspace")
+    st = state_dir if state_dir not in (None, "") else (os.environ.get(STATE_DIR_ENV, "").strip() or None)
+    return (Path(ws).expanduser().resolve(),
+            Path(st).expanduser().resolve() if st is not None else default_state_dir().resolve())
+
+
+def config_kwargs(path: str | os.PathLike[str] | None, **overrides: Any) -> dict[str, Any]:
+    """``Legs`` keyword arguments from a config file (``None``: no file) under the one precedence:
+    ``overrides`` (those not ``None``), then the environment, then the file. The CLI uses it too,
+    so ``agent-legs`` and ``Legs.from_config`` agree on every directory and setting."""
+    data = read_config_file(path) if path is not None else {}
+    base = Path(path).resolve().parent if path is not None else Path.cwd()
+    kwargs: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
+    env = {"workspace": WORKSPACE_ENV, "state_dir": STATE_DIR_ENV}
+    for key in ("workspace", "state_dir"):
+        if key not in kwargs and not os.environ.get(env[key], "").strip() and key in data:
+            kwargs[key] = base / Path(data[key]).expanduser()
+    kwargs["settings"] = load_settings(kwargs.get("settings"), data.get("settings"), path)
+    if "policy" not in kwargs and "policy" in data:
+        kwargs["policy"] = _coerce(data["policy"], Policy, origin=path)
+    return kwargs
 
 
 def _is_within(child: Path, parent: Path) -> bool:
@@ -63,7 +93,7 @@ class Legs:
 
     def __init__(
         self,
-        workspace: str | os.PathLike[str] = "agent-workspace",
+        workspace: str | os.PathLike[str] | None = None,
         state_dir: str | os.PathLike[str] | None = None,
         policy: Policy | Mapping[str, Any] | None = None,
         settings: Settings | Mapping[str, Any] | None = None,
@@ -75,7 +105,7 @@ class Legs:
         registry: ActionRegistry | None = None,
     ) -> None:
         self.policy = _coerce(policy, Policy)
-        self.settings = _coerce(settings, Settings)
+        self.settings = load_settings(settings)
         self.secrets = secrets if isinstance(secrets, Secrets) else Secrets(secrets)
         self.approver = approver
         self._registry = registry if registry is not None else REGISTRY
@@ -83,13 +113,18 @@ class Legs:
         # everything later.
         PolicyEngine(self.policy).check_names(spec.name for spec in self._registry)
 
-        self.workspace = Path(workspace).expanduser().resolve()
-        self.state_dir = Path(state_dir).expanduser().resolve() if state_dir else default_state_dir().resolve()
+        self.workspace, self.state_dir = resolve_dirs(workspace, state_dir)
         if _is_within(self.state_dir, self.workspace) or _is_within(self.workspace, self.state_dir):
             raise ConfigError(
                 f"state_dir {self.state_dir} and workspace {self.workspace} must not contain each other: "
                 "actions must never reach the action log, budgets or trash"
             )
+        # Both checked before either is created: a bad one leaves nothing behind.
+        for key, path, given, env in (("workspace", self.workspace, workspace, WORKSPACE_ENV),
+                                      ("state_dir", self.state_dir, state_dir, STATE_DIR_ENV)):
+            if path.exists() and not path.is_dir():
+                origin = f" (from {env})" if given in (None, "") and os.environ.get(env, "").strip() else ""
+                raise ConfigError(f"{key}{origin}: {path} exists and is not a directory")
         try:
             self.workspace.mkdir(parents=True, exist_ok=True)
             self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -121,26 +156,10 @@ class Legs:
     @classmethod
     def from_config(cls, path: str | os.PathLike[str] = "agent-legs.toml", **overrides: Any) -> Legs:
         """Build from ``agent-legs.toml``: top-level ``workspace``/``state_dir``, ``[settings]``,
-        ``[policy]``. Relative paths are relative to the file; keyword arguments win."""
-        path = Path(path)
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"cannot read config {path}: {exc}") from exc
-        unknown = set(data) - {"workspace", "state_dir", "settings", "policy"}
-        if unknown:
-            raise ConfigError(f"{path}: unknown top-level keys {sorted(unknown)}")
-        base = path.resolve().parent
-        kwargs: dict[str, Any] = {}
-        for key in ("workspace", "state_dir"):
-            if key in data:
-                kwargs[key] = base / Path(data[key]).expanduser()
-        if "settings" in data:
-            kwargs["settings"] = data["settings"]
-        if "policy" in data:
-            kwargs["policy"] = data["policy"]
-        kwargs.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**kwargs)
+        ``[policy]``. Relative paths are relative to the file. Keyword arguments win, then the
+        environment (``AGENT_LEGS_WORKSPACE``, ``AGENT_LEGS_STATE_DIR``, ``AGENT_LEGS_<SECTION>__<KEY>``),
+        then the file."""
+        return cls(**config_kwargs(path, **overrides))
 
     # -- catalog -------------------------------------------------------------------------------
     @property
@@ -192,7 +211,7 @@ class Legs:
         start = time.perf_counter()
         runtime = self._runtime
         telemetry = self._telemetry
-        span = telemetry.start(spec.tool_name, spec.name, session, call_id, parent)
+        span = telemetry.start(spec.tool_name, spec.name, session, call_id, parent, spec.description)
         decision = "invalid"
         rule: str | None = None
         arguments: Any = _plain(raw_args)
@@ -430,7 +449,8 @@ class Legs:
         return f"Legs(workspace={str(self.workspace)!r}, state_dir={str(self.state_dir)!r})"
 
 
-def _coerce(value: Any, cls: type[Any]) -> Any:
+def _coerce(value: Any, cls: type[Any], origin: Any = None) -> Any:
+    name = cls.__name__.lower()
     if value is None:
         return cls()
     if isinstance(value, cls):
@@ -439,8 +459,8 @@ def _coerce(value: Any, cls: type[Any]) -> Any:
         try:
             return cls.model_validate(dict(value))
         except ValidationError as exc:
-            raise ConfigError(f"invalid {cls.__name__.lower()}: {exc}") from exc
-    raise ConfigError(f"expected {cls.__name__} or a dict, got {type(value).__name__}")
+            raise ConfigError(describe_validation_error(exc, name, [(dict(value), origin)])) from None
+    raise ConfigError(f"{name}: expected {cls.__name__} or a dict, got {type(value).__name__}")
 
 
 def _plain(raw: Any) -> Any:

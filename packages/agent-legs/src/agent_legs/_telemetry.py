@@ -34,7 +34,7 @@ from ._secrets import Redactor
 from ._settings import TelemetrySettings
 from ._version import __version__
 
-__all__ = ["ActionLog", "CallRecord", "Telemetry", "follow_log", "log_files", "read_log"]
+__all__ = ["ActionLog", "CallRecord", "Telemetry", "application_provider", "follow_log", "log_files", "read_log"]
 
 log = logging.getLogger("agent_legs")
 
@@ -302,7 +302,59 @@ def follow_log(
         f.close()
 
 
+def application_provider() -> trace.TracerProvider | None:
+    """The provider the application installed with ``trace.set_tracer_provider`` (an SDK provider,
+    Phoenix's, Logfire's, ...), or ``None`` while only the API's default proxy / a no-op is there."""
+    provider = trace.get_tracer_provider()
+    # Exactly the API's proxy (a library's own proxy class, e.g. Logfire's, is a real provider).
+    if type(provider) is trace.ProxyTracerProvider or isinstance(provider, trace.NoOpTracerProvider):
+        return None
+    return provider
+
+
+class _Tracer(trace.Tracer):
+    """Our tracer, choosing its provider per span: the one passed to ``Legs``, else the application's
+    global provider, else our own.
+
+    The choice is made per span (one global read), not once: an application that installs its provider
+    after building ``Legs`` (Phoenix ``register()`` after an import-time ``Legs()``) gets every later span.
+    """
+
+    def __init__(self, fixed: trace.TracerProvider | None, own: trace.TracerProvider | None) -> None:
+        self._fixed = fixed.get_tracer("agent_legs", __version__) if fixed is not None else None
+        self._own = own.get_tracer("agent_legs", __version__) if own is not None else None
+        self._app: tuple[trace.TracerProvider, trace.Tracer] | None = None
+
+    def current(self) -> trace.Tracer:
+        if self._fixed is not None:
+            return self._fixed
+        app = application_provider()
+        if app is not None:
+            cached = self._app
+            if cached is None or cached[0] is not app:
+                cached = self._app = (app, app.get_tracer("agent_legs", __version__))
+            return cached[1]
+        if self._own is None:  # only when an application provider was there at start, and is gone
+            return trace.NoOpTracer()
+        return self._own
+
+    def start_span(self, *args: Any, **kwargs: Any) -> Span:
+        return self.current().start_span(*args, **kwargs)
+
+    def start_as_current_span(self, *args: Any, **kwargs: Any) -> Any:
+        return self.current().start_as_current_span(*args, **kwargs)
+
+
 class Telemetry:
+    """Where spans go (``provider``: ``"explicit"``, ``"application"`` or ``"internal"``) and the action log.
+
+    Spans go to the provider passed to ``Legs``; else to the application's global provider when it has
+    set one; else to our own (OTLP when the standard variables say where; otherwise it records nothing).
+    The action log is written in every case, with the call's trace and span ids: those ids are real
+    (a span nobody records still has them, and the caller's trace id when nested), and always name the
+    call's line in the action log (``agent-legs log --trace ID``).
+    """
+
     def __init__(
         self,
         settings: TelemetrySettings,
@@ -314,15 +366,27 @@ class Telemetry:
         self.redactor = redactor
         self._own_provider: TracerProvider | None = None
         self._exporter: _GuardedExporter | None = None
-        if tracer_provider is None:
-            tracer_provider, self._exporter = _default_provider(settings)
-            self._own_provider = tracer_provider
-        self.tracer = tracer_provider.get_tracer("agent_legs", __version__)
+        if tracer_provider is not None:
+            self.tracer = _Tracer(tracer_provider, None)
+        elif application_provider() is not None:
+            self.tracer = _Tracer(None, None)
+        else:
+            self._own_provider, self._exporter = _default_provider(settings)
+            self.tracer = _Tracer(None, self._own_provider)
+        self._explicit = tracer_provider is not None
         self.action_log = ActionLog(state_dir / "actions.jsonl")
+
+    @property
+    def provider(self) -> str:
+        """Where the next span goes: ``explicit`` (passed to Legs), ``application`` (the global one) or ``internal``."""
+        if self._explicit:
+            return "explicit"
+        return "application" if application_provider() is not None else "internal"
 
     # -- spans -------------------------------------------------------------------------------
     def start(
-        self, tool_name: str, action: str, session: str, call_id: str | None, parent: otel_context.Context | None
+        self, tool_name: str, action: str, session: str, call_id: str | None, parent: otel_context.Context | None,
+        description: str | None = None,
     ) -> Span:
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": "execute_tool",
@@ -331,6 +395,8 @@ class Telemetry:
             "agent_legs.action": action,
             "agent_legs.session": session,
         }
+        if description:
+            attributes["gen_ai.tool.description"] = _truncate(description, self.settings.max_attribute_chars)
         if call_id:
             attributes["gen_ai.tool.call.id"] = call_id
         return self.tracer.start_span(
@@ -356,7 +422,9 @@ class Telemetry:
             if capture:
                 attributes["gen_ai.tool.call.arguments"] = _truncate(_dumps(arguments), limit)
                 if rec.result is not None:
-                    attributes["gen_ai.tool.call.result"] = _truncate(redact.text(_dumps(rec.result)), limit)
+                    # The text the model reads, as it reads it (a JSON string would quote and escape it).
+                    result = rec.result if isinstance(rec.result, str) else _dumps(rec.result)
+                    attributes["gen_ai.tool.call.result"] = _truncate(redact.text(result), limit)
             if rec.outcome != "ok":
                 attributes["error.type"] = rec.outcome
                 span.set_status(Status(StatusCode.ERROR, error_message or rec.outcome))

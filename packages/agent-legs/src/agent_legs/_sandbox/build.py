@@ -165,8 +165,8 @@ def build_image(tag: str = DEFAULT_TAG, progress: Progress = print, force: bool 
     except subprocess.TimeoutExpired:
         alive = False
     if not alive:
-        raise RuntimeError("the Docker engine does not answer (run shared/sandbox/ensure-docker.sh, start dockerd "
-                           "or set DOCKER_HOST)")
+        raise RuntimeError("the Docker engine does not answer (start it: sudo systemctl start docker; "
+                           "or set DOCKER_HOST; agent-legs doctor says more)")
     labels = image_labels(tag) or {}
     if not force and labels.get(RECIPE_LABEL) == recipe_hash():
         progress(f"{tag} is up to date (recipe {recipe_hash()})")

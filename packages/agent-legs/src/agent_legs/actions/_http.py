@@ -566,7 +566,7 @@ def _retry_after(headers: dict[str, str]) -> float | None:
 @action(
     "http.request",
     description="""Make an HTTP request to an allowed host and return status, key headers and the body
-    (JSON pretty-printed, HTML as markdown, truncated past the policy limit). Redirects are followed.
+    (JSON compact, HTML as markdown with absolute links, truncated past the policy limit). Redirects are followed.
     Configured credentials are added automatically for their hosts: never put secrets in arguments.""",
     timeout=lambda policy, args: _timeout(policy, args) + 1.0,
     inline=True,  # loop-agnostic: one pinned client per loop (see HttpService)
@@ -784,8 +784,8 @@ def _result(
     ctype = headers.get("content-type", "")
     mime = ctype.split(";", 1)[0].strip().lower()
     charset = _CHARSET.search(ctype)
-    text, parsed = _render(body, mime, charset.group(1) if charset else "utf-8", reply.truncated, redactor)
     url = str(_parse_url(url))
+    text, parsed = _render(body, mime, charset.group(1) if charset else "utf-8", reply.truncated, url, redactor)
     lines = [f"HTTP {reply.status} {reply.reason}  {method} {url}"]
     if redirects:
         lines.append(f"(after {len(redirects)} redirect(s) from {redirects[0]['from']})")
@@ -811,8 +811,12 @@ def _result(
     return ActionOutput(output="\n".join(lines).rstrip(), data=data)
 
 
-def _render(body: bytes, mime: str, encoding: str, truncated: bool,
+def _render(body: bytes, mime: str, encoding: str, truncated: bool, url: str | None = None,
             redactor: Redactor | None = None) -> tuple[str, Any]:
+    """The body as the model reads it: JSON compact (indentation cost ~1.6x the characters on list-heavy
+    data, so the output cap cut sooner), HTML as markdown with links made absolute against the final
+    URL (after redirects, as a browser resolves them: the model can follow them as they are). A body
+    cut at the byte cap is scrubbed with ``cut=True`` first, so a secret straddling the cap leaves no prefix."""
     if not body:
         return "(empty body)", None
     if mime == "application/json" or mime.endswith("+json"):
@@ -821,7 +825,7 @@ def _render(body: bytes, mime: str, encoding: str, truncated: bool,
         except ValueError:
             pass
         else:
-            return json_module.dumps(parsed, indent=2, ensure_ascii=False), parsed
+            return json_module.dumps(parsed, ensure_ascii=False, separators=(",", ":")), parsed
     is_text = mime.startswith("text/") or mime in ("application/xml", "application/javascript", "") or mime.endswith("+xml")
     if not is_text or b"\x00" in body[:4096]:
         return f"[binary content: {len(body)} bytes of {mime or 'unknown type'}]", None
@@ -833,5 +837,5 @@ def _render(body: bytes, mime: str, encoding: str, truncated: bool,
         # Only the head was read: a secret straddling the cap must not leave its prefix (before markdown).
         text = redactor.text(text, cut=True)
     if mime in ("text/html", "application/xhtml+xml"):
-        return html_to_markdown(text), None
+        return html_to_markdown(text, base_url=url), None
     return text, None
