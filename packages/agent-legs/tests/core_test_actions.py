@@ -44,6 +44,13 @@ async def sleep(ctx: ActionContext, args: SleepIn) -> ActionOutput:
     return ActionOutput(output="slept")
 
 
+@action("test.wait", description="Sleep, with no effect.", read_only=True, registry=registry,
+        timeout=lambda policy, args: 0.3)
+async def wait(ctx: ActionContext, args: SleepIn) -> ActionOutput:
+    await asyncio.sleep(args.seconds)
+    return ActionOutput(output="waited")
+
+
 @action("test.boom", description="Raise a bug.", registry=registry)
 async def boom(ctx: ActionContext, args: Empty) -> ActionOutput:
     raise RuntimeError("kaboom")

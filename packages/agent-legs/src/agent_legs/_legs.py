@@ -298,11 +298,22 @@ class Legs:
         except TimeoutError:
             if not deadline.expired():
                 raise  # a TimeoutError of the handler's own making: a bug or an unwrapped library error
+            if spec.read_only:
+                raise ActionError(
+                    "timeout",
+                    f"{spec.name} did not finish within {timeout_s:g} s and was stopped",
+                    retryable=True,
+                    hint="Try a smaller task or a larger timeout_s if the policy allows it.",
+                ) from None
+            # An action with effects stopped at an arbitrary point: part of it may have happened. Only the
+            # executors know their commit points (and say so themselves before this outer deadline fires);
+            # here nothing is known, so the advice must not invite a blind repeat.
             raise ActionError(
                 "timeout",
-                f"{spec.name} did not finish within {timeout_s:g} s and was stopped",
-                retryable=True,
-                hint="Try a smaller task or a larger timeout_s if the policy allows it.",
+                f"{spec.name} did not finish within {timeout_s:g} s and was stopped; "
+                "it may have taken effect in part",
+                retryable=False,
+                hint="Check what happened (read the file, list the mail, query the API) before repeating it.",
             ) from None
 
     async def _ask_approval(
