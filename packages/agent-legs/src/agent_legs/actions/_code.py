@@ -10,7 +10,10 @@ work really stops) and the session's next call gets a fresh kernel.
 
 Containment: no network, non-root user, read-only root filesystem, size-limited tmpfs ``/tmp``,
 all capabilities dropped, ``no-new-privileges``, pids/memory (swap = memory)/CPU limits, an empty
-environment, the workspace bind-mounted at ``/workspace`` (read-only when the policy says so).
+environment, the workspace bind-mounted at ``/workspace`` (read-only when the policy says so), with
+every path ``policy.files.deny`` matches masked, and no set-id bit left on the host after a call;
+the user the sandbox runs as never takes the operator's files (ACL grants, no chown). See
+``_code_fs``. ``settings.code.runtime = "runsc"`` runs the containers under gVisor.
 
 ``policy.code.network = true`` does not give the container a network: it keeps only loopback, and
 gets one way out, a unix socket (bind-mounted) to its own ``EgressProxy``, which the driver exposes
@@ -47,11 +50,15 @@ from .._policy import Policy
 from .._registry import action
 from .._sandbox import driver_source
 from .._service import Service
+from . import _code_fs
 
 log = logging.getLogger("agent_legs.code")
 
 LABEL = "agent-legs.sandbox"
 _HOST = socket.gethostname()
+RUNSC_HINT = ("As root: bash shared/sandbox/ensure-runsc.sh (installs runsc and registers it in "
+              "/etc/docker/daemon.json with runtimeArgs ['--network=none', '--host-uds=open'], then reloads dockerd), "
+              "or set settings.code.runtime = 'runc'; `agent-legs doctor` checks it.")
 _UNAVAILABLE_HINT = ("Start the Docker engine (dockerd) or set settings.code.docker_host, then build the image with "
                      "`agent-legs sandbox build`; `agent-legs doctor` checks both.")
 
@@ -116,6 +123,7 @@ class _Kernel:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     dead: bool = False
     proxy: _SocketProxy | None = None
+    masks: _code_fs.Masks = field(default_factory=_code_fs.Masks)  # denied paths hidden in this container
 
     async def _recv_stdout(self, n: int) -> bytes:
         """``n`` bytes of the container's stdout (the attach stream is multiplexed in frames)."""
@@ -195,7 +203,12 @@ class CodeService(Service):
         except Exception as exc:
             raise ActionError("unavailable", f"cannot reach the Docker engine: {exc}", retryable=True,
                               hint=_UNAVAILABLE_HINT) from None
-        self._owner = await asyncio.to_thread(self._prepare_workspace)  # may walk a large workspace
+        await asyncio.to_thread(self._runtime_check)
+        self._owner = await asyncio.to_thread(  # may walk a large workspace
+            _code_fs.prepare_workspace, str(self.runtime.workspace_path), settings.uid,
+            read_only=self.runtime.policy.files.read_only, runtime=settings.runtime)
+        self._mask_sources = _code_fs.MaskSources()
+        self._known_denied: set[tuple[int, int, int]] = set()
         if self.runtime.policy.code.network:
             # short path (unix sockets allow ~107 bytes), private to us; only the sockets are mounted
             self._egress_dir = tempfile.mkdtemp(prefix="agent-legs-egress-")
@@ -208,25 +221,49 @@ class CodeService(Service):
         self._fill_pool()
 
     # -- containers -------------------------------------------------------------------------------
-    def _prepare_workspace(self) -> tuple[int, int]:
-        """The sandbox runs as the workspace's owner, never root: a root-owned workspace is given to
-        uid 1000 (the image's ``sandbox`` user), so code can write there without privileges."""
-        root = self.runtime.workspace_path
-        st = os.stat(root)
-        if st.st_uid != 0:
-            return st.st_uid, st.st_gid
-        if os.geteuid() == 0:
-            for dirpath, dirnames, filenames in os.walk(root):
-                for name in [*dirnames, *filenames]:
-                    os.lchown(os.path.join(dirpath, name), 1000, 1000)
-            os.lchown(root, 1000, 1000)
-        return 1000, 1000
+    def _runtime_check(self) -> None:
+        """runsc must be registered with the engine (and let the guarded network's socket through)."""
+        settings = self.runtime.settings.code
+        if settings.runtime == "runc":
+            return
+        try:
+            runtimes = self.client.info().get("Runtimes") or {}
+        except Exception as exc:
+            raise ActionError("unavailable", f"cannot ask the Docker engine for its runtimes: {exc}", retryable=True,
+                              hint=_UNAVAILABLE_HINT) from None
+        if settings.runtime not in runtimes:
+            raise ActionError("unavailable", f"settings.code.runtime = {settings.runtime!r}, but the Docker engine has "
+                              f"no such runtime (it has: {', '.join(sorted(runtimes)) or 'none'})",
+                              hint=RUNSC_HINT)
+        args = runtimes[settings.runtime].get("runtimeArgs") or []
+        if self.runtime.policy.code.network and not any(a in ("--host-uds=open", "--host-uds=all") for a in args):
+            raise ActionError("unavailable", "policy.code.network = true under gVisor needs runsc registered with "
+                              "runtimeArgs '--host-uds=open' (the sandbox's only way out is a host unix socket, which "
+                              "gVisor refuses by default); refusing rather than starting a sandbox that cannot reach "
+                              "its proxy", hint=RUNSC_HINT)
+
+    def scan(self) -> _code_fs.Scan:
+        """Denied paths to mask now (and set-id bits stripped): one walk of the workspace."""
+        return _code_fs.scan(str(self.runtime.workspace_path), self.runtime.workspace, sandbox_uid=self._owner[0],
+                             known=self._known_denied)
+
+    def strip_setid(self) -> list[str]:
+        """After a call: set-id bits the sandbox's user left on workspace entries, removed."""
+        return _code_fs.strip_setid(str(self.runtime.workspace_path), self.runtime.workspace,
+                                    sandbox_uid=self._owner[0])
+
+    async def masks_current(self, kernel: _Kernel) -> list[str]:
+        """Denied paths that appeared since ``kernel`` started (it cannot hide them: replace it)."""
+        now = (await asyncio.to_thread(self.scan)).masks
+        return [] if kernel.masks.covers(now) else kernel.masks.new_paths(now)
 
     def _create(self, proxy: _SocketProxy | None) -> _Kernel:
         policy = self.runtime.policy
         code = policy.code
         mode = "ro" if policy.files.read_only else "rw"
         uid, gid = self._owner
+        masks = self.scan().masks  # what policy.files.deny hides from this container, for its whole life
+        mounts = _code_fs.mounts(masks, self._mask_sources)
         volumes = {str(self.runtime.workspace_path): {"bind": "/workspace", "mode": mode}}
         environment: dict[str, str] = {}  # nothing of the host's: no variable, no secret
         if proxy is not None:
@@ -254,6 +291,8 @@ class CodeService(Service):
             hostname="sandbox",
             working_dir="/workspace",
             volumes=volumes,
+            mounts=mounts,
+            runtime=self.runtime.settings.code.runtime,
             labels={LABEL: "1", f"{LABEL}.owner": f"{_HOST}:{os.getpid()}", f"{LABEL}.instance": self.instance},
             ulimits=[],
         )
@@ -268,7 +307,7 @@ class CodeService(Service):
             with contextlib.suppress(Exception):
                 container.remove(force=True)
             raise
-        return _Kernel(container, sock, proxy=proxy)
+        return _Kernel(container, sock, proxy=proxy, masks=masks)
 
     async def _start_proxy(self) -> _SocketProxy | None:
         if self._egress_dir is None:
@@ -286,6 +325,8 @@ class CodeService(Service):
             except Exception as exc:
                 if proxy is not None:
                     await proxy.aclose()
+                if isinstance(exc, ActionError):
+                    raise
                 raise ActionError("unavailable", f"cannot start a sandbox container: {exc}", retryable=True,
                                   hint=_UNAVAILABLE_HINT) from None
             try:
@@ -435,6 +476,7 @@ class CodeService(Service):
             self.client.close()
         if self._egress_dir is not None:
             shutil.rmtree(self._egress_dir, ignore_errors=True)
+        self._mask_sources.close()
 
     def _remove_instance_leftovers(self) -> None:
         for c in self.client.containers.list(all=True, sparse=True, filters={"label": f"{LABEL}.instance={self.instance}"}):
@@ -457,12 +499,26 @@ async def code_run(ctx: ActionContext, args: RunInput) -> ActionOutput:
     limit_s = _timeout(ctx.policy, args)
     max_bytes = ctx.policy.code.max_output_bytes
     memory_mb = ctx.policy.code.memory_mb
-    while True:
+    appeared: list[str] = []  # denied paths the session's kernel could not hide: it was replaced
+    for _attempt in range(5):
         kernel, fresh = await svc.kernel_for(ctx.session)
         await kernel.lock.acquire()
         if not kernel.dead:
-            break
-        kernel.lock.release()  # killed (timeout, reset) while this call waited for it: take a fresh one
+            try:
+                new_denied = await svc.masks_current(kernel)
+            except BaseException:
+                kernel.lock.release()
+                raise
+            if not new_denied:
+                break
+            appeared = sorted({*appeared, *new_denied})
+            await svc.discard(ctx.session, kernel)  # its masks were fixed at start: a new one hides them all
+        kernel.lock.release()  # killed (timeout, reset, new denied paths) while this call waited: take a fresh one
+    else:
+        raise ActionError("failed", "denied paths keep appearing in the workspace while the sandbox starts (policy."
+                          "files.deny); the code was not run", retryable=True, rule="policy.files.deny")
+    fresh = fresh or bool(appeared)
+    setid_removed: list[str] = []
     try:
         kernel.last_used = time.monotonic()
         with ctx.tracer.start_as_current_span("sandbox exec") as span:
@@ -494,6 +550,8 @@ async def code_run(ctx: ActionContext, args: RunInput) -> ActionOutput:
         kernel.last_used = time.monotonic()
     finally:
         kernel.lock.release()
+        # no set-id file may reach the host (the bind mount's nosuid protects only the container)
+        setid_removed = await asyncio.shield(asyncio.to_thread(svc.strip_setid))
     if "driver_error" in reply:
         await svc.discard(ctx.session, kernel)
         raise ActionError("failed", f"the sandbox driver failed ({reply['driver_error']}); the kernel was replaced",
@@ -502,6 +560,7 @@ async def code_run(ctx: ActionContext, args: RunInput) -> ActionOutput:
         reply["network_denied"] = [{"url": d.url, "rule": d.rule, "message": d.message}
                                    for d in kernel.proxy.take_denied()[:50]]
     artifacts = _artifacts(ctx, reply)
+    reply["denied_appeared"], reply["setid_removed"] = appeared[:50], setid_removed[:50]
     output = _render(reply, args.language, max_bytes, artifacts, fresh)
     data: dict[str, Any] = {k: reply.get(k) for k in ("stdout", "stderr", "value", "error", "exit_code",
                                                        "duration_ms")}
@@ -515,6 +574,9 @@ async def code_run(ctx: ActionContext, args: RunInput) -> ActionOutput:
     if "network_denied" in reply:
         data["network_denied"] = reply["network_denied"]
     data["new_kernel"] = fresh
+    if appeared:  # why this call has a new kernel: paths to hide appeared since the old one started
+        data["denied_paths_appeared"] = appeared[:50]
+    data["setid_removed"] = setid_removed[:50]
     if reply.get("oom_killed"):
         # a child process (not the kernel) hit the limit: the kernel lives on, but the work did not finish
         raise ActionError("failed", f"a process was killed for exceeding the memory limit of {memory_mb} MB "
@@ -554,6 +616,12 @@ def _render(reply: dict[str, Any], language: str, limit: int, artifacts: list[Ar
         parts.append(f"[exit code {reply.get('exit_code')}]")
     for denial in reply.get("network_denied", []):
         parts.append(f"[network denied: {denial['url']} ({denial['message']}; rule: {denial['rule']})]")
+    if reply.get("denied_appeared"):
+        parts.append(f"[the kernel was replaced (its state was lost) to hide paths that appeared and match "
+                     f"policy.files.deny: {', '.join(reply['denied_appeared'])}]")
+    if reply.get("setid_removed"):
+        parts.append(f"[setuid/setgid bits removed (never allowed in the workspace): "
+                     f"{', '.join(reply['setid_removed'])}]")
     if reply.get("killed_processes"):
         parts.append(f"[{reply['killed_processes']} leftover process(es) stopped: a call's processes end with it]")
     if artifacts:
