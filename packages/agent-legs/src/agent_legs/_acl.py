@@ -14,18 +14,22 @@ kept; the mask is recomputed as the union of the group-class entries, as ``setfa
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
 import struct
 
-__all__ = ["AclUnsupported", "grant", "inherit_grants", "named_users"]
+__all__ = ["WRITTEN", "AclUnsupported", "grant", "inherit_grants", "mark_written", "named_users", "written"]
 
 _XATTR = "system.posix_acl_access"
 _VERSION = 2
 _USER_OBJ, _USER, _GROUP_OBJ, _GROUP, _MASK, _OTHER = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 _UNDEFINED = 0xFFFFFFFF
 _ENTRY = struct.Struct("<HHI")
+# Marks a file Agent Legs wrote (trusted.*: only root, with CAP_SYS_ADMIN, can set or even see it, so
+# the sandbox cannot forge it); a workspace's first sandbox grants its user those files too.
+WRITTEN = "trusted.agent-legs.written"
 
 
 class AclUnsupported(OSError):
@@ -107,3 +111,16 @@ def inherit_grants(dir_fd: int, fd: int) -> None:
     for uid in users:
         entries[(_USER, uid)] = perm
     _write(fd, entries)
+
+
+def mark_written(fd: int) -> None:
+    """Record that Agent Legs wrote the file ``fd`` (root only; silently nothing elsewhere)."""
+    with contextlib.suppress(OSError):
+        os.setxattr(fd, WRITTEN, b"1")
+
+
+def written(fd: int) -> bool:
+    try:
+        return os.getxattr(fd, WRITTEN) == b"1"
+    except OSError:
+        return False

@@ -924,6 +924,7 @@ def _inherit_owner(dir_fd: int, *, fd: int | None = None, name: str | None = Non
     if st.st_uid == 0:
         with suppress(OSError):  # a grant that cannot be made never fails the write itself
             if fd is not None:
+                _acl.mark_written(fd)
                 _acl.inherit_grants(dir_fd, fd)
             elif name is not None:
                 nfd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)

@@ -9,8 +9,10 @@ module, running as the operator, often root) must never follow a path the code c
   user (the operator gave the directory to that account). A root-owned workspace is worked on as
   ``settings.code.uid`` (default 1000), which gets a POSIX ACL entry (rwx, rx on a read-only workspace)
   on every directory of the workspace; files are never chowned and their modes never change, so an
-  operator's 0600 file stays unreadable to the code. Files Agent Legs writes later inherit the grant
-  (``_workspace._inherit_owner``), so code can edit them. gVisor (runsc) ignores ACLs: a root-owned
+  operator's 0600 file stays unreadable to the code. Files Agent Legs writes inherit the grant
+  (``_workspace._inherit_owner``), or, when written before the sandbox first started, get it then
+  (they carry a root-only ``trusted.*`` mark), so code can edit them; private ones (no group or
+  other bits) excepted. gVisor (runsc) ignores ACLs: a root-owned
   workspace is refused there (give the workspace to the account the sandbox should act as).
 * **Denied paths are masked** (``scan`` + ``mounts``). Every path that ``policy.files.deny`` matches
   (the files layer's own matcher, ``Workspace.check``) is covered in the container by a read-only
@@ -68,8 +70,11 @@ def prepare_workspace(root: str, uid: int, *, read_only: bool, runtime: str) -> 
         return uid, uid  # not ours to change: the sandbox gets what 'other' may do
     perm = 5 if read_only else 7
     try:
-        for _, _, _, dfd in os.fwalk(root, follow_symlinks=False):
+        for _, _, filenames, dfd in os.fwalk(root, follow_symlinks=False):
             _acl.grant(dfd, uid, perm)
+            if not read_only:
+                for name in filenames:
+                    _grant_written(dfd, name, uid)
     except _acl.AclUnsupported:
         raise ActionError(
             "unavailable",
@@ -80,11 +85,30 @@ def prepare_workspace(root: str, uid: int, *, read_only: bool, runtime: str) -> 
     return uid, uid
 
 
+def _grant_written(dfd: int, name: str, uid: int) -> None:
+    """A file Agent Legs wrote before the sandbox's first start (marked, see ``_acl.WRITTEN``)
+    becomes editable by the sandbox's user, unless it is private; the operator's files are not touched."""
+    try:
+        st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != 0 or not st.st_mode & 0o077:
+            return
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC, dir_fd=dfd)
+    except OSError:
+        return
+    try:
+        if _acl.written(fd) and stat.S_ISREG(os.fstat(fd).st_mode):
+            _acl.grant(fd, uid, 6)
+    finally:
+        os.close(fd)
+
+
 @dataclass(frozen=True)
 class Masks:
-    """Denied paths present in the workspace, by identity: (relative path, device, inode, is a directory)."""
+    """Denied paths present in the workspace, by identity: (relative path, device, inode, mtime, is a
+    directory). A file replaced at a masked name (even on a reused inode) or modified is new: the mask
+    was on the old one."""
 
-    entries: frozenset[tuple[str, int, int, bool]] = frozenset()
+    entries: frozenset[tuple[str, int, int, int, bool]] = frozenset()
 
     def covers(self, other: Masks) -> bool:
         return other.entries <= self.entries
@@ -114,7 +138,7 @@ def scan(root: str, ws: Workspace, *, sandbox_uid: int, deny: bool = True,
     ``known``: identities (device, inode, mtime) of files seen denied before; they stay masked under any
     name, and the ones found now are added to it."""
     out = Scan()
-    denied: set[tuple[str, int, int, bool]] = set()
+    denied: set[tuple[str, int, int, int, bool]] = set()
     denied_inodes: set[tuple[int, int, int]] = set(known or ())
     linked: list[tuple[str, int, int, int]] = []
     deny = deny and bool(ws.policy.deny)
@@ -136,7 +160,7 @@ def scan(root: str, ws: Workspace, *, sandbox_uid: int, deny: bool = True,
                 if st.st_mode & _SETID and st.st_uid == sandbox_uid and _strip(dfd, name, is_dir):
                     out.setid_removed.append(rel)
                 if deny and (_denied(ws, rel) or (st.st_dev, st.st_ino, st.st_mtime_ns) in denied_inodes):
-                    denied.add((rel, st.st_dev, st.st_ino, is_dir))
+                    denied.add((rel, st.st_dev, st.st_ino, 0 if is_dir else st.st_mtime_ns, is_dir))
                     if not is_dir:
                         denied_inodes.add((st.st_dev, st.st_ino, st.st_mtime_ns))
                     continue  # a masked directory is not entered: all of it is hidden
@@ -150,7 +174,7 @@ def scan(root: str, ws: Workspace, *, sandbox_uid: int, deny: bool = True,
         log.warning("sandbox workspace scan failed: %s", exc)
     for rel, dev, ino, mtime in linked:  # other names of a denied file are as secret as the file
         if (dev, ino, mtime) in denied_inodes:
-            denied.add((rel, dev, ino, False))
+            denied.add((rel, dev, ino, mtime, False))
     out.masks = Masks(frozenset(denied))
     if known is not None:
         known |= denied_inodes
@@ -215,4 +239,4 @@ def mounts(masks: Masks, sources: MaskSources) -> list[Any]:
                           "could read them", rule=_DENY_RULE,
                           hint="Move the denied files out of the workspace (or narrow policy.files.deny).")
     return [Mount(f"/workspace/{rel}", sources.empty_dir if is_dir else sources.file, type="bind", read_only=True)
-            for rel, _, _, is_dir in sorted(masks.entries)]
+            for rel, *_, is_dir in sorted(masks.entries)]
