@@ -158,6 +158,24 @@ def test_denied_files_cannot_be_read_moved_or_linked_from_code(tmp_path, runtime
         assert not (ws / "public").exists()
 
 
+def test_denied_names_files_cannot_even_parse_are_masked_too(tmp_path, runtime) -> None:
+    # names files.* refuses outright (undecodable byte, control character, backslash, leading '~' or
+    # drive letter) still match a deny glob: code must not read them either
+    names = [b"tab\t.pem", b"back\\slash.pem", b"~home.pem", b"c:drive.pem"]
+    with make_legs(tmp_path, runtime) as legs:
+        ws = legs.workspace
+        for name in [*names, b"key\xff.pem"]:
+            with open(os.path.join(os.fsencode(ws), name), "wb") as f:
+                f.write(SECRET.encode())
+        # a name that is not UTF-8 cannot be a mount point (the engine's API is JSON): code is refused
+        r = legs.run("code.run", {"code": "1"}, session="s")
+        assert not r.ok and r.error.type == "denied" and "not valid UTF-8" in r.error.message
+        assert "policy.files.deny" in r.error.message
+        os.unlink(os.path.join(os.fsencode(ws), b"key\xff.pem"))
+        r = sh(legs, "for f in *.pem; do cat \"$f\" || echo \"refused $f\"; done")
+        assert SECRET not in r.output and r.data["stdout"].count("refused") == len(names), r.output
+
+
 def test_denied_paths_that_appear_later_are_hidden_before_code_runs(tmp_path, runtime) -> None:
     with make_legs(tmp_path, runtime) as legs:
         ws = legs.workspace

@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import stat
 import tempfile
 from dataclasses import dataclass, field
@@ -123,9 +124,18 @@ class Scan:
     setid_removed: list[str] = field(default_factory=list)
 
 
+_UNNAMEABLE = re.compile("[\x00-\x1f\x7f\\\\\ud800-\udfff]")
+
+
 def _denied(ws: Workspace, rel: str) -> bool:
+    """Whether ``policy.files.deny`` matches ``rel``, by the files layer's own matcher. A name the files
+    layer refuses to parse (undecodable bytes, control characters, a backslash, a leading '~' or
+    drive letter) is matched with those characters replaced: files.* never reads it, but code could."""
+    name = _UNNAMEABLE.sub("\ufffd", rel)
+    if name.startswith("~") or re.match(r"[A-Za-z]:", name):
+        name = "\ufffd" + name[1:]
     try:
-        ws.check(rel)
+        ws.check(name)
     except ActionError as exc:
         return (exc.rule or "").startswith(_DENY_RULE)
     return False
@@ -238,5 +248,12 @@ def mounts(masks: Masks, sources: MaskSources) -> list[Any]:
                           f"than the {MAX_MASKS} that can be hidden from the sandbox; refusing to run code that "
                           "could read them", rule=_DENY_RULE,
                           hint="Move the denied files out of the workspace (or narrow policy.files.deny).")
+    for rel, *_ in masks.entries:
+        try:
+            rel.encode()
+        except UnicodeEncodeError:  # the engine's API speaks JSON strings: such a name cannot be a mount point
+            raise ActionError("denied", f"{rel!r} matches policy.files.deny but its name is not valid UTF-8, so it "
+                              "cannot be hidden from the sandbox; refusing to run code that could read it",
+                              rule=_DENY_RULE, hint="Ask the operator to rename or remove that file.") from None
     return [Mount(f"/workspace/{rel}", sources.empty_dir if is_dir else sources.file, type="bind", read_only=True)
             for rel, *_, is_dir in sorted(masks.entries)]
