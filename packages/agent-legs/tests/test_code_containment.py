@@ -234,6 +234,7 @@ def test_code_run_as_root_keeps_the_operators_owner_and_mode(tmp_path) -> None:
     (ws / "secret.txt").write_text(SECRET)
     os.chmod(ws / "secret.txt", 0o600)
     (ws / "data" / "table.csv").write_text("a,b\n1,2\n")
+    (ws / "data" / "by-operator.txt").write_text("mine")
     os.chown(ws / "data" / "table.csv", 4242, 4343)  # another account's file
     before = snapshot(ws)
     dir_before = {d: os.stat(ws / d) for d in (".", "data")}
@@ -245,11 +246,14 @@ def test_code_run_as_root_keeps_the_operators_owner_and_mode(tmp_path) -> None:
                      "cat data/table.csv\n"
                      "cat secret.txt || echo SECRET-UNREADABLE\n"
                      "chmod 777 secret.txt || echo CHMOD-REFUSED\n"
-                     "chown 1000 data/table.csv || echo CHOWN-REFUSED")
+                     "chown 1000 data/table.csv || echo CHOWN-REFUSED\n"
+                     "mv data/by-operator.txt data/moved.txt "
+                     "&& mv data/moved.txt data/by-operator.txt && echo RENAMED")
         out = r.data["stdout"]
         assert "from files.write +code" in out and "a,b" in out
         assert "SECRET-UNREADABLE" in out and SECRET not in r.output
         assert "CHMOD-REFUSED" in out and "CHOWN-REFUSED" in out
+        assert "RENAMED" in out  # entries of the directories can be renamed (and deleted), as files.move can
         # files made by code later are editable by files.* and by code again
         assert legs.run("files.write", {"path": "made.txt", "content": "rewritten"}).ok
         assert sh(legs, "echo more >> made.txt && cat made.txt").data["stdout"] == "rewrittenmore\n"
@@ -282,11 +286,26 @@ def test_runsc_refuses_a_root_owned_workspace_and_changes_nothing(tmp_path) -> N
 
 
 # -- 13.12: gVisor on request -----------------------------------------------------------------------
-def test_the_container_runs_under_the_chosen_runtime(tmp_path, runtime) -> None:
-    with make_legs(tmp_path, runtime) as legs:
+def test_the_container_runs_under_the_chosen_runtime(tmp_path, runtime, captured_spans) -> None:
+    import docker
+
+    with Legs(workspace=workspace_for(runtime, tmp_path / "ws"), state_dir=tmp_path / "st",
+              tracer_provider=captured_spans.provider,
+              settings={"code": {"pool_size": 0, **({"runtime": runtime} if runtime != "runc" else {})}},
+              policy={"code": {"memory_mb": 200, "pids_limit": 50}}) as legs:
         r = sh(legs, "dmesg 2>/dev/null | head -1; cat /proc/version")
         gvisor = "gVisor" in r.data["stdout"] or "Starting gVisor" in r.data["stdout"]
         assert gvisor == (runtime == "runsc"), r.data["stdout"]
+        cid = captured_spans.by_name("sandbox exec")[-1].attributes["agent_legs.code.container"]
+        client = docker.from_env()
+        try:
+            host = client.containers.get(cid).attrs["HostConfig"]
+        finally:
+            client.close()
+        assert host["Runtime"] == runtime
+        # gVisor's own kernel shares the cgroup: the code keeps its 200 MB and 50 processes
+        assert host["Memory"] == (200 + (64 if runtime == "runsc" else 0)) * 2**20
+        assert host["PidsLimit"] == (50 if runtime == "runc" else 64 + 50 * 8)
 
 
 @pytest.fixture
