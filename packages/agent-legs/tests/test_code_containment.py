@@ -77,14 +77,16 @@ def test_setid_files_made_in_the_sandbox_lose_their_bits_on_the_host(tmp_path, r
         assert stat.S_IMODE(os.stat(ws / "tool").st_mode) == 0o755
         assert os.stat(ws / "tool").st_uid == SANDBOX_UID
 
-        # a thread left running sets the bit between calls: the next call strips it (before and after)
+        # a thread left running sets the bit between calls: the sweep strips it without waiting for a call
         py(legs, "import os, threading, time\n"
-                 "def later():\n    time.sleep(0.5); os.chmod('tool', 0o4755)\n"
+                 "def later():\n    time.sleep(0.5); os.chmod('tool', 0o4755); open('set-done', 'w').close()\n"
                  "threading.Thread(target=later, daemon=True).start()")
-        deadline = time.monotonic() + 10
-        while not os.stat(ws / "tool").st_mode & stat.S_ISUID and time.monotonic() < deadline:
-            time.sleep(0.1)
-        py(legs, "None")
+        deadline = time.monotonic() + 20
+        while not (ws / "set-done").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (ws / "set-done").exists()
+        while host_setid(ws) and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert host_setid(ws) == []
 
 

@@ -71,6 +71,7 @@ EGRESS_PORT = 3128  # the driver's forwarder, on the container's loopback
 # gVisor's user-space kernel (the Sentry) runs in the container's memory cgroup: measured ~22 MB more than
 # runc for an idle kernel with numpy and pandas loaded; the code keeps policy.code.memory_mb for itself.
 RUNSC_OVERHEAD_MB = 64
+SETID_SWEEP_S = 2.0  # between calls, set-id bits are stripped this often while a session's kernel lives
 # ...and counts as host tasks in its pids cgroup: measured ~40 for the Sentry and ~8 per process of the code
 # (ptrace platform); the container's task limit is scaled so that the code keeps policy.code.pids_limit.
 RUNSC_TASKS_BASE, RUNSC_TASKS_PER_PROCESS = 64, 8
@@ -223,6 +224,7 @@ class CodeService(Service):
         self.pool: list[_Kernel] = []
         self._pool_task: asyncio.Task[None] | None = None
         self._reaper = asyncio.create_task(self._reap(), context=contextvars.Context())
+        self._sweeper = asyncio.create_task(self._sweep_setid(), context=contextvars.Context())
         await asyncio.to_thread(self._remove_orphans)
         self._fill_pool()
 
@@ -257,6 +259,17 @@ class CodeService(Service):
         """After a call: set-id bits the sandbox's user left on workspace entries, removed."""
         return _code_fs.strip_setid(str(self.runtime.workspace_path), self.runtime.workspace,
                                     sandbox_uid=self._owner[0])
+
+    async def _sweep_setid(self) -> None:
+        """While kernels live, a thread the code left running could set a set-id bit between calls:
+        strip them every SETID_SWEEP_S seconds too, not only after the next call."""
+        while True:
+            await asyncio.sleep(SETID_SWEEP_S)
+            if self.kernels:
+                try:
+                    await asyncio.to_thread(self.strip_setid)
+                except Exception as exc:  # never let the sweep die
+                    log.warning("sandbox set-id sweep failed: %s", exc)
 
     async def masks_current(self, kernel: _Kernel) -> list[str]:
         """Denied paths that appeared since ``kernel`` started (it cannot hide them: replace it)."""
@@ -470,6 +483,7 @@ class CodeService(Service):
 
     async def aclose(self) -> None:
         self._reaper.cancel()
+        self._sweeper.cancel()
         if self._pool_task is not None:
             self._pool_task.cancel()
             with contextlib.suppress(BaseException):

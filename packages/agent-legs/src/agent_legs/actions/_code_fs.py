@@ -24,7 +24,8 @@ module, running as the operator, often root) must never follow a path the code c
   then replaced before the code runs. The code can rename a directory *above* a masked file: in the
   container the mask moves with it, and a file once seen denied stays masked by identity (device,
   inode, mtime) wherever it moves (``scan(known=...)``), but on the host it now has a new path.
-* **No set-id bit survives a call** (``scan`` strips). After (and before) each call, every file and
+* **No set-id bit survives a call** (``scan`` strips). After (and before) each call, and every few
+  seconds while a kernel lives (a thread left running may set one between calls), every file and
   directory of the sandbox's user that carries a setuid or setgid bit loses it. The host walk
   never follows a link: directories are opened relative to their parent with ``O_NOFOLLOW``, and each
   candidate is re-checked with ``fstat`` on its own descriptor before ``fchmod``.
