@@ -204,6 +204,23 @@ def test_denied_paths_that_appear_later_are_hidden_before_code_runs(tmp_path, ru
         assert r.data["denied_paths_appeared"] == ["notes.txt"] and SECRET not in r.output
 
 
+def test_a_pooled_container_started_before_a_denied_file_appeared_is_not_used(tmp_path, runtime) -> None:
+    ws = workspace_for(runtime, tmp_path / "ws")
+    code = {"pool_size": 1, **({"runtime": runtime} if runtime != "runc" else {})}
+    with Legs(workspace=ws, state_dir=tmp_path / "st", settings={"code": code}) as legs:
+        py(legs, "None", session="first")  # starts the service; the pool refills in the background
+        from agent_legs.actions._code import CodeService
+
+        svc = legs._runtime._services[CodeService]  # white-box: wait until the pooled kernel is ready
+        deadline = time.monotonic() + 60
+        while not svc.pool and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert svc.pool
+        (ws / ".env").write_text(SECRET)  # appears after the pooled container started
+        r = legs.run("code.run", {"code": "open('.env').read()"}, session="second")
+        assert r.data["new_kernel"] and "PermissionError" in (r.data["error"] or "") and SECRET not in r.output
+
+
 def test_a_directory_renamed_by_code_keeps_its_denied_file_hidden(tmp_path, runtime) -> None:
     with make_legs(tmp_path, runtime, files={"deny": ["secrets/**"]}) as legs:
         ws = legs.workspace
