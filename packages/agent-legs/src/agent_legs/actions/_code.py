@@ -271,6 +271,14 @@ class CodeService(Service):
                 except Exception as exc:  # never let the sweep die
                     log.warning("sandbox set-id sweep failed: %s", exc)
 
+    async def after_call(self) -> list[str]:
+        """Set-id bits stripped after a call; never raises (it runs while the call's own error propagates)."""
+        try:
+            return await _blocking(self.strip_setid)  # type: ignore[no-any-return]
+        except Exception as exc:
+            log.warning("stripping set-id bits after a call failed: %s", exc)
+            return []
+
     async def masks_current(self, kernel: _Kernel) -> list[str]:
         """Denied paths that appeared since ``kernel`` started (it cannot hide them: replace it)."""
         now = (await asyncio.to_thread(self.scan)).masks
@@ -573,7 +581,7 @@ async def code_run(ctx: ActionContext, args: RunInput) -> ActionOutput:
     finally:
         kernel.lock.release()
         # no set-id file may reach the host (the bind mount's nosuid protects only the container)
-        setid_removed = await asyncio.shield(asyncio.to_thread(svc.strip_setid))
+        setid_removed = await asyncio.shield(svc.after_call())
     if "driver_error" in reply:
         await svc.discard(ctx.session, kernel)
         raise ActionError("failed", f"the sandbox driver failed ({reply['driver_error']}); the kernel was replaced",
