@@ -71,10 +71,10 @@ EGRESS_PORT = 3128  # the driver's forwarder, on the container's loopback
 # gVisor's user-space kernel (the Sentry) runs in the container's memory cgroup: measured ~22 MB more than
 # runc for an idle kernel with numpy and pandas loaded; the code keeps policy.code.memory_mb for itself.
 RUNSC_OVERHEAD_MB = 64
-SETID_SWEEP_S = 2.0  # between calls, set-id bits are stripped this often while a session's kernel lives
 # ...and counts as host tasks in its pids cgroup: measured ~40 for the Sentry and ~8 per process of the code
 # (ptrace platform); the container's task limit is scaled so that the code keeps policy.code.pids_limit.
 RUNSC_TASKS_BASE, RUNSC_TASKS_PER_PROCESS = 64, 8
+SETID_SWEEP_S = 2.0  # between calls, set-id bits are stripped this often while a session's kernel lives
 
 
 @dataclass
@@ -530,23 +530,26 @@ async def code_run(ctx: ActionContext, args: RunInput) -> ActionOutput:
     max_bytes = ctx.policy.code.max_output_bytes
     memory_mb = ctx.policy.code.memory_mb
     appeared: list[str] = []  # denied paths the session's kernel could not hide: it was replaced
-    for _attempt in range(5):
+    replaced = 0
+    while True:
         kernel, fresh = await svc.kernel_for(ctx.session)
         await kernel.lock.acquire()
         if not kernel.dead:
             try:
                 new_denied = await svc.masks_current(kernel)
+                if new_denied:  # its masks were fixed when it started: a new kernel hides them all
+                    appeared = sorted({*appeared, *new_denied})
+                    replaced += 1
+                    await svc.discard(ctx.session, kernel)
             except BaseException:
                 kernel.lock.release()
                 raise
             if not new_denied:
                 break
-            appeared = sorted({*appeared, *new_denied})
-            await svc.discard(ctx.session, kernel)  # its masks were fixed at start: a new one hides them all
         kernel.lock.release()  # killed (timeout, reset, new denied paths) while this call waited: take a fresh one
-    else:
-        raise ActionError("failed", "denied paths keep appearing in the workspace while the sandbox starts (policy."
-                          "files.deny); the code was not run", retryable=True, rule="policy.files.deny")
+        if replaced >= 5:
+            raise ActionError("failed", "denied paths keep appearing in the workspace while the sandbox starts "
+                              "(policy.files.deny); the code was not run", retryable=True, rule="policy.files.deny")
     fresh = fresh or bool(appeared)
     setid_removed: list[str] = []
     try:
