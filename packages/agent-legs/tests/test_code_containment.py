@@ -157,6 +157,9 @@ def test_denied_files_cannot_be_read_moved_or_linked_from_code(tmp_path, runtime
             assert (ws / rel).read_text() == content
         leftovers = [p for p in os.listdir(ws) if p.endswith((".moved", ".hard"))]
         assert leftovers == []
+        assert os.path.islink(ws / ".env.sym")  # a link code made to a denied file: files.* does not follow it
+        r = legs.run("files.read", {"path": ".env.sym"})
+        assert not r.ok and SECRET not in r.output
         assert not (ws / "public").exists()
 
 
