@@ -109,6 +109,9 @@ def test_runsc_selected_but_missing_fails_with_the_fix() -> None:
     no_uds = {**runtimes, "runsc": {"path": "/usr/bin/runsc", "runtimeArgs": ["--network=none"]}}
     check = check_runtime(Settings(code={"runtime": "runsc"}), no_uds)
     assert check.status == "warn" and "--host-uds=open" in check.detail and check.fix
+    no_network_arg = {**runtimes, "runsc": {"path": "/usr/bin/runsc", "runtimeArgs": ["--host-uds=open"]}}
+    check = check_runtime(Settings(code={"runtime": "runsc"}), no_network_arg)
+    assert check.status == "fail" and "--network=none" in check.detail and check.fix
 
 
 def test_runsc_with_a_root_owned_workspace_fails(tmp_path: Path) -> None:
