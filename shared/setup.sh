@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs and starts the system components Agent Legs' tests and demo use:
-# Docker engine (+ the sandbox image), Chromium, Dovecot IMAP, mmdebstrap, iproute2.
+# Docker engine (+ the sandbox image, and gVisor's runsc registered as a runtime), Chromium, Dovecot IMAP,
+# mmdebstrap, iproute2.
 # As root on Debian/Ubuntu it installs what is missing; elsewhere it says what to install.
 # Re-runs are fast: nothing that exists is rebuilt.
 set -euo pipefail

@@ -2,11 +2,14 @@
 # Makes a Docker engine answer on DOCKER_HOST or /var/run/docker.sock. As root on Debian/Ubuntu it
 # installs docker.io when missing and starts dockerd in the background when nothing answers (no
 # systemd needed). Idempotent; fails loudly with the reason (and dockerd's log) otherwise.
+# Once the engine answers, ensure-runsc.sh installs and registers gVisor's runsc (settings.code.runtime).
 set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
 log=/var/log/agent-legs-dockerd.log
 answers() { docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
+up() { bash "$here/ensure-runsc.sh"; exit 0; }
 
-if command -v docker >/dev/null 2>&1 && answers; then exit 0; fi
+if command -v docker >/dev/null 2>&1 && answers; then up; fi
 if [ -n "${DOCKER_HOST:-}" ]; then
   echo "ensure-docker: DOCKER_HOST=$DOCKER_HOST does not answer:" >&2
   docker version >&2 || true
@@ -42,7 +45,7 @@ if ! pgrep -x dockerd >/dev/null 2>&1; then
   nohup dockerd >"$log" 2>&1 &
 fi
 for _ in $(seq 1 60); do
-  if answers; then echo "ensure-docker: dockerd is up"; exit 0; fi
+  if answers; then echo "ensure-docker: dockerd is up"; up; fi
   sleep 1
 done
 echo "ensure-docker: dockerd did not answer within 60 s; last log lines:" >&2

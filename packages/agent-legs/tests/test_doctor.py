@@ -19,6 +19,8 @@ from agent_legs._doctor import (
     check_docker,
     check_mail,
     check_otlp,
+    check_runtime,
+    check_sandbox_owner,
     run_checks,
 )
 from agent_legs_testing.mail import USER
@@ -79,6 +81,51 @@ def test_docker_down_and_image_missing(sandbox_image: str) -> None:
     assert down.status == "fail" and "does not answer" in down.detail and "dockerd" in (down.fix or "")
     by = _by_name(check_docker(Settings(code={"image": "agent-legs-no-such-image:none"})))
     assert by["sandbox image"].status == "fail" and "agent-legs sandbox build" in (by["sandbox image"].fix or "")
+
+
+def _engine_runtimes() -> dict:
+    import docker
+
+    client = docker.from_env()
+    try:
+        return client.info()["Runtimes"]
+    finally:
+        client.close()
+
+
+def test_runsc_is_reported_from_the_engine(sandbox_image: str) -> None:
+    by = _by_name(check_docker(Settings(code={"image": sandbox_image, "runtime": "runsc"})))
+    check = by["gVisor (runsc)"]
+    assert "runsc" in _engine_runtimes(), "runsc must be registered on test machines (shared/sandbox/ensure-runsc.sh)"
+    assert check.status == "ok" and "--network=none" in check.detail and "in use" in check.detail
+
+
+def test_runsc_selected_but_missing_fails_with_the_fix() -> None:
+    runtimes = {k: v for k, v in _engine_runtimes().items() if k != "runsc"}  # this engine, without runsc
+    check = check_runtime(Settings(code={"runtime": "runsc"}), runtimes)
+    assert check.status == "fail" and "no runsc runtime" in check.detail and "ensure-runsc.sh" in (check.fix or "")
+    check = check_runtime(Settings(), runtimes)  # not selected: optional, and said how to get it
+    assert check.status == "ok" and "not registered" in check.detail and "ensure-runsc.sh" in check.detail
+    no_uds = {**runtimes, "runsc": {"path": "/usr/bin/runsc", "runtimeArgs": ["--network=none"]}}
+    check = check_runtime(Settings(code={"runtime": "runsc"}), no_uds)
+    assert check.status == "warn" and "--host-uds=open" in check.detail and check.fix
+    no_network_arg = {**runtimes, "runsc": {"path": "/usr/bin/runsc", "runtimeArgs": ["--host-uds=open"]}}
+    check = check_runtime(Settings(code={"runtime": "runsc"}), no_network_arg)
+    assert check.status == "fail" and "--network=none" in check.detail and check.fix
+
+
+def test_runsc_with_a_root_owned_workspace_fails(tmp_path: Path) -> None:
+    import os
+
+    settings = Settings(code={"runtime": "runsc"})
+    (tmp_path / "ws").mkdir()
+    check = check_sandbox_owner(settings, tmp_path / "ws")
+    if os.geteuid() == 0:
+        assert check.status == "fail" and "chown 1000:1000" in (check.fix or "")
+        os.chown(tmp_path / "ws", 1000, 1000)
+        assert check_sandbox_owner(settings, tmp_path / "ws").status == "ok"
+    else:
+        assert check.status == "ok"
 
 
 def test_an_image_from_an_older_recipe_is_flagged(sandbox_image: str) -> None:

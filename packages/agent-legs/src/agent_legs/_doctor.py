@@ -1,7 +1,8 @@
 """``agent-legs doctor``: is every backend reachable, and if not, how to fix it.
 
 Each check talks to the real thing, briefly (a few seconds at most): the Docker engine and the
-sandbox image's recipe label, the browser binary (``--version``) or the remote browser's port, the
+sandbox image's recipe label, gVisor's runsc (registered with the engine? selected but missing, or
+selected for a root-owned workspace, fails), the browser binary (``--version``) or the remote browser's port, the
 SMTP/IMAP greeting (through TLS when configured so: a bad certificate shows here, not in the first
 email), an empty OTLP export (a wrong port or path shows here, not as silently missing traces), and
 the workspace/state directories.
@@ -28,7 +29,7 @@ from ._settings import MailServer, Settings, load_settings
 if TYPE_CHECKING:
     from ._legs import Legs
 
-__all__ = ["Check", "check_browser", "check_docker", "run_checks"]
+__all__ = ["Check", "check_browser", "check_docker", "check_runtime", "check_sandbox_owner", "run_checks"]
 
 Status = Literal["ok", "warn", "fail"]
 _TIMEOUT_S = 3.0
@@ -91,6 +92,14 @@ def check_docker(settings: Settings) -> list[Check]:
                       "docker.io, or https://docs.docker.com/engine/install/), or set settings.code.docker_host / "
                       "DOCKER_HOST")]
     checks = [Check("docker", "ok", f"engine {version} at {where}")]
+    try:
+        runtimes = client.info().get("Runtimes") or {}
+    except Exception as exc:
+        checks.append(Check("gVisor (runsc)", "warn", f"cannot list the engine's runtimes: {_short(exc)}",
+                            "check that this user may use the engine"))
+    else:
+        checks.append(check_runtime(settings, runtimes, local=not (settings.code.docker_host or os.environ.get(
+            "DOCKER_HOST") or "unix://").startswith(("tcp:", "ssh:", "http"))))
     remote = (settings.code.docker_host or os.environ.get("DOCKER_HOST") or "").startswith(("tcp:", "ssh:", "http"))
     if remote:
         checks.append(Check("docker host", "warn", "a remote engine: the sandbox bind-mounts the workspace by its "
@@ -118,6 +127,55 @@ def check_docker(settings: Settings) -> list[Check]:
     with contextlib.suppress(Exception):
         client.close()
     return checks
+
+
+_RUNSC_FIX = ("as root: bash shared/sandbox/ensure-runsc.sh (apt-get install runsc; registers it in "
+              "/etc/docker/daemon.json with runtimeArgs [\"--network=none\", \"--host-uds=open\"] and reloads dockerd)")
+
+
+def check_runtime(settings: Settings, runtimes: Mapping[str, Mapping[str, object]], *, local: bool = True) -> Check:
+    """Is gVisor's runsc registered with the engine (``docker info``'s ``Runtimes``), and usable as set up?
+    Selected (``settings.code.runtime = "runsc"``) but missing fails; merely absent is fine (optional)."""
+    selected = settings.code.runtime == "runsc"
+    entry = runtimes.get("runsc")
+    if entry is None:
+        if selected:
+            return Check("gVisor (runsc)", "fail", "settings.code.runtime = 'runsc' but the engine has no runsc "
+                         f"runtime (it has: {', '.join(sorted(runtimes)) or 'none'}): code.run would fail", _RUNSC_FIX)
+        return Check("gVisor (runsc)", "ok", "not registered (optional: stronger isolation with "
+                     "settings.code.runtime = 'runsc'; " + _RUNSC_FIX + ")")
+    path = str(entry.get("path") or "runsc")
+    args = [str(a) for a in entry.get("runtimeArgs") or []]  # type: ignore[attr-defined]
+    if local and os.path.isabs(path) and not os.path.exists(path):
+        return Check("gVisor (runsc)", "fail" if selected else "warn", f"registered, but {path} does not exist",
+                     _RUNSC_FIX)
+    problems = []
+    if "--network=none" not in args:
+        problems.append("without runtimeArgs --network=none (sandboxes, which have no network, fail to start)")
+    if not any(a in ("--host-uds=open", "--host-uds=all") for a in args):
+        problems.append("without --host-uds=open (policy.code.network = true is refused under it)")
+    use = "in use (settings.code.runtime)" if selected else "available (settings.code.runtime = 'runsc')"
+    if problems:
+        return Check("gVisor (runsc)", "fail" if selected and "--network=none" not in args else "warn",
+                     f"registered at {path}, " + "; ".join(problems), _RUNSC_FIX)
+    return Check("gVisor (runsc)", "ok", f"{path} {' '.join(args)}: {use}")
+
+
+def check_sandbox_owner(settings: Settings, workspace: Path) -> Check:
+    """Under gVisor the sandbox is let into the workspace only by ownership (gVisor ignores ACLs)."""
+    ws = workspace.expanduser().resolve()
+    try:
+        owner = ws.stat().st_uid
+    except OSError:
+        owner = 0  # created by Legs, as this user
+        if os.geteuid() != 0:
+            owner = os.geteuid()
+    if owner == 0:
+        return Check("sandbox user", "fail", f"settings.code.runtime = 'runsc' and the workspace {ws} is (or will be) "
+                     "owned by root: gVisor ignores the ACLs that let the sandbox in, so code.run refuses it",
+                     f"mkdir -p {ws} && chown {settings.code.uid}:{settings.code.uid} {ws} (the account the sandbox "
+                     "acts as), or settings.code.runtime = 'runc'")
+    return Check("sandbox user", "ok", f"the sandbox runs as uid {owner}, the workspace's owner")
 
 
 def _registry_reachable() -> bool:
@@ -289,5 +347,6 @@ def run_checks(
     else:
         conf = settings if settings is not None else load_settings()  # a bad AGENT_LEGS_* value: ConfigError
     ws, st = resolve_dirs(workspace, state_dir)  # as Legs() would: arguments, AGENT_LEGS_* variables, defaults
-    return [*check_dirs(ws, st), *check_docker(conf), check_browser(conf), *check_mail(conf, secrets),
+    sandbox = [check_sandbox_owner(conf, ws)] if conf.code.runtime == "runsc" else []
+    return [*check_dirs(ws, st), *check_docker(conf), *sandbox, check_browser(conf), *check_mail(conf, secrets),
             check_otlp(conf)]

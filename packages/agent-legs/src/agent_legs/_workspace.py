@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, TypeVar
 
+from . import _acl
 from ._errors import ActionError
 from ._models import Artifact
 from ._policy import FilesPolicy
@@ -1337,12 +1338,24 @@ def decode_text(data: bytes, *, complete: bool = True) -> str | None:
 
 
 def _inherit_owner(dir_fd: int, *, fd: int | None = None, name: str | None = None) -> None:
-    """As root, give new entries their directory's owner, so a workspace owned by the (non-root)
-    sandbox user stays writable by it. A no-op for other users."""
+    """As root, a new entry Agent Legs creates stays usable by the code sandbox's user: in a directory
+    owned by a non-root user (the account the sandbox runs as) it gets that owner; in a root-owned one
+    it gets the directory's ACL grants (the sandbox user's named entry, see ``_acl``), unless it is a
+    private file. A no-op for other users (the sandbox then runs as that user)."""
     if os.geteuid() != 0:
         return
     st = os.fstat(dir_fd)
     if st.st_uid == 0:
+        with suppress(OSError):  # a grant that cannot be made never fails the write itself
+            if fd is not None:
+                _acl.mark_written(fd)
+                _acl.inherit_grants(dir_fd, fd)
+            elif name is not None:
+                nfd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+                try:
+                    _acl.inherit_grants(dir_fd, nfd)
+                finally:
+                    os.close(nfd)
         return
     if fd is not None:
         os.fchown(fd, st.st_uid, st.st_gid)

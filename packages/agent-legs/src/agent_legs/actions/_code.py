@@ -10,7 +10,10 @@ work really stops) and the session's next call gets a fresh kernel.
 
 Containment: no network, non-root user, read-only root filesystem, size-limited tmpfs ``/tmp``,
 all capabilities dropped, ``no-new-privileges``, pids/memory (swap = memory)/CPU limits, an empty
-environment, the workspace bind-mounted at ``/workspace`` (read-only when the policy says so).
+environment, the workspace bind-mounted at ``/workspace`` (read-only when the policy says so), with
+every path ``policy.files.deny`` matches masked, and no set-id bit left on the host after a call;
+the user the sandbox runs as never takes the operator's files (ACL grants, no chown). See
+``_code_fs``. ``settings.code.runtime = "runsc"`` runs the containers under gVisor.
 
 ``policy.code.network = true`` does not give the container a network: it keeps only loopback, and
 gets one way out, a unix socket (bind-mounted) to its own ``EgressProxy``, which the driver exposes
@@ -61,11 +64,15 @@ from .._policy import Policy
 from .._registry import action
 from .._sandbox import driver_source
 from .._service import Service
+from . import _code_fs
 
 log = logging.getLogger("agent_legs.code")
 
 LABEL = "agent-legs.sandbox"
 _HOST = socket.gethostname()
+RUNSC_HINT = ("As root: bash shared/sandbox/ensure-runsc.sh (installs runsc and registers it in "
+              "/etc/docker/daemon.json with runtimeArgs ['--network=none', '--host-uds=open'], then reloads dockerd), "
+              "or set settings.code.runtime = 'runc'; `agent-legs doctor` checks it.")
 _UNAVAILABLE_HINT = ("Start the Docker engine (dockerd) or set settings.code.docker_host, then build the image with "
                      "`agent-legs sandbox build`; `agent-legs doctor` checks both.")
 
@@ -75,6 +82,13 @@ BOOTSTRAP = ("import sys; b = sys.stdin.buffer; "
              "exec(compile(b.read(int(b.readline())), 'agent-legs-driver', 'exec'))")
 EGRESS_SOCKET = "/run/agent-legs-egress.sock"  # inside the container
 EGRESS_PORT = 3128  # the driver's forwarder, on the container's loopback
+# gVisor's user-space kernel (the Sentry) runs in the container's memory cgroup: measured ~22 MB more than
+# runc for an idle kernel with numpy and pandas loaded; the code keeps policy.code.memory_mb for itself.
+RUNSC_OVERHEAD_MB = 64
+# ...and counts as host tasks in its pids cgroup: measured ~40 for the Sentry and ~8 per process of the code
+# (ptrace platform); the container's task limit is scaled so that the code keeps policy.code.pids_limit.
+RUNSC_TASKS_BASE, RUNSC_TASKS_PER_PROCESS = 64, 8
+SETID_SWEEP_S = 2.0  # between calls, set-id bits are stripped this often while a session's kernel lives
 
 
 @dataclass
@@ -148,6 +162,7 @@ class _Kernel:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     dead: bool = False
     proxy: _SocketProxy | None = None
+    masks: _code_fs.Masks = field(default_factory=_code_fs.Masks)  # denied paths hidden in this container
 
     async def _read_frame(self) -> None:
         """One frame of the attach stream (stdout and stderr multiplexed), its size checked."""
@@ -293,7 +308,12 @@ class CodeService(Service):
         except Exception as exc:
             raise ActionError("unavailable", f"cannot reach the Docker engine ({where}): {_short(exc)}", retryable=True,
                               hint=_UNAVAILABLE_HINT) from None
-        self._owner = await asyncio.to_thread(self._prepare_workspace)  # may walk a large workspace
+        await asyncio.to_thread(self._runtime_check)
+        self._owner = await asyncio.to_thread(  # may walk a large workspace
+            _code_fs.prepare_workspace, str(self.runtime.workspace_path), settings.uid,
+            read_only=self.runtime.policy.files.read_only, runtime=settings.runtime)
+        self._mask_sources = _code_fs.MaskSources()
+        self._known_denied: set[tuple[int, int, int]] = set()
         if self.runtime.policy.code.network:
             # short path (unix sockets allow ~107 bytes), private to us; only the sockets are mounted
             self._egress_dir = tempfile.mkdtemp(prefix="agent-legs-egress-")
@@ -304,29 +324,75 @@ class CodeService(Service):
         self.pool: list[_Kernel] = []
         self._pool_task: asyncio.Task[None] | None = None
         self._reaper = asyncio.create_task(self._reap(), context=contextvars.Context())
+        self._sweeper = asyncio.create_task(self._sweep_setid(), context=contextvars.Context())
         await asyncio.to_thread(self._remove_orphans)
         self._fill_pool()
 
     # -- containers -------------------------------------------------------------------------------
-    def _prepare_workspace(self) -> tuple[int, int]:
-        """The sandbox runs as the workspace's owner, never root: a root-owned workspace is given to
-        uid 1000 (the image's ``sandbox`` user), so code can write there without privileges."""
-        root = self.runtime.workspace_path
-        st = os.stat(root)
-        if st.st_uid != 0:
-            return st.st_uid, st.st_gid
-        if os.geteuid() == 0:
-            for dirpath, dirnames, filenames in os.walk(root):
-                for name in [*dirnames, *filenames]:
-                    os.lchown(os.path.join(dirpath, name), 1000, 1000)
-            os.lchown(root, 1000, 1000)
-        return 1000, 1000
+    def _runtime_check(self) -> None:
+        """runsc must be registered with the engine (and let the guarded network's socket through)."""
+        settings = self.runtime.settings.code
+        if settings.runtime == "runc":
+            return
+        try:
+            runtimes = self.client.info().get("Runtimes") or {}
+        except Exception as exc:
+            raise ActionError("unavailable", f"cannot ask the Docker engine for its runtimes: {exc}", retryable=True,
+                              hint=_UNAVAILABLE_HINT) from None
+        if settings.runtime not in runtimes:
+            raise ActionError("unavailable", f"settings.code.runtime = {settings.runtime!r}, but the Docker engine has "
+                              f"no such runtime (it has: {', '.join(sorted(runtimes)) or 'none'})",
+                              hint=RUNSC_HINT)
+        args = runtimes[settings.runtime].get("runtimeArgs") or []
+        if self.runtime.policy.code.network and not any(a in ("--host-uds=open", "--host-uds=all") for a in args):
+            raise ActionError("unavailable", "policy.code.network = true under gVisor needs runsc registered with "
+                              "runtimeArgs '--host-uds=open' (the sandbox's only way out is a host unix socket, which "
+                              "gVisor refuses by default); refusing rather than starting a sandbox that cannot reach "
+                              "its proxy", hint=RUNSC_HINT)
+
+    def scan(self) -> _code_fs.Scan:
+        """Denied paths to mask now (and set-id bits stripped): one walk of the workspace."""
+        return _code_fs.scan(str(self.runtime.workspace_path), self.runtime.workspace, sandbox_uid=self._owner[0],
+                             known=self._known_denied)
+
+    def strip_setid(self) -> list[str]:
+        """After a call: set-id bits the sandbox's user left on workspace entries, removed."""
+        return _code_fs.strip_setid(str(self.runtime.workspace_path), self.runtime.workspace,
+                                    sandbox_uid=self._owner[0])
+
+    async def _sweep_setid(self) -> None:
+        """While kernels live, a thread the code left running could set a set-id bit between calls:
+        strip them every SETID_SWEEP_S seconds too, not only after the next call."""
+        while True:
+            await asyncio.sleep(SETID_SWEEP_S)
+            if self.kernels:
+                try:
+                    await asyncio.to_thread(self.strip_setid)
+                except Exception as exc:  # never let the sweep die
+                    log.warning("sandbox set-id sweep failed: %s", exc)
+
+    async def after_call(self) -> list[str]:
+        """Set-id bits stripped after a call; never raises (it runs while the call's own error propagates)."""
+        try:
+            return await _blocking(self.strip_setid)  # type: ignore[no-any-return]
+        except Exception as exc:
+            log.warning("stripping set-id bits after a call failed: %s", exc)
+            return []
+
+    async def masks_current(self, kernel: _Kernel) -> list[str]:
+        """Denied paths that appeared since ``kernel`` started (it cannot hide them: replace it)."""
+        now = (await asyncio.to_thread(self.scan)).masks
+        return [] if kernel.masks.covers(now) else kernel.masks.new_paths(now)
 
     def _create(self, proxy: _SocketProxy | None) -> _Kernel:
         policy = self.runtime.policy
         code = policy.code
         mode = "ro" if policy.files.read_only else "rw"
         uid, gid = self._owner
+        masks = self.scan().masks  # what policy.files.deny hides from this container, for its whole life
+        runtime = self.runtime.settings.code.runtime
+        overhead_mb = RUNSC_OVERHEAD_MB if runtime == "runsc" else 0  # gVisor's kernel lives in the same cgroup
+        mounts = _code_fs.mounts(masks, self._mask_sources)
         volumes = {str(self.runtime.workspace_path): {"bind": "/workspace", "mode": mode}}
         environment: dict[str, str] = {}  # nothing of the host's: no variable, no secret
         if proxy is not None:
@@ -346,14 +412,16 @@ class CodeService(Service):
             tmpfs={"/tmp": f"size={code.tmp_mb}m,mode=1777,nosuid,nodev"},  # noqa: S108 (the container's own tmpfs)
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
-            pids_limit=code.pids_limit,
-            mem_limit=f"{code.memory_mb}m",
-            memswap_limit=f"{code.memory_mb}m",
+            pids_limit=code.pids_limit if runtime == "runc" else RUNSC_TASKS_BASE + code.pids_limit * RUNSC_TASKS_PER_PROCESS,
+            mem_limit=f"{code.memory_mb + overhead_mb}m",
+            memswap_limit=f"{code.memory_mb + overhead_mb}m",
             nano_cpus=int(code.cpus * 1e9),
             environment=environment,
             hostname="sandbox",
             working_dir="/workspace",
             volumes=volumes,
+            mounts=mounts,
+            runtime=runtime,
             labels={LABEL: "1", f"{LABEL}.owner": f"{_HOST}:{os.getpid()}", f"{LABEL}.instance": self.instance},
             ulimits=[],
             log_config={"type": "none"},  # what the kernel writes on its channel never reaches the engine's disk
@@ -369,7 +437,7 @@ class CodeService(Service):
             with contextlib.suppress(Exception):
                 container.remove(force=True)
             raise
-        return _Kernel(container, sock, proxy=proxy)
+        return _Kernel(container, sock, proxy=proxy, masks=masks)
 
     async def _start_proxy(self) -> _SocketProxy | None:
         if self._egress_dir is None:
@@ -394,6 +462,8 @@ class CodeService(Service):
             except Exception as exc:
                 if proxy is not None:
                     await proxy.aclose()
+                if isinstance(exc, ActionError):
+                    raise
                 raise ActionError("unavailable", f"cannot start a sandbox container: {_short(exc)}", retryable=True,
                                   hint=_UNAVAILABLE_HINT) from None
             try:
@@ -558,6 +628,7 @@ class CodeService(Service):
 
     async def aclose(self) -> None:
         self._reaper.cancel()
+        self._sweeper.cancel()
         if self._pool_task is not None:
             self._pool_task.cancel()
             with contextlib.suppress(BaseException):
@@ -575,6 +646,7 @@ class CodeService(Service):
             self.client.close()
         if self._egress_dir is not None:
             shutil.rmtree(self._egress_dir, ignore_errors=True)
+        self._mask_sources.close()
 
     def _remove_instance_leftovers(self) -> None:
         for c in self.client.containers.list(all=True, sparse=True, filters={"label": f"{LABEL}.instance={self.instance}"}):
@@ -605,7 +677,9 @@ async def code_run(ctx: ActionContext, args: RunInput) -> ActionOutput:
         where = ctx.settings.code.docker_host or os.environ.get("DOCKER_HOST") or "the local socket"
         raise ActionError("unavailable", f"the Docker engine ({where}) did not answer within this call's "
                           f"{limit_s:g} s timeout; nothing ran", retryable=True, hint=_UNAVAILABLE_HINT) from None
-    kernel, fresh, replaced = await _claim(svc, ctx.session, deadline, limit_s)
+    appeared: list[str] = []  # denied paths the session's kernel could not hide: it was replaced
+    kernel, fresh, replaced = await _claim(svc, ctx.session, deadline, limit_s, appeared)
+    setid_removed: list[str] = []
     try:
         kernel.last_used = time.monotonic()
         with ctx.tracer.start_as_current_span("sandbox exec") as span:
@@ -651,6 +725,8 @@ async def code_run(ctx: ActionContext, args: RunInput) -> ActionOutput:
         kernel.last_used = time.monotonic()
     finally:
         kernel.lock.release()
+        # no set-id file may reach the host (the bind mount's nosuid protects only the container)
+        setid_removed = await asyncio.shield(svc.after_call())
     if "driver_error" in reply:
         await svc.discard(ctx.session, kernel, _CLEANUP_S)
         raise ActionError("failed", f"the sandbox driver failed ({reply['driver_error']}); the code may have run in "
@@ -667,6 +743,7 @@ async def code_run(ctx: ActionContext, args: RunInput) -> ActionOutput:
         if isinstance(reply.get(key), str):
             reply[key] = ctx.redactor.text(reply[key], cut=cut)
     artifacts = _artifacts(ctx, reply)
+    reply["denied_appeared"], reply["setid_removed"] = appeared[:50], setid_removed[:50]
     output = _render(reply, args.language, max_bytes, artifacts, fresh)
     if replaced:
         output = f"[{replaced}]\n{output}"
@@ -684,6 +761,9 @@ async def code_run(ctx: ActionContext, args: RunInput) -> ActionOutput:
     data["new_kernel"] = fresh
     if replaced:
         data["kernel_replaced"] = replaced
+    if appeared:  # why this call has a new kernel: paths to hide appeared since the old one started
+        data["denied_paths_appeared"] = appeared[:50]
+    data["setid_removed"] = setid_removed[:50]
     if reply["oom_killed"]:
         # a child process (not the kernel) hit the limit: the kernel lives on, but the work did not finish
         raise ActionError("failed", f"a process was killed for exceeding the memory limit of {memory_mb} MB "
@@ -692,12 +772,16 @@ async def code_run(ctx: ActionContext, args: RunInput) -> ActionOutput:
     return ActionOutput(output=output, data=data, artifacts=artifacts)
 
 
-async def _claim(svc: CodeService, session: str, deadline: float, limit_s: float) -> tuple[_Kernel, bool, str]:
+async def _claim(
+    svc: CodeService, session: str, deadline: float, limit_s: float, appeared: list[str]
+) -> tuple[_Kernel, bool, str]:
     """The session's kernel, locked for this call: (kernel, fresh, why an earlier one was replaced).
 
     A kernel found dead or out of step before anything is sent to it is replaced here (nothing of
-    this call ran yet); starting and waiting count against the call's deadline."""
+    this call ran yet), and so is one whose masks cannot hide denied paths that appeared since it
+    started (``appeared`` collects them); starting and waiting count against the call's deadline."""
     replaced = ""
+    mask_replacements = 0
     try:
         async with asyncio.timeout_at(deadline):
             while True:
@@ -706,7 +790,19 @@ async def _claim(svc: CodeService, session: str, deadline: float, limit_s: float
                 try:
                     if not kernel.dead:
                         await kernel.ensure_idle()
-                        return kernel, fresh or bool(replaced), replaced
+                        new_denied = await svc.masks_current(kernel)
+                        if not new_denied:
+                            return kernel, fresh or bool(replaced) or bool(appeared), replaced
+                        # its masks were fixed when it started: a new kernel hides them all
+                        appeared[:] = sorted({*appeared, *new_denied})
+                        mask_replacements += 1
+                        if mask_replacements > 5:
+                            raise ActionError(
+                                "failed", "denied paths keep appearing in the workspace while the sandbox starts "
+                                "(policy.files.deny); the code was not run", retryable=True, rule="policy.files.deny")
+                        svc.destroy_later(kernel)
+                        if svc.kernels.get(session) is kernel:
+                            del svc.kernels[session]
                 except (EOFError, OSError, _ProtocolError) as exc:
                     replaced = ("the session's kernel had stopped since the last call (its state was lost); a fresh "
                                 "one was started" if not isinstance(exc, _ProtocolError) else
@@ -798,6 +894,12 @@ def _render(reply: dict[str, Any], language: str, limit: int, artifacts: list[Ar
         parts.append(f"[exit code {reply.get('exit_code')}]")
     for denial in reply.get("network_denied", []):
         parts.append(f"[network denied: {denial['url']} ({denial['message']}; rule: {denial['rule']})]")
+    if reply.get("denied_appeared"):
+        parts.append(f"[the kernel was replaced (its state was lost) to hide paths that appeared and match "
+                     f"policy.files.deny: {', '.join(reply['denied_appeared'])}]")
+    if reply.get("setid_removed"):
+        parts.append(f"[setuid/setgid bits removed (never allowed in the workspace): "
+                     f"{', '.join(reply['setid_removed'])}]")
     if reply.get("killed_processes"):
         parts.append(f"[{reply['killed_processes']} leftover process(es) stopped: a call's processes end with it]")
     if artifacts:
