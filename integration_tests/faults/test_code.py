@@ -44,6 +44,12 @@ def _kernel_pid(container_id: str) -> int:
     return int(child)
 
 
+def _the_new_sandbox(before: set[str]) -> str:
+    """The one container this test's ``Legs`` started (others of this process may linger from earlier tests)."""
+    (cid,) = set(sandbox_containers()) - before
+    return cid
+
+
 def _kill(pid: int) -> None:
     subprocess.run(["kill", "-9", str(pid)], check=True, timeout=30)
 
@@ -64,8 +70,9 @@ def legs(tmp_path):
 @pytest.mark.parametrize("victim", ["pid1", "kernel"])
 def test_a_sandbox_killed_mid_call_fails_cleanly_and_the_next_call_recovers(legs, tmp_path, victim, caplog) -> None:
     caplog.set_level(logging.WARNING)
+    before = set(sandbox_containers())
     assert legs.run("code.run", {"code": "state = 1"}).ok
-    (cid,) = sandbox_containers()
+    cid = _the_new_sandbox(before)
     pid = _host_pid(cid) if victim == "pid1" else _kernel_pid(cid)
     results = []
     call = threading.Thread(target=lambda: results.append(legs.run(
@@ -89,8 +96,9 @@ def test_a_sandbox_killed_mid_call_fails_cleanly_and_the_next_call_recovers(legs
 
 @pytest.mark.usefixtures("sandbox_image", "no_leftover_containers")
 def test_a_sandbox_killed_between_calls_is_replaced_by_the_next_call(legs) -> None:
+    before = set(sandbox_containers())
     assert legs.run("code.run", {"code": "state = 1"}).ok
-    (cid,) = sandbox_containers()
+    cid = _the_new_sandbox(before)
     _kill(_host_pid(cid))
     deadline = time.monotonic() + 20
     while subprocess.run(["docker", "ps", "-q", "--no-trunc", "--filter", f"id={cid}"], capture_output=True,
