@@ -404,6 +404,9 @@ async def serve_http(
     config = uvicorn.Config(HttpGuard(app, token, hosts, origins), log_level="warning", lifespan="on",
                             server_header=False)
     uv = uvicorn.Server(config)
+    if not is_loopback(host):  # a client reaching it by name or another address needs --allow-host
+        print("agent-legs mcp: Host headers accepted: " + ", ".join(sorted(hosts)) + " (add more with --allow-host)",
+              file=err, flush=True)
     print(f"agent-legs mcp: serving streamable HTTP at http://{_netloc(host, port)}/mcp", file=err, flush=True)
     try:
         await uv.serve(sockets=[sock])
