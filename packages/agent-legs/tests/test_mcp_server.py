@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import mcp_types as types
 import pytest
-from mcp import ClientSession, StdioServerParameters
+from mcp import Client, ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
@@ -379,3 +379,54 @@ async def test_http_session_close_releases_its_sandbox(tmp_path: Path, http_serv
     while containers() and time.monotonic() < deadline:
         await asyncio.sleep(0.5)
     assert containers() == []
+
+
+# -- the 2026-07-28 protocol (the SDK's Client, mode="auto") ------------------------------------------
+def _modern_client(config: Path, elicit: Elicitations | None = None) -> Client:
+    return Client(StdioServerParameters(command=sys.executable, args=_argv(config)[1:], env=_env()),
+                  elicitation_callback=elicit)
+
+
+async def test_modern_protocol_approval_rides_input_required(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    approve, decline = Elicitations(), Elicitations(approve=False)
+    async with _modern_client(config, approve) as c:
+        assert c.session.protocol_version == "2026-07-28"  # no server-to-client requests in this era
+        ok = await c.call_tool("files_write", {"path": "yes.txt", "content": "x"})
+    async with _modern_client(config, decline) as c:
+        no = await c.call_tool("files_write", {"path": "no.txt", "content": "x"})
+    async with _modern_client(config, None) as c:  # no elicitation capability: the rule decides
+        silent = await c.call_tool("files_write", {"path": "silent.txt", "content": "x"})
+    assert not ok.is_error and (tmp_path / "ws" / "yes.txt").exists()
+    assert len(approve.messages) == 1 and "yes.txt" in approve.messages[0]
+    assert "policy.require_approval['files.write']" in approve.messages[0]
+    for result, name in ((no, "no.txt"), (silent, "silent.txt")):
+        assert result.is_error and result.structured_content["error"]["type"] == "approval_denied"
+        assert not (tmp_path / "ws" / name).exists()
+    # one line per call that ran (the question round ran nothing)
+    assert [e["decision"] for e in _log(tmp_path)] == ["approved", "rejected", "rejected"]
+
+
+async def test_modern_protocol_answer_binds_to_the_call_it_was_asked_about(tmp_path: Path) -> None:
+    """An approval counts once, for the same tool and arguments, with the state the server issued."""
+    config = _config(tmp_path)
+    yes = {"approve": types.ElicitResult(action="accept", content={"approve": True})}
+    async with _modern_client(config, Elicitations()) as c:
+        s = c.session
+        first = await s.call_tool("files_write", {"path": "asked.txt", "content": "x"}, allow_input_required=True)
+        assert isinstance(first, types.InputRequiredResult) and first.request_state
+        assert "asked.txt" in first.input_requests["approve"].params.message
+        swapped = await s.call_tool("files_write", {"path": "other.txt", "content": "x"}, allow_input_required=True,
+                                    input_responses=yes, request_state=first.request_state)
+        forged = await s.call_tool("files_write", {"path": "asked.txt", "content": "x"}, allow_input_required=True,
+                                   input_responses=yes, request_state="agent-legs-approval-forged")
+        assert isinstance(swapped, types.InputRequiredResult) and isinstance(forged, types.InputRequiredResult)
+        # the first state was spent by the swapped retry: using it again asks again
+        reused = await s.call_tool("files_write", {"path": "asked.txt", "content": "x"}, allow_input_required=True,
+                                   input_responses=yes, request_state=first.request_state)
+        assert isinstance(reused, types.InputRequiredResult)
+        done = await s.call_tool("files_write", {"path": "asked.txt", "content": "x"}, allow_input_required=True,
+                                 input_responses=yes, request_state=reused.request_state)
+        assert isinstance(done, types.CallToolResult) and not done.is_error
+    assert (tmp_path / "ws" / "asked.txt").exists() and not (tmp_path / "ws" / "other.txt").exists()
+    assert [(e["action"], e["decision"]) for e in _log(tmp_path)] == [("files.write", "approved")]

@@ -20,9 +20,12 @@ Invariants:
 * Approvals: a call the policy sends to approval asks the client by MCP elicitation (a yes/no form
   naming the action, the redacted arguments and the rule) when the client declared the capability
   and the connection can carry a server-to-client request; anything but an explicit "accept" with
-  ``approve = true`` is a rejection. Otherwise the ``fallback`` approver decides, and without one
-  the call ends ``approval_denied`` naming the rule. No elicitation waits longer than
-  ``ELICITATION_TIMEOUT_S``.
+  ``approve = true`` is a rejection. A client on the 2026-07-28 protocol, which forbids
+  server-to-client requests, is asked the same question inside an ``InputRequiredResult``; its
+  answer counts only on the retry of exactly that call (same tool, same arguments) carrying the
+  single-use ``request_state`` the server issued. Otherwise the ``fallback`` approver decides, and
+  without one the call ends ``approval_denied`` naming the rule. No elicitation waits longer than
+  ``ELICITATION_TIMEOUT_S``; an unanswered ``request_state`` expires after as long.
 * Unknown tools and bad arguments are ``isError`` results that say what is wrong; nothing the
   client sends crashes the server.
 
@@ -151,6 +154,53 @@ def _can_elicit(ctx: Any) -> bool:
     return elicitation.form is not None or elicitation.url is None
 
 
+def _declares_elicitation(ctx: Any) -> bool:
+    elicitation = getattr(getattr(ctx.session, "client_capabilities", None), "elicitation", None)
+    return elicitation is not None and (elicitation.form is not None or elicitation.url is None)
+
+
+class _PendingApprovals:
+    """Questions asked inside an ``InputRequiredResult`` (2026-07-28 protocol), awaiting the retry.
+
+    Keyed by a random single-use ``request_state``; bound to the tool and the exact arguments asked
+    about; bounded in number and age. A response without a matching state is no answer (asked anew).
+    """
+
+    MAX = 1024
+
+    def __init__(self) -> None:
+        self._states: dict[str, tuple[str, str, float]] = {}
+
+    @staticmethod
+    def _canonical(arguments: Any) -> str:
+        return json.dumps(arguments, sort_keys=True, ensure_ascii=False, default=str)
+
+    def issue(self, tool: str, arguments: Any) -> str:
+        import time
+
+        now = time.monotonic()
+        for key in [k for k, (_, _, expiry) in self._states.items() if expiry < now]:
+            del self._states[key]
+        while len(self._states) >= self.MAX:
+            del self._states[next(iter(self._states))]
+        state = "agent-legs-approval-" + secrets.token_urlsafe(24)
+        self._states[state] = (tool, self._canonical(arguments), now + ELICITATION_TIMEOUT_S)
+        return state
+
+    def answer(self, tool: str, arguments: Any, state: str | None, responses: Any) -> bool | None:
+        """``True``/``False`` when this retry answers a question asked about this very call, else ``None``."""
+        import time
+
+        entry = self._states.pop(state, None) if state else None
+        if entry is None or entry[0] != tool or entry[1] != self._canonical(arguments) or entry[2] < time.monotonic():
+            return None
+        response = (responses or {}).get("approve")
+        if response is None:
+            return None
+        content = getattr(response, "content", None)
+        return getattr(response, "action", None) == "accept" and isinstance(content, dict) and content.get("approve") is True
+
+
 # -- the server --------------------------------------------------------------------------------------
 def build_server(legs: Legs, approvals: McpApprovals, *, session: str | None = None) -> Any:
     """The low-level MCP ``Server`` over ``legs`` (``legs.approver`` must be ``approvals.approve``).
@@ -160,8 +210,16 @@ def build_server(legs: Legs, approvals: McpApprovals, *, session: str | None = N
     """
     import mcp_types as types
     from mcp.server.lowlevel import Server
+    from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+    from pydantic import ValidationError
 
+    from ._legs import _scrubbed_args
+    from ._policy import PolicyEngine
+    from ._secrets import Redactor
     from ._version import __version__
+
+    engine = PolicyEngine(legs.policy)
+    pending = _PendingApprovals()
 
     offered = offered_actions(legs)  # ConfigError when nothing can be offered: before anything starts
     tools = [
@@ -208,6 +266,20 @@ def build_server(legs: Legs, approvals: McpApprovals, *, session: str | None = N
 
         connection.exit_stack.push_async_callback(release)
 
+    def approval_request(spec: ActionSpec, arguments: Any, name: str) -> ApprovalRequest | None:
+        """What the approver would be shown (secrets redacted); ``None`` when the arguments are invalid
+        (``Legs`` then reports them, and nobody is asked about a call that cannot run)."""
+        try:
+            args = spec.input_model.model_validate(arguments)
+        except (ValidationError, ValueError, TypeError):
+            return None
+        redactor = Redactor(legs.secrets)
+        summary = spec.summarize(_scrubbed_args(args, redactor)) if spec.summarize else ""
+        rule = engine.decide(spec.name).rule
+        return ApprovalRequest(action=spec.name, tool_name=spec.tool_name, session=name,
+                               arguments=redactor.data(args.model_dump(mode="json")),
+                               reason=redactor.text(f"{rule}. {summary}".strip()))
+
     def error_result(kind: str, message: str) -> Any:
         return types.CallToolResult(content=[types.TextContent(type="text", text=f"Error ({kind}): {message}")],
                                     is_error=True)
@@ -235,12 +307,30 @@ def build_server(legs: Legs, approvals: McpApprovals, *, session: str | None = N
                 return False
             return answer.action == "accept" and isinstance(answer.content, dict) and answer.content.get("approve") is True
 
-        async def ask(request: ApprovalRequest) -> bool:  # on the Legs loop (or this one, for inline actions)
+        async def elicit_ask(request: ApprovalRequest) -> bool:  # on the Legs loop (or this one, for inline actions)
             return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(elicit(request), loop))
 
+        ask: Ask = elicit_ask
+
         arguments = params.arguments if params.arguments is not None else {}
+        if (not _can_elicit(ctx) and ctx.protocol_version in MODERN_PROTOCOL_VERSIONS and _declares_elicitation(ctx)
+                and engine.decide(spec.name).kind == "approve"):
+            # 2026-07-28: no server-to-client requests; the question rides an InputRequiredResult.
+            answered = pending.answer(params.name, arguments, params.request_state, params.input_responses)
+            if answered is None:
+                question = approval_request(spec, arguments, name)
+                if question is not None:
+                    return types.InputRequiredResult(
+                        input_requests={"approve": types.ElicitRequest(params=types.ElicitRequestFormParams(
+                            message=_elicitation_message(question), requested_schema=_APPROVAL_SCHEMA))},
+                        request_state=pending.issue(params.name, arguments))
+            else:
+                async def given(request: ApprovalRequest, answer: bool = answered) -> bool:
+                    return answer
+
+                ask = given
         try:
-            if _can_elicit(ctx):
+            if _can_elicit(ctx) or ask is not elicit_ask:
                 with approvals.asking(name, call_id, ask):
                     result = await legs.arun(spec.name, arguments, session=name, call_id=call_id)
             else:
