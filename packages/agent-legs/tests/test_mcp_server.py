@@ -221,9 +221,10 @@ class HttpServer:
 def http_server(tmp_path: Path) -> Iterator[Any]:
     started: list[subprocess.Popen[str]] = []
 
-    def start(*args: str, token: str | None = "s3cret-token", policy: str = POLICY) -> HttpServer:
+    def start(*args: str, token: str | None = "s3cret-token", policy: str = POLICY,
+              address: str = "127.0.0.1:0") -> HttpServer:
         env = _env(**({"AGENT_LEGS_MCP_TOKEN": token} if token is not None else {}))
-        proc = subprocess.Popen(_argv(_config(tmp_path, policy), "--http", "127.0.0.1:0", *args), env=env,
+        proc = subprocess.Popen(_argv(_config(tmp_path, policy), "--http", address, *args), env=env,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         started.append(proc)
         lines: queue.Queue[str] = queue.Queue()
@@ -284,8 +285,14 @@ def test_http_token_origin_and_host_checks(tmp_path: Path, http_server: Any) -> 
     assert _log(tmp_path) == []  # nothing refused reached an action
 
 
-def test_http_allow_origin_and_random_token(tmp_path: Path, http_server: Any) -> None:
-    server = http_server("--allow-origin", "https://app.example.com", token=None)
+def test_http_allow_origin_allow_host_and_random_token(tmp_path: Path, http_server: Any) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a free port, named before the start so --allow-host can carry it
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = http_server("--allow-origin", "https://app.example.com", "--allow-host", f"mcp.internal:{port}",
+                         token=None, address=f"127.0.0.1:{port}")
     tokens = [m.group(1) for line in server.stderr if (m := re.search(r"bearer token .*: (\S+)$", line.strip()))]
     assert len(tokens) == 1 and len(tokens[0]) >= 32
     good = {**_ACCEPT, "Authorization": f"Bearer {tokens[0]}"}
@@ -293,6 +300,8 @@ def test_http_allow_origin_and_random_token(tmp_path: Path, http_server: Any) ->
         assert http.post(server.url, json=_INIT, headers={**good, "Origin": "https://app.example.com"}).status_code == 200
         assert http.post(server.url, json=_INIT, headers={**good, "Origin": "https://other.example.com"}).status_code == 403
         assert http.post(server.url, json=_INIT, headers=_ACCEPT).status_code == 401
+        assert http.post(server.url, json=_INIT, headers={**good, "Host": f"mcp.internal:{port}"}).status_code == 200
+        assert http.post(server.url, json=_INIT, headers={**good, "Host": f"mcp.other:{port}"}).status_code == 421
 
 
 async def test_http_clients_get_their_own_sessions_and_elicitation(tmp_path: Path, http_server: Any) -> None:
