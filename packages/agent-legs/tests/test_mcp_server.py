@@ -134,13 +134,15 @@ async def test_round_trip_denial_bad_input_and_one_log_line_per_call(tmp_path: P
     assert (tmp_path / "ws" / "notes" / "a.txt").exists()
     assert bad.is_error and bad.structured_content["error"]["type"] == "invalid_input" and "path" in _text(bad)
     assert unknown.is_error and "no_such_tool" in _text(unknown) and "files_read" in _text(unknown)
+    assert _text(unknown).startswith("Error (invalid_input):")
     assert escape.is_error and escape.structured_content["error"]["type"] == "denied"
     assert not again.is_error and _text(again) == "hello mcp"
 
-    entries = _log(tmp_path)  # six action calls (the unknown tool is no action): six lines
+    entries = _log(tmp_path)  # seven calls, seven lines (the unknown tool's too)
     assert [e["action"] for e in entries] == ["files.write", "files.read", "files.delete", "files.read",
-                                              "files.read", "files.read"]
-    assert [e["outcome"] for e in entries] == ["ok", "ok", "denied", "invalid_input", "denied", "ok"]
+                                              "no_such_tool", "files.read", "files.read"]
+    assert [e["outcome"] for e in entries] == ["ok", "ok", "denied", "invalid_input", "invalid_input", "denied", "ok"]
+    assert entries[4]["decision"] == "invalid" and "no tool named 'no_such_tool'" in entries[4]["error"]
     sessions = {e["session"] for e in entries}
     assert len(sessions) == 1 and next(iter(sessions)).startswith("mcp-") and "default" not in sessions
     session = next(iter(sessions))
@@ -439,3 +441,11 @@ async def test_modern_protocol_answer_binds_to_the_call_it_was_asked_about(tmp_p
         assert isinstance(done, types.CallToolResult) and not done.is_error
     assert (tmp_path / "ws" / "asked.txt").exists() and not (tmp_path / "ws" / "other.txt").exists()
     assert [(e["action"], e["decision"]) for e in _log(tmp_path)] == [("files.write", "approved")]
+
+
+def test_without_the_sdk_the_command_says_how_to_install_it(tmp_path: Path) -> None:
+    code = ("import sys; sys.modules['mcp'] = None\n"  # an environment without the [mcp] extra
+            "from agent_legs._cli import main; main()")
+    r = subprocess.run([sys.executable, "-c", code, "--workspace", str(tmp_path / "ws"), "--state-dir",
+                        str(tmp_path / "st"), "mcp"], env=_env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "pip install 'agent-legs[mcp]'" in r.stderr and "Traceback" not in r.stderr

@@ -26,7 +26,8 @@ Invariants:
   single-use ``request_state`` the server issued. Otherwise the ``fallback`` approver decides, and
   without one the call ends ``approval_denied`` naming the rule. No elicitation waits longer than
   ``ELICITATION_TIMEOUT_S``; an unanswered ``request_state`` expires after as long.
-* Unknown tools and bad arguments are ``isError`` results that say what is wrong; nothing the
+* Unknown tools and bad arguments are ``isError`` results (``invalid_input``) that say what is
+  wrong, each with its span and log line (an unknown tool's with decision ``invalid``); nothing the
   client sends crashes the server.
 
 HTTP threat model (``serve_http``): any web page the user opens can send requests to a loopback
@@ -78,6 +79,7 @@ log = logging.getLogger("agent_legs")
 TOKEN_ENV = "AGENT_LEGS_MCP_TOKEN"  # noqa: S105  (the variable's name, not a token)
 ELICITATION_TIMEOUT_S = 600.0
 _MAX_ELICIT_ARGS_CHARS = 2000
+_MAX_UNKNOWN_NAME = 100  # characters of an unknown tool's name kept in the reply, span and log
 _INSTRUCTIONS = (
     "Agent Legs: permissioned, logged, bounded actions (files, http, browser, code sandbox, email). "
     "Every call is checked by the policy and logged; a failure comes back as isError with the rule "
@@ -280,19 +282,35 @@ def build_server(legs: Legs, approvals: McpApprovals, *, session: str | None = N
                                arguments=redactor.data(args.model_dump(mode="json")),
                                reason=redactor.text(f"{rule}. {summary}".strip()))
 
+    def log_unknown(tool: str, name: str, call_id: str, arguments: Any, message: str) -> None:
+        """A call of a tool that names no action still leaves its span and log line (a model probing
+        for tools it was not given is worth seeing): decision ``invalid``, outcome ``invalid_input``."""
+        from ._telemetry import CallRecord
+
+        label = tool[:_MAX_UNKNOWN_NAME]
+        telemetry = legs._telemetry
+        try:
+            span = telemetry.start(label, label, name, call_id, None)
+            telemetry.finish(span, CallRecord(label, label, name, call_id, "invalid", "invalid_input", 0.0,
+                                              arguments, None, message, None))
+        except Exception as exc:  # the log is the record, but a failure to write it must not kill the server
+            log.warning("logging the unknown tool call %r failed: %s", label, exc)
+
     def error_result(kind: str, message: str) -> Any:
         return types.CallToolResult(content=[types.TextContent(type="text", text=f"Error ({kind}): {message}")],
                                     is_error=True)
 
     async def on_call_tool(ctx: Any, params: Any) -> Any:
         spec = by_tool.get(params.name)
-        if spec is None:
-            return error_result("unknown_tool", f"no tool named {params.name!r}; the tools are: "
-                                + ", ".join(t.name for t in tools))
         name = session_for(ctx)
         if session is None:
             release_on_close(ctx, name)
         call_id = f"{name}:{ctx.request_id}" if ctx.request_id is not None else f"{name}:{secrets.token_hex(8)}"
+        if spec is None:
+            message = (f"no tool named {params.name[:_MAX_UNKNOWN_NAME]!r}; the tools are: "
+                       + ", ".join(t.name for t in tools))
+            log_unknown(params.name, name, call_id, params.arguments, message)
+            return error_result("invalid_input", message)
         loop = asyncio.get_running_loop()
 
         async def elicit(request: ApprovalRequest) -> bool:  # on the MCP loop
