@@ -449,3 +449,24 @@ def test_without_the_sdk_the_command_says_how_to_install_it(tmp_path: Path) -> N
     r = subprocess.run([sys.executable, "-c", code, "--workspace", str(tmp_path / "ws"), "--state-dir",
                         str(tmp_path / "st"), "mcp"], env=_env(), capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "pip install 'agent-legs[mcp]'" in r.stderr and "Traceback" not in r.stderr
+
+
+async def test_the_fallback_approver_decides_when_the_client_cannot_be_asked(tmp_path: Path) -> None:
+    """An embedding application's own approver (here in process, the SDK's in-memory transport)."""
+    from agent_legs._mcp_server import McpApprovals, build_server
+
+    seen: list[Any] = []
+
+    def fallback(request: Any) -> bool:
+        seen.append(request)
+        return request.arguments["path"] == "ok.txt"
+
+    approvals = McpApprovals(fallback)
+    policy = {"allow": ["files.*"], "require_approval": ["files.write"]}
+    with Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "state", policy=policy, approver=approvals.approve) as legs:
+        async with Client(build_server(legs, approvals, session="embedded"), mode="legacy") as c:
+            ok = await c.call_tool("files_write", {"path": "ok.txt", "content": "x"})
+            no = await c.call_tool("files_write", {"path": "no.txt", "content": "x"})
+    assert not ok.is_error and no.is_error and no.structured_content["error"]["type"] == "approval_denied"
+    assert [r.action for r in seen] == ["files.write", "files.write"] and seen[0].session == "embedded"
+    assert (tmp_path / "ws" / "ok.txt").exists() and not (tmp_path / "ws" / "no.txt").exists()
