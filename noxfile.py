@@ -29,6 +29,7 @@ TEST_DEPS = [
     "openinference-instrumentation-langchain>=0.1",
     "openinference-instrumentation-llama-index>=4",  # nesting tests: our span under their tool spans
     "opentelemetry-instrumentation-langchain>=0.40",  # OpenLLMetry
+    "mcp>=2.3,<3",  # agent-legs mcp (the [mcp] extra) and its tests' official MCP client
 ]
 
 
