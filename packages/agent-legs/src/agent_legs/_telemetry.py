@@ -157,18 +157,29 @@ def describe_os_error(exc: OSError) -> str:
 def _append_whole(fd: int, data: bytes) -> None:
     """Append ``data`` with one ``write(2)`` on an ``O_APPEND`` descriptor, or leave the file as it was.
 
-    A regular file only takes part of a write when the disk fills up (or the process is killed in the
-    middle of a large write): the part is cut off again with ``ftruncate`` (when nobody appended after
-    it), so the file never keeps a fragment that the next line would be glued to.
+    A regular file only takes part of a write when the disk fills up, a size limit is reached or the
+    process is killed in the middle of a large write. On a short write the rest is tried once (which
+    either completes the line in place or tells the real reason: ENOSPC, EFBIG, EDQUOT); a line that
+    is still incomplete is cut off again with ``ftruncate`` (when nobody appended after it), so the
+    file never keeps a fragment that the next line would be glued to.
     """
     n = os.write(fd, data)
     if n == len(data):
         return
     end = os.lseek(fd, 0, os.SEEK_CUR)  # O_APPEND: the offset is the end of what we wrote
+    error: OSError = OSError(errno.ENOSPC, f"short write ({n} of {len(data)} bytes)")
+    try:
+        m = os.write(fd, data[n:])
+        if m == len(data) - n and os.lseek(fd, 0, os.SEEK_CUR) == end + m:
+            return  # the rest went right after the first part: the line is whole
+        if os.lseek(fd, 0, os.SEEK_CUR) == end + m:
+            end, n = end + m, n + m
+    except OSError as exc:
+        error = exc
     with contextlib.suppress(OSError):
         if os.fstat(fd).st_size == end:
             os.ftruncate(fd, end - n)
-    raise OSError(errno.ENOSPC, f"short write ({n} of {len(data)} bytes)")
+    raise error
 
 
 def _ends_with_newline(fd: int) -> bool:
@@ -798,7 +809,7 @@ class Telemetry:
         if rec.record_id is not None:
             self.journal.done(rec.record_id)
 
-    def shutdown(self, timeout_s: float = 1.5) -> None:
+    def shutdown(self, timeout_s: float = 1.2) -> None:
         """Close the action log; flush and stop our own provider within ``timeout_s`` whatever the collector does.
 
         ``BatchSpanProcessor.force_flush`` ignores its timeout (it exports on the calling thread, one
@@ -834,7 +845,7 @@ class Telemetry:
             return
         if t.is_alive():
             exporter.abandon()
-            t.join(0.2)
+            t.join(0.1)
         self._dropped_at_close = dropped = exporter.dropped_at_close()
         if dropped:
             log.warning("%d span(s) were dropped: they never reached the collector at %s (queue full, export "
@@ -1084,4 +1095,24 @@ class _CountingBatchSpanProcessor(BatchSpanProcessor):
             self._counts.accepted += 1
             if full:
                 self._counts.queue_full += 1
-        super().on_end(span)
+        _QUEUE_FULL.local.inside = True  # the SDK's "Queue full" line per span: counted here instead
+        try:
+            super().on_end(span)
+        finally:
+            _QUEUE_FULL.local.inside = False
+
+
+class _QuietQueueFull(logging.Filter):
+    """Drops the SDK's per-span "Queue full" record, only when emitted inside our processor on this thread
+    (an application's own processors keep theirs); our count is reported at close instead."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.local = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(self.local, "inside", False)
+
+
+_QUEUE_FULL = _QuietQueueFull()
+logging.getLogger("opentelemetry.sdk._shared_internal").addFilter(_QUEUE_FULL)
