@@ -284,6 +284,7 @@ class ActionLog:
 
 
 PENDING_DIR = "actions.pending"
+_JOURNAL_COMPACT_BYTES = 65_536
 UNFINISHED_ERROR = ("the process running this action ended before it finished (killed or crashed); its effect "
                     "may or may not have taken place: check the target")
 
@@ -296,7 +297,7 @@ class IntentJournal:
     journal of a process that died: the lock goes with the process, whatever killed it. An action's
     intent line is written (one ``write(2)``, checked length, rolled back if short) before its handler
     runs; once its outcome line is in ``actions.jsonl`` a small ``done`` line follows, and the file is
-    emptied whenever no action is in flight, so it stays small. An intent without its ``done`` is an
+    emptied when no action is in flight and it has grown past 64 KiB, so it stays small. An intent without its ``done`` is an
     action that never finished: ``read_log`` shows it (``running`` while the process lives,
     ``unfinished`` after), and the next ``Legs`` opened on the state dir moves it into ``actions.jsonl``
     as an ``unfinished`` line and removes the dead journal.
@@ -312,6 +313,8 @@ class IntentJournal:
         self._fd: int | None = None
         self._lock = threading.Lock()
         self._open_ids: set[str] = set()
+        self._size = 0
+        self.pid = os.getpid()
 
     def _ensure_open(self) -> int:
         if self._fd is not None:
@@ -329,7 +332,7 @@ class IntentJournal:
             with contextlib.suppress(OSError):
                 path.unlink()
             raise
-        self.path, self._fd = path, fd
+        self.path, self._fd, self.pid = path, fd, os.getpid()
         return fd
 
     def intent(self, record_id: str, entry: dict[str, Any]) -> None:
@@ -340,6 +343,7 @@ class IntentJournal:
             with self._lock:
                 fd = self._ensure_open()
                 _append_whole(fd, data)
+                self._size += len(data)
                 self._open_ids.add(record_id)
         except OSError as exc:
             raise ActionLogError(exc, f"{self.directory}") from None
@@ -351,10 +355,13 @@ class IntentJournal:
                 return
             self._open_ids.discard(record_id)
             try:
-                if self._open_ids:
-                    _append_whole(self._fd, json.dumps({"done": record_id}).encode() + b"\n")
-                else:  # nothing in flight: every intent in the file is settled
-                    os.ftruncate(self._fd, 0)
+                if not self._open_ids and self._size >= _JOURNAL_COMPACT_BYTES:
+                    os.ftruncate(self._fd, 0)  # nothing in flight: every intent in the file is settled
+                    self._size = 0
+                else:
+                    line = b'{"done":"' + record_id.encode() + b'"}\n'
+                    _append_whole(self._fd, line)
+                    self._size += len(line)
             except OSError:  # a settled intent read as unfinished later is a duplicate record, not a lost one
                 self._open_ids.add(record_id)
 
@@ -710,7 +717,7 @@ class Telemetry:
         entry.pop("outcome", None)
         entry.pop("duration_ms", None)
         entry.pop("error", None)
-        entry["pid"] = os.getpid()
+        entry["pid"] = self.journal.pid
         if arguments is not None:
             entry["arguments"] = arguments
         try:
