@@ -8,8 +8,10 @@ Each test states the guarantee it checks; docs/reliability.md lists them.
 Fixtures for every family's ``test_<family>.py`` (fixtures, since test modules cannot import a conftest):
 
 * ``dirs``: a workspace and a state dir side by side.
-* ``python_child``: ``python_child(code, env=None)`` starts a child Python process running ``code``
-  (dedented) with this checkout's packages, stdout/stderr piped; any still running at teardown is killed.
+* ``python_child``: ``python_child(code, env=None, prefix=())`` starts a child Python process running
+  ``code`` (dedented) with this checkout's packages, stdout/stderr piped, ``prefix`` before the
+  interpreter (e.g. ``NO_DAC_OVERRIDE``: root without the right to ignore file permissions); any still
+  running at teardown is killed.
 * ``kill_child``: ``kill_child(proc)`` sends SIGKILL (no cleanup of any kind runs) and reaps.
 * ``in_tmpfs``: ``in_tmpfs(code, mount, size)`` runs ``code`` in a child Python inside a private mount
   namespace where ``mount`` is a fresh tmpfs of ``size`` bytes (the full-disk cases); the child sees
@@ -47,6 +49,19 @@ CHILD_ENV = {
 }
 
 
+# Root without CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH: file permissions apply to it (EACCES cases as root).
+NO_DAC_OVERRIDE = ("setpriv", "--bounding-set=-dac_override,-dac_read_search",
+                   "--inh-caps=-dac_override,-dac_read_search", "--")
+
+
+@pytest.fixture
+def no_dac_override() -> tuple[str, ...]:
+    """``prefix`` for ``python_child`` that makes file permissions apply (also to root)."""
+    if shutil.which("setpriv") is None:
+        pytest.fail("setpriv (util-linux) is needed for the permission faults: apt-get install util-linux")
+    return NO_DAC_OVERRIDE
+
+
 @pytest.fixture
 def dirs(tmp_path: Path) -> tuple[Path, Path]:
     """A workspace and a state dir side by side (never nested)."""
@@ -56,10 +71,13 @@ def dirs(tmp_path: Path) -> tuple[Path, Path]:
     return ws, st
 
 
-def _python_child(code: str, *, env: dict[str, str] | None = None, **popen: object) -> subprocess.Popen[str]:
-    """Start ``python -c code`` (dedented) with this checkout's packages importable; stdout/stderr are pipes."""
+def _python_child(code: str, *, env: dict[str, str] | None = None, prefix: tuple[str, ...] = (),
+                  **popen: object) -> subprocess.Popen[str]:
+    """Start ``python -c code`` (dedented) with this checkout's packages importable; stdout/stderr are pipes.
+
+    ``prefix`` goes before the interpreter (e.g. ``setpriv ...`` to run it without some capability)."""
     return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
-        [sys.executable, "-c", textwrap.dedent(code)], env={**CHILD_ENV, **(env or {})}, text=True,
+        [*prefix, sys.executable, "-c", textwrap.dedent(code)], env={**CHILD_ENV, **(env or {})}, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
 
 
@@ -153,8 +171,8 @@ def chromium_pids(root: int | None = None) -> set[int]:
 def python_child() -> Iterator[Callable[..., subprocess.Popen[str]]]:
     started: list[subprocess.Popen[str]] = []
 
-    def start(code: str, *, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-        proc = _python_child(code, env=env)
+    def start(code: str, *, env: dict[str, str] | None = None, prefix: tuple[str, ...] = ()) -> subprocess.Popen[str]:
+        proc = _python_child(code, env=env, prefix=prefix)
         started.append(proc)
         return proc
 

@@ -146,3 +146,35 @@ def test_sigkill_during_20mb_writes_leaves_a_record_of_every_file(dirs, python_c
     logged = [json.loads(x) for x in (st / "actions.jsonl").read_text().splitlines() if x.strip()]
     assert {e["id"] for e in unfinished} <= {e["id"] for e in logged if e["outcome"] == "unfinished"}
     assert not list((st / "actions.pending").glob("*.jsonl")), "dead journals are removed once recovered"
+
+
+PERMISSION_CHILD = """
+import json, os
+from pathlib import Path
+from agent_legs import Legs
+
+ws, st = Path({ws!r}), Path({st!r})
+legs = Legs(workspace=ws, state_dir=st)
+os.chmod(st, 0o500)  # the state dir can no longer be written (the journal is made at the first action)
+r = legs.run("files.write", {{"path": "during.txt", "content": "x"}})
+out = [[r.error.type, r.error.message, r.error.hint] if r.error else "ok"]
+os.chmod(st, 0o700)
+out.append(legs.run("files.write", {{"path": "after.txt", "content": "x"}}).ok)
+legs.close()
+print(json.dumps(out))
+"""
+
+
+def test_a_state_dir_without_write_permission_fails_actions_closed(dirs, python_child, no_dac_override) -> None:
+    ws, st = dirs
+    proc = python_child(PERMISSION_CHILD.format(ws=str(ws), st=str(st)), prefix=no_dac_override)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]
+    during, after = json.loads(out.strip().splitlines()[-1])
+    assert during[0] == "unavailable" and "permission denied [EACCES]" in during[1], during
+    assert during[1].startswith("the action log cannot be written: ") and "Nothing was done" in during[2]
+    assert not (ws / "during.txt").exists()
+    assert after and (ws / "after.txt").exists()
+    assert "Traceback" not in err, err[-3000:]
+    assert [e["outcome"] for e in map(json.loads, (st / "actions.jsonl").read_text().splitlines())] == [
+        "unavailable", "ok"]
