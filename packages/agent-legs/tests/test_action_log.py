@@ -176,3 +176,39 @@ def test_agent_legs_log_shows_running_and_unfinished_actions_and_a_new_legs_reco
         assert sorted(p.name for p in pending.iterdir()) == ["2-live.jsonl"]
     assert [e["target"] for e in json_lines(log_cli(st, "--json").stdout)] == ["x.txt", "z.txt"]
     os.unlink(live)
+
+
+def test_follow_shows_unfinished_actions_with_the_history(dirs) -> None:
+    import threading
+
+    from agent_legs._telemetry import follow_log
+
+    ws, st = dirs
+    with Legs(workspace=ws, state_dir=st) as legs:
+        assert legs.run("files.write", {"path": "a.txt", "content": "x"}).ok
+    (st / "actions.pending").mkdir(exist_ok=True)
+    intent = {"intent": "dddd", "time": "2026-01-01T00:00:00.000+00:00", "action": "files.write", "session": "s",
+              "call_id": None, "decision": "allow", "target": "cut.txt"}
+    (st / "actions.pending" / "3-dead.jsonl").write_text(json.dumps(intent) + "\n")
+    stop = threading.Event()
+    seen = []
+    for e in follow_log(st / "actions.jsonl", poll_s=0.05, stop=stop):
+        if e is None:
+            stop.set()
+            continue
+        seen.append((e["target"], e["outcome"]))
+    assert seen == [("a.txt", "ok"), ("cut.txt", "unfinished")]
+
+
+def test_an_action_killed_between_its_outcome_and_done_lines_is_recorded_once(dirs) -> None:
+    ws, st = dirs
+    outcome = {"time": "2026-01-01T00:00:01.000+00:00", "action": "files.write", "session": "s", "decision": "allow",
+               "outcome": "ok", "target": "k.txt", "id": "eeee"}
+    (st / "actions.jsonl").write_text(json.dumps(outcome) + "\n")
+    (st / "actions.pending").mkdir()
+    intent = {k: v for k, v in outcome.items() if k not in ("outcome", "id")}
+    (st / "actions.pending" / "4-dead.jsonl").write_text(json.dumps({"intent": "eeee", **intent}) + "\n")
+    assert [(e["target"], e["outcome"]) for e in read_log(st / "actions.jsonl")] == [("k.txt", "ok")]
+    Legs(workspace=ws, state_dir=st).close()
+    assert [(e["target"], e["outcome"]) for e in _lines(st / "actions.jsonl")] == [("k.txt", "ok")]
+    assert not list((st / "actions.pending").iterdir())

@@ -267,14 +267,19 @@ class ActionLog:
             self._fd = None
             self._open()
 
-    def contains_id(self, record_id: str) -> bool:
-        """Whether some file of the log already holds the outcome line of ``record_id`` (crash recovery)."""
-        needle = f'"id":"{record_id}"'.encode()
+    def logged_ids(self, record_ids: Iterable[str]) -> set[str]:
+        """Which of ``record_ids`` already have their outcome line in some file of the log (crash recovery:
+        a process killed between its outcome line and its journal's ``done`` line). One pass per file."""
+        wanted = {f'"id":"{i}"'.encode(): i for i in record_ids}
+        found: set[str] = set()
         for p in reversed(log_files(self.path)):
+            if not wanted:
+                break
             with contextlib.suppress(OSError), open(p, "rb") as f:
-                if needle in f.read():
-                    return True
-        return False
+                data = f.read()
+                for needle in [n for n in wanted if n in data]:
+                    found.add(wanted.pop(needle))
+        return found
 
     def close(self) -> None:
         with self._lock:
@@ -472,8 +477,9 @@ def recover_pending(action_log: ActionLog, own: Path | None = None) -> int:
                         intents[entry["intent"]] = entry
                     elif isinstance(entry.get("done"), str):
                         intents.pop(entry["done"], None)
+            logged = action_log.logged_ids(intents) if intents else set()
             for record_id, intent in intents.items():
-                if action_log.contains_id(record_id):
+                if record_id in logged:
                     continue
                 action_log.write(_unfinished(intent, alive=False))
                 written += 1
