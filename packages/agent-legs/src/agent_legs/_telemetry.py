@@ -270,7 +270,7 @@ class ActionLog:
     def logged_ids(self, record_ids: Iterable[str]) -> set[str]:
         """Which of ``record_ids`` already have their outcome line in some file of the log (crash recovery:
         a process killed between its outcome line and its journal's ``done`` line). One pass per file."""
-        wanted = {f'"id":"{i}"'.encode(): i for i in record_ids}
+        wanted = {f'"{i}"'.encode(): i for i in record_ids}  # 16 random hex digits: nothing else matches
         found: set[str] = set()
         for p in reversed(log_files(self.path)):
             if not wanted:
