@@ -329,13 +329,17 @@ class IntentJournal:
 
         self.directory.mkdir(mode=0o700, exist_ok=True)
         path = self.directory / f"{os.getpid()}-{_random.token_hex(4)}.jsonl"
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        # Locked before it gets the name readers and recoverers look for: a journal is never seen unlocked
+        # while its process lives (a recoverer would take it for a dead one's and remove it).
+        tmp = path.with_suffix(".new")
+        fd = os.open(tmp, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.rename(tmp, path)
         except OSError:
             os.close(fd)
             with contextlib.suppress(OSError):
-                path.unlink()
+                tmp.unlink()
             raise
         self.path, self._fd, self.pid = path, fd, os.getpid()
         return fd
@@ -451,8 +455,17 @@ def recover_pending(action_log: ActionLog, own: Path | None = None) -> int:
     written = 0
     try:
         names = sorted(directory.glob("*.jsonl"))
+        unborn = list(directory.glob("*.new"))  # a process killed before naming its (empty) journal
     except OSError:
         return 0
+    for p in unborn:
+        with contextlib.suppress(OSError):
+            fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                p.unlink()
+            finally:
+                os.close(fd)
     for p in names:
         if own is not None and p == own:
             continue
