@@ -4,6 +4,20 @@ Every ``run``/``arun`` call produces exactly one span (OpenTelemetry GenAI conve
 ``agent_legs.*`` attributes) and exactly one JSON line in ``<state_dir>/actions.jsonl``. The
 action log is written directly (not through a span processor), so it stays complete whatever
 the tracer provider or collector does.
+
+Invariants of the action log (threat model: the host process may be SIGKILLed at any instruction,
+the disk may fill up, the state dir may lose its permissions; the model may send payloads of any size):
+
+* write-ahead: a call's intent line is on disk (``IntentJournal``) before its handler can have any
+  effect; a call whose intent cannot be written does not run (``unavailable``). So every effect that
+  took place has a record: its outcome line, or, when the process died first, an ``unfinished`` one;
+* every line is whole JSON: one ``write(2)`` per line, a short write rolled back, a torn tail fenced off;
+* a line's size does not grow with the payload: long argument values are a redacted preview, size and hash;
+* failures to write are classified (disk full, permission denied, too many open files...) and warned once
+  per cause, never a traceback per call.
+
+Span export is best effort and bounded: ``shutdown`` returns within its bound whatever the collector
+does, and the spans lost are counted (``Telemetry.spans_dropped``).
 """
 
 from __future__ import annotations
