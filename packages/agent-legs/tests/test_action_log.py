@@ -70,6 +70,7 @@ def test_an_action_whose_intent_cannot_be_written_does_not_run(dirs) -> None:
         assert not r.ok and r.error.type == "unavailable" and not r.error.retryable
         assert r.error.message.startswith("the action log cannot be written: ")
         assert "did not run" in r.error.message and "Nothing was done" in r.error.hint
+        assert str(st) not in r.error.message  # the model is not told where the state dir is
         assert not (ws / "a.txt").exists()
         denied = legs.run("email.send", {"to": ["a@example.com"], "subject": "s", "body": "b"})
         assert denied.error.type == "approval_denied"  # no effect possible: no intent needed, logged as before

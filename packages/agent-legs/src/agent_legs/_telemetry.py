@@ -141,15 +141,16 @@ def _target(arguments: Any) -> str | None:
 class ActionLogError(OSError):
     """The action log (or its write-ahead journal) cannot be written; ``reason`` says why in plain words."""
 
-    def __init__(self, exc: OSError, what: str) -> None:
+    def __init__(self, exc: OSError, where: str) -> None:
         super().__init__(exc.errno, exc.strerror or str(exc))
-        self.reason = f"{what}: {describe_os_error(exc)}"
+        self.reason = describe_os_error(exc, with_path=False)  # for the model: no path of the state dir
+        self.where = where
 
     def __str__(self) -> str:
-        return self.reason
+        return f"{self.where}: {self.reason}"
 
 
-def describe_os_error(exc: OSError) -> str:
+def describe_os_error(exc: OSError, with_path: bool = True) -> str:
     """A resource error in plain words (no traceback): disk full, permission denied, too many open files..."""
     words = {
         errno.ENOSPC: "no space left on the device (the disk is full)",
@@ -164,7 +165,7 @@ def describe_os_error(exc: OSError) -> str:
         errno.EIO: "an I/O error from the device",
     }.get(exc.errno or 0)
     name = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
-    where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+    where = f" ({exc.filename})" if with_path and getattr(exc, "filename", None) else ""
     return f"{words or exc.strerror or str(exc)} [{name}]{where}"
 
 
@@ -316,8 +317,8 @@ class IntentJournal:
     journal of a process that died: the lock goes with the process, whatever killed it. An action's
     intent line is written (one ``write(2)``, checked length, rolled back if short) before its handler
     runs; once its outcome line is in ``actions.jsonl`` a small ``done`` line follows, and the file is
-    emptied when no action is in flight and it has grown past 64 KiB, so it stays small. An intent without its ``done`` is an
-    action that never finished: ``read_log`` shows it (``running`` while the process lives,
+    emptied when no action is in flight and it has grown past 64 KiB, so it stays small. An intent
+    without its ``done`` is an action that never finished: ``read_log`` shows it (``running`` while the process lives,
     ``unfinished`` after), and the next ``Legs`` opened on the state dir moves it into ``actions.jsonl``
     as an ``unfinished`` line and removes the dead journal.
 
@@ -756,7 +757,7 @@ class Telemetry:
         try:
             self.journal.intent(record_id, entry)
         except ActionLogError as exc:
-            self._log_failed(exc.reason)
+            self._log_failed(str(exc))
             raise ActionError(
                 "unavailable", f"the action log cannot be written: {exc.reason}; {rec.action} did not run",
                 hint="Nothing was done. The log's disk or directory needs an operator (free space, permissions, "
@@ -841,7 +842,7 @@ class Telemetry:
             self.action_log.write(entry)
         except ActionLogError as exc:
             # After the effect: its intent line stays in the journal and reads as "unfinished".
-            self._log_failed(exc.reason)
+            self._log_failed(str(exc))
             return
         if self._log_problem is not None:
             self._log_problem = None
