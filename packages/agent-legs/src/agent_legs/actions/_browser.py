@@ -27,7 +27,7 @@ import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -789,6 +789,19 @@ async def _guarded(ctx: ActionContext, s: _Session, coro: Any, element: str | No
                           retryable=not effect, hint=_MAY_HAVE_HAPPENED_HINT if effect else None) from None
 
 
+@contextlib.contextmanager
+def _after(effect: str) -> Iterator[None]:
+    """Steps after an operation with an effect (reading the page it led to): their failure is not a reason to
+    repeat the operation, which was done."""
+    try:
+        yield
+    except ActionError as exc:
+        if exc.type not in ("timeout", "failed") or not exc.retryable:
+            raise
+        raise ActionError(exc.type, f"{effect} was done, then: {exc.message}", hint="Do not repeat it: it took "
+                          "effect. Read the page it led to with browser_content.") from None
+
+
 def _element_timeout_ms(ctx: ActionContext) -> float:
     return min(_ELEMENT_TIMEOUT_S, ctx.policy.browser.timeout_s / 2) * 1000
 
@@ -1044,15 +1057,18 @@ async def browser_click(ctx: ActionContext, args: ClickInput) -> ActionOutput:
             with contextlib.suppress(Exception):
                 await page.wait_for_load_state("load", timeout=5000)
 
-        await _goto(ctx, s, click(), effect=f"the click on {element!r}" if navigates else None)
-        s.md_cache = None
-        artifacts = await _await_downloads(ctx, s, wait_for_start=False)
-        if s.popups:
-            await svc.adopt_popups(s, adopt=True)
-        await _deny_if_blocked(s)
-        out = await _page_result(ctx, s, None, artifacts)
-        await svc.save_profile(s)
-        return out
+        # Any click may have an effect (a form button, a link, a script's handler): cut short, never retryable.
+        effect = f"the click on {element!r}"
+        await _goto(ctx, s, click(), effect=effect)
+        with _after(effect):
+            s.md_cache = None
+            artifacts = await _await_downloads(ctx, s, wait_for_start=False)
+            if s.popups:
+                await svc.adopt_popups(s, adopt=True)
+            await _deny_if_blocked(s)
+            out = await _page_result(ctx, s, None, artifacts)
+            await svc.save_profile(s)
+            return out
 
 
 @action("browser.fill", description="""Type a value into a form field (CSS selector from the page's field
@@ -1106,14 +1122,16 @@ async def browser_fill(ctx: ActionContext, args: FillInput) -> ActionOutput:
                 else:
                     await locator.press("Enter")
 
-        await _goto(ctx, s, submit(), effect=f"submitting the form of {args.selector!r}")
-        s.md_cache = None
-        await _deny_if_blocked(s)
-        out = await _page_result(ctx, s, None, await _await_downloads(ctx, s, wait_for_start=False))
-        if uploaded:
-            out.data = {**(out.data or {}), "uploaded": uploaded}
-        await svc.save_profile(s)
-        return out
+        effect = f"submitting the form of {args.selector!r}"
+        await _goto(ctx, s, submit(), effect=effect)
+        with _after(effect):
+            s.md_cache = None
+            await _deny_if_blocked(s)
+            out = await _page_result(ctx, s, None, await _await_downloads(ctx, s, wait_for_start=False))
+            if uploaded:
+                out.data = {**(out.data or {}), "uploaded": uploaded}
+            await svc.save_profile(s)
+            return out
 
 
 @action("browser.screenshot", description="Save a PNG screenshot of the current page in the workspace "
