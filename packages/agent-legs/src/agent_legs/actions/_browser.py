@@ -69,6 +69,19 @@ _MAY_HAVE_HAPPENED_HINT = ("Do not repeat it blindly: check first whether it too
                            "page that shows the result), or ask the user.")
 
 
+def _in_background(coro: Any) -> None:
+    """Run a cleanup without waiting for it (errors ignored), kept referenced until it is done."""
+
+    async def quietly() -> None:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(10):
+                await coro
+
+    task = asyncio.ensure_future(quietly())
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
+
+
 def _remaining(total_s: float) -> float:
     """Seconds left of the current call's deadline (``total_s`` outside a call)."""
     deadline = _DEADLINE.get()
@@ -418,10 +431,8 @@ class BrowserService(Service):
                     page = await context.new_page()
             except BaseException:
                 await proxy.aclose()
-                if context is not None:  # cut short (the call's deadline) after the context was made
-                    with contextlib.suppress(Exception):
-                        async with asyncio.timeout(5):
-                            await context.close()
+                if context is not None:  # cut short (the call's deadline) after the context was made:
+                    _in_background(context.close())  # closed without holding the call past its deadline
                 raise
         s = _Session(name, self, context, page, proxy, profile, saved_state=json.dumps(state) if state else None)
         context.on("page", lambda p: None if s.opening else s.popups.append(p))
