@@ -1,4 +1,4 @@
-"""Every developer task is a nox session: `nox -s tests`, `lint`, `typing`, `bench`, `docs`, `demo`."""
+"""Every developer task is a nox session: `nox -s tests`, `faults`, `lint`, `typing`, `bench`, `docs`, `demo`."""
 
 from __future__ import annotations
 
@@ -54,7 +54,18 @@ def tests(session: nox.Session) -> None:
     paths = [f"{p}/tests" for p in PACKAGES if (ROOT / p / "tests").exists()]
     if (ROOT / "integration_tests").exists() and any((ROOT / "integration_tests").glob("test_*.py")):
         paths.append("integration_tests")
-    session.run("pytest", *(session.posargs or paths))
+    # The fault-injection suite is its own session (nox -s faults): nothing runs twice.
+    session.run("pytest", *(session.posargs or [*paths, "--ignore=integration_tests/faults"]))
+
+
+@nox.session(python="3.11")
+def faults(session: nox.Session) -> None:
+    """Fault injection (issue 22): processes SIGKILLed mid-write, a full disk (a tmpfs in a private mount
+    namespace: needs root or user namespaces, and util-linux's unshare), a hung OTLP collector, Chromium,
+    containers and mail servers killed or silent. Each guarantee is listed in docs/reliability.md."""
+    _install_project(session, *TEST_DEPS)
+    _system_setup(session)
+    session.run("pytest", *(session.posargs or ["integration_tests/faults"]))
 
 
 @nox.session(python="3.11")

@@ -454,7 +454,9 @@ def test_a_load_that_cannot_get_a_slot_times_out_without_touching_the_page(dirs,
     from agent_legs.actions._browser import BrowserService
 
     ws, st = dirs
-    with Legs(workspace=ws, state_dir=st, policy=website.policy(timeout_s=1),
+    # timeout_s bounds the whole call (opening the session's context and tab too): 3 s, not 1, leaves the
+    # first navigation room on a loaded machine; the slot is held longer than that.
+    with Legs(workspace=ws, state_dir=st, policy=website.policy(timeout_s=3),
               settings={"browser": {"max_concurrent_loads": 1}}) as legs:
         assert nav(legs, website.site.url("/about"), session="b").ok
         held = threading.Event()
@@ -463,7 +465,7 @@ def test_a_load_that_cannot_get_a_slot_times_out_without_touching_the_page(dirs,
             service = await legs._runtime.service(BrowserService)
             async with service.loads:
                 held.set()
-                await asyncio.sleep(2.5)
+                await asyncio.sleep(6)
 
         holder = legs._runtime.submit(hold_the_only_slot())
         assert held.wait(10)

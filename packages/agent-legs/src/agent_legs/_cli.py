@@ -280,7 +280,7 @@ def _log_cells(e: dict[str, Any], wide: bool) -> list[str]:
     from rich.markup import escape
 
     outcome = str(e.get("outcome") or "")
-    color = "green" if outcome == "ok" else "red"
+    color = {"ok": "green", "running": "yellow"}.get(outcome, "red")  # "unfinished": cut short by a crash
     target = escape(str(e.get("target") or ""))
     if outcome != "ok" and e.get("error"):  # why it failed, under what it touched
         target += ("\n" if target else "") + f"[dim red]{escape(str(e['error']))}[/dim red]"
@@ -316,7 +316,11 @@ def log(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line, as stored")] = False,
 ) -> None:
-    """Show the action log: every call, allowed or denied, from <state_dir>/actions.jsonl and its backups."""
+    """Show the action log: every call, allowed or denied, from <state_dir>/actions.jsonl and its backups.
+
+    Calls still in flight show as outcome "running"; calls whose process died before they finished
+    (killed, crashed) as "unfinished": their effect may or may not have happened.
+    """
     from collections import deque
 
     from ._telemetry import follow_log, read_log
@@ -326,7 +330,7 @@ def log(
 
     def keep(e: dict[str, Any]) -> bool:
         return ((session is None or e.get("session") == session)
-                and (not failed or e.get("outcome") != "ok")
+                and (not failed or e.get("outcome") not in ("ok", "running"))
                 and (trace_prefix is None or str(e.get("trace_id") or "").startswith(trace_prefix)))
 
     def emit_json(e: dict[str, Any]) -> None:

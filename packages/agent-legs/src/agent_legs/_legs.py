@@ -215,6 +215,7 @@ class Legs:
         decision = "invalid"
         rule: str | None = None
         arguments: Any = _plain(raw_args)
+        record_id: str | None = None  # set once the intent line is on disk
         result: ActionResult
         try:
             with trace.use_span(span, end_on_exit=False):
@@ -254,6 +255,10 @@ class Legs:
                                   + ("" if budget.scope == "session" else "; a new session does not reset it")
                                   + ". Tell the user the limit was reached."),
                         )
+                    # Write-ahead: the intent line is on disk before the effect can happen (or the call
+                    # fails closed, "unavailable", and nothing runs).
+                    record_id = telemetry.intent(span, CallRecord(
+                        spec.name, spec.tool_name, session, call_id, decision, "", 0.0, arguments, rule=rule))
                     runtime.touch_session(session)
                     output = await self._call_handler(spec, args, session, call_id, span)
                     result = self._success(spec, output, start)
@@ -265,7 +270,7 @@ class Legs:
             telemetry.finish(
                 span,
                 CallRecord(spec.name, spec.tool_name, session, call_id, decision, "failed",
-                           _ms(start), arguments, None, "cancelled by the caller", rule),
+                           _ms(start), arguments, None, "cancelled by the caller", rule, record_id),
             )
             raise
         except Exception as exc:  # a bug in an executor must not crash the agent
@@ -282,7 +287,7 @@ class Legs:
                 spec.name, spec.tool_name, session, call_id, decision,
                 "ok" if result.ok else result.error.type if result.error else "failed",
                 result.duration_ms, arguments, result.output if result.ok else None,
-                result.error.message if result.error else None, rule,
+                result.error.message if result.error else None, rule, record_id,
             ),
         )
         return result
@@ -423,6 +428,12 @@ class Legs:
 
     async def aclose_session(self, session: str) -> None:
         await asyncio.wrap_future(self._runtime.submit(self._runtime.close_session(session)))
+
+    @property
+    def spans_dropped(self) -> int:
+        """Spans of Agent Legs' own OTLP provider that never reached the collector (queue full, export
+        failed, still queued at ``close()``); exact after ``close()``, 0 with the caller's provider."""
+        return self._telemetry.spans_dropped
 
     def close(self) -> None:
         """Release browsers, containers and connections; flush telemetry. Safe to call twice."""

@@ -4,14 +4,31 @@ Every ``run``/``arun`` call produces exactly one span (OpenTelemetry GenAI conve
 ``agent_legs.*`` attributes) and exactly one JSON line in ``<state_dir>/actions.jsonl``. The
 action log is written directly (not through a span processor), so it stays complete whatever
 the tracer provider or collector does.
+
+Invariants of the action log (threat model: the host process may be SIGKILLed at any instruction,
+the disk may fill up, the state dir may lose its permissions; the model may send payloads of any size):
+
+* write-ahead: a call's intent line is on disk (``IntentJournal``) before its handler can have any
+  effect; a call whose intent cannot be written does not run (``unavailable``). So every effect that
+  took place has a record: its outcome line, or, when the process died first, an ``unfinished`` one;
+* every line is whole JSON: one ``write(2)`` per line, a short write rolled back, a torn tail fenced off;
+* a line's size does not grow with the payload: long argument values are a redacted preview, size and hash;
+* failures to write are classified (disk full, permission denied, too many open files...) and warned once
+  per cause, never a traceback per call.
+
+Span export is best effort and bounded: ``shutdown`` returns within its bound whatever the collector
+does, and the spans lost are counted (``Telemetry.spans_dropped``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import json
 import logging
 import os
+import secrets
 import sys
 import threading
 import time
@@ -30,11 +47,25 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
+from ._errors import ActionError
 from ._secrets import Redactor
 from ._settings import TelemetrySettings
 from ._version import __version__
 
-__all__ = ["ActionLog", "CallRecord", "Telemetry", "application_provider", "follow_log", "log_files", "read_log"]
+__all__ = [
+    "ActionLog",
+    "ActionLogError",
+    "CallRecord",
+    "IntentJournal",
+    "Telemetry",
+    "application_provider",
+    "bounded_arguments",
+    "describe_os_error",
+    "follow_log",
+    "log_files",
+    "read_log",
+    "recover_pending",
+]
 
 log = logging.getLogger("agent_legs")
 
@@ -57,10 +88,44 @@ class CallRecord:
     result: Any = None
     error_message: str | None = None
     rule: str | None = None
+    record_id: str | None = None  # the intent line's id, when the action got as far as its handler
 
 
 def _truncate(s: str, limit: int) -> str:
     return s if len(s) <= limit else s[:limit] + f"...[{len(s) - limit} more chars]"
+
+
+# Strings of the arguments longer than this are logged as a redacted preview with their size and hash,
+# and arguments whose JSON is longer than _MAX_ARGUMENTS_CHARS as one such string: a line's size does
+# not grow with the payload (a 20 MB files.write costs the same line as a 2 kB one).
+PREVIEW_CHARS = 1024
+_MAX_ARGUMENTS_CHARS = 16_384
+
+
+def bounded_arguments(arguments: Any, redactor: Redactor) -> Any:
+    """The arguments as the log keeps them: redacted, each long string replaced by a preview, size and sha256."""
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, str):
+            return redactor.text(value) if len(value) <= PREVIEW_CHARS else _digest(value, redactor)
+        if isinstance(value, dict):
+            return {(redactor.text(k) if isinstance(k, str) else k): walk(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [walk(v) for v in value]
+        return value
+
+    out = walk(arguments)
+    text = _dumps(out)
+    return _digest(text, redactor) if len(text) > _MAX_ARGUMENTS_CHARS else out
+
+
+def _digest(value: str, redactor: Redactor) -> str:
+    # Redacted BEFORE the cut (a secret straddling the cut is never half shown), hashed after redaction
+    # (the hash of a value without secrets is the hash of what was written).
+    text = redactor.text(value)
+    raw = text.encode("utf-8", "backslashreplace")
+    return (f"{text[:PREVIEW_CHARS]}...[{len(text)} chars, {len(raw)} bytes UTF-8, "
+            f"sha256 {hashlib.sha256(raw).hexdigest()}]")
 
 
 def _target(arguments: Any) -> str | None:
@@ -74,12 +139,80 @@ def _target(arguments: Any) -> str | None:
     return None
 
 
+class ActionLogError(OSError):
+    """The action log (or its write-ahead journal) cannot be written; ``reason`` says why in plain words."""
+
+    def __init__(self, exc: OSError, where: str) -> None:
+        super().__init__(exc.errno, exc.strerror or str(exc))
+        self.reason = describe_os_error(exc, with_path=False)  # for the model: no path of the state dir
+        self.where = where
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.reason}"
+
+
+def describe_os_error(exc: OSError, with_path: bool = True) -> str:
+    """A resource error in plain words (no traceback): disk full, permission denied, too many open files..."""
+    words = {
+        errno.ENOSPC: "no space left on the device (the disk is full)",
+        errno.EDQUOT: "the disk quota is exhausted",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "operation not permitted",
+        errno.EROFS: "the file system is read-only",
+        errno.EMFILE: "too many open files in this process",
+        errno.ENFILE: "too many open files on this system",
+        errno.EFBIG: "the file is too large",
+        errno.ENOENT: "the directory no longer exists",
+        errno.EIO: "an I/O error from the device",
+    }.get(exc.errno or 0)
+    name = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+    where = f" ({exc.filename})" if with_path and getattr(exc, "filename", None) else ""
+    return f"{words or exc.strerror or str(exc)} [{name}]{where}"
+
+
+def _append_whole(fd: int, data: bytes) -> None:
+    """Append ``data`` with one ``write(2)`` on an ``O_APPEND`` descriptor, or leave the file as it was.
+
+    A regular file only takes part of a write when the disk fills up, a size limit is reached or the
+    process is killed in the middle of a large write. On a short write the rest is tried once (which
+    either completes the line in place or tells the real reason: ENOSPC, EFBIG, EDQUOT); a line that
+    is still incomplete is cut off again with ``ftruncate`` (when nobody appended after it), so the
+    file never keeps a fragment that the next line would be glued to.
+    """
+    n = os.write(fd, data)
+    if n == len(data):
+        return
+    end = os.lseek(fd, 0, os.SEEK_CUR)  # O_APPEND: the offset is the end of what we wrote
+    error: OSError = OSError(errno.ENOSPC, f"short write ({n} of {len(data)} bytes)")
+    try:
+        m = os.write(fd, data[n:])
+        if m == len(data) - n and os.lseek(fd, 0, os.SEEK_CUR) == end + m:
+            return  # the rest went right after the first part: the line is whole
+        if os.lseek(fd, 0, os.SEEK_CUR) == end + m:
+            end, n = end + m, n + m
+    except OSError as exc:
+        error = exc
+    with contextlib.suppress(OSError):
+        if os.fstat(fd).st_size == end:
+            os.ftruncate(fd, end - n)
+    raise error
+
+
+def _ends_with_newline(fd: int) -> bool:
+    size = os.fstat(fd).st_size
+    return size == 0 or os.pread(fd, 1, size - 1) == b"\n"
+
+
 class ActionLog:
     """Append-only JSON lines, flushed per action; rotated by size without losing lines.
 
-    Each line goes out in one ``write(2)`` on an ``O_APPEND`` descriptor, so several processes
-    sharing a state dir (an agent and ``agent-legs run``) never interleave half lines. When another
-    process has rotated the file, the next write reopens the new one instead of feeding the backup.
+    Invariants: every line is whole JSON. Each line goes out in one ``write(2)`` on an ``O_APPEND``
+    descriptor, so several processes sharing a state dir (an agent and ``agent-legs run``) never
+    interleave half lines; a short write (full disk) is rolled back with ``ftruncate``; a file found
+    ending without a newline (a process killed inside a write) gets one before the next line, so a
+    fragment never swallows a whole line. When another process has rotated the file, the next write
+    reopens the new one instead of feeding the backup. A write that fails raises ``ActionLogError``
+    (classified: disk full, permission denied, too many open files, ...).
     """
 
     def __init__(self, path: Path, max_bytes: int = 50_000_000, backups: int = 5) -> None:
@@ -89,33 +222,48 @@ class ActionLog:
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._ino = 0
-        self._open()
+        self._guard = False  # the file ends inside a line: start the next one with a newline
+        with contextlib.suppress(OSError):  # a log that cannot be opened now fails the first action instead
+            self._open()
 
     def _open(self) -> None:
         # 0o600: the log holds (redacted) arguments of every call; it is nobody else's business.
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        self._ino = os.fstat(self._fd).st_ino
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            self._ino = os.fstat(fd).st_ino
+            self._guard = not _ends_with_newline(fd)
+        except OSError:
+            os.close(fd)
+            raise
+        self._fd = fd
 
     def write(self, entry: dict[str, Any]) -> None:
         data = (json.dumps(entry, ensure_ascii=False, default=str, separators=(",", ":")) + "\n").encode(
             "utf-8", "backslashreplace")  # a lone surrogate must not cost the line
-        with self._lock:
-            if self._fd is None:
-                self._open()
-            else:
-                try:
-                    if os.stat(self.path).st_ino != self._ino:  # rotated (or removed) by someone else
-                        os.close(self._fd)
-                        self._open()
-                except FileNotFoundError:
-                    os.close(self._fd)
-                    self._open()
-            assert self._fd is not None
-            view = memoryview(data)
-            while view:  # one call in practice; a regular file only writes short on a full disk
-                view = view[os.write(self._fd, view):]
-            if os.fstat(self._fd).st_size >= self.max_bytes:
-                self._rotate()
+        try:
+            with self._lock:
+                self._write(data)
+        except OSError as exc:
+            raise exc if isinstance(exc, ActionLogError) else ActionLogError(exc, f"{self.path}") from None
+
+    def _write(self, data: bytes) -> None:
+        if self._fd is not None and _ino(self.path) != self._ino:  # rotated (or removed) by someone else
+            os.close(self._fd)
+            self._fd = None
+        if self._fd is None:
+            self._open()
+        assert self._fd is not None
+        if self._guard:
+            _append_whole(self._fd, b"\n")
+            self._guard = False
+        try:
+            _append_whole(self._fd, data)
+        except OSError:
+            with contextlib.suppress(OSError):  # a rollback that could not happen: guard the next line
+                self._guard = not _ends_with_newline(self._fd)
+            raise
+        if os.fstat(self._fd).st_size >= self.max_bytes:
+            self._rotate()
 
     def _rotate(self) -> None:
         assert self._fd is not None
@@ -135,11 +283,241 @@ class ActionLog:
             self._fd = None
             self._open()
 
+    def logged_ids(self, record_ids: Iterable[str]) -> set[str]:
+        """Which of ``record_ids`` already have their outcome line in some file of the log (crash recovery:
+        a process killed between its outcome line and its journal's ``done`` line). One pass per file."""
+        wanted = {f'"{i}"'.encode(): i for i in record_ids}  # 16 random hex digits: nothing else matches
+        found: set[str] = set()
+        for p in reversed(log_files(self.path)):
+            if not wanted:
+                break
+            with contextlib.suppress(OSError), open(p, "rb") as f:
+                data = f.read()
+                for needle in [n for n in wanted if n in data]:
+                    found.add(wanted.pop(needle))
+        return found
+
     def close(self) -> None:
         with self._lock:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+
+
+PENDING_DIR = "actions.pending"
+_JOURNAL_COMPACT_BYTES = 65_536
+UNFINISHED_ERROR = ("the process running this action ended before it finished (killed or crashed); its effect "
+                    "may or may not have taken place: check the target")
+
+
+class IntentJournal:
+    """The write-ahead half of the action log: an intent line is on disk before an action's effect can happen.
+
+    Each process (each ``Legs``) appends to its own ``<state_dir>/actions.pending/<pid>-<random>.jsonl``
+    and holds an exclusive ``flock`` on it for its life, so anyone can tell a live journal from the
+    journal of a process that died: the lock goes with the process, whatever killed it. An action's
+    intent line is written (one ``write(2)``, checked length, rolled back if short) before its handler
+    runs; once its outcome line is in ``actions.jsonl`` a small ``done`` line follows, and the file is
+    emptied when no action is in flight and it has grown past 64 KiB, so it stays small. An intent
+    without its ``done`` is an action that never finished: ``read_log`` shows it (``running`` while the process lives,
+    ``unfinished`` after), and the next ``Legs`` opened on the state dir moves it into ``actions.jsonl``
+    as an ``unfinished`` line and removes the dead journal.
+
+    Durability: ``write(2)`` puts the line in the page cache, which survives the death of the process
+    (SIGKILL, OOM kill, crash); it does not survive a power loss or kernel crash (no ``fsync``, which
+    would cost a disk flush per action).
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.path: Path | None = None
+        self._fd: int | None = None
+        self._lock = threading.Lock()
+        self._open_ids: set[str] = set()
+        self._size = 0
+        self.pid = os.getpid()
+
+    def _ensure_open(self) -> int:
+        if self._fd is not None:
+            return self._fd
+        import fcntl
+        import secrets as _random
+
+        self.directory.mkdir(mode=0o700, exist_ok=True)
+        path = self.directory / f"{os.getpid()}-{_random.token_hex(4)}.jsonl"
+        # Locked before it gets the name readers and recoverers look for: a journal is never seen unlocked
+        # while its process lives (a recoverer would take it for a dead one's and remove it).
+        tmp = path.with_suffix(".new")
+        fd = os.open(tmp, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.rename(tmp, path)
+        except OSError:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        self.path, self._fd, self.pid = path, fd, os.getpid()
+        return fd
+
+    def intent(self, record_id: str, entry: dict[str, Any]) -> None:
+        """Append the intent line; raises ``ActionLogError`` when it is not on disk (the action must not run)."""
+        data = (json.dumps({"intent": record_id, **entry}, ensure_ascii=False, default=str,
+                           separators=(",", ":")) + "\n").encode("utf-8", "backslashreplace")
+        try:
+            with self._lock:
+                fd = self._ensure_open()
+                _append_whole(fd, data)
+                self._size += len(data)
+                self._open_ids.add(record_id)
+        except OSError as exc:
+            raise ActionLogError(exc, f"{self.directory}") from None
+
+    def done(self, record_id: str) -> None:
+        """The outcome line of ``record_id`` is in the log: its intent is settled."""
+        with self._lock:
+            if record_id not in self._open_ids or self._fd is None:
+                return
+            self._open_ids.discard(record_id)
+            try:
+                if not self._open_ids and self._size >= _JOURNAL_COMPACT_BYTES:
+                    os.ftruncate(self._fd, 0)  # nothing in flight: every intent in the file is settled
+                    self._size = 0
+                else:
+                    line = b'{"done":"' + record_id.encode() + b'"}\n'
+                    _append_whole(self._fd, line)
+                    self._size += len(line)
+            except OSError:  # a settled intent read as unfinished later is a duplicate record, not a lost one
+                self._open_ids.add(record_id)
+
+    def close(self) -> None:
+        """Release the journal; it is removed unless it holds an action whose outcome never reached the log."""
+        with self._lock:
+            if self._fd is None:
+                return
+            if not self._open_ids and self.path is not None:
+                with contextlib.suppress(OSError):
+                    self.path.unlink()
+            os.close(self._fd)  # releases the lock: a journal left behind is read as unfinished
+            self._fd = None
+
+
+def _pending_entries(path: Path) -> tuple[list[tuple[Path, bool, list[dict[str, Any]]]], set[str]]:
+    """Every journal next to the log: (file, owner alive, unsettled intents in order)."""
+    directory = path.parent / PENDING_DIR
+    out: list[tuple[Path, bool, list[dict[str, Any]]]] = []
+    ids: set[str] = set()
+    try:
+        names = sorted(directory.glob("*.jsonl"))
+    except OSError:
+        return out, ids
+    for p in names:
+        try:
+            f = open(p, "rb")  # noqa: SIM115 - closed below
+        except OSError:
+            continue
+        with f:
+            alive = _locked_by_someone(f.fileno())
+            intents: dict[str, dict[str, Any]] = {}
+            for line in f:
+                entry = _parse(line)
+                if entry is None:
+                    continue
+                if isinstance(entry.get("intent"), str):
+                    intents[entry["intent"]] = entry
+                elif isinstance(entry.get("done"), str):
+                    intents.pop(entry["done"], None)
+        if intents:
+            out.append((p, alive, list(intents.values())))
+            ids.update(intents)
+    return out, ids
+
+
+def _locked_by_someone(fd: int) -> bool:
+    try:
+        import fcntl
+    except ImportError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return False
+
+
+def _unfinished(intent: dict[str, Any], alive: bool) -> dict[str, Any]:
+    """The log entry of an action that has an intent line and no outcome line."""
+    entry = {k: v for k, v in intent.items() if k != "intent"}
+    entry["id"] = intent["intent"]
+    entry["outcome"] = "running" if alive else "unfinished"
+    entry["duration_ms"] = None
+    entry["error"] = None if alive else UNFINISHED_ERROR
+    return entry
+
+
+def recover_pending(action_log: ActionLog, own: Path | None = None) -> int:
+    """Move the unsettled intents of dead processes into the log as ``unfinished`` lines; remove their journals.
+
+    Safe against concurrent recoverers (each journal is handled under its exclusive lock) and against a
+    crash between an outcome line and its ``done`` line (an id already in the log is not repeated).
+    Returns how many lines were written; a journal whose lines cannot be written yet stays for next time.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        return 0
+    directory = action_log.path.parent / PENDING_DIR
+    written = 0
+    try:
+        names = sorted(directory.glob("*.jsonl"))
+        unborn = list(directory.glob("*.new"))  # a process killed before naming its (empty) journal
+    except OSError:
+        return 0
+    for p in unborn:
+        with contextlib.suppress(OSError):
+            fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                p.unlink()
+            finally:
+                os.close(fd)
+    for p in names:
+        if own is not None and p == own:
+            continue
+        try:
+            fd = os.open(p, os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # its process is alive
+            if os.fstat(fd).st_nlink == 0:
+                continue  # removed by another recoverer (or its owner's close) meanwhile
+            with open(fd, "rb", closefd=False) as f:
+                intents: dict[str, dict[str, Any]] = {}
+                for line in f:
+                    entry = _parse(line)
+                    if entry is None:
+                        continue
+                    if isinstance(entry.get("intent"), str):
+                        intents[entry["intent"]] = entry
+                    elif isinstance(entry.get("done"), str):
+                        intents.pop(entry["done"], None)
+            logged = action_log.logged_ids(intents) if intents else set()
+            for record_id, intent in intents.items():
+                if record_id in logged:
+                    continue
+                action_log.write(_unfinished(intent, alive=False))
+                written += 1
+            p.unlink()
+        except OSError as exc:
+            log.warning("could not recover the unfinished actions of %s: %s", p, describe_os_error(exc))
+        finally:
+            os.close(fd)
+    return written
 
 
 @contextlib.contextmanager
@@ -215,14 +593,29 @@ def _open_log_files(path: Path) -> list[tuple[int, BinaryIO]]:
 
 
 def read_log(path: Path) -> Iterator[dict[str, Any]]:
-    """Every entry of the action log, oldest first, across the rotated backups."""
+    """Every entry of the action log, oldest first, across the rotated backups; then every action that
+    has an intent line and no outcome line yet (``outcome`` ``running`` while its process lives,
+    ``unfinished`` once it has died), one entry per action."""
+    journals, ids = _pending_entries(path)  # before the log: an action settling meanwhile is seen there
+    seen: set[str] = set()
     handles = _open_log_files(path)
     try:
         for _, h in handles:
-            yield from _entries(h)
+            for entry in _entries(h):
+                if ids and entry.get("id") in ids:
+                    seen.add(entry["id"])
+                yield entry
     finally:
         for _, h in handles:
             h.close()
+    yield from _unsettled(journals, seen)
+
+
+def _unsettled(journals: list[tuple[Path, bool, list[dict[str, Any]]]], seen: set[str]) -> Iterator[dict[str, Any]]:
+    for _, alive, intents in journals:
+        for intent in intents:
+            if intent["intent"] not in seen:
+                yield _unfinished(intent, alive)
 
 
 def _ino(p: Path) -> int | None:
@@ -252,6 +645,15 @@ def follow_log(
         if stop is not None and stop.is_set():
             return
         time.sleep(poll_s)
+    journals, ids = _pending_entries(path)
+    seen: set[str] = set()
+
+    def history(lines: Iterable[bytes]) -> Iterator[dict[str, Any]]:
+        for entry in _entries(lines):
+            if ids and entry.get("id") in ids:
+                seen.add(entry["id"])
+            yield entry
+
     f: BinaryIO = open(path, "rb")  # noqa: SIM115 - swapped on rotation below
     try:
         ino = os.fstat(f.fileno()).st_ino
@@ -263,7 +665,7 @@ def follow_log(
                 h.close()
         for _, h in older:  # the history before the file we hold
             with h:
-                yield from _entries(h)
+                yield from history(h)
         pending = b""
         live = False
         while stop is None or not stop.is_set():
@@ -271,12 +673,13 @@ def follow_log(
             if chunk:
                 pending += chunk
                 if pending.endswith(b"\n"):
-                    yield from _entries([pending])
+                    yield from (history if not live else _entries)([pending])
                     pending = b""
                 continue
             current = _ino(path)
             if not live:
                 live = True
+                yield from _unsettled(journals, seen)  # actions in flight or cut short, as read_log shows them
                 yield None
             if current is None or current == ino:
                 time.sleep(poll_s)  # nothing new (or mid-rotation: the new file appears in a moment)
@@ -375,6 +778,73 @@ class Telemetry:
             self.tracer = _Tracer(None, self._own_provider)
         self._explicit = tracer_provider is not None
         self.action_log = ActionLog(state_dir / "actions.jsonl")
+        self.journal = IntentJournal(state_dir / PENDING_DIR)
+        self._intent_args: dict[str, Any] = {}  # record id -> bounded arguments, computed once per call
+        self._log_problem: str | None = None  # the last write failure, warned once until it changes
+        self._dropped_at_close: int | None = None
+        # Actions cut short by a process that died (SIGKILL, OOM, crash) get their "unfinished" line now.
+        recovered = recover_pending(self.action_log)
+        if recovered:
+            log.warning("%d action(s) of a process that ended before they finished are in the action log as "
+                        "outcome 'unfinished' (%s)", recovered, self.action_log.path)
+
+    @property
+    def spans_dropped(self) -> int:
+        """Spans of our own provider that did not reach the collector (queue full, export failed, or still
+        queued at ``close()``). Exact after ``shutdown``; 0 when spans go to the caller's provider."""
+        if self._dropped_at_close is not None:
+            return self._dropped_at_close
+        return self._exporter.dropped if self._exporter is not None else 0
+
+    # -- the write-ahead intent ------------------------------------------------------------------
+    def intent(self, span: Span, rec: CallRecord) -> str:
+        """Put the call's intent line on disk before its effect can happen; returns the record id.
+
+        Raises ``ActionError("unavailable")`` when the line cannot be written: the action must not run.
+        """
+        record_id = secrets.token_hex(8)
+        arguments = bounded_arguments(rec.arguments, self.redactor) if self.settings.capture_content else None
+        entry = self._entry(span, rec)
+        entry.pop("outcome", None)
+        entry.pop("duration_ms", None)
+        entry.pop("error", None)
+        entry["pid"] = self.journal.pid
+        if arguments is not None:
+            entry["arguments"] = arguments
+        try:
+            self.journal.intent(record_id, entry)
+        except ActionLogError as exc:
+            self._log_failed(str(exc))
+            raise ActionError(
+                "unavailable", f"the action log cannot be written: {exc.reason}; {rec.action} did not run",
+                hint="Nothing was done. The log's disk or directory needs an operator (free space, permissions, "
+                     "open files); tell the user instead of retrying.") from None
+        if arguments is not None:
+            self._intent_args[record_id] = arguments
+        return record_id
+
+    def _log_failed(self, reason: str) -> None:
+        if self._log_problem != reason:
+            self._log_problem = reason
+            log.warning("the action log cannot be written: %s; actions fail closed until it can", reason)
+
+    def _entry(self, span: Span, rec: CallRecord) -> dict[str, Any]:
+        ctx = span.get_span_context()
+        redact = self.redactor
+        return {
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "trace_id": f"{ctx.trace_id:032x}" if ctx.is_valid else None,
+            "span_id": f"{ctx.span_id:016x}" if ctx.is_valid else None,
+            "action": rec.action,
+            "session": rec.session,
+            "call_id": rec.call_id,
+            "decision": rec.decision,
+            "outcome": rec.outcome,
+            "duration_ms": round(rec.duration_ms, 3),
+            "error": redact.text(rec.error_message) if rec.error_message else None,
+            "rule": rec.rule,
+            "target": _target(redact.data(rec.arguments)),  # scrubbed whole, before _target cuts it
+        }
 
     @property
     def provider(self) -> str:
@@ -412,15 +882,13 @@ class Telemetry:
         capture = self.settings.capture_content
         limit = self.settings.max_attribute_chars
         error_message = redact.text(rec.error_message) if rec.error_message else None
-        redacted_arguments = redact.data(rec.arguments)  # scrubbed whole, before any cut below
-        arguments = redacted_arguments if capture else None
 
         if span.is_recording():  # not when sampled out: the attributes would be dropped unread
             attributes: dict[str, Any] = {"agent_legs.decision": rec.decision, "agent_legs.outcome": rec.outcome}
             if rec.rule:
                 attributes["agent_legs.rule"] = rec.rule
             if capture:
-                attributes["gen_ai.tool.call.arguments"] = _truncate(_dumps(arguments), limit)
+                attributes["gen_ai.tool.call.arguments"] = _truncate(_dumps(redact.data(rec.arguments)), limit)
                 if rec.result is not None:
                     # The text the model reads, as it reads it (a JSON string would quote and escape it).
                     result = rec.result if isinstance(rec.result, str) else _dumps(rec.result)
@@ -431,37 +899,39 @@ class Telemetry:
             span.set_attributes(attributes)
         span.end()
 
-        ctx = span.get_span_context()
-        entry: dict[str, Any] = {
-            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-            "trace_id": f"{ctx.trace_id:032x}" if ctx.is_valid else None,
-            "span_id": f"{ctx.span_id:016x}" if ctx.is_valid else None,
-            "action": rec.action,
-            "session": rec.session,
-            "call_id": rec.call_id,
-            "decision": rec.decision,
-            "outcome": rec.outcome,
-            "duration_ms": round(rec.duration_ms, 3),
-            "error": error_message,
-            "rule": rec.rule,
-            "target": _target(redacted_arguments),
-        }
+        entry = self._entry(span, rec)
+        record_id = rec.record_id or secrets.token_hex(8)
+        entry["id"] = record_id
         if capture:
-            entry["arguments"] = arguments
+            entry["arguments"] = (self._intent_args.pop(record_id) if record_id in self._intent_args
+                                  else bounded_arguments(rec.arguments, redact))
+        else:
+            self._intent_args.pop(record_id, None)
         try:
             self.action_log.write(entry)
-        except OSError:  # a full disk or a removed state dir must not turn into a crash of the agent
-            log.exception("could not write the action log line for %s (%s)", rec.action, self.action_log.path)
+        except ActionLogError as exc:
+            # After the effect: its intent line stays in the journal and reads as "unfinished".
+            self._log_failed(str(exc))
+            return
+        if self._log_problem is not None:
+            self._log_problem = None
+            log.info("the action log can be written again (%s)", self.action_log.path)
+        if rec.record_id is not None:
+            self.journal.done(rec.record_id)
 
-    def shutdown(self, timeout_s: float = 5.0) -> None:
+    def shutdown(self, timeout_s: float = 1.2) -> None:
         """Close the action log; flush and stop our own provider within ``timeout_s`` whatever the collector does.
 
         ``BatchSpanProcessor.force_flush`` ignores its timeout (it exports on the calling thread, one
-        request per batch, each with its own timeout and retries), so both steps run on a helper thread
-        that we wait for with a bound; past it the exporter is told to give up and the thread is left
-        to die with the process (it is a daemon).
+        request per batch, each with its own timeout and retries), so both steps run on a daemon helper
+        thread that we wait for with a bound; past it the exporter is told to give up and the thread is
+        left to die with the process. Our provider is built without the SDK's exit hook (which would
+        wait on a stuck export again at interpreter exit), so exit is not held either. Spans that did
+        not reach the collector are counted (``spans_dropped``) and reported in one warning. An
+        application's own provider is never flushed or shut down here.
         """
         self.action_log.close()
+        self.journal.close()
         provider = self._own_provider
         if provider is None:
             return
@@ -481,11 +951,16 @@ class Telemetry:
             if exporter is not None and exporter.failing:
                 break
             t.join(0.05)
-        if t.is_alive() and exporter is not None:
+        if exporter is None:
+            return
+        if t.is_alive():
             exporter.abandon()
-            t.join(0.2)
-            exporter.warn_once("spans not exported by close() were dropped (collector %s down or too slow).",
-                               exporter.endpoint)
+            t.join(0.1)
+        self._dropped_at_close = dropped = exporter.dropped_at_close()
+        if dropped:
+            log.warning("%d span(s) were dropped: they never reached the collector at %s (queue full, export "
+                        "failed, or still queued at close). Actions are unaffected; the action log (agent-legs "
+                        "log) is complete.", dropped, exporter.endpoint)
 
     # -- nesting -------------------------------------------------------------------------------
     def caller_context(self) -> otel_context.Context:
@@ -578,6 +1053,10 @@ class _GuardedExporter(SpanExporter):
     def __init__(self, inner: SpanExporter, endpoint: str) -> None:
         self.inner = inner
         self.endpoint = endpoint
+        self.accepted = 0  # spans handed to the batch processor (counted by _CountingBatchSpanProcessor)
+        self.queue_full = 0  # of those, dropped by the processor because its queue was full
+        self.exported = 0
+        self.failed = 0  # spans in batches whose export failed
         self.warned = False
         self.failing = False  # the last attempt failed (set as soon as a retry starts)
         self._abandoned = False
@@ -592,6 +1071,8 @@ class _GuardedExporter(SpanExporter):
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._abandoned:
+            with self._lock:
+                self.failed += len(spans)
             return SpanExportResult.FAILURE
         _QUIET.local.exporter = self
         try:
@@ -600,6 +1081,11 @@ class _GuardedExporter(SpanExporter):
             result = SpanExportResult.FAILURE
         finally:
             _QUIET.local.exporter = None
+        with self._lock:
+            if result is SpanExportResult.SUCCESS:
+                self.exported += len(spans)
+            else:
+                self.failed += len(spans)
         if result is SpanExportResult.FAILURE:
             self.failing = True
             self.warn_once("exporting spans to %s failed (collector down, too slow or refusing them); "
@@ -608,6 +1094,15 @@ class _GuardedExporter(SpanExporter):
             self.failing = False
             log.info("exporting spans to %s works again", self.endpoint)
         return result
+
+    @property
+    def dropped(self) -> int:
+        """Spans known lost so far: queue full or export failed."""
+        return self.queue_full + self.failed
+
+    def dropped_at_close(self) -> int:
+        """After the provider is stopped (or given up): every accepted span that was not exported."""
+        return max(self.accepted - self.exported, self.dropped)
 
     def abandon(self) -> None:
         """Give up: later batches fail at once, and the exporter's retry back-off is interrupted."""
@@ -676,7 +1171,9 @@ def _default_provider(settings: TelemetrySettings) -> tuple[TracerProvider, _Gua
         # Nothing would ever read these spans: record none (ids and parenting stay valid for the
         # action log and results; attributes are never built), which saves ~40 us per call.
         return TracerProvider(resource=_resource(settings), sampler=ALWAYS_OFF), None
-    provider = TracerProvider(resource=_resource(settings))
+    # shutdown_on_exit=False: the SDK's atexit hook would wait on a stuck export at interpreter exit
+    # (about 5 s more with a hung collector); close() (also run at exit for a Legs left open) is bounded.
+    provider = TracerProvider(resource=_resource(settings), shutdown_on_exit=False)
     protocol = (os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
                 or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf").strip().lower()
     if protocol != "http/protobuf":
@@ -685,5 +1182,47 @@ def _default_provider(settings: TelemetrySettings) -> tuple[TracerProvider, _Gua
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     exporter = _GuardedExporter(OTLPSpanExporter(endpoint=endpoint), _public_url(endpoint))
-    provider.add_span_processor(BatchSpanProcessor(exporter))
+    provider.add_span_processor(_CountingBatchSpanProcessor(exporter))
     return provider, exporter
+
+
+class _CountingBatchSpanProcessor(BatchSpanProcessor):
+    """The SDK's batch processor, counting the spans it takes and those it drops because its queue is full
+    (the SDK only logs "Queue full" per span, with no count anywhere)."""
+
+    def __init__(self, exporter: _GuardedExporter) -> None:
+        super().__init__(exporter)
+        self._counts = exporter
+        self._count_lock = threading.Lock()
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if not (span.context and span.context.trace_flags.sampled):
+            return
+        inner = getattr(self, "_batch_processor", None)
+        queue = getattr(inner, "_queue", None)
+        full = queue is not None and queue.maxlen is not None and len(queue) >= queue.maxlen
+        with self._count_lock:
+            self._counts.accepted += 1
+            if full:
+                self._counts.queue_full += 1
+        _QUEUE_FULL.local.inside = True  # the SDK's "Queue full" line per span: counted here instead
+        try:
+            super().on_end(span)
+        finally:
+            _QUEUE_FULL.local.inside = False
+
+
+class _QuietQueueFull(logging.Filter):
+    """Drops the SDK's per-span "Queue full" record, only when emitted inside our processor on this thread
+    (an application's own processors keep theirs); our count is reported at close instead."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.local = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(self.local, "inside", False)
+
+
+_QUEUE_FULL = _QuietQueueFull()
+logging.getLogger("opentelemetry.sdk._shared_internal").addFilter(_QUEUE_FULL)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import json
 import logging
 import mimetypes
@@ -26,7 +27,7 @@ import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -61,6 +62,32 @@ _SCHEME_RULE = "browser schemes (only http and https pages, and about:blank, are
 _TIMEOUT_SLACK_S = 10.0  # the runtime's deadline is later than the page timeout: we report it, not the runtime
 _ELEMENT_TIMEOUT_S = 5.0  # how long click/fill wait for their element to appear (pages render, scripts run)
 _BACKGROUND: set[asyncio.Future[None]] = set()  # fire-and-forget cleanups, kept referenced until done
+# When the current call must be over (loop time): policy.browser.timeout_s bounds the whole call, opening the
+# session's context and tab and waiting for a load slot included, not each step on its own.
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("agent_legs_browser_deadline", default=None)
+_MAY_HAVE_HAPPENED_HINT = ("Do not repeat it blindly: check first whether it took effect (browser_content, or open the "
+                           "page that shows the result), or ask the user.")
+
+
+def _in_background(coro: Any) -> None:
+    """Run a cleanup without waiting for it (errors ignored), kept referenced until it is done."""
+
+    async def quietly() -> None:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(10):
+                await coro
+
+    task = asyncio.ensure_future(quietly())
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
+
+
+def _remaining(total_s: float) -> float:
+    """Seconds left of the current call's deadline (``total_s`` outside a call)."""
+    deadline = _DEADLINE.get()
+    if deadline is None:
+        return total_s
+    return max(0.0, deadline - asyncio.get_running_loop().time())
 
 # One round trip reads everything the model needs: the HTML to convert (the main element when the page
 # has a substantial one), title, base URL, and the visible form fields with selectors that work.
@@ -390,6 +417,7 @@ class BrowserService(Service):
                 path = self._profile_path(profile)
                 with contextlib.suppress(FileNotFoundError, ValueError):
                     state = json.loads(await asyncio.to_thread(path.read_text))
+            context: Any = None
             try:
                 # A new context and tab start a renderer: as much work for Chromium as a page load, so they
                 # take a load slot too (64 sessions opening at once otherwise swamp it: see benchmarks.md).
@@ -403,6 +431,8 @@ class BrowserService(Service):
                     page = await context.new_page()
             except BaseException:
                 await proxy.aclose()
+                if context is not None:  # cut short (the call's deadline) after the context was made:
+                    _in_background(context.close())  # closed without holding the call past its deadline
                 raise
         s = _Session(name, self, context, page, proxy, profile, saved_state=json.dumps(state) if state else None)
         context.on("page", lambda p: None if s.opening else s.popups.append(p))
@@ -429,7 +459,8 @@ class BrowserService(Service):
         for i, page in enumerate(popups):
             if adopt and i == len(popups) - 1 and not page.is_closed():
                 with contextlib.suppress(Exception):
-                    await page.wait_for_load_state("load", timeout=self.runtime.policy.browser.timeout_s * 1000)
+                    await page.wait_for_load_state(
+                        "load", timeout=max(1.0, _remaining(self.runtime.policy.browser.timeout_s) * 1000))
                 denial = _denial_for(s, page.url)
                 if denial is None:
                     old, s.page = s.page, page
@@ -591,9 +622,40 @@ def _denial_for(s: _Session, url: str) -> Denial | None:
 @contextlib.asynccontextmanager
 async def _session(ctx: ActionContext) -> Any:
     """The session's browser state, serialized per session (one tab: one action at a time)."""
+    total = ctx.policy.browser.timeout_s
     svc = await ctx.service(BrowserService)
-    s = await svc.session(ctx.session)
-    async with s.lock:
+    # The browser's (re)launch, once per process or crash, is not cut short by a call's deadline (it is bounded
+    # by the runtime's, timeout_s + 10 s): a launch cancelled part-way would leave no browser for the next call.
+    async with svc._launch_lock:
+        await svc._ensure_browser()
+    token = _DEADLINE.set(asyncio.get_running_loop().time() + total)
+    try:
+        try:
+            async with asyncio.timeout(_remaining(total)):
+                s = await svc.session(ctx.session)  # a relaunch, a new context and tab (which wait for a load slot)
+        except TimeoutError:
+            busy = (f" (every load slot was busy: settings.browser.max_concurrent_loads={svc.max_loads})"
+                    if svc.loads.locked() else "")
+            raise ActionError("timeout", f"the browser could not open this session's tab within {total:g} s "
+                              f"(policy.browser.timeout_s, for the whole call){busy}; nothing was loaded",
+                              retryable=True, hint="Retry later, or run fewer browser sessions at once.") from None
+        async with _locked_session(svc, s, ctx) as pair:
+            yield pair
+    finally:
+        _DEADLINE.reset(token)
+
+
+@contextlib.asynccontextmanager
+async def _locked_session(svc: BrowserService, s: _Session, ctx: ActionContext) -> Any:
+    total = ctx.policy.browser.timeout_s
+    try:
+        async with asyncio.timeout(_remaining(total)):
+            await s.lock.acquire()  # one call at a time per session: waiting for the previous one counts too
+    except TimeoutError:
+        raise ActionError("timeout", f"this session's tab was busy with another call for {total:g} s "
+                          "(policy.browser.timeout_s, for the whole call); nothing was done", retryable=True,
+                          hint="Wait for the session's previous call, or use another session.") from None
+    try:
         if s.page.is_closed():  # the tab crashed or was closed: a fresh one in the same context
             await svc.new_tab(s)
         lost = svc.lost.pop(ctx.session, None)
@@ -603,6 +665,8 @@ async def _session(ctx: ActionContext) -> Any:
             await svc.adopt_popups(s, adopt=False)
         await _leave_if_blocked(s)  # the page navigated itself (timer, refresh) to a blocked URL since last time
         yield svc, s
+    finally:
+        s.lock.release()
 
 
 def _finish(s: _Session, data: dict[str, Any]) -> dict[str, Any]:
@@ -692,15 +756,19 @@ def _paginate(text: str, offset: int, limit: int) -> tuple[str, int | None]:
     return chunk, None
 
 
-async def _guarded(ctx: ActionContext, s: _Session, coro: Any, element: str | None = None) -> Any:
-    """Run a page operation under the policy's timeout; a hung page is closed so the session recovers.
+async def _guarded(ctx: ActionContext, s: _Session, coro: Any, element: str | None = None,
+                   effect: str | None = None) -> Any:
+    """Run a page operation within what is left of the call's deadline; a hung page is closed so the session
+    recovers.
 
     ``element`` names the selector of an element operation: Playwright giving up waiting for that element
-    is the model's mistake (``not_found``), not a hung page, and keeps the tab.
+    is the model's mistake (``not_found``), not a hung page, and keeps the tab. ``effect`` says what the
+    operation may have done on a server (a click, a submitted form): cut short, it is never called
+    retryable, since it may have taken effect.
     """
     seconds = ctx.policy.browser.timeout_s
     try:
-        async with asyncio.timeout(seconds):
+        async with asyncio.timeout(_remaining(seconds)):
             return await coro
     except ActionError:
         raise
@@ -716,15 +784,33 @@ async def _guarded(ctx: ActionContext, s: _Session, coro: Any, element: str | No
             raise ActionError("not_found", f"no visible, enabled element matches {element!r} (waited "
                               f"{_element_timeout_ms(ctx) / 1000:g} s)", hint="Check the selector against the form "
                               "fields and links listed with the page (browser_content).") from None
+        maybe = (f" after {effect}, which may have taken effect (a form sent, an order placed) or not"
+                 if effect else "")
         if not timed_out:
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             if "Target crashed" in message or "has been closed" in message:
-                raise ActionError("failed", f"the tab crashed or was closed ({message}); the next call opens a "
-                                  "fresh tab", retryable=True) from None
-            raise ActionError("failed", f"{type(exc).__name__}: {message}") from None
+                raise ActionError("failed", f"the tab crashed or was closed ({message}){maybe}; the next call opens a "
+                                  "fresh tab", retryable=not effect, hint=_MAY_HAVE_HAPPENED_HINT if effect else None
+                                  ) from None
+            raise ActionError("failed", f"{type(exc).__name__}: {message}{maybe}",
+                              hint=_MAY_HAVE_HAPPENED_HINT if effect else None) from None
         await _fresh_tab(s)
-        raise ActionError("timeout", f"the page did not respond within {seconds:g} s (policy.browser.timeout_s); the "
-                          "tab was closed and the session continues with a fresh tab", retryable=True) from None
+        raise ActionError("timeout", f"the page did not respond within {seconds:g} s (policy.browser.timeout_s, for "
+                          f"the whole call){maybe}; the tab was closed and the session continues with a fresh tab",
+                          retryable=not effect, hint=_MAY_HAVE_HAPPENED_HINT if effect else None) from None
+
+
+@contextlib.contextmanager
+def _after(effect: str) -> Iterator[None]:
+    """Steps after an operation with an effect (reading the page it led to): their failure is not a reason to
+    repeat the operation, which was done."""
+    try:
+        yield
+    except ActionError as exc:
+        if exc.type not in ("timeout", "failed") or not exc.retryable:
+            raise
+        raise ActionError(exc.type, f"{effect} was done, then: {exc.message}", hint="Do not repeat it: it took "
+                          "effect. Read the page it led to with browser_content.") from None
 
 
 def _element_timeout_ms(ctx: ActionContext) -> float:
@@ -783,14 +869,15 @@ async def _deny_if_blocked(s: _Session, response: Any = None, by_page: bool = Tr
                       hint="Only hosts in policy.network.allow_hosts can be opened.")
 
 
-async def _goto(ctx: ActionContext, s: _Session, coro: Any) -> Any:
+async def _goto(ctx: ActionContext, s: _Session, coro: Any, effect: str | None = None) -> Any:
     """A navigation; a tunnel refused by the proxy (https to a denied host) surfaces as ``denied``.
 
-    It waits for one of the browser's load slots first (``settings.browser.max_concurrent_loads``).
+    It waits for one of the browser's load slots first (``settings.browser.max_concurrent_loads``), within
+    the call's deadline. ``effect``: see ``_guarded``.
     """
     seconds = ctx.policy.browser.timeout_s
     try:
-        async with asyncio.timeout(seconds):
+        async with asyncio.timeout(_remaining(seconds)):
             await s.service.loads.acquire()
     except BaseException as exc:
         if asyncio.iscoroutine(coro):
@@ -801,7 +888,7 @@ async def _goto(ctx: ActionContext, s: _Session, coro: Any) -> Any:
                           f"(settings.browser.max_concurrent_loads={s.service.max_loads}); nothing was loaded",
                           retryable=True, hint="Retry later, or run fewer browser sessions at once.") from None
     try:
-        return await _guarded(ctx, s, coro)
+        return await _guarded(ctx, s, coro, effect=effect)
     except ActionError as exc:
         d = _denial_for(s, "chrome-error:") if exc.type == "failed" and "ERR_TUNNEL" in exc.message else None
         if d is not None:
@@ -821,7 +908,7 @@ async def _await_downloads(ctx: ActionContext, s: _Session, wait_for_start: bool
                 break
     if s.downloads:
         with contextlib.suppress(Exception):
-            async with asyncio.timeout(ctx.policy.browser.timeout_s):
+            async with asyncio.timeout(_remaining(ctx.policy.browser.timeout_s)):
                 await asyncio.gather(*s.downloads)
         s.downloads.clear()
     saved, s.saved = s.saved, []
@@ -982,15 +1069,18 @@ async def browser_click(ctx: ActionContext, args: ClickInput) -> ActionOutput:
             with contextlib.suppress(Exception):
                 await page.wait_for_load_state("load", timeout=5000)
 
-        await _goto(ctx, s, click())
-        s.md_cache = None
-        artifacts = await _await_downloads(ctx, s, wait_for_start=False)
-        if s.popups:
-            await svc.adopt_popups(s, adopt=True)
-        await _deny_if_blocked(s)
-        out = await _page_result(ctx, s, None, artifacts)
-        await svc.save_profile(s)
-        return out
+        # Any click may have an effect (a form button, a link, a script's handler): cut short, never retryable.
+        effect = f"the click on {element!r}"
+        await _goto(ctx, s, click(), effect=effect)
+        with _after(effect):
+            s.md_cache = None
+            artifacts = await _await_downloads(ctx, s, wait_for_start=False)
+            if s.popups:
+                await svc.adopt_popups(s, adopt=True)
+            await _deny_if_blocked(s)
+            out = await _page_result(ctx, s, None, artifacts)
+            await svc.save_profile(s)
+            return out
 
 
 @action("browser.fill", description="""Type a value into a form field (CSS selector from the page's field
@@ -1044,14 +1134,16 @@ async def browser_fill(ctx: ActionContext, args: FillInput) -> ActionOutput:
                 else:
                     await locator.press("Enter")
 
-        await _goto(ctx, s, submit())
-        s.md_cache = None
-        await _deny_if_blocked(s)
-        out = await _page_result(ctx, s, None, await _await_downloads(ctx, s, wait_for_start=False))
-        if uploaded:
-            out.data = {**(out.data or {}), "uploaded": uploaded}
-        await svc.save_profile(s)
-        return out
+        effect = f"submitting the form of {args.selector!r}"
+        await _goto(ctx, s, submit(), effect=effect)
+        with _after(effect):
+            s.md_cache = None
+            await _deny_if_blocked(s)
+            out = await _page_result(ctx, s, None, await _await_downloads(ctx, s, wait_for_start=False))
+            if uploaded:
+                out.data = {**(out.data or {}), "uploaded": uploaded}
+            await svc.save_profile(s)
+            return out
 
 
 @action("browser.screenshot", description="Save a PNG screenshot of the current page in the workspace "
