@@ -29,6 +29,8 @@ TEST_DEPS = [
     "openinference-instrumentation-langchain>=0.1",
     "openinference-instrumentation-llama-index>=4",  # nesting tests: our span under their tool spans
     "opentelemetry-instrumentation-langchain>=0.40",  # OpenLLMetry
+    "psycopg[binary]>=3.2,<4",  # the PostgreSQL state store (agent-legs[postgres]) and its test fixture
+    "psycopg-pool>=3.2,<4",
 ]
 
 
