@@ -113,7 +113,10 @@ def open_store(state_dir: Path, settings: Settings, secrets: Secrets | None = No
     from psycopg.conninfo import conninfo_to_dict
 
     try:
-        conninfo_to_dict(url)
+        info = conninfo_to_dict(url)
+        port = str(info.get("port") or "5432")
+        if not all(p.isdigit() and 0 < int(p) < 65536 for p in port.split(",")):
+            raise ValueError(f"port {port!r} is not a port number")
     except Exception as exc:
         raise ConfigError(
             f"settings.state.url: {redact_url(url)!r} is not a valid PostgreSQL URL ({_first_line(exc)}); "
