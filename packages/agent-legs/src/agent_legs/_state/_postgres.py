@@ -73,22 +73,13 @@ class PostgresStore(StateStore):
             await self._pool.open(wait=False)
         return self._pool
 
-    async def _reason(self, exc: BaseException) -> str:
-        """Why the database cannot be reached: libpq's own message (one direct attempt), password-free."""
-        import psycopg
-        from psycopg_pool import PoolTimeout
-
+    @staticmethod
+    def _reason(exc: BaseException) -> str:
+        """Why the database cannot be reached: libpq's own message, on one line, password-free."""
         from . import redact_url
 
-        if isinstance(exc, PoolTimeout) or not isinstance(exc, psycopg.Error):
-            try:
-                conn = await psycopg.AsyncConnection.connect(self.url, connect_timeout=2)
-            except Exception as direct:
-                exc = direct
-            else:
-                await conn.close()
-        lines = str(exc).strip().splitlines()
-        return redact_url(lines[-1] if lines else type(exc).__name__)
+        text = " ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip())
+        return redact_url(text[:300] or type(exc).__name__)
 
     @contextlib.asynccontextmanager
     async def _raw_tx(self, durable: bool = False) -> AsyncIterator[Tx]:
@@ -97,10 +88,18 @@ class PostgresStore(StateStore):
 
         pool = await self._get_pool()
         try:
-            async with pool.connection() as conn, conn.transaction():
-                yield _PgTx(conn)
+            async with contextlib.AsyncExitStack() as stack:
+                try:
+                    conn = await stack.enter_async_context(pool.connection())
+                except PoolTimeout:
+                    # After an outage the pool reconnects with back-off; the database may be back already:
+                    # one direct connection (closed after this transaction) rather than "unavailable".
+                    conn = await stack.enter_async_context(await psycopg.AsyncConnection.connect(
+                        self.url, autocommit=True, connect_timeout=max(int(self.timeout_s), 1)))
+                async with conn.transaction():
+                    yield _PgTx(conn)
         except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
-            raise StoreUnavailable(self.name, await self._reason(exc)) from None
+            raise StoreUnavailable(self.name, self._reason(exc)) from None
 
     async def _lock_schema(self, tx: Tx) -> None:
         await tx.run("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
