@@ -46,6 +46,7 @@ def test_database_stopped_mid_run_is_unavailable_then_counts_and_sends_right(
             assert "Connection refused" in r.error.message or "connection" in r.error.message.lower()
             assert "Traceback" not in r.output and "pg-test" not in r.output  # no password either
         assert not (ws / "down.txt").exists() and smtp_server.messages == []  # nothing written, nothing sent
+        assert legs.run("files.read", {"path": "1.txt"}).ok  # an action that needs no state keeps working
 
         private_postgres.start()
         assert write("3.txt").ok and write("4.txt").ok
