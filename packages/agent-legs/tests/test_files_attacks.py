@@ -23,7 +23,8 @@ def snapshot(*roots: Path) -> dict[str, str]:
         for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
             for name in dirnames + filenames:
                 p = Path(dirpath) / name
-                if p.name in ("actions.jsonl", "budgets.sqlite3", "budgets.sqlite3-wal", "budgets.sqlite3-shm"):
+                if p.name in ("actions.jsonl", "budgets.sqlite3", "budgets.sqlite3-wal", "budgets.sqlite3-shm",
+                              "state.sqlite3", "state.sqlite3-wal", "state.sqlite3-shm"):  # the session registry
                     continue
                 if p.is_symlink():
                     out[str(p)] = "link:" + os.readlink(p)
