@@ -156,3 +156,33 @@ def test_workers_sharing_postgres_see_one_queue(tmp_path: Path, postgres_url: st
             worker.kill()
     assert out == {"ok": True, "error": None}
     assert (tmp_path / "ws1" / "from-worker.txt").exists()
+
+
+def test_a_cancelled_waiter_expires_its_request(dirs) -> None:
+    """A caller that stops waiting (its own deadline) leaves no request that someone could still approve."""
+    import asyncio
+
+    ws, st = dirs
+    with Legs(workspace=ws, state_dir=st, policy=POLICY, approver="queue") as legs:
+        async def caller() -> None:
+            task = asyncio.ensure_future(legs.arun("files.write", {"path": "gone.txt", "content": "x"}))
+            while not await asyncio.to_thread(legs.approvals.pending):
+                await asyncio.sleep(0.05)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        asyncio.run(caller())
+        assert legs.approvals.pending() == []
+        [row] = [r for r in [legs.approvals.get(i) for i in _ids(st)] if r is not None]
+        assert row.state == "expired"
+        with pytest.raises(ApprovalError, match="already expired"):
+            legs.approvals.approve(row.id)
+    assert not (ws / "gone.txt").exists()
+
+
+def _ids(state_dir: Path) -> list[str]:
+    import sqlite3
+
+    with sqlite3.connect(state_dir / "state.sqlite3") as db:
+        return [r[0] for r in db.execute("SELECT id FROM approvals")]

@@ -203,10 +203,11 @@ print(json.dumps(out), flush=True)
 
 
 def _workers(tmp_path: Path, n: int, settings: dict[str, Any], policy: dict[str, Any], calls: int,
-             send: bool = False) -> list[dict[str, Any]]:
+             send: bool = False, shared_state_dir: bool = False) -> list[dict[str, Any]]:
     procs = []
     for i in range(n):
-        cfg = {"ws": str(tmp_path / f"ws{i}"), "st": str(tmp_path / f"st{i}"), "policy": policy, "pw": PASSWORD,
+        st = tmp_path / ("st" if shared_state_dir else f"st{i}")
+        cfg = {"ws": str(tmp_path / f"ws{i}"), "st": str(st), "policy": policy, "pw": PASSWORD,
                "settings": settings, "calls": calls, "tag": f"w{i}", "send": send}
         procs.append(subprocess.Popen([sys.executable, "-c", _WORKER, json.dumps(cfg)], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, text=True))
@@ -238,6 +239,17 @@ def test_workers_on_separate_state_dirs_share_budgets_and_the_ledger(
     assert sum(1 for e in emails if e["ok"] and not e["duplicate"]) == 1
     # the others: the earlier result (sent) or "possibly sent" (still in flight): never a second send
     assert all(e["duplicate"] or e["error"] == "failed" for e in emails if not (e["ok"] and not e["duplicate"]))
+
+
+def test_processes_on_one_state_dir_send_once_and_count_exactly(tmp_path: Path, smtp_server, mail_ca) -> None:
+    """The embedded default: 4 processes on one state directory (SQLite), the same call id at once."""
+    settings = {"email": {"from_address": "bot@example.com", "smtp": smtp_server.settings(mail_ca["ca"])}}
+    policy = {"allow": ["files.*", "email.*"], "email": {"allow_recipients": ["*@example.com"]},
+              "budgets": [{"actions": "files.write", "limit": 9, "per": "day"}]}
+    results = _workers(tmp_path, 4, settings, policy, calls=5, send=True, shared_state_dir=True)
+    flat = [o for r in results for o in r["files"]]
+    assert flat.count("ok") == 9 and flat.count("budget_exceeded") == 11, results
+    assert len(smtp_server.messages) == 1, [r["email"] for r in results]
 
 
 def test_legs_registers_its_sessions(tmp_path: Path, store_factory) -> None:
