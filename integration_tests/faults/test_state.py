@@ -11,6 +11,9 @@ Guarantees checked against a real PostgreSQL of the test's own and a real SMTP s
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from agent_legs import Legs
@@ -66,6 +69,12 @@ def test_queued_approval_with_the_database_down_is_unavailable(tmp_path: Path, p
         private_postgres.stop()
         r = legs.run("files.write", {"path": "a.txt", "content": "x"})
         assert r.error is not None and r.error.type == "unavailable", r  # not a silent rejection
+        cli = subprocess.run([sys.executable, "-m", "agent_legs._cli", "--workspace", str(tmp_path / "w2"),
+                              "--state-dir", str(tmp_path / "s2"), "approvals"], capture_output=True, text=True,
+                             timeout=60, env={**os.environ, "AGENT_LEGS_STATE__URL": url,
+                                              "AGENT_LEGS_STATE__TIMEOUT_S": "1"})
+        assert cli.returncode == 1 and "unavailable" in cli.stderr and "Traceback" not in cli.stderr, cli.stderr
+        assert "pg-test" not in cli.stderr  # the password is never printed
         assert not (tmp_path / "ws" / "a.txt").exists()
         private_postgres.start()
         assert legs.approvals.pending() == []  # the failed enqueue left nothing behind
