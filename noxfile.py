@@ -30,6 +30,8 @@ TEST_DEPS = [
     "openinference-instrumentation-llama-index>=4",  # nesting tests: our span under their tool spans
     "opentelemetry-instrumentation-langchain>=0.40",  # OpenLLMetry
     "mcp>=2.3,<3",  # agent-legs mcp (the [mcp] extra) and its tests' official MCP client
+    "psycopg[binary]>=3.2,<4",  # the PostgreSQL state store (agent-legs[postgres]) and its test fixture
+    "psycopg-pool>=3.2,<4",
 ]
 
 

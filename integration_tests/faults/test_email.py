@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import sqlite3
 import ssl
 import threading
 import time
@@ -180,9 +179,19 @@ def send(legs: Legs, call_id: str) -> Any:
 
 
 def ledger_state(tmp_path: Path, call_id: str) -> str | None:
-    with sqlite3.connect(tmp_path / "state" / "email-ledger.sqlite3") as db:
-        row = db.execute("SELECT state FROM sends WHERE key=?", (f"call:{call_id}",)).fetchone()
-    return row[0] if row else None
+    import asyncio
+
+    from agent_legs._state._sqlite import SqliteStore
+
+    async def read() -> str | None:
+        store = SqliteStore(tmp_path / "state" / "state.sqlite3")
+        try:
+            entry = await store.send_entry(f"call:{call_id}")
+        finally:
+            await store.aclose()
+        return entry.state if entry else None
+
+    return asyncio.run(read())
 
 
 # Both bounds: the mail server's own timeout (the policy's much longer), and the policy's (the server's longer).
@@ -229,7 +238,7 @@ def test_hang_after_the_content_is_delivery_unknown_and_never_resent(
         assert "delivery is unknown" in r.error.message and "same call id will not send it again" in r.error.message
         assert r.error.hint and "Do NOT send" in r.error.hint and "new call" in r.error.hint
         assert "Sent folder" in r.error.hint and "ask the user" in r.error.hint
-        assert len(fault_smtp.contents) == 1 and ledger_state(tmp_path, "call-2") == "sending"
+        assert len(fault_smtp.contents) == 1 and ledger_state(tmp_path, "call-2") == "unknown"
         fault_smtp.hang_at = None
         again = send(legs, "call-2")  # the same call again: reported, not sent
         assert again.error is not None and again.error.type == "failed" and not again.error.retryable

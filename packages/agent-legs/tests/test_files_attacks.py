@@ -23,8 +23,9 @@ def snapshot(*roots: Path) -> dict[str, str]:
         for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
             for name in dirnames + filenames:
                 p = Path(dirpath) / name
-                if p.name in ("actions.jsonl", "budgets.sqlite3", "budgets.sqlite3-wal", "budgets.sqlite3-shm") \
-                        or "actions.pending" in p.parts:  # the action log's intent journal
+                if p.name in ("actions.jsonl", "budgets.sqlite3", "budgets.sqlite3-wal", "budgets.sqlite3-shm",
+                              "state.sqlite3", "state.sqlite3-wal", "state.sqlite3-shm") \
+                        or "actions.pending" in p.parts:  # the state store; the action log's intent journal
                     continue
                 if p.is_symlink():
                     out[str(p)] = "link:" + os.readlink(p)

@@ -9,6 +9,8 @@ EXPECTED_ALL = [
     "ActionResult",
     "ActionSpec",
     "AgentLegsError",
+    "ApprovalError",
+    "ApprovalQueue",
     "ApprovalRequest",
     "Approver",
     "Artifact",

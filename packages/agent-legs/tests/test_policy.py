@@ -134,21 +134,27 @@ def test_budgets_are_deployment_wide_by_default(dirs) -> None:
 
 
 def test_budget_windows_and_multiple_budgets(tmp_path: Path) -> None:
-    from agent_legs._budgets import BudgetStore
-    from agent_legs._policy import Budget
+    import asyncio
 
-    store = BudgetStore(tmp_path / "b.sqlite3")
-    minute = Budget(actions="*", limit=2, per="minute")
-    total = Budget(actions="*", limit=3, per="total")
-    t = 1_700_000_000.0
-    assert store.consume([minute, total], now=t) is None
-    assert store.consume([minute, total], now=t) is None
-    exhausted = store.consume([minute, total], now=t)
-    assert exhausted is not None and exhausted[0] is minute
-    assert store.usage(total, now=t) == 2  # the refused call consumed nothing
-    assert store.consume([minute, total], now=t + 60) is None  # a new minute
-    assert store.consume([minute, total], now=t + 120)[0] is total
-    store.close()
+    from agent_legs._budgets import consume, usage
+    from agent_legs._policy import Budget
+    from agent_legs._state._sqlite import SqliteStore
+
+    async def main() -> None:
+        store = SqliteStore(tmp_path / "state.sqlite3")
+        minute = Budget(actions="*", limit=2, per="minute")
+        total = Budget(actions="*", limit=3, per="total")
+        t = 1_700_000_000.0
+        assert await consume(store, [minute, total], now=t) is None
+        assert await consume(store, [minute, total], now=t) is None
+        exhausted = await consume(store, [minute, total], now=t)
+        assert exhausted is not None and exhausted[0] is minute
+        assert await usage(store, total, now=t) == 2  # the refused call consumed nothing
+        assert await consume(store, [minute, total], now=t + 60) is None  # a new minute
+        assert (await consume(store, [minute, total], now=t + 120))[0] is total  # type: ignore[index]
+        await store.aclose()
+
+    asyncio.run(main())
 
 
 def test_secrets_resolve_and_from_env(monkeypatch) -> None:

@@ -5,6 +5,7 @@ OpenTelemetry span plus an action-log line, bounded by timeouts, and fails grace
 structured ``ActionResult``.
 """
 
+from ._approvals import ApprovalError, ApprovalQueue
 from ._context import ActionContext
 from ._errors import (
     ActionError,
@@ -33,6 +34,8 @@ __all__ = [
     "ActionResult",
     "ActionSpec",
     "AgentLegsError",
+    "ApprovalError",
+    "ApprovalQueue",
     "ApprovalRequest",
     "Approver",
     "Artifact",

@@ -16,14 +16,14 @@ import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from pydantic import BaseModel, ValidationError
 
+from . import _budgets
 from . import actions as _actions  # noqa: F401  (registers the built-in actions)
-from ._budgets import BudgetStore
 from ._context import ActionContext
 from ._errors import ActionError, AgentLegsError, ConfigError
 from ._models import ActionErrorInfo, ActionOutput, ActionResult, ApprovalRequest
@@ -34,11 +34,16 @@ from ._secrets import Redactor, Secrets
 from ._settings import ENV_PREFIX, Settings, describe_validation_error, load_settings, read_config_file
 from ._telemetry import CallRecord, Telemetry
 
+if TYPE_CHECKING:
+    from ._approvals import ApprovalQueue
+
 __all__ = ["STATE_DIR_ENV", "WORKSPACE_ENV", "Approver", "Legs", "config_kwargs", "default_state_dir", "resolve_dirs"]
 
 log = logging.getLogger("agent_legs")
 
-Approver = Callable[[ApprovalRequest], bool | Awaitable[bool]]
+# An approver answers True (approve) or a decision dict ({"type": "approve" | "reject", ...});
+# Legs(approver="queue") waits in the state store's approval queue (agent_legs._approvals).
+Approver = Callable[[ApprovalRequest], Any | Awaitable[Any]]
 
 # The runtime gives a handler this long past its own deadline to clean up after cancellation.
 _CANCEL_GRACE_S = 5.0
@@ -98,7 +103,7 @@ class Legs:
         policy: Policy | Mapping[str, Any] | None = None,
         settings: Settings | Mapping[str, Any] | None = None,
         secrets: Mapping[str, str] | None = None,
-        approver: Approver | None = None,
+        approver: Approver | Literal["queue"] | None = None,
         tracer_provider: trace.TracerProvider | None = None,
         *,
         resolver: Any = None,
@@ -107,7 +112,9 @@ class Legs:
         self.policy = _coerce(policy, Policy)
         self.settings = load_settings(settings)
         self.secrets = secrets if isinstance(secrets, Secrets) else Secrets(secrets)
-        self.approver = approver
+        if isinstance(approver, str) and approver != "queue":
+            raise ConfigError(f"approver: {approver!r} is not an approver; pass a callable or approver='queue'")
+        self.approver: Any = approver
         self._registry = registry if registry is not None else REGISTRY
         # A policy name that matches no action is a typo: say so before anything starts, not by denying
         # everything later.
@@ -125,6 +132,9 @@ class Legs:
             if path.exists() and not path.is_dir():
                 origin = f" (from {env})" if given in (None, "") and os.environ.get(env, "").strip() else ""
                 raise ConfigError(f"{key}{origin}: {path} exists and is not a directory")
+        from ._state import open_store
+
+        state = open_store(self.state_dir, self.settings, self.secrets)  # a bad URL: ConfigError, nothing created
         try:
             self.workspace.mkdir(parents=True, exist_ok=True)
             self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -133,7 +143,6 @@ class Legs:
 
         redactor = Redactor(self.secrets)
         self._telemetry = Telemetry(self.settings.telemetry, self.state_dir, redactor, tracer_provider)
-        self._budgets = BudgetStore(self.state_dir / "budgets.sqlite3")
         self._runtime = Runtime(
             workspace_path=self.workspace,
             state_dir=self.state_dir,
@@ -143,7 +152,12 @@ class Legs:
             redactor=redactor,
             tracer=self._telemetry.tracer,
             resolver=resolver,
+            state=state,
         )
+        if self.approver == "queue":
+            from ._approvals import QueueApprover
+
+            self.approver = QueueApprover(self._runtime)
         self._closed = False
         # A Legs the caller forgot to close still releases its containers and browsers at exit.
         _LIVE.add(self)
@@ -239,7 +253,9 @@ class Legs:
                             )
                     else:
                         decision = "allow"
-                    exhausted = self._budgets.consume(runtime.engine.budgets_for(spec.name), session)
+                    budgets = runtime.engine.budgets_for(spec.name)
+                    exhausted = await runtime.on_loop(_budgets.consume(runtime.state, budgets, session)) \
+                        if budgets else None
                     if exhausted is not None:
                         budget, used = exhausted
                         decision = "budget_exceeded"
@@ -344,10 +360,12 @@ class Legs:
                 answer = await asyncio.to_thread(self.approver, request)
                 if inspect.isawaitable(answer):
                     answer = await answer
+        except ActionError:
+            raise  # the approver's own refusal with its reason (a queue entry that expired, a store that is down)
         except Exception as exc:
             log.warning("approver raised %r for %s: treated as a rejection", exc, spec.name)
             return False
-        return answer is True
+        return answer is True or (isinstance(answer, Mapping) and answer.get("type") == "approve")
 
     # -- results -------------------------------------------------------------------------------
     def _bound(self, text: str) -> str:
@@ -421,6 +439,15 @@ class Legs:
             finally:
                 loop.close()
 
+    @property
+    def approvals(self) -> ApprovalQueue:
+        """The approval queue of this ``Legs``'s state store: ``pending()``, ``approve(id, by=)``,
+        ``reject(id, message=, by=)``. Every process sharing the store sees the same queue."""
+        from ._approvals import ApprovalQueue
+
+        runtime = self._runtime
+        return ApprovalQueue(runtime.state, lambda coro: runtime.submit(coro).result())
+
     # -- sessions and lifetime -----------------------------------------------------------------------
     def close_session(self, session: str) -> None:
         """Release a session's browser context, sandbox kernel and other per-session state."""
@@ -447,7 +474,6 @@ class Legs:
                 if not loop.is_running():
                     loop.close()
             self._inline_loops.clear()
-        self._budgets.close()
         self._telemetry.shutdown()
 
     async def aclose(self) -> None:

@@ -138,6 +138,8 @@ class Policy(_Section):
     )
     deny: list[str] = Field(default_factory=list)
     require_approval: list[str] = Field(default_factory=lambda: ["email.send"])
+    approval_timeout_s: float = Field(300, gt=0, description="How long a call waits in the approval queue "
+                                      "(approver='queue') for a decision; then it is refused as expired.")
     files: FilesPolicy = Field(default_factory=FilesPolicy)
     network: NetworkPolicy = Field(default_factory=NetworkPolicy)
     http: HttpPolicy = Field(default_factory=HttpPolicy)

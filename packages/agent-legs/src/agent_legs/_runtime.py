@@ -11,6 +11,7 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
+import time
 from collections.abc import Coroutine
 from functools import cached_property
 from pathlib import Path
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
 
     from ._egress import EgressGuard, Resolver
+    from ._state import StateStore
     from ._workspace import Workspace
 
 __all__ = ["Runtime"]
@@ -47,6 +49,7 @@ class Runtime:
         redactor: Redactor,
         tracer: Tracer,
         resolver: Resolver | None = None,
+        state: StateStore | None = None,
     ) -> None:
         self.workspace_path = workspace_path
         self.state_dir = state_dir
@@ -57,6 +60,13 @@ class Runtime:
         self.redactor = redactor
         self.tracer = tracer
         self.resolver = resolver
+        if state is None:
+            from ._state import open_store
+
+            state = open_store(state_dir, settings, secrets)
+        self.state: StateStore = state
+        self._registered: dict[str, float] = {}  # session -> when this worker last told the registry
+        self._background: set[concurrent.futures.Future[Any]] = set()
         self._services: dict[type[Service], Service] = {}
         self._starting: dict[type[Service], asyncio.Future[Service]] = {}
         self._sessions: dict[str, float] = {}
@@ -96,6 +106,12 @@ class Runtime:
 
         return EgressGuard(self.policy.network, resolver=self.resolver)
 
+    async def on_loop(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await ``coro`` on the runtime loop (the state store's connections belong to it)."""
+        if self.in_loop_thread:
+            return await coro
+        return await asyncio.wrap_future(self.submit(coro))
+
     async def service(self, cls: type[S]) -> S:
         """The shared instance of ``cls``, started once (concurrent first callers wait for it)."""
         svc = self._services.get(cls)
@@ -125,9 +141,34 @@ class Runtime:
     # -- sessions ------------------------------------------------------------------------------
     def touch_session(self, session: str) -> None:
         self._sessions[session] = self.loop.time()
+        # The session registry learns that this worker holds the session (then at most every 30 s):
+        # best effort, in the background; a store that is down never fails the call.
+        last = self._registered.get(session)
+        now = time.monotonic()
+        if (last is None or now - last > _REGISTRY_BEAT_S) and not self._closed:
+            self._registered[session] = now
+            future = asyncio.run_coroutine_threadsafe(self._register(session), self.loop)
+            self._background.add(future)
+            future.add_done_callback(self._background.discard)
+
+    async def _register(self, session: str) -> None:
+        from ._state import worker_id
+
+        try:
+            await self.state.register_session(session, worker_id(), stale_s=max(self.settings.session_ttl_s, 120.0))
+        except Exception as exc:
+            self._registered.pop(session, None)  # try again at the next call
+            log.warning("session registry: cannot register session %r: %s", session, exc)
 
     async def close_session(self, session: str) -> None:
         self._sessions.pop(session, None)
+        if self._registered.pop(session, None) is not None:
+            from ._state import worker_id
+
+            try:
+                await self.state.release_session(session, worker_id())
+            except Exception as exc:
+                log.warning("session registry: cannot release session %r: %s", session, exc)
         for svc in list(self._services.values()):
             try:
                 await svc.close_session(session)
@@ -151,6 +192,15 @@ class Runtime:
         for svc, result in zip(services, results, strict=True):
             if isinstance(result, BaseException):
                 log.error("closing %s failed: %r", type(svc).__name__, result)
+        if self._registered:
+            from ._state import worker_id
+
+            self._registered.clear()
+            try:
+                await self.state.release_worker(worker_id())
+            except Exception as exc:
+                log.warning("session registry: cannot release this worker's sessions: %s", exc)
+        await self.state.aclose()
 
     def close(self, timeout_s: float = 30.0) -> None:
         """Close every service, then stop the loop. Safe to call twice."""
@@ -177,6 +227,9 @@ class Runtime:
             close = getattr(self.workspace, "close", None)
             if close is not None:
                 close()
+
+
+_REGISTRY_BEAT_S = 30.0
 
 
 async def _cancel_remaining() -> None:

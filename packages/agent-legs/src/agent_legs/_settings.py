@@ -33,6 +33,7 @@ __all__ = [
     "HttpSettings",
     "MailServer",
     "Settings",
+    "StateSettings",
     "TelemetrySettings",
     "describe_validation_error",
     "env_settings",
@@ -121,6 +122,15 @@ class TelemetrySettings(_Section):
     max_attribute_chars: int = 4096
 
 
+class StateSettings(_Section):
+    url: str | None = Field(None, description="Shared state (budgets, send ledger, approvals, sessions) in "
+                            "PostgreSQL: postgresql://USER:{secret:PG_PASSWORD}@HOST:5432/DBNAME (pip install "
+                            "'agent-legs[postgres]'). Unset: SQLite in the state directory (one machine).")
+    pool_size: int = Field(10, ge=1, description="PostgreSQL connections per process, at most.")
+    timeout_s: float = Field(5.0, gt=0, description="How long a call waits for a database connection before "
+                             "it is reported unavailable.")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="AGENT_LEGS_",
@@ -133,6 +143,7 @@ class Settings(BaseSettings):
     code: CodeSettings = Field(default_factory=CodeSettings)
     email: EmailSettings = Field(default_factory=EmailSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    state: StateSettings = Field(default_factory=StateSettings)
     session_ttl_s: float = Field(1800, gt=0, description="Idle sessions are closed after this.")
     max_output_chars: int = Field(20_000, gt=0, description="Bound on ActionResult.output.")
 

@@ -35,12 +35,12 @@ import functools
 import hashlib
 import imaplib
 import json
+import logging
 import mimetypes
 import os
 import re
 import shlex
 import socket
-import sqlite3
 import ssl
 import threading
 import time
@@ -88,6 +88,8 @@ QUERY_SYNTAX = (
     "body:WORDS since:YYYY-MM-DD before:YYYY-MM-DD (by the Date header) unseen seen; a bare word searches "
     "the text. Quote values with spaces: subject:\"quarterly report\". Example: from:ana@example.com unseen."
 )
+
+log = logging.getLogger("agent_legs")
 
 
 class SendInput(BaseModel):
@@ -214,22 +216,20 @@ class _Claim:
 
 
 class MailService(Service):
-    """The send ledger (at most once per logical send) and the host name used in EHLO."""
+    """The send ledger (at most once per logical send, in the state store) and the host name used in EHLO.
+
+    The ledger is the state store's ``sends`` table (``agent_legs._state``): a claim is one atomic,
+    durable insert, so of two workers racing for a call id exactly one sends, on one machine or many
+    (PostgreSQL). ``claimed`` and ``unknown`` both read as "possibly sent", never sent again. A store
+    that is down before the claim: ``unavailable``, nothing sent. After the claim, a failure to record
+    the outcome leaves the claim in place (possibly sent): at most once, never twice.
+    """
 
     async def start(self) -> None:
-        path = self.runtime.state_dir / "email-ledger.sqlite3"
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
-        # WAL; the 'sending' claim is fsync'd (synchronous=FULL) before the first byte goes out.
-        # Later updates need not be: if power loss drops one, the entry stays 'sending', which is
-        # reported as "possibly sent" and never resent. One fsync per send instead of two.
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS sends (key TEXT PRIMARY KEY, state TEXT NOT NULL, "
-                         "message_id TEXT NOT NULL, result TEXT, updated REAL NOT NULL)")
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(sends)")}
-        if "digest" not in columns:
-            self._db.execute("ALTER TABLE sends ADD COLUMN digest TEXT")
+        from .._state import worker_id
+
+        self._store = self.runtime.state
+        self._owner = worker_id()
         self._inflight: dict[str, asyncio.Lock] = {}
         # socket.getfqdn() may do reverse DNS; aiosmtplib would call it on every connection.
         self.local_hostname = await asyncio.to_thread(socket.getfqdn)
@@ -245,40 +245,34 @@ class MailService(Service):
             if not lock.locked() and self._inflight.get(key) is lock:
                 del self._inflight[key]
 
-    def claim(self, key: str, digest: str, message_id: str,
-              window_s: float | None) -> tuple[_Claim | None, dict[str, Any] | None]:
+    async def claim(self, key: str, digest: str, message_id: str,
+                    window_s: float | None) -> tuple[_Claim | None, dict[str, Any] | None]:
         """Record a send as started (returns the claim), or return the earlier entry for this key."""
-        now = time.time()
-        with self._lock:
-            row = self._db.execute("SELECT state, message_id, result, updated, digest FROM sends WHERE key=?",
-                                   (key,)).fetchone()
-            if row is not None and (window_s is None or now - row[3] < window_s):
-                return None, {"state": row[0], "message_id": row[1], "result": json.loads(row[2]) if row[2] else None,
-                              "time": row[3], "same_content": row[4] in (None, digest)}
-            if row is not None:  # an old identical message: this is a new send, with a new Message-ID
-                message_id = message_id.replace("@", f".{int(now)}@", 1)
-            self._db.execute("PRAGMA synchronous=FULL")
-            try:
-                self._db.execute("INSERT OR REPLACE INTO sends (key, state, message_id, result, updated, digest) "
-                                 "VALUES (?, 'sending', ?, NULL, ?, ?)", (key, message_id, now, digest))
-            finally:
-                self._db.execute("PRAGMA synchronous=NORMAL")
-        return _Claim(key, message_id), None
+        claimed, entry = await self._store.claim_send(key, digest, message_id, window_s, owner=self._owner)
+        if claimed is not None:
+            return _Claim(key, claimed), None
+        assert entry is not None
+        return None, {"state": entry.state, "message_id": entry.message_id, "result": entry.result,
+                      "time": entry.updated, "same_content": entry.digest in (None, digest)}
 
-    def release(self, claim: _Claim) -> None:
+    async def release(self, claim: _Claim) -> None:
         """Nothing was accepted by the server: a later call may try again."""
-        with self._lock:
-            self._db.execute("DELETE FROM sends WHERE key=? AND message_id=? AND state='sending'",
-                             (claim.key, claim.message_id))
+        await self._record(self._store.release_send(claim.key, claim.message_id), claim)
 
-    def sent(self, claim: _Claim, result: dict[str, Any]) -> None:
-        with self._lock:
-            self._db.execute("UPDATE sends SET state='sent', result=?, updated=? WHERE key=?",
-                             (json.dumps(result), time.time(), claim.key))
+    async def unknown(self, claim: _Claim) -> None:
+        """The content went out, the answer never came: possibly sent, never resent."""
+        await self._record(self._store.mark_unknown(claim.key, claim.message_id), claim)
 
-    async def aclose(self) -> None:
-        with contextlib.suppress(Exception):
-            self._db.close()
+    async def sent(self, claim: _Claim, result: dict[str, Any]) -> None:
+        await self._record(self._store.mark_sent(claim.key, claim.message_id, result), claim)
+
+    @staticmethod
+    async def _record(update: Any, claim: _Claim) -> None:
+        try:
+            await update
+        except Exception as exc:  # the claim stays: reported as possibly sent, never sent twice
+            log.warning("send ledger: cannot record the outcome of %s (it stays 'possibly sent'): %s",
+                        claim.message_id, exc)
 
 
 # -- email.send ---------------------------------------------------------------------------------------
@@ -390,7 +384,7 @@ async def email_send(ctx: ActionContext, args: SendInput) -> ActionOutput:
 
     svc = await ctx.service(MailService)
     async with svc.serialized(key):
-        claim, earlier = svc.claim(key, digest, message_id, window)
+        claim, earlier = await svc.claim(key, digest, message_id, window)
         if earlier is not None:
             return _earlier(ctx, earlier)
         assert claim is not None
@@ -402,14 +396,15 @@ async def email_send(ctx: ActionContext, args: SendInput) -> ActionOutput:
             refused, response = await _smtp_send(ctx, svc, server, msg, sender, recipients, progress, deadline)
         except BaseException:
             if progress.result is not None:
-                svc.sent(claim, progress.result)  # accepted, then cancelled while closing: it is sent
+                await svc.sent(claim, progress.result)  # accepted, then cancelled while closing: it is sent
             elif not progress.in_data:
-                svc.release(claim)  # refused or never reached DATA: nothing was delivered
-            # else: lost mid-DATA; the server may have taken it. Keep the claim: at most once.
+                await svc.release(claim)  # refused or never reached DATA: nothing was delivered
+            else:  # lost mid-DATA; the server may have taken it. Keep the claim: at most once.
+                await svc.unknown(claim)
             raise
         delivered = [r for r in recipients if r not in refused]
         result = {"message_id": claim.message_id, "recipients": delivered, "refused": refused, "response": response}
-        svc.sent(claim, result)
+        await svc.sent(claim, result)
     note = f" Refused: {', '.join(f'{a} ({m})' for a, m in refused.items())}." if refused else ""
     return ActionOutput(output=f"Sent {claim.message_id} to {', '.join(delivered)}.{note}",
                         data={**result, "duplicate": False, "subject": subject})
