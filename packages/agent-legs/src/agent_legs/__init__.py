@@ -14,9 +14,18 @@ from ._errors import (
     ErrorType,
     UnknownActionError,
 )
-from ._legs import Approver, Legs
-from ._models import ActionErrorInfo, ActionOutput, ActionResult, ApprovalRequest, Artifact
-from ._policy import Policy
+from ._legs import ApprovalAnswer, Approver, Legs
+from ._models import (
+    APPROVAL_TYPE,
+    ActionErrorInfo,
+    ActionOutput,
+    ActionResult,
+    ApprovalDecision,
+    ApprovalRequest,
+    Artifact,
+    StandingRule,
+)
+from ._policy import ApprovalRule, Policy
 from ._registry import ActionRegistry, ActionSpec, action
 from ._secrets import Secrets
 from ._service import Service
@@ -25,6 +34,7 @@ from ._toolset import ContentPart, offered_actions, result_content, tool_model, 
 from ._version import __version__
 
 __all__ = [
+    "APPROVAL_TYPE",
     "ActionContext",
     "ActionError",
     "ActionErrorInfo",
@@ -33,7 +43,10 @@ __all__ = [
     "ActionResult",
     "ActionSpec",
     "AgentLegsError",
+    "ApprovalAnswer",
+    "ApprovalDecision",
     "ApprovalRequest",
+    "ApprovalRule",
     "Approver",
     "Artifact",
     "ClosedError",
@@ -45,6 +58,7 @@ __all__ = [
     "Secrets",
     "Service",
     "Settings",
+    "StandingRule",
     "UnknownActionError",
     "__version__",
     "action",

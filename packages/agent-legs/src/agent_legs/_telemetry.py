@@ -57,6 +57,7 @@ class CallRecord:
     result: Any = None
     error_message: str | None = None
     rule: str | None = None
+    approval: dict[str, Any] | None = None  # {"decision", "by", "rule"} when the call went through approval
 
 
 def _truncate(s: str, limit: int) -> str:
@@ -419,6 +420,10 @@ class Telemetry:
             attributes: dict[str, Any] = {"agent_legs.decision": rec.decision, "agent_legs.outcome": rec.outcome}
             if rec.rule:
                 attributes["agent_legs.rule"] = rec.rule
+            if rec.approval:
+                attributes["agent_legs.approval.decision"] = rec.approval["decision"]
+                if rec.approval.get("by"):
+                    attributes["agent_legs.approval.by"] = redact.text(str(rec.approval["by"]))
             if capture:
                 attributes["gen_ai.tool.call.arguments"] = _truncate(_dumps(arguments), limit)
                 if rec.result is not None:
@@ -446,6 +451,8 @@ class Telemetry:
             "rule": rec.rule,
             "target": _target(redacted_arguments),
         }
+        if rec.approval:
+            entry["approval"] = redact.data(rec.approval)
         if capture:
             entry["arguments"] = arguments
         try:
