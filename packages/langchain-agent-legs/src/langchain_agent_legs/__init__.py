@@ -1,6 +1,6 @@
 """LangChain tools generated from the Agent Legs action registry."""
 
-from ._tool import AgentLegsTool
+from ._tool import AgentLegsTool, Approvals
 from ._toolkit import AgentLegsToolkit
 
-__all__ = ["AgentLegsTool", "AgentLegsToolkit"]
+__all__ = ["AgentLegsTool", "AgentLegsToolkit", "Approvals"]
