@@ -14,16 +14,7 @@
 * ``ok=False`` is raised as ``ToolException`` with ``handle_tool_error=True``: the model gets an
   error ``ToolMessage`` with the message and hint, and the agent keeps running.
 
-Approval (``approvals=``): ``"approver"`` (default) asks ``Legs.approver``. ``"interrupt"`` pauses the
-graph inside this tool's node: the core's pre-check says whether the call needs approval and what to
-ask; ``langgraph.types.interrupt()`` carries that JSON dict (``type="agent_legs.approval"``); the resume
-value (``{"type": "approve" | "reject" | "edit", ...}``) is handed to the core, which re-validates and
-re-checks an edit, records who decided and claims the call once (the tool call id is the key), so a
-node that LangGraph re-runs on resume, or a graph replayed from an older checkpoint, cannot run an
-approved call twice. ``"middleware"`` takes the decision LangChain's ``HumanInTheLoopMiddleware``
-(``interrupt_mode="per_call"``, ``interrupt_on=toolkit.interrupt_on()``) received for this very call
-as the approval: the person is asked once; a call that needs approval and has no such decision
-does not run.
+* approval: ``approvals=`` (see ``_approval``).
 """
 
 from __future__ import annotations
@@ -33,9 +24,8 @@ import copy
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping
 from contextvars import ContextVar
-from typing import Any, Literal
+from typing import Any
 
 from langchain_core.messages import ToolMessage
 from langchain_core.runnables import RunnableConfig
@@ -43,11 +33,11 @@ from langchain_core.tools import BaseTool, ToolException
 from langchain_core.tools.base import ArgsSchema
 from pydantic import ConfigDict, PrivateAttr
 
-from agent_legs import ActionResult, ActionSpec, ApprovalDecision, ConfigError, Legs, result_content, tool_schema
+from agent_legs import ActionResult, ActionSpec, ApprovalDecision, Legs, result_content, tool_schema
 
-__all__ = ["AgentLegsTool", "Approvals"]
+from ._approval import Approvals, graph_decision
 
-Approvals = Literal["approver", "interrupt", "middleware"]
+__all__ = ["AgentLegsTool"]
 
 # BaseTool.run()/arun() receive the tool call id (from a ToolCall input) but only hand it to
 # _parse_input, and only for an InjectedToolCallId field, which the core's input models do not
@@ -134,31 +124,8 @@ class AgentLegsTool(BaseTool):
             return await asyncio.to_thread(self._content_and_artifact, result)
         return self._content_and_artifact(result)
 
-    # -- approval in the graph ----------------------------------------------------------------------
     def _approval(self, kwargs: dict[str, Any], session: str, call_id: str | None) -> ApprovalDecision | None:
-        """The decision for this call when the graph decides (``interrupt``/``middleware``), else ``None``
-        (the core asks its approver, or needs nobody). Raises ``GraphInterrupt`` to pause the graph."""
-        if self.approvals == "approver":
-            return None
-        request = self.legs.approval_request(self.action, kwargs, session=session, call_id=call_id)
-        if request is None:
-            return None  # allowed, covered by a standing rule, or refused by run() anyway
-        conf = _graph_configurable(self.approvals)
-        if self.approvals == "middleware":
-            return _middleware_decision(conf, self.name, call_id)
-        from langgraph._internal._constants import CONFIG_KEY_CHECKPOINTER
-        from langgraph.types import interrupt
-
-        if conf.get(CONFIG_KEY_CHECKPOINTER) is None:
-            raise ConfigError(
-                f"{self.name} needs approval and approvals='interrupt' pauses the graph, which needs a checkpointer: "
-                "compile the graph with one, e.g. create_agent(..., checkpointer=InMemorySaver()) (SqliteSaver or "
-                "PostgresSaver to survive a restart)")
-        answer = interrupt(request.payload(), response_schema=_DECISION_SCHEMA)
-        try:
-            return ApprovalDecision.coerce(answer)
-        except ValueError as exc:  # refused (and logged as such): an answer of the wrong shape approves nothing
-            return ApprovalDecision(type="reject", message=f"the approval answer was not understood ({exc})")
+        return graph_decision(self.legs, self.action, self.name, self.approvals, kwargs, session, call_id)
 
     def _content_and_artifact(self, result: ActionResult) -> tuple[str | list[Any], dict[str, Any]]:
         box = _RESULT_BOX.get()
@@ -168,44 +135,6 @@ class AgentLegsTool(BaseTool):
             raise ToolException(result.output)  # "Error (<type>): <message>\nHint: <hint>"
         parts = result_content(self.legs, result, images=self.images)  # standard text and image blocks
         return (parts[0]["text"] if len(parts) == 1 else list(parts)), result.model_dump(mode="json")
-
-
-# The decision's JSON schema, shown to clients with the interrupt (not enforced by LangGraph: the core validates).
-_DECISION_SCHEMA: dict[str, Any] = {k: v for k, v in ApprovalDecision.model_json_schema().items() if k != "description"}
-
-
-def _graph_configurable(mode: str) -> dict[str, Any]:
-    try:
-        from langgraph.config import get_config
-
-        return dict(get_config().get("configurable") or {})
-    except (ImportError, RuntimeError):
-        raise ConfigError(f"approvals={mode!r} works inside a LangGraph graph (create_agent); this call is "
-                          "outside one: use approvals='approver' and Legs(approver=...)") from None
-
-
-def _middleware_decision(conf: dict[str, Any], tool: str, call_id: str | None) -> ApprovalDecision:
-    """The decision ``HumanInTheLoopMiddleware`` (per-call mode) received in this tool call's own task.
-
-    The middleware interrupts in ``wrap_tool_call``, in the task that then runs this tool, so the answer
-    is among the task's resume values; only approve and edit decisions let the tool run at all. No
-    decision there (the middleware missing, batched mode, a ``when`` that skipped the call): refused.
-    """
-    from langgraph._internal._constants import CONFIG_KEY_SCRATCHPAD
-
-    scratchpad = conf.get(CONFIG_KEY_SCRATCHPAD)
-    answers = [a for a in (getattr(scratchpad, "resume", None) or []) if isinstance(a, Mapping)]
-    if len(answers) != 1 or answers[0].get("type") not in ("approve", "edit"):
-        return ApprovalDecision(type="reject", message=(
-            f"no HumanInTheLoopMiddleware decision was made for {tool} call {call_id} (developers: add "
-            "HumanInTheLoopMiddleware(interrupt_on=toolkit.interrupt_on(), interrupt_mode='per_call'))"))
-    answer = answers[0]
-    by = answer.get("by") if isinstance(answer.get("by"), str) else None
-    if answer["type"] == "edit":
-        edited = answer.get("edited_action")
-        args = edited.get("args") if isinstance(edited, Mapping) else None
-        return ApprovalDecision(type="edit", args=dict(args) if isinstance(args, Mapping) else {}, by=by)
-    return ApprovalDecision(type="approve", by=by)
 
 
 def _with_artifact(output: Any, box: dict[str, ActionResult]) -> Any:

@@ -4,10 +4,8 @@ Offered: selected by ``include``/``exclude`` (action or tool names, or globs suc
 allowed by the policy (``allow`` or ``require_approval``) and configured (``agent_legs.offered_actions``).
 An entry that matches no action, or selects only actions that are not offered, raises ``ConfigError``.
 
-``approvals`` says who approves a call the policy sends to approval (see ``AgentLegsTool``);
-``interrupt_on()`` is the ``HumanInTheLoopMiddleware`` configuration generated from the policy: the
-tools whose actions can need approval, each asked only when the core's pre-check says this very call
-needs it (conditions, standing rules), with the policy's reason as the description.
+``approvals`` says who approves a call the policy sends to approval; ``interrupt_on()`` configures
+``HumanInTheLoopMiddleware`` from the policy (both in ``_approval``).
 """
 
 from __future__ import annotations
@@ -18,9 +16,9 @@ from langchain_core.tools import BaseTool, BaseToolkit
 from pydantic import ConfigDict
 
 from agent_legs import Legs, offered_actions
-from agent_legs._policy import PolicyEngine
 
-from ._tool import AgentLegsTool, Approvals, _run_session
+from ._approval import Approvals, interrupt_on
+from ._tool import AgentLegsTool
 
 __all__ = ["AgentLegsToolkit"]
 
@@ -47,40 +45,6 @@ class AgentLegsToolkit(BaseToolkit):
                 for spec in offered_actions(self.legs, self.include, self.exclude)]
 
     def interrupt_on(self, allowed_decisions: list[str] | None = None) -> dict[str, Any]:
-        """``HumanInTheLoopMiddleware(interrupt_on=...)`` for these tools, from the policy.
-
-        Use it with ``interrupt_mode="per_call"`` and ``approvals="middleware"``: the middleware asks the
-        person, the toolkit takes that decision as the approval (recorded with ``by`` when the decision
-        carries one), and nobody is asked twice.
-        """
-        engine = PolicyEngine(self.legs.policy)
-        decisions = list(allowed_decisions or ["approve", "edit", "reject"])
-        config: dict[str, Any] = {}
-        for spec in offered_actions(self.legs, self.include, self.exclude):
-            if engine.decide(spec.name).kind != "approve":
-                continue
-            config[spec.tool_name] = {"allowed_decisions": decisions, "when": self._when(spec.name),
-                                      "description": self._describe(spec.name)}
-        return config
-
-    def _session_of(self, config: Any) -> str:
-        if self.session:
-            return self.session
-        thread = ((config or {}).get("configurable") or {}).get("thread_id")
-        return str(thread) if thread else _run_session()
-
-    def _when(self, action: str) -> Any:
-        def when(request: Any) -> bool:
-            call = request.tool_call
-            runtime = getattr(request, "runtime", None)
-            session = self._session_of(getattr(runtime, "config", None))
-            return self.legs.approval_request(action, call.get("args"), session=session,
-                                              call_id=call.get("id")) is not None
-        return when
-
-    def _describe(self, action: str) -> Any:
-        def describe(tool_call: Any, state: Any, runtime: Any) -> str:
-            request = self.legs.approval_request(action, tool_call.get("args"), session=self._session_of(None),
-                                                 call_id=tool_call.get("id"))
-            return request.reason if request is not None else f"{action} needs approval"
-        return describe
+        """``HumanInTheLoopMiddleware(interrupt_on=...)`` for these tools, from the policy (see ``_approval``)."""
+        return interrupt_on(self.legs, offered_actions(self.legs, self.include, self.exclude), self.session,
+                            allowed_decisions)

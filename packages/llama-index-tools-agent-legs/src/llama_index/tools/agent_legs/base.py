@@ -12,21 +12,12 @@
   (message and hint), never an exception that would stop the agent. ``raw_output`` is the
   ``ActionResult`` as a dict. Image artifacts (screenshots, figures) follow the text as
   ``ImageBlock``s, bounded by the core; ``images=False`` keeps the text only.
-* Approval (``approvals="events"``): a call the policy sends to approval emits
-  ``InputRequiredEvent(prefix=<question>, approval=<the approval dict, with an "id">)`` and waits in
-  the workflow for ``HumanResponseEvent(response="approve" | "reject" | <JSON decision>,
-  approval_id=<that id>)``; the wait is matched on the id (the model's tool call id), so several
-  calls can wait at once and each gets its own answer. The core applies the decision (an edit is
-  validated and decided again), records who decided (``by`` in the decision, or on the event) and
-  claims the call once: a replayed step never runs an approved call twice. An answer of the wrong
-  shape is a rejection. ``"approver"`` (the default) asks ``Legs.approver``.
+* Approval: ``approvals="events"`` waits for a person in the workflow (see ``_approval``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import uuid
 import weakref
 from collections.abc import Mapping
@@ -36,19 +27,10 @@ from llama_index.core.base.llms.types import ImageBlock, TextBlock
 from llama_index.core.tools import FunctionTool, ToolMetadata, ToolOutput
 from llama_index.core.tools.tool_spec.base import BaseToolSpec
 from llama_index.core.workflow import Context
-from workflows.events import DictLikeModel, HumanResponseEvent, InputRequiredEvent
+from workflows.events import DictLikeModel
 
-from agent_legs import (
-    ActionResult,
-    ActionSpec,
-    ApprovalDecision,
-    ApprovalRequest,
-    ConfigError,
-    Legs,
-    offered_actions,
-    result_content,
-    tool_model,
-)
+from agent_legs import ActionResult, ActionSpec, ApprovalDecision, ConfigError, Legs, offered_actions, result_content, tool_model
+from llama_index.tools.agent_legs._approval import wait_for_decision
 
 __all__ = ["AgentLegsToolSpec"]
 
@@ -99,9 +81,6 @@ class AgentLegsToolSpec(BaseToolSpec):
                 state[_SESSION_KEY] = session
         return str(session)
 
-    async def _wait_for_decision(self, ctx: Context | None, request: ApprovalRequest) -> ApprovalDecision:
-        return await _wait(ctx, request, self.approval_timeout_s)
-
     def _tool(self, spec: ActionSpec, metadata: ToolMetadata | None) -> FunctionTool:
         legs, action, tool_name, images = self.legs, spec.name, spec.tool_name, self.images
 
@@ -120,7 +99,7 @@ class AgentLegsToolSpec(BaseToolSpec):
             if self.approvals == "events":
                 request = legs.approval_request(action, kwargs, session=session, call_id=call_id)
                 if request is not None:
-                    approval = await self._wait_for_decision(ctx, request)
+                    approval = await wait_for_decision(ctx, request, self.approval_timeout_s)
             result = await legs.arun(action, kwargs, session=session, call_id=call_id, approval=approval)
             if result.ok and result.artifacts and images:  # images are decoded and scaled off the loop
                 return await asyncio.to_thread(_output, legs, tool_name, kwargs, result, images)
@@ -139,37 +118,6 @@ class AgentLegsToolSpec(BaseToolSpec):
             callback=_passthrough,
             async_callback=_apassthrough,  # else it would hop to a thread pool for nothing
         )
-
-
-async def _wait(ctx: Context | None, request: ApprovalRequest, timeout_s: float | None) -> ApprovalDecision:
-    """Emit the approval request into the workflow's stream and wait for its own answer.
-
-    The workflow replays the whole step when the answer arrives: the id is stable across replays (the
-    tool call id, else a digest of the request), so the request is emitted once and the replay finds
-    the answer.
-    """
-    if ctx is None:
-        raise ConfigError("approvals='events' waits for a HumanResponseEvent in a workflow: call the tool from an "
-                          "agent (FunctionAgent, AgentWorkflow), which passes its Context")
-    payload = request.payload()
-    approval_id = request.call_id or "approval-" + hashlib.sha256(
-        json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
-    payload["id"] = approval_id
-    question = f"Approve {request.tool_name}? {request.reason}"
-    try:
-        event = await ctx.wait_for_event(
-            HumanResponseEvent, waiter_event=InputRequiredEvent(prefix=question, approval=payload),
-            waiter_id=approval_id, requirements={"approval_id": approval_id}, timeout=timeout_s)
-    except TimeoutError:
-        return ApprovalDecision(type="reject", message=f"no answer within {timeout_s:g} s")
-    try:
-        decision = ApprovalDecision.coerce(event.get("response"))
-    except ValueError as exc:
-        return ApprovalDecision(type="reject", message=f"the approval answer was not understood ({exc})")
-    by = event.get("by")
-    if decision.by is None and isinstance(by, str) and by:
-        decision = decision.model_copy(update={"by": by})
-    return decision
 
 
 def _output(legs: Legs, tool_name: str, kwargs: dict[str, Any], result: ActionResult, images: bool) -> ToolOutput:
