@@ -231,3 +231,28 @@ def test_decision_model_shapes() -> None:
                 {"type": "approve", "args": {}}, "maybe", 3):
         with pytest.raises(ValueError):
             ApprovalDecision.coerce(bad)
+
+
+DOC = Path(__file__).resolve().parents[3] / "docs" / "policy.md"
+
+
+def test_policy_doc_standing_rule_block_runs(tmp_path, monkeypatch, capsys) -> None:
+    import re
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    (block,) = [b for b in re.findall(r"^```python\n(.*?)^```", DOC.read_text(), re.S | re.M) if "add_standing_rule" in b]
+    exec(compile(block, str(DOC), "exec"), {"__name__": "doc"})
+    assert capsys.readouterr().out.split() == ["True", "True"]
+
+
+def test_policy_doc_conditions_block_parses_and_decides(tmp_path) -> None:
+    import re
+
+    (block,) = [b for b in re.findall(r"^```toml\n(.*?)^```", DOC.read_text(), re.S | re.M) if "unless" in b]
+    path = tmp_path / "agent-legs.toml"
+    path.write_text(block)
+    engine = PolicyEngine(Policy.from_toml(path))
+    assert engine.decide_call("http.request", {"method": "HEAD"}).kind == "allow"
+    assert engine.decide_call("http.request", {"method": "DELETE"}).kind == "approve"
+    assert engine.decide_call("email.send", {"to": ["x@example.com"], "cc": ["y@other.test"], "bcc": []}).kind == "approve"
