@@ -429,7 +429,7 @@ class Legs:
             tool_name=spec.tool_name,
             arguments=redactor.data(arguments),
             session=session,
-            reason=redactor.text(f"{verdict.rule}. {summary}".strip()),
+            reason=redactor.text(f"{verdict.rule}. {summary}" if summary else verdict.rule),
             call_id=call_id,
             rule=verdict.rule,
         )
