@@ -183,6 +183,24 @@ def test_remembered_approval_covers_later_calls_of_the_thread(legs, tmp_path) ->
     assert legs.standing_rules("thread-1") == []
 
 
+def test_an_answer_wins_over_a_standing_rule_made_while_it_waited(legs, tmp_path) -> None:
+    agent, _ = _agent(legs, [[("files_write", {"path": "a.txt", "content": "A"})], "done"])
+    (pending,) = agent.invoke({"messages": [("user", "write")]}, CFG, version="v2").interrupts
+    legs.add_standing_rule("files.write", None, scope="session", session="thread-1", by="someone")  # meanwhile
+    agent.invoke(Command(resume={pending.id: {"type": "reject", "by": "bob"}}), CFG, version="v2")
+    assert not (tmp_path / "ws/a.txt").exists()
+    assert _writes(tmp_path)[0]["approval"] == {"decision": "rejected", "by": "bob", "rule": None}
+
+
+async def test_async_agent_interrupts_and_resumes(legs, tmp_path) -> None:
+    agent, _ = _agent(legs, [[("files_write", {"path": "a.txt", "content": "A"})], "done"])
+    (pending,) = (await agent.ainvoke({"messages": [("user", "write")]}, CFG, version="v2")).interrupts
+    assert not (tmp_path / "ws/a.txt").exists()
+    await agent.ainvoke(Command(resume={pending.id: {"type": "approve", "by": "ann"}}), CFG, version="v2")
+    assert (tmp_path / "ws/a.txt").read_text() == "A"
+    assert _writes(tmp_path)[0]["approval"] == {"decision": "approved", "by": "ann", "rule": None}
+
+
 RESTART_SCRIPT = """
 import json, sqlite3, sys
 from langchain.agents import create_agent

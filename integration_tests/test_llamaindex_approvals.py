@@ -124,3 +124,21 @@ async def test_calls_that_need_no_approval_do_not_wait(tmp_path) -> None:
     finally:
         legs.close()
     assert asked == [] and (tmp_path / "ws/a.txt").exists()
+
+
+async def test_an_answer_wins_over_a_standing_rule_made_while_it_waited(tmp_path) -> None:
+    legs = Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "st", policy=POLICY)
+    try:
+        spec = AgentLegsToolSpec(legs=legs, approvals="events", session="s")
+        agent = FunctionAgent(tools=spec.to_tool_list(),
+                              llm=scripted_llamaindex_llm([[("files_write", {"path": "a.txt", "content": "A"})], "ok"]))
+        handler = agent.run(user_msg="write")
+        async for event in handler.stream_events():
+            if isinstance(event, InputRequiredEvent):
+                legs.add_standing_rule("files.write", None, scope="session", session="s")  # meanwhile
+                handler.ctx.send_event(HumanResponseEvent(response="reject", approval_id=event.approval["id"]))
+        await handler
+    finally:
+        legs.close()
+    assert not (tmp_path / "ws/a.txt").exists()
+    assert [e["approval"]["decision"] for e in _writes(tmp_path)] == ["rejected"]

@@ -386,10 +386,13 @@ class Legs:
         args: Mapping[str, Any] | BaseModel | None = None,
         session: str = "default",
         call_id: str | None = None,
+        *,
+        standing_rules: bool = True,
     ) -> ApprovalRequest | None:
         """The pre-check: the ``ApprovalRequest`` a person must decide before this call may run, or
         ``None`` when it needs none (allowed, covered by a standing rule, or refused anyway: invalid
-        or denied, which ``run`` then reports). Nothing runs and nothing is logged."""
+        or denied, which ``run`` then reports). Nothing runs and nothing is logged.
+        ``standing_rules=False``: whether the policy asks, whatever the standing rules say."""
         spec = self._registry.get(action)
         try:
             parsed = _validate(spec, args)
@@ -397,7 +400,7 @@ class Legs:
             return None
         arguments = parsed.model_dump(mode="json")
         verdict = self._runtime.engine.decide_call(spec.name, arguments)
-        if verdict.kind != "approve" or self._approvals.find(spec.name, arguments, session) is not None:
+        if verdict.kind != "approve" or (standing_rules and self._approvals.find(spec.name, arguments, session)):
             return None
         return self._request(spec, parsed, arguments, session, call_id, verdict)
 

@@ -39,14 +39,21 @@ def graph_decision(legs: Legs, action: str, tool: str, mode: str, kwargs: dict[s
     (the core asks its approver, or needs nobody). Raises ``GraphInterrupt`` to pause the graph."""
     if mode == "approver":
         return None
-    request = legs.approval_request(action, kwargs, session=session, call_id=call_id)
+    request = legs.approval_request(action, kwargs, session=session, call_id=call_id, standing_rules=False)
     if request is None:
-        return None  # allowed, covered by a standing rule, or refused by run() anyway
+        return None  # allowed, or refused by run() anyway (invalid, denied)
     conf = _graph_configurable(mode)
+    from langgraph._internal._constants import CONFIG_KEY_CHECKPOINTER, CONFIG_KEY_SCRATCHPAD
+    from langgraph.types import interrupt
+
+    # A person already answered this task (its resume value is waiting): that answer decides, even if a
+    # standing rule made meanwhile (by a sibling call's decision) would cover the call. Otherwise a
+    # standing rule spares the question.
+    answered = bool(getattr(conf.get(CONFIG_KEY_SCRATCHPAD), "resume", None))
+    if not answered and legs.approval_request(action, kwargs, session=session, call_id=call_id) is None:
+        return None
     if mode == "middleware":
         return _middleware_decision(conf, tool, call_id)
-    from langgraph._internal._constants import CONFIG_KEY_CHECKPOINTER
-    from langgraph.types import interrupt
 
     if conf.get(CONFIG_KEY_CHECKPOINTER) is None:
         raise ConfigError(

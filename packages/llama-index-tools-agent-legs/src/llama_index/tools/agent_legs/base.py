@@ -30,7 +30,7 @@ from llama_index.core.workflow import Context
 from workflows.events import DictLikeModel
 
 from agent_legs import ActionResult, ActionSpec, ApprovalDecision, ConfigError, Legs, offered_actions, result_content, tool_model
-from llama_index.tools.agent_legs._approval import wait_for_decision
+from llama_index.tools.agent_legs._approval import decide_in_workflow
 
 __all__ = ["AgentLegsToolSpec"]
 
@@ -97,9 +97,7 @@ class AgentLegsToolSpec(BaseToolSpec):
             session, call_id = await self._session(ctx), _current_tool_call_id()
             approval = None
             if self.approvals == "events":
-                request = legs.approval_request(action, kwargs, session=session, call_id=call_id)
-                if request is not None:
-                    approval = await wait_for_decision(ctx, request, self.approval_timeout_s)
+                approval = await decide_in_workflow(legs, action, kwargs, session, call_id, ctx, self.approval_timeout_s)
             result = await legs.arun(action, kwargs, session=session, call_id=call_id, approval=approval)
             if result.ok and result.artifacts and images:  # images are decoded and scaled off the loop
                 return await asyncio.to_thread(_output, legs, tool_name, kwargs, result, images)
