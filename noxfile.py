@@ -24,6 +24,7 @@ TEST_DEPS = [
     "aiosmtpd>=1.4",
     "langchain>=1.0,<2",
     "langgraph>=1.0,<2",
+    "langgraph-checkpoint-sqlite>=3,<4",  # approvals: a paused graph resumed by a new process
     "langchain-tests>=1.0,<2",
     "llama-index-core>=0.14,<0.15",
     "openinference-instrumentation-langchain>=0.1",

@@ -1,6 +1,7 @@
 import agent_legs
 
 EXPECTED_ALL = [
+    "APPROVAL_TYPE",  # issue 16: approvals where the agent runs (decisions, standing rules, conditions)
     "ActionContext",
     "ActionError",
     "ActionErrorInfo",
@@ -9,9 +10,12 @@ EXPECTED_ALL = [
     "ActionResult",
     "ActionSpec",
     "AgentLegsError",
+    "ApprovalAnswer",
+    "ApprovalDecision",
     "ApprovalError",
     "ApprovalQueue",
     "ApprovalRequest",
+    "ApprovalRule",
     "Approver",
     "Artifact",
     "ClosedError",
@@ -23,6 +27,7 @@ EXPECTED_ALL = [
     "Secrets",
     "Service",
     "Settings",
+    "StandingRule",
     "UnknownActionError",
     "__version__",
     "action",

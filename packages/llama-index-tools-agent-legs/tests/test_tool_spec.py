@@ -111,12 +111,14 @@ def test_new_core_action_appears_without_adapter_change(tmp_path) -> None:
 
 
 def test_adapter_is_thin() -> None:
+    import llama_index.tools.agent_legs._approval as approval
     import llama_index.tools.agent_legs.base as base
 
     source = inspect.getsource(base) + inspect.getsource(pkg)
     for name in ("files.read", "files_read", "http.request", "browser.navigate", "code.run", "email.send"):
-        assert name not in source
-    assert len(source.splitlines()) < 150
+        assert name not in source + inspect.getsource(approval)  # approval: no per-action code either
+    # issue 16 added the approvals plumbing (~20 lines); the waiting itself lives in _approval
+    assert len(source.splitlines()) < 170
 
 
 async def test_call_id_from_the_agent_workflow(tmp_path) -> None:

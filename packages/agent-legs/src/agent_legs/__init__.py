@@ -5,7 +5,7 @@ OpenTelemetry span plus an action-log line, bounded by timeouts, and fails grace
 structured ``ActionResult``.
 """
 
-from ._approvals import ApprovalError, ApprovalQueue
+from ._approval_queue import ApprovalError, ApprovalQueue
 from ._context import ActionContext
 from ._errors import (
     ActionError,
@@ -15,9 +15,18 @@ from ._errors import (
     ErrorType,
     UnknownActionError,
 )
-from ._legs import Approver, Legs
-from ._models import ActionErrorInfo, ActionOutput, ActionResult, ApprovalRequest, Artifact
-from ._policy import Policy
+from ._legs import ApprovalAnswer, Approver, Legs
+from ._models import (
+    APPROVAL_TYPE,
+    ActionErrorInfo,
+    ActionOutput,
+    ActionResult,
+    ApprovalDecision,
+    ApprovalRequest,
+    Artifact,
+    StandingRule,
+)
+from ._policy import ApprovalRule, Policy
 from ._registry import ActionRegistry, ActionSpec, action
 from ._secrets import Secrets
 from ._service import Service
@@ -26,6 +35,7 @@ from ._toolset import ContentPart, offered_actions, result_content, tool_model, 
 from ._version import __version__
 
 __all__ = [
+    "APPROVAL_TYPE",
     "ActionContext",
     "ActionError",
     "ActionErrorInfo",
@@ -34,9 +44,12 @@ __all__ = [
     "ActionResult",
     "ActionSpec",
     "AgentLegsError",
+    "ApprovalAnswer",
+    "ApprovalDecision",
     "ApprovalError",
     "ApprovalQueue",
     "ApprovalRequest",
+    "ApprovalRule",
     "Approver",
     "Artifact",
     "ClosedError",
@@ -48,6 +61,7 @@ __all__ = [
     "Secrets",
     "Service",
     "Settings",
+    "StandingRule",
     "UnknownActionError",
     "__version__",
     "action",

@@ -1,153 +1,116 @@
-"""The approval queue: ``Legs(approver="queue")``, ``legs.approvals`` and ``agent-legs approvals``.
+"""Standing approval rules and the ledger of decided calls, persisted in the state directory.
 
-A call the policy sends to approval is written to the state store (redacted arguments, the rule,
-the session) and waits there, polling with back-off, until a person or a rule decides it from any
-process that shares the store (same state directory, or same database), or until
-``policy.approval_timeout_s`` passes: then it is refused (``approval_denied``, saying it expired).
+Standing rules ("always allow email to bob@example.com in this session") are added by a decision
+with ``remember`` and apply to later calls of the same action whose arguments fit the rule's
+``match``. ``scope="session"`` rules end with the session (``close_session``) or when revoked;
+``scope="always"`` rules stay until revoked. Both live in SQLite (WAL), so every process on the
+state directory sees and revokes the same rules.
 
-Invariants: a request is decided exactly once (the store's atomic update; a second decision, an
-unknown id or an expired one is an ``ApprovalError``, never a second run); the waiting call runs only
-on an ``approved`` row; a waiter that is cancelled marks its request expired, so nobody approves a
-call that no longer waits. The model never sees the queue: it only learns the outcome.
+The ledger makes a decision given from outside (a LangGraph resume value, a LlamaIndex event) count
+once: the first decision for a ``(session, call id)`` claims the call; any later one (a graph replayed
+from an older checkpoint, a repeated answer, a node re-run after a crash) is refused, so an approved
+call never runs twice and a rejected one cannot be approved afterwards.
+
+Threat model: the model cannot reach this store (no action writes here; the state directory is
+outside the workspace). A standing rule widens nothing the policy denies: ``deny`` and the family
+sections (recipients, hosts) still apply to every call a rule lets through.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-import time
-from collections.abc import Callable, Coroutine
+import json
+import sqlite3
+import threading
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
-from ._errors import ActionError
-from ._models import ApprovalRequest
-from ._state import StateStore, StoreUnavailable
-from ._state._base import ApprovalError, ApprovalRow
+from ._models import ApprovalDecision, StandingRule
+from ._policy import ApprovalRule
 
-if TYPE_CHECKING:
-    from ._runtime import Runtime
-    from ._secrets import Secrets
-    from ._settings import Settings
-
-__all__ = ["ApprovalError", "ApprovalQueue", "ApprovalRow", "QueueApprover"]
-
-log = logging.getLogger("agent_legs")
-T = TypeVar("T")
-
-_POLL_FIRST_S, _POLL_MAX_S = 0.05, 1.0
+__all__ = ["ApprovalStore", "rule_fits"]
 
 
-def decision_of(row: ApprovalRow) -> dict[str, Any]:
-    """A decided row as the pipeline's decision dict (the shape of LangChain's HITL decisions)."""
-    return {"type": "approve" if row.state == "approved" else "reject", "message": row.message, "by": row.by,
-            "id": row.id}
+def rule_fits(rule: StandingRule, action: str, arguments: dict[str, Any], session: str) -> bool:
+    """Whether ``rule`` covers this call (same matching as policy conditions: globs, every element)."""
+    if rule.action != action or (rule.scope == "session" and rule.session != session):
+        return False
+    if not rule.match:
+        return True
+    return ApprovalRule(action=action, unless=rule.match).exempts(arguments)
 
 
-class QueueApprover:
-    """The approver behind ``Legs(approver="queue")``: enqueue, wait for a decision, return it."""
+class ApprovalStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("CREATE TABLE IF NOT EXISTS standing_rules (id TEXT PRIMARY KEY, rule TEXT NOT NULL,"
+                       " session TEXT, scope TEXT NOT NULL)")
+            db.execute("CREATE TABLE IF NOT EXISTS decided_calls (session TEXT NOT NULL, call_id TEXT NOT NULL,"
+                       " decision TEXT NOT NULL, created TEXT NOT NULL, PRIMARY KEY (session, call_id))")
+            self._db = db
+        return self._db
 
-    async def __call__(self, request: ApprovalRequest) -> dict[str, Any]:
-        return await self.runtime.on_loop(self._wait(request))
+    # -- standing rules ------------------------------------------------------------------------------
+    def add_rule(self, action: str, match: dict[str, list[Any]] | None, scope: str, session: str,
+                 by: str | None) -> StandingRule:
+        rule = StandingRule(id=f"sr-{uuid.uuid4().hex[:12]}", action=action, match=match, scope=scope,  # type: ignore[arg-type]
+                            session=session if scope == "session" else None, by=by,
+                            created=datetime.now(UTC).isoformat(timespec="seconds"))
+        with self._lock:
+            self._conn().execute("INSERT INTO standing_rules (id, rule, session, scope) VALUES (?, ?, ?, ?)",
+                                 (rule.id, rule.model_dump_json(), rule.session, rule.scope))
+        return rule
 
-    async def _wait(self, request: ApprovalRequest) -> dict[str, Any]:
-        store = self.runtime.state
-        timeout_s = self.runtime.policy.approval_timeout_s
-        row = await store.enqueue_approval(action=request.action, tool_name=request.tool_name,
-                                           arguments=request.arguments, session=request.session,
-                                           reason=request.reason, call_id=request.call_id, timeout_s=timeout_s)
-        log.info("approval %s queued for %s (session %r): agent-legs approve %s", row.id, request.action,
-                 request.session, row.id)
-        delay = _POLL_FIRST_S
-        try:
-            while (remaining := row.expires - time.time()) > 0:
-                await asyncio.sleep(min(delay, remaining))
-                delay = min(delay * 1.5, _POLL_MAX_S)
-                try:
-                    current = await store.approval(row.id)
-                except StoreUnavailable as exc:  # keep waiting: the decision is in the store, not lost
-                    log.warning("approval %s: %s", row.id, exc.message)
-                    continue
-                if current is not None and current.state != "pending":
-                    return self._decided(request, current, timeout_s)
-            final = await store.expire_approval(row.id)
-        except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                await store.expire_approval(row.id)
-            raise
-        if final is not None and final.state in ("approved", "rejected"):
-            return decision_of(final)  # decided in the last instant: the decision wins
-        return self._decided(request, final, timeout_s)
+    def rules(self, session: str | None = None) -> list[StandingRule]:
+        """Every standing rule (``session``: the ``always`` rules and that session's)."""
+        with self._lock:
+            rows = self._conn().execute("SELECT rule FROM standing_rules ORDER BY rowid").fetchall()
+        found = [StandingRule.model_validate_json(r[0]) for r in rows]
+        return [r for r in found if session is None or r.scope == "always" or r.session == session]
 
-    @staticmethod
-    def _decided(request: ApprovalRequest, row: ApprovalRow | None, timeout_s: float) -> dict[str, Any]:
-        if row is not None and row.state in ("approved", "rejected"):
-            return decision_of(row)
-        raise ActionError(
-            "approval_denied",
-            f"{request.action} waited {timeout_s:g} s in the approval queue (request "
-            f"{row.id if row else '?'}) and expired undecided (policy.approval_timeout_s)",
-            hint="Nobody decided in time: do not retry right away. Tell the user the action needs their "
-                 "approval (agent-legs approvals lists waiting requests).",
-        )
+    def find(self, action: str, arguments: dict[str, Any], session: str) -> StandingRule | None:
+        for rule in self.rules(session):
+            if rule_fits(rule, action, arguments, session):
+                return rule
+        return None
 
+    def revoke(self, rule_id: str) -> bool:
+        with self._lock:
+            return self._conn().execute("DELETE FROM standing_rules WHERE id=?", (rule_id,)).rowcount > 0
 
-class ApprovalQueue:
-    """The pending approvals of a state store, to list and decide (``legs.approvals``, or standalone:
-    ``ApprovalQueue.open(state_dir=..., settings=...)``, which every process sharing the store sees)."""
+    def end_session(self, session: str) -> None:
+        with self._lock:
+            self._conn().execute("DELETE FROM standing_rules WHERE scope='session' AND session=?", (session,))
 
-    def __init__(self, store: StateStore, run: Callable[[Coroutine[Any, Any, Any]], Any],
-                 close: Callable[[], None] | None = None) -> None:
-        self._store = store
-        self._run = run
-        self._close = close
-
-    @classmethod
-    def open(cls, state_dir: str | Path, settings: Settings | None = None,
-             secrets: Secrets | None = None) -> ApprovalQueue:
-        """A queue of its own (own event loop, own connections), e.g. for a review tool or the CLI."""
-        from ._settings import Settings
-        from ._state import open_store
-
-        store = open_store(Path(state_dir), settings if settings is not None else Settings(), secrets)
-        loop = asyncio.new_event_loop()
-
-        def close() -> None:
-            loop.run_until_complete(store.aclose())
-            loop.close()
-
-        return cls(store, loop.run_until_complete, close)
-
-    def pending(self) -> list[ApprovalRow]:
-        """Requests waiting for a decision, oldest first."""
-        result: list[ApprovalRow] = self._run(self._store.pending_approvals())
-        return result
-
-    def get(self, approval_id: str) -> ApprovalRow | None:
-        result: ApprovalRow | None = self._run(self._store.approval(approval_id))
-        return result
-
-    def approve(self, approval_id: str, by: str | None = None) -> ApprovalRow:
-        """Approve a waiting request (once); ``ApprovalError`` if unknown, decided or expired."""
-        result: ApprovalRow = self._run(self._store.decide_approval(approval_id, "approved", by=by))
-        return result
-
-    def reject(self, approval_id: str, message: str | None = None, by: str | None = None) -> ApprovalRow:
-        """Reject a waiting request (once); ``message`` is what the model is told."""
-        result: ApprovalRow = self._run(self._store.decide_approval(approval_id, "rejected", by=by, message=message))
-        return result
+    # -- the ledger of decided calls -------------------------------------------------------------------
+    def claim(self, session: str, call_id: str, decision: ApprovalDecision) -> dict[str, Any] | None:
+        """Record ``decision`` as the one decision of this call; ``None`` when it is the first, else the
+        earlier decision (``type``, ``by``, ``created``): the call must not run (again)."""
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        record = json.dumps({"type": decision.type, "by": decision.by})
+        with self._lock:
+            db = self._conn()
+            inserted = db.execute("INSERT OR IGNORE INTO decided_calls (session, call_id, decision, created)"
+                                  " VALUES (?, ?, ?, ?)", (session, call_id, record, now)).rowcount
+            if inserted:
+                return None
+            row = db.execute("SELECT decision, created FROM decided_calls WHERE session=? AND call_id=?",
+                             (session, call_id)).fetchone()
+        earlier: dict[str, Any] = json.loads(row[0]) if row else {}
+        earlier["created"] = row[1] if row else None
+        return earlier
 
     def close(self) -> None:
-        if self._close is not None:
-            close, self._close = self._close, None
-            close()
-
-    def __enter__(self) -> ApprovalQueue:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None

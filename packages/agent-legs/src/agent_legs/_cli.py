@@ -442,7 +442,7 @@ def demo(
 def _approval_queue() -> Any:
     """The approval queue of the configured state store (state directory, or settings.state.url); a
     store that is down is one line on stderr and exit code 1 (an unknown or decided id: exit 2)."""
-    from ._approvals import ApprovalQueue
+    from ._approval_queue import ApprovalQueue
     from ._errors import ActionError
     from ._secrets import Secrets
 

@@ -1,6 +1,16 @@
 """``Legs``: the public entry point, and the pipeline every action call goes through.
 
 validate -> policy -> approval -> budget -> handler under a deadline -> redact -> span + log line.
+
+Approval: a call the policy sends to approval runs only after an ``approve`` or ``edit`` decision,
+from (in this order) a decision passed in (``run(..., approval=...)``: a framework adapter that asked a
+person through a LangGraph interrupt or a LlamaIndex event), a standing rule, or the ``approver``.
+Anything else (no approver, an approver that raises or answers something that is not a decision)
+is a rejection. An edit's arguments are validated and decided by the policy again (a ``deny`` wins;
+the edit itself is the approval). A decision passed in is claimed once per ``(session, call id)``
+in the state directory: a second decision for the same call is refused, so an approved call never
+runs twice. ``approval_request()`` is the pre-check the adapters use: validation and the policy
+decision, nothing run, nothing logged.
 """
 
 from __future__ import annotations
@@ -24,10 +34,11 @@ from pydantic import BaseModel, ValidationError
 
 from . import _budgets
 from . import actions as _actions  # noqa: F401  (registers the built-in actions)
+from ._approvals import ApprovalStore
 from ._context import ActionContext
 from ._errors import ActionError, AgentLegsError, ConfigError
-from ._models import ActionErrorInfo, ActionOutput, ActionResult, ApprovalRequest
-from ._policy import Policy, PolicyEngine
+from ._models import ActionErrorInfo, ActionOutput, ActionResult, ApprovalDecision, ApprovalRequest, StandingRule
+from ._policy import Decision, Policy, PolicyEngine
 from ._registry import REGISTRY, ActionRegistry, ActionSpec
 from ._runtime import Runtime
 from ._secrets import Redactor, Secrets
@@ -35,15 +46,17 @@ from ._settings import ENV_PREFIX, Settings, describe_validation_error, load_set
 from ._telemetry import CallRecord, Telemetry
 
 if TYPE_CHECKING:
-    from ._approvals import ApprovalQueue
+    from ._approval_queue import ApprovalQueue
 
-__all__ = ["STATE_DIR_ENV", "WORKSPACE_ENV", "Approver", "Legs", "config_kwargs", "default_state_dir", "resolve_dirs"]
+__all__ = ["STATE_DIR_ENV", "WORKSPACE_ENV", "ApprovalAnswer", "Approver", "Legs", "config_kwargs", "default_state_dir",
+           "resolve_dirs"]
 
 log = logging.getLogger("agent_legs")
 
-# An approver answers True (approve) or a decision dict ({"type": "approve" | "reject", ...});
-# Legs(approver="queue") waits in the state store's approval queue (agent_legs._approvals).
-Approver = Callable[[ApprovalRequest], Any | Awaitable[Any]]
+# True/False, an ApprovalDecision or a dict of its shape ({"type": "approve" | "reject" | "edit", ...});
+# Legs(approver="queue") waits in the state store's approval queue (agent_legs._approval_queue).
+ApprovalAnswer = bool | ApprovalDecision | Mapping[str, Any]
+Approver = Callable[[ApprovalRequest], ApprovalAnswer | Awaitable[ApprovalAnswer]]
 
 # The runtime gives a handler this long past its own deadline to clean up after cancellation.
 _CANCEL_GRACE_S = 5.0
@@ -118,7 +131,9 @@ class Legs:
         self._registry = registry if registry is not None else REGISTRY
         # A policy name that matches no action is a typo: say so before anything starts, not by denying
         # everything later.
-        PolicyEngine(self.policy).check_names(spec.name for spec in self._registry)
+        PolicyEngine(self.policy).check_names(
+            [spec.name for spec in self._registry],
+            {spec.name: _argument_names(spec) for spec in self._registry})
 
         self.workspace, self.state_dir = resolve_dirs(workspace, state_dir)
         if _is_within(self.state_dir, self.workspace) or _is_within(self.workspace, self.state_dir):
@@ -143,6 +158,7 @@ class Legs:
 
         redactor = Redactor(self.secrets)
         self._telemetry = Telemetry(self.settings.telemetry, self.state_dir, redactor, tracer_provider)
+        self._approvals = ApprovalStore(self.state_dir / "approval-rules.sqlite3")
         self._runtime = Runtime(
             workspace_path=self.workspace,
             state_dir=self.state_dir,
@@ -155,7 +171,7 @@ class Legs:
             state=state,
         )
         if self.approver == "queue":
-            from ._approvals import QueueApprover
+            from ._approval_queue import QueueApprover
 
             self.approver = QueueApprover(self._runtime)
         self._closed = False
@@ -190,12 +206,17 @@ class Legs:
         args: Mapping[str, Any] | BaseModel | None = None,
         session: str = "default",
         call_id: str | None = None,
+        approval: ApprovalDecision | Mapping[str, Any] | bool | None = None,
     ) -> ActionResult:
-        """Run an action and wait for its result. Never raises for action-level problems."""
+        """Run an action and wait for its result. Never raises for action-level problems.
+
+        ``approval``: the decision a person already made for this call (see ``approval_request``);
+        used instead of asking the approver, once per ``(session, call_id)``."""
         spec = self._registry.get(action)
         if self._runtime.in_loop_thread:
             raise AgentLegsError("Legs.run() cannot be called from inside an action or approver; use arun()")
-        coro = self._execute(spec, args, session, call_id, self._telemetry.caller_context())
+        given = None if approval is None else ApprovalDecision.coerce(approval)
+        coro = self._execute(spec, args, session, call_id, self._telemetry.caller_context(), given)
         if spec.inline and not self._closed and not _loop_running():
             return self._inline_loop().run_until_complete(coro)
         return self._runtime.submit(coro).result()
@@ -206,10 +227,12 @@ class Legs:
         args: Mapping[str, Any] | BaseModel | None = None,
         session: str = "default",
         call_id: str | None = None,
+        approval: ApprovalDecision | Mapping[str, Any] | bool | None = None,
     ) -> ActionResult:
         """Async ``run``: awaits the runtime loop without blocking the caller's loop."""
         spec = self._registry.get(action)
-        coro = self._execute(spec, args, session, call_id, self._telemetry.caller_context())
+        given = None if approval is None else ApprovalDecision.coerce(approval)
+        coro = self._execute(spec, args, session, call_id, self._telemetry.caller_context(), given)
         if (spec.inline and not self._closed) or self._runtime.in_loop_thread:
             return await coro
         return await asyncio.wrap_future(self._runtime.submit(coro))
@@ -221,6 +244,7 @@ class Legs:
         session: str,
         call_id: str | None,
         parent: otel_context.Context,
+        given: ApprovalDecision | None = None,
     ) -> ActionResult:
         start = time.perf_counter()
         runtime = self._runtime
@@ -228,6 +252,7 @@ class Legs:
         span = telemetry.start(spec.tool_name, spec.name, session, call_id, parent, spec.description)
         decision = "invalid"
         rule: str | None = None
+        approval: dict[str, Any] | None = None  # who decided, for the span and the log line
         arguments: Any = _plain(raw_args)
         record_id: str | None = None  # set once the intent line is on disk
         result: ActionResult
@@ -236,21 +261,63 @@ class Legs:
                 try:
                     args = _validate(spec, raw_args)
                     arguments = args.model_dump(mode="json")
-                    verdict = runtime.engine.decide(spec.name)
+                    verdict = runtime.engine.decide_call(spec.name, arguments)
                     rule = verdict.rule
                     if verdict.kind == "deny":
                         decision = "deny"
                         raise ActionError("denied", f"{spec.name} is not allowed ({verdict.rule})", rule=rule)
-                    if verdict.kind == "approve":
-                        approved = await self._ask_approval(spec, args, arguments, session, call_id, verdict.rule)
-                        decision = "approved" if approved else "rejected"
-                        if not approved:
+                    standing = (self._approvals.find(spec.name, arguments, session)
+                                if verdict.kind == "approve" and given is None else None)
+                    if standing is not None:
+                        decision = "approved"
+                        approval = {"decision": "approved", "by": standing.by, "rule": standing.id}
+                    elif verdict.kind == "approve" or given is not None:
+                        try:
+                            answer = given if given is not None else await self._ask_approval(
+                                self._request(spec, args, arguments, session, call_id, verdict))
+                        except ActionError:  # the approver's own refusal: expired in the queue, store down
+                            decision = "rejected"
+                            approval = {"decision": "rejected", "by": None, "rule": None}
+                            raise
+                        approval = {"decision": answer.outcome, "by": answer.by, "rule": answer.rule}
+                        if given is not None and call_id:
+                            earlier = self._approvals.claim(session, call_id, given)
+                            if earlier is not None:
+                                decision = "rejected"
+                                approval["decision"] = "rejected"
+                                raise ActionError(
+                                    "approval_denied",
+                                    f"call {call_id} of {spec.name} was already decided ({earlier.get('type')}"
+                                    + (f" by {earlier['by']}" if earlier.get("by") else "")
+                                    + f" at {earlier.get('created')}); a call is decided once and runs at most once",
+                                    rule=rule,
+                                    hint="Do not retry the same call; the earlier decision stands.",
+                                )
+                        decision = "rejected" if answer.type == "reject" else "approved"
+                        if answer.type == "reject":
+                            who = f" by {answer.by}" if answer.by else ""
                             raise ActionError(
                                 "approval_denied",
-                                f"{spec.name} needs approval ({verdict.rule}) and was not approved",
+                                f"{spec.name} needs approval ({verdict.rule}) and was not approved{who}"
+                                + (f": {answer.message}" if answer.message else ""),
                                 rule=rule,
                                 hint="Do not retry the same call; ask the user or choose another action.",
                             )
+                        if answer.type == "edit":  # validated and decided again; the edit is the approval
+                            decision = "invalid"
+                            args = _validate_edit(spec, answer)
+                            arguments = args.model_dump(mode="json")
+                            verdict = runtime.engine.decide_call(spec.name, arguments)
+                            rule = verdict.rule
+                            if verdict.kind == "deny":
+                                decision = "deny"
+                                raise ActionError("denied", f"{spec.name} with the edited arguments is not allowed "
+                                                            f"({verdict.rule})", rule=rule)
+                            decision = "approved"
+                        if answer.remember is not None:
+                            added = self._approvals.add_rule(spec.name, answer.match, answer.remember, session,
+                                                             answer.by)
+                            log.info("standing rule %s added by %s: %s", added.id, answer.by, added)
                     else:
                         decision = "allow"
                     budgets = runtime.engine.budgets_for(spec.name)
@@ -286,7 +353,8 @@ class Legs:
             telemetry.finish(
                 span,
                 CallRecord(spec.name, spec.tool_name, session, call_id, decision, "failed",
-                           _ms(start), arguments, None, "cancelled by the caller", rule, record_id),
+                           _ms(start), arguments, None, "cancelled by the caller", rule,
+                           record_id=record_id, approval=approval),
             )
             raise
         except Exception as exc:  # a bug in an executor must not crash the agent
@@ -303,7 +371,7 @@ class Legs:
                 spec.name, spec.tool_name, session, call_id, decision,
                 "ok" if result.ok else result.error.type if result.error else "failed",
                 result.duration_ms, arguments, result.output if result.ok else None,
-                result.error.message if result.error else None, rule, record_id,
+                result.error.message if result.error else None, rule, record_id=record_id, approval=approval,
             ),
         )
         return result
@@ -337,25 +405,71 @@ class Legs:
                 hint="Check what happened (read the file, list the mail, query the API) before repeating it.",
             ) from None
 
-    async def _ask_approval(
-        self, spec: ActionSpec, args: BaseModel, arguments: dict[str, Any], session: str,
-        call_id: str | None, rule: str,
-    ) -> bool:
-        if self.approver is None:
-            return False
+    # -- approval ------------------------------------------------------------------------------
+    def approval_request(
+        self,
+        action: str,
+        args: Mapping[str, Any] | BaseModel | None = None,
+        session: str = "default",
+        call_id: str | None = None,
+        *,
+        standing_rules: bool = True,
+    ) -> ApprovalRequest | None:
+        """The pre-check: the ``ApprovalRequest`` a person must decide before this call may run, or
+        ``None`` when it needs none (allowed, covered by a standing rule, or refused anyway: invalid
+        or denied, which ``run`` then reports). Nothing runs and nothing is logged.
+        ``standing_rules=False``: whether the policy asks, whatever the standing rules say."""
+        spec = self._registry.get(action)
+        try:
+            parsed = _validate(spec, args)
+        except ActionError:
+            return None
+        arguments = parsed.model_dump(mode="json")
+        verdict = self._runtime.engine.decide_call(spec.name, arguments)
+        if verdict.kind != "approve" or (standing_rules and self._approvals.find(spec.name, arguments, session)):
+            return None
+        return self._request(spec, parsed, arguments, session, call_id, verdict)
+
+    def standing_rules(self, session: str | None = None) -> list[StandingRule]:
+        """The standing approval rules (``session``: the ``always`` ones and that session's)."""
+        return self._approvals.rules(session)
+
+    def add_standing_rule(self, action: str, match: Mapping[str, list[Any]] | None = None, *,
+                          scope: str = "session", session: str = "default", by: str | None = None) -> StandingRule:
+        """Approve later calls of ``action`` whose arguments fit ``match`` without asking."""
+        spec = self._registry.get(action)
+        if scope not in ("session", "always"):
+            raise ConfigError(f"scope must be 'session' or 'always', not {scope!r}")
+        unknown = set(match or {}) - _argument_names(spec)
+        if unknown:
+            raise ConfigError(f"{action} has no argument {', '.join(sorted(unknown))}")
+        return self._approvals.add_rule(spec.name, dict(match) if match else None, scope, session, by)
+
+    def revoke_standing_rule(self, rule_id: str) -> bool:
+        """Remove a standing rule; ``False`` if there was none with that id."""
+        return self._approvals.revoke(rule_id)
+
+    def _request(self, spec: ActionSpec, args: BaseModel, arguments: dict[str, Any], session: str,
+                 call_id: str | None, verdict: Decision) -> ApprovalRequest:
         redactor = self._runtime.redactor
         summary = spec.summarize(_scrubbed_args(args, redactor)) if spec.summarize else ""
-        request = ApprovalRequest(
+        return ApprovalRequest(
             action=spec.name,
             tool_name=spec.tool_name,
             arguments=redactor.data(arguments),
             session=session,
-            reason=redactor.text(f"{rule}. {summary}".strip()),
+            reason=redactor.text(f"{verdict.rule}. {summary}" if summary else verdict.rule),
             call_id=call_id,
+            rule=verdict.rule,
         )
+
+    async def _ask_approval(self, request: ApprovalRequest) -> ApprovalDecision:
+        """The approver's decision; a rejection when there is none, it raises, or answers no decision."""
+        if self.approver is None:
+            return ApprovalDecision(type="reject", message="no approver is configured")
         try:
             if inspect.iscoroutinefunction(self.approver):
-                answer = await self.approver(request)
+                answer: Any = await self.approver(request)
             else:
                 answer = await asyncio.to_thread(self.approver, request)
                 if inspect.isawaitable(answer):
@@ -363,9 +477,15 @@ class Legs:
         except ActionError:
             raise  # the approver's own refusal with its reason (a queue entry that expired, a store that is down)
         except Exception as exc:
-            log.warning("approver raised %r for %s: treated as a rejection", exc, spec.name)
-            return False
-        return answer is True or (isinstance(answer, Mapping) and answer.get("type") == "approve")
+            log.warning("approver raised %r for %s: treated as a rejection", exc, request.action)
+            return ApprovalDecision(type="reject")
+        if isinstance(answer, str):  # a bare "approve" from a careless approver is no decision: bool/dict only
+            answer = None
+        try:
+            return ApprovalDecision.coerce(answer)
+        except ValueError as exc:
+            log.warning("approver answered %r for %s (%s): treated as a rejection", answer, request.action, exc)
+            return ApprovalDecision(type="reject")
 
     # -- results -------------------------------------------------------------------------------
     def _bound(self, text: str) -> str:
@@ -443,17 +563,20 @@ class Legs:
     def approvals(self) -> ApprovalQueue:
         """The approval queue of this ``Legs``'s state store: ``pending()``, ``approve(id, by=)``,
         ``reject(id, message=, by=)``. Every process sharing the store sees the same queue."""
-        from ._approvals import ApprovalQueue
+        from ._approval_queue import ApprovalQueue
 
         runtime = self._runtime
         return ApprovalQueue(runtime.state, lambda coro: runtime.submit(coro).result())
 
     # -- sessions and lifetime -----------------------------------------------------------------------
     def close_session(self, session: str) -> None:
-        """Release a session's browser context, sandbox kernel and other per-session state."""
+        """Release a session's browser context, sandbox kernel and other per-session state (and end
+        its standing approval rules)."""
+        self._approvals.end_session(session)
         self._runtime.submit(self._runtime.close_session(session)).result()
 
     async def aclose_session(self, session: str) -> None:
+        self._approvals.end_session(session)
         await asyncio.wrap_future(self._runtime.submit(self._runtime.close_session(session)))
 
     @property
@@ -474,6 +597,7 @@ class Legs:
                 if not loop.is_running():
                     loop.close()
             self._inline_loops.clear()
+        self._approvals.close()
         self._telemetry.shutdown()
 
     async def aclose(self) -> None:
@@ -511,6 +635,16 @@ def _coerce(value: Any, cls: type[Any], origin: Any = None) -> Any:
     raise ConfigError(f"{name}: expected {cls.__name__} or a dict, got {type(value).__name__}")
 
 
+def _argument_names(spec: ActionSpec) -> set[str]:
+    """The names an action's arguments go by (field names and aliases)."""
+    names = set()
+    for name, info in spec.input_model.model_fields.items():
+        names.add(name)
+        if info.alias:
+            names.add(info.alias)
+    return names
+
+
 def _plain(raw: Any) -> Any:
     if isinstance(raw, BaseModel):
         return raw.model_dump(mode="json")
@@ -543,6 +677,14 @@ def _validate(spec: ActionSpec, raw: Mapping[str, Any] | BaseModel | None) -> Ba
             f"invalid arguments for {spec.tool_name}: {problems}",
             hint=f"Expected fields: {', '.join(model.model_fields)}",
         ) from None
+
+
+def _validate_edit(spec: ActionSpec, answer: ApprovalDecision) -> BaseModel:
+    try:
+        return _validate(spec, answer.args)
+    except ActionError as exc:
+        raise ActionError("invalid_input", f"the approver's edited arguments are invalid: {exc.message}",
+                          hint="The edit was refused and nothing ran; ask the user again.") from None
 
 
 def _scrubbed_args(args: BaseModel, redactor: Redactor) -> BaseModel:

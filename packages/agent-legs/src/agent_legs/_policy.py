@@ -8,6 +8,13 @@ A name in ``allow``/``deny``/``require_approval`` that can match no registered a
 ``"files_read"``) is a ``ConfigError`` naming it, with the nearest real names: a typo must not
 silently deny everything or, worse, leave an intended ``deny`` without effect. Only the lists the
 user wrote are checked (the defaults name the built-in actions; a custom registry may lack them).
+
+``require_approval`` entries may be conditional: ``{action = "http.request", unless = {method = ["GET",
+"HEAD"]}}`` asks for approval except when every named argument fits its list (strings by
+case-insensitive glob, other values by equality; for a list argument every element must fit). A
+call is exempt only when every matching entry exempts it; an exempt call is allowed (its rule says
+which ``unless`` exempted it), a ``deny`` still wins. Condition keys that are not arguments of every
+action the entry names are a ``ConfigError``: a typo must not silently exempt nothing or everything.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ._errors import ConfigError
 
 __all__ = [
+    "ApprovalRule",
     "BrowserPolicy",
     "Budget",
     "CodePolicy",
@@ -130,6 +138,34 @@ class Budget(_Section):
         return f"{','.join(self.patterns)}/{self.per}"
 
 
+ConditionValue = str | int | float | bool
+
+
+class ApprovalRule(_Section):
+    """A conditional ``require_approval`` entry: ``action`` needs approval unless every argument named
+    in ``unless`` fits its accepted values (strings: case-insensitive globs)."""
+
+    action: str
+    unless: dict[str, list[ConditionValue]] = Field(min_length=1)
+
+    def exempts(self, arguments: dict[str, Any]) -> bool:
+        return all(_fits(arguments.get(key), accepted) for key, accepted in self.unless.items())
+
+
+def _fits(value: Any, accepted: list[ConditionValue]) -> bool:
+    if isinstance(value, list | tuple):
+        return all(_fits(v, accepted) for v in value)  # every recipient, every element
+    if value is None:
+        return False  # an argument that is absent fits no list: the entry applies
+    for want in accepted:
+        if isinstance(want, str) and isinstance(value, str):
+            if fnmatch.fnmatchcase(value.lower(), want.lower()):
+                return True
+        elif not isinstance(want, str) and type(want) is type(value) and want == value:
+            return True
+    return False
+
+
 class Policy(_Section):
     """What the agent may do. ``deny`` > ``require_approval`` > ``allow``; unlisted -> denied."""
 
@@ -137,7 +173,7 @@ class Policy(_Section):
         default_factory=lambda: ["files.*", "http.request", "browser.*", "code.*", "email.list", "email.read"]
     )
     deny: list[str] = Field(default_factory=list)
-    require_approval: list[str] = Field(default_factory=lambda: ["email.send"])
+    require_approval: list[str | ApprovalRule] = Field(default_factory=lambda: list[str | ApprovalRule](["email.send"]))
     approval_timeout_s: float = Field(300, gt=0, description="How long a call waits in the approval queue "
                                       "(approver='queue') for a decision; then it is refused as expired.")
     files: FilesPolicy = Field(default_factory=FilesPolicy)
@@ -180,6 +216,10 @@ class Decision:
         return self.kind == "allow"
 
 
+def _describe(unless: dict[str, list[ConditionValue]]) -> str:
+    return ", ".join(f"{k} in {v!r}" for k, v in unless.items())
+
+
 def _compile(patterns: list[str]) -> list[tuple[str, re.Pattern[str]]]:
     return [(p, re.compile(fnmatch.translate(p))) for p in patterns]
 
@@ -211,7 +251,12 @@ class PolicyEngine:
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
         self._deny = _compile(policy.deny)
-        self._approve = _compile(policy.require_approval)
+        self._approve = _compile([e if isinstance(e, str) else e.action for e in policy.require_approval])
+        self._plain_approve = _compile([e for e in policy.require_approval if isinstance(e, str)])
+        self._conditions: list[tuple[int, ApprovalRule, re.Pattern[str]]] = [
+            (i, e, re.compile(fnmatch.translate(e.action)))
+            for i, e in enumerate(policy.require_approval) if isinstance(e, ApprovalRule)
+        ]
         self._allow = _compile(policy.allow)
         self._budgets = [(b, _compile(b.patterns)) for b in policy.budgets]
         self._cache: dict[str, Decision] = {}
@@ -223,6 +268,22 @@ class PolicyEngine:
             decision = self._cache[action] = self._decide(action)
         return decision
 
+    def decide_call(self, action: str, arguments: dict[str, Any]) -> Decision:
+        """``decide`` for one call: a conditional ``require_approval`` entry looks at the arguments."""
+        decision = self.decide(action)
+        if decision.kind != "approve" or not self._conditions:
+            return decision
+        if _first_match(action, self._plain_approve) is not None:
+            return decision  # an unconditional entry: always approval
+        exempting = None
+        for i, entry, rx in self._conditions:
+            if rx.match(action):
+                if not entry.exempts(arguments):
+                    return Decision("approve", f"policy.require_approval[{i}] ({entry.action} unless "
+                                               f"{_describe(entry.unless)})")
+                exempting = exempting or f"policy.require_approval[{i}].unless ({_describe(entry.unless)})"
+        return Decision("allow", exempting or decision.rule)
+
     def _decide(self, action: str) -> Decision:
         if (p := _first_match(action, self._deny)) is not None:
             return Decision("deny", f"policy.deny[{p!r}]")
@@ -232,14 +293,23 @@ class PolicyEngine:
             return Decision("allow", f"policy.allow[{p!r}]")
         return Decision("deny", "policy.allow (action not listed)")
 
-    def check_names(self, actions: Iterable[str]) -> None:
+    def check_names(self, actions: Iterable[str], fields: dict[str, Iterable[str]] | None = None) -> None:
         """Raise ``ConfigError`` when an explicitly set allow/deny/require_approval entry matches
-        none of ``actions`` (the registered action names)."""
+        none of ``actions`` (the registered action names), or a condition names an argument that
+        an action it covers does not have (``fields``: action name -> its argument names)."""
         names = list(actions)
         problems: list[str] = []
         for key in ("allow", "deny", "require_approval"):
             if key in self.policy.model_fields_set:
-                problems += unmatched_names(getattr(self.policy, key), names, f"policy.{key}")
+                entries = [e if isinstance(e, str) else e.action for e in getattr(self.policy, key)]
+                problems += unmatched_names(entries, names, f"policy.{key}")
+        for i, entry, rx in self._conditions:
+            for name in names:
+                known = set((fields or {}).get(name, ())) if fields is not None else None
+                if rx.match(name) and known is not None:
+                    problems += [f"policy.require_approval[{i}].unless: {name} has no argument {key!r} "
+                                 f"(its arguments: {', '.join(sorted(known))})"
+                                 for key in entry.unless if key not in known]
         if problems:
             raise ConfigError("; ".join(problems) + f" (known actions: {', '.join(sorted(names))})")
 

@@ -89,6 +89,7 @@ class CallRecord:
     error_message: str | None = None
     rule: str | None = None
     record_id: str | None = None  # the intent line's id, when the action got as far as its handler
+    approval: dict[str, Any] | None = None  # {"decision", "by", "rule"} when the call went through approval
 
 
 def _truncate(s: str, limit: int) -> str:
@@ -887,6 +888,10 @@ class Telemetry:
             attributes: dict[str, Any] = {"agent_legs.decision": rec.decision, "agent_legs.outcome": rec.outcome}
             if rec.rule:
                 attributes["agent_legs.rule"] = rec.rule
+            if rec.approval:
+                attributes["agent_legs.approval.decision"] = rec.approval["decision"]
+                if rec.approval.get("by"):
+                    attributes["agent_legs.approval.by"] = redact.text(str(rec.approval["by"]))
             if capture:
                 attributes["gen_ai.tool.call.arguments"] = _truncate(_dumps(redact.data(rec.arguments)), limit)
                 if rec.result is not None:
@@ -902,6 +907,8 @@ class Telemetry:
         entry = self._entry(span, rec)
         record_id = rec.record_id or secrets.token_hex(8)
         entry["id"] = record_id
+        if rec.approval:
+            entry["approval"] = redact.data(rec.approval)
         if capture:
             entry["arguments"] = (self._intent_args.pop(record_id) if record_id in self._intent_args
                                   else bounded_arguments(rec.arguments, redact))

@@ -13,6 +13,8 @@
   (base64, bounded by the core), after the text; ``images=False`` keeps the text only;
 * ``ok=False`` is raised as ``ToolException`` with ``handle_tool_error=True``: the model gets an
   error ``ToolMessage`` with the message and hint, and the agent keeps running.
+
+* approval: ``approvals=`` (see ``_approval``).
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ from langchain_core.tools import BaseTool, ToolException
 from langchain_core.tools.base import ArgsSchema
 from pydantic import ConfigDict, PrivateAttr
 
-from agent_legs import ActionResult, ActionSpec, Legs, result_content, tool_schema
+from agent_legs import ActionResult, ActionSpec, ApprovalDecision, Legs, result_content, tool_schema
+
+from ._approval import Approvals, graph_decision
 
 __all__ = ["AgentLegsTool"]
 
@@ -52,15 +56,17 @@ class AgentLegsTool(BaseTool):
     action: str
     session: str | None = None
     images: bool = True
+    approvals: Approvals = "approver"
     response_format: str = "content_and_artifact"  # type: ignore[assignment]
     handle_tool_error: bool = True  # type: ignore[assignment]
     handle_validation_error: bool = True  # type: ignore[assignment]
     _schema: dict[str, Any] | None = PrivateAttr(None)
 
     @classmethod
-    def from_spec(cls, legs: Legs, spec: ActionSpec, session: str | None = None, images: bool = True) -> AgentLegsTool:
+    def from_spec(cls, legs: Legs, spec: ActionSpec, session: str | None = None, images: bool = True,
+                  approvals: Approvals = "approver") -> AgentLegsTool:
         return cls(name=spec.tool_name, description=spec.description, args_schema=spec.input_model, legs=legs,
-                   action=spec.name, session=session, images=images)
+                   action=spec.name, session=session, images=images, approvals=approvals)
 
     @property
     def tool_call_schema(self) -> ArgsSchema:
@@ -105,14 +111,21 @@ class AgentLegsTool(BaseTool):
 
     def _run(self, config: RunnableConfig, **kwargs: Any) -> tuple[str | list[Any], dict[str, Any]]:
         # The core parents the span (caller_context: under OpenInference's tool span when instrumented).
-        result = self.legs.run(self.action, kwargs, session=self._session(config), call_id=_TOOL_CALL_ID.get())
+        session, call_id = self._session(config), _TOOL_CALL_ID.get()
+        approval = self._approval(kwargs, session, call_id)
+        result = self.legs.run(self.action, kwargs, session=session, call_id=call_id, approval=approval)
         return self._content_and_artifact(result)
 
     async def _arun(self, config: RunnableConfig, **kwargs: Any) -> tuple[str | list[Any], dict[str, Any]]:
-        result = await self.legs.arun(self.action, kwargs, session=self._session(config), call_id=_TOOL_CALL_ID.get())
+        session, call_id = self._session(config), _TOOL_CALL_ID.get()
+        approval = self._approval(kwargs, session, call_id)  # interrupt() works in async nodes too
+        result = await self.legs.arun(self.action, kwargs, session=session, call_id=call_id, approval=approval)
         if result.ok and result.artifacts and self.images:  # images are decoded and scaled: not on the caller's loop
             return await asyncio.to_thread(self._content_and_artifact, result)
         return self._content_and_artifact(result)
+
+    def _approval(self, kwargs: dict[str, Any], session: str, call_id: str | None) -> ApprovalDecision | None:
+        return graph_decision(self.legs, self.action, self.name, self.approvals, kwargs, session, call_id)
 
     def _content_and_artifact(self, result: ActionResult) -> tuple[str | list[Any], dict[str, Any]]:
         box = _RESULT_BOX.get()

@@ -1,6 +1,6 @@
 import langchain_agent_legs
 
-EXPECTED_ALL = ["AgentLegsTool", "AgentLegsToolkit"]
+EXPECTED_ALL = ["AgentLegsTool", "AgentLegsToolkit", "Approvals"]
 
 
 def test_all_imports() -> None:

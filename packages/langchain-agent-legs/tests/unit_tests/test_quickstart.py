@@ -31,7 +31,7 @@ def _exec(code: str, **names: object) -> dict[str, object]:
 
 
 def test_every_block_is_covered() -> None:
-    assert len(_blocks()) == 4
+    assert len(_blocks()) == 6
 
 
 def test_first_agent(in_tmp, capsys) -> None:
@@ -63,9 +63,31 @@ def test_approver_block(in_tmp) -> None:
         legs.close()
 
 
+def test_interrupt_and_middleware_blocks(in_tmp, capsys) -> None:
+    import json
+
+    model = ScriptedChatModel(steps=[[("files_write", {"path": "haiku.txt", "content": "old pond"})], "Saved."])
+    ns = _exec(_blocks()[3].replace(HOSTED, "MODEL"), MODEL=model)
+    out = capsys.readouterr().out
+    assert "files.write {'path': 'haiku.txt'" in out and "Saved." in out
+    assert (in_tmp / "agent-workspace/haiku.txt").read_text() == "old pond"
+    log = [json.loads(line) for line in (in_tmp / "state/agent-legs/actions.jsonl").read_text().splitlines()]
+    assert log[-1]["approval"] == {"decision": "approved", "by": "ana", "rule": None}
+
+    ns["MODEL"] = ScriptedChatModel(steps=[[("files_write", {"path": "b.txt", "content": "b"})], "Saved b."])
+    code = _blocks()[4].replace(HOSTED, "MODEL")
+    exec(compile(code, "quickstart", "exec"), ns)
+    agent, config = ns["agent"], {"configurable": {"thread_id": "mw"}}
+    (pending,) = agent.invoke({"messages": [("user", "b")]}, config, version="v2").interrupts
+    assert pending.value["type"] == "tool_approval" and pending.value["name"] == "files_write"
+    agent.invoke(ns["Command"](resume={pending.id: {"type": "approve"}}), config, version="v2")
+    assert (in_tmp / "agent-workspace/b.txt").read_text() == "b"
+    ns["legs"].close()
+
+
 def test_traces_block(in_tmp, monkeypatch) -> None:
     from opentelemetry import trace
 
     monkeypatch.setattr(trace, "set_tracer_provider", lambda provider: None)  # process-global: keep it clean
-    ns = _exec(_blocks()[3])
+    ns = _exec(_blocks()[5])
     ns["legs"].close()

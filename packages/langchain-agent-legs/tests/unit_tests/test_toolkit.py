@@ -100,13 +100,15 @@ def test_plain_invoke_returns_content() -> None:
 def test_adapter_is_thin() -> None:
     import inspect
 
+    import langchain_agent_legs._approval as approval_mod
     import langchain_agent_legs._tool as tool_mod
     import langchain_agent_legs._toolkit as toolkit_mod
 
     source = inspect.getsource(tool_mod) + inspect.getsource(toolkit_mod)
     for name in ("files.read", "files_read", "http.request", "browser.navigate", "code.run", "email.send"):
-        assert name not in source
-    assert len(source.splitlines()) < 200
+        assert name not in source + inspect.getsource(approval_mod)  # approval: no per-action code either
+    # issue 16 added the approvals plumbing (~25 lines); the approval logic itself lives in _approval
+    assert len(source.splitlines()) < 225
 
 
 @pytest.mark.parametrize("name", ["files.read", "http.request"])

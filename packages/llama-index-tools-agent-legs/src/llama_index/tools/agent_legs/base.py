@@ -12,6 +12,7 @@
   (message and hint), never an exception that would stop the agent. ``raw_output`` is the
   ``ActionResult`` as a dict. Image artifacts (screenshots, figures) follow the text as
   ``ImageBlock``s, bounded by the core; ``images=False`` keeps the text only.
+* Approval: ``approvals="events"`` waits for a person in the workflow (see ``_approval``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import asyncio
 import uuid
 import weakref
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from llama_index.core.base.llms.types import ImageBlock, TextBlock
 from llama_index.core.tools import FunctionTool, ToolMetadata, ToolOutput
@@ -28,7 +29,8 @@ from llama_index.core.tools.tool_spec.base import BaseToolSpec
 from llama_index.core.workflow import Context
 from workflows.events import DictLikeModel
 
-from agent_legs import ActionResult, ActionSpec, Legs, offered_actions, result_content, tool_model
+from agent_legs import ActionResult, ActionSpec, ApprovalDecision, ConfigError, Legs, offered_actions, result_content, tool_model
+from llama_index.tools.agent_legs._approval import decide_in_workflow
 
 __all__ = ["AgentLegsToolSpec"]
 
@@ -47,7 +49,12 @@ class AgentLegsToolSpec(BaseToolSpec):
     spec_functions: list[Any] = []  # generated in to_tool_list()  # noqa: RUF012
 
     def __init__(self, legs: Legs, include: list[str] | None = None, exclude: list[str] | None = None,
-                 session: str | None = None, images: bool = True) -> None:
+                 session: str | None = None, images: bool = True,
+                 approvals: Literal["approver", "events"] = "approver", approval_timeout_s: float | None = None) -> None:
+        if approvals not in ("approver", "events"):
+            raise ConfigError(f"approvals must be 'approver' or 'events', not {approvals!r}")
+        self.approvals = approvals
+        self.approval_timeout_s = approval_timeout_s
         self.legs = legs
         self.include = include
         self.exclude = exclude
@@ -78,11 +85,20 @@ class AgentLegsToolSpec(BaseToolSpec):
         legs, action, tool_name, images = self.legs, spec.name, spec.tool_name, self.images
 
         def run(ctx: Context, **kwargs: Any) -> ToolOutput:  # sync: no loop to read the Context store on
-            result = legs.run(action, kwargs, session=self.session or "default", call_id=_current_tool_call_id())
+            session, call_id = self.session or "default", _current_tool_call_id()
+            approval = None
+            if self.approvals == "events" and legs.approval_request(action, kwargs, session, call_id) is not None:
+                approval = ApprovalDecision(type="reject", message="approvals='events' waits in the workflow: call "
+                                                                   "the tool asynchronously (acall), as agents do")
+            result = legs.run(action, kwargs, session=session, call_id=call_id, approval=approval)
             return _output(legs, tool_name, kwargs, result, images)
 
         async def arun(ctx: Context, **kwargs: Any) -> ToolOutput:
-            result = await legs.arun(action, kwargs, session=await self._session(ctx), call_id=_current_tool_call_id())
+            session, call_id = await self._session(ctx), _current_tool_call_id()
+            approval = None
+            if self.approvals == "events":
+                approval = await decide_in_workflow(legs, action, kwargs, session, call_id, ctx, self.approval_timeout_s)
+            result = await legs.arun(action, kwargs, session=session, call_id=call_id, approval=approval)
             if result.ok and result.artifacts and images:  # images are decoded and scaled off the loop
                 return await asyncio.to_thread(_output, legs, tool_name, kwargs, result, images)
             return _output(legs, tool_name, kwargs, result, images)
