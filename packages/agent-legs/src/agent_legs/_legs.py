@@ -341,7 +341,8 @@ class Legs:
                     # Write-ahead: the intent line is on disk before the effect can happen (or the call
                     # fails closed, "unavailable", and nothing runs).
                     record_id = telemetry.intent(span, CallRecord(
-                        spec.name, spec.tool_name, session, call_id, decision, "", 0.0, arguments, rule=rule))
+                        spec.name, spec.tool_name, session, call_id, decision, "", 0.0, arguments, rule=rule,
+                        approval=approval))
                     runtime.touch_session(session)
                     output = await self._call_handler(spec, args, session, call_id, span)
                     result = self._success(spec, output, start)

@@ -832,7 +832,7 @@ class Telemetry:
     def _entry(self, span: Span, rec: CallRecord) -> dict[str, Any]:
         ctx = span.get_span_context()
         redact = self.redactor
-        return {
+        entry: dict[str, Any] = {
             "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "trace_id": f"{ctx.trace_id:032x}" if ctx.is_valid else None,
             "span_id": f"{ctx.span_id:016x}" if ctx.is_valid else None,
@@ -846,6 +846,9 @@ class Telemetry:
             "rule": rec.rule,
             "target": _target(redact.data(rec.arguments)),  # scrubbed whole, before _target cuts it
         }
+        if rec.approval:  # who decided: on the intent line too, so a call cut short by a crash keeps it
+            entry["approval"] = redact.data(rec.approval)
+        return entry
 
     @property
     def provider(self) -> str:
@@ -907,8 +910,6 @@ class Telemetry:
         entry = self._entry(span, rec)
         record_id = rec.record_id or secrets.token_hex(8)
         entry["id"] = record_id
-        if rec.approval:
-            entry["approval"] = redact.data(rec.approval)
         if capture:
             entry["arguments"] = (self._intent_args.pop(record_id) if record_id in self._intent_args
                                   else bounded_arguments(rec.arguments, redact))
