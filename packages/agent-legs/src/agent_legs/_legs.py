@@ -16,7 +16,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -25,7 +25,8 @@ from pydantic import BaseModel, ValidationError
 from . import actions as _actions  # noqa: F401  (registers the built-in actions)
 from ._budgets import BudgetStore
 from ._context import ActionContext
-from ._errors import ActionError, AgentLegsError, ConfigError
+from ._errors import ActionError, AgentLegsError, ConfigError, UnknownActionError
+from ._mcp import McpService
 from ._models import ActionErrorInfo, ActionOutput, ActionResult, ApprovalRequest
 from ._policy import Policy, PolicyEngine
 from ._registry import REGISTRY, ActionRegistry, ActionSpec
@@ -39,6 +40,7 @@ __all__ = ["STATE_DIR_ENV", "WORKSPACE_ENV", "Approver", "Legs", "config_kwargs"
 log = logging.getLogger("agent_legs")
 
 Approver = Callable[[ApprovalRequest], bool | Awaitable[bool]]
+T = TypeVar("T")
 
 # The runtime gives a handler this long past its own deadline to clean up after cancellation.
 _CANCEL_GRACE_S = 5.0
@@ -110,8 +112,10 @@ class Legs:
         self.approver = approver
         self._registry = registry if registry is not None else REGISTRY
         # A policy name that matches no action is a typo: say so before anything starts, not by denying
-        # everything later.
-        PolicyEngine(self.policy).check_names(spec.name for spec in self._registry)
+        # everything later. Names under a configured MCP server are accepted before it lists its tools.
+        self._mcp_servers = sorted(self.settings.mcp.servers)
+        PolicyEngine(self.policy).check_names((spec.name for spec in self._registry),
+                                              [f"mcp.{name}." for name in self._mcp_servers])
 
         self.workspace, self.state_dir = resolve_dirs(workspace, state_dir)
         if _is_within(self.state_dir, self.workspace) or _is_within(self.workspace, self.state_dir):
@@ -164,10 +168,47 @@ class Legs:
     # -- catalog -------------------------------------------------------------------------------
     @property
     def actions(self) -> list[ActionSpec]:
-        return list(self._registry)
+        """Every action: the registry's, then the tools of the configured MCP servers (``mcp.<server>.<tool>``),
+        which are started now if they are not yet (a server that cannot start lists nothing)."""
+        specs = list(self._registry)
+        if not self._mcp_servers:
+            return specs
+        if self._closed or self._runtime.in_loop_thread:  # cannot wait for a start here: what is known
+            service = self._mcp_service_if_started()
+            mcp_specs: list[ActionSpec] = list(service.known_specs()) if service is not None else []
+        else:
+            mcp_specs = list(self._runtime.submit(self._mcp(lambda svc: svc.list_specs())).result())
+        return sorted(specs + mcp_specs, key=lambda s: s.name)
 
     def get_action(self, name: str) -> ActionSpec:
-        return self._registry.get(name)
+        try:
+            return self._registry.get(name)
+        except UnknownActionError:
+            if not self._mcp_servers or self._closed or self._runtime.in_loop_thread:
+                raise
+            found = self._runtime.submit(self._mcp(lambda svc: svc.find(name))).result()
+            if found is None:
+                raise
+            return found
+
+    async def _aget_action(self, name: str) -> ActionSpec:
+        try:
+            return self._registry.get(name)
+        except UnknownActionError:
+            if not self._mcp_servers or self._closed:
+                raise
+            coro = self._mcp(lambda svc: svc.find(name))
+            found = await coro if self._runtime.in_loop_thread else await asyncio.wrap_future(self._runtime.submit(coro))
+            if found is None:
+                raise
+            return found
+
+    async def _mcp(self, use: Callable[[McpService], Awaitable[T]]) -> T:
+        return await use(await self._runtime.service(McpService))
+
+    def _mcp_service_if_started(self) -> McpService | None:
+        service = self._runtime._services.get(McpService)
+        return service if isinstance(service, McpService) else None
 
     # -- running -------------------------------------------------------------------------------
     def run(
@@ -178,7 +219,7 @@ class Legs:
         call_id: str | None = None,
     ) -> ActionResult:
         """Run an action and wait for its result. Never raises for action-level problems."""
-        spec = self._registry.get(action)
+        spec = self.get_action(action)
         if self._runtime.in_loop_thread:
             raise AgentLegsError("Legs.run() cannot be called from inside an action or approver; use arun()")
         coro = self._execute(spec, args, session, call_id, self._telemetry.caller_context())
@@ -194,7 +235,7 @@ class Legs:
         call_id: str | None = None,
     ) -> ActionResult:
         """Async ``run``: awaits the runtime loop without blocking the caller's loop."""
-        spec = self._registry.get(action)
+        spec = await self._aget_action(action)
         coro = self._execute(spec, args, session, call_id, self._telemetry.caller_context())
         if (spec.inline and not self._closed) or self._runtime.in_loop_thread:
             return await coro
@@ -504,7 +545,7 @@ def _validate(spec: ActionSpec, raw: Mapping[str, Any] | BaseModel | None) -> Ba
         raise ActionError(
             "invalid_input",
             f"invalid arguments for {spec.tool_name}: {problems}",
-            hint=f"Expected fields: {', '.join(model.model_fields)}",
+            hint=f"Expected fields: {', '.join(model.model_fields or model.model_json_schema().get('properties', {}))}",
         ) from None
 
 
