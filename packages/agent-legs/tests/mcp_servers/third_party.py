@@ -1,7 +1,9 @@
 """A third-party MCP server for the governance tests (the official SDK, stdio or streamable HTTP).
 
-Run as ``python third_party.py [mode]``; modes: ``serve`` (default), ``garbage`` (writes text that
-is not JSON-RPC on stdout), ``die`` (writes a reason on stderr and exits before answering).
+Run as ``python third_party.py [mode]``; modes: ``serve`` (default, stdio), ``garbage`` (writes text
+that is not JSON-RPC on stdout), ``die`` (writes a reason on stderr and exits before answering),
+``http PORT`` (streamable HTTP on 127.0.0.1:PORT/mcp under uvicorn, answering 401 unless the
+``X-Api-Key`` header equals ``$THIRD_PARTY_KEY``).
 Started by ``test_mcp_govern.py``; never imported by the package.
 """
 
@@ -76,7 +78,25 @@ def main() -> None:
         sys.stderr.write("fatal: missing configuration file /etc/third-party.conf\n")
         sys.stderr.flush()
         sys.exit(2)
+    if mode == "http":
+        serve_http(int(sys.argv[2]), os.environ["THIRD_PARTY_KEY"])
+        return
     server.run("stdio")
+
+
+def serve_http(port: int, key: str) -> None:
+    import uvicorn
+
+    app = server.streamable_http_app()
+
+    async def guarded(scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["type"] == "http" and dict(scope["headers"]).get(b"x-api-key", b"").decode() != key:
+            await send({"type": "http.response.start", "status": 401, "headers": [(b"content-type", b"text/plain")]})
+            await send({"type": "http.response.body", "body": b"missing or wrong X-Api-Key"})
+            return
+        await app(scope, receive, send)
+
+    uvicorn.run(guarded, host="127.0.0.1", port=port, log_level="warning")
 
 
 if __name__ == "__main__":

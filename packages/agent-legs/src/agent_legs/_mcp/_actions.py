@@ -121,11 +121,12 @@ def _validator(schema: dict[str, Any]) -> Any:
 def schema_problems(validator: Any, arguments: Any) -> str | None:
     """The first few ways ``arguments`` break the tool's schema, in one line, else ``None``."""
     if not isinstance(arguments, dict):
-        return "arguments: must be a JSON object"
+        return "must be a JSON object"
     errors = sorted(validator.iter_errors(arguments), key=lambda e: [str(p) for p in e.absolute_path])[:5]
     if not errors:
         return None
-    return "; ".join(f"{'.'.join(map(str, e.absolute_path)) or 'arguments'}: {e.message[:300]}" for e in errors)
+    return "; ".join((f"{'.'.join(map(str, e.absolute_path))}: " if e.absolute_path else "") + e.message[:300]
+                     for e in errors)
 
 
 def _input_model(schema: dict[str, Any], validator: Any, name: str) -> type[BaseModel]:
@@ -139,7 +140,7 @@ def _input_model(schema: dict[str, Any], validator: Any, name: str) -> type[Base
         @classmethod
         def _check(cls, data: Any) -> Any:
             problem = schema_problems(validator, data) if validator is not None else (
-                None if isinstance(data, dict) else "arguments: must be a JSON object")
+                None if isinstance(data, dict) else "must be a JSON object")
             if problem is not None:
                 raise PydanticCustomError("mcp_input_schema", "{problem}", {"problem": problem})
             return data
@@ -211,7 +212,7 @@ async def _call(ctx: ActionContext, args: BaseModel) -> ActionOutput:
     found = service.specs.get(spec.name)
     validator = service.validators.get(spec.name) if found is not None and found.tool == spec.tool else None
     if validator is not None and (problem := schema_problems(validator, arguments)) is not None:
-        raise ActionError("invalid_input", f"invalid arguments for {spec.tool_name}: {problem}",
+        raise ActionError("invalid_input", f"invalid arguments for {spec.tool_name}: arguments: {problem}",
                           hint="Follow the tool's input schema.")
     ctx.set_attribute("agent_legs.mcp.server", spec.server)
     ctx.set_attribute("agent_legs.mcp.tool", spec.tool)
