@@ -29,6 +29,10 @@ TEST_DEPS = [
     "openinference-instrumentation-langchain>=0.1",
     "openinference-instrumentation-llama-index>=4",  # nesting tests: our span under their tool spans
     "opentelemetry-instrumentation-langchain>=0.40",  # OpenLLMetry
+    "mcp>=2.3,<3",  # the [mcp] extra: MCP servers in both directions
+    "jsonschema>=4.20,<5",
+    "psutil>=5.9",  # test_mcp_govern: no server process outlives Legs.close()
+    "uvicorn>=0.30",  # test_mcp_govern: a streamable HTTP MCP server on 127.0.0.1
 ]
 
 

@@ -137,6 +137,16 @@ def test_the_server_cannot_close_the_untrusted_fence(dirs) -> None:
     assert result.output.endswith("[end of untrusted content]")
 
 
+def test_an_error_result_is_failed_with_the_fenced_text(dirs) -> None:
+    with _legs(dirs) as legs:
+        result = legs.run("mcp.tp.fail", {})
+    assert result.error is not None and result.error.type == "failed"
+    assert "the widget is broken" in result.error.message
+    assert "[untrusted content from MCP server 'tp' (tool 'fail') below" in result.error.message
+    assert result.error.message.count("[end of untrusted content]") == 1
+    assert result.data is not None and result.data["untrusted"] is True and result.data["is_error"] is True
+
+
 def test_the_description_is_marked_as_third_party(dirs) -> None:
     with _legs(dirs) as legs:
         spec = legs.get_action("mcp_tp_echo")

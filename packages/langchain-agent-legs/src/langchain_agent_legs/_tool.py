@@ -96,13 +96,9 @@ class AgentLegsTool(BaseTool):
             return {fields[0]: tool_input} if fields else {}
         return dict(tool_input)
 
-    def _to_args_and_kwargs(
-        self, tool_input: str | dict[str, Any], tool_call_id: str | None
-    ) -> tuple[tuple[str, ...], dict[str, Any]]:
-        # LangChain drops every argument of a tool whose args_schema declares no fields; an action's input
-        # model may validate its fields itself (a third-party MCP tool's JSON schema): pass them all on.
-        parsed = self._parse_input(tool_input, tool_call_id)
-        return ((parsed,), {}) if isinstance(parsed, str) else ((), dict(parsed))
+    def _to_args_and_kwargs(self, tool_input: Any, tool_call_id: str | None) -> tuple[tuple[str, ...], dict[str, Any]]:
+        # LangChain drops all arguments if args_schema declares no fields (an MCP tool's model checks a JSON schema)
+        return (), dict(self._parse_input(tool_input, tool_call_id))  # type: ignore[arg-type]
 
     # -- execution --------------------------------------------------------------------------------
     def _session(self, config: RunnableConfig | None) -> str:

@@ -122,7 +122,10 @@ def schema_problems(validator: Any, arguments: Any) -> str | None:
     """The first few ways ``arguments`` break the tool's schema, in one line, else ``None``."""
     if not isinstance(arguments, dict):
         return "must be a JSON object"
-    errors = sorted(validator.iter_errors(arguments), key=lambda e: [str(p) for p in e.absolute_path])[:5]
+    try:
+        errors = sorted(validator.iter_errors(arguments), key=lambda e: [str(p) for p in e.absolute_path])[:5]
+    except Exception as exc:  # e.g. a $ref the schema cannot resolve (nothing remote is fetched)
+        return f"the server's input schema cannot be checked ({type(exc).__name__}: {str(exc)[:200]})"
     if not errors:
         return None
     return "; ".join((f"{'.'.join(map(str, e.absolute_path))}: " if e.absolute_path else "") + e.message[:300]
