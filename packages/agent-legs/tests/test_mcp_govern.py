@@ -238,6 +238,24 @@ def test_close_leaves_no_server_process(dirs) -> None:
     assert all(_gone(pid, 0.1) for pid in pids)
 
 
+def test_close_stops_a_server_that_is_still_starting(dirs) -> None:
+    import threading
+
+    legs = _legs(dirs, {"tp": _server("mute", startup_timeout_s=300)})
+    results: list[Any] = []
+    caller = threading.Thread(target=lambda: results.append(legs.run("mcp.tp.echo", {"text": "x"})))
+    caller.start()
+    deadline = time.monotonic() + 60
+    while not _server_processes() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _server_processes(), "the server was not started"
+    legs.close()
+    caller.join(60)
+    assert _server_processes() == []
+    assert results and results[0].error is not None and results[0].error.type == "unavailable"
+    assert "shutting down" in results[0].error.message
+
+
 # -- names, policy, settings, adapters -------------------------------------------------------------------
 def test_policy_may_name_a_configured_servers_tools_before_they_are_listed(dirs) -> None:
     policy = {"allow": ["mcp.tp.*", "mcp.tp.add", "mcp.*"], "deny": ["mcp.tp.nothing_yet"]}

@@ -1,7 +1,7 @@
 """A third-party MCP server for the governance tests (the official SDK, stdio or streamable HTTP).
 
 Run as ``python third_party.py [mode]``; modes: ``serve`` (default, stdio), ``garbage`` (writes text
-that is not JSON-RPC on stdout), ``die`` (writes a reason on stderr and exits before answering),
+that is not JSON-RPC on stdout), ``die`` (writes a reason on stderr and exits before answering), ``mute`` (never answers),
 ``http PORT`` (streamable HTTP on 127.0.0.1:PORT/mcp under uvicorn, answering 401 unless the
 ``X-Api-Key`` header equals ``$THIRD_PARTY_KEY``).
 Started by ``test_mcp_govern.py``; never imported by the package.
@@ -79,6 +79,8 @@ def main() -> None:
     if mode == "garbage":
         sys.stdout.write("this is not JSON-RPC\n{\"broken\": \n")
         sys.stdout.flush()
+        time.sleep(3600)
+    if mode == "mute":  # started, never answers
         time.sleep(3600)
     if mode == "die":
         sys.stderr.write("fatal: missing configuration file /etc/third-party.conf\n")

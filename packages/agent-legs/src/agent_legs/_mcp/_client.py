@@ -112,6 +112,7 @@ class McpConnection:
         self.config = config
         self.runtime = runtime
         self._live: _Live | None = None
+        self._starting: _Live | None = None
         self._lock = asyncio.Lock()
         self._owners: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -142,12 +143,15 @@ class McpConnection:
             owner = asyncio.get_running_loop().create_task(self._own(live), name=f"agent-legs-mcp-{self.name}")
             self._owners.add(owner)
             owner.add_done_callback(self._owners.discard)
+            self._starting = live
             try:
                 await asyncio.shield(live.ready)
             except ActionError as exc:
                 self.last_error = exc
                 self.last_failure = time.monotonic()
                 raise
+            finally:
+                self._starting = None
             self._live = live
             self.tools = live.tools
             self.last_error = None
@@ -298,9 +302,10 @@ class McpConnection:
     async def aclose(self) -> None:
         """Stop the server (and any still stopping) and wait for the processes to end. Never raises."""
         self._closed = True
-        live, self._live = self._live, None
-        if live is not None:
-            live.stop("Agent Legs is shutting down")
+        for live in (self._live, self._starting):  # a server still starting is stopped too
+            if live is not None:
+                live.stop("Agent Legs is shutting down")
+        self._live = None
         owners = list(self._owners)
         if owners:
             _, pending = await asyncio.wait(owners, timeout=_STOP_WAIT_S)
