@@ -215,6 +215,18 @@ def test_a_server_that_writes_garbage_on_stdout_is_unavailable(dirs) -> None:
     assert elapsed < 50  # refused on the garbage, not by the 60 s start deadline
 
 
+def test_a_server_that_never_answers_at_start_is_unavailable_and_started_once_per_call(dirs, tmp_path) -> None:
+    marker = tmp_path / "starts.txt"
+    with _legs(dirs, {"tp": _server("mute", startup_timeout_s=3, env={"THIRD_PARTY_MARKER": str(marker)})}) as legs:
+        first = legs.run("mcp.tp.echo", {"text": "x"})
+        assert marker.read_text().count("started") == 1  # the lookup's start; the call reports it, no second wait
+        second = legs.run("mcp.tp.echo", {"text": "x"})
+        assert marker.read_text().count("started") == 2  # the next call tries again
+    for result in (first, second):
+        assert result.error is not None and result.error.type == "unavailable"
+        assert "did not start and list its tools within 3 s" in result.error.message
+
+
 def test_a_server_that_dies_at_start_is_unavailable_with_its_stderr(dirs) -> None:
     with _legs(dirs, {"tp": _server("die")}) as legs:
         result = legs.run("mcp.tp.echo", {"text": "hi"})
@@ -297,6 +309,17 @@ def test_the_langchain_toolkit_offers_the_servers_tools(dirs) -> None:
         message = tools["mcp_tp_add"].invoke({"type": "tool_call", "id": "c1", "name": "mcp_tp_add",
                                               "args": {"a": 1, "b": 1}})
         assert "untrusted content" in message.content and '"sum": 2' in message.content
+
+
+def test_the_llamaindex_tool_spec_offers_the_servers_tools(dirs) -> None:
+    spec_module = pytest.importorskip("llama_index.tools.agent_legs")
+
+    with _legs(dirs) as legs:
+        tools = {t.metadata.name: t for t in spec_module.AgentLegsToolSpec(legs).to_tool_list()}
+        assert {"mcp_tp_add", "mcp_tp_echo"} <= set(tools) and "mcp_tp_delete_everything" not in tools
+        assert tools["mcp_tp_add"].metadata.fn_schema.model_json_schema()["required"] == ["a", "b"]
+        output = tools["mcp_tp_add"].call(a=2, b=2)
+    assert not output.is_error and '"sum": 4' in str(output.content)
 
 
 def test_tool_names_are_sanitized_bounded_and_distinct() -> None:

@@ -56,6 +56,7 @@ MAX_SCHEMA_CHARS = 50_000
 MAX_STRUCTURED_CHARS = 1_000_000
 UNTRUSTED_END = "[end of untrusted content]"
 _RELIST_AFTER_FAILURE_S = 30.0  # listing legs.actions does not retry a server that failed this recently
+_REUSE_FAILURE_S = 5.0  # a placeholder's call reports the start that just failed in its lookup
 _MCP_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
 _TOOL_CHARS = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -204,7 +205,7 @@ async def _call(ctx: ActionContext, args: BaseModel) -> ActionOutput:
     assert isinstance(spec, McpActionSpec)
     service = await ctx.service(McpService)
     conn = service.connections[spec.server]
-    live = await conn.ensure()
+    live = await conn.ensure(reuse_failure_s=0.0 if spec.available else _REUSE_FAILURE_S)
     service.refresh(spec.server)
     current = next((t for t in live.tools if t.name == spec.tool), None)
     if current is None:

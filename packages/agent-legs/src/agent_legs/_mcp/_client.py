@@ -127,8 +127,12 @@ class McpConnection:
         return f"MCP server {self.name!r} ({cfg.command[0] if cfg.command else cfg.url})"
 
     # -- starting -------------------------------------------------------------------------------
-    async def ensure(self) -> _Live:
-        """The live session, started (or restarted) now if there is none. Raises ``ActionError``."""
+    async def ensure(self, reuse_failure_s: float = 0.0) -> _Live:
+        """The live session, started (or restarted) now if there is none. Raises ``ActionError``.
+
+        ``reuse_failure_s``: a start that failed less than this long ago is reported again instead of
+        being retried (the lookup of the action just tried it: one call must not wait for two starts).
+        """
         live = self._live
         if live is not None and not live.dead:
             return live
@@ -136,6 +140,9 @@ class McpConnection:
             live = self._live
             if live is not None and not live.dead:
                 return live
+            if (reuse_failure_s and self.last_error is not None and self.last_failure is not None
+                    and time.monotonic() - self.last_failure < reuse_failure_s):
+                raise self.last_error
             if self._closed:
                 raise McpUnavailable("Agent Legs is shutting down")
             require_sdk()
