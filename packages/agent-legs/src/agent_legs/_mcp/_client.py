@@ -80,6 +80,7 @@ class _Live:
         self.tools: list[Any] = []
         self.scope: Any = None  # the owner's anyio CancelScope
         self.errlog: IO[str] | None = None
+        self.final_stderr = ""  # the tail, kept when the file is closed
         self.reason: str | None = None  # why it stopped (first cause wins)
         self.error: ActionError | None = None  # a policy refusal (egress guard) to report as it is
         self.dead = False
@@ -93,7 +94,7 @@ class _Live:
 
     def stderr_tail(self) -> str:
         if self.errlog is None or self.errlog.closed:
-            return ""
+            return self.final_stderr
         try:
             self.errlog.flush()
             size = self.errlog.seek(0, 2)
@@ -174,14 +175,18 @@ class McpConnection:
         failure: BaseException | None = None
         try:
             with scope:
-                async with self._transport(live) as (read, write), ClientSession(
-                        read, write, message_handler=self._message_handler(live)) as session:
-                    await session.initialize()
-                    live.tools = await _list_tools(session)
-                    scope.deadline = math.inf  # started: from now on only stop() ends it
-                    live.session = session
-                    live.ready.set_result(None)
-                    await anyio.sleep_forever()
+                async with self._transport(live) as (sdk_read, write), anyio.create_task_group() as pumps:
+                    # Between the transport and the session: the end of the server's output (its exit) is
+                    # seen at once, not by the next call, so that call starts a fresh process.
+                    forward, read = anyio.create_memory_object_stream[Any](0)
+                    pumps.start_soon(_pump, sdk_read, forward, live)
+                    async with ClientSession(read, write, message_handler=self._message_handler(live)) as session:
+                        await session.initialize()
+                        live.tools = await _list_tools(session)
+                        scope.deadline = math.inf  # started: from now on only stop() ends it
+                        live.session = session
+                        live.ready.set_result(None)
+                        await anyio.sleep_forever()
         except asyncio.CancelledError:
             live.stop("Agent Legs is shutting down")
             raise
@@ -195,6 +200,7 @@ class McpConnection:
             elif live.reason is None:
                 live.reason = _describe(failure) if failure is not None else "the connection ended"
             if live.errlog is not None:
+                live.final_stderr = live.stderr_tail()
                 live.errlog.close()
 
     def _start_error(self, live: _Live, scope: Any, failure: BaseException | None) -> ActionError:
@@ -319,6 +325,19 @@ class McpConnection:
             for task in pending:
                 log.error("%s did not stop within %g s", self.what, _STOP_WAIT_S)
                 task.cancel()
+
+
+async def _pump(source: Any, sink: Any, live: _Live) -> None:
+    """Forward the transport's messages to the session; at their end, the server is gone: stop."""
+    import anyio
+
+    async with sink:
+        try:
+            async for item in source:
+                await sink.send(item)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass
+    live.stop("its output ended (the process exited or the connection closed)")
 
 
 async def _list_tools(session: Any) -> list[Any]:
