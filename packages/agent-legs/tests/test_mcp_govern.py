@@ -311,6 +311,26 @@ def test_server_settings_are_validated(dirs) -> None:
             _legs(dirs, servers)
 
 
+def test_servers_are_configured_in_agent_legs_toml(dirs, tmp_path) -> None:
+    config = tmp_path / "agent-legs.toml"
+    config.write_text(textwrap.dedent(f"""
+        workspace = {str(dirs[0])!r}
+        state_dir = {str(dirs[1])!r}
+        [policy]
+        allow = ["mcp.tp.add"]
+        [settings.mcp.servers.tp]
+        command = [{sys.executable!r}, {SERVER!r}]
+        timeout_s = 20
+    """))
+    with Legs.from_config(config) as legs:
+        assert legs.settings.mcp.servers["tp"].timeout_s == 20
+        assert legs.run("mcp.tp.add", {"a": 1, "b": 2}).ok
+        assert legs.run("mcp.tp.echo", {"text": "x"}).error.type == "denied"  # type: ignore[union-attr]
+    config.write_text(config.read_text().replace("[settings.mcp.servers.tp]", "[settings.mcp.servers.TP]"))
+    with pytest.raises(ConfigError, match=r"settings.mcp.servers \(in .*agent-legs.toml\).*'TP' must be 1-32"):
+        Legs.from_config(config)
+
+
 def test_two_legs_with_different_servers_do_not_share_tools(dirs, tmp_path) -> None:
     other = (tmp_path / "ws2", tmp_path / "st2")
     with _legs(dirs) as with_server, Legs(workspace=other[0], state_dir=other[1]) as without:
@@ -421,3 +441,21 @@ def test_an_http_server_on_a_private_address_is_refused_by_the_egress_guard(dirs
         result = legs.run("mcp.tp.add", {"a": 1, "b": 1})
     assert result.error is not None and result.error.type == "denied"
     assert "policy.network.allow_private=false" in result.error.message
+
+
+def test_an_http_server_name_rebound_to_a_private_address_is_refused_at_connect(dirs, http_server) -> None:
+    """The guard's check of the URL saw a public address; the connection is pinned to a fresh check,
+    which sees the rebinding to loopback: the SDK's HTTP client never connects by a lookup of its own."""
+    answers: list[str] = []
+
+    async def rebinding(host: str, port: int) -> list[str]:
+        answers.append(host)
+        return ["93.184.216.34"] if len(answers) == 1 else ["127.0.0.1"]
+
+    url = f"http://rebind.test:{http_server}/mcp"
+    with _legs(dirs, {"tp": {"url": url, "headers": {"X-Api-Key": "{secret:TOK}"}}}, resolver=rebinding) as legs:
+        result = legs.run("mcp.tp.add", {"a": 1, "b": 1})
+    assert result.error is not None and result.error.type == "denied", result.output
+    assert "127.0.0.1 (resolved from rebind.test) is a loopback address" in result.error.message
+    assert "policy.network.allow_private=false" in result.error.message
+    assert len(answers) >= 2  # checked once for the URL, again for the connection

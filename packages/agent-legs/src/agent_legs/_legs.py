@@ -1,6 +1,9 @@
 """``Legs``: the public entry point, and the pipeline every action call goes through.
 
 validate -> policy -> approval -> budget -> handler under a deadline -> redact -> span + log line.
+
+Actions are the registry's (static, shared) plus, per ``Legs``, the tools of the configured MCP
+servers (``mcp.<server>.<tool>``, see ``_mcp``): looked up, and their servers started, on first need.
 """
 
 from __future__ import annotations

@@ -206,6 +206,9 @@ class McpConnection:
     def _start_error(self, live: _Live, scope: Any, failure: BaseException | None) -> ActionError:
         if live.error is not None:
             return live.error
+        root = _root(failure) if failure is not None else None
+        if isinstance(root, ActionError) and root.type == "denied":
+            return root  # the egress guard refused a connection (a name rebound to a private address)
         if live.reason is not None:
             why = live.reason
         elif failure is None and scope.cancelled_caught:
@@ -364,10 +367,16 @@ def _is_connection_closed(exc: Any) -> bool:
     return bool(exc.error.code == CONNECTION_CLOSED)
 
 
-def _describe(exc: BaseException) -> str:
-    """A one-line reason, unwrapping exception groups (anyio task groups wrap the real cause)."""
+def _root(exc: BaseException) -> BaseException:
+    """The first real exception inside exception groups (anyio task groups wrap the real cause)."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
+    return exc
+
+
+def _describe(exc: BaseException) -> str:
+    """A one-line reason, unwrapping exception groups."""
+    exc = _root(exc)
     if isinstance(exc, ActionError):
         return exc.message
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
