@@ -117,6 +117,15 @@ def test_require_approval_asks_the_approver_with_the_arguments(dirs) -> None:
     assert asked[0].arguments == {"to": "bob", "body": "hello"}
 
 
+def test_budgets_count_the_servers_tools_by_glob(dirs) -> None:
+    policy = {**POLICY, "budgets": [{"actions": "mcp.tp.*", "limit": 2, "per": "day"}]}
+    with _legs(dirs, policy=policy) as legs:
+        outcomes = [legs.run("mcp.tp.add", {"a": 1, "b": 1}) for _ in range(3)]
+    assert [r.ok for r in outcomes] == [True, True, False]
+    assert outcomes[2].error is not None and outcomes[2].error.type == "budget_exceeded"
+    assert "mcp.tp.*/day" in outcomes[2].error.message
+
+
 def test_arguments_that_break_the_servers_schema_are_invalid_input(dirs, read_log) -> None:
     with _legs(dirs) as legs:
         result = legs.run("mcp.tp.add", {"a": "two"})
@@ -187,6 +196,17 @@ def test_a_server_that_exits_between_calls_is_restarted_by_the_next_call(dirs, r
     assert again.ok, again.output
     assert again.data is not None and again.data["structured_content"]["result"] != first.data["structured_content"]["result"]
     assert [e["outcome"] for e in read_log()] == ["ok", "ok"]
+
+
+def test_a_chatty_servers_stderr_is_kept_bounded_and_its_tail_still_quoted(dirs) -> None:
+    with _legs(dirs) as legs:
+        for _ in range(3):
+            assert legs.run("mcp.tp.chatter", {"size": 700_000}).ok
+        legs.run("mcp.tp.pid", {})  # trims before calling
+        live = legs._mcp_service_if_started().connections["tp"]._live  # type: ignore[union-attr]
+        assert os.fstat(live.errlog.fileno()).st_size < 1_000_000
+        crashed = legs.run("mcp.tp.crash", {})
+    assert crashed.error is not None and "crashed on purpose" in crashed.error.message
 
 
 def test_a_server_that_hangs_times_out_at_its_deadline_and_is_restarted(dirs, read_log) -> None:

@@ -66,6 +66,13 @@ def exit_soon() -> int:
     return os.getpid()
 
 
+@server.tool(description="Write this many bytes to stderr.")
+def chatter(size: int) -> str:
+    sys.stderr.write("x" * size + "\nchatter done\n")
+    sys.stderr.flush()
+    return "ok"
+
+
 @server.tool(description="Never answer.")
 def hang() -> str:
     time.sleep(3600)

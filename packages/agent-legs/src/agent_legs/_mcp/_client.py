@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -48,6 +49,7 @@ log = logging.getLogger("agent_legs")
 
 INSTALL_HINT = "pip install 'agent-legs[mcp]'"
 _STDERR_TAIL = 1500  # characters of a server's stderr quoted in an error
+_STDERR_FILE_MAX = 1_000_000  # bytes of stderr kept on disk before it is cut to its tail
 _STOP_WAIT_S = 15.0  # the SDK needs at most ~6.5 s to stop a stdio server (2 s stdin, 2 s TERM, 2 s KILL)
 _MAX_TOOLS = 500  # tools accepted from one server (a hostile listing cannot grow without bound)
 _MAX_PAGES = 50
@@ -91,6 +93,21 @@ class _Live:
         self.dead = True
         if self.scope is not None:
             self.scope.cancel()
+
+    def trim_stderr(self) -> None:
+        """Keep the stderr file of a long-lived chatty server bounded (its tail is all that is quoted)."""
+        if self.errlog is None or self.errlog.closed:
+            return
+        try:
+            if os.fstat(self.errlog.fileno()).st_size <= _STDERR_FILE_MAX:
+                return
+            tail = self.stderr_tail()
+            self.errlog.seek(0)
+            self.errlog.truncate()  # the child shares this file offset: it goes on writing at the start
+            self.errlog.write(tail + "\n")
+            self.errlog.flush()
+        except (OSError, ValueError):
+            return
 
     def stderr_tail(self) -> str:
         if self.errlog is None or self.errlog.closed:
@@ -283,6 +300,7 @@ class McpConnection:
         from mcp.shared.exceptions import MCPError
 
         timeout_s = self.config.timeout_s
+        live.trim_stderr()
         try:
             async with asyncio.timeout(timeout_s) as deadline:
                 return await live.session.call_tool(tool, arguments)
