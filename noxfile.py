@@ -33,6 +33,9 @@ TEST_DEPS = [
     "mcp>=2.3,<3",  # agent-legs mcp (the [mcp] extra) and its tests' official MCP client
     "psycopg[binary]>=3.2,<4",  # the PostgreSQL state store (agent-legs[postgres]) and its test fixture
     "psycopg-pool>=3.2,<4",
+    "jsonschema>=4.20,<5",
+    "psutil>=5.9",  # test_mcp_govern: no server process outlives Legs.close()
+    "uvicorn>=0.30",  # test_mcp_govern: a streamable HTTP MCP server on 127.0.0.1
 ]
 
 

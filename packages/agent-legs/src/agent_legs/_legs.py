@@ -11,6 +11,9 @@ the edit itself is the approval). A decision passed in is claimed once per ``(se
 in the state directory: a second decision for the same call is refused, so an approved call never
 runs twice. ``approval_request()`` is the pre-check the adapters use: validation and the policy
 decision, nothing run, nothing logged.
+
+Actions are the registry's (static, shared) plus, per ``Legs``, the tools of the configured MCP
+servers (``mcp.<server>.<tool>``, see ``_mcp``): looked up, and their servers started, on first need.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -36,7 +39,8 @@ from . import _budgets
 from . import actions as _actions  # noqa: F401  (registers the built-in actions)
 from ._approvals import ApprovalStore
 from ._context import ActionContext
-from ._errors import ActionError, AgentLegsError, ConfigError
+from ._errors import ActionError, AgentLegsError, ConfigError, UnknownActionError
+from ._mcp import McpService
 from ._models import ActionErrorInfo, ActionOutput, ActionResult, ApprovalDecision, ApprovalRequest, StandingRule
 from ._policy import Decision, Policy, PolicyEngine
 from ._registry import REGISTRY, ActionRegistry, ActionSpec
@@ -57,6 +61,7 @@ log = logging.getLogger("agent_legs")
 # Legs(approver="queue") waits in the state store's approval queue (agent_legs._approval_queue).
 ApprovalAnswer = bool | ApprovalDecision | Mapping[str, Any]
 Approver = Callable[[ApprovalRequest], ApprovalAnswer | Awaitable[ApprovalAnswer]]
+T = TypeVar("T")
 
 # The runtime gives a handler this long past its own deadline to clean up after cancellation.
 _CANCEL_GRACE_S = 5.0
@@ -130,10 +135,12 @@ class Legs:
         self.approver: Any = approver
         self._registry = registry if registry is not None else REGISTRY
         # A policy name that matches no action is a typo: say so before anything starts, not by denying
-        # everything later.
+        # everything later. Names under a configured MCP server are accepted before it lists its tools.
+        self._mcp_servers = sorted(self.settings.mcp.servers)
         PolicyEngine(self.policy).check_names(
             [spec.name for spec in self._registry],
-            {spec.name: _argument_names(spec) for spec in self._registry})
+            {spec.name: _argument_names(spec) for spec in self._registry},
+            [f"mcp.{name}." for name in self._mcp_servers])
 
         self.workspace, self.state_dir = resolve_dirs(workspace, state_dir)
         if _is_within(self.state_dir, self.workspace) or _is_within(self.workspace, self.state_dir):
@@ -194,10 +201,47 @@ class Legs:
     # -- catalog -------------------------------------------------------------------------------
     @property
     def actions(self) -> list[ActionSpec]:
-        return list(self._registry)
+        """Every action: the registry's, then the tools of the configured MCP servers (``mcp.<server>.<tool>``),
+        which are started now if they are not yet (a server that cannot start lists nothing)."""
+        specs = list(self._registry)
+        if not self._mcp_servers:
+            return specs
+        if self._closed or self._runtime.in_loop_thread:  # cannot wait for a start here: what is known
+            service = self._mcp_service_if_started()
+            mcp_specs: list[ActionSpec] = list(service.known_specs()) if service is not None else []
+        else:
+            mcp_specs = list(self._runtime.submit(self._mcp(lambda svc: svc.list_specs())).result())
+        return sorted(specs + mcp_specs, key=lambda s: s.name)
 
     def get_action(self, name: str) -> ActionSpec:
-        return self._registry.get(name)
+        try:
+            return self._registry.get(name)
+        except UnknownActionError:
+            if not self._mcp_servers or self._closed or self._runtime.in_loop_thread:
+                raise
+            found = self._runtime.submit(self._mcp(lambda svc: svc.find(name))).result()
+            if found is None:
+                raise
+            return found
+
+    async def _aget_action(self, name: str) -> ActionSpec:
+        try:
+            return self._registry.get(name)
+        except UnknownActionError:
+            if not self._mcp_servers or self._closed:
+                raise
+            coro = self._mcp(lambda svc: svc.find(name))
+            found = await coro if self._runtime.in_loop_thread else await asyncio.wrap_future(self._runtime.submit(coro))
+            if found is None:
+                raise
+            return found
+
+    async def _mcp(self, use: Callable[[McpService], Awaitable[T]]) -> T:
+        return await use(await self._runtime.service(McpService))
+
+    def _mcp_service_if_started(self) -> McpService | None:
+        service = self._runtime._services.get(McpService)
+        return service if isinstance(service, McpService) else None
 
     # -- running -------------------------------------------------------------------------------
     def run(
@@ -212,7 +256,7 @@ class Legs:
 
         ``approval``: the decision a person already made for this call (see ``approval_request``);
         used instead of asking the approver, once per ``(session, call_id)``."""
-        spec = self._registry.get(action)
+        spec = self.get_action(action)
         if self._runtime.in_loop_thread:
             raise AgentLegsError("Legs.run() cannot be called from inside an action or approver; use arun()")
         given = None if approval is None else ApprovalDecision.coerce(approval)
@@ -230,7 +274,7 @@ class Legs:
         approval: ApprovalDecision | Mapping[str, Any] | bool | None = None,
     ) -> ActionResult:
         """Async ``run``: awaits the runtime loop without blocking the caller's loop."""
-        spec = self._registry.get(action)
+        spec = await self._aget_action(action)
         given = None if approval is None else ApprovalDecision.coerce(approval)
         coro = self._execute(spec, args, session, call_id, self._telemetry.caller_context(), given)
         if (spec.inline and not self._closed) or self._runtime.in_loop_thread:
@@ -420,7 +464,7 @@ class Legs:
         ``None`` when it needs none (allowed, covered by a standing rule, or refused anyway: invalid
         or denied, which ``run`` then reports). Nothing runs and nothing is logged.
         ``standing_rules=False``: whether the policy asks, whatever the standing rules say."""
-        spec = self._registry.get(action)
+        spec = self.get_action(action)
         try:
             parsed = _validate(spec, args)
         except ActionError:
@@ -438,7 +482,7 @@ class Legs:
     def add_standing_rule(self, action: str, match: Mapping[str, list[Any]] | None = None, *,
                           scope: str = "session", session: str = "default", by: str | None = None) -> StandingRule:
         """Approve later calls of ``action`` whose arguments fit ``match`` without asking."""
-        spec = self._registry.get(action)
+        spec = self.get_action(action)
         if scope not in ("session", "always"):
             raise ConfigError(f"scope must be 'session' or 'always', not {scope!r}")
         unknown = set(match or {}) - _argument_names(spec)
@@ -676,7 +720,7 @@ def _validate(spec: ActionSpec, raw: Mapping[str, Any] | BaseModel | None) -> Ba
         raise ActionError(
             "invalid_input",
             f"invalid arguments for {spec.tool_name}: {problems}",
-            hint=f"Expected fields: {', '.join(model.model_fields)}",
+            hint=f"Expected fields: {', '.join(model.model_fields or model.model_json_schema().get('properties', {}))}",
         ) from None
 
 

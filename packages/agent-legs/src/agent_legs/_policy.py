@@ -231,13 +231,23 @@ def _first_match(name: str, rules: list[tuple[str, re.Pattern[str]]]) -> str | N
     return None
 
 
-def unmatched_names(patterns: Iterable[str], names: Iterable[str], where: str) -> list[str]:
-    """One message per pattern that matches none of ``names``, with "did you mean" suggestions."""
+def unmatched_names(
+    patterns: Iterable[str], names: Iterable[str], where: str, prefixes: Iterable[str] = ()
+) -> list[str]:
+    """One message per pattern that matches none of ``names``, with "did you mean" suggestions.
+
+    ``prefixes`` are namespaces whose names are not known yet (``"mcp.github."``: the tools of a
+    configured MCP server, listed only when it starts): a pattern inside one, or a glob that can
+    match inside one (``"mcp.*"``), is accepted.
+    """
     known = sorted(set(names))
-    candidates = known + sorted({n.split(".", 1)[0] + ".*" for n in known})
+    spaces = sorted(set(prefixes))
+    candidates = known + sorted({n.split(".", 1)[0] + ".*" for n in known}) + [p + "*" for p in spaces]
     problems = []
     for pattern in patterns:
         if any(fnmatch.fnmatchcase(n, pattern) for n in known):
+            continue
+        if any(pattern.startswith(p) or fnmatch.fnmatchcase(p + "*", pattern) for p in spaces):
             continue
         close = difflib.get_close_matches(pattern.replace("_", "."), candidates, n=3, cutoff=0.6)
         hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
@@ -293,16 +303,21 @@ class PolicyEngine:
             return Decision("allow", f"policy.allow[{p!r}]")
         return Decision("deny", "policy.allow (action not listed)")
 
-    def check_names(self, actions: Iterable[str], fields: dict[str, Iterable[str]] | None = None) -> None:
+    def check_names(
+        self, actions: Iterable[str], fields: dict[str, Iterable[str]] | None = None, prefixes: Iterable[str] = ()
+    ) -> None:
         """Raise ``ConfigError`` when an explicitly set allow/deny/require_approval entry matches
-        none of ``actions`` (the registered action names), or a condition names an argument that
-        an action it covers does not have (``fields``: action name -> its argument names)."""
+        none of ``actions`` (the registered action names) and lies in none of ``prefixes`` (the
+        namespaces of configured MCP servers, ``"mcp.<name>."``, whose tools are listed later), or a
+        condition names an argument that an action it covers does not have (``fields``: action name
+        -> its argument names)."""
         names = list(actions)
+        spaces = list(prefixes)
         problems: list[str] = []
         for key in ("allow", "deny", "require_approval"):
             if key in self.policy.model_fields_set:
                 entries = [e if isinstance(e, str) else e.action for e in getattr(self.policy, key)]
-                problems += unmatched_names(entries, names, f"policy.{key}")
+                problems += unmatched_names(entries, names, f"policy.{key}", spaces)
         for i, entry, rx in self._conditions:
             for name in names:
                 known = set((fields or {}).get(name, ())) if fields is not None else None

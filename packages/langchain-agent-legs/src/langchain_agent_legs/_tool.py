@@ -102,6 +102,10 @@ class AgentLegsTool(BaseTool):
             return {fields[0]: tool_input} if fields else {}
         return dict(tool_input)
 
+    def _to_args_and_kwargs(self, tool_input: Any, tool_call_id: str | None) -> tuple[tuple[str, ...], dict[str, Any]]:
+        # LangChain drops all arguments if args_schema declares no fields (an MCP tool's model checks a JSON schema)
+        return (), dict(self._parse_input(tool_input, tool_call_id))  # type: ignore[arg-type]
+
     # -- execution --------------------------------------------------------------------------------
     def _session(self, config: RunnableConfig | None) -> str:
         if self.session:
