@@ -205,7 +205,7 @@ async def _call(ctx: ActionContext, args: BaseModel) -> ActionOutput:
     assert isinstance(spec, McpActionSpec)
     service = await ctx.service(McpService)
     conn = service.connections[spec.server]
-    live = await conn.ensure(reuse_failure_s=0.0 if spec.available else _REUSE_FAILURE_S)
+    live = await conn.ensure(reuse_failure_s=0.0 if spec.available else _REUSE_FAILURE_S, probe=True)
     service.refresh(spec.server)
     current = next((t for t in live.tools if t.name == spec.tool), None)
     if current is None:

@@ -53,6 +53,7 @@ _STDERR_FILE_MAX = 1_000_000  # bytes of stderr kept on disk before it is cut to
 _STOP_WAIT_S = 15.0  # the SDK needs at most ~6.5 s to stop a stdio server (2 s stdin, 2 s TERM, 2 s KILL)
 _MAX_TOOLS = 500  # tools accepted from one server (a hostile listing cannot grow without bound)
 _MAX_PAGES = 50
+_PING_TIMEOUT_S = 5.0  # a session that does not answer a ping within this is dropped and restarted
 
 
 class McpUnavailable(ActionError):
@@ -145,14 +146,28 @@ class McpConnection:
         return f"MCP server {self.name!r} ({cfg.command[0] if cfg.command else cfg.url})"
 
     # -- starting -------------------------------------------------------------------------------
-    async def ensure(self, reuse_failure_s: float = 0.0) -> _Live:
+    async def _answers_ping(self, live: _Live) -> bool:
+        """Whether a session started earlier still answers. A server that exited since the last call may
+        not have been noticed yet (its end of output is read a moment later): a tool call sent to it
+        would fail as if the call had killed it. A ping has no effect, so its failure is safe to act on:
+        the session is dropped and a fresh one started."""
+        try:
+            async with asyncio.timeout(_PING_TIMEOUT_S):
+                await live.session.send_ping()
+        except Exception as exc:
+            self._drop(live, f"it no longer answered ({_describe(exc) or type(exc).__name__})")
+            return False
+        return not live.dead
+
+    async def ensure(self, reuse_failure_s: float = 0.0, *, probe: bool = False) -> _Live:
         """The live session, started (or restarted) now if there is none. Raises ``ActionError``.
 
         ``reuse_failure_s``: a start that failed less than this long ago is reported again instead of
         being retried (the lookup of the action just tried it: one call must not wait for two starts).
+        ``probe``: ping a session started earlier before handing it out (before a tool call).
         """
         live = self._live
-        if live is not None and not live.dead:
+        if live is not None and not live.dead and (not probe or await self._answers_ping(live)):
             return live
         async with self._lock:
             live = self._live
