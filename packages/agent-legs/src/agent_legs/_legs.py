@@ -1,6 +1,6 @@
 """``Legs``: the public entry point, and the pipeline every action call goes through.
 
-validate -> policy -> approval -> budget -> handler under a deadline -> redact -> span + log line.
+validate -> policy -> extra installed? -> approval -> budget -> handler under a deadline -> redact -> span + log line.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from pydantic import BaseModel, ValidationError
 
-from . import actions as _actions  # noqa: F401  (registers the built-in actions)
 from ._budgets import BudgetStore
 from ._context import ActionContext
 from ._errors import ActionError, AgentLegsError, ConfigError
+from ._extras import unavailable_error
 from ._models import ActionErrorInfo, ActionOutput, ActionResult, ApprovalRequest
 from ._policy import Policy, PolicyEngine
 from ._registry import REGISTRY, ActionRegistry, ActionSpec
@@ -226,6 +226,10 @@ class Legs:
                     if verdict.kind == "deny":
                         decision = "deny"
                         raise ActionError("denied", f"{spec.name} is not allowed ({verdict.rule})", rule=rule)
+                    # a family whose extra is not installed: before approval and budgets (nothing spent on it)
+                    not_installed = unavailable_error(spec.family)
+                    if not_installed is not None:
+                        raise not_installed
                     if verdict.kind == "approve":
                         approved = await self._ask_approval(spec, args, arguments, session, call_id, verdict.rule)
                         decision = "approved" if approved else "rejected"
