@@ -296,7 +296,7 @@ def test_imap_session_span(legs, captured_spans) -> None:
 def test_a_dovecot_that_cannot_start_says_why_and_leaves_nothing_behind(tmp_path: Path) -> None:
     """The demo's and the tests' Dovecot launcher: a failed start names Dovecot's own reason and removes
     its temp dir (the demo prints the reason and carries on without an inbox)."""
-    from agent_legs._demo._dovecot import DovecotUnavailable, start_dovecot
+    from agent_legs_demo.dovecot import DovecotUnavailable, start_dovecot
 
     def ours() -> set[Path]:
         return set(Path(tempfile.gettempdir()).glob("agent-legs-dovecot-*"))

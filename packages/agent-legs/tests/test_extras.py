@@ -123,3 +123,20 @@ def test_the_console_script_without_the_cli_extra_prints_the_hint() -> None:
     assert p.returncode == 1
     assert "Traceback" not in p.stderr
     assert "pip install 'agent-legs[cli]'" in p.stderr
+
+
+def test_the_core_imports_no_framework_adapter() -> None:
+    """The core never imports LangChain, LlamaIndex or an adapter (the demo, which drives a LangChain
+    agent, is its own package; the command line's ``demo`` only hands over to it)."""
+    import ast
+
+    import agent_legs
+
+    frameworks = ("langchain", "langchain_core", "langgraph", "llama_index", "langchain_agent_legs")
+    found = []
+    for path in Path(agent_legs.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+            found += [f"{path.name}: {n}" for n in names if n.split(".")[0] in frameworks]
+    assert found == []

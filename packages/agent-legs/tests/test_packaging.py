@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 PACKAGES = Path(__file__).resolve().parents[2]
-NAMES = ["agent-legs", "langchain-agent-legs", "llama-index-tools-agent-legs"]
+NAMES = ["agent-legs", "langchain-agent-legs", "llama-index-tools-agent-legs", "agent-legs-demo"]
 REPO = "https://github.com/agent-legs/agent-legs"
 
 

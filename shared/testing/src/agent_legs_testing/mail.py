@@ -35,8 +35,8 @@ from typing import Any
 import pytest
 import trustme
 
-from agent_legs._demo._dovecot import DovecotServer, DovecotUnavailable
-from agent_legs._demo._dovecot import start_dovecot as start_core_dovecot
+from agent_legs_demo.dovecot import DovecotServer, DovecotUnavailable
+from agent_legs_demo.dovecot import start_dovecot as start_core_dovecot
 
 from ._net import free_port
 from ._require import component_missing
@@ -196,7 +196,7 @@ def silent_server() -> Iterator[SilentServer]:
 # -- IMAP (Dovecot) -----------------------------------------------------------------------------------
 @dataclass
 class Dovecot(DovecotServer):
-    """The core's throwaway Dovecot (``agent_legs._demo._dovecot``, the demo's inbox too), with TLS."""
+    """The throwaway Dovecot of the demo package (``agent_legs_demo.dovecot``, the demo's inbox too), with TLS."""
 
     def settings(self, ca_file: str | None, security: str = "tls",
                  password: str = "{secret:SMTP_PASSWORD}") -> dict[str, Any]:
