@@ -54,8 +54,9 @@ def test_core_readme_example_prints_what_it_says(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    text = (PACKAGES / "agent-legs" / "README.md").read_text()
-    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    from agent_legs_testing.quickstart import python_blocks
+
+    code = python_blocks(PACKAGES / "agent-legs" / "README.md")[0]
     expected = [line.strip()[2:] for line in code.splitlines() if line.strip().startswith("# ")]
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_LEGS_")}
     env["XDG_STATE_HOME"] = str(tmp_path / "state")
