@@ -13,7 +13,8 @@ nox.options.sessions = ["lint", "typing", "tests"]
 
 ROOT = Path(__file__).parent
 PACKAGES = [
-    p for p in ("packages/agent-legs", "packages/langchain-agent-legs", "packages/llama-index-tools-agent-legs")
+    p for p in ("packages/agent-legs", "packages/langchain-agent-legs", "packages/llama-index-tools-agent-legs",
+                "packages/agent-legs-demo")
     if (ROOT / p / "pyproject.toml").exists()
 ]
 TEST_DEPS = [
@@ -82,9 +83,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def typing(session: nox.Session) -> None:
-    """mypy strict on the core and both adapters (the LlamaIndex one by module: it is a namespace package)."""
+    """mypy strict on the core, both adapters (the LlamaIndex one by module: it is a namespace package) and the demo."""
     _install_project(session, "mypy>=1.13")
-    session.run("mypy", "packages/agent-legs/src", "packages/langchain-agent-legs/src")
+    session.run("mypy", "packages/agent-legs/src", "packages/langchain-agent-legs/src", "packages/agent-legs-demo/src")
     session.run("mypy", "-p", "llama_index.tools.agent_legs")
 
 
@@ -118,8 +119,12 @@ def docs(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def demo(session: nox.Session) -> None:
-    """`agent-legs demo` (the README's `bash shared/demo.sh` does the same in .venv); args go to the demo."""
-    session.install(*[arg for p in PACKAGES for arg in ("-e", p)], "langchain>=1.0,<2")
+    """`agent-legs demo` (the README's `bash shared/demo.sh` does the same in .venv); args go to the demo.
+
+    The demo is its own package (packages/agent-legs-demo: agent-legs[all], the LangChain adapter, LangChain);
+    the core's `agent-legs demo` hands over to it.
+    """
+    session.install(*[arg for p in PACKAGES for arg in ("-e", p)])
     if os.environ.get("AGENT_LEGS_SKIP_SYSTEM_SETUP"):
         session.log("AGENT_LEGS_SKIP_SYSTEM_SETUP set: not checking system components")
     else:

@@ -7,36 +7,15 @@ import os
 from pathlib import Path
 from typing import Any
 
+from agent_legs_testing._procs import comm
+from agent_legs_testing._procs import descendants as _descendants
+
 _TICK = os.sysconf("SC_CLK_TCK")
 DOCKER_DAEMONS = ("dockerd", "containerd", "containerd-shim", "containerd-shim-runc-v2")
 
 
-def children_map() -> dict[int, list[int]]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                children.setdefault(ppid, []).append(int(entry.name))
-    return children
-
-
 def descendants(root: int) -> list[int]:
-    children = children_map()
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        for child in children.get(pid, []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-def comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return ""
+    return sorted(_descendants(root))
 
 
 def pids_named(names: tuple[str, ...]) -> list[int]:

@@ -78,6 +78,13 @@ def _summary(res: dict[str, Any]) -> str:
     run_inline = _p50(core, "overhead_budget", "end_to_end", "run_inline")
     row("core", "no-op action, `run()` p50: via runtime thread / inline", f"{t(run_hop)} / {t(run_inline)}",
         "—", "—", "reported", None)
+    imports = res.get("imports", {})
+    imp, lc_imp = _p50(imports, "import_agent_legs"), _p50(imports, "langchain_core_tools")
+    legs_imp, cat = _p50(imports, "from_agent_legs_import_legs"), _p50(imports, "legs_catalogue")
+    row("core", "`import agent_legs`, whole process p50 (bare `python`: "
+        f"{t(_p50(imports, 'python_bare'))}; `from agent_legs import Legs` {t(legs_imp)}; `Legs()` built {t(cat)})",
+        t(imp), f"`import langchain_core.tools` {t(lc_imp)}", x(_div(imp, lc_imp)), "≤ 250 ms",
+        None if imp is None else imp <= 250_000)
 
     files = res.get("files", {})
     for op, lc, plain, target, limit in (

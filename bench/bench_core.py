@@ -22,7 +22,7 @@ from opentelemetry import context, trace
 from pydantic import BaseModel
 
 from agent_legs import ActionOutput, ActionRegistry, Legs, Policy, action
-from agent_legs._legs import _redact_result, _validate
+from agent_legs._legs import _validate
 from agent_legs._policy import PolicyEngine
 from agent_legs._telemetry import CallRecord, Telemetry
 
@@ -114,7 +114,7 @@ def _overhead_budget(tmp: Path, legs: Legs, iterations: int) -> dict[str, Any]:
     span = legs._telemetry.start("bench_hop", "bench.hop", "s", None, None)
     out = ActionOutput(output="x")
     parts["result_and_redaction"] = summarize(time_sync(
-        lambda: _redact_result(legs._success(spec, out, time.perf_counter()), runtime.redactor), n))
+        lambda: legs._success(spec, out, time.perf_counter()), n))  # _success scrubs, then bounds
 
     async def noop() -> None:
         return None

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from agent_legs._demo import run_demo
-from agent_legs._demo._script import parse_prices
-from agent_legs._demo._services import PRODUCTS, STOCK
+from agent_legs_demo import run_demo
+from agent_legs_demo._script import parse_prices
+from agent_legs_demo._services import PRODUCTS, STOCK
 
 FAMILIES = {"email", "browser", "code", "files", "http"}
 
@@ -143,3 +143,12 @@ def test_demo_with_a_real_model(tmp_path: Path, sandbox_image: str) -> None:
     assert report.error is None, console.export_text()
     assert report.posts and report.mails, console.export_text()
     assert any(e["outcome"] == "denied" for e in report.log)
+
+
+def test_the_core_cli_without_the_demo_package_says_how_to_install_it() -> None:
+    code = ("import sys\nsys.modules['agent_legs_demo'] = None\nsys.argv = ['agent-legs', 'demo']\n"
+            "from agent_legs._cli import main\nmain()")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
+    assert "pip install agent-legs-demo" in r.stderr and "bash shared/demo.sh" in r.stderr

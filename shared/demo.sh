@@ -70,9 +70,11 @@ if [ -n "$model" ] && [ "${model#*:}" != "$model" ]; then
     *) provider_pkg="langchain-${provider//_/-}" ;;
   esac
 fi
-packages=(-e packages/agent-legs -e packages/langchain-agent-legs "langchain>=1.0,<2")
+# the demo is its own package (agent-legs-demo: the core with every extra, the LangChain adapter, LangChain)
+packages=(-e packages/agent-legs -e packages/langchain-agent-legs -e packages/agent-legs-demo)
 if [ -n "$provider_pkg" ]; then packages+=("$provider_pkg"); fi
-stamp_value="$(cat packages/agent-legs/pyproject.toml packages/langchain-agent-legs/pyproject.toml | sha256sum | cut -c1-16) ${packages[*]}"
+stamp_value="$(cat packages/agent-legs/pyproject.toml packages/langchain-agent-legs/pyproject.toml \
+  packages/agent-legs-demo/pyproject.toml | sha256sum | cut -c1-16) ${packages[*]}"
 stamp=.venv/.agent-legs-demo-stamp
 if [ ! -f "$stamp" ] || ! grep -qxF "$stamp_value" "$stamp"; then
   say "installing the Python packages into .venv (first run: about a minute)"

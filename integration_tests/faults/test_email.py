@@ -20,7 +20,6 @@ the client sends. Guarantees checked, for every stage:
 from __future__ import annotations
 
 import asyncio
-import socket
 import ssl
 import threading
 import time
@@ -32,6 +31,7 @@ from typing import Any
 import pytest
 
 from agent_legs import Legs
+from agent_legs_testing import free_port
 
 SLACK_S = 1.5  # scheduling on a loaded machine, thread hand-offs, closing the connection
 POLICY = {"allow": ["email.*"], "require_approval": [], "email": {"allow_recipients": ["*@example.com"]}}
@@ -262,9 +262,7 @@ def test_connection_dropped_after_the_content_is_delivery_unknown(
 @pytest.mark.parametrize(("smtp_timeout", "policy_timeout"), BOUNDS)
 def test_smtp_down_is_unavailable_within_the_timeout(tmp_path: Path, smtp_timeout: float, policy_timeout: float
                                                      ) -> None:
-    with socket.socket() as s:  # a port nobody listens on: connection refused
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a port nobody listens on: connection refused
     smtp = {"host": "127.0.0.1", "port": port, "security": "none", "timeout_s": smtp_timeout}
     with make_legs(tmp_path, smtp, policy_timeout) as legs:
         t = time.monotonic()

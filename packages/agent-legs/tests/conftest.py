@@ -7,15 +7,6 @@ import pytest
 
 
 @pytest.fixture
-def dirs(tmp_path: Path) -> tuple[Path, Path]:
-    """A workspace and a state dir side by side (never nested)."""
-    ws, st = tmp_path / "ws", tmp_path / "state"
-    ws.mkdir()
-    st.mkdir()
-    return ws, st
-
-
-@pytest.fixture
 def read_log(dirs: tuple[Path, Path]) -> Iterator[object]:
     import json
 

@@ -11,43 +11,13 @@ import shutil
 import signal
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from agent_legs import Legs
-from agent_legs_testing import component_missing
-from agent_legs_testing._net import free_port
+from agent_legs_testing import chromium_pids, component_missing, free_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
-
-def descendants(root: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                children.setdefault(ppid, []).append(int(entry.name))
-    out, todo = set(), [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.add(child)
-            todo.append(child)
-    return out
-
-
-def chromium_pids(root: int | None = None) -> set[int]:
-    """Chromium processes started by this test process (or by ``root``), by executable name.
-
-    Only descendants: other Chromiums on the machine (a CI run next to us) are none of our business.
-    """
-    out = set()
-    for pid in descendants(root or os.getpid()):
-        with contextlib.suppress(OSError):
-            if "chrom" in Path(f"/proc/{pid}/comm").read_text():
-                out.add(pid)
-    return out
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -57,10 +27,8 @@ def _need_chromium() -> None:
 
 
 @pytest.fixture
-def legs(dirs, website, captured_spans):
-    ws, st = dirs
-    with Legs(workspace=ws, state_dir=st, policy=website.policy(), tracer_provider=captured_spans.provider) as legs:
-        yield legs
+def legs(open_legs, website, captured_spans) -> Legs:
+    return open_legs(policy=website.policy(), tracer_provider=captured_spans.provider)
 
 
 def nav(legs, url, session="default"):

@@ -19,10 +19,8 @@ HOST_RULE = "policy.network.allow_hosts (host not listed)"
 
 
 @pytest.fixture
-def legs(dirs, website):
-    ws, st = dirs
-    with Legs(workspace=ws, state_dir=st, policy=website.policy()) as legs:
-        yield legs
+def legs(open_legs, website) -> Legs:
+    return open_legs(policy=website.policy())
 
 
 def nav(legs, url, session="default"):

@@ -21,21 +21,18 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from test_browser import CHROMIUM, chromium_pids, descendants, nav
+from test_browser import CHROMIUM, nav
 
 from agent_legs import Legs
 from agent_legs.actions._browser import CHROMIUM_ARGS, BrowserService
-from agent_legs_testing import component_missing
-from agent_legs_testing._net import free_port
+from agent_legs_testing import chromium_pids, component_missing, descendants, free_port, process_group, running
 
 _NO_SANDBOX = ["--no-sandbox"] if os.geteuid() == 0 else []
 
 
 @pytest.fixture
-def legs(dirs, website):
-    ws, st = dirs
-    with Legs(workspace=ws, state_dir=st, policy=website.policy()) as legs:
-        yield legs
+def legs(open_legs, website) -> Legs:
+    return open_legs(policy=website.policy())
 
 
 def _leftovers(*theirs: subprocess.Popen[bytes], timeout: float = 15) -> set[int]:
@@ -44,17 +41,10 @@ def _leftovers(*theirs: subprocess.Popen[bytes], timeout: float = 15) -> set[int
     deadline = time.monotonic() + timeout
     while True:
         keep = {p.pid for p in theirs} | {c for p in theirs for c in descendants(p.pid)}
-        left = {pid for pid in descendants(os.getpid()) - keep if _running(pid)}
+        left = {pid for pid in descendants(os.getpid()) - keep if running(pid)}
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.1)
-
-
-def _running(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 # -- helpers -----------------------------------------------------------------------------------------------
@@ -81,17 +71,6 @@ def _playwright(args: list[str], port: int) -> subprocess.Popen[bytes]:
     return proc
 
 
-def _group(pgid: int) -> set[int]:
-    out = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                if int(fields[2]) == pgid and fields[0] != "Z":
-                    out.add(int(entry.name))
-    return out
-
-
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     """End the server (or browser) the test started and its whole process group: `python -m playwright`
     runs node as a child, which can outlive a SIGTERM to the group; escalate to SIGKILL."""
@@ -100,9 +79,9 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(10)
     deadline = time.monotonic() + 5
-    while _group(proc.pid) and time.monotonic() < deadline:
+    while process_group(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    if _group(proc.pid) or proc.poll() is None:
+    if process_group(proc.pid) or proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
@@ -127,10 +106,10 @@ def _cdp_chromium(profile: Path, flags: list[str]) -> tuple[subprocess.Popen[byt
 
 def _wait_gone(pids: set[int], timeout: float = 15) -> set[int]:
     deadline = time.monotonic() + timeout
-    alive = {p for p in pids if _running(p)}
+    alive = {p for p in pids if running(p)}
     while alive and time.monotonic() < deadline:
         time.sleep(0.1)
-        alive = {p for p in alive if _running(p)}
+        alive = {p for p in alive if running(p)}
     return alive
 
 

@@ -54,11 +54,8 @@ def _memory_kb() -> tuple[int, int]:
 
 
 @pytest.fixture
-def legs(dirs):
-    ws, st = dirs
-    with Legs(workspace=ws, state_dir=st, settings={"code": {"pool_size": 0}},
-              policy={"code": {"timeout_s": 30, "max_output_bytes": 1000}}) as legs:
-        yield legs
+def legs(open_legs):
+    return open_legs(settings={"code": {"pool_size": 0}}, policy={"code": {"timeout_s": 30, "max_output_bytes": 1000}})
 
 
 def run(legs, code, **kw):

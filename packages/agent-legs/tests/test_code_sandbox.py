@@ -15,11 +15,9 @@ pytestmark = pytest.mark.usefixtures("sandbox_image", "no_leftover_containers")
 
 
 @pytest.fixture
-def legs(dirs, captured_spans):
-    ws, st = dirs
-    with Legs(workspace=ws, state_dir=st, tracer_provider=captured_spans.provider,
-              settings={"code": {"pool_size": 1}}, policy={"code": {"timeout_s": 20}}) as legs:
-        yield legs
+def legs(open_legs, captured_spans) -> Legs:
+    return open_legs(tracer_provider=captured_spans.provider, settings={"code": {"pool_size": 1}},
+                     policy={"code": {"timeout_s": 20}})
 
 
 def run(legs, code, **kw):

@@ -11,6 +11,7 @@ import pytest
 
 from agent_legs import Legs
 from agent_legs.actions._email import _utf7_decode, _utf7_encode
+from agent_legs_testing import free_port
 from agent_legs_testing.mail import PASSWORD
 
 
@@ -260,11 +261,7 @@ def test_untrusted_certificate(dirs, mailbox) -> None:
 
 
 def test_server_down_is_unavailable(dirs) -> None:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nobody listens there: connection refused
     with make_legs(dirs, {"host": "127.0.0.1", "port": port, "security": "tls"}) as legs:
         r = legs.run("email.list", {})
     assert r.error.type == "unavailable" and r.error.retryable
@@ -296,7 +293,7 @@ def test_imap_session_span(legs, captured_spans) -> None:
 def test_a_dovecot_that_cannot_start_says_why_and_leaves_nothing_behind(tmp_path: Path) -> None:
     """The demo's and the tests' Dovecot launcher: a failed start names Dovecot's own reason and removes
     its temp dir (the demo prints the reason and carries on without an inbox)."""
-    from agent_legs._demo._dovecot import DovecotUnavailable, start_dovecot
+    from agent_legs_demo.dovecot import DovecotUnavailable, start_dovecot
 
     def ours() -> set[Path]:
         return set(Path(tempfile.gettempdir()).glob("agent-legs-dovecot-*"))

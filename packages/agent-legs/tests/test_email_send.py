@@ -12,6 +12,7 @@ import time
 import pytest
 
 from agent_legs import Legs
+from agent_legs_testing import free_port
 from agent_legs_testing.mail import PASSWORD
 
 POLICY = {"allow": ["email.*", "files.*"],
@@ -249,12 +250,7 @@ def test_wrong_password_is_a_clear_error(dirs, smtp_server, mail_ca) -> None:
 
 
 def test_server_down_is_unavailable(dirs, mail_ca) -> None:
-    import socket
-
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
+    port = free_port()  # nobody listens there: connection refused
     policy = {**POLICY, "email": {**POLICY["email"], "timeout_s": 3}}
     with make_legs(dirs, {"host": "127.0.0.1", "port": port, "ca_file": mail_ca["ca"]}, policy=policy) as legs:
         t = time.monotonic()

@@ -13,10 +13,8 @@ from agent_legs import Legs
 
 
 @pytest.fixture
-def legs(dirs):
-    ws, st = dirs
-    with Legs(workspace=ws, state_dir=st) as legs:
-        yield legs
+def legs(open_legs) -> Legs:
+    return open_legs()
 
 
 def test_write_read_roundtrip_creates_parents(legs, dirs) -> None:

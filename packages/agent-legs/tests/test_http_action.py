@@ -7,6 +7,7 @@ import json
 import pytest
 
 from agent_legs import Legs
+from agent_legs_testing import free_port
 
 TOKEN = "tok-very-secret-123"
 
@@ -170,12 +171,7 @@ def test_timeout(legs, http_server) -> None:
 
 
 def test_connection_refused_is_unavailable(dirs) -> None:
-    import socket
-
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
+    port = free_port()  # nobody listens there: connection refused
     ws, st = dirs
     with Legs(workspace=ws, state_dir=st, policy={"network": {"allow_hosts": [f"127.0.0.1:{port}"]}},
               settings={"http": {"retries": 0}}) as legs:
@@ -323,12 +319,7 @@ def test_retry_on_429_with_http_date(legs, http_server) -> None:
 
 
 def test_connect_errors_are_retried_for_idempotent_methods_only(dirs) -> None:
-    import socket
-
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
+    port = free_port()  # nobody listens there: connection refused
     ws, st = dirs
     with Legs(workspace=ws, state_dir=st, policy={"network": {"allow_hosts": [f"127.0.0.1:{port}"]}},
               settings={"http": {"retries": 2}}, tracer_provider=None) as legs:
@@ -862,12 +853,7 @@ def test_a_get_after_a_post_redirect_that_times_out_is_not_retryable(legs, http_
 
 
 def test_a_post_that_cannot_connect_stays_retryable(dirs) -> None:
-    import socket
-
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
+    port = free_port()  # nobody listens there: connection refused
     ws, st = dirs
     with Legs(workspace=ws, state_dir=st, policy={"network": {"allow_hosts": [f"127.0.0.1:{port}"]}}) as legs:
         r = legs.run("http.request", {"method": "POST", "url": f"http://127.0.0.1:{port}/", "body": "x"})

@@ -14,9 +14,8 @@ from agent_legs import Legs
 
 
 @pytest.fixture
-def legs(tmp_path, captured_spans):
-    with Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "st", tracer_provider=captured_spans.provider) as legs:
-        yield legs
+def legs(open_legs, captured_spans) -> Legs:
+    return open_legs(tracer_provider=captured_spans.provider)
 
 
 def _ours(captured) -> list[ReadableSpan]:

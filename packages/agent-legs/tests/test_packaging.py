@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 PACKAGES = Path(__file__).resolve().parents[2]
-NAMES = ["agent-legs", "langchain-agent-legs", "llama-index-tools-agent-legs"]
+NAMES = ["agent-legs", "langchain-agent-legs", "llama-index-tools-agent-legs", "agent-legs-demo"]
 REPO = "https://github.com/agent-legs/agent-legs"
 
 
@@ -54,11 +54,36 @@ def test_core_readme_example_prints_what_it_says(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    text = (PACKAGES / "agent-legs" / "README.md").read_text()
-    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    from agent_legs_testing.quickstart import python_blocks
+
+    code = python_blocks(PACKAGES / "agent-legs" / "README.md")[0]
     expected = [line.strip()[2:] for line in code.splitlines() if line.strip().startswith("# ")]
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_LEGS_")}
     env["XDG_STATE_HOME"] = str(tmp_path / "state")
     p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert p.stdout.splitlines() == expected
+
+
+def test_one_version_source_for_every_package() -> None:
+    """``agent_legs/_version.py`` is the only version: each package's hatch reads it, the User-Agent and the
+    spans' instrumentation scope use it, and the packages that depend on the core accept it."""
+    from packaging.requirements import Requirement
+
+    import agent_legs
+    from agent_legs import Settings
+
+    root = PACKAGES.parent
+    version_file = (PACKAGES / "agent-legs" / "src" / "agent_legs" / "_version.py").resolve()
+    for pyproject in [*(PACKAGES / n / "pyproject.toml" for n in NAMES), root / "shared" / "testing" / "pyproject.toml"]:
+        data = tomllib.loads(pyproject.read_text())
+        assert "version" not in data["project"] and "version" in data["project"]["dynamic"], pyproject
+        assert (pyproject.parent / data["tool"]["hatch"]["version"]["path"]).resolve() == version_file, pyproject
+        for dep in data["project"]["dependencies"]:
+            req = Requirement(dep)
+            if req.name == "agent-legs":
+                assert req.specifier.contains(agent_legs.__version__), (pyproject, dep)
+    assert f"agent-legs/{agent_legs.__version__} " in Settings().http.user_agent
+    sources = [p for p in (PACKAGES / "agent-legs" / "src").rglob("*.py")
+               if re.search(r"""["']agent-legs/\d""", p.read_text())]
+    assert sources == [], "a version written by hand"

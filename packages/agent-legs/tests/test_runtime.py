@@ -16,10 +16,8 @@ POLICY = {"allow": ["test.*"], "require_approval": ["mail.*"]}
 
 
 @pytest.fixture
-def legs(dirs: tuple[Path, Path]):
-    ws, st = dirs
-    with Legs(workspace=ws, state_dir=st, policy=POLICY, registry=registry) as legs:
-        yield legs
+def legs(open_legs) -> Legs:
+    return open_legs(policy=POLICY, registry=registry)
 
 
 def test_sync_run_returns_result(legs: Legs) -> None:

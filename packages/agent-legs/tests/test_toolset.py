@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import os
-from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -15,9 +14,8 @@ from agent_legs._toolset import MAX_IMAGE_BYTES, MAX_IMAGE_SIDE
 
 
 @pytest.fixture
-def legs(tmp_path: Path):
-    with Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "st") as legs:
-        yield legs
+def legs(open_legs) -> Legs:
+    return open_legs()
 
 
 def _result(*paths: str, mime: str = "image/png") -> ActionResult:

@@ -422,20 +422,18 @@ def demo(
     inbox: Annotated[bool, typer.Option("--inbox/--no-inbox", help="start the IMAP mailbox (Dovecot)")] = True,
 ) -> None:
     """Watch an agent do a real job with all five action families, against services the demo starts on 127.0.0.1."""
+    # The demo is its own distribution (it drives a LangChain agent; the core imports no adapter).
     try:
-        import langchain.agents  # noqa: F401
-
-        import langchain_agent_legs  # noqa: F401
-    except ImportError as exc:
-        err.print(f"[red]error:[/red] the demo needs LangChain ({exc}): pip install 'langchain>=1,<2' "
-                  "langchain-agent-legs")
+        import agent_legs_demo
+    except ModuleNotFoundError as exc:
+        if exc.name != "agent_legs_demo":
+            raise
+        err.print("[red]error:[/red] the demo is its own package: pip install agent-legs-demo "
+                  "(in a clone of the repository: bash shared/demo.sh)")
         raise typer.Exit(2) from None
-    from ._demo import run_demo
-
     workspace = (G.workspace or Path(os.environ.get(WORKSPACE_ENV, "").strip() or "agent-workspace-demo")).resolve()
     state_dir = (G.state_dir or Path(os.environ.get(STATE_DIR_ENV, "").strip() or ".agent-legs-demo-state")).resolve()
-    report = run_demo(workspace, state_dir, model=model, console=console, inbox=inbox)
-    raise typer.Exit(0 if report.ok else 1)
+    raise typer.Exit(agent_legs_demo.main(workspace, state_dir, model=model, inbox=inbox, console=console, err=err))
 
 
 @contextlib.contextmanager

@@ -5,7 +5,8 @@ sandbox image's recipe label, gVisor's runsc (registered with the engine? select
 selected for a root-owned workspace, fails), the browser binary (``--version``) or the remote browser's port, the
 SMTP/IMAP greeting (through TLS when configured so: a bad certificate shows here, not in the first
 email), an empty OTLP export (a wrong port or path shows here, not as silently missing traces), and
-the workspace/state directories.
+the workspace/state directories. A family whose extra is not installed fails its check with the
+``pip install 'agent-legs[<extra>]'`` command (the same hint its actions return).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
+from ._extras import EXTRAS, install_hint, missing
 from ._settings import MailServer, Settings, load_settings
 
 if TYPE_CHECKING:
@@ -73,10 +75,13 @@ def check_dirs(workspace: Path, state_dir: Path) -> list[Check]:
 # -- Docker ------------------------------------------------------------------------------------
 def check_docker(settings: Settings) -> list[Check]:
     """The engine (version) and the sandbox image (present, built from the current recipe)."""
+    not_installed = _extra_check("docker", "code")
+    if not_installed is not None:
+        return [not_installed]
     try:
         import docker
-    except ImportError as exc:  # a core dependency; only a broken install gets here
-        return [Check("docker", "fail", f"the docker package is missing: {exc}", "pip install 'docker>=7.1'")]
+    except ImportError as exc:  # installed but broken
+        return [Check("docker", "fail", f"the docker package cannot be imported: {exc}", install_hint("code"))]
     where = settings.code.docker_host or os.environ.get("DOCKER_HOST") or "the local socket"
     try:
         client = docker.DockerClient(base_url=settings.code.docker_host, timeout=int(_TIMEOUT_S) + 2) \
@@ -198,6 +203,9 @@ def _playwright_chromium() -> str | None:
 
 
 def check_browser(settings: Settings) -> Check:
+    not_installed = _extra_check("browser", "browser")
+    if not_installed is not None:
+        return not_installed
     remote = settings.browser.ws_endpoint or settings.browser.cdp_url
     if remote:
         parts = urlsplit(remote)
@@ -271,6 +279,9 @@ def check_mail(settings: Settings, secrets: Mapping[str, str] | None = None) -> 
     from ._secrets import _REF
 
     out = []
+    not_installed = _extra_check("email", "email")
+    if not_installed is not None:
+        out.append(not_installed)
     for name, server, ports, expect in (
         ("SMTP", settings.email.smtp, {"tls": 465, "starttls": 587, "none": 25}, b"220"),
         ("IMAP", settings.email.imap, {"tls": 993, "starttls": 143, "none": 143}, b"* "),
@@ -314,6 +325,15 @@ def check_otlp(settings: Settings) -> Check:
 
 
 # -- helpers -----------------------------------------------------------------------------------
+def _extra_check(name: str, extra: str) -> Check | None:
+    """A failed check naming the missing extra and the install command, or ``None`` when installed."""
+    absent = missing(extra)
+    if not absent:
+        return None
+    return Check(name, "fail", f"{EXTRAS[extra].what} need the agent-legs[{extra}] extra, which is not installed "
+                 f"({', '.join(absent)} cannot be imported)", install_hint(extra))
+
+
 def _reach(name: str, host: str, port: int) -> Check:
     try:
         socket.create_connection((host, port), timeout=_TIMEOUT_S).close()

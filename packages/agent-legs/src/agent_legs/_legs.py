@@ -1,6 +1,6 @@
 """``Legs``: the public entry point, and the pipeline every action call goes through.
 
-validate -> policy -> approval -> budget -> handler under a deadline -> redact -> span + log line.
+validate -> policy -> extra installed? -> approval -> budget -> handler under a deadline -> redact -> span + log line.
 
 Approval: a call the policy sends to approval runs only after an ``approve`` or ``edit`` decision,
 from (in this order) a decision passed in (``run(..., approval=...)``: a framework adapter that asked a
@@ -36,10 +36,10 @@ from opentelemetry import trace
 from pydantic import BaseModel, ValidationError
 
 from . import _budgets
-from . import actions as _actions  # noqa: F401  (registers the built-in actions)
 from ._approvals import ApprovalStore
 from ._context import ActionContext
 from ._errors import ActionError, AgentLegsError, ConfigError, UnknownActionError
+from ._extras import unavailable_error
 from ._mcp import McpService
 from ._models import ActionErrorInfo, ActionOutput, ActionResult, ApprovalDecision, ApprovalRequest, StandingRule
 from ._policy import Decision, Policy, PolicyEngine
@@ -310,6 +310,10 @@ class Legs:
                     if verdict.kind == "deny":
                         decision = "deny"
                         raise ActionError("denied", f"{spec.name} is not allowed ({verdict.rule})", rule=rule)
+                    # a family whose extra is not installed: before approval and budgets (nothing spent on it)
+                    not_installed = unavailable_error(spec.family)
+                    if not_installed is not None:
+                        raise not_installed
                     standing = (self._approvals.find(spec.name, arguments, session)
                                 if verdict.kind == "approve" and given is None else None)
                     if standing is not None:

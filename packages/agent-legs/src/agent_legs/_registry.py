@@ -14,7 +14,9 @@ local Docker daemon) require nothing: when such a backend is missing at run time
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints
@@ -81,9 +83,32 @@ class ActionSpec:
 
 
 class ActionRegistry:
-    def __init__(self) -> None:
+    """Actions by name. ``loader``: called once, on the first lookup, listing or removal (not on
+    ``register``), to register the actions it holds: the shared ``REGISTRY`` imports the built-in
+    families then, not when ``agent_legs`` is imported. An action registered before the loader ran
+    (a user's override of a built-in name) keeps its place over the loader's."""
+
+    def __init__(self, loader: Callable[[], object] | None = None) -> None:
         self._specs: dict[str, ActionSpec] = {}
         self._by_tool: dict[str, ActionSpec] = {}
+        self._loader = loader
+        self._load_lock = threading.RLock()
+
+    def _ensure_loaded(self) -> None:
+        if self._loader is None:
+            return
+        with self._load_lock:  # a second thread waits for the first one's load; the loading thread passes
+            loader, self._loader = self._loader, None
+            if loader is None:
+                return
+            early = list(self._specs.values())
+            try:
+                loader()
+            except BaseException:
+                self._loader = loader
+                raise
+            for spec in early:
+                self.register(spec)
 
     def register(self, spec: ActionSpec) -> ActionSpec:
         if "." not in spec.name:
@@ -93,12 +118,14 @@ class ActionRegistry:
         return spec
 
     def unregister(self, name: str) -> None:
+        self._ensure_loaded()
         spec = self._specs.pop(name, None)
         if spec is not None:
             self._by_tool.pop(spec.tool_name, None)
 
     def get(self, name: str) -> ActionSpec:
         """Look up by action name (``files.read``) or tool name (``files_read``)."""
+        self._ensure_loaded()
         spec = self._specs.get(name) or self._by_tool.get(name)
         if spec is None:
             known = ", ".join(sorted(self._specs))
@@ -106,16 +133,21 @@ class ActionRegistry:
         return spec
 
     def __iter__(self) -> Iterator[ActionSpec]:
+        self._ensure_loaded()
         return iter(sorted(self._specs.values(), key=lambda s: s.name))
 
     def __contains__(self, name: object) -> bool:
+        self._ensure_loaded()
         return name in self._specs or name in self._by_tool
 
     def __len__(self) -> int:
+        self._ensure_loaded()
         return len(self._specs)
 
 
-REGISTRY = ActionRegistry()
+REGISTRY = ActionRegistry(loader=lambda: importlib.import_module("agent_legs.actions"))
+"""The built-in actions (imported on first use: ``import agent_legs`` stays light) and any registered
+with ``@action`` without a ``registry``."""
 
 H = TypeVar("H", bound=Handler)
 

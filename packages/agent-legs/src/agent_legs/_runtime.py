@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._errors import ActionError, ClosedError
+from ._extras import extra_of_module
 from ._policy import Policy, PolicyEngine
 from ._secrets import Redactor, Secrets
 from ._service import Service
@@ -125,8 +126,15 @@ class Runtime:
         if pending is None:
             pending = self._starting[cls] = self.loop.create_future()
             try:
-                instance = cls(self)
-                await instance.start()
+                try:
+                    instance = cls(self)
+                    await instance.start()
+                except ImportError as exc:  # an extra installed but broken (or a module of it missing)
+                    extra = extra_of_module(exc.name)
+                    if extra is None:
+                        raise
+                    raise ActionError("unavailable", f"{cls.__name__} cannot start: {exc}",
+                                      hint=f"Not fixable by the model: tell the user to run `{extra.hint}`.") from exc
             except BaseException as exc:
                 del self._starting[cls]
                 pending.set_exception(exc)

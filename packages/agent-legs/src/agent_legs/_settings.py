@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ._errors import ConfigError
+from ._version import __version__
 
 __all__ = [
     "ENV_PREFIX",
@@ -60,7 +61,7 @@ class HttpAuth(_Section):
 
 class HttpSettings(_Section):
     auth: list[HttpAuth] = Field(default_factory=list)
-    user_agent: str = "agent-legs/0.1 (+https://github.com/agent-legs/agent-legs)"
+    user_agent: str = f"agent-legs/{__version__} (+https://github.com/agent-legs/agent-legs)"
     max_connections: int = 100
     retries: int = Field(2, ge=0, description="Retries of idempotent requests on transient errors.")
     transport: Literal["aiohttp", "httpx"] = Field(

@@ -3,7 +3,8 @@
 * ``offered_actions(legs, include, exclude, only)``: the actions a model is given. An action is
   offered when the policy can allow it (``allow`` or ``require_approval``, and not a ``files``
   action that changes the workspace under ``policy.files.read_only``: a call that can only be
-  denied is noise that costs tokens and invites retries), its backend is configured
+  denied is noise that costs tokens and invites retries), its family's extra is installed
+  (``agent_legs._extras``), its backend is configured
   (``ActionSpec.requires``, e.g. ``email.send`` needs ``settings.email.smtp``) and its schema
   admits a call (an enum that the policy narrows to nothing, such as ``policy.http.methods = []``).
   A selection entry that can match no registered action (``"file.*"``), or that selects only
@@ -34,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict
 from pydantic import BaseModel
 
 from ._errors import ConfigError
+from ._extras import FAMILY_EXTRAS, install_hint, unavailable_error
 from ._policy import PolicyEngine, unmatched_names
 from ._schema import empty_required_enum, model_schema
 
@@ -80,6 +82,9 @@ def _not_offered(legs: Legs, engine: PolicyEngine, spec: ActionSpec) -> str | No
         return f"denied by {decision.rule}"
     if spec.family == "files" and not spec.read_only and legs.policy.files.read_only:
         return "denied by policy.files.read_only"  # every change to the workspace is refused
+    not_installed = unavailable_error(spec.family)
+    if not_installed is not None:
+        return f"not installed: {install_hint(FAMILY_EXTRAS[spec.family])}"
     missing = spec.missing_settings(legs.settings)
     if missing:
         return f"not configured: {', '.join(missing)} unset"

@@ -2,32 +2,21 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
-import pytest
-
 from agent_legs_testing.agents import ScriptedChatModel
+from agent_legs_testing.quickstart import exec_block, python_blocks
 
 DOC = Path(__file__).resolve().parents[4] / "docs" / "quickstart-langchain.md"
 HOSTED = '"openai:gpt-4o-mini"'
 
 
 def _blocks() -> list[str]:
-    return re.findall(r"^```python\n(.*?)^```", DOC.read_text(), re.S | re.M)
-
-
-@pytest.fixture
-def in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))  # the default state dir
-    return tmp_path
+    return python_blocks(DOC)
 
 
 def _exec(code: str, **names: object) -> dict[str, object]:
-    namespace: dict[str, object] = {"__name__": "quickstart", **names}
-    exec(compile(code, str(DOC), "exec"), namespace)
-    return namespace
+    return exec_block(code, DOC, **names)
 
 
 def test_every_block_is_covered() -> None:

@@ -28,18 +28,18 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import trustme
 
-from agent_legs._demo._dovecot import DovecotServer, DovecotUnavailable
-from agent_legs._demo._dovecot import start_dovecot as start_core_dovecot
-
 from ._net import free_port
 from ._require import component_missing
+
+if TYPE_CHECKING:
+    from agent_legs_demo.dovecot import DovecotServer
 
 USER, PASSWORD = "bot", "s3cret-mail-pass"
 
@@ -194,9 +194,17 @@ def silent_server() -> Iterator[SilentServer]:
 
 
 # -- IMAP (Dovecot) -----------------------------------------------------------------------------------
-@dataclass
-class Dovecot(DovecotServer):
-    """The core's throwaway Dovecot (``agent_legs._demo._dovecot``, the demo's inbox too), with TLS."""
+class Dovecot:
+    """The throwaway Dovecot of the demo package (``agent_legs_demo.dovecot``, the demo's inbox too), with TLS.
+
+    Wraps the launcher's ``DovecotServer`` (its attributes and methods are this object's): the demo package
+    is imported only when a test starts Dovecot, so the fixtures load without it."""
+
+    def __init__(self, server: DovecotServer) -> None:
+        self.server = server
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.server, name)
 
     def settings(self, ca_file: str | None, security: str = "tls",
                  password: str = "{secret:SMTP_PASSWORD}") -> dict[str, Any]:
@@ -209,11 +217,17 @@ def start_dovecot(ca: dict[str, str]) -> Iterator[Dovecot]:
     """Dovecot for ``USER``/``PASSWORD``, implicit TLS on ``port`` and STARTTLS on ``starttls_port``
     with ``ca``'s certificate, stopped on exit. Raises ``MailComponentMissing`` when it cannot start."""
     try:
-        server = start_core_dovecot(USER, PASSWORD, tls=(ca["cert"], ca["key"]))
+        from agent_legs_demo.dovecot import DovecotUnavailable
+        from agent_legs_demo.dovecot import start_dovecot as start_launcher
+    except ModuleNotFoundError as exc:
+        raise MailComponentMissing("Dovecot launcher", f"the demo package is not installed ({exc})",
+                                   "pip install -e packages/agent-legs-demo") from None
+    try:
+        server = start_launcher(USER, PASSWORD, tls=(ca["cert"], ca["key"]))
     except DovecotUnavailable as exc:
         raise MailComponentMissing("Dovecot", exc.reason, exc.fix) from None
     try:
-        yield Dovecot(**{f.name: getattr(server, f.name) for f in fields(server)})
+        yield Dovecot(server)
     finally:
         server.stop()
 

@@ -1,4 +1,4 @@
-"""The demo's IMAP mailbox: a throwaway Dovecot (see ``_dovecot``) with the supplier's email waiting.
+"""The demo's IMAP mailbox: a throwaway Dovecot (see ``dovecot``) with the supplier's email waiting.
 
 When Dovecot is missing or does not start, ``start_mailbox`` says why and the demo skips the inbox.
 """
@@ -9,8 +9,8 @@ import secrets
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
-from ._dovecot import DovecotServer, DovecotUnavailable, start_dovecot
 from ._services import STOCK
+from .dovecot import DovecotServer, DovecotUnavailable, start_dovecot
 
 USER = "team"
 Mailbox = DovecotServer

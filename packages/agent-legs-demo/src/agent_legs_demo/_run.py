@@ -108,10 +108,8 @@ def run_demo(
 ) -> DemoReport:
     """Run the whole demo and print it. Never raises for a missing backend: the agent sees the
     structured error, works around it, and the report says how to fix it."""
+    from agent_legs import AgentLegsError, Legs
     from langchain_agent_legs import AgentLegsToolkit
-
-    from .._errors import AgentLegsError
-    from .._legs import Legs
 
     console = console or Console()
     workspace, state_dir = Path(workspace).resolve(), Path(state_dir).resolve()
@@ -210,8 +208,8 @@ def _print_services(console: Console, svc: DemoServices, mailbox: Mailbox | None
 
 def _print_components(console: Console, settings: dict[str, Any], report: DemoReport) -> None:
     """Docker and Chromium up front, so a missing one is explained before the agent trips on it."""
-    from .._doctor import check_browser, check_docker
-    from .._settings import Settings
+    from agent_legs import Settings
+    from agent_legs._doctor import check_browser, check_docker
 
     checks = [*check_docker(Settings.model_validate(settings)), check_browser(Settings.model_validate(settings))]
     for c in checks:
@@ -309,7 +307,7 @@ def _print_result(console: Console, name: str, msg: Any, report: DemoReport) -> 
 
 
 def _read_log(state_dir: Path, session: str) -> list[dict[str, Any]]:
-    from .._telemetry import log_files
+    from agent_legs._telemetry import log_files
 
     out = []
     for path in log_files(state_dir / "actions.jsonl"):

@@ -1,6 +1,7 @@
 """A throwaway Dovecot IMAP server: its own config and maildir in a temp dir, on free loopback ports.
 
-The demo's inbox, and the IMAP server of the tests and benchmarks (``agent_legs_testing.mail``):
+The demo's inbox, and the IMAP server of the tests and benchmarks (``agent_legs_testing.mail``
+imports it from here: one launcher, shipped with the demo, shared by the test fixtures):
 there is no maintained IMAP server in Python, so a real Dovecot (``dovecot-imapd``) is started by
 hand. As root it runs as Dovecot's own unprivileged users; otherwise as the current user with no
 chroot. With ``tls`` it offers implicit TLS on ``port`` and STARTTLS on ``starttls_port`` and refuses
@@ -22,6 +23,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+__all__ = ["DovecotServer", "DovecotUnavailable", "start_dovecot"]
 
 
 class DovecotUnavailable(RuntimeError):
