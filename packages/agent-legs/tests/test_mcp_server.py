@@ -18,6 +18,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -88,8 +89,9 @@ class Elicitations:
 
 
 @asynccontextmanager
-async def stdio_session(config: Path, elicit: Elicitations | None = None, **env: str) -> AsyncIterator[ClientSession]:
-    params = StdioServerParameters(command=sys.executable, args=_argv(config)[1:], env=_env(**env))
+async def stdio_session(config: Path, elicit: Elicitations | None = None, *, args: tuple[str, ...] = (),
+                        **env: str) -> AsyncIterator[ClientSession]:
+    params = StdioServerParameters(command=sys.executable, args=_argv(config, *args)[1:], env=_env(**env))
     async with stdio_client(params) as (read, write), ClientSession(read, write, elicitation_callback=elicit) as s:
         await s.initialize()
         yield s
@@ -211,6 +213,35 @@ async def test_without_elicitation_an_approval_is_denied_with_the_rule(tmp_path:
     assert r.is_error and r.structured_content["error"]["type"] == "approval_denied"
     assert "policy.require_approval['files.write']" in _text(r)
     assert not (tmp_path / "ws" / "a.txt").exists()
+
+
+async def test_without_elicitation_the_approval_queue_decides_when_asked_to(tmp_path: Path) -> None:
+    """--approval-queue: a client that cannot be asked waits in the queue; a person approves from the CLI."""
+    config = _config(tmp_path)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "agent_legs._cli", "--config", str(config), *args],
+                              capture_output=True, text=True, env=_env(), timeout=120)
+
+    async with stdio_session(config, None, args=("--approval-queue",)) as s:
+        call = asyncio.create_task(s.call_tool("files_write", {"path": "a.txt", "content": "x"}))
+        deadline = time.monotonic() + 60
+        while True:
+            listed = await asyncio.to_thread(cli, "approvals", "--json")
+            pending = json.loads(listed.stdout or "[]") if listed.returncode == 0 else []
+            if pending:
+                break
+            assert time.monotonic() < deadline, listed.stderr
+            await asyncio.sleep(0.2)
+        (item,) = pending
+        assert item["action"] == "files.write" and not (tmp_path / "ws" / "a.txt").exists()
+        approved = await asyncio.to_thread(cli, "approve", item["id"], "--by", "ana")
+        assert approved.returncode == 0, approved.stderr
+        r = await asyncio.wait_for(call, 60)
+    assert not r.is_error, _text(r)
+    assert (tmp_path / "ws" / "a.txt").read_text() == "x"
+    (line,) = [e for e in _log(tmp_path) if e["action"] == "files.write"]
+    assert line["approval"]["decision"] == "approved" and line["approval"]["by"] == "ana"
 
 
 # -- HTTP --------------------------------------------------------------------------------------------

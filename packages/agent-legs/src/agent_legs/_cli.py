@@ -532,10 +532,15 @@ def mcp_command(
         "--allow-host", help="Another Host header value allowed over HTTP (repeatable), e.g. mcp.internal:8765")] = None,
     allow_remote: Annotated[bool, typer.Option(
         "--allow-remote", help="Allow binding --http to a non-loopback address (reachable from the network)")] = False,
+    approval_queue: Annotated[bool, typer.Option(
+        "--approval-queue", help="When a client cannot be asked (no elicitation), a call that needs approval waits "
+        "in the approval queue (agent-legs approvals / approve / reject) instead of being refused")] = False,
 ) -> None:
     """Serve the allowed actions as MCP tools: stdio by default (one client), or --http HOST:PORT.
 
     Over HTTP every request needs Authorization: Bearer <token>; a foreign Origin or Host is refused.
+    Approvals: the client's elicitation when it supports it, else (--approval-queue) the approval
+    queue, else approval_denied with the rule.
     """
     import asyncio
     import secrets as _secrets
@@ -579,6 +584,10 @@ def mcp_command(
 
     approvals = McpApprovals()
     with _open_legs(approver=approvals.approve) as legs:
+        if approval_queue:
+            from ._approval_queue import QueueApprover
+
+            approvals.fallback = QueueApprover(legs._runtime)
         try:
             if address is None:
                 asyncio.run(serve_stdio(legs, approvals))
