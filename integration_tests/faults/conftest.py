@@ -62,15 +62,6 @@ def no_dac_override() -> tuple[str, ...]:
     return NO_DAC_OVERRIDE
 
 
-@pytest.fixture
-def dirs(tmp_path: Path) -> tuple[Path, Path]:
-    """A workspace and a state dir side by side (never nested)."""
-    ws, st = tmp_path / "ws", tmp_path / "state"
-    ws.mkdir()
-    st.mkdir()
-    return ws, st
-
-
 def _python_child(code: str, *, env: dict[str, str] | None = None, prefix: tuple[str, ...] = (),
                   **popen: object) -> subprocess.Popen[str]:
     """Start ``python -c code`` (dedented) with this checkout's packages importable; stdout/stderr are pipes.

@@ -419,15 +419,7 @@ def _pending_entries(path: Path) -> tuple[list[tuple[Path, bool, list[dict[str, 
             continue
         with f:
             alive = _locked_by_someone(f.fileno())
-            intents: dict[str, dict[str, Any]] = {}
-            for line in f:
-                entry = _parse(line)
-                if entry is None:
-                    continue
-                if isinstance(entry.get("intent"), str):
-                    intents[entry["intent"]] = entry
-                elif isinstance(entry.get("done"), str):
-                    intents.pop(entry["done"], None)
+            intents = _open_intents(f)
         if intents:
             out.append((p, alive, list(intents.values())))
             ids.update(intents)
@@ -498,15 +490,7 @@ def recover_pending(action_log: ActionLog, own: Path | None = None) -> int:
             if os.fstat(fd).st_nlink == 0:
                 continue  # removed by another recoverer (or its owner's close) meanwhile
             with open(fd, "rb", closefd=False) as f:
-                intents: dict[str, dict[str, Any]] = {}
-                for line in f:
-                    entry = _parse(line)
-                    if entry is None:
-                        continue
-                    if isinstance(entry.get("intent"), str):
-                        intents[entry["intent"]] = entry
-                    elif isinstance(entry.get("done"), str):
-                        intents.pop(entry["done"], None)
+                intents = _open_intents(f)
             logged = action_log.logged_ids(intents) if intents else set()
             for record_id, intent in intents.items():
                 if record_id in logged:
@@ -556,6 +540,20 @@ def log_files(path: Path) -> list[Path]:
     if path.exists():
         files.append(path)
     return files
+
+
+def _open_intents(journal: BinaryIO) -> dict[str, dict[str, Any]]:
+    """The intents of a journal that have no ``done`` line, by record id (torn lines are skipped)."""
+    intents: dict[str, dict[str, Any]] = {}
+    for line in journal:
+        entry = _parse(line)
+        if entry is None:
+            continue
+        if isinstance(entry.get("intent"), str):
+            intents[entry["intent"]] = entry
+        elif isinstance(entry.get("done"), str):
+            intents.pop(entry["done"], None)
+    return intents
 
 
 def _parse(line: str | bytes) -> dict[str, Any] | None:
