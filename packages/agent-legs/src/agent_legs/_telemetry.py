@@ -171,6 +171,9 @@ def describe_os_error(exc: OSError, with_path: bool = True) -> str:
     return f"{words or exc.strerror or str(exc)} [{name}]{where}"
 
 
+_TAIL_SETTLE_TRIES = 5  # checks of a log tail without a newline before it is taken for a torn line
+
+
 def _append_whole(fd: int, data: bytes) -> None:
     """Append ``data`` with one ``write(2)`` on an ``O_APPEND`` descriptor, or leave the file as it was.
 
@@ -200,8 +203,19 @@ def _append_whole(fd: int, data: bytes) -> None:
 
 
 def _ends_with_newline(fd: int) -> bool:
+    """Whether the file ends with a whole line. Another process's append may be half-visible (Linux
+    grows the size page by page during one ``write``): a tail that is still growing is not torn, so
+    the answer "torn" is given only for a tail that stays put for a few milliseconds."""
     size = os.fstat(fd).st_size
-    return size == 0 or os.pread(fd, 1, size - 1) == b"\n"
+    for _ in range(_TAIL_SETTLE_TRIES):
+        if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+            return True
+        time.sleep(0.002)
+        grown = os.fstat(fd).st_size
+        if grown == size:
+            return False  # a fragment nobody is writing: a crash or a full disk left it
+        size = grown
+    return False
 
 
 class ActionLog:
