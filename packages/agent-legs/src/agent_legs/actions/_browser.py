@@ -869,6 +869,8 @@ async def _deny_if_blocked(s: _Session, response: Any = None, by_page: bool = Tr
                       hint="Only hosts in policy.network.allow_hosts can be opened.")
 
 
+_NAVIGATE_TRIES = 3  # a goto interrupted by the old page's own navigation is tried again, within the deadline
+
 async def _goto(ctx: ActionContext, s: _Session, coro: Any, effect: str | None = None) -> Any:
     """A navigation; a tunnel refused by the proxy (https to a denied host) surfaces as ``denied``.
 
@@ -983,12 +985,19 @@ async def browser_navigate(ctx: ActionContext, args: NavigateInput) -> ActionOut
     async with _session(ctx) as (svc, s):
         with ctx.tracer.start_as_current_span("browser page load") as span:
             span.set_attribute("url.full", ctx.redactor.text(url.split("?", 1)[0]))
-            try:
-                response = await _goto(ctx, s, s.page.goto(url, wait_until="load"))
-            except ActionError as exc:
-                if "Download is starting" not in exc.message:
+            for attempt in range(_NAVIGATE_TRIES):
+                try:
+                    response = await _goto(ctx, s, s.page.goto(url, wait_until="load"))
+                except ActionError as exc:
+                    if "Download is starting" in exc.message:
+                        response = None  # the URL is a file: it downloads into the workspace
+                        break
+                    if attempt + 1 < _NAVIGATE_TRIES and "interrupted by another navigation" in exc.message:
+                        # The old page's own script navigated at the same moment (a timer or refresh,
+                        # often to a URL the proxy refuses): the model asked for this URL, so ask again.
+                        continue
                     raise
-                response = None  # the URL is a file: it downloads into the workspace
+                break
             s.md_cache = None
             await _deny_if_blocked(s, response, by_page=False)
             if response is not None:
