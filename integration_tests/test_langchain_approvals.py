@@ -231,7 +231,7 @@ legs.close()
 
 
 def test_a_pause_survives_a_process_restart_with_sqlite(tmp_path) -> None:
-    pytest.importorskip("langgraph.checkpoint.sqlite")
+    import langgraph.checkpoint.sqlite  # noqa: F401  (a test dependency: missing it must fail)
     script = tmp_path / "agent.py"
     script.write_text(textwrap.dedent(RESTART_SCRIPT))
 

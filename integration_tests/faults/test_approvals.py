@@ -17,9 +17,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-
-pytest.importorskip("langgraph.checkpoint.sqlite")
+import langgraph.checkpoint.sqlite  # noqa: F401  (a test dependency: missing it must fail)
 
 SCRIPT = """
 import json, os, sqlite3, sys

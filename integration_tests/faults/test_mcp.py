@@ -18,12 +18,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
+import mcp  # noqa: F401  (a test dependency: missing it must fail, never skip)
+import psutil
 
-pytest.importorskip("mcp")
-psutil = pytest.importorskip("psutil")
-
-from agent_legs import Legs  # noqa: E402
+from agent_legs import Legs
 
 SERVER = str(Path(__file__).parents[2] / "packages" / "agent-legs" / "tests" / "mcp_servers" / "third_party.py")
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -17,12 +17,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import mcp  # noqa: F401  (a test dependency: missing it must fail, never skip)
 import psutil
 import pytest
 
 from agent_legs import ApprovalRequest, ConfigError, Legs
-
-pytest.importorskip("mcp")
 
 SERVER = str(Path(__file__).parent / "mcp_servers" / "third_party.py")
 TOKEN = "tp-secret-token-4f9a1c"
@@ -372,7 +371,7 @@ def test_the_langchain_toolkit_offers_the_servers_tools(dirs) -> None:
 
 
 def test_the_llamaindex_tool_spec_offers_the_servers_tools(dirs) -> None:
-    spec_module = pytest.importorskip("llama_index.tools.agent_legs")
+    import llama_index.tools.agent_legs as spec_module
 
     with _legs(dirs) as legs:
         tools = {t.metadata.name: t for t in spec_module.AgentLegsToolSpec(legs).to_tool_list()}
