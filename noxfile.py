@@ -13,8 +13,13 @@ nox.options.sessions = ["lint", "typing", "tests"]
 
 ROOT = Path(__file__).parent
 PACKAGES = [
-    p for p in ("packages/agent-legs", "packages/langchain-agent-legs", "packages/llama-index-tools-agent-legs",
-                "packages/agent-legs-demo")
+    p
+    for p in (
+        "packages/agent-legs",
+        "packages/langchain-agent-legs",
+        "packages/llama-index-tools-agent-legs",
+        "packages/agent-legs-demo",
+    )
     if (ROOT / p / "pyproject.toml").exists()
 ]
 TEST_DEPS = [
@@ -79,6 +84,7 @@ def faults(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     session.install("ruff>=0.8")
     session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
 
 
 @nox.session(python="3.11")

@@ -26,14 +26,28 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true", help="few iterations: checks the harness, not the numbers")
     parser.add_argument("--only", action="append", choices=MODULES, help="run only these modules")
     parser.add_argument("--iterations", type=int, default=None)
-    parser.add_argument("--out", type=Path, default=None,
-                        help="results JSON (default bench/results/latest.json; with --smoke, bench/results/smoke.json)")
-    parser.add_argument("--scale-sizes", type=lambda v: [int(n) for n in v.split(",")], default=None,
-                        metavar="N,N,...", help="concurrent sessions for the scale module (default 1,4,16,64; smoke 1,4)")
-    parser.add_argument("--report", type=Path, metavar="PAGE",
-                        help="do not run: render PAGE (docs/benchmarks.md) and its chart from results JSON")
-    parser.add_argument("--results", type=Path, action="append",
-                        help="results JSON for --report (default: --out); repeat to merge, later files win per module")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="results JSON (default bench/results/latest.json; with --smoke, bench/results/smoke.json)",
+    )
+    parser.add_argument(
+        "--scale-sizes",
+        type=lambda v: [int(n) for n in v.split(",")],
+        default=None,
+        metavar="N,N,...",
+        help="concurrent sessions for the scale module (default 1,4,16,64; smoke 1,4)",
+    )
+    parser.add_argument(
+        "--report", type=Path, metavar="PAGE", help="do not run: render PAGE (docs/benchmarks.md) and its chart from results JSON"
+    )
+    parser.add_argument(
+        "--results",
+        type=Path,
+        action="append",
+        help="results JSON for --report (default: --out); repeat to merge, later files win per module",
+    )
     args = parser.parse_args()
     if args.out is None:
         args.out = Path("bench/results/smoke.json" if args.smoke and args.report is None else "bench/results/latest.json")

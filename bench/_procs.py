@@ -60,9 +60,11 @@ def machine_cpu() -> tuple[float, float]:
 
 
 def _cgroup_file(container_id: str, controller: str, name_v1: str, name_v2: str) -> Path | None:
-    for p in (Path(f"/sys/fs/cgroup/{controller}/docker/{container_id}/{name_v1}"),
-              Path(f"/sys/fs/cgroup/system.slice/docker-{container_id}.scope/{name_v2}"),
-              Path(f"/sys/fs/cgroup/docker/{container_id}/{name_v2}")):
+    for p in (
+        Path(f"/sys/fs/cgroup/{controller}/docker/{container_id}/{name_v1}"),
+        Path(f"/sys/fs/cgroup/system.slice/docker-{container_id}.scope/{name_v2}"),
+        Path(f"/sys/fs/cgroup/docker/{container_id}/{name_v2}"),
+    ):
         if p.exists():
             return p
     return None
@@ -112,5 +114,4 @@ def snapshot_cpu(groups: dict[str, list[int]], containers: list[str]) -> dict[st
 
 def cpu_delta(before: dict[str, dict[Any, float]], after: dict[str, dict[Any, float]]) -> dict[str, float]:
     """CPU seconds per group between two snapshots (a process born in between counts whole)."""
-    return {name: round(sum(v - before.get(name, {}).get(k, 0.0) for k, v in now.items()), 2)
-            for name, now in after.items()}
+    return {name: round(sum(v - before.get(name, {}).get(k, 0.0) for k, v in now.items()), 2) for name, now in after.items()}

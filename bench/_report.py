@@ -76,15 +76,28 @@ def _summary(res: dict[str, Any]) -> str:
     row("core", "policy decision (cached) p50", t(pol), "—", "—", "≤ 20 µs", None if pol is None else pol <= 20)
     run_hop = _p50(core, "overhead_budget", "end_to_end", "run_hop")
     run_inline = _p50(core, "overhead_budget", "end_to_end", "run_inline")
-    row("core", "no-op action, `run()` p50: via runtime thread / inline", f"{t(run_hop)} / {t(run_inline)}",
-        "—", "—", "reported", None)
+    row(
+        "core",
+        "no-op action, `run()` p50: via runtime thread / inline",
+        f"{t(run_hop)} / {t(run_inline)}",
+        "—",
+        "—",
+        "reported",
+        None,
+    )
     imports = res.get("imports", {})
     imp, lc_imp = _p50(imports, "import_agent_legs"), _p50(imports, "langchain_core_tools")
     legs_imp, cat = _p50(imports, "from_agent_legs_import_legs"), _p50(imports, "legs_catalogue")
-    row("core", "`import agent_legs`, whole process p50 (bare `python`: "
+    row(
+        "core",
+        "`import agent_legs`, whole process p50 (bare `python`: "
         f"{t(_p50(imports, 'python_bare'))}; `from agent_legs import Legs` {t(legs_imp)}; `Legs()` built {t(cat)})",
-        t(imp), f"`import langchain_core.tools` {t(lc_imp)}", x(_div(imp, lc_imp)), "≤ 250 ms",
-        None if imp is None else imp <= 250_000)
+        t(imp),
+        f"`import langchain_core.tools` {t(lc_imp)}",
+        x(_div(imp, lc_imp)),
+        "≤ 250 ms",
+        None if imp is None else imp <= 250_000,
+    )
 
     files = res.get("files", {})
     for op, lc, plain, target, limit in (
@@ -94,81 +107,168 @@ def _summary(res: dict[str, Any]) -> str:
         ours = _p50(files, op, f"agent_legs_files_{op}")
         theirs = _p50(files, op, lc)
         r = _div(ours, theirs)
-        row("files", f"`files.{op}` 1.5 KB p50", t(ours),
+        row(
+            "files",
+            f"`files.{op}` 1.5 KB p50",
+            t(ours),
             f"LangChain `{lc.split('_', 1)[1]}` {t(theirs)}; plain Python {t(_p50(files, op, plain))}",
-            x(r), target, None if r is None else r <= limit)
+            x(r),
+            target,
+            None if r is None else r <= limit,
+        )
 
     http = res.get("http", {})
     ours, raw = _p50(http, "sequential", "agent_legs"), _p50(http, "sequential", "raw_httpx")
     r = _div(ours, raw)
-    row("http", "`http.request` 1 KB sequential p50", t(ours), f"raw `httpx.AsyncClient` {t(raw)}", x(r),
-        "≤ 1.15× raw httpx", None if r is None else r <= 1.15)
+    row(
+        "http",
+        "`http.request` 1 KB sequential p50",
+        t(ours),
+        f"raw `httpx.AsyncClient` {t(raw)}",
+        x(r),
+        "≤ 1.15× raw httpx",
+        None if r is None else r <= 1.15,
+    )
     conc = _get(http, "concurrent_50_req_s") or {}
     ours_c, lc_c, raw_c = conc.get("agent_legs"), conc.get("langchain_requests_get"), conc.get("raw_httpx")
     r = _div(ours_c, lc_c)
-    row("http", "`http.request` 50 concurrent, req/s", f"{ours_c:,.0f}" if ours_c else "—",
+    row(
+        "http",
+        "`http.request` 50 concurrent, req/s",
+        f"{ours_c:,.0f}" if ours_c else "—",
         f"LangChain `RequestsGetTool` {lc_c:,.0f}; raw httpx {raw_c:,.0f}" if lc_c and raw_c else "—",
-        x(r), "≥ 2× LangChain", None if r is None else r >= 2)
+        x(r),
+        "≥ 2× LangChain",
+        None if r is None else r >= 2,
+    )
 
     code = res.get("code", {})
     warm = _p50(code, "agent_legs", "warm_print_1_plus_1")
     peers = _get(code, "peers") or {}
     peer_txt, ratios = [], []
-    for name, label in (("autogen_ext_DockerCommandLineCodeExecutor", "autogen-ext"),
-                        ("llm_sandbox_SandboxSession", "llm-sandbox")):
+    for name, label in (
+        ("autogen_ext_DockerCommandLineCodeExecutor", "autogen-ext"),
+        ("llm_sandbox_SandboxSession", "llm-sandbox"),
+    ):
         p = _p50(peers, name, "warm_print_1_plus_1")
         peer_txt.append(f"{label} {t(p)}" if p else f"{label}: {_get(peers, name, 'error') or 'not measured'}")
         ratios.append(_div(p, warm))
     fast = [f"{r:.0f}× faster" if r else "—" for r in ratios]
     ok = None if warm is None else warm <= 10_000 and all(r is not None and r >= 5 for r in ratios)
-    row("code", "warm `code.run(\"print(1+1)\")` p50", t(warm), "; ".join(peer_txt), " / ".join(fast),
-        "≤ 10 ms and ≥ 5× faster than each peer", ok)
+    row(
+        "code",
+        'warm `code.run("print(1+1)")` p50',
+        t(warm),
+        "; ".join(peer_txt),
+        " / ".join(fast),
+        "≤ 10 ms and ≥ 5× faster than each peer",
+        ok,
+    )
     first = _p50(code, "agent_legs", "new_session_first_call_pooled")
-    starts = [f"{label} start {t(_get(peers, n, 'start_ms') * 1000)}" for n, label in
-              (("autogen_ext_DockerCommandLineCodeExecutor", "autogen-ext"), ("llm_sandbox_SandboxSession", "llm-sandbox"))
-              if _get(peers, n, "start_ms") is not None]
-    row("code", "new sandbox session, first call p50 (warm pool)", t(first), "; ".join(starts) or "—", "—",
-        "≤ 80 ms", None if first is None else first <= 80_000)
+    starts = [
+        f"{label} start {t(_get(peers, n, 'start_ms') * 1000)}"
+        for n, label in (
+            ("autogen_ext_DockerCommandLineCodeExecutor", "autogen-ext"),
+            ("llm_sandbox_SandboxSession", "llm-sandbox"),
+        )
+        if _get(peers, n, "start_ms") is not None
+    ]
+    row(
+        "code",
+        "new sandbox session, first call p50 (warm pool)",
+        t(first),
+        "; ".join(starts) or "—",
+        "—",
+        "≤ 80 ms",
+        None if first is None else first <= 80_000,
+    )
     close = _p50(code, "agent_legs", "session_close", key="p95_us")
-    stops = [f"{label} stop {t(_get(peers, n, 'stop_ms') * 1000)}" for n, label in
-             (("autogen_ext_DockerCommandLineCodeExecutor", "autogen-ext"), ("llm_sandbox_SandboxSession", "llm-sandbox"))
-             if _get(peers, n, "stop_ms") is not None]
-    row("code", "sandbox session close p95", t(close), "; ".join(stops) or "—", "—", "≤ 1 s",
-        None if close is None else close <= 1_000_000)
+    stops = [
+        f"{label} stop {t(_get(peers, n, 'stop_ms') * 1000)}"
+        for n, label in (
+            ("autogen_ext_DockerCommandLineCodeExecutor", "autogen-ext"),
+            ("llm_sandbox_SandboxSession", "llm-sandbox"),
+        )
+        if _get(peers, n, "stop_ms") is not None
+    ]
+    row(
+        "code",
+        "sandbox session close p95",
+        t(close),
+        "; ".join(stops) or "—",
+        "—",
+        "≤ 1 s",
+        None if close is None else close <= 1_000_000,
+    )
 
     br = _get(res, "browser", "navigate_plus_content") or {}
     ours = _p50(br, "agent_legs")
     raw, lc, li = _p50(br, "raw_playwright"), _p50(br, "langchain"), _p50(br, "llama_index")
     r_raw, r_lc, r_li = _div(ours, raw), _div(ours, lc), _div(ours, li)
     ok = None if None in (r_raw, r_lc, r_li) else (r_raw or 0) <= 1.1 and (r_lc or 0) <= 1 and (r_li or 0) <= 1
-    row("browser", "`browser.navigate` + `browser.content`, 50 KB page p50", t(ours),
+    row(
+        "browser",
+        "`browser.navigate` + `browser.content`, 50 KB page p50",
+        t(ours),
         f"raw Playwright {t(raw)}; LangChain {t(lc)}; llama-index {t(li)}",
-        f"{x(r_raw)} / {x(r_lc)} / {x(r_li)}", "≤ 1.1× raw Playwright, ≤ 1× each peer", ok)
+        f"{x(r_raw)} / {x(r_lc)} / {x(r_li)}",
+        "≤ 1.1× raw Playwright, ≤ 1× each peer",
+        ok,
+    )
 
-    for key, what in (("click_plus_content", "`browser.click` + `browser.content` p50"),
-                      ("gallery_repeat_visit", "repeat `browser.navigate` to a page with 40 cached images p50")):
+    for key, what in (
+        ("click_plus_content", "`browser.click` + `browser.content` p50"),
+        ("gallery_repeat_visit", "repeat `browser.navigate` to a page with 40 cached images p50"),
+    ):
         case = _get(res, "browser", key) or {}
         if case:
             ours = _p50(case, "agent_legs")
             raw, lc, li = _p50(case, "raw_playwright"), _p50(case, "langchain"), _p50(case, "llama_index")
-            row("browser", what, t(ours), f"raw Playwright {t(raw)}; LangChain {t(lc)}; llama-index {t(li)}",
-                f"{x(_div(ours, raw))} / {x(_div(ours, lc))} / {x(_div(ours, li))}", "reported", None)
+            row(
+                "browser",
+                what,
+                t(ours),
+                f"raw Playwright {t(raw)}; LangChain {t(lc)}; llama-index {t(li)}",
+                f"{x(_div(ours, raw))} / {x(_div(ours, lc))} / {x(_div(ours, li))}",
+                "reported",
+                None,
+            )
 
     email = res.get("email", {})
     ours, raw = _p50(email, "send", "plain", "agent_legs"), _p50(email, "send", "plain", "raw_aiosmtplib")
-    row("email", "`email.send` to local SMTP p50", t(ours), f"raw aiosmtplib {t(raw)}", x(_div(ours, raw)),
-        "≤ 15 ms", None if ours is None else ours <= 15_000)
+    row(
+        "email",
+        "`email.send` to local SMTP p50",
+        t(ours),
+        f"raw aiosmtplib {t(raw)}",
+        x(_div(ours, raw)),
+        "≤ 15 ms",
+        None if ours is None else ours <= 15_000,
+    )
     ours, raw = _p50(email, "list", "all", "agent_legs"), _p50(email, "list", "all", "raw_imaplib")
-    row("email", "`email.list` 20 of 1,000 (Dovecot, TLS) p50", t(ours), f"raw imaplib {t(raw)}",
-        x(_div(ours, raw)), "reported", None)
+    row(
+        "email",
+        "`email.list` 20 of 1,000 (Dovecot, TLS) p50",
+        t(ours),
+        f"raw imaplib {t(raw)}",
+        x(_div(ours, raw)),
+        "reported",
+        None,
+    )
 
     scale = _get(res, "scale", "sizes") or []
     if scale:
         top = scale[-1]
         acc = all(s["accounting"]["one_span_and_one_line_per_action"] for s in scale)
-        row("scale", f"{top['sessions']} concurrent sessions, mixed workload",
-            f"{top['throughput_actions_s']:.0f} actions/s", "—", "—",
-            "one span + one log line per action", acc)
+        row(
+            "scale",
+            f"{top['sessions']} concurrent sessions, mixed workload",
+            f"{top['throughput_actions_s']:.0f} actions/s",
+            "—",
+            "—",
+            "one span + one log line per action",
+            acc,
+        )
     return table(["family", "what", "Agent Legs", "peer(s)", "ratio", "target", "met"], rows)
 
 
@@ -180,8 +280,9 @@ def _is_summary(v: Any) -> bool:
 _SKIP = ("targets", "notes", "wall_s", "target", "summary", "concurrent_50_rounds")
 
 
-def _walk(obj: Any, path: str, groups: list[tuple[str, dict[str, Any]]], singles: list[tuple[str, Any]],
-          scalars: list[tuple[str, Any]]) -> None:
+def _walk(
+    obj: Any, path: str, groups: list[tuple[str, dict[str, Any]]], singles: list[tuple[str, Any]], scalars: list[tuple[str, Any]]
+) -> None:
     if not isinstance(obj, dict):
         return
     summaries = {k: v for k, v in obj.items() if _is_summary(v)}
@@ -212,15 +313,16 @@ def _family(name: str, result: dict[str, Any]) -> str:
     for path, summaries in groups:
         base_key = next((k for k in summaries if k.startswith("agent_legs")), None)
         base = summaries[base_key]["p50_us"] if base_key else None
-        rows = [[f"`{k}`", t(v["p50_us"]), t(v["p95_us"]), str(v.get("n", "")),
-                 x(v["p50_us"] / base) if base else "—"] for k, v in summaries.items()]
+        rows = [
+            [f"`{k}`", t(v["p50_us"]), t(v["p95_us"]), str(v.get("n", "")), x(v["p50_us"] / base) if base else "—"]
+            for k, v in summaries.items()
+        ]
         parts.append(f"*{path or name}*\n\n" + table(["case", "p50", "p95", "n", "p50 / Agent Legs"], rows))
     if singles:
         rows = [[f"`{p}`", t(v["p50_us"]), t(v["p95_us"]), str(v.get("n", ""))] for p, v in singles]
         parts.append(table(["measurement", "p50", "p95", "n"], rows))
     if scalars:
-        rows = [[f"`{p}`", f"{v:,}" if isinstance(v, int | float) and not isinstance(v, bool) else f"`{v}`"]
-                for p, v in scalars]
+        rows = [[f"`{p}`", f"{v:,}" if isinstance(v, int | float) and not isinstance(v, bool) else f"`{v}`"] for p, v in scalars]
         parts.append(table(["value", ""], rows))
     targets = result.get("targets")
     if isinstance(targets, dict) and targets:
@@ -243,12 +345,14 @@ def _core(core: dict[str, Any]) -> str:
     rows.append(["**sum of the parts**", f"**{t(ob['sum_of_parts_us'])}**", ""])
     exported = _p50(ob, "parts", "span_and_log_line_batch_processor")
     if exported is not None:
-        rows.append(["telemetry when spans are exported (recording provider, batch processor), instead",
-                     t(exported), ""])
+        rows.append(["telemetry when spans are exported (recording provider, batch processor), instead", t(exported), ""])
     whole = ob["end_to_end"]
     rows += [
-        ["in-loop pipeline (`Legs._execute`) end to end", t(ob["execute_in_runtime_loop_p50_us"]),
-         f"unaccounted {t(ob['unaccounted_in_loop_us'])}"],
+        [
+            "in-loop pipeline (`Legs._execute`) end to end",
+            t(ob["execute_in_runtime_loop_p50_us"]),
+            f"unaccounted {t(ob['unaccounted_in_loop_us'])}",
+        ],
         ["`run()` via the runtime thread (`bench.hop`)", t(whole["run_hop"]["p50_us"]), "100%"],
         ["`run()` inline (`bench.inline`, as `files.*`)", t(whole["run_inline"]["p50_us"]), ""],
         ["`arun()` via the runtime thread", t(whole["arun_hop"]["p50_us"]), ""],
@@ -256,9 +360,12 @@ def _core(core: dict[str, Any]) -> str:
     ]
     parts = ob["parts"]
     detail = [[f"`{k}`", t(v["p50_us"]), t(v["p95_us"])] for k, v in parts.items()]
-    return (table(["part of one no-op action", "p50", "share of `run()`"], rows)
-            + "\n\nEvery part, timed alone:\n\n" + table(["part", "p50", "p95"], detail)
-            + f"\n\nPolicy decision, uncached with 21 rules: {t(_p50(core, 'policy_decision_uncached_21_rules'))}.")
+    return (
+        table(["part of one no-op action", "p50", "share of `run()`"], rows)
+        + "\n\nEvery part, timed alone:\n\n"
+        + table(["part", "p50", "p95"], detail)
+        + f"\n\nPolicy decision, uncached with 21 rules: {t(_p50(core, 'policy_decision_uncached_21_rules'))}."
+    )
 
 
 # -- scale ----------------------------------------------------------------------------------------
@@ -269,38 +376,69 @@ def _scale(scale: dict[str, Any], chart: Path | None) -> str:
     rows = []
     for s in sizes:
         m, a = s["memory"], s["accounting"]
-        rows.append([
-            str(s["sessions"]), f"{s['throughput_actions_s']:.0f}", f"{s['ramp_s']:.1f} s", f"{s['close_s']:.1f} s",
-            f"{s['cpu_busy_of_cores']:.0%} / {s['machine_cpu_busy']:.0%}" if "machine_cpu_busy" in s
-            else f"{s['cpu_busy_of_cores']:.0%}",
-            f"{m['per_session_mb']:.0f} MB",
-            f"{m['our_rss_growth_mb']:.0f} / {m['chromium_pss_mb']:.0f} / {m['playwright_driver_pss_mb']:.0f} / "
-            f"{m['containers_mb']:.0f} ({m['containers_running']})",
-            f"{a['actions_issued']} / {a['execute_tool_spans']} / {a['action_log_lines']} "
-            + ("✓" if a["one_span_and_one_line_per_action"] else "✗"),
-            ", ".join(f"{k} ×{v}" for k, v in s.get("errors", {}).items()) or "none",
-        ])
-    out = [table(["sessions", "actions/s", "ramp", "close", "CPU busy: counted / machine", "memory / session",
-                  "MB: ours / Chromium / driver / containers (n)", "actions / spans / log lines", "failed"], rows)]
+        rows.append(
+            [
+                str(s["sessions"]),
+                f"{s['throughput_actions_s']:.0f}",
+                f"{s['ramp_s']:.1f} s",
+                f"{s['close_s']:.1f} s",
+                f"{s['cpu_busy_of_cores']:.0%} / {s['machine_cpu_busy']:.0%}"
+                if "machine_cpu_busy" in s
+                else f"{s['cpu_busy_of_cores']:.0%}",
+                f"{m['per_session_mb']:.0f} MB",
+                f"{m['our_rss_growth_mb']:.0f} / {m['chromium_pss_mb']:.0f} / {m['playwright_driver_pss_mb']:.0f} / "
+                f"{m['containers_mb']:.0f} ({m['containers_running']})",
+                f"{a['actions_issued']} / {a['execute_tool_spans']} / {a['action_log_lines']} "
+                + ("✓" if a["one_span_and_one_line_per_action"] else "✗"),
+                ", ".join(f"{k} ×{v}" for k, v in s.get("errors", {}).items()) or "none",
+            ]
+        )
+    out = [
+        table(
+            [
+                "sessions",
+                "actions/s",
+                "ramp",
+                "close",
+                "CPU busy: counted / machine",
+                "memory / session",
+                "MB: ours / Chromium / driver / containers (n)",
+                "actions / spans / log lines",
+                "failed",
+            ],
+            rows,
+        )
+    ]
     actions = list(scale.get("workload") or sizes[0]["latency"].keys())
-    rows = [[f"`{a}`"] + [f"{t(_p50(s, 'latency', a))} / {t(_p50(s, 'latency', a, key='p95_us'))}" for s in sizes]
-            for a in actions]
-    out.append("Latency per action, p50 / p95, steady phase:\n\n"
-               + table(["action"] + [f"{s['sessions']} session(s)" for s in sizes], rows))
+    rows = [
+        [f"`{a}`"] + [f"{t(_p50(s, 'latency', a))} / {t(_p50(s, 'latency', a, key='p95_us'))}" for s in sizes] for a in actions
+    ]
+    out.append(
+        "Latency per action, p50 / p95, steady phase:\n\n"
+        + table(["action"] + [f"{s['sessions']} session(s)" for s in sizes], rows)
+    )
     parties = list(sizes[0].get("cpu_ms_per_action", {}).keys())
     rows = [[p] + [f"{s['cpu_ms_per_action'].get(p, 0):.2f}" for s in sizes] for p in parties]
-    out.append("CPU milliseconds per action, by who spends them (steady phase):\n\n"
-               + table(["party"] + [f"{s['sessions']} session(s)" for s in sizes], rows))
+    out.append(
+        "CPU milliseconds per action, by who spends them (steady phase):\n\n"
+        + table(["party"] + [f"{s['sessions']} session(s)" for s in sizes], rows)
+    )
     if all("idle_cpu_ms_per_s" in s for s in sizes):
         rows = [[p] + [f"{s['idle_cpu_ms_per_s'].get(p, 0):.0f}" for s in sizes] for p in parties]
-        out.append("CPU milliseconds per second with every session idle (pages open, kernels waiting):\n\n"
-                   + table(["party"] + [f"{s['sessions']} session(s)" for s in sizes], rows))
+        out.append(
+            "CPU milliseconds per second with every session idle (pages open, kernels waiting):\n\n"
+            + table(["party"] + [f"{s['sessions']} session(s)" for s in sizes], rows)
+        )
     bends = scale.get("bends") or {}
     if bends:
-        rows = [[k, f"{v['throughput_gain']:.2f}×", f"{v['efficiency']:.0%}", f"{v['marginal_mb_per_session']:.0f} MB"]
-                for k, v in bends.items()]
-        out.append("From one size to the next:\n\n"
-                   + table(["sessions", "throughput gain", "scaling efficiency", "marginal memory / session"], rows))
+        rows = [
+            [k, f"{v['throughput_gain']:.2f}×", f"{v['efficiency']:.0%}", f"{v['marginal_mb_per_session']:.0f} MB"]
+            for k, v in bends.items()
+        ]
+        out.append(
+            "From one size to the next:\n\n"
+            + table(["sessions", "throughput gain", "scaling efficiency", "marginal memory / session"], rows)
+        )
     if chart is not None:
         out.append(f"![Throughput, p95 latency and memory per session against concurrent sessions]({chart.as_posix()})")
     out.append(f"*Memory counts:* {scale.get('memory_counts', '')}. *CPU:* {scale.get('cpu_counts', '')}.")
@@ -335,8 +473,12 @@ def chart(scale: dict[str, Any], path: Path) -> bool:
     a2.set_yscale("log")
     a2.set_title("p95 latency per action (ms)")
     a2.legend(fontsize=7)
-    keys = [("our_rss_growth_mb", "our process"), ("chromium_pss_mb", "Chromium"),
-            ("playwright_driver_pss_mb", "Playwright driver"), ("containers_mb", "sandbox containers")]
+    keys = [
+        ("our_rss_growth_mb", "our process"),
+        ("chromium_pss_mb", "Chromium"),
+        ("playwright_driver_pss_mb", "Playwright driver"),
+        ("containers_mb", "sandbox containers"),
+    ]
     bottom = [0.0] * len(sizes)
     labels = [str(k) for k in n]
     for key, label in keys:
@@ -365,14 +507,22 @@ def _meta(report: dict[str, Any], sources: list[Path]) -> str:
     for src in sources:
         data = json.loads(src.read_text())
         walls = ", ".join(f"{k} {v.get('wall_s', '?')} s" for k, v in data.get("results", {}).items())
-        runs.append(f"`{src}`: measured {data.get('time', '?')}, {data.get('iterations', '?')} iterations"
-                    + (" (**smoke**)" if data.get("smoke") else "") + f"; time per module: {walls}"
-                    + (f" ({data['note']})" if data.get("note") else ""))
-    smoke = ("\n\n!!! warning \"Smoke run\"\n    Some of these figures come from a smoke run (few iterations): "
-             "they check the harness, not the numbers. Run `python -m bench` for figures worth quoting.\n"
-             if any(json.loads(s.read_text()).get("smoke") for s in sources) else "")
-    return (f"Generated by `python -m bench --report` on {m.get('platform', '?')}, {m.get('cpus', '?')} CPUs, "
-            f"Python {m.get('python', '?')}, from:\n\n" + "\n".join(f"- {r}" for r in runs) + smoke)
+        runs.append(
+            f"`{src}`: measured {data.get('time', '?')}, {data.get('iterations', '?')} iterations"
+            + (" (**smoke**)" if data.get("smoke") else "")
+            + f"; time per module: {walls}"
+            + (f" ({data['note']})" if data.get("note") else "")
+        )
+    smoke = (
+        '\n\n!!! warning "Smoke run"\n    Some of these figures come from a smoke run (few iterations): '
+        "they check the harness, not the numbers. Run `python -m bench` for figures worth quoting.\n"
+        if any(json.loads(s.read_text()).get("smoke") for s in sources)
+        else ""
+    )
+    return (
+        f"Generated by `python -m bench --report` on {m.get('platform', '?')}, {m.get('cpus', '?')} CPUs, "
+        f"Python {m.get('python', '?')}, from:\n\n" + "\n".join(f"- {r}" for r in runs) + smoke
+    )
 
 
 def merge(paths: list[Path]) -> dict[str, Any]:
@@ -398,7 +548,7 @@ def render(page: Path, sources: list[Path]) -> bool:
         "scale": lambda: _scale(res.get("scale", {"error": "not in the results"}), chart_path),
     }
     for fam in ("files", "http", "code", "browser", "email"):
-        blocks[fam] = (lambda f=fam: _family(f, res.get(f, {"error": "not in the results"})))  # type: ignore[misc]
+        blocks[fam] = lambda f=fam: _family(f, res.get(f, {"error": "not in the results"}))  # type: ignore[misc]
     text = page.read_text() if page.exists() else "# Benchmarks\n"
     seen: set[str] = set()
     failed: list[str] = []
@@ -421,9 +571,11 @@ def render(page: Path, sources: list[Path]) -> bool:
     text = BLOCK.sub(fill, text)
     for name in blocks:
         if name not in seen:
-            text = text.rstrip("\n") + f"\n\n## {name}\n\n<!-- bench:begin {name} -->\n{body(name)}\n" \
-                                       f"<!-- bench:end {name} -->\n"
+            text = text.rstrip("\n") + f"\n\n## {name}\n\n<!-- bench:begin {name} -->\n{body(name)}\n<!-- bench:end {name} -->\n"
     page.write_text(text)
-    print(f"bench: wrote {page}" + (f" and {page.parent / CHART}" if chart_path else "")
-          + (f"; could not render {failed}" if failed else ""))
+    print(
+        f"bench: wrote {page}"
+        + (f" and {page.parent / CHART}" if chart_path else "")
+        + (f"; could not render {failed}" if failed else "")
+    )
     return not failed

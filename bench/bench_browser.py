@@ -49,14 +49,18 @@ def _page_50kb(nxt: str = "/page2") -> bytes:
         f"recycled materials and tested in the field. <a href='/product/{i}'>Details</a> · "
         f"<a href='/reviews/{i}'>Reviews</a></p><ul><li>Weight: {i * 10} g</li><li>Colour: slate</li></ul>"
         f"<table><tr><th>Size</th><th>Price</th></tr><tr><td>S</td><td>${i}.00</td></tr>"
-        f"<tr><td>L</td><td>${i + 3}.50</td></tr></table></article>" for i in range(124))
+        f"<tr><td>L</td><td>${i + 3}.50</td></tr></table></article>"
+        for i in range(124)
+    )
     html = (
         "<!doctype html><html><head><meta charset='utf-8'><title>Catalogue</title><style>body{font:14px sans-serif}"
         "article{margin:1em 0}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}</style>"
         "</head><body><header><nav><a href='/'>Home</a> <a href='/catalogue'>Catalogue</a> <a href='/about'>About</a>"
         "</nav></header><main><h1>Catalogue</h1><form action='/search'><label for='q'>Search</label>"
         f"<input id='q' name='q'><button>Go</button></form><p><a id='next' href='{nxt}'>Next page</a></p>"
-        + items + "</main><footer>© Shop</footer></body></html>")
+        + items
+        + "</main><footer>© Shop</footer></body></html>"
+    )
     return html.encode()
 
 
@@ -85,8 +89,9 @@ def _serve(port_queue: Any) -> None:
 
     async def probe(request: web.Request) -> web.Response:
         tool = request.query.get("tool", "?")
-        return web.Response(text=f"<h1>probe</h1><img src='http://127.0.0.1:{other_port}/pixel?tool={tool}'>",
-                            content_type="text/html")
+        return web.Response(
+            text=f"<h1>probe</h1><img src='http://127.0.0.1:{other_port}/pixel?tool={tool}'>", content_type="text/html"
+        )
 
     async def pixel(request: web.Request) -> web.Response:
         tool = request.query.get("tool", "?")
@@ -127,8 +132,9 @@ def _chromium_pids() -> list[int]:
     return [pid for pid in descendants(os.getpid()) if "chrom" in comm(pid)]
 
 
-async def _alternate(cases: dict[str, Callable[[], Awaitable[Any]]], iterations: int,
-                     rounds: int = 5, warmup: int = 5) -> dict[str, dict[str, float]]:
+async def _alternate(
+    cases: dict[str, Callable[[], Awaitable[Any]]], iterations: int, rounds: int = 5, warmup: int = 5
+) -> dict[str, dict[str, float]]:
     samples: dict[str, list[float]] = {k: [] for k in cases}
     for fn in cases.values():  # warm: browsers launched, contexts open, caches hot
         for _ in range(warmup):
@@ -156,7 +162,8 @@ async def _bench(legs: Legs, url: str, probe: str, iterations: int, smoke: bool)
     async with async_playwright() as pw:
         # each peer gets its own browser, launched the same way as ours
         raw_browser, lc_browser, li_browser = [
-            await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=args) for _ in range(3)]
+            await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=args) for _ in range(3)
+        ]
         raw_page = await (await raw_browser.new_context()).new_page()
         tools = {t.name: t for t in PlayWrightBrowserToolkit.from_browser(async_browser=lc_browser).get_tools()}
         lc_nav, lc_text, lc_click = tools["navigate_browser"], tools["extract_text"], tools["click_element"]
@@ -204,8 +211,12 @@ async def _bench(legs: Legs, url: str, probe: str, iterations: int, smoke: bool)
             await (await li._aget_current_page(li_browser)).wait_for_load_state("load")
             assert "Catalogue" in await li.extract_text()
 
-        clicks = {"agent_legs": agent_legs_click, "raw_playwright": raw_click, "langchain": langchain_click,
-                  "llama_index": llama_index_click}
+        clicks = {
+            "agent_legs": agent_legs_click,
+            "raw_playwright": raw_click,
+            "langchain": langchain_click,
+            "llama_index": llama_index_click,
+        }
         click = await _alternate(clicks, iterations, rounds, warmup)
 
         # repeat visits to a page with 40 cacheable images (the warm-up visits fill the caches)
@@ -224,8 +235,12 @@ async def _bench(legs: Legs, url: str, probe: str, iterations: int, smoke: bool)
         async def llama_index_gallery() -> None:
             await li.navigate_to(gallery_url)
 
-        galleries = {"agent_legs": agent_legs_gallery, "raw_playwright": raw_gallery, "langchain": langchain_gallery,
-                     "llama_index": llama_index_gallery}
+        galleries = {
+            "agent_legs": agent_legs_gallery,
+            "raw_playwright": raw_gallery,
+            "langchain": langchain_gallery,
+            "llama_index": llama_index_gallery,
+        }
         gallery = await _alternate(galleries, iterations, rounds, warmup)
 
         # does a page reach another port on 127.0.0.1?
@@ -249,9 +264,12 @@ async def _memory(legs: Legs, url: str, sessions: int) -> dict[str, Any]:
     await asyncio.sleep(0.5)
     chromium1, rss1 = pss_kb(_chromium_pids()), rss_kb()
     n = sessions
-    return {"sessions": n, "chromium_pss_mb_per_session": round((chromium1 - chromium0) / n / 1024, 1),
-            "python_rss_mb_per_session": round((rss1 - rss0) / n / 1024, 2),
-            "chromium_pss_mb_total": round(chromium1 / 1024, 1)}
+    return {
+        "sessions": n,
+        "chromium_pss_mb_per_session": round((chromium1 - chromium0) / n / 1024, 1),
+        "python_rss_mb_per_session": round((rss1 - rss0) / n / 1024, 2),
+        "chromium_pss_mb_total": round(chromium1 / 1024, 1),
+    }
 
 
 def run(iterations: int, smoke: bool = False) -> dict[str, Any]:
@@ -264,10 +282,15 @@ def run(iterations: int, smoke: bool = False) -> dict[str, Any]:
     port, other_port = queue.get(timeout=30)
     url, probe = f"http://127.0.0.1:{port}/page", f"http://127.0.0.1:{port}/probe"
     try:
-        with tempfile.TemporaryDirectory() as tmp, Legs(
-            workspace=Path(tmp) / "ws", state_dir=Path(tmp) / "st",
-            policy={"network": {"allow_hosts": [f"127.0.0.1:{port}"]}},
-        ) as legs:
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            Legs(
+                workspace=Path(tmp) / "ws",
+                state_dir=Path(tmp) / "st",
+                policy={"network": {"allow_hosts": [f"127.0.0.1:{port}"]}},
+            ) as legs,
+        ):
+
             async def main() -> dict[str, Any]:
                 out = await _bench(legs, url, probe, iterations, smoke)
                 out["memory"] = await _memory(legs, url, 3 if smoke else SESSIONS_FOR_MEMORY)
@@ -293,8 +316,9 @@ def run(iterations: int, smoke: bool = False) -> dict[str, Any]:
         "click_ratio_p50_vs_llama_index": ratio(ours_c, c["llama_index"]),
         "target": "agent_legs <= 1.1x raw Playwright and no slower than either peer, every request policed",
         "output_chars": out["output_chars"],
-        "reaches_other_loopback_port": {tool: hits.get(tool, 0) > 0
-                                        for tool in ("agent_legs", "raw_playwright", "langchain", "llama_index")},
+        "reaches_other_loopback_port": {
+            tool: hits.get(tool, 0) > 0 for tool in ("agent_legs", "raw_playwright", "langchain", "llama_index")
+        },
         "memory": out["memory"],
         "p50_ms": {k: round(v["p50_us"] / 1000, 2) for k, v in t.items()},
         "p95_ms": {k: round(v["p95_us"] / 1000, 2) for k, v in t.items()},

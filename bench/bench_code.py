@@ -60,8 +60,13 @@ def _burning(container_id: str) -> list[str]:
         top = _docker().containers.get(container_id).top(ps_args="-eo pid,pcpu,args")
     except Exception:
         return []  # container gone: nothing burns
-    return [" ".join(p) for p in top.get("Processes") or [] if "tmp_code" in " ".join(p) or "while" in " ".join(p)
-            or ("python" in " ".join(p) and "agent-legs-driver" not in " ".join(p) and "sleep" not in " ".join(p))]
+    return [
+        " ".join(p)
+        for p in top.get("Processes") or []
+        if "tmp_code" in " ".join(p)
+        or "while" in " ".join(p)
+        or ("python" in " ".join(p) and "agent-legs-driver" not in " ".join(p) and "sleep" not in " ".join(p))
+    ]
 
 
 @contextlib.contextmanager
@@ -119,8 +124,12 @@ def bench_agent_legs(iterations: int, first_calls: int) -> dict[str, Any]:
             cid = kernels["warm"].container.id
             with _timed() as t:
                 r = legs.run("code.run", {"code": LOOP, "timeout_s": 1}, session="warm")
-            out["timeout_1s"] = {"error": r.error.type if r.error else None, "returned_after_ms": _ms(t[0]),
-                                 "still_burning": _burning(cid), "keeps_state_between_calls": _keeps_state(legs)}
+            out["timeout_1s"] = {
+                "error": r.error.type if r.error else None,
+                "returned_after_ms": _ms(t[0]),
+                "still_burning": _burning(cid),
+                "keeps_state_between_calls": _keeps_state(legs),
+            }
         finally:
             with _timed() as t:
                 legs.close()
@@ -209,8 +218,14 @@ def bench_llm_sandbox(iterations: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     # its defaults except what the image needs: a long-running command (the image's own CMD is our
     # driver) and an existing workdir (environment setup, which pip-installs, is skipped: no network)
-    session = SandboxSession(lang="python", image=IMAGE, workdir="/tmp", skip_environment_setup=True,
-                             runtime_configs={"command": ["sleep", "infinity"]}, verbose=False)
+    session = SandboxSession(
+        lang="python",
+        image=IMAGE,
+        workdir="/tmp",
+        skip_environment_setup=True,
+        runtime_configs={"command": ["sleep", "infinity"]},
+        verbose=False,
+    )
     t = time.perf_counter()
     session.open()
     out["start_ms"] = _ms(time.perf_counter() - t)
@@ -271,13 +286,13 @@ def run(iterations: int) -> dict[str, Any]:
             ratios[f"{name}_stop_vs_agent_legs_session_close"] = round(res["stop_ms"] / close_ms, 1)
         if "start_ms" in res:
             ratios[f"{name}_start_vs_agent_legs_pooled_first_call"] = round(
-                res["start_ms"] * 1000 / ours["new_session_first_call_pooled"]["p50_us"], 1)
+                res["start_ms"] * 1000 / ours["new_session_first_call_pooled"]["p50_us"], 1
+            )
     targets = {
         "warm_p50_ms<=10": warm["p50_us"] <= 10_000,
         "new_session_pooled_p50_ms<=80": ours["new_session_first_call_pooled"]["p50_us"] <= 80_000,
         "session_close_p95_ms<=1000": ours["session_close"]["p95_us"] <= 1_000_000,
-        "warm_p50_5x_faster_than_each_peer": all(
-            v >= 5 for k, v in ratios.items() if k.endswith("_warm_p50_vs_agent_legs")
-        ) and bool(ratios),
+        "warm_p50_5x_faster_than_each_peer": all(v >= 5 for k, v in ratios.items() if k.endswith("_warm_p50_vs_agent_legs"))
+        and bool(ratios),
     }
     return {"agent_legs": ours, "peers": peers, "ratios": ratios, "targets": targets, "image": IMAGE}

@@ -58,18 +58,30 @@ def _telemetry_parts(tmp: Path, legs: Legs, n: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     tel = legs._telemetry
     parent = context.get_current()
-    record = CallRecord("bench.hop", "bench_hop", "s", None, "allow", "ok", 0.01, {"text": "x"}, "x", None,
-                        "policy.allow['bench.*']")
+    record = CallRecord(
+        "bench.hop", "bench_hop", "s", None, "allow", "ok", 0.01, {"text": "x"}, "x", None, "policy.allow['bench.*']"
+    )
 
     def span_only() -> None:
         span = tel.start("bench_hop", "bench.hop", "s", None, parent)
         span.set_attributes({"agent_legs.decision": "allow", "agent_legs.outcome": "ok"})
         span.end()
 
-    entry = {"time": "2026-01-01T00:00:00.000+00:00", "trace_id": "0" * 32, "span_id": "0" * 16,
-             "action": "bench.hop", "session": "s", "call_id": None, "decision": "allow", "outcome": "ok",
-             "duration_ms": 0.01, "error": None, "rule": "policy.allow['bench.*']", "target": None,
-             "arguments": {"text": "x"}}
+    entry = {
+        "time": "2026-01-01T00:00:00.000+00:00",
+        "trace_id": "0" * 32,
+        "span_id": "0" * 16,
+        "action": "bench.hop",
+        "session": "s",
+        "call_id": None,
+        "decision": "allow",
+        "outcome": "ok",
+        "duration_ms": 0.01,
+        "error": None,
+        "rule": "policy.allow['bench.*']",
+        "target": None,
+        "arguments": {"text": "x"},
+    }
 
     def full(t: Telemetry) -> None:
         t.finish(t.start("bench_hop", "bench.hop", "s", None, parent), record)
@@ -113,16 +125,16 @@ def _overhead_budget(tmp: Path, legs: Legs, iterations: int) -> dict[str, Any]:
     parts["use_span"] = summarize(time_sync(use_span, n))
     span = legs._telemetry.start("bench_hop", "bench.hop", "s", None, None)
     out = ActionOutput(output="x")
-    parts["result_and_redaction"] = summarize(time_sync(
-        lambda: legs._success(spec, out, time.perf_counter()), n))  # _success scrubs, then bounds
+    parts["result_and_redaction"] = summarize(
+        time_sync(lambda: legs._success(spec, out, time.perf_counter()), n)
+    )  # _success scrubs, then bounds
 
     async def noop() -> None:
         return None
 
     async def in_loop() -> dict[str, Any]:
         handler = await time_async(lambda: legs._call_handler(spec, args, "s", None, span), n)
-        pipeline = await time_async(
-            lambda: legs._execute(spec, {"text": "x"}, "s", None, context.get_current()), iterations)
+        pipeline = await time_async(lambda: legs._execute(spec, {"text": "x"}, "s", None, context.get_current()), iterations)
         return {"handler_under_deadline": summarize(handler), "execute_in_runtime_loop": summarize(pipeline)}
 
     inside = runtime.submit(in_loop()).result()
@@ -136,10 +148,13 @@ def _overhead_budget(tmp: Path, legs: Legs, iterations: int) -> dict[str, Any]:
     parts["runtime_hop_async"] = summarize(asyncio.run(hop_async()))
 
     # the whole, measured end to end
-    whole = alternate({
-        "run_hop": lambda: legs.run("bench.hop", {"text": "x"}),
-        "run_inline": lambda: legs.run("bench.inline", {"text": "x"}),
-    }, iterations)
+    whole = alternate(
+        {
+            "run_hop": lambda: legs.run("bench.hop", {"text": "x"}),
+            "run_inline": lambda: legs.run("bench.inline", {"text": "x"}),
+        },
+        iterations,
+    )
 
     async def arun(name: str) -> list[float]:
         return await time_async(lambda: legs.arun(name, {"text": "x"}), iterations)
@@ -174,26 +189,24 @@ def _overhead_budget(tmp: Path, legs: Legs, iterations: int) -> dict[str, Any]:
         "unaccounted_in_loop_us": round(execute - in_loop_parts, 2),
         "run_hop_p50_us": _p50(whole["run_hop"]),
         "notes": "p50 in microseconds, each part timed alone on the same objects the pipeline uses; "
-                 "'unaccounted' is the in-loop pipeline (Legs._execute) end to end minus the sum of its parts "
-                 "(coroutine and exception plumbing, use_span, timer calls); run() adds the caller context and "
-                 "the hop to the runtime thread",
+        "'unaccounted' is the in-loop pipeline (Legs._execute) end to end minus the sum of its parts "
+        "(coroutine and exception plumbing, use_span, timer calls); run() adds the caller context and "
+        "the hop to the runtime thread",
     }
 
 
 def run(iterations: int) -> dict[str, Any]:
-    engine = PolicyEngine(Policy(allow=["files.*", "http.request"], deny=["files.delete"],
-                                 require_approval=["email.send"]))
+    engine = PolicyEngine(Policy(allow=["files.*", "http.request"], deny=["files.delete"], require_approval=["email.send"]))
     engine.decide("files.read")
     uncached_engine = PolicyEngine(Policy(allow=[f"family{i}.*" for i in range(20)] + ["files.*"]))
     results: dict[str, Any] = {
         "policy_decision_cached": summarize(time_sync(lambda: engine.decide("files.read"), iterations * 10)),
-        "policy_decision_uncached_21_rules": summarize(
-            time_sync(lambda: uncached_engine._decide("files.read"), iterations * 10)
-        ),
+        "policy_decision_uncached_21_rules": summarize(time_sync(lambda: uncached_engine._decide("files.read"), iterations * 10)),
     }
-    with tempfile.TemporaryDirectory() as tmp, Legs(
-        workspace=Path(tmp) / "ws", state_dir=Path(tmp) / "st", policy={"allow": ["bench.*"]}, registry=registry
-    ) as legs:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        Legs(workspace=Path(tmp) / "ws", state_dir=Path(tmp) / "st", policy={"allow": ["bench.*"]}, registry=registry) as legs,
+    ):
         results["overhead_budget"] = _overhead_budget(Path(tmp), legs, iterations)
     results["targets"] = {"policy_decision_p50_us<=20": results["policy_decision_cached"]["p50_us"] <= 20}
     return results

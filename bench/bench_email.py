@@ -40,8 +40,10 @@ def run(iterations: int) -> dict[str, Any]:
         "raw imaplib list 20 of 1000 p50 ms": round(listing["all"]["raw_imaplib"]["p50_us"] / 1000, 2),
         "email.list query p50 ms": round(listing["query"]["agent_legs"]["p50_us"] / 1000, 2),
     }
-    result["notes"] = ("agent-legs send includes recipient policy, header checks, the at-most-once ledger (one "
-                       "fsync'd SQLite write, one unsynced), a span and a log line; list/read open one IMAP session per call")
+    result["notes"] = (
+        "agent-legs send includes recipient policy, header checks, the at-most-once ledger (one "
+        "fsync'd SQLite write, one unsynced), a span and a log line; list/read open one IMAP session per call"
+    )
     return result
 
 
@@ -61,8 +63,17 @@ def _send(iterations: int, tmp: Path, ca: dict[str, str]) -> dict[str, Any]:
     from agent_legs_testing._net import free_port
 
     plain = Controller(Sink(), hostname="127.0.0.1", port=free_port())
-    secure = Controller(Sink(), hostname="127.0.0.1", port=free_port(), tls_context=tls, require_starttls=True,
-                        auth_required=True, auth_require_tls=True, authenticator=auth, server_hostname="localhost")
+    secure = Controller(
+        Sink(),
+        hostname="127.0.0.1",
+        port=free_port(),
+        tls_context=tls,
+        require_starttls=True,
+        auth_required=True,
+        auth_require_tls=True,
+        authenticator=auth,
+        server_hostname="localhost",
+    )
     plain.start()
     secure.start()
     client_tls = ssl.create_default_context(cafile=ca["ca"])
@@ -70,27 +81,32 @@ def _send(iterations: int, tmp: Path, ca: dict[str, str]) -> dict[str, Any]:
     try:
         out["plain"] = _send_case(iterations, tmp / "plain", plain.port, {"security": "none"}, None)
         out["starttls_auth"] = _send_case(
-            iterations // 2, tmp / "starttls", secure.port,
-            {"security": "starttls", "username": "bot", "password": "{secret:PW}", "ca_file": ca["ca"]}, client_tls)
+            iterations // 2,
+            tmp / "starttls",
+            secure.port,
+            {"security": "starttls", "username": "bot", "password": "{secret:PW}", "ca_file": ca["ca"]},
+            client_tls,
+        )
     finally:
         plain.stop()
         secure.stop()
     return out
 
 
-def _send_case(iterations: int, tmp: Path, port: int, smtp: dict[str, Any],
-               client_tls: ssl.SSLContext | None) -> dict[str, Any]:
+def _send_case(iterations: int, tmp: Path, port: int, smtp: dict[str, Any], client_tls: ssl.SSLContext | None) -> dict[str, Any]:
     import aiosmtplib
 
     counter = itertools.count()
-    with Legs(workspace=tmp / "ws", state_dir=tmp / "st", secrets={"PW": "pw"},
-              policy={"require_approval": [], "allow": ["email.*"], "email": {"allow_recipients": ["*@example.com"]}},
-              settings={"email": {"from_address": "bot@example.com",
-                                  "smtp": {"host": "127.0.0.1", "port": port, **smtp}}}) as legs:
+    with Legs(
+        workspace=tmp / "ws",
+        state_dir=tmp / "st",
+        secrets={"PW": "pw"},
+        policy={"require_approval": [], "allow": ["email.*"], "email": {"allow_recipients": ["*@example.com"]}},
+        settings={"email": {"from_address": "bot@example.com", "smtp": {"host": "127.0.0.1", "port": port, **smtp}}},
+    ) as legs:
 
         async def legs_send() -> None:
-            r = await legs.arun("email.send", {"to": ["ana@example.com"], "subject": f"n{next(counter)}",
-                                               "body": "hello"})
+            r = await legs.arun("email.send", {"to": ["ana@example.com"], "subject": f"n{next(counter)}", "body": "hello"})
             assert r.ok, r.output
 
         async def raw_send() -> None:
@@ -98,8 +114,9 @@ def _send_case(iterations: int, tmp: Path, port: int, smtp: dict[str, Any],
             msg["From"], msg["To"], msg["Subject"] = "bot@example.com", "ana@example.com", f"r{next(counter)}"
             msg.set_content("hello")
             if client_tls is not None:
-                await aiosmtplib.send(msg, hostname="127.0.0.1", port=port, start_tls=True, tls_context=client_tls,
-                                      username="bot", password="pw")
+                await aiosmtplib.send(
+                    msg, hostname="127.0.0.1", port=port, start_tls=True, tls_context=client_tls, username="bot", password="pw"
+                )
             else:
                 await aiosmtplib.send(msg, hostname="127.0.0.1", port=port)
 
@@ -132,8 +149,12 @@ def _list(iterations: int, tmp: Path, ca: dict[str, str]) -> dict[str, Any]:
         seeded_s = time.perf_counter() - t
         settings = dovecot.settings(ca["ca"])
         client_tls = ssl.create_default_context(cafile=ca["ca"])
-        with Legs(workspace=tmp / "ws-imap", state_dir=tmp / "st-imap", secrets={"SMTP_PASSWORD": PASSWORD},
-                  settings={"email": {"imap": settings}}) as legs:
+        with Legs(
+            workspace=tmp / "ws-imap",
+            state_dir=tmp / "st-imap",
+            secrets={"SMTP_PASSWORD": PASSWORD},
+            settings={"email": {"imap": settings}},
+        ) as legs:
 
             def legs_list(query: str | None = None) -> None:
                 r = legs.run("email.list", {"limit": 20, "query": query})
@@ -155,8 +176,10 @@ def _list(iterations: int, tmp: Path, ca: dict[str, str]) -> dict[str, Any]:
                 samples["raw_imaplib"] += time_sync(raw_list, n, warmup=1)
                 samples["query"] += time_sync(lambda: legs_list("from:ana@example.com"), n, warmup=1)
             read_samples = time_sync(lambda: legs.run("email.read", {"id": "500"}), max(1, n), warmup=1)
-    everything: dict[str, Any] = {"agent_legs": summarize(samples["agent_legs"]),
-                                  "raw_imaplib": summarize(samples["raw_imaplib"])}
+    everything: dict[str, Any] = {
+        "agent_legs": summarize(samples["agent_legs"]),
+        "raw_imaplib": summarize(samples["raw_imaplib"]),
+    }
     everything["ratio_vs_raw"] = ratio(everything["agent_legs"], everything["raw_imaplib"])
     return {
         "all": everything,

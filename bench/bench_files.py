@@ -24,16 +24,22 @@ def run(iterations: int) -> dict[str, Any]:
         tools = {t.name: t for t in FileManagementToolkit(root_dir=str(lc_root)).get_tools()}
         lc_read, lc_write = tools["read_file"], tools["write_file"]
         with Legs(workspace=ws, state_dir=st) as legs:
-            read = alternate({
-                "agent_legs_files_read": lambda: legs.run("files.read", {"path": "notes.txt"}),
-                "langchain_read_file": lambda: lc_read.invoke({"file_path": "notes.txt"}),
-                "plain_python_read": lambda: (ws / "notes.txt").read_text(),
-            }, iterations)
-            write = alternate({
-                "agent_legs_files_write": lambda: legs.run("files.write", {"path": "out.txt", "content": text}),
-                "langchain_write_file": lambda: lc_write.invoke({"file_path": "out.txt", "text": text}),
-                "plain_python_write": lambda: (ws / "plain.txt").write_text(text),
-            }, iterations)
+            read = alternate(
+                {
+                    "agent_legs_files_read": lambda: legs.run("files.read", {"path": "notes.txt"}),
+                    "langchain_read_file": lambda: lc_read.invoke({"file_path": "notes.txt"}),
+                    "plain_python_read": lambda: (ws / "notes.txt").read_text(),
+                },
+                iterations,
+            )
+            write = alternate(
+                {
+                    "agent_legs_files_write": lambda: legs.run("files.write", {"path": "out.txt", "content": text}),
+                    "langchain_write_file": lambda: lc_write.invoke({"file_path": "out.txt", "text": text}),
+                    "plain_python_write": lambda: (ws / "plain.txt").write_text(text),
+                },
+                iterations,
+            )
     return {
         "read": read,
         "write": write,
@@ -42,7 +48,7 @@ def run(iterations: int) -> dict[str, Any]:
             "write_vs_langchain": ratio(write["agent_legs_files_write"], write["langchain_write_file"]),
         },
         "notes": "agent-legs includes validation, policy, one span, one flushed log line; its write fsyncs "
-                 "(file and directory) and renames atomically, LangChain's does neither.",
+        "(file and directory) and renames atomically, LangChain's does neither.",
         "targets": {
             "files.read p50 <= LangChain read_file": read["agent_legs_files_read"]["p50_us"]
             <= read["langchain_read_file"]["p50_us"],

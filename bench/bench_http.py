@@ -74,8 +74,9 @@ def _guard_check_us(port: int) -> dict[str, float]:
     from agent_legs._egress import EgressGuard
     from agent_legs._policy import NetworkPolicy
 
-    guard = EgressGuard(NetworkPolicy(allow_hosts=[f"127.0.0.1:{port}", "*.github.com", "*"],
-                                      deny_hosts=["*.evil.com", "10.0.0.0/8"]))
+    guard = EgressGuard(
+        NetworkPolicy(allow_hosts=[f"127.0.0.1:{port}", "*.github.com", "*"], deny_hosts=["*.evil.com", "10.0.0.0/8"])
+    )
     url = "https://api.github.com/repos/agent-legs/agent-legs/issues?state=open"
     return summarize(time_sync(lambda: guard.check_target(url), 5000, warmup=100))
 
@@ -100,31 +101,42 @@ def run(iterations: int) -> dict[str, Any]:
     try:
         with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
             legs = {
-                layer: stack.enter_context(Legs(
-                    workspace=Path(tmp) / "ws", state_dir=Path(tmp) / f"st-{layer}",
-                    policy={"network": {"allow_hosts": [f"127.0.0.1:{port}"]}},
-                    settings={"http": {"transport": layer}},
-                ))
+                layer: stack.enter_context(
+                    Legs(
+                        workspace=Path(tmp) / "ws",
+                        state_dir=Path(tmp) / f"st-{layer}",
+                        policy={"network": {"allow_hosts": [f"127.0.0.1:{port}"]}},
+                        settings={"http": {"transport": layer}},
+                    )
+                )
                 for layer in ("aiohttp", "httpx")
             }
             # Without an exporter the default provider samples spans out (nothing reads them); with
             # one, they are recorded and batched: this row shows what tracing costs.
             provider = TracerProvider()
             provider.add_span_processor(BatchSpanProcessor(_NullExporter()))
-            legs["traced"] = stack.enter_context(Legs(
-                workspace=Path(tmp) / "ws", state_dir=Path(tmp) / "st-traced",
-                policy={"network": {"allow_hosts": [f"127.0.0.1:{port}"]}}, tracer_provider=provider,
-            ))
+            legs["traced"] = stack.enter_context(
+                Legs(
+                    workspace=Path(tmp) / "ws",
+                    state_dir=Path(tmp) / "st-traced",
+                    policy={"network": {"allow_hosts": [f"127.0.0.1:{port}"]}},
+                    tracer_provider=provider,
+                )
+            )
             stack.callback(provider.shutdown)
 
             async def main() -> dict[str, Any]:
-                async with httpx.AsyncClient() as raw, httpx.AsyncClient(
-                    transport=AiohttpTransport(client=aiohttp.ClientSession())
-                ) as raw_aiohttp, aiohttp.ClientSession() as raw_session:
+                async with (
+                    httpx.AsyncClient() as raw,
+                    httpx.AsyncClient(transport=AiohttpTransport(client=aiohttp.ClientSession())) as raw_aiohttp,
+                    aiohttp.ClientSession() as raw_session,
+                ):
+
                     def legs_call(layer: str) -> Call:
                         async def call() -> None:
                             r = await legs[layer].arun("http.request", {"method": "GET", "url": url})
                             assert r.ok, r.output
+
                         return call
 
                     async def raw_call() -> None:
@@ -180,16 +192,17 @@ def run(iterations: int) -> dict[str, Any]:
         "concurrent_throughput_vs_raw_aiohttp": round(conc["agent_legs"] / conc["raw_aiohttp"], 3),
         "sequential_vs_raw_aiohttp": ratio(seq["agent_legs"], seq["raw_aiohttp"]),
         "sequential_spans_recorded_vs_raw_httpx": ratio(seq["agent_legs_spans_recorded"], seq["raw_httpx"]),
-        "concurrent_spans_recorded_vs_langchain": round(
-            conc["agent_legs_spans_recorded"] / conc["langchain_requests_get"], 3),
+        "concurrent_spans_recorded_vs_langchain": round(conc["agent_legs_spans_recorded"] / conc["langchain_requests_get"], 3),
         "concurrent_aiohttp_layer_vs_httpx_layer": round(conc["agent_legs"] / conc["agent_legs_httpx_transport"], 3),
     }
     result["targets"] = {
         "sequential p50 <= 1.15x raw httpx": result["ratios"]["sequential_vs_raw_httpx"] <= 1.15,
         "50-concurrent throughput >= 2x LangChain": result["ratios"]["concurrent_throughput_vs_langchain"] >= 2,
     }
-    result["notes"] = ("1 KB from an aiohttp server in its own process; agent-legs includes validation, policy, "
-                       "egress guard, two spans (execute_tool + HTTP GET; sampled out without an exporter, recorded "
-                       "and batched in agent_legs_spans_recorded) and one action-log line per call, and runs inline "
-                       "on the caller's loop; raw_aiohttp is the ceiling")
+    result["notes"] = (
+        "1 KB from an aiohttp server in its own process; agent-legs includes validation, policy, "
+        "egress guard, two spans (execute_tool + HTTP GET; sampled out without an exporter, recorded "
+        "and batched in agent_legs_spans_recorded) and one action-log line per call, and runs inline "
+        "on the caller's loop; raw_aiohttp is the ceiling"
+    )
     return result

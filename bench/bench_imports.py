@@ -19,8 +19,10 @@ import tempfile
 import time
 from typing import Any
 
-CATALOGUE = ("import tempfile, os; from agent_legs import Legs; d = tempfile.mkdtemp(); "
-             "Legs(workspace=os.path.join(d, 'ws'), state_dir=os.path.join(d, 'st')).close()")
+CATALOGUE = (
+    "import tempfile, os; from agent_legs import Legs; d = tempfile.mkdtemp(); "
+    "Legs(workspace=os.path.join(d, 'ws'), state_dir=os.path.join(d, 'st')).close()"
+)
 CASES = {
     "python_bare": "pass",
     "import_agent_legs": "import agent_legs",
@@ -37,8 +39,7 @@ def _once(code: str) -> float:
 
 
 def _importtime_top(code: str, n: int = 8) -> list[dict[str, Any]]:
-    p = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True, timeout=120,
-                       check=True)
+    p = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True, timeout=120, check=True)
     rows = []
     for line in p.stderr.splitlines():
         parts = line.removeprefix("import time:").split("|")
@@ -61,13 +62,17 @@ def run(iterations: int, smoke: bool = False) -> dict[str, Any]:
                 samples[name].append(_once(code))
     med = {k: statistics.median(v) * 1e6 for k, v in samples.items()}
     result: dict[str, Any] = {
-        name: {"n": len(v), "p50_us": round(med[name], 1), "min_us": round(min(v) * 1e6, 1),
-               "max_us": round(max(v) * 1e6, 1)} for name, v in samples.items()
+        name: {"n": len(v), "p50_us": round(med[name], 1), "min_us": round(min(v) * 1e6, 1), "max_us": round(max(v) * 1e6, 1)}
+        for name, v in samples.items()
     }
     result["import_agent_legs_over_bare_us"] = round(med["import_agent_legs"] - med["python_bare"], 1)
-    result["importtime_top"] = {"from_agent_legs_import_legs": _importtime_top(CASES["from_agent_legs_import_legs"]),
-                                "legs_catalogue": _importtime_top(CATALOGUE)}
+    result["importtime_top"] = {
+        "from_agent_legs_import_legs": _importtime_top(CASES["from_agent_legs_import_legs"]),
+        "legs_catalogue": _importtime_top(CATALOGUE),
+    }
     result["targets"] = {"import_agent_legs_p50_ms<=250": med["import_agent_legs"] <= 250_000}
-    result["notes"] = ("whole processes, interpreter start-up included; median of alternating rounds; "
-                       "legs_catalogue builds a Legs (every family's models registered, no backend imported)")
+    result["notes"] = (
+        "whole processes, interpreter start-up included; median of alternating rounds; "
+        "legs_catalogue builds a Legs (every family's models registered, no backend imported)"
+    )
     return result

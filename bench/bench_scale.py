@@ -47,9 +47,13 @@ NOTE = "".join(f"line {i}: a note the agent keeps\n" for i in range(32))  # ~1 K
 def _page() -> bytes:
     items = "".join(
         f"<article><h2>Item {i}</h2><p>Item {i} ships in <b>{i % 5 + 1} days</b>. <a href='/item/{i}'>Details</a>"
-        f"</p><ul><li>Weight: {i * 10} g</li><li>Price: ${i}.50</li></ul></article>" for i in range(60))
-    return ("<!doctype html><html><head><meta charset='utf-8'><title>Scale</title></head><body><main>"
-            "<h1>Catalogue</h1>" + items + "</main></body></html>").encode()
+        f"</p><ul><li>Weight: {i * 10} g</li><li>Price: ${i}.50</li></ul></article>"
+        for i in range(60)
+    )
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>Scale</title></head><body><main>"
+        "<h1>Catalogue</h1>" + items + "</main></body></html>"
+    ).encode()
 
 
 def _serve(port_queue: Any) -> None:
@@ -176,12 +180,16 @@ def _size(n: int, rounds: int, base: str, port: int, server_pid: int, root: Path
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     state = root / f"state-{n}"
     rss_before = _procs.rss_kb()
-    legs = Legs(workspace=root / f"ws-{n}", state_dir=state, tracer_provider=provider,
-                policy={"allow": ["files.*", "http.request", "code.*", "browser.*"],
-                        "network": {"allow_hosts": [f"127.0.0.1:{port}"]}})
+    legs = Legs(
+        workspace=root / f"ws-{n}",
+        state_dir=state,
+        tracer_provider=provider,
+        policy={"allow": ["files.*", "http.request", "code.*", "browser.*"], "network": {"allow_hosts": [f"127.0.0.1:{port}"]}},
+    )
     out: dict[str, Any] = {"sessions": n, "rounds_per_session": rounds}
     ramp, steady = _Recorder(), _Recorder()
     try:
+
         async def phase(rec: _Recorder, k: int) -> float:
             t = time.perf_counter()
             await asyncio.gather(*(_session(legs, i, k, base, rec) for i in range(n)))
@@ -196,8 +204,9 @@ def _size(n: int, rounds: int, base: str, port: int, server_pid: int, root: Path
             wall = await phase(steady, rounds)
             machine_after = _procs.machine_cpu()
             cpu = _procs.cpu_delta(before, _procs.snapshot_cpu(_groups(server_pid), containers))
-            out["machine_cpu_busy"] = round((machine_after[0] - machine_before[0])
-                                            / max(1e-9, machine_after[1] - machine_before[1]), 2)
+            out["machine_cpu_busy"] = round(
+                (machine_after[0] - machine_before[0]) / max(1e-9, machine_after[1] - machine_before[1]), 2
+            )
             out["steady_s"] = round(wall, 2)
             out["throughput_actions_s"] = round(steady.issued / wall, 1)
             out["latency"] = {a: summarize(steady.samples[a]) for a in ACTIONS if steady.samples[a]}
@@ -230,7 +239,9 @@ def _size(n: int, rounds: int, base: str, port: int, server_pid: int, root: Path
         "child_spans": len(exporter.get_finished_spans()) - len(spans),
         "one_span_and_one_line_per_action": (
             issued == len(spans) == len(lines) == len(results)
-            and len(set(span_ids)) == issued and set(span_ids) == set(line_ids) == set(results)),
+            and len(set(span_ids)) == issued
+            and set(span_ids) == set(line_ids) == set(results)
+        ),
     }
     provider.shutdown()
     return out
@@ -246,7 +257,8 @@ def _bends(sizes: list[dict[str, Any]]) -> dict[str, Any]:
             "throughput_gain": round(gain, 2),
             "efficiency": round(gain / (b["sessions"] / a["sessions"]), 2),
             "marginal_mb_per_session": round(
-                (b["memory"]["total_mb"] - a["memory"]["total_mb"]) / (b["sessions"] - a["sessions"]), 1),
+                (b["memory"]["total_mb"] - a["memory"]["total_mb"]) / (b["sessions"] - a["sessions"]), 1
+            ),
         }
     return out
 
@@ -276,16 +288,15 @@ def run(iterations: int, smoke: bool = False, sizes: list[int] | None = None) ->
         "bends": _bends(results),
         "workload": list(ACTIONS),
         "memory_counts": "our process's RSS growth since the Legs was built + Chromium PSS (browser, GPU, "
-                         "renderers) + Playwright driver PSS + sandbox containers' cgroup memory minus inactive "
-                         "page cache; the HTTP server and the Docker daemon are not counted",
+        "renderers) + Playwright driver PSS + sandbox containers' cgroup memory minus inactive "
+        "page cache; the HTTP server and the Docker daemon are not counted",
         "cpu_counts": "user+system CPU seconds during the steady phase, from /proc and the containers' cgroups; "
-                      "dockerd + containerd are machine-wide (other Docker work on the machine counts too); "
-                      "'CPU busy' is what the parties counted used, as a share of all cores; 'machine busy' is the "
-                      "whole machine's (other work included), from /proc/stat",
+        "dockerd + containerd are machine-wide (other Docker work on the machine counts too); "
+        "'CPU busy' is what the parties counted used, as a share of all cores; 'machine busy' is the "
+        "whole machine's (other work included), from /proc/stat",
     }
     if bad:
-        raise AssertionError(f"span/log accounting differs at {bad} sessions: "
-                             + json.dumps([r["accounting"] for r in results]))
+        raise AssertionError(f"span/log accounting differs at {bad} sessions: " + json.dumps([r["accounting"] for r in results]))
     # at the smallest size nothing competes: an action failing there is a broken backend, not load
     first = results[0]
     broken = [e for e in first["errors"] if e.split(":")[0] in ACTIONS]

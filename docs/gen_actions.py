@@ -21,15 +21,15 @@ from agent_legs.actions import __name__ as _registered  # noqa: F401  (imports e
 HERE = Path(__file__).parent
 FAMILIES = {
     "files": "Files in the workspace: every path is confined to it (no `..`, no symlinks out, deny globs), "
-             "writes are atomic, deletes go to a trash in the state directory.",
+    "writes are atomic, deletes go to a trash in the state directory.",
     "http": "HTTP requests through the egress guard: scheme, host rules, and the resolved address are "
-            "checked for every request and redirect; credentials are injected per host from secrets.",
+    "checked for every request and redirect; credentials are injected per host from secrets.",
     "browser": "A Chromium tab per session (Playwright) behind its own filtering proxy: every navigation and "
-               "sub-request is checked by the egress guard. Pages come back as markdown.",
+    "sub-request is checked by the egress guard. Pages come back as markdown.",
     "code": "A stateful Python (or bash) kernel per session in a Docker container: no network, non-root, "
-            "read-only root filesystem, limits; the workspace is mounted at `/workspace`.",
+    "read-only root filesystem, limits; the workspace is mounted at `/workspace`.",
     "email": "Send through SMTP (recipient allow-list, approval by default, never twice) and read through "
-             "IMAP (content marked untrusted).",
+    "IMAP (content marked untrusted).",
 }
 
 
@@ -49,8 +49,7 @@ def _type(prop: dict[str, Any]) -> str:
 
 def _default_policy_decision(name: str) -> str:
     policy = Policy()
-    for label, patterns in (("denied", policy.deny), ("needs approval", policy.require_approval),
-                            ("allowed", policy.allow)):
+    for label, patterns in (("denied", policy.deny), ("needs approval", policy.require_approval), ("allowed", policy.allow)):
         if any(fnmatch.fnmatchcase(name, p) for p in patterns):
             return label
     return "not allowed (add it to `policy.allow`)"
@@ -64,7 +63,7 @@ def render() -> str:
         "arguments are exactly what the model sees. The tool name is the action name with `.` replaced",
         "by `_`. Every action returns an `ActionResult`; failures carry an error type (`invalid_input`,",
         "`denied`, `approval_denied`, `budget_exceeded`, `timeout`, `not_found`, `unavailable`, `failed`),",
-        "a message and a hint. \"Default policy\" is what `Policy()` decides; see [Policy](policy.md).",
+        'a message and a hint. "Default policy" is what `Policy()` decides; see [Policy](policy.md).',
         "",
     ]
     specs = sorted(REGISTRY, key=lambda s: (list(FAMILIES).index(s.family) if s.family in FAMILIES else 99, s.name))
@@ -73,10 +72,15 @@ def render() -> str:
         if spec.family != family:
             family = spec.family
             lines += [f"## {family}", "", FAMILIES.get(family, ""), ""]
-        flags = ["read-only" if spec.read_only else "has effects",
-                 f"default policy: {_default_policy_decision(spec.name)}"]
-        lines += [f"### `{spec.name}`", "", f"Tool `{spec.tool_name}` · " + " · ".join(flags), "",
-                  " ".join(spec.description.split()), ""]
+        flags = ["read-only" if spec.read_only else "has effects", f"default policy: {_default_policy_decision(spec.name)}"]
+        lines += [
+            f"### `{spec.name}`",
+            "",
+            f"Tool `{spec.tool_name}` · " + " · ".join(flags),
+            "",
+            " ".join(spec.description.split()),
+            "",
+        ]
         schema = spec.input_model.model_json_schema()
         props = schema.get("properties", {})
         if not props:

@@ -49,7 +49,11 @@ def test_demo_does_the_whole_job(tmp_path: Path, sandbox_image: str, captured_sp
     assert (ws / "report/prices.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "mean price $67.60" in (ws / "report/summary.md").read_text()
     assert {p.relative_to(ws).as_posix() for p in report.files} == {
-        "attachments/stock.csv", "report/prices.csv", "report/prices.png", "report/summary.md"}
+        "attachments/stock.csv",
+        "report/prices.csv",
+        "report/prices.png",
+        "report/summary.md",
+    }
 
     # posted to the API: the statistics the sandbox computed
     (post,) = report.posts
@@ -98,8 +102,12 @@ def test_demo_carries_on_without_docker_and_browser(tmp_path: Path) -> None:
     """Through the real CLI: no Docker engine, no Chromium. The agent gets structured
     errors, works around them, the job still reaches the API and the mailbox, and the screen says
     how to fix what was missing."""
-    env = {**os.environ, "AGENT_LEGS_CODE__DOCKER_HOST": "unix:///nonexistent/docker.sock",
-           "AGENT_LEGS_BROWSER__EXECUTABLE_PATH": "/nonexistent/chromium", "COLUMNS": "160"}
+    env = {
+        **os.environ,
+        "AGENT_LEGS_CODE__DOCKER_HOST": "unix:///nonexistent/docker.sock",
+        "AGENT_LEGS_BROWSER__EXECUTABLE_PATH": "/nonexistent/chromium",
+        "COLUMNS": "160",
+    }
     cli = Path(sys.executable).with_name("agent-legs")
     r = subprocess.run([str(cli), "demo"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     out = r.stdout + r.stderr
@@ -117,16 +125,16 @@ def test_demo_carries_on_without_docker_and_browser(tmp_path: Path) -> None:
 
 def test_demo_with_a_bad_model_name_explains_instead_of_crashing(tmp_path: Path) -> None:
     console = Console(record=True, width=140)
-    report = run_demo(tmp_path / "ws", tmp_path / "st", model="no-such-provider:some-model", console=console,
-                      inbox=False)
+    report = run_demo(tmp_path / "ws", tmp_path / "st", model="no-such-provider:some-model", console=console, inbox=False)
     assert report.error and "no-such-provider" in report.error
     assert not report.posts and not report.mails and not report.ok
     assert "The demo did not finish" in console.export_text()
 
 
 def test_parse_prices_reads_browser_and_http_markdown() -> None:
-    markdown = ("| Product | Price |\n| --- | --- |\n| [Trail shoes](/products/trail-shoes) | $89.90 |\n"
-                "| Plain name | $1,234.5 |\n")
+    markdown = (
+        "| Product | Price |\n| --- | --- |\n| [Trail shoes](/products/trail-shoes) | $89.90 |\n| Plain name | $1,234.5 |\n"
+    )
     assert parse_prices(markdown) == [("Trail shoes", 89.90), ("Plain name", 1234.5)]
 
 
@@ -146,8 +154,10 @@ def test_demo_with_a_real_model(tmp_path: Path, sandbox_image: str) -> None:
 
 
 def test_the_core_cli_without_the_demo_package_says_how_to_install_it() -> None:
-    code = ("import sys\nsys.modules['agent_legs_demo'] = None\nsys.argv = ['agent-legs', 'demo']\n"
-            "from agent_legs._cli import main\nmain()")
+    code = (
+        "import sys\nsys.modules['agent_legs_demo'] = None\nsys.argv = ['agent-legs', 'demo']\n"
+        "from agent_legs._cli import main\nmain()"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2, r.stdout + r.stderr
     assert "Traceback" not in r.stderr

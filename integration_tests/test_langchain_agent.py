@@ -22,8 +22,12 @@ from langchain_agent_legs import AgentLegsToolkit
 
 @pytest.fixture
 def legs(tmp_path, http_server, captured_spans):
-    with Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "st", tracer_provider=captured_spans.provider,
-              policy={"network": {"allow_hosts": [f"127.0.0.1:{http_server.port}"]}}) as legs:
+    with Legs(
+        workspace=tmp_path / "ws",
+        state_dir=tmp_path / "st",
+        tracer_provider=captured_spans.provider,
+        policy={"network": {"allow_hosts": [f"127.0.0.1:{http_server.port}"]}},
+    ) as legs:
         yield legs
 
 
@@ -32,19 +36,25 @@ def _tool_messages(state: dict) -> list[ToolMessage]:
 
 
 def test_files_and_http_task_with_real_effects_and_spans(legs, http_server, captured_spans, tmp_path) -> None:
-    model = ScriptedChatModel(steps=[
-        [("http_request", {"method": "GET", "url": http_server.url("/json")})],
-        [("files_write", {"path": "report/items.md", "content": "# Items\n- alpha\n- beta\n"}),
-         ("files_read", {"path": "../../etc/passwd"})],
-        [("http_request", {"method": "POST", "url": http_server.url("/echo"), "json": {"report": "report/items.md"}})],
-        [("files_read", {"path": "report/items.md"})],
-        "The report is saved in report/items.md and posted to the API.",
-    ])
+    model = ScriptedChatModel(
+        steps=[
+            [("http_request", {"method": "GET", "url": http_server.url("/json")})],
+            [
+                ("files_write", {"path": "report/items.md", "content": "# Items\n- alpha\n- beta\n"}),
+                ("files_read", {"path": "../../etc/passwd"}),
+            ],
+            [("http_request", {"method": "POST", "url": http_server.url("/echo"), "json": {"report": "report/items.md"}})],
+            [("files_read", {"path": "report/items.md"})],
+            "The report is saved in report/items.md and posted to the API.",
+        ]
+    )
     agent = create_agent(model, AgentLegsToolkit(legs=legs).get_tools())
     tracer = captured_spans.provider.get_tracer("test-agent")
     with tracer.start_as_current_span("invoke_agent shop-bot") as root:
-        state = agent.invoke({"messages": [("user", "Make a report of the items and post it.")]},
-                             config={"configurable": {"thread_id": "thread-42"}})
+        state = agent.invoke(
+            {"messages": [("user", "Make a report of the items and post it.")]},
+            config={"configurable": {"thread_id": "thread-42"}},
+        )
 
     # effects in the world
     assert (tmp_path / "ws/report/items.md").read_text() == "# Items\n- alpha\n- beta\n"
@@ -73,8 +83,9 @@ def test_office_task_across_all_action_families(office_world, captured_spans, tm
         agent = create_agent(model, AgentLegsToolkit(legs=legs).get_tools())
         tracer = captured_spans.provider.get_tracer("test-agent")
         with tracer.start_as_current_span("invoke_agent office-bot") as root:
-            state = agent.invoke({"messages": [("user", office_world.task)]},
-                                 config={"configurable": {"thread_id": "office-thread"}})
+            state = agent.invoke(
+                {"messages": [("user", office_world.task)]}, config={"configurable": {"thread_id": "office-thread"}}
+            )
 
     assert_office_effects(office_world, tmp_path / "ws")
     tool_messages = _tool_messages(state)
@@ -84,42 +95,47 @@ def test_office_task_across_all_action_families(office_world, captured_spans, tm
     assert state["messages"][-1].content.startswith("Done")
     families = {s.attributes["gen_ai.tool.name"].split("_")[0] for s in captured_spans.tool_spans()}
     assert families == {"files", "http", "browser", "code", "email"}
-    assert_tool_spans(captured_spans.tool_spans(), root, {m.tool_call_id for m in tool_messages},
-                      session="office-thread")
+    assert_tool_spans(captured_spans.tool_spans(), root, {m.tool_call_id for m in tool_messages}, session="office-thread")
 
 
 async def test_async_agent_runs_tools_on_the_callers_loop(legs, http_server, captured_spans, tmp_path) -> None:
-    model = ScriptedChatModel(steps=[
-        [("http_request", {"method": "GET", "url": http_server.url("/json")}),
-         ("files_write", {"path": "a.txt", "content": "async"})],
-        "done",
-    ])
+    model = ScriptedChatModel(
+        steps=[
+            [
+                ("http_request", {"method": "GET", "url": http_server.url("/json")}),
+                ("files_write", {"path": "a.txt", "content": "async"}),
+            ],
+            "done",
+        ]
+    )
     agent = create_agent(model, AgentLegsToolkit(legs=legs, session="fixed").get_tools())
     tracer = captured_spans.provider.get_tracer("test-agent")
     with tracer.start_as_current_span("invoke_agent async-bot") as root:
         state = await agent.ainvoke({"messages": [("user", "go")]}, config={"configurable": {"thread_id": "ignored"}})
     assert (tmp_path / "ws/a.txt").read_text() == "async"
     assert [r.path for r in http_server.requests] == ["/json"]
-    assert_tool_spans(captured_spans.tool_spans(), root, {m.tool_call_id for m in _tool_messages(state)},
-                      session="fixed")
+    assert_tool_spans(captured_spans.tool_spans(), root, {m.tool_call_id for m in _tool_messages(state)}, session="fixed")
 
 
 def test_artifact_is_the_action_result(legs) -> None:
     (tool,) = AgentLegsToolkit(legs=legs, include=["files.write"]).get_tools()
-    msg = tool.invoke({"type": "tool_call", "id": "call_x", "name": tool.name,
-                       "args": {"path": "a.txt", "content": "hi"}})
+    msg = tool.invoke({"type": "tool_call", "id": "call_x", "name": tool.name, "args": {"path": "a.txt", "content": "hi"}})
     assert msg.content == "Wrote a.txt (2 bytes)"
     assert msg.artifact["ok"] is True and msg.artifact["artifacts"][0]["path"] == "a.txt"
 
 
-TALL_PAGE = (b"<html><body style='margin:0'><div style='height:4000px;background:linear-gradient(red,blue)'>"
-             b"tall page</div></body></html>")
+TALL_PAGE = (
+    b"<html><body style='margin:0'><div style='height:4000px;background:linear-gradient(red,blue)'>tall page</div></body></html>"
+)
 FIGURE = "import matplotlib.pyplot as plt\nplt.plot([1, 4, 9])\nplt.title('squares')"
 
 
 def _image_blocks(message: ToolMessage) -> list[dict]:
-    return [b for b in message.content if isinstance(b, dict) and b.get("type") == "image"] \
-        if isinstance(message.content, list) else []
+    return (
+        [b for b in message.content if isinstance(b, dict) and b.get("type") == "image"]
+        if isinstance(message.content, list)
+        else []
+    )
 
 
 def _picture(block: dict):
@@ -135,19 +151,26 @@ def test_screenshots_and_figures_reach_the_model_as_images(http_server, sandbox_
     """15.6: a real Chromium full-page screenshot (800x4000) and a real matplotlib figure from code.run
     come back as standard image blocks, bounded in size, and the model receives them."""
     http_server.routes["/tall"] = lambda h, r: h.send_body(200, TALL_PAGE, "text/html")
-    steps = [[("browser_navigate", {"url": http_server.url("/tall")})],
-             [("browser_screenshot", {"full_page": True})],
-             [("code_run", {"code": FIGURE})],
-             "done"]
-    with Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "st", settings={"code": {"pool_size": 0}},
-              policy={"network": {"allow_hosts": [f"127.0.0.1:{http_server.port}"]}}) as legs:
+    steps = [
+        [("browser_navigate", {"url": http_server.url("/tall")})],
+        [("browser_screenshot", {"full_page": True})],
+        [("code_run", {"code": FIGURE})],
+        "done",
+    ]
+    with Legs(
+        workspace=tmp_path / "ws",
+        state_dir=tmp_path / "st",
+        settings={"code": {"pool_size": 0}},
+        policy={"network": {"allow_hosts": [f"127.0.0.1:{http_server.port}"]}},
+    ) as legs:
         model = ScriptedChatModel(steps=steps)
         state = create_agent(model, AgentLegsToolkit(legs=legs, include=["browser.*", "code.*"]).get_tools()).invoke(
-            {"messages": [("user", "look at the page and plot the squares")]})
+            {"messages": [("user", "look at the page and plot the squares")]}
+        )
         blind = ScriptedChatModel(steps=steps)
-        blind_state = create_agent(blind, AgentLegsToolkit(legs=legs, include=["browser.*", "code.*"],
-                                                           images=False).get_tools()).invoke(
-            {"messages": [("user", "the same, for a model without vision")]})
+        blind_state = create_agent(
+            blind, AgentLegsToolkit(legs=legs, include=["browser.*", "code.*"], images=False).get_tools()
+        ).invoke({"messages": [("user", "the same, for a model without vision")]})
 
     _, shot, figure = _tool_messages(state)
     assert shot.status == "success" and shot.content[0]["type"] == "text" and "screenshots/" in shot.content[0]["text"]
@@ -174,10 +197,12 @@ def test_screenshots_and_figures_reach_the_model_as_images(http_server, sandbox_
 def test_code_kernels_follow_the_agent_run(http_server, sandbox_image, tmp_path) -> None:
     """15.5: without a thread id each invoke is its own session (a variable set in run 1 is absent in
     run 2); the same thread id shares the session."""
+
     def run(code: str, config: dict | None = None) -> str:
         model = ScriptedChatModel(steps=[[("code_run", {"code": code})], "done"])
         state = create_agent(model, AgentLegsToolkit(legs=legs, include=["code.run"]).get_tools()).invoke(
-            {"messages": [("user", "compute")]}, config=config)
+            {"messages": [("user", "compute")]}, config=config
+        )
         (message,) = _tool_messages(state)
         return str(message.content)
 
@@ -200,8 +225,10 @@ def _real_model() -> str | None:
 
 
 @pytest.mark.real_model
-@pytest.mark.skipif(not (os.environ.get("OPENAI_API_KEY") or os.environ.get("ANTHROPIC_API_KEY")),
-                    reason="needs OPENAI_API_KEY or ANTHROPIC_API_KEY (real-model tests are the only ones that may skip)")
+@pytest.mark.skipif(
+    not (os.environ.get("OPENAI_API_KEY") or os.environ.get("ANTHROPIC_API_KEY")),
+    reason="needs OPENAI_API_KEY or ANTHROPIC_API_KEY (real-model tests are the only ones that may skip)",
+)
 def test_office_task_with_a_real_model(office_world, captured_spans, tmp_path) -> None:
     """The same task, decided by a hosted model (AGENT_LEGS_TEST_MODEL=provider:name picks one)."""
     from langchain.chat_models import init_chat_model
@@ -211,12 +238,16 @@ def test_office_task_with_a_real_model(office_world, captured_spans, tmp_path) -
     try:
         chat = init_chat_model(name, temperature=0)
     except ImportError as exc:
-        pytest.fail(f"{name} needs its LangChain provider package: {exc} (pip install langchain-openai or "
-                    "langchain-anthropic)", pytrace=False)
+        pytest.fail(
+            f"{name} needs its LangChain provider package: {exc} (pip install langchain-openai or langchain-anthropic)",
+            pytrace=False,
+        )
     with Legs(**office_world.legs_kwargs(tmp_path, captured_spans.provider)) as legs:
         agent = create_agent(chat, AgentLegsToolkit(legs=legs).get_tools())
-        state = agent.invoke({"messages": [("user", office_world.task)]},
-                             config={"configurable": {"thread_id": "office-thread"}, "recursion_limit": 60})
+        state = agent.invoke(
+            {"messages": [("user", office_world.task)]},
+            config={"configurable": {"thread_id": "office-thread"}, "recursion_limit": 60},
+        )
     ws = tmp_path / "ws"
     # a real model phrases things its own way: check the effects, not the exact bytes
     prices = (ws / "report/prices.csv").read_text()

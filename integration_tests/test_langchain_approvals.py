@@ -28,8 +28,9 @@ CFG = {"configurable": {"thread_id": "thread-1"}}
 
 @pytest.fixture
 def legs(tmp_path, captured_spans):
-    with Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "st", policy=POLICY,
-              tracer_provider=captured_spans.provider) as legs:
+    with Legs(
+        workspace=tmp_path / "ws", state_dir=tmp_path / "st", policy=POLICY, tracer_provider=captured_spans.provider
+    ) as legs:
         yield legs
 
 
@@ -45,8 +46,7 @@ def _writes(tmp_path: Path) -> list[dict]:
 def _agent(legs: Legs, steps: list, approvals: str = "interrupt", checkpointer=None, **kw):
     model = ScriptedChatModel(steps=steps)
     tools = AgentLegsToolkit(legs=legs, approvals=approvals).get_tools()
-    return create_agent(model, tools, checkpointer=checkpointer if checkpointer is not None else InMemorySaver(),
-                        **kw), model
+    return create_agent(model, tools, checkpointer=checkpointer if checkpointer is not None else InMemorySaver(), **kw), model
 
 
 def _tool_messages(state) -> list[ToolMessage]:
@@ -54,10 +54,18 @@ def _tool_messages(state) -> list[ToolMessage]:
 
 
 def test_parallel_calls_interrupt_once_each_and_resume_together(legs, tmp_path, captured_spans) -> None:
-    agent, model = _agent(legs, [
-        [("files_write", {"path": "a.txt", "content": "A"}), ("files_write", {"path": "b.txt", "content": "B"}),
-         ("files_write", {"path": "c.txt", "content": "C"}), ("files_read", {"path": "a.txt"})],
-        "done"])
+    agent, model = _agent(
+        legs,
+        [
+            [
+                ("files_write", {"path": "a.txt", "content": "A"}),
+                ("files_write", {"path": "b.txt", "content": "B"}),
+                ("files_write", {"path": "c.txt", "content": "C"}),
+                ("files_read", {"path": "a.txt"}),
+            ],
+            "done",
+        ],
+    )
     out = agent.invoke({"messages": [("user", "write")]}, CFG, version="v2")
     ws = tmp_path / "ws"
     assert not any((ws / n).exists() for n in ("a.txt", "b.txt", "c.txt"))  # paused before anything ran
@@ -71,29 +79,41 @@ def test_parallel_calls_interrupt_once_each_and_resume_together(legs, tmp_path, 
     assert value["rule"] == "policy.require_approval['files.write']" and "reason" in value
     assert value["allowed_decisions"] == ["approve", "reject", "edit"]
 
-    final = agent.invoke(Command(resume={
-        by_path["a.txt"].id: {"type": "approve", "by": "ann"},
-        by_path["b.txt"].id: {"type": "reject", "message": "not b, ever", "by": "bob"},
-        by_path["c.txt"].id: {"type": "edit", "args": {"path": "c-edited.txt", "content": "C2"}, "by": "cy"},
-    }), CFG, version="v2").value
+    final = agent.invoke(
+        Command(
+            resume={
+                by_path["a.txt"].id: {"type": "approve", "by": "ann"},
+                by_path["b.txt"].id: {"type": "reject", "message": "not b, ever", "by": "bob"},
+                by_path["c.txt"].id: {"type": "edit", "args": {"path": "c-edited.txt", "content": "C2"}, "by": "cy"},
+            }
+        ),
+        CFG,
+        version="v2",
+    ).value
     assert (ws / "a.txt").read_text() == "A" and not (ws / "b.txt").exists()
     assert (ws / "c-edited.txt").read_text() == "C2" and not (ws / "c.txt").exists()
     rejected = [m for m in _tool_messages(final) if "approval_denied" in str(m.content)]
     assert len(rejected) == 1 and "not b, ever" in rejected[0].content  # the model receives the message
     assert any("not b, ever" in str(m.content) for m in model.seen[-1])
     approvals = {e["arguments"]["path"]: e["approval"] for e in _writes(tmp_path)}
-    assert approvals == {"a.txt": {"decision": "approved", "by": "ann", "rule": None},
-                         "b.txt": {"decision": "rejected", "by": "bob", "rule": None},
-                         "c-edited.txt": {"decision": "edited", "by": "cy", "rule": None}}
+    assert approvals == {
+        "a.txt": {"decision": "approved", "by": "ann", "rule": None},
+        "b.txt": {"decision": "rejected", "by": "bob", "rule": None},
+        "c-edited.txt": {"decision": "edited", "by": "cy", "rule": None},
+    }
     assert len(_writes(tmp_path)) == 3  # each call once
     spans = [s for s in captured_spans.tool_spans() if s.attributes["agent_legs.action"] == "files.write"]
-    assert sorted((s.attributes["agent_legs.approval.decision"], s.attributes["agent_legs.approval.by"])
-                  for s in spans) == [("approved", "ann"), ("edited", "cy"), ("rejected", "bob")]
+    assert sorted((s.attributes["agent_legs.approval.decision"], s.attributes["agent_legs.approval.by"]) for s in spans) == [
+        ("approved", "ann"),
+        ("edited", "cy"),
+        ("rejected", "bob"),
+    ]
 
 
 def test_resuming_one_of_two_then_the_other_runs_each_once(legs, tmp_path) -> None:
-    agent, _ = _agent(legs, [[("files_write", {"path": "a.txt", "content": "A"}),
-                              ("files_write", {"path": "b.txt", "content": "B"})], "done"])
+    agent, _ = _agent(
+        legs, [[("files_write", {"path": "a.txt", "content": "A"}), ("files_write", {"path": "b.txt", "content": "B"})], "done"]
+    )
     first = agent.invoke({"messages": [("user", "write")]}, CFG, version="v2").interrupts
     a, b = sorted(first, key=lambda i: i.value["arguments"]["path"])
     second = agent.invoke(Command(resume={a.id: {"type": "approve"}}), CFG, version="v2").interrupts
@@ -109,8 +129,7 @@ def test_replaying_an_old_checkpoint_never_runs_an_approved_call_twice(legs, tmp
     agent.invoke(Command(resume={interrupt.id: {"type": "approve", "by": "ann"}}), CFG, version="v2")
     (tmp_path / "ws/a.txt").unlink()
     # Time travel: resume the same pause again from its checkpoint, with another decision.
-    replay = agent.invoke(Command(resume={interrupt.id: {"type": "approve", "by": "mallory"}}), paused,
-                          version="v2").value
+    replay = agent.invoke(Command(resume={interrupt.id: {"type": "approve", "by": "mallory"}}), paused, version="v2").value
     assert not (tmp_path / "ws/a.txt").exists()
     refused = _tool_messages(replay)[-1]
     assert refused.status == "error" and "already decided (approve by ann" in refused.content
@@ -118,8 +137,9 @@ def test_replaying_an_old_checkpoint_never_runs_an_approved_call_twice(legs, tmp
     assert [e["outcome"] for e in writes] == ["ok", "approval_denied"]
 
 
-@pytest.mark.parametrize("answer", [{"type": "yes"}, "sure", {"type": "approve", "extra": True},
-                                    {"type": "edit"}, 42, ["approve"]])
+@pytest.mark.parametrize(
+    "answer", [{"type": "yes"}, "sure", {"type": "approve", "extra": True}, {"type": "edit"}, 42, ["approve"]]
+)
 def test_a_resume_value_of_the_wrong_shape_is_refused(legs, tmp_path, answer) -> None:
     agent, _ = _agent(legs, [[("files_write", {"path": "a.txt", "content": "A"})], "done"])
     (interrupt,) = agent.invoke({"messages": [("user", "write")]}, CFG, version="v2").interrupts
@@ -141,13 +161,22 @@ def test_an_unknown_interrupt_id_runs_nothing(legs, tmp_path) -> None:
 
 
 def test_edits_that_fail_validation_or_policy_run_nothing(legs, tmp_path) -> None:
-    agent, _ = _agent(legs, [[("files_write", {"path": "a.txt", "content": "A"}),
-                              ("files_write", {"path": "b.txt", "content": "B"})], "done"])
-    a, b = sorted(agent.invoke({"messages": [("user", "write")]}, CFG, version="v2").interrupts,
-                  key=lambda i: i.value["arguments"]["path"])
-    final = agent.invoke(Command(resume={a.id: {"type": "edit", "args": {"path": "a.txt", "nope": 1}},
-                                         b.id: {"type": "edit", "args": {"path": "../escape.txt", "content": "x"}}}),
-                         CFG, version="v2").value
+    agent, _ = _agent(
+        legs, [[("files_write", {"path": "a.txt", "content": "A"}), ("files_write", {"path": "b.txt", "content": "B"})], "done"]
+    )
+    a, b = sorted(
+        agent.invoke({"messages": [("user", "write")]}, CFG, version="v2").interrupts, key=lambda i: i.value["arguments"]["path"]
+    )
+    final = agent.invoke(
+        Command(
+            resume={
+                a.id: {"type": "edit", "args": {"path": "a.txt", "nope": 1}},
+                b.id: {"type": "edit", "args": {"path": "../escape.txt", "content": "x"}},
+            }
+        ),
+        CFG,
+        version="v2",
+    ).value
     assert sorted(p.name for p in (tmp_path / "ws").iterdir()) == []
     assert not (tmp_path / "escape.txt").exists()
     assert all(m.status == "error" for m in _tool_messages(final))
@@ -169,12 +198,21 @@ def test_calls_that_need_no_approval_do_not_interrupt(legs, tmp_path) -> None:
 
 
 def test_remembered_approval_covers_later_calls_of_the_thread(legs, tmp_path) -> None:
-    agent, _ = _agent(legs, [[("files_write", {"path": "notes/1.txt", "content": "1"})],
-                             [("files_write", {"path": "notes/2.txt", "content": "2"})],
-                             [("files_write", {"path": "other.txt", "content": "3"})], "done"])
+    agent, _ = _agent(
+        legs,
+        [
+            [("files_write", {"path": "notes/1.txt", "content": "1"})],
+            [("files_write", {"path": "notes/2.txt", "content": "2"})],
+            [("files_write", {"path": "other.txt", "content": "3"})],
+            "done",
+        ],
+    )
     (first,) = agent.invoke({"messages": [("user", "write")]}, CFG, version="v2").interrupts
-    out = agent.invoke(Command(resume={first.id: {"type": "approve", "by": "ann", "remember": "session",
-                                                  "match": {"path": ["notes/*"]}}}), CFG, version="v2")
+    out = agent.invoke(
+        Command(resume={first.id: {"type": "approve", "by": "ann", "remember": "session", "match": {"path": ["notes/*"]}}}),
+        CFG,
+        version="v2",
+    )
     (third,) = out.interrupts  # notes/2.txt ran under the standing rule; other.txt asks
     assert third.value["arguments"]["path"] == "other.txt"
     (rule,) = legs.standing_rules("thread-1")
@@ -232,12 +270,14 @@ legs.close()
 
 def test_a_pause_survives_a_process_restart_with_sqlite(tmp_path) -> None:
     import langgraph.checkpoint.sqlite  # noqa: F401  (a test dependency: missing it must fail)
+
     script = tmp_path / "agent.py"
     script.write_text(textwrap.dedent(RESTART_SCRIPT))
 
     def run(phase: str, *rest: str) -> object:
-        done = subprocess.run([sys.executable, str(script), phase, str(tmp_path), *rest],
-                              capture_output=True, text=True, timeout=240)
+        done = subprocess.run(
+            [sys.executable, str(script), phase, str(tmp_path), *rest], capture_output=True, text=True, timeout=240
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -250,10 +290,13 @@ def test_a_pause_survives_a_process_restart_with_sqlite(tmp_path) -> None:
     assert (tmp_path / "ws/a.txt").read_text() == "A" and not (tmp_path / "ws/b.txt").exists()
     writes = _writes(tmp_path)
     assert sorted((e["arguments"]["path"], e["approval"]["decision"], e["approval"]["by"]) for e in writes) == [
-        ("a.txt", "approved", "ops"), ("b.txt", "rejected", "ops")]
+        ("a.txt", "approved", "ops"),
+        ("b.txt", "rejected", "ops"),
+    ]
 
 
 # -- HumanInTheLoopMiddleware ------------------------------------------------------------------------
+
 
 def _hitl_agent(legs: Legs, steps: list, approvals: str = "middleware"):
     toolkit = AgentLegsToolkit(legs=legs, approvals=approvals)
@@ -263,8 +306,10 @@ def _hitl_agent(legs: Legs, steps: list, approvals: str = "middleware"):
 
 
 def test_interrupt_on_is_generated_from_the_policy(tmp_path) -> None:
-    policy = {"allow": ["files.*"], "require_approval": [{"action": "files.write", "unless": {"path": ["notes/*"]}},
-                                                         "files.delete"]}
+    policy = {
+        "allow": ["files.*"],
+        "require_approval": [{"action": "files.write", "unless": {"path": ["notes/*"]}}, "files.delete"],
+    }
     with Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "st", policy=policy) as legs:
         config = AgentLegsToolkit(legs=legs).interrupt_on()
     assert sorted(config) == ["files_delete", "files_write"]
@@ -272,19 +317,35 @@ def test_interrupt_on_is_generated_from_the_policy(tmp_path) -> None:
 
 
 def test_hitl_middleware_asks_once_and_its_decision_is_the_approval(legs, tmp_path) -> None:
-    agent, _ = _hitl_agent(legs, [[("files_write", {"path": "a.txt", "content": "A"}),
-                                   ("files_write", {"path": "b.txt", "content": "B"}),
-                                   ("files_write", {"path": "c.txt", "content": "C"}),
-                                   ("files_read", {"path": "x.txt"})], "done"])
+    agent, _ = _hitl_agent(
+        legs,
+        [
+            [
+                ("files_write", {"path": "a.txt", "content": "A"}),
+                ("files_write", {"path": "b.txt", "content": "B"}),
+                ("files_write", {"path": "c.txt", "content": "C"}),
+                ("files_read", {"path": "x.txt"}),
+            ],
+            "done",
+        ],
+    )
     out = agent.invoke({"messages": [("user", "write")]}, CFG, version="v2")
     assert len(out.interrupts) == 3 and all(i.value["type"] == "tool_approval" for i in out.interrupts)
     by_path = {i.value["args"]["path"]: i.id for i in out.interrupts}
-    final = agent.invoke(Command(resume={
-        by_path["a.txt"]: {"type": "approve"},
-        by_path["b.txt"]: {"type": "reject", "message": "no"},
-        by_path["c.txt"]: {"type": "edit", "edited_action": {"name": "files_write",
-                                                             "args": {"path": "c2.txt", "content": "C2"}}},
-    }), CFG, version="v2")
+    final = agent.invoke(
+        Command(
+            resume={
+                by_path["a.txt"]: {"type": "approve"},
+                by_path["b.txt"]: {"type": "reject", "message": "no"},
+                by_path["c.txt"]: {
+                    "type": "edit",
+                    "edited_action": {"name": "files_write", "args": {"path": "c2.txt", "content": "C2"}},
+                },
+            }
+        ),
+        CFG,
+        version="v2",
+    )
     assert not final.interrupts  # nobody was asked a second time
     ws = tmp_path / "ws"
     assert (ws / "a.txt").exists() and not (ws / "b.txt").exists() and (ws / "c2.txt").exists()
@@ -295,8 +356,13 @@ def test_hitl_middleware_asks_once_and_its_decision_is_the_approval(legs, tmp_pa
 def test_hitl_middleware_skips_calls_the_policy_exempts(tmp_path) -> None:
     policy = {"allow": ["files.*"], "require_approval": [{"action": "files.write", "unless": {"path": ["notes/*"]}}]}
     with Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "st", policy=policy) as legs:
-        agent, _ = _hitl_agent(legs, [[("files_write", {"path": "notes/a.txt", "content": "A"}),
-                                       ("files_write", {"path": "b.txt", "content": "B"})], "done"])
+        agent, _ = _hitl_agent(
+            legs,
+            [
+                [("files_write", {"path": "notes/a.txt", "content": "A"}), ("files_write", {"path": "b.txt", "content": "B"})],
+                "done",
+            ],
+        )
         out = agent.invoke({"messages": [("user", "write")]}, CFG, version="v2")
         (only,) = out.interrupts
         assert only.value["args"]["path"] == "b.txt"
@@ -314,8 +380,12 @@ def test_middleware_mode_without_the_middleware_runs_nothing(legs, tmp_path) -> 
 def test_batched_middleware_is_not_taken_for_an_approval(legs, tmp_path) -> None:
     toolkit = AgentLegsToolkit(legs=legs, approvals="middleware")
     middleware = HumanInTheLoopMiddleware(interrupt_on=toolkit.interrupt_on())  # batched: no decision in the tool
-    agent = create_agent(ScriptedChatModel(steps=[[("files_write", {"path": "a.txt", "content": "A"})], "done"]),
-                         toolkit.get_tools(), middleware=[middleware], checkpointer=InMemorySaver())
+    agent = create_agent(
+        ScriptedChatModel(steps=[[("files_write", {"path": "a.txt", "content": "A"})], "done"]),
+        toolkit.get_tools(),
+        middleware=[middleware],
+        checkpointer=InMemorySaver(),
+    )
     agent.invoke({"messages": [("user", "write")]}, CFG, version="v2")
     agent.invoke(Command(resume={"decisions": [{"type": "approve"}]}), CFG, version="v2")
     assert not (tmp_path / "ws/a.txt").exists()

@@ -31,8 +31,9 @@ async def _run(tmp_path: Path, steps: list, answer, expect: int) -> tuple[list, 
     in reverse order, so that matching by id (not by order) is what routes them."""
     legs = Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "st", policy=POLICY)
     try:
-        agent = FunctionAgent(tools=AgentLegsToolSpec(legs=legs, approvals="events").to_tool_list(),
-                              llm=scripted_llamaindex_llm(steps))
+        agent = FunctionAgent(
+            tools=AgentLegsToolSpec(legs=legs, approvals="events").to_tool_list(), llm=scripted_llamaindex_llm(steps)
+        )
         handler = agent.run(user_msg="write the files")
         asked: list[InputRequiredEvent] = []
         results: list[ToolCallResult] = []
@@ -54,15 +55,26 @@ async def _run(tmp_path: Path, steps: list, answer, expect: int) -> tuple[list, 
 async def test_parallel_calls_wait_for_their_own_answers(tmp_path) -> None:
     def answer(request: InputRequiredEvent) -> HumanResponseEvent:
         path = request.approval["arguments"]["path"]
-        response = {"a.txt": json.dumps({"type": "approve", "by": "ann"}),
-                    "b.txt": "reject",
-                    "c.txt": json.dumps({"type": "edit", "args": {"path": "c2.txt", "content": "C2"}})}[path]
+        response = {
+            "a.txt": json.dumps({"type": "approve", "by": "ann"}),
+            "b.txt": "reject",
+            "c.txt": json.dumps({"type": "edit", "args": {"path": "c2.txt", "content": "C2"}}),
+        }[path]
         return HumanResponseEvent(response=response, approval_id=request.approval["id"], by="li-reviewer")
 
-    asked, results, final = await _run(tmp_path, [
-        [("files_write", {"path": "a.txt", "content": "A"}), ("files_write", {"path": "b.txt", "content": "B"}),
-         ("files_write", {"path": "c.txt", "content": "C"})],
-        "All done."], answer, expect=3)
+    asked, results, final = await _run(
+        tmp_path,
+        [
+            [
+                ("files_write", {"path": "a.txt", "content": "A"}),
+                ("files_write", {"path": "b.txt", "content": "B"}),
+                ("files_write", {"path": "c.txt", "content": "C"}),
+            ],
+            "All done.",
+        ],
+        answer,
+        expect=3,
+    )
     assert "All done." in str(final)
     assert len(asked) == 3 and len({e.approval["id"] for e in asked}) == 3
     approval = asked[0].approval
@@ -85,8 +97,11 @@ async def test_parallel_calls_wait_for_their_own_answers(tmp_path) -> None:
 @pytest.mark.parametrize("response", ["yes please", '{"type": "approve", "x": 1}', '{"type": "edit"}'])
 async def test_an_answer_of_the_wrong_shape_is_a_refusal(tmp_path, response) -> None:
     _asked, results, _ = await _run(
-        tmp_path, [[("files_write", {"path": "a.txt", "content": "A"})], "ok"],
-        lambda req: HumanResponseEvent(response=response, approval_id=req.approval["id"]), expect=1)
+        tmp_path,
+        [[("files_write", {"path": "a.txt", "content": "A"})], "ok"],
+        lambda req: HumanResponseEvent(response=response, approval_id=req.approval["id"]),
+        expect=1,
+    )
     assert not (tmp_path / "ws/a.txt").exists()
     (result,) = results
     assert result.tool_output.is_error and "not understood" in result.tool_output.content
@@ -99,8 +114,10 @@ async def test_an_answer_for_another_id_is_not_taken(tmp_path) -> None:
 
     legs = Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "st", policy=POLICY)
     try:
-        agent = FunctionAgent(tools=AgentLegsToolSpec(legs=legs, approvals="events").to_tool_list(),
-                              llm=scripted_llamaindex_llm([[("files_write", {"path": "a.txt", "content": "A"})], "ok"]))
+        agent = FunctionAgent(
+            tools=AgentLegsToolSpec(legs=legs, approvals="events").to_tool_list(),
+            llm=scripted_llamaindex_llm([[("files_write", {"path": "a.txt", "content": "A"})], "ok"]),
+        )
         handler = agent.run(user_msg="write")
         async for event in handler.stream_events():
             if isinstance(event, InputRequiredEvent):
@@ -116,8 +133,10 @@ async def test_an_answer_for_another_id_is_not_taken(tmp_path) -> None:
 async def test_calls_that_need_no_approval_do_not_wait(tmp_path) -> None:
     legs = Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "st", policy={"allow": ["files.*"], "require_approval": []})
     try:
-        agent = FunctionAgent(tools=AgentLegsToolSpec(legs=legs, approvals="events").to_tool_list(),
-                              llm=scripted_llamaindex_llm([[("files_write", {"path": "a.txt", "content": "A"})], "ok"]))
+        agent = FunctionAgent(
+            tools=AgentLegsToolSpec(legs=legs, approvals="events").to_tool_list(),
+            llm=scripted_llamaindex_llm([[("files_write", {"path": "a.txt", "content": "A"})], "ok"]),
+        )
         handler = agent.run(user_msg="write")
         asked = [e async for e in handler.stream_events() if isinstance(e, InputRequiredEvent)]
         await handler
@@ -130,8 +149,9 @@ async def test_an_answer_wins_over_a_standing_rule_made_while_it_waited(tmp_path
     legs = Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "st", policy=POLICY)
     try:
         spec = AgentLegsToolSpec(legs=legs, approvals="events", session="s")
-        agent = FunctionAgent(tools=spec.to_tool_list(),
-                              llm=scripted_llamaindex_llm([[("files_write", {"path": "a.txt", "content": "A"})], "ok"]))
+        agent = FunctionAgent(
+            tools=spec.to_tool_list(), llm=scripted_llamaindex_llm([[("files_write", {"path": "a.txt", "content": "A"})], "ok"])
+        )
         handler = agent.run(user_msg="write")
         async for event in handler.stream_events():
             if isinstance(event, InputRequiredEvent):

@@ -40,8 +40,12 @@ from types import SimpleNamespace
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-_SRC = [ROOT / "packages/agent-legs/src", ROOT / "packages/langchain-agent-legs/src",
-        ROOT / "packages/llama-index-tools-agent-legs/src", ROOT / "shared/testing/src"]
+_SRC = [
+    ROOT / "packages/agent-legs/src",
+    ROOT / "packages/langchain-agent-legs/src",
+    ROOT / "packages/llama-index-tools-agent-legs/src",
+    ROOT / "shared/testing/src",
+]
 CHILD_ENV = {
     **os.environ,
     "PYTHONPATH": os.pathsep.join([*map(str, _SRC), *filter(None, [os.environ.get("PYTHONPATH")])]),
@@ -50,8 +54,7 @@ CHILD_ENV = {
 
 
 # Root without CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH: file permissions apply to it (EACCES cases as root).
-NO_DAC_OVERRIDE = ("setpriv", "--bounding-set=-dac_override,-dac_read_search",
-                   "--inh-caps=-dac_override,-dac_read_search", "--")
+NO_DAC_OVERRIDE = ("setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-dac_override,-dac_read_search", "--")
 
 
 @pytest.fixture
@@ -62,14 +65,20 @@ def no_dac_override() -> tuple[str, ...]:
     return NO_DAC_OVERRIDE
 
 
-def _python_child(code: str, *, env: dict[str, str] | None = None, prefix: tuple[str, ...] = (),
-                  **popen: object) -> subprocess.Popen[str]:
+def _python_child(
+    code: str, *, env: dict[str, str] | None = None, prefix: tuple[str, ...] = (), **popen: object
+) -> subprocess.Popen[str]:
     """Start ``python -c code`` (dedented) with this checkout's packages importable; stdout/stderr are pipes.
 
     ``prefix`` goes before the interpreter (e.g. ``setpriv ...`` to run it without some capability)."""
     return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
-        [*prefix, sys.executable, "-c", textwrap.dedent(code)], env={**CHILD_ENV, **(env or {})}, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+        [*prefix, sys.executable, "-c", textwrap.dedent(code)],
+        env={**CHILD_ENV, **(env or {})},
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **popen,
+    )
 
 
 def _kill_child(proc: subprocess.Popen[str]) -> None:
@@ -92,8 +101,7 @@ def _in_tmpfs(code: str, mount: Path, size: int, timeout: float = 240) -> subpro
     The tmpfs disappears with the child: copy out (in ``code``) whatever the test must look at.
     """
     mount.mkdir(parents=True, exist_ok=True)
-    script = (f'mount -t tmpfs -o size={size},mode=0700 agent-legs-faults "$1" || exit 97\n'
-              'shift\nexec "$@"')
+    script = f'mount -t tmpfs -o size={size},mode=0700 agent-legs-faults "$1" || exit 97\nshift\nexec "$@"'
     argv = [*_unshare(), "sh", "-c", script, "sh", str(mount), sys.executable, "-c", textwrap.dedent(code)]
     proc = subprocess.run(argv, env=CHILD_ENV, text=True, capture_output=True, timeout=timeout)
     if proc.returncode == 97:

@@ -66,8 +66,13 @@ legs.close()
 
 
 def _run(script: Path, root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(script), args[0], str(root), *args[1:]], capture_output=True,
-                          text=True, timeout=240, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.run(
+        [sys.executable, str(script), args[0], str(root), *args[1:]],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 def test_an_approved_call_interrupted_by_a_crash_never_runs_again(tmp_path) -> None:
@@ -89,5 +94,4 @@ def test_an_approved_call_interrupted_by_a_crash_never_runs_again(tmp_path) -> N
     (message,) = result["tool"]
     assert "already decided (approve by crash" in message and result["interrupts"] == 0
     log = [json.loads(line) for line in Path(tmp_path / "st/actions.jsonl").read_text().splitlines()]
-    assert [(e["outcome"], e["approval"]["by"]) for e in log if e["action"] == "test.effect"][-1] == (
-        "approval_denied", "again")
+    assert [(e["outcome"], e["approval"]["by"]) for e in log if e["action"] == "test.effect"][-1] == ("approval_denied", "again")

@@ -78,8 +78,10 @@ def test_chromium_killed_mid_navigation_fails_cleanly_recovers_and_leaves_nothin
     assert [d for d in download_dirs if d.exists()] == [], "download temp dirs left behind"
 
 
-HANGING_FORM = (b"<html><head><title>Order</title></head><body><h1>Order</h1><form action='/hang' method='post'>"
-                b"<input id='qty' name='qty' value='1'><button id='buy' type='submit'>Buy</button></form></body></html>")
+HANGING_FORM = (
+    b"<html><head><title>Order</title></head><body><h1>Order</h1><form action='/hang' method='post'>"
+    b"<input id='qty' name='qty' value='1'><button id='buy' type='submit'>Buy</button></form></body></html>"
+)
 
 
 @pytest.mark.parametrize("how", ["click", "fill-submit"])
@@ -103,8 +105,9 @@ def test_a_submit_that_reached_the_server_and_timed_out_is_not_retryable(dirs, w
 
 def test_the_timeout_bounds_the_whole_call_including_opening_the_tab(dirs, website) -> None:
     ws, st = dirs
-    with Legs(workspace=ws, state_dir=st, policy=website.policy(timeout_s=3),
-              settings={"browser": {"max_concurrent_loads": 1}}) as legs:
+    with Legs(
+        workspace=ws, state_dir=st, policy=website.policy(timeout_s=3), settings={"browser": {"max_concurrent_loads": 1}}
+    ) as legs:
         assert nav(legs, website.site.url("/about"), session="a").ok
         held = threading.Event()
 
@@ -128,12 +131,16 @@ def test_the_timeout_bounds_the_whole_call_including_opening_the_tab(dirs, websi
         assert nav(legs, website.site.url("/whoami"), session="new").ok  # the session opens once there is room
 
 
-FORM_TO_A_FROZEN_PAGE = (b"<html><head><title>Order</title></head><body><form action='/frozen' method='post'>"
-                         b"<input id='qty' name='qty' value='1'><button id='buy' type='submit'>Buy</button></form>"
-                         b"</body></html>")
+FORM_TO_A_FROZEN_PAGE = (
+    b"<html><head><title>Order</title></head><body><form action='/frozen' method='post'>"
+    b"<input id='qty' name='qty' value='1'><button id='buy' type='submit'>Buy</button></form>"
+    b"</body></html>"
+)
 # The page loads, then its script takes the main thread for good: reading it never answers.
-FROZEN = b"<html><head><title>Thanks</title><script>addEventListener('load', () => setTimeout(() => { for (;;) {} }, 0))" \
-         b"</script></head><body>Order received</body></html>"
+FROZEN = (
+    b"<html><head><title>Thanks</title><script>addEventListener('load', () => setTimeout(() => { for (;;) {} }, 0))"
+    b"</script></head><body>Order received</body></html>"
+)
 
 
 @pytest.mark.parametrize("how", ["click", "fill-submit"])

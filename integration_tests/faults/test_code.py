@@ -32,8 +32,9 @@ from agent_legs_testing.docker import sandbox_containers
 
 
 def _host_pid(container_id: str) -> int:
-    out = subprocess.run(["docker", "inspect", "-f", "{{.State.Pid}}", container_id], capture_output=True,
-                         text=True, check=True, timeout=60).stdout
+    out = subprocess.run(
+        ["docker", "inspect", "-f", "{{.State.Pid}}", container_id], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
     return int(out)
 
 
@@ -61,8 +62,12 @@ def _no_traceback(result, caplog) -> None:
 
 @pytest.fixture
 def legs(tmp_path):
-    with Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "st", settings={"code": {"pool_size": 0}},
-              policy={"code": {"timeout_s": 40}}) as legs:
+    with Legs(
+        workspace=tmp_path / "ws",
+        state_dir=tmp_path / "st",
+        settings={"code": {"pool_size": 0}},
+        policy={"code": {"timeout_s": 40}},
+    ) as legs:
         yield legs
 
 
@@ -75,8 +80,9 @@ def test_a_sandbox_killed_mid_call_fails_cleanly_and_the_next_call_recovers(legs
     cid = _the_new_sandbox(before)
     pid = _host_pid(cid) if victim == "pid1" else _kernel_pid(cid)
     results = []
-    call = threading.Thread(target=lambda: results.append(legs.run(
-        "code.run", {"code": "import time\nopen('started', 'w').close()\ntime.sleep(60)"})))
+    call = threading.Thread(
+        target=lambda: results.append(legs.run("code.run", {"code": "import time\nopen('started', 'w').close()\ntime.sleep(60)"}))
+    )
     call.start()
     started = tmp_path / "ws" / "started"
     deadline = time.monotonic() + 30
@@ -101,8 +107,12 @@ def test_a_sandbox_killed_between_calls_is_replaced_by_the_next_call(legs) -> No
     cid = _the_new_sandbox(before)
     _kill(_host_pid(cid))
     deadline = time.monotonic() + 20
-    while subprocess.run(["docker", "ps", "-q", "--no-trunc", "--filter", f"id={cid}"], capture_output=True,
-                         text=True).stdout.strip() and time.monotonic() < deadline:
+    while (
+        subprocess.run(
+            ["docker", "ps", "-q", "--no-trunc", "--filter", f"id={cid}"], capture_output=True, text=True
+        ).stdout.strip()
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.1)
     r = legs.run("code.run", {"code": "'state' in globals()"})
     assert r.ok and r.data["value"] == "False" and r.data["new_kernel"]
@@ -116,8 +126,12 @@ def test_docker_socket_nobody_listens_on_is_unavailable(tmp_path, caplog) -> Non
     dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     dead.bind(str(path))  # bound, never listening: connections are refused
     try:
-        with Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "st",
-                  settings={"code": {"docker_host": f"unix://{path}"}}, policy={"code": {"timeout_s": 5}}) as legs:
+        with Legs(
+            workspace=tmp_path / "ws",
+            state_dir=tmp_path / "st",
+            settings={"code": {"docker_host": f"unix://{path}"}},
+            policy={"code": {"timeout_s": 5}},
+        ) as legs:
             t0 = time.monotonic()
             r = legs.run("code.run", {"code": "1"})
             elapsed = time.monotonic() - t0
@@ -158,9 +172,12 @@ def _silent_listener():
 def test_docker_engine_that_never_answers_is_unavailable_within_the_deadline(tmp_path, caplog) -> None:
     caplog.set_level(logging.WARNING)
     with _silent_listener() as (port, held):
-        with Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "st",
-                  settings={"code": {"docker_host": f"tcp://127.0.0.1:{port}"}},
-                  policy={"code": {"timeout_s": 4}}) as legs:
+        with Legs(
+            workspace=tmp_path / "ws",
+            state_dir=tmp_path / "st",
+            settings={"code": {"docker_host": f"tcp://127.0.0.1:{port}"}},
+            policy={"code": {"timeout_s": 4}},
+        ) as legs:
             t0 = time.monotonic()
             r = legs.run("code.run", {"code": "1"})
             elapsed = time.monotonic() - t0
@@ -174,8 +191,12 @@ def test_docker_engine_that_never_answers_is_unavailable_within_the_deadline(tmp
 def test_a_silent_engine_fails_the_start_without_holding_a_long_deadline(tmp_path, caplog) -> None:
     # with the default 60 s deadline, the engine's handshake has its own bound (10 s)
     caplog.set_level(logging.WARNING)
-    with _silent_listener() as (port, _), Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "st",
-                                                 settings={"code": {"docker_host": f"tcp://127.0.0.1:{port}"}}) as legs:
+    with (
+        _silent_listener() as (port, _),
+        Legs(
+            workspace=tmp_path / "ws", state_dir=tmp_path / "st", settings={"code": {"docker_host": f"tcp://127.0.0.1:{port}"}}
+        ) as legs,
+    ):
         t0 = time.monotonic()
         r = legs.run("code.run", {"code": "1"})
         elapsed = time.monotonic() - t0

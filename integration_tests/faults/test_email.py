@@ -160,22 +160,30 @@ def fault_smtp(mail_ca: dict[str, str]) -> Iterator[FaultSmtp]:
 
 def make_legs(tmp_path: Path, smtp: dict[str, Any], policy_timeout_s: float = 60) -> Legs:
     ws, st = tmp_path / "ws", tmp_path / "state"
-    return Legs(workspace=ws, state_dir=st, policy={**POLICY, "email": {**POLICY["email"],
-                                                                          "timeout_s": policy_timeout_s}},
-                secrets={"SMTP_PASSWORD": "pw-fault-test"},
-                settings={"email": {"from_address": "bot@example.com", "smtp": smtp}})
+    return Legs(
+        workspace=ws,
+        state_dir=st,
+        policy={**POLICY, "email": {**POLICY["email"], "timeout_s": policy_timeout_s}},
+        secrets={"SMTP_PASSWORD": "pw-fault-test"},
+        settings={"email": {"from_address": "bot@example.com", "smtp": smtp}},
+    )
 
 
 def smtp_settings(srv: FaultSmtp, ca: str, stage: str | None, timeout_s: float) -> dict[str, Any]:
     tls = stage == "starttls" or stage == "after-starttls"
-    return {"host": "127.0.0.1", "port": srv.port, "security": "starttls" if tls else "none",
-            "username": "bot", "password": "{secret:SMTP_PASSWORD}", "timeout_s": timeout_s,
-            "ca_file": ca if tls else None}
+    return {
+        "host": "127.0.0.1",
+        "port": srv.port,
+        "security": "starttls" if tls else "none",
+        "username": "bot",
+        "password": "{secret:SMTP_PASSWORD}",
+        "timeout_s": timeout_s,
+        "ca_file": ca if tls else None,
+    }
 
 
 def send(legs: Legs, call_id: str) -> Any:
-    return legs.run("email.send", {"to": ["ana@example.com"], "subject": "Q3", "body": "Numbers attached."},
-                    call_id=call_id)
+    return legs.run("email.send", {"to": ["ana@example.com"], "subject": "Q3", "body": "Numbers attached."}, call_id=call_id)
 
 
 def ledger_state(tmp_path: Path, call_id: str) -> str | None:
@@ -201,7 +209,11 @@ BOUNDS = [pytest.param(2.0, 60.0, id="smtp.timeout_s=2"), pytest.param(30.0, 2.0
 @pytest.mark.parametrize(("smtp_timeout", "policy_timeout"), BOUNDS)
 @pytest.mark.parametrize("stage", PRE_CONTENT)
 def test_hang_before_the_content_is_a_bounded_retryable_timeout(
-    fault_smtp: FaultSmtp, mail_ca: dict[str, str], tmp_path: Path, stage: str, smtp_timeout: float,
+    fault_smtp: FaultSmtp,
+    mail_ca: dict[str, str],
+    tmp_path: Path,
+    stage: str,
+    smtp_timeout: float,
     policy_timeout: float,
 ) -> None:
     fault_smtp.hang_at = stage
@@ -224,7 +236,11 @@ def test_hang_before_the_content_is_a_bounded_retryable_timeout(
 
 @pytest.mark.parametrize(("smtp_timeout", "policy_timeout"), BOUNDS)
 def test_hang_after_the_content_is_delivery_unknown_and_never_resent(
-    fault_smtp: FaultSmtp, mail_ca: dict[str, str], tmp_path: Path, smtp_timeout: float, policy_timeout: float,
+    fault_smtp: FaultSmtp,
+    mail_ca: dict[str, str],
+    tmp_path: Path,
+    smtp_timeout: float,
+    policy_timeout: float,
 ) -> None:
     fault_smtp.hang_at = "dot"  # the final dot arrived; the 250 never comes
     bound = min(smtp_timeout, policy_timeout)
@@ -247,7 +263,9 @@ def test_hang_after_the_content_is_delivery_unknown_and_never_resent(
 
 
 def test_connection_dropped_after_the_content_is_delivery_unknown(
-    fault_smtp: FaultSmtp, mail_ca: dict[str, str], tmp_path: Path,
+    fault_smtp: FaultSmtp,
+    mail_ca: dict[str, str],
+    tmp_path: Path,
 ) -> None:
     fault_smtp.drop_after_content = True
     with make_legs(tmp_path, smtp_settings(fault_smtp, mail_ca["ca"], None, 5)) as legs:
@@ -260,8 +278,7 @@ def test_connection_dropped_after_the_content_is_delivery_unknown(
 
 
 @pytest.mark.parametrize(("smtp_timeout", "policy_timeout"), BOUNDS)
-def test_smtp_down_is_unavailable_within_the_timeout(tmp_path: Path, smtp_timeout: float, policy_timeout: float
-                                                     ) -> None:
+def test_smtp_down_is_unavailable_within_the_timeout(tmp_path: Path, smtp_timeout: float, policy_timeout: float) -> None:
     port = free_port()  # a port nobody listens on: connection refused
     smtp = {"host": "127.0.0.1", "port": port, "security": "none", "timeout_s": smtp_timeout}
     with make_legs(tmp_path, smtp, policy_timeout) as legs:
@@ -328,10 +345,21 @@ def slow_imap() -> Iterator[int]:
 
 def test_imap_timeout_bounds_the_whole_session(slow_imap: int, tmp_path: Path) -> None:
     # greeting, CAPABILITY, LOGIN, SELECT, LOGOUT: 6 s of answers, each inside the 2 s socket timeout.
-    imap = {"host": "127.0.0.1", "port": slow_imap, "security": "none", "username": "bot",
-            "password": "{secret:SMTP_PASSWORD}", "timeout_s": 2}
-    with Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "state", policy={"email": {"timeout_s": 60}},
-              secrets={"SMTP_PASSWORD": "pw-fault-test"}, settings={"email": {"imap": imap}}) as legs:
+    imap = {
+        "host": "127.0.0.1",
+        "port": slow_imap,
+        "security": "none",
+        "username": "bot",
+        "password": "{secret:SMTP_PASSWORD}",
+        "timeout_s": 2,
+    }
+    with Legs(
+        workspace=tmp_path / "ws",
+        state_dir=tmp_path / "state",
+        policy={"email": {"timeout_s": 60}},
+        secrets={"SMTP_PASSWORD": "pw-fault-test"},
+        settings={"email": {"imap": imap}},
+    ) as legs:
         t = time.monotonic()
         r = legs.run("email.list", {})
         elapsed = time.monotonic() - t

@@ -207,8 +207,9 @@ def _typed(e: dict, etype: str, text: str) -> None:
     assert "internal error" not in e["message"], e
 
 
-@pytest.mark.skipif(not os.environ.get("CI") and (os.geteuid() != 0 or not shutil.which("unshare")),
-                    reason="needs root and unshare(1)")
+@pytest.mark.skipif(
+    not os.environ.get("CI") and (os.geteuid() != 0 or not shutil.which("unshare")), reason="needs root and unshare(1)"
+)
 def test_a_full_workspace_disk_gives_typed_errors_and_changes_nothing(tmp_path: Path) -> None:
     ws, st = tmp_path / "disk", tmp_path / "state"
     ws.mkdir()
@@ -225,8 +226,9 @@ def test_a_full_workspace_disk_gives_typed_errors_and_changes_nothing(tmp_path: 
     assert not any(ws.iterdir())  # the tmpfs lived only in the child's mount namespace
 
 
-@pytest.mark.skipif(not os.environ.get("CI") and (os.geteuid() != 0 or not shutil.which("unshare")),
-                    reason="needs root and unshare(1)")
+@pytest.mark.skipif(
+    not os.environ.get("CI") and (os.geteuid() != 0 or not shutil.which("unshare")), reason="needs root and unshare(1)"
+)
 def test_a_full_trash_disk_keeps_the_file_and_says_which_disk(tmp_path: Path) -> None:
     ws, st = tmp_path / "ws", tmp_path / "state"
     ws.mkdir()
@@ -259,8 +261,9 @@ def test_too_many_open_files_is_a_typed_error(tmp_path: Path) -> None:
     assert out["after"] and out["temps"] == [] and not (ws / "b.txt").exists()
 
 
-@pytest.mark.skipif(not os.environ.get("CI") and (os.geteuid() != 0 or not shutil.which("setpriv")),
-                    reason="needs root to drop to nobody")
+@pytest.mark.skipif(
+    not os.environ.get("CI") and (os.geteuid() != 0 or not shutil.which("setpriv")), reason="needs root to drop to nobody"
+)
 def test_permission_denied_by_the_file_system_is_a_typed_denial() -> None:
     base = Path(tempfile.mkdtemp(prefix="agent-legs-perms-"))
     try:

@@ -176,5 +176,4 @@ def test_a_state_dir_without_write_permission_fails_actions_closed(dirs, python_
     assert not (ws / "during.txt").exists()
     assert after and (ws / "after.txt").exists()
     assert "Traceback" not in err, err[-3000:]
-    assert [e["outcome"] for e in map(json.loads, (st / "actions.jsonl").read_text().splitlines())] == [
-        "unavailable", "ok"]
+    assert [e["outcome"] for e in map(json.loads, (st / "actions.jsonl").read_text().splitlines())] == ["unavailable", "ok"]

@@ -28,8 +28,12 @@ ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
 def _legs(tmp_path: Path) -> Legs:
-    return Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "st", policy={"allow": ["mcp.tp.*"]},
-                settings={"mcp": {"servers": {"tp": {"command": [sys.executable, SERVER], "timeout_s": 120}}}})
+    return Legs(
+        workspace=tmp_path / "ws",
+        state_dir=tmp_path / "st",
+        policy={"allow": ["mcp.tp.*"]},
+        settings={"mcp": {"servers": {"tp": {"command": [sys.executable, SERVER], "timeout_s": 120}}}},
+    )
 
 
 def _gone(pid: int, within_s: float = 20.0) -> bool:
@@ -73,8 +77,7 @@ def test_a_killed_host_leaves_no_server_process(tmp_path: Path) -> None:
         print(legs.run("mcp.tp.pid", {{}}).data["structured_content"]["result"], flush=True)
         sys.stdin.read()
     """)
-    host = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True, env=ENV)
+    host = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=ENV)
     assert host.stdout is not None
     server_pid = int(host.stdout.readline())
     assert psutil.pid_exists(server_pid)

@@ -33,8 +33,10 @@ AT_EXIT = "close_s = None  # never closed: the exit hook closes it"
 def test_hung_collector_bounds_close_and_exit(dirs, hung_listener, python_child, n, closed) -> None:
     ws, st = dirs
     host, port = hung_listener
-    proc = python_child(CHILD.format(ws=str(ws), st=str(st), n=n, close=CLOSE if closed else AT_EXIT),
-                        env={"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{host}:{port}"})
+    proc = python_child(
+        CHILD.format(ws=str(ws), st=str(st), n=n, close=CLOSE if closed else AT_EXIT),
+        env={"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{host}:{port}"},
+    )
     out, err = proc.communicate(timeout=180)
     exited_at = time.time()
     assert proc.returncode == 0, err[-3000:]

@@ -19,25 +19,32 @@ from pathlib import Path
 from agent_legs import Legs
 from agent_legs_testing.mail import PASSWORD
 
-POLICY = {"allow": ["files.*", "email.*"], "require_approval": [], "email": {"allow_recipients": ["*@example.com"]},
-          "budgets": [{"actions": "files.write", "limit": 4, "per": "day"}]}
+POLICY = {
+    "allow": ["files.*", "email.*"],
+    "require_approval": [],
+    "email": {"allow_recipients": ["*@example.com"]},
+    "budgets": [{"actions": "files.write", "limit": 4, "per": "day"}],
+}
 
 
 def test_database_stopped_mid_run_is_unavailable_then_counts_and_sends_right(
     tmp_path: Path, private_postgres, smtp_server, mail_ca
 ) -> None:
     url = private_postgres.create_database()
-    settings = {"state": {"url": url, "timeout_s": 1},
-                "email": {"from_address": "bot@example.com", "smtp": smtp_server.settings(mail_ca["ca"])}}
+    settings = {
+        "state": {"url": url, "timeout_s": 1},
+        "email": {"from_address": "bot@example.com", "smtp": smtp_server.settings(mail_ca["ca"])},
+    }
     ws = tmp_path / "ws"
-    with Legs(workspace=ws, state_dir=tmp_path / "st", policy=POLICY, settings=settings,
-              secrets={"SMTP_PASSWORD": PASSWORD}) as legs:
+    with Legs(
+        workspace=ws, state_dir=tmp_path / "st", policy=POLICY, settings=settings, secrets={"SMTP_PASSWORD": PASSWORD}
+    ) as legs:
+
         def write(name: str):
             return legs.run("files.write", {"path": name, "content": "x"})
 
         def send():
-            return legs.run("email.send", {"to": ["ana@example.com"], "subject": "Q3", "body": "numbers"},
-                            call_id="call-outage")
+            return legs.run("email.send", {"to": ["ana@example.com"], "subject": "Q3", "body": "numbers"}, call_id="call-outage")
 
         assert write("1.txt").ok and write("2.txt").ok
 
@@ -63,16 +70,32 @@ def test_database_stopped_mid_run_is_unavailable_then_counts_and_sends_right(
 
 def test_queued_approval_with_the_database_down_is_unavailable(tmp_path: Path, private_postgres) -> None:
     url = private_postgres.create_database()
-    with Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "st", approver="queue",
-              policy={"allow": ["files.*"], "require_approval": ["files.write"]},
-              settings={"state": {"url": url, "timeout_s": 1}}) as legs:
+    with Legs(
+        workspace=tmp_path / "ws",
+        state_dir=tmp_path / "st",
+        approver="queue",
+        policy={"allow": ["files.*"], "require_approval": ["files.write"]},
+        settings={"state": {"url": url, "timeout_s": 1}},
+    ) as legs:
         private_postgres.stop()
         r = legs.run("files.write", {"path": "a.txt", "content": "x"})
         assert r.error is not None and r.error.type == "unavailable", r  # not a silent rejection
-        cli = subprocess.run([sys.executable, "-m", "agent_legs._cli", "--workspace", str(tmp_path / "w2"),
-                              "--state-dir", str(tmp_path / "s2"), "approvals"], capture_output=True, text=True,
-                             timeout=60, env={**os.environ, "AGENT_LEGS_STATE__URL": url,
-                                              "AGENT_LEGS_STATE__TIMEOUT_S": "1"})
+        cli = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "agent_legs._cli",
+                "--workspace",
+                str(tmp_path / "w2"),
+                "--state-dir",
+                str(tmp_path / "s2"),
+                "approvals",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "AGENT_LEGS_STATE__URL": url, "AGENT_LEGS_STATE__TIMEOUT_S": "1"},
+        )
         assert cli.returncode == 1 and "unavailable" in cli.stderr and "Traceback" not in cli.stderr, cli.stderr
         assert "pg-test" not in cli.stderr  # the password is never printed
         assert not (tmp_path / "ws" / "a.txt").exists()

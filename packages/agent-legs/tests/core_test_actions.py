@@ -44,8 +44,7 @@ async def sleep(ctx: ActionContext, args: SleepIn) -> ActionOutput:
     return ActionOutput(output="slept")
 
 
-@action("test.wait", description="Sleep, with no effect.", read_only=True, registry=registry,
-        timeout=lambda policy, args: 0.3)
+@action("test.wait", description="Sleep, with no effect.", read_only=True, registry=registry, timeout=lambda policy, args: 0.3)
 async def wait(ctx: ActionContext, args: SleepIn) -> ActionOutput:
     await asyncio.sleep(args.seconds)
     return ActionOutput(output="waited")

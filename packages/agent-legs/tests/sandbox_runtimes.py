@@ -23,8 +23,11 @@ def require_runtime(name: str) -> None:
     finally:
         client.close()
     if name not in runtimes:
-        pytest.fail(f"the container runtime {name!r} is not registered with Docker (has: {sorted(runtimes)}); the "
-                    "containment tests must run under it: as root, bash shared/sandbox/ensure-runsc.sh", pytrace=False)
+        pytest.fail(
+            f"the container runtime {name!r} is not registered with Docker (has: {sorted(runtimes)}); the "
+            "containment tests must run under it: as root, bash shared/sandbox/ensure-runsc.sh",
+            pytrace=False,
+        )
 
 
 def workspace_for(runtime: str, ws: Path) -> Path:

@@ -45,8 +45,13 @@ def env(request, tmp_path, http_server, second_http_server):
         raise OSError(f"unknown host {host}")
 
     allowed = f"127.0.0.1:{http_server.port}"
-    legs = Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "st", resolver=resolver,
-                policy={"network": {"allow_hosts": ["*", allowed]}}, settings={"http": {"transport": request.param}})
+    legs = Legs(
+        workspace=tmp_path / "ws",
+        state_dir=tmp_path / "st",
+        resolver=resolver,
+        policy={"network": {"allow_hosts": ["*", allowed]}},
+        settings={"http": {"transport": request.param}},
+    )
     yield legs, http_server, second_http_server
     legs.close()
 
@@ -117,8 +122,10 @@ def cases(allowed: int, internal: int) -> list[tuple[str, str]]:
         ("redirect-file", f"{redirect}file:///etc/passwd"),
         ("redirect-gopher", f"{redirect}gopher://127.0.0.1:{i}/_x"),
         ("redirect-protocol-relative", f"{redirect}//127.0.0.1:{i}/x"),
-        ("redirect-chain", f"{redirect}" + f"http://127.0.0.1:{a}/redirect?to=http://127.0.0.1:{i}/".replace("?", "%3F")
-         .replace("=", "%3D")),
+        (
+            "redirect-chain",
+            f"{redirect}" + f"http://127.0.0.1:{a}/redirect?to=http://127.0.0.1:{i}/".replace("?", "%3F").replace("=", "%3D"),
+        ),
         ("redirect-307-post", f"{redirect}http://127.0.0.1:{i}/&status=307"),
         ("redirect-303-post", f"{redirect}http://127.0.0.1:{i}/&status=303"),
         ("redirect-hex", f"{redirect}http://0x7f000001:{i}/"),
@@ -141,8 +148,9 @@ def test_ssrf_case_is_refused(env, case: str) -> None:
     r = legs.run("http.request", {"method": method, "url": url, "body": "x" if method == "POST" else None})
     assert not r.ok, r.output
     # rebinding: the connection goes to the first (public) answer, unreachable in this namespace
-    assert r.error.type in (("denied", "invalid_input", "unavailable") if case == "dns-rebinding"
-                            else ("denied", "invalid_input")), r.error
+    assert r.error.type in (
+        ("denied", "invalid_input", "unavailable") if case == "dns-rebinding" else ("denied", "invalid_input")
+    ), r.error
     if r.error.type == "denied":
         assert "rule:" in r.output
     assert internal.requests == [], f"{case}: the internal server was reached"

@@ -42,8 +42,7 @@ def test_the_intent_is_on_disk_while_the_action_runs(dirs) -> None:
     def approver(req) -> bool:  # runs before the handler; the intent is written after approval
         return True
 
-    with Legs(workspace=ws, state_dir=st, approver=approver,
-              policy={"require_approval": ["files.write"]}) as legs:
+    with Legs(workspace=ws, state_dir=st, approver=approver, policy={"require_approval": ["files.write"]}) as legs:
         original = legs._telemetry.journal.intent
 
         def spy(record_id, entry):  # what a reader sees right after the intent, before the effect
@@ -56,7 +55,8 @@ def test_the_intent_is_on_disk_while_the_action_runs(dirs) -> None:
     assert r.ok
     (during,) = seen
     assert [(e["action"], e["outcome"], e["call_id"], e["decision"]) for e in during] == [
-        ("files.write", "running", "c1", "approved")]
+        ("files.write", "running", "c1", "approved")
+    ]
     after = list(read_log(st / "actions.jsonl"))
     assert [(e["outcome"], e["id"]) for e in after] == [("ok", during[0]["id"])]  # one action, one entry
     assert not list((st / "actions.pending").iterdir())  # the journal is removed at close
@@ -96,9 +96,13 @@ def test_too_many_open_files_fails_closed_with_a_clear_message_and_no_traceback(
         legs.close()
         print(json.dumps([r.error.type if r.error else "ok", r.error.message if r.error else "", r2.ok]))
     """
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120,
-                          preexec_fn=lambda: __import__("resource").setrlimit(__import__("resource").RLIMIT_NOFILE,
-                                                                               (256, 256)))
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: __import__("resource").setrlimit(__import__("resource").RLIMIT_NOFILE, (256, 256)),
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     error_type, message, second_ok = json.loads(proc.stdout.strip().splitlines()[-1])
     assert error_type == "unavailable" and "too many open files" in message and "[EMFILE]" in message, message
@@ -156,11 +160,26 @@ def test_agent_legs_log_shows_running_and_unfinished_actions_and_a_new_legs_reco
     ws, st = dirs
     pending = st / "actions.pending"
     pending.mkdir()
-    intent = {"time": "2026-01-01T00:00:00.000+00:00", "trace_id": None, "span_id": None, "action": "files.write",
-              "session": "s", "call_id": "c9", "decision": "allow", "rule": None, "target": "x.txt", "pid": 1}
-    (pending / "1-dead.jsonl").write_text(json.dumps({"intent": "aaaa", **intent}) + "\n"
-                                          + json.dumps({"intent": "bbbb", **intent, "target": "y.txt"}) + "\n"
-                                          + json.dumps({"done": "bbbb"}) + "\n")
+    intent = {
+        "time": "2026-01-01T00:00:00.000+00:00",
+        "trace_id": None,
+        "span_id": None,
+        "action": "files.write",
+        "session": "s",
+        "call_id": "c9",
+        "decision": "allow",
+        "rule": None,
+        "target": "x.txt",
+        "pid": 1,
+    }
+    (pending / "1-dead.jsonl").write_text(
+        json.dumps({"intent": "aaaa", **intent})
+        + "\n"
+        + json.dumps({"intent": "bbbb", **intent, "target": "y.txt"})
+        + "\n"
+        + json.dumps({"done": "bbbb"})
+        + "\n"
+    )
     live = pending / "2-live.jsonl"
     live.write_text(json.dumps({"intent": "cccc", **intent, "target": "z.txt"}) + "\n")
     with open(live, "rb") as held:  # its process is alive: it holds the lock
@@ -172,8 +191,7 @@ def test_agent_legs_log_shows_running_and_unfinished_actions_and_a_new_legs_reco
         assert "unfinished" in table and "running" in table
         assert [e["target"] for e in json_lines(log_cli(st, "--failed", "--json").stdout)] == ["x.txt"]
         Legs(workspace=ws, state_dir=st).close()  # recovers the dead journal, leaves the live one
-        assert [(e["target"], e["outcome"], e["id"]) for e in _lines(st / "actions.jsonl")] == [
-            ("x.txt", "unfinished", "aaaa")]
+        assert [(e["target"], e["outcome"], e["id"]) for e in _lines(st / "actions.jsonl")] == [("x.txt", "unfinished", "aaaa")]
         assert sorted(p.name for p in pending.iterdir()) == ["2-live.jsonl"]
     assert [e["target"] for e in json_lines(log_cli(st, "--json").stdout)] == ["x.txt", "z.txt"]
     os.unlink(live)
@@ -188,8 +206,15 @@ def test_follow_shows_unfinished_actions_with_the_history(dirs) -> None:
     with Legs(workspace=ws, state_dir=st) as legs:
         assert legs.run("files.write", {"path": "a.txt", "content": "x"}).ok
     (st / "actions.pending").mkdir(exist_ok=True)
-    intent = {"intent": "dddd", "time": "2026-01-01T00:00:00.000+00:00", "action": "files.write", "session": "s",
-              "call_id": None, "decision": "allow", "target": "cut.txt"}
+    intent = {
+        "intent": "dddd",
+        "time": "2026-01-01T00:00:00.000+00:00",
+        "action": "files.write",
+        "session": "s",
+        "call_id": None,
+        "decision": "allow",
+        "target": "cut.txt",
+    }
     (st / "actions.pending" / "3-dead.jsonl").write_text(json.dumps(intent) + "\n")
     stop = threading.Event()
     seen = []
@@ -203,8 +228,15 @@ def test_follow_shows_unfinished_actions_with_the_history(dirs) -> None:
 
 def test_an_action_killed_between_its_outcome_and_done_lines_is_recorded_once(dirs) -> None:
     ws, st = dirs
-    outcome = {"time": "2026-01-01T00:00:01.000+00:00", "action": "files.write", "session": "s", "decision": "allow",
-               "outcome": "ok", "target": "k.txt", "id": "eeee"}
+    outcome = {
+        "time": "2026-01-01T00:00:01.000+00:00",
+        "action": "files.write",
+        "session": "s",
+        "decision": "allow",
+        "outcome": "ok",
+        "target": "k.txt",
+        "id": "eeee",
+    }
     (st / "actions.jsonl").write_text(json.dumps(outcome) + "\n")
     (st / "actions.pending").mkdir()
     intent = {k: v for k, v in outcome.items() if k not in ("outcome", "id")}

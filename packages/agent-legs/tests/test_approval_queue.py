@@ -26,9 +26,13 @@ SECRET = "tok-very-secret-123"
 
 def cli(dirs: tuple[Path, Path], *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     ws, st = dirs
-    return subprocess.run([sys.executable, "-m", "agent_legs._cli", "--workspace", str(ws), "--state-dir", str(st),
-                           *args], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "COLUMNS": "200", **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "agent_legs._cli", "--workspace", str(ws), "--state-dir", str(st), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+    )
 
 
 def wait_for_pending(list_pending: Any, n: int = 1, timeout: float = 30) -> list[Any]:
@@ -50,8 +54,9 @@ class Waiter(threading.Thread):
         self.result: Any = None
 
     def run(self) -> None:
-        self.result = self.legs.run("files.write", {"path": self.path, "content": f"key={SECRET}"},
-                                    session=self.session, call_id="call-9")
+        self.result = self.legs.run(
+            "files.write", {"path": self.path, "content": f"key={SECRET}"}, session=self.session, call_id="call-9"
+        )
 
 
 def test_queue_decided_from_the_cli_in_a_subprocess_while_legs_run_waits(dirs) -> None:
@@ -146,8 +151,7 @@ def test_workers_sharing_postgres_see_one_queue(tmp_path: Path, postgres_url: st
         with ApprovalQueue.open(tmp_path / "st2", Settings(state={"url": postgres_url})) as queue:
             [item] = wait_for_pending(queue.pending, timeout=60)
             assert item.session == "remote" and item.arguments["path"] == "from-worker.txt"
-            listed = cli((tmp_path / "ws3", tmp_path / "st3"), "approvals", "--json",
-                         env={"AGENT_LEGS_STATE__URL": postgres_url})
+            listed = cli((tmp_path / "ws3", tmp_path / "st3"), "approvals", "--json", env={"AGENT_LEGS_STATE__URL": postgres_url})
             assert [i["id"] for i in json.loads(listed.stdout)] == [item.id], listed.stderr
             queue.approve(item.id, by="ops")
         out = json.loads(worker.communicate(timeout=60)[0])
@@ -164,6 +168,7 @@ def test_a_cancelled_waiter_expires_its_request(dirs) -> None:
 
     ws, st = dirs
     with Legs(workspace=ws, state_dir=st, policy=POLICY, approver="queue") as legs:
+
         async def caller() -> None:
             task = asyncio.ensure_future(legs.arun("files.write", {"path": "gone.txt", "content": "x"}))
             while not await asyncio.to_thread(legs.approvals.pending):

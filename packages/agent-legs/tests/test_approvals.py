@@ -25,9 +25,7 @@ def _approvals(read_log) -> list[object]:
 
 
 def test_dict_decisions_are_recorded_with_who_decided(dirs, read_log, captured_spans) -> None:
-    answers = iter([{"type": "approve", "by": "alice"},
-                    {"type": "reject", "message": "not that file", "by": "bob"},
-                    True, False])
+    answers = iter([{"type": "approve", "by": "alice"}, {"type": "reject", "message": "not that file", "by": "bob"}, True, False])
     with _legs(dirs, lambda req: next(answers), tracer_provider=captured_spans.provider) as legs:
         assert legs.run("files.write", {"path": "a.txt", "content": "A"}).ok
         r = legs.run("files.write", {"path": "b.txt", "content": "B"})
@@ -44,8 +42,7 @@ def test_dict_decisions_are_recorded_with_who_decided(dirs, read_log, captured_s
         {"decision": "rejected", "by": None, "rule": None},
     ]
     spans = captured_spans.tool_spans()
-    assert [s.attributes.get("agent_legs.approval.decision") for s in spans] == [
-        "approved", "rejected", "approved", "rejected"]
+    assert [s.attributes.get("agent_legs.approval.decision") for s in spans] == ["approved", "rejected", "approved", "rejected"]
     assert [s.attributes.get("agent_legs.approval.by") for s in spans] == ["alice", "bob", None, None]
 
 
@@ -55,8 +52,7 @@ def test_allowed_calls_carry_no_approval(dirs, read_log) -> None:
     assert "approval" not in read_log()[0]
 
 
-@pytest.mark.parametrize("answer", ["yes", "approve", 1, {"type": "approve", "extra": 1}, {"type": "ok"}, None,
-                                    {"type": "edit"}])
+@pytest.mark.parametrize("answer", ["yes", "approve", 1, {"type": "approve", "extra": 1}, {"type": "ok"}, None, {"type": "edit"}])
 def test_answers_that_are_no_decision_are_rejections(dirs, read_log, answer) -> None:
     with _legs(dirs, lambda req: answer) as legs:
         r = legs.run("files.write", {"path": "a.txt", "content": "A"})
@@ -66,10 +62,14 @@ def test_answers_that_are_no_decision_are_rejections(dirs, read_log, answer) -> 
 
 
 def test_edit_runs_the_edited_arguments_after_validation_and_policy(dirs, read_log) -> None:
-    edits = iter([{"type": "edit", "args": {"path": "edited.txt", "content": "E"}, "by": "carol"},
-                  {"type": "edit", "args": {"path": ".env", "content": "X=1"}},  # the files deny globs
-                  {"type": "edit", "args": {"path": "x.txt", "bogus": 1}},  # invalid
-                  {"type": "edit", "args": {"path": "../outside.txt", "content": "x"}}])  # escapes the workspace
+    edits = iter(
+        [
+            {"type": "edit", "args": {"path": "edited.txt", "content": "E"}, "by": "carol"},
+            {"type": "edit", "args": {"path": ".env", "content": "X=1"}},  # the files deny globs
+            {"type": "edit", "args": {"path": "x.txt", "bogus": 1}},  # invalid
+            {"type": "edit", "args": {"path": "../outside.txt", "content": "x"}},
+        ]
+    )  # escapes the workspace
     with _legs(dirs, lambda req: next(edits)) as legs:
         r = legs.run("files.write", {"path": "asked.txt", "content": "A"})
         assert r.ok
@@ -89,8 +89,9 @@ def test_edit_runs_the_edited_arguments_after_validation_and_policy(dirs, read_l
 
 def test_pre_check_names_the_request_and_runs_nothing(dirs, read_log) -> None:
     with _legs(dirs, secrets={"TOKEN": "s3cret-token-value"}) as legs:
-        req = legs.approval_request("files.write", {"path": "a.txt", "content": "s3cret-token-value"},
-                                    session="s1", call_id="call-1")
+        req = legs.approval_request(
+            "files.write", {"path": "a.txt", "content": "s3cret-token-value"}, session="s1", call_id="call-1"
+        )
         assert req is not None
         payload = req.payload()
         assert json.loads(json.dumps(payload)) == payload
@@ -108,24 +109,31 @@ def test_pre_check_names_the_request_and_runs_nothing(dirs, read_log) -> None:
 def test_a_given_decision_counts_once_even_after_a_restart(dirs, read_log) -> None:
     ws = dirs[0]
     with _legs(dirs) as legs:  # no approver: only the given decision can approve
-        assert legs.run("files.write", {"path": "a.txt", "content": "A"}, session="t", call_id="c1",
-                        approval={"type": "approve", "by": "dan"}).ok
+        assert legs.run(
+            "files.write", {"path": "a.txt", "content": "A"}, session="t", call_id="c1", approval={"type": "approve", "by": "dan"}
+        ).ok
         (ws / "a.txt").unlink()
-        again = legs.run("files.write", {"path": "a.txt", "content": "A"}, session="t", call_id="c1",
-                         approval={"type": "approve"})
+        again = legs.run(
+            "files.write", {"path": "a.txt", "content": "A"}, session="t", call_id="c1", approval={"type": "approve"}
+        )
         assert again.error.type == "approval_denied" and "already decided (approve by dan" in again.error.message
-        rejected = legs.run("files.write", {"path": "b.txt", "content": "B"}, session="t", call_id="c2",
-                            approval={"type": "reject", "message": "no"})
+        rejected = legs.run(
+            "files.write",
+            {"path": "b.txt", "content": "B"},
+            session="t",
+            call_id="c2",
+            approval={"type": "reject", "message": "no"},
+        )
         assert rejected.error.type == "approval_denied"
     with _legs(dirs) as legs:  # a new process on the same state dir
-        r = legs.run("files.write", {"path": "b.txt", "content": "B"}, session="t", call_id="c2",
-                     approval={"type": "approve"})
+        r = legs.run("files.write", {"path": "b.txt", "content": "B"}, session="t", call_id="c2", approval={"type": "approve"})
         assert r.error.type == "approval_denied" and "already decided (reject" in r.error.message
-        assert legs.run("files.write", {"path": "a.txt", "content": "A"}, session="t", call_id="c1",
-                        approval=True).error.type == "approval_denied"
+        assert (
+            legs.run("files.write", {"path": "a.txt", "content": "A"}, session="t", call_id="c1", approval=True).error.type
+            == "approval_denied"
+        )
         # the same call id in another session (another thread) is another call
-        assert legs.run("files.write", {"path": "c.txt", "content": "C"}, session="u", call_id="c1",
-                        approval=True).ok
+        assert legs.run("files.write", {"path": "c.txt", "content": "C"}, session="u", call_id="c1", approval=True).ok
     assert not (ws / "a.txt").exists() and not (ws / "b.txt").exists() and (ws / "c.txt").exists()
     with _legs(dirs) as legs, pytest.raises(ValueError, match="not a valid decision"):
         legs.run("files.write", {"path": "d.txt", "content": "D"}, approval={"type": "approve", "extra": 1})
@@ -179,15 +187,13 @@ def test_always_rules_persist_and_are_revocable(dirs) -> None:
 def test_a_given_reject_wins_over_a_standing_rule(dirs) -> None:
     with _legs(dirs) as legs:
         legs.add_standing_rule("files.write", None, scope="session", session="s")
-        r = legs.run("files.write", {"path": "a.txt", "content": "A"}, session="s", call_id="c",
-                     approval={"type": "reject"})
+        r = legs.run("files.write", {"path": "a.txt", "content": "A"}, session="s", call_id="c", approval={"type": "reject"})
         assert r.error.type == "approval_denied"
 
 
 def test_conditional_require_approval(dirs, read_log) -> None:
     asked: list[str] = []
-    policy = {"allow": ["files.*"],
-              "require_approval": [{"action": "files.write", "unless": {"path": ["notes/*", "*.md"]}}]}
+    policy = {"allow": ["files.*"], "require_approval": [{"action": "files.write", "unless": {"path": ["notes/*", "*.md"]}}]}
     with _legs(dirs, lambda req: asked.append(req.arguments["path"]) or False, policy=policy) as legs:
         assert legs.run("files.write", {"path": "notes/a.txt", "content": "A"}).ok
         assert legs.run("files.write", {"path": "README.MD", "content": "A"}).ok  # globs ignore case
@@ -201,9 +207,11 @@ def test_conditional_require_approval(dirs, read_log) -> None:
 
 def test_conditions_from_toml_and_every_element_must_fit(tmp_path: Path) -> None:
     path = tmp_path / "policy.toml"
-    path.write_text('require_approval = ["files.delete", {action = "http.request", unless = {method = ["GET", '
-                    '"HEAD"]}}, {action = "email.send", unless = {to = ["*@example.com"], cc = ["*@example.com"], '
-                    'bcc = ["*@example.com"]}}]\n')
+    path.write_text(
+        'require_approval = ["files.delete", {action = "http.request", unless = {method = ["GET", '
+        '"HEAD"]}}, {action = "email.send", unless = {to = ["*@example.com"], cc = ["*@example.com"], '
+        'bcc = ["*@example.com"]}}]\n'
+    )
     engine = PolicyEngine(Policy.from_toml(path))
     assert engine.decide_call("http.request", {"method": "GET"}).kind == "allow"
     assert engine.decide_call("http.request", {"method": "POST"}).kind == "approve"
@@ -227,8 +235,13 @@ def test_condition_typos_fail_loudly(dirs) -> None:
 def test_decision_model_shapes() -> None:
     assert ApprovalDecision.coerce("approve").type == "approve"
     assert ApprovalDecision.coerce('{"type": "edit", "args": {"a": 1}}').args == {"a": 1}
-    for bad in ({"type": "reject", "remember": "always"}, {"type": "approve", "match": {"a": [1]}},
-                {"type": "approve", "args": {}}, "maybe", 3):
+    for bad in (
+        {"type": "reject", "remember": "always"},
+        {"type": "approve", "match": {"a": [1]}},
+        {"type": "approve", "args": {}},
+        "maybe",
+        3,
+    ):
         with pytest.raises(ValueError):
             ApprovalDecision.coerce(bad)
 

@@ -118,8 +118,11 @@ def test_wrong_selector_fails_fast_and_keeps_the_page(legs, website) -> None:
     nav(legs, website.site.url("/form"))
     legs.run("browser.fill", {"selector": "#name", "value": "kept"})
     t0 = time.monotonic()
-    for call, args in [("browser.click", {"selector": "#missing"}), ("browser.click", {"text": "No such text"}),
-                       ("browser.fill", {"selector": "#missing", "value": "x"})]:
+    for call, args in [
+        ("browser.click", {"selector": "#missing"}),
+        ("browser.click", {"text": "No such text"}),
+        ("browser.fill", {"selector": "#missing", "value": "x"}),
+    ]:
         r = legs.run(call, args)
         assert r.error.type == "not_found" and r.error.hint, (call, r.error)
     assert time.monotonic() - t0 < 20
@@ -300,8 +303,9 @@ def test_closing_a_session_keeps_the_others(legs, website) -> None:
 
 def test_missing_browser_is_unavailable_with_a_hint(dirs, website) -> None:
     ws, st = dirs
-    with Legs(workspace=ws, state_dir=st, policy=website.policy(),
-              settings={"browser": {"executable_path": "/nonexistent/chromium"}}) as legs:
+    with Legs(
+        workspace=ws, state_dir=st, policy=website.policy(), settings={"browser": {"executable_path": "/nonexistent/chromium"}}
+    ) as legs:
         r = nav(legs, website.site.url("/"))
     assert r.error.type == "unavailable" and "chromium" in r.error.hint.lower()
     assert "/nonexistent/chromium" in r.error.message
@@ -309,8 +313,12 @@ def test_missing_browser_is_unavailable_with_a_hint(dirs, website) -> None:
 
 def test_unreachable_remote_browser_is_unavailable(dirs, website) -> None:
     ws, st = dirs
-    with Legs(workspace=ws, state_dir=st, policy=website.policy(),
-              settings={"browser": {"ws_endpoint": f"ws://127.0.0.1:{free_port()}/"}}) as legs:
+    with Legs(
+        workspace=ws,
+        state_dir=st,
+        policy=website.policy(),
+        settings={"browser": {"ws_endpoint": f"ws://127.0.0.1:{free_port()}/"}},
+    ) as legs:
         r = nav(legs, website.site.url("/"))
     assert r.error.type == "unavailable" and r.error.retryable
 
@@ -343,9 +351,11 @@ def test_crashed_browser_is_relaunched_and_says_what_was_lost(dirs, website) -> 
         r = nav(legs, website.site.url("/about"))
         assert r.ok and "events" not in r.data  # said once
 
+
 def test_the_http_cache_works_through_the_egress_proxy(legs, website) -> None:
     """A local browser's proxy needs no credential, so Playwright keeps Chromium's HTTP cache on (with proxy
     credentials it disables the cache and pauses every request): a second visit fetches no image again."""
+
     def images() -> int:
         return len([r for r in website.site.requests if r.path.startswith("/img/")])
 
@@ -373,8 +383,9 @@ def _navigate_all(legs, url: str, sessions: list[str]) -> list:
 @pytest.mark.parametrize("slots", [1, 2])
 def test_page_loads_wait_for_a_slot(dirs, website, slots: int) -> None:
     ws, st = dirs
-    with Legs(workspace=ws, state_dir=st, policy=website.policy(timeout_s=20),
-              settings={"browser": {"max_concurrent_loads": slots}}) as legs:
+    with Legs(
+        workspace=ws, state_dir=st, policy=website.policy(timeout_s=20), settings={"browser": {"max_concurrent_loads": slots}}
+    ) as legs:
         for s in ("a", "b", "c"):  # open the sessions first: only the loads are measured
             assert nav(legs, website.site.url("/about"), session=s).ok
         website.site.counters.clear()
@@ -392,8 +403,9 @@ def test_opening_a_session_waits_for_a_slot_too(dirs, website) -> None:
     from agent_legs.actions._browser import BrowserService
 
     ws, st = dirs
-    with Legs(workspace=ws, state_dir=st, policy=website.policy(timeout_s=20),
-              settings={"browser": {"max_concurrent_loads": 1}}) as legs:
+    with Legs(
+        workspace=ws, state_dir=st, policy=website.policy(timeout_s=20), settings={"browser": {"max_concurrent_loads": 1}}
+    ) as legs:
         assert nav(legs, website.site.url("/about"), session="a").ok
         service = legs._runtime.submit(legs._runtime.service(BrowserService)).result(10)
         held, release = threading.Event(), threading.Event()
@@ -424,8 +436,9 @@ def test_a_load_that_cannot_get_a_slot_times_out_without_touching_the_page(dirs,
     ws, st = dirs
     # timeout_s bounds the whole call (opening the session's context and tab too): 3 s, not 1, leaves the
     # first navigation room on a loaded machine; the slot is held longer than that.
-    with Legs(workspace=ws, state_dir=st, policy=website.policy(timeout_s=3),
-              settings={"browser": {"max_concurrent_loads": 1}}) as legs:
+    with Legs(
+        workspace=ws, state_dir=st, policy=website.policy(timeout_s=3), settings={"browser": {"max_concurrent_loads": 1}}
+    ) as legs:
         assert nav(legs, website.site.url("/about"), session="b").ok
         held = threading.Event()
 

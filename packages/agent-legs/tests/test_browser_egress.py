@@ -16,8 +16,6 @@ from agent_legs import Legs
 HOST_RULE = "policy.network.allow_hosts (host not listed)"
 
 
-
-
 @pytest.fixture
 def legs(open_legs, website) -> Legs:
     return open_legs(policy=website.policy())
@@ -47,12 +45,29 @@ def contents_until(legs, done, tries: int = 10) -> list:
 
 
 # -- top-level navigations that never reach Chromium's network stack -----------------------------------------
-@pytest.mark.parametrize("url", [
-    "file:///etc/passwd", "FILE:///etc/passwd", " file:///etc/passwd", "data:text/html,<h1>x</h1>",
-    "javascript:alert(1)", "view-source:http://127.0.0.1/", "chrome://settings", "chrome-extension://x/y",
-    "about:config", "about:srcdoc", "about:blank#x", "blob:http://127.0.0.1/x", "ftp://127.0.0.1/", "ws://127.0.0.1/",
-    "devtools://devtools/", "filesystem:http://127.0.0.1/temporary/x", "//127.0.0.1/", "/etc/passwd",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "file:///etc/passwd",
+        "FILE:///etc/passwd",
+        " file:///etc/passwd",
+        "data:text/html,<h1>x</h1>",
+        "javascript:alert(1)",
+        "view-source:http://127.0.0.1/",
+        "chrome://settings",
+        "chrome-extension://x/y",
+        "about:config",
+        "about:srcdoc",
+        "about:blank#x",
+        "blob:http://127.0.0.1/x",
+        "ftp://127.0.0.1/",
+        "ws://127.0.0.1/",
+        "devtools://devtools/",
+        "filesystem:http://127.0.0.1/temporary/x",
+        "//127.0.0.1/",
+        "/etc/passwd",
+    ],
+)
 def test_non_web_schemes_are_denied_before_goto(legs, url) -> None:
     r = nav(legs, url)
     assert r.error.type == "denied" and "rule:" in r.output, r.output
@@ -70,8 +85,16 @@ def test_denied_host_navigation_names_the_rule(legs, website) -> None:
     assert website.other.requests == []
 
 
-@pytest.mark.parametrize("url", ["http://169.254.169.254/latest/meta-data/", "http://localhost:22/",
-                                 "http://[::1]:80/", "http://0x7f000001/", "http://10.0.0.1/"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://localhost:22/",
+        "http://[::1]:80/",
+        "http://0x7f000001/",
+        "http://10.0.0.1/",
+    ],
+)
 def test_special_addresses_denied(legs, url) -> None:
     assert nav(legs, url).error.type in ("denied", "invalid_input")
 

@@ -59,14 +59,18 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: flo
         time.sleep(0.1)
     out = proc.stdout.read().decode(errors="replace") if proc.poll() is not None and proc.stdout else ""
     _stop(proc)
-    component_missing(what, f"did not listen on 127.0.0.1:{port}: {out[-800:]}",
-                      "pip install playwright (its driver ships the server); apt-get install -y chromium")
+    component_missing(
+        what,
+        f"did not listen on 127.0.0.1:{port}: {out[-800:]}",
+        "pip install playwright (its driver ships the server); apt-get install -y chromium",
+    )
 
 
 def _playwright(args: list[str], port: int) -> subprocess.Popen[bytes]:
     """`python -m playwright ...` from the installed package: a real Playwright server on loopback."""
-    proc = subprocess.Popen([sys.executable, "-m", "playwright", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "playwright", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
     _wait_port(port, proc, "Playwright server")
     return proc
 
@@ -89,10 +93,21 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 def _cdp_chromium(profile: Path, flags: list[str]) -> tuple[subprocess.Popen[bytes], int]:
     """A Chromium with --remote-debugging-port=0 on 127.0.0.1; its port read from DevToolsActivePort."""
-    proc = subprocess.Popen([CHROMIUM, "--headless=new", "--remote-debugging-port=0",
-                             "--remote-debugging-address=127.0.0.1", f"--user-data-dir={profile}", *flags,
-                             *_NO_SANDBOX, "about:blank"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            CHROMIUM,
+            "--headless=new",
+            "--remote-debugging-port=0",
+            "--remote-debugging-address=127.0.0.1",
+            f"--user-data-dir={profile}",
+            *flags,
+            *_NO_SANDBOX,
+            "about:blank",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     active = profile / "DevToolsActivePort"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
@@ -144,8 +159,12 @@ def test_playwright_run_server_gets_our_launch_options_and_is_policed(dirs, webs
     server = _playwright(["run-server", "--host", "127.0.0.1", "--port", str(port), "--unsafe"], port)
     try:
         assert not chromium_pids(server.pid)
-        legs = Legs(workspace=ws, state_dir=st, policy=website.policy(),
-                    settings={"browser": {"ws_endpoint": f"ws://127.0.0.1:{port}/", "executable_path": CHROMIUM}})
+        legs = Legs(
+            workspace=ws,
+            state_dir=st,
+            policy=website.policy(),
+            settings={"browser": {"ws_endpoint": f"ws://127.0.0.1:{port}/", "executable_path": CHROMIUM}},
+        )
         try:
             _roundtrip(legs, website)
             launched = chromium_pids(server.pid)
@@ -173,12 +192,25 @@ def test_playwright_launch_server_with_our_flags(dirs, website, tmp_path) -> Non
     ws, st = dirs
     port = free_port()
     config = tmp_path / "server.json"
-    config.write_text(json.dumps({"executablePath": CHROMIUM, "host": "127.0.0.1", "port": port, "wsPath": "/pw",
-                                  "args": [*CHROMIUM_ARGS, *_NO_SANDBOX]}))
+    config.write_text(
+        json.dumps(
+            {
+                "executablePath": CHROMIUM,
+                "host": "127.0.0.1",
+                "port": port,
+                "wsPath": "/pw",
+                "args": [*CHROMIUM_ARGS, *_NO_SANDBOX],
+            }
+        )
+    )
     server = _playwright(["launch-server", "--browser", "chromium", "--config", str(config)], port)
     try:
-        with Legs(workspace=ws, state_dir=st, policy=website.policy(),
-                  settings={"browser": {"ws_endpoint": f"ws://127.0.0.1:{port}/pw"}}) as legs:
+        with Legs(
+            workspace=ws,
+            state_dir=st,
+            policy=website.policy(),
+            settings={"browser": {"ws_endpoint": f"ws://127.0.0.1:{port}/pw"}},
+        ) as legs:
             _roundtrip(legs, website)
     finally:
         _stop(server)
@@ -189,12 +221,17 @@ def test_remote_browser_without_the_webrtc_flags_is_refused(dirs, website, tmp_p
     ws, st = dirs
     port = free_port()
     config = tmp_path / "server.json"
-    config.write_text(json.dumps({"executablePath": CHROMIUM, "host": "127.0.0.1", "port": port, "wsPath": "/pw",
-                                  "args": _NO_SANDBOX}))
+    config.write_text(
+        json.dumps({"executablePath": CHROMIUM, "host": "127.0.0.1", "port": port, "wsPath": "/pw", "args": _NO_SANDBOX})
+    )
     server = _playwright(["launch-server", "--browser", "chromium", "--config", str(config)], port)
     try:
-        with Legs(workspace=ws, state_dir=st, policy=website.policy(),
-                  settings={"browser": {"ws_endpoint": f"ws://127.0.0.1:{port}/pw"}}) as legs:
+        with Legs(
+            workspace=ws,
+            state_dir=st,
+            policy=website.policy(),
+            settings={"browser": {"ws_endpoint": f"ws://127.0.0.1:{port}/pw"}},
+        ) as legs:
             r = nav(legs, website.site.url("/"))
         assert r.error.type == "unavailable", r
         assert "--webrtc-ip-handling-policy=disable_non_proxied_udp" in r.error.message
@@ -209,8 +246,9 @@ def test_chromium_over_cdp_is_policed_and_left_running_clean(dirs, website, tmp_
     ws, st = dirs
     proc, port = _cdp_chromium(tmp_path / "profile", [*CHROMIUM_ARGS, "--enable-automation"])
     try:
-        legs = Legs(workspace=ws, state_dir=st, policy=website.policy(),
-                    settings={"browser": {"cdp_url": f"http://127.0.0.1:{port}"}})
+        legs = Legs(
+            workspace=ws, state_dir=st, policy=website.policy(), settings={"browser": {"cdp_url": f"http://127.0.0.1:{port}"}}
+        )
         try:
             _roundtrip(legs, website)
             nav(legs, website.site.url("/about"), session="second")
@@ -231,8 +269,9 @@ def test_chromium_over_cdp_without_our_flags_is_refused(dirs, website, tmp_path)
     ws, st = dirs
     proc, port = _cdp_chromium(tmp_path / "profile", [])
     try:
-        with Legs(workspace=ws, state_dir=st, policy=website.policy(),
-                  settings={"browser": {"cdp_url": f"http://127.0.0.1:{port}"}}) as legs:
+        with Legs(
+            workspace=ws, state_dir=st, policy=website.policy(), settings={"browser": {"cdp_url": f"http://127.0.0.1:{port}"}}
+        ) as legs:
             r = nav(legs, website.site.url("/"))
         assert r.error.type == "unavailable" and "--enable-automation" in r.error.hint, r
         assert website.site.requests == []
@@ -256,8 +295,14 @@ def _proxy_request(host: str, port: int, request: bytes) -> bytes:
 def _request_as(user: str, port: int, request: bytes) -> bytes:
     """``request`` sent to 127.0.0.1:``port`` by a process of another local user (bash's /dev/tcp)."""
     script = f'exec 3<>/dev/tcp/127.0.0.1/{port} && printf %s "$REQUEST" >&3 && timeout 10 head -c 300 <&3'
-    done = subprocess.run(["/bin/bash", "-c", script], user=user, cwd="/", capture_output=True, timeout=30,
-                          env={"REQUEST": request.decode(), "PATH": "/usr/bin:/bin"})
+    done = subprocess.run(
+        ["/bin/bash", "-c", script],
+        user=user,
+        cwd="/",
+        capture_output=True,
+        timeout=30,
+        env={"REQUEST": request.decode(), "PATH": "/usr/bin:/bin"},
+    )
     return done.stdout
 
 
@@ -301,8 +346,7 @@ def test_proxy_bind_address_for_a_remote_browser(dirs, website) -> None:
     hosts, serve only clients holding their session's random credential (407 otherwise)."""
     ws, st = dirs
     address = _host_address()
-    with Legs(workspace=ws, state_dir=st, policy=website.policy(),
-              settings={"browser": {"proxy_bind": address}}) as legs:
+    with Legs(workspace=ws, state_dir=st, policy=website.policy(), settings={"browser": {"proxy_bind": address}}) as legs:
         r = nav(legs, website.site.url("/embeds"))
         assert r.ok and r.data["blocked_requests"], r
         svc = legs._runtime._services[BrowserService]
@@ -335,11 +379,14 @@ def test_proxy_bind_address_for_a_remote_browser(dirs, website) -> None:
 
 def test_proxy_bound_to_all_interfaces_needs_an_advertised_host(dirs, website) -> None:
     ws, st = dirs
-    with Legs(workspace=ws, state_dir=st, policy=website.policy(),
-              settings={"browser": {"proxy_bind": "0.0.0.0"}}) as legs:
+    with Legs(workspace=ws, state_dir=st, policy=website.policy(), settings={"browser": {"proxy_bind": "0.0.0.0"}}) as legs:
         r = nav(legs, website.site.url("/"))
         assert r.error.type == "invalid_input" and "proxy_host" in r.error.message
-    with Legs(workspace=ws, state_dir=st, policy=website.policy(),
-              settings={"browser": {"proxy_bind": "0.0.0.0", "proxy_host": "127.0.0.1"}}) as legs:
+    with Legs(
+        workspace=ws,
+        state_dir=st,
+        policy=website.policy(),
+        settings={"browser": {"proxy_bind": "0.0.0.0", "proxy_host": "127.0.0.1"}},
+    ) as legs:
         r = nav(legs, website.site.url("/about"))
         assert r.ok and "We sell widgets" in r.output

@@ -39,11 +39,23 @@ def _posted(website):
     return posted.body
 
 
-@pytest.mark.parametrize("value", [
-    "../outside.txt", "docs/../../outside.txt", "{outside}", "{state}/secret.txt", "link-out.txt",
-    "statedir/secret.txt", "big.bin", "missing.txt", "docs/cv.pdf\n../outside.txt", "/etc/passwd", "~/.bashrc",
-    "SERVER.PEM",
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "../outside.txt",
+        "docs/../../outside.txt",
+        "{outside}",
+        "{state}/secret.txt",
+        "link-out.txt",
+        "statedir/secret.txt",
+        "big.bin",
+        "missing.txt",
+        "docs/cv.pdf\n../outside.txt",
+        "/etc/passwd",
+        "~/.bashrc",
+        "SERVER.PEM",
+    ],
+)
 def test_refused_paths_attach_nothing(upload, website, value) -> None:
     legs, _, st, outside = upload
     value = value.format(outside=outside, state=st)

@@ -16,8 +16,7 @@ runner = CliRunner()
 
 
 def cli(tmp_path, *args: str, input: str | None = None):
-    return runner.invoke(app, ["--workspace", str(tmp_path / "ws"), "--state-dir", str(tmp_path / "st"), *args],
-                         input=input)
+    return runner.invoke(app, ["--workspace", str(tmp_path / "ws"), "--state-dir", str(tmp_path / "st"), *args], input=input)
 
 
 def test_actions_lists_the_catalog(tmp_path) -> None:
@@ -67,8 +66,9 @@ def test_log_follow_sees_new_lines(tmp_path) -> None:
     env = {**os.environ, "AGENT_LEGS_WORKSPACE": str(tmp_path / "ws"), "AGENT_LEGS_STATE_DIR": str(tmp_path / "st")}
     (tmp_path / "st").mkdir()
     (tmp_path / "st/actions.jsonl").write_text("")
-    proc = subprocess.Popen([sys.executable, "-m", "agent_legs._cli", "log", "--follow", "--json"], env=env,
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent_legs._cli", "log", "--follow", "--json"], env=env, stdout=subprocess.PIPE, text=True
+    )
     try:
         time.sleep(1.5)
         cli(tmp_path, "run", "files.write", "path=f.txt", "content=x")

@@ -66,8 +66,9 @@ def test_narrow_terminal_keeps_the_essentials(state) -> None:
 def test_filters_and_json(state) -> None:
     every = json_lines(log_cli(state, "--json").stdout)
     assert [e["session"] for e in every] == ["alpha", "alpha", "beta", "beta", "gamma", "gamma"]
-    assert {"time", "trace_id", "span_id", "action", "session", "call_id", "decision", "outcome",
-            "duration_ms", "error"} <= set(every[0])
+    assert {"time", "trace_id", "span_id", "action", "session", "call_id", "decision", "outcome", "duration_ms", "error"} <= set(
+        every[0]
+    )
     failed = json_lines(log_cli(state, "--failed", "--json").stdout)
     assert [e["outcome"] for e in failed] == ["denied", "not_found", "invalid_input"]
     beta = json_lines(log_cli(state, "--session", "beta", "--json").stdout)
@@ -90,14 +91,25 @@ def test_no_log_yet_and_no_match(tmp_path, state) -> None:
     assert log_cli(state, "--session", "nobody", "--json").stdout == ""
 
 
-def _write_rotating(path: Path, count: int, start: int = 0, max_bytes: int = 3000, backups: int = 1000,
-                    pause_every: int = 0) -> None:
+def _write_rotating(
+    path: Path, count: int, start: int = 0, max_bytes: int = 3000, backups: int = 1000, pause_every: int = 0
+) -> None:
     log = ActionLog(path, max_bytes=max_bytes, backups=backups)
     try:
         for i in range(start, start + count):
-            log.write({"time": "2026-01-01T00:00:00+00:00", "trace_id": f"{i:032x}", "action": "files.write",
-                       "session": "s", "decision": "allow", "outcome": "ok", "duration_ms": 1.0, "i": i,
-                       "pad": "x" * 60})
+            log.write(
+                {
+                    "time": "2026-01-01T00:00:00+00:00",
+                    "trace_id": f"{i:032x}",
+                    "action": "files.write",
+                    "session": "s",
+                    "decision": "allow",
+                    "outcome": "ok",
+                    "duration_ms": 1.0,
+                    "i": i,
+                    "pad": "x" * 60,
+                }
+            )
             if pause_every and i % pause_every == 0:
                 time.sleep(0.01)
     finally:
@@ -118,8 +130,9 @@ def test_torn_line_is_skipped(tmp_path) -> None:
     st = tmp_path / "st"
     st.mkdir()
     good = {"time": "2026-01-01T00:00:00+00:00", "action": "files.list", "session": "s", "outcome": "ok"}
-    (st / "actions.jsonl").write_text(json.dumps(good) + "\n" + '{"time": "2026-01-01T00:0' + "\n"
-                                      + json.dumps({**good, "action": "files.read"}) + "\n")
+    (st / "actions.jsonl").write_text(
+        json.dumps(good) + "\n" + '{"time": "2026-01-01T00:0' + "\n" + json.dumps({**good, "action": "files.read"}) + "\n"
+    )
     assert [e["action"] for e in json_lines(log_cli(st, "--json").stdout)] == ["files.list", "files.read"]
 
 
@@ -158,8 +171,13 @@ def test_follow_subprocess_sees_new_lines_across_rotations(tmp_path) -> None:
     path = st / "actions.jsonl"
     _write_rotating(path, 30)  # history: only the last 3 are shown first
     env = {**os.environ, "AGENT_LEGS_STATE_DIR": str(st), "AGENT_LEGS_WORKSPACE": str(tmp_path / "ws")}
-    proc = subprocess.Popen([sys.executable, "-m", "agent_legs._cli", "log", "--follow", "--json", "-n", "3"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent_legs._cli", "log", "--follow", "--json", "-n", "3"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     got: list[int] = []
     try:
         for _ in range(3):
@@ -184,11 +202,24 @@ def test_follow_table_subprocess_with_real_calls(tmp_path) -> None:
     st, ws = tmp_path / "st", tmp_path / "ws"
     env = {**os.environ, "AGENT_LEGS_STATE_DIR": str(st), "AGENT_LEGS_WORKSPACE": str(ws), "COLUMNS": "200"}
     # Started before the log exists: it waits for it.
-    proc = subprocess.Popen([sys.executable, "-m", "agent_legs._cli", "log", "--follow", "--session", "live"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent_legs._cli", "log", "--follow", "--session", "live"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        assert proc.stdout.readline().split() == ["time", "session", "action", "decision", "outcome", "duration",
-                                                  "trace", "target"]
+        assert proc.stdout.readline().split() == [
+            "time",
+            "session",
+            "action",
+            "decision",
+            "outcome",
+            "duration",
+            "trace",
+            "target",
+        ]
         with Legs(workspace=ws, state_dir=st) as legs:
             legs.run("files.list", {}, session="other")
             r = legs.run("files.write", {"path": "live.txt", "content": "x"}, session="live")
@@ -203,10 +234,12 @@ def test_processes_sharing_a_log_lose_and_tear_nothing(tmp_path) -> None:
     # An agent and `agent-legs run` can share a state dir: each line is one O_APPEND write, and a
     # writer whose file was rotated by the other reopens the new one.
     path = tmp_path / "actions.jsonl"
-    code = ("import sys; from pathlib import Path; from agent_legs._telemetry import ActionLog\n"
-            "log = ActionLog(Path(sys.argv[1]), max_bytes=20000, backups=300)\n"
-            "for i in range(400): log.write({'w': sys.argv[2], 'i': i, 'pad': 'y' * (50 + i % 7 * 300)})\n"
-            "log.close()\n")
+    code = (
+        "import sys; from pathlib import Path; from agent_legs._telemetry import ActionLog\n"
+        "log = ActionLog(Path(sys.argv[1]), max_bytes=20000, backups=300)\n"
+        "for i in range(400): log.write({'w': sys.argv[2], 'i': i, 'pad': 'y' * (50 + i % 7 * 300)})\n"
+        "log.close()\n"
+    )
     procs = [subprocess.Popen([sys.executable, "-c", code, str(path), str(w)]) for w in range(3)]
     assert [p.wait(60) for p in procs] == [0, 0, 0]
     raw = [line for p in sorted(tmp_path.iterdir()) for line in p.read_text().splitlines()]

@@ -29,15 +29,17 @@ def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], cwd=tmp_path, env=env_for(tmp_path, **env), capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run([*CLI, *args], cwd=tmp_path, env=env_for(tmp_path, **env), capture_output=True, text=True, timeout=120)
 
 
 def test_actions_shows_optional_arguments_and_whole_sentences(tmp_path: Path) -> None:
     p = cli(tmp_path, "actions", COLUMNS="400")
     assert p.returncode == 0, p.stderr
-    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[1:-1]]
-            for line in p.stdout.splitlines() if line.startswith("│")}
+    rows = {
+        line.split("│")[1].strip(): [c.strip() for c in line.split("│")[1:-1]]
+        for line in p.stdout.splitlines()
+        if line.startswith("│")
+    }
     assert rows["files.read"][3] == "path, [offset], [limit]"
     assert rows["browser.content"][3] == "[selector], [format], [offset]"
     for spec in REGISTRY:
@@ -51,8 +53,11 @@ def test_actions_shows_optional_arguments_and_whole_sentences(tmp_path: Path) ->
 def test_flags_do_not_look_like_they_take_a_value(tmp_path: Path, command: list[str]) -> None:
     p = cli(tmp_path, *command, "--help", COLUMNS="120")
     assert p.returncode == 0, p.stderr
-    flags = [line for line in p.stdout.splitlines()
-             if any(f in line for f in ("--json ", "--yes ", "--follow ", "--failed ", "--force ", "--help "))]
+    flags = [
+        line
+        for line in p.stdout.splitlines()
+        if any(f in line for f in ("--json ", "--yes ", "--follow ", "--failed ", "--force ", "--help "))
+    ]
     assert flags and not [line for line in flags if "<bool>" in line], p.stdout
 
 
@@ -99,8 +104,9 @@ def _run_on_a_terminal(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[
     """Run with stderr on a pseudo-terminal (120x24); stdout stays a pipe."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
-    proc = subprocess.Popen(cmd, cwd=cwd, env={**env, "TERM": "xterm-256color"}, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=slave)
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env={**env, "TERM": "xterm-256color"}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave
+    )
     os.close(slave)
     chunks = []
     while True:

@@ -33,8 +33,7 @@ def runtime(request) -> str:
 def make_legs(tmp_path, runtime: str, **policy):
     ws = workspace_for(runtime, tmp_path / "ws")
     code = {"pool_size": 0} if runtime == "runc" else {"pool_size": 0, "runtime": runtime}  # runc: the default
-    return Legs(workspace=ws, state_dir=tmp_path / "st", settings={"code": code},
-                policy={"code": {"timeout_s": 30}, **policy})
+    return Legs(workspace=ws, state_dir=tmp_path / "st", settings={"code": code}, policy={"code": {"timeout_s": 30}, **policy})
 
 
 def py(legs, code: str, session: str = "s"):
@@ -63,24 +62,29 @@ def host_setid(ws) -> list[str]:
 def test_setid_files_made_in_the_sandbox_lose_their_bits_on_the_host(tmp_path, runtime) -> None:
     with make_legs(tmp_path, runtime) as legs:
         ws = legs.workspace
-        r = sh(legs, "cp /bin/sh tool && chmod 4755 tool\n"
-                     "python3 -c \"import os, stat; print(stat.filemode(os.stat('tool').st_mode))\"\n"
-                     "cp /bin/sh gtool && chmod 2755 gtool\n"
-                     "mkdir shared && chmod 2775 shared\n"
-                     "python3 -c \"import os; os.close(os.open('made', os.O_CREAT | os.O_WRONLY, 0o6755))\"")
+        r = sh(
+            legs,
+            "cp /bin/sh tool && chmod 4755 tool\n"
+            "python3 -c \"import os, stat; print(stat.filemode(os.stat('tool').st_mode))\"\n"
+            "cp /bin/sh gtool && chmod 2755 gtool\n"
+            "mkdir shared && chmod 2775 shared\n"
+            "python3 -c \"import os; os.close(os.open('made', os.O_CREAT | os.O_WRONLY, 0o6755))\"",
+        )
         assert "-rws" in r.data["stdout"]  # the bit was set inside (the call itself is not refused)...
         assert host_setid(ws) == []  # ...but nothing carries it on the host once the call returns
         removed = set(r.data["setid_removed"])  # (gVisor itself drops the bits open(2) asks for: "made")
-        assert removed == {"gtool", "made", "shared", "tool"} or (runtime == "runsc" and removed == {"gtool", "shared",
-                                                                                                   "tool"})
+        assert removed == {"gtool", "made", "shared", "tool"} or (runtime == "runsc" and removed == {"gtool", "shared", "tool"})
         assert "setuid/setgid bits removed" in r.output
         assert stat.S_IMODE(os.stat(ws / "tool").st_mode) == 0o755
         assert os.stat(ws / "tool").st_uid == SANDBOX_UID
 
         # a thread left running sets the bit between calls: the sweep strips it without waiting for a call
-        py(legs, "import os, threading, time\n"
-                 "def later():\n    time.sleep(0.5); os.chmod('tool', 0o4755); open('set-done', 'w').close()\n"
-                 "threading.Thread(target=later, daemon=True).start()")
+        py(
+            legs,
+            "import os, threading, time\n"
+            "def later():\n    time.sleep(0.5); os.chmod('tool', 0o4755); open('set-done', 'w').close()\n"
+            "threading.Thread(target=later, daemon=True).start()",
+        )
         deadline = time.monotonic() + 20
         while not (ws / "set-done").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -102,8 +106,14 @@ def test_the_operators_own_setid_file_is_left_alone(tmp_path, runtime) -> None:
 
 
 # -- 13.3: denied files stay denied in the sandbox -------------------------------------------------
-DENIED = {".env": f"API_KEY={SECRET}-env", "keys/id_rsa": f"{SECRET}-rsa", "certs/server.pem": f"{SECRET}-pem",
-          "app/.env": f"{SECRET}-appenv", "secrets/api.txt": f"{SECRET}-api", "private/notes.txt": f"{SECRET}-dir"}
+DENIED = {
+    ".env": f"API_KEY={SECRET}-env",
+    "keys/id_rsa": f"{SECRET}-rsa",
+    "certs/server.pem": f"{SECRET}-pem",
+    "app/.env": f"{SECRET}-appenv",
+    "secrets/api.txt": f"{SECRET}-api",
+    "private/notes.txt": f"{SECRET}-dir",
+}
 DENY = [".env", "**/.env", "**/*.pem", "**/id_*", "**/*.key", "secrets/**", "private"]
 
 PROBE = r"""
@@ -145,8 +155,7 @@ def test_denied_files_cannot_be_read_moved_or_linked_from_code(tmp_path, runtime
         r = py(legs, PROBE % {"paths": files})
         results = json.loads(r.data["stdout"])
         assert SECRET not in r.output and SECRET not in r.data["stdout"]
-        leaked = {k: v for k, v in results.items() if v.startswith("OK") and k.split()[0] in ("read", "symlink",
-                                                                                            "list")}
+        leaked = {k: v for k, v in results.items() if v.startswith("OK") and k.split()[0] in ("read", "symlink", "list")}
         assert leaked == {}, leaked
         changed = {k: v for k, v in results.items() if v.startswith("OK") and k.split()[0] not in ("symlink",)}
         assert changed == {}, changed  # no write, rename, unlink or hard link of a denied path
@@ -177,7 +186,7 @@ def test_denied_names_files_cannot_even_parse_are_masked_too(tmp_path, runtime) 
         assert not r.ok and r.error.type == "denied" and "not valid UTF-8" in r.error.message
         assert "policy.files.deny" in r.error.message
         os.unlink(os.path.join(os.fsencode(ws), b"key\xff.pem"))
-        r = sh(legs, "for f in *.pem; do cat \"$f\" || echo \"refused $f\"; done")
+        r = sh(legs, 'for f in *.pem; do cat "$f" || echo "refused $f"; done')
         assert SECRET not in r.output and r.data["stdout"].count("refused") == len(names), r.output
 
 
@@ -229,8 +238,9 @@ def test_a_directory_renamed_by_code_keeps_its_denied_file_hidden(tmp_path, runt
         ws = legs.workspace
         (ws / "secrets").mkdir()
         (ws / "secrets" / "api.txt").write_text(SECRET)
-        r = legs.run("code.run", {"code": "import os\nos.rename('secrets', 'public')\nopen('public/api.txt').read()"},
-                     session="s")
+        r = legs.run(
+            "code.run", {"code": "import os\nos.rename('secrets', 'public')\nopen('public/api.txt').read()"}, session="s"
+        )
         assert "PermissionError" in (r.data["error"] or "") and SECRET not in r.output
         r = legs.run("code.run", {"code": "open('public/api.txt').read()"}, session="s")
         assert "PermissionError" in (r.data["error"] or "") and SECRET not in r.output
@@ -248,8 +258,9 @@ def snapshot(ws) -> dict[str, tuple[int, int, int]]:
     return out
 
 
-@pytest.mark.skipif(not os.environ.get("CI") and os.geteuid() != 0,
-                    reason="the operator's files belong to another user only when run as root")
+@pytest.mark.skipif(
+    not os.environ.get("CI") and os.geteuid() != 0, reason="the operator's files belong to another user only when run as root"
+)
 def test_code_run_as_root_keeps_the_operators_owner_and_mode(tmp_path) -> None:
     require_runtime("runc")
     ws = tmp_path / "ws"
@@ -264,14 +275,17 @@ def test_code_run_as_root_keeps_the_operators_owner_and_mode(tmp_path) -> None:
     with Legs(workspace=ws, state_dir=tmp_path / "st", settings={"code": {"pool_size": 0}}) as legs:
         w = legs.run("files.write", {"path": "data/agent.txt", "content": "from files.write"})
         assert w.ok
-        r = sh(legs, "echo new > made.txt && mkdir -p out/deep && echo x > out/deep/f.txt\n"
-                     "echo ' +code' >> data/agent.txt && cat data/agent.txt\n"
-                     "cat data/table.csv\n"
-                     "cat secret.txt || echo SECRET-UNREADABLE\n"
-                     "chmod 777 secret.txt || echo CHMOD-REFUSED\n"
-                     "chown 1000 data/table.csv || echo CHOWN-REFUSED\n"
-                     "mv data/by-operator.txt data/moved.txt "
-                     "&& mv data/moved.txt data/by-operator.txt && echo RENAMED")
+        r = sh(
+            legs,
+            "echo new > made.txt && mkdir -p out/deep && echo x > out/deep/f.txt\n"
+            "echo ' +code' >> data/agent.txt && cat data/agent.txt\n"
+            "cat data/table.csv\n"
+            "cat secret.txt || echo SECRET-UNREADABLE\n"
+            "chmod 777 secret.txt || echo CHMOD-REFUSED\n"
+            "chown 1000 data/table.csv || echo CHOWN-REFUSED\n"
+            "mv data/by-operator.txt data/moved.txt "
+            "&& mv data/moved.txt data/by-operator.txt && echo RENAMED",
+        )
         out = r.data["stdout"]
         assert "from files.write +code" in out and "a,b" in out
         assert "SECRET-UNREADABLE" in out and SECRET not in r.output
@@ -312,10 +326,13 @@ def test_runsc_refuses_a_root_owned_workspace_and_changes_nothing(tmp_path) -> N
 def test_the_container_runs_under_the_chosen_runtime(tmp_path, runtime, captured_spans) -> None:
     import docker
 
-    with Legs(workspace=workspace_for(runtime, tmp_path / "ws"), state_dir=tmp_path / "st",
-              tracer_provider=captured_spans.provider,
-              settings={"code": {"pool_size": 0, **({"runtime": runtime} if runtime != "runc" else {})}},
-              policy={"code": {"memory_mb": 200, "pids_limit": 50}}) as legs:
+    with Legs(
+        workspace=workspace_for(runtime, tmp_path / "ws"),
+        state_dir=tmp_path / "st",
+        tracer_provider=captured_spans.provider,
+        settings={"code": {"pool_size": 0, **({"runtime": runtime} if runtime != "runc" else {})}},
+        policy={"code": {"memory_mb": 200, "pids_limit": 50}},
+    ) as legs:
         r = sh(legs, "dmesg 2>/dev/null | head -1; cat /proc/version")
         gvisor = "gVisor" in r.data["stdout"] or "Starting gVisor" in r.data["stdout"]
         assert gvisor == (runtime == "runsc"), r.data["stdout"]
@@ -354,13 +371,17 @@ def loopback_http():
 
 def test_guarded_network_works_under_each_runtime(tmp_path, runtime, loopback_http) -> None:
     port, hits = loopback_http
-    with make_legs(tmp_path, runtime, code={"network": True, "timeout_s": 30},
-                   network={"allow_hosts": [f"127.0.0.1:{port}"]}) as legs:
-        r = py(legs, f"import urllib.request, socket\n"
-                     f"print(urllib.request.urlopen('http://127.0.0.1:{port}/ok', timeout=10).read().decode())\n"
-                     f"try:\n    urllib.request.urlopen('http://127.0.0.1:{port + 1}/no', timeout=10)\n"
-                     f"except Exception:\n    print('refused')\n"
-                     f"try:\n    socket.create_connection(('127.0.0.1', {port}), timeout=2); print('DIRECT')\n"
-                     f"except OSError:\n    print('no direct route')")
+    with make_legs(
+        tmp_path, runtime, code={"network": True, "timeout_s": 30}, network={"allow_hosts": [f"127.0.0.1:{port}"]}
+    ) as legs:
+        r = py(
+            legs,
+            f"import urllib.request, socket\n"
+            f"print(urllib.request.urlopen('http://127.0.0.1:{port}/ok', timeout=10).read().decode())\n"
+            f"try:\n    urllib.request.urlopen('http://127.0.0.1:{port + 1}/no', timeout=10)\n"
+            f"except Exception:\n    print('refused')\n"
+            f"try:\n    socket.create_connection(('127.0.0.1', {port}), timeout=2); print('DIRECT')\n"
+            f"except OSError:\n    print('no direct route')",
+        )
         assert r.data["stdout"].splitlines() == ["hello from the host", "refused", "no direct route"]
         assert hits == ["/ok"]

@@ -24,8 +24,11 @@ CANARY = "canary-secret-0f9e8d7c"
 
 def _bridge_address() -> str | None:
     """The host's address on Docker's default bridge (what a container with network would reach)."""
-    r = subprocess.run(["docker", "network", "inspect", "bridge", "--format",
-                        "{{range .IPAM.Config}}{{.Gateway}}{{end}}"], capture_output=True, text=True)
+    r = subprocess.run(
+        ["docker", "network", "inspect", "bridge", "--format", "{{range .IPAM.Config}}{{.Gateway}}{{end}}"],
+        capture_output=True,
+        text=True,
+    )
     return r.stdout.strip() or None
 
 
@@ -69,9 +72,14 @@ def code_settings(runtime: str, **kw):
 def legs(tmp_path, monkeypatch, captured_spans, runtime):
     monkeypatch.setenv("AGENT_LEGS_TEST_CANARY", CANARY)
     (tmp_path / "host-only.txt").write_text(CANARY)
-    with Legs(workspace=workspace_for(runtime, tmp_path / "ws"), state_dir=tmp_path / "st", secrets={"CANARY": CANARY},
-              settings={"code": code_settings(runtime, pool_size=0)}, tracer_provider=captured_spans.provider,
-              policy={"code": {"timeout_s": 15, "memory_mb": 128, "pids_limit": 64}}) as legs:
+    with Legs(
+        workspace=workspace_for(runtime, tmp_path / "ws"),
+        state_dir=tmp_path / "st",
+        secrets={"CANARY": CANARY},
+        settings={"code": code_settings(runtime, pool_size=0)},
+        tracer_provider=captured_spans.provider,
+        policy={"code": {"timeout_s": 15, "memory_mb": 128, "pids_limit": 64}},
+    ) as legs:
         legs.run("code.run", {"code": "witness = 'alive'"}, session="bystander")
         yield legs
         r = legs.run("code.run", {"code": "witness"}, session="bystander")
@@ -97,22 +105,31 @@ def py(legs, code: str, timeout_s: float | None = None):
 def test_no_tcp_to_the_host(legs, host_server) -> None:
     port, addresses, hits = host_server
     targets = [*addresses, "172.17.0.1", "host.docker.internal", "localhost", "::1"]
-    r = py(legs, f"import socket\nfor h in {targets!r}:\n"
-                 f"    try:\n        socket.create_connection((h, {port}), timeout=2); print('CONNECTED', h)\n"
-                 f"    except OSError as e:\n        print('blocked', h, type(e).__name__)")
+    r = py(
+        legs,
+        f"import socket\nfor h in {targets!r}:\n"
+        f"    try:\n        socket.create_connection((h, {port}), timeout=2); print('CONNECTED', h)\n"
+        f"    except OSError as e:\n        print('blocked', h, type(e).__name__)",
+    )
     assert "CONNECTED" not in r.data["stdout"] and r.data["stdout"].count("blocked") == len(targets)
     assert hits == []
 
 
 def test_no_raw_sockets(legs) -> None:
-    r = py(legs, "import socket\ntry:\n    socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)\n"
-                 "    print('RAW')\nexcept PermissionError:\n    print('denied')")
+    r = py(
+        legs,
+        "import socket\ntry:\n    socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)\n"
+        "    print('RAW')\nexcept PermissionError:\n    print('denied')",
+    )
     assert r.data["stdout"] == "denied\n"
 
 
 def test_no_dns(legs) -> None:
-    r = py(legs, "import socket\ntry:\n    socket.getaddrinfo('example.com', 80); print('RESOLVED')\n"
-                 "except OSError as e:\n    print('no dns', e)")
+    r = py(
+        legs,
+        "import socket\ntry:\n    socket.getaddrinfo('example.com', 80); print('RESOLVED')\n"
+        "except OSError as e:\n    print('no dns', e)",
+    )
     assert "RESOLVED" not in r.data["stdout"]
 
 
@@ -122,27 +139,35 @@ def test_only_loopback_interface(legs) -> None:
 
 
 def test_host_files_are_not_visible(legs, tmp_path) -> None:
-    r = py(legs, f"import os\nhits = []\nfor root, dirs, files in os.walk('/'):\n"
-                 f"    dirs[:] = [d for d in dirs if root != '/' or d not in ('proc', 'sys', 'dev', 'usr')]\n"
-                 f"    hits += [os.path.join(root, f) for f in files if f == 'host-only.txt']\n"
-                 f"print(hits, os.path.exists('{tmp_path}/host-only.txt'))", timeout_s=15)
+    r = py(
+        legs,
+        f"import os\nhits = []\nfor root, dirs, files in os.walk('/'):\n"
+        f"    dirs[:] = [d for d in dirs if root != '/' or d not in ('proc', 'sys', 'dev', 'usr')]\n"
+        f"    hits += [os.path.join(root, f) for f in files if f == 'host-only.txt']\n"
+        f"print(hits, os.path.exists('{tmp_path}/host-only.txt'))",
+        timeout_s=15,
+    )
     assert r.data["stdout"].strip() == "[] False"
 
 
 def test_env_and_proc_hold_no_secret(legs) -> None:
-    code = ("import os, glob\nblob = repr(dict(os.environ))\n"
-            "for p in glob.glob('/proc/*/environ') + glob.glob('/proc/*/cmdline'):\n"
-            "    try:\n        blob += open(p, 'rb').read().decode('latin-1')\n    except OSError:\n        pass\n"
-            f"print('{CANARY[:6]}' + '-FOUND' if '{CANARY}' in blob else 'clean', sorted(os.environ))")
+    code = (
+        "import os, glob\nblob = repr(dict(os.environ))\n"
+        "for p in glob.glob('/proc/*/environ') + glob.glob('/proc/*/cmdline'):\n"
+        "    try:\n        blob += open(p, 'rb').read().decode('latin-1')\n    except OSError:\n        pass\n"
+        f"print('{CANARY[:6]}' + '-FOUND' if '{CANARY}' in blob else 'clean', sorted(os.environ))"
+    )
     r = py(legs, code)
     assert r.data["stdout"].startswith("clean")
     assert "AGENT_LEGS" not in r.data["stdout"]
 
 
 def test_cannot_write_outside_workspace(legs) -> None:
-    code = ("res = {}\nfor p in ['/etc/evil', '/usr/bin/evil', '/opt/evil', '/evil', '/root/x']:\n"
-            "    try:\n        open(p, 'w').write('x'); res[p] = 'WROTE'\n"
-            "    except OSError as e:\n        res[p] = type(e).__name__\nres")
+    code = (
+        "res = {}\nfor p in ['/etc/evil', '/usr/bin/evil', '/opt/evil', '/evil', '/root/x']:\n"
+        "    try:\n        open(p, 'w').write('x'); res[p] = 'WROTE'\n"
+        "    except OSError as e:\n        res[p] = type(e).__name__\nres"
+    )
     r = py(legs, code)
     assert "WROTE" not in r.data["value"]
     r = py(legs, "open('/tmp/ok', 'w').write('fine')")  # the size-limited tmpfs is writable
@@ -150,17 +175,29 @@ def test_cannot_write_outside_workspace(legs) -> None:
 
 
 def test_tmpfs_is_size_limited(tmp_path, runtime) -> None:
-    with Legs(workspace=workspace_for(runtime, tmp_path / "w2"), state_dir=tmp_path / "s2",
-              settings={"code": code_settings(runtime)}, policy={"code": {"tmp_mb": 16}}) as legs:
-        r = legs.run("code.run", {"code": "f = open('/tmp/big', 'wb')\ntry:\n    for _ in range(40):\n"
-                                          "        f.write(b'x' * (1 << 20))\n    f.flush()\n"
-                                          "except OSError as e:\n    print('limited', e.errno)"})
+    with Legs(
+        workspace=workspace_for(runtime, tmp_path / "w2"),
+        state_dir=tmp_path / "s2",
+        settings={"code": code_settings(runtime)},
+        policy={"code": {"tmp_mb": 16}},
+    ) as legs:
+        r = legs.run(
+            "code.run",
+            {
+                "code": "f = open('/tmp/big', 'wb')\ntry:\n    for _ in range(40):\n"
+                "        f.write(b'x' * (1 << 20))\n    f.flush()\n"
+                "except OSError as e:\n    print('limited', e.errno)"
+            },
+        )
         assert "limited 28" in r.data["stdout"]  # ENOSPC
 
 
 def test_not_root_and_no_capabilities(legs, runtime) -> None:
-    r = py(legs, "import os\nprint(os.getuid(), os.geteuid())\n"
-                 "print([l for l in open('/proc/self/status') if l.startswith(('CapEff', 'NoNewPrivs'))])")
+    r = py(
+        legs,
+        "import os\nprint(os.getuid(), os.geteuid())\n"
+        "print([l for l in open('/proc/self/status') if l.startswith(('CapEff', 'NoNewPrivs'))])",
+    )
     out = r.data["stdout"]
     assert out.splitlines()[0] == "1000 1000"
     assert "CapEff:\\t0000000000000000" in out
@@ -170,17 +207,29 @@ def test_not_root_and_no_capabilities(legs, runtime) -> None:
 def test_setuid_attempts_fail(legs) -> None:
     r = py(legs, "import os\ntry:\n    os.setuid(0); print('ROOT')\nexcept PermissionError:\n    print('denied')")
     assert r.data["stdout"] == "denied\n"
-    r = legs.run("code.run", {"code": "cp /bin/bash /tmp/sh && chmod u+s /tmp/sh && /tmp/sh -p -c id -u; "
-                                      "ls /usr/bin/sudo /bin/su 2>&1 | head -2", "language": "bash"},
-                 session="attacker")
+    r = legs.run(
+        "code.run",
+        {
+            "code": "cp /bin/bash /tmp/sh && chmod u+s /tmp/sh && /tmp/sh -p -c id -u; ls /usr/bin/sudo /bin/su 2>&1 | head -2",
+            "language": "bash",
+        },
+        session="attacker",
+    )
     assert "\n0\n" not in "\n" + r.data["stdout"]
 
 
 def test_no_docker_socket_and_no_mount(legs) -> None:
     # (`[ -e ]`, not ls: Debian's runsc of 2022 answers coreutils' statx with EINVAL)
-    r = legs.run("code.run", {"code": "for p in /var/run/docker.sock /run/docker.sock; do [ -e $p ] && echo EXISTS $p "
-                                      "|| echo No such file: $p; done; mount -t tmpfs x /mnt 2>&1; "
-                                      "echo done", "language": "bash"}, session="attacker")
+    r = legs.run(
+        "code.run",
+        {
+            "code": "for p in /var/run/docker.sock /run/docker.sock; do [ -e $p ] && echo EXISTS $p "
+            "|| echo No such file: $p; done; mount -t tmpfs x /mnt 2>&1; "
+            "echo done",
+            "language": "bash",
+        },
+        session="attacker",
+    )
     assert "No such file" in r.data["stdout"] and "done" in r.data["stdout"]
     assert "must be superuser" in r.data["stdout"] or "permission denied" in r.data["stdout"].lower()
 
@@ -188,8 +237,9 @@ def test_no_docker_socket_and_no_mount(legs) -> None:
 def test_fork_bomb_is_contained(legs, captured_spans, runtime) -> None:
     cid = attacker_container(legs, captured_spans)
     # the bomb runs into the pids limit (64) for 3 s while the call's own shell waits
-    r = legs.run("code.run", {"code": ":(){ :|:& };:; sleep 3; echo waited", "language": "bash", "timeout_s": 10},
-                 session="attacker")
+    r = legs.run(
+        "code.run", {"code": ":(){ :|:& };:; sleep 3; echo waited", "language": "bash", "timeout_s": 10}, session="attacker"
+    )
     if runtime == "runsc" and r.error is not None and r.error.type == "failed":
         # gVisor's kernel shares the task limit with the code: the bomb can take the whole sandbox down
         assert "kernel died" in r.error.message and container_processes(cid) == []
@@ -215,8 +265,11 @@ def test_memory_bomb_fails_naming_the_limit(legs) -> None:
 
 def test_memory_bomb_in_a_child_process_keeps_the_kernel(legs, runtime) -> None:
     py(legs, "kept = 'yes'")
-    r = legs.run("code.run", {"code": "python3 -c 'x = bytearray(400 * 1024 * 1024)'; echo exit=$?",
-                              "language": "bash"}, session="attacker")
+    r = legs.run(
+        "code.run",
+        {"code": "python3 -c 'x = bytearray(400 * 1024 * 1024)'; echo exit=$?", "language": "bash"},
+        session="attacker",
+    )
     assert not r.ok and r.error.type == "failed" and "memory limit of 128 MB" in r.error.message
     if runtime == "runsc":  # gVisor: the host's OOM killer stops the whole sandbox (its kernel included)
         assert "state was lost" in r.error.message
@@ -238,8 +291,7 @@ def test_huge_output_is_bounded(legs) -> None:
     r = py(legs, "import sys\nfor _ in range(200):\n    sys.stdout.write('y' * 100000)")
     assert r.ok and r.data["error"] is None and r.data["stdout_truncated"] and len(r.output) < 30000
     assert r.data["stdout_bytes"] == 20_000_000
-    r = legs.run("code.run", {"code": "yes | head -c 50000000 >&2; echo done", "language": "bash"},
-                 session="attacker")
+    r = legs.run("code.run", {"code": "yes | head -c 50000000 >&2; echo done", "language": "bash"}, session="attacker")
     assert r.ok and r.data["stdout"] == "done\n" and r.data["stderr_bytes"] == 50_000_000
 
 

@@ -68,8 +68,12 @@ def test_a_huge_length_on_the_channel_neither_grows_the_host_nor_desyncs_it(legs
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM from now on: the peak during the attack
     rss_before, _ = _memory_kb()
     t0 = time.monotonic()
-    r = run(legs, "fd = channel()\nos.write(fd, struct.pack('>I', 2**31 - 1))\nchunk = b'A' * (1 << 20)\n"
-                  "for _ in range(200):\n    os.write(fd, chunk)\n'done'", timeout_s=20)
+    r = run(
+        legs,
+        "fd = channel()\nos.write(fd, struct.pack('>I', 2**31 - 1))\nchunk = b'A' * (1 << 20)\n"
+        "for _ in range(200):\n    os.write(fd, chunk)\n'done'",
+        timeout_s=20,
+    )
     elapsed = time.monotonic() - t0
     rss_after, peak = _memory_kb()
     print(f"host RSS {rss_before} kB before, peak {peak} kB, after {rss_after} kB; answered in {elapsed:.2f} s")
@@ -84,8 +88,9 @@ def test_a_huge_length_on_the_channel_neither_grows_the_host_nor_desyncs_it(legs
 def test_a_forged_frame_with_a_wrong_id_fails_the_call_and_replaces_the_kernel(legs) -> None:
     run(legs, CHANNEL)
     (cid,) = sandbox_containers()
-    r = run(legs, "os.write(channel(), frame({'id': 'forged', 'stdout': 'all fine', 'stdout_bytes': 8}))\n"
-                  "import time; time.sleep(1)")
+    r = run(
+        legs, "os.write(channel(), frame({'id': 'forged', 'stdout': 'all fine', 'stdout_bytes': 8}))\nimport time; time.sleep(1)"
+    )
     assert not r.ok and r.error.type == "failed" and "does not answer this call" in r.error.message
     assert "all fine" not in r.output
     assert cid not in sandbox_containers()
@@ -95,10 +100,12 @@ def test_a_forged_frame_with_a_wrong_id_fails_the_call_and_replaces_the_kernel(l
 
 def test_a_forged_reply_stays_within_the_caps_and_the_real_one_is_caught_next_call(legs) -> None:
     run(legs, CHANNEL + "kept = 1")
-    forged = ("rid = request_id()\nos.write(channel(), frame({'id': rid, 'stdout': 'S' * 2_000_000, "
-              "'stderr': 'E' * 300_000, 'value': 'V' * 300_000, 'error': 'T' * 300_000, 'stdout_bytes': 3, "
-              "'figures': ['f%d.png' % i for i in range(5000)], 'changed': ['c%d' % i for i in range(5000)]}))\n"
-              "import time; time.sleep(1)")
+    forged = (
+        "rid = request_id()\nos.write(channel(), frame({'id': rid, 'stdout': 'S' * 2_000_000, "
+        "'stderr': 'E' * 300_000, 'value': 'V' * 300_000, 'error': 'T' * 300_000, 'stdout_bytes': 3, "
+        "'figures': ['f%d.png' % i for i in range(5000)], 'changed': ['c%d' % i for i in range(5000)]}))\n"
+        "import time; time.sleep(1)"
+    )
     r = run(legs, forged)
     assert r.ok, r.error  # the code itself produced this reply: bounded, it is its output
     for key in ("stdout", "stderr", "value", "error"):
@@ -115,8 +122,11 @@ def test_a_forged_reply_stays_within_the_caps_and_the_real_one_is_caught_next_ca
 
 
 def test_garbage_written_between_calls_replaces_the_kernel_before_the_next_call(legs) -> None:
-    run(legs, CHANNEL + "import threading, time\nfd = channel()\n"
-              "threading.Thread(target=lambda: (time.sleep(0.5), os.write(fd, b'\\x00\\x00\\x00\\x05hello'))).start()")
+    run(
+        legs,
+        CHANNEL + "import threading, time\nfd = channel()\n"
+        "threading.Thread(target=lambda: (time.sleep(0.5), os.write(fd, b'\\x00\\x00\\x00\\x05hello'))).start()",
+    )
     time.sleep(2)
     r = run(legs, "6 * 7")
     assert r.ok and r.data["value"] == "42" and r.data["new_kernel"] and "out of step" in r.data["kernel_replaced"]
@@ -159,20 +169,23 @@ def test_containers_die_with_their_host_even_with_threads_left_running(tmp_path)
     import socket
 
     ws = tmp_path / "w"
-    proc = subprocess.run([sys.executable, "-c", GROWING_HOST, str(ws), str(tmp_path / "s")],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", GROWING_HOST, str(ws), str(tmp_path / "s")], capture_output=True, text=True, timeout=120
+    )
     killed_at = time.monotonic()
     assert proc.returncode == -9, proc.stderr
     host_pid, *pids = proc.stdout.split()
     owner = f"agent-legs.sandbox.owner={socket.gethostname()}:{host_pid}"
 
     def running() -> list[str]:
-        return subprocess.run(["docker", "ps", "-q", "--filter", f"label={owner}"], capture_output=True,
-                              text=True, check=True).stdout.split()
+        return subprocess.run(
+            ["docker", "ps", "-q", "--filter", f"label={owner}"], capture_output=True, text=True, check=True
+        ).stdout.split()
 
     def every() -> list[str]:
-        return subprocess.run(["docker", "ps", "-aq", "--filter", f"label={owner}"], capture_output=True,
-                              text=True, check=True).stdout.split()
+        return subprocess.run(
+            ["docker", "ps", "-aq", "--filter", f"label={owner}"], capture_output=True, text=True, check=True
+        ).stdout.split()
 
     try:
         assert len(every()) == 3  # the grower, the busy kernel, the pooled one

@@ -16,13 +16,15 @@ pytestmark = pytest.mark.usefixtures("sandbox_image", "no_leftover_containers")
 
 @pytest.fixture
 def legs(open_legs, captured_spans) -> Legs:
-    return open_legs(tracer_provider=captured_spans.provider, settings={"code": {"pool_size": 1}},
-                     policy={"code": {"timeout_s": 20}})
+    return open_legs(
+        tracer_provider=captured_spans.provider, settings={"code": {"pool_size": 1}}, policy={"code": {"timeout_s": 20}}
+    )
 
 
 def run(legs, code, **kw):
-    return legs.run("code.run", {"code": code, **{k: v for k, v in kw.items() if k != "session"}},
-                    session=kw.get("session", "default"))
+    return legs.run(
+        "code.run", {"code": code, **{k: v for k, v in kw.items() if k != "session"}}, session=kw.get("session", "default")
+    )
 
 
 def test_state_persists_like_a_notebook(legs) -> None:
@@ -64,10 +66,12 @@ def test_two_sessions_are_isolated(legs) -> None:
 
 
 def test_files_and_figures_come_back_as_artifacts(legs, dirs) -> None:
-    code = ("import matplotlib.pyplot as plt\nimport pandas as pd\n"
-            "df = pd.DataFrame({'a': [1, 2, 3]})\n"
-            "import os; os.makedirs('report', exist_ok=True); df.to_csv('report/out.csv', index=False)\n"
-            "plt.plot(df['a'])\nplt.title('t')")
+    code = (
+        "import matplotlib.pyplot as plt\nimport pandas as pd\n"
+        "df = pd.DataFrame({'a': [1, 2, 3]})\n"
+        "import os; os.makedirs('report', exist_ok=True); df.to_csv('report/out.csv', index=False)\n"
+        "plt.plot(df['a'])\nplt.title('t')"
+    )
     r = run(legs, code)
     paths = {a.path: a for a in r.artifacts}
     assert "report/out.csv" in paths and paths["report/out.csv"].mime_type == "text/csv"
@@ -102,8 +106,9 @@ def test_timeout_kills_the_work(legs, captured_spans) -> None:
     r = run(legs, "while True:\n    pass", timeout_s=1.5)
     assert time.monotonic() - t0 < 10
     assert r.error.type == "timeout" and "lost" in r.error.message
-    assert not any(c.startswith(cid) for c in sandbox_containers()), \
+    assert not any(c.startswith(cid) for c in sandbox_containers()), (
         "the timed-out container must be removed, not left burning CPU"
+    )
     assert container_processes(cid) == []
     r = run(legs, "state")
     assert r.data["new_kernel"] and "NameError" in r.data["error"]
@@ -120,8 +125,11 @@ def test_output_is_truncated(dirs) -> None:
 
 
 def test_an_output_flood_neither_fails_the_code_nor_fills_memory(legs) -> None:
-    r = run(legs, "import sys\nfor i in range(400):\n    sys.stdout.write('y' * 50000)\n"
-                  "import os; os.system('head -c 3000000 /dev/zero')\nprint('end')")
+    r = run(
+        legs,
+        "import sys\nfor i in range(400):\n    sys.stdout.write('y' * 50000)\n"
+        "import os; os.system('head -c 3000000 /dev/zero')\nprint('end')",
+    )
     assert r.ok and r.data["error"] is None, r.data["error"]
     assert r.data["stdout_bytes"] == 400 * 50000 + 3000000 + 4 and r.data["stdout_truncated"]
     assert len(r.data["stdout"]) == 100_000
@@ -137,8 +145,7 @@ def test_pool_gives_a_new_session_a_running_kernel(legs, captured_spans) -> None
     r = run(legs, "2", session="second")
     assert r.ok and r.data["new_kernel"]
     tool = captured_spans.by_name("execute_tool code_run")[0]
-    starts = [s for s in captured_spans.by_name("sandbox container start") if s.context.trace_id ==
-              tool.context.trace_id]
+    starts = [s for s in captured_spans.by_name("sandbox container start") if s.context.trace_id == tool.context.trace_id]
     assert starts == [], "a pooled kernel needs no container start in the call"
 
 
@@ -149,8 +156,7 @@ def test_concurrent_first_calls_of_a_session_share_one_kernel(dirs) -> None:
         before = set(sandbox_containers())
 
         async def both() -> list:
-            return await asyncio.gather(*(legs.arun("code.run", {"code": f"n{i} = {i}"}, session="c")
-                                          for i in range(2)))
+            return await asyncio.gather(*(legs.arun("code.run", {"code": f"n{i} = {i}"}, session="c") for i in range(2)))
 
         results = asyncio.run(both())
         assert all(r.ok for r in results)
@@ -165,8 +171,7 @@ def test_sessions_run_in_parallel(dirs) -> None:
             legs.run("code.run", {"code": "import time"}, session=f"p{i}")
 
         async def three() -> list:
-            return await asyncio.gather(*(legs.arun("code.run", {"code": "time.sleep(1.5)"}, session=f"p{i}")
-                                          for i in range(3)))
+            return await asyncio.gather(*(legs.arun("code.run", {"code": "time.sleep(1.5)"}, session=f"p{i}") for i in range(3)))
 
         t0 = time.monotonic()
         results = asyncio.run(three())
@@ -201,9 +206,12 @@ def test_a_calls_processes_end_with_it(legs, captured_spans) -> None:
 
 
 def test_threads_printing_between_calls_cannot_corrupt_the_channel(legs) -> None:
-    run(legs, "import threading, time\n"
-              "def chatter():\n    for i in range(2000):\n        print('noise' * 50, i)\n        time.sleep(0.0005)\n"
-              "threading.Thread(target=chatter, daemon=True).start()")
+    run(
+        legs,
+        "import threading, time\n"
+        "def chatter():\n    for i in range(2000):\n        print('noise' * 50, i)\n        time.sleep(0.0005)\n"
+        "threading.Thread(target=chatter, daemon=True).start()",
+    )
     for i in range(20):
         r = run(legs, f"{i} * 2")
         assert r.ok and r.data["value"] == str(i * 2)
@@ -276,21 +284,23 @@ def test_network_true_goes_only_through_the_egress_guard(dirs, loopback_http) ->
     ws, st = dirs
     policy = {"code": {"network": True}, "network": {"allow_hosts": [f"127.0.0.1:{port}"]}}
     with Legs(workspace=ws, state_dir=st, settings={"code": {"pool_size": 0}}, policy=policy) as legs:
-        code = (f"import socket, urllib.request\n"
-                f"print(urllib.request.urlopen('http://127.0.0.1:{port}/allowed', timeout=10).read().decode())\n"
-                f"for url in ['http://127.0.0.1:{port + 1}/other-port', 'http://10.0.0.1/private', "
-                f"'http://169.254.169.254/metadata', 'https://10.0.0.2/tls']:\n"
-                f"    try:\n        urllib.request.urlopen(url, timeout=10); print('REACHED', url)\n"
-                f"    except Exception as e:\n        print('refused', url)\n"
-                f"try:\n    socket.create_connection(('127.0.0.1', {port}), timeout=2); print('DIRECT')\n"
-                f"except OSError:\n    print('no direct route')\n"
-                f"s = socket.create_connection(('127.0.0.1', 3128), timeout=10)\n"  # a CONNECT tunnel, by hand
-                f"s.sendall(b'CONNECT 127.0.0.1:{port} HTTP/1.1\\r\\n\\r\\n')\n"
-                f"print(s.recv(100).split(b'\\r\\n')[0].decode())\n"
-                f"s.sendall(b'GET /tunnelled HTTP/1.0\\r\\n\\r\\n')\n"
-                f"data = b''\n"
-                f"while chunk := s.recv(1000):\n    data += chunk\n"
-                f"print(b'hello from the host' in data)")
+        code = (
+            f"import socket, urllib.request\n"
+            f"print(urllib.request.urlopen('http://127.0.0.1:{port}/allowed', timeout=10).read().decode())\n"
+            f"for url in ['http://127.0.0.1:{port + 1}/other-port', 'http://10.0.0.1/private', "
+            f"'http://169.254.169.254/metadata', 'https://10.0.0.2/tls']:\n"
+            f"    try:\n        urllib.request.urlopen(url, timeout=10); print('REACHED', url)\n"
+            f"    except Exception as e:\n        print('refused', url)\n"
+            f"try:\n    socket.create_connection(('127.0.0.1', {port}), timeout=2); print('DIRECT')\n"
+            f"except OSError:\n    print('no direct route')\n"
+            f"s = socket.create_connection(('127.0.0.1', 3128), timeout=10)\n"  # a CONNECT tunnel, by hand
+            f"s.sendall(b'CONNECT 127.0.0.1:{port} HTTP/1.1\\r\\n\\r\\n')\n"
+            f"print(s.recv(100).split(b'\\r\\n')[0].decode())\n"
+            f"s.sendall(b'GET /tunnelled HTTP/1.0\\r\\n\\r\\n')\n"
+            f"data = b''\n"
+            f"while chunk := s.recv(1000):\n    data += chunk\n"
+            f"print(b'hello from the host' in data)"
+        )
         r = legs.run("code.run", {"code": code})
         assert r.ok and r.data["error"] is None, r.data
         lines = r.data["stdout"].splitlines()
@@ -300,15 +310,20 @@ def test_network_true_goes_only_through_the_egress_guard(dirs, loopback_http) ->
         assert lines[6] == "HTTP/1.1 200 Connection established" and lines[7] == "True"
         assert hits == ["/allowed", "/tunnelled"]
         denied = [d["url"] for d in r.data["network_denied"]]
-        assert denied == [f"http://127.0.0.1:{port + 1}/other-port", "http://10.0.0.1/private",
-                          "http://169.254.169.254/metadata", "https://10.0.0.2:443"]
+        assert denied == [
+            f"http://127.0.0.1:{port + 1}/other-port",
+            "http://10.0.0.1/private",
+            "http://169.254.169.254/metadata",
+            "https://10.0.0.2:443",
+        ]
         assert "[network denied: http://10.0.0.1/private" in r.output
 
 
 def test_network_true_with_a_remote_engine_is_refused(dirs) -> None:
     ws, st = dirs
-    with Legs(workspace=ws, state_dir=st, settings={"code": {"docker_host": "tcp://127.0.0.1:9"}},
-              policy={"code": {"network": True}}) as legs:
+    with Legs(
+        workspace=ws, state_dir=st, settings={"code": {"docker_host": "tcp://127.0.0.1:9"}}, policy={"code": {"network": True}}
+    ) as legs:
         r = legs.run("code.run", {"code": "1"})
         assert r.error.type == "unavailable" and "policy.code.network" in r.error.message
 
@@ -331,9 +346,19 @@ def test_orphans_of_dead_processes_are_removed(dirs, sandbox_image) -> None:
     import socket
 
     cid = subprocess.run(
-        ["docker", "create", "--label", "agent-legs.sandbox=1", "--label",
-         f"agent-legs.sandbox.owner={socket.gethostname()}:999999", sandbox_image], capture_output=True, text=True,
-        check=True).stdout.strip()
+        [
+            "docker",
+            "create",
+            "--label",
+            "agent-legs.sandbox=1",
+            "--label",
+            f"agent-legs.sandbox.owner={socket.gethostname()}:999999",
+            sandbox_image,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     ws, st = dirs
     with Legs(workspace=ws, state_dir=st) as legs:
         assert legs.run("code.run", {"code": "1"}).ok
@@ -367,14 +392,19 @@ def test_a_crashed_host_leaves_nothing_running_and_its_containers_are_swept(tmp_
     import socket
     import sys
 
-    proc = subprocess.run([sys.executable, "-c", CRASHING_HOST, str(tmp_path / "w"), str(tmp_path / "s")],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", CRASHING_HOST, str(tmp_path / "w"), str(tmp_path / "s")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == -9, proc.stderr
     owner = f"agent-legs.sandbox.owner={socket.gethostname()}:{proc.stdout.strip()}"
 
     def containers(*extra: str) -> list[str]:
-        return subprocess.run(["docker", "ps", "-q", *extra, "--filter", f"label={owner}"], capture_output=True,
-                              text=True, check=True).stdout.split()
+        return subprocess.run(
+            ["docker", "ps", "-q", *extra, "--filter", f"label={owner}"], capture_output=True, text=True, check=True
+        ).stdout.split()
 
     assert len(containers("-a")) == 3  # the idle kernel, the busy one, the pooled one
     deadline = time.monotonic() + 5
@@ -395,8 +425,9 @@ def test_many_legs_on_one_host_start_while_others_remove_their_containers(tmp_pa
     def one(i: int) -> list[bool]:
         oks = []
         for round_ in range(3):
-            with Legs(workspace=tmp_path / f"ws{i}", state_dir=tmp_path / f"st{i}-{round_}",
-                      settings={"code": {"pool_size": 1}}) as legs:
+            with Legs(
+                workspace=tmp_path / f"ws{i}", state_dir=tmp_path / f"st{i}-{round_}", settings={"code": {"pool_size": 1}}
+            ) as legs:
                 oks.append(legs.run("code.run", {"code": "1"}).ok)
         return oks
 

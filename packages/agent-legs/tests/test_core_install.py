@@ -55,21 +55,32 @@ def core_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     venv = tmp_path_factory.mktemp("core-only") / "venv"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith("VIRTUAL_ENV")}
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120, env=env)
-    p = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                        str(CORE)], capture_output=True, text=True, timeout=600, env=env)
+    p = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(CORE)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert p.returncode == 0, f"pip install agent-legs failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
     yield venv
 
 
 def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items()
-            if k != "PYTHONPATH" and not k.startswith(("AGENT_LEGS_", "OTEL_", "VIRTUAL_ENV"))}
+    return {
+        k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith(("AGENT_LEGS_", "OTEL_", "VIRTUAL_ENV"))
+    }
 
 
-def test_core_alone_runs_files_and_http_and_says_how_to_add_the_rest(core_venv: Path, tmp_path: Path,
-                                                                      http_server) -> None:
-    p = subprocess.run([str(core_venv / "bin" / "python"), "-c", SCRIPT, http_server.url("/json")], cwd=tmp_path,
-                       capture_output=True, text=True, timeout=180, env=_env())
+def test_core_alone_runs_files_and_http_and_says_how_to_add_the_rest(core_venv: Path, tmp_path: Path, http_server) -> None:
+    p = subprocess.run(
+        [str(core_venv / "bin" / "python"), "-c", SCRIPT, http_server.url("/json")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=_env(),
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     out = json.loads(p.stdout.splitlines()[-1])
     # the core's dependencies only: no extra, nor the demo's SMTP server
@@ -82,8 +93,7 @@ def test_core_alone_runs_files_and_http_and_says_how_to_add_the_rest(core_venv: 
         assert results[name]["ok"], results[name]
     assert "hello" in results["files.read"]["output"]
     assert http_server.requests and http_server.requests[-1].path == "/json"
-    for name, extra in (("browser.navigate", "browser"), ("code.run", "code"), ("email.send", "email"),
-                        ("email.list", "email")):
+    for name, extra in (("browser.navigate", "browser"), ("code.run", "code"), ("email.send", "email"), ("email.list", "email")):
         error = results[name]["error"]
         assert error["type"] == "unavailable", (name, error)
         assert f"pip install 'agent-legs[{extra}]'" in error["hint"], (name, error)
@@ -91,8 +101,7 @@ def test_core_alone_runs_files_and_http_and_says_how_to_add_the_rest(core_venv: 
 
 
 def test_core_alone_cli_script_prints_the_cli_hint(core_venv: Path) -> None:
-    p = subprocess.run([str(core_venv / "bin" / "agent-legs"), "--help"], capture_output=True, text=True,
-                       timeout=120, env=_env())
+    p = subprocess.run([str(core_venv / "bin" / "agent-legs"), "--help"], capture_output=True, text=True, timeout=120, env=_env())
     assert p.returncode == 1
     assert "Traceback" not in p.stderr
     assert "pip install 'agent-legs[cli]'" in p.stderr

@@ -151,7 +151,7 @@ def _source(path: Path) -> str:
 def _files_named(ref_file: str) -> list[Path]:
     for prefix, real in PREFIXES.items():
         if ref_file.startswith(prefix):
-            ref_file = real + ref_file[len(prefix):]
+            ref_file = real + ref_file[len(prefix) :]
             break
     if "/" in ref_file:
         path = ROOT / ref_file
@@ -247,8 +247,11 @@ def test_the_parser_finds_every_form_and_the_check_catches_ghosts() -> None:
 
     rel = reliability_refs(SAMPLE_RELIABILITY)
     assert [r.text for r in rel] == [
-        "faults/test_code.py", "tests/test_approvals.py::test_condition_typos_fail_loudly",
-        "test_named_in_the_middle_zz", "faults/test_no_such_zz.py::test_x", "tests/test_policy.py",
+        "faults/test_code.py",
+        "tests/test_approvals.py::test_condition_typos_fail_loudly",
+        "test_named_in_the_middle_zz",
+        "faults/test_no_such_zz.py::test_x",
+        "tests/test_policy.py",
         "faults/test_shutdown.py::test_hung_collector_bounds_close_and_exit[3000-actions-nosuchpart]",
     ]
     assert [problem(r) is None for r in rel] == [True, True, False, False, True, False]

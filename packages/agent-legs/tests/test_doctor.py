@@ -43,9 +43,11 @@ def test_every_component_is_checked_and_every_problem_has_a_fix(tmp_path: Path, 
 
 
 def test_a_legs_instance_gives_its_own_settings_and_directories(tmp_path: Path) -> None:
-    with Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "st",
-              settings={"email": {"smtp": {"host": "127.0.0.1", "port": 1, "security": "none",
-                                           "password": "{secret:NOPE}"}}}) as legs:
+    with Legs(
+        workspace=tmp_path / "ws",
+        state_dir=tmp_path / "st",
+        settings={"email": {"smtp": {"host": "127.0.0.1", "port": 1, "security": "none", "password": "{secret:NOPE}"}}},
+    ) as legs:
         by = _by_name(run_checks(legs))
     assert by["workspace"].detail == str(tmp_path / "ws") and by["state dir"].status == "ok"
     # the Legs has no secret NOPE: said before the first email fails
@@ -136,8 +138,13 @@ def test_an_image_from_an_older_recipe_is_flagged(sandbox_image: str) -> None:
         info = tarfile.TarInfo("marker")
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
-    subprocess.run(["docker", "import", "--change", "LABEL agent-legs.recipe=0000oldrecipe", "-", tag],
-                   input=buf.getvalue(), check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        ["docker", "import", "--change", "LABEL agent-legs.recipe=0000oldrecipe", "-", tag],
+        input=buf.getvalue(),
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     try:
         by = _by_name(check_docker(Settings(code={"image": tag})))
         assert by["sandbox image"].status == "warn" and "older recipe" in by["sandbox image"].detail
@@ -193,8 +200,12 @@ def test_imap_over_tls_needs_the_right_ca(dovecot, mail_ca) -> None:
 
 def test_wrong_port_or_closed_port_fail(http_server) -> None:
     port = int(http_server.base.rsplit(":", 1)[1])
-    settings = Settings(email={"smtp": {"host": "127.0.0.1", "port": port, "security": "none"},
-                               "imap": {"host": "127.0.0.1", "port": 1, "security": "none"}})
+    settings = Settings(
+        email={
+            "smtp": {"host": "127.0.0.1", "port": port, "security": "none"},
+            "imap": {"host": "127.0.0.1", "port": 1, "security": "none"},
+        }
+    )
     smtp, imap = check_mail(settings)
     assert smtp.status == "fail" and ("not a SMTP server" in smtp.detail or "no greeting" in smtp.detail)
     assert imap.status == "fail" and "unreachable" in imap.detail
@@ -233,8 +244,9 @@ def test_doctor_command_prints_json_and_fails_on_a_failing_check(tmp_path: Path,
 
     monkeypatch.setenv("AGENT_LEGS_CODE__DOCKER_HOST", "unix:///nonexistent/docker.sock")
     # the state directory nested inside the workspace: must fail
-    result = CliRunner().invoke(app, ["--workspace", str(tmp_path / "ws"), "--state-dir", str(tmp_path / "ws" / "state"),
-                                      "doctor", "--json"])
+    result = CliRunner().invoke(
+        app, ["--workspace", str(tmp_path / "ws"), "--state-dir", str(tmp_path / "ws" / "state"), "doctor", "--json"]
+    )
     checks = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     by = {c["name"]: c for c in checks}
     assert result.exit_code == 1

@@ -22,27 +22,58 @@ def guard(resolve: dict[str, list[str]] | None = None, **policy) -> EgressGuard:
     return EgressGuard(NetworkPolicy(**policy), resolver=resolver)
 
 
-@pytest.mark.parametrize(("raw", "canonical"), [
-    ("127.0.0.1", "127.0.0.1"), ("2130706433", "127.0.0.1"), ("0x7f000001", "127.0.0.1"),
-    ("0177.0.0.1", "127.0.0.1"), ("127.1", "127.0.0.1"), ("0x7f.1", "127.0.0.1"), ("0", "0.0.0.0"),
-    ("[::1]", "::1"), ("[::ffff:127.0.0.1]", "::ffff:7f00:1"), ("[fe80::1%25eth0]", "fe80::1"),
-    ("EXAMPLE.com.", "example.com"), ("bücher.de", "xn--bcher-kva.de"), ("cafe.example", "cafe.example"),
-])
+@pytest.mark.parametrize(
+    ("raw", "canonical"),
+    [
+        ("127.0.0.1", "127.0.0.1"),
+        ("2130706433", "127.0.0.1"),
+        ("0x7f000001", "127.0.0.1"),
+        ("0177.0.0.1", "127.0.0.1"),
+        ("127.1", "127.0.0.1"),
+        ("0x7f.1", "127.0.0.1"),
+        ("0", "0.0.0.0"),
+        ("[::1]", "::1"),
+        ("[::ffff:127.0.0.1]", "::ffff:7f00:1"),
+        ("[fe80::1%25eth0]", "fe80::1"),
+        ("EXAMPLE.com.", "example.com"),
+        ("bücher.de", "xn--bcher-kva.de"),
+        ("cafe.example", "cafe.example"),
+    ],
+)
 def test_normalize_host(raw: str, canonical: str) -> None:
     assert normalize_host(raw.replace("%25", "%")) == canonical
 
 
-@pytest.mark.parametrize(("ip", "category"), [
-    ("8.8.8.8", None), ("2606:4700::1111", None), ("127.0.0.1", "loopback"), ("10.1.2.3", "private"),
-    ("172.16.0.1", "private"), ("192.168.1.1", "private"), ("169.254.1.1", "link-local"),
-    ("169.254.169.254", "cloud metadata"), ("100.100.100.200", "cloud metadata"), ("fd00:ec2::254", "cloud metadata"),
-    ("100.64.0.1", "carrier-grade NAT"), ("224.0.0.1", "multicast"), ("0.0.0.0", "unspecified"),
-    ("::", "unspecified"), ("::1", "loopback"), ("fe80::1", "link-local"), ("fc00::1", "private"),
-    ("::ffff:127.0.0.1", "loopback (embedded in IPv6)"), ("::ffff:10.0.0.1", "private (embedded in IPv6)"),
-    ("::127.0.0.1", "loopback (embedded in IPv6)"), ("2002:7f00:1::", "loopback (embedded in IPv6)"),
-    ("64:ff9b::a00:1", "private (embedded in IPv6)"), ("240.0.0.1", "reserved"), ("198.18.0.1", "private"),
-    ("::ffff:8.8.8.8", None),
-])
+@pytest.mark.parametrize(
+    ("ip", "category"),
+    [
+        ("8.8.8.8", None),
+        ("2606:4700::1111", None),
+        ("127.0.0.1", "loopback"),
+        ("10.1.2.3", "private"),
+        ("172.16.0.1", "private"),
+        ("192.168.1.1", "private"),
+        ("169.254.1.1", "link-local"),
+        ("169.254.169.254", "cloud metadata"),
+        ("100.100.100.200", "cloud metadata"),
+        ("fd00:ec2::254", "cloud metadata"),
+        ("100.64.0.1", "carrier-grade NAT"),
+        ("224.0.0.1", "multicast"),
+        ("0.0.0.0", "unspecified"),
+        ("::", "unspecified"),
+        ("::1", "loopback"),
+        ("fe80::1", "link-local"),
+        ("fc00::1", "private"),
+        ("::ffff:127.0.0.1", "loopback (embedded in IPv6)"),
+        ("::ffff:10.0.0.1", "private (embedded in IPv6)"),
+        ("::127.0.0.1", "loopback (embedded in IPv6)"),
+        ("2002:7f00:1::", "loopback (embedded in IPv6)"),
+        ("64:ff9b::a00:1", "private (embedded in IPv6)"),
+        ("240.0.0.1", "reserved"),
+        ("198.18.0.1", "private"),
+        ("::ffff:8.8.8.8", None),
+    ],
+)
 def test_classify(ip: str, category: str | None) -> None:
     assert classify_ip(ipaddress.ip_address(ip)) == category
 
@@ -97,23 +128,42 @@ async def test_deny_hosts_beat_allow() -> None:
 
 
 async def test_allow_globs_and_ports() -> None:
-    g = guard({"a.github.com": ["140.82.112.3"], "github.com": ["140.82.112.4"]},
-              allow_hosts=["*.github.com", "github.com:443"])
+    g = guard({"a.github.com": ["140.82.112.3"], "github.com": ["140.82.112.4"]}, allow_hosts=["*.github.com", "github.com:443"])
     assert (await g.check_url("https://a.github.com/")).host == "a.github.com"
     assert (await g.check_url("https://github.com/")).host == "github.com"
     assert "not in the allowed hosts" in (await _denied(g, "http://github.com/")).message
     assert "not in the allowed hosts" in (await _denied(g, "https://example.com/")).message
 
 
-@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://example.com/", "gopher://x/", "javascript:alert(1)",
-                                 "data:text/html,hi", "dict://127.0.0.1:11211/", "//example.com/x", "example.com"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "file:///etc/passwd",
+        "ftp://example.com/",
+        "gopher://x/",
+        "javascript:alert(1)",
+        "data:text/html,hi",
+        "dict://127.0.0.1:11211/",
+        "//example.com/x",
+        "example.com",
+    ],
+)
 async def test_schemes(url: str) -> None:
     e = await _denied(guard({"example.com": ["93.184.216.34"]}), url)
     assert e.type == "denied" and e.rule == "policy.network.schemes"
 
 
-@pytest.mark.parametrize("url", ["http://user:pass@example.com/", "http://exa mple.com/", "http://[::1/",
-                                 "http://example.com:99999/", "http://\n127.0.0.1/", "http:///path"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://user:pass@example.com/",
+        "http://exa mple.com/",
+        "http://[::1/",
+        "http://example.com:99999/",
+        "http://\n127.0.0.1/",
+        "http:///path",
+    ],
+)
 async def test_malformed(url: str) -> None:
     e = await _denied(guard({"example.com": ["93.184.216.34"]}), url)
     assert e.type == "invalid_input", e
@@ -136,8 +186,19 @@ async def test_check_host_for_proxies() -> None:
         await g.check_host("127.0.0.1", 22)
 
 
-@pytest.mark.parametrize("raw", ["0X7F000001", "127.000.000.001", "0x7f.1", "127.0.0.1.", "[::FFFF:127.0.0.1]",
-                                 "[0:0:0:0:0:0:0:1]", "[::1%eth0]", "LocalHost."])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "0X7F000001",
+        "127.000.000.001",
+        "0x7f.1",
+        "127.0.0.1.",
+        "[::FFFF:127.0.0.1]",
+        "[0:0:0:0:0:0:0:1]",
+        "[::1%eth0]",
+        "LocalHost.",
+    ],
+)
 def test_normalize_more_forms(raw: str) -> None:
     assert normalize_host(raw) in ("127.0.0.1", "::ffff:7f00:1", "::1", "localhost")
 
@@ -196,4 +257,3 @@ def test_check_scheme_is_sync_and_names_the_rule() -> None:
             g.check_scheme(url)
         assert exc.value.rule == "policy.network.schemes"
     g.check_scheme("HTTPS://example.com/")
-

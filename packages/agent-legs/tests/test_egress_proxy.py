@@ -32,8 +32,9 @@ class H11Client:
     async def open(cls, port: int) -> H11Client:
         return cls(*await asyncio.open_connection("127.0.0.1", port))
 
-    async def request(self, method: str, url: str, headers: list[tuple[str, str]] | None = None,
-                      body: bytes = b"") -> tuple[int, dict[str, str], bytes]:
+    async def request(
+        self, method: str, url: str, headers: list[tuple[str, str]] | None = None, body: bytes = b""
+    ) -> tuple[int, dict[str, str], bytes]:
         if self.conn.our_state is h11.DONE:
             self.conn.start_next_cycle()
         hdrs = [("Host", "x"), *(headers or [])]
@@ -109,8 +110,12 @@ async def test_every_request_on_a_kept_alive_connection_is_checked(env) -> None:
 
 async def test_pipelined_second_request_to_another_host_is_refused(env) -> None:
     proxy, allowed, internal = env
-    data = await _raw(proxy.port, (f"GET {allowed.url('/json')} HTTP/1.1\r\nHost: x\r\n\r\n"
-                                   f"GET {internal.url('/secret')} HTTP/1.1\r\nHost: y\r\n\r\n").encode())
+    data = await _raw(
+        proxy.port,
+        (
+            f"GET {allowed.url('/json')} HTTP/1.1\r\nHost: x\r\n\r\nGET {internal.url('/secret')} HTTP/1.1\r\nHost: y\r\n\r\n"
+        ).encode(),
+    )
     assert data.startswith(b"HTTP/1.1 200") and b"HTTP/1.1 403" in data
     assert internal.requests == [] and proxy.checked == 2
 
@@ -169,15 +174,18 @@ async def test_request_bodies_fixed_and_chunked() -> None:
         server.close()
 
 
-@pytest.mark.parametrize("head", [
-    "Content-Length: 5\r\nTransfer-Encoding: chunked",  # CL.TE smuggling
-    "Transfer-Encoding: gzip",
-    "Transfer-Encoding: chunked, identity",
-    "Content-Length: 5\r\nContent-Length: 6",
-    "Content-Length: -1",
-    "X-A: 1\r\n folded",
-    "Bad Name: 1",
-])
+@pytest.mark.parametrize(
+    "head",
+    [
+        "Content-Length: 5\r\nTransfer-Encoding: chunked",  # CL.TE smuggling
+        "Transfer-Encoding: gzip",
+        "Transfer-Encoding: chunked, identity",
+        "Content-Length: 5\r\nContent-Length: 6",
+        "Content-Length: -1",
+        "X-A: 1\r\n folded",
+        "Bad Name: 1",
+    ],
+)
 async def test_ambiguous_framing_is_refused(env, head) -> None:
     proxy, allowed, _ = env
     data = await _raw(proxy.port, f"POST {allowed.url('/echo')} HTTP/1.1\r\nHost: x\r\n{head}\r\n\r\nhello".encode())
@@ -238,8 +246,10 @@ async def test_upstream_that_closes_is_reopened(env) -> None:
 async def test_expect_continue_is_answered(env) -> None:
     proxy, allowed, _ = env
     reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
-    writer.write(f"POST {allowed.url('/echo')} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n"
-                 f"Connection: close\r\n\r\n".encode())
+    writer.write(
+        f"POST {allowed.url('/echo')} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n"
+        f"Connection: close\r\n\r\n".encode()
+    )
     await writer.drain()
     assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).startswith(b"HTTP/1.1 100")
     writer.write(b"hi")
@@ -261,8 +271,9 @@ async def test_upgrade_is_checked_then_relayed() -> None:
     proxy = await EgressProxy(EgressGuard(NetworkPolicy(allow_hosts=[f"127.0.0.1:{port}"]))).start()
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
-        writer.write(f"GET http://127.0.0.1:{port}/sock HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
-                     f"Upgrade: websocket\r\n\r\n".encode())
+        writer.write(
+            f"GET http://127.0.0.1:{port}/sock HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n".encode()
+        )
         assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
         writer.write(b"ping")
         assert await asyncio.wait_for(reader.readexactly(4), 5) == b"PING"
@@ -297,16 +308,35 @@ async def test_connect_needs_a_tunnel_scheme(http_server) -> None:
     assert data.startswith(b"HTTP/1.1 403") and b"policy.network.schemes" in data and http_server.requests == []
 
 
-@pytest.mark.parametrize("target", ["169.254.169.254:80", "localhost:22", "[::1]:80", "0.0.0.0:80", "10.0.0.1:443",
-                                    "127.0.0.1:notaport", ":443", "2130706433:80"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "169.254.169.254:80",
+        "localhost:22",
+        "[::1]:80",
+        "0.0.0.0:80",
+        "10.0.0.1:443",
+        "127.0.0.1:notaport",
+        ":443",
+        "2130706433:80",
+    ],
+)
 async def test_connect_to_special_addresses_denied(env, target) -> None:
     proxy, _, _ = env
     data = await _raw(proxy.port, f"CONNECT {target} HTTP/1.1\r\n\r\n".encode())
     assert data.startswith(b"HTTP/1.1 403")
 
 
-@pytest.mark.parametrize("url", ["http://169.254.169.254/latest/meta-data/", "http://[::ffff:127.0.0.1]:22/",
-                                 "http://0x7f000001:22/", "http://user:pw@example.com/", "ftp://example.com/"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::ffff:127.0.0.1]:22/",
+        "http://0x7f000001:22/",
+        "http://user:pw@example.com/",
+        "ftp://example.com/",
+    ],
+)
 async def test_plain_requests_to_special_targets_denied(env, url) -> None:
     proxy, _, _ = env
     data = await _raw(proxy.port, f"GET {url} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
@@ -332,6 +362,7 @@ async def test_proxy_overhead_is_under_half_a_millisecond() -> None:
     port = server.sockets[0].getsockname()[1]
     proxy = await EgressProxy(EgressGuard(NetworkPolicy(allow_hosts=[f"127.0.0.1:{port}"]))).start()
     try:
+
         async def timed(client_port: int, target: str) -> list[float]:
             reader, writer = await asyncio.open_connection("127.0.0.1", client_port)
             out = []
@@ -381,8 +412,7 @@ async def test_close_ends_open_tunnels(env) -> None:
 @pytest.mark.parametrize("family,host", [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")])
 def test_loopback_peer_uid_finds_the_user_of_a_connection(family: int, host: str) -> None:
     assert peer_uid_supported(), "netlink sock_diag is unavailable: the local browser's proxy falls back to credentials"
-    with socket.create_server((host, 0), family=family) as server, \
-            socket.create_connection(server.getsockname()[:2]) as client:
+    with socket.create_server((host, 0), family=family) as server, socket.create_connection(server.getsockname()[:2]) as client:
         accepted, peer = server.accept()
         with accepted:
             ours = accepted.getsockname()[:2]

@@ -15,9 +15,16 @@ from agent_legs_testing import free_port
 from agent_legs_testing.mail import PASSWORD
 
 
-def message(subject: str, body: str = "hello", sender: str = "ana@example.com", html: str | None = None,
-            attachment: tuple[str, bytes] | None = None, date: str = "Mon, 02 Nov 2026 10:00:00 +0000",
-            html_only: bool = False, to: str = "bot@example.com") -> bytes:
+def message(
+    subject: str,
+    body: str = "hello",
+    sender: str = "ana@example.com",
+    html: str | None = None,
+    attachment: tuple[str, bytes] | None = None,
+    date: str = "Mon, 02 Nov 2026 10:00:00 +0000",
+    html_only: bool = False,
+    to: str = "bot@example.com",
+) -> bytes:
     msg = EmailMessage()
     msg["From"] = sender
     msg["To"] = to
@@ -41,20 +48,36 @@ BIG = 5 * 1024 * 1024
 @pytest.fixture
 def mailbox(dovecot):
     dovecot.deliver(message("Invoice 42", "Please pay 100 EUR", date="Mon, 02 Nov 2026 10:00:00 +0000"), seen=True)
-    dovecot.deliver(message("Grüße aus Köln ☕", "Unicode body: ünïcödé", sender="Jörg <bob@example.org>",
-                            date="Tue, 03 Nov 2026 10:00:00 +0000"))
-    dovecot.deliver(message("Newsletter", "plain part", html="<h1>News</h1><p>Big <b>sale</b></p>",
-                            date="Wed, 04 Nov 2026 10:00:00 +0000"))
-    dovecot.deliver(message("With attachment", "see file", attachment=("../../etc/evil name?.bin", b"\x00\x01data"),
-                            date="Thu, 05 Nov 2026 10:00:00 +0000"))
+    dovecot.deliver(
+        message(
+            "Grüße aus Köln ☕", "Unicode body: ünïcödé", sender="Jörg <bob@example.org>", date="Tue, 03 Nov 2026 10:00:00 +0000"
+        )
+    )
+    dovecot.deliver(
+        message("Newsletter", "plain part", html="<h1>News</h1><p>Big <b>sale</b></p>", date="Wed, 04 Nov 2026 10:00:00 +0000")
+    )
+    dovecot.deliver(
+        message(
+            "With attachment",
+            "see file",
+            attachment=("../../etc/evil name?.bin", b"\x00\x01data"),
+            date="Thu, 05 Nov 2026 10:00:00 +0000",
+        )
+    )
     dovecot.deliver(message("Big one", "x" * BIG, date="Fri, 06 Nov 2026 10:00:00 +0000"))
     return dovecot
 
 
 def make_legs(dirs, settings, policy=None, **kw) -> Legs:
     ws, st = dirs
-    return Legs(workspace=ws, state_dir=st, secrets={"SMTP_PASSWORD": PASSWORD}, policy=policy,
-                settings={"email": {"imap": settings}}, **kw)
+    return Legs(
+        workspace=ws,
+        state_dir=st,
+        secrets={"SMTP_PASSWORD": PASSWORD},
+        policy=policy,
+        settings={"email": {"imap": settings}},
+        **kw,
+    )
 
 
 @pytest.fixture
@@ -122,8 +145,14 @@ def test_read_plain_unicode_and_untrusted(legs) -> None:
     assert r.ok and r.data["headers"]["Subject"] == "Grüße aus Köln ☕" and "ünïcödé" in r.data["body"]
     assert r.data["headers"]["From"] == "Jörg <bob@example.org>"
     assert r.data["untrusted"] and "untrusted content" in r.output
-    assert r.data["provenance"] == {"source": "email", "folder": "INBOX", "id": r.data["id"], "operation": "read",
-                                    "from": "Jörg <bob@example.org>", "message_id": r.data["headers"]["Message-ID"]}
+    assert r.data["provenance"] == {
+        "source": "email",
+        "folder": "INBOX",
+        "id": r.data["id"],
+        "operation": "read",
+        "from": "Jörg <bob@example.org>",
+        "message_id": r.data["headers"]["Message-ID"],
+    }
 
 
 def test_read_prefers_plain_part(legs) -> None:
@@ -132,9 +161,11 @@ def test_read_prefers_plain_part(legs) -> None:
 
 
 def test_html_only_message_becomes_text(dovecot, dirs, mail_ca) -> None:
-    html = ("<html><head><style>p{color:red}</style></head><body><script>steal()</script><h2>Offer</h2>"
-            "<p>Click <a href='https://shop.example.com/x'>here</a></p><img src='https://t.example.com/px.gif'>"
-            "</body></html>")
+    html = (
+        "<html><head><style>p{color:red}</style></head><body><script>steal()</script><h2>Offer</h2>"
+        "<p>Click <a href='https://shop.example.com/x'>here</a></p><img src='https://t.example.com/px.gif'>"
+        "</body></html>"
+    )
     dovecot.deliver(message("HTML only", html=html, html_only=True))
     with make_legs(dirs, dovecot.settings(mail_ca["ca"])) as legs:
         body = legs.run("email.read", {"id": ids(legs)["HTML only"]}).data["body"]
@@ -268,8 +299,15 @@ def test_server_down_is_unavailable(dirs) -> None:
 
 
 def test_hung_server_is_stopped_at_the_deadline(dirs, silent_server, mail_ca) -> None:
-    settings = {"host": "127.0.0.1", "port": silent_server.port, "security": "tls", "ca_file": mail_ca["ca"],
-                "username": "bot", "password": "{secret:SMTP_PASSWORD}", "timeout_s": 30}
+    settings = {
+        "host": "127.0.0.1",
+        "port": silent_server.port,
+        "security": "tls",
+        "ca_file": mail_ca["ca"],
+        "username": "bot",
+        "password": "{secret:SMTP_PASSWORD}",
+        "timeout_s": 30,
+    }
     with make_legs(dirs, settings, policy={"email": {"timeout_s": 1}}) as legs:
         t = time.monotonic()
         r = legs.run("email.list", {})
@@ -311,9 +349,13 @@ def test_a_secret_cut_by_the_listing_columns_leaves_no_part(dovecot, dirs, mail_
     for k in (1, 6, len(token) - 1):
         dovecot.deliver(message(f"Leak {k}", sender=f"{'x' * (40 - k)}{token}@example.com"))
     ws, st = dirs
-    with Legs(workspace=ws, state_dir=st, secrets={"SMTP_PASSWORD": PASSWORD, "TOKEN": token},
-              settings={"email": {"imap": dovecot.settings(mail_ca["ca"])}}) as legs:
+    with Legs(
+        workspace=ws,
+        state_dir=st,
+        secrets={"SMTP_PASSWORD": PASSWORD, "TOKEN": token},
+        settings={"email": {"imap": dovecot.settings(mail_ca["ca"])}},
+    ) as legs:
         r = legs.run("email.list", {})
     assert r.ok and r.output.count("Leak ") == 3
-    pieces = {token[i: i + 4] for i in range(len(token) - 3)}
+    pieces = {token[i : i + 4] for i in range(len(token) - 3)}
     assert not [p for p in pieces if p in r.output], r.output

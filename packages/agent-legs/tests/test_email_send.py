@@ -15,8 +15,10 @@ from agent_legs import Legs
 from agent_legs_testing import free_port
 from agent_legs_testing.mail import PASSWORD
 
-POLICY = {"allow": ["email.*", "files.*"],
-          "email": {"allow_recipients": ["*@example.com", "boss@partner.org"], "max_recipients": 4}}
+POLICY = {
+    "allow": ["email.*", "files.*"],
+    "email": {"allow_recipients": ["*@example.com", "boss@partner.org"], "max_recipients": 4},
+}
 
 
 def approve(request) -> bool:
@@ -25,9 +27,15 @@ def approve(request) -> bool:
 
 def make_legs(dirs, smtp: dict, *, policy=None, password=PASSWORD, **kw) -> Legs:
     ws, st = dirs
-    return Legs(workspace=ws, state_dir=st, policy=policy or POLICY, secrets={"SMTP_PASSWORD": password},
-                settings={"email": {"from_address": "bot@example.com", "smtp": smtp}, **kw.pop("settings", {})},
-                approver=kw.pop("approver", approve), **kw)
+    return Legs(
+        workspace=ws,
+        state_dir=st,
+        policy=policy or POLICY,
+        secrets={"SMTP_PASSWORD": password},
+        settings={"email": {"from_address": "bot@example.com", "smtp": smtp}, **kw.pop("settings", {})},
+        approver=kw.pop("approver", approve),
+        **kw,
+    )
 
 
 @pytest.fixture
@@ -62,8 +70,7 @@ def test_message_arrives_with_headers_body_and_attachment(legs, smtp_server, dir
 
 def test_unicode_subject_body_and_filename_travel_as_7bit(legs, smtp_server, dirs) -> None:
     (dirs[0] / "Übersicht €.txt").write_bytes("Grüße\n".encode())
-    r = send(legs, subject="Grüße aus Köln ☕", body="Schöne Grüße — ünïcödé\n" + "x" * 2000,
-             attachments=["Übersicht €.txt"])
+    r = send(legs, subject="Grüße aus Köln ☕", body="Schöne Grüße — ünïcödé\n" + "x" * 2000, attachments=["Übersicht €.txt"])
     assert r.ok, r.output
     raw = smtp_server.messages[0]["data"]
     assert raw.isascii() and max(len(line) for line in raw.split(b"\r\n")) <= 998
@@ -104,8 +111,11 @@ def test_identical_repeat_without_call_id_is_not_resent(legs, smtp_server) -> No
     assert len(smtp_server.messages) == 1
     assert send(legs, subject="Another").ok
     assert len(smtp_server.messages) == 2
-    assert legs.run("email.send", {"to": ["ana@example.com"], "subject": "Report",
-                                   "body": "Hello Ana,\nsee attached.\n"}, session="other-thread").ok
+    assert legs.run(
+        "email.send",
+        {"to": ["ana@example.com"], "subject": "Report", "body": "Hello Ana,\nsee attached.\n"},
+        session="other-thread",
+    ).ok
     assert len(smtp_server.messages) == 3  # same content, another session: another logical send
 
 
@@ -154,8 +164,7 @@ def test_process_killed_mid_send_is_reported_not_resent(dirs, smtp_server, mail_
     import sys
 
     smtp_server.hang_in_data = True  # the message content arrives, the reply does not
-    cfg = {"ws": str(dirs[0]), "st": str(dirs[1]), "policy": POLICY, "pw": PASSWORD,
-           "smtp": smtp_server.settings(mail_ca["ca"])}
+    cfg = {"ws": str(dirs[0]), "st": str(dirs[1]), "policy": POLICY, "pw": PASSWORD, "smtp": smtp_server.settings(mail_ca["ca"])}
     proc = subprocess.Popen([sys.executable, "-c", CRASHING_SENDER, json.dumps(cfg)])
     try:
         deadline = time.monotonic() + 30
@@ -167,8 +176,7 @@ def test_process_killed_mid_send_is_reported_not_resent(dirs, smtp_server, mail_
         proc.wait(10)
     smtp_server.hang_in_data = False
     with make_legs(dirs, smtp_server.settings(mail_ca["ca"])) as legs:
-        r = legs.run("email.send", {"to": ["ana@example.com"], "subject": "Report", "body": "Hello"},
-                     call_id="call_crash")
+        r = legs.run("email.send", {"to": ["ana@example.com"], "subject": "Report", "body": "Hello"}, call_id="call_crash")
     assert r.error.type == "failed" and r.data["possibly_sent"] and "may have been delivered" in r.error.message
     assert smtp_server.data_attempts == 1
 
@@ -268,9 +276,14 @@ def test_untrusted_tls_is_refused(dirs, smtp_server) -> None:
 
 def test_sender_with_display_name(dirs, smtp_server, mail_ca) -> None:
     ws, st = dirs
-    with Legs(workspace=ws, state_dir=st, policy=POLICY, secrets={"SMTP_PASSWORD": PASSWORD}, approver=approve,
-              settings={"email": {"from_address": "Report Bot <Bot@Example.com>",
-                                  "smtp": smtp_server.settings(mail_ca["ca"])}}) as legs:
+    with Legs(
+        workspace=ws,
+        state_dir=st,
+        policy=POLICY,
+        secrets={"SMTP_PASSWORD": PASSWORD},
+        approver=approve,
+        settings={"email": {"from_address": "Report Bot <Bot@Example.com>", "smtp": smtp_server.settings(mail_ca["ca"])}},
+    ) as legs:
         assert send(legs).ok
     assert smtp_server.messages[0]["from"] == "Bot@example.com"
     assert smtp_server.parsed()["From"] == "Report Bot <Bot@example.com>"
@@ -278,8 +291,14 @@ def test_sender_with_display_name(dirs, smtp_server, mail_ca) -> None:
 
 def test_bad_sender_setting(dirs, smtp_server, mail_ca) -> None:
     ws, st = dirs
-    with Legs(workspace=ws, state_dir=st, policy=POLICY, secrets={"SMTP_PASSWORD": PASSWORD}, approver=approve,
-              settings={"email": {"smtp": smtp_server.settings(mail_ca["ca"])}}) as legs:  # username "bot"
+    with Legs(
+        workspace=ws,
+        state_dir=st,
+        policy=POLICY,
+        secrets={"SMTP_PASSWORD": PASSWORD},
+        approver=approve,
+        settings={"email": {"smtp": smtp_server.settings(mail_ca["ca"])}},
+    ) as legs:  # username "bot"
         r = send(legs)
     assert r.error.type == "failed" and "from_address" in r.error.hint and smtp_server.logins == 0
 
@@ -341,8 +360,10 @@ DENIED = [
     ({"cc": ["other@partner.org"]}, "policy.email.allow_recipients"),
     ({"bcc": ["evil@attacker.com"]}, "policy.email.allow_recipients"),
     ({"to": ["ana@example.com"], "bcc": ["evil@attacker.com"]}, "policy.email.allow_recipients"),
-    ({"to": ["ANA@EXAMPLE.COM", "b@example.com", "c@example.com", "d@example.com", "e@example.com"]},
-     "policy.email.max_recipients"),
+    (
+        {"to": ["ANA@EXAMPLE.COM", "b@example.com", "c@example.com", "d@example.com", "e@example.com"]},
+        "policy.email.max_recipients",
+    ),
 ]
 
 
@@ -398,8 +419,9 @@ def test_attachment_rules(dirs, smtp_server, mail_ca) -> None:
 def test_approval_is_the_default_policy(dirs, smtp_server, mail_ca) -> None:
     seen = []
     policy = {"email": {"allow_recipients": ["*@example.com"]}}  # default allow/require_approval lists
-    with make_legs(dirs, smtp_server.settings(mail_ca["ca"]), policy=policy,
-                   approver=lambda req: seen.append(req) or False) as legs:
+    with make_legs(
+        dirs, smtp_server.settings(mail_ca["ca"]), policy=policy, approver=lambda req: seen.append(req) or False
+    ) as legs:
         r = send(legs, bcc=["audit@example.com"])
     assert r.error.type == "approval_denied" and smtp_server.messages == [] and smtp_server.logins == 0
     reason = seen[0].reason
@@ -410,15 +432,20 @@ def test_approval_is_the_default_policy(dirs, smtp_server, mail_ca) -> None:
 def test_approved_send_goes_out(dirs, smtp_server, mail_ca) -> None:
     seen = []
     policy = {"email": {"allow_recipients": ["*@example.com"]}}
-    with make_legs(dirs, smtp_server.settings(mail_ca["ca"]), policy=policy,
-                   approver=lambda req: seen.append(req) or True) as legs:
+    with make_legs(
+        dirs, smtp_server.settings(mail_ca["ca"]), policy=policy, approver=lambda req: seen.append(req) or True
+    ) as legs:
         assert send(legs).ok
     assert len(seen) == 1 and len(smtp_server.messages) == 1
 
 
 def test_no_password_or_body_in_spans_without_capture(dirs, smtp_server, mail_ca, captured_spans) -> None:
-    with make_legs(dirs, smtp_server.settings(mail_ca["ca"]), settings={"telemetry": {"capture_content": False}},
-                   tracer_provider=captured_spans.provider) as legs:
+    with make_legs(
+        dirs,
+        smtp_server.settings(mail_ca["ca"]),
+        settings={"telemetry": {"capture_content": False}},
+        tracer_provider=captured_spans.provider,
+    ) as legs:
         assert send(legs, body="very private words").ok
     blob = repr([(dict(s.attributes), [dict(e.attributes or {}) for e in s.events]) for s in captured_spans.spans])
     assert PASSWORD not in blob and "very private words" not in blob

@@ -24,8 +24,13 @@ HEAVY = ["playwright", "docker", "aiosmtplib", "aiohttp", "rich", "typer", "open
 
 
 def _modules_after(code: str) -> set[str]:
-    out = subprocess.run([sys.executable, "-c", code + "\nimport sys, json; print(json.dumps(sorted(sys.modules)))"],
-                         capture_output=True, text=True, timeout=120, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code + "\nimport sys, json; print(json.dumps(sorted(sys.modules)))"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     return set(json.loads(out.stdout.splitlines()[-1]))
 
 
@@ -36,10 +41,12 @@ def test_import_loads_no_family_and_no_backend() -> None:
 
 
 def test_legs_lists_every_family_without_importing_a_backend(tmp_path: Path) -> None:
-    code = (f"from agent_legs import Legs\nlegs = Legs(workspace={str(tmp_path / 'ws')!r}, "
-            f"state_dir={str(tmp_path / 'st')!r})\n"
-            "assert {s.family for s in legs.actions} >= {'files', 'http', 'browser', 'code', 'email'}, legs.actions\n"
-            "legs.close()")
+    code = (
+        f"from agent_legs import Legs\nlegs = Legs(workspace={str(tmp_path / 'ws')!r}, "
+        f"state_dir={str(tmp_path / 'st')!r})\n"
+        "assert {s.family for s in legs.actions} >= {'files', 'http', 'browser', 'code', 'email'}, legs.actions\n"
+        "legs.close()"
+    )
     loaded = _modules_after(code)
     assert "agent_legs.actions" in loaded
     # rich only through httpx's own command line module, when rich is installed (it is not in the core)
@@ -60,14 +67,21 @@ def without(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     return hide
 
 
-@pytest.mark.parametrize(("action", "args", "extra"), [
-    ("browser.navigate", {"url": "https://example.com/"}, "browser"),
-    ("code.run", {"code": "print(1)"}, "code"),
-    ("email.send", {"to": ["a@example.com"], "subject": "s", "body": "b"}, "email"),
-    ("email.list", {}, "email"),
-])
+@pytest.mark.parametrize(
+    ("action", "args", "extra"),
+    [
+        ("browser.navigate", {"url": "https://example.com/"}, "browser"),
+        ("code.run", {"code": "print(1)"}, "code"),
+        ("email.send", {"to": ["a@example.com"], "subject": "s", "body": "b"}, "email"),
+        ("email.list", {}, "email"),
+    ],
+)
 def test_an_action_whose_extra_is_missing_is_unavailable_with_the_install_hint(
-    without, dirs: tuple[Path, Path], action: str, args: dict[str, object], extra: str,  # type: ignore[no-untyped-def]
+    without,
+    dirs: tuple[Path, Path],
+    action: str,
+    args: dict[str, object],
+    extra: str,  # type: ignore[no-untyped-def]
 ) -> None:
     without(*extras.EXTRAS[extra].modules)
     seen: list[object] = []
@@ -84,7 +98,8 @@ def test_an_action_whose_extra_is_missing_is_unavailable_with_the_install_hint(
 
 
 def test_missing_extra_is_not_offered_and_a_selection_of_it_says_how_to_install(
-    without, dirs: tuple[Path, Path],  # type: ignore[no-untyped-def]
+    without,
+    dirs: tuple[Path, Path],  # type: ignore[no-untyped-def]
 ) -> None:
     without("playwright")
     with Legs(*dirs) as legs:
@@ -117,8 +132,9 @@ def test_doctor_names_each_missing_extra(without, tmp_path: Path) -> None:  # ty
 
 
 def test_the_console_script_without_the_cli_extra_prints_the_hint() -> None:
-    code = ("import sys\nsys.modules['typer'] = None\nsys.argv = ['agent-legs', '--help']\n"
-            "from agent_legs._entry import main\nmain()")
+    code = (
+        "import sys\nsys.modules['typer'] = None\nsys.argv = ['agent-legs', '--help']\nfrom agent_legs._entry import main\nmain()"
+    )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 1
     assert "Traceback" not in p.stderr
@@ -136,7 +152,12 @@ def test_the_core_imports_no_framework_adapter() -> None:
     found = []
     for path in Path(agent_legs.__file__).parent.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and node.level == 0
+                else []
+            )
             found += [f"{path.name}: {n}" for n in names if n.split(".")[0] in frameworks]
     assert found == []

@@ -171,8 +171,16 @@ def test_read_only_workspace(dirs) -> None:
 
 def test_files_actions_are_read_only_flagged(legs) -> None:
     flags = {a.name: a.read_only for a in legs.actions if a.name.startswith("files.")}
-    assert flags == {"files.read": True, "files.list": True, "files.search": True, "files.write": False,
-                     "files.edit": False, "files.move": False, "files.copy": False, "files.delete": False}
+    assert flags == {
+        "files.read": True,
+        "files.list": True,
+        "files.search": True,
+        "files.write": False,
+        "files.edit": False,
+        "files.move": False,
+        "files.copy": False,
+        "files.delete": False,
+    }
 
 
 def test_save_unique(dirs) -> None:

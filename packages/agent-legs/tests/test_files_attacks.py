@@ -23,9 +23,19 @@ def snapshot(*roots: Path) -> dict[str, str]:
         for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
             for name in dirnames + filenames:
                 p = Path(dirpath) / name
-                if p.name in ("actions.jsonl", "budgets.sqlite3", "budgets.sqlite3-wal", "budgets.sqlite3-shm",
-                              "state.sqlite3", "state.sqlite3-wal", "state.sqlite3-shm") \
-                        or "actions.pending" in p.parts:  # the state store; the action log's intent journal
+                if (
+                    p.name
+                    in (
+                        "actions.jsonl",
+                        "budgets.sqlite3",
+                        "budgets.sqlite3-wal",
+                        "budgets.sqlite3-shm",
+                        "state.sqlite3",
+                        "state.sqlite3-wal",
+                        "state.sqlite3-shm",
+                    )
+                    or "actions.pending" in p.parts
+                ):  # the state store; the action log's intent journal
                     continue
                 if p.is_symlink():
                     out[str(p)] = "link:" + os.readlink(p)
@@ -111,24 +121,18 @@ ATTACKS: list[tuple] = [
     ("symlink-state", "files.read", {"path": "link_state/private.txt"}, "denied", "symbolic link"),
     ("symlink-loop", "files.read", {"path": "loop_a"}, "denied", "symbolic link"),
     ("symlink-write-through", "files.write", {"path": "link_file", "content": "pwned"}, "denied", "symbolic link"),
-    ("symlink-write-into-dir", "files.write", {"path": "link_dir/new.txt", "content": "x"}, "denied",
-     "symbolic link"),
-    ("symlink-append", "files.write", {"path": "link_file", "content": "x", "mode": "append"}, "denied",
-     "symbolic link"),
-    ("symlink-edit", "files.edit", {"path": "link_file", "old_text": "outside", "new_text": "x"}, "denied",
-     "symbolic link"),
+    ("symlink-write-into-dir", "files.write", {"path": "link_dir/new.txt", "content": "x"}, "denied", "symbolic link"),
+    ("symlink-append", "files.write", {"path": "link_file", "content": "x", "mode": "append"}, "denied", "symbolic link"),
+    ("symlink-edit", "files.edit", {"path": "link_file", "old_text": "outside", "new_text": "x"}, "denied", "symbolic link"),
     ("symlink-copy-src", "files.copy", {"source": "link_dir", "destination": "stolen"}, "denied", "symbolic link"),
-    ("symlink-copy-file", "files.copy", {"source": "link_file", "destination": "stolen.txt"}, "denied",
-     "symbolic link"),
-    ("symlink-move-into", "files.move", {"source": "ok.txt", "destination": "link_dir/ok.txt"}, "denied",
-     "symbolic link"),
+    ("symlink-copy-file", "files.copy", {"source": "link_file", "destination": "stolen.txt"}, "denied", "symbolic link"),
+    ("symlink-move-into", "files.move", {"source": "ok.txt", "destination": "link_dir/ok.txt"}, "denied", "symbolic link"),
     ("symlink-search", "files.search", {"pattern": "secret", "path": "link_dir"}, "denied", "symbolic link"),
     ("device", "files.read", {"path": "devzero"}, "denied", "symbolic link"),
     ("fifo", "files.read", {"path": "fifo"}, "denied", "not a regular file"),
     ("fifo-write", "files.write", {"path": "fifo", "content": "x"}, "denied", "not a regular file"),
     ("hardlink", "files.read", {"path": "hardlink.txt"}, "denied", "hard-linked"),
-    ("hardlink-append", "files.write", {"path": "hardlink.txt", "content": "x", "mode": "append"}, "denied",
-     "hard-linked"),
+    ("hardlink-append", "files.write", {"path": "hardlink.txt", "content": "x", "mode": "append"}, "denied", "hard-linked"),
     ("deny-env", "files.read", {"path": ".env"}, "denied", "policy.files.deny"),
     ("deny-env-nested", "files.read", {"path": "sub/.env"}, "denied", "policy.files.deny"),
     ("deny-env-write", "files.write", {"path": "new/.env", "content": "x"}, "denied", "policy.files.deny"),
@@ -176,12 +180,15 @@ ATTACKS: list[tuple] = [
     ("symlink-state-write", "files.write", {"path": "link_state/x.txt", "content": "x"}, "denied", "symbolic link"),
     ("symlink-state-search", "files.search", {"pattern": "secret", "path": "link_state"}, "denied", "symbolic link"),
     ("symlink-delete-through", "files.delete", {"path": "link_dir/inner.txt"}, "denied", "symbolic link"),
-    ("symlink-edit-nested", "files.edit", {"path": "sub/escape/secret.txt", "old_text": "outside", "new_text": "x"},
-     "denied", "symbolic link"),
-    ("symlink-copy-into", "files.copy", {"source": "ok.txt", "destination": "link_dir/x.txt"}, "denied",
-     "symbolic link"),
-    ("symlink-move-from", "files.move", {"source": "link_dir/inner.txt", "destination": "stolen.txt"}, "denied",
-     "symbolic link"),
+    (
+        "symlink-edit-nested",
+        "files.edit",
+        {"path": "sub/escape/secret.txt", "old_text": "outside", "new_text": "x"},
+        "denied",
+        "symbolic link",
+    ),
+    ("symlink-copy-into", "files.copy", {"source": "ok.txt", "destination": "link_dir/x.txt"}, "denied", "symbolic link"),
+    ("symlink-move-from", "files.move", {"source": "link_dir/inner.txt", "destination": "stolen.txt"}, "denied", "symbolic link"),
     ("symlink-dev-dir", "files.read", {"path": "devdir/null"}, "denied", "symbolic link"),
     ("symlink-dev-dir-write", "files.write", {"path": "devdir/null", "content": "x"}, "denied", "symbolic link"),
     # hard links and special files
@@ -190,13 +197,11 @@ ATTACKS: list[tuple] = [
     ("fifo-copy", "files.copy", {"source": "fifo", "destination": "x"}, "denied", "not a regular file"),
     # deny globs, for every verb and form
     ("deny-search-path", "files.search", {"pattern": ".", "path": ".env"}, "denied", "policy.files.deny"),
-    ("deny-edit", "files.edit", {"path": "server.pem", "old_text": "BEGIN", "new_text": "x"}, "denied",
-     "policy.files.deny"),
+    ("deny-edit", "files.edit", {"path": "server.pem", "old_text": "BEGIN", "new_text": "x"}, "denied", "policy.files.deny"),
     ("deny-idrsa-pub", "files.read", {"path": "keys/id_rsa.pub"}, "denied", "policy.files.deny"),
     ("deny-env-component", "files.write", {"path": ".env/notes.txt", "content": "x"}, "denied", "policy.files.deny"),
     ("deny-move-from", "files.move", {"source": ".env", "destination": "env.txt"}, "denied", "policy.files.deny"),
-    ("deny-copy-from", "files.copy", {"source": "server.pem", "destination": "cert.txt"}, "denied",
-     "policy.files.deny"),
+    ("deny-copy-from", "files.copy", {"source": "server.pem", "destination": "cert.txt"}, "denied", "policy.files.deny"),
     ("deny-abs-inside", "files.read", {"path": "WS/sub/.env"}, "denied", "policy.files.deny"),
     ("temp-read", "files.read", {"path": ".agent-legs-tmp-x"}, "denied", "temporary"),
     ("temp-read-case", "files.read", {"path": ".AGENT-LEGS-TMP-x"}, "denied", "temporary"),
@@ -207,55 +212,102 @@ ATTACKS: list[tuple] = [
     ("deny-case-idrsa", "files.read", {"path": "keys/ID_RSA"}, "denied", "policy.files.deny['**/id_*']"),
     ("deny-case-idkey-dir", "files.read", {"path": "Keys/Id_Ed25519"}, "denied", "policy.files.deny"),
     ("deny-case-write", "files.write", {"path": "new/.ENV", "content": "x"}, "denied", "policy.files.deny"),
-    ("deny-case-edit", "files.edit", {"path": "server.PEM", "old_text": "BEGIN", "new_text": "x"}, "denied",
-     "policy.files.deny"),
+    ("deny-case-edit", "files.edit", {"path": "server.PEM", "old_text": "BEGIN", "new_text": "x"}, "denied", "policy.files.deny"),
     ("deny-case-search", "files.search", {"pattern": ".", "path": ".ENV"}, "denied", "policy.files.deny"),
-    ("deny-case-list", "files.list", {"path": "SECRETS"}, "denied", "policy.files.deny['secrets']",
-     {"deny": ["SECRETS/**", "secrets"]}),
+    (
+        "deny-case-list",
+        "files.list",
+        {"path": "SECRETS"},
+        "denied",
+        "policy.files.deny['secrets']",
+        {"deny": ["SECRETS/**", "secrets"]},
+    ),
     ("deny-case-move-from", "files.move", {"source": ".ENV", "destination": "env.txt"}, "denied", "policy.files.deny"),
     ("deny-case-move-to", "files.move", {"source": "ok.txt", "destination": "x.Pem"}, "denied", "policy.files.deny"),
-    ("deny-case-copy-from", "files.copy", {"source": "server.PEM", "destination": "c.txt"}, "denied",
-     "policy.files.deny"),
+    ("deny-case-copy-from", "files.copy", {"source": "server.PEM", "destination": "c.txt"}, "denied", "policy.files.deny"),
     ("deny-case-delete", "files.delete", {"path": "keys/ID_RSA"}, "denied", "policy.files.deny"),
     # a denied directory's contents keep their denial through a move (issue 13.8)
-    ("deny-dir-contents-read", "files.read", {"path": "secrets/api.txt"}, "denied", "policy.files.deny['secrets/**']",
-     {"deny": ["secrets/**"]}),
-    ("deny-ancestor-read", "files.read", {"path": "secrets/deeper/db.txt"}, "denied", "policy.files.deny['secrets/*']",
-     {"deny": ["secrets/*"]}),
-    ("deny-move-dir-out", "files.move", {"source": "secrets", "destination": "public2"}, "denied",
-     "contains 'secrets/api.txt', which policy.files.deny['secrets/**']", {"deny": ["secrets/**"]}),
-    ("deny-move-dir-out-case", "files.move", {"source": "secrets", "destination": "public2"}, "denied",
-     "policy.files.deny['SECRETS/**']", {"deny": ["SECRETS/**"]}),
-    ("deny-move-dir-over", "files.move", {"source": "secrets", "destination": "public", "overwrite": True},
-     "denied", "policy.files.deny['secrets/**']", {"deny": ["secrets/**"]}),
-    ("deny-move-dir-into-denied", "files.move", {"source": "public", "destination": "secrets2"}, "denied",
-     "would be denied by policy.files.deny['secrets2/**'] at the destination", {"deny": ["secrets2/**"]}),
-    ("deny-move-parent", "files.move", {"source": "keys", "destination": "k2"}, "denied",
-     "policy.files.deny['keys/*']", {"deny": ["keys/*"]}),
+    (
+        "deny-dir-contents-read",
+        "files.read",
+        {"path": "secrets/api.txt"},
+        "denied",
+        "policy.files.deny['secrets/**']",
+        {"deny": ["secrets/**"]},
+    ),
+    (
+        "deny-ancestor-read",
+        "files.read",
+        {"path": "secrets/deeper/db.txt"},
+        "denied",
+        "policy.files.deny['secrets/*']",
+        {"deny": ["secrets/*"]},
+    ),
+    (
+        "deny-move-dir-out",
+        "files.move",
+        {"source": "secrets", "destination": "public2"},
+        "denied",
+        "contains 'secrets/api.txt', which policy.files.deny['secrets/**']",
+        {"deny": ["secrets/**"]},
+    ),
+    (
+        "deny-move-dir-out-case",
+        "files.move",
+        {"source": "secrets", "destination": "public2"},
+        "denied",
+        "policy.files.deny['SECRETS/**']",
+        {"deny": ["SECRETS/**"]},
+    ),
+    (
+        "deny-move-dir-over",
+        "files.move",
+        {"source": "secrets", "destination": "public", "overwrite": True},
+        "denied",
+        "policy.files.deny['secrets/**']",
+        {"deny": ["secrets/**"]},
+    ),
+    (
+        "deny-move-dir-into-denied",
+        "files.move",
+        {"source": "public", "destination": "secrets2"},
+        "denied",
+        "would be denied by policy.files.deny['secrets2/**'] at the destination",
+        {"deny": ["secrets2/**"]},
+    ),
+    (
+        "deny-move-parent",
+        "files.move",
+        {"source": "keys", "destination": "k2"},
+        "denied",
+        "policy.files.deny['keys/*']",
+        {"deny": ["keys/*"]},
+    ),
     # limits
-    ("oversize-append", "files.write", {"path": "ok.txt", "content": "x" * 999, "mode": "append"}, "invalid_input",
-     "limit"),
+    ("oversize-append", "files.write", {"path": "ok.txt", "content": "x" * 999, "mode": "append"}, "invalid_input", "limit"),
     ("oversize-copy", "files.copy", {"source": "big.txt", "destination": "big2.txt"}, "invalid_input", "limit"),
-    ("create-existing", "files.write", {"path": "ok.txt", "content": "x", "mode": "create"}, "invalid_input",
-     "already exists"),
+    ("create-existing", "files.write", {"path": "ok.txt", "content": "x", "mode": "create"}, "invalid_input", "already exists"),
     # read-only policy
-    *[(f"read-only-{name}", action, args, "denied", "policy.files.read_only", {"read_only": True})
-      for name, action, args in [
-          ("write", "files.write", {"path": "new.txt", "content": "x"}),
-          ("append", "files.write", {"path": "ok.txt", "content": "x", "mode": "append"}),
-          ("edit", "files.edit", {"path": "ok.txt", "old_text": "fine", "new_text": "x"}),
-          ("delete", "files.delete", {"path": "ok.txt"}),
-          ("move", "files.move", {"source": "ok.txt", "destination": "moved.txt"}),
-          ("copy", "files.copy", {"source": "ok.txt", "destination": "copied.txt"}),
-      ]],
+    *[
+        (f"read-only-{name}", action, args, "denied", "policy.files.read_only", {"read_only": True})
+        for name, action, args in [
+            ("write", "files.write", {"path": "new.txt", "content": "x"}),
+            ("append", "files.write", {"path": "ok.txt", "content": "x", "mode": "append"}),
+            ("edit", "files.edit", {"path": "ok.txt", "old_text": "fine", "new_text": "x"}),
+            ("delete", "files.delete", {"path": "ok.txt"}),
+            ("move", "files.move", {"source": "ok.txt", "destination": "moved.txt"}),
+            ("copy", "files.copy", {"source": "ok.txt", "destination": "copied.txt"}),
+        ]
+    ],
 ]
 
 
-@pytest.mark.parametrize(("action", "args", "etype", "text", "policy"),
-                         [(*a[1:5], a[5] if len(a) > 5 else {}) for a in ATTACKS], ids=[a[0] for a in ATTACKS])
-def test_attack_is_refused_and_changes_nothing(
-    world, action: str, args: dict, etype: str, text: str, policy: dict
-) -> None:
+@pytest.mark.parametrize(
+    ("action", "args", "etype", "text", "policy"),
+    [(*a[1:5], a[5] if len(a) > 5 else {}) for a in ATTACKS],
+    ids=[a[0] for a in ATTACKS],
+)
+def test_attack_is_refused_and_changes_nothing(world, action: str, args: dict, etype: str, text: str, policy: dict) -> None:
     ws, st, outside = world
     subst = {"OUTSIDE": str(outside), "STATE": str(st), "WS_SIBLING": str(ws) + "-sibling", "WS": str(ws)}
     args = {k: (_subst(v, subst) if isinstance(v, str) else v) for k, v in args.items()}
@@ -274,7 +326,7 @@ def test_attack_is_refused_and_changes_nothing(
 def _subst(value: str, subst: dict[str, str]) -> str:
     for key in sorted(subst, key=len, reverse=True):
         if value.startswith(key):
-            return subst[key] + value[len(key):]
+            return subst[key] + value[len(key) :]
     return value
 
 
@@ -303,12 +355,27 @@ def test_deny_matching_ignores_case_in_every_form(world) -> None:
     """Issue 13.7: the one matcher (``Workspace.denied_rule``, ``DenyList``) ignores case."""
     ws, st, _ = world
     workspace = Workspace(ws, FilesPolicy(), st)
-    for path, rule in [(".ENV", ".env"), ("a/.eNv", ".env"), ("server.PEM", "**/*.pem"), ("keys/ID_RSA", "**/id_*"),
-                       ("X.KEY", "**/*.key"), ("a/.ENV/b.txt", ".env"), (str(ws / "K/Id_x"), "**/id_*")]:
+    for path, rule in [
+        (".ENV", ".env"),
+        ("a/.eNv", ".env"),
+        ("server.PEM", "**/*.pem"),
+        ("keys/ID_RSA", "**/id_*"),
+        ("X.KEY", "**/*.key"),
+        ("a/.ENV/b.txt", ".env"),
+        (str(ws / "K/Id_x"), "**/id_*"),
+    ]:
         assert workspace.denied_rule(path) == rule, path
     assert workspace.denied_rule("notes.txt") is None
     assert sorted(p for p, _ in workspace.denied_paths()) == [
-        ".ENV", ".env", "Keys/Id_Ed25519", "keys/ID_RSA", "keys/id_rsa", "server.PEM", "server.pem", "sub/.env"]
+        ".ENV",
+        ".env",
+        "Keys/Id_Ed25519",
+        "keys/ID_RSA",
+        "keys/id_rsa",
+        "server.PEM",
+        "server.pem",
+        "sub/.env",
+    ]
 
 
 def test_copy_of_a_directory_leaves_denied_contents_out_and_says_so(world) -> None:

@@ -18,12 +18,19 @@ def legs(request, dirs, http_server, second_http_server, captured_spans):
     ws, st = dirs
     a, b = http_server, second_http_server
     with Legs(
-        workspace=ws, state_dir=st, secrets={"API_TOKEN": TOKEN},
-        policy={"network": {"allow_hosts": [f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"]},
-                "http": {"max_response_bytes": 100_000, "methods": ["GET", "HEAD", "POST", "PUT"]}},
-        settings={"http": {"transport": request.param,
-                           "auth": [{"hosts": [f"127.0.0.1:{a.port}"],
-                                     "headers": {"Authorization": "Bearer {secret:API_TOKEN}"}}]}},
+        workspace=ws,
+        state_dir=st,
+        secrets={"API_TOKEN": TOKEN},
+        policy={
+            "network": {"allow_hosts": [f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"]},
+            "http": {"max_response_bytes": 100_000, "methods": ["GET", "HEAD", "POST", "PUT"]},
+        },
+        settings={
+            "http": {
+                "transport": request.param,
+                "auth": [{"hosts": [f"127.0.0.1:{a.port}"], "headers": {"Authorization": "Bearer {secret:API_TOKEN}"}}],
+            }
+        },
         tracer_provider=captured_spans.provider,
     ) as legs:
         yield legs
@@ -51,18 +58,27 @@ def test_html_becomes_markdown(legs, http_server) -> None:
 def test_html_links_resolve_against_the_final_url(legs, http_server, second_http_server) -> None:
     @second_http_server.route("/docs/guide/page")
     def page(h, r):
-        h.send_body(200, b"<html><body><a href='next'>next</a> <a href='/top'>top</a> <a href='../up?x=1'>up</a>"
-                    b" <a href='?page=2'>more</a> <a href='#s2'>section</a>"
-                    b" <a href='https://example.org/abs'>abs</a> <img src='img/a.png' alt='pic'></body></html>",
-                    "text/html")
+        h.send_body(
+            200,
+            b"<html><body><a href='next'>next</a> <a href='/top'>top</a> <a href='../up?x=1'>up</a>"
+            b" <a href='?page=2'>more</a> <a href='#s2'>section</a>"
+            b" <a href='https://example.org/abs'>abs</a> <img src='img/a.png' alt='pic'></body></html>",
+            "text/html",
+        )
 
     final = second_http_server.url("/docs/guide/page")
     r = get(legs, http_server.url(f"/redirect?to={final}"))  # links resolve against where the page is, not the request
     assert r.ok and r.data["url"] == final, r.output
     base = second_http_server.url("")
-    for expected in (f"[next]({base}/docs/guide/next)", f"[top]({base}/top)", f"[up]({base}/docs/up?x=1)",
-                     f"[more]({final}?page=2)", f"[section]({final}#s2)", "[abs](https://example.org/abs)",
-                     f"![pic]({base}/docs/guide/img/a.png)"):
+    for expected in (
+        f"[next]({base}/docs/guide/next)",
+        f"[top]({base}/top)",
+        f"[up]({base}/docs/up?x=1)",
+        f"[more]({final}?page=2)",
+        f"[section]({final}#s2)",
+        "[abs](https://example.org/abs)",
+        f"![pic]({base}/docs/guide/img/a.png)",
+    ):
         assert expected in r.output, (expected, r.output)
 
 
@@ -98,8 +114,7 @@ def test_credentials_injected_only_for_their_host_and_never_shown(legs, http_ser
 
 def test_auth_not_carried_across_cross_host_redirect(legs, http_server, second_http_server) -> None:
     target = second_http_server.url("/echo")
-    r = get(legs, http_server.url(f"/redirect?to={target}"), headers={"Authorization": "Basic dXNlcjpwdw==",
-                                                                      "X-Trace": "1"})
+    r = get(legs, http_server.url(f"/redirect?to={target}"), headers={"Authorization": "Basic dXNlcjpwdw==", "X-Trace": "1"})
     assert r.ok and r.data["redirects"][0]["to"] == target
     hop = second_http_server.requests[-1].headers
     # issue 13.9: a custom header is not carried to another origin either (it was before)
@@ -108,8 +123,7 @@ def test_auth_not_carried_across_cross_host_redirect(legs, http_server, second_h
 
 
 def test_redirect_303_turns_post_into_get(legs, http_server) -> None:
-    r = legs.run("http.request", {"method": "POST", "url": http_server.url("/redirect?to=/echo&status=303"),
-                                  "json": {"x": 1}})
+    r = legs.run("http.request", {"method": "POST", "url": http_server.url("/redirect?to=/echo&status=303"), "json": {"x": 1}})
     assert r.ok and http_server.requests[-1].method == "GET" and http_server.requests[-1].body == b""
 
 
@@ -120,8 +134,11 @@ def test_redirect_307_keeps_method_and_body(legs, http_server) -> None:
 
 def test_redirect_limit(dirs, http_server) -> None:
     ws, st = dirs
-    with Legs(workspace=ws, state_dir=st, policy={"network": {"allow_hosts": [f"127.0.0.1:{http_server.port}"]},
-                                                  "http": {"max_redirects": 2}}) as legs:
+    with Legs(
+        workspace=ws,
+        state_dir=st,
+        policy={"network": {"allow_hosts": [f"127.0.0.1:{http_server.port}"]}, "http": {"max_redirects": 2}},
+    ) as legs:
         url = http_server.url("/redirect?to=/redirect%3Fto%3D/redirect%253Fto%253D/json")
         r = get(legs, url)
         assert r.error.type == "failed" and "max_redirects" in r.output
@@ -173,8 +190,9 @@ def test_timeout(legs, http_server) -> None:
 def test_connection_refused_is_unavailable(dirs) -> None:
     port = free_port()  # nobody listens there: connection refused
     ws, st = dirs
-    with Legs(workspace=ws, state_dir=st, policy={"network": {"allow_hosts": [f"127.0.0.1:{port}"]}},
-              settings={"http": {"retries": 0}}) as legs:
+    with Legs(
+        workspace=ws, state_dir=st, policy={"network": {"allow_hosts": [f"127.0.0.1:{port}"]}}, settings={"http": {"retries": 0}}
+    ) as legs:
         r = get(legs, f"http://127.0.0.1:{port}/")
         assert r.error.type == "unavailable" and r.error.retryable
 
@@ -185,10 +203,19 @@ def test_method_policy(legs, http_server) -> None:
     assert http_server.requests == []
 
 
-@pytest.mark.parametrize("headers", [
-    {"X-A": "v\r\nInjected: 1"}, {"X-A": "v\nx"}, {"X-A": "v\x00"}, {"Bad Name": "v"}, {"X-A\r\nB": "v"},
-    {"Host": "evil.com"}, {"Transfer-Encoding": "chunked"}, {"Content-Length": "0"},
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-A": "v\r\nInjected: 1"},
+        {"X-A": "v\nx"},
+        {"X-A": "v\x00"},
+        {"Bad Name": "v"},
+        {"X-A\r\nB": "v"},
+        {"Host": "evil.com"},
+        {"Transfer-Encoding": "chunked"},
+        {"Content-Length": "0"},
+    ],
+)
 def test_header_injection_is_invalid(legs, http_server, headers) -> None:
     r = get(legs, http_server.url("/echo"), headers=headers)
     assert r.error.type == "invalid_input"
@@ -265,7 +292,10 @@ def test_cookies_live_for_one_call_only(legs, http_server) -> None:
     r = get(legs, http_server.url("/set-cookie?name=sid&value=s1&to=/echo"))
     assert r.ok and http_server.requests[-1].headers.get("cookie") == "sid=s1"
     assert "set-cookie" not in r.data["headers"]
-    get(legs, http_server.url("/echo"), )
+    get(
+        legs,
+        http_server.url("/echo"),
+    )
     assert "cookie" not in http_server.requests[-1].headers  # no jar shared between calls or sessions
 
 
@@ -321,8 +351,13 @@ def test_retry_on_429_with_http_date(legs, http_server) -> None:
 def test_connect_errors_are_retried_for_idempotent_methods_only(dirs) -> None:
     port = free_port()  # nobody listens there: connection refused
     ws, st = dirs
-    with Legs(workspace=ws, state_dir=st, policy={"network": {"allow_hosts": [f"127.0.0.1:{port}"]}},
-              settings={"http": {"retries": 2}}, tracer_provider=None) as legs:
+    with Legs(
+        workspace=ws,
+        state_dir=st,
+        policy={"network": {"allow_hosts": [f"127.0.0.1:{port}"]}},
+        settings={"http": {"retries": 2}},
+        tracer_provider=None,
+    ) as legs:
         r = get(legs, f"http://127.0.0.1:{port}/")
         assert r.error.type == "unavailable"
         r = legs.run("http.request", {"method": "POST", "url": f"http://127.0.0.1:{port}/", "body": "x"})
@@ -346,6 +381,7 @@ def test_default_port_and_policy_port_rules(dirs, http_server) -> None:
 
 # -- inline execution: one pinned transport per caller loop ------------------------------------------
 
+
 def _transports(legs) -> dict:
     from agent_legs.actions._http import _SERVICES
 
@@ -367,9 +403,11 @@ def test_arun_across_several_asyncio_run_calls(dirs, http_server, caplog) -> Non
     ws, st = dirs
     with Legs(workspace=ws, state_dir=st, policy={"network": {"allow_hosts": [f"127.0.0.1:{http_server.port}"]}}) as legs:
         for _ in range(3):
+
             async def main() -> None:
-                results = await asyncio.gather(*(legs.arun("http.request", {"method": "GET", "url": http_server.url("/json")})
-                                                 for _ in range(5)))
+                results = await asyncio.gather(
+                    *(legs.arun("http.request", {"method": "GET", "url": http_server.url("/json")}) for _ in range(5))
+                )
                 assert all(r.ok for r in results)
                 assert asyncio.get_running_loop() in _transports(legs)
 
@@ -405,6 +443,7 @@ def test_sync_run_from_threads_and_inside_a_running_loop(dirs, http_server) -> N
 
     ws, st = dirs
     with Legs(workspace=ws, state_dir=st, policy={"network": {"allow_hosts": [f"127.0.0.1:{http_server.port}"]}}) as legs:
+
         def call(_: int) -> bool:
             return legs.run("http.request", {"method": "GET", "url": http_server.url("/json")}).ok
 
@@ -425,6 +464,7 @@ def test_cancelling_arun_stops_the_request(dirs, http_server) -> None:
 
     ws, st = dirs
     with Legs(workspace=ws, state_dir=st, policy={"network": {"allow_hosts": [f"127.0.0.1:{http_server.port}"]}}) as legs:
+
         async def main() -> float:
             task = asyncio.ensure_future(legs.arun("http.request", {"method": "GET", "url": http_server.url("/slow?s=5")}))
             await asyncio.sleep(0.3)
@@ -448,6 +488,7 @@ def test_sync_run_transport_closed_with_legs(dirs, http_server, caplog) -> None:
 
 # -- pinning: connections go to the guard's answer; TLS stays on the host name -------------------------
 
+
 def test_connection_uses_the_guards_answer_not_system_dns(dirs, http_server) -> None:
     """``api.pinned.test`` exists only in the injected resolver: reaching the server proves the
     connection went to the address the guard checked, with the name kept in the Host header."""
@@ -459,8 +500,13 @@ def test_connection_uses_the_guards_answer_not_system_dns(dirs, http_server) -> 
 
     ws, st = dirs
     for transport in ("aiohttp", "httpx"):
-        with Legs(workspace=ws, state_dir=st, resolver=resolver, settings={"http": {"transport": transport}},
-                  policy={"network": {"allow_hosts": [f"api.pinned.test:{http_server.port}"]}}) as legs:
+        with Legs(
+            workspace=ws,
+            state_dir=st,
+            resolver=resolver,
+            settings={"http": {"transport": transport}},
+            policy={"network": {"allow_hosts": [f"api.pinned.test:{http_server.port}"]}},
+        ) as legs:
             r = get(legs, f"http://api.pinned.test:{http_server.port}/echo")
             assert r.ok, r.output
             assert http_server.requests[-1].headers["host"] == f"api.pinned.test:{http_server.port}"
@@ -505,8 +551,9 @@ async def test_tls_is_verified_against_the_name_while_pinned_to_the_ip(layer, tl
     async def resolver(host: str, port: int) -> list[str]:
         return ["127.0.0.1"] if host in ("api.pinned.test", "other.pinned.test") else []
 
-    guard = EgressGuard(NetworkPolicy(allow_hosts=[f"api.pinned.test:{srv.port}", f"other.pinned.test:{srv.port}"]),
-                        resolver=resolver)
+    guard = EgressGuard(
+        NetworkPolicy(allow_hosts=[f"api.pinned.test:{srv.port}", f"other.pinned.test:{srv.port}"]), resolver=resolver
+    )
     client = (_AiohttpClient if layer == "aiohttp" else _HttpxClient)(guard, 10, client_ctx)
     try:
         r = await client.exchange("GET", f"https://api.pinned.test:{srv.port}/json", CIMultiDict(), None, 10_000, 5)
@@ -526,8 +573,13 @@ def test_untrusted_certificate_fails_clearly_without_retries(dirs, tls_server) -
 
     ws, st = dirs
     for transport in ("aiohttp", "httpx"):
-        with Legs(workspace=ws, state_dir=st, resolver=resolver, settings={"http": {"transport": transport}},
-                  policy={"network": {"allow_hosts": [f"api.pinned.test:{srv.port}"]}}) as legs:
+        with Legs(
+            workspace=ws,
+            state_dir=st,
+            resolver=resolver,
+            settings={"http": {"transport": transport}},
+            policy={"network": {"allow_hosts": [f"api.pinned.test:{srv.port}"]}},
+        ) as legs:
             r = get(legs, f"https://api.pinned.test:{srv.port}/json")
             assert r.error.type == "failed" and "TLS verification failed for api.pinned.test" in r.error.message, r.error
             assert not r.error.retryable and r.duration_ms < 1000
@@ -535,6 +587,7 @@ def test_untrusted_certificate_fails_clearly_without_retries(dirs, tls_server) -
 
 
 # -- the direct aiohttp layer: pinning of literals, no cookie jar, many callers --------------------
+
 
 @pytest.mark.parametrize("layer", ["aiohttp", "httpx"])
 async def test_the_connection_layer_itself_refuses_unchecked_ip_literals(layer, http_server) -> None:
@@ -550,8 +603,11 @@ async def test_the_connection_layer_itself_refuses_unchecked_ip_literals(layer, 
     guard = EgressGuard(NetworkPolicy(allow_hosts=["*"]))  # wildcard: private addresses stay refused
     client = (_AiohttpClient if layer == "aiohttp" else _HttpxClient)(guard, 10)
     try:
-        for url in (http_server.url("/json"), f"http://2130706433:{http_server.port}/json",
-                    f"http://[::ffff:127.0.0.1]:{http_server.port}/json"):
+        for url in (
+            http_server.url("/json"),
+            f"http://2130706433:{http_server.port}/json",
+            f"http://[::ffff:127.0.0.1]:{http_server.port}/json",
+        ):
             with pytest.raises(ActionError, match=r"loopback|private"):
                 await client.exchange("GET", url, CIMultiDict(), None, 10_000, 5)
     finally:
@@ -561,13 +617,19 @@ async def test_the_connection_layer_itself_refuses_unchecked_ip_literals(layer, 
 
 def test_no_cookie_jar_across_calls_for_named_hosts(dirs, http_server) -> None:
     """aiohttp's default jar keeps cookies of named hosts (not of IPs): none may outlive a call."""
+
     async def resolver(host: str, port: int) -> list[str]:
         return ["127.0.0.1"]
 
     ws, st = dirs
     for transport in ("aiohttp", "httpx"):
-        with Legs(workspace=ws, state_dir=st, resolver=resolver, settings={"http": {"transport": transport}},
-                  policy={"network": {"allow_hosts": [f"api.pinned.test:{http_server.port}"]}}) as legs:
+        with Legs(
+            workspace=ws,
+            state_dir=st,
+            resolver=resolver,
+            settings={"http": {"transport": transport}},
+            policy={"network": {"allow_hosts": [f"api.pinned.test:{http_server.port}"]}},
+        ) as legs:
             base = f"http://api.pinned.test:{http_server.port}"
             r = get(legs, f"{base}/set-cookie?name=sid&value=s1&to=/echo")
             assert r.ok and http_server.requests[-1].headers.get("cookie") == "sid=s1"
@@ -589,12 +651,20 @@ def test_many_concurrent_tasks_on_one_loop_share_one_client(dirs, http_server, c
     import asyncio
 
     ws, st = dirs
-    with Legs(workspace=ws, state_dir=st, tracer_provider=captured_spans.provider,
-              policy={"network": {"allow_hosts": [f"127.0.0.1:{http_server.port}"]}}) as legs:
+    with Legs(
+        workspace=ws,
+        state_dir=st,
+        tracer_provider=captured_spans.provider,
+        policy={"network": {"allow_hosts": [f"127.0.0.1:{http_server.port}"]}},
+    ) as legs:
+
         async def main() -> None:
-            results = await asyncio.gather(*(
-                legs.arun("http.request", {"method": "GET", "url": http_server.url(f"/json?i={i}")}, call_id=f"c{i}")
-                for i in range(60)))
+            results = await asyncio.gather(
+                *(
+                    legs.arun("http.request", {"method": "GET", "url": http_server.url(f"/json?i={i}")}, call_id=f"c{i}")
+                    for i in range(60)
+                )
+            )
             assert all(r.ok for r in results)
             assert [loop for loop in _transports(legs) if loop is not legs._runtime.loop] == [asyncio.get_running_loop()]
 
@@ -613,8 +683,13 @@ def test_sync_run_from_many_threads_one_span_and_line_each(dirs, http_server, ca
 
     ws, st = dirs
     loops = set()
-    with Legs(workspace=ws, state_dir=st, tracer_provider=captured_spans.provider,
-              policy={"network": {"allow_hosts": [f"127.0.0.1:{http_server.port}"]}}) as legs:
+    with Legs(
+        workspace=ws,
+        state_dir=st,
+        tracer_provider=captured_spans.provider,
+        policy={"network": {"allow_hosts": [f"127.0.0.1:{http_server.port}"]}},
+    ) as legs:
+
         def call(i: int) -> bool:
             r = legs.run("http.request", {"method": "GET", "url": http_server.url("/json")}, call_id=f"t{i}")
             loops.add((threading.get_ident(), id(legs._thread_local.loop)))
@@ -659,6 +734,7 @@ def test_timeout_stops_an_inline_request_on_the_callers_loop(dirs, http_server) 
 
     ws, st = dirs
     with Legs(workspace=ws, state_dir=st, policy={"network": {"allow_hosts": [f"127.0.0.1:{http_server.port}"]}}) as legs:
+
         async def main() -> tuple[object, float]:
             t0 = time.monotonic()
             r = await legs.arun("http.request", {"method": "GET", "url": http_server.url("/slow?s=5"), "timeout_s": 0.3})
@@ -736,16 +812,30 @@ def test_guard_remembers_only_passes() -> None:
 
 # -- issue 13.9: only harmless headers cross origins ------------------------------------------------
 
-CUSTOM_CREDENTIALS = {"X-Functions-Key": "fk-1", "Ocp-Apim-Subscription-Key": "apim-1", "X-Access-Key": "ak-1",
-                      "Bearer": "b-1", "X-Custom-Thing": "c-1", "Private-Token": "pt-1", "X-Goog-Api-Key": "g-1"}
+CUSTOM_CREDENTIALS = {
+    "X-Functions-Key": "fk-1",
+    "Ocp-Apim-Subscription-Key": "apim-1",
+    "X-Access-Key": "ak-1",
+    "Bearer": "b-1",
+    "X-Custom-Thing": "c-1",
+    "Private-Token": "pt-1",
+    "X-Goog-Api-Key": "g-1",
+}
 HARMLESS = {"Accept": "application/json", "Accept-Language": "fr", "Cache-Control": "no-cache"}
 
 
 @pytest.mark.parametrize("status", [302, 307])
 def test_only_allow_listed_headers_cross_origins(legs, http_server, second_http_server, status) -> None:
     target = second_http_server.url("/echo")
-    r = legs.run("http.request", {"method": "POST", "url": http_server.url(f"/redirect?to={target}&status={status}"),
-                                  "json": {"a": 1}, "headers": {**CUSTOM_CREDENTIALS, **HARMLESS}})
+    r = legs.run(
+        "http.request",
+        {
+            "method": "POST",
+            "url": http_server.url(f"/redirect?to={target}&status={status}"),
+            "json": {"a": 1},
+            "headers": {**CUSTOM_CREDENTIALS, **HARMLESS},
+        },
+    )
     assert r.ok, r.output
     first, hop = http_server.requests[-1].headers, second_http_server.requests[-1].headers
     assert all(first[k.lower()] == v for k, v in CUSTOM_CREDENTIALS.items())  # the origin got them all
@@ -764,6 +854,7 @@ def test_custom_headers_stay_on_a_same_origin_redirect(legs, http_server) -> Non
 
 # -- issue 13.10: configured credentials only over TLS (or loopback, or allow_http) ------------------
 
+
 def _named_legs(dirs, ports, *, allow_http=False, transport="aiohttp") -> Legs:
     async def resolver(host: str, port: int) -> list[str]:
         return ["127.0.0.1"] if host == "api.pinned.test" else []
@@ -772,9 +863,14 @@ def _named_legs(dirs, ports, *, allow_http=False, transport="aiohttp") -> Legs:
     entry = {"hosts": ["api.pinned.test"], "headers": {"X-Api-Key": "{secret:API_TOKEN}"}}
     if allow_http:
         entry["allow_http"] = True
-    return Legs(workspace=ws, state_dir=st, resolver=resolver, secrets={"API_TOKEN": TOKEN},
-                policy={"network": {"allow_hosts": [f"api.pinned.test:{p}" for p in ports]}},
-                settings={"http": {"transport": transport, "auth": [entry]}})
+    return Legs(
+        workspace=ws,
+        state_dir=st,
+        resolver=resolver,
+        secrets={"API_TOKEN": TOKEN},
+        policy={"network": {"allow_hosts": [f"api.pinned.test:{p}" for p in ports]}},
+        settings={"http": {"transport": transport, "auth": [entry]}},
+    )
 
 
 @pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
@@ -793,10 +889,13 @@ def test_allow_http_sends_them_and_loopback_needs_no_opt_in(dirs, http_server) -
     assert http_server.requests[-1].headers["x-api-key"] == TOKEN
     ws, st = dirs
     for host in ("127.0.0.1", "localhost"):
-        with Legs(workspace=ws, state_dir=st, secrets={"API_TOKEN": TOKEN},
-                  policy={"network": {"allow_hosts": [f"{host}:{http_server.port}"]}},
-                  settings={"http": {"auth": [{"hosts": [host], "headers": {"X-Api-Key": "{secret:API_TOKEN}"}}]}}
-                  ) as legs:
+        with Legs(
+            workspace=ws,
+            state_dir=st,
+            secrets={"API_TOKEN": TOKEN},
+            policy={"network": {"allow_hosts": [f"{host}:{http_server.port}"]}},
+            settings={"http": {"auth": [{"hosts": [host], "headers": {"X-Api-Key": "{secret:API_TOKEN}"}}]}},
+        ) as legs:
             r = get(legs, f"http://{host}:{http_server.port}/echo")
         assert r.ok, r.output
         assert http_server.requests[-1].headers["x-api-key"] == TOKEN
@@ -821,9 +920,9 @@ def test_a_redirect_from_https_down_to_http_is_refused_before_sending(dirs, tls_
 
 # -- issue 22.3: honest retry advice; 22.4: the timeout bounds the whole call -----------------------
 
+
 def test_a_post_whose_response_never_came_is_not_retryable(legs, http_server) -> None:
-    r = legs.run("http.request", {"method": "POST", "url": http_server.url("/slow?s=3"), "body": "x",
-                                  "timeout_s": 0.5})
+    r = legs.run("http.request", {"method": "POST", "url": http_server.url("/slow?s=3"), "body": "x", "timeout_s": 0.5})
     assert http_server.requests[-1].method == "POST"  # the server got it (and may have acted)
     assert r.error.type == "timeout" and not r.error.retryable, r.error
     assert "may have reached the server and taken effect" in r.error.message
@@ -846,8 +945,10 @@ def test_a_post_cut_mid_response_is_not_retryable_but_a_get_is(legs, http_server
 
 
 def test_a_get_after_a_post_redirect_that_times_out_is_not_retryable(legs, http_server) -> None:
-    r = legs.run("http.request", {"method": "POST", "url": http_server.url("/redirect?to=/slow%3Fs%3D3&status=303"),
-                                  "body": "x", "timeout_s": 0.8})
+    r = legs.run(
+        "http.request",
+        {"method": "POST", "url": http_server.url("/redirect?to=/slow%3Fs%3D3&status=303"), "body": "x", "timeout_s": 0.8},
+    )
     assert [q.method for q in http_server.requests[-2:]] == ["POST", "GET"]
     assert r.error.type == "timeout" and not r.error.retryable and "may have reached" in r.error.message
 
@@ -879,9 +980,12 @@ def test_the_timeout_bounds_the_whole_call(dirs, http_server, case, transport) -
             h.send_body(503, b"busy", headers={"Retry-After": "1"})
 
     ws, st = dirs
-    with Legs(workspace=ws, state_dir=st, policy={"network": {"allow_hosts": [f"127.0.0.1:{http_server.port}"]},
-                                                  "http": {"max_redirects": 50}},
-              settings={"http": {"retries": 50, "transport": transport}}) as legs:
+    with Legs(
+        workspace=ws,
+        state_dir=st,
+        policy={"network": {"allow_hosts": [f"127.0.0.1:{http_server.port}"]}, "http": {"max_redirects": 50}},
+        settings={"http": {"retries": 50, "transport": transport}},
+    ) as legs:
         t0 = time.monotonic()
         r = get(legs, http_server.url("/stall"), timeout_s=2)
         elapsed = time.monotonic() - t0

@@ -25,19 +25,25 @@ from agent_legs import ApprovalRequest, ConfigError, Legs
 
 SERVER = str(Path(__file__).parent / "mcp_servers" / "third_party.py")
 TOKEN = "tp-secret-token-4f9a1c"
-POLICY: dict[str, Any] = {"allow": ["mcp.tp.*"], "deny": ["mcp.tp.delete_everything"],
-                          "require_approval": ["mcp.tp.send"]}
+POLICY: dict[str, Any] = {"allow": ["mcp.tp.*"], "deny": ["mcp.tp.delete_everything"], "require_approval": ["mcp.tp.send"]}
 
 
 def _server(*mode: str, **extra: Any) -> dict[str, Any]:
     return {"command": [sys.executable, SERVER, *mode], "env": {"THIRD_PARTY_TOKEN": "{secret:TOK}"}, **extra}
 
 
-def _legs(dirs: tuple[Path, Path], servers: dict[str, Any] | None = None, policy: dict[str, Any] | None = None,
-          **kwargs: Any) -> Legs:
+def _legs(
+    dirs: tuple[Path, Path], servers: dict[str, Any] | None = None, policy: dict[str, Any] | None = None, **kwargs: Any
+) -> Legs:
     ws, st = dirs
-    return Legs(workspace=ws, state_dir=st, policy=policy or POLICY, secrets={"TOK": TOKEN},
-                settings={"mcp": {"servers": servers if servers is not None else {"tp": _server()}}}, **kwargs)
+    return Legs(
+        workspace=ws,
+        state_dir=st,
+        policy=policy or POLICY,
+        secrets={"TOK": TOKEN},
+        settings={"mcp": {"servers": servers if servers is not None else {"tp": _server()}}},
+        **kwargs,
+    )
 
 
 def _server_processes() -> list[psutil.Process]:
@@ -65,8 +71,7 @@ def _gone(pid: int, within_s: float = 15.0) -> bool:
 
 
 # -- governed calls -----------------------------------------------------------------------------------
-def test_an_allowed_tool_runs_with_one_span_and_one_log_line_and_fenced_untrusted_result(
-        dirs, read_log, captured_spans) -> None:
+def test_an_allowed_tool_runs_with_one_span_and_one_log_line_and_fenced_untrusted_result(dirs, read_log, captured_spans) -> None:
     with _legs(dirs, tracer_provider=captured_spans.provider) as legs:
         result = legs.run("mcp.tp.add", {"a": 2, "b": 3})
         assert result.ok, result.output
@@ -83,7 +88,9 @@ def test_an_allowed_tool_runs_with_one_span_and_one_log_line_and_fenced_untruste
     assert spans[0].attributes["agent_legs.mcp.server"] == "tp"
     lines = read_log()
     assert [(e["action"], e["outcome"], e["decision"]) for e in lines] == [
-        ("mcp.tp.add", "ok", "allow"), ("mcp.tp.echo", "ok", "allow")]
+        ("mcp.tp.add", "ok", "allow"),
+        ("mcp.tp.echo", "ok", "allow"),
+    ]
 
 
 def test_a_denied_tool_is_denied_with_its_rule_and_never_reaches_the_server(dirs, read_log, tmp_path) -> None:
@@ -265,8 +272,7 @@ def test_a_server_that_dies_at_start_is_unavailable_with_its_stderr(dirs) -> Non
 
 
 def test_close_leaves_no_server_process(dirs) -> None:
-    legs = _legs(dirs, {"tp": _server(timeout_s=2), "tp2": _server()},
-                 policy={"allow": ["mcp.*"]})
+    legs = _legs(dirs, {"tp": _server(timeout_s=2), "tp2": _server()}, policy={"allow": ["mcp.*"]})
     pids = []
     for name in ("mcp.tp.pid", "mcp.tp2.pid"):
         result = legs.run(name, {})
@@ -319,12 +325,14 @@ def test_policy_may_name_a_configured_servers_tools_before_they_are_listed(dirs)
 
 
 def test_server_settings_are_validated(dirs) -> None:
-    bad = [({"Bad Name": _server()}, "must be 1-32 characters"),
-           ({"tp": {"command": ["x"], "url": "http://127.0.0.1:1/mcp"}}, "exactly one of command"),
-           ({"tp": {}}, "exactly one of command"),
-           ({"tp": {"url": "http://127.0.0.1:1/mcp", "env": {"A": "b"}}}, "env and cwd apply to a command"),
-           ({"tp": {"command": ["x"], "headers": {"A": "b"}}}, "headers apply to a url"),
-           ({"tp": {"command": ["x"], "tiemout_s": 3}}, "tiemout_s")]
+    bad = [
+        ({"Bad Name": _server()}, "must be 1-32 characters"),
+        ({"tp": {"command": ["x"], "url": "http://127.0.0.1:1/mcp"}}, "exactly one of command"),
+        ({"tp": {}}, "exactly one of command"),
+        ({"tp": {"url": "http://127.0.0.1:1/mcp", "env": {"A": "b"}}}, "env and cwd apply to a command"),
+        ({"tp": {"command": ["x"], "headers": {"A": "b"}}}, "headers apply to a url"),
+        ({"tp": {"command": ["x"], "tiemout_s": 3}}, "tiemout_s"),
+    ]
     for servers, message in bad:
         with pytest.raises(ConfigError, match=message):
             _legs(dirs, servers)
@@ -332,7 +340,8 @@ def test_server_settings_are_validated(dirs) -> None:
 
 def test_servers_are_configured_in_agent_legs_toml(dirs, tmp_path) -> None:
     config = tmp_path / "agent-legs.toml"
-    config.write_text(textwrap.dedent(f"""
+    config.write_text(
+        textwrap.dedent(f"""
         workspace = {str(dirs[0])!r}
         state_dir = {str(dirs[1])!r}
         [policy]
@@ -340,7 +349,8 @@ def test_servers_are_configured_in_agent_legs_toml(dirs, tmp_path) -> None:
         [settings.mcp.servers.tp]
         command = [{sys.executable!r}, {SERVER!r}]
         timeout_s = 20
-    """))
+    """)
+    )
     with Legs.from_config(config) as legs:
         assert legs.settings.mcp.servers["tp"].timeout_s == 20
         assert legs.run("mcp.tp.add", {"a": 1, "b": 2}).ok
@@ -365,8 +375,7 @@ def test_the_langchain_toolkit_offers_the_servers_tools(dirs) -> None:
         assert {"mcp_tp_add", "mcp_tp_echo", "mcp_tp_send", "mcp_tp_dotted_name"} <= set(tools)
         assert "mcp_tp_delete_everything" not in tools  # denied: not offered
         assert tools["mcp_tp_add"].tool_call_schema["properties"]["a"]["type"] == "integer"
-        message = tools["mcp_tp_add"].invoke({"type": "tool_call", "id": "c1", "name": "mcp_tp_add",
-                                              "args": {"a": 1, "b": 1}})
+        message = tools["mcp_tp_add"].invoke({"type": "tool_call", "id": "c1", "name": "mcp_tp_add", "args": {"a": 1, "b": 1}})
         assert "untrusted content" in message.content and '"sum": 2' in message.content
 
 
@@ -406,8 +415,7 @@ def test_without_the_sdk_servers_are_unavailable_with_the_install_hint(dirs) -> 
             r = legs.run("mcp.tp.echo", {{"text": "x"}})
             print(r.error.type, r.error.hint)
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         env={**os.environ})
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env={**os.environ})
     assert out.returncode == 0, out.stderr
     # the one mechanism for missing extras (agent_legs._extras) answers, with the exact install command
     kind, hint = out.stdout.strip().split(" ", 1)
@@ -420,8 +428,12 @@ def http_server() -> Any:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, SERVER, "http", str(port)], env={**os.environ, "THIRD_PARTY_KEY": TOKEN},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, SERVER, "http", str(port)],
+        env={**os.environ, "THIRD_PARTY_KEY": TOKEN},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -449,8 +461,7 @@ def test_an_http_server_gets_its_secret_header_through_the_egress_guard(dirs, ht
 def test_an_http_server_with_a_wrong_key_is_unavailable(dirs, http_server) -> None:
     url = f"http://127.0.0.1:{http_server}/mcp"
     policy = {**POLICY, "network": {"allow_hosts": [f"127.0.0.1:{http_server}"]}}
-    with _legs(dirs, {"tp": {"url": url, "headers": {"X-Api-Key": "wrong-key"}, "startup_timeout_s": 20}},
-               policy=policy) as legs:
+    with _legs(dirs, {"tp": {"url": url, "headers": {"X-Api-Key": "wrong-key"}, "startup_timeout_s": 20}}, policy=policy) as legs:
         result = legs.run("mcp.tp.add", {"a": 1, "b": 1})
     assert result.error is not None and result.error.type == "unavailable"
 

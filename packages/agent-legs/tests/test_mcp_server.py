@@ -89,8 +89,9 @@ class Elicitations:
 
 
 @asynccontextmanager
-async def stdio_session(config: Path, elicit: Elicitations | None = None, *, args: tuple[str, ...] = (),
-                        **env: str) -> AsyncIterator[ClientSession]:
+async def stdio_session(
+    config: Path, elicit: Elicitations | None = None, *, args: tuple[str, ...] = (), **env: str
+) -> AsyncIterator[ClientSession]:
     params = StdioServerParameters(command=sys.executable, args=_argv(config, *args)[1:], env=_env(**env))
     async with stdio_client(params) as (read, write), ClientSession(read, write, elicitation_callback=elicit) as s:
         await s.initialize()
@@ -112,8 +113,9 @@ async def test_tools_are_the_adapters_tools(tmp_path: Path) -> None:
     assert "files_delete" not in expected and "http_request" not in expected  # denied, not listed
     for tool in tools:
         assert (tool.description, tool.input_schema) == expected[tool.name]
-        assert tool.annotations is not None and tool.annotations.read_only_hint == (tool.name in {
-            "files_read", "files_list", "files_search"})
+        assert tool.annotations is not None and tool.annotations.read_only_hint == (
+            tool.name in {"files_read", "files_list", "files_search"}
+        )
 
 
 async def test_round_trip_denial_bad_input_and_one_log_line_per_call(tmp_path: Path) -> None:
@@ -141,8 +143,15 @@ async def test_round_trip_denial_bad_input_and_one_log_line_per_call(tmp_path: P
     assert not again.is_error and _text(again) == "hello mcp"
 
     entries = _log(tmp_path)  # seven calls, seven lines (the unknown tool's too)
-    assert [e["action"] for e in entries] == ["files.write", "files.read", "files.delete", "files.read",
-                                              "no_such_tool", "files.read", "files.read"]
+    assert [e["action"] for e in entries] == [
+        "files.write",
+        "files.read",
+        "files.delete",
+        "files.read",
+        "no_such_tool",
+        "files.read",
+        "files.read",
+    ]
     assert [e["outcome"] for e in entries] == ["ok", "ok", "denied", "invalid_input", "invalid_input", "denied", "ok"]
     assert entries[4]["decision"] == "invalid" and "no tool named 'no_such_tool'" in entries[4]["error"]
     sessions = {e["session"] for e in entries}
@@ -155,8 +164,11 @@ async def test_round_trip_denial_bad_input_and_one_log_line_per_call(tmp_path: P
 
 async def test_two_stdio_clients_get_their_own_sessions(tmp_path: Path) -> None:
     """Two clients on the same state dir: a session-scoped budget (1 files.list) is theirs alone."""
-    config = _config(tmp_path, '[policy]\nallow = ["files.*"]\n[[policy.budgets]]\nactions = "files.list"\n'
-                               'limit = 1\nper = "total"\nscope = "session"\n')
+    config = _config(
+        tmp_path,
+        '[policy]\nallow = ["files.*"]\n[[policy.budgets]]\nactions = "files.list"\n'
+        'limit = 1\nper = "total"\nscope = "session"\n',
+    )
     async with stdio_session(config) as a, stdio_session(config) as b:
         first_a = await a.call_tool("files_list", {})
         second_a = await a.call_tool("files_list", {})
@@ -220,8 +232,13 @@ async def test_without_elicitation_the_approval_queue_decides_when_asked_to(tmp_
     config = _config(tmp_path)
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "agent_legs._cli", "--config", str(config), *args],
-                              capture_output=True, text=True, env=_env(), timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "agent_legs._cli", "--config", str(config), *args],
+            capture_output=True,
+            text=True,
+            env=_env(),
+            timeout=120,
+        )
 
     async with stdio_session(config, None, args=("--approval-queue",)) as s:
         call = asyncio.create_task(s.call_tool("files_write", {"path": "a.txt", "content": "x"}))
@@ -254,11 +271,16 @@ class HttpServer:
 def http_server(tmp_path: Path) -> Iterator[Any]:
     started: list[subprocess.Popen[str]] = []
 
-    def start(*args: str, token: str | None = "s3cret-token", policy: str = POLICY,
-              address: str = "127.0.0.1:0") -> HttpServer:
+    def start(*args: str, token: str | None = "s3cret-token", policy: str = POLICY, address: str = "127.0.0.1:0") -> HttpServer:
         env = _env(**({"AGENT_LEGS_MCP_TOKEN": token} if token is not None else {}))
-        proc = subprocess.Popen(_argv(_config(tmp_path, policy), "--http", address, *args), env=env,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            _argv(_config(tmp_path, policy), "--http", address, *args),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         started.append(proc)
         lines: queue.Queue[str] = queue.Queue()
         seen: list[str] = []
@@ -286,14 +308,21 @@ def http_server(tmp_path: Path) -> Iterator[Any]:
 @asynccontextmanager
 async def http_session(url: str, token: str, elicit: Elicitations | None = None) -> AsyncIterator[ClientSession]:
     client = create_mcp_http_client(headers={"Authorization": f"Bearer {token}"})
-    async with client, streamable_http_client(url, http_client=client) as (read, write), \
-            ClientSession(read, write, elicitation_callback=elicit) as s:
+    async with (
+        client,
+        streamable_http_client(url, http_client=client) as (read, write),
+        ClientSession(read, write, elicitation_callback=elicit) as s,
+    ):
         await s.initialize()
         yield s
 
 
-_INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-    "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}}
+_INIT = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}},
+}
 _ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
 
@@ -324,8 +353,14 @@ def test_http_allow_origin_allow_host_and_random_token(tmp_path: Path, http_serv
     with socket.socket() as probe:  # a free port, named before the start so --allow-host can carry it
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = http_server("--allow-origin", "https://app.example.com", "--allow-host", f"mcp.internal:{port}",
-                         token=None, address=f"127.0.0.1:{port}")
+    server = http_server(
+        "--allow-origin",
+        "https://app.example.com",
+        "--allow-host",
+        f"mcp.internal:{port}",
+        token=None,
+        address=f"127.0.0.1:{port}",
+    )
     tokens = [m.group(1) for line in server.stderr if (m := re.search(r"bearer token .*: (\S+)$", line.strip()))]
     assert len(tokens) == 1 and len(tokens[0]) >= 32
     good = {**_ACCEPT, "Authorization": f"Bearer {tokens[0]}"}
@@ -382,9 +417,14 @@ def test_command_line_refusals(tmp_path: Path) -> None:
 
 
 def test_remote_bind_warns(tmp_path: Path) -> None:
-    proc = subprocess.Popen(_argv(_config(tmp_path), "--http", "0.0.0.0:0", "--allow-remote"),
-                            env=_env(AGENT_LEGS_MCP_TOKEN="t0ken-for-remote"), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _argv(_config(tmp_path), "--http", "0.0.0.0:0", "--allow-remote"),
+        env=_env(AGENT_LEGS_MCP_TOKEN="t0ken-for-remote"),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stderr is not None
         lines = []
@@ -397,7 +437,6 @@ def test_remote_bind_warns(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=20)
-
 
 
 async def test_http_session_close_releases_its_sandbox(tmp_path: Path, http_server: Any) -> None:
@@ -425,8 +464,7 @@ async def test_http_session_close_releases_its_sandbox(tmp_path: Path, http_serv
 
 # -- the 2026-07-28 protocol (the SDK's Client, mode="auto") ------------------------------------------
 def _modern_client(config: Path, elicit: Elicitations | None = None) -> Client:
-    return Client(StdioServerParameters(command=sys.executable, args=_argv(config)[1:], env=_env()),
-                  elicitation_callback=elicit)
+    return Client(StdioServerParameters(command=sys.executable, args=_argv(config)[1:], env=_env()), elicitation_callback=elicit)
 
 
 async def test_modern_protocol_approval_rides_input_required(tmp_path: Path) -> None:
@@ -458,27 +496,54 @@ async def test_modern_protocol_answer_binds_to_the_call_it_was_asked_about(tmp_p
         first = await s.call_tool("files_write", {"path": "asked.txt", "content": "x"}, allow_input_required=True)
         assert isinstance(first, types.InputRequiredResult) and first.request_state
         assert "asked.txt" in first.input_requests["approve"].params.message
-        swapped = await s.call_tool("files_write", {"path": "other.txt", "content": "x"}, allow_input_required=True,
-                                    input_responses=yes, request_state=first.request_state)
-        forged = await s.call_tool("files_write", {"path": "asked.txt", "content": "x"}, allow_input_required=True,
-                                   input_responses=yes, request_state="agent-legs-approval-forged")
+        swapped = await s.call_tool(
+            "files_write",
+            {"path": "other.txt", "content": "x"},
+            allow_input_required=True,
+            input_responses=yes,
+            request_state=first.request_state,
+        )
+        forged = await s.call_tool(
+            "files_write",
+            {"path": "asked.txt", "content": "x"},
+            allow_input_required=True,
+            input_responses=yes,
+            request_state="agent-legs-approval-forged",
+        )
         assert isinstance(swapped, types.InputRequiredResult) and isinstance(forged, types.InputRequiredResult)
         # the first state was spent by the swapped retry: using it again asks again
-        reused = await s.call_tool("files_write", {"path": "asked.txt", "content": "x"}, allow_input_required=True,
-                                   input_responses=yes, request_state=first.request_state)
+        reused = await s.call_tool(
+            "files_write",
+            {"path": "asked.txt", "content": "x"},
+            allow_input_required=True,
+            input_responses=yes,
+            request_state=first.request_state,
+        )
         assert isinstance(reused, types.InputRequiredResult)
-        done = await s.call_tool("files_write", {"path": "asked.txt", "content": "x"}, allow_input_required=True,
-                                 input_responses=yes, request_state=reused.request_state)
+        done = await s.call_tool(
+            "files_write",
+            {"path": "asked.txt", "content": "x"},
+            allow_input_required=True,
+            input_responses=yes,
+            request_state=reused.request_state,
+        )
         assert isinstance(done, types.CallToolResult) and not done.is_error
     assert (tmp_path / "ws" / "asked.txt").exists() and not (tmp_path / "ws" / "other.txt").exists()
     assert [(e["action"], e["decision"]) for e in _log(tmp_path)] == [("files.write", "approved")]
 
 
 def test_without_the_sdk_the_command_says_how_to_install_it(tmp_path: Path) -> None:
-    code = ("import sys; sys.modules['mcp'] = None\n"  # an environment without the [mcp] extra
-            "from agent_legs._cli import main; main()")
-    r = subprocess.run([sys.executable, "-c", code, "--workspace", str(tmp_path / "ws"), "--state-dir",
-                        str(tmp_path / "st"), "mcp"], env=_env(), capture_output=True, text=True, timeout=120)
+    code = (
+        "import sys; sys.modules['mcp'] = None\n"  # an environment without the [mcp] extra
+        "from agent_legs._cli import main; main()"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, "--workspace", str(tmp_path / "ws"), "--state-dir", str(tmp_path / "st"), "mcp"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and "pip install 'agent-legs[mcp]'" in r.stderr and "Traceback" not in r.stderr
 
 

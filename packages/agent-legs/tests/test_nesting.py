@@ -19,13 +19,21 @@ def legs(open_legs, captured_spans) -> Legs:
 
 
 def _ours(captured) -> list[ReadableSpan]:
-    return [s for s in captured.spans if s.instrumentation_scope and s.instrumentation_scope.name == "agent_legs"
-            and (s.attributes or {}).get("agent_legs.action")]
+    return [
+        s
+        for s in captured.spans
+        if s.instrumentation_scope
+        and s.instrumentation_scope.name == "agent_legs"
+        and (s.attributes or {}).get("agent_legs.action")
+    ]
 
 
 def _child_of(span: ReadableSpan, parent: ReadableSpan) -> bool:
-    return (span.parent is not None and span.parent.span_id == parent.context.span_id
-            and span.context.trace_id == parent.context.trace_id)
+    return (
+        span.parent is not None
+        and span.parent.span_id == parent.context.span_id
+        and span.context.trace_id == parent.context.trace_id
+    )
 
 
 # -- plain OpenTelemetry ---------------------------------------------------------------------------
@@ -70,8 +78,12 @@ def test_no_current_span_makes_a_root(legs, captured_spans) -> None:
 
 
 def test_executor_step_spans_under_ours(tmp_path, captured_spans, http_server) -> None:
-    with Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "st", tracer_provider=captured_spans.provider,
-              policy={"network": {"allow_hosts": [f"127.0.0.1:{http_server.port}"]}}) as legs:
+    with Legs(
+        workspace=tmp_path / "ws",
+        state_dir=tmp_path / "st",
+        tracer_provider=captured_spans.provider,
+        policy={"network": {"allow_hosts": [f"127.0.0.1:{http_server.port}"]}},
+    ) as legs:
         r = legs.run("http.request", {"method": "GET", "url": http_server.url("/json")})
     assert r.ok
     (tool,) = _ours(captured_spans)
@@ -147,8 +159,9 @@ def test_adapter_tools_under_openinference_in_an_agent(legs, captured_spans, ope
     from agent_legs_testing.agents import ScriptedChatModel
     from langchain_agent_legs import AgentLegsToolkit
 
-    model = ScriptedChatModel(steps=[[("files_write", {"path": "a.txt", "content": "x"})],
-                                     [("files_read", {"path": "a.txt"})], "done"])
+    model = ScriptedChatModel(
+        steps=[[("files_write", {"path": "a.txt", "content": "x"})], [("files_read", {"path": "a.txt"})], "done"]
+    )
     create_agent(model, AgentLegsToolkit(legs=legs).get_tools()).invoke({"messages": [("user", "go")]})
     tool_spans = {s.name: s for s in _oi_tool_spans(captured_spans)}
     ours = {s.name: s for s in _ours(captured_spans)}
@@ -238,8 +251,9 @@ def test_openllmetry_execute_tool_span_and_ours_are_distinguishable(tmp_path, pr
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-c", _OPENLLMETRY_PROBE, str(tmp_path), prefix],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", _OPENLLMETRY_PROBE, str(tmp_path), prefix], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     spans = json.loads(proc.stdout.strip().splitlines()[-1])
     ours = [s for s in spans if s["scope"] == "agent_legs" and "agent_legs.action" in s["attributes"]]

@@ -18,10 +18,20 @@ from agent_legs import Legs
 
 CANARY = "canary-otlp-7f3a9c2e"
 
-_OTEL_VARS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_HEADERS",
-              "OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES",
-              "OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_SDK_DISABLED",
-              "OTEL_TRACES_EXPORTER", "OTEL_BSP_SCHEDULE_DELAY", "OTEL_EXPORTER_OTLP_PROTOCOL")
+_OTEL_VARS = (
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+    "OTEL_SERVICE_NAME",
+    "OTEL_RESOURCE_ATTRIBUTES",
+    "OTEL_EXPORTER_OTLP_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+    "OTEL_SDK_DISABLED",
+    "OTEL_TRACES_EXPORTER",
+    "OTEL_BSP_SCHEDULE_DELAY",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -40,19 +50,27 @@ def _legs(tmp_path, **kwargs) -> Legs:
 def test_spans_reach_a_real_backend(otlp_backend, tmp_path, monkeypatch, http_server) -> None:
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_backend.endpoint)
     monkeypatch.setenv("OTEL_SERVICE_NAME", "agent-legs-otlp-test")
-    with _legs(tmp_path, secrets={"TOKEN": CANARY},
-               policy={"network": {"allow_hosts": [f"127.0.0.1:{http_server.port}"]}},
-               settings={"http": {"auth": [{"hosts": [f"127.0.0.1:{http_server.port}"],
-                                            "headers": {"Authorization": "Bearer {secret:TOKEN}"}}]}}) as legs:
-        ok = legs.run("http.request", {"method": "GET", "url": http_server.url("/redirect?to=/echo")},
-                      call_id="call_otlp_1", session="otlp")
+    with _legs(
+        tmp_path,
+        secrets={"TOKEN": CANARY},
+        policy={"network": {"allow_hosts": [f"127.0.0.1:{http_server.port}"]}},
+        settings={
+            "http": {
+                "auth": [{"hosts": [f"127.0.0.1:{http_server.port}"], "headers": {"Authorization": "Bearer {secret:TOKEN}"}}]
+            }
+        },
+    ) as legs:
+        ok = legs.run(
+            "http.request", {"method": "GET", "url": http_server.url("/redirect?to=/echo")}, call_id="call_otlp_1", session="otlp"
+        )
         denied = legs.run("files.read", {"path": "../../etc/passwd"}, session="otlp")
         legs.run("files.write", {"path": "c.txt", "content": f"the canary is {CANARY}"}, session="otlp")
     assert ok.ok and "[REDACTED:TOKEN]" in ok.output  # the server echoed the header back
 
     def complete(spans):
         return {ok.trace_id, denied.trace_id} <= {s["context"]["trace_id"] for s in spans} and len(
-            [s for s in spans if s["context"]["trace_id"] == ok.trace_id]) >= 3
+            [s for s in spans if s["context"]["trace_id"] == ok.trace_id]
+        ) >= 3
 
     spans = otlp_backend.wait_for(complete)
     by_id = {s["context"]["span_id"]: s for s in spans}
@@ -86,15 +104,19 @@ def test_callers_provider_nests_under_the_agent_span_in_the_backend(otlp_backend
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_backend.endpoint + "/v1/traces")))
     tracer = provider.get_tracer("my-agent")
     try:
-        with (_legs(tmp_path, tracer_provider=provider, secrets={"K": CANARY},
-                    settings={"telemetry": {"capture_content": False}}) as legs,
-              tracer.start_as_current_span("agent turn") as turn):
+        with (
+            _legs(
+                tmp_path, tracer_provider=provider, secrets={"K": CANARY}, settings={"telemetry": {"capture_content": False}}
+            ) as legs,
+            tracer.start_as_current_span("agent turn") as turn,
+        ):
             written = legs.run("files.write", {"path": "n.txt", "content": CANARY}, session="t1")
 
             async def parallel():
                 with tracer.start_as_current_span("async step"):
-                    return await asyncio.gather(legs.arun("files.read", {"path": "n.txt"}, session="t1"),
-                                                legs.arun("files.list", {}, session="t1"))
+                    return await asyncio.gather(
+                        legs.arun("files.read", {"path": "n.txt"}, session="t1"), legs.arun("files.list", {}, session="t1")
+                    )
 
             read, listed = asyncio.run(parallel())
     finally:
@@ -110,7 +132,10 @@ def test_callers_provider_nests_under_the_agent_span_in_the_backend(otlp_backend
     assert by_name["async step"]["parent_id"] == turn_id
     assert mine[read.span_id]["parent_id"] == step_id and mine[listed.span_id]["parent_id"] == step_id
     assert {mine[r.span_id]["name"] for r in (written, read, listed)} == {
-        "execute_tool files_write", "execute_tool files_read", "execute_tool files_list"}
+        "execute_tool files_write",
+        "execute_tool files_read",
+        "execute_tool files_list",
+    }
     # content capture off: no arguments or results went out, so the canary content could not either
     assert not any("gen_ai.tool.call.arguments" in s["attributes"] for s in mine.values())
     assert CANARY not in json.dumps(list(mine.values()))
@@ -149,9 +174,16 @@ def test_base_endpoint_and_resource_attributes_service_name(otlp_receiver, tmp_p
 
 
 def test_settings_endpoint_and_service_name(otlp_receiver, tmp_path) -> None:
-    with _legs(tmp_path, settings={"telemetry": {"otlp_endpoint": otlp_receiver.endpoint,
-                                                 "service_name": "from-settings",
-                                                 "span_name_prefix": "agent_legs"}}) as legs:
+    with _legs(
+        tmp_path,
+        settings={
+            "telemetry": {
+                "otlp_endpoint": otlp_receiver.endpoint,
+                "service_name": "from-settings",
+                "span_name_prefix": "agent_legs",
+            }
+        },
+    ) as legs:
         legs.run("files.list", {})
     otlp_receiver.wait_for_spans(1)
     (req,) = otlp_receiver.requests

@@ -84,6 +84,5 @@ def test_one_version_source_for_every_package() -> None:
             if req.name == "agent-legs":
                 assert req.specifier.contains(agent_legs.__version__), (pyproject, dep)
     assert f"agent-legs/{agent_legs.__version__} " in Settings().http.user_agent
-    sources = [p for p in (PACKAGES / "agent-legs" / "src").rglob("*.py")
-               if re.search(r"""["']agent-legs/\d""", p.read_text())]
+    sources = [p for p in (PACKAGES / "agent-legs" / "src").rglob("*.py") if re.search(r"""["']agent-legs/\d""", p.read_text())]
     assert sources == [], "a version written by hand"

@@ -25,11 +25,13 @@ from agent_legs._secrets import Redactor
     ],
 )
 def test_decisions_name_their_rule(action: str, kind: str, rule: str) -> None:
-    engine = PolicyEngine(Policy(
-        allow=["files.*", "http.request", "email.list", "code.*"],
-        deny=["files.delete", "code.*"],
-        require_approval=["email.send", "http.*"],
-    ))
+    engine = PolicyEngine(
+        Policy(
+            allow=["files.*", "http.request", "email.list", "code.*"],
+            deny=["files.delete", "code.*"],
+            require_approval=["email.send", "http.*"],
+        )
+    )
     d = engine.decide(action)
     assert (d.kind, d.rule) == (kind, rule)
 
@@ -53,8 +55,10 @@ def test_default_policy_matches_contract() -> None:
 
 def test_policy_from_toml(tmp_path: Path) -> None:
     f = tmp_path / "p.toml"
-    f.write_text('allow = ["files.*"]\n[network]\nallow_hosts = ["api.example.com", "127.0.0.1:8080"]\n'
-                 '[[budgets]]\nactions = ["http.*", "browser.*"]\nlimit = 3\nper = "hour"\n')
+    f.write_text(
+        'allow = ["files.*"]\n[network]\nallow_hosts = ["api.example.com", "127.0.0.1:8080"]\n'
+        '[[budgets]]\nactions = ["http.*", "browser.*"]\nlimit = 3\nper = "hour"\n'
+    )
     p = Policy.from_toml(f)
     assert p.network.allow_hosts == ["api.example.com", "127.0.0.1:8080"]
     assert p.budgets[0].patterns == ["http.*", "browser.*"]
@@ -83,8 +87,10 @@ def test_budgets_persist_across_restart(dirs) -> None:
 def test_budgets_count_per_session_when_scoped_to_session(dirs) -> None:
     # scope = "session" is the opt-in; the default ("all") is the test.fail budget here.
     ws, st = dirs
-    policy = {"allow": ["test.*"], "budgets": [{"actions": "test.echo", "limit": 2, "scope": "session"},
-                                               {"actions": "test.fail", "limit": 1}]}
+    policy = {
+        "allow": ["test.*"],
+        "budgets": [{"actions": "test.echo", "limit": 2, "scope": "session"}, {"actions": "test.fail", "limit": 1}],
+    }
     with Legs(workspace=ws, state_dir=st, policy=policy, registry=registry) as legs:
         for session in ("alice", "bob"):  # each session has its own two calls
             assert all(legs.run("test.echo", {"text": "a"}, session=session).ok for _ in range(2))
@@ -117,15 +123,18 @@ def test_budgets_are_deployment_wide_by_default(dirs) -> None:
     import sys
 
     ws, st = dirs
-    procs = [subprocess.Popen([sys.executable, "-c", _BUDGET_WORKER, str(ws), str(st), tag],
-                              stdout=subprocess.PIPE, text=True) for tag in ("p1", "p2")]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _BUDGET_WORKER, str(ws), str(st), tag], stdout=subprocess.PIPE, text=True)
+        for tag in ("p1", "p2")
+    ]
     outcomes = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
     assert all(p.returncode == 0 for p in procs)
     flat = [o for run in outcomes for o in run]
     assert flat.count("ok") == 5 and flat.count("budget_exceeded") == 15, outcomes
     assert len(list(ws.iterdir())) == 5  # a refused call changed nothing
-    with Legs(workspace=ws, state_dir=st, policy={"budgets": [{"actions": "files.write", "limit": 5, "per": "day"}]}
-              ) as legs:  # a third Legs, a new session: still exhausted, and the message says for whom
+    with Legs(
+        workspace=ws, state_dir=st, policy={"budgets": [{"actions": "files.write", "limit": 5, "per": "day"}]}
+    ) as legs:  # a third Legs, a new session: still exhausted, and the message says for whom
         r = legs.run("files.write", {"path": "late.txt", "content": "x"}, session="fresh")
         assert r.error and r.error.type == "budget_exceeded" and "5/5" in r.error.message
         assert "(all sessions)" in r.error.message and "next day" in r.error.hint
@@ -180,13 +189,18 @@ def test_redactor_covers_encodings() -> None:
     assert Redactor({"short": "ab"}).text("ab") == "ab"  # too short to redact safely
 
 
-@pytest.mark.parametrize(("policy", "message"), [
-    ({"allow": ["file.*"]}, "policy.allow entry 'file.*' matches no action; did you mean 'files.*'"),
-    ({"deny": ["files_read"]}, "policy.deny entry 'files_read' matches no action; did you mean 'files.read'"),
-    ({"require_approval": ["email.sned"]}, "policy.require_approval entry 'email.sned' matches no action; "
-                                           "did you mean 'email.send'"),
-    ({"allow": ["*"], "deny": ["shell.*"]}, "policy.deny entry 'shell.*' matches no action"),
-])
+@pytest.mark.parametrize(
+    ("policy", "message"),
+    [
+        ({"allow": ["file.*"]}, "policy.allow entry 'file.*' matches no action; did you mean 'files.*'"),
+        ({"deny": ["files_read"]}, "policy.deny entry 'files_read' matches no action; did you mean 'files.read'"),
+        (
+            {"require_approval": ["email.sned"]},
+            "policy.require_approval entry 'email.sned' matches no action; did you mean 'email.send'",
+        ),
+        ({"allow": ["*"], "deny": ["shell.*"]}, "policy.deny entry 'shell.*' matches no action"),
+    ],
+)
 def test_policy_names_that_match_no_action_are_config_errors(tmp_path: Path, policy, message) -> None:
     """A typo must not deny everything (allow) or leave a deny without effect; nothing is created."""
     with pytest.raises(ConfigError) as err:
@@ -197,6 +211,5 @@ def test_policy_names_that_match_no_action_are_config_errors(tmp_path: Path, pol
 
 def test_default_policy_lists_are_not_checked_against_a_custom_registry(tmp_path: Path) -> None:
     # the defaults name built-in actions (require_approval = ["email.send"]); this registry has none of them
-    with Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "st", policy={"allow": ["test.*"]},
-              registry=registry) as legs:
+    with Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "st", policy={"allow": ["test.*"]}, registry=registry) as legs:
         assert legs.policy.require_approval == ["email.send"]

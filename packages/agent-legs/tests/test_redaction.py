@@ -48,7 +48,7 @@ def leaks(blob: str, secrets: dict[str, str] = SECRETS, n: int = 6) -> list[str]
     texts = _decodings(blob)
     for value in secrets.values():
         for i in range(len(value) - n + 1):
-            piece = value[i: i + n]
+            piece = value[i : i + n]
             if any(piece in t for t in texts):
                 found.append(piece)
     return found
@@ -68,9 +68,14 @@ def _reflections(value: str) -> str:
     raw = value.encode()
     quoted = urllib.parse.quote(value, safe="")
     lowered = re.sub("%[0-9A-F]{2}", lambda m: m.group(0).lower(), quoted)
-    lines = [f"raw {value}", f"hex {raw.hex()}", f"HEX {raw.hex().upper()}",
-             f"pct {quoted}", f"pctlower {lowered}",
-             f"plus {urllib.parse.quote_plus(value)}"]
+    lines = [
+        f"raw {value}",
+        f"hex {raw.hex()}",
+        f"HEX {raw.hex().upper()}",
+        f"pct {quoted}",
+        f"pctlower {lowered}",
+        f"plus {urllib.parse.quote_plus(value)}",
+    ]
     for prefix in (b"", b"u", b"user:", b"ab", b"abcd"):
         for suffix in (b"", b"!", b"!?"):
             blob = prefix + raw + suffix
@@ -83,13 +88,21 @@ def _reflections(value: str) -> str:
 def legs(dirs, http_server, captured_spans):
     ws, st = dirs
     with Legs(
-        workspace=ws, state_dir=st, secrets=SECRETS,
-        policy={"network": {"allow_hosts": [f"127.0.0.1:{http_server.port}"]},
-                "http": {"max_response_bytes": 4000}},
-        settings={"max_output_chars": 6000,
-                  "http": {"auth": [{"hosts": [f"127.0.0.1:{http_server.port}"],
-                                     "headers": {"X-Api-Key": "{secret:API_TOKEN}",
-                                                 "X-Db-Pass": "{secret:DB_PASS}"}}]}},
+        workspace=ws,
+        state_dir=st,
+        secrets=SECRETS,
+        policy={"network": {"allow_hosts": [f"127.0.0.1:{http_server.port}"]}, "http": {"max_response_bytes": 4000}},
+        settings={
+            "max_output_chars": 6000,
+            "http": {
+                "auth": [
+                    {
+                        "hosts": [f"127.0.0.1:{http_server.port}"],
+                        "headers": {"X-Api-Key": "{secret:API_TOKEN}", "X-Db-Pass": "{secret:DB_PASS}"},
+                    }
+                ]
+            },
+        },
         tracer_provider=captured_spans.provider,
     ) as legs:
         yield legs
@@ -119,8 +132,15 @@ def test_reflected_secret_in_json_data_is_scrubbed(legs, http_server, captured_s
     @http_server.route("/reflect.json")
     def reflect(h, r):
         v = r.headers["x-api-key"]
-        h.send_json(200, {"basic": base64.b64encode(f"user:{v}".encode()).decode(), "hex": v.encode().hex(),
-                          "url": "https://x.example/?k=" + urllib.parse.quote(v), "raw": {v: v}})
+        h.send_json(
+            200,
+            {
+                "basic": base64.b64encode(f"user:{v}".encode()).decode(),
+                "hex": v.encode().hex(),
+                "url": "https://x.example/?k=" + urllib.parse.quote(v),
+                "raw": {v: v},
+            },
+        )
 
     r = legs.run("http.request", {"method": "GET", "url": http_server.url("/reflect.json")})
     assert r.ok and set(r.data["json"]) == {"basic", "hex", "url", "raw"}
@@ -145,8 +165,15 @@ def test_secret_straddling_the_result_cut_leaves_no_prefix(dirs, captured_spans)
 
     ws, st = dirs
     limit = 500
-    with Legs(workspace=ws, state_dir=st, policy={"allow": ["test.*"]}, registry=registry, secrets=SECRETS,
-              settings={"max_output_chars": limit}, tracer_provider=captured_spans.provider) as legs:
+    with Legs(
+        workspace=ws,
+        state_dir=st,
+        policy={"allow": ["test.*"]},
+        registry=registry,
+        secrets=SECRETS,
+        settings={"max_output_chars": limit},
+        tracer_provider=captured_spans.provider,
+    ) as legs:
         for cut_inside in (1, 4, len(PASS) - 1):
             r = legs.run("test.echo", {"text": "z" * (limit - cut_inside) + PASS + " tail"})
             assert r.ok and "[output truncated" in r.output
@@ -172,9 +199,9 @@ def test_secret_straddling_the_http_byte_cap_leaves_no_prefix(legs, http_server,
 
 def test_file_with_secret_is_scrubbed_when_read(legs, dirs, captured_spans) -> None:
     ws, st = dirs
-    (ws / "config.txt").write_text(f"user=svc\npassword={PASS}\nauth=Basic "
-                                   f"{base64.b64encode(f'svc:{PASS}'.encode()).decode()}\n"
-                                   f"hex={PASS.encode().hex()}\n")
+    (ws / "config.txt").write_text(
+        f"user=svc\npassword={PASS}\nauth=Basic {base64.b64encode(f'svc:{PASS}'.encode()).decode()}\nhex={PASS.encode().hex()}\n"
+    )
     r = legs.run("files.read", {"path": "config.txt"})
     assert r.ok and r.output.count("[REDACTED:DB_PASS]") == 3
     assert leaks(everywhere(r, captured_spans, st)) == []
@@ -201,12 +228,19 @@ def test_secret_straddling_the_code_output_cap_leaves_no_prefix(dirs, captured_s
     # Code prints a secret it read from a workspace file, so that policy.code.max_output_bytes cuts it.
     ws, st = dirs
     (ws / "cfg.txt").write_text(TOKEN)
-    with Legs(workspace=ws, state_dir=st, secrets=SECRETS, tracer_provider=captured_spans.provider,
-              settings={"code": {"pool_size": 0}},
-              policy={"code": {"max_output_bytes": 1000, "timeout_s": 30}}) as legs:
-        code = ("s = open('cfg.txt').read()\n"
-                "for k in (1, 6, len(s) - 1):\n"
-                "    print('x' * (1000 - k) + s + '!' * 50 if k == CUT else '', end='')\n")
+    with Legs(
+        workspace=ws,
+        state_dir=st,
+        secrets=SECRETS,
+        tracer_provider=captured_spans.provider,
+        settings={"code": {"pool_size": 0}},
+        policy={"code": {"max_output_bytes": 1000, "timeout_s": 30}},
+    ) as legs:
+        code = (
+            "s = open('cfg.txt').read()\n"
+            "for k in (1, 6, len(s) - 1):\n"
+            "    print('x' * (1000 - k) + s + '!' * 50 if k == CUT else '', end='')\n"
+        )
         for cut in (1, 6, len(TOKEN) - 1):
             captured_spans.clear()
             r = legs.run("code.run", {"code": code.replace("CUT", str(cut))})
@@ -224,9 +258,16 @@ def test_secret_straddling_a_browser_page_boundary_leaves_no_prefix_or_suffix(di
     page = 1000  # settings.max_output_chars 1800 -> pages of 1000 characters
     for cut in (1, 6, len(TOKEN) - 1):
         website.site.routes[f"/long{cut}"] = lambda h, r, cut=cut: h.send_body(
-            200, f"<html><body><p>{'a' * (page - cut)}{TOKEN}{'b' * 300}</p></body></html>".encode(), "text/html")
-    with Legs(workspace=ws, state_dir=st, secrets=SECRETS, policy=website.policy(),
-              settings={"max_output_chars": 1800}, tracer_provider=captured_spans.provider) as legs:
+            200, f"<html><body><p>{'a' * (page - cut)}{TOKEN}{'b' * 300}</p></body></html>".encode(), "text/html"
+        )
+    with Legs(
+        workspace=ws,
+        state_dir=st,
+        secrets=SECRETS,
+        policy=website.policy(),
+        settings={"max_output_chars": 1800},
+        tracer_provider=captured_spans.provider,
+    ) as legs:
         for cut in (1, 6, len(TOKEN) - 1):
             captured_spans.clear()
             assert legs.run("browser.navigate", {"url": website.site.url(f"/long{cut}")}).ok
@@ -242,9 +283,24 @@ def test_secret_at_a_search_snippet_edge_leaves_no_part(legs, dirs, captured_spa
     # files.search shows a 300-character window of a long line around the match: the secret sits on
     # the window's edge (either side), and inside the match too.
     ws, st = dirs
-    (ws / "a.log").write_text("MATCH" + "." * 290 + TOKEN + "." * 400 + "\n"   # the window's end cuts the secret
-                              + "." * 400 + TOKEN + "." * 60 + "MATCH" + "." * 400 + "\n"  # its start does
-                              + "." * 10 + "key=" + TOKEN + "." * 10 + "\n")  # the match holds the secret
+    (ws / "a.log").write_text(
+        "MATCH"
+        + "." * 290
+        + TOKEN
+        + "." * 400
+        + "\n"  # the window's end cuts the secret
+        + "." * 400
+        + TOKEN
+        + "." * 60
+        + "MATCH"
+        + "." * 400
+        + "\n"  # its start does
+        + "." * 10
+        + "key="
+        + TOKEN
+        + "." * 10
+        + "\n"
+    )  # the match holds the secret
     for pattern in ("MATCH", "key=tok"):
         captured_spans.clear()
         r = legs.run("files.search", {"pattern": pattern})
@@ -261,11 +317,14 @@ def test_approval_summary_cut_leaves_no_part(dirs) -> None:
         seen.append(request)
         return False
 
-    with Legs(workspace=ws, state_dir=st, secrets=SECRETS, approver=approver,
-              policy={"email": {"allow_recipients": ["*@example.com"]}}) as legs:
+    with Legs(
+        workspace=ws, state_dir=st, secrets=SECRETS, approver=approver, policy={"email": {"allow_recipients": ["*@example.com"]}}
+    ) as legs:
         for cut in (1, 6, len(PASS) - 1):
-            r = legs.run("email.send", {"to": ["ana@example.com"], "subject": "s" * (200 - cut) + PASS,
-                                        "body": "b" * (160 - cut) + PASS + " tail\n"})
+            r = legs.run(
+                "email.send",
+                {"to": ["ana@example.com"], "subject": "s" * (200 - cut) + PASS, "body": "b" * (160 - cut) + PASS + " tail\n"},
+            )
             assert r.error is not None and r.error.type == "approval_denied"
     assert len(seen) == 3
     for request in seen:

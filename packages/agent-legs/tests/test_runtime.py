@@ -78,8 +78,7 @@ def test_bug_in_handler_is_failed_not_raised(legs: Legs) -> None:
 
 def test_denied_names_rule(dirs: tuple[Path, Path]) -> None:
     ws, st = dirs
-    with Legs(workspace=ws, state_dir=st, policy={"allow": ["test.echo"], "deny": ["test.fail"]},
-              registry=registry) as legs:
+    with Legs(workspace=ws, state_dir=st, policy={"allow": ["test.echo"], "deny": ["test.fail"]}, registry=registry) as legs:
         r = legs.run("test.fail", {"text": "x"})
         assert r.error and r.error.type == "denied" and "policy.deny['test.fail']" in r.error.message
         r = legs.run("test.boom", {})
@@ -105,15 +104,13 @@ def test_a_read_only_action_that_timed_out_is_retryable(legs: Legs) -> None:
 
 def test_output_is_bounded(dirs: tuple[Path, Path]) -> None:
     ws, st = dirs
-    with Legs(workspace=ws, state_dir=st, policy=POLICY, settings={"max_output_chars": 100},
-              registry=registry) as legs:
+    with Legs(workspace=ws, state_dir=st, policy=POLICY, settings={"max_output_chars": 100}, registry=registry) as legs:
         r = legs.run("test.long", {"seconds": 1000})
         assert r.ok and len(r.output) < 200 and "900 more characters" in r.output
 
 
 async def test_arun_many_tasks_at_once(legs: Legs) -> None:
-    results = await asyncio.gather(*(legs.arun("test.echo", {"text": str(i)}, session=f"s{i % 7}")
-                                     for i in range(200)))
+    results = await asyncio.gather(*(legs.arun("test.echo", {"text": str(i)}, session=f"s{i % 7}") for i in range(200)))
     assert [r.output for r in results] == [str(i) for i in range(200)]
 
 
@@ -157,8 +154,9 @@ def test_approval(dirs: tuple[Path, Path]) -> None:
         seen.append(req)
         return req.arguments["text"] == "yes"
 
-    with Legs(workspace=ws, state_dir=st, policy=POLICY, registry=registry, approver=approver,
-              secrets={"K": "topsecret-value"}) as legs:
+    with Legs(
+        workspace=ws, state_dir=st, policy=POLICY, registry=registry, approver=approver, secrets={"K": "topsecret-value"}
+    ) as legs:
         assert legs.run("mail.send", {"text": "yes"}, call_id="a1").ok
         r = legs.run("mail.send", {"text": "no topsecret-value"})
         assert r.error and r.error.type == "approval_denied"
@@ -229,7 +227,7 @@ def test_from_config(tmp_path: Path) -> None:
     cfg = tmp_path / "agent-legs.toml"
     cfg.write_text(
         'workspace = "ws"\nstate_dir = "st"\n'
-        '[settings.telemetry]\ncapture_content = false\n'
+        "[settings.telemetry]\ncapture_content = false\n"
         '[policy]\nallow = ["test.echo"]\n[policy.files]\nread_only = true\n'
         '[[policy.budgets]]\nactions = "test.*"\nlimit = 5\nper = "day"\n'
     )
@@ -290,8 +288,7 @@ async def test_inline_actions_in_async_callers(legs: Legs) -> None:
 def test_inline_actions_keep_one_span_and_nesting(dirs, captured_spans, read_log) -> None:
     ws, st = dirs
     tracer = captured_spans.provider.get_tracer("t")
-    with Legs(workspace=ws, state_dir=st, policy=POLICY, registry=registry,
-              tracer_provider=captured_spans.provider) as legs:
+    with Legs(workspace=ws, state_dir=st, policy=POLICY, registry=registry, tracer_provider=captured_spans.provider) as legs:
         with tracer.start_as_current_span("parent") as parent:
             legs.run("test.inline", {"text": "a"})
         legs.close()

@@ -23,8 +23,9 @@ def run(conf: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, env=env, timeout=300)
 
 
-@pytest.mark.skipif(not os.environ.get("CI") and os.geteuid() != 0,
-                    reason="registering a runtime is root's job (the script says so otherwise)")
+@pytest.mark.skipif(
+    not os.environ.get("CI") and os.geteuid() != 0, reason="registering a runtime is root's job (the script says so otherwise)"
+)
 def test_registration_merges_into_an_existing_daemon_json(tmp_path: Path) -> None:
     conf = tmp_path / "daemon.json"
     conf.write_text(json.dumps({"log-level": "warn", "runtimes": {"other": {"path": "/usr/bin/other"}}}))

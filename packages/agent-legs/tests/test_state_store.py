@@ -54,8 +54,9 @@ def test_schema_is_created_with_a_version(store_factory) -> None:
 def test_budget_counts_are_exact_under_concurrent_workers_in_one_loop(store_factory) -> None:
     async def main() -> None:
         stores = [store_factory() for _ in range(4)]
-        results = await asyncio.gather(*(s.consume_budget([("b", "total", 25), ("c", "total", 1000)])
-                                         for s in stores for _ in range(15)))
+        results = await asyncio.gather(
+            *(s.consume_budget([("b", "total", 25), ("c", "total", 1000)]) for s in stores for _ in range(15))
+        )
         assert sum(r is None for r in results) == 25
         assert all(r == (0, 25) for r in results if r is not None)
         assert await stores[0].budget_usage("b", "total") == 25
@@ -69,8 +70,9 @@ def test_budget_counts_are_exact_under_concurrent_workers_in_one_loop(store_fact
 def test_send_ledger_claims_once_when_workers_race(store_factory) -> None:
     async def main() -> None:
         stores = [store_factory() for _ in range(6)]
-        results = await asyncio.gather(*(s.claim_send("call:race", "d1", "<m@x>", None, owner=f"w{i}")
-                                         for i, s in enumerate(stores)))
+        results = await asyncio.gather(
+            *(s.claim_send("call:race", "d1", "<m@x>", None, owner=f"w{i}") for i, s in enumerate(stores))
+        )
         claims = [c for c, _ in results if c is not None]
         assert claims == ["<m@x>"]
         assert all(e is not None and e.state == "claimed" for c, e in results if c is None)
@@ -100,13 +102,20 @@ def test_send_ledger_claims_once_when_workers_race(store_factory) -> None:
 def test_approval_is_decided_exactly_once(store_factory) -> None:
     async def main() -> None:
         a, b = store_factory(), store_factory()
-        row = await a.enqueue_approval(action="email.send", tool_name="email_send", arguments={"to": ["x"]},
-                                       session="s1", reason="policy.require_approval['email.send']",
-                                       call_id="c1", timeout_s=60)
+        row = await a.enqueue_approval(
+            action="email.send",
+            tool_name="email_send",
+            arguments={"to": ["x"]},
+            session="s1",
+            reason="policy.require_approval['email.send']",
+            call_id="c1",
+            timeout_s=60,
+        )
         assert [p.id for p in await b.pending_approvals()] == [row.id]
-        results = await asyncio.gather(*(s.decide_approval(row.id, d, by=f"{d}-{i}")
-                                         for i, (s, d) in enumerate([(a, "approved"), (b, "rejected")] * 3)),
-                                       return_exceptions=True)
+        results = await asyncio.gather(
+            *(s.decide_approval(row.id, d, by=f"{d}-{i}") for i, (s, d) in enumerate([(a, "approved"), (b, "rejected")] * 3)),
+            return_exceptions=True,
+        )
         winners = [r for r in results if not isinstance(r, BaseException)]
         assert len(winners) == 1 and all(isinstance(r, ApprovalError) for r in results if r not in winners)
         final = await a.approval(row.id)
@@ -114,8 +123,16 @@ def test_approval_is_decided_exactly_once(store_factory) -> None:
         assert await b.pending_approvals() == []
         with pytest.raises(ApprovalError, match="no approval request"):
             await a.decide_approval("nope", "approved")
-        late = await a.enqueue_approval(action="email.send", tool_name="email_send", arguments={}, session="s",
-                                        reason="r", call_id=None, timeout_s=1, now=1000.0)
+        late = await a.enqueue_approval(
+            action="email.send",
+            tool_name="email_send",
+            arguments={},
+            session="s",
+            reason="r",
+            call_id=None,
+            timeout_s=1,
+            now=1000.0,
+        )
         assert late.id not in [p.id for p in await a.pending_approvals()]  # past its expiry: not listed
         with pytest.raises(ApprovalError, match="expired"):
             await b.decide_approval(late.id, "approved")
@@ -133,7 +150,9 @@ def test_session_labels_and_registry(store_factory) -> None:
         await b.put_label("s1", "call-2", "untrusted", "a web page")
         await b.put_label("s2", None, "secret", "other session")
         assert [(x["call_id"], x["label"], x["piece"]) for x in await a.labels("s1")] == [
-            ("call-1", "secret", {"text": "PIN 1234", "source": "email.read"}), ("call-2", "untrusted", "a web page")]
+            ("call-1", "secret", {"text": "PIN 1234", "source": "email.read"}),
+            ("call-2", "untrusted", "a web page"),
+        ]
         assert [x["call_id"] for x in await b.labels("s1", "untrusted")] == ["call-2"]
         assert await a.drop_labels("s1") == 2 and await a.labels("s1") == [] and len(await a.labels("s2")) == 1
 
@@ -154,11 +173,14 @@ def test_session_labels_and_registry(store_factory) -> None:
 
 
 # -- configuration ---------------------------------------------------------------------------------
-@pytest.mark.parametrize(("url", "expected"), [
-    ("mysql://u:pw@db/x", "is not a PostgreSQL URL (scheme 'mysql')"),
-    ("localhost:5432", "is not a PostgreSQL URL"),
-    ("postgresql://u:pw@db:notaport/x", "is not a valid PostgreSQL URL"),
-])
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("mysql://u:pw@db/x", "is not a PostgreSQL URL (scheme 'mysql')"),
+        ("localhost:5432", "is not a PostgreSQL URL"),
+        ("postgresql://u:pw@db:notaport/x", "is not a valid PostgreSQL URL"),
+    ],
+)
 def test_a_bad_url_is_a_config_error_naming_the_fix(tmp_path: Path, url: str, expected: str) -> None:
     with pytest.raises(ConfigError) as err:
         Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "st", settings={"state": {"url": url}})
@@ -170,8 +192,12 @@ def test_a_bad_url_is_a_config_error_naming_the_fix(tmp_path: Path, url: str, ex
 def test_url_from_the_environment_and_secret(tmp_path: Path, postgres_url: str, monkeypatch) -> None:
     user_host = postgres_url.replace(f":{'pg-test-Secr3t'}@", ":{secret:PG_PASSWORD}@")
     monkeypatch.setenv("AGENT_LEGS_STATE__URL", user_host)
-    with Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "st", secrets={"PG_PASSWORD": "pg-test-Secr3t"},
-              policy={"budgets": [{"actions": "files.write", "limit": 1}]}) as legs:
+    with Legs(
+        workspace=tmp_path / "ws",
+        state_dir=tmp_path / "st",
+        secrets={"PG_PASSWORD": "pg-test-Secr3t"},
+        policy={"budgets": [{"actions": "files.write", "limit": 1}]},
+    ) as legs:
         assert legs.run("files.write", {"path": "a.txt", "content": "x"}).ok
         r = legs.run("files.write", {"path": "b.txt", "content": "x"})
         assert r.error is not None and r.error.type == "budget_exceeded"
@@ -202,15 +228,33 @@ print(json.dumps(out), flush=True)
 """
 
 
-def _workers(tmp_path: Path, n: int, settings: dict[str, Any], policy: dict[str, Any], calls: int,
-             send: bool = False, shared_state_dir: bool = False) -> list[dict[str, Any]]:
+def _workers(
+    tmp_path: Path,
+    n: int,
+    settings: dict[str, Any],
+    policy: dict[str, Any],
+    calls: int,
+    send: bool = False,
+    shared_state_dir: bool = False,
+) -> list[dict[str, Any]]:
     procs = []
     for i in range(n):
         st = tmp_path / ("st" if shared_state_dir else f"st{i}")
-        cfg = {"ws": str(tmp_path / f"ws{i}"), "st": str(st), "policy": policy, "pw": PASSWORD,
-               "settings": settings, "calls": calls, "tag": f"w{i}", "send": send}
-        procs.append(subprocess.Popen([sys.executable, "-c", _WORKER, json.dumps(cfg)], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, text=True))
+        cfg = {
+            "ws": str(tmp_path / f"ws{i}"),
+            "st": str(st),
+            "policy": policy,
+            "pw": PASSWORD,
+            "settings": settings,
+            "calls": calls,
+            "tag": f"w{i}",
+            "send": send,
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", _WORKER, json.dumps(cfg)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            )
+        )
     for p in procs:
         assert p.stdout is not None and p.stdout.readline().strip() == "ready"
     for p in procs:
@@ -226,10 +270,15 @@ def test_workers_on_separate_state_dirs_share_budgets_and_the_ledger(
     tmp_path: Path, postgres_url: str, smtp_server, mail_ca
 ) -> None:
     """4 processes x 8 calls against a 13/day budget: exactly 13 run; one email.send per call id."""
-    settings = {"state": {"url": postgres_url},
-                "email": {"from_address": "bot@example.com", "smtp": smtp_server.settings(mail_ca["ca"])}}
-    policy = {"allow": ["files.*", "email.*"], "email": {"allow_recipients": ["*@example.com"]},
-              "budgets": [{"actions": "files.write", "limit": 13, "per": "day"}]}
+    settings = {
+        "state": {"url": postgres_url},
+        "email": {"from_address": "bot@example.com", "smtp": smtp_server.settings(mail_ca["ca"])},
+    }
+    policy = {
+        "allow": ["files.*", "email.*"],
+        "email": {"allow_recipients": ["*@example.com"]},
+        "budgets": [{"actions": "files.write", "limit": 13, "per": "day"}],
+    }
     results = _workers(tmp_path, 4, settings, policy, calls=8, send=True)
     flat = [o for r in results for o in r["files"]]
     assert flat.count("ok") == 13 and flat.count("budget_exceeded") == 19, results
@@ -244,8 +293,11 @@ def test_workers_on_separate_state_dirs_share_budgets_and_the_ledger(
 def test_processes_on_one_state_dir_send_once_and_count_exactly(tmp_path: Path, smtp_server, mail_ca) -> None:
     """The embedded default: 4 processes on one state directory (SQLite), the same call id at once."""
     settings = {"email": {"from_address": "bot@example.com", "smtp": smtp_server.settings(mail_ca["ca"])}}
-    policy = {"allow": ["files.*", "email.*"], "email": {"allow_recipients": ["*@example.com"]},
-              "budgets": [{"actions": "files.write", "limit": 9, "per": "day"}]}
+    policy = {
+        "allow": ["files.*", "email.*"],
+        "email": {"allow_recipients": ["*@example.com"]},
+        "budgets": [{"actions": "files.write", "limit": 9, "per": "day"}],
+    }
     results = _workers(tmp_path, 4, settings, policy, calls=5, send=True, shared_state_dir=True)
     flat = [o for r in results for o in r["files"]]
     assert flat.count("ok") == 9 and flat.count("budget_exceeded") == 11, results
@@ -281,12 +333,16 @@ def test_migration_from_the_old_per_file_layout_keeps_counts_and_the_ledger(tmp_
     st, ws = tmp_path / "st", tmp_path / "ws"
     st.mkdir()
     with sqlite3.connect(st / "budgets.sqlite3") as db:  # the layout before the store, as _budgets.py wrote it
-        db.execute("CREATE TABLE budget_usage (budget TEXT NOT NULL, window TEXT NOT NULL, used INTEGER NOT NULL, "
-                   "PRIMARY KEY (budget, window))")
+        db.execute(
+            "CREATE TABLE budget_usage (budget TEXT NOT NULL, window TEXT NOT NULL, used INTEGER NOT NULL, "
+            "PRIMARY KEY (budget, window))"
+        )
         db.execute("INSERT INTO budget_usage VALUES ('files.write/total', 'total', 4)")
     with sqlite3.connect(st / "email-ledger.sqlite3") as db:  # ... and as the email module wrote it
-        db.execute("CREATE TABLE sends (key TEXT PRIMARY KEY, state TEXT NOT NULL, message_id TEXT NOT NULL, "
-                   "result TEXT, updated REAL NOT NULL, digest TEXT)")
+        db.execute(
+            "CREATE TABLE sends (key TEXT PRIMARY KEY, state TEXT NOT NULL, message_id TEXT NOT NULL, "
+            "result TEXT, updated REAL NOT NULL, digest TEXT)"
+        )
         db.execute("INSERT INTO sends VALUES ('call:old-sent', 'sent', '<a@x>', '{\"recipients\": [\"a@x\"]}', 1.0, 'd')")
         db.execute("INSERT INTO sends VALUES ('call:old-sending', 'sending', '<b@x>', NULL, 2.0, 'd')")
     policy = {"budgets": [{"actions": "files.write", "limit": 5}]}

@@ -12,27 +12,38 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from agent_legs import Legs
 
-POLICY = {"allow": ["test.*"], "deny": ["test.boom"], "require_approval": ["mail.*"],
-          "budgets": [{"actions": "test.fail", "limit": 1, "per": "total"}]}
+POLICY = {
+    "allow": ["test.*"],
+    "deny": ["test.boom"],
+    "require_approval": ["mail.*"],
+    "budgets": [{"actions": "test.fail", "limit": 1, "per": "total"}],
+}
 SECRET = "canary-5ecret-value-42"
 
 
 @pytest.fixture
 def legs(dirs, captured_spans):
     ws, st = dirs
-    with Legs(workspace=ws, state_dir=st, policy=POLICY, registry=registry, secrets={"CANARY": SECRET},
-              tracer_provider=captured_spans.provider, approver=lambda r: False) as legs:
+    with Legs(
+        workspace=ws,
+        state_dir=st,
+        policy=POLICY,
+        registry=registry,
+        secrets={"CANARY": SECRET},
+        tracer_provider=captured_spans.provider,
+        approver=lambda r: False,
+    ) as legs:
         yield legs
 
 
 def test_one_span_per_call_whatever_happens(legs, captured_spans, read_log) -> None:
-    legs.run("test.echo", {"text": "a"}, call_id="call_1")         # allow / ok
-    legs.run("test.echo", {"nope": 1})                              # invalid
-    legs.run("test.boom", {})                                       # deny
-    legs.run("mail.send", {"text": "x"})                            # rejected
-    legs.run("test.fail", {"text": "x"})                            # ok decision, not_found
-    legs.run("test.fail", {"text": "y"})                            # budget_exceeded
-    legs.run("test.sleep", {"seconds": 5})                          # timeout
+    legs.run("test.echo", {"text": "a"}, call_id="call_1")  # allow / ok
+    legs.run("test.echo", {"nope": 1})  # invalid
+    legs.run("test.boom", {})  # deny
+    legs.run("mail.send", {"text": "x"})  # rejected
+    legs.run("test.fail", {"text": "x"})  # ok decision, not_found
+    legs.run("test.fail", {"text": "y"})  # budget_exceeded
+    legs.run("test.sleep", {"seconds": 5})  # timeout
     spans = captured_spans.tool_spans()
     assert len(spans) == 7 and len(captured_spans.spans) == 7
     got = [(s.name, s.attributes["agent_legs.decision"], s.attributes["agent_legs.outcome"]) for s in spans]
@@ -120,8 +131,9 @@ def test_secrets_never_in_spans_or_log(legs, captured_spans, dirs) -> None:
     legs.run("test.echo", {"text": f"token={SECRET}"})
     legs.run("test.fail", {"text": SECRET})
     legs.run("test.echo", {"text": SECRET, "bad": SECRET})
-    blob = json.dumps([dict(s.attributes) for s in captured_spans.spans] +
-                      [s.status.description for s in captured_spans.spans], default=str)
+    blob = json.dumps(
+        [dict(s.attributes) for s in captured_spans.spans] + [s.status.description for s in captured_spans.spans], default=str
+    )
     assert SECRET not in blob and "[REDACTED:CANARY]" in blob
     logtext = (dirs[1] / "actions.jsonl").read_text()
     assert SECRET not in logtext and "[REDACTED:CANARY]" in logtext
@@ -136,8 +148,14 @@ def test_results_scrubbed(legs) -> None:
 
 def test_capture_content_off(dirs, captured_spans, read_log) -> None:
     ws, st = dirs
-    with Legs(workspace=ws, state_dir=st, policy=POLICY, registry=registry,
-              settings={"telemetry": {"capture_content": False}}, tracer_provider=captured_spans.provider) as legs:
+    with Legs(
+        workspace=ws,
+        state_dir=st,
+        policy=POLICY,
+        registry=registry,
+        settings={"telemetry": {"capture_content": False}},
+        tracer_provider=captured_spans.provider,
+    ) as legs:
         legs.run("test.echo", {"text": "private words"})
     (span,) = captured_spans.tool_spans()
     assert "gen_ai.tool.call.arguments" not in span.attributes

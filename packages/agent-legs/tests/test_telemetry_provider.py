@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = r'''
+SCRIPT = r"""
 import json, sys
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -58,15 +58,17 @@ def dump(exporter):
 print(json.dumps({"provider": provider, "app_span": f"{ctx.span_id:016x}", "app_trace": f"{ctx.trace_id:032x}",
                   "app_valid": ctx.is_valid, "results": [r.model_dump(mode="json") for r in results],
                   "app_spans": dump(app_exporter), "own_spans": dump(own_exporter)}))
-'''
+"""
 
 
 def run_case(mode: str, tmp_path: Path) -> dict:
     ws, st = tmp_path / "ws", tmp_path / "st"
-    env = {k: v for k, v in __import__("os").environ.items()
-           if not k.startswith(("OTEL_", "AGENT_LEGS_"))}  # no collector: the internal provider records nothing
-    p = subprocess.run([sys.executable, "-c", SCRIPT, mode, str(ws), str(st)], capture_output=True, text=True,
-                       timeout=120, env=env)
+    env = {
+        k: v for k, v in __import__("os").environ.items() if not k.startswith(("OTEL_", "AGENT_LEGS_"))
+    }  # no collector: the internal provider records nothing
+    p = subprocess.run(
+        [sys.executable, "-c", SCRIPT, mode, str(ws), str(st)], capture_output=True, text=True, timeout=120, env=env
+    )
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout.strip().splitlines()[-1])
     out["log"] = [json.loads(line) for line in (st / "actions.jsonl").read_text().splitlines()]

@@ -19,8 +19,13 @@ def legs(open_legs) -> Legs:
 
 
 def _result(*paths: str, mime: str = "image/png") -> ActionResult:
-    return ActionResult(action="code.run", ok=True, output="ran", duration_ms=1.0,
-                        artifacts=[Artifact(path=p, mime_type=mime, size=1) for p in paths])
+    return ActionResult(
+        action="code.run",
+        ok=True,
+        output="ran",
+        duration_ms=1.0,
+        artifacts=[Artifact(path=p, mime_type=mime, size=1) for p in paths],
+    )
 
 
 def test_a_large_photo_is_downscaled_and_bounded(legs) -> None:
@@ -58,8 +63,13 @@ def test_hostile_image_artifacts_are_notes_never_reads_or_crashes(legs, tmp_path
 def test_images_off_and_failures_give_text_only(legs) -> None:
     Image.new("RGB", (64, 32), "red").save(legs.workspace / "small.png")
     assert result_content(legs, _result("small.png"), images=False) == [{"type": "text", "text": "ran"}]
-    failed = ActionResult(action="code.run", ok=False, output="Error (failed): x", duration_ms=1.0,
-                          artifacts=[Artifact(path="small.png", mime_type="image/png", size=1)])
+    failed = ActionResult(
+        action="code.run",
+        ok=False,
+        output="Error (failed): x",
+        duration_ms=1.0,
+        artifacts=[Artifact(path="small.png", mime_type="image/png", size=1)],
+    )
     assert result_content(legs, failed) == [{"type": "text", "text": "Error (failed): x"}]
 
 

@@ -31,11 +31,24 @@ def err(fn, *args, **kwargs) -> ActionError:
 
 
 # -- check -------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("path", "rel"), [
-    ("a.txt", "a.txt"), ("./a.txt", "a.txt"), ("a//b/./c.txt", "a/b/c.txt"), ("a/b/", "a/b"),
-    ("", "."), (".", "."), ("./", "."), ("  a.txt  ", "a.txt"), ("données/résumé.txt", "données/résumé.txt"),
-    ("...", "..."), ("a..b", "a..b"), ("%2e%2e/x", "%2e%2e/x"), ("．．/x", "．．/x"),
-])
+@pytest.mark.parametrize(
+    ("path", "rel"),
+    [
+        ("a.txt", "a.txt"),
+        ("./a.txt", "a.txt"),
+        ("a//b/./c.txt", "a/b/c.txt"),
+        ("a/b/", "a/b"),
+        ("", "."),
+        (".", "."),
+        ("./", "."),
+        ("  a.txt  ", "a.txt"),
+        ("données/résumé.txt", "données/résumé.txt"),
+        ("...", "..."),
+        ("a..b", "a..b"),
+        ("%2e%2e/x", "%2e%2e/x"),
+        ("．．/x", "．．/x"),
+    ],
+)
 def test_check_normalises(ws: Workspace, path: str, rel: str) -> None:
     assert ws.check(path) == rel
 
@@ -45,26 +58,29 @@ def test_check_accepts_absolute_paths_inside(ws: Workspace) -> None:
     assert ws.check(str(ws.root)) == "."
 
 
-@pytest.mark.parametrize(("path", "etype", "text"), [
-    ("../x", "denied", "escapes"),
-    ("a/../../x", "denied", "escapes"),
-    ("..", "denied", "escapes"),
-    ("/etc/passwd", "denied", "outside the workspace"),
-    ("//etc/passwd", "denied", "outside the workspace"),
-    ("~/x", "denied", "home"),
-    ("a\x00b", "invalid_input", "NUL"),
-    ("a\x7fb", "invalid_input", "control"),
-    ("a\udc80b", "invalid_input", "Unicode"),
-    ("a\\b", "invalid_input", "separator"),
-    ("C:/x", "invalid_input", "drive"),
-    ("c:x", "invalid_input", "drive"),
-    ("x" * 256, "invalid_input", "255"),
-    ("/".join(["d" * 200] * 21), "invalid_input", "4096"),
-    (".env", "denied", "policy.files.deny"),
-    ("a/.env/b", "denied", "policy.files.deny"),
-    ("a/b/c.pem", "denied", "policy.files.deny"),
-    (".agent-legs-tmp-1234", "denied", "temporary"),
-])
+@pytest.mark.parametrize(
+    ("path", "etype", "text"),
+    [
+        ("../x", "denied", "escapes"),
+        ("a/../../x", "denied", "escapes"),
+        ("..", "denied", "escapes"),
+        ("/etc/passwd", "denied", "outside the workspace"),
+        ("//etc/passwd", "denied", "outside the workspace"),
+        ("~/x", "denied", "home"),
+        ("a\x00b", "invalid_input", "NUL"),
+        ("a\x7fb", "invalid_input", "control"),
+        ("a\udc80b", "invalid_input", "Unicode"),
+        ("a\\b", "invalid_input", "separator"),
+        ("C:/x", "invalid_input", "drive"),
+        ("c:x", "invalid_input", "drive"),
+        ("x" * 256, "invalid_input", "255"),
+        ("/".join(["d" * 200] * 21), "invalid_input", "4096"),
+        (".env", "denied", "policy.files.deny"),
+        ("a/.env/b", "denied", "policy.files.deny"),
+        ("a/b/c.pem", "denied", "policy.files.deny"),
+        (".agent-legs-tmp-1234", "denied", "temporary"),
+    ],
+)
 def test_check_refuses(ws: Workspace, path: str, etype: str, text: str) -> None:
     e = err(ws.check, path)
     assert e.type == etype and (text in e.message or text in (e.rule or "")), (e.message, e.rule)
@@ -94,8 +110,14 @@ def test_read_only_refuses_writes_only(dirs) -> None:
     w = Workspace(dirs[0], FilesPolicy(read_only=True), dirs[1])
     (dirs[0] / "a.txt").write_text("a")
     assert w.read_bytes("a.txt") == b"a"
-    for fn, args in [(w.write_bytes, ("b.txt", b"x")), (w.save_unique, ("b.txt", b"x")), (w.mkdir, ("d",)),
-                     (w.delete, ("a.txt",)), (w.move, ("a.txt", "c.txt")), (w.copy, ("a.txt", "c.txt"))]:
+    for fn, args in [
+        (w.write_bytes, ("b.txt", b"x")),
+        (w.save_unique, ("b.txt", b"x")),
+        (w.mkdir, ("d",)),
+        (w.delete, ("a.txt",)),
+        (w.move, ("a.txt", "c.txt")),
+        (w.copy, ("a.txt", "c.txt")),
+    ]:
         e = err(fn, *args)
         assert e.type == "denied" and e.rule == "policy.files.read_only", fn
     assert sorted(os.listdir(dirs[0])) == ["a.txt"]
@@ -282,16 +304,19 @@ def test_iter_files_skips_what_cannot_be_read(ws: Workspace, dirs, tmp_path) -> 
     assert list(ws.iter_files("d/b.md", 100)) == [("d/b.md", b"b", 1)]
 
 
-@pytest.mark.parametrize(("pattern", "yes", "no"), [
-    ("*.py", ["a.py", "x/y/a.py"], ["a.pyc", "a.py/x"]),
-    ("src/**/*.py", ["src/a.py", "src/x/y/a.py"], ["a.py", "lib/src/a.py"]),
-    ("**/test_*.py", ["test_a.py", "t/test_a.py"], ["t/atest_a.py"]),
-    ("data/?.csv", ["data/a.csv"], ["data/ab.csv", "x/data/a.csv"]),
-    ("[ab].txt", ["a.txt", "b.txt"], ["c.txt"]),
-    ("[!ab].txt", ["c.txt"], ["a.txt"]),
-    ("[", ["["], ["a"]),
-    ("[z-a]", ["[z-a]"], ["b"]),
-])
+@pytest.mark.parametrize(
+    ("pattern", "yes", "no"),
+    [
+        ("*.py", ["a.py", "x/y/a.py"], ["a.pyc", "a.py/x"]),
+        ("src/**/*.py", ["src/a.py", "src/x/y/a.py"], ["a.py", "lib/src/a.py"]),
+        ("**/test_*.py", ["test_a.py", "t/test_a.py"], ["t/atest_a.py"]),
+        ("data/?.csv", ["data/a.csv"], ["data/ab.csv", "x/data/a.csv"]),
+        ("[ab].txt", ["a.txt", "b.txt"], ["c.txt"]),
+        ("[!ab].txt", ["c.txt"], ["a.txt"]),
+        ("[", ["["], ["a"]),
+        ("[z-a]", ["[z-a]"], ["b"]),
+    ],
+)
 def test_globs(pattern: str, yes: list[str], no: list[str]) -> None:
     match = path_matcher(pattern)
     assert all(match(p) for p in yes), [p for p in yes if not match(p)]
@@ -441,9 +466,13 @@ def test_state_dir_moved_inside_is_unreachable_at_any_depth(tmp_path: Path) -> N
     assert [e.path for e in w.iter_entries(recursive=True)] == []
     assert list(w.iter_files(".", 100)) == []
     (root / "other").mkdir()
-    for fn, args, kwargs in [(w.delete, ("st",), {"recursive": True}), (w.move, ("st", "moved"), {}),
-                             (w.move, ("other", "st"), {"overwrite": True}), (w.copy, ("st", "copy"), {}),
-                             (w.copy, ("other", "st"), {"overwrite": True})]:
+    for fn, args, kwargs in [
+        (w.delete, ("st",), {"recursive": True}),
+        (w.move, ("st", "moved"), {}),
+        (w.move, ("other", "st"), {"overwrite": True}),
+        (w.copy, ("st", "copy"), {}),
+        (w.copy, ("other", "st"), {"overwrite": True}),
+    ]:
         e = err(fn, *args, **kwargs)
         assert e.rule == "workspace confinement (state dir)", (fn, args, e)
     assert (root / "st/trash/slot/item/secret.txt").read_text() == "s"
@@ -454,8 +483,11 @@ def test_state_dir_bind_mounted_into_the_workspace_is_unreachable(tmp_path: Path
     if os.geteuid() != 0 or shutil.which("unshare") is None:
         from agent_legs_testing import component_missing
 
-        component_missing("unshare -m (root)", "a private mount namespace is needed for a bind mount",
-                          "run the tests as root with util-linux installed")
+        component_missing(
+            "unshare -m (root)",
+            "a private mount namespace is needed for a bind mount",
+            "run the tests as root with util-linux installed",
+        )
     root, state = tmp_path / "ws", tmp_path / "st"
     (root / "mnt").mkdir(parents=True)
     (state / "trash").mkdir(parents=True)
@@ -478,8 +510,9 @@ def test_state_dir_bind_mounted_into_the_workspace_is_unreachable(tmp_path: Path
         assert [e.path for e in w.iter_entries(recursive=True)] == [], list(w.iter_entries(recursive=True))
         print("ok")
     """)
-    proc = subprocess.run(["unshare", "-m", "--propagation", "private", sys.executable, "-c", script],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
     if proc.returncode != 0 and "unshare failed" in proc.stderr:
         from agent_legs_testing import component_missing
 

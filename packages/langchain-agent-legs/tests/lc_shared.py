@@ -12,8 +12,10 @@ from agent_legs_testing.http_server import start_server
 _TMP = Path(tempfile.mkdtemp(prefix="lc-agent-legs-"))
 SERVER, _HTTPD = start_server()
 SERVER.routes["/form"] = lambda h, r: h.send_body(
-    200, b"<html><title>Form</title><body><form action='/echo'><input id='q' name='q'><button>Go</button></form>"
-    b"</body></html>", "text/html")
+    200,
+    b"<html><title>Form</title><body><form action='/echo'><input id='q' name='q'><button>Go</button></form></body></html>",
+    "text/html",
+)
 WS = _TMP / "ws"
 
 
@@ -30,8 +32,7 @@ def prepare_example(action: str) -> None:
         LEGS.run("browser.navigate", {"url": SERVER.url("/form")})  # a page to act on, and one to go back to
 
 
-LEGS = Legs(workspace=_TMP / "ws", state_dir=_TMP / "st",
-            policy={"network": {"allow_hosts": [f"127.0.0.1:{SERVER.port}"]}})
+LEGS = Legs(workspace=_TMP / "ws", state_dir=_TMP / "st", policy={"network": {"allow_hosts": [f"127.0.0.1:{SERVER.port}"]}})
 prepare_example("")
 
 EXAMPLES: dict[str, dict[str, object]] = {
@@ -75,6 +76,7 @@ def standard_suites(base: type, prefix: str) -> dict[str, type]:
 
     suites: dict[str, type] = {}
     for action in EXAMPLES:
+
         def tool_constructor(self: object, action: str = action) -> AgentLegsTool:
             prepare_example(action)  # each test calls the tool once: give it a fresh world
             return AgentLegsTool.from_spec(LEGS, LEGS.get_action(action))
@@ -83,6 +85,9 @@ def standard_suites(base: type, prefix: str) -> dict[str, type]:
             return dict(EXAMPLES[action])
 
         name = f"{prefix}_{action.replace('.', '_')}"
-        suites[name] = type(name, (base,), {"tool_constructor": property(tool_constructor),
-                                            "tool_invoke_params_example": property(tool_invoke_params_example)})
+        suites[name] = type(
+            name,
+            (base,),
+            {"tool_constructor": property(tool_constructor), "tool_invoke_params_example": property(tool_invoke_params_example)},
+        )
     return suites

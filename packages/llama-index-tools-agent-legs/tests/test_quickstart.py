@@ -18,7 +18,6 @@ IMPORT = "from llama_index.llms.openai import OpenAI\n"
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:inspect")
 
 
-
 def _blocks() -> list[str]:
     return python_blocks(DOC)
 
@@ -34,8 +33,9 @@ def test_every_block_is_covered() -> None:
 def test_first_agent(in_tmp, capsys) -> None:
     code = _blocks()[0]
     assert HOSTED in code and IMPORT in code
-    llm = scripted_llamaindex_llm([[("files_write", {"path": "zen.txt", "content": "Design for failure."})],
-                                   "Saved the zen to zen.txt."])
+    llm = scripted_llamaindex_llm(
+        [[("files_write", {"path": "zen.txt", "content": "Design for failure."})], "Saved the zen to zen.txt."]
+    )
     _exec(code.replace(IMPORT, "").replace(HOSTED, "LLM"), LLM=llm)
     assert (in_tmp / "agent-workspace/zen.txt").read_text() == "Design for failure."
     assert "Saved the zen" in capsys.readouterr().out
@@ -52,8 +52,15 @@ def test_calling_a_tool_yourself(in_tmp, capsys) -> None:
 def test_approvals_in_the_workflow(in_tmp, capsys, monkeypatch) -> None:
     code = _blocks()[2]
     assert HOSTED in code and IMPORT in code
-    llm = scripted_llamaindex_llm([[("files_write", {"path": "haiku.txt", "content": "old pond"}),
-                                    ("files_write", {"path": "other.txt", "content": "x"})], "Saved the haiku."])
+    llm = scripted_llamaindex_llm(
+        [
+            [
+                ("files_write", {"path": "haiku.txt", "content": "old pond"}),
+                ("files_write", {"path": "other.txt", "content": "x"}),
+            ],
+            "Saved the haiku.",
+        ]
+    )
     answers = iter(["y", "n"])
     monkeypatch.setattr("builtins.input", lambda prompt="": next(answers))
     _exec(code.replace(IMPORT, "").replace(HOSTED, "LLM"), LLM=llm)

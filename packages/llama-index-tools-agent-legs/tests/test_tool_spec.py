@@ -18,7 +18,6 @@ from llama_index.tools.agent_legs import AgentLegsToolSpec
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:inspect")
 
 
-
 @pytest.fixture
 def legs(tmp_path: Path):
     with Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "st") as legs:
@@ -59,11 +58,9 @@ def test_one_function_tool_per_action(legs) -> None:
 
 
 def test_include_exclude_and_spec_functions(legs) -> None:
-    names = [t.metadata.name for t in AgentLegsToolSpec(legs=legs, include=["files.*"], exclude=["files_delete"])
-             .to_tool_list()]
+    names = [t.metadata.name for t in AgentLegsToolSpec(legs=legs, include=["files.*"], exclude=["files_delete"]).to_tool_list()]
     assert "files_read" in names and "files_delete" not in names and "http_request" not in names
-    assert [t.metadata.name for t in AgentLegsToolSpec(legs=legs).to_tool_list(spec_functions=["files_read"])] == \
-        ["files_read"]
+    assert [t.metadata.name for t in AgentLegsToolSpec(legs=legs).to_tool_list(spec_functions=["files_read"])] == ["files_read"]
 
 
 def test_sync_and_async_calls(legs, tmp_path) -> None:
@@ -103,8 +100,7 @@ def test_new_core_action_appears_without_adapter_change(tmp_path) -> None:
     async def ping(ctx, args: _PingIn) -> ActionOutput:
         return ActionOutput(output=f"pong {args.text}")
 
-    with Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "st", policy={"allow": ["ping.*"]},
-              registry=registry) as legs:
+    with Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "st", policy={"allow": ["ping.*"]}, registry=registry) as legs:
         (tool,) = AgentLegsToolSpec(legs=legs).to_tool_list()
         assert tool.metadata.name == "ping_pong" and issubclass(tool.metadata.fn_schema, _PingIn)
         assert tool.call(text="y").content == "pong y"
@@ -117,8 +113,11 @@ def test_adapter_is_thin() -> None:
     source = inspect.getsource(base) + inspect.getsource(pkg)
     for name in ("files.read", "files_read", "http.request", "browser.navigate", "code.run", "email.send"):
         assert name not in source + inspect.getsource(approval)  # approval: no per-action code either
-    # issue 16 added the approvals plumbing (~20 lines); the waiting itself lives in _approval
-    assert len(source.splitlines()) < 170
+    # issue 16 added the approvals plumbing (~10 statements); the waiting itself lives in _approval.
+    # Counted in statements, not lines: `ruff format` must not change the measure.
+    import ast
+
+    assert sum(isinstance(n, ast.stmt) for n in ast.walk(ast.parse(source))) < 95
 
 
 async def test_call_id_from_the_agent_workflow(tmp_path) -> None:
@@ -127,8 +126,9 @@ async def test_call_id_from_the_agent_workflow(tmp_path) -> None:
     from agent_legs_testing.agents import scripted_llamaindex_llm
 
     async with Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "st") as legs:
-        llm = scripted_llamaindex_llm([[("files_write", {"path": "a.txt", "content": "x"}),
-                                        ("files_read", {"path": "a.txt"})], "ok"])
+        llm = scripted_llamaindex_llm(
+            [[("files_write", {"path": "a.txt", "content": "x"}), ("files_read", {"path": "a.txt"})], "ok"]
+        )
         agent = FunctionAgent(tools=AgentLegsToolSpec(legs=legs).to_tool_list(), llm=llm)
         assert "ok" in str(await agent.run(user_msg="go"))
         log = _log(legs)

@@ -27,8 +27,15 @@ if TYPE_CHECKING:
 __all__ = ["DemoReport", "main", "run_demo"]
 
 
-def main(workspace: Path, state_dir: Path, *, model: str | None = None, inbox: bool = True,
-         console: Console | None = None, err: Console | None = None) -> int:
+def main(
+    workspace: Path,
+    state_dir: Path,
+    *,
+    model: str | None = None,
+    inbox: bool = True,
+    console: Console | None = None,
+    err: Console | None = None,
+) -> int:
     """``agent-legs demo``: the exit code (0: the job got done; 1: it did not; 2: LangChain is missing)."""
     from rich.console import Console
 
@@ -38,7 +45,8 @@ def main(workspace: Path, state_dir: Path, *, model: str | None = None, inbox: b
         import langchain_agent_legs  # noqa: F401
     except ImportError as exc:
         (err or Console(stderr=True)).print(
-            f"[red]error:[/red] the demo needs LangChain ({exc}): pip install 'langchain>=1,<2' langchain-agent-legs")
+            f"[red]error:[/red] the demo needs LangChain ({exc}): pip install 'langchain>=1,<2' langchain-agent-legs"
+        )
         return 2
     report = run_demo(workspace, state_dir, model=model, console=console, inbox=inbox)
     return 0 if report.ok else 1

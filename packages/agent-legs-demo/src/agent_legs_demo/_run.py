@@ -32,20 +32,20 @@ SYSTEM_PROMPT = (
 def task_text(svc: DemoServices, inbox: bool) -> str:
     steps = []
     if inbox:
-        steps.append("Check the mailbox for the supplier's email with this week's stock levels and save its CSV "
-                     "attachment into the workspace (email_list, then email_read with save_attachments=true).")
+        steps.append(
+            "Check the mailbox for the supplier's email with this week's stock levels and save its CSV "
+            "attachment into the workspace (email_list, then email_read with save_attachments=true)."
+        )
     steps += [
         f"Open the shop at {svc.shop}/ in the browser and read the catalogue: every product and its price.",
         "In the code sandbox (Python with pandas and matplotlib; the workspace is the current directory) compute "
-        "price statistics (count, mean, median, min, max" + (", and the stock value using the stock list" if inbox
-                                                             else "")
+        "price statistics (count, mean, median, min, max"
+        + (", and the stock value using the stock list" if inbox else "")
         + "), save report/prices.csv and a bar chart report/prices.png.",
         "Write a short summary of the statistics to report/summary.md.",
-        f"POST the summary as JSON {{\"title\": \"Price report\", \"summary\": ..., \"statistics\": {{...}}}} to "
-        f"{svc.api}/reports.",
+        f'POST the summary as JSON {{"title": "Price report", "summary": ..., "statistics": {{...}}}} to {svc.api}/reports.',
         f"Email the summary to {RECIPIENT} with report/prices.png and report/prices.csv attached.",
-        f"Finally, to show the security policy at work, request GET {METADATA_URL} once: it must be refused. "
-        "Do not retry it.",
+        f"Finally, to show the security policy at work, request GET {METADATA_URL} once: it must be refused. Do not retry it.",
     ]
     return "Prepare this week's price report.\n" + "\n".join(f"{i}. {s}" for i, s in enumerate(steps, 1))
 
@@ -62,11 +62,19 @@ def demo_policy(svc: DemoServices) -> dict[str, Any]:
 
 
 def demo_settings(svc: DemoServices, mailbox: Mailbox | None) -> dict[str, Any]:
-    mail: dict[str, Any] = {"from_address": "agent@example.com",
-                            "smtp": {"host": "127.0.0.1", "port": svc.smtp_port, "security": "none", "timeout_s": 10}}
+    mail: dict[str, Any] = {
+        "from_address": "agent@example.com",
+        "smtp": {"host": "127.0.0.1", "port": svc.smtp_port, "security": "none", "timeout_s": 10},
+    }
     if mailbox is not None:
-        mail["imap"] = {"host": "127.0.0.1", "port": mailbox.port, "security": "none", "username": mailbox.user,
-                        "password": "{secret:DEMO_MAILBOX_PASSWORD}", "timeout_s": 10}
+        mail["imap"] = {
+            "host": "127.0.0.1",
+            "port": mailbox.port,
+            "security": "none",
+            "username": mailbox.user,
+            "password": "{secret:DEMO_MAILBOX_PASSWORD}",
+            "timeout_s": 10,
+        }
     return {"email": mail, "telemetry": {"service_name": "agent-legs-demo"}}
 
 
@@ -116,16 +124,21 @@ def run_demo(
     session = f"demo-{uuid.uuid4().hex[:8]}"
     started = time.time() - 1  # coarse file timestamps: a second of slack
     report = DemoReport(workspace, state_dir, session, model or "scripted", inbox=False)
-    console.print(Panel(
-        "[bold]Agent Legs demo[/bold] — a LangChain agent prepares a price report using all five action "
-        "families (email, browser, code sandbox, files, HTTP), against services this demo starts on 127.0.0.1.",
-        border_style="blue"))
+    console.print(
+        Panel(
+            "[bold]Agent Legs demo[/bold] — a LangChain agent prepares a price report using all five action "
+            "families (email, browser, code sandbox, files, HTTP), against services this demo starts on 127.0.0.1.",
+            border_style="blue",
+        )
+    )
     if model:
         console.print(f"Model: [bold]{escape(model)}[/bold] (through LangChain's init_chat_model)")
     else:
-        console.print("[bold yellow]No model given: a scripted model plays the agent.[/bold yellow] It is not a "
-                      "recording: it issues real tool calls and decides from their real results. For a real model: "
-                      "--model provider:name (e.g. openai:gpt-4o-mini) with the provider's API key set.")
+        console.print(
+            "[bold yellow]No model given: a scripted model plays the agent.[/bold yellow] It is not a "
+            "recording: it issues real tool calls and decides from their real results. For a real model: "
+            "--model provider:name (e.g. openai:gpt-4o-mini) with the provider's API key set."
+        )
 
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # before the mail dir inside it: private
     svc = start_services(state_dir / "demo-mail")
@@ -140,15 +153,29 @@ def run_demo(
         _print_components(console, settings, report)
 
         def approver(req: Any) -> bool:
-            console.print(Panel(escape(req.reason), title=f"approval needed: {req.action}", title_align="left",
-                                subtitle="approved by the demo's approver (in your app: a person or a rule)",
-                                subtitle_align="left", border_style="yellow"))
+            console.print(
+                Panel(
+                    escape(req.reason),
+                    title=f"approval needed: {req.action}",
+                    title_align="left",
+                    subtitle="approved by the demo's approver (in your app: a person or a rule)",
+                    subtitle_align="left",
+                    border_style="yellow",
+                )
+            )
             return True
 
         secrets = {"DEMO_MAILBOX_PASSWORD": mailbox.password} if mailbox else {}
         try:
-            legs = Legs(workspace=workspace, state_dir=state_dir, policy=demo_policy(svc), settings=settings,
-                        secrets=secrets, approver=approver, tracer_provider=tracer_provider)
+            legs = Legs(
+                workspace=workspace,
+                state_dir=state_dir,
+                policy=demo_policy(svc),
+                settings=settings,
+                secrets=secrets,
+                approver=approver,
+                tracer_provider=tracer_provider,
+            )
         except AgentLegsError as exc:  # e.g. nested directories: say so, no traceback
             report.error = str(exc)
         else:
@@ -181,8 +208,10 @@ def _chat_model(model: str | None, svc: DemoServices, report: DemoReport, consol
     except ImportError as exc:
         provider = model.split(":", 1)[0] if ":" in model else "<provider>"
         report.error = f"the LangChain integration for {provider!r} is not installed ({exc})"
-        console.print(f"[red]{escape(report.error)}[/red]\nInstall it, e.g. pip install "
-                      f"langchain-{provider.replace('_', '-')} (shared/demo.sh does this for --model).")
+        console.print(
+            f"[red]{escape(report.error)}[/red]\nInstall it, e.g. pip install "
+            f"langchain-{provider.replace('_', '-')} (shared/demo.sh does this for --model)."
+        )
     except Exception as exc:  # unknown provider, missing key, bad name: the user's to fix, not a crash
         report.error = f"cannot use the model {model!r}: {exc}"
         console.print(f"[red]{escape(report.error)}[/red]")
@@ -202,8 +231,10 @@ def _print_services(console: Console, svc: DemoServices, mailbox: Mailbox | None
     else:
         table.add_row("IMAP mailbox", "[yellow]not started[/yellow]", f"{escape(why_no_inbox)}: the inbox step is skipped")
     console.print(table)
-    console.print("Policy: network only to the shop and the API (exact host:port), email only to "
-                  f"{RECIPIENT} and only after approval, default file deny globs (.env, keys).\n")
+    console.print(
+        "Policy: network only to the shop and the API (exact host:port), email only to "
+        f"{RECIPIENT} and only after approval, default file deny globs (.env, keys).\n"
+    )
 
 
 def _print_components(console: Console, settings: dict[str, Any], report: DemoReport) -> None:
@@ -218,8 +249,10 @@ def _print_components(console: Console, settings: dict[str, Any], report: DemoRe
         else:
             family = "browser" if c.name == "browser" else "code"
             report.problems.setdefault(family, f"{c.name}: {c.detail}" + (f" — fix: {c.fix}" if c.fix else ""))
-            console.print(f"[yellow]![/yellow] {c.name}: {escape(c.detail)} — the agent will get a structured "
-                          f"error and work around it. Fix: {escape(c.fix or '')}")
+            console.print(
+                f"[yellow]![/yellow] {c.name}: {escape(c.detail)} — the agent will get a structured "
+                f"error and work around it. Fix: {escape(c.fix or '')}"
+            )
     console.print()
 
 
@@ -235,8 +268,11 @@ def _run_agent(console: Console, legs: Any, chat: Any, tools: list[Any], task: s
     step = 0
     with tracer.start_as_current_span(
         "invoke_agent agent-legs-demo",
-        attributes={"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "agent-legs-demo",
-                    "agent_legs.session": report.session},
+        attributes={
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.agent.name": "agent-legs-demo",
+            "agent_legs.session": report.session,
+        },
     ) as root:
         ctx = root.get_span_context()
         report.trace_id = f"{ctx.trace_id:032x}" if ctx.is_valid else None
@@ -294,8 +330,9 @@ def _print_result(console: Console, name: str, msg: Any, report: DemoReport) -> 
         if hint:
             console.print(f"    [dim]hint: {escape(hint)}[/dim]")
         if kind == "unavailable":
-            report.problems.setdefault(name.split("_")[0], f"{name}: {(error or {}).get('message')}"
-                                       + (f" — fix: {hint}" if hint else ""))
+            report.problems.setdefault(
+                name.split("_")[0], f"{name}: {(error or {}).get('message')}" + (f" — fix: {hint}" if hint else "")
+            )
         return
     lines = [ln for ln in str(msg.content).strip().splitlines() if ln.strip() and not ln.startswith("[new kernel")]
     data = result.get("data") or {}
@@ -330,48 +367,70 @@ def _print_summary(console: Console, report: DemoReport) -> None:
     for i, e in enumerate(report.log, 1):
         ok = e.get("outcome") == "ok"
         detail = e.get("target") if ok else f"{e.get('error')}"
-        table.add_row(str(i), e.get("action", ""), e.get("decision", ""),
-                      "[green]ok[/green]" if ok else f"[red]{e.get('outcome')}[/red]",
-                      f"{e.get('duration_ms', 0):.0f}", escape(str(detail or "")))
+        table.add_row(
+            str(i),
+            e.get("action", ""),
+            e.get("decision", ""),
+            "[green]ok[/green]" if ok else f"[red]{e.get('outcome')}[/red]",
+            f"{e.get('duration_ms', 0):.0f}",
+            escape(str(detail or "")),
+        )
     console.print(table)
     for e in report.log:
         if e.get("outcome") == "denied":
-            console.print(f"[bold]Denied[/bold] {e['action']} {escape(str(e.get('target')))} — rule "
-                          f"[bold]{escape(str(e.get('rule')))}[/bold]. The request never left the machine.")
+            console.print(
+                f"[bold]Denied[/bold] {e['action']} {escape(str(e.get('target')))} — rule "
+                f"[bold]{escape(str(e.get('rule')))}[/bold]. The request never left the machine."
+            )
     if report.answer:
         console.print(Panel(escape(report.answer), title="the agent's answer", title_align="left"))
 
     console.print(f"\n[bold]Workspace[/bold] {report.workspace}  [dim](files written by this run)[/dim]")
     for p in report.files:
         console.print(f"  {p.relative_to(report.workspace)}  [dim]({p.stat().st_size:,} bytes)[/dim]")
-    console.print(f"[bold]Reporting API[/bold] received {len(report.posts)} post(s)"
-                  + (f": {escape(json.dumps(report.posts[-1])[:150])}" if report.posts else ""))
+    console.print(
+        f"[bold]Reporting API[/bold] received {len(report.posts)} post(s)"
+        + (f": {escape(json.dumps(report.posts[-1])[:150])}" if report.posts else "")
+    )
     console.print(f"[bold]Captured email[/bold] {len(report.mails)} message(s)")
     for path, raw in zip(report.mail_files, report.mails, strict=False):
         msg = email.message_from_bytes(raw, policy=email.policy.default)
         names = [a.get_filename() for a in msg.iter_attachments()]
-        console.print(f"  {path}  [dim]to {msg['To']}, \"{msg['Subject']}\", attachments: "
-                      f"{', '.join(str(n) for n in names) or 'none'}[/dim]")
+        console.print(
+            f'  {path}  [dim]to {msg["To"]}, "{msg["Subject"]}", attachments: {", ".join(str(n) for n in names) or "none"}[/dim]'
+        )
 
     if report.problems:
-        console.print("\n[bold yellow]Some parts were unavailable[/bold yellow] (the agent got structured errors "
-                      "and carried on):")
+        console.print(
+            "\n[bold yellow]Some parts were unavailable[/bold yellow] (the agent got structured errors and carried on):"
+        )
         for problem in report.problems.values():
             console.print(f"  • {escape(problem)}")
-        console.print("  Check everything with: [bold]agent-legs doctor[/bold]  (as root on Debian/Ubuntu, "
-                      "bash shared/setup.sh installs Docker, Chromium, Dovecot and builds the sandbox image)")
+        console.print(
+            "  Check everything with: [bold]agent-legs doctor[/bold]  (as root on Debian/Ubuntu, "
+            "bash shared/setup.sh installs Docker, Chromium, Dovecot and builds the sandbox image)"
+        )
     if report.error:
         console.print(f"\n[red]The demo did not finish:[/red] {escape(report.error)}")
 
-    console.print(f"\n[bold]Trace[/bold] {report.trace_id or '(none)'}  ·  the action log: agent-legs --state-dir "
-                  f"{report.state_dir} log --session {report.session}")
-    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") \
+    console.print(
+        f"\n[bold]Trace[/bold] {report.trace_id or '(none)'}  ·  the action log: agent-legs --state-dir "
+        f"{report.state_dir} log --session {report.session}"
+    )
+    endpoint = (
+        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
         or os.environ.get("AGENT_LEGS_TELEMETRY__OTLP_ENDPOINT")
+    )
     if endpoint and report.trace_id:
         host = urlsplit(endpoint).hostname or "localhost"
-        console.print(f"Jaeger: http://{host}:16686/trace/{report.trace_id}  (service "
-                      f"{os.environ.get('OTEL_SERVICE_NAME') or 'agent-legs-demo'})")
+        console.print(
+            f"Jaeger: http://{host}:16686/trace/{report.trace_id}  (service "
+            f"{os.environ.get('OTEL_SERVICE_NAME') or 'agent-legs-demo'})"
+        )
     else:
-        console.print("To see it in Jaeger: docker compose -f shared/compose.yaml up -d, then "
-                      "OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318 bash shared/demo.sh, and open "
-                      "http://localhost:16686 (service agent-legs-demo); the demo prints the trace's link.")
+        console.print(
+            "To see it in Jaeger: docker compose -f shared/compose.yaml up -d, then "
+            "OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318 bash shared/demo.sh, and open "
+            "http://localhost:16686 (service agent-legs-demo); the demo prints the trace's link."
+        )

@@ -32,8 +32,11 @@ _PRICE_ROW = re.compile(r"^\|\s*\[?([^|\]\n]+?)\]?(?:\([^)]*\))?\s*\|\s*\$\s*([0
 
 def parse_prices(markdown: str) -> list[tuple[str, float]]:
     """Product rows of the catalogue table as the browser (or http.request) rendered it."""
-    return [(name.strip(), float(price.replace(",", ""))) for name, price in _PRICE_ROW.findall(markdown)
-            if name.strip().lower() != "product"]
+    return [
+        (name.strip(), float(price.replace(",", "")))
+        for name, price in _PRICE_ROW.findall(markdown)
+        if name.strip().lower() != "product"
+    ]
 
 
 @dataclass
@@ -69,9 +72,15 @@ def history(messages: Sequence[BaseMessage]) -> list[Done]:
 
 
 def sandbox_code(prices: list[tuple[str, float]], stock_path: str | None) -> str:
-    stock = (f"stock = pd.read_csv({stock_path!r})\n"
-             "df = df.merge(stock, on='product', how='left')\n"
-             "df['value'] = (df['price'] * df['units']).round(2)\n") if stock_path else ""
+    stock = (
+        (
+            f"stock = pd.read_csv({stock_path!r})\n"
+            "df = df.merge(stock, on='product', how='left')\n"
+            "df['value'] = (df['price'] * df['units']).round(2)\n"
+        )
+        if stock_path
+        else ""
+    )
     return (
         "import json, os\n"
         "import pandas as pd\n"
@@ -99,16 +108,23 @@ def sandbox_code(prices: list[tuple[str, float]], stock_path: str | None) -> str
 def own_statistics(prices: list[tuple[str, float]]) -> dict[str, Any]:
     """What the agent computes itself when the sandbox is unavailable."""
     values = [p for _, p in prices]
-    return {"products": len(values), "mean_price": round(statistics.fmean(values), 2),
-            "median_price": round(statistics.median(values), 2), "min_price": min(values),
-            "max_price": max(values), "cheapest": min(prices, key=lambda r: r[1])[0],
-            "priciest": max(prices, key=lambda r: r[1])[0]}
+    return {
+        "products": len(values),
+        "mean_price": round(statistics.fmean(values), 2),
+        "median_price": round(statistics.median(values), 2),
+        "min_price": min(values),
+        "max_price": max(values),
+        "cheapest": min(prices, key=lambda r: r[1])[0],
+        "priciest": max(prices, key=lambda r: r[1])[0],
+    }
 
 
 def summary_text(stats: dict[str, Any]) -> str:
-    text = (f"{stats['products']} products, mean price ${stats['mean_price']:.2f} (median "
-            f"${stats['median_price']:.2f}), from ${stats['min_price']:.2f} ({stats['cheapest']}) to "
-            f"${stats['max_price']:.2f} ({stats['priciest']}).")
+    text = (
+        f"{stats['products']} products, mean price ${stats['mean_price']:.2f} (median "
+        f"${stats['median_price']:.2f}), from ${stats['min_price']:.2f} ({stats['cheapest']}) to "
+        f"${stats['max_price']:.2f} ({stats['priciest']})."
+    )
     if "stock_value" in stats:
         text += f" {stats['stock_units']} units in stock, worth ${stats['stock_value']:,.2f}."
     return text
@@ -133,14 +149,18 @@ class Plan:
         if self.inbox and "email_list" in self.tools:
             listed = last("email_list")
             if listed is None:
-                return ("First I check the inbox for the supplier's stock list.",
-                        [("email_list", {"query": "subject:stock", "limit": 5})])
+                return (
+                    "First I check the inbox for the supplier's stock list.",
+                    [("email_list", {"query": "subject:stock", "limit": 5})],
+                )
             messages = listed.data.get("messages") or []
             if listed.ok and messages and "email_read" in self.tools:
                 read = last("email_read")
                 if read is None:
-                    return (f"Found \"{messages[0].get('subject')}\"; I read it and save its attachment.",
-                            [("email_read", {"id": str(messages[0]["id"]), "save_attachments": True})])
+                    return (
+                        f'Found "{messages[0].get("subject")}"; I read it and save its attachment.',
+                        [("email_read", {"id": str(messages[0]["id"]), "save_attachments": True})],
+                    )
                 saved = [a.get("saved") for a in read.data.get("attachments", []) if a.get("saved")]
                 stock_path = next((s for s in saved if str(s).endswith(".csv")), None)
                 if not read.ok:
@@ -166,8 +186,10 @@ class Plan:
             if fetched is None:
                 failed = last("browser_click") or last("browser_navigate")
                 why = f"the browser failed ({failed.error})" if failed and not failed.ok else "no browser"
-                return (f"I could not read the catalogue in the browser: {why}. I fetch the page over HTTP instead.",
-                        [("http_request", {"method": "GET", "url": catalogue_url})])
+                return (
+                    f"I could not read the catalogue in the browser: {why}. I fetch the page over HTTP instead.",
+                    [("http_request", {"method": "GET", "url": catalogue_url})],
+                )
             prices = parse_prices(fetched.content)
             notes.append("read the catalogue over HTTP because the browser was unavailable")
         if not prices:
@@ -176,9 +198,11 @@ class Plan:
         # 3. statistics, chart and CSV in the sandbox (myself, without a chart, if it is unavailable)
         run = last("code_run") if "code_run" in self.tools else None
         if run is None and "code_run" in self.tools:
-            return (f"I read {len(prices)} products. The sandbox computes the statistics, the CSV and a chart"
-                    + (f", joined with the stock list in {stock_path}." if stock_path else "."),
-                    [("code_run", {"code": sandbox_code(prices, stock_path)})])
+            return (
+                f"I read {len(prices)} products. The sandbox computes the statistics, the CSV and a chart"
+                + (f", joined with the stock list in {stock_path}." if stock_path else "."),
+                [("code_run", {"code": sandbox_code(prices, stock_path)})],
+            )
         stats: dict[str, Any] | None = None
         chart = False
         if run is not None and run.ok and not run.data.get("error"):
@@ -198,33 +222,59 @@ class Plan:
             stats = own_statistics(prices)
             if last("files_write", path="report/prices.csv") is None:
                 csv = "product,price\n" + "".join(f"{n},{p}\n" for n, p in prices)
-                return (f"The sandbox did not work ({why}). I compute the statistics myself and write the CSV "
-                        "with files_write (no chart this time).",
-                        [("files_write", {"path": "report/prices.csv", "content": csv})])
+                return (
+                    f"The sandbox did not work ({why}). I compute the statistics myself and write the CSV "
+                    "with files_write (no chart this time).",
+                    [("files_write", {"path": "report/prices.csv", "content": csv})],
+                )
             notes.append("computed the statistics without the sandbox (no chart)")
 
         # 4. the summary: a file in the workspace and a post to the reporting API
         summary = summary_text(stats)
         if last("files_write", path="report/summary.md") is None:
-            return ("Statistics ready. I save a summary and post it to the reporting API.", [
-                ("files_write", {"path": "report/summary.md",
-                                 "content": f"# Price report\n\n{summary}\n\nData: report/prices.csv"
-                                 + ("\nChart: report/prices.png\n" if chart else "\n")}),
-                ("http_request", {"method": "POST", "url": f"{self.api}/reports",
-                                  "json": {"title": "Price report", "summary": summary, "statistics": stats}}),
-            ])
+            return (
+                "Statistics ready. I save a summary and post it to the reporting API.",
+                [
+                    (
+                        "files_write",
+                        {
+                            "path": "report/summary.md",
+                            "content": f"# Price report\n\n{summary}\n\nData: report/prices.csv"
+                            + ("\nChart: report/prices.png\n" if chart else "\n"),
+                        },
+                    ),
+                    (
+                        "http_request",
+                        {
+                            "method": "POST",
+                            "url": f"{self.api}/reports",
+                            "json": {"title": "Price report", "summary": summary, "statistics": stats},
+                        },
+                    ),
+                ],
+            )
 
         # 5. email it with the chart; and one request the policy must refuse
         if last("email_send") is None and "email_send" in self.tools:
             attachments = (["report/prices.png"] if chart else []) + ["report/prices.csv"]
-            return ("I email the report to the team. To show the egress guard, I also try the cloud metadata "
-                    "service, which the policy must refuse.", [
-                        ("email_send", {"to": [RECIPIENT], "subject": "Price report",
-                                        "body": f"Hello team,\n\n{summary}\n\nThe CSV"
-                                        + (" and a chart are" if chart else " is") + " attached.\n\n-- your agent\n",
-                                        "attachments": attachments}),
-                        ("http_request", {"method": "GET", "url": METADATA_URL}),
-                    ])
+            return (
+                "I email the report to the team. To show the egress guard, I also try the cloud metadata "
+                "service, which the policy must refuse.",
+                [
+                    (
+                        "email_send",
+                        {
+                            "to": [RECIPIENT],
+                            "subject": "Price report",
+                            "body": f"Hello team,\n\n{summary}\n\nThe CSV"
+                            + (" and a chart are" if chart else " is")
+                            + " attached.\n\n-- your agent\n",
+                            "attachments": attachments,
+                        },
+                    ),
+                    ("http_request", {"method": "GET", "url": METADATA_URL}),
+                ],
+            )
 
         # 6. the answer
         posted = last("http_request", method="POST")
@@ -232,13 +282,20 @@ class Plan:
         denied = last("http_request", url=METADATA_URL)
         parts = [f"Price report done: {summary}"]
         parts.append("Saved report/prices.csv" + (" and report/prices.png" if chart else "") + " and report/summary.md.")
-        parts.append("Posted to the reporting API." if posted and posted.ok else
-                     f"Posting to the API failed ({posted.error})." if posted else "")
-        parts.append(f"Emailed it to {RECIPIENT}." if sent and sent.ok else
-                     f"Emailing failed ({sent.error})." if sent else "")
+        parts.append(
+            "Posted to the reporting API."
+            if posted and posted.ok
+            else f"Posting to the API failed ({posted.error})."
+            if posted
+            else ""
+        )
+        parts.append(f"Emailed it to {RECIPIENT}." if sent and sent.ok else f"Emailing failed ({sent.error})." if sent else "")
         if denied is not None:
-            parts.append("The request to the cloud metadata service was refused by the policy, as it should be."
-                         if not denied.ok else "Warning: the metadata request was NOT refused.")
+            parts.append(
+                "The request to the cloud metadata service was refused by the policy, as it should be."
+                if not denied.ok
+                else "Warning: the metadata request was NOT refused."
+            )
         if notes:
             parts.append("Notes: " + "; ".join(notes) + ".")
         return " ".join(p for p in parts if p), []
@@ -261,14 +318,17 @@ class ScriptedAgent(BaseChatModel):
         names = [getattr(t, "name", None) or (t.get("name") if isinstance(t, dict) else str(t)) for t in tools]
         return self.model_copy(update={"tool_names": [str(n) for n in names]})
 
-    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None,
-                  **kwargs: Any) -> ChatResult:
+    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any) -> ChatResult:
         plan = Plan(self.shop, self.api, self.inbox, set(self.tool_names))
         text, calls = plan.next(history(messages))
         turn = sum(isinstance(m, AIMessage) for m in messages)
         run_id = self.run_id or uuid.uuid4().hex[:8]
         # unique ids per run: the id is the idempotency key of email_send across runs
-        message = AIMessage(content=text, tool_calls=[
-            {"name": name, "args": args, "id": f"call_{run_id}_{turn}_{i}", "type": "tool_call"}
-            for i, (name, args) in enumerate(calls)])
+        message = AIMessage(
+            content=text,
+            tool_calls=[
+                {"name": name, "args": args, "id": f"call_{run_id}_{turn}_{i}", "type": "tool_call"}
+                for i, (name, args) in enumerate(calls)
+            ],
+        )
         return ChatResult(generations=[ChatGeneration(message=message)])

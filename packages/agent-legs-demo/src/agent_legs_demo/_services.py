@@ -34,8 +34,14 @@ PRODUCTS: list[tuple[str, float, str]] = [
     ("Camping stove", 59.95, "Compact gas stove, 2.6 kW."),
 ]
 # what the supplier's email says is in the warehouse (the CSV attached to it)
-STOCK: dict[str, int] = {"Trail shoes": 42, "Rain jacket": 12, "Headlamp": 80, "Water bottle": 150,
-                         "Backpack 30 L": 25, "Camping stove": 9}
+STOCK: dict[str, int] = {
+    "Trail shoes": 42,
+    "Rain jacket": 12,
+    "Headlamp": 80,
+    "Water bottle": 150,
+    "Backpack 30 L": 25,
+    "Camping stove": 9,
+}
 
 _CSS = "body{font-family:sans-serif;max-width:42em;margin:2em auto}td,th{padding:.2em 1em;text-align:left}"
 
@@ -45,14 +51,18 @@ def slug(name: str) -> str:
 
 
 def _page(title: str, body: str) -> bytes:
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{_CSS}</style></head><body><nav><a href='/'>Home</a> · <a href='/catalogue'>Catalogue</a>"
-            f"</nav>{body}</body></html>").encode()
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{_CSS}</style></head><body><nav><a href='/'>Home</a> · <a href='/catalogue'>Catalogue</a>"
+        f"</nav>{body}</body></html>"
+    ).encode()
 
 
 def _table(products: list[tuple[str, float, str]]) -> str:
-    rows = "".join(f"<tr><td><a href='/products/{slug(n)}'>{html.escape(n)}</a></td><td class='price'>${p:.2f}</td></tr>"
-                   for n, p, _ in products)
+    rows = "".join(
+        f"<tr><td><a href='/products/{slug(n)}'>{html.escape(n)}</a></td><td class='price'>${p:.2f}</td></tr>"
+        for n, p, _ in products
+    )
     return f"<table><tr><th>Product</th><th>Price</th></tr>{rows}</table>"
 
 
@@ -106,25 +116,32 @@ class _Shop(_Handler):
         url = urlsplit(self.path)
         by_slug = {slug(n): (n, p, d) for n, p, d in PRODUCTS}
         if url.path == "/":
-            body = _page("Trailhead Outfitters", (
-                "<h1>Trailhead Outfitters</h1><p>Gear for the outdoors since 1998.</p>"
-                "<p><a href='/catalogue'>Catalogue</a></p>"
-                "<form action='/search'><label for='q'>Search</label> <input id='q' name='q'>"
-                " <button type='submit'>Search</button></form>"))
+            body = _page(
+                "Trailhead Outfitters",
+                (
+                    "<h1>Trailhead Outfitters</h1><p>Gear for the outdoors since 1998.</p>"
+                    "<p><a href='/catalogue'>Catalogue</a></p>"
+                    "<form action='/search'><label for='q'>Search</label> <input id='q' name='q'>"
+                    " <button type='submit'>Search</button></form>"
+                ),
+            )
         elif url.path == "/catalogue":
-            body = _page("Catalogue — Trailhead Outfitters",
-                         f"<h1>Catalogue</h1><p>All prices in USD.</p>{_table(PRODUCTS)}")
+            body = _page("Catalogue — Trailhead Outfitters", f"<h1>Catalogue</h1><p>All prices in USD.</p>{_table(PRODUCTS)}")
         elif url.path == "/search":
             q = (parse_qs(url.query).get("q") or [""])[0].lower()
             found = [p for p in PRODUCTS if q in p[0].lower() or q in p[2].lower()]
             body = _page("Search", f"<h1>Search: {html.escape(q)}</h1>{_table(found) if found else '<p>No match.</p>'}")
-        elif url.path.startswith("/products/") and url.path[len("/products/"):] in by_slug:
-            name, price, desc = by_slug[url.path[len("/products/"):]]
-            body = _page(name, (
-                f"<h1>{html.escape(name)}</h1><p class='price'>${price:.2f}</p><p>{html.escape(desc)}</p>"
-                "<form method='post' action='/enquiry'><input type='hidden' name='product' "
-                f"value='{html.escape(name)}'><label for='email'>Your email</label> <input id='email' name='email'>"
-                " <button type='submit'>Ask about stock</button></form>"))
+        elif url.path.startswith("/products/") and url.path[len("/products/") :] in by_slug:
+            name, price, desc = by_slug[url.path[len("/products/") :]]
+            body = _page(
+                name,
+                (
+                    f"<h1>{html.escape(name)}</h1><p class='price'>${price:.2f}</p><p>{html.escape(desc)}</p>"
+                    "<form method='post' action='/enquiry'><input type='hidden' name='product' "
+                    f"value='{html.escape(name)}'><label for='email'>Your email</label> <input id='email' name='email'>"
+                    " <button type='submit'>Ask about stock</button></form>"
+                ),
+            )
         else:
             self._send(404, _page("Not found", "<h1>Not found</h1>"), "text/html; charset=utf-8")
             return
@@ -135,8 +152,7 @@ class _Shop(_Handler):
             self._send(404, _page("Not found", "<h1>Not found</h1>"), "text/html; charset=utf-8")
             return
         self.svc.form_posts.append(parse_qs(self._body().decode(errors="replace")))
-        self._send(200, _page("Thank you", "<h1>Thank you</h1><p>We will get back to you.</p>"),
-                   "text/html; charset=utf-8")
+        self._send(200, _page("Thank you", "<h1>Thank you</h1><p>We will get back to you.</p>"), "text/html; charset=utf-8")
 
 
 class _Api(_Handler):

@@ -85,14 +85,19 @@ def _free_port() -> int:
 
 def _listeners(port: int, starttls_port: int, tls: bool) -> str:
     if not tls:
-        return f"inet_listener imap {{\n    address = 127.0.0.1\n    port = {port}\n  }}\n" \
-               "  inet_listener imaps {\n    port = 0\n  }"
-    return (f"inet_listener imap {{\n    address = 127.0.0.1\n    port = {starttls_port}\n  }}\n"
-            f"  inet_listener imaps {{\n    address = 127.0.0.1\n    port = {port}\n    ssl = yes\n  }}")
+        return (
+            f"inet_listener imap {{\n    address = 127.0.0.1\n    port = {port}\n  }}\n"
+            "  inet_listener imaps {\n    port = 0\n  }"
+        )
+    return (
+        f"inet_listener imap {{\n    address = 127.0.0.1\n    port = {starttls_port}\n  }}\n"
+        f"  inet_listener imaps {{\n    address = 127.0.0.1\n    port = {port}\n    ssl = yes\n  }}"
+    )
 
 
-def start_dovecot(user: str, password: str, tls: tuple[str, str] | None = None,
-                  prefix: str = "agent-legs-dovecot-") -> DovecotServer:
+def start_dovecot(
+    user: str, password: str, tls: tuple[str, str] | None = None, prefix: str = "agent-legs-dovecot-"
+) -> DovecotServer:
     """Start Dovecot with one passwd-file user and an empty INBOX; ``tls`` is (cert, key) PEM paths.
 
     Raises ``DovecotUnavailable`` when it is not installed or does not start; ``stop()`` ends it.
@@ -108,8 +113,9 @@ def start_dovecot(user: str, password: str, tls: tuple[str, str] | None = None,
         else:
             owner = internal = login = pwd.getpwuid(os.getuid())
     except KeyError as exc:
-        raise DovecotUnavailable(f"its system users are missing ({exc})",
-                                 "apt-get install --reinstall -y dovecot-core dovecot-imapd") from None
+        raise DovecotUnavailable(
+            f"its system users are missing ({exc})", "apt-get install --reinstall -y dovecot-core dovecot-imapd"
+        ) from None
     # Dovecot's unprivileged processes must traverse this path, so not a 0700 temp dir.
     root = Path(tempfile.mkdtemp(prefix=prefix))
     os.chmod(root, 0o755)  # noqa: S103
@@ -123,8 +129,11 @@ def start_dovecot(user: str, password: str, tls: tuple[str, str] | None = None,
     passwd = root / "passwd"
     passwd.write_text(f"{user}:{{PLAIN}}{password}::::::\n")
     passwd.chmod(0o640)
-    ssl = f"ssl = required\nssl_cert = <{tls[0]}\nssl_key = <{tls[1]}\ndisable_plaintext_auth = yes" if tls else \
-        "ssl = no\ndisable_plaintext_auth = no"
+    ssl = (
+        f"ssl = required\nssl_cert = <{tls[0]}\nssl_key = <{tls[1]}\ndisable_plaintext_auth = yes"
+        if tls
+        else "ssl = no\ndisable_plaintext_auth = no"
+    )
     conf = root / "dovecot.conf"
     conf.write_text(f"""
 protocols = imap
@@ -163,10 +172,8 @@ service anvil {{
         os.chown(passwd, 0, internal.pw_gid)
     with open(root / "stdout.log", "wb") as out:  # a file, not a pipe nobody reads; the child keeps its copy
         # Its own process group: stop() ends the master and all its children together.
-        proc = subprocess.Popen([binary, "-F", "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    server = DovecotServer("127.0.0.1", port, starttls_port, user, password, root, maildir, owner.pw_uid,
-                           owner.pw_gid, proc)
+        proc = subprocess.Popen([binary, "-F", "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    server = DovecotServer("127.0.0.1", port, starttls_port, user, password, root, maildir, owner.pw_uid, owner.pw_gid, proc)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and proc.poll() is None:
         try:
@@ -178,5 +185,7 @@ service anvil {{
     text = "".join(p.read_text(errors="replace") for p in (root / "stdout.log", root / "dovecot.log") if p.exists())
     server.stop()
     lines = text.strip().splitlines()
-    raise DovecotUnavailable(f"it did not start: {lines[-1] if lines else 'no output'}",
-                             f"see its log: {text[-1500:]}" if len(lines) > 1 else "check the Dovecot install")
+    raise DovecotUnavailable(
+        f"it did not start: {lines[-1] if lines else 'no output'}",
+        f"see its log: {text[-1500:]}" if len(lines) > 1 else "check the Dovecot install",
+    )

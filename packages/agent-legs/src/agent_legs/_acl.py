@@ -53,8 +53,7 @@ def _read(fd: int) -> dict[tuple[int, int], int]:
             entries[(tag, ident if tag in (_USER, _GROUP) else _UNDEFINED)] = perm
         return entries
     mode = os.fstat(fd).st_mode
-    return {(_USER_OBJ, _UNDEFINED): (mode >> 6) & 7, (_GROUP_OBJ, _UNDEFINED): (mode >> 3) & 7,
-            (_OTHER, _UNDEFINED): mode & 7}
+    return {(_USER_OBJ, _UNDEFINED): (mode >> 6) & 7, (_GROUP_OBJ, _UNDEFINED): (mode >> 3) & 7, (_OTHER, _UNDEFINED): mode & 7}
 
 
 def _write(fd: int, entries: dict[tuple[int, int], int]) -> None:
@@ -66,8 +65,7 @@ def _write(fd: int, entries: dict[tuple[int, int], int]) -> None:
             if tag in (_USER, _GROUP, _GROUP_OBJ):
                 mask |= perm
         entries[(_MASK, _UNDEFINED)] = mask
-    raw = struct.pack("<I", _VERSION) + b"".join(_ENTRY.pack(tag, perm, ident)
-                                                   for (tag, ident), perm in sorted(entries.items()))
+    raw = struct.pack("<I", _VERSION) + b"".join(_ENTRY.pack(tag, perm, ident) for (tag, ident), perm in sorted(entries.items()))
     try:
         os.setxattr(fd, _XATTR, raw)
     except OSError as exc:

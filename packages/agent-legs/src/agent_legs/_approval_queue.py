@@ -57,11 +57,16 @@ class QueueApprover:
     async def _wait(self, request: ApprovalRequest) -> dict[str, Any]:
         store = self.runtime.state
         timeout_s = self.runtime.policy.approval_timeout_s
-        row = await store.enqueue_approval(action=request.action, tool_name=request.tool_name,
-                                           arguments=request.arguments, session=request.session,
-                                           reason=request.reason, call_id=request.call_id, timeout_s=timeout_s)
-        log.info("approval %s queued for %s (session %r): agent-legs approve %s", row.id, request.action,
-                 request.session, row.id)
+        row = await store.enqueue_approval(
+            action=request.action,
+            tool_name=request.tool_name,
+            arguments=request.arguments,
+            session=request.session,
+            reason=request.reason,
+            call_id=request.call_id,
+            timeout_s=timeout_s,
+        )
+        log.info("approval %s queued for %s (session %r): agent-legs approve %s", row.id, request.action, request.session, row.id)
         delay = _POLL_FIRST_S
         try:
             while (remaining := row.expires - time.time()) > 0:
@@ -92,7 +97,7 @@ class QueueApprover:
             f"{request.action} waited {timeout_s:g} s in the approval queue (request "
             f"{row.id if row else '?'}) and expired undecided (policy.approval_timeout_s)",
             hint="Nobody decided in time: do not retry right away. Tell the user the action needs their "
-                 "approval (agent-legs approvals lists waiting requests).",
+            "approval (agent-legs approvals lists waiting requests).",
         )
 
 
@@ -100,15 +105,15 @@ class ApprovalQueue:
     """The pending approvals of a state store, to list and decide (``legs.approvals``, or standalone:
     ``ApprovalQueue.open(state_dir=..., settings=...)``, which every process sharing the store sees)."""
 
-    def __init__(self, store: StateStore, run: Callable[[Coroutine[Any, Any, Any]], Any],
-                 close: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, store: StateStore, run: Callable[[Coroutine[Any, Any, Any]], Any], close: Callable[[], None] | None = None
+    ) -> None:
         self._store = store
         self._run = run
         self._close = close
 
     @classmethod
-    def open(cls, state_dir: str | Path, settings: Settings | None = None,
-             secrets: Secrets | None = None) -> ApprovalQueue:
+    def open(cls, state_dir: str | Path, settings: Settings | None = None, secrets: Secrets | None = None) -> ApprovalQueue:
         """A queue of its own (own event loop, own connections), e.g. for a review tool or the CLI."""
         from ._settings import Settings
         from ._state import open_store

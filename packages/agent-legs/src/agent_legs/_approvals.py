@@ -52,22 +52,33 @@ class ApprovalStore:
             db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("CREATE TABLE IF NOT EXISTS standing_rules (id TEXT PRIMARY KEY, rule TEXT NOT NULL,"
-                       " session TEXT, scope TEXT NOT NULL)")
-            db.execute("CREATE TABLE IF NOT EXISTS decided_calls (session TEXT NOT NULL, call_id TEXT NOT NULL,"
-                       " decision TEXT NOT NULL, created TEXT NOT NULL, PRIMARY KEY (session, call_id))")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS standing_rules (id TEXT PRIMARY KEY, rule TEXT NOT NULL,"
+                " session TEXT, scope TEXT NOT NULL)"
+            )
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS decided_calls (session TEXT NOT NULL, call_id TEXT NOT NULL,"
+                " decision TEXT NOT NULL, created TEXT NOT NULL, PRIMARY KEY (session, call_id))"
+            )
             self._db = db
         return self._db
 
     # -- standing rules ------------------------------------------------------------------------------
-    def add_rule(self, action: str, match: dict[str, list[Any]] | None, scope: str, session: str,
-                 by: str | None) -> StandingRule:
-        rule = StandingRule(id=f"sr-{uuid.uuid4().hex[:12]}", action=action, match=match, scope=scope,  # type: ignore[arg-type]
-                            session=session if scope == "session" else None, by=by,
-                            created=datetime.now(UTC).isoformat(timespec="seconds"))
+    def add_rule(self, action: str, match: dict[str, list[Any]] | None, scope: str, session: str, by: str | None) -> StandingRule:
+        rule = StandingRule(
+            id=f"sr-{uuid.uuid4().hex[:12]}",
+            action=action,
+            match=match,
+            scope=scope,  # type: ignore[arg-type]
+            session=session if scope == "session" else None,
+            by=by,
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
         with self._lock:
-            self._conn().execute("INSERT INTO standing_rules (id, rule, session, scope) VALUES (?, ?, ?, ?)",
-                                 (rule.id, rule.model_dump_json(), rule.session, rule.scope))
+            self._conn().execute(
+                "INSERT INTO standing_rules (id, rule, session, scope) VALUES (?, ?, ?, ?)",
+                (rule.id, rule.model_dump_json(), rule.session, rule.scope),
+            )
         return rule
 
     def rules(self, session: str | None = None) -> list[StandingRule]:
@@ -99,12 +110,15 @@ class ApprovalStore:
         record = json.dumps({"type": decision.type, "by": decision.by})
         with self._lock:
             db = self._conn()
-            inserted = db.execute("INSERT OR IGNORE INTO decided_calls (session, call_id, decision, created)"
-                                  " VALUES (?, ?, ?, ?)", (session, call_id, record, now)).rowcount
+            inserted = db.execute(
+                "INSERT OR IGNORE INTO decided_calls (session, call_id, decision, created) VALUES (?, ?, ?, ?)",
+                (session, call_id, record, now),
+            ).rowcount
             if inserted:
                 return None
-            row = db.execute("SELECT decision, created FROM decided_calls WHERE session=? AND call_id=?",
-                             (session, call_id)).fetchone()
+            row = db.execute(
+                "SELECT decision, created FROM decided_calls WHERE session=? AND call_id=?", (session, call_id)
+            ).fetchone()
         earlier: dict[str, Any] = json.loads(row[0]) if row else {}
         earlier["created"] = row[1] if row else None
         return earlier

@@ -30,14 +30,14 @@ def counter_key(budget: Budget, session: str) -> str:
     return budget.key if budget.scope == "all" else f"{budget.key} session={json.dumps(session)}"
 
 
-async def consume(store: StateStore, budgets: list[Budget], session: str = "default",
-                  now: float | None = None) -> tuple[Budget, int] | None:
+async def consume(
+    store: StateStore, budgets: list[Budget], session: str = "default", now: float | None = None
+) -> tuple[Budget, int] | None:
     """Count one action of ``session`` against every budget, or none if one is exhausted (returned with its use)."""
     if not budgets:
         return None
     now = time.time() if now is None else now
-    exhausted = await store.consume_budget(
-        [(counter_key(b, session), window_of(b.per, now), b.limit) for b in budgets])
+    exhausted = await store.consume_budget([(counter_key(b, session), window_of(b.per, now), b.limit) for b in budgets])
     if exhausted is None:
         return None
     index, used = exhausted
@@ -45,5 +45,4 @@ async def consume(store: StateStore, budgets: list[Budget], session: str = "defa
 
 
 async def usage(store: StateStore, budget: Budget, session: str = "default", now: float | None = None) -> int:
-    return await store.budget_usage(counter_key(budget, session), window_of(budget.per, time.time() if now is None
-                                                                            else now))
+    return await store.budget_usage(counter_key(budget, session), window_of(budget.per, time.time() if now is None else now))

@@ -92,11 +92,16 @@ def _options(
     ] = None,
     # Not typer's envvar=: the variables are read where Legs reads them (one precedence, and an error
     # names the variable a bad value came from).
-    workspace: Annotated[Path | None, typer.Option(
-        "--workspace", help="Default: $AGENT_LEGS_WORKSPACE, else workspace in the config, else ./agent-workspace")] = None,
-    state_dir: Annotated[Path | None, typer.Option(
-        "--state-dir", help="Default: $AGENT_LEGS_STATE_DIR, else state_dir in the config, else "
-        "$XDG_STATE_HOME/agent-legs")] = None,
+    workspace: Annotated[
+        Path | None,
+        typer.Option("--workspace", help="Default: $AGENT_LEGS_WORKSPACE, else workspace in the config, else ./agent-workspace"),
+    ] = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--state-dir", help="Default: $AGENT_LEGS_STATE_DIR, else state_dir in the config, else $XDG_STATE_HOME/agent-legs"
+        ),
+    ] = None,
 ) -> None:
     G.config = config if config is not None else (Path("agent-legs.toml") if Path("agent-legs.toml").exists() else None)
     G.workspace = workspace
@@ -129,13 +134,27 @@ def actions(as_json: Annotated[bool, typer.Option("--json", help="The catalog wi
 
     specs = list(REGISTRY)
     if as_json:
-        print(json.dumps([
-            {"name": s.name, "tool_name": s.tool_name, "read_only": s.read_only, "description": s.description,
-             "input_schema": s.input_model.model_json_schema()} for s in specs
-        ], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": s.name,
+                        "tool_name": s.tool_name,
+                        "read_only": s.read_only,
+                        "description": s.description,
+                        "input_schema": s.input_model.model_json_schema(),
+                    }
+                    for s in specs
+                ],
+                indent=2,
+            )
+        )
         return
-    table = Table(title="Agent Legs actions", caption=f"optional arguments in {escape('[brackets]')}; "
-                  "descriptions and input schemas in full: agent-legs actions --json")
+    table = Table(
+        title="Agent Legs actions",
+        caption=f"optional arguments in {escape('[brackets]')}; "
+        "descriptions and input schemas in full: agent-legs actions --json",
+    )
     table.add_column("action", style="bold")
     table.add_column("tool")
     table.add_column("ro")
@@ -144,9 +163,7 @@ def actions(as_json: Annotated[bool, typer.Option("--json", help="The catalog wi
     for s in specs:
         fields = s.input_model.model_fields
         # Optional arguments in brackets, escaped: rich would read "[offset]" as markup and drop it.
-        args = ", ".join(
-            (f.alias or n) if f.is_required() else escape(f"[{f.alias or n}]") for n, f in fields.items()
-        )
+        args = ", ".join((f.alias or n) if f.is_required() else escape(f"[{f.alias or n}]") for n, f in fields.items())
         table.add_row(s.name, s.tool_name, "yes" if s.read_only else "", args, escape(_summary(s.description)))
     console.print(table)
 
@@ -185,9 +202,13 @@ class _UsageError(Exception):
 @app.command()
 def run(
     action: Annotated[str, typer.Argument(help="Action name, e.g. files.read")],
-    args: Annotated[list[str] | None, typer.Argument(
-        help="key=value (a string) or key:=json (a JSON value: key:=123, tags:='[\"a\"]', json:='{\"a\": 1}')",
-        show_default=False)] = None,
+    args: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="key=value (a string) or key:=json (a JSON value: key:=123, tags:='[\"a\"]', json:='{\"a\": 1}')",
+            show_default=False,
+        ),
+    ] = None,
     session: Annotated[str, typer.Option("--session", help="Session name (browser tab, sandbox kernel, budgets)")] = "cli",
     call_id: Annotated[str | None, typer.Option("--call-id", help="Idempotency key (email.send sends once per id)")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Approve actions that need approval")] = False,
@@ -231,15 +252,21 @@ def run(
                 status = stack.enter_context(err.status(f"running {escape(spec.name)}...", spinner="dots"))
             result = legs.run(action, payload, session=session, call_id=call_id)
         status = None
-    if not result.ok and result.error is not None and result.error.type == "invalid_input" and any(
-            isinstance(v, str) and v[:1] in "[{" for v in payload.values()):
+    if (
+        not result.ok
+        and result.error is not None
+        and result.error.type == "invalid_input"
+        and any(isinstance(v, str) and v[:1] in "[{" for v in payload.values())
+    ):
         err.print("[dim]hint: key=value passes a string; pass lists and objects as key:=json[/dim]")
     if as_json:
         print(result.model_dump_json(indent=2))
     else:
         style = "green" if result.ok else "red"
-        err.print(f"[{style}]{result.action}: {'ok' if result.ok else result.error.type if result.error else 'failed'}"
-                  f"[/{style}] ({result.duration_ms:.1f} ms, trace {result.trace_id})")
+        err.print(
+            f"[{style}]{result.action}: {'ok' if result.ok else result.error.type if result.error else 'failed'}"
+            f"[/{style}] ({result.duration_ms:.1f} ms, trace {result.trace_id})"
+        )
         print(result.output)
         for a in result.artifacts:
             err.print(f"artifact: {a.path} ({a.mime_type}, {a.size} bytes)")
@@ -247,10 +274,17 @@ def run(
 
 
 # (column, fixed width): fixed so that --follow's rows, printed one by one, line up under the header.
-_LOG_WIDE = (("time", 23), ("session", 14), ("action", 18), ("decision", 15), ("outcome", 15),
-             ("duration", 9), ("trace", 8), ("target", None))
-_LOG_NARROW = (("time", 8), ("session", 10), ("action", 14), ("decision", 8), ("outcome", 13),
-               ("duration", 8), ("target", None))
+_LOG_WIDE = (
+    ("time", 23),
+    ("session", 14),
+    ("action", 18),
+    ("decision", 15),
+    ("outcome", 15),
+    ("duration", 9),
+    ("trace", 8),
+    ("target", None),
+)
+_LOG_NARROW = (("time", 8), ("session", 10), ("action", 14), ("decision", 8), ("outcome", 13), ("duration", 8), ("target", None))
 
 
 def _log_wide() -> bool:
@@ -284,9 +318,14 @@ def _log_cells(e: dict[str, Any], wide: bool) -> list[str]:
     target = escape(str(e.get("target") or ""))
     if outcome != "ok" and e.get("error"):  # why it failed, under what it touched
         target += ("\n" if target else "") + f"[dim red]{escape(str(e['error']))}[/dim red]"
-    cells = [_log_time(e.get("time"), wide), escape(str(e.get("session") or "")),
-             escape(str(e.get("action") or "")), escape(str(e.get("decision") or "")),
-             f"[{color}]{escape(outcome)}[/{color}]", _log_duration(e.get("duration_ms"))]
+    cells = [
+        _log_time(e.get("time"), wide),
+        escape(str(e.get("session") or "")),
+        escape(str(e.get("action") or "")),
+        escape(str(e.get("decision") or "")),
+        f"[{color}]{escape(outcome)}[/{color}]",
+        _log_duration(e.get("duration_ms")),
+    ]
     if wide:
         cells.append(str(e.get("trace_id") or "")[:8])
     return [*cells, target]
@@ -294,14 +333,22 @@ def _log_cells(e: dict[str, Any], wide: bool) -> list[str]:
 
 def _log_table(title: str | None, wide: bool, show_header: bool = True) -> Table:
     # No box: its separators cost width, and --follow prints its rows as one-row tables that must line up.
-    table = Table(title=title, show_header=show_header, box=None, padding=(0, 2 if wide else 1, 0, 0),
-                  pad_edge=False, expand=True, header_style="bold underline")
+    table = Table(
+        title=title,
+        show_header=show_header,
+        box=None,
+        padding=(0, 2 if wide else 1, 0, 0),
+        pad_edge=False,
+        expand=True,
+        header_style="bold underline",
+    )
     for name, width in _LOG_WIDE if wide else _LOG_NARROW:
         if width is None:
             table.add_column(name, overflow="fold", ratio=1, min_width=12)
         else:
-            table.add_column(name, width=width, no_wrap=True, overflow="ellipsis",
-                             justify="right" if name == "duration" else "left")
+            table.add_column(
+                name, width=width, no_wrap=True, overflow="ellipsis", justify="right" if name == "duration" else "left"
+            )
     return table
 
 
@@ -329,9 +376,11 @@ def log(
     trace_prefix = trace.lower() if trace else None
 
     def keep(e: dict[str, Any]) -> bool:
-        return ((session is None or e.get("session") == session)
-                and (not failed or e.get("outcome") not in ("ok", "running"))
-                and (trace_prefix is None or str(e.get("trace_id") or "").startswith(trace_prefix)))
+        return (
+            (session is None or e.get("session") == session)
+            and (not failed or e.get("outcome") not in ("ok", "running"))
+            and (trace_prefix is None or str(e.get("trace_id") or "").startswith(trace_prefix))
+        )
 
     def emit_json(e: dict[str, Any]) -> None:
         sys.stdout.write(json.dumps(e, ensure_ascii=False) + "\n")
@@ -400,6 +449,7 @@ def sandbox_build(
 
     settings = _config()["settings"]
     with console.status("building the sandbox image...") as status:
+
         def progress(message: str) -> None:
             status.update(message)
             console.print(f"[dim]{message}[/dim]")
@@ -416,8 +466,11 @@ def sandbox_build(
 def demo(
     model: Annotated[
         str | None,
-        typer.Option("--model", help="provider:name, e.g. openai:gpt-4o-mini (needs the provider's key and its "
-                     "LangChain package); without it a scripted model plays the agent"),
+        typer.Option(
+            "--model",
+            help="provider:name, e.g. openai:gpt-4o-mini (needs the provider's key and its "
+            "LangChain package); without it a scripted model plays the agent",
+        ),
     ] = None,
     inbox: Annotated[bool, typer.Option("--inbox/--no-inbox", help="start the IMAP mailbox (Dovecot)")] = True,
 ) -> None:
@@ -428,8 +481,10 @@ def demo(
     except ModuleNotFoundError as exc:
         if exc.name != "agent_legs_demo":
             raise
-        err.print("[red]error:[/red] the demo is its own package: pip install agent-legs-demo "
-                  "(in a clone of the repository: bash shared/demo.sh)")
+        err.print(
+            "[red]error:[/red] the demo is its own package: pip install agent-legs-demo "
+            "(in a clone of the repository: bash shared/demo.sh)"
+        )
         raise typer.Exit(2) from None
     workspace = (G.workspace or Path(os.environ.get(WORKSPACE_ENV, "").strip() or "agent-workspace-demo")).resolve()
     state_dir = (G.state_dir or Path(os.environ.get(STATE_DIR_ENV, "").strip() or ".agent-legs-demo-state")).resolve()
@@ -454,8 +509,9 @@ def _approval_queue() -> Any:
 
 
 @app.command()
-def approvals(as_json: Annotated[bool, typer.Option("--json", help="One JSON array of the pending requests")] = False,
-              ) -> None:
+def approvals(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array of the pending requests")] = False,
+) -> None:
     """List the calls waiting for approval (Legs(approver="queue")), oldest first."""
     with _approval_queue() as queue:
         rows = queue.pending()
@@ -470,15 +526,23 @@ def approvals(as_json: Annotated[bool, typer.Option("--json", help="One JSON arr
         table.add_column(col, overflow="fold")
     for r in rows:
         p = r.public()
-        table.add_row(r.id, r.action, escape(r.session), p["created"], escape(r.reason),
-                      escape(json.dumps(r.arguments, ensure_ascii=False)[:400]))
+        table.add_row(
+            r.id,
+            r.action,
+            escape(r.session),
+            p["created"],
+            escape(r.reason),
+            escape(json.dumps(r.arguments, ensure_ascii=False)[:400]),
+        )
     console.print(table)
     err.print("decide: agent-legs approve ID [--by NAME] / agent-legs reject ID [--message TEXT] [--by NAME]")
 
 
 @app.command()
-def approve(approval_id: Annotated[str, typer.Argument(help="The id agent-legs approvals shows")],
-            by: Annotated[str | None, typer.Option("--by", help="Who decided (recorded)")] = None) -> None:
+def approve(
+    approval_id: Annotated[str, typer.Argument(help="The id agent-legs approvals shows")],
+    by: Annotated[str | None, typer.Option("--by", help="Who decided (recorded)")] = None,
+) -> None:
     """Approve a waiting call: it runs once (exit 2 for an unknown, decided or expired id)."""
     with _approval_queue() as queue:
         row = queue.approve(approval_id, by=by)
@@ -486,9 +550,11 @@ def approve(approval_id: Annotated[str, typer.Argument(help="The id agent-legs a
 
 
 @app.command()
-def reject(approval_id: Annotated[str, typer.Argument(help="The id agent-legs approvals shows")],
-           message: Annotated[str | None, typer.Option("--message", help="What the agent is told")] = None,
-           by: Annotated[str | None, typer.Option("--by", help="Who decided (recorded)")] = None) -> None:
+def reject(
+    approval_id: Annotated[str, typer.Argument(help="The id agent-legs approvals shows")],
+    message: Annotated[str | None, typer.Option("--message", help="What the agent is told")] = None,
+    by: Annotated[str | None, typer.Option("--by", help="Who decided (recorded)")] = None,
+) -> None:
     """Reject a waiting call: it does not run (exit 2 for an unknown, decided or expired id)."""
     with _approval_queue() as queue:
         row = queue.reject(approval_id, message=message, by=by)
@@ -521,20 +587,37 @@ def doctor(
 
 @app.command("mcp")
 def mcp_command(
-    http: Annotated[str | None, typer.Option(
-        "--http", metavar="HOST:PORT",
-        help="Serve streamable HTTP at http://HOST:PORT/mcp instead of stdio (e.g. 127.0.0.1:8765)")] = None,
-    token: Annotated[str | None, typer.Option(
-        "--token", help="HTTP bearer token (default: $AGENT_LEGS_MCP_TOKEN, else a random one printed on stderr)")] = None,
-    allow_origin: Annotated[list[str] | None, typer.Option(
-        "--allow-origin", help="Another Origin allowed over HTTP (repeatable), e.g. https://app.example.com")] = None,
-    allow_host: Annotated[list[str] | None, typer.Option(
-        "--allow-host", help="Another Host header value allowed over HTTP (repeatable), e.g. mcp.internal:8765")] = None,
-    allow_remote: Annotated[bool, typer.Option(
-        "--allow-remote", help="Allow binding --http to a non-loopback address (reachable from the network)")] = False,
-    approval_queue: Annotated[bool, typer.Option(
-        "--approval-queue", help="When a client cannot be asked (no elicitation), a call that needs approval waits "
-        "in the approval queue (agent-legs approvals / approve / reject) instead of being refused")] = False,
+    http: Annotated[
+        str | None,
+        typer.Option(
+            "--http",
+            metavar="HOST:PORT",
+            help="Serve streamable HTTP at http://HOST:PORT/mcp instead of stdio (e.g. 127.0.0.1:8765)",
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option("--token", help="HTTP bearer token (default: $AGENT_LEGS_MCP_TOKEN, else a random one printed on stderr)"),
+    ] = None,
+    allow_origin: Annotated[
+        list[str] | None,
+        typer.Option("--allow-origin", help="Another Origin allowed over HTTP (repeatable), e.g. https://app.example.com"),
+    ] = None,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option("--allow-host", help="Another Host header value allowed over HTTP (repeatable), e.g. mcp.internal:8765"),
+    ] = None,
+    allow_remote: Annotated[
+        bool, typer.Option("--allow-remote", help="Allow binding --http to a non-loopback address (reachable from the network)")
+    ] = False,
+    approval_queue: Annotated[
+        bool,
+        typer.Option(
+            "--approval-queue",
+            help="When a client cannot be asked (no elicitation), a call that needs approval waits "
+            "in the approval queue (agent-legs approvals / approve / reject) instead of being refused",
+        ),
+    ] = False,
 ) -> None:
     """Serve the allowed actions as MCP tools: stdio by default (one client), or --http HOST:PORT.
 
@@ -550,8 +633,7 @@ def mcp_command(
 
         from ._mcp_server import TOKEN_ENV, McpApprovals, is_loopback, parse_host_port, serve_http, serve_stdio
     except ImportError as exc:
-        err.print(f"[red]error:[/red] agent-legs mcp needs the MCP SDK ({exc}): pip install 'agent-legs\\[mcp]'",
-                  highlight=False)
+        err.print(f"[red]error:[/red] agent-legs mcp needs the MCP SDK ({exc}): pip install 'agent-legs\\[mcp]'", highlight=False)
         raise typer.Exit(2) from None
 
     def usage(message: str) -> typer.Exit:
@@ -567,17 +649,21 @@ def mcp_command(
             raise usage(str(exc)) from None
         if not is_loopback(address[0]):
             if not allow_remote:
-                raise usage(f"--http {http} is not a loopback address: the server would be reachable from the "
-                            "network; pass --allow-remote to mean it (and put TLS in front of it)")
-            err.print(f"[yellow]warning:[/yellow] serving MCP on {escape(address[0])}, reachable from the network; "
-                      "the bearer token travels in clear text unless a TLS proxy is in front", highlight=False)
+                raise usage(
+                    f"--http {http} is not a loopback address: the server would be reachable from the "
+                    "network; pass --allow-remote to mean it (and put TLS in front of it)"
+                )
+            err.print(
+                f"[yellow]warning:[/yellow] serving MCP on {escape(address[0])}, reachable from the network; "
+                "the bearer token travels in clear text unless a TLS proxy is in front",
+                highlight=False,
+            )
         secret = token if token is not None else os.environ.get(TOKEN_ENV)
         if secret is not None and not secret.strip():
             raise usage(f"the MCP token ({'--token' if token is not None else TOKEN_ENV}) is empty")
         if secret is None:
             secret = _secrets.token_urlsafe(32)
-            err.print(f"agent-legs mcp: bearer token (set {TOKEN_ENV} to choose one): {secret}", highlight=False,
-                      soft_wrap=True)
+            err.print(f"agent-legs mcp: bearer token (set {TOKEN_ENV} to choose one): {secret}", highlight=False, soft_wrap=True)
         secret = secret.strip()
     elif token is not None or allow_origin or allow_host or allow_remote:
         raise usage("--token, --allow-origin, --allow-host and --allow-remote apply only with --http HOST:PORT")
@@ -593,8 +679,11 @@ def mcp_command(
                 asyncio.run(serve_stdio(legs, approvals))
             else:
                 assert secret is not None
-                asyncio.run(serve_http(legs, approvals, address[0], address[1], secret,
-                                       allow_origins=allow_origin, allow_hosts=allow_host))
+                asyncio.run(
+                    serve_http(
+                        legs, approvals, address[0], address[1], secret, allow_origins=allow_origin, allow_hosts=allow_host
+                    )
+                )
         except KeyboardInterrupt:
             pass
         except OSError as exc:

@@ -51,8 +51,14 @@ class Check:
 def check_dirs(workspace: Path, state_dir: Path) -> list[Check]:
     ws, st = workspace.expanduser().resolve(), state_dir.expanduser().resolve()
     if ws == st or ws in st.parents or st in ws.parents:
-        return [Check("directories", "fail", f"state dir {st} and workspace {ws} contain each other: actions "
-                      "could reach the action log, budgets and trash", "use two separate directories")]
+        return [
+            Check(
+                "directories",
+                "fail",
+                f"state dir {st} and workspace {ws} contain each other: actions could reach the action log, budgets and trash",
+                "use two separate directories",
+            )
+        ]
     out = []
     for name, path in (("workspace", ws), ("state dir", st)):
         if path.exists() and not path.is_dir():
@@ -60,13 +66,20 @@ def check_dirs(workspace: Path, state_dir: Path) -> list[Check]:
             continue
         probe = path if path.exists() else next((p for p in path.parents if p.exists()), Path("/"))
         if not os.access(probe, os.W_OK | os.X_OK):
-            out.append(Check(name, "fail", f"{path}: {probe} is not writable by this user", f"chown or chmod {probe}, "
-                             f"or choose another directory"))
+            out.append(
+                Check(
+                    name,
+                    "fail",
+                    f"{path}: {probe} is not writable by this user",
+                    f"chown or chmod {probe}, or choose another directory",
+                )
+            )
             continue
         detail = str(path) if path.exists() else f"{path} (will be created)"
         if name == "state dir" and path.exists() and stat.S_IMODE(path.stat().st_mode) & 0o077:
-            out.append(Check(name, "warn", f"{detail}: other users can read it (the action log holds arguments)",
-                             f"chmod 700 {path}"))
+            out.append(
+                Check(name, "warn", f"{detail}: other users can read it (the action log holds arguments)", f"chmod 700 {path}")
+            )
             continue
         out.append(Check(name, "ok", detail))
     return out
@@ -84,49 +97,87 @@ def check_docker(settings: Settings) -> list[Check]:
         return [Check("docker", "fail", f"the docker package cannot be imported: {exc}", install_hint("code"))]
     where = settings.code.docker_host or os.environ.get("DOCKER_HOST") or "the local socket"
     try:
-        client = docker.DockerClient(base_url=settings.code.docker_host, timeout=int(_TIMEOUT_S) + 2) \
-            if settings.code.docker_host else docker.from_env(timeout=int(_TIMEOUT_S) + 2)
+        client = (
+            docker.DockerClient(base_url=settings.code.docker_host, timeout=int(_TIMEOUT_S) + 2)
+            if settings.code.docker_host
+            else docker.from_env(timeout=int(_TIMEOUT_S) + 2)
+        )
         version = client.version().get("Version", "?")
     except Exception as exc:
         if "PermissionError" in str(exc) or "Permission denied" in str(exc):
-            return [Check("docker", "fail", f"this user may not use the engine at {where}: {_short(exc)}",
-                          "add the user to the docker group (sudo usermod -aG docker $USER, then log in again), "
-                          "or run as root")]
-        return [Check("docker", "fail", f"the engine at {where} does not answer: {_short(exc)}",
-                      "start the engine (dockerd): sudo systemctl start docker (not installed: sudo apt-get install -y "
-                      "docker.io, or https://docs.docker.com/engine/install/), or set settings.code.docker_host / "
-                      "DOCKER_HOST")]
+            return [
+                Check(
+                    "docker",
+                    "fail",
+                    f"this user may not use the engine at {where}: {_short(exc)}",
+                    "add the user to the docker group (sudo usermod -aG docker $USER, then log in again), or run as root",
+                )
+            ]
+        return [
+            Check(
+                "docker",
+                "fail",
+                f"the engine at {where} does not answer: {_short(exc)}",
+                "start the engine (dockerd): sudo systemctl start docker (not installed: sudo apt-get install -y "
+                "docker.io, or https://docs.docker.com/engine/install/), or set settings.code.docker_host / "
+                "DOCKER_HOST",
+            )
+        ]
     checks = [Check("docker", "ok", f"engine {version} at {where}")]
     try:
         runtimes = client.info().get("Runtimes") or {}
     except Exception as exc:
-        checks.append(Check("gVisor (runsc)", "warn", f"cannot list the engine's runtimes: {_short(exc)}",
-                            "check that this user may use the engine"))
+        checks.append(
+            Check(
+                "gVisor (runsc)",
+                "warn",
+                f"cannot list the engine's runtimes: {_short(exc)}",
+                "check that this user may use the engine",
+            )
+        )
     else:
-        checks.append(check_runtime(settings, runtimes, local=not (settings.code.docker_host or os.environ.get(
-            "DOCKER_HOST") or "unix://").startswith(("tcp:", "ssh:", "http"))))
+        checks.append(
+            check_runtime(
+                settings,
+                runtimes,
+                local=not (settings.code.docker_host or os.environ.get("DOCKER_HOST") or "unix://").startswith(
+                    ("tcp:", "ssh:", "http")
+                ),
+            )
+        )
     remote = (settings.code.docker_host or os.environ.get("DOCKER_HOST") or "").startswith(("tcp:", "ssh:", "http"))
     if remote:
-        checks.append(Check("docker host", "warn", "a remote engine: the sandbox bind-mounts the workspace by its "
-                            "local path, so the engine's host must see the workspace at the same path",
-                            "share the workspace at the same path on the engine's host (or use a local engine)"))
+        checks.append(
+            Check(
+                "docker host",
+                "warn",
+                "a remote engine: the sandbox bind-mounts the workspace by its "
+                "local path, so the engine's host must see the workspace at the same path",
+                "share the workspace at the same path on the engine's host (or use a local engine)",
+            )
+        )
     image = settings.code.image
     try:
         labels = client.images.get(image).labels or {}
     except Exception:
-        fix = "agent-legs sandbox build" + ("" if shutil.which("mmdebstrap") or _registry_reachable() else
-                                            " (offline build needs mmdebstrap: apt-get install -y mmdebstrap)")
+        fix = "agent-legs sandbox build" + (
+            ""
+            if shutil.which("mmdebstrap") or _registry_reachable()
+            else " (offline build needs mmdebstrap: apt-get install -y mmdebstrap)"
+        )
         checks.append(Check("sandbox image", "fail", f"{image} is missing", fix))
     else:
         from ._sandbox.build import RECIPE_LABEL, recipe_hash
 
         built = labels.get(RECIPE_LABEL)
         if built is None:
-            checks.append(Check("sandbox image", "ok", f"{image} (a custom image: it needs python3; pandas and "
-                                "matplotlib for charts)"))
+            checks.append(
+                Check("sandbox image", "ok", f"{image} (a custom image: it needs python3; pandas and matplotlib for charts)")
+            )
         elif built != recipe_hash():
-            checks.append(Check("sandbox image", "warn", f"{image} was built from an older recipe ({built})",
-                                "agent-legs sandbox build"))
+            checks.append(
+                Check("sandbox image", "warn", f"{image} was built from an older recipe ({built})", "agent-legs sandbox build")
+            )
         else:
             checks.append(Check("sandbox image", "ok", f"{image} (recipe {built})"))
     with contextlib.suppress(Exception):
@@ -134,8 +185,10 @@ def check_docker(settings: Settings) -> list[Check]:
     return checks
 
 
-_RUNSC_FIX = ("as root: bash shared/sandbox/ensure-runsc.sh (apt-get install runsc; registers it in "
-              "/etc/docker/daemon.json with runtimeArgs [\"--network=none\", \"--host-uds=open\"] and reloads dockerd)")
+_RUNSC_FIX = (
+    "as root: bash shared/sandbox/ensure-runsc.sh (apt-get install runsc; registers it in "
+    '/etc/docker/daemon.json with runtimeArgs ["--network=none", "--host-uds=open"] and reloads dockerd)'
+)
 
 
 def check_runtime(settings: Settings, runtimes: Mapping[str, Mapping[str, object]], *, local: bool = True) -> Check:
@@ -145,15 +198,22 @@ def check_runtime(settings: Settings, runtimes: Mapping[str, Mapping[str, object
     entry = runtimes.get("runsc")
     if entry is None:
         if selected:
-            return Check("gVisor (runsc)", "fail", "settings.code.runtime = 'runsc' but the engine has no runsc "
-                         f"runtime (it has: {', '.join(sorted(runtimes)) or 'none'}): code.run would fail", _RUNSC_FIX)
-        return Check("gVisor (runsc)", "ok", "not registered (optional: stronger isolation with "
-                     "settings.code.runtime = 'runsc'; " + _RUNSC_FIX + ")")
+            return Check(
+                "gVisor (runsc)",
+                "fail",
+                "settings.code.runtime = 'runsc' but the engine has no runsc "
+                f"runtime (it has: {', '.join(sorted(runtimes)) or 'none'}): code.run would fail",
+                _RUNSC_FIX,
+            )
+        return Check(
+            "gVisor (runsc)",
+            "ok",
+            "not registered (optional: stronger isolation with settings.code.runtime = 'runsc'; " + _RUNSC_FIX + ")",
+        )
     path = str(entry.get("path") or "runsc")
     args = [str(a) for a in entry.get("runtimeArgs") or []]  # type: ignore[attr-defined]
     if local and os.path.isabs(path) and not os.path.exists(path):
-        return Check("gVisor (runsc)", "fail" if selected else "warn", f"registered, but {path} does not exist",
-                     _RUNSC_FIX)
+        return Check("gVisor (runsc)", "fail" if selected else "warn", f"registered, but {path} does not exist", _RUNSC_FIX)
     problems = []
     if "--network=none" not in args:
         problems.append("without runtimeArgs --network=none (sandboxes, which have no network, fail to start)")
@@ -161,8 +221,12 @@ def check_runtime(settings: Settings, runtimes: Mapping[str, Mapping[str, object
         problems.append("without --host-uds=open (policy.code.network = true is refused under it)")
     use = "in use (settings.code.runtime)" if selected else "available (settings.code.runtime = 'runsc')"
     if problems:
-        return Check("gVisor (runsc)", "fail" if selected and "--network=none" not in args else "warn",
-                     f"registered at {path}, " + "; ".join(problems), _RUNSC_FIX)
+        return Check(
+            "gVisor (runsc)",
+            "fail" if selected and "--network=none" not in args else "warn",
+            f"registered at {path}, " + "; ".join(problems),
+            _RUNSC_FIX,
+        )
     return Check("gVisor (runsc)", "ok", f"{path} {' '.join(args)}: {use}")
 
 
@@ -176,10 +240,14 @@ def check_sandbox_owner(settings: Settings, workspace: Path) -> Check:
         if os.geteuid() != 0:
             owner = os.geteuid()
     if owner == 0:
-        return Check("sandbox user", "fail", f"settings.code.runtime = 'runsc' and the workspace {ws} is (or will be) "
-                     "owned by root: gVisor ignores the ACLs that let the sandbox in, so code.run refuses it",
-                     f"mkdir -p {ws} && chown {settings.code.uid}:{settings.code.uid} {ws} (the account the sandbox "
-                     "acts as), or settings.code.runtime = 'runc'")
+        return Check(
+            "sandbox user",
+            "fail",
+            f"settings.code.runtime = 'runsc' and the workspace {ws} is (or will be) "
+            "owned by root: gVisor ignores the ACLs that let the sandbox in, so code.run refuses it",
+            f"mkdir -p {ws} && chown {settings.code.uid}:{settings.code.uid} {ws} (the account the sandbox "
+            "acts as), or settings.code.runtime = 'runc'",
+        )
     return Check("sandbox user", "ok", f"the sandbox runs as uid {owner}, the workspace's owner")
 
 
@@ -220,26 +288,38 @@ def check_browser(settings: Settings) -> Check:
 
     path = settings.browser.executable_path or _playwright_chromium() or _find_chromium(None)
     if path is None or not os.path.exists(path):
-        what = f"{settings.browser.executable_path} does not exist" if settings.browser.executable_path \
-            else "no Chromium found"
-        return Check("browser", "fail", what, "apt-get install -y chromium (or: playwright install chromium), "
-                     "or set settings.browser.executable_path / ws_endpoint")
+        what = f"{settings.browser.executable_path} does not exist" if settings.browser.executable_path else "no Chromium found"
+        return Check(
+            "browser",
+            "fail",
+            what,
+            "apt-get install -y chromium (or: playwright install chromium), "
+            "or set settings.browser.executable_path / ws_endpoint",
+        )
     try:
         run = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.SubprocessError) as exc:
         return Check("browser", "fail", f"{path} does not run: {_short(exc)}", "reinstall chromium")
     if run.returncode != 0:
-        return Check("browser", "fail", f"{path} --version failed: {(run.stderr or run.stdout).strip()[-200:]}",
-                     "reinstall chromium (missing shared libraries?)")
+        return Check(
+            "browser",
+            "fail",
+            f"{path} --version failed: {(run.stderr or run.stdout).strip()[-200:]}",
+            "reinstall chromium (missing shared libraries?)",
+        )
     found = f"{run.stdout.strip() or 'chromium'} ({path})"
     from ._egress import is_loopback_host
     from ._egress_proxy import peer_uid_supported
 
     if is_loopback_host(settings.browser.proxy_bind) and not peer_uid_supported():
-        return Check("browser", "warn", f"{found}; the egress proxy cannot tell its browser apart by user here "
-                     "(netlink sock_diag is unavailable), so it asks for a credential, and Playwright disables the "
-                     "browser's HTTP cache for that", "modprobe tcp_diag, or allow NETLINK_SOCK_DIAG sockets in the "
-                     "container's seccomp profile")
+        return Check(
+            "browser",
+            "warn",
+            f"{found}; the egress proxy cannot tell its browser apart by user here "
+            "(netlink sock_diag is unavailable), so it asks for a credential, and Playwright disables the "
+            "browser's HTTP cache for that",
+            "modprobe tcp_diag, or allow NETLINK_SOCK_DIAG sockets in the container's seccomp profile",
+        )
     return Check("browser", "ok", found)
 
 
@@ -250,8 +330,12 @@ def _greeting(name: str, server: MailServer, default_ports: Mapping[str, int], e
     try:
         sock = socket.create_connection((server.host, port), timeout=_TIMEOUT_S)
     except OSError as exc:
-        return Check(name, "fail", f"{where} unreachable: {_short(exc)}",
-                     f"check settings.email.{name.lower()} (host, port) and that the server runs")
+        return Check(
+            name,
+            "fail",
+            f"{where} unreachable: {_short(exc)}",
+            f"check settings.email.{name.lower()} (host, port) and that the server runs",
+        )
     try:
         sock.settimeout(_TIMEOUT_S)
         if server.security == "tls":
@@ -259,18 +343,30 @@ def _greeting(name: str, server: MailServer, default_ports: Mapping[str, int], e
             try:
                 sock = context.wrap_socket(sock, server_hostname=server.host)
             except ssl.SSLError as exc:
-                return Check(name, "fail", f"{where}: TLS failed: {_short(exc)}",
-                             f"set settings.email.{name.lower()}.ca_file for a private CA, or check security "
-                             "(tls = implicit TLS, e.g. 465/993; starttls = 587/143)")
+                return Check(
+                    name,
+                    "fail",
+                    f"{where}: TLS failed: {_short(exc)}",
+                    f"set settings.email.{name.lower()}.ca_file for a private CA, or check security "
+                    "(tls = implicit TLS, e.g. 465/993; starttls = 587/143)",
+                )
         banner = sock.recv(512)
     except OSError as exc:
-        return Check(name, "fail", f"{where} gave no greeting: {_short(exc)}",
-                     f"is {where} really a {name} server? check settings.email.{name.lower()}.security")
+        return Check(
+            name,
+            "fail",
+            f"{where} gave no greeting: {_short(exc)}",
+            f"is {where} really a {name} server? check settings.email.{name.lower()}.security",
+        )
     finally:
         sock.close()
     if not banner.startswith(expect):
-        return Check(name, "fail", f"{where} is not a {name} server (it said {banner[:40]!r})",
-                     f"check settings.email.{name.lower()} port and security")
+        return Check(
+            name,
+            "fail",
+            f"{where} is not a {name} server (it said {banner[:40]!r})",
+            f"check settings.email.{name.lower()} port and security",
+        )
     security = {"tls": "TLS", "starttls": "STARTTLS", "none": "no TLS"}[server.security]
     return Check(name, "ok", f"{where} answers ({security})")
 
@@ -288,13 +384,25 @@ def check_mail(settings: Settings, secrets: Mapping[str, str] | None = None) -> 
     ):
         action = "email.send" if name == "SMTP" else "email.list/read"
         if server is None:
-            out.append(Check(name, "warn", f"not configured ({action} unavailable)",
-                             f"set settings.email.{name.lower()} (host, port, security, username, password)"))
+            out.append(
+                Check(
+                    name,
+                    "warn",
+                    f"not configured ({action} unavailable)",
+                    f"set settings.email.{name.lower()} (host, port, security, username, password)",
+                )
+            )
             continue
         missing = [m for m in _REF.findall(server.password or "") if secrets is not None and m not in secrets]
         if missing:
-            out.append(Check(name, "fail", f"the password refers to secret {missing[0]!r}, which is not set",
-                             f"pass secrets={{'{missing[0]}': ...}} to Legs (the CLI reads AGENT_LEGS_SECRET_{missing[0]})"))
+            out.append(
+                Check(
+                    name,
+                    "fail",
+                    f"the password refers to secret {missing[0]!r}, which is not set",
+                    f"pass secrets={{'{missing[0]}': ...}} to Legs (the CLI reads AGENT_LEGS_SECRET_{missing[0]})",
+                )
+            )
             continue
         out.append(_greeting(name, server, ports, expect))
     return out
@@ -306,9 +414,13 @@ def check_otlp(settings: Settings) -> Check:
 
     endpoint = _traces_endpoint(settings.telemetry)
     if not endpoint:
-        return Check("OTLP", "warn", "no endpoint: spans reach only the local action log",
-                     f"start a collector ({_JAEGER}) and export OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318, "
-                     "or hand Legs your application's tracer provider (a global one is used by itself)")
+        return Check(
+            "OTLP",
+            "warn",
+            "no endpoint: spans reach only the local action log",
+            f"start a collector ({_JAEGER}) and export OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318, "
+            "or hand Legs your application's tracer provider (a global one is used by itself)",
+        )
     import httpx
 
     # An empty export request is valid OTLP: a collector answers 2xx. A UI port, a gRPC port (4317)
@@ -316,12 +428,17 @@ def check_otlp(settings: Settings) -> Check:
     try:
         r = httpx.post(endpoint, content=b"", headers={"Content-Type": "application/x-protobuf"}, timeout=_TIMEOUT_S)
     except httpx.HTTPError as exc:
-        return Check("OTLP", "fail", f"{endpoint} unreachable: {_short(exc)}",
-                     f"start the collector (e.g. {_JAEGER}) or fix the endpoint")
+        return Check(
+            "OTLP", "fail", f"{endpoint} unreachable: {_short(exc)}", f"start the collector (e.g. {_JAEGER}) or fix the endpoint"
+        )
     if r.is_success:
         return Check("OTLP", "ok", f"{endpoint} accepts OTLP/HTTP")
-    return Check("OTLP", "fail", f"{endpoint} answered HTTP {r.status_code}: not an OTLP/HTTP traces receiver",
-                 "use the collector's OTLP/HTTP port (4318 for Jaeger; 4317 is gRPC) and base URL")
+    return Check(
+        "OTLP",
+        "fail",
+        f"{endpoint} answered HTTP {r.status_code}: not an OTLP/HTTP traces receiver",
+        "use the collector's OTLP/HTTP port (4318 for Jaeger; 4317 is gRPC) and base URL",
+    )
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -330,8 +447,13 @@ def _extra_check(name: str, extra: str) -> Check | None:
     absent = missing(extra)
     if not absent:
         return None
-    return Check(name, "fail", f"{EXTRAS[extra].what} need the agent-legs[{extra}] extra, which is not installed "
-                 f"({', '.join(absent)} cannot be imported)", install_hint(extra))
+    return Check(
+        name,
+        "fail",
+        f"{EXTRAS[extra].what} need the agent-legs[{extra}] extra, which is not installed "
+        f"({', '.join(absent)} cannot be imported)",
+        install_hint(extra),
+    )
 
 
 def _reach(name: str, host: str, port: int) -> Check:
@@ -368,5 +490,4 @@ def run_checks(
         conf = settings if settings is not None else load_settings()  # a bad AGENT_LEGS_* value: ConfigError
     ws, st = resolve_dirs(workspace, state_dir)  # as Legs() would: arguments, AGENT_LEGS_* variables, defaults
     sandbox = [check_sandbox_owner(conf, ws)] if conf.code.runtime == "runsc" else []
-    return [*check_dirs(ws, st), *check_docker(conf), *sandbox, check_browser(conf), *check_mail(conf, secrets),
-            check_otlp(conf)]
+    return [*check_dirs(ws, st), *check_docker(conf), *sandbox, check_browser(conf), *check_mail(conf, secrets), check_otlp(conf)]

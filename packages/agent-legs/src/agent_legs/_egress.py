@@ -217,7 +217,8 @@ class EgressGuard:
         scheme = url.split(":", 1)[0].strip().lower() if ":" in url else ""
         if scheme not in self._schemes:
             raise ActionError(
-                "denied", f"URL scheme {scheme or '(none)'!r} is not allowed (allowed: {', '.join(sorted(self._schemes))})",
+                "denied",
+                f"URL scheme {scheme or '(none)'!r} is not allowed (allowed: {', '.join(sorted(self._schemes))})",
                 rule="policy.network.schemes",
             )
         return scheme
@@ -244,8 +245,11 @@ class EgressGuard:
         if not raw_host:
             raise ActionError("invalid_input", f"URL has no host: {url!r}")
         if parts.username is not None or parts.password is not None:
-            raise ActionError("invalid_input", "credentials in URLs are not allowed",
-                              hint="Configure credentials in settings.http.auth instead.")
+            raise ActionError(
+                "invalid_input",
+                "credentials in URLs are not allowed",
+                hint="Configure credentials in settings.http.auth instead.",
+            )
         host = normalize_host(raw_host)
         target = self._check_host_rules(scheme, host, port or DEFAULT_PORTS.get(scheme, 0))
         literal = _ip(host)
@@ -269,8 +273,9 @@ class EgressGuard:
                 wildcard = wildcard or rule
         chosen = explicit or wildcard
         if chosen is None:
-            raise ActionError("denied", f"{host}:{port} is not in the allowed hosts",
-                              rule="policy.network.allow_hosts (host not listed)")
+            raise ActionError(
+                "denied", f"{host}:{port} is not in the allowed hosts", rule="policy.network.allow_hosts (host not listed)"
+            )
         return Target(scheme, host, port, chosen.explicit, f"policy.network.allow_hosts[{chosen.text!r}]")
 
     # -- step 2: resolve and check every address -------------------------------------------------
@@ -289,8 +294,9 @@ class EgressGuard:
             try:
                 raw = await self.resolver(target.host, target.port)
             except (OSError, UnicodeError) as exc:
-                raise ActionError("failed", f"cannot resolve {target.host}: {exc}", retryable=True,
-                                  hint="Check the host name.") from None
+                raise ActionError(
+                    "failed", f"cannot resolve {target.host}: {exc}", retryable=True, hint="Check the host name."
+                ) from None
             addresses = []
             for a in raw:
                 ip = _ip(a.split("%", 1)[0])

@@ -52,8 +52,9 @@ _MAX_HEAD = 64 * 1024
 _CHUNK = 64 * 1024
 _MAX_DENIED = 1000  # a page looping over blocked requests must not grow memory without bound
 # Hop-by-hop headers the proxy consumes; ``Host`` is rewritten from the checked URL.
-_DROP_REQUEST = frozenset({b"connection", b"proxy-connection", b"keep-alive", b"proxy-authorization", b"te",
-                           b"trailer", b"upgrade", b"host", b"expect"})
+_DROP_REQUEST = frozenset(
+    {b"connection", b"proxy-connection", b"keep-alive", b"proxy-authorization", b"te", b"trailer", b"upgrade", b"host", b"expect"}
+)
 _DROP_RESPONSE = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"proxy-authenticate"})
 
 
@@ -90,8 +91,14 @@ def _parse_head(raw: bytes) -> _Head:
         name, sep, value = line.partition(b":")
         # No obs-fold, no whitespace in names, no bare CR/LF/NUL: any of these can make the proxy
         # and the upstream disagree about where headers (and so requests) begin and end.
-        if not sep or not name or name[:1] in b" \t" or name != name.strip() or b" " in name \
-                or any(c in line for c in (b"\r", b"\n", b"\x00")):
+        if (
+            not sep
+            or not name
+            or name[:1] in b" \t"
+            or name != name.strip()
+            or b" " in name
+            or any(c in line for c in (b"\r", b"\n", b"\x00"))
+        ):
             raise _BadMessage("malformed header line")
         headers.append((name.lower(), name, value.strip()))
     return _Head(first, headers)
@@ -195,8 +202,10 @@ def peer_uid_supported() -> bool:
     """Whether ``loopback_peer_uid`` works here: it must find the user of a connection of our own (asked
     once per process)."""
     try:
-        with socket.create_server(("127.0.0.1", 0)) as server, \
-                socket.create_connection(server.getsockname(), timeout=1) as client:
+        with (
+            socket.create_server(("127.0.0.1", 0)) as server,
+            socket.create_connection(server.getsockname(), timeout=1) as client,
+        ):
             accepted, peer = server.accept()
             with accepted:
                 return loopback_peer_uid(peer, accepted.getsockname()) == os.getuid() and client is not None
@@ -278,11 +287,9 @@ class EgressProxy:
     def _authorized(self, head: _Head) -> bool:
         assert self.credentials is not None
         expected = b"basic " + base64.b64encode(":".join(self.credentials).encode())
-        return any(hmac.compare_digest(v.strip().lower()[:6] + v.strip()[6:], expected)
-                   for v in head.get(b"proxy-authorization"))
+        return any(hmac.compare_digest(v.strip().lower()[:6] + v.strip()[6:], expected) for v in head.get(b"proxy-authorization"))
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                     upstream: list[_Upstream]) -> None:
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, upstream: list[_Upstream]) -> None:
         authenticated = self.credentials is None and self.peer_uid is None
         while True:
             try:
@@ -300,8 +307,7 @@ class EgressProxy:
                     return
             elif not authenticated and not (authenticated := self._authorized(head)):
                 self.refused_unauthenticated += 1
-                await _reply(writer, 407, "proxy authentication required",
-                             {"Proxy-Authenticate": 'Basic realm="agent-legs"'})
+                await _reply(writer, 407, "proxy authentication required", {"Proxy-Authenticate": 'Basic realm="agent-legs"'})
                 return
             self.checked += 1
             if method.upper() == "CONNECT":
@@ -311,8 +317,9 @@ class EgressProxy:
                 return
 
     # -- CONNECT ------------------------------------------------------------------------------------
-    async def _tunnel(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, target: str,
-                      upstream: list[_Upstream]) -> None:
+    async def _tunnel(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, target: str, upstream: list[_Upstream]
+    ) -> None:
         url = f"https://{target}"
         host, _, port_text = target.rpartition(":")
         try:
@@ -341,8 +348,16 @@ class EgressProxy:
             self.guard.check_scheme("wss://x")
 
     # -- plain HTTP ---------------------------------------------------------------------------------
-    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: _Head,
-                       method: str, target: str, version: str, upstream: list[_Upstream]) -> bool:
+    async def _forward(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        head: _Head,
+        method: str,
+        target: str,
+        version: str,
+        upstream: list[_Upstream],
+    ) -> bool:
         """Check and forward one request and its response; return whether the client stays open."""
         if not target.lower().startswith("http://"):
             raise _BadMessage("only absolute http:// URLs (or CONNECT) go through this proxy")
@@ -360,8 +375,10 @@ class EgressProxy:
         upgrade = head.get(b"upgrade") if b"upgrade" in conn else []
         keep = b"close" not in conn and (version == "HTTP/1.1" or b"keep-alive" in conn) and not upgrade
         drop = _DROP_REQUEST | conn  # headers the client's Connection lists are hop-by-hop too
-        lines = [f"{method} {(parts.path or '/') + ('?' + parts.query if parts.query else '')} HTTP/1.1\r\n"
-                 f"Host: {authority}\r\n".encode("latin-1")]
+        lines = [
+            f"{method} {(parts.path or '/') + ('?' + parts.query if parts.query else '')} HTTP/1.1\r\n"
+            f"Host: {authority}\r\n".encode("latin-1")
+        ]
         lines += [raw + b": " + value + b"\r\n" for name, raw, value in head.headers if name not in drop]
         if upgrade:
             lines.append(b"Connection: Upgrade\r\nUpgrade: " + upgrade[0] + b"\r\n")
@@ -436,8 +453,11 @@ class EgressProxy:
         if length is None:  # delimited by the upstream closing: the client must see a close too
             keep = up_keep = False
         out = [b"HTTP/1.1 " + response.first[1] + b" " + response.first[2] + b"\r\n"]
-        out += [raw_name + b": " + value + b"\r\n" for name, raw_name, value in response.headers
-                if name not in _DROP_RESPONSE and name not in up_conn]
+        out += [
+            raw_name + b": " + value + b"\r\n"
+            for name, raw_name, value in response.headers
+            if name not in _DROP_RESPONSE and name not in up_conn
+        ]
         out.append(b"Connection: keep-alive\r\n\r\n" if keep else b"Connection: close\r\n\r\n")
         writer.write(b"".join(out))
         if length == -1:
@@ -454,12 +474,10 @@ class EgressProxy:
             upstream.clear()
         return keep
 
-    async def _open(self, addresses: tuple[object, ...], port: int
-                    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    async def _open(self, addresses: tuple[object, ...], port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
         for ip in addresses:  # only guard-checked addresses: the connection is pinned
             try:
-                return await asyncio.wait_for(asyncio.open_connection(str(ip), port, limit=_MAX_HEAD),
-                                              self.connect_timeout_s)
+                return await asyncio.wait_for(asyncio.open_connection(str(ip), port, limit=_MAX_HEAD), self.connect_timeout_s)
             except (OSError, TimeoutError):
                 continue
         return None
@@ -475,8 +493,11 @@ async def _reply(writer: asyncio.StreamWriter, status: int, text: str, headers: 
     body = text.encode()
     reason = {400: "Bad Request", 403: "Forbidden", 407: "Proxy Authentication Required", 502: "Bad Gateway"}.get(status, "Error")
     extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
-    writer.write(f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                 f"Content-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n".encode() + body)
+    writer.write(
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n".encode()
+        + body
+    )
     with contextlib.suppress(ConnectionError):
         await writer.drain()
 
@@ -494,8 +515,9 @@ async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
                 dst.write_eof()
 
 
-async def _pipe_both(c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter,
-                     u_reader: asyncio.StreamReader, u_writer: asyncio.StreamWriter) -> None:
+async def _pipe_both(
+    c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter, u_reader: asyncio.StreamReader, u_writer: asyncio.StreamWriter
+) -> None:
     """Relay a tunnel until both directions have ended (half-closes are passed on)."""
     up = asyncio.ensure_future(_pipe(c_reader, u_writer))
     down = asyncio.ensure_future(_pipe(u_reader, c_writer))

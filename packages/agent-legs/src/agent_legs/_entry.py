@@ -17,8 +17,11 @@ __all__ = ["main"]
 def main() -> None:
     absent = missing("cli")
     if absent:
-        print(f"agent-legs: {EXTRAS['cli'].what} need the agent-legs[cli] extra, which is not installed "
-              f"({', '.join(absent)} cannot be imported): {EXTRAS['cli'].hint}", file=sys.stderr)
+        print(
+            f"agent-legs: {EXTRAS['cli'].what} need the agent-legs[cli] extra, which is not installed "
+            f"({', '.join(absent)} cannot be imported): {EXTRAS['cli'].hint}",
+            file=sys.stderr,
+        )
         raise SystemExit(1)
     from ._cli import main as cli_main
 

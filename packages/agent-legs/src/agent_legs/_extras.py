@@ -91,7 +91,6 @@ def unavailable_error(family: str, cause: str | None = None) -> ActionError | No
     extra = EXTRAS[name]
     return ActionError(
         "unavailable",
-        f"{family} actions need the agent-legs[{name}] extra, which is not installed "
-        f"({', '.join(absent)} cannot be imported)",
+        f"{family} actions need the agent-legs[{name}] extra, which is not installed ({', '.join(absent)} cannot be imported)",
         hint=f"Not fixable by the model: tell the user that {extra.what} need `{extra.hint}`.",
     )

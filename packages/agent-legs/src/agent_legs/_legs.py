@@ -52,8 +52,16 @@ from ._telemetry import CallRecord, Telemetry
 if TYPE_CHECKING:
     from ._approval_queue import ApprovalQueue
 
-__all__ = ["STATE_DIR_ENV", "WORKSPACE_ENV", "ApprovalAnswer", "Approver", "Legs", "config_kwargs", "default_state_dir",
-           "resolve_dirs"]
+__all__ = [
+    "STATE_DIR_ENV",
+    "WORKSPACE_ENV",
+    "ApprovalAnswer",
+    "Approver",
+    "Legs",
+    "config_kwargs",
+    "default_state_dir",
+    "resolve_dirs",
+]
 
 log = logging.getLogger("agent_legs")
 
@@ -82,8 +90,7 @@ def resolve_dirs(
     ``AGENT_LEGS_STATE_DIR``, else ``./agent-workspace`` and ``default_state_dir()``; absolute."""
     ws = workspace if workspace not in (None, "") else (os.environ.get(WORKSPACE_ENV, "").strip() or "agent-workspace")
     st = state_dir if state_dir not in (None, "") else (os.environ.get(STATE_DIR_ENV, "").strip() or None)
-    return (Path(ws).expanduser().resolve(),
-            Path(st).expanduser().resolve() if st is not None else default_state_dir().resolve())
+    return (Path(ws).expanduser().resolve(), Path(st).expanduser().resolve() if st is not None else default_state_dir().resolve())
 
 
 def config_kwargs(path: str | os.PathLike[str] | None, **overrides: Any) -> dict[str, Any]:
@@ -140,7 +147,8 @@ class Legs:
         PolicyEngine(self.policy).check_names(
             [spec.name for spec in self._registry],
             {spec.name: _argument_names(spec) for spec in self._registry},
-            [f"mcp.{name}." for name in self._mcp_servers])
+            [f"mcp.{name}." for name in self._mcp_servers],
+        )
 
         self.workspace, self.state_dir = resolve_dirs(workspace, state_dir)
         if _is_within(self.state_dir, self.workspace) or _is_within(self.workspace, self.state_dir):
@@ -149,8 +157,10 @@ class Legs:
                 "actions must never reach the action log, budgets or trash"
             )
         # Both checked before either is created: a bad one leaves nothing behind.
-        for key, path, given, env in (("workspace", self.workspace, workspace, WORKSPACE_ENV),
-                                      ("state_dir", self.state_dir, state_dir, STATE_DIR_ENV)):
+        for key, path, given, env in (
+            ("workspace", self.workspace, workspace, WORKSPACE_ENV),
+            ("state_dir", self.state_dir, state_dir, STATE_DIR_ENV),
+        ):
             if path.exists() and not path.is_dir():
                 origin = f" (from {env})" if given in (None, "") and os.environ.get(env, "").strip() else ""
                 raise ConfigError(f"{key}{origin}: {path} exists and is not a directory")
@@ -314,15 +324,21 @@ class Legs:
                     not_installed = unavailable_error(spec.family)
                     if not_installed is not None:
                         raise not_installed
-                    standing = (self._approvals.find(spec.name, arguments, session)
-                                if verdict.kind == "approve" and given is None else None)
+                    standing = (
+                        self._approvals.find(spec.name, arguments, session)
+                        if verdict.kind == "approve" and given is None
+                        else None
+                    )
                     if standing is not None:
                         decision = "approved"
                         approval = {"decision": "approved", "by": standing.by, "rule": standing.id}
                     elif verdict.kind == "approve" or given is not None:
                         try:
-                            answer = given if given is not None else await self._ask_approval(
-                                self._request(spec, args, arguments, session, call_id, verdict))
+                            answer = (
+                                given
+                                if given is not None
+                                else await self._ask_approval(self._request(spec, args, arguments, session, call_id, verdict))
+                            )
                         except ActionError:  # the approver's own refusal: expired in the queue, store down
                             decision = "rejected"
                             approval = {"decision": "rejected", "by": None, "rule": None}
@@ -359,18 +375,17 @@ class Legs:
                             rule = verdict.rule
                             if verdict.kind == "deny":
                                 decision = "deny"
-                                raise ActionError("denied", f"{spec.name} with the edited arguments is not allowed "
-                                                            f"({verdict.rule})", rule=rule)
+                                raise ActionError(
+                                    "denied", f"{spec.name} with the edited arguments is not allowed ({verdict.rule})", rule=rule
+                                )
                             decision = "approved"
                         if answer.remember is not None:
-                            added = self._approvals.add_rule(spec.name, answer.match, answer.remember, session,
-                                                             answer.by)
+                            added = self._approvals.add_rule(spec.name, answer.match, answer.remember, session, answer.by)
                             log.info("standing rule %s added by %s: %s", added.id, answer.by, added)
                     else:
                         decision = "allow"
                     budgets = runtime.engine.budgets_for(spec.name)
-                    exhausted = await runtime.on_loop(_budgets.consume(runtime.state, budgets, session)) \
-                        if budgets else None
+                    exhausted = await runtime.on_loop(_budgets.consume(runtime.state, budgets, session)) if budgets else None
                     if exhausted is not None:
                         budget, used = exhausted
                         decision = "budget_exceeded"
@@ -381,16 +396,34 @@ class Legs:
                             + ("" if budget.per == "total" else f" this {budget.per}")
                             + (f" in session {session!r}" if budget.scope == "session" else " (all sessions)"),
                             rule=rule,
-                            hint=("Do not retry now: " + ("the budget never resets" if budget.per == "total"
-                                                          else f"it resets with the next {budget.per} (UTC)")
-                                  + ("" if budget.scope == "session" else "; a new session does not reset it")
-                                  + ". Tell the user the limit was reached."),
+                            hint=(
+                                "Do not retry now: "
+                                + (
+                                    "the budget never resets"
+                                    if budget.per == "total"
+                                    else f"it resets with the next {budget.per} (UTC)"
+                                )
+                                + ("" if budget.scope == "session" else "; a new session does not reset it")
+                                + ". Tell the user the limit was reached."
+                            ),
                         )
                     # Write-ahead: the intent line is on disk before the effect can happen (or the call
                     # fails closed, "unavailable", and nothing runs).
-                    record_id = telemetry.intent(span, CallRecord(
-                        spec.name, spec.tool_name, session, call_id, decision, "", 0.0, arguments, rule=rule,
-                        approval=approval))
+                    record_id = telemetry.intent(
+                        span,
+                        CallRecord(
+                            spec.name,
+                            spec.tool_name,
+                            session,
+                            call_id,
+                            decision,
+                            "",
+                            0.0,
+                            arguments,
+                            rule=rule,
+                            approval=approval,
+                        ),
+                    )
                     runtime.touch_session(session)
                     output = await self._call_handler(spec, args, session, call_id, span)
                     result = self._success(spec, output, start)
@@ -401,9 +434,21 @@ class Legs:
         except asyncio.CancelledError:
             telemetry.finish(
                 span,
-                CallRecord(spec.name, spec.tool_name, session, call_id, decision, "failed",
-                           _ms(start), arguments, None, "cancelled by the caller", rule,
-                           record_id=record_id, approval=approval),
+                CallRecord(
+                    spec.name,
+                    spec.tool_name,
+                    session,
+                    call_id,
+                    decision,
+                    "failed",
+                    _ms(start),
+                    arguments,
+                    None,
+                    "cancelled by the caller",
+                    rule,
+                    record_id=record_id,
+                    approval=approval,
+                ),
             )
             raise
         except Exception as exc:  # a bug in an executor must not crash the agent
@@ -417,10 +462,19 @@ class Legs:
         telemetry.finish(
             span,
             CallRecord(
-                spec.name, spec.tool_name, session, call_id, decision,
+                spec.name,
+                spec.tool_name,
+                session,
+                call_id,
+                decision,
                 "ok" if result.ok else result.error.type if result.error else "failed",
-                result.duration_ms, arguments, result.output if result.ok else None,
-                result.error.message if result.error else None, rule, record_id=record_id, approval=approval,
+                result.duration_ms,
+                arguments,
+                result.output if result.ok else None,
+                result.error.message if result.error else None,
+                rule,
+                record_id=record_id,
+                approval=approval,
             ),
         )
         return result
@@ -448,8 +502,7 @@ class Legs:
             # here nothing is known, so the advice must not invite a blind repeat.
             raise ActionError(
                 "timeout",
-                f"{spec.name} did not finish within {timeout_s:g} s and was stopped; "
-                "it may have taken effect in part",
+                f"{spec.name} did not finish within {timeout_s:g} s and was stopped; it may have taken effect in part",
                 retryable=False,
                 hint="Check what happened (read the file, list the mail, query the API) before repeating it.",
             ) from None
@@ -483,8 +536,15 @@ class Legs:
         """The standing approval rules (``session``: the ``always`` ones and that session's)."""
         return self._approvals.rules(session)
 
-    def add_standing_rule(self, action: str, match: Mapping[str, list[Any]] | None = None, *,
-                          scope: str = "session", session: str = "default", by: str | None = None) -> StandingRule:
+    def add_standing_rule(
+        self,
+        action: str,
+        match: Mapping[str, list[Any]] | None = None,
+        *,
+        scope: str = "session",
+        session: str = "default",
+        by: str | None = None,
+    ) -> StandingRule:
         """Approve later calls of ``action`` whose arguments fit ``match`` without asking."""
         spec = self.get_action(action)
         if scope not in ("session", "always"):
@@ -498,8 +558,9 @@ class Legs:
         """Remove a standing rule; ``False`` if there was none with that id."""
         return self._approvals.revoke(rule_id)
 
-    def _request(self, spec: ActionSpec, args: BaseModel, arguments: dict[str, Any], session: str,
-                 call_id: str | None, verdict: Decision) -> ApprovalRequest:
+    def _request(
+        self, spec: ActionSpec, args: BaseModel, arguments: dict[str, Any], session: str, call_id: str | None, verdict: Decision
+    ) -> ApprovalRequest:
         redactor = self._runtime.redactor
         summary = spec.summarize(_scrubbed_args(args, redactor)) if spec.summarize else ""
         return ApprovalRequest(
@@ -552,8 +613,12 @@ class Legs:
 
     def _success(self, spec: ActionSpec, out: ActionOutput, start: float) -> ActionResult:
         return ActionResult(
-            action=spec.name, ok=True, output=self._bound(out.output), data=self._runtime.redactor.data(out.data),
-            artifacts=list(out.artifacts), duration_ms=_ms(start),
+            action=spec.name,
+            ok=True,
+            output=self._bound(out.output),
+            data=self._runtime.redactor.data(out.data),
+            artifacts=list(out.artifacts),
+            duration_ms=_ms(start),
         )
 
     def _failure(self, spec: ActionSpec, exc: ActionError, start: float) -> ActionResult:
@@ -566,7 +631,11 @@ class Legs:
         info = ActionErrorInfo(type=exc.type, message=message, retryable=exc.retryable, hint=hint)
         output = f"Error ({exc.type}): {message}" + (f"\nHint: {hint}" if hint else "")
         return ActionResult(
-            action=spec.name, ok=False, output=self._bound(output), data=redactor.data(exc.data), error=info,
+            action=spec.name,
+            ok=False,
+            output=self._bound(output),
+            data=redactor.data(exc.data),
+            error=info,
             duration_ms=_ms(start),
         )
 
@@ -661,9 +730,7 @@ class Legs:
     async def __aenter__(self) -> Legs:
         return self
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         await self.aclose()
 
     def __repr__(self) -> str:
@@ -718,9 +785,7 @@ def _validate(spec: ActionSpec, raw: Mapping[str, Any] | BaseModel | None) -> Ba
     try:
         return model.model_validate(raw if raw is not None else {})
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in exc.errors(include_url=False)
-        )
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in exc.errors(include_url=False))
         raise ActionError(
             "invalid_input",
             f"invalid arguments for {spec.tool_name}: {problems}",
@@ -732,8 +797,11 @@ def _validate_edit(spec: ActionSpec, answer: ApprovalDecision) -> BaseModel:
     try:
         return _validate(spec, answer.args)
     except ActionError as exc:
-        raise ActionError("invalid_input", f"the approver's edited arguments are invalid: {exc.message}",
-                          hint="The edit was refused and nothing ran; ask the user again.") from None
+        raise ActionError(
+            "invalid_input",
+            f"the approver's edited arguments are invalid: {exc.message}",
+            hint="The edit was refused and nothing ran; ask the user again.",
+        ) from None
 
 
 def _scrubbed_args(args: BaseModel, redactor: Redactor) -> BaseModel:

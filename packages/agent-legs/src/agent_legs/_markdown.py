@@ -18,7 +18,10 @@ __all__ = ["html_to_markdown"]
 def _options(base_url: str | None, images: bool) -> Any:
     return _h2m.ConversionOptions(
         base_url=base_url,  # absolute links: the model can pass them to browser_navigate / http_request as they are
-        extract_metadata=False, inline_data_media="alt_text_only", capture_svg=False, escape_misc=False,
+        extract_metadata=False,
+        inline_data_media="alt_text_only",
+        capture_svg=False,
+        escape_misc=False,
         compact_tables=True,  # column padding costs tokens and says nothing
         skip_images=not images,
         preprocessing=_h2m.PreprocessingOptions(remove_forms=False),  # labels stay; callers list form fields

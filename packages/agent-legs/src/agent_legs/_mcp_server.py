@@ -130,17 +130,23 @@ def _elicitation_message(request: ApprovalRequest) -> str:
     arguments = json.dumps(request.arguments, ensure_ascii=False, default=str)
     if len(arguments) > _MAX_ELICIT_ARGS_CHARS:
         arguments = arguments[:_MAX_ELICIT_ARGS_CHARS] + f"... [{len(arguments) - _MAX_ELICIT_ARGS_CHARS} more characters]"
-    return (f"Agent Legs asks for approval: {request.action} (tool {request.tool_name}).\n"
-            f"Arguments (secrets redacted): {arguments}\n"
-            f"Reason: {request.reason}\n"
-            "Approve this call?")
+    return (
+        f"Agent Legs asks for approval: {request.action} (tool {request.tool_name}).\n"
+        f"Arguments (secrets redacted): {arguments}\n"
+        f"Reason: {request.reason}\n"
+        "Approve this call?"
+    )
 
 
 _APPROVAL_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "approve": {"type": "boolean", "title": "Approve",
-                    "description": "true runs the action once; false refuses it", "default": False},
+        "approve": {
+            "type": "boolean",
+            "title": "Approve",
+            "description": "true runs the action once; false refuses it",
+            "default": False,
+        },
     },
     "required": ["approve"],
 }
@@ -278,9 +284,13 @@ def build_server(legs: Legs, approvals: McpApprovals, *, session: str | None = N
         redactor = Redactor(legs.secrets)
         summary = spec.summarize(_scrubbed_args(args, redactor)) if spec.summarize else ""
         rule = engine.decide(spec.name).rule
-        return ApprovalRequest(action=spec.name, tool_name=spec.tool_name, session=name,
-                               arguments=redactor.data(args.model_dump(mode="json")),
-                               reason=redactor.text(f"{rule}. {summary}".strip()))
+        return ApprovalRequest(
+            action=spec.name,
+            tool_name=spec.tool_name,
+            session=name,
+            arguments=redactor.data(args.model_dump(mode="json")),
+            reason=redactor.text(f"{rule}. {summary}".strip()),
+        )
 
     def log_unknown(tool: str, name: str, call_id: str, arguments: Any, message: str) -> None:
         """A call of a tool that names no action still leaves its span and log line (a model probing
@@ -291,14 +301,14 @@ def build_server(legs: Legs, approvals: McpApprovals, *, session: str | None = N
         telemetry = legs._telemetry
         try:
             span = telemetry.start(label, label, name, call_id, None)
-            telemetry.finish(span, CallRecord(label, label, name, call_id, "invalid", "invalid_input", 0.0,
-                                              arguments, None, message, None))
+            telemetry.finish(
+                span, CallRecord(label, label, name, call_id, "invalid", "invalid_input", 0.0, arguments, None, message, None)
+            )
         except Exception as exc:  # the log is the record, but a failure to write it must not kill the server
             log.warning("logging the unknown tool call %r failed: %s", label, exc)
 
     def error_result(kind: str, message: str) -> Any:
-        return types.CallToolResult(content=[types.TextContent(type="text", text=f"Error ({kind}): {message}")],
-                                    is_error=True)
+        return types.CallToolResult(content=[types.TextContent(type="text", text=f"Error ({kind}): {message}")], is_error=True)
 
     async def on_call_tool(ctx: Any, params: Any) -> Any:
         spec = by_tool.get(params.name)
@@ -307,8 +317,7 @@ def build_server(legs: Legs, approvals: McpApprovals, *, session: str | None = N
             release_on_close(ctx, name)
         call_id = f"{name}:{ctx.request_id}" if ctx.request_id is not None else f"{name}:{secrets.token_hex(8)}"
         if spec is None:
-            message = (f"no tool named {params.name[:_MAX_UNKNOWN_NAME]!r}; the tools are: "
-                       + ", ".join(t.name for t in tools))
+            message = f"no tool named {params.name[:_MAX_UNKNOWN_NAME]!r}; the tools are: " + ", ".join(t.name for t in tools)
             log_unknown(params.name, name, call_id, params.arguments, message)
             return error_result("invalid_input", message)
         loop = asyncio.get_running_loop()
@@ -316,12 +325,15 @@ def build_server(legs: Legs, approvals: McpApprovals, *, session: str | None = N
         async def elicit(request: ApprovalRequest) -> bool:  # on the MCP loop
             try:
                 answer = await asyncio.wait_for(
-                    ctx.session.elicit_form(_elicitation_message(request), _APPROVAL_SCHEMA,
-                                            related_request_id=ctx.request_id),
-                    ELICITATION_TIMEOUT_S)
+                    ctx.session.elicit_form(_elicitation_message(request), _APPROVAL_SCHEMA, related_request_id=ctx.request_id),
+                    ELICITATION_TIMEOUT_S,
+                )
             except Exception as exc:  # the client failed, left, or did not answer in time: not approved
-                log.warning("elicitation for %s failed (%s): treated as a rejection", request.action,
-                            type(exc).__name__ + (f": {exc}" if str(exc) else ""))
+                log.warning(
+                    "elicitation for %s failed (%s): treated as a rejection",
+                    request.action,
+                    type(exc).__name__ + (f": {exc}" if str(exc) else ""),
+                )
                 return False
             return answer.action == "accept" and isinstance(answer.content, dict) and answer.content.get("approve") is True
 
@@ -331,18 +343,29 @@ def build_server(legs: Legs, approvals: McpApprovals, *, session: str | None = N
         ask: Ask = elicit_ask
 
         arguments = params.arguments if params.arguments is not None else {}
-        if (not _can_elicit(ctx) and ctx.protocol_version in MODERN_PROTOCOL_VERSIONS and _declares_elicitation(ctx)
-                and engine.decide(spec.name).kind == "approve"):
+        if (
+            not _can_elicit(ctx)
+            and ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
+            and _declares_elicitation(ctx)
+            and engine.decide(spec.name).kind == "approve"
+        ):
             # 2026-07-28: no server-to-client requests; the question rides an InputRequiredResult.
             answered = pending.answer(params.name, arguments, params.request_state, params.input_responses)
             if answered is None:
                 question = approval_request(spec, arguments, name)
                 if question is not None:
                     return types.InputRequiredResult(
-                        input_requests={"approve": types.ElicitRequest(params=types.ElicitRequestFormParams(
-                            message=_elicitation_message(question), requested_schema=_APPROVAL_SCHEMA))},
-                        request_state=pending.issue(params.name, arguments))
+                        input_requests={
+                            "approve": types.ElicitRequest(
+                                params=types.ElicitRequestFormParams(
+                                    message=_elicitation_message(question), requested_schema=_APPROVAL_SCHEMA
+                                )
+                            )
+                        },
+                        request_state=pending.issue(params.name, arguments),
+                    )
             else:
+
                 async def given(request: ApprovalRequest, answer: bool = answered) -> bool:
                     return answer
 
@@ -379,8 +402,7 @@ async def _to_mcp(legs: Legs, result: ActionResult, types: Any) -> Any:
             content.append(types.ImageContent(type="image", data=part["base64"], mime_type=part["mime_type"]))
         else:
             content.append(types.TextContent(type="text", text=part.get("text", "")))
-    return types.CallToolResult(content=content, structured_content=result.model_dump(mode="json"),
-                                is_error=not result.ok)
+    return types.CallToolResult(content=content, structured_content=result.model_dump(mode="json"), is_error=not result.ok)
 
 
 # -- stdio -------------------------------------------------------------------------------------------
@@ -507,14 +529,17 @@ async def serve_http(
         streamable_http_path="/mcp",
         host=host,
         transport_security=TransportSecuritySettings(
-            enable_dns_rebinding_protection=True, allowed_hosts=sorted(hosts), allowed_origins=sorted(origins)),
+            enable_dns_rebinding_protection=True, allowed_hosts=sorted(hosts), allowed_origins=sorted(origins)
+        ),
     )
-    config = uvicorn.Config(HttpGuard(app, token, hosts, origins), log_level="warning", lifespan="on",
-                            server_header=False)
+    config = uvicorn.Config(HttpGuard(app, token, hosts, origins), log_level="warning", lifespan="on", server_header=False)
     uv = uvicorn.Server(config)
     if not is_loopback(host):  # a client reaching it by name or another address needs --allow-host
-        print("agent-legs mcp: Host headers accepted: " + ", ".join(sorted(hosts)) + " (add more with --allow-host)",
-              file=err, flush=True)
+        print(
+            "agent-legs mcp: Host headers accepted: " + ", ".join(sorted(hosts)) + " (add more with --allow-host)",
+            file=err,
+            flush=True,
+        )
     print(f"agent-legs mcp: serving streamable HTTP at http://{_netloc(host, port)}/mcp", file=err, flush=True)
     try:
         await uv.serve(sockets=[sock])

@@ -11,8 +11,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ._errors import ErrorType
 
-__all__ = ["APPROVAL_TYPE", "ActionErrorInfo", "ActionOutput", "ActionResult", "ApprovalDecision", "ApprovalRequest",
-           "Artifact", "StandingRule"]
+__all__ = [
+    "APPROVAL_TYPE",
+    "ActionErrorInfo",
+    "ActionOutput",
+    "ActionResult",
+    "ApprovalDecision",
+    "ApprovalRequest",
+    "Artifact",
+    "StandingRule",
+]
 
 APPROVAL_TYPE = "agent_legs.approval"  # the "type" of the approval dict an interrupt / event carries
 
@@ -137,17 +145,19 @@ class ApprovalDecision(BaseModel):
             try:
                 value = json.loads(text)
             except ValueError:
-                raise ValueError(f'not a decision: {text[:80]!r} (expected "approve", "reject" or a JSON decision)'
-                                 ) from None
+                raise ValueError(f'not a decision: {text[:80]!r} (expected "approve", "reject" or a JSON decision)') from None
         if isinstance(value, Mapping):
             try:
                 return cls.model_validate(dict(value))
             except ValidationError as exc:
-                problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'decision'}: {e['msg']}"
-                                     for e in exc.errors(include_url=False))
+                problems = "; ".join(
+                    f"{'.'.join(map(str, e['loc'])) or 'decision'}: {e['msg']}" for e in exc.errors(include_url=False)
+                )
                 raise ValueError(f"not a valid decision: {problems}") from None
-        raise ValueError(f"not a decision: a {type(value).__name__} (expected a dict such as "
-                         '{"type": "approve"}, True/False, "approve" or "reject")')
+        raise ValueError(
+            f"not a decision: a {type(value).__name__} (expected a dict such as "
+            '{"type": "approve"}, True/False, "approve" or "reject")'
+        )
 
 
 class StandingRule(BaseModel):

@@ -112,9 +112,7 @@ class CodePolicy(_Section):
 
 
 class EmailPolicy(_Section):
-    allow_recipients: list[str] = Field(
-        default_factory=list, description='Address globs such as "*@example.com"; empty: nobody.'
-    )
+    allow_recipients: list[str] = Field(default_factory=list, description='Address globs such as "*@example.com"; empty: nobody.')
     max_recipients: int = Field(10, ge=1)
     max_attachment_bytes: int = Field(10_000_000, gt=0)
     timeout_s: float = Field(60, gt=0)
@@ -174,8 +172,12 @@ class Policy(_Section):
     )
     deny: list[str] = Field(default_factory=list)
     require_approval: list[str | ApprovalRule] = Field(default_factory=lambda: list[str | ApprovalRule](["email.send"]))
-    approval_timeout_s: float = Field(300, gt=0, description="How long a call waits in the approval queue "
-                                      "(approver='queue') for a decision; then it is refused as expired.")
+    approval_timeout_s: float = Field(
+        300,
+        gt=0,
+        description="How long a call waits in the approval queue "
+        "(approver='queue') for a decision; then it is refused as expired.",
+    )
     files: FilesPolicy = Field(default_factory=FilesPolicy)
     network: NetworkPolicy = Field(default_factory=NetworkPolicy)
     http: HttpPolicy = Field(default_factory=HttpPolicy)
@@ -231,9 +233,7 @@ def _first_match(name: str, rules: list[tuple[str, re.Pattern[str]]]) -> str | N
     return None
 
 
-def unmatched_names(
-    patterns: Iterable[str], names: Iterable[str], where: str, prefixes: Iterable[str] = ()
-) -> list[str]:
+def unmatched_names(patterns: Iterable[str], names: Iterable[str], where: str, prefixes: Iterable[str] = ()) -> list[str]:
     """One message per pattern that matches none of ``names``, with "did you mean" suggestions.
 
     ``prefixes`` are namespaces whose names are not known yet (``"mcp.github."``: the tools of a
@@ -265,7 +265,8 @@ class PolicyEngine:
         self._plain_approve = _compile([e for e in policy.require_approval if isinstance(e, str)])
         self._conditions: list[tuple[int, ApprovalRule, re.Pattern[str]]] = [
             (i, e, re.compile(fnmatch.translate(e.action)))
-            for i, e in enumerate(policy.require_approval) if isinstance(e, ApprovalRule)
+            for i, e in enumerate(policy.require_approval)
+            if isinstance(e, ApprovalRule)
         ]
         self._allow = _compile(policy.allow)
         self._budgets = [(b, _compile(b.patterns)) for b in policy.budgets]
@@ -289,8 +290,7 @@ class PolicyEngine:
         for i, entry, rx in self._conditions:
             if rx.match(action):
                 if not entry.exempts(arguments):
-                    return Decision("approve", f"policy.require_approval[{i}] ({entry.action} unless "
-                                               f"{_describe(entry.unless)})")
+                    return Decision("approve", f"policy.require_approval[{i}] ({entry.action} unless {_describe(entry.unless)})")
                 exempting = exempting or f"policy.require_approval[{i}].unless ({_describe(entry.unless)})"
         return Decision("allow", exempting or decision.rule)
 
@@ -322,16 +322,17 @@ class PolicyEngine:
             for name in names:
                 known = set((fields or {}).get(name, ())) if fields is not None else None
                 if rx.match(name) and known is not None:
-                    problems += [f"policy.require_approval[{i}].unless: {name} has no argument {key!r} "
-                                 f"(its arguments: {', '.join(sorted(known))})"
-                                 for key in entry.unless if key not in known]
+                    problems += [
+                        f"policy.require_approval[{i}].unless: {name} has no argument {key!r} "
+                        f"(its arguments: {', '.join(sorted(known))})"
+                        for key in entry.unless
+                        if key not in known
+                    ]
         if problems:
             raise ConfigError("; ".join(problems) + f" (known actions: {', '.join(sorted(names))})")
 
     def budgets_for(self, action: str) -> list[Budget]:
         found = self._budget_cache.get(action)
         if found is None:
-            found = self._budget_cache[action] = [
-                b for b, rules in self._budgets if _first_match(action, rules) is not None
-            ]
+            found = self._budget_cache[action] = [b for b, rules in self._budgets if _first_match(action, rules) is not None]
         return found

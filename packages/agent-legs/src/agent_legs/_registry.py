@@ -179,8 +179,9 @@ def action(
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             raise TypeError(f"action {name!r}: the input model must be a pydantic BaseModel")
         (registry if registry is not None else REGISTRY).register(
-            ActionSpec(name, inspect.cleandoc(description), model, read_only, handler, timeout, summarize, inline,
-                       tuple(requires))
+            ActionSpec(
+                name, inspect.cleandoc(description), model, read_only, handler, timeout, summarize, inline, tuple(requires)
+            )
         )
         return handler
 

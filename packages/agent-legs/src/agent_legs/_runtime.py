@@ -133,8 +133,11 @@ class Runtime:
                     extra = extra_of_module(exc.name)
                     if extra is None:
                         raise
-                    raise ActionError("unavailable", f"{cls.__name__} cannot start: {exc}",
-                                      hint=f"Not fixable by the model: tell the user to run `{extra.hint}`.") from exc
+                    raise ActionError(
+                        "unavailable",
+                        f"{cls.__name__} cannot start: {exc}",
+                        hint=f"Not fixable by the model: tell the user to run `{extra.hint}`.",
+                    ) from exc
             except BaseException as exc:
                 del self._starting[cls]
                 pending.set_exception(exc)

@@ -75,11 +75,18 @@ def _pairs_to_dict(value: Any) -> Any:
 def name_value_pairs(value_type: Any, description: str) -> Any:
     """``dict[str, value_type]`` that models send as a list of ``{"name", "value"}`` pairs."""
     value_schema = TypeAdapter(value_type).json_schema()
-    pair = {"type": "object", "properties": {"name": {"type": "string"}, "value": value_schema},
-            "required": ["name", "value"], "additionalProperties": False}
+    pair = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "value": value_schema},
+        "required": ["name", "value"],
+        "additionalProperties": False,
+    }
     schema = {"type": "array", "items": pair, "description": description}
-    return Annotated[dict[str, value_type], BeforeValidator(_pairs_to_dict),  # type: ignore[valid-type]
-                     WithJsonSchema(schema)]
+    return Annotated[
+        dict[str, value_type],
+        BeforeValidator(_pairs_to_dict),  # type: ignore[valid-type]
+        WithJsonSchema(schema),
+    ]
 
 
 def _json_text(value: Any) -> Any:
@@ -87,16 +94,16 @@ def _json_text(value: Any) -> Any:
         try:
             return json.loads(value)
         except ValueError as exc:
-            raise ValueError(f"not valid JSON text ({exc}); to send plain text use body instead, "
-                             "to send a JSON string quote it") from None
+            raise ValueError(
+                f"not valid JSON text ({exc}); to send plain text use body instead, to send a JSON string quote it"
+            ) from None
     return value
 
 
 JsonText = Annotated[
     Any,
     BeforeValidator(_json_text),
-    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "null"}],
-                    "description": 'JSON text, e.g. "{\\"total\\": 12.5}"'}),
+    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "null"}], "description": 'JSON text, e.g. "{\\"total\\": 12.5}"'}),
 ]
 """Any JSON value; a string is JSON text (what a model sends in strict mode)."""
 
@@ -121,8 +128,12 @@ def _policy_value(policy: Policy, path: str) -> Any:
 
 
 # Keywords OpenAI's strict mode does not accept: said in words instead (validation still enforces them).
-_IN_WORDS = {"minLength": "at least {} characters", "maxLength": "at most {} characters",
-             "minProperties": "at least {} entries", "maxProperties": "at most {} entries"}
+_IN_WORDS = {
+    "minLength": "at least {} characters",
+    "maxLength": "at most {} characters",
+    "minProperties": "at least {} entries",
+    "maxProperties": "at most {} entries",
+}
 
 
 def _portable(node: Any) -> None:
@@ -163,8 +174,20 @@ def empty_required_enum(schema: dict[str, Any]) -> str | None:
 
 
 _TYPED = ("type", "anyOf", "enum", "const", "$ref")
-_UNSUPPORTED = ("allOf", "oneOf", "not", "patternProperties", "if", "then", "else", "dependentRequired",
-                "dependentSchemas", "unevaluatedProperties", "propertyNames", *_IN_WORDS)
+_UNSUPPORTED = (
+    "allOf",
+    "oneOf",
+    "not",
+    "patternProperties",
+    "if",
+    "then",
+    "else",
+    "dependentRequired",
+    "dependentSchemas",
+    "unevaluatedProperties",
+    "propertyNames",
+    *_IN_WORDS,
+)
 
 
 def strict_problems(schema: dict[str, Any], where: str = "$") -> list[str]:
@@ -188,8 +211,9 @@ def strict_problems(schema: dict[str, Any], where: str = "$") -> list[str]:
         if schema.get("additionalProperties") is not False:
             problems.append(f"{where}: additionalProperties must be false")
         if sorted(schema.get("required", [])) != sorted(props):
-            problems.append(f"{where}: every property must be required (missing "
-                            f"{sorted(set(props) - set(schema.get('required', [])))})")
+            problems.append(
+                f"{where}: every property must be required (missing {sorted(set(props) - set(schema.get('required', [])))})"
+            )
         for name, sub in props.items():
             problems += strict_problems(sub, f"{where}.{name}")
     if "items" in schema:
@@ -199,4 +223,3 @@ def strict_problems(schema: dict[str, Any], where: str = "$") -> list[str]:
     for name, sub in (schema.get("$defs") or {}).items():
         problems += strict_problems(sub, f"{where}.$defs.{name}")
     return problems
-

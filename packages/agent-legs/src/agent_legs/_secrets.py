@@ -49,7 +49,7 @@ class Secrets(Mapping[str, str]):
     @classmethod
     def from_env(cls, prefix: str = "AGENT_LEGS_SECRET_") -> Secrets:
         """Every ``<prefix>NAME`` environment variable becomes secret ``NAME``."""
-        return cls({k[len(prefix):]: v for k, v in os.environ.items() if k.startswith(prefix) and v})
+        return cls({k[len(prefix) :]: v for k, v in os.environ.items() if k.startswith(prefix) and v})
 
     def __getitem__(self, key: str) -> str:
         return self._values[key]
@@ -156,6 +156,6 @@ def _encodings(value: str) -> set[str]:
     for k in range(3):  # the secret starting at byte k of a 3-byte group of the encoded stream
         encoded = base64.b64encode(b"\0" * k + raw + b"\0\0").decode()
         # character i covers bits [6i, 6i + 6): keep those inside the secret's bits [8k, 8(k + n))
-        core = encoded[-(-8 * k // 6): 8 * (k + n) // 6]
+        core = encoded[-(-8 * k // 6) : 8 * (k + n) // 6]
         forms.update((core, core.translate(_URLSAFE)))
     return {f for f in forms if f != value and len(f) >= _MIN_ENCODED_LEN}

@@ -54,9 +54,12 @@ class _Section(BaseModel):
 class HttpAuth(_Section):
     hosts: list[str] = Field(description="Host globs (optional ':port') that receive these headers.")
     headers: dict[str, str] = Field(description="Header values; use {secret:NAME} for credentials.")
-    allow_http: bool = Field(False, description="Also send these headers over plain http:// to non-loopback "
-                             "hosts (readable by anyone on the path). By default they go only over https or to "
-                             "127.0.0.1, [::1] and localhost; a plain-http request to a listed host is refused.")
+    allow_http: bool = Field(
+        False,
+        description="Also send these headers over plain http:// to non-loopback "
+        "hosts (readable by anyone on the path). By default they go only over https or to "
+        "127.0.0.1, [::1] and localhost; a plain-http request to a listed host is refused.",
+    )
 
 
 class HttpSettings(_Section):
@@ -65,26 +68,42 @@ class HttpSettings(_Section):
     max_connections: int = 100
     retries: int = Field(2, ge=0, description="Retries of idempotent requests on transient errors.")
     transport: Literal["aiohttp", "httpx"] = Field(
-        "aiohttp", description="Connection layer: aiohttp, driven directly (measured ~2x the sequential speed and "
-        "~9x the concurrent throughput), or httpx's own pool.")
+        "aiohttp",
+        description="Connection layer: aiohttp, driven directly (measured ~2x the sequential speed and "
+        "~9x the concurrent throughput), or httpx's own pool.",
+    )
 
 
 class BrowserSettings(_Section):
-    executable_path: str | None = Field(None, description="Chromium binary; with ws_endpoint, its path on the "
-                                        "server's machine (sent as a launch option).")
-    ws_endpoint: str | None = Field(None, description="A Playwright server (playwright run-server --unsafe, so it "
-                                    "applies our launch flags; or launch-server pre-launched with them).")
+    executable_path: str | None = Field(
+        None, description="Chromium binary; with ws_endpoint, its path on the server's machine (sent as a launch option)."
+    )
+    ws_endpoint: str | None = Field(
+        None,
+        description="A Playwright server (playwright run-server --unsafe, so it "
+        "applies our launch flags; or launch-server pre-launched with them).",
+    )
     cdp_url: str | None = Field(None, description="A Chromium reachable over CDP.")
-    proxy_bind: str = Field("127.0.0.1", description="Address each session's egress proxy listens on. Change it "
-                            "only for a browser on another host, to an address only that host can reach.")
-    proxy_host: str | None = Field(None, description="Address the browser is told to reach the proxies at "
-                                   "(default: proxy_bind; required when proxy_bind is 0.0.0.0 or ::).")
+    proxy_bind: str = Field(
+        "127.0.0.1",
+        description="Address each session's egress proxy listens on. Change it "
+        "only for a browser on another host, to an address only that host can reach.",
+    )
+    proxy_host: str | None = Field(
+        None,
+        description="Address the browser is told to reach the proxies at "
+        "(default: proxy_bind; required when proxy_bind is 0.0.0.0 or ::).",
+    )
     headless: bool = True
     profile: str | None = Field(None, description="Named profile whose cookies persist in the state dir.")
     max_content_chars: int = 20_000
-    max_concurrent_loads: int = Field(0, ge=0, description="Page loads (navigate, click, fill with submit, back) "
-                                      "one browser runs at once; others wait their turn within their timeout. "
-                                      "0: twice the CPU count.")
+    max_concurrent_loads: int = Field(
+        0,
+        ge=0,
+        description="Page loads (navigate, click, fill with submit, back) "
+        "one browser runs at once; others wait their turn within their timeout. "
+        "0: twice the CPU count.",
+    )
 
 
 class CodeSettings(_Section):
@@ -93,12 +112,19 @@ class CodeSettings(_Section):
     pool_size: int = Field(2, ge=0, description="Pre-started containers ready for new sessions.")
     session_ttl_s: float = Field(1800, gt=0)
     runtime: Literal["runc", "runsc"] = Field(
-        "runc", description="Container runtime: runc (Docker's default) or runsc (gVisor: a user-space kernel "
+        "runc",
+        description="Container runtime: runc (Docker's default) or runsc (gVisor: a user-space kernel "
         "between the code and the host's, for stronger isolation; slower to start, hidden by the pool). runsc must be "
-        "registered with Docker (shared/sandbox/ensure-runsc.sh; `agent-legs doctor` checks it).")
-    uid: int = Field(1000, ge=1, lt=2**31, description="The user (and group) id the sandbox runs as when the "
-                     "workspace is owned by root; it gets access through POSIX ACLs, never by chown. Pick an id no "
-                     "host account uses. (A workspace owned by another user is worked on as that user.)")
+        "registered with Docker (shared/sandbox/ensure-runsc.sh; `agent-legs doctor` checks it).",
+    )
+    uid: int = Field(
+        1000,
+        ge=1,
+        lt=2**31,
+        description="The user (and group) id the sandbox runs as when the "
+        "workspace is owned by root; it gets access through POSIX ACLs, never by chown. Pick an id no "
+        "host account uses. (A workspace owned by another user is worked on as that user.)",
+    )
 
 
 class MailServer(_Section):
@@ -126,12 +152,16 @@ class TelemetrySettings(_Section):
 
 
 class StateSettings(_Section):
-    url: str | None = Field(None, description="Shared state (budgets, send ledger, approvals, sessions) in "
-                            "PostgreSQL: postgresql://USER:{secret:PG_PASSWORD}@HOST:5432/DBNAME (pip install "
-                            "'agent-legs[postgres]'). Unset: SQLite in the state directory (one machine).")
+    url: str | None = Field(
+        None,
+        description="Shared state (budgets, send ledger, approvals, sessions) in "
+        "PostgreSQL: postgresql://USER:{secret:PG_PASSWORD}@HOST:5432/DBNAME (pip install "
+        "'agent-legs[postgres]'). Unset: SQLite in the state directory (one machine).",
+    )
     pool_size: int = Field(10, ge=1, description="PostgreSQL connections per process, at most.")
-    timeout_s: float = Field(5.0, gt=0, description="How long a call waits for a database connection before "
-                             "it is reported unavailable.")
+    timeout_s: float = Field(
+        5.0, gt=0, description="How long a call waits for a database connection before it is reported unavailable."
+    )
 
 
 MCP_SERVER_NAME = re.compile(r"^[a-z0-9_-]{1,32}$")
@@ -147,14 +177,21 @@ class McpServerSettings(_Section):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    command: list[str] | None = Field(None, min_length=1, description="The server's command line (stdio), "
-                                      "e.g. [\"npx\", \"-y\", \"@modelcontextprotocol/server-everything\"].")
-    env: dict[str, str] = Field(default_factory=dict, description="Environment of a stdio server, over a minimal "
-                                "inherited one (HOME, PATH, ...: never Agent Legs' own environment).")
+    command: list[str] | None = Field(
+        None,
+        min_length=1,
+        description='The server\'s command line (stdio), e.g. ["npx", "-y", "@modelcontextprotocol/server-everything"].',
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Environment of a stdio server, over a minimal "
+        "inherited one (HOME, PATH, ...: never Agent Legs' own environment).",
+    )
     cwd: str | None = Field(None, description="Working directory of a stdio server.")
     url: str | None = Field(None, description="A streamable HTTP server's endpoint, e.g. http://127.0.0.1:8000/mcp.")
-    headers: dict[str, str] = Field(default_factory=dict, description="HTTP headers sent to a url server; use "
-                                    "{secret:NAME} for credentials.")
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="HTTP headers sent to a url server; use {secret:NAME} for credentials."
+    )
     timeout_s: float = Field(60, gt=0, description="Deadline of one tool call.")
     startup_timeout_s: float = Field(30, gt=0, description="Deadline to start, initialize and list the tools.")
 
@@ -180,8 +217,10 @@ class McpSettings(_Section):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     servers: dict[str, McpServerSettings] = Field(
-        default_factory=dict, description="Third-party MCP servers by name ([a-z0-9_-], at most 32 characters); "
-        "their tools become the actions mcp.<name>.<tool>.")
+        default_factory=dict,
+        description="Third-party MCP servers by name ([a-z0-9_-], at most 32 characters); "
+        "their tools become the actions mcp.<name>.<tool>.",
+    )
 
     @field_validator("servers")
     @classmethod
@@ -212,6 +251,7 @@ class Settings(BaseSettings):
 
 # -- loading -------------------------------------------------------------------------------------
 
+
 def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The parsed ``agent-legs.toml``; a missing, unreadable or malformed file is a ``ConfigError``."""
     p = Path(path)
@@ -225,8 +265,7 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
     unknown = set(data) - {"workspace", "state_dir", "settings", "policy"}
     if unknown:
-        raise ConfigError(f"{p}: unknown top-level keys {sorted(unknown)} (expected workspace, state_dir, "
-                          "[settings], [policy])")
+        raise ConfigError(f"{p}: unknown top-level keys {sorted(unknown)} (expected workspace, state_dir, [settings], [policy])")
     for key in ("workspace", "state_dir"):
         if key in data and (not isinstance(data[key], str) or not data[key].strip()):
             raise ConfigError(f"{key} (in {p}): expected a directory path string, got {data[key]!r}")
@@ -246,8 +285,9 @@ def env_settings() -> dict[str, Any]:
     except SettingsError as exc:  # a section given as one variable (AGENT_LEGS_HTTP='{...}') that is not JSON
         m = re.search(r'field "(\w+)"', str(exc))
         field = m.group(1) if m else "?"
-        raise ConfigError(f"settings.{field} (from {_env_var((field,)) or ENV_PREFIX + field.upper()}): "
-                          f"not valid JSON ({exc.__cause__ or exc})") from None
+        raise ConfigError(
+            f"settings.{field} (from {_env_var((field,)) or ENV_PREFIX + field.upper()}): not valid JSON ({exc.__cause__ or exc})"
+        ) from None
 
 
 def load_settings(
@@ -268,13 +308,19 @@ def load_settings(
     try:
         return Settings.model_validate(merged)
     except ValidationError as exc:
-        raise ConfigError(describe_validation_error(
-            exc, "settings", sources=[(dict(explicit or {}), None), (env, "env"), (dict(file or {}), file_path)],
-        )) from None
+        raise ConfigError(
+            describe_validation_error(
+                exc,
+                "settings",
+                sources=[(dict(explicit or {}), None), (env, "env"), (dict(file or {}), file_path)],
+            )
+        ) from None
 
 
 def describe_validation_error(
-    exc: ValidationError, prefix: str, sources: Sequence[tuple[Mapping[str, Any], Any]] = (),
+    exc: ValidationError,
+    prefix: str,
+    sources: Sequence[tuple[Mapping[str, Any], Any]] = (),
 ) -> str:
     """One line per problem: ``<prefix>.<key path> (<where it came from>): <message> (got <value>)``.
 

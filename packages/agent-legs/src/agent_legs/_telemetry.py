@@ -125,8 +125,7 @@ def _digest(value: str, redactor: Redactor) -> str:
     # (the hash of a value without secrets is the hash of what was written).
     text = redactor.text(value)
     raw = text.encode("utf-8", "backslashreplace")
-    return (f"{text[:PREVIEW_CHARS]}...[{len(text)} chars, {len(raw)} bytes UTF-8, "
-            f"sha256 {hashlib.sha256(raw).hexdigest()}]")
+    return f"{text[:PREVIEW_CHARS]}...[{len(text)} chars, {len(raw)} bytes UTF-8, sha256 {hashlib.sha256(raw).hexdigest()}]"
 
 
 def _target(arguments: Any) -> str | None:
@@ -254,7 +253,8 @@ class ActionLog:
 
     def write(self, entry: dict[str, Any]) -> None:
         data = (json.dumps(entry, ensure_ascii=False, default=str, separators=(",", ":")) + "\n").encode(
-            "utf-8", "backslashreplace")  # a lone surrogate must not cost the line
+            "utf-8", "backslashreplace"
+        )  # a lone surrogate must not cost the line
         try:
             with self._lock:
                 self._write(data)
@@ -321,8 +321,10 @@ class ActionLog:
 
 PENDING_DIR = "actions.pending"
 _JOURNAL_COMPACT_BYTES = 65_536
-UNFINISHED_ERROR = ("the process running this action ended before it finished (killed or crashed); its effect "
-                    "may or may not have taken place: check the target")
+UNFINISHED_ERROR = (
+    "the process running this action ended before it finished (killed or crashed); its effect "
+    "may or may not have taken place: check the target"
+)
 
 
 class IntentJournal:
@@ -377,8 +379,9 @@ class IntentJournal:
 
     def intent(self, record_id: str, entry: dict[str, Any]) -> None:
         """Append the intent line; raises ``ActionLogError`` when it is not on disk (the action must not run)."""
-        data = (json.dumps({"intent": record_id, **entry}, ensure_ascii=False, default=str,
-                           separators=(",", ":")) + "\n").encode("utf-8", "backslashreplace")
+        data = (json.dumps({"intent": record_id, **entry}, ensure_ascii=False, default=str, separators=(",", ":")) + "\n").encode(
+            "utf-8", "backslashreplace"
+        )
         try:
             with self._lock:
                 fd = self._ensure_open()
@@ -547,7 +550,7 @@ def log_files(path: Path) -> list[Path]:
     """The action log and its rotated backups, oldest first (``actions.jsonl.N`` ... ``.1``, then the file)."""
     backups: list[tuple[int, Path]] = []
     for p in path.parent.glob(f"{path.name}.*"):
-        suffix = p.name[len(path.name) + 1:]
+        suffix = p.name[len(path.name) + 1 :]
         if suffix.isdigit():
             backups.append((int(suffix), p))
     files = [p for _, p in sorted(backups, reverse=True)]
@@ -644,9 +647,7 @@ def _entries(lines: Iterable[bytes]) -> Iterator[dict[str, Any]]:
             yield entry
 
 
-def follow_log(
-    path: Path, poll_s: float = 0.2, stop: threading.Event | None = None
-) -> Iterator[dict[str, Any] | None]:
+def follow_log(path: Path, poll_s: float = 0.2, stop: threading.Event | None = None) -> Iterator[dict[str, Any] | None]:
     """The whole log (as ``read_log``), one ``None`` where what was already written ends, then every
     new entry as it is written, like ``tail -F``.
 
@@ -702,7 +703,7 @@ def follow_log(
             pending = b""
             files = _open_log_files(path)
             inos = [i for i, _ in files]
-            newer = files[inos.index(ino) + 1:] if ino in inos else files
+            newer = files[inos.index(ino) + 1 :] if ino in inos else files
             for _, h in files:
                 if all(h is not n for _, n in newer):
                     h.close()
@@ -798,8 +799,11 @@ class Telemetry:
         # Actions cut short by a process that died (SIGKILL, OOM, crash) get their "unfinished" line now.
         recovered = recover_pending(self.action_log)
         if recovered:
-            log.warning("%d action(s) of a process that ended before they finished are in the action log as "
-                        "outcome 'unfinished' (%s)", recovered, self.action_log.path)
+            log.warning(
+                "%d action(s) of a process that ended before they finished are in the action log as outcome 'unfinished' (%s)",
+                recovered,
+                self.action_log.path,
+            )
 
     @property
     def spans_dropped(self) -> int:
@@ -829,9 +833,11 @@ class Telemetry:
         except ActionLogError as exc:
             self._log_failed(str(exc))
             raise ActionError(
-                "unavailable", f"the action log cannot be written: {exc.reason}; {rec.action} did not run",
+                "unavailable",
+                f"the action log cannot be written: {exc.reason}; {rec.action} did not run",
                 hint="Nothing was done. The log's disk or directory needs an operator (free space, permissions, "
-                     "open files); tell the user instead of retrying.") from None
+                "open files); tell the user instead of retrying.",
+            ) from None
         if arguments is not None:
             self._intent_args[record_id] = arguments
         return record_id
@@ -871,7 +877,12 @@ class Telemetry:
 
     # -- spans -------------------------------------------------------------------------------
     def start(
-        self, tool_name: str, action: str, session: str, call_id: str | None, parent: otel_context.Context | None,
+        self,
+        tool_name: str,
+        action: str,
+        session: str,
+        call_id: str | None,
+        parent: otel_context.Context | None,
         description: str | None = None,
     ) -> Span:
         attributes: dict[str, Any] = {
@@ -923,8 +934,9 @@ class Telemetry:
         record_id = rec.record_id or secrets.token_hex(8)
         entry["id"] = record_id
         if capture:
-            entry["arguments"] = (self._intent_args.pop(record_id) if record_id in self._intent_args
-                                  else bounded_arguments(rec.arguments, redact))
+            entry["arguments"] = (
+                self._intent_args.pop(record_id) if record_id in self._intent_args else bounded_arguments(rec.arguments, redact)
+            )
         else:
             self._intent_args.pop(record_id, None)
         try:
@@ -978,9 +990,13 @@ class Telemetry:
             t.join(0.1)
         self._dropped_at_close = dropped = exporter.dropped_at_close()
         if dropped:
-            log.warning("%d span(s) were dropped: they never reached the collector at %s (queue full, export "
-                        "failed, or still queued at close). Actions are unaffected; the action log (agent-legs "
-                        "log) is complete.", dropped, exporter.endpoint)
+            log.warning(
+                "%d span(s) were dropped: they never reached the collector at %s (queue full, export "
+                "failed, or still queued at close). Actions are unaffected; the action log (agent-legs "
+                "log) is complete.",
+                dropped,
+                exporter.endpoint,
+            )
 
     # -- nesting -------------------------------------------------------------------------------
     def caller_context(self) -> otel_context.Context:
@@ -1108,8 +1124,10 @@ class _GuardedExporter(SpanExporter):
                 self.failed += len(spans)
         if result is SpanExportResult.FAILURE:
             self.failing = True
-            self.warn_once("exporting spans to %s failed (collector down, too slow or refusing them); "
-                           "later failures are not reported.", self.endpoint)
+            self.warn_once(
+                "exporting spans to %s failed (collector down, too slow or refusing them); later failures are not reported.",
+                self.endpoint,
+            )
         elif self.failing:
             self.failing = False
             log.info("exporting spans to %s works again", self.endpoint)
@@ -1194,11 +1212,17 @@ def _default_provider(settings: TelemetrySettings) -> tuple[TracerProvider, _Gua
     # shutdown_on_exit=False: the SDK's atexit hook would wait on a stuck export at interpreter exit
     # (about 5 s more with a hung collector); close() (also run at exit for a Legs left open) is bounded.
     provider = TracerProvider(resource=_resource(settings), shutdown_on_exit=False)
-    protocol = (os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-                or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf").strip().lower()
+    protocol = (
+        (os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf")
+        .strip()
+        .lower()
+    )
     if protocol != "http/protobuf":
-        log.warning("OTEL_EXPORTER_OTLP_PROTOCOL=%s is not supported; Agent Legs exports OTLP over HTTP/protobuf "
-                    "(use the collector's HTTP port, 4318)", protocol)
+        log.warning(
+            "OTEL_EXPORTER_OTLP_PROTOCOL=%s is not supported; Agent Legs exports OTLP over HTTP/protobuf "
+            "(use the collector's HTTP port, 4318)",
+            protocol,
+        )
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     exporter = _GuardedExporter(OTLPSpanExporter(endpoint=endpoint), _public_url(endpoint))

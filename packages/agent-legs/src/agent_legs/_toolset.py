@@ -129,10 +129,13 @@ def offered_actions(
                 problems.append(f"{key} entry {pattern!r} selects only actions that are not offered ({why})")
     if problems:
         raise ConfigError("; ".join(problems))
-    chosen = [s for s in specs
-              if (include is None or any(_hit(s, p) for p in include))
-              and not any(_hit(s, p) for p in exclude or [])
-              and (only is None or any(_hit(s, p) for p in only))]
+    chosen = [
+        s
+        for s in specs
+        if (include is None or any(_hit(s, p) for p in include))
+        and not any(_hit(s, p) for p in exclude or [])
+        and (only is None or any(_hit(s, p) for p in only))
+    ]
     offered = [s for s in chosen if reasons[s.name] is None]
     if not offered:
         why = "; ".join(f"{s.name}: {reasons[s.name]}" for s in chosen) or "the selection is empty"
@@ -153,9 +156,15 @@ def tool_model(legs: Legs, spec: ActionSpec) -> type[BaseModel]:
     def model_json_schema(cls: type[BaseModel], *args: Any, **kwargs: Any) -> dict[str, Any]:
         return copy.deepcopy(schema)
 
-    return type(spec.input_model.__name__, (spec.input_model,), {
-        "__module__": spec.input_model.__module__, "__doc__": spec.input_model.__doc__,
-        "model_json_schema": classmethod(model_json_schema)})
+    return type(
+        spec.input_model.__name__,
+        (spec.input_model,),
+        {
+            "__module__": spec.input_model.__module__,
+            "__doc__": spec.input_model.__doc__,
+            "model_json_schema": classmethod(model_json_schema),
+        },
+    )
 
 
 # -- what the model sees of a result ------------------------------------------------------------------

@@ -46,8 +46,17 @@ from ._models import Artifact
 from ._policy import FilesPolicy
 
 __all__ = [
-    "Cancel", "CopyResult", "DenyList", "Entry", "SweepResult", "Workspace", "decode_text", "glob_to_regex",
-    "guess_mime", "path_matcher", "resource_error",
+    "Cancel",
+    "CopyResult",
+    "DenyList",
+    "Entry",
+    "SweepResult",
+    "Workspace",
+    "decode_text",
+    "glob_to_regex",
+    "guess_mime",
+    "path_matcher",
+    "resource_error",
 ]
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -197,12 +206,13 @@ class _ExistsError(ActionError):
 
 log = logging.getLogger("agent_legs")
 _F = TypeVar("_F", bound=Callable[..., Any])
-_DISK_FULL_HINT = ("Free space in the workspace (delete files that are no longer needed) or ask the operator "
-                   "for more; repeating the call will fail the same way until then.")
+_DISK_FULL_HINT = (
+    "Free space in the workspace (delete files that are no longer needed) or ask the operator "
+    "for more; repeating the call will fail the same way until then."
+)
 
 
-def resource_error(exc: OSError, verb: str, rel: str | None = None, *, disk: str = "the workspace's disk"
-                   ) -> ActionError | None:
+def resource_error(exc: OSError, verb: str, rel: str | None = None, *, disk: str = "the workspace's disk") -> ActionError | None:
     """A typed error for a file-system resource failure (disk full, permissions, file too large,
     out of file descriptors, read-only file system, I/O error), or None for other errors.
 
@@ -214,21 +224,37 @@ def resource_error(exc: OSError, verb: str, rel: str | None = None, *, disk: str
         why = f"{disk} is full" if code == errno.ENOSPC else f"{disk} quota is used up"
         return ActionError("failed", f"{what}: {why} ({errno.errorcode[code]})", hint=_DISK_FULL_HINT)
     if code in (errno.EACCES, errno.EPERM):
-        return ActionError("denied", f"{what}: the file system's permissions forbid it ({errno.errorcode[code]})",
-                           rule="file system permissions",
-                           hint="The operator's file permissions protect this path; use another one.")
+        return ActionError(
+            "denied",
+            f"{what}: the file system's permissions forbid it ({errno.errorcode[code]})",
+            rule="file system permissions",
+            hint="The operator's file permissions protect this path; use another one.",
+        )
     if code == errno.EFBIG:
-        return ActionError("failed", f"{what}: the file is too large for the workspace's file system (EFBIG)",
-                           hint="Write smaller files (split the content).")
+        return ActionError(
+            "failed",
+            f"{what}: the file is too large for the workspace's file system (EFBIG)",
+            hint="Write smaller files (split the content).",
+        )
     if code in (errno.EMFILE, errno.ENFILE):
-        return ActionError("unavailable", f"{what}: too many open files on the host ({errno.errorcode[code]})",
-                           retryable=True, hint="A temporary shortage of the host; try again shortly.")
+        return ActionError(
+            "unavailable",
+            f"{what}: too many open files on the host ({errno.errorcode[code]})",
+            retryable=True,
+            hint="A temporary shortage of the host; try again shortly.",
+        )
     if code == errno.EROFS:
-        return ActionError("failed", f"{what}: the workspace's file system is mounted read-only (EROFS)",
-                           hint="Only reading is possible; ask the operator if writing is needed.")
+        return ActionError(
+            "failed",
+            f"{what}: the workspace's file system is mounted read-only (EROFS)",
+            hint="Only reading is possible; ask the operator if writing is needed.",
+        )
     if code == errno.EIO:
-        return ActionError("failed", f"{what}: an I/O error on the workspace's disk (EIO)",
-                           hint="The disk reports errors; ask the operator to check it.")
+        return ActionError(
+            "failed",
+            f"{what}: an I/O error on the workspace's disk (EIO)",
+            hint="The disk reports errors; ask the operator to check it.",
+        )
     if code == errno.ENAMETOOLONG:
         return ActionError("invalid_input", f"{what}: a name is too long for the workspace's file system")
     return None
@@ -243,6 +269,7 @@ def _classified(verb: str) -> Callable[[_F], _F]:
             return resource_error(exc, verb, rel) or exc
 
         if inspect.isgeneratorfunction(fn):
+
             @functools.wraps(fn)
             def gen(*args: Any, **kwargs: Any) -> Iterator[Any]:
                 try:
@@ -313,9 +340,12 @@ def _commit(cancel: threading.Event | None) -> None:
 
 def _after_commit(rel: str, done: str, exc: OSError) -> ActionError:
     """The change was made (rename done) but could not be made durable: say so, never "retry"."""
-    return ActionError("failed", f"{rel!r} was {done}, but the directory could not be flushed to disk "
-                       f"({exc.strerror}): the change is in place now but may not survive a crash of the host",
-                       hint="Check the result (files_read / files_list) before repeating the call.")
+    return ActionError(
+        "failed",
+        f"{rel!r} was {done}, but the directory could not be flushed to disk "
+        f"({exc.strerror}): the change is in place now but may not survive a crash of the host",
+        hint="Check the result (files_read / files_list) before repeating the call.",
+    )
 
 
 class Workspace:
@@ -353,17 +383,15 @@ class Workspace:
             raise ActionError("invalid_input", "path contains control characters")
         raw = path.strip()
         if "\\" in raw:
-            raise ActionError("invalid_input", f"use '/' as the path separator, not '\\\\': {path!r}",
-                              hint=_PATH_HINT)
+            raise ActionError("invalid_input", f"use '/' as the path separator, not '\\\\': {path!r}", hint=_PATH_HINT)
         if re.match(r"[A-Za-z]:", raw):
-            raise ActionError("invalid_input", f"drive-letter paths are not workspace paths: {path!r}",
-                              hint=_PATH_HINT)
+            raise ActionError("invalid_input", f"drive-letter paths are not workspace paths: {path!r}", hint=_PATH_HINT)
         if raw.startswith("~"):
             raise _denied(f"{path!r} points outside the workspace (home directory)", _CONFINED)
         if raw.startswith("/"):
             root = str(self.root)
             if raw == root or raw.startswith(root + "/"):
-                raw = raw[len(root):]
+                raw = raw[len(root) :]
             else:
                 raise _denied(f"{path!r} is outside the workspace", _CONFINED)
         parts = [p for p in raw.split("/") if p not in ("", ".")]
@@ -451,8 +479,16 @@ class Workspace:
             os.close(fd)
         return result
 
-    def _sweep(self, dfd: int, rel: str, state: tuple[int, int] | None, now: float, grace_s: float,
-               budget: list[int], result: SweepResult) -> None:
+    def _sweep(
+        self,
+        dfd: int,
+        rel: str,
+        state: tuple[int, int] | None,
+        now: float,
+        grace_s: float,
+        budget: list[int],
+        result: SweepResult,
+    ) -> None:
         try:
             with os.scandir(dfd) as it:
                 items = list(it)
@@ -490,6 +526,7 @@ class Workspace:
     def start_sweep(self) -> threading.Thread:
         """``sweep_temp`` in a background thread (the first use of a workspace must not wait for a
         walk of a large tree); its result is logged. ``join()`` the thread to wait for it."""
+
         def run() -> None:
             try:
                 result = self.sweep_temp()
@@ -497,8 +534,12 @@ class Workspace:
                 log.warning("sweeping temporary files in %s failed", self.root, exc_info=True)
                 return
             if result.removed:
-                log.warning("removed %d temporary file(s) (%d bytes) that interrupted writes left in %s",
-                            len(result.removed), result.bytes, self.root)
+                log.warning(
+                    "removed %d temporary file(s) (%d bytes) that interrupted writes left in %s",
+                    len(result.removed),
+                    result.bytes,
+                    self.root,
+                )
 
         thread = threading.Thread(target=run, name="agent-legs-sweep", daemon=True)
         thread.start()
@@ -536,8 +577,11 @@ class Workspace:
                     nfd = os.open(name, _DIR_FLAGS, dir_fd=fd)
                 except FileNotFoundError:
                     if not create:
-                        raise ActionError("not_found", f"directory {'/'.join(parts[: i + 1])!r} does not exist",
-                                          hint="Use files_list to see what exists.") from None
+                        raise ActionError(
+                            "not_found",
+                            f"directory {'/'.join(parts[: i + 1])!r} does not exist",
+                            hint="Use files_list to see what exists.",
+                        ) from None
                     with suppress(FileExistsError):
                         os.mkdir(name, 0o755, dir_fd=fd)
                         _inherit_owner(fd, name=name)
@@ -569,17 +613,13 @@ class Workspace:
         """Open a regular, singly-linked file in ``dir_fd`` (no symlink, FIFO, device, socket)."""
         return self._open_file_stat(dir_fd, name, rel, flags)[0]
 
-    def _open_file_stat(
-        self, dir_fd: int, name: str, rel: str, flags: int = os.O_RDONLY
-    ) -> tuple[int, os.stat_result]:
+    def _open_file_stat(self, dir_fd: int, name: str, rel: str, flags: int = os.O_RDONLY) -> tuple[int, os.stat_result]:
         try:
             fd = os.open(name, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
         except FileNotFoundError:
-            raise ActionError("not_found", f"{rel!r} does not exist",
-                              hint="Use files_list to see what exists.") from None
+            raise ActionError("not_found", f"{rel!r} does not exist", hint="Use files_list to see what exists.") from None
         except IsADirectoryError:
-            raise ActionError("invalid_input", f"{rel!r} is a directory",
-                              hint="Use files_list to see its contents.") from None
+            raise ActionError("invalid_input", f"{rel!r} is a directory", hint="Use files_list to see its contents.") from None
         except OSError as exc:
             if exc.errno == errno.ENXIO:  # a FIFO without a reader (write side)
                 raise _denied(f"{rel!r} is not a regular file (FIFO)", f"{_CONFINED} (special file)") from None
@@ -589,11 +629,11 @@ class Workspace:
             if stat.S_ISDIR(st.st_mode):
                 raise ActionError("invalid_input", f"{rel!r} is a directory", hint="Use files_list to see its contents.")
             if not stat.S_ISREG(st.st_mode):
-                raise _denied(f"{rel!r} is not a regular file (device, FIFO or socket)",
-                              f"{_CONFINED} (special file)")
+                raise _denied(f"{rel!r} is not a regular file (device, FIFO or socket)", f"{_CONFINED} (special file)")
             if st.st_nlink > 1:
-                raise _denied(f"{rel!r} is hard-linked elsewhere and could alias a file outside the workspace",
-                              f"{_CONFINED} (hard link)")
+                raise _denied(
+                    f"{rel!r} is hard-linked elsewhere and could alias a file outside the workspace", f"{_CONFINED} (hard link)"
+                )
         except BaseException:
             os.close(fd)
             raise
@@ -666,9 +706,7 @@ class Workspace:
         return Artifact(path=entry.path, mime_type=guess_mime(entry.path), size=entry.size)
 
     @_classified("list")
-    def iter_entries(
-        self, path: str = ".", *, recursive: bool = False, cancel: threading.Event | None = None
-    ) -> Iterator[Entry]:
+    def iter_entries(self, path: str = ".", *, recursive: bool = False, cancel: threading.Event | None = None) -> Iterator[Entry]:
         """Entries under a directory, sorted (symlinks listed, never followed; denied paths and
         the state directory hidden)."""
         parts, _ = self._parse(path)
@@ -676,7 +714,11 @@ class Workspace:
             yield from self._scan(dfd, parts, recursive, self._state_id(), cancel)
 
     def _scan(
-        self, dfd: int, parts: list[str], recursive: bool, state: tuple[int, int] | None,
+        self,
+        dfd: int,
+        parts: list[str],
+        recursive: bool,
+        state: tuple[int, int] | None,
         cancel: threading.Event | None,
     ) -> Iterator[Entry]:
         _cancelled(cancel)
@@ -738,7 +780,12 @@ class Workspace:
             yield from self._scan_files(dfd, parts, max_bytes, match, self._state_id(), cancel)
 
     def _scan_files(
-        self, dfd: int, parts: list[str], max_bytes: int, match: Callable[[str], bool] | None, state: tuple[int, int] | None,
+        self,
+        dfd: int,
+        parts: list[str],
+        max_bytes: int,
+        match: Callable[[str], bool] | None,
+        state: tuple[int, int] | None,
         cancel: threading.Event | None,
     ) -> Iterator[tuple[str, bytes, int]]:
         with os.scandir(dfd) as it:
@@ -765,9 +812,7 @@ class Workspace:
 
     # -- writing -------------------------------------------------------------------------------
     @_classified("write")
-    def write_bytes(
-        self, path: str, data: bytes, *, mode: WriteMode = "overwrite", max_bytes: int | None = None
-    ) -> Artifact:
+    def write_bytes(self, path: str, data: bytes, *, mode: WriteMode = "overwrite", max_bytes: int | None = None) -> Artifact:
         """Atomically write (temp file + fdatasync + rename + directory fsync), creating parent
         directories. ``create`` fails if the file exists (atomically: link(2), no clobbering);
         ``max_bytes`` defaults to ``policy.files.max_write_bytes``."""
@@ -775,23 +820,28 @@ class Workspace:
         parts, rel = self._file_parts(path)
         limit = self.policy.max_write_bytes if max_bytes is None else max_bytes
         if len(data) > limit:
-            raise ActionError("invalid_input", f"{len(data)} bytes is over the write limit of {limit} bytes "
-                              "(policy.files.max_write_bytes)", rule="policy.files.max_write_bytes")
+            raise ActionError(
+                "invalid_input",
+                f"{len(data)} bytes is over the write limit of {limit} bytes (policy.files.max_write_bytes)",
+                rule="policy.files.max_write_bytes",
+            )
         name = parts[-1]
         with self._dir(parts[:-1], create=True) as dfd:
             existing = _lstat(dfd, name)
             file_mode = 0o644
             if existing is not None:
                 if stat.S_ISLNK(existing.st_mode):
-                    raise _denied(f"{rel!r} is a symbolic link; links are not written through",
-                                  f"{_CONFINED} (symlink)")
+                    raise _denied(f"{rel!r} is a symbolic link; links are not written through", f"{_CONFINED} (symlink)")
                 if stat.S_ISDIR(existing.st_mode):
                     raise ActionError("invalid_input", f"{rel!r} is a directory")
                 if not stat.S_ISREG(existing.st_mode):
                     raise _denied(f"{rel!r} is not a regular file", f"{_CONFINED} (special file)")
                 if mode == "create":
-                    raise _ExistsError("invalid_input", f"{rel!r} already exists",
-                                       hint="Use mode='overwrite' to replace it or 'append' to add to it.")
+                    raise _ExistsError(
+                        "invalid_input",
+                        f"{rel!r} already exists",
+                        hint="Use mode='overwrite' to replace it or 'append' to add to it.",
+                    )
                 file_mode = stat.S_IMODE(existing.st_mode)
                 if mode == "append":
                     fd = self._open_file(dfd, name, rel)
@@ -801,9 +851,12 @@ class Workspace:
                         os.close(fd)
                     data = old + data
                     if len(data) > limit:
-                        raise ActionError("invalid_input", f"appending would make {rel!r} {len(data)} bytes, over "
-                                          f"the limit of {limit} (policy.files.max_write_bytes)",
-                                          rule="policy.files.max_write_bytes")
+                        raise ActionError(
+                            "invalid_input",
+                            f"appending would make {rel!r} {len(data)} bytes, over "
+                            f"the limit of {limit} (policy.files.max_write_bytes)",
+                            rule="policy.files.max_write_bytes",
+                        )
             try:
                 tmp = self._write_temp(dfd, data, file_mode)
             except OSError as exc:  # the temp file is gone again: the target is untouched
@@ -892,8 +945,11 @@ class Workspace:
             if not is_dir and not stat.S_ISREG(st.st_mode) and not stat.S_ISLNK(st.st_mode):
                 raise _denied(f"{src!r} is not a regular file", f"{_CONFINED} (special file)")
             if dt and not is_dir:
-                raise ActionError("invalid_input", f"{destination!r} ends with '/', but {src!r} is a file",
-                                  hint="Name the destination file, e.g. 'dir/name.txt'.")
+                raise ActionError(
+                    "invalid_input",
+                    f"{destination!r} ends with '/', but {src!r} is a file",
+                    hint="Name the destination file, e.g. 'dir/name.txt'.",
+                )
             if sp == dp:
                 return dst  # a move onto itself is a no-op (as rename(2))
             if is_dir and self.deny.by_path:  # (source and destination themselves passed the checks)
@@ -909,8 +965,12 @@ class Workspace:
                 if not overwrite:
                     raise ActionError("invalid_input", f"{dst!r} already exists", hint="Pass overwrite=true to replace it.")
                 if stat.S_ISDIR(target.st_mode) != is_dir:
-                    raise ActionError("invalid_input", f"cannot replace the file {dst!r} with a directory" if is_dir
-                                      else f"cannot replace the directory {dst!r} with a file")
+                    raise ActionError(
+                        "invalid_input",
+                        f"cannot replace the file {dst!r} with a directory"
+                        if is_dir
+                        else f"cannot replace the directory {dst!r} with a file",
+                    )
                 self._trash(dfd, dp[-1], dst)
             os.rename(sp[-1], dp[-1], src_dir_fd=sfd, dst_dir_fd=dfd)
             try:
@@ -942,22 +1002,28 @@ class Workspace:
                 continue  # denied here and there, and so is all below (denial covers descendants)
             if item.is_dir(follow_symlinks=False):
                 with self._subdir(dfd, item.name, state) as sub:
-                    if sub is not None and (hit := self._first_denied(sub, [*sparts, item.name],
-                                                                      [*dparts, item.name], state)):
+                    if sub is not None and (hit := self._first_denied(sub, [*sparts, item.name], [*dparts, item.name], state)):
                         return hit
         return None
 
     @staticmethod
     def _tree_denied(verb: str, src: str, dst: str, path: str, pattern: str, side: str) -> ActionError:
         if side == "source":
-            why = (f"{src!r} contains {path!r}, which policy.files.deny[{pattern!r}] denies; "
-                   f"under the new name it would become readable")
+            why = (
+                f"{src!r} contains {path!r}, which policy.files.deny[{pattern!r}] denies; "
+                f"under the new name it would become readable"
+            )
         else:
-            why = (f"{path!r} would be denied by policy.files.deny[{pattern!r}] at the destination, "
-                   "so its content would become unreachable")
-        return ActionError("denied", f"cannot {verb} {src!r} to {dst!r}: {why}. Nothing was changed.",
-                           rule=f"policy.files.deny[{pattern!r}]",
-                           hint=f"{verb.capitalize()} the allowed files individually instead of the whole directory.")
+            why = (
+                f"{path!r} would be denied by policy.files.deny[{pattern!r}] at the destination, "
+                "so its content would become unreachable"
+            )
+        return ActionError(
+            "denied",
+            f"cannot {verb} {src!r} to {dst!r}: {why}. Nothing was changed.",
+            rule=f"policy.files.deny[{pattern!r}]",
+            hint=f"{verb.capitalize()} the allowed files individually instead of the whole directory.",
+        )
 
     @_classified("copy")
     def copy(
@@ -981,20 +1047,25 @@ class Workspace:
             raise ActionError("invalid_input", "cannot copy onto the workspace root")
         if entry.kind == "file":
             if dtrail:
-                raise ActionError("invalid_input", f"{destination!r} ends with '/', but {src!r} is a file",
-                                  hint="Name the destination file, e.g. 'dir/name.txt'.")
+                raise ActionError(
+                    "invalid_input",
+                    f"{destination!r} ends with '/', but {src!r} is a file",
+                    hint="Name the destination file, e.g. 'dir/name.txt'.",
+                )
             if src == dst:
                 raise ActionError("invalid_input", "source and destination are the same file")
             if entry.size > self.policy.max_write_bytes:
-                raise ActionError("invalid_input", f"{src!r} is {entry.size} bytes, over the write limit of "
-                                  f"{self.policy.max_write_bytes} bytes (policy.files.max_write_bytes)",
-                                  rule="policy.files.max_write_bytes")
+                raise ActionError(
+                    "invalid_input",
+                    f"{src!r} is {entry.size} bytes, over the write limit of "
+                    f"{self.policy.max_write_bytes} bytes (policy.files.max_write_bytes)",
+                    rule="policy.files.max_write_bytes",
+                )
             data = self.read_bytes(src, max_bytes=self.policy.max_write_bytes)
             try:
                 art = self.write_bytes(dst, data, mode="overwrite" if overwrite else "create")
             except _ExistsError:
-                raise ActionError("invalid_input", f"{dst!r} already exists",
-                                  hint="Pass overwrite=true to replace it.") from None
+                raise ActionError("invalid_input", f"{dst!r} already exists", hint="Pass overwrite=true to replace it.") from None
             return CopyResult([art])
         if (dst + "/").startswith(src + "/") or src == ".":
             raise ActionError("invalid_input", f"cannot copy {src!r} into itself")
@@ -1030,8 +1101,15 @@ class Workspace:
         return result
 
     def _copy_tree(
-        self, sfd: int, tfd: int, sparts: list[str], dparts: list[str], result: CopyResult, budget: list[int],
-        state: tuple[int, int] | None, cancel: threading.Event | None,
+        self,
+        sfd: int,
+        tfd: int,
+        sparts: list[str],
+        dparts: list[str],
+        result: CopyResult,
+        budget: list[int],
+        state: tuple[int, int] | None,
+        cancel: threading.Event | None,
     ) -> None:
         with os.scandir(sfd) as it:
             items = sorted(it, key=lambda e: e.name)
@@ -1051,8 +1129,7 @@ class Workspace:
                     _inherit_owner(tfd, name=item.name)
                     nfd = os.open(item.name, _DIR_FLAGS, dir_fd=tfd)
                     try:
-                        self._copy_tree(sub, nfd, [*sparts, item.name], [*dparts, item.name], result, budget,
-                                        state, cancel)
+                        self._copy_tree(sub, nfd, [*sparts, item.name], [*dparts, item.name], result, budget, state, cancel)
                     finally:
                         os.close(nfd)
                 continue
@@ -1072,12 +1149,14 @@ class Workspace:
             finally:
                 os.close(fd)
             if size > budget[0]:
-                raise ActionError("invalid_input", f"copying {'/'.join(sparts)!r} is over the write limit of "
-                                  f"{self.policy.max_write_bytes} bytes (policy.files.max_write_bytes)",
-                                  rule="policy.files.max_write_bytes")
+                raise ActionError(
+                    "invalid_input",
+                    f"copying {'/'.join(sparts)!r} is over the write limit of "
+                    f"{self.policy.max_write_bytes} bytes (policy.files.max_write_bytes)",
+                    rule="policy.files.max_write_bytes",
+                )
             budget[0] -= size
-            wfd = os.open(item.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode,
-                          dir_fd=tfd)
+            wfd = os.open(item.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=tfd)
             try:
                 _inherit_owner(tfd, fd=wfd)
                 _write_all(wfd, data)
@@ -1114,8 +1193,11 @@ class Workspace:
                     with os.scandir(sub) as it:
                         empty = not any(True for _ in it)
                 if not empty:
-                    raise ActionError("invalid_input", f"{rel!r} is a non-empty directory",
-                                      hint="Pass recursive=true to delete it and its contents.")
+                    raise ActionError(
+                        "invalid_input",
+                        f"{rel!r} is a non-empty directory",
+                        hint="Pass recursive=true to delete it and its contents.",
+                    )
             trash_id = self._trash(dfd, parts[-1], rel)
             os.fsync(dfd)
             return trash_id
@@ -1193,8 +1275,9 @@ class Workspace:
                 self._not_state(target)
                 if target is not None:
                     if not overwrite:
-                        raise ActionError("invalid_input", f"{rel!r} already exists",
-                                          hint="Pass overwrite=True or another destination.")
+                        raise ActionError(
+                            "invalid_input", f"{rel!r} already exists", hint="Pass overwrite=True or another destination."
+                        )
                     self._trash(dfd, parts[-1], rel)
                 os.rename("item", parts[-1], src_dir_fd=tfd, dst_dir_fd=dfd)
                 os.fsync(dfd)
@@ -1285,7 +1368,7 @@ def _read_fd(fd: int, max_bytes: int, size: int | None = None) -> tuple[bytes, i
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def _write_json(path: Path, value: dict[str, Any]) -> None:

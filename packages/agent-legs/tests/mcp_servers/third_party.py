@@ -92,7 +92,7 @@ def dotted() -> str:
 def main() -> None:
     mode = sys.argv[1] if len(sys.argv) > 1 else "serve"
     if mode == "garbage":
-        sys.stdout.write("this is not JSON-RPC\n{\"broken\": \n")
+        sys.stdout.write('this is not JSON-RPC\n{"broken": \n')
         sys.stdout.flush()
         time.sleep(3600)
     if mode == "mute":  # started, never answers

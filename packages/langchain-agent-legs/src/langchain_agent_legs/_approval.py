@@ -33,8 +33,9 @@ __all__ = ["Approvals", "graph_decision", "interrupt_on"]
 Approvals = Literal["approver", "interrupt", "middleware"]
 
 
-def graph_decision(legs: Legs, action: str, tool: str, mode: str, kwargs: dict[str, Any], session: str,
-                   call_id: str | None) -> ApprovalDecision | None:
+def graph_decision(
+    legs: Legs, action: str, tool: str, mode: str, kwargs: dict[str, Any], session: str, call_id: str | None
+) -> ApprovalDecision | None:
     """The decision for this call when the graph decides (``interrupt``/``middleware``), else ``None``
     (the core asks its approver, or needs nobody). Raises ``GraphInterrupt`` to pause the graph."""
     if mode == "approver":
@@ -59,7 +60,8 @@ def graph_decision(legs: Legs, action: str, tool: str, mode: str, kwargs: dict[s
         raise ConfigError(
             f"{tool} needs approval and approvals='interrupt' pauses the graph, which needs a checkpointer: "
             "compile the graph with one, e.g. create_agent(..., checkpointer=InMemorySaver()) (SqliteSaver or "
-            "PostgresSaver to survive a restart)")
+            "PostgresSaver to survive a restart)"
+        )
     answer = interrupt(request.payload(), response_schema=_DECISION_SCHEMA)
     try:
         return ApprovalDecision.coerce(answer)
@@ -77,8 +79,10 @@ def _graph_configurable(mode: str) -> dict[str, Any]:
 
         return dict(get_config().get("configurable") or {})
     except (ImportError, RuntimeError):
-        raise ConfigError(f"approvals={mode!r} works inside a LangGraph graph (create_agent); this call is "
-                          "outside one: use approvals='approver' and Legs(approver=...)") from None
+        raise ConfigError(
+            f"approvals={mode!r} works inside a LangGraph graph (create_agent); this call is "
+            "outside one: use approvals='approver' and Legs(approver=...)"
+        ) from None
 
 
 def _middleware_decision(conf: dict[str, Any], tool: str, call_id: str | None) -> ApprovalDecision:
@@ -93,9 +97,13 @@ def _middleware_decision(conf: dict[str, Any], tool: str, call_id: str | None) -
     scratchpad = conf.get(CONFIG_KEY_SCRATCHPAD)
     answers = [a for a in (getattr(scratchpad, "resume", None) or []) if isinstance(a, Mapping)]
     if len(answers) != 1 or answers[0].get("type") not in ("approve", "edit"):
-        return ApprovalDecision(type="reject", message=(
-            f"no HumanInTheLoopMiddleware decision was made for {tool} call {call_id} (developers: add "
-            "HumanInTheLoopMiddleware(interrupt_on=toolkit.interrupt_on(), interrupt_mode='per_call'))"))
+        return ApprovalDecision(
+            type="reject",
+            message=(
+                f"no HumanInTheLoopMiddleware decision was made for {tool} call {call_id} (developers: add "
+                "HumanInTheLoopMiddleware(interrupt_on=toolkit.interrupt_on(), interrupt_mode='per_call'))"
+            ),
+        )
     answer = answers[0]
     by = answer.get("by") if isinstance(answer.get("by"), str) else None
     if answer["type"] == "edit":
@@ -105,17 +113,23 @@ def _middleware_decision(conf: dict[str, Any], tool: str, call_id: str | None) -
     return ApprovalDecision(type="approve", by=by)
 
 
-
-def interrupt_on(legs: Legs, specs: list[ActionSpec], session: str | None,
-                 allowed_decisions: list[str] | None = None) -> dict[str, Any]:
+def interrupt_on(
+    legs: Legs, specs: list[ActionSpec], session: str | None, allowed_decisions: list[str] | None = None
+) -> dict[str, Any]:
     """Use it with ``interrupt_mode="per_call"`` and ``approvals="middleware"``: the middleware asks the
     person, the toolkit takes that decision as the approval (recorded with ``by`` when the decision
     carries one), and nobody is asked twice."""
     engine = PolicyEngine(legs.policy)
     decisions = list(allowed_decisions or ["approve", "edit", "reject"])
-    return {spec.tool_name: {"allowed_decisions": decisions, "when": _when(legs, spec.name, session),
-                             "description": _describe(legs, spec.name, session)}
-            for spec in specs if engine.decide(spec.name).kind == "approve"}
+    return {
+        spec.tool_name: {
+            "allowed_decisions": decisions,
+            "when": _when(legs, spec.name, session),
+            "description": _describe(legs, spec.name, session),
+        }
+        for spec in specs
+        if engine.decide(spec.name).kind == "approve"
+    }
 
 
 def _session_of(fixed: str | None, config: Any) -> str:
@@ -138,14 +152,19 @@ def _when(legs: Legs, action: str, session: str | None) -> Callable[[Any], bool]
     def when(request: Any) -> bool:
         call = request.tool_call
         config = getattr(getattr(request, "runtime", None), "config", None)
-        return legs.approval_request(action, call.get("args"), session=_session_of(session, config),
-                                     call_id=call.get("id")) is not None
+        return (
+            legs.approval_request(action, call.get("args"), session=_session_of(session, config), call_id=call.get("id"))
+            is not None
+        )
+
     return when
 
 
 def _describe(legs: Legs, action: str, session: str | None) -> Callable[..., str]:
     def describe(tool_call: Any, state: Any, runtime: Any) -> str:
-        request = legs.approval_request(action, tool_call.get("args"), session=_session_of(session, None),
-                                        call_id=tool_call.get("id"))
+        request = legs.approval_request(
+            action, tool_call.get("args"), session=_session_of(session, None), call_id=tool_call.get("id")
+        )
         return request.reason if request is not None else f"{action} needs approval"
+
     return describe

@@ -63,10 +63,19 @@ class AgentLegsTool(BaseTool):
     _schema: dict[str, Any] | None = PrivateAttr(None)
 
     @classmethod
-    def from_spec(cls, legs: Legs, spec: ActionSpec, session: str | None = None, images: bool = True,
-                  approvals: Approvals = "approver") -> AgentLegsTool:
-        return cls(name=spec.tool_name, description=spec.description, args_schema=spec.input_model, legs=legs,
-                   action=spec.name, session=session, images=images, approvals=approvals)
+    def from_spec(
+        cls, legs: Legs, spec: ActionSpec, session: str | None = None, images: bool = True, approvals: Approvals = "approver"
+    ) -> AgentLegsTool:
+        return cls(
+            name=spec.tool_name,
+            description=spec.description,
+            args_schema=spec.input_model,
+            legs=legs,
+            action=spec.name,
+            session=session,
+            images=images,
+            approvals=approvals,
+        )
 
     @property
     def tool_call_schema(self) -> ArgsSchema:

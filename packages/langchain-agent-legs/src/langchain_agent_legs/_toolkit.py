@@ -41,10 +41,11 @@ class AgentLegsToolkit(BaseToolkit):
     approvals: Approvals = "approver"
 
     def get_tools(self) -> list[BaseTool]:
-        return [AgentLegsTool.from_spec(self.legs, spec, self.session, self.images, self.approvals)
-                for spec in offered_actions(self.legs, self.include, self.exclude)]
+        return [
+            AgentLegsTool.from_spec(self.legs, spec, self.session, self.images, self.approvals)
+            for spec in offered_actions(self.legs, self.include, self.exclude)
+        ]
 
     def interrupt_on(self, allowed_decisions: list[str] | None = None) -> dict[str, Any]:
         """``HumanInTheLoopMiddleware(interrupt_on=...)`` for these tools, from the policy (see ``_approval``)."""
-        return interrupt_on(self.legs, offered_actions(self.legs, self.include, self.exclude), self.session,
-                            allowed_decisions)
+        return interrupt_on(self.legs, offered_actions(self.legs, self.include, self.exclude), self.session, allowed_decisions)

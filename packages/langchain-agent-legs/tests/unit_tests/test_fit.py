@@ -25,8 +25,7 @@ from llama_index.tools.agent_legs import AgentLegsToolSpec
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:inspect")
 
-SMTP_ONLY = {"email": {"from_address": "bot@example.com", "smtp": {"host": "127.0.0.1", "port": 2525,
-                                                                    "security": "none"}}}
+SMTP_ONLY = {"email": {"from_address": "bot@example.com", "smtp": {"host": "127.0.0.1", "port": 2525, "security": "none"}}}
 
 
 def _legs(tmp_path: Path, **kwargs: Any) -> Legs:
@@ -39,12 +38,24 @@ def _log(legs: Legs) -> list[dict[str, Any]]:
 
 # -- 15.4 tools that match the policy ---------------------------------------------------------------
 def test_denied_and_unconfigured_actions_are_not_offered(tmp_path) -> None:
-    with _legs(tmp_path, policy={"allow": ["files.*", "http.request", "email.*"], "deny": ["files.delete"],
-                                 "require_approval": ["email.send"]}, settings=SMTP_ONLY) as legs:
+    with _legs(
+        tmp_path,
+        policy={"allow": ["files.*", "http.request", "email.*"], "deny": ["files.delete"], "require_approval": ["email.send"]},
+        settings=SMTP_ONLY,
+    ) as legs:
         lc = [t.name for t in AgentLegsToolkit(legs=legs).get_tools()]
         li = [t.metadata.name for t in AgentLegsToolSpec(legs=legs).to_tool_list()]
-    expected = ["email_send", "files_copy", "files_edit", "files_list", "files_move", "files_read",
-                "files_search", "files_write", "http_request"]
+    expected = [
+        "email_send",
+        "files_copy",
+        "files_edit",
+        "files_list",
+        "files_move",
+        "files_read",
+        "files_search",
+        "files_write",
+        "http_request",
+    ]
     # email.send needs approval (offered); list/read need IMAP (unset); files.delete is denied;
     # browser.* and code.* are not in allow
     assert lc == li == expected
@@ -69,15 +80,20 @@ def test_http_method_enum_follows_the_policy(tmp_path) -> None:
             AgentLegsToolkit(legs=legs, include=["http.request"]).get_tools()
 
 
-@pytest.mark.parametrize(("selection", "message"), [
-    ({"include": ["file.*"]}, "include entry 'file.*' matches no action; did you mean 'files.*'"),
-    ({"include": ["files_reed"]}, "include entry 'files_reed' matches no action; did you mean 'files.read'"),
-    ({"exclude": ["browser.clik"]}, "exclude entry 'browser.clik' matches no action; did you mean 'browser.click'"),
-    ({"include": ["email.send"]}, "selects only actions that are not offered (email.send: not configured: "
-                                  "settings.email.smtp unset)"),
-    ({"include": ["files.delete"]}, "files.delete: denied by policy.deny['files.delete']"),
-    ({"include": []}, "no action can be offered"),
-])
+@pytest.mark.parametrize(
+    ("selection", "message"),
+    [
+        ({"include": ["file.*"]}, "include entry 'file.*' matches no action; did you mean 'files.*'"),
+        ({"include": ["files_reed"]}, "include entry 'files_reed' matches no action; did you mean 'files.read'"),
+        ({"exclude": ["browser.clik"]}, "exclude entry 'browser.clik' matches no action; did you mean 'browser.click'"),
+        (
+            {"include": ["email.send"]},
+            "selects only actions that are not offered (email.send: not configured: settings.email.smtp unset)",
+        ),
+        ({"include": ["files.delete"]}, "files.delete: denied by policy.deny['files.delete']"),
+        ({"include": []}, "no action can be offered"),
+    ],
+)
 def test_selection_typos_fail_loudly(tmp_path, selection, message) -> None:
     with _legs(tmp_path, policy={"deny": ["files.delete"]}) as legs:
         with pytest.raises(ConfigError) as lc:
@@ -90,8 +106,11 @@ def test_selection_typos_fail_loudly(tmp_path, selection, message) -> None:
 def test_spec_functions_typo_fails_loudly(tmp_path) -> None:
     with _legs(tmp_path) as legs:
         spec = AgentLegsToolSpec(legs=legs)
-        with pytest.raises(ConfigError, match=r"spec_functions entry 'file_read' matches no action; did you mean "
-                                              r"'files.read'"):
+        with pytest.raises(
+            ConfigError,
+            match=r"spec_functions entry 'file_read' matches no action; did you mean "
+            r"'files.read'",
+        ):
             spec.to_tool_list(spec_functions=["file_read"])
         assert [t.metadata.name for t in spec.to_tool_list(spec_functions=["files_read"])] == ["files_read"]
 
@@ -122,8 +141,7 @@ def test_every_tool_schema_survives_strict_mode(name: str) -> None:
     converted = convert_to_openai_tool(tool, strict=True)
     assert converted["function"]["strict"] is True
     assert strict_problems(converted["function"]["parameters"]) == []
-    (li,) = [t for t in AgentLegsToolSpec(legs=LEGS, include=["*"]).to_tool_list()
-             if t.metadata.name == tool.name] or [None]
+    (li,) = [t for t in AgentLegsToolSpec(legs=LEGS, include=["*"]).to_tool_list() if t.metadata.name == tool.name] or [None]
     if li is not None:  # (email is not offered without settings; its schema is the same core schema)
         assert strict_problems(_strictify(li.metadata.get_parameters_dict())) == []
 
@@ -137,12 +155,23 @@ def test_strict_mode_arguments_reach_the_server_and_python_dicts_still_work() ->
     graph.add_node("tools", ToolNode(AgentLegsToolkit(legs=LEGS, include=["http.request"]).get_tools()))
     graph.add_edge(START, "tools")
     graph.add_edge("tools", END)
-    args = {"method": "POST", "url": SERVER.url("/echo"), "headers": [{"name": "X-Trace", "value": "t-1"}],
-            "params": [{"name": "page", "value": 2}, {"name": "q", "value": "a b"}],
-            "json": '{"total": 12.5, "items": [1, 2]}', "body": None, "timeout_s": None}
+    args = {
+        "method": "POST",
+        "url": SERVER.url("/echo"),
+        "headers": [{"name": "X-Trace", "value": "t-1"}],
+        "params": [{"name": "page", "value": 2}, {"name": "q", "value": "a b"}],
+        "json": '{"total": 12.5, "items": [1, 2]}',
+        "body": None,
+        "timeout_s": None,
+    }
     before = len(SERVER.requests)
-    out = graph.compile().invoke({"messages": [AIMessage(content="", tool_calls=[
-        {"name": "http_request", "args": args, "id": "strict-1", "type": "tool_call"}])]})
+    out = graph.compile().invoke(
+        {
+            "messages": [
+                AIMessage(content="", tool_calls=[{"name": "http_request", "args": args, "id": "strict-1", "type": "tool_call"}])
+            ]
+        }
+    )
     (msg,) = [m for m in out["messages"] if isinstance(m, ToolMessage)]
     assert msg.status == "success", msg.content
     sent = SERVER.requests[before]
@@ -150,18 +179,29 @@ def test_strict_mode_arguments_reach_the_server_and_python_dicts_still_work() ->
     assert json.loads(sent.body) == {"total": 12.5, "items": [1, 2]}
     assert sent.query == {"page": ["2"], "q": ["a b"]}
     # Python callers keep the documented plain forms
-    r = LEGS.run("http.request", {"method": "POST", "url": SERVER.url("/echo"), "headers": {"X-Trace": "t-2"},
-                                  "params": {"page": 3}, "json": {"total": 1}})
+    r = LEGS.run(
+        "http.request",
+        {
+            "method": "POST",
+            "url": SERVER.url("/echo"),
+            "headers": {"X-Trace": "t-2"},
+            "params": {"page": 3},
+            "json": {"total": 1},
+        },
+    )
     assert r.ok and json.loads(SERVER.requests[-1].body) == {"total": 1}
     assert {k.lower(): v for k, v in SERVER.requests[-1].headers.items()}["x-trace"] == "t-2"
     assert SERVER.requests[-1].query == {"page": ["3"]}
 
 
-@pytest.mark.parametrize(("args", "problem"), [
-    ({"json": "not json"}, "json: Value error, not valid JSON text"),
-    ({"headers": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}, "the name 'A' is given twice"),
-    ({"headers": [{"name": "A"}]}, "exactly the keys 'name' and 'value'"),
-])
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        ({"json": "not json"}, "json: Value error, not valid JSON text"),
+        ({"headers": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}, "the name 'A' is given twice"),
+        ({"headers": [{"name": "A"}]}, "exactly the keys 'name' and 'value'"),
+    ],
+)
 def test_bad_strict_mode_arguments_are_invalid_input(args, problem) -> None:
     r = LEGS.run("http.request", {"method": "POST", "url": SERVER.url("/echo"), **args})
     assert not r.ok and r.error is not None and r.error.type == "invalid_input" and problem in r.error.message
@@ -185,10 +225,12 @@ def test_langchain_runs_without_thread_id_get_their_own_session(tmp_path) -> Non
     from langchain.agents import create_agent
 
     def run(config: dict[str, Any] | None = None) -> list[ToolMessage]:
-        model = ScriptedChatModel(steps=[[("files_write", {"path": "a.txt", "content": "x"}),
-                                          ("files_list", {"path": "."})], "done"])
+        model = ScriptedChatModel(
+            steps=[[("files_write", {"path": "a.txt", "content": "x"}), ("files_list", {"path": "."})], "done"]
+        )
         state = create_agent(model, AgentLegsToolkit(legs=legs, include=["files.*"]).get_tools()).invoke(
-            {"messages": [("user", "go")]}, config=config)
+            {"messages": [("user", "go")]}, config=config
+        )
         return [m for m in state["messages"] if isinstance(m, ToolMessage)]
 
     with _legs(tmp_path, policy=ONE_WRITE_PER_SESSION) as legs:
@@ -208,9 +250,11 @@ async def test_llamaindex_runs_get_their_own_session_and_a_reused_context_shares
     from llama_index.core.workflow import Context
 
     async with _legs(tmp_path, policy=ONE_WRITE_PER_SESSION) as legs:
+
         def agent() -> FunctionAgent:
-            llm = scripted_llamaindex_llm([[("files_write", {"path": "a.txt", "content": "x"}),
-                                            ("files_list", {"path": "."})], "done"])
+            llm = scripted_llamaindex_llm(
+                [[("files_write", {"path": "a.txt", "content": "x"}), ("files_list", {"path": "."})], "done"]
+            )
             return FunctionAgent(tools=AgentLegsToolSpec(legs=legs, include=["files.*"]).to_tool_list(), llm=llm)
 
         await agent().run(user_msg="go")

@@ -26,8 +26,9 @@ def test_every_block_is_covered() -> None:
 def test_first_agent(in_tmp, capsys) -> None:
     code = _blocks()[0]
     assert HOSTED in code
-    model = ScriptedChatModel(steps=[[("files_write", {"path": "zen.txt", "content": "Design for failure."})],
-                                     "Saved the zen to zen.txt."])
+    model = ScriptedChatModel(
+        steps=[[("files_write", {"path": "zen.txt", "content": "Design for failure."})], "Saved the zen to zen.txt."]
+    )
     ns = _exec(code.replace(HOSTED, "MODEL"), MODEL=model)
     assert (in_tmp / "agent-workspace/zen.txt").read_text() == "Design for failure."
     assert "Saved the zen" in capsys.readouterr().out
@@ -36,8 +37,9 @@ def test_first_agent(in_tmp, capsys) -> None:
 
 
 def test_async_agent(in_tmp, capsys) -> None:
-    model = ScriptedChatModel(steps=[[("files_write", {"path": "hello.txt", "content": "hello"})],
-                                     [("files_list", {})], "hello.txt is there."])
+    model = ScriptedChatModel(
+        steps=[[("files_write", {"path": "hello.txt", "content": "hello"})], [("files_list", {})], "hello.txt is there."]
+    )
     _exec(_blocks()[1].replace(HOSTED, "MODEL"), MODEL=model)
     assert (in_tmp / "agent-workspace/hello.txt").read_text() == "hello"
     assert "hello.txt is there." in capsys.readouterr().out

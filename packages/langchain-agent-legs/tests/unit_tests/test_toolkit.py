@@ -41,8 +41,7 @@ def test_new_core_action_appears_without_adapter_change(tmp_path) -> None:
     async def ping(ctx, args: _PingIn) -> ActionOutput:
         return ActionOutput(output=f"pong {args.text}")
 
-    with Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "st", policy={"allow": ["ping.*"]},
-              registry=registry) as legs:
+    with Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "st", policy={"allow": ["ping.*"]}, registry=registry) as legs:
         (tool,) = AgentLegsToolkit(legs=legs).get_tools()
         assert tool.name == "ping_pong" and tool.args_schema is _PingIn
         msg = tool.invoke({"type": "tool_call", "id": "c1", "name": "ping_pong", "args": {"text": "x"}})
@@ -69,14 +68,18 @@ def test_default_registry_action_appears_and_goes(tmp_path) -> None:
 def test_call_id_and_thread_session_reach_the_action(tmp_path) -> None:
     with Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "st") as legs:
         (tool,) = AgentLegsToolkit(legs=legs, include=["files.write"]).get_tools()
-        msg = tool.invoke({"type": "tool_call", "id": "call_77", "name": tool.name,
-                           "args": {"path": "a.txt", "content": "x"}},
-                          config={"configurable": {"thread_id": "t-1"}})
+        msg = tool.invoke(
+            {"type": "tool_call", "id": "call_77", "name": tool.name, "args": {"path": "a.txt", "content": "x"}},
+            config={"configurable": {"thread_id": "t-1"}},
+        )
         assert isinstance(msg, ToolMessage) and msg.tool_call_id == "call_77"
         (tool2,) = AgentLegsToolkit(legs=legs, include=["files.write"], session="fixed").get_tools()
-        asyncio.run(tool2.ainvoke({"type": "tool_call", "id": "call_78", "name": tool.name,
-                                   "args": {"path": "b.txt", "content": "x"}},
-                                  config={"configurable": {"thread_id": "ignored"}}))
+        asyncio.run(
+            tool2.ainvoke(
+                {"type": "tool_call", "id": "call_78", "name": tool.name, "args": {"path": "b.txt", "content": "x"}},
+                config={"configurable": {"thread_id": "ignored"}},
+            )
+        )
         import json
 
         lines = [json.loads(x) for x in (tmp_path / "st/actions.jsonl").read_text().splitlines()]
@@ -107,16 +110,20 @@ def test_adapter_is_thin() -> None:
     source = inspect.getsource(tool_mod) + inspect.getsource(toolkit_mod)
     for name in ("files.read", "files_read", "http.request", "browser.navigate", "code.run", "email.send"):
         assert name not in source + inspect.getsource(approval_mod)  # approval: no per-action code either
-    # issue 16 added the approvals plumbing (~25 lines); the approval logic itself lives in _approval
-    assert len(source.splitlines()) < 225
+    # issue 16 added the approvals plumbing (~12 statements); the approval logic itself lives in _approval.
+    # Counted in statements, not lines: `ruff format` must not change the measure.
+    import ast
+
+    assert sum(isinstance(n, ast.stmt) for n in ast.walk(ast.parse(source))) < 140
 
 
 @pytest.mark.parametrize("name", ["files.read", "http.request"])
 def test_schema_is_the_core_input_model(name: str) -> None:
     # what the model sees is the core's model-facing schema (a JSON schema dict since the strict-mode fix)
     tool = AgentLegsTool.from_spec(LEGS, LEGS.get_action(name))
-    assert tool.tool_call_schema["properties"].keys() == \
-        LEGS.get_action(name).input_model.model_json_schema()["properties"].keys()
+    assert (
+        tool.tool_call_schema["properties"].keys() == LEGS.get_action(name).input_model.model_json_schema()["properties"].keys()
+    )
 
 
 def test_binding_tools_warns_about_nothing() -> None:
@@ -139,9 +146,11 @@ def test_langgraph_tool_node_gets_error_messages_not_exceptions() -> None:
     graph.add_node("tools", ToolNode(AgentLegsToolkit(legs=LEGS, include=["files.read"]).get_tools()))
     graph.add_edge(START, "tools")
     graph.add_edge("tools", END)
-    calls = [{"name": "files_read", "args": {"path": "example.txt"}, "id": "ok-1", "type": "tool_call"},
-             {"name": "files_read", "args": {"path": "/etc/shadow"}, "id": "bad-1", "type": "tool_call"},
-             {"name": "files_read", "args": {"path": 42, "extra": True}, "id": "bad-2", "type": "tool_call"}]
+    calls = [
+        {"name": "files_read", "args": {"path": "example.txt"}, "id": "ok-1", "type": "tool_call"},
+        {"name": "files_read", "args": {"path": "/etc/shadow"}, "id": "bad-1", "type": "tool_call"},
+        {"name": "files_read", "args": {"path": 42, "extra": True}, "id": "bad-2", "type": "tool_call"},
+    ]
     out = graph.compile().invoke({"messages": [AIMessage(content="", tool_calls=calls)]})
     by_id = {m.tool_call_id: m for m in out["messages"][1:]}
     assert by_id["ok-1"].status == "success" and by_id["ok-1"].content == "alpha\nbeta\n"

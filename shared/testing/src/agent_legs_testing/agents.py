@@ -61,20 +61,28 @@ class ScriptedChatModel(BaseChatModel):
     def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> ScriptedChatModel:  # type: ignore[override]
         return self
 
-    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
         self.seen.append(list(messages))
         last_ai = max((i for i, m in enumerate(messages) if isinstance(m, AIMessage)), default=-1)
-        results = [str(m.content) for m in messages[last_ai + 1:] if isinstance(m, ToolMessage)]
+        results = [str(m.content) for m in messages[last_ai + 1 :] if isinstance(m, ToolMessage)]
         step = _resolve(self.steps[self.turn] if self.turn < len(self.steps) else "done", results)
         self.turn += 1
         if isinstance(step, str):
             message = AIMessage(content=step)
         else:
-            message = AIMessage(content="", tool_calls=[
-                {"name": name, "args": args, "id": f"call_{self.turn}_{i}", "type": "tool_call"}
-                for i, (name, args) in enumerate(step)
-            ])
+            message = AIMessage(
+                content="",
+                tool_calls=[
+                    {"name": name, "args": args, "id": f"call_{self.turn}_{i}", "type": "tool_call"}
+                    for i, (name, args) in enumerate(step)
+                ],
+            )
         return ChatResult(generations=[ChatGeneration(message=message)])
 
 
@@ -91,16 +99,19 @@ def scripted_llamaindex_llm(steps: list[Step]) -> Any:
     def respond(messages: Sequence[ChatMessage], **kwargs: Any) -> ChatMessage:
         state["seen"].append(list(messages))
         last_ai = max((i for i, m in enumerate(messages) if m.role == MessageRole.ASSISTANT), default=-1)
-        results = [str(m.content) for m in messages[last_ai + 1:] if m.role == MessageRole.TOOL]
+        results = [str(m.content) for m in messages[last_ai + 1 :] if m.role == MessageRole.TOOL]
         turn = state["turn"]
         state["turn"] = turn + 1
         step = _resolve(steps[turn] if turn < len(steps) else "done", results)
         if isinstance(step, str):
             return ChatMessage(role=MessageRole.ASSISTANT, blocks=[TextBlock(text=step)])
-        return ChatMessage(role=MessageRole.ASSISTANT, blocks=[
-            ToolCallBlock(tool_call_id=f"call_{turn}_{i}", tool_name=name, tool_kwargs=json.dumps(args))
-            for i, (name, args) in enumerate(step)
-        ])
+        return ChatMessage(
+            role=MessageRole.ASSISTANT,
+            blocks=[
+                ToolCallBlock(tool_call_id=f"call_{turn}_{i}", tool_name=name, tool_kwargs=json.dumps(args))
+                for i, (name, args) in enumerate(step)
+            ],
+        )
 
     llm = MockFunctionCallingLLM(response_generator=respond, is_chat_model=True)
     llm._scripted_state = state  # type: ignore[attr-defined]
@@ -120,10 +131,12 @@ Please collect the product prices from our shop, save them as report/prices.csv,
 compute the total, post it to the reporting API and email the CSV to team@example.com.
 """
 
-TASK = ("Do the task in the newest unread email of your inbox. The shop is at {shop}. Save the prices as "
-        "report/prices.csv with the header 'product,price'. Compute the total with code_run and write it, "
-        "with two decimals, to report/total.txt. POST the JSON {{\"total\": <total>}} to {api}. Then email "
-        "report/prices.csv as an attachment to team@example.com with the subject 'Price report'.")
+TASK = (
+    "Do the task in the newest unread email of your inbox. The shop is at {shop}. Save the prices as "
+    "report/prices.csv with the header 'product,price'. Compute the total with code_run and write it, "
+    'with two decimals, to report/total.txt. POST the JSON {{"total": <total>}} to {api}. Then email '
+    "report/prices.csv as an attachment to team@example.com with the subject 'Price report'."
+)
 
 
 @dataclass
@@ -159,16 +172,25 @@ class OfficeWorld:
                 "email": {"allow_recipients": ["*@example.com"]},
             },
             "settings": {
-                "email": {"from_address": "bot@example.com", "smtp": self.smtp.settings(self.ca_file),
-                          "imap": self.mailbox.settings(self.ca_file)},
+                "email": {
+                    "from_address": "bot@example.com",
+                    "smtp": self.smtp.settings(self.ca_file),
+                    "imap": self.mailbox.settings(self.ca_file),
+                },
                 "code": {"pool_size": 0},
             },
         }
 
 
 @pytest.fixture
-def office_world(http_server: TestServer, website: Website, smtp_server: SmtpServer, dovecot: Dovecot,
-                 mail_ca: dict[str, str], sandbox_image: str) -> Iterator[OfficeWorld]:
+def office_world(
+    http_server: TestServer,
+    website: Website,
+    smtp_server: SmtpServer,
+    dovecot: Dovecot,
+    mail_ca: dict[str, str],
+    sandbox_image: str,
+) -> Iterator[OfficeWorld]:
     dovecot.deliver(TASK_EMAIL.replace("\n", "\r\n").encode())
     yield OfficeWorld(http_server, website, smtp_server, dovecot, mail_ca["ca"])
 
@@ -206,17 +228,42 @@ def office_task(world: OfficeWorld) -> list[Step]:
     return [
         [("email_list", {"unread_only": True})],
         lambda r: [("email_read", {"id": _first_message_id(r[0])})],
-        [("browser_navigate", {"url": world.shop.site.url("/")}),
-         ("http_request", {"method": "GET", "url": world.api.url("/json")})],
-        lambda r: [("files_write", {"path": "report/prices.csv",
-                                    "content": "product,price\n" + "".join(f"{n},{p}\n" for n, p in _prices("\n".join(r)))}),
-                   DENIED_READ],
+        [
+            ("browser_navigate", {"url": world.shop.site.url("/")}),
+            ("http_request", {"method": "GET", "url": world.api.url("/json")}),
+        ],
+        lambda r: [
+            (
+                "files_write",
+                {
+                    "path": "report/prices.csv",
+                    "content": "product,price\n" + "".join(f"{n},{p}\n" for n, p in _prices("\n".join(r))),
+                },
+            ),
+            DENIED_READ,
+        ],
         [("code_run", {"code": OFFICE_CODE})],
-        lambda r: [("http_request", {"method": "POST", "url": world.api.url("/echo"),
-                                     "json": {"total": float(re.findall(r"[0-9]+\.[0-9]+", r[0])[-1])}})],
-        [("email_send", {"to": ["team@example.com"], "subject": "Price report",
-                         "body": "Hello team,\n\nthe price report is attached.\n",
-                         "attachments": ["report/prices.csv"]})],
+        lambda r: [
+            (
+                "http_request",
+                {
+                    "method": "POST",
+                    "url": world.api.url("/echo"),
+                    "json": {"total": float(re.findall(r"[0-9]+\.[0-9]+", r[0])[-1])},
+                },
+            )
+        ],
+        [
+            (
+                "email_send",
+                {
+                    "to": ["team@example.com"],
+                    "subject": "Price report",
+                    "body": "Hello team,\n\nthe price report is attached.\n",
+                    "attachments": ["report/prices.csv"],
+                },
+            )
+        ],
         "Done: report/prices.csv saved, total 12.50 posted to the API and emailed to team@example.com.",
     ]
 

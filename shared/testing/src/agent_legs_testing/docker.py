@@ -26,8 +26,7 @@ ENSURE_DOCKER = Path(__file__).resolve().parents[3] / "sandbox" / "ensure-docker
 def _engine_answers() -> str | None:
     """None when the engine answers, else why not."""
     try:
-        r = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"], capture_output=True,
-                           text=True, timeout=30)
+        r = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError) as exc:
         return str(exc)
     return None if r.returncode == 0 else (r.stderr.strip() or f"exit {r.returncode}")
@@ -40,8 +39,11 @@ def sandbox_image() -> str:
         r = subprocess.run(["bash", str(ENSURE_DOCKER)], capture_output=True, text=True, timeout=180)
         problem = _engine_answers() if r.returncode == 0 else (r.stderr.strip() or r.stdout.strip())
     if problem is not None:
-        component_missing("Docker", f"the engine does not answer ({problem})", "bash shared/sandbox/ensure-docker.sh "
-                          "(as root: installs docker.io and starts dockerd), or set DOCKER_HOST")
+        component_missing(
+            "Docker",
+            f"the engine does not answer ({problem})",
+            "bash shared/sandbox/ensure-docker.sh (as root: installs docker.io and starts dockerd), or set DOCKER_HOST",
+        )
     from agent_legs._sandbox import build_image
 
     lines: list[str] = []
@@ -49,8 +51,11 @@ def sandbox_image() -> str:
         # returns at once when the image is up to date; offline: no registry probe from a test run
         build_image(IMAGE, progress=lines.append, offline=True)
     except Exception as exc:
-        component_missing("the sandbox image", f"{IMAGE} could not be built: {exc}\n" + "\n".join(lines[-20:]),
-                          "bash shared/sandbox/build-offline.sh (or: agent-legs sandbox build)")
+        component_missing(
+            "the sandbox image",
+            f"{IMAGE} could not be built: {exc}\n" + "\n".join(lines[-20:]),
+            "bash shared/sandbox/build-offline.sh (or: agent-legs sandbox build)",
+        )
     return IMAGE
 
 
@@ -62,15 +67,19 @@ def owner_label() -> str:
 def sandbox_containers(*, mine: bool = True) -> list[str]:
     """Ids of sandbox containers (by default only this process's), running or not."""
     label = owner_label() if mine else LABEL
-    out = subprocess.run(["docker", "ps", "-aq", "--no-trunc", "--filter", f"label={label}"], capture_output=True,
-                         text=True, check=True, timeout=60)
+    out = subprocess.run(
+        ["docker", "ps", "-aq", "--no-trunc", "--filter", f"label={label}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     return out.stdout.split()
 
 
 def container_processes(container_id: str) -> list[str]:
     """The command lines running in a container (``docker top``); [] when it is gone."""
-    r = subprocess.run(["docker", "top", container_id, "-eo", "pid,args"], capture_output=True, text=True,
-                       timeout=60)
+    r = subprocess.run(["docker", "top", container_id, "-eo", "pid,args"], capture_output=True, text=True, timeout=60)
     if r.returncode != 0:
         return []
     return [line.split(None, 1)[1] for line in r.stdout.splitlines()[1:] if len(line.split(None, 1)) == 2]

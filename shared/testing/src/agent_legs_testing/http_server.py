@@ -100,8 +100,10 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def _echo(h: Handler, r: Received) -> None:
-    h.send_json(200, {"method": r.method, "path": r.path, "query": r.query, "headers": r.headers,
-                      "body": r.body.decode("utf-8", "replace")})
+    h.send_json(
+        200,
+        {"method": r.method, "path": r.path, "query": r.query, "headers": r.headers, "body": r.body.decode("utf-8", "replace")},
+    )
 
 
 def _json(h: Handler, r: Received) -> None:
@@ -109,8 +111,12 @@ def _json(h: Handler, r: Received) -> None:
 
 
 def _html(h: Handler, r: Received) -> None:
-    h.send_body(200, b"<html><head><title>T</title><script>var x=1;</script></head><body><h1>Hello</h1>"
-                b"<p>Some <b>bold</b> text and <a href='/json'>a link</a>.</p></body></html>", "text/html; charset=utf-8")
+    h.send_body(
+        200,
+        b"<html><head><title>T</title><script>var x=1;</script></head><body><h1>Hello</h1>"
+        b"<p>Some <b>bold</b> text and <a href='/json'>a link</a>.</p></body></html>",
+        "text/html; charset=utf-8",
+    )
 
 
 def _kb(h: Handler, r: Received) -> None:
@@ -170,8 +176,7 @@ def _drip(h: Handler, r: Received) -> None:
 def _gzip(h: Handler, r: Received) -> None:
     import gzip
 
-    h.send_body(200, gzip.compress(json.dumps({"compressed": True}).encode()), "application/json",
-                {"Content-Encoding": "gzip"})
+    h.send_body(200, gzip.compress(json.dumps({"compressed": True}).encode()), "application/json", {"Content-Encoding": "gzip"})
 
 
 def _set_cookie(h: Handler, r: Received) -> None:
@@ -180,8 +185,17 @@ def _set_cookie(h: Handler, r: Received) -> None:
 
 
 _DEFAULT_ROUTES: dict[str, Route] = {
-    "/echo": _echo, "/json": _json, "/html": _html, "/1kb": _kb, "/big": _big, "/slow": _slow,
-    "/redirect": _redirect, "/status": _status, "/binary": _binary, "/drip": _drip, "/gzip": _gzip,
+    "/echo": _echo,
+    "/json": _json,
+    "/html": _html,
+    "/1kb": _kb,
+    "/big": _big,
+    "/slow": _slow,
+    "/redirect": _redirect,
+    "/status": _status,
+    "/binary": _binary,
+    "/drip": _drip,
+    "/gzip": _gzip,
     "/set-cookie": _set_cookie,
 }
 

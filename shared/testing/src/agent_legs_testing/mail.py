@@ -83,8 +83,15 @@ class SmtpServer:
     logins: int = 0
 
     def settings(self, ca_file: str | None, password: str = "{secret:SMTP_PASSWORD}") -> dict[str, Any]:
-        return {"host": self.host, "port": self.port, "security": "starttls", "username": USER, "password": password,
-                "ca_file": ca_file, "timeout_s": 10}
+        return {
+            "host": self.host,
+            "port": self.port,
+            "security": "starttls",
+            "username": USER,
+            "password": password,
+            "ca_file": ca_file,
+            "timeout_s": 10,
+        }
 
     def parsed(self, i: int = -1) -> email.message.EmailMessage:
         return email.message_from_bytes(self.messages[i]["data"], policy=email.policy.default)  # type: ignore[return-value]
@@ -100,8 +107,7 @@ def smtp_server(mail_ca: dict[str, str]) -> Iterator[SmtpServer]:
     srv = SmtpServer("127.0.0.1", free_port())
 
     class Handler:
-        async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
-                              rcpt_options: list[str]) -> str:
+        async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]) -> str:
             if address.lower() in srv.refuse:
                 return srv.refuse[address.lower()]
             envelope.rcpt_tos.append(address)
@@ -119,21 +125,33 @@ def smtp_server(mail_ca: dict[str, str]) -> Iterator[SmtpServer]:
                 scripted = srv.replies.pop(0)
                 if scripted is not None:
                     return scripted
-            srv.messages.append({"from": envelope.mail_from, "rcpt": list(envelope.rcpt_tos),
-                                 "data": envelope.original_content or envelope.content})
+            srv.messages.append(
+                {
+                    "from": envelope.mail_from,
+                    "rcpt": list(envelope.rcpt_tos),
+                    "data": envelope.original_content or envelope.content,
+                }
+            )
             return "250 2.0.0 OK queued"
 
     def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
-        ok = isinstance(auth_data, LoginPassword) and auth_data.login == USER.encode() and \
-            auth_data.password == PASSWORD.encode()
+        ok = isinstance(auth_data, LoginPassword) and auth_data.login == USER.encode() and auth_data.password == PASSWORD.encode()
         srv.logins += 1
         return AuthResult(success=ok, handled=False)  # unhandled: the server answers 535 itself
 
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(mail_ca["cert"], mail_ca["key"])
-    controller = Controller(Handler(), hostname=srv.host, port=srv.port, tls_context=context, require_starttls=True,
-                            auth_required=True, auth_require_tls=True, authenticator=authenticator,
-                            server_hostname="localhost")
+    controller = Controller(
+        Handler(),
+        hostname=srv.host,
+        port=srv.port,
+        tls_context=context,
+        require_starttls=True,
+        auth_required=True,
+        auth_require_tls=True,
+        authenticator=authenticator,
+        server_hostname="localhost",
+    )
     try:
         controller.start()
     except Exception as exc:
@@ -206,10 +224,16 @@ class Dovecot:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.server, name)
 
-    def settings(self, ca_file: str | None, security: str = "tls",
-                 password: str = "{secret:SMTP_PASSWORD}") -> dict[str, Any]:
-        return {"host": self.host, "port": self.starttls_port if security == "starttls" else self.port,
-                "security": security, "username": USER, "password": password, "ca_file": ca_file, "timeout_s": 10}
+    def settings(self, ca_file: str | None, security: str = "tls", password: str = "{secret:SMTP_PASSWORD}") -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "port": self.starttls_port if security == "starttls" else self.port,
+            "security": security,
+            "username": USER,
+            "password": password,
+            "ca_file": ca_file,
+            "timeout_s": 10,
+        }
 
 
 @contextlib.contextmanager
@@ -220,8 +244,9 @@ def start_dovecot(ca: dict[str, str]) -> Iterator[Dovecot]:
         from agent_legs_demo.dovecot import DovecotUnavailable
         from agent_legs_demo.dovecot import start_dovecot as start_launcher
     except ModuleNotFoundError as exc:
-        raise MailComponentMissing("Dovecot launcher", f"the demo package is not installed ({exc})",
-                                   "pip install -e packages/agent-legs-demo") from None
+        raise MailComponentMissing(
+            "Dovecot launcher", f"the demo package is not installed ({exc})", "pip install -e packages/agent-legs-demo"
+        ) from None
     try:
         server = start_launcher(USER, PASSWORD, tls=(ca["cert"], ca["key"]))
     except DovecotUnavailable as exc:

@@ -11,6 +11,7 @@ Egress tests (SSRF, sandbox network, browser) must not be able to send a packet 
 
        from agent_legs_testing.netns import assert_passes_in_netns
 
+
        def test_corpus_in_loopback_only_netns() -> None:
            assert_passes_in_netns(Path(__file__).with_name("ssrf_corpus.py"), min_passed=30)
 
@@ -50,7 +51,11 @@ def run_pytest_in_netns(path: Path, *pytest_args: str, timeout: float = 600) -> 
         root = root.parent
     return subprocess.run(
         ["unshare", "-n", "sh", "-c", script, sys.executable, str(path), *pytest_args],
-        capture_output=True, text=True, timeout=timeout, env=env, cwd=root if (root / "noxfile.py").exists() else None,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=root if (root / "noxfile.py").exists() else None,
     )
 
 
@@ -76,5 +81,8 @@ def interfaces() -> list[str]:
 def isolated_netns() -> None:
     """Fails unless this process is in a namespace whose only interface is ``lo``."""
     if os.environ.get(ENV_FLAG) != "1" or interfaces() != ["lo"]:
-        pytest.fail(f"egress tests must run in a loopback-only network namespace (interfaces: {interfaces()}); "
-                    "run them through run_pytest_in_netns()", pytrace=False)
+        pytest.fail(
+            f"egress tests must run in a loopback-only network namespace (interfaces: {interfaces()}); "
+            "run them through run_pytest_in_netns()",
+            pytrace=False,
+        )

@@ -78,8 +78,14 @@ class OtlpBackend:
 def _start_phoenix(workdir: Path) -> tuple[subprocess.Popen[bytes], str, str]:
     """Start ``phoenix serve`` on free loopback ports; returns the process, its base URL and, on failure, why."""
     port, grpc = free_port(), free_port()
-    env = {**os.environ, "PHOENIX_WORKING_DIR": str(workdir), "PHOENIX_PORT": str(port),
-           "PHOENIX_GRPC_PORT": str(grpc), "PHOENIX_HOST": "127.0.0.1", "PHOENIX_TELEMETRY_ENABLED": "false"}
+    env = {
+        **os.environ,
+        "PHOENIX_WORKING_DIR": str(workdir),
+        "PHOENIX_PORT": str(port),
+        "PHOENIX_GRPC_PORT": str(grpc),
+        "PHOENIX_HOST": "127.0.0.1",
+        "PHOENIX_TELEMETRY_ENABLED": "false",
+    }
     for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "PHOENIX_COLLECTOR_ENDPOINT"):
         env.pop(name, None)  # Phoenix must not trace itself into anything
     logfile = workdir / f"phoenix-{port}.log"
@@ -199,8 +205,7 @@ class OtlpReceiver:
                     msg = ExportTraceServiceRequest()
                     msg.ParseFromString(body)
                     with receiver._lock:
-                        receiver.requests.append(OtlpRequest(self.path, {k.lower(): v for k, v in self.headers.items()},
-                                                             msg))
+                        receiver.requests.append(OtlpRequest(self.path, {k.lower(): v for k, v in self.headers.items()}, msg))
                 try:
                     self.send_response(receiver.status)
                     self.send_header("Content-Type", "application/x-protobuf")

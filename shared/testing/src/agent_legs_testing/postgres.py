@@ -40,8 +40,10 @@ class PostgresUnavailable(RuntimeError):
 def _bin_dir() -> Path:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(p.split("/")[4]))
     if not found:
-        raise PostgresUnavailable("PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/pg_ctl): "
-                                  "apt-get install -y postgresql (shared/setup.sh does it)")
+        raise PostgresUnavailable(
+            "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/pg_ctl): "
+            "apt-get install -y postgresql (shared/setup.sh does it)"
+        )
     return Path(found[-1]).parent
 
 
@@ -64,28 +66,53 @@ class PostgresServer:
     def _run(self, *args: str, timeout: float = 120) -> None:
         proc = subprocess.run(self._cmd(*args), capture_output=True, text=True, timeout=timeout, cwd=self.root)
         if proc.returncode != 0:
-            log = (self.root / "server.log")
+            log = self.root / "server.log"
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-            raise PostgresUnavailable(f"{' '.join(args[:2])} failed ({proc.returncode}): "
-                                      f"{proc.stderr.strip() or proc.stdout.strip()}\n{tail}")
+            raise PostgresUnavailable(
+                f"{' '.join(args[:2])} failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}\n{tail}"
+            )
 
     def _initdb(self) -> None:
         pwfile = self.root / "pw"
         pwfile.write_text(PASSWORD + "\n")
         if self.as_root:
             shutil.chown(pwfile, "postgres", "postgres")
-        self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", USER, f"--pwfile={pwfile}",
-                  "--auth-host=scram-sha-256", "--auth-local=trust", "-E", "UTF8", "--no-sync")
+        self._run(
+            str(self.bin / "initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            USER,
+            f"--pwfile={pwfile}",
+            "--auth-host=scram-sha-256",
+            "--auth-local=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        )
         pwfile.unlink()
 
     def start(self) -> None:
         # fsync=off survives a server crash (pg_ctl stop -m immediate; the OS keeps the writes), not an OS
         # crash: fine for tests. synchronous_commit stays on: off loses acknowledged commits in a crash,
         # which the store's guarantees (exact budgets, at-most-once sends) rule out.
-        opts = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-                "-c full_page_writes=off -c max_connections=200")
-        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "server.log"), "-w",
-                  "-t", "60", "-o", opts, "start")
+        opts = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c full_page_writes=off -c max_connections=200"
+        )
+        self._run(
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.root / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            opts,
+            "start",
+        )
 
     def stop(self) -> None:
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
@@ -105,8 +132,7 @@ class PostgresServer:
         import psycopg
 
         name = url.rsplit("/", 1)[1]
-        with contextlib.suppress(psycopg.Error), \
-                psycopg.connect(self.url(), autocommit=True, connect_timeout=10) as conn:
+        with contextlib.suppress(psycopg.Error), psycopg.connect(self.url(), autocommit=True, connect_timeout=10) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     def destroy(self) -> None:

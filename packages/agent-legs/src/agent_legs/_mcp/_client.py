@@ -60,8 +60,12 @@ class McpUnavailable(ActionError):
     """The server could not be reached (an ``unavailable`` error with the reason)."""
 
     def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__("unavailable", message, retryable=True,
-                         hint=hint or "The server is restarted on the next call; tell the user if it keeps failing.")
+        super().__init__(
+            "unavailable",
+            message,
+            retryable=True,
+            hint=hint or "The server is restarted on the next call; tell the user if it keeps failing.",
+        )
 
 
 def require_sdk() -> None:
@@ -70,8 +74,9 @@ def require_sdk() -> None:
         import jsonschema  # noqa: F401
         import mcp  # noqa: F401
     except ImportError as exc:
-        raise McpUnavailable(f"MCP servers need the MCP SDK ({exc.name or exc} is not installed)",
-                             hint=f"Ask the developer to run: {INSTALL_HINT}") from None
+        raise McpUnavailable(
+            f"MCP servers need the MCP SDK ({exc.name or exc} is not installed)", hint=f"Ask the developer to run: {INSTALL_HINT}"
+        ) from None
 
 
 class _Live:
@@ -173,8 +178,12 @@ class McpConnection:
             live = self._live
             if live is not None and not live.dead:
                 return live
-            if (reuse_failure_s and self.last_error is not None and self.last_failure is not None
-                    and time.monotonic() - self.last_failure < reuse_failure_s):
+            if (
+                reuse_failure_s
+                and self.last_error is not None
+                and self.last_failure is not None
+                and time.monotonic() - self.last_failure < reuse_failure_s
+            ):
                 raise self.last_error
             if self._closed:
                 raise McpUnavailable("Agent Legs is shutting down")
@@ -260,6 +269,7 @@ class McpConnection:
             if isinstance(message, Exception):  # a line on stdout that is not JSON-RPC, or a transport fault
                 text = str(message).splitlines()[0] if str(message) else type(message).__name__
                 live.stop(f"it wrote output that is not MCP (JSON-RPC) on its stdout ({text[:200]})")
+
         return handle
 
     @contextlib.asynccontextmanager
@@ -271,15 +281,17 @@ class McpConnection:
             env = {k: secrets.resolve(v) for k, v in cfg.env.items()}
             headers = {k: secrets.resolve(v) for k, v in cfg.headers.items()}
         except ConfigError as exc:
-            live.error = McpUnavailable(f"{self.what} is unavailable: {where}: {exc}",
-                                        hint="Ask the developer to provide the secret.")
+            live.error = McpUnavailable(
+                f"{self.what} is unavailable: {where}: {exc}", hint="Ask the developer to provide the secret."
+            )
             raise
         if cfg.command is not None:
             from mcp.client.stdio import StdioServerParameters, stdio_client
 
             live.errlog = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")  # noqa: SIM115 (closed by the owner)
-            params = StdioServerParameters(command=cfg.command[0], args=cfg.command[1:], env=env, cwd=cfg.cwd,
-                                           encoding_error_handler="replace")
+            params = StdioServerParameters(
+                command=cfg.command[0], args=cfg.command[1:], env=env, cwd=cfg.cwd, encoding_error_handler="replace"
+            )
             started = False
             try:
                 async with stdio_client(params, errlog=live.errlog) as streams:
@@ -303,8 +315,13 @@ class McpConnection:
         transport = httpx2.AsyncHTTPTransport(trust_env=False)
         pool = transport._pool
         pool._network_backend = _pinned_backend(guard, pool._network_backend)
-        client = httpx2.AsyncClient(headers=headers, transport=transport, trust_env=False,
-                                    timeout=httpx2.Timeout(30.0, read=300.0), follow_redirects=False)
+        client = httpx2.AsyncClient(
+            headers=headers,
+            transport=transport,
+            trust_env=False,
+            timeout=httpx2.Timeout(30.0, read=300.0),
+            follow_redirects=False,
+        )
         async with client, streamable_http_client(cfg.url, http_client=client) as (read, write):
             yield read, write
 
@@ -324,23 +341,28 @@ class McpConnection:
                 raise
             self._drop(live, f"a call to {tool!r} did not finish within {timeout_s:g} s")
             raise ActionError(
-                "timeout", f"{self.what} did not answer {tool!r} within {timeout_s:g} s (settings.mcp.servers."
+                "timeout",
+                f"{self.what} did not answer {tool!r} within {timeout_s:g} s (settings.mcp.servers."
                 f"{self.name}.timeout_s): the call was stopped and the server is restarted on the next call",
-                hint="It may have taken effect in part: check before repeating it.") from None
+                hint="It may have taken effect in part: check before repeating it.",
+            ) from None
         except asyncio.CancelledError:
             self._drop(live, f"a call to {tool!r} was stopped at its deadline")
             raise
         except MCPError as exc:
             if live.dead or _is_connection_closed(exc):
                 self._drop(live, "it closed the connection")
-                raise McpUnavailable(f"{self.what} stopped during the call: "
-                                     f"{live.reason or 'it closed the connection'}{self._stderr_note(live)}") from None
-            raise ActionError("failed", f"{self.what} answered {tool!r} with an error: {exc.error.message[:500]}",
-                              hint="Check the arguments against the tool's description.") from None
+                raise McpUnavailable(
+                    f"{self.what} stopped during the call: {live.reason or 'it closed the connection'}{self._stderr_note(live)}"
+                ) from None
+            raise ActionError(
+                "failed",
+                f"{self.what} answered {tool!r} with an error: {exc.error.message[:500]}",
+                hint="Check the arguments against the tool's description.",
+            ) from None
         except Exception as exc:  # a malformed answer or a broken transport: the session cannot be trusted
             self._drop(live, _describe(exc))
-            raise McpUnavailable(f"{self.what} failed during the call: {_describe(exc)}"
-                                 f"{self._stderr_note(live)}") from None
+            raise McpUnavailable(f"{self.what} failed during the call: {_describe(exc)}{self._stderr_note(live)}") from None
 
     def _drop(self, live: _Live, reason: str) -> None:
         if self._live is live:
@@ -421,9 +443,14 @@ def _pinned_backend(guard: EgressGuard, inner: Any) -> Any:
     import httpcore2
 
     class Pinned(httpcore2.AsyncNetworkBackend):  # type: ignore[misc]
-        async def connect_tcp(self, host: str, port: int, timeout: float | None = None,  # noqa: ASYNC109
-                              local_address: str | None = None,
-                              socket_options: Iterable[Any] | None = None) -> Any:
+        async def connect_tcp(
+            self,
+            host: str,
+            port: int,
+            timeout: float | None = None,  # noqa: ASYNC109
+            local_address: str | None = None,
+            socket_options: Iterable[Any] | None = None,
+        ) -> Any:
             dest = await guard.check_host(host, port)
             error: Exception | None = None
             for ip in dest.addresses:

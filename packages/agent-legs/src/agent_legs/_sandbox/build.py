@@ -105,10 +105,18 @@ def build_offline(tag: str, progress: Progress) -> None:
     if os.geteuid() != 0:
         raise RuntimeError("the offline build runs mmdebstrap --mode=root and needs root (or build with a registry)")
     mirror = debian_mirror()
-    cmd = ["mmdebstrap", "--variant=minbase", "--mode=root", "--format=tar", f"--include={','.join(PACKAGES)}",
-           *[f"--aptopt={o}" for o in APT_OPTIONS],
-           "--dpkgopt=path-exclude=/usr/share/doc/*", "--dpkgopt=path-exclude=/usr/share/man/*",
-           "--dpkgopt=path-exclude=/usr/share/locale/*", "--dpkgopt=path-exclude=/usr/share/info/*"]
+    cmd = [
+        "mmdebstrap",
+        "--variant=minbase",
+        "--mode=root",
+        "--format=tar",
+        f"--include={','.join(PACKAGES)}",
+        *[f"--aptopt={o}" for o in APT_OPTIONS],
+        "--dpkgopt=path-exclude=/usr/share/doc/*",
+        "--dpkgopt=path-exclude=/usr/share/man/*",
+        "--dpkgopt=path-exclude=/usr/share/locale/*",
+        "--dpkgopt=path-exclude=/usr/share/info/*",
+    ]
     cmd += [f"--customize-hook={h}" for h in HOOKS]
     cmd += [SUITE, "-", mirror]
     labels = [f"LABEL {RECIPE_LABEL}={recipe_hash()}", "LABEL agent-legs=1"]
@@ -148,15 +156,26 @@ def build_with_dockerfile(tag: str, progress: Progress) -> bool:
         progress("no container registry reachable: building offline")
         return False
     progress(f"docker build (base {base})")
-    r = _docker("build", "-t", tag, "--label", f"{RECIPE_LABEL}={recipe_hash()}", "--label", "agent-legs=1",
-                "-f", str(DOCKERFILE), str(HERE), check=False, timeout=1800)
+    r = _docker(
+        "build",
+        "-t",
+        tag,
+        "--label",
+        f"{RECIPE_LABEL}={recipe_hash()}",
+        "--label",
+        "agent-legs=1",
+        "-f",
+        str(DOCKERFILE),
+        str(HERE),
+        check=False,
+        timeout=1800,
+    )
     if r.returncode != 0:
         progress(f"docker build failed, building offline instead: {r.stderr.strip()[-300:]}")
     return r.returncode == 0
 
 
-def build_image(tag: str = DEFAULT_TAG, progress: Progress = print, force: bool = False,
-                offline: bool | None = None) -> str:
+def build_image(tag: str = DEFAULT_TAG, progress: Progress = print, force: bool = False, offline: bool | None = None) -> str:
     """Make ``tag`` an image of the current recipe; returns the tag. Raises RuntimeError with the reason."""
     if shutil.which("docker") is None:
         raise RuntimeError("the docker CLI is not installed (apt-get install -y docker.io)")
@@ -165,8 +184,10 @@ def build_image(tag: str = DEFAULT_TAG, progress: Progress = print, force: bool 
     except subprocess.TimeoutExpired:
         alive = False
     if not alive:
-        raise RuntimeError("the Docker engine does not answer (start it: sudo systemctl start docker; "
-                           "or set DOCKER_HOST; agent-legs doctor says more)")
+        raise RuntimeError(
+            "the Docker engine does not answer (start it: sudo systemctl start docker; "
+            "or set DOCKER_HOST; agent-legs doctor says more)"
+        )
     labels = image_labels(tag) or {}
     if not force and labels.get(RECIPE_LABEL) == recipe_hash():
         progress(f"{tag} is up to date (recipe {recipe_hash()})")
@@ -192,8 +213,9 @@ def main() -> int:
     parser.add_argument("--offline", action="store_true", help="skip docker build, go straight to mmdebstrap")
     args = parser.parse_args()
     try:
-        build_image(args.tag, progress=lambda m: print(f"sandbox: {m}", flush=True), force=args.force,
-                    offline=args.offline or None)
+        build_image(
+            args.tag, progress=lambda m: print(f"sandbox: {m}", flush=True), force=args.force, offline=args.offline or None
+        )
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
         print(f"sandbox: {exc}", file=sys.stderr)
         return 1

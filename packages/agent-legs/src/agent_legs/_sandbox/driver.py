@@ -71,7 +71,7 @@ def _send(fd, obj):
     data = json.dumps(obj, default=repr).encode()
     view = memoryview(struct.pack(">I", len(data)) + data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 class _Capture:
@@ -282,8 +282,9 @@ class Kernel:
 
 def _text_stream(fd):
     # closefd=False: fds 1/2 are re-pointed (dup2) per call; the stream object stays
-    return io.TextIOWrapper(io.BufferedWriter(io.FileIO(fd, "w", closefd=False)), encoding="utf-8",
-                            errors="backslashreplace", write_through=True)
+    return io.TextIOWrapper(
+        io.BufferedWriter(io.FileIO(fd, "w", closefd=False)), encoding="utf-8", errors="backslashreplace", write_through=True
+    )
 
 
 def _flush(stream):
@@ -309,8 +310,13 @@ def handle(kernel, req, null_fd):
     started = time.monotonic()
     try:
         if req.get("language") == "bash":
-            proc = subprocess.run(["/bin/bash", "-c", BASH_PRELUDE, "bash", req["code"]], cwd=WORKSPACE,
-                                  stdin=subprocess.DEVNULL, stdout=1, stderr=2)
+            proc = subprocess.run(
+                ["/bin/bash", "-c", BASH_PRELUDE, "bash", req["code"]],
+                cwd=WORKSPACE,
+                stdin=subprocess.DEVNULL,
+                stdout=1,
+                stderr=2,
+            )
             result["exit_code"] = proc.returncode
         else:
             result["value"] = kernel.run_python(req["code"])

@@ -107,8 +107,7 @@ def open_store(state_dir: Path, settings: Settings, secrets: Secrets | None = No
         import psycopg_pool  # noqa: F401
     except ImportError:
         raise ConfigError(
-            "settings.state.url names PostgreSQL, but psycopg is not installed: "
-            "pip install 'agent-legs[postgres]'"
+            "settings.state.url names PostgreSQL, but psycopg is not installed: pip install 'agent-legs[postgres]'"
         ) from None
     from psycopg.conninfo import conninfo_to_dict
 
@@ -130,4 +129,3 @@ def open_store(state_dir: Path, settings: Settings, secrets: Secrets | None = No
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return redact_url(text[0]) if text else type(exc).__name__
-

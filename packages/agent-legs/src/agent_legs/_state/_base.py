@@ -43,7 +43,7 @@ class StoreUnavailable(ActionError):
             f"the state store ({store}) is unavailable: {reason}; nothing was done",
             retryable=True,
             hint="The deployment's state database is down or unreachable: nothing was done, so a retry later "
-                 "is safe. If it persists, tell the user.",
+            "is safe. If it persists, tell the user.",
         )
 
 
@@ -79,9 +79,17 @@ class ApprovalRow:
 
     def public(self) -> dict[str, Any]:
         """The JSON form ``agent-legs approvals --json`` prints."""
-        return {"id": self.id, "action": self.action, "arguments": self.arguments, "session": self.session,
-                "reason": self.reason, "created": _iso(self.created), "expires": _iso(self.expires),
-                "call_id": self.call_id, "state": self.state}
+        return {
+            "id": self.id,
+            "action": self.action,
+            "arguments": self.arguments,
+            "session": self.session,
+            "reason": self.reason,
+            "created": _iso(self.created),
+            "expires": _iso(self.expires),
+            "call_id": self.call_id,
+            "state": self.state,
+        }
 
 
 @dataclass(frozen=True)
@@ -105,8 +113,9 @@ class Tx(Protocol):
 
 SCHEMA_VERSION = 1
 
-_APPROVAL_COLUMNS = ("id, action, tool_name, arguments, session, reason, call_id, created, expires, state, decided, "
-                     "decided_by, message")
+_APPROVAL_COLUMNS = (
+    "id, action, tool_name, arguments, session, reason, call_id, created, expires, state, decided, decided_by, message"
+)
 
 
 def _schema_v1(real: str, serial: str) -> list[str]:
@@ -169,8 +178,9 @@ class StateStore(abc.ABC):
                 return
             async with self._raw_tx(durable=True) as tx:
                 await self._lock_schema(tx)
-                await tx.run(f"CREATE TABLE IF NOT EXISTS agent_legs_schema (version INTEGER NOT NULL, "
-                             f"applied {self.REAL} NOT NULL)")
+                await tx.run(
+                    f"CREATE TABLE IF NOT EXISTS agent_legs_schema (version INTEGER NOT NULL, applied {self.REAL} NOT NULL)"
+                )
                 row = await tx.one("SELECT MAX(version) FROM agent_legs_schema")
                 current = int(row[0]) if row and row[0] is not None else 0
                 for version, statements in sorted(self._migrations().items()):
@@ -202,12 +212,13 @@ class StateStore(abc.ABC):
         rows = sorted({(k, w) for k, w, _ in counters})
         async with self._tx() as tx:
             for key, window in rows:
-                await tx.run("INSERT INTO budget_usage (budget, win, used) VALUES (?, ?, 0) "
-                             "ON CONFLICT (budget, win) DO NOTHING", (key, window))
+                await tx.run(
+                    "INSERT INTO budget_usage (budget, win, used) VALUES (?, ?, 0) ON CONFLICT (budget, win) DO NOTHING",
+                    (key, window),
+                )
             used: dict[tuple[str, str], int] = {}
             for key, window in rows:
-                row = await tx.one("SELECT used FROM budget_usage WHERE budget=? AND win=?" + self.FOR_UPDATE,
-                                   (key, window))
+                row = await tx.one("SELECT used FROM budget_usage WHERE budget=? AND win=?" + self.FOR_UPDATE, (key, window))
                 used[(key, window)] = int(row[0]) if row else 0
             for i, (key, window, limit) in enumerate(counters):
                 if used[(key, window)] >= limit:
@@ -222,8 +233,9 @@ class StateStore(abc.ABC):
         return int(row[0]) if row else 0
 
     # -- the email send ledger -------------------------------------------------------------------
-    async def claim_send(self, key: str, digest: str, message_id: str, window_s: float | None,
-                         owner: str = "", now: float | None = None) -> tuple[str | None, SendEntry | None]:
+    async def claim_send(
+        self, key: str, digest: str, message_id: str, window_s: float | None, owner: str = "", now: float | None = None
+    ) -> tuple[str | None, SendEntry | None]:
         """Claim ``key`` for one send (returns its Message-ID), or return the entry that holds it.
 
         Atomic: of two workers racing for a key, one claims it, the other gets the claim as the
@@ -235,34 +247,45 @@ class StateStore(abc.ABC):
             claimed = await tx.run(
                 "INSERT INTO sends (key, state, message_id, result, updated, digest, owner) "
                 "VALUES (?, 'claimed', ?, NULL, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
-                (key, message_id, now, digest, owner))
+                (key, message_id, now, digest, owner),
+            )
             if claimed == 1:
                 return message_id, None
-            row = await tx.one("SELECT state, message_id, result, updated, digest FROM sends WHERE key=?"
-                               + self.FOR_UPDATE, (key,))
+            row = await tx.one(
+                "SELECT state, message_id, result, updated, digest FROM sends WHERE key=?" + self.FOR_UPDATE, (key,)
+            )
             if row is None:  # released between the two statements: take it now (we hold the lock)
-                await tx.run("INSERT INTO sends (key, state, message_id, result, updated, digest, owner) "
-                             "VALUES (?, 'claimed', ?, NULL, ?, ?, ?)", (key, message_id, now, digest, owner))
+                await tx.run(
+                    "INSERT INTO sends (key, state, message_id, result, updated, digest, owner) "
+                    "VALUES (?, 'claimed', ?, NULL, ?, ?, ?)",
+                    (key, message_id, now, digest, owner),
+                )
                 return message_id, None
             entry = SendEntry(key, row[0], row[1], json.loads(row[2]) if row[2] else None, float(row[3]), row[4])
             if window_s is None or now - entry.updated < window_s:
                 return None, entry
             # An old identical message: a new send, with a new Message-ID.
             fresh = message_id.replace("@", f".{int(now)}@", 1)
-            await tx.run("UPDATE sends SET state='claimed', message_id=?, result=NULL, updated=?, digest=?, owner=? "
-                         "WHERE key=?", (fresh, now, digest, owner, key))
+            await tx.run(
+                "UPDATE sends SET state='claimed', message_id=?, result=NULL, updated=?, digest=?, owner=? WHERE key=?",
+                (fresh, now, digest, owner, key),
+            )
             return fresh, None
 
     async def mark_sent(self, key: str, message_id: str, result: dict[str, Any]) -> None:
         async with self._tx() as tx:
-            await tx.run("UPDATE sends SET state='sent', result=?, updated=? WHERE key=? AND message_id=?",
-                         (json.dumps(result), time.time(), key, message_id))
+            await tx.run(
+                "UPDATE sends SET state='sent', result=?, updated=? WHERE key=? AND message_id=?",
+                (json.dumps(result), time.time(), key, message_id),
+            )
 
     async def mark_unknown(self, key: str, message_id: str) -> None:
         """The content went out and no answer came: possibly sent (never sent again under this key)."""
         async with self._tx() as tx:
-            await tx.run("UPDATE sends SET state='unknown', updated=? WHERE key=? AND message_id=? AND state='claimed'",
-                         (time.time(), key, message_id))
+            await tx.run(
+                "UPDATE sends SET state='unknown', updated=? WHERE key=? AND message_id=? AND state='claimed'",
+                (time.time(), key, message_id),
+            )
 
     async def release_send(self, key: str, message_id: str) -> None:
         """Nothing reached the server: drop the claim so a later call may send."""
@@ -277,17 +300,28 @@ class StateStore(abc.ABC):
         return SendEntry(key, row[0], row[1], json.loads(row[2]) if row[2] else None, float(row[3]), row[4])
 
     # -- approvals -------------------------------------------------------------------------------
-    async def enqueue_approval(self, *, action: str, tool_name: str, arguments: dict[str, Any], session: str,
-                               reason: str, call_id: str | None, timeout_s: float,
-                               now: float | None = None) -> ApprovalRow:
+    async def enqueue_approval(
+        self,
+        *,
+        action: str,
+        tool_name: str,
+        arguments: dict[str, Any],
+        session: str,
+        reason: str,
+        call_id: str | None,
+        timeout_s: float,
+        now: float | None = None,
+    ) -> ApprovalRow:
         now = time.time() if now is None else now
         approval_id = secrets.token_hex(6)
         async with self._tx(durable=True) as tx:
-            await tx.run(f"INSERT INTO approvals ({_APPROVAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', "
-                         "NULL, NULL, NULL)", (approval_id, action, tool_name, json.dumps(arguments), session,
-                                               reason, call_id, now, now + timeout_s))
-        return ApprovalRow(approval_id, action, tool_name, arguments, session, reason, call_id, now,
-                           now + timeout_s, "pending", None, None, None)
+            await tx.run(
+                f"INSERT INTO approvals ({_APPROVAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', NULL, NULL, NULL)",
+                (approval_id, action, tool_name, json.dumps(arguments), session, reason, call_id, now, now + timeout_s),
+            )
+        return ApprovalRow(
+            approval_id, action, tool_name, arguments, session, reason, call_id, now, now + timeout_s, "pending", None, None, None
+        )
 
     async def approval(self, approval_id: str) -> ApprovalRow | None:
         async with self._tx() as tx:
@@ -298,45 +332,46 @@ class StateStore(abc.ABC):
         """Requests still waiting (not decided, not past their expiry), oldest first."""
         now = time.time() if now is None else now
         async with self._tx() as tx:
-            rows = await tx.all(f"SELECT {_APPROVAL_COLUMNS} FROM approvals WHERE state='pending' AND expires > ? "
-                                "ORDER BY created, id", (now,))
+            rows = await tx.all(
+                f"SELECT {_APPROVAL_COLUMNS} FROM approvals WHERE state='pending' AND expires > ? ORDER BY created, id", (now,)
+            )
         return [_approval(r) for r in rows]
 
-    async def decide_approval(self, approval_id: str, decision: str, *, by: str | None = None,
-                              message: str | None = None, now: float | None = None) -> ApprovalRow:
+    async def decide_approval(
+        self, approval_id: str, decision: str, *, by: str | None = None, message: str | None = None, now: float | None = None
+    ) -> ApprovalRow:
         """Approve or reject a pending request, exactly once; ``ApprovalError`` for an unknown id, one
         already decided, or one that expired."""
         if decision not in ("approved", "rejected"):
             raise ValueError(f"decision must be 'approved' or 'rejected', not {decision!r}")
         now = time.time() if now is None else now
         async with self._tx(durable=True) as tx:
-            row = await tx.one(f"SELECT {_APPROVAL_COLUMNS} FROM approvals WHERE id=?" + self.FOR_UPDATE,
-                               (approval_id,))
+            row = await tx.one(f"SELECT {_APPROVAL_COLUMNS} FROM approvals WHERE id=?" + self.FOR_UPDATE, (approval_id,))
             current = _approval(row) if row else None
             if current is not None and current.state == "pending" and current.expires > now:
-                await tx.run("UPDATE approvals SET state=?, decided=?, decided_by=?, message=? WHERE id=? "
-                             "AND state='pending'", (decision, now, by, message, approval_id))
-                return ApprovalRow(**{**current.__dict__, "state": decision, "decided": now, "by": by,
-                                      "message": message})
+                await tx.run(
+                    "UPDATE approvals SET state=?, decided=?, decided_by=?, message=? WHERE id=? AND state='pending'",
+                    (decision, now, by, message, approval_id),
+                )
+                return ApprovalRow(**{**current.__dict__, "state": decision, "decided": now, "by": by, "message": message})
             if current is not None and current.state == "pending":
-                await tx.run("UPDATE approvals SET state='expired', decided=? WHERE id=? AND state='pending'",
-                             (now, approval_id))
+                await tx.run("UPDATE approvals SET state='expired', decided=? WHERE id=? AND state='pending'", (now, approval_id))
         if current is None:
             raise ApprovalError(f"no approval request with id {approval_id!r} (list them: agent-legs approvals)")
         if current.state == "pending":
-            raise ApprovalError(f"approval request {approval_id} expired at {_iso(current.expires)} "
-                                "(policy.approval_timeout_s): the call was already refused; nothing to decide")
+            raise ApprovalError(
+                f"approval request {approval_id} expired at {_iso(current.expires)} "
+                "(policy.approval_timeout_s): the call was already refused; nothing to decide"
+            )
         who = f" by {current.by}" if current.by else ""
         when = f" at {_iso(current.decided)}" if current.decided else ""
-        raise ApprovalError(f"approval request {approval_id} was already {current.state}{who}{when}: "
-                            "a decision is taken once")
+        raise ApprovalError(f"approval request {approval_id} was already {current.state}{who}{when}: a decision is taken once")
 
     async def expire_approval(self, approval_id: str, now: float | None = None) -> ApprovalRow | None:
         """Mark a still-pending request expired; returns the final row (a decision that came first wins)."""
         now = time.time() if now is None else now
         async with self._tx(durable=True) as tx:
-            await tx.run("UPDATE approvals SET state='expired', decided=? WHERE id=? AND state='pending'",
-                         (now, approval_id))
+            await tx.run("UPDATE approvals SET state='expired', decided=? WHERE id=? AND state='pending'", (now, approval_id))
             row = await tx.one(f"SELECT {_APPROVAL_COLUMNS} FROM approvals WHERE id=?", (approval_id,))
         return _approval(row) if row else None
 
@@ -344,8 +379,10 @@ class StateStore(abc.ABC):
     async def put_label(self, session: str, call_id: str | None, label: str, piece: Any) -> None:
         """Record a labelled piece of what ``session`` has seen (``piece``: JSON-serialisable)."""
         async with self._tx() as tx:
-            await tx.run("INSERT INTO session_labels (session, call_id, label, piece, created) VALUES (?, ?, ?, ?, ?)",
-                         (session, call_id, label, json.dumps(piece), time.time()))
+            await tx.run(
+                "INSERT INTO session_labels (session, call_id, label, piece, created) VALUES (?, ?, ?, ?, ?)",
+                (session, call_id, label, json.dumps(piece), time.time()),
+            )
 
     async def labels(self, session: str, label: str | None = None) -> list[dict[str, Any]]:
         """The pieces recorded for ``session`` (optionally one label), oldest first."""
@@ -362,8 +399,9 @@ class StateStore(abc.ABC):
             return await tx.run("DELETE FROM session_labels WHERE session=?", (session,))
 
     # -- the session registry --------------------------------------------------------------------
-    async def register_session(self, session: str, worker: str, resource: str = "session",
-                               stale_s: float = 120.0, now: float | None = None) -> SessionHolder:
+    async def register_session(
+        self, session: str, worker: str, resource: str = "session", stale_s: float = 120.0, now: float | None = None
+    ) -> SessionHolder:
         """Claim ``session``'s ``resource`` for ``worker``; returns the holder.
 
         The holder is ``worker`` unless another worker holds it and heartbeat within ``stale_s``
@@ -371,26 +409,33 @@ class StateStore(abc.ABC):
         """
         now = time.time() if now is None else now
         async with self._tx() as tx:
-            await tx.run("INSERT INTO session_registry (session, resource, worker, registered, heartbeat) "
-                         "VALUES (?, ?, ?, ?, ?) ON CONFLICT (session, resource) DO NOTHING",
-                         (session, resource, worker, now, now))
-            row = await tx.one("SELECT worker, registered, heartbeat FROM session_registry WHERE session=? "
-                               "AND resource=?" + self.FOR_UPDATE, (session, resource))
+            await tx.run(
+                "INSERT INTO session_registry (session, resource, worker, registered, heartbeat) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (session, resource) DO NOTHING",
+                (session, resource, worker, now, now),
+            )
+            row = await tx.one(
+                "SELECT worker, registered, heartbeat FROM session_registry WHERE session=? AND resource=?" + self.FOR_UPDATE,
+                (session, resource),
+            )
             assert row is not None
             holder, registered, beat = row[0], float(row[1]), float(row[2])
             if holder == worker or beat < now - stale_s:
                 if holder != worker:
                     registered = now
-                await tx.run("UPDATE session_registry SET worker=?, registered=?, heartbeat=? WHERE session=? "
-                             "AND resource=?", (worker, registered, now, session, resource))
+                await tx.run(
+                    "UPDATE session_registry SET worker=?, registered=?, heartbeat=? WHERE session=? AND resource=?",
+                    (worker, registered, now, session, resource),
+                )
                 return SessionHolder(session, resource, worker, registered, now)
         return SessionHolder(session, resource, holder, registered, beat)
 
     async def heartbeat(self, worker: str, now: float | None = None) -> int:
         """Refresh every registration of ``worker``; returns how many it holds."""
         async with self._tx() as tx:
-            return await tx.run("UPDATE session_registry SET heartbeat=? WHERE worker=?",
-                                (time.time() if now is None else now, worker))
+            return await tx.run(
+                "UPDATE session_registry SET heartbeat=? WHERE worker=?", (time.time() if now is None else now, worker)
+            )
 
     async def release_session(self, session: str, worker: str, resource: str | None = None) -> int:
         """Drop ``worker``'s registrations of ``session`` (all resources, or one)."""
@@ -417,8 +462,21 @@ class StateStore(abc.ABC):
 
 
 def _approval(row: tuple[Any, ...]) -> ApprovalRow:
-    return ApprovalRow(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5], row[6], float(row[7]),
-                       float(row[8]), row[9], float(row[10]) if row[10] is not None else None, row[11], row[12])
+    return ApprovalRow(
+        row[0],
+        row[1],
+        row[2],
+        json.loads(row[3]),
+        row[4],
+        row[5],
+        row[6],
+        float(row[7]),
+        float(row[8]),
+        row[9],
+        float(row[10]) if row[10] is not None else None,
+        row[11],
+        row[12],
+    )
 
 
 class _Ready:
@@ -436,4 +494,3 @@ class _Ready:
     async def __aexit__(self, *exc: Any) -> bool | None:
         assert self._cm is not None
         return await self._cm.__aexit__(*exc)
-

@@ -56,8 +56,10 @@ class PostgresStore(StateStore):
         self.pool_size = pool_size
         self.timeout_s = timeout_s
         info = conninfo_to_dict(url)
-        self.name = (f"PostgreSQL at {info.get('host') or 'localhost'}:{info.get('port') or 5432}/"
-                     f"{info.get('dbname') or info.get('user') or ''}")
+        self.name = (
+            f"PostgreSQL at {info.get('host') or 'localhost'}:{info.get('port') or 5432}/"
+            f"{info.get('dbname') or info.get('user') or ''}"
+        )
         self._pool: Any = None
 
     async def _get_pool(self) -> Any:
@@ -65,8 +67,13 @@ class PostgresStore(StateStore):
             from psycopg_pool import AsyncConnectionPool
 
             self._pool = AsyncConnectionPool(
-                self.url, min_size=1, max_size=max(self.pool_size, 1), open=False, timeout=self.timeout_s,
-                check=AsyncConnectionPool.check_connection, name="agent-legs-state",
+                self.url,
+                min_size=1,
+                max_size=max(self.pool_size, 1),
+                open=False,
+                timeout=self.timeout_s,
+                check=AsyncConnectionPool.check_connection,
+                name="agent-legs-state",
                 kwargs={"autocommit": True, "connect_timeout": max(int(self.timeout_s), 1)},
                 reconnect_timeout=max(self.timeout_s * 6, 30.0),
             )
@@ -94,8 +101,11 @@ class PostgresStore(StateStore):
                 except PoolTimeout:
                     # After an outage the pool reconnects with back-off; the database may be back already:
                     # one direct connection (closed after this transaction) rather than "unavailable".
-                    conn = await stack.enter_async_context(await psycopg.AsyncConnection.connect(
-                        self.url, autocommit=True, connect_timeout=max(int(self.timeout_s), 1)))
+                    conn = await stack.enter_async_context(
+                        await psycopg.AsyncConnection.connect(
+                            self.url, autocommit=True, connect_timeout=max(int(self.timeout_s), 1)
+                        )
+                    )
                 async with conn.transaction():
                     yield _PgTx(conn)
         except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:

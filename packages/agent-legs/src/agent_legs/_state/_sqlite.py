@@ -93,8 +93,11 @@ class SqliteStore(StateStore):
         budgets = self.state_dir / "budgets.sqlite3"
         if budgets.exists():
             for key, window, used in _read(budgets, "SELECT budget, window, used FROM budget_usage"):
-                await tx.run("INSERT INTO budget_usage (budget, win, used) VALUES (?, ?, ?) ON CONFLICT (budget, win) "
-                             "DO UPDATE SET used = MAX(budget_usage.used, excluded.used)", (key, window, used))
+                await tx.run(
+                    "INSERT INTO budget_usage (budget, win, used) VALUES (?, ?, ?) ON CONFLICT (budget, win) "
+                    "DO UPDATE SET used = MAX(budget_usage.used, excluded.used)",
+                    (key, window, used),
+                )
         ledger = self.state_dir / "email-ledger.sqlite3"
         if ledger.exists():
             rows = _read(ledger, "SELECT key, state, message_id, result, updated, digest FROM sends")
@@ -102,9 +105,11 @@ class SqliteStore(StateStore):
                 rows = [(*r, None) for r in _read(ledger, "SELECT key, state, message_id, result, updated FROM sends")]
             for key, state, message_id, result, updated, digest in rows:
                 # 'sending' was a claim whose outcome never got recorded: possibly sent.
-                await tx.run("INSERT INTO sends (key, state, message_id, result, updated, digest, owner) "
-                             "VALUES (?, ?, ?, ?, ?, ?, 'imported') ON CONFLICT (key) DO NOTHING",
-                             (key, "sent" if state == "sent" else "unknown", message_id, result, updated, digest))
+                await tx.run(
+                    "INSERT INTO sends (key, state, message_id, result, updated, digest, owner) "
+                    "VALUES (?, ?, ?, ?, ?, ?, 'imported') ON CONFLICT (key) DO NOTHING",
+                    (key, "sent" if state == "sent" else "unknown", message_id, result, updated, digest),
+                )
 
     async def aclose(self) -> None:
         self.close()

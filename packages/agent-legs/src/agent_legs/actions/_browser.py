@@ -46,18 +46,27 @@ from .._service import Service
 log = logging.getLogger("agent_legs.browser")
 
 CHROMIUM_ARGS = [
-    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
     # WebRTC UDP is the one channel the proxy cannot see; QUIC would bypass an HTTP proxy too
-    "--webrtc-ip-handling-policy=disable_non_proxied_udp", "--force-webrtc-ip-handling-policy",
-    "--disable-quic", "--disable-dev-shm-usage", "--disable-features=AutofillServerCommunication,MediaRouter",
-    "--disable-domain-reliability", "--no-pings",
-    "--disable-breakpad", "--disable-crash-reporter",  # crash dumps hold page memory: none written under $HOME
+    "--webrtc-ip-handling-policy=disable_non_proxied_udp",
+    "--force-webrtc-ip-handling-policy",
+    "--disable-quic",
+    "--disable-dev-shm-usage",
+    "--disable-features=AutofillServerCommunication,MediaRouter",
+    "--disable-domain-reliability",
+    "--no-pings",
+    "--disable-breakpad",
+    "--disable-crash-reporter",  # crash dumps hold page memory: none written under $HOME
 ]
 _REQUIRED_REMOTE_FLAGS = ("--webrtc-ip-handling-policy=disable_non_proxied_udp", "--force-webrtc-ip-handling-policy")
-_SYSTEM_CHROMIUMS = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome",
-                     "/usr/bin/google-chrome-stable")
-_UNAVAILABLE_HINT = ("Install Chromium (apt-get install -y chromium), set settings.browser.executable_path, or point "
-                     "settings.browser.ws_endpoint at a Playwright server (playwright run-server).")
+_SYSTEM_CHROMIUMS = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome", "/usr/bin/google-chrome-stable")
+_UNAVAILABLE_HINT = (
+    "Install Chromium (apt-get install -y chromium), set settings.browser.executable_path, or point "
+    "settings.browser.ws_endpoint at a Playwright server (playwright run-server)."
+)
 _SCHEME_RULE = "browser schemes (only http and https pages, and about:blank, are opened)"
 _TIMEOUT_SLACK_S = 10.0  # the runtime's deadline is later than the page timeout: we report it, not the runtime
 _ELEMENT_TIMEOUT_S = 5.0  # how long click/fill wait for their element to appear (pages render, scripts run)
@@ -65,8 +74,10 @@ _BACKGROUND: set[asyncio.Future[None]] = set()  # fire-and-forget cleanups, kept
 # When the current call must be over (loop time): policy.browser.timeout_s bounds the whole call, opening the
 # session's context and tab and waiting for a load slot included, not each step on its own.
 _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("agent_legs_browser_deadline", default=None)
-_MAY_HAVE_HAPPENED_HINT = ("Do not repeat it blindly: check first whether it took effect (browser_content, or open the "
-                           "page that shows the result), or ask the user.")
+_MAY_HAVE_HAPPENED_HINT = (
+    "Do not repeat it blindly: check first whether it took effect (browser_content, or open the "
+    "page that shows the result), or ask the user."
+)
 
 
 def _in_background(coro: Any) -> None:
@@ -88,6 +99,7 @@ def _remaining(total_s: float) -> float:
     if deadline is None:
         return total_s
     return max(0.0, deadline - asyncio.get_running_loop().time())
+
 
 # One round trip reads everything the model needs: the HTML to convert (the main element when the page
 # has a substantial one), title, base URL, and the visible form fields with selectors that work.
@@ -134,11 +146,15 @@ _READ_JS = r"""([sel, fmt]) => {
   return {url: location.href, title: document.title, base: document.baseURI, main, fields, links: document.links.length,
           html: scope && fmt !== 'text' ? scope.outerHTML : '', text: scope && fmt === 'text' ? scope.innerText : ''};
 }"""
-_CLICK_PROBE_JS = ("e => ({visible: !!(e.offsetWidth || e.offsetHeight || e.getClientRects().length) && "
-                   "getComputedStyle(e).visibility !== 'hidden', navigates: !!(e.closest('a[href], area[href]') || "
-                   "(e.form && e.closest('button, input[type=submit], input[type=image]')))})")
-_LINKS_JS = ("() => Array.from(document.querySelectorAll('a[href]')).slice(0, 500)"
-             ".map(a => [(a.innerText || a.title || '').trim().replace(/\\s+/g, ' ').slice(0, 120), a.href])")
+_CLICK_PROBE_JS = (
+    "e => ({visible: !!(e.offsetWidth || e.offsetHeight || e.getClientRects().length) && "
+    "getComputedStyle(e).visibility !== 'hidden', navigates: !!(e.closest('a[href], area[href]') || "
+    "(e.form && e.closest('button, input[type=submit], input[type=image]')))})"
+)
+_LINKS_JS = (
+    "() => Array.from(document.querySelectorAll('a[href]')).slice(0, 500)"
+    ".map(a => [(a.innerText || a.title || '').trim().replace(/\\s+/g, ' ').slice(0, 120), a.href])"
+)
 
 
 class NavigateInput(BaseModel):
@@ -148,12 +164,15 @@ class NavigateInput(BaseModel):
 
 class ContentInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    selector: str | None = Field(None, description="CSS selector to read only that element (default: the page's "
-                                 "main content, or the whole body).")
-    format: Literal["markdown", "text", "html"] = Field("markdown", description="'markdown' (readable, with links "
-                                                        "and form fields), 'text' (visible text) or 'html'.")
-    offset: int = Field(0, ge=0, description="Character offset to continue a long page (the previous result says "
-                        "which offset to pass).")
+    selector: str | None = Field(
+        None, description="CSS selector to read only that element (default: the page's main content, or the whole body)."
+    )
+    format: Literal["markdown", "text", "html"] = Field(
+        "markdown", description="'markdown' (readable, with links and form fields), 'text' (visible text) or 'html'."
+    )
+    offset: int = Field(
+        0, ge=0, description="Character offset to continue a long page (the previous result says which offset to pass)."
+    )
 
 
 class ClickInput(BaseModel):
@@ -212,8 +231,11 @@ def _find_chromium(configured: str | None) -> str | None:
 def _proxy_host(host: str) -> str:
     """The proxies' address as the browser dials it (``settings.browser.proxy_host``, else the bind address)."""
     if host in ("0.0.0.0", "::", ""):
-        raise ActionError("invalid_input", f"settings.browser.proxy_bind is {host or 'empty'!r}: set "
-                          "settings.browser.proxy_host to the address the browser reaches this machine at")
+        raise ActionError(
+            "invalid_input",
+            f"settings.browser.proxy_bind is {host or 'empty'!r}: set "
+            "settings.browser.proxy_host to the address the browser reaches this machine at",
+        )
     return f"[{host}]" if ":" in host else host
 
 
@@ -258,10 +280,14 @@ class BrowserService(Service):
                 if settings.ws_endpoint:
                     # A Playwright server applies these only when started with --unsafe (or when its
                     # browser was pre-launched with them: `playwright launch-server`).
-                    options = {"args": args, "headless": settings.headless,
-                               **({"executablePath": settings.executable_path} if settings.executable_path else {})}
+                    options = {
+                        "args": args,
+                        "headless": settings.headless,
+                        **({"executablePath": settings.executable_path} if settings.executable_path else {}),
+                    }
                     self.browser = await chromium.connect(
-                        settings.ws_endpoint, headers={"x-playwright-launch-options": json.dumps(options)})
+                        settings.ws_endpoint, headers={"x-playwright-launch-options": json.dumps(options)}
+                    )
                     self.remote = True
                 elif settings.cdp_url:
                     self.browser = await chromium.connect_over_cdp(settings.cdp_url)
@@ -270,14 +296,16 @@ class BrowserService(Service):
                     executable = self._executable()
                     span.set_attribute("browser.executable", executable)
                     self._downloads_dir = Path(tempfile.mkdtemp(prefix="agent-legs-downloads-"))
-                    self.browser = await chromium.launch(executable_path=executable, headless=settings.headless,
-                                                         args=args, downloads_path=str(self._downloads_dir))
+                    self.browser = await chromium.launch(
+                        executable_path=executable, headless=settings.headless, args=args, downloads_path=str(self._downloads_dir)
+                    )
             except ActionError:
                 raise
             except Exception as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise ActionError("unavailable", f"cannot start or reach a browser: {first}", retryable=True,
-                                  hint=_UNAVAILABLE_HINT) from None
+                raise ActionError(
+                    "unavailable", f"cannot start or reach a browser: {first}", retryable=True, hint=_UNAVAILABLE_HINT
+                ) from None
             span.set_attribute("browser.version", self.browser.version)
             if self.remote:
                 await self._check_remote_flags()
@@ -303,11 +331,13 @@ class BrowserService(Service):
         with contextlib.suppress(Exception):
             await self.browser.close()
         self.browser = None
-        raise ActionError("unavailable", f"the remote browser is refused: {problem}; without these flags WebRTC "
-                          "could send UDP around the egress guard",
-                          hint=f"Start the browser with {flags} and --enable-automation (which lets us check them); "
-                          "a Playwright server applies our flags when started with `run-server --unsafe`, or "
-                          "pre-launch them with `launch-server --config` (args).")
+        raise ActionError(
+            "unavailable",
+            f"the remote browser is refused: {problem}; without these flags WebRTC could send UDP around the egress guard",
+            hint=f"Start the browser with {flags} and --enable-automation (which lets us check them); "
+            "a Playwright server applies our flags when started with `run-server --unsafe`, or "
+            "pre-launch them with `launch-server --config` (args).",
+        )
 
     async def _remote_argv(self) -> list[str]:
         """The remote browser's command line: over CDP when it allows (``--enable-automation``), else from
@@ -320,8 +350,9 @@ class BrowserService(Service):
             finally:
                 with contextlib.suppress(Exception):
                     await cdp.detach()
-        context = await self.browser.new_context(proxy={"server": "http://127.0.0.1:9", "bypass": "<-loopback>"},
-                                                 service_workers="block")
+        context = await self.browser.new_context(
+            proxy={"server": "http://127.0.0.1:9", "bypass": "<-loopback>"}, service_workers="block"
+        )
         try:
             page = await context.new_page()
             await page.goto("chrome://version", timeout=15_000)
@@ -337,23 +368,27 @@ class BrowserService(Service):
         configured = self.runtime.settings.browser.executable_path
         if configured:
             if not os.path.exists(configured):
-                raise ActionError("unavailable", f"settings.browser.executable_path {configured} does not exist",
-                                  hint=_UNAVAILABLE_HINT)
+                raise ActionError(
+                    "unavailable", f"settings.browser.executable_path {configured} does not exist", hint=_UNAVAILABLE_HINT
+                )
             return configured
         managed = self._pw.chromium.executable_path  # a Playwright-managed browser, when one is installed
         if managed and os.path.exists(managed):
             return str(managed)
         system = _find_chromium(None)
         if system is None:
-            raise ActionError("unavailable", "no Chromium was found (no Playwright-managed browser, no system "
-                              "Chromium)", hint=_UNAVAILABLE_HINT)
+            raise ActionError(
+                "unavailable", "no Chromium was found (no Playwright-managed browser, no system Chromium)", hint=_UNAVAILABLE_HINT
+            )
         return system
 
     def _on_disconnect(self) -> None:
         for name, s in self.sessions.items():
             kept = f" (cookies of profile {s.profile!r} are restored from its last save)" if s.profile else ""
-            self.lost[name] = (f"the browser crashed and was relaunched: the open page {s.page.url} and this "
-                               f"session's unsaved cookies and history were lost{kept}")
+            self.lost[name] = (
+                f"the browser crashed and was relaunched: the open page {s.page.url} and this "
+                f"session's unsaved cookies and history were lost{kept}"
+            )
         self.browser = None
 
     async def _ensure_browser(self) -> None:
@@ -405,8 +440,9 @@ class BrowserService(Service):
             by_user = not self.remote and is_loopback_host(settings.proxy_bind) and peer_uid_supported()
             credentials = None if by_user else (f"s{secrets.token_hex(8)}", secrets.token_urlsafe(24))
             advertised = _proxy_host(settings.proxy_host or settings.proxy_bind)
-            proxy = await EgressProxy(self.runtime.egress, host=settings.proxy_bind, credentials=credentials,
-                                      peer_uid=os.getuid() if by_user else None).start()
+            proxy = await EgressProxy(
+                self.runtime.egress, host=settings.proxy_bind, credentials=credentials, peer_uid=os.getuid() if by_user else None
+            ).start()
             server = f"http://{advertised}:{proxy.port}"
             login = {"username": credentials[0], "password": credentials[1]} if credentials else {}
             template = self.runtime.settings.browser.profile
@@ -425,7 +461,10 @@ class BrowserService(Service):
                     context = await self.browser.new_context(
                         # loopback through the proxy too
                         proxy={"server": server, "bypass": "<-loopback>", **login},
-                        service_workers="block", accept_downloads=True, storage_state=state)
+                        service_workers="block",
+                        accept_downloads=True,
+                        storage_state=state,
+                    )
                     timeout_ms = self.runtime.policy.browser.timeout_s * 1000
                     context.set_default_timeout(timeout_ms)
                     page = await context.new_page()
@@ -460,7 +499,8 @@ class BrowserService(Service):
             if adopt and i == len(popups) - 1 and not page.is_closed():
                 with contextlib.suppress(Exception):
                     await page.wait_for_load_state(
-                        "load", timeout=max(1.0, _remaining(self.runtime.policy.browser.timeout_s) * 1000))
+                        "load", timeout=max(1.0, _remaining(self.runtime.policy.browser.timeout_s) * 1000)
+                    )
                 denial = _denial_for(s, page.url)
                 if denial is None:
                     old, s.page = s.page, page
@@ -470,11 +510,12 @@ class BrowserService(Service):
                     with contextlib.suppress(Exception):
                         await old.close()
                     continue
-                s.events.append(f"the click opened a new tab to {denial.url}, blocked by the egress policy "
-                                f"(rule: {denial.rule}); the tab was closed")
+                s.events.append(
+                    f"the click opened a new tab to {denial.url}, blocked by the egress policy "
+                    f"(rule: {denial.rule}); the tab was closed"
+                )
             else:
-                s.events.append(f"a popup or new tab ({page.url}) was closed; its requests went through the egress "
-                                "guard")
+                s.events.append(f"a popup or new tab ({page.url}) was closed; its requests went through the egress guard")
             with contextlib.suppress(Exception):
                 await page.close()
 
@@ -488,8 +529,10 @@ class BrowserService(Service):
         try:
             failure = await download.failure()
             if download in s.refused:
-                s.events.append(f"download {download.suggested_filename!r} refused: larger than "
-                                f"policy.browser.max_download_bytes ({limit} bytes); it was cancelled")
+                s.events.append(
+                    f"download {download.suggested_filename!r} refused: larger than "
+                    f"policy.browser.max_download_bytes ({limit} bytes); it was cancelled"
+                )
                 return
             if failure:
                 s.events.append(f"download {download.suggested_filename!r} failed: {failure}")
@@ -504,13 +547,16 @@ class BrowserService(Service):
                 path = Path(await download.path())
             size = (await asyncio.to_thread(os.stat, path)).st_size
             if size > limit:
-                s.events.append(f"download {download.suggested_filename!r} refused: {size} bytes is over "
-                                f"policy.browser.max_download_bytes ({limit})")
+                s.events.append(
+                    f"download {download.suggested_filename!r} refused: {size} bytes is over "
+                    f"policy.browser.max_download_bytes ({limit})"
+                )
                 return
             safe = "".join(c if c.isalnum() or c in "-_. " else "_" for c in download.suggested_filename)[:120]
             data = await asyncio.to_thread(path.read_bytes)
-            artifact = await asyncio.to_thread(self.runtime.workspace.save_unique,
-                                               f"downloads/{safe.strip(' .') or 'download'}", data)
+            artifact = await asyncio.to_thread(
+                self.runtime.workspace.save_unique, f"downloads/{safe.strip(' .') or 'download'}", data
+            )
             s.saved.append(artifact)
             s.events.append(f"downloaded {download.url} to {artifact.path} ({artifact.size} bytes)")
         except Exception as exc:
@@ -634,11 +680,18 @@ async def _session(ctx: ActionContext) -> Any:
             async with asyncio.timeout(_remaining(total)):
                 s = await svc.session(ctx.session)  # a relaunch, a new context and tab (which wait for a load slot)
         except TimeoutError:
-            busy = (f" (every load slot was busy: settings.browser.max_concurrent_loads={svc.max_loads})"
-                    if svc.loads.locked() else "")
-            raise ActionError("timeout", f"the browser could not open this session's tab within {total:g} s "
-                              f"(policy.browser.timeout_s, for the whole call){busy}; nothing was loaded",
-                              retryable=True, hint="Retry later, or run fewer browser sessions at once.") from None
+            busy = (
+                f" (every load slot was busy: settings.browser.max_concurrent_loads={svc.max_loads})"
+                if svc.loads.locked()
+                else ""
+            )
+            raise ActionError(
+                "timeout",
+                f"the browser could not open this session's tab within {total:g} s "
+                f"(policy.browser.timeout_s, for the whole call){busy}; nothing was loaded",
+                retryable=True,
+                hint="Retry later, or run fewer browser sessions at once.",
+            ) from None
         async with _locked_session(svc, s, ctx) as pair:
             yield pair
     finally:
@@ -652,9 +705,13 @@ async def _locked_session(svc: BrowserService, s: _Session, ctx: ActionContext) 
         async with asyncio.timeout(_remaining(total)):
             await s.lock.acquire()  # one call at a time per session: waiting for the previous one counts too
     except TimeoutError:
-        raise ActionError("timeout", f"this session's tab was busy with another call for {total:g} s "
-                          "(policy.browser.timeout_s, for the whole call); nothing was done", retryable=True,
-                          hint="Wait for the session's previous call, or use another session.") from None
+        raise ActionError(
+            "timeout",
+            f"this session's tab was busy with another call for {total:g} s "
+            "(policy.browser.timeout_s, for the whole call); nothing was done",
+            retryable=True,
+            hint="Wait for the session's previous call, or use another session.",
+        ) from None
     try:
         if s.page.is_closed():  # the tab crashed or was closed: a fresh one in the same context
             await svc.new_tab(s)
@@ -686,8 +743,7 @@ def _notes(data: dict[str, Any]) -> str:
     blocked = data.get("blocked_requests") or []
     if blocked:
         rules = sorted({b["rule"] for b in blocked})
-        out += (f"\n\n[{len(blocked)} request(s) blocked by the egress policy ({'; '.join(rules)}); "
-                "see data.blocked_requests]")
+        out += f"\n\n[{len(blocked)} request(s) blocked by the egress policy ({'; '.join(rules)}); see data.blocked_requests]"
     for event in data.get("events") or []:
         out += f"\n[{event}]"
     return out
@@ -704,8 +760,14 @@ def _format_fields(fields: list[dict[str, Any]]) -> str:
             extra.append("options: " + ", ".join(f["options"]))
         label = f" — {f['label']}" if f.get("label") else ""
         lines.append(f"- {kind} `{f['selector']}`{label}{' (' + '; '.join(extra) + ')' if extra else ''}")
-    return ("\n\nForm fields (pass these selectors to browser_fill / browser_click; file inputs take workspace "
-            "paths):\n" + "\n".join(lines)) if lines else ""
+    return (
+        (
+            "\n\nForm fields (pass these selectors to browser_fill / browser_click; file inputs take workspace "
+            "paths):\n" + "\n".join(lines)
+        )
+        if lines
+        else ""
+    )
 
 
 async def _read(s: _Session, fmt: str, selector: str | None) -> tuple[str, dict[str, Any]]:
@@ -722,8 +784,11 @@ async def _read(s: _Session, fmt: str, selector: str | None) -> tuple[str, dict[
             with contextlib.suppress(Exception):
                 await s.page.wait_for_load_state("load", timeout=5_000)
     if info is None:
-        raise ActionError("not_found", f"no element matches the selector {selector!r}",
-                          hint="Call browser_content without a selector to see the page and its fields.")
+        raise ActionError(
+            "not_found",
+            f"no element matches the selector {selector!r}",
+            hint="Call browser_content without a selector to see the page and its fields.",
+        )
     if "error" in info:
         raise ActionError("invalid_input", f"invalid CSS selector {selector!r}: {info['error']}")
     meta = {"url": info["url"], "title": info["title"], "main_content_only": info["main"]}
@@ -738,8 +803,10 @@ async def _read(s: _Session, fmt: str, selector: str | None) -> tuple[str, dict[
         md = html_to_markdown(info["html"], info["base"])
         s.md_cache = (info["base"], info["html"], md)
     if info["main"]:
-        md = ("(the page's main content; browser_content with selector='body' shows everything, browser_links lists "
-              f"all {info['links']} links)\n\n" + md)
+        md = (
+            "(the page's main content; browser_content with selector='body' shows everything, browser_links lists "
+            f"all {info['links']} links)\n\n" + md
+        )
     return md + _format_fields(info["fields"]), meta
 
 
@@ -749,15 +816,14 @@ def _page_chars(ctx: ActionContext) -> int:
 
 
 def _paginate(text: str, offset: int, limit: int) -> tuple[str, int | None]:
-    chunk = text[offset: offset + limit]
+    chunk = text[offset : offset + limit]
     end = offset + len(chunk)
     if end < len(text):
         return chunk + f"\n\n[{len(text) - end} more characters — call browser_content with offset={end}]", end
     return chunk, None
 
 
-async def _guarded(ctx: ActionContext, s: _Session, coro: Any, element: str | None = None,
-                   effect: str | None = None) -> Any:
+async def _guarded(ctx: ActionContext, s: _Session, coro: Any, element: str | None = None, effect: str | None = None) -> Any:
     """Run a page operation within what is left of the call's deadline; a hung page is closed so the session
     recovers.
 
@@ -781,23 +847,32 @@ async def _guarded(ctx: ActionContext, s: _Session, coro: Any, element: str | No
     except Exception as exc:
         timed_out = isinstance(exc, TimeoutError) or type(exc).__name__ == "TimeoutError"
         if element is not None and timed_out and not isinstance(exc, TimeoutError):
-            raise ActionError("not_found", f"no visible, enabled element matches {element!r} (waited "
-                              f"{_element_timeout_ms(ctx) / 1000:g} s)", hint="Check the selector against the form "
-                              "fields and links listed with the page (browser_content).") from None
-        maybe = (f" after {effect}, which may have taken effect (a form sent, an order placed) or not"
-                 if effect else "")
+            raise ActionError(
+                "not_found",
+                f"no visible, enabled element matches {element!r} (waited {_element_timeout_ms(ctx) / 1000:g} s)",
+                hint="Check the selector against the form fields and links listed with the page (browser_content).",
+            ) from None
+        maybe = f" after {effect}, which may have taken effect (a form sent, an order placed) or not" if effect else ""
         if not timed_out:
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             if "Target crashed" in message or "has been closed" in message:
-                raise ActionError("failed", f"the tab crashed or was closed ({message}){maybe}; the next call opens a "
-                                  "fresh tab", retryable=not effect, hint=_MAY_HAVE_HAPPENED_HINT if effect else None
-                                  ) from None
-            raise ActionError("failed", f"{type(exc).__name__}: {message}{maybe}",
-                              hint=_MAY_HAVE_HAPPENED_HINT if effect else None) from None
+                raise ActionError(
+                    "failed",
+                    f"the tab crashed or was closed ({message}){maybe}; the next call opens a fresh tab",
+                    retryable=not effect,
+                    hint=_MAY_HAVE_HAPPENED_HINT if effect else None,
+                ) from None
+            raise ActionError(
+                "failed", f"{type(exc).__name__}: {message}{maybe}", hint=_MAY_HAVE_HAPPENED_HINT if effect else None
+            ) from None
         await _fresh_tab(s)
-        raise ActionError("timeout", f"the page did not respond within {seconds:g} s (policy.browser.timeout_s, for "
-                          f"the whole call){maybe}; the tab was closed and the session continues with a fresh tab",
-                          retryable=not effect, hint=_MAY_HAVE_HAPPENED_HINT if effect else None) from None
+        raise ActionError(
+            "timeout",
+            f"the page did not respond within {seconds:g} s (policy.browser.timeout_s, for "
+            f"the whole call){maybe}; the tab was closed and the session continues with a fresh tab",
+            retryable=not effect,
+            hint=_MAY_HAVE_HAPPENED_HINT if effect else None,
+        ) from None
 
 
 @contextlib.contextmanager
@@ -809,8 +884,11 @@ def _after(effect: str) -> Iterator[None]:
     except ActionError as exc:
         if exc.type not in ("timeout", "failed") or not exc.retryable:
             raise
-        raise ActionError(exc.type, f"{effect} was done, then: {exc.message}", hint="Do not repeat it: it took "
-                          "effect. Read the page it led to with browser_content.") from None
+        raise ActionError(
+            exc.type,
+            f"{effect} was done, then: {exc.message}",
+            hint="Do not repeat it: it took effect. Read the page it led to with browser_content.",
+        ) from None
 
 
 def _element_timeout_ms(ctx: ActionContext) -> float:
@@ -848,8 +926,10 @@ async def _leave_if_blocked(s: _Session) -> None:
     denial = _denial_for(s, s.page.url)
     if denial is not None:
         now = await _leave_blocked_page(s)
-        s.events.append(f"the page tried to navigate to {denial.url} by itself, blocked by the egress policy "
-                        f"(rule: {denial.rule}); the tab is back at {now}")
+        s.events.append(
+            f"the page tried to navigate to {denial.url} by itself, blocked by the egress policy "
+            f"(rule: {denial.rule}); the tab is back at {now}"
+        )
 
 
 async def _deny_if_blocked(s: _Session, response: Any = None, by_page: bool = True) -> None:
@@ -865,11 +945,16 @@ async def _deny_if_blocked(s: _Session, response: Any = None, by_page: bool = Tr
     url = denial.url if denial is not None else s.page.url
     rule = rule or (denial.rule if denial is not None else "egress guard")
     await _leave_blocked_page(s)
-    raise ActionError("denied", f"navigation to {url} was blocked by the egress policy", rule=rule,
-                      hint="Only hosts in policy.network.allow_hosts can be opened.")
+    raise ActionError(
+        "denied",
+        f"navigation to {url} was blocked by the egress policy",
+        rule=rule,
+        hint="Only hosts in policy.network.allow_hosts can be opened.",
+    )
 
 
 _NAVIGATE_TRIES = 3  # a goto interrupted by the old page's own navigation is tried again, within the deadline
+
 
 async def _goto(ctx: ActionContext, s: _Session, coro: Any, effect: str | None = None) -> Any:
     """A navigation; a tunnel refused by the proxy (https to a denied host) surfaces as ``denied``.
@@ -886,17 +971,25 @@ async def _goto(ctx: ActionContext, s: _Session, coro: Any, effect: str | None =
             coro.close()  # never started: nothing to stop
         if not isinstance(exc, TimeoutError):
             raise
-        raise ActionError("timeout", f"the browser was busy with other sessions' page loads for {seconds:g} s "
-                          f"(settings.browser.max_concurrent_loads={s.service.max_loads}); nothing was loaded",
-                          retryable=True, hint="Retry later, or run fewer browser sessions at once.") from None
+        raise ActionError(
+            "timeout",
+            f"the browser was busy with other sessions' page loads for {seconds:g} s "
+            f"(settings.browser.max_concurrent_loads={s.service.max_loads}); nothing was loaded",
+            retryable=True,
+            hint="Retry later, or run fewer browser sessions at once.",
+        ) from None
     try:
         return await _guarded(ctx, s, coro, effect=effect)
     except ActionError as exc:
         d = _denial_for(s, "chrome-error:") if exc.type == "failed" and "ERR_TUNNEL" in exc.message else None
         if d is not None:
             await _leave_blocked_page(s)
-            raise ActionError("denied", f"navigation to {d.url} was blocked by the egress policy", rule=d.rule,
-                              hint="Only hosts in policy.network.allow_hosts can be opened.") from None
+            raise ActionError(
+                "denied",
+                f"navigation to {d.url} was blocked by the egress policy",
+                rule=d.rule,
+                hint="Only hosts in policy.network.allow_hosts can be opened.",
+            ) from None
         raise
     finally:
         s.service.loads.release()
@@ -920,8 +1013,13 @@ async def _await_downloads(ctx: ActionContext, s: _Session, wait_for_start: bool
 _T = TypeVar("_T")
 
 
-async def _read_landed(ctx: ActionContext, s: _Session, read: Callable[[], Awaitable[_T]],
-                       url_of: Callable[[_T], str], interrupted: str = "context was destroyed") -> _T:
+async def _read_landed(
+    ctx: ActionContext,
+    s: _Session,
+    read: Callable[[], Awaitable[_T]],
+    url_of: Callable[[_T], str],
+    interrupted: str = "context was destroyed",
+) -> _T:
     """``read()`` of the page where it landed. A page that a script or refresh takes to a blocked URL
     (before or while we read it) is left, the event noted, and the page it is back at is read instead;
     a read cut short by a navigation (its error names ``interrupted``) is done again on the next page."""
@@ -932,8 +1030,7 @@ async def _read_landed(ctx: ActionContext, s: _Session, read: Callable[[], Await
                 await s.page.goto("about:blank")
             s.md_cache = None
             if attempt == 3:
-                s.events.append("the page kept navigating to blocked URLs by itself; the tab was cleared "
-                                "(about:blank)")
+                s.events.append("the page kept navigating to blocked URLs by itself; the tab was cleared (about:blank)")
         await _leave_if_blocked(s)
         try:
             result: _T = await _guarded(ctx, s, read())
@@ -953,16 +1050,20 @@ async def _read_page(ctx: ActionContext, s: _Session, fmt: str, selector: str | 
     return ctx.redactor.text(text), meta  # scrubbed whole before it is paginated: no page ends mid-secret
 
 
-async def _page_result(ctx: ActionContext, s: _Session, status: int | None, artifacts: list[Artifact] | None = None
-                       ) -> ActionOutput:
+async def _page_result(
+    ctx: ActionContext, s: _Session, status: int | None, artifacts: list[Artifact] | None = None
+) -> ActionOutput:
     """The page after a navigation, click or submit: title, URL, status and the first part as markdown."""
     with ctx.tracer.start_as_current_span("browser read page"):
         text, meta = await _read_page(ctx, s, "markdown", None)
     body, next_offset = _paginate(text, 0, _page_chars(ctx))
     data = _finish(s, {**meta, "status": status, "next_offset": next_offset, "length": len(text)})
     status_text = f" (status {status})" if status is not None else ""
-    return ActionOutput(output=f"# {meta['title'] or '(untitled)'}\nURL: {meta['url']}{status_text}\n\n{body}"
-                        + _notes(data), data=data, artifacts=artifacts or [])
+    return ActionOutput(
+        output=f"# {meta['title'] or '(untitled)'}\nURL: {meta['url']}{status_text}\n\n{body}" + _notes(data),
+        data=data,
+        artifacts=artifacts or [],
+    )
 
 
 # -- actions -------------------------------------------------------------------------------------------
@@ -970,16 +1071,19 @@ def _timeout(policy: Any, args: Any) -> float:
     return float(policy.browser.timeout_s) + _TIMEOUT_SLACK_S
 
 
-@action("browser.navigate", description="""Open a URL in this session's browser tab and return the page
+@action(
+    "browser.navigate",
+    description="""Open a URL in this session's browser tab and return the page
     title, final URL, HTTP status and the page as markdown (links absolute; form fields listed with selectors
-    for browser_fill / browser_click). Long pages: continue with browser_content(offset=...).""", timeout=_timeout)
+    for browser_fill / browser_click). Long pages: continue with browser_content(offset=...).""",
+    timeout=_timeout,
+)
 async def browser_navigate(ctx: ActionContext, args: NavigateInput) -> ActionOutput:
     url = args.url.strip()
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     blank = url.lower() == "about:blank"  # an empty tab: loads nothing
     if scheme not in ("http", "https") and not blank:  # file:, data:, javascript:, blob:, view-source:, chrome:...
-        raise ActionError("denied", f"the browser only opens http(s) URLs, not {scheme or 'relative'!r} ones",
-                          rule=_SCHEME_RULE)
+        raise ActionError("denied", f"the browser only opens http(s) URLs, not {scheme or 'relative'!r} ones", rule=_SCHEME_RULE)
     if not blank:
         ctx.egress.check_target(url)  # scheme and host rules: a clear denial before Chromium does anything
     async with _session(ctx) as (svc, s):
@@ -1008,23 +1112,31 @@ async def browser_navigate(ctx: ActionContext, args: NavigateInput) -> ActionOut
         return out
 
 
-@action("browser.content", description="""Read the current page as markdown (default), visible text or
+@action(
+    "browser.content",
+    description="""Read the current page as markdown (default), visible text or
     html, optionally only the element matching a CSS selector. Long pages are paginated: pass the offset the
-    previous result names.""", read_only=True, timeout=_timeout)
+    previous result names.""",
+    read_only=True,
+    timeout=_timeout,
+)
 async def browser_content(ctx: ActionContext, args: ContentInput) -> ActionOutput:
     async with _session(ctx) as (_, s):
         text, meta = await _read_page(ctx, s, args.format, args.selector)
         body, next_offset = _paginate(text, args.offset, _page_chars(ctx))
-        data = _finish(s, {**meta, "format": args.format, "offset": args.offset, "next_offset": next_offset,
-                           "length": len(text)})
+        data = _finish(s, {**meta, "format": args.format, "offset": args.offset, "next_offset": next_offset, "length": len(text)})
         if not body:
             body = "(empty page: call browser_navigate first)" if meta["url"] == "about:blank" else "(empty)"
         return ActionOutput(output=body + _notes(data), data=data)
 
 
-@action("browser.click", description="""Click an element, by CSS selector or by its visible text; waits for
+@action(
+    "browser.click",
+    description="""Click an element, by CSS selector or by its visible text; waits for
     the page to settle and returns the resulting page. A click that opens a new tab switches to it; a click
-    that starts a download saves the file in the workspace.""", timeout=_timeout)
+    that starts a download saves the file in the workspace.""",
+    timeout=_timeout,
+)
 async def browser_click(ctx: ActionContext, args: ClickInput) -> ActionOutput:
     if not args.selector and not args.text:
         raise ActionError("invalid_input", "give a selector or a text to click")
@@ -1035,11 +1147,9 @@ async def browser_click(ctx: ActionContext, args: ClickInput) -> ActionOutput:
         element = args.selector or f"text={args.text}"
         # One round trip on the common path: is the element there and visible, and is it a link or a form
         # button (which navigates, or downloads, a moment after the click)? Only a hidden one is waited for.
-        probe = await _guarded(ctx, s, locator.evaluate(_CLICK_PROBE_JS, timeout=_element_timeout_ms(ctx)),
-                               element=element)
+        probe = await _guarded(ctx, s, locator.evaluate(_CLICK_PROBE_JS, timeout=_element_timeout_ms(ctx)), element=element)
         if not probe["visible"]:
-            await _guarded(ctx, s, locator.wait_for(state="visible", timeout=_element_timeout_ms(ctx)),
-                           element=element)
+            await _guarded(ctx, s, locator.wait_for(state="visible", timeout=_element_timeout_ms(ctx)), element=element)
         navigates = bool(probe["navigates"])
 
         async def click() -> None:
@@ -1092,23 +1202,34 @@ async def browser_click(ctx: ActionContext, args: ClickInput) -> ActionOutput:
             return out
 
 
-@action("browser.fill", description="""Type a value into a form field (CSS selector from the page's field
+@action(
+    "browser.fill",
+    description="""Type a value into a form field (CSS selector from the page's field
     list); for a file input, the value is a workspace path to upload. With submit=true, press Enter to submit
-    the form and return the result page.""", timeout=_timeout)
+    the form and return the result page.""",
+    timeout=_timeout,
+)
 async def browser_fill(ctx: ActionContext, args: FillInput) -> ActionOutput:
     async with _session(ctx) as (svc, s):
         page = s.page
         locator = page.locator(args.selector).first
-        is_file = await _guarded(ctx, s, locator.evaluate(
-            "e => e.tagName === 'INPUT' && (e.type || '').toLowerCase() === 'file'", timeout=_element_timeout_ms(ctx)),
-            element=args.selector)
+        is_file = await _guarded(
+            ctx,
+            s,
+            locator.evaluate(
+                "e => e.tagName === 'INPUT' && (e.type || '').toLowerCase() === 'file'", timeout=_element_timeout_ms(ctx)
+            ),
+            element=args.selector,
+        )
         uploaded: list[str] = []
         if is_file:
             files = []
             paths = [p.strip() for p in args.value.splitlines() if p.strip()]
             if not paths:
-                raise ActionError("invalid_input", f"{args.selector} is a file input: give a workspace file path "
-                                  "to upload (several: one per line)")
+                raise ActionError(
+                    "invalid_input",
+                    f"{args.selector} is a file input: give a workspace file path to upload (several: one per line)",
+                )
             limit, total = ctx.policy.browser.max_upload_bytes, 0
             for rel in paths:
                 # Uploads come from the workspace only: read through its checks (no '..', nothing outside, no
@@ -1117,18 +1238,20 @@ async def browser_fill(ctx: ActionContext, args: FillInput) -> ActionOutput:
                 try:
                     content = await asyncio.to_thread(ctx.workspace.read_bytes, rel, max_bytes=limit - total)
                 except ActionError as exc:
-                    over = " (policy.browser.max_upload_bytes, all files together)" if "over the limit" in exc.message \
-                        else ""
-                    raise ActionError(exc.type, f"cannot upload {rel!r}: {exc.message}{over}; nothing was attached",
-                                      rule=exc.rule, hint=exc.hint or "Uploads take files inside the workspace "
-                                      "(paths relative to it); see files_list.") from None
+                    over = " (policy.browser.max_upload_bytes, all files together)" if "over the limit" in exc.message else ""
+                    raise ActionError(
+                        exc.type,
+                        f"cannot upload {rel!r}: {exc.message}{over}; nothing was attached",
+                        rule=exc.rule,
+                        hint=exc.hint or "Uploads take files inside the workspace (paths relative to it); see files_list.",
+                    ) from None
                 total += len(content)
                 name = rel.rsplit("/", 1)[-1]
-                files.append({"name": name, "mimeType": mimetypes.guess_type(name)[0] or "application/octet-stream",
-                              "buffer": content})
+                files.append(
+                    {"name": name, "mimeType": mimetypes.guess_type(name)[0] or "application/octet-stream", "buffer": content}
+                )
                 uploaded.append(ctx.workspace.check(rel))
-            await _guarded(ctx, s, locator.set_input_files(files, timeout=_element_timeout_ms(ctx)),
-                           element=args.selector)
+            await _guarded(ctx, s, locator.set_input_files(files, timeout=_element_timeout_ms(ctx)), element=args.selector)
         else:
             await _guarded(ctx, s, locator.fill(args.value, timeout=_element_timeout_ms(ctx)), element=args.selector)
         if not args.submit:
@@ -1155,21 +1278,33 @@ async def browser_fill(ctx: ActionContext, args: FillInput) -> ActionOutput:
             return out
 
 
-@action("browser.screenshot", description="Save a PNG screenshot of the current page in the workspace "
-        "(screenshots/...) and return its path.", timeout=_timeout)
+@action(
+    "browser.screenshot",
+    description="Save a PNG screenshot of the current page in the workspace (screenshots/...) and return its path.",
+    timeout=_timeout,
+)
 async def browser_screenshot(ctx: ActionContext, args: ScreenshotInput) -> ActionOutput:
     async with _session(ctx) as (_, s):
         # (a screenshot cut short by a navigation fails with a protocol error)
-        png = await _read_landed(ctx, s, lambda: s.page.screenshot(full_page=args.full_page, type="png"),
-                                 lambda _: str(s.page.url), interrupted="Protocol error")
+        png = await _read_landed(
+            ctx,
+            s,
+            lambda: s.page.screenshot(full_page=args.full_page, type="png"),
+            lambda _: str(s.page.url),
+            interrupted="Protocol error",
+        )
         artifact = await asyncio.to_thread(ctx.workspace.save_unique, "screenshots/page.png", png)
         data = _finish(s, {"url": s.page.url, "path": artifact.path})
-        return ActionOutput(output=f"Saved screenshot {artifact.path} ({artifact.size} bytes) of {s.page.url}"
-                            + _notes(data), data=data, artifacts=[artifact])
+        return ActionOutput(
+            output=f"Saved screenshot {artifact.path} ({artifact.size} bytes) of {s.page.url}" + _notes(data),
+            data=data,
+            artifacts=[artifact],
+        )
 
 
-@action("browser.links", description="List the links on the current page: text and absolute URL.",
-        read_only=True, timeout=_timeout)
+@action(
+    "browser.links", description="List the links on the current page: text and absolute URL.", read_only=True, timeout=_timeout
+)
 async def browser_links(ctx: ActionContext, args: NoInput) -> ActionOutput:
     async with _session(ctx) as (_, s):
         links = await _read_landed(ctx, s, lambda: s.page.evaluate(_LINKS_JS), lambda _: str(s.page.url))
@@ -1178,8 +1313,7 @@ async def browser_links(ctx: ActionContext, args: NoInput) -> ActionOutput:
         return ActionOutput(output=("\n".join(lines) or "(no links)") + _notes(data), data=data)
 
 
-@action("browser.back", description="Go back to the previous page in this session's tab and return it.",
-        timeout=_timeout)
+@action("browser.back", description="Go back to the previous page in this session's tab and return it.", timeout=_timeout)
 async def browser_back(ctx: ActionContext, args: NoInput) -> ActionOutput:
     async with _session(ctx) as (svc, s):
         response = await _goto(ctx, s, s.page.go_back(wait_until="load"))

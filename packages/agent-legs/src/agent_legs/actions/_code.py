@@ -70,16 +70,19 @@ log = logging.getLogger("agent_legs.code")
 
 LABEL = "agent-legs.sandbox"
 _HOST = socket.gethostname()
-RUNSC_HINT = ("As root: bash shared/sandbox/ensure-runsc.sh (installs runsc and registers it in "
-              "/etc/docker/daemon.json with runtimeArgs ['--network=none', '--host-uds=open'], then reloads dockerd), "
-              "or set settings.code.runtime = 'runc'; `agent-legs doctor` checks it.")
-_UNAVAILABLE_HINT = ("Start the Docker engine (dockerd) or set settings.code.docker_host, then build the image with "
-                     "`agent-legs sandbox build`; `agent-legs doctor` checks both.")
+RUNSC_HINT = (
+    "As root: bash shared/sandbox/ensure-runsc.sh (installs runsc and registers it in "
+    "/etc/docker/daemon.json with runtimeArgs ['--network=none', '--host-uds=open'], then reloads dockerd), "
+    "or set settings.code.runtime = 'runc'; `agent-legs doctor` checks it."
+)
+_UNAVAILABLE_HINT = (
+    "Start the Docker engine (dockerd) or set settings.code.docker_host, then build the image with "
+    "`agent-legs sandbox build`; `agent-legs doctor` checks both."
+)
 
 
 # PID 1 of every sandbox: reads the driver's source (a decimal length line, then the bytes) from stdin
-BOOTSTRAP = ("import sys; b = sys.stdin.buffer; "
-             "exec(compile(b.read(int(b.readline())), 'agent-legs-driver', 'exec'))")
+BOOTSTRAP = "import sys; b = sys.stdin.buffer; exec(compile(b.read(int(b.readline())), 'agent-legs-driver', 'exec'))"
 EGRESS_SOCKET = "/run/agent-legs-egress.sock"  # inside the container
 EGRESS_PORT = 3128  # the driver's forwarder, on the container's loopback
 # gVisor's user-space kernel (the Sentry) runs in the container's memory cgroup: measured ~22 MB more than
@@ -116,11 +119,16 @@ def _local_engine(docker_host: str | None) -> bool:
 class RunInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    code: str = Field(description="Python code (a persistent notebook-like session: variables and imports survive "
-                      "between calls; the last expression's value is returned) or a bash script.")
+    code: str = Field(
+        description="Python code (a persistent notebook-like session: variables and imports survive "
+        "between calls; the last expression's value is returned) or a bash script."
+    )
     language: Literal["python", "bash"] = Field("python", description="'python' or 'bash' (runs in /workspace).")
-    timeout_s: float | None = Field(None, gt=0, description="Time limit in seconds (capped by the policy). On timeout "
-                                    "the kernel is killed and its variables are lost.")
+    timeout_s: float | None = Field(
+        None,
+        gt=0,
+        description="Time limit in seconds (capped by the policy). On timeout the kernel is killed and its variables are lost.",
+    )
 
 
 class ResetInput(BaseModel):
@@ -229,8 +237,7 @@ class _Kernel:
         await asyncio.get_running_loop().sock_sendall(self.sock, struct.pack(">I", len(data)) + data)
         reply = await self.read_message(cap)
         if reply.get("id") != call_id:
-            raise _ProtocolError("the kernel's reply does not answer this call (its id differs): the channel is out "
-                                 "of step")
+            raise _ProtocolError("the kernel's reply does not answer this call (its id differs): the channel is out of step")
         if len(self.buffer) > 0:
             raise _ProtocolError("the kernel wrote more after its reply")
         return reply
@@ -296,22 +303,31 @@ class CodeService(Service):
             # a short timeout for the handshake: a listener that never answers fails this start in
             # _CONNECT_S (no thread left waiting longer), then the usual timeout for real work
             self.client = await asyncio.to_thread(
-                lambda: docker.DockerClient(base_url=settings.docker_host, timeout=_CONNECT_S) if settings.docker_host
-                else docker.from_env(timeout=_CONNECT_S)
+                lambda: (
+                    docker.DockerClient(base_url=settings.docker_host, timeout=_CONNECT_S)
+                    if settings.docker_host
+                    else docker.from_env(timeout=_CONNECT_S)
+                )
             )
             await asyncio.to_thread(self.client.ping)
             self.client.api.timeout = _DOCKER_TIMEOUT_S
             await asyncio.to_thread(self.client.images.get, settings.image)
         except docker.errors.ImageNotFound:
-            raise ActionError("unavailable", f"the sandbox image {settings.image} is not built",
-                              hint="Run `agent-legs sandbox build`.") from None
+            raise ActionError(
+                "unavailable", f"the sandbox image {settings.image} is not built", hint="Run `agent-legs sandbox build`."
+            ) from None
         except Exception as exc:
-            raise ActionError("unavailable", f"cannot reach the Docker engine ({where}): {_short(exc)}", retryable=True,
-                              hint=_UNAVAILABLE_HINT) from None
+            raise ActionError(
+                "unavailable", f"cannot reach the Docker engine ({where}): {_short(exc)}", retryable=True, hint=_UNAVAILABLE_HINT
+            ) from None
         await asyncio.to_thread(self._runtime_check)
         self._owner = await asyncio.to_thread(  # may walk a large workspace
-            _code_fs.prepare_workspace, str(self.runtime.workspace_path), settings.uid,
-            read_only=self.runtime.policy.files.read_only, runtime=settings.runtime)
+            _code_fs.prepare_workspace,
+            str(self.runtime.workspace_path),
+            settings.uid,
+            read_only=self.runtime.policy.files.read_only,
+            runtime=settings.runtime,
+        )
         self._mask_sources = _code_fs.MaskSources()
         self._known_denied: set[tuple[int, int, int]] = set()
         if self.runtime.policy.code.network:
@@ -337,28 +353,36 @@ class CodeService(Service):
         try:
             runtimes = self.client.info().get("Runtimes") or {}
         except Exception as exc:
-            raise ActionError("unavailable", f"cannot ask the Docker engine for its runtimes: {exc}", retryable=True,
-                              hint=_UNAVAILABLE_HINT) from None
+            raise ActionError(
+                "unavailable", f"cannot ask the Docker engine for its runtimes: {exc}", retryable=True, hint=_UNAVAILABLE_HINT
+            ) from None
         if settings.runtime not in runtimes:
-            raise ActionError("unavailable", f"settings.code.runtime = {settings.runtime!r}, but the Docker engine has "
-                              f"no such runtime (it has: {', '.join(sorted(runtimes)) or 'none'})",
-                              hint=RUNSC_HINT)
+            raise ActionError(
+                "unavailable",
+                f"settings.code.runtime = {settings.runtime!r}, but the Docker engine has "
+                f"no such runtime (it has: {', '.join(sorted(runtimes)) or 'none'})",
+                hint=RUNSC_HINT,
+            )
         args = runtimes[settings.runtime].get("runtimeArgs") or []
         if self.runtime.policy.code.network and not any(a in ("--host-uds=open", "--host-uds=all") for a in args):
-            raise ActionError("unavailable", "policy.code.network = true under gVisor needs runsc registered with "
-                              "runtimeArgs '--host-uds=open' (the sandbox's only way out is a host unix socket, which "
-                              "gVisor refuses by default); refusing rather than starting a sandbox that cannot reach "
-                              "its proxy", hint=RUNSC_HINT)
+            raise ActionError(
+                "unavailable",
+                "policy.code.network = true under gVisor needs runsc registered with "
+                "runtimeArgs '--host-uds=open' (the sandbox's only way out is a host unix socket, which "
+                "gVisor refuses by default); refusing rather than starting a sandbox that cannot reach "
+                "its proxy",
+                hint=RUNSC_HINT,
+            )
 
     def scan(self) -> _code_fs.Scan:
         """Denied paths to mask now (and set-id bits stripped): one walk of the workspace."""
-        return _code_fs.scan(str(self.runtime.workspace_path), self.runtime.workspace, sandbox_uid=self._owner[0],
-                             known=self._known_denied)
+        return _code_fs.scan(
+            str(self.runtime.workspace_path), self.runtime.workspace, sandbox_uid=self._owner[0], known=self._known_denied
+        )
 
     def strip_setid(self) -> list[str]:
         """After a call: set-id bits the sandbox's user left on workspace entries, removed."""
-        return _code_fs.strip_setid(str(self.runtime.workspace_path), self.runtime.workspace,
-                                    sandbox_uid=self._owner[0])
+        return _code_fs.strip_setid(str(self.runtime.workspace_path), self.runtime.workspace, sandbox_uid=self._owner[0])
 
     async def _sweep_setid(self) -> None:
         """While kernels live, a thread the code left running could set a set-id bit between calls:
@@ -398,9 +422,16 @@ class CodeService(Service):
         if proxy is not None:
             volumes[proxy.path] = {"bind": EGRESS_SOCKET, "mode": "rw"}
             url = f"http://127.0.0.1:{EGRESS_PORT}"
-            environment = {"AGENT_LEGS_EGRESS_SOCKET": EGRESS_SOCKET, "AGENT_LEGS_EGRESS_PORT": str(EGRESS_PORT),
-                           "HTTP_PROXY": url, "HTTPS_PROXY": url, "http_proxy": url, "https_proxy": url,
-                           "ALL_PROXY": url, "all_proxy": url}
+            environment = {
+                "AGENT_LEGS_EGRESS_SOCKET": EGRESS_SOCKET,
+                "AGENT_LEGS_EGRESS_PORT": str(EGRESS_PORT),
+                "HTTP_PROXY": url,
+                "HTTPS_PROXY": url,
+                "http_proxy": url,
+                "https_proxy": url,
+                "ALL_PROXY": url,
+                "all_proxy": url,
+            }
         container = self.client.containers.create(
             self.runtime.settings.code.image,  # any version: it holds no Agent Legs code
             command=["python3", "-u", "-c", BOOTSTRAP],
@@ -464,16 +495,21 @@ class CodeService(Service):
                     await proxy.aclose()
                 if isinstance(exc, ActionError):
                     raise
-                raise ActionError("unavailable", f"cannot start a sandbox container: {_short(exc)}", retryable=True,
-                                  hint=_UNAVAILABLE_HINT) from None
+                raise ActionError(
+                    "unavailable", f"cannot start a sandbox container: {_short(exc)}", retryable=True, hint=_UNAVAILABLE_HINT
+                ) from None
             try:
                 async with asyncio.timeout(30):
                     hello = await kernel.read_message(_HELLO_MAX)
             except (TimeoutError, EOFError, OSError, _ProtocolError) as exc:
                 detail = kernel.stderr_tail.decode(errors="replace")[-500:]
                 await self._destroy(kernel)
-                raise ActionError("unavailable", f"the sandbox did not start ({type(exc).__name__}): {detail}",
-                                  retryable=True, hint=_UNAVAILABLE_HINT) from None
+                raise ActionError(
+                    "unavailable",
+                    f"the sandbox did not start ({type(exc).__name__}): {detail}",
+                    retryable=True,
+                    hint=_UNAVAILABLE_HINT,
+                ) from None
             except BaseException:
                 await asyncio.shield(self._destroy(kernel))
                 raise
@@ -675,8 +711,12 @@ async def code_run(ctx: ActionContext, args: RunInput) -> ActionOutput:
             svc = await ctx.service(CodeService)
     except TimeoutError:
         where = ctx.settings.code.docker_host or os.environ.get("DOCKER_HOST") or "the local socket"
-        raise ActionError("unavailable", f"the Docker engine ({where}) did not answer within this call's "
-                          f"{limit_s:g} s timeout; nothing ran", retryable=True, hint=_UNAVAILABLE_HINT) from None
+        raise ActionError(
+            "unavailable",
+            f"the Docker engine ({where}) did not answer within this call's {limit_s:g} s timeout; nothing ran",
+            retryable=True,
+            hint=_UNAVAILABLE_HINT,
+        ) from None
     appeared: list[str] = []  # denied paths the session's kernel could not hide: it was replaced
     kernel, fresh, replaced = await _claim(svc, ctx.session, deadline, limit_s, appeared)
     setid_removed: list[str] = []
@@ -688,40 +728,54 @@ async def code_run(ctx: ActionContext, args: RunInput) -> ActionOutput:
             span.set_attribute("agent_legs.code.new_kernel", fresh)
             try:
                 async with asyncio.timeout_at(deadline):
-                    raw = await kernel.request({"code": args.code, "language": args.language,
-                                                "max_output_bytes": max_bytes}, _reply_cap(max_bytes))
+                    raw = await kernel.request(
+                        {"code": args.code, "language": args.language, "max_output_bytes": max_bytes}, _reply_cap(max_bytes)
+                    )
                 reply = _clean_reply(raw, max_bytes)
             except TimeoutError:
                 await svc.discard(ctx.session, kernel, _CLEANUP_S)
-                raise ActionError("timeout", f"the code ran until this call's {limit_s:g} s timeout and was killed; "
-                                  "it may have done part of its work (files it wrote may have changed), and this "
-                                  "session's variables and imports were lost (the next call starts a fresh kernel)",
-                                  retryable=False, hint="Check what the code already did, then make it faster or split "
-                                  "the work into several calls (state persists between calls).") from None
+                raise ActionError(
+                    "timeout",
+                    f"the code ran until this call's {limit_s:g} s timeout and was killed; "
+                    "it may have done part of its work (files it wrote may have changed), and this "
+                    "session's variables and imports were lost (the next call starts a fresh kernel)",
+                    retryable=False,
+                    hint="Check what the code already did, then make it faster or split "
+                    "the work into several calls (state persists between calls).",
+                ) from None
             except asyncio.CancelledError:
                 await asyncio.shield(svc.discard(ctx.session, kernel))  # the caller gave up: the work stops too
                 raise
             except _ProtocolError as exc:
                 await svc.discard(ctx.session, kernel, _CLEANUP_S)
                 log.warning("sandbox %s broke the protocol: %s", kernel.container.short_id, exc)
-                raise ActionError("failed", f"the sandbox kernel broke its reply protocol ({exc}); code wrote on "
-                                  "the kernel's own channel. The kernel was killed: the code may have run in part "
-                                  "(check the workspace before running it again), this session's variables were "
-                                  "lost, and the next call starts a fresh kernel", retryable=False,
-                                  hint="Print results to stdout; never write to the kernel's inherited file "
-                                  "descriptors or /proc/1/fd.") from None
+                raise ActionError(
+                    "failed",
+                    f"the sandbox kernel broke its reply protocol ({exc}); code wrote on "
+                    "the kernel's own channel. The kernel was killed: the code may have run in part "
+                    "(check the workspace before running it again), this session's variables were "
+                    "lost, and the next call starts a fresh kernel",
+                    retryable=False,
+                    hint="Print results to stdout; never write to the kernel's inherited file descriptors or /proc/1/fd.",
+                ) from None
             except (EOFError, OSError):
                 oom = await svc.was_oom_killed(kernel)
                 await svc.discard(ctx.session, kernel, _CLEANUP_S)
                 if oom:
-                    raise ActionError("failed", f"the code exceeded the memory limit of {memory_mb} MB "
-                                      "(policy.code.memory_mb) and the kernel was killed; the code may have run in "
-                                      "part (check the workspace before running it again) and its state was lost",
-                                      hint="Use less memory (process data in chunks).") from None
-                raise ActionError("failed", "the sandbox kernel died during the call (its container stopped or was "
-                                  "killed); the code may have run in part (check the workspace before running it "
-                                  "again), its state was lost and the next call starts a fresh kernel",
-                                  retryable=False) from None
+                    raise ActionError(
+                        "failed",
+                        f"the code exceeded the memory limit of {memory_mb} MB "
+                        "(policy.code.memory_mb) and the kernel was killed; the code may have run in "
+                        "part (check the workspace before running it again) and its state was lost",
+                        hint="Use less memory (process data in chunks).",
+                    ) from None
+                raise ActionError(
+                    "failed",
+                    "the sandbox kernel died during the call (its container stopped or was "
+                    "killed); the code may have run in part (check the workspace before running it "
+                    "again), its state was lost and the next call starts a fresh kernel",
+                    retryable=False,
+                ) from None
         kernel.last_used = time.monotonic()
     finally:
         kernel.lock.release()
@@ -729,17 +783,21 @@ async def code_run(ctx: ActionContext, args: RunInput) -> ActionOutput:
         setid_removed = await asyncio.shield(svc.after_call())
     if "driver_error" in reply:
         await svc.discard(ctx.session, kernel, _CLEANUP_S)
-        raise ActionError("failed", f"the sandbox driver failed ({reply['driver_error']}); the code may have run in "
-                          "part (check the workspace before running it again); the kernel was replaced",
-                          retryable=False)
+        raise ActionError(
+            "failed",
+            f"the sandbox driver failed ({reply['driver_error']}); the code may have run in "
+            "part (check the workspace before running it again); the kernel was replaced",
+            retryable=False,
+        )
     if kernel.proxy is not None:  # what the egress guard refused during this call
-        reply["network_denied"] = [{"url": d.url, "rule": d.rule, "message": d.message}
-                                   for d in kernel.proxy.take_denied()[:50]]
+        reply["network_denied"] = [{"url": d.url, "rule": d.rule, "message": d.message} for d in kernel.proxy.take_denied()[:50]]
     # The streams and the value may be heads of longer text (the driver's cut): scrubbed here, before
     # anything else cuts them, so a secret straddling the driver's cut leaves no prefix behind.
-    for key, cut in (("stdout", int(reply.get("stdout_bytes") or 0) > max_bytes),
-                     ("stderr", int(reply.get("stderr_bytes") or 0) > max_bytes),
-                     ("value", bool(reply.get("value_truncated")))):
+    for key, cut in (
+        ("stdout", int(reply.get("stdout_bytes") or 0) > max_bytes),
+        ("stderr", int(reply.get("stderr_bytes") or 0) > max_bytes),
+        ("value", bool(reply.get("value_truncated"))),
+    ):
         if isinstance(reply.get(key), str):
             reply[key] = ctx.redactor.text(reply[key], cut=cut)
     artifacts = _artifacts(ctx, reply)
@@ -747,8 +805,7 @@ async def code_run(ctx: ActionContext, args: RunInput) -> ActionOutput:
     output = _render(reply, args.language, max_bytes, artifacts, fresh)
     if replaced:
         output = f"[{replaced}]\n{output}"
-    data: dict[str, Any] = {k: reply.get(k) for k in ("stdout", "stderr", "value", "error", "exit_code",
-                                                       "duration_ms")}
+    data: dict[str, Any] = {k: reply.get(k) for k in ("stdout", "stderr", "value", "error", "exit_code", "duration_ms")}
     for stream in ("stdout", "stderr"):  # the full size, and whether the text above is only its head
         size = reply[f"{stream}_bytes"]
         data[f"{stream}_bytes"] = size
@@ -766,9 +823,13 @@ async def code_run(ctx: ActionContext, args: RunInput) -> ActionOutput:
     data["setid_removed"] = setid_removed[:50]
     if reply["oom_killed"]:
         # a child process (not the kernel) hit the limit: the kernel lives on, but the work did not finish
-        raise ActionError("failed", f"a process was killed for exceeding the memory limit of {memory_mb} MB "
-                          "(policy.code.memory_mb); the session's kernel and variables are kept\n" + output[:2000],
-                          hint="Use less memory (process data in chunks).", data=data)
+        raise ActionError(
+            "failed",
+            f"a process was killed for exceeding the memory limit of {memory_mb} MB "
+            "(policy.code.memory_mb); the session's kernel and variables are kept\n" + output[:2000],
+            hint="Use less memory (process data in chunks).",
+            data=data,
+        )
     return ActionOutput(output=output, data=data, artifacts=artifacts)
 
 
@@ -798,15 +859,21 @@ async def _claim(
                         mask_replacements += 1
                         if mask_replacements > 5:
                             raise ActionError(
-                                "failed", "denied paths keep appearing in the workspace while the sandbox starts "
-                                "(policy.files.deny); the code was not run", retryable=True, rule="policy.files.deny")
+                                "failed",
+                                "denied paths keep appearing in the workspace while the sandbox starts "
+                                "(policy.files.deny); the code was not run",
+                                retryable=True,
+                                rule="policy.files.deny",
+                            )
                         svc.destroy_later(kernel)
                         if svc.kernels.get(session) is kernel:
                             del svc.kernels[session]
                 except (EOFError, OSError, _ProtocolError) as exc:
-                    replaced = ("the session's kernel had stopped since the last call (its state was lost); a fresh "
-                                "one was started" if not isinstance(exc, _ProtocolError) else
-                                f"the session's kernel was out of step ({exc}) and was replaced; its state was lost")
+                    replaced = (
+                        "the session's kernel had stopped since the last call (its state was lost); a fresh one was started"
+                        if not isinstance(exc, _ProtocolError)
+                        else f"the session's kernel was out of step ({exc}) and was replaced; its state was lost"
+                    )
                     svc.destroy_later(kernel)
                     if svc.kernels.get(session) is kernel:
                         del svc.kernels[session]
@@ -815,9 +882,13 @@ async def _claim(
                     raise
                 kernel.lock.release()  # killed (timeout, reset) while this call waited for it: take a fresh one
     except TimeoutError:
-        raise ActionError("timeout", f"no sandbox kernel was ready within this call's {limit_s:g} s timeout "
-                          "(starting a container, or waiting for this session's running call); nothing ran",
-                          retryable=True, hint="Retry, or allow a larger timeout_s.") from None
+        raise ActionError(
+            "timeout",
+            f"no sandbox kernel was ready within this call's {limit_s:g} s timeout "
+            "(starting a container, or waiting for this session's running call); nothing ran",
+            retryable=True,
+            hint="Retry, or allow a larger timeout_s.",
+        ) from None
 
 
 def _clean_reply(raw: dict[str, Any], limit: int) -> dict[str, Any]:
@@ -855,11 +926,19 @@ def _clean_reply(raw: dict[str, Any], limit: int) -> dict[str, Any]:
         raise _ProtocolError("the reply's 'duration_ms' is not a number")
     value, error = text("value"), text("error")
     return {
-        "stdout": text("stdout") or "", "stderr": text("stderr") or "", "value": value, "error": error,
-        "stdout_bytes": count("stdout_bytes"), "stderr_bytes": count("stderr_bytes"),
+        "stdout": text("stdout") or "",
+        "stderr": text("stderr") or "",
+        "value": value,
+        "error": error,
+        "stdout_bytes": count("stdout_bytes"),
+        "stderr_bytes": count("stderr_bytes"),
         "value_truncated": bool(raw.get("value_truncated")) or (value is not None and len(raw["value"]) > limit),
-        "exit_code": exit_code, "duration_ms": duration, "figures": names("figures"), "changed": names("changed"),
-        "killed_processes": count("killed_processes"), "oom_killed": raw.get("oom_killed") is True,
+        "exit_code": exit_code,
+        "duration_ms": duration,
+        "figures": names("figures"),
+        "changed": names("changed"),
+        "killed_processes": count("killed_processes"),
+        "oom_killed": raw.get("oom_killed") is True,
     }
 
 
@@ -895,11 +974,12 @@ def _render(reply: dict[str, Any], language: str, limit: int, artifacts: list[Ar
     for denial in reply.get("network_denied", []):
         parts.append(f"[network denied: {denial['url']} ({denial['message']}; rule: {denial['rule']})]")
     if reply.get("denied_appeared"):
-        parts.append(f"[the kernel was replaced (its state was lost) to hide paths that appeared and match "
-                     f"policy.files.deny: {', '.join(reply['denied_appeared'])}]")
+        parts.append(
+            f"[the kernel was replaced (its state was lost) to hide paths that appeared and match "
+            f"policy.files.deny: {', '.join(reply['denied_appeared'])}]"
+        )
     if reply.get("setid_removed"):
-        parts.append(f"[setuid/setgid bits removed (never allowed in the workspace): "
-                     f"{', '.join(reply['setid_removed'])}]")
+        parts.append(f"[setuid/setgid bits removed (never allowed in the workspace): {', '.join(reply['setid_removed'])}]")
     if reply.get("killed_processes"):
         parts.append(f"[{reply['killed_processes']} leftover process(es) stopped: a call's processes end with it]")
     if artifacts:
@@ -916,6 +996,9 @@ async def code_reset(ctx: ActionContext, args: ResetInput) -> ActionOutput:
     svc = await ctx.service(CodeService)
     existed = ctx.session in svc.kernels
     await svc.drop(ctx.session)
-    return ActionOutput(output="Kernel reset: the next code_run starts a fresh session." if existed
-                        else "No kernel was running for this session; the next code_run starts a fresh one.",
-                        data={"had_kernel": existed})
+    return ActionOutput(
+        output="Kernel reset: the next code_run starts a fresh session."
+        if existed
+        else "No kernel was running for this session; the next code_run starts a fresh one.",
+        data={"had_kernel": existed},
+    )

@@ -67,7 +67,8 @@ def prepare_workspace(root: str, uid: int, *, read_only: bool, runtime: str) -> 
             f"the workspace {root} is owned by root, and under gVisor (settings.code.runtime = 'runsc') the sandbox "
             f"can only be let in by ownership (gVisor ignores POSIX ACLs); refusing to chown the operator's files",
             hint=f"Give the workspace directory to the account the sandbox should act as (e.g. chown {uid}:{uid} "
-                 f"{root}), or use settings.code.runtime = 'runc'.")
+            f"{root}), or use settings.code.runtime = 'runc'.",
+        )
     if os.geteuid() != 0:
         return uid, uid  # not ours to change: the sandbox gets what 'other' may do
     perm = 5 if read_only else 7
@@ -83,7 +84,8 @@ def prepare_workspace(root: str, uid: int, *, read_only: bool, runtime: str) -> 
             f"the file system of the workspace {root} does not support POSIX ACLs, through which the sandbox's user "
             f"(uid {uid}) gets access to a root-owned workspace without taking the operator's files",
             hint="Put the workspace on a file system with ACLs (ext4, xfs, btrfs, tmpfs), or give the workspace "
-                 "directory to the account the sandbox should act as (chown).") from None
+            "directory to the account the sandbox should act as (chown).",
+        ) from None
     return uid, uid
 
 
@@ -142,8 +144,9 @@ def _denied(ws: Workspace, rel: str) -> bool:
     return False
 
 
-def scan(root: str, ws: Workspace, *, sandbox_uid: int, deny: bool = True,
-         known: set[tuple[int, int, int]] | None = None) -> Scan:
+def scan(
+    root: str, ws: Workspace, *, sandbox_uid: int, deny: bool = True, known: set[tuple[int, int, int]] | None = None
+) -> Scan:
     """One walk of the workspace: the denied paths to mask, and set-id bits stripped from the
     sandbox user's entries. Never follows a symbolic link; entries that vanish meanwhile are skipped.
     ``known``: identities (device, inode, mtime) of files seen denied before; they stay masked under any
@@ -194,7 +197,7 @@ def scan(root: str, ws: Workspace, *, sandbox_uid: int, deny: bool = True,
 
 def _strip(dfd: int, name: str, is_dir: bool) -> bool:
     """Clear setuid/setgid on ``name`` in ``dfd``, re-checked on its own descriptor (no link follows)."""
-    flags = (_DIR_FLAGS if is_dir else os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    flags = _DIR_FLAGS if is_dir else os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
         fd = os.open(name, flags | os.O_NOCTTY, dir_fd=dfd)
     except OSError:
@@ -245,16 +248,26 @@ def mounts(masks: Masks, sources: MaskSources) -> list[Any]:
     from docker.types import Mount
 
     if len(masks.entries) > MAX_MASKS:
-        raise ActionError("denied", f"the workspace holds {len(masks.entries)} paths matching policy.files.deny, more "
-                          f"than the {MAX_MASKS} that can be hidden from the sandbox; refusing to run code that "
-                          "could read them", rule=_DENY_RULE,
-                          hint="Move the denied files out of the workspace (or narrow policy.files.deny).")
+        raise ActionError(
+            "denied",
+            f"the workspace holds {len(masks.entries)} paths matching policy.files.deny, more "
+            f"than the {MAX_MASKS} that can be hidden from the sandbox; refusing to run code that "
+            "could read them",
+            rule=_DENY_RULE,
+            hint="Move the denied files out of the workspace (or narrow policy.files.deny).",
+        )
     for rel, *_ in masks.entries:
         try:
             rel.encode()
         except UnicodeEncodeError:  # the engine's API speaks JSON strings: such a name cannot be a mount point
-            raise ActionError("denied", f"{rel!r} matches policy.files.deny but its name is not valid UTF-8, so it "
-                              "cannot be hidden from the sandbox; refusing to run code that could read it",
-                              rule=_DENY_RULE, hint="Ask the operator to rename or remove that file.") from None
-    return [Mount(f"/workspace/{rel}", sources.empty_dir if is_dir else sources.file, type="bind", read_only=True)
-            for rel, *_, is_dir in sorted(masks.entries)]
+            raise ActionError(
+                "denied",
+                f"{rel!r} matches policy.files.deny but its name is not valid UTF-8, so it "
+                "cannot be hidden from the sandbox; refusing to run code that could read it",
+                rule=_DENY_RULE,
+                hint="Ask the operator to rename or remove that file.",
+            ) from None
+    return [
+        Mount(f"/workspace/{rel}", sources.empty_dir if is_dir else sources.file, type="bind", read_only=True)
+        for rel, *_, is_dir in sorted(masks.entries)
+    ]

@@ -67,18 +67,14 @@ class EditInput(_In):
 
 class ListInput(_In):
     path: str = Field(".", description="Directory relative to the workspace.")
-    pattern: str | None = Field(
-        None, description="Glob such as '*.csv' (matches names) or 'data/**/*.csv' (matches paths)."
-    )
+    pattern: str | None = Field(None, description="Glob such as '*.csv' (matches names) or 'data/**/*.csv' (matches paths).")
     recursive: bool = Field(False, description="Include subdirectories.")
 
 
 class SearchInput(_In):
     pattern: str = Field(description="Python regular expression, searched line by line.")
     path: str = Field(".", description="Directory (or file) to search, relative to the workspace.")
-    glob: str | None = Field(
-        None, description="Only files matching this glob: '*.py' matches names, 'src/**/*.py' paths."
-    )
+    glob: str | None = Field(None, description="Only files matching this glob: '*.py' matches names, 'src/**/*.py' paths.")
 
 
 class MoveInput(_In):
@@ -103,7 +99,8 @@ async def _threaded(fn: Callable[[threading.Event], T], what: str = "") -> T:
     except asyncio.CancelledError:
         if cancel.cancel():
             raise ActionError(
-                "timeout", f"the deadline passed while {what} was being completed: it may be complete",
+                "timeout",
+                f"the deadline passed while {what} was being completed: it may be complete",
                 hint="Check with files_list before repeating the call.",
             ) from None
         raise
@@ -160,8 +157,7 @@ async def files_read(ctx: ActionContext, args: ReadInput) -> ActionOutput:
     if i < len(lines):
         notes.append(f"[lines {args.offset + 1}-{i} of {len(lines)}; call files_read with offset={i} to continue]")
     if size > len(data):
-        notes.append(f"[the file is {size} bytes; only the first {len(data)} bytes are readable "
-                     "(policy.files.max_read_bytes)]")
+        notes.append(f"[the file is {size} bytes; only the first {len(data)} bytes are readable (policy.files.max_read_bytes)]")
     if args.offset and args.offset >= len(lines):
         notes.append(f"[offset {args.offset} is past the end: the file has {len(lines)} lines]")
     body = "".join(out)
@@ -170,9 +166,15 @@ async def files_read(ctx: ActionContext, args: ReadInput) -> ActionOutput:
     output = body + ("\n" if notes and body and not body.endswith("\n") else "") + "\n".join(notes)
     return ActionOutput(
         output=output,
-        data={"path": rel, "size": size, "offset": args.offset, "lines_returned": len(out),
-              "total_lines": len(lines), "next_offset": i if i < len(lines) else None,
-              "truncated": size > len(data)},
+        data={
+            "path": rel,
+            "size": size,
+            "offset": args.offset,
+            "lines_returned": len(out),
+            "total_lines": len(lines),
+            "next_offset": i if i < len(lines) else None,
+            "truncated": size > len(data),
+        },
     )
 
 
@@ -185,9 +187,11 @@ async def files_read(ctx: ActionContext, args: ReadInput) -> ActionOutput:
 async def files_write(ctx: ActionContext, args: WriteInput) -> ActionOutput:
     artifact = ctx.workspace.write_bytes(args.path, args.content.encode("utf-8"), mode=args.mode)
     verb = {"overwrite": "Wrote", "append": "Appended to", "create": "Created"}[args.mode]
-    return ActionOutput(output=f"{verb} {artifact.path} ({artifact.size} bytes)",
-                        data={"path": artifact.path, "size": artifact.size, "mode": args.mode},
-                        artifacts=[artifact])
+    return ActionOutput(
+        output=f"{verb} {artifact.path} ({artifact.size} bytes)",
+        data={"path": artifact.path, "size": artifact.size, "mode": args.mode},
+        artifacts=[artifact],
+    )
 
 
 def _line_numbers(text: str, needle: str, limit: int = 5) -> list[int]:
@@ -202,8 +206,10 @@ def _line_numbers(text: str, needle: str, limit: int = 5) -> list[int]:
 def _not_found_hint(text: str, old: str) -> str:
     squash = re.compile(r"\s+")
     if squash.sub(" ", old).strip() and squash.sub(" ", old).strip() in squash.sub(" ", text):
-        return ("old_text matches only if whitespace is ignored (indentation, tabs or line endings "
-                "differ): copy it exactly from files_read output.")
+        return (
+            "old_text matches only if whitespace is ignored (indentation, tabs or line endings "
+            "differ): copy it exactly from files_read output."
+        )
     first = next((ln.strip() for ln in old.splitlines() if ln.strip()), "")
     lines = text.splitlines()[:20_000]  # difflib is quadratic-ish: bound the work on huge files
     close = difflib.get_close_matches(first, [ln.strip() for ln in lines], n=1, cutoff=0.5) if first else []
@@ -228,8 +234,9 @@ async def files_edit(ctx: ActionContext, args: EditInput) -> ActionOutput:
         raise _binary(rel, len(data))
     found = text.count(args.old_text)
     if found == 0:
-        raise ActionError("invalid_input", f"old_text was not found in {rel!r}; nothing changed",
-                          hint=_not_found_hint(text, args.old_text))
+        raise ActionError(
+            "invalid_input", f"old_text was not found in {rel!r}; nothing changed", hint=_not_found_hint(text, args.old_text)
+        )
     if found != args.count:
         at = ", ".join(map(str, _line_numbers(text, args.old_text)))
         raise ActionError(
@@ -237,15 +244,18 @@ async def files_edit(ctx: ActionContext, args: EditInput) -> ActionOutput:
             f"old_text occurs {found} times in {rel!r} (starting at lines {at}{', ...' if found > 5 else ''}) "
             f"but count={args.count}; nothing changed",
             hint="Add surrounding lines to old_text to make it unique, or set count to the number of occurrences."
-            if found > args.count else f"Set count={found} to replace all of them.",
+            if found > args.count
+            else f"Set count={found} to replace all of them.",
             data={"occurrences": found},
         )
     new = text.replace(args.old_text, args.new_text, args.count)
     artifact = ws.write_bytes(args.path, new.encode("utf-8"))
     line = _line_numbers(text, args.old_text, 1)[0]
-    return ActionOutput(output=f"Replaced {found} occurrence(s) in {rel} (first at line {line})",
-                        data={"path": rel, "replacements": found, "size": artifact.size, "first_line": line},
-                        artifacts=[artifact])
+    return ActionOutput(
+        output=f"Replaced {found} occurrence(s) in {rel} (first at line {line})",
+        data={"path": rel, "replacements": found, "size": artifact.size, "first_line": line},
+        artifacts=[artifact],
+    )
 
 
 @action(
@@ -260,8 +270,7 @@ async def files_list(ctx: ActionContext, args: ListInput) -> ActionOutput:
     rel = ws.check(args.path)
     entry = ws.stat(rel)
     if entry.kind == "symlink":
-        raise ActionError("denied", f"{rel!r} is a symbolic link; links are not followed",
-                          rule="workspace confinement (symlink)")
+        raise ActionError("denied", f"{rel!r} is a symbolic link; links are not followed", rule="workspace confinement (symlink)")
     if entry.kind != "dir":
         raise ActionError("invalid_input", f"{rel!r} is not a directory", hint="Use files_read to read a file.")
     prefix = "" if rel == "." else rel + "/"
@@ -271,7 +280,7 @@ async def files_list(ctx: ActionContext, args: ListInput) -> ActionOutput:
         rows: list[dict[str, Any]] = []
         more = 0
         for e in ws.iter_entries(rel, recursive=args.recursive, cancel=cancel):
-            if match is not None and not match(e.path[len(prefix):]):
+            if match is not None and not match(e.path[len(prefix) :]):
                 continue
             if len(rows) >= _MAX_LIST:
                 more += 1
@@ -294,8 +303,11 @@ def _compile(pattern: str) -> Any:
             return _regex.compile(pattern, _regex.VERSION0)
         return re.compile(pattern)
     except (re.error, getattr(_regex, "error", re.error)) as exc:
-        raise ActionError("invalid_input", f"invalid regular expression: {exc}",
-                          hint="Python regex syntax; escape literal characters such as ( [ . with a backslash.") from None
+        raise ActionError(
+            "invalid_input",
+            f"invalid regular expression: {exc}",
+            hint="Python regex syntax; escape literal characters such as ( [ . with a backslash.",
+        ) from None
 
 
 def _snippet(line: str, start: int) -> str:
@@ -350,7 +362,8 @@ async def files_search(ctx: ActionContext, args: SearchInput) -> ActionOutput:
                         m = rx.search(line, timeout=min(_REGEX_LINE_TIMEOUT, max(deadline - time.monotonic(), 0.01)))
                     except TimeoutError:
                         raise ActionError(
-                            "invalid_input", f"the pattern is too slow on {path}:{n} (catastrophic backtracking)",
+                            "invalid_input",
+                            f"the pattern is too slow on {path}:{n} (catastrophic backtracking)",
                             hint="Simplify the regular expression (avoid nested quantifiers such as (a+)+).",
                         ) from None
                 else:
@@ -372,10 +385,11 @@ async def files_search(ctx: ActionContext, args: SearchInput) -> ActionOutput:
     if total > len(hits):
         output += f"\n[{total - len(hits)} more matches not shown; narrow the pattern, path or glob]"
     if r["partial"]:
-        output += (f"\n[{len(r['partial'])} file(s) searched only in their first {max_bytes} bytes "
-                   "(policy.files.max_read_bytes)]")
-    return ActionOutput(output=output, data={"matches": total, "files_searched": r["scanned"], "shown": len(hits),
-                                             "partially_searched": r["partial"][:20]})
+        output += f"\n[{len(r['partial'])} file(s) searched only in their first {max_bytes} bytes (policy.files.max_read_bytes)]"
+    return ActionOutput(
+        output=output,
+        data={"matches": total, "files_searched": r["scanned"], "shown": len(hits), "partially_searched": r["partial"][:20]},
+    )
 
 
 @action(
@@ -401,8 +415,10 @@ async def files_copy(ctx: ActionContext, args: MoveInput) -> ActionOutput:
     ws = ctx.workspace
     src, dst = ws.check(args.source), ws.check(args.destination, write=True)
     if ws.stat(src).kind == "dir":
-        result = await _threaded(lambda cancel: ws.copy(src, args.destination, overwrite=args.overwrite,
-                                                         cancel=cancel), f"the copy of {src!r} to {dst!r}")
+        result = await _threaded(
+            lambda cancel: ws.copy(src, args.destination, overwrite=args.overwrite, cancel=cancel),
+            f"the copy of {src!r} to {dst!r}",
+        )
     else:
         result = ws.copy(src, args.destination, overwrite=args.overwrite)
     n = len(result.artifacts)
@@ -413,10 +429,11 @@ async def files_copy(ctx: ActionContext, args: MoveInput) -> ActionOutput:
     if result.denied:
         rules = ", ".join(f"{count} by policy.files.deny[{pattern!r}]" for pattern, count in result.denied.items())
         output += f"; left out because denied paths are never copied: {rules}"
-    return ActionOutput(output=output,
-                        data={"source": src, "destination": dst, "files": n, "skipped": result.skipped[:100],
-                              "denied": result.denied},
-                        artifacts=result.artifacts[:_MAX_ARTIFACTS])
+    return ActionOutput(
+        output=output,
+        data={"source": src, "destination": dst, "files": n, "skipped": result.skipped[:100], "denied": result.denied},
+        artifacts=result.artifacts[:_MAX_ARTIFACTS],
+    )
 
 
 @action(
@@ -428,5 +445,7 @@ async def files_copy(ctx: ActionContext, args: MoveInput) -> ActionOutput:
 async def files_delete(ctx: ActionContext, args: DeleteInput) -> ActionOutput:
     rel = ctx.workspace.check(args.path, write=True)
     trash_id = ctx.workspace.delete(args.path, recursive=args.recursive)
-    return ActionOutput(output=f"Deleted {rel} (recoverable from the trash, id {trash_id})",
-                        data={"path": rel, "recoverable": True, "trash_id": trash_id})
+    return ActionOutput(
+        output=f"Deleted {rel} (recoverable from the trash, id {trash_id})",
+        data={"path": rel, "recoverable": True, "trash_id": trash_id},
+    )

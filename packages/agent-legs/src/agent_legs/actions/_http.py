@@ -61,18 +61,40 @@ _REDIRECTS = {301, 302, 303, 307, 308}
 _RETRY_STATUS = {429, 502, 503, 504}
 _IDEMPOTENT = {"GET", "HEAD", "PUT", "DELETE", "OPTIONS"}
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_FORBIDDEN_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer",
-                      "proxy-authorization", "keep-alive"}
+_FORBIDDEN_HEADERS = {
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-authorization",
+    "keep-alive",
+}
 _SHOWN_HEADERS = ("content-type", "content-length", "location", "retry-after", "etag", "last-modified")
 _MAX_RETRY_WAIT_S = 10.0
 # The only caller headers a redirect carries to another origin (scheme, host, port): any other
 # header may be a credential under a name nobody can list (X-Functions-Key, Ocp-Apim-Subscription-Key,
 # X-Access-Key, "Bearer", ...). Content-Type goes only where the body goes (it is dropped with it).
-_CROSS_ORIGIN_HEADERS = frozenset({
-    "accept", "accept-language", "accept-encoding", "user-agent", "content-type", "content-language",
-    "cache-control", "pragma", "dnt", "if-match", "if-none-match", "if-modified-since", "if-unmodified-since",
-    "range",
-})
+_CROSS_ORIGIN_HEADERS = frozenset(
+    {
+        "accept",
+        "accept-language",
+        "accept-encoding",
+        "user-agent",
+        "content-type",
+        "content-language",
+        "cache-control",
+        "pragma",
+        "dnt",
+        "if-match",
+        "if-none-match",
+        "if-modified-since",
+        "if-unmodified-since",
+        "range",
+    }
+)
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 _CHARSET = re.compile(r"charset=\"?([\w.:-]+)", re.IGNORECASE)
 _RENDER_IN_THREAD_BYTES = 200_000  # markdown/JSON rendering of bigger bodies would stall the caller's loop
@@ -83,17 +105,23 @@ class RequestInput(BaseModel):
     # shadow BaseModel.json. Dumps use the alias: logs, approvals and spans show "json".
     model_config = ConfigDict(extra="forbid", serialize_by_alias=True)
 
-    method: Annotated[Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
-                      policy_enum("http.methods")] = Field(description="HTTP method.")
+    method: Annotated[Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"], policy_enum("http.methods")] = Field(
+        description="HTTP method."
+    )
     url: str = Field(description="Absolute http(s) URL.")
-    headers: name_value_pairs(str, 'Extra request headers as name/value pairs, e.g. [{"name": "Accept", "value": '  # type: ignore[valid-type]
-                              '"text/csv"}] (no credentials needed: configured credentials are added for their '
-                              "hosts).") = Field(default_factory=dict)
-    params: name_value_pairs(str | int | float | bool,  # type: ignore[valid-type]
-                             'Query parameters added to the URL, as name/value pairs, e.g. [{"name": "page", '
-                             '"value": 2}].') = Field(default_factory=dict)
-    json_body: JsonText = Field(None, alias="json", description='JSON request body written as JSON text, e.g. '
-                                '"{\"total\": 12.5}" (instead of body).')
+    headers: name_value_pairs(
+        str,
+        'Extra request headers as name/value pairs, e.g. [{"name": "Accept", "value": '  # type: ignore[valid-type]
+        '"text/csv"}] (no credentials needed: configured credentials are added for their '
+        "hosts).",
+    ) = Field(default_factory=dict)
+    params: name_value_pairs(
+        str | int | float | bool,  # type: ignore[valid-type]
+        'Query parameters added to the URL, as name/value pairs, e.g. [{"name": "page", "value": 2}].',
+    ) = Field(default_factory=dict)
+    json_body: JsonText = Field(
+        None, alias="json", description='JSON request body written as JSON text, e.g. "{"total": 12.5}" (instead of body).'
+    )
     body: str | None = Field(None, description="Raw text request body (instead of json).")
     timeout_s: float | None = Field(None, gt=0, description="Timeout in seconds (capped by the policy).")
 
@@ -155,8 +183,17 @@ class _GuardResolver:
         import socket
 
         dest = await self._guard.check_host(host, port)
-        return [{"hostname": host, "host": str(ip), "port": port, "proto": 0, "flags": socket.AI_NUMERICHOST,
-                 "family": socket.AF_INET6 if ip.version == 6 else socket.AF_INET} for ip in dest.addresses]
+        return [
+            {
+                "hostname": host,
+                "host": str(ip),
+                "port": port,
+                "proto": 0,
+                "flags": socket.AI_NUMERICHOST,
+                "family": socket.AF_INET6 if ip.version == 6 else socket.AF_INET,
+            }
+            for ip in dest.addresses
+        ]
 
     async def close(self) -> None:
         return None
@@ -184,8 +221,9 @@ class _ExchangeFailed(Exception):
 class _Client:
     """A connection pool bound to one event loop, pinned to addresses the egress guard checked."""
 
-    async def exchange(self, method: str, url: str, headers: CIMultiDict[str], content: bytes | None,
-                       cap: int, remaining: float) -> _Reply:
+    async def exchange(
+        self, method: str, url: str, headers: CIMultiDict[str], content: bytes | None, cap: int, remaining: float
+    ) -> _Reply:
         raise NotImplementedError
 
     async def aclose(self) -> None:
@@ -201,10 +239,14 @@ class _AiohttpClient(_Client):
 
         # aiohttp asks the resolver for every new connection to a name and connects only to its
         # answers; it skips resolvers for IP literals, which _pin_literal has the guard check.
-        connector = aiohttp.TCPConnector(limit=limit, resolver=_GuardResolver(guard),  # type: ignore[arg-type]
-                                         ssl=ssl_context if ssl_context is not None else True)
+        connector = aiohttp.TCPConnector(
+            limit=limit,
+            resolver=_GuardResolver(guard),  # type: ignore[arg-type]
+            ssl=ssl_context if ssl_context is not None else True,
+        )
         self.session = aiohttp.ClientSession(
-            connector=connector, trust_env=False,
+            connector=connector,
+            trust_env=False,
             cookie_jar=aiohttp.DummyCookieJar(),  # cookies never outlive a call (nor cross sessions)
             timeout=aiohttp.ClientTimeout(total=None),  # the caller's asyncio.timeout bounds the exchange
             skip_auto_headers=("Content-Type",),  # like httpx: a raw body gets no invented type
@@ -230,16 +272,16 @@ class _AiohttpClient(_Client):
             self._checked.clear()
         self._checked.add(key)  # a pure function of host, port and the (fixed) policy
 
-    async def exchange(self, method: str, url: str, headers: CIMultiDict[str], content: bytes | None,
-                       cap: int, remaining: float) -> _Reply:
+    async def exchange(
+        self, method: str, url: str, headers: CIMultiDict[str], content: bytes | None, cap: int, remaining: float
+    ) -> _Reply:
         try:
             try:
                 parsed = yarl.URL(url)
             except ValueError as exc:
                 raise self._invalid_url(url) from exc
             await self._pin_literal(parsed)
-            async with self.session.request(method, parsed, headers=headers, data=content,
-                                            allow_redirects=False) as response:
+            async with self.session.request(method, parsed, headers=headers, data=content, allow_redirects=False) as response:
                 chunks, size, truncated = [], 0, False
                 async for chunk in response.content.iter_any():
                     chunks.append(chunk)
@@ -248,8 +290,13 @@ class _AiohttpClient(_Client):
                         truncated = True  # stop reading: the rest never leaves the socket buffer
                         response.close()  # and the connection is not reused
                         break
-                return _Reply(response.status, response.reason or "", list(response.raw_headers),
-                              b"".join(chunks)[:cap] if truncated else b"".join(chunks), truncated)
+                return _Reply(
+                    response.status,
+                    response.reason or "",
+                    list(response.raw_headers),
+                    b"".join(chunks)[:cap] if truncated else b"".join(chunks),
+                    truncated,
+                )
         except self._connect_errors as exc:
             raise _ConnectFailed(str(exc) or type(exc).__name__) from exc
         except (*self._errors, OSError, ValueError) as exc:  # OSError: a socket error aiohttp did not wrap
@@ -277,18 +324,25 @@ class _AiohttpClient(_Client):
 class _HttpxClient(_Client):
     def __init__(self, guard: EgressGuard, limit: int, ssl_context: ssl.SSLContext | None = None) -> None:
         self.transport = httpx.AsyncHTTPTransport(
-            limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit), trust_env=False,
+            limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
+            trust_env=False,
             verify=ssl_context if ssl_context is not None else True,
         )
         # httpx 0.28 does not take a network backend: install ours on its pool (pinned to httpx<0.29).
         pool = self.transport._pool
         pool._network_backend = _PinnedBackend(guard, pool._network_backend)
 
-    async def exchange(self, method: str, url: str, headers: CIMultiDict[str], content: bytes | None,
-                       cap: int, remaining: float) -> _Reply:
+    async def exchange(
+        self, method: str, url: str, headers: CIMultiDict[str], content: bytes | None, cap: int, remaining: float
+    ) -> _Reply:
         try:
-            request = httpx.Request(method, _parse_url(url), headers=list(headers.items()), content=content,
-                                    extensions={"timeout": httpx.Timeout(remaining).as_dict()})
+            request = httpx.Request(
+                method,
+                _parse_url(url),
+                headers=list(headers.items()),
+                content=content,
+                extensions={"timeout": httpx.Timeout(remaining).as_dict()},
+            )
             response = await self.transport.handle_async_request(request)
             try:
                 chunks, size, truncated = [], 0, False
@@ -300,8 +354,9 @@ class _HttpxClient(_Client):
                         break
             finally:
                 await response.aclose()
-            return _Reply(response.status_code, response.reason_phrase, list(response.headers.raw),
-                          b"".join(chunks)[:cap], truncated)
+            return _Reply(
+                response.status_code, response.reason_phrase, list(response.headers.raw), b"".join(chunks)[:cap], truncated
+            )
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise _ConnectFailed(str(exc) or type(exc).__name__) from exc
         except httpx.TimeoutException as exc:
@@ -329,8 +384,9 @@ class HttpService(Service):
     async def start(self) -> None:
         settings = self.runtime.settings.http
         self._auth = [(_host_rules(a), a) for a in settings.auth]
-        self.base_headers: CIMultiDict[str] = CIMultiDict({"User-Agent": settings.user_agent, "Accept": "*/*",
-                                                           "Accept-Encoding": "gzip, deflate"})
+        self.base_headers: CIMultiDict[str] = CIMultiDict(
+            {"User-Agent": settings.user_agent, "Accept": "*/*", "Accept-Encoding": "gzip, deflate"}
+        )
         self._clients: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
         self._lock = threading.Lock()
         self._closing: set[asyncio.Task[Any]] = set()
@@ -592,8 +648,11 @@ async def http_request(ctx: ActionContext, args: RequestInput) -> ActionOutput:
     # httpx replaces the URL's own query string when params are passed (even params={}): merge here.
     if args.params:
         try:
-            url = str(httpx.URL(url).copy_merge_params(
-                {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in args.params.items()}))
+            url = str(
+                httpx.URL(url).copy_merge_params(
+                    {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in args.params.items()}
+                )
+            )
         except (httpx.InvalidURL, ValueError) as exc:
             raise ActionError("invalid_input", f"invalid URL {url!r}: {exc}") from None
     user_headers = {**extra, **args.headers}
@@ -608,9 +667,11 @@ async def http_request(ctx: ActionContext, args: RequestInput) -> ActionOutput:
     attempt = 0
     while True:
         headers = svc.base_headers.copy()
-        headers.update(user_headers if (target.scheme, target.host, target.port) == origin else {
-            k: v for k, v in user_headers.items() if k.lower() in _CROSS_ORIGIN_HEADERS
-        })
+        headers.update(
+            user_headers
+            if (target.scheme, target.host, target.port) == origin
+            else {k: v for k, v in user_headers.items() if k.lower() in _CROSS_ORIGIN_HEADERS}
+        )
         try:
             auth = svc.auth_headers(target, url)
         except ActionError as exc:
@@ -622,19 +683,35 @@ async def http_request(ctx: ActionContext, args: RequestInput) -> ActionOutput:
             headers.update(auth)
         if cookies:
             _add_cookie_header(headers, cookies, method, url)
-        reply = await _send(ctx, client, method, url, target, headers, content, deadline, timeout_s, cap,
-                            unsafe=args.method not in _IDEMPOTENT, first_hop=not redirects)
+        reply = await _send(
+            ctx,
+            client,
+            method,
+            url,
+            target,
+            headers,
+            content,
+            deadline,
+            timeout_s,
+            cap,
+            unsafe=args.method not in _IDEMPOTENT,
+            first_hop=not redirects,
+        )
         hdrs = _plain_headers(reply.raw_headers)
         if "set-cookie" in hdrs:
             cookies = cookies if cookies is not None else httpx.Cookies()
             # domain/path rules of RFC 6265 decide what goes where
-            cookies.extract_cookies(httpx.Response(reply.status, headers=reply.raw_headers,
-                                                   request=httpx.Request(method, _parse_url(url))))
+            cookies.extract_cookies(
+                httpx.Response(reply.status, headers=reply.raw_headers, request=httpx.Request(method, _parse_url(url)))
+            )
         if reply.status in _REDIRECTS and "location" in hdrs:
             if len(redirects) >= policy.max_redirects:
-                raise ActionError("failed", f"more than {policy.max_redirects} redirects (policy.http.max_redirects)",
-                                  rule="policy.http.max_redirects",
-                                  data={"redirects": redirects})
+                raise ActionError(
+                    "failed",
+                    f"more than {policy.max_redirects} redirects (policy.http.max_redirects)",
+                    rule="policy.http.max_redirects",
+                    data={"redirects": redirects},
+                )
             next_url = urljoin(url, hdrs["location"])
             redirects.append({"status": reply.status, "from": url, "to": next_url})
             try:
@@ -649,9 +726,7 @@ async def http_request(ctx: ActionContext, args: RequestInput) -> ActionOutput:
                 user_headers = {k: v for k, v in user_headers.items() if k.lower() != "content-type"}
             url = next_url
             continue
-        if (
-            reply.status in _RETRY_STATUS and method in _IDEMPOTENT and attempt < ctx.settings.http.retries
-        ):
+        if reply.status in _RETRY_STATUS and method in _IDEMPOTENT and attempt < ctx.settings.http.retries:
             wait = _retry_after(hdrs)
             wait = min(_MAX_RETRY_WAIT_S, wait if wait is not None else 0.2 * 2**attempt)
             if time.monotonic() + wait < deadline - 0.05:  # a retry that cannot finish in time is pointless
@@ -680,8 +755,7 @@ def _unknown_outcome(method: str, url: str, what: str, type_: ErrorType = "timeo
     call would repeat the effect); the message says so and how to check."""
     return ActionError(
         type_,
-        f"{method} {url}: {what}. The request may have reached the server and taken effect; "
-        "its outcome is unknown",
+        f"{method} {url}: {what}. The request may have reached the server and taken effect; its outcome is unknown",
         retryable=False,
         hint="Do not repeat it blindly: first check whether it took effect (e.g. GET the resource it "
         "creates or changes), then repeat it only if it did not.",
@@ -689,8 +763,19 @@ def _unknown_outcome(method: str, url: str, what: str, type_: ErrorType = "timeo
 
 
 async def _send(
-    ctx: ActionContext, client: _Client, method: str, url: str, target: Target, headers: CIMultiDict[str],
-    content: bytes | None, deadline: float, timeout_s: float, cap: int, *, unsafe: bool, first_hop: bool,
+    ctx: ActionContext,
+    client: _Client,
+    method: str,
+    url: str,
+    target: Target,
+    headers: CIMultiDict[str],
+    content: bytes | None,
+    deadline: float,
+    timeout_s: float,
+    cap: int,
+    *,
+    unsafe: bool,
+    first_hop: bool,
 ) -> _Reply:
     """One request (plus connect retries), read up to ``cap`` bytes, all within ``deadline``.
 
@@ -729,25 +814,25 @@ async def _send(
                 tls = _tls_failure(exc)
                 span.set_attribute("error.type", "tls" if tls else "ConnectError")
                 if tls:  # retrying cannot fix a certificate
-                    raise ActionError("failed", f"TLS verification failed for {target.host}: {tls}",
-                                      hint="The server's certificate is not valid for this host name.") from None
+                    raise ActionError(
+                        "failed",
+                        f"TLS verification failed for {target.host}: {tls}",
+                        hint="The server's certificate is not valid for this host name.",
+                    ) from None
                 wait = 0.2 * 2**attempt
-                if (method in _IDEMPOTENT and attempt < ctx.settings.http.retries
-                        and time.monotonic() + wait < deadline - 0.05):
+                if method in _IDEMPOTENT and attempt < ctx.settings.http.retries and time.monotonic() + wait < deadline - 0.05:
                     attempt += 1
                     await asyncio.sleep(wait)
                     continue
                 if acted:
-                    raise _unknown_outcome(method, url, f"the redirect target cannot be reached ({exc})",
-                                           "unavailable") from None
+                    raise _unknown_outcome(method, url, f"the redirect target cannot be reached ({exc})", "unavailable") from None
                 raise ActionError("unavailable", f"cannot connect to {target.host}: {exc}", retryable=True) from None
             except TimeoutError as exc:
                 span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
                 span.set_attribute("error.type", "timeout")
                 if unsafe:
                     raise _unknown_outcome(method, url, f"no complete response within {timeout_s:g} s") from None
-                raise ActionError("timeout", f"{method} {url} did not complete within {timeout_s:g} s",
-                                  retryable=True) from None
+                raise ActionError("timeout", f"{method} {url} did not complete within {timeout_s:g} s", retryable=True) from None
             except _ExchangeFailed as exc:
                 cause = exc.__cause__
                 span.set_status(Status(StatusCode.ERROR, type(cause or exc).__name__))
@@ -777,8 +862,15 @@ def _is_invalid_url(exc: BaseException | None) -> bool:
 
 
 def _result(
-    reply: _Reply, url: str, headers: dict[str, str], redirects: list[dict[str, Any]], cap: int, method: str,
-    elapsed_ms: float, retries: int, redactor: Redactor | None = None,
+    reply: _Reply,
+    url: str,
+    headers: dict[str, str],
+    redirects: list[dict[str, Any]],
+    cap: int,
+    method: str,
+    elapsed_ms: float,
+    retries: int,
+    redactor: Redactor | None = None,
 ) -> ActionOutput:
     body = reply.body
     ctype = headers.get("content-type", "")
@@ -811,8 +903,9 @@ def _result(
     return ActionOutput(output="\n".join(lines).rstrip(), data=data)
 
 
-def _render(body: bytes, mime: str, encoding: str, truncated: bool, url: str | None = None,
-            redactor: Redactor | None = None) -> tuple[str, Any]:
+def _render(
+    body: bytes, mime: str, encoding: str, truncated: bool, url: str | None = None, redactor: Redactor | None = None
+) -> tuple[str, Any]:
     """The body as the model reads it: JSON compact (indentation cost ~1.6x the characters on list-heavy
     data, so the output cap cut sooner), HTML as markdown with links made absolute against the final
     URL (after redirects, as a browser resolves them: the model can follow them as they are). A body

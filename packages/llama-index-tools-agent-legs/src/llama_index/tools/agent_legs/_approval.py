@@ -32,8 +32,15 @@ log = logging.getLogger("agent_legs")
 _ASKED_KEY = "agent_legs_approval_asked:"
 
 
-async def decide_in_workflow(legs: Legs, action: str, kwargs: dict[str, Any], session: str, call_id: str | None,
-                             ctx: Context | None, timeout_s: float | None) -> ApprovalDecision | None:
+async def decide_in_workflow(
+    legs: Legs,
+    action: str,
+    kwargs: dict[str, Any],
+    session: str,
+    call_id: str | None,
+    ctx: Context | None,
+    timeout_s: float | None,
+) -> ApprovalDecision | None:
     """The person's decision for this call, or ``None`` when nobody needs asking.
 
     A standing rule spares the question, but not an answer already asked for: once the request is out,
@@ -63,8 +70,10 @@ async def _mark_asked(ctx: Context, approval_id: str) -> None:
 
 
 def _approval_id(request: ApprovalRequest) -> str:
-    return request.call_id or "approval-" + hashlib.sha256(
-        json.dumps(request.payload(), sort_keys=True, default=str).encode()).hexdigest()[:24]
+    return (
+        request.call_id
+        or "approval-" + hashlib.sha256(json.dumps(request.payload(), sort_keys=True, default=str).encode()).hexdigest()[:24]
+    )
 
 
 async def wait_for_decision(ctx: Context | None, request: ApprovalRequest, timeout_s: float | None) -> ApprovalDecision:
@@ -75,16 +84,22 @@ async def wait_for_decision(ctx: Context | None, request: ApprovalRequest, timeo
     the answer.
     """
     if ctx is None:
-        raise ConfigError("approvals='events' waits for a HumanResponseEvent in a workflow: call the tool from an "
-                          "agent (FunctionAgent, AgentWorkflow), which passes its Context")
+        raise ConfigError(
+            "approvals='events' waits for a HumanResponseEvent in a workflow: call the tool from an "
+            "agent (FunctionAgent, AgentWorkflow), which passes its Context"
+        )
     payload = request.payload()
     approval_id = payload["id"] = _approval_id(request)
     await _mark_asked(ctx, approval_id)
     question = f"Approve {request.tool_name}? {request.reason}"
     try:
         event = await ctx.wait_for_event(
-            HumanResponseEvent, waiter_event=InputRequiredEvent(prefix=question, approval=payload),
-            waiter_id=approval_id, requirements={"approval_id": approval_id}, timeout=timeout_s)
+            HumanResponseEvent,
+            waiter_event=InputRequiredEvent(prefix=question, approval=payload),
+            waiter_id=approval_id,
+            requirements={"approval_id": approval_id},
+            timeout=timeout_s,
+        )
     except TimeoutError:
         return ApprovalDecision(type="reject", message=f"no answer within {timeout_s:g} s")
     try:

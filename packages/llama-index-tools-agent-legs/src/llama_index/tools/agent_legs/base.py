@@ -48,9 +48,16 @@ class AgentLegsToolSpec(BaseToolSpec):
 
     spec_functions: list[Any] = []  # generated in to_tool_list()  # noqa: RUF012
 
-    def __init__(self, legs: Legs, include: list[str] | None = None, exclude: list[str] | None = None,
-                 session: str | None = None, images: bool = True,
-                 approvals: Literal["approver", "events"] = "approver", approval_timeout_s: float | None = None) -> None:
+    def __init__(
+        self,
+        legs: Legs,
+        include: list[str] | None = None,
+        exclude: list[str] | None = None,
+        session: str | None = None,
+        images: bool = True,
+        approvals: Literal["approver", "events"] = "approver",
+        approval_timeout_s: float | None = None,
+    ) -> None:
         if approvals not in ("approver", "events"):
             raise ConfigError(f"approvals must be 'approver' or 'events', not {approvals!r}")
         self.approvals = approvals
@@ -88,8 +95,10 @@ class AgentLegsToolSpec(BaseToolSpec):
             session, call_id = self.session or "default", _current_tool_call_id()
             approval = None
             if self.approvals == "events" and legs.approval_request(action, kwargs, session, call_id) is not None:
-                approval = ApprovalDecision(type="reject", message="approvals='events' waits in the workflow: call "
-                                                                   "the tool asynchronously (acall), as agents do")
+                approval = ApprovalDecision(
+                    type="reject",
+                    message="approvals='events' waits in the workflow: call the tool asynchronously (acall), as agents do",
+                )
             result = legs.run(action, kwargs, session=session, call_id=call_id, approval=approval)
             return _output(legs, tool_name, kwargs, result, images)
 
@@ -108,8 +117,8 @@ class AgentLegsToolSpec(BaseToolSpec):
         return FunctionTool.from_defaults(
             fn=run,
             async_fn=arun,
-            tool_metadata=metadata or ToolMetadata(name=tool_name, description=spec.description,
-                                                   fn_schema=tool_model(legs, spec)),
+            tool_metadata=metadata
+            or ToolMetadata(name=tool_name, description=spec.description, fn_schema=tool_model(legs, spec)),
             # direct calls (no agent) need no Context; an agent passes its own, which wins
             partial_params={"ctx": None},
             # FunctionTool would wrap our ToolOutput in another one (str() of it as the content).
@@ -122,11 +131,19 @@ def _output(legs: Legs, tool_name: str, kwargs: dict[str, Any], result: ActionRe
     if not result.ok:
         blocks: list[Any] = [TextBlock(text=result.output or "(no output)")]
     else:
-        blocks = [TextBlock(text=p["text"]) if p["type"] == "text" else
-                  ImageBlock(image=p["base64"].encode(), image_mimetype=p["mime_type"])
-                  for p in result_content(legs, result, images=images)]
-    return ToolOutput(blocks=blocks, tool_name=tool_name, raw_input={"args": (), "kwargs": kwargs},
-                      raw_output=result.model_dump(mode="json"), is_error=not result.ok)
+        blocks = [
+            TextBlock(text=p["text"])
+            if p["type"] == "text"
+            else ImageBlock(image=p["base64"].encode(), image_mimetype=p["mime_type"])
+            for p in result_content(legs, result, images=images)
+        ]
+    return ToolOutput(
+        blocks=blocks,
+        tool_name=tool_name,
+        raw_input={"args": (), "kwargs": kwargs},
+        raw_output=result.model_dump(mode="json"),
+        is_error=not result.ok,
+    )
 
 
 def _passthrough(output: Any) -> Any:
