@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from ._errors import ActionError
+from ._matching import HostRule, normalize_host, parse_host_rule
 from ._policy import NetworkPolicy
 
 __all__ = ["Destination", "EgressGuard", "Resolver", "Target", "classify_ip", "is_loopback_host", "normalize_host"]
@@ -44,42 +45,7 @@ _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
 _IPV4_COMPAT = ipaddress.ip_network("::/96")
-_NUMERIC_HOST = re.compile(r"^[0-9a-fx.]+$", re.IGNORECASE)
 _CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
-
-
-@functools.lru_cache(maxsize=4096)  # pure; errors are not cached
-def normalize_host(host: str) -> str:
-    """Lowercase, IDNA-encode, strip a trailing dot, and canonicalise IP literals.
-
-    ``2130706433``, ``0x7f000001``, ``0177.0.0.1`` and ``127.1`` all become ``127.0.0.1`` (as
-    browsers and libc read them); ``[::ffff:127.0.0.1]`` becomes ``::ffff:7f00:1``.
-    """
-    h = host.strip()
-    if h.startswith("[") and h.endswith("]"):
-        h = h[1:-1]
-    h = h.rstrip(".").lower()
-    if not h:
-        raise ActionError("invalid_input", "empty host name")
-    if "%" in h or ":" in h:
-        try:
-            return str(ipaddress.ip_address(h.split("%", 1)[0]))  # zones say nothing about the target
-        except ValueError:
-            raise ActionError("invalid_input", f"invalid IPv6 address {host!r}") from None
-    if not h.isascii():
-        try:  # IDNA (with NFKC mapping): fullwidth digits and dots become ASCII here
-            h = h.encode("idna").decode("ascii").rstrip(".")
-        except UnicodeError:
-            raise ActionError("invalid_input", f"invalid host name {host!r}") from None
-    if _NUMERIC_HOST.match(h):
-        try:
-            return socket.inet_ntoa(socket.inet_aton(h))
-        except OSError:
-            if h.replace(".", "").isdigit():
-                raise ActionError("invalid_input", f"invalid IPv4 address {host!r}") from None
-    if not re.fullmatch(r"[a-z0-9_.-]+", h) or ".." in h:
-        raise ActionError("invalid_input", f"invalid host name {host!r}")
-    return h
 
 
 @functools.lru_cache(maxsize=4096)
@@ -140,44 +106,6 @@ def classify_ip(ip: IPAddress) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
-class _Rule:
-    text: str
-    host_rx: re.Pattern[str] | None
-    network: ipaddress.IPv4Network | ipaddress.IPv6Network | None
-    port: int | None
-    explicit: bool  # names one host (no wildcard): may reach a private address
-
-    def matches(self, host: str, port: int) -> bool:
-        if self.port is not None and self.port != port:
-            return False
-        if self.network is not None:
-            ip = _ip(host)
-            return ip is not None and ip.version == self.network.version and ip in self.network
-        return self.host_rx is not None and self.host_rx.match(host) is not None
-
-
-def _parse_rule(text: str) -> _Rule:
-    raw = text.strip().lower()
-    port: int | None = None
-    host = raw
-    m = re.fullmatch(r"\[([0-9a-f:.%a-z]+)\](?::(\d+))?", raw)
-    if m:  # [v6]:port
-        host, port = m.group(1), int(m.group(2)) if m.group(2) else None
-    elif raw.count(":") == 1:
-        host, _, p = raw.partition(":")
-        if not p.isdigit():
-            raise ValueError(f"invalid port in host rule {text!r}")
-        port = int(p)
-    if "/" in host:
-        return _Rule(text, None, ipaddress.ip_network(host, strict=False), port, True)
-    if host == "*" or any(c in host for c in "*?["):
-        rx = re.compile("^" + re.escape(host).replace(r"\*", "[^/]*").replace(r"\?", ".") + "$")
-        return _Rule(text, rx, None, port, False)
-    canonical = normalize_host(host)
-    return _Rule(text, re.compile("^" + re.escape(canonical) + "$"), None, port, True)
-
-
-@dataclass(frozen=True, slots=True)
 class Target:
     """A URL that passed the scheme and host rules (not yet resolved)."""
 
@@ -205,8 +133,8 @@ class EgressGuard:
     def __init__(self, policy: NetworkPolicy, resolver: Resolver | None = None) -> None:
         self.policy = policy
         self.resolver: Resolver = resolver or _system_resolver
-        self._allow = [_parse_rule(r) for r in policy.allow_hosts]
-        self._deny = [_parse_rule(r) for r in policy.deny_hosts]
+        self._allow = [parse_host_rule(r) for r in policy.allow_hosts]
+        self._deny = [parse_host_rule(r) for r in policy.deny_hosts]
         self._schemes = set(policy.schemes)
         # URL -> its Target: check_target is a pure function of the URL and this (fixed) policy, and
         # URLs repeat (polling, retries). Only passes are kept; a refusal is worked out every time.
@@ -263,8 +191,8 @@ class EgressGuard:
         for rule in self._deny:
             if rule.matches(host, port):
                 raise ActionError("denied", f"{host}:{port} is denied", rule=f"policy.network.deny_hosts[{rule.text!r}]")
-        explicit: _Rule | None = None
-        wildcard: _Rule | None = None
+        explicit: HostRule | None = None
+        wildcard: HostRule | None = None
         for rule in self._allow:
             if rule.matches(host, port):
                 if rule.explicit:

@@ -42,6 +42,7 @@ from typing import Any, BinaryIO, Literal, TypeVar
 
 from . import _acl
 from ._errors import ActionError
+from ._matching import DenyList, glob_to_regex, path_matcher
 from ._models import Artifact
 from ._policy import FilesPolicy
 
@@ -79,107 +80,6 @@ _datasync = getattr(os, "fdatasync", os.fsync)
 
 WriteMode = Literal["overwrite", "append", "create"]
 Kind = Literal["file", "dir", "symlink", "other"]
-
-
-def glob_to_regex(pattern: str, *, ignore_case: bool = False) -> re.Pattern[str]:
-    """Translate a path glob: ``**`` spans directories, ``*`` and ``?`` stay within one name."""
-    out, i = [], 0
-    while i < len(pattern):
-        c = pattern[i]
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-            continue
-        if pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-            continue
-        if c == "*":
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[":
-            j = pattern.find("]", i + 2 if pattern.startswith("[!", i) or pattern.startswith("[]", i) else i + 1)
-            if j == -1:
-                out.append(re.escape(c))
-            else:
-                body = pattern[i + 1 : j].replace("\\", "\\\\")
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                out.append(f"[{body}]")
-                i = j
-        else:
-            out.append(re.escape(c))
-        i += 1
-    flags = re.DOTALL | (re.IGNORECASE if ignore_case else 0)
-    try:
-        return re.compile("".join(out) + r"\Z", flags)
-    except re.error:  # e.g. a reversed range "[z-a]": match it literally rather than fail
-        return re.compile(re.escape(pattern) + r"\Z", flags)
-
-
-def path_matcher(pattern: str) -> Callable[[str], bool]:
-    """A predicate on relative paths: patterns with '/' match the whole path, others any name
-    (as .gitignore and ripgrep do), so '*.py' finds Python files at any depth."""
-    rx = glob_to_regex(pattern)
-    if "/" in pattern:
-        return lambda rel: rx.match(rel) is not None
-    return lambda rel: rx.match(rel.rsplit("/", 1)[-1]) is not None
-
-
-def _union(rxs: list[re.Pattern[str]]) -> re.Pattern[str] | None:
-    return re.compile("|".join(f"(?:{rx.pattern})" for rx in rxs), re.DOTALL | re.IGNORECASE) if rxs else None
-
-
-class DenyList:
-    """``policy.files.deny``: the one matcher every family uses (files, attachments, uploads, the
-    sandbox's masks), so they cannot disagree.
-
-    A path is denied when the path itself or any of its ancestors matches a pattern: patterns
-    without '/' match a name at any depth (``.env`` denies ``a/.env`` and ``a/.env/b``), others match
-    a whole path from the root (``secrets/**`` denies ``secrets/a``; ``secrets/*`` denies
-    ``secrets/a/b`` too, through its ancestor ``secrets/a``). Matching ignores case (Unicode
-    case folding as ``re.IGNORECASE`` does it): the workspace may sit on a case-insensitive file
-    system, where ``.ENV`` *is* ``.env``, and ``server.PEM`` is a key whatever its case.
-    """
-
-    __slots__ = ("_names", "_paths", "_rules", "by_path")
-
-    def __init__(self, patterns: list[str]) -> None:
-        rules = []
-        for p in patterns:
-            # '**/NAME' (NAME without '/') is a name pattern: it matches NAME at any depth.
-            name = p[3:] if p.startswith("**/") and "/" not in p[3:] and "**" not in p[3:] else p
-            anywhere = "/" not in name
-            rules.append((p, glob_to_regex(name if anywhere else p, ignore_case=True), anywhere))
-        self._rules = rules
-        self._names = _union([rx for _, rx, anywhere in rules if anywhere])
-        self._paths = _union([rx for _, rx, anywhere in rules if not anywhere])
-        self.by_path = self._paths is not None
-        """Whether some pattern matches whole paths: only then can a rename of a directory change
-        the denial of what is inside it (name patterns deny the same entries wherever they are)."""
-
-    def __bool__(self) -> bool:
-        return bool(self._rules)
-
-    def rule(self, rel: str) -> str | None:
-        """The first pattern that denies the normalised relative path ``rel`` ('a/b.txt'), or None."""
-        if not self._rules or rel in ("", "."):
-            return None
-        parts = rel.split("/")
-        # Combined regexes answer "denied?" (the common answer is no); then find which rule.
-        names, paths = self._names, self._paths
-        if names is None or not any(map(names.match, parts)):
-            if paths is None:
-                return None
-            prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-            if not any(map(paths.match, prefixes)):
-                return None
-        prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-        for pattern, rx, anywhere in self._rules:
-            if any(rx.match(x) for x in prefixes) or (anywhere and any(rx.match(p) for p in parts)):
-                return pattern
-        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -109,14 +109,14 @@ class RequestInput(BaseModel):
         description="HTTP method."
     )
     url: str = Field(description="Absolute http(s) URL.")
-    headers: name_value_pairs(
+    headers: name_value_pairs(  # type: ignore[valid-type]
         str,
-        'Extra request headers as name/value pairs, e.g. [{"name": "Accept", "value": '  # type: ignore[valid-type]
+        'Extra request headers as name/value pairs, e.g. [{"name": "Accept", "value": '
         '"text/csv"}] (no credentials needed: configured credentials are added for their '
         "hosts).",
     ) = Field(default_factory=dict)
-    params: name_value_pairs(
-        str | int | float | bool,  # type: ignore[valid-type]
+    params: name_value_pairs(  # type: ignore[valid-type]
+        str | int | float | bool,
         'Query parameters added to the URL, as name/value pairs, e.g. [{"name": "page", "value": 2}].',
     ) = Field(default_factory=dict)
     json_body: JsonText = Field(
