@@ -82,7 +82,7 @@ def _timed() -> Iterator[list[float]]:
 # -- Agent Legs ----------------------------------------------------------------------------------
 def bench_agent_legs(iterations: int, first_calls: int) -> dict[str, Any]:
     from agent_legs import Legs
-    from agent_legs.actions._code import CodeService
+    from agent_legs.actions.code._actions import CodeService
 
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:

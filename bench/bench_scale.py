@@ -116,7 +116,7 @@ def _containers(pid: int) -> list[str]:
     """Ids of the sandbox containers this process owns (running or pooled)."""
     import docker
 
-    from agent_legs.actions._code import _HOST, LABEL
+    from agent_legs.actions.code._actions import _HOST, LABEL
 
     client = docker.from_env()
     try:

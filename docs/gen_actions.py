@@ -16,7 +16,6 @@ from pydantic import BaseModel
 
 from agent_legs import Policy, Settings
 from agent_legs._registry import REGISTRY
-from agent_legs.actions import __name__ as _registered  # noqa: F401  (imports every family)
 
 HERE = Path(__file__).parent
 FAMILIES = {

@@ -24,7 +24,7 @@ import time
 import pytest
 
 from agent_legs import Legs
-from agent_legs.actions._browser import BrowserService
+from agent_legs.actions.browser._actions import BrowserService
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 

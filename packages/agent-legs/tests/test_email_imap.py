@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from agent_legs import Legs
-from agent_legs.actions._email import _utf7_decode, _utf7_encode
+from agent_legs.actions.email._actions import _utf7_decode, _utf7_encode
 from agent_legs_testing import free_port
 from agent_legs_testing.mail import PASSWORD
 

@@ -182,7 +182,7 @@ def test_process_killed_mid_send_is_reported_not_resent(dirs, smtp_server, mail_
 
 
 def test_identical_content_is_a_new_send_after_the_window(legs, smtp_server, monkeypatch) -> None:
-    import agent_legs.actions._email as email_actions
+    import agent_legs.actions.email._actions as email_actions
 
     first = send(legs)
     monkeypatch.setattr(email_actions, "_CONTENT_DEDUPE_WINDOW_S", 0)

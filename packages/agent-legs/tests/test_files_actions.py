@@ -185,7 +185,7 @@ def test_files_actions_are_read_only_flagged(legs) -> None:
 
 def test_save_unique(dirs) -> None:
     from agent_legs._policy import FilesPolicy
-    from agent_legs._workspace import Workspace
+    from agent_legs.actions.files._workspace import Workspace
 
     ws = Workspace(dirs[0], FilesPolicy(), dirs[1])
     assert ws.save_unique("shots/page.png", b"1").path == "shots/page.png"
@@ -311,7 +311,7 @@ def test_move_overwrite_keeps_the_replaced_file_in_the_trash(legs, dirs) -> None
 
 def test_delete_returns_a_trash_id_that_restores(legs, dirs) -> None:
     from agent_legs._policy import FilesPolicy
-    from agent_legs._workspace import Workspace
+    from agent_legs.actions.files._workspace import Workspace
 
     (dirs[0] / "x.txt").write_text("precious")
     r = legs.run("files.delete", {"path": "x.txt"})

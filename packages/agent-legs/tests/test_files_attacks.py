@@ -11,7 +11,7 @@ import pytest
 
 from agent_legs import ActionError, Legs
 from agent_legs._policy import FilesPolicy
-from agent_legs._workspace import Workspace
+from agent_legs.actions.files._workspace import Workspace
 
 SECRET = "outside-secret-content"
 

@@ -383,7 +383,7 @@ def test_default_port_and_policy_port_rules(dirs, http_server) -> None:
 
 
 def _transports(legs) -> dict:
-    from agent_legs.actions._http import _SERVICES
+    from agent_legs.actions.http._actions import _SERVICES
 
     svc = _SERVICES.get(legs._runtime)
     return {} if svc is None else dict(svc._clients)
@@ -544,7 +544,7 @@ async def test_tls_is_verified_against_the_name_while_pinned_to_the_ip(layer, tl
 
     from agent_legs._egress import EgressGuard
     from agent_legs._policy import NetworkPolicy
-    from agent_legs.actions._http import _AiohttpClient, _ConnectFailed, _HttpxClient, _tls_failure
+    from agent_legs.actions.http._actions import _AiohttpClient, _ConnectFailed, _HttpxClient, _tls_failure
 
     srv, client_ctx = tls_server
 
@@ -598,7 +598,7 @@ async def test_the_connection_layer_itself_refuses_unchecked_ip_literals(layer, 
     from agent_legs import ActionError
     from agent_legs._egress import EgressGuard
     from agent_legs._policy import NetworkPolicy
-    from agent_legs.actions._http import _AiohttpClient, _HttpxClient
+    from agent_legs.actions.http._actions import _AiohttpClient, _HttpxClient
 
     guard = EgressGuard(NetworkPolicy(allow_hosts=["*"]))  # wildcard: private addresses stay refused
     client = (_AiohttpClient if layer == "aiohttp" else _HttpxClient)(guard, 10)
@@ -902,7 +902,7 @@ def test_allow_http_sends_them_and_loopback_needs_no_opt_in(dirs, http_server) -
 
 
 def test_a_redirect_from_https_down_to_http_is_refused_before_sending(dirs, tls_server, http_server, monkeypatch):
-    from agent_legs.actions._http import HttpService
+    from agent_legs.actions.http._actions import HttpService
 
     srv, client_ctx = tls_server
     original = HttpService.new_client

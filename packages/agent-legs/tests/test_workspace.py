@@ -16,7 +16,7 @@ import pytest
 
 from agent_legs import ActionError
 from agent_legs._policy import FilesPolicy
-from agent_legs._workspace import Workspace, decode_text, glob_to_regex, path_matcher
+from agent_legs.actions.files._workspace import Workspace, decode_text, glob_to_regex, path_matcher
 
 
 @pytest.fixture
@@ -496,7 +496,7 @@ def test_state_dir_bind_mounted_into_the_workspace_is_unreachable(tmp_path: Path
         import subprocess, sys
         subprocess.run(["mount", "--bind", {str(state)!r}, {str(root / "mnt")!r}], check=True)
         from agent_legs._policy import FilesPolicy
-        from agent_legs._workspace import Workspace
+        from agent_legs.actions.files._workspace import Workspace
         from agent_legs import ActionError
         w = Workspace({str(root)!r}, FilesPolicy(), {str(state)!r})
         assert open({str(root / "mnt/trash/secret.txt")!r}).read() == "s"  # the mount works
@@ -522,7 +522,7 @@ def test_state_dir_bind_mounted_into_the_workspace_is_unreachable(tmp_path: Path
 
 # -- sweeping temporary files (issue 22.2) --------------------------------------------------------
 def test_sweep_removes_only_abandoned_temp_names_of_our_pattern(ws: Workspace, dirs, tmp_path) -> None:
-    from agent_legs._workspace import _owner_tag, _temp_name
+    from agent_legs.actions.files._workspace import _owner_tag, _temp_name
 
     root = dirs[0]
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -570,7 +570,7 @@ def test_sweep_stops_at_its_entry_cap(ws: Workspace, dirs) -> None:
 
 
 def test_cancel_commit_point() -> None:
-    from agent_legs._workspace import Cancel
+    from agent_legs.actions.files._workspace import Cancel
 
     c = Cancel()
     c.commit()
@@ -583,7 +583,7 @@ def test_cancel_commit_point() -> None:
 
 
 def test_temp_names_carry_their_owner(ws: Workspace, dirs) -> None:
-    from agent_legs._workspace import _TMP_NAME, _temp_name
+    from agent_legs.actions.files._workspace import _TMP_NAME, _temp_name
 
     m = _TMP_NAME.match(_temp_name())
     assert m and int(m.group(2)) == os.getpid()

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from ._secrets import Redactor, Secrets
     from ._service import Service
     from ._settings import Settings
-    from ._workspace import Workspace
+    from .actions.files._workspace import Workspace
 
 __all__ = ["ActionContext"]
 

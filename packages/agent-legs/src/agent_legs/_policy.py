@@ -28,9 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from ._errors import ConfigError
+from ._sections import PolicySection
+from .actions.browser._policy import BrowserPolicy
+from .actions.code._policy import CodePolicy
+from .actions.email._policy import EmailPolicy
+from .actions.files._policy import FilesPolicy
+from .actions.http._policy import HttpPolicy
 
 __all__ = [
     "ApprovalRule",
@@ -48,23 +54,7 @@ __all__ = [
 ]
 
 
-class _Section(BaseModel):
-    # A typo in a policy must fail loudly, not silently allow something.
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class FilesPolicy(_Section):
-    read_only: bool = False
-    deny: list[str] = Field(
-        default_factory=lambda: [".env", "**/.env", "**/*.pem", "**/id_*", "**/*.key"],
-        description="Workspace-relative globs that can never be read or written.",
-    )
-    max_read_bytes: int = Field(1_000_000, gt=0)
-    max_write_bytes: int = Field(10_000_000, gt=0)
-    timeout_s: float = Field(30, gt=0)
-
-
-class NetworkPolicy(_Section):
+class NetworkPolicy(PolicySection):
     allow_hosts: list[str] = Field(
         default_factory=lambda: ["*"],
         description='Host globs with optional ":port". "*" means any public host.',
@@ -82,43 +72,7 @@ class NetworkPolicy(_Section):
         return [s.lower() for s in v]
 
 
-class HttpPolicy(_Section):
-    methods: list[str] = Field(default_factory=lambda: ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"])
-    timeout_s: float = Field(30, gt=0)
-    max_response_bytes: int = Field(2_000_000, gt=0)
-    max_redirects: int = Field(10, ge=0)
-
-    @field_validator("methods")
-    @classmethod
-    def _upper(cls, v: list[str]) -> list[str]:
-        return [m.upper() for m in v]
-
-
-class BrowserPolicy(_Section):
-    timeout_s: float = Field(30, gt=0)
-    max_download_bytes: int = Field(50_000_000, gt=0)
-    # Uploads leave the machine: their own, smaller cap (all files of one browser.fill together).
-    max_upload_bytes: int = Field(10_000_000, gt=0)
-
-
-class CodePolicy(_Section):
-    network: bool = False
-    timeout_s: float = Field(60, gt=0)
-    memory_mb: int = Field(512, ge=32)
-    cpus: float = Field(1.0, gt=0)
-    max_output_bytes: int = Field(100_000, gt=0)
-    pids_limit: int = Field(256, ge=16)
-    tmp_mb: int = Field(256, ge=1)
-
-
-class EmailPolicy(_Section):
-    allow_recipients: list[str] = Field(default_factory=list, description='Address globs such as "*@example.com"; empty: nobody.')
-    max_recipients: int = Field(10, ge=1)
-    max_attachment_bytes: int = Field(10_000_000, gt=0)
-    timeout_s: float = Field(60, gt=0)
-
-
-class Budget(_Section):
+class Budget(PolicySection):
     actions: str | list[str] = "*"
     limit: int = Field(ge=0)
     per: Literal["minute", "hour", "day", "month", "total"] = "total"
@@ -139,7 +93,7 @@ class Budget(_Section):
 ConditionValue = str | int | float | bool
 
 
-class ApprovalRule(_Section):
+class ApprovalRule(PolicySection):
     """A conditional ``require_approval`` entry: ``action`` needs approval unless every argument named
     in ``unless`` fits its accepted values (strings: case-insensitive globs)."""
 
@@ -164,7 +118,7 @@ def _fits(value: Any, accepted: list[ConditionValue]) -> bool:
     return False
 
 
-class Policy(_Section):
+class Policy(PolicySection):
     """What the agent may do. ``deny`` > ``require_approval`` > ``allow``; unlisted -> denied."""
 
     allow: list[str] = Field(

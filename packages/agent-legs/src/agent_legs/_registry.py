@@ -145,7 +145,7 @@ class ActionRegistry:
         return len(self._specs)
 
 
-REGISTRY = ActionRegistry(loader=lambda: importlib.import_module("agent_legs.actions"))
+REGISTRY = ActionRegistry(loader=lambda: importlib.import_module("agent_legs.actions").load_builtin())
 """The built-in actions (imported on first use: ``import agent_legs`` stays light) and any registered
 with ``@action`` without a ``registry``."""
 

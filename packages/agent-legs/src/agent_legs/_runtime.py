@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from ._egress import EgressGuard, Resolver
     from ._state import StateStore
-    from ._workspace import Workspace
+    from .actions.files._workspace import Workspace
 
 __all__ = ["Runtime"]
 
@@ -95,7 +95,7 @@ class Runtime:
     # -- shared resources ----------------------------------------------------------------------
     @cached_property
     def workspace(self) -> Workspace:
-        from ._workspace import Workspace
+        from .actions.files._workspace import Workspace
 
         workspace = Workspace(self.workspace_path, self.policy.files, self.state_dir)
         self.sweep = workspace.start_sweep()  # temp files of interrupted writes (a killed process)

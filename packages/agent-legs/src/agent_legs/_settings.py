@@ -17,13 +17,17 @@ import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ._errors import ConfigError
-from ._version import __version__
+from ._sections import SettingsSection
+from .actions.browser._settings import BrowserSettings
+from .actions.code._settings import CodeSettings
+from .actions.email._settings import EmailSettings, MailServer
+from .actions.http._settings import HttpAuth, HttpSettings
 
 __all__ = [
     "ENV_PREFIX",
@@ -47,103 +51,7 @@ __all__ = [
 ENV_PREFIX = "AGENT_LEGS_"
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class HttpAuth(_Section):
-    hosts: list[str] = Field(description="Host globs (optional ':port') that receive these headers.")
-    headers: dict[str, str] = Field(description="Header values; use {secret:NAME} for credentials.")
-    allow_http: bool = Field(
-        False,
-        description="Also send these headers over plain http:// to non-loopback "
-        "hosts (readable by anyone on the path). By default they go only over https or to "
-        "127.0.0.1, [::1] and localhost; a plain-http request to a listed host is refused.",
-    )
-
-
-class HttpSettings(_Section):
-    auth: list[HttpAuth] = Field(default_factory=list)
-    user_agent: str = f"agent-legs/{__version__} (+https://github.com/agent-legs/agent-legs)"
-    max_connections: int = 100
-    retries: int = Field(2, ge=0, description="Retries of idempotent requests on transient errors.")
-    transport: Literal["aiohttp", "httpx"] = Field(
-        "aiohttp",
-        description="Connection layer: aiohttp, driven directly (measured ~2x the sequential speed and "
-        "~9x the concurrent throughput), or httpx's own pool.",
-    )
-
-
-class BrowserSettings(_Section):
-    executable_path: str | None = Field(
-        None, description="Chromium binary; with ws_endpoint, its path on the server's machine (sent as a launch option)."
-    )
-    ws_endpoint: str | None = Field(
-        None,
-        description="A Playwright server (playwright run-server --unsafe, so it "
-        "applies our launch flags; or launch-server pre-launched with them).",
-    )
-    cdp_url: str | None = Field(None, description="A Chromium reachable over CDP.")
-    proxy_bind: str = Field(
-        "127.0.0.1",
-        description="Address each session's egress proxy listens on. Change it "
-        "only for a browser on another host, to an address only that host can reach.",
-    )
-    proxy_host: str | None = Field(
-        None,
-        description="Address the browser is told to reach the proxies at "
-        "(default: proxy_bind; required when proxy_bind is 0.0.0.0 or ::).",
-    )
-    headless: bool = True
-    profile: str | None = Field(None, description="Named profile whose cookies persist in the state dir.")
-    max_content_chars: int = 20_000
-    max_concurrent_loads: int = Field(
-        0,
-        ge=0,
-        description="Page loads (navigate, click, fill with submit, back) "
-        "one browser runs at once; others wait their turn within their timeout. "
-        "0: twice the CPU count.",
-    )
-
-
-class CodeSettings(_Section):
-    docker_host: str | None = Field(None, description="Docker daemon URL; default DOCKER_HOST or the local socket.")
-    image: str = "agent-legs-sandbox:latest"
-    pool_size: int = Field(2, ge=0, description="Pre-started containers ready for new sessions.")
-    session_ttl_s: float = Field(1800, gt=0)
-    runtime: Literal["runc", "runsc"] = Field(
-        "runc",
-        description="Container runtime: runc (Docker's default) or runsc (gVisor: a user-space kernel "
-        "between the code and the host's, for stronger isolation; slower to start, hidden by the pool). runsc must be "
-        "registered with Docker (shared/sandbox/ensure-runsc.sh; `agent-legs doctor` checks it).",
-    )
-    uid: int = Field(
-        1000,
-        ge=1,
-        lt=2**31,
-        description="The user (and group) id the sandbox runs as when the "
-        "workspace is owned by root; it gets access through POSIX ACLs, never by chown. Pick an id no "
-        "host account uses. (A workspace owned by another user is worked on as that user.)",
-    )
-
-
-class MailServer(_Section):
-    host: str
-    port: int | None = None
-    security: Literal["starttls", "tls", "none"] = "starttls"
-    username: str | None = None
-    password: str | None = Field(None, description="Use {secret:NAME}.")
-    timeout_s: float = 30
-    ca_file: str | None = Field(None, description="Extra CA bundle to trust (e.g. a private CA).")
-
-
-class EmailSettings(_Section):
-    from_address: str | None = None
-    smtp: MailServer | None = None
-    imap: MailServer | None = None
-
-
-class TelemetrySettings(_Section):
+class TelemetrySettings(SettingsSection):
     service_name: str = "agent-legs"
     capture_content: bool = True
     otlp_endpoint: str | None = Field(None, description="OTLP/HTTP base URL, e.g. http://localhost:4318.")
@@ -151,7 +59,7 @@ class TelemetrySettings(_Section):
     max_attribute_chars: int = 4096
 
 
-class StateSettings(_Section):
+class StateSettings(SettingsSection):
     url: str | None = Field(
         None,
         description="Shared state (budgets, send ledger, approvals, sessions) in "
@@ -167,7 +75,7 @@ class StateSettings(_Section):
 MCP_SERVER_NAME = re.compile(r"^[a-z0-9_-]{1,32}$")
 
 
-class McpServerSettings(_Section):
+class McpServerSettings(SettingsSection):
     """One third-party MCP server put behind Agent Legs (``[settings.mcp.servers.<name>]``).
 
     Exactly one of ``command`` (a stdio server started as a child process) and ``url`` (a streamable
@@ -213,7 +121,7 @@ class McpServerSettings(_Section):
         return self
 
 
-class McpSettings(_Section):
+class McpSettings(SettingsSection):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     servers: dict[str, McpServerSettings] = Field(

@@ -188,7 +188,7 @@ def result_content(legs: Legs, result: ActionResult, *, images: bool = True) -> 
 
 
 def _bounded_image(legs: Legs, path: str) -> tuple[bytes, str]:
-    from ._workspace import Workspace
+    from .actions.files._workspace import Workspace
 
     raw = Workspace(legs.workspace, legs.policy.files, legs.state_dir).read_bytes(path, max_bytes=MAX_IMAGE_FILE_BYTES)
     try:

@@ -210,7 +210,7 @@ def test_bad_strict_mode_arguments_are_invalid_input(args, problem) -> None:
 def test_no_warning_filter_hides_the_json_field() -> None:
     import inspect
 
-    import agent_legs.actions._http as http
+    import agent_legs.actions.http._actions as http
     import langchain_agent_legs._tool as tool
 
     assert "catch_warnings" not in inspect.getsource(tool) and "catch_warnings" not in inspect.getsource(http)

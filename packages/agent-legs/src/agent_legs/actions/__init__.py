@@ -1,11 +1,24 @@
-"""Built-in actions. Importing a family module registers its actions in the registry."""
+"""The built-in action families: one package each, every one laid out the same way.
+
+``actions/<family>/`` holds the family's input models and handlers (``_actions.py``, registered with
+``@action``), its long-lived service, its ``policy.<family>`` section (``_policy.py``) and its
+``settings.<family>`` section (``_settings.py``); ``Policy`` and ``Settings`` are assembled from those
+sections. Importing this package (or a family's package) registers nothing and imports no extra's
+library: the shared ``REGISTRY`` calls ``load_builtin()`` on first use, so ``import agent_legs``
+stays light and a missing extra is an ``unavailable`` result, never an ``ImportError``.
+"""
 
 from __future__ import annotations
 
-from . import (
-    _browser,  # noqa: F401
-    _code,  # noqa: F401
-    _email,  # noqa: F401
-    _files,  # noqa: F401
-    _http,  # noqa: F401
-)
+import importlib
+
+__all__ = ["FAMILIES", "load_builtin"]
+
+FAMILIES = ("files", "http", "browser", "code", "email")
+"""The built-in families, in the order their actions are listed."""
+
+
+def load_builtin() -> None:
+    """Register every built-in action (imports each family's ``_actions`` module once)."""
+    for family in FAMILIES:
+        importlib.import_module(f"{__name__}.{family}._actions")

@@ -52,15 +52,15 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .._context import ActionContext
-from .._egress import is_loopback_host
-from .._errors import ActionError, AgentLegsError
-from .._markdown import html_to_markdown
-from .._models import ActionOutput, Artifact
-from .._registry import action
-from .._service import Service
-from .._settings import MailServer
-from .._workspace import guess_mime
+from ..._context import ActionContext
+from ..._egress import is_loopback_host
+from ..._errors import ActionError, AgentLegsError
+from ..._markdown import html_to_markdown
+from ..._models import ActionOutput, Artifact
+from ..._registry import action
+from ..._service import Service
+from ..._settings import MailServer
+from ..files._workspace import guess_mime
 
 __all__ = ["ListInput", "MailService", "ReadInput", "SendInput", "approval_summary"]
 
@@ -254,7 +254,7 @@ class MailService(Service):
     """
 
     async def start(self) -> None:
-        from .._state import worker_id
+        from ..._state import worker_id
 
         self._store = self.runtime.state
         self._owner = worker_id()

@@ -42,9 +42,9 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import _acl
-from .._errors import ActionError
-from .._workspace import Workspace
+from ... import _acl
+from ..._errors import ActionError
+from ..files._workspace import Workspace
 
 __all__ = ["MAX_MASKS", "MaskSources", "Masks", "Scan", "mounts", "prepare_workspace", "scan", "strip_setid"]
 

@@ -34,14 +34,14 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .._context import ActionContext
-from .._egress import is_loopback_host
-from .._egress_proxy import DENIED_HEADER, Denial, EgressProxy, peer_uid_supported
-from .._errors import ActionError
-from .._markdown import html_to_markdown
-from .._models import ActionOutput, Artifact
-from .._registry import action
-from .._service import Service
+from ..._context import ActionContext
+from ..._egress import is_loopback_host
+from ..._egress_proxy import DENIED_HEADER, Denial, EgressProxy, peer_uid_supported
+from ..._errors import ActionError
+from ..._markdown import html_to_markdown
+from ..._models import ActionOutput, Artifact
+from ..._registry import action
+from ..._service import Service
 
 log = logging.getLogger("agent_legs.browser")
 

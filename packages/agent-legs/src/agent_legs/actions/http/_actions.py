@@ -40,20 +40,20 @@ from multidict import CIMultiDict
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .._context import ActionContext
-from .._egress import EgressGuard, Target
-from .._errors import ActionError, ErrorType
-from .._markdown import html_to_markdown
-from .._models import ActionOutput
-from .._policy import Policy
-from .._registry import action
-from .._schema import JsonText, name_value_pairs, policy_enum
-from .._secrets import Redactor
-from .._service import Service
-from .._settings import HttpAuth
+from ..._context import ActionContext
+from ..._egress import EgressGuard, Target
+from ..._errors import ActionError, ErrorType
+from ..._markdown import html_to_markdown
+from ..._models import ActionOutput
+from ..._policy import Policy
+from ..._registry import action
+from ..._schema import JsonText, name_value_pairs, policy_enum
+from ..._secrets import Redactor
+from ..._service import Service
+from ..._settings import HttpAuth
 
 if TYPE_CHECKING:
-    from .._runtime import Runtime
+    from ..._runtime import Runtime
 
 log = logging.getLogger("agent_legs")
 

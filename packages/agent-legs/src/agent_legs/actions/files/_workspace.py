@@ -40,11 +40,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, TypeVar
 
-from . import _acl
-from ._errors import ActionError
-from ._matching import DenyList, glob_to_regex, path_matcher
-from ._models import Artifact
-from ._policy import FilesPolicy
+from ... import _acl
+from ..._errors import ActionError
+from ..._matching import DenyList, glob_to_regex, path_matcher
+from ..._models import Artifact
+from ..._policy import FilesPolicy
 
 __all__ = [
     "Cancel",

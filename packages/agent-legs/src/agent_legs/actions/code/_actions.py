@@ -55,16 +55,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .._context import ActionContext
-from .._egress import EgressGuard
-from .._egress_proxy import EgressProxy
-from .._errors import ActionError
-from .._models import ActionOutput, Artifact
-from .._policy import Policy
-from .._registry import action
-from .._sandbox import driver_source
-from .._service import Service
-from . import _code_fs
+from ..._context import ActionContext
+from ..._egress import EgressGuard
+from ..._egress_proxy import EgressProxy
+from ..._errors import ActionError
+from ..._models import ActionOutput, Artifact
+from ..._policy import Policy
+from ..._registry import action
+from ..._sandbox import driver_source
+from ..._service import Service
+from . import _fs as _code_fs
 
 log = logging.getLogger("agent_legs.code")
 

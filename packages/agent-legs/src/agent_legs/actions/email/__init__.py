@@ -1,0 +1,1 @@
+"""The ``email`` action family (see ``agent_legs.actions`` for the layout every family shares)."""

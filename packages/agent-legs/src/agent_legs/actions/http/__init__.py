@@ -1,0 +1,1 @@
+"""The ``http`` action family (see ``agent_legs.actions`` for the layout every family shares)."""
