@@ -30,7 +30,7 @@ from typing import Any
 from ..._context import ActionContext
 from ..._errors import ActionError
 from ..._markdown import html_to_markdown
-from ..files._workspace import guess_mime
+from ..files._text import guess_mime
 from ._addresses import CONTROL
 from ._models import SendInput
 
