@@ -44,6 +44,8 @@ log = logging.getLogger("agent_legs.code")
 
 @dataclass(eq=False)
 class Kernel:
+    """One container running the driver, as the host knows it (one call at a time holds ``lock``)."""
+
     container: Any
     channel: Channel
     created: float = field(default_factory=time.monotonic)
