@@ -349,7 +349,7 @@ def _core(core: dict[str, Any]) -> str:
     whole = ob["end_to_end"]
     rows += [
         [
-            "in-loop pipeline (`Legs._execute`) end to end",
+            "in-loop pipeline (`CallPipeline.execute`) end to end",
             t(ob["execute_in_runtime_loop_p50_us"]),
             f"unaccounted {t(ob['unaccounted_in_loop_us'])}",
         ],

@@ -24,7 +24,6 @@ from agent_legs import ActionRegistry, Legs
 from agent_legs._registry import REGISTRY
 
 from ._stats import alternate, summarize, time_async
-
 from .bench_http import _serve
 
 
