@@ -14,11 +14,12 @@ runtime loop) only ask the ``Dispatcher``:
 * a private loop of the calling thread, for ``run`` of an ``inline`` action from a thread that runs
   no loop.
 
-Why inline is kept (``bench/bench_dispatch.py``, ``nox -s bench -- --only dispatch``; p50 on the
-2-core CI machine, loaded): ``files.read`` saves 179 us of 527 (``run``) and 246 us of 657
-(``arun``); ``http.request`` saves 325 us of 1328 with ``arun``, and nothing measurable with a
-synchronous ``run`` (16 us of 1046, within noise): it keeps the private loop there only because the
-choice is per action (``ActionSpec.inline``) and files pays for it.
+Why inline is kept (``bench/bench_dispatch.py``, ``nox -s bench -- --only dispatch``, and
+``docs/benchmarks.md``; p50 of two runs on the shared 2-core machine under load): ``files.read``
+saves 180-310 us (35-49%) with ``run`` and 245-275 us (37-48%) with ``arun``; ``http.request`` saves
+325 us-1.9 ms (25-70%) with ``arun``, and little with a synchronous ``run`` (16-48 us, 1.5-5%): it
+keeps the private loop there only because the choice is per action (``ActionSpec.inline``) and
+``files.*`` pays for it.
 
 Invariants: a synchronous call from the runtime thread is refused (``AgentLegsError``: it would wait
 for itself); a private loop runs only in the thread that made it; when that thread ends, its loop is
