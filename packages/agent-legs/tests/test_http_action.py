@@ -692,7 +692,7 @@ def test_sync_run_from_many_threads_one_span_and_line_each(dirs, http_server, ca
 
         def call(i: int) -> bool:
             r = legs.run("http.request", {"method": "GET", "url": http_server.url("/json")}, call_id=f"t{i}")
-            loops.add((threading.get_ident(), id(legs._thread_local.loop)))
+            loops.add((threading.get_ident(), id(legs._dispatch.thread_loop)))
             return r.ok
 
         with ThreadPoolExecutor(8) as pool:
@@ -774,7 +774,7 @@ def test_short_lived_threads_leave_no_loops_or_clients_behind(dirs, http_server,
             t.start()
             t.join()
         assert ok == [True] * 12
-        assert len(legs._inline_loops) <= 2  # the last thread's (and at most one not yet reaped)
+        assert len(legs._dispatch.private_loops) <= 2  # the last thread's (and at most one not yet reaped)
         assert len(_transports(legs)) <= 3  # those, plus the runtime loop's
     _no_leaks(caplog)
 

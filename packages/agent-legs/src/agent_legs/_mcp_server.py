@@ -221,7 +221,7 @@ def build_server(legs: Legs, approvals: McpApprovals, *, session: str | None = N
     from mcp_types.version import MODERN_PROTOCOL_VERSIONS
     from pydantic import ValidationError
 
-    from ._legs import _scrubbed_args
+    from ._arguments import scrubbed_args as _scrubbed_args
     from ._policy import PolicyEngine
     from ._secrets import Redactor
     from ._version import __version__
