@@ -23,7 +23,7 @@ def sandbox_build(
     offline: Annotated[bool, typer.Option("--offline", help="Skip docker build; use mmdebstrap")] = False,
 ) -> None:
     """Build the code sandbox image (offline from Debian packages when no registry is reachable)."""
-    from .._sandbox.build import build_image
+    from ..actions.code._sandbox.build import build_image
 
     settings = cli_config()["settings"]
     with console.status("building the sandbox image...") as status:
