@@ -690,6 +690,26 @@ def mcp_command(
             raise usage(f"cannot serve on {http}: {exc}") from None
 
 
+@app.command("console")
+def console_command(
+    host: Annotated[str, typer.Option("--host", help="Address to bind (loopback unless --allow-remote)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to serve on")] = 8765,
+    token: Annotated[
+        str | None, typer.Option("--token", help="Login token (default: $AGENT_LEGS_CONSOLE_TOKEN, else a random one printed)")
+    ] = None,
+    allow_remote: Annotated[
+        bool, typer.Option("--allow-remote", help="Allow binding to a non-loopback address (reachable from the network)")
+    ] = False,
+) -> None:
+    """Serve the web console: the live action feed, sessions and approvals (pip install 'agent-legs[console]')."""
+    from ._console._command import run_console
+
+    conf = _config()
+    workspace, state_dir = resolve_dirs(conf.get("workspace"), conf.get("state_dir"))
+    say = lambda line: err.print(escape(line), highlight=False, soft_wrap=True)  # noqa: E731
+    raise typer.Exit(run_console(conf, workspace, state_dir, host, port, token, allow_remote, say))
+
+
 def _settings_and_dirs() -> tuple[Any, Path, Path]:
     conf = _config()
     workspace, state_dir = resolve_dirs(conf.get("workspace"), conf.get("state_dir"))

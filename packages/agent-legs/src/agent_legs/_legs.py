@@ -475,6 +475,7 @@ class Legs:
                 rule,
                 record_id=record_id,
                 approval=approval,
+                artifacts=[a.path for a in result.artifacts] if result.ok else None,
             ),
         )
         return result

@@ -1,0 +1,58 @@
+"""The live feed: every new action-log entry, pushed to each open page as a server-sent event.
+
+Each connection subscribes to the ``LogView`` with its own filters and a bounded queue fed from the
+follower thread (``call_soon_threadsafe``); a connection that cannot keep up loses its oldest pending
+rows, never the server's memory. The event ``action`` carries the row as HTML rendered by the same
+autoescaped template as the page (htmx's SSE extension inserts it at the top of the table).
+Connections end when the browser goes away or the console stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from sse_starlette.sse import EventSourceResponse
+from starlette.requests import Request
+
+from ._data import Filters, LogView
+
+__all__ = ["feed_response"]
+
+_QUEUE_MAX = 500
+
+
+def feed_response(
+    request: Request, view: LogView, filters: Filters, render: Callable[[dict[str, Any]], str], stopping: asyncio.Event
+) -> EventSourceResponse:
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(_QUEUE_MAX)
+
+    def put(entry: dict[str, Any]) -> None:
+        if queue.full():
+            with contextlib.suppress(asyncio.QueueEmpty):
+                queue.get_nowait()
+        queue.put_nowait(entry)
+
+    def notify(entry: dict[str, Any]) -> None:  # on the follower thread
+        if filters.keep(entry):
+            loop.call_soon_threadsafe(put, entry)
+
+    async def events() -> AsyncIterator[dict[str, str]]:
+        unsubscribe = view.subscribe(notify)
+        try:
+            yield {"event": "ready", "data": "live"}
+            while not stopping.is_set():
+                try:
+                    entry = await asyncio.wait_for(queue.get(), 1.0)
+                except TimeoutError:
+                    if await request.is_disconnected():
+                        return
+                    continue
+                yield {"event": "action", "data": render(entry).replace("\n", " ")}
+        finally:
+            unsubscribe()
+
+    return EventSourceResponse(events(), ping=15)
