@@ -245,7 +245,7 @@ def test_approved_always_for_the_session_from_the_queue_adds_a_standing_rule(dir
 def test_a_version_1_store_is_migrated_with_its_pending_requests(dirs) -> None:
     import sqlite3
 
-    ws, st = dirs
+    _, st = dirs
     db = sqlite3.connect(st / "state.sqlite3")  # the v1 schema, as a release before edits wrote it
     db.execute("CREATE TABLE agent_legs_schema (version INTEGER NOT NULL, applied REAL NOT NULL)")
     db.execute("INSERT INTO agent_legs_schema VALUES (1, 0)")

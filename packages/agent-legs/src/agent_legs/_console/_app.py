@@ -88,10 +88,14 @@ def create_app(config: ConsoleConfig) -> Starlette:
     async def feed(request: Request) -> Response:
         filters = filters_of(request)
         await asyncio.to_thread(view.ready.wait, 5)
-        return page(request, "feed.html", entries=view.entries(filters), filters=filters, query=filters.query())
+        entries = view.entries(filters)  # one snapshot; the feed sends every matching call added after it
+        seq = max((e["_seq"] for e in entries), default=0)
+        return page(request, "feed.html", entries=entries, filters=filters, query={**filters.query(), "since": str(seq)})
 
     async def events(request: Request) -> Response:
-        return feed_response(request, view, filters_of(request), render_row, stopping)
+        raw = request.headers.get("last-event-id") or request.query_params.get("since") or "0"
+        since = int(raw) if raw.isdigit() else 0
+        return feed_response(request, view, filters_of(request), since, render_row, stopping)
 
     async def call(request: Request) -> Response:
         entry = view.get(request.path_params["id"])

@@ -71,6 +71,7 @@ class LogView:
         self._lock = threading.Lock()
         self._subscribers: list[Callable[[dict[str, Any]], None]] = []
         self._stop = threading.Event()
+        self._seq = 0  # every entry added gets the next number (``_seq``): what a page has seen
         self._thread: threading.Thread | None = None
         self.ready = threading.Event()  # set once the history is read
 
@@ -85,6 +86,8 @@ class LogView:
             self._thread.join(5)
 
     def _follow(self) -> None:
+        if not self.log_path.exists():  # no history: every entry, once the log appears, is news
+            self.ready.set()
         for entry in follow_log(self.log_path, poll_s=0.2, stop=self._stop):
             if entry is None:
                 self.ready.set()
@@ -94,8 +97,9 @@ class LogView:
 
     def _add(self, entry: dict[str, Any], live: bool) -> None:
         key = str(entry.get("id") or f"{entry.get('time')}-{entry.get('span_id')}")
-        entry = {**entry, "id": key}
         with self._lock:
+            self._seq += 1
+            entry = {**entry, "id": key, "_seq": self._seq}
             self._entries.pop(key, None)
             self._entries[key] = entry
             while len(self._entries) > self.recent:
@@ -128,6 +132,18 @@ class LogView:
                 if len(out) >= limit:
                     break
         return out
+
+    @property
+    def seq(self) -> int:
+        """The number of the newest entry (a page rendered now has seen everything up to it)."""
+        with self._lock:
+            return self._seq
+
+    def since(self, seq: int, filters: Filters) -> list[dict[str, Any]]:
+        """The matching entries added after ``seq``, oldest first (a live feed catching up)."""
+        with self._lock:
+            items = list(self._entries.values())
+        return [e for e in items if e["_seq"] > seq and filters.keep(e)]
 
     def get(self, entry_id: str) -> dict[str, Any] | None:
         with self._lock:

@@ -4,6 +4,9 @@ Each connection subscribes to the ``LogView`` with its own filters and a bounded
 follower thread (``call_soon_threadsafe``); a connection that cannot keep up loses its oldest pending
 rows, never the server's memory. The event ``action`` carries the row as HTML rendered by the same
 autoescaped template as the page (htmx's SSE extension inserts it at the top of the table).
+The page passes ``since`` (the newest entry it rendered; a reconnecting browser sends
+``Last-Event-ID``): the connection subscribes first, then sends what was added after ``since``, so a
+call written between the page's render and the connection is neither lost nor shown twice.
 Connections end when the browser goes away or the console stops.
 """
 
@@ -25,7 +28,12 @@ _QUEUE_MAX = 500
 
 
 def feed_response(
-    request: Request, view: LogView, filters: Filters, render: Callable[[dict[str, Any]], str], stopping: asyncio.Event
+    request: Request,
+    view: LogView,
+    filters: Filters,
+    since: int,
+    render: Callable[[dict[str, Any]], str],
+    stopping: asyncio.Event,
 ) -> EventSourceResponse:
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(_QUEUE_MAX)
@@ -41,9 +49,13 @@ def feed_response(
             loop.call_soon_threadsafe(put, entry)
 
     async def events() -> AsyncIterator[dict[str, str]]:
-        unsubscribe = view.subscribe(notify)
+        unsubscribe = view.subscribe(notify)  # first: nothing added from now on is missed
+        seen = since
         try:
             yield {"event": "ready", "data": "live"}
+            for entry in view.since(since, filters):  # added between the page's render and now
+                seen = entry["_seq"]
+                yield {"event": "action", "id": str(seen), "data": render(entry).replace("\n", " ")}
             while not stopping.is_set():
                 try:
                     entry = await asyncio.wait_for(queue.get(), 1.0)
@@ -51,7 +63,10 @@ def feed_response(
                     if await request.is_disconnected():
                         return
                     continue
-                yield {"event": "action", "data": render(entry).replace("\n", " ")}
+                if entry["_seq"] <= seen:  # already sent while catching up
+                    continue
+                seen = entry["_seq"]
+                yield {"event": "action", "id": str(seen), "data": render(entry).replace("\n", " ")}
         finally:
             unsubscribe()
 
