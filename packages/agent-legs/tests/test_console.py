@@ -320,3 +320,47 @@ def test_sessions_show_the_browser_tab_budgets_and_recent_calls(dirs, page, webs
                 assert answer.status_code == (200 if path.endswith(".png") else 404), path
     finally:
         server.stop()
+
+
+def test_trace_url_must_be_an_http_template_with_the_trace_id() -> None:
+    from agent_legs import ConfigError
+
+    assert Settings(telemetry={"trace_url": "http://jaeger:16686/trace/{trace_id}"}).telemetry.trace_url
+    for bad in ("javascript:alert(1)//{trace_id}", "http://jaeger:16686/trace/", "/trace/{trace_id}"):
+        with pytest.raises((ValueError, ConfigError), match="trace_url must be an http"):
+            Settings(telemetry={"trace_url": bad})
+
+
+def test_the_command_prints_a_login_url_and_binds_to_loopback_only(dirs) -> None:
+    import os
+    import re
+    import subprocess
+    import sys
+
+    ws, st = dirs
+    base = [sys.executable, "-m", "agent_legs._cli", "--workspace", str(ws), "--state-dir", str(st), "console"]
+    env = {k: v for k, v in os.environ.items() if k != "AGENT_LEGS_CONSOLE_TOKEN"}
+    remote = subprocess.run([*base, "--host", "0.0.0.0"], capture_output=True, text=True, timeout=60, env=env)
+    assert remote.returncode == 2 and "not a loopback address" in remote.stderr and "--allow-remote" in remote.stderr
+    port = free_port()
+    proc = subprocess.Popen([*base, "--port", str(port)], stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stderr is not None
+        line = ""
+        while "token=" not in line:
+            line = proc.stderr.readline()
+            assert line, "the console exited without printing its URL"
+        url = re.search(r"(http://127\.0\.0\.1:\d+/\?token=\S+)", line).group(1)  # type: ignore[union-attr]
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with httpx.Client() as client:
+                    assert client.get(url.split("?")[0]).status_code == 401
+                    assert client.get(url, follow_redirects=True).status_code == 200
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+    finally:
+        proc.terminate()
+        proc.wait(30)
