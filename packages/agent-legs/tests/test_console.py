@@ -198,11 +198,16 @@ def test_approve_by_clicking_and_the_waiting_call_completes(console, page, dirs)
 def test_a_rejection_reaches_the_caller_with_its_message(console, page, dirs) -> None:
     ws, st = dirs
     with Legs(workspace=ws, state_dir=st, policy=POLICY, approver="queue") as legs:
+        login(page, console, "/approvals")  # open first: the request arrives without a reload
+        expect(page.get_by_text("No call is waiting for approval.")).to_be_visible()
+        page.evaluate("window.loadedOnce = true")
         waiter = Waiter(legs, "friday.txt")
         waiter.start()
         [item] = pending(legs)
-        login(page, console, "/approvals")
         card = page.locator(f"#approval-{item.id}")
+        expect(card).to_be_visible()
+        expect(page.get_by_text("No call is waiting for approval.")).to_be_hidden()
+        assert page.evaluate("window.loadedOnce") is True
         card.get_by_label("Message to the agent").fill("not on a Friday")
         card.get_by_role("button", name="Reject").click()
         expect(page.locator(f"#approval-{item.id}")).to_contain_text("rejected")
@@ -364,3 +369,17 @@ def test_the_command_prints_a_login_url_and_binds_to_loopback_only(dirs) -> None
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_log_lines_carry_the_result_and_artifacts_only_with_content_capture(dirs) -> None:
+    ws, st = dirs
+    for capture in (True, False):
+        with Legs(
+            workspace=ws, state_dir=st, policy={"allow": ["files.*"]}, settings={"telemetry": {"capture_content": capture}}
+        ) as legs:
+            assert legs.run("files.write", {"path": f"c-{capture}.txt", "content": "hello"}).ok
+        entry = json.loads((st / "actions.jsonl").read_text().splitlines()[-1])
+        if capture:
+            assert entry["result"] == f"Wrote c-{capture}.txt (5 bytes)" and entry["artifacts"] == [f"c-{capture}.txt"]
+        else:
+            assert not {"arguments", "result", "artifacts"} & set(entry)

@@ -3,7 +3,7 @@
 Routes: ``/`` the live feed (filters ``session``, ``action``, ``outcome``), ``/feed/events`` its
 server-sent events, ``/calls/{id}`` a call's detail (arguments, result, error, the rule, who approved,
 the trace link from ``settings.telemetry.trace_url``), ``/sessions``, ``/approvals`` (and
-``/approvals/list``, ``/approvals/count``), ``POST /approvals/{id}/{approve|reject|edit}``,
+``/approvals/list``, ``/approvals/count``, ``/approvals/events``: new requests pushed), ``POST /approvals/{id}/{approve|reject|edit}``,
 ``/artifacts?path=`` (an image a logged call produced), ``/static/`` (htmx, the style sheet).
 
 Invariants: every template is rendered by one Jinja environment with autoescaping on, and values are
@@ -35,7 +35,7 @@ from ._approvals import Approvals
 from ._auth import Auth, AuthMiddleware
 from ._config import ConsoleConfig, is_loopback
 from ._data import IMAGE_TYPES, Filters, LogView, outcome_class
-from ._feed import feed_response
+from ._feed import approvals_response, feed_response
 from ._sessions import sessions_view
 
 __all__ = ["create_app"]
@@ -114,6 +114,15 @@ def create_app(config: ConsoleConfig) -> Starlette:
     async def approvals_list(request: Request) -> Response:
         return page(request, "_approval_list.html", rows=await approvals().pending())
 
+    async def approvals_events(request: Request) -> Response:
+        known = {i for i in request.query_params.get("known", "").split(",") if i}
+
+        def card(row: Any) -> str:
+            sid = request.scope.get("state", {}).get("console_sid", "")
+            return env.get_template("_approval.html").render(row=row, csrf=auth.csrf_token(sid))
+
+        return approvals_response(request, approvals(), known, card, stopping)
+
     async def approvals_count(request: Request) -> Response:
         return page(request, "_count.html", n=len(await approvals().pending()))
 
@@ -150,6 +159,7 @@ def create_app(config: ConsoleConfig) -> Starlette:
             Route("/approvals", approvals_page),
             Route("/approvals/list", approvals_list),
             Route("/approvals/count", approvals_count),
+            Route("/approvals/events", approvals_events),
             Route("/approvals/{id}/{kind}", decide, methods=["POST"]),
             Route("/artifacts", artifact),
             Mount("/static", StaticFiles(directory=_HERE / "static"), name="static"),

@@ -7,6 +7,7 @@ autoescaped template as the page (htmx's SSE extension inserts it at the top of 
 The page passes ``since`` (the newest entry it rendered; a reconnecting browser sends
 ``Last-Event-ID``): the connection subscribes first, then sends what was added after ``since``, so a
 call written between the page's render and the connection is neither lost nor shown twice.
+New approvals reach an open approvals page the same way (``approvals_response``).
 Connections end when the browser goes away or the console stops.
 """
 
@@ -20,9 +21,10 @@ from typing import Any
 from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
 
+from ._approvals import Approvals
 from ._data import Filters, LogView
 
-__all__ = ["feed_response"]
+__all__ = ["approvals_response", "feed_response"]
 
 _QUEUE_MAX = 500
 
@@ -69,5 +71,32 @@ def feed_response(
                 yield {"event": "action", "id": str(seen), "data": render(entry).replace("\n", " ")}
         finally:
             unsubscribe()
+
+    return EventSourceResponse(events(), ping=15)
+
+
+_APPROVALS_POLL_S = 1.0
+
+
+def approvals_response(
+    request: Request, approvals: Approvals, known: set[str], render: Callable[[Any], str], stopping: asyncio.Event
+) -> EventSourceResponse:
+    """New pending approvals pushed to an open approvals page (``approval`` events, one card each):
+    the store is read every second on the server; cards already on the page (``known``) are not sent
+    again, so a half-typed message or edit is never replaced."""
+
+    async def events() -> AsyncIterator[dict[str, str]]:
+        sent = set(known)
+        while not stopping.is_set() and not await request.is_disconnected():
+            try:
+                rows = await approvals.pending()
+            except Exception as exc:  # a store that is down: say so, keep trying
+                yield {"event": "store", "data": f"the state store cannot be read: {type(exc).__name__}"}
+                rows = []
+            for row in rows:
+                if row.id not in sent:
+                    sent.add(row.id)
+                    yield {"event": "approval", "data": render(row).replace("\n", " ")}
+            await asyncio.sleep(_APPROVALS_POLL_S)
 
     return EventSourceResponse(events(), ping=15)
