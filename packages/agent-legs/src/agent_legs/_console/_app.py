@@ -3,7 +3,8 @@
 Routes: ``/`` the live feed (filters ``session``, ``action``, ``outcome``), ``/feed/events`` its
 server-sent events, ``/calls/{id}`` a call's detail (arguments, result, error, the rule, who approved,
 the trace link from ``settings.telemetry.trace_url``), ``/sessions``, ``/approvals`` (and
-``/approvals/list``, ``/approvals/count``, ``/approvals/events``: new requests pushed), ``POST /approvals/{id}/{approve|reject|edit}``,
+``/approvals/list``, ``/approvals/count``, ``/approvals/events``: new requests pushed),
+``POST /approvals/{id}/{approve|reject|edit}``,
 ``/artifacts?path=`` (an image a logged call produced), ``/static/`` (htmx, the style sheet).
 
 Invariants: every template is rendered by one Jinja environment with autoescaping on, and values are
