@@ -105,6 +105,14 @@ def pending(legs: Legs, n: int = 1) -> list[Any]:
     raise AssertionError("no pending approval appeared")
 
 
+def wait_for_calls(server: ConsoleServer, n: int) -> None:
+    """Until the console's log follower has read ``n`` finished calls (it polls the log)."""
+    deadline = time.monotonic() + 30
+    while sum(e["outcome"] != "running" for e in server.app.state.view.entries()) < n:
+        assert time.monotonic() < deadline, server.app.state.view.entries()
+        time.sleep(0.05)
+
+
 def shot(page: Page, name: str) -> None:
     DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(DOCS_IMAGES / f"console-{name}.png"))
@@ -308,9 +316,7 @@ def test_sessions_show_the_browser_tab_budgets_and_recent_calls(dirs, page, webs
             assert legs.run("browser.navigate", {"url": website.site.url("/")}, session="shop").ok
             shot_result = legs.run("browser.screenshot", {}, session="shop")
             assert shot_result.ok, shot_result
-            deadline = time.monotonic() + 30  # the console's log follower has read both calls
-            while len(server.app.state.view.entries()) < 2 and time.monotonic() < deadline:
-                time.sleep(0.05)
+            wait_for_calls(server, 2)
             login(page, server, "/sessions")
             section = page.locator("section.session", has_text="shop")
             image = section.get_by_role("img", name="Latest browser screenshot of session shop")
@@ -383,3 +389,27 @@ def test_log_lines_carry_the_result_and_artifacts_only_with_content_capture(dirs
             assert entry["result"] == f"Wrote c-{capture}.txt (5 bytes)" and entry["artifacts"] == [f"c-{capture}.txt"]
         else:
             assert not {"arguments", "result", "artifacts"} & set(entry)
+
+
+@pytest.mark.usefixtures("sandbox_image", "no_leftover_containers")
+def test_sessions_show_the_code_kernel_and_its_figures(dirs, page) -> None:
+    ws, st = dirs
+    policy = {"allow": ["code.*"], "code": {"timeout_s": 60}}
+    server = start_console(dirs, policy)
+    try:
+        with Legs(workspace=ws, state_dir=st, policy=policy, settings={"code": {"pool_size": 0}}) as legs:
+            plot = "import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.title('sales')"
+            r = legs.run("code.run", {"code": plot}, session="analysis")
+            assert r.ok and any(a.path.startswith("figures/") for a in r.artifacts), r
+            wait_for_calls(server, 1)
+            login(page, server, "/sessions")
+            section = page.locator("section.session", has_text="analysis")
+            kernel = section.locator('dt:has-text("Code kernel") + dd')
+            expect(kernel).to_contain_text("alive (last: code.run")
+            figure = section.get_by_role("img", name="Figure figures/")
+            expect(figure).to_be_visible()
+            assert page.evaluate("i => i.naturalWidth", figure.element_handle()) > 100
+        page.reload()  # Legs closed: the kernel ended with its session
+        expect(page.locator('section.session:has-text("analysis") dt:has-text("Code kernel") + dd')).to_contain_text("ended")
+    finally:
+        server.stop()

@@ -106,7 +106,7 @@ def create_app(config: ConsoleConfig) -> Starlette:
 
     async def sessions(request: Request) -> Response:
         await asyncio.to_thread(view.ready.wait, 5)
-        found, shared = await sessions_view(view, holder["store"], config.policy)
+        found, shared = await sessions_view(view, holder["store"], config.policy, max(config.settings.session_ttl_s, 120.0))
         return page(request, "sessions.html", sessions=found, shared=shared)
 
     async def approvals_page(request: Request) -> Response:

@@ -165,7 +165,7 @@ class LogView:
             images = [p for p in e.get("artifacts") or [] if isinstance(p, str) and Path(p).suffix.lower() in IMAGE_TYPES]
             if action == "browser.screenshot" and ok and images:
                 s.screenshot, s.screenshot_time = images[-1], s.last
-            if action.startswith("code."):
+            if action.startswith("code.") and e.get("outcome") != "running":  # in flight: decides nothing yet
                 s.code_last = e
                 s.kernel = "reset" if action == "code.reset" and ok else "started" if ok else "failed"
                 if action == "code.run" and ok and images:

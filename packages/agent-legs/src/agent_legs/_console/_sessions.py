@@ -3,7 +3,8 @@
 Recent calls, the latest screenshot (``browser.screenshot``'s artifact) and the code kernel's state
 (what the latest ``code.*`` call left: started, reset or failed; the figures of the latest
 ``code.run`` that drew any) come from the action log (``LogView``). Which worker holds a session and
-when it last beat come from the state store's session registry; budgets used and left from the state
+when it last beat come from the state store's session registry (a kernel is ``alive`` when the latest
+code call started it and a worker that beat within ``settings.session_ttl_s`` still holds the session); budgets used and left from the state
 store's counters for the policy's budgets (the console's config: ``--config``). Read-only.
 """
 
@@ -41,9 +42,21 @@ class SessionView:
     workers: list[str]
     heartbeat: float | None
     budgets: list[BudgetUse]
+    held: bool  # a worker holds the session and beat within the registry's staleness bound
+
+    @property
+    def kernel(self) -> str:
+        """``alive`` (started by the latest code call, in a session a live worker holds), else what the
+        latest code call left: ``none``, ``reset``, ``failed``, or ``ended`` (its worker let the session go)."""
+        state = self.summary.kernel
+        if state == "started":
+            return "alive" if self.held else "ended"
+        return state
 
 
-async def sessions_view(view: LogView, store: StateStore, policy: Policy | None) -> tuple[list[SessionView], list[BudgetUse]]:
+async def sessions_view(
+    view: LogView, store: StateStore, policy: Policy | None, stale_s: float = 1800.0
+) -> tuple[list[SessionView], list[BudgetUse]]:
     """The sessions (most recently active first) and the deployment-wide budgets."""
     budgets = list(policy.budgets) if policy is not None else []
     now = time.time()
@@ -57,12 +70,6 @@ async def sessions_view(view: LogView, store: StateStore, policy: Policy | None)
             for b in budgets
             if b.scope == "session"
         ]
-        out.append(
-            SessionView(
-                summary,
-                sorted({h.worker for h in mine}),
-                max((h.heartbeat for h in mine), default=None),
-                own,
-            )
-        )
+        beat = max((h.heartbeat for h in mine), default=None)
+        out.append(SessionView(summary, sorted({h.worker for h in mine}), beat, own, beat is not None and beat > now - stale_s))
     return out, shared
