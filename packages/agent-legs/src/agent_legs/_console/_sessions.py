@@ -4,8 +4,9 @@ Recent calls, the latest screenshot (``browser.screenshot``'s artifact) and the 
 (what the latest ``code.*`` call left: started, reset or failed; the figures of the latest
 ``code.run`` that drew any) come from the action log (``LogView``). Which worker holds a session and
 when it last beat come from the state store's session registry (a kernel is ``alive`` when the latest
-code call started it and a worker that beat within ``settings.session_ttl_s`` still holds the session); budgets used and left from the state
-store's counters for the policy's budgets (the console's config: ``--config``). Read-only.
+code call started it and a worker that beat within ``settings.session_ttl_s`` still holds the
+session); budgets used and left from the state store's counters for the policy's budgets (the
+console's config: ``--config``). Read-only.
 """
 
 from __future__ import annotations
