@@ -130,6 +130,7 @@ def test_login_by_token_sets_a_strict_cookie_and_nothing_without_it(console, pag
     assert page.url == console.url + "/sessions"  # the token left the address bar
     [cookie] = page.context.cookies()
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and TOKEN not in cookie["value"]
+    assert cookie["name"] == f"agent_legs_console_{console.config.port}"  # two consoles keep their own
     expect(page.get_by_role("heading", name="Sessions")).to_be_visible()
     headers = httpx.get(console.url + "/", cookies={cookie["name"]: cookie["value"]}).headers
     assert "frame-ancestors 'none'" in headers["content-security-policy"] and headers["x-frame-options"] == "DENY"

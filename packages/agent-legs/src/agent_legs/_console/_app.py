@@ -33,7 +33,7 @@ from starlette.staticfiles import StaticFiles
 
 from .._state import open_store
 from ._approvals import Approvals
-from ._auth import Auth, AuthMiddleware
+from ._auth import Auth, AuthMiddleware, cookie_name
 from ._config import ConsoleConfig, is_loopback
 from ._data import IMAGE_TYPES, Filters, LogView, outcome_class
 from ._feed import approvals_response, feed_response
@@ -170,5 +170,5 @@ def create_app(config: ConsoleConfig) -> Starlette:
     auth = Auth(config.token)
     app.state.stopping = stopping
     app.state.view = view
-    app.add_middleware(AuthMiddleware, auth=auth, loopback_only=is_loopback(config.host))  # type: ignore[arg-type]
+    app.add_middleware(AuthMiddleware, auth=auth, loopback_only=is_loopback(config.host), cookie=cookie_name(config.port))  # type: ignore[arg-type]
     return app

@@ -13,6 +13,10 @@
 * Every response carries a strict CSP (scripts from this origin only, no inline script), refuses to be
   framed (clickjacking the Approve button), sends no referrer and is not cached.
 
+Limit: browsers send a host's cookies to every port of it, so a server that another local user runs
+on 127.0.0.1 receives the cookie when this browser visits it (as for Jupyter); on a shared machine use
+a browser profile of your own for the console.
+
 Static files (htmx, the style sheet) are public: they hold nothing about the deployment.
 """
 
@@ -31,9 +35,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 
 from ._config import is_loopback
 
-__all__ = ["COOKIE", "CSRF_HEADER", "Auth", "AuthMiddleware"]
-
-COOKIE = "agent_legs_console"
+__all__ = ["CSRF_HEADER", "Auth", "AuthMiddleware", "cookie_name"]
 CSRF_HEADER = "x-csrf-token"
 _SAFE = ("GET", "HEAD")
 Scope = MutableMapping[str, Any]
@@ -47,6 +49,11 @@ SECURITY_HEADERS = {
     "x-content-type-options": "nosniff",
     "cache-control": "no-store",
 }
+
+
+def cookie_name(port: int) -> str:
+    """Browsers do not keep cookies apart by port: one name per port keeps two consoles apart."""
+    return f"agent_legs_console_{port}"
 
 
 class Auth:
@@ -84,8 +91,8 @@ class Auth:
 class AuthMiddleware:
     """The checks above, in front of the whole application."""
 
-    def __init__(self, app: ASGIApp, auth: Auth, loopback_only: bool) -> None:
-        self.app, self.auth, self.loopback_only = app, auth, loopback_only
+    def __init__(self, app: ASGIApp, auth: Auth, loopback_only: bool, cookie: str) -> None:
+        self.app, self.auth, self.loopback_only, self.cookie = app, auth, loopback_only, cookie
 
     async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Any]], send: Callable[[Any], Awaitable[None]]) -> None:
         if scope["type"] != "http":
@@ -118,9 +125,9 @@ class AuthMiddleware:
             rest = urlencode([(k, v) for k, v in conn.query_params.multi_items() if k != "token"])
             target = str(URL(path=conn.url.path, query=rest))
             redirect = RedirectResponse(target, status_code=303)
-            redirect.set_cookie(COOKIE, self.auth.new_cookie(), httponly=True, samesite="strict", path="/")
+            redirect.set_cookie(self.cookie, self.auth.new_cookie(), httponly=True, samesite="strict", path="/")
             return redirect
-        sid = self.auth.session_of(conn.cookies.get(COOKIE))
+        sid = self.auth.session_of(conn.cookies.get(self.cookie))
         if sid is None:
             return _unauthorized("no valid session cookie")
         scope.setdefault("state", {})["console_sid"] = sid
