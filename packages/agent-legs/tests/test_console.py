@@ -414,3 +414,18 @@ def test_sessions_show_the_code_kernel_and_its_figures(dirs, page) -> None:
         expect(page.locator('section.session:has-text("analysis") dt:has-text("Code kernel") + dd')).to_contain_text("ended")
     finally:
         server.stop()
+
+
+def test_an_expired_request_is_refused_clearly_on_the_page(console, page, dirs) -> None:
+    ws, st = dirs
+    with Legs(workspace=ws, state_dir=st, policy={**POLICY, "approval_timeout_s": 2}, approver="queue") as legs:
+        waiter = Waiter(legs, "late.txt")
+        waiter.start()
+        [item] = pending(legs)
+        login(page, console, "/approvals")
+        waiter.join(30)  # nobody decided in time: the call was refused
+        assert waiter.result.error.type == "approval_denied" and "expired" in waiter.result.error.message
+        page.locator(f"#approval-{item.id}").get_by_role("button", name="Approve", exact=True).click()
+        refusal = page.locator(f"#approval-{item.id}")
+        expect(refusal).to_contain_text(f"Refused: approval request {item.id} was already expired at")
+        assert not (ws / "late.txt").exists()
