@@ -124,6 +124,7 @@ class CallPipeline:
             result.duration_ms,
             result.output if result.ok else None,
             result.error.message if result.error else None,
+            [a.path for a in result.artifacts] if result.ok else None,  # the console shows a session's latest
         )
         return result
 
@@ -138,7 +139,15 @@ class CallPipeline:
         output = await self.call_handler(call.spec, args, call.session, call.call_id, call.span)
         return self.success(call.spec, output, call.start)
 
-    def _finish(self, call: _Call, outcome: str, duration_ms: float, output: str | None, error: str | None) -> None:
+    def _finish(
+        self,
+        call: _Call,
+        outcome: str,
+        duration_ms: float,
+        output: str | None,
+        error: str | None,
+        artifacts: list[str] | None = None,
+    ) -> None:
         spec = call.spec
         record = CallRecord(
             spec.name,
@@ -154,6 +163,7 @@ class CallPipeline:
             call.rule,
             record_id=call.record_id,
             approval=call.approval,
+            artifacts=artifacts,
         )
         self.telemetry.finish(call.span, record)
 

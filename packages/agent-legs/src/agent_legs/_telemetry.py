@@ -90,6 +90,7 @@ class CallRecord:
     rule: str | None = None
     record_id: str | None = None  # the intent line's id, when the action got as far as its handler
     approval: dict[str, Any] | None = None  # {"decision", "by", "rule"} when the call went through approval
+    artifacts: list[str] | None = None  # workspace paths of the files a successful call produced
 
 
 def _truncate(s: str, limit: int) -> str:
@@ -937,6 +938,11 @@ class Telemetry:
             entry["arguments"] = (
                 self._intent_args.pop(record_id) if record_id in self._intent_args else bounded_arguments(rec.arguments, redact)
             )
+            if rec.result is not None:  # the text the model read (the console's call detail), as on the span
+                text = rec.result if isinstance(rec.result, str) else _dumps(rec.result)
+                entry["result"] = _truncate(redact.text(text), limit)
+            if rec.artifacts:  # screenshots, figures: the console shows a session's latest
+                entry["artifacts"] = redact.data(rec.artifacts)
         else:
             self._intent_args.pop(record_id, None)
         try:

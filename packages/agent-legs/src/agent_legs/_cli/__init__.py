@@ -4,7 +4,7 @@
   command reads the configuration and opens a ``Legs``, and ``main``;
 * ``_run``: ``actions``, ``run``; ``_log``: ``log``; ``_demo``: ``demo``;
 * ``_approvals``: ``approvals``, ``approve``, ``reject``; ``_doctor``: ``doctor``, ``sandbox build``;
-* ``_mcp``: ``mcp``.
+* ``_mcp``: ``mcp``; ``_console``: ``console``.
 
 A new command group is a module here that registers its commands on ``_app.app`` and is imported
 below.
@@ -25,6 +25,7 @@ from . import _demo  # isort: skip  # noqa: F401
 from . import _approvals  # isort: skip  # noqa: F401
 from . import _doctor  # isort: skip  # noqa: F401
 from . import _mcp  # isort: skip  # noqa: F401
+from . import _console  # isort: skip  # noqa: F401
 from ._app import app, main
 
 __all__ = ["app", "main"]
