@@ -54,6 +54,9 @@ constant                               name                                 wher
 ``AGENT_LEGS_EMAIL_OPERATION``         ``agent_legs.email.operation``       ``imap session``
 ``AGENT_LEGS_MCP_SERVER``              ``agent_legs.mcp.server``            an MCP tool's action span
 ``AGENT_LEGS_MCP_TOOL``                ``agent_legs.mcp.tool``              an MCP tool's action span
+``BROWSER_EXECUTABLE``                 ``browser.executable``               ``browser launch`` (a local Chromium)
+``BROWSER_VERSION``                    ``browser.version``                  ``browser launch``
+``BROWSER_PROFILE``                    ``browser.profile``                  ``browser new context`` (a named profile)
 =====================================  ===================================  ======================================
 
 Agent Legs records no span events. ``service.name`` (resource) comes from the SDK's own constant.
@@ -82,6 +85,9 @@ __all__ = [
     "AGENT_LEGS_RULE",
     "AGENT_LEGS_SESSION",
     "AGENT_LEGS_VERSION",
+    "BROWSER_EXECUTABLE",
+    "BROWSER_PROFILE",
+    "BROWSER_VERSION",
     "ERROR_TYPE",
     "GEN_AI_AGENT_NAME",
     "GEN_AI_OPERATION_NAME",
@@ -141,3 +147,6 @@ AGENT_LEGS_EMAIL_REFUSED = "agent_legs.email.refused"
 AGENT_LEGS_EMAIL_OPERATION = "agent_legs.email.operation"
 AGENT_LEGS_MCP_SERVER = "agent_legs.mcp.server"
 AGENT_LEGS_MCP_TOOL = "agent_legs.mcp.tool"
+BROWSER_EXECUTABLE = "browser.executable"
+BROWSER_VERSION = "browser.version"
+BROWSER_PROFILE = "browser.profile"

@@ -5,7 +5,7 @@
 * ``caller_context()`` is the caller's current OpenTelemetry context, unless a **parent hook** names a
   better parent. The core knows no agent framework: a framework whose instrumentation opens a span per
   tool run without making it current (OpenInference's LangChain instrumentor) is handled by its adapter
-  package, which declares a hook in the ``agent_legs.parent_spans`` entry-point group, named after the
+  package, which declares a hook in the ``agent_legs_parent_spans`` entry-point group, named after the
   module that must already be imported for the hook to apply (so a hook is loaded only when its
   framework is in use, and the core never imports a framework); importing the adapter registers it too
   (``register_parent_hook``). A hook returns the span of the framework's current run, or ``None``; a span
@@ -48,7 +48,7 @@ __all__ = [
 
 log = logging.getLogger("agent_legs")
 
-PARENT_HOOKS_GROUP = "agent_legs.parent_spans"
+PARENT_HOOKS_GROUP = "agent_legs_parent_spans"
 ParentHook = Callable[[], Span | None]
 
 
@@ -136,13 +136,13 @@ def _active_hooks() -> list[ParentHook]:
 def _hook_span(hook: ParentHook) -> Span | None:
     try:
         span = hook()
-    except Exception:  # another version's API: nesting is best effort, the action is not
+        if span is None or not span.is_recording() or not span.get_span_context().is_valid:
+            return None
+    except Exception:  # another version's API (or not a span at all): nesting is best effort, the action is not
         name = getattr(hook, "__qualname__", repr(hook))
         if name not in _failed:
             _failed.add(name)
             log.debug("the parent hook %s failed", name, exc_info=True)
-        return None
-    if span is None or not span.is_recording() or not span.get_span_context().is_valid:
         return None
     return span
 
