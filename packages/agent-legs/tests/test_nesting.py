@@ -106,8 +106,8 @@ def parent_hook():
         added.append((trigger, hook))
 
     yield add
-    for trigger, hook in added:
-        _spans._registered[trigger].remove(hook)
+    with _spans._hooks_lock:
+        _spans._hooks = tuple(h for h in _spans._hooks if h not in added)
 
 
 def test_a_parent_hook_names_the_parent_when_its_module_is_imported(legs, captured_spans, parent_hook) -> None:

@@ -88,49 +88,46 @@ class Tracer(trace.Tracer):
 # -- parenting -------------------------------------------------------------------------------------
 
 _hooks_lock = threading.Lock()
-_registered: dict[str, list[ParentHook]] = {}  # trigger module -> hooks
-_pending: list[tuple[str, Any]] = []  # (trigger module, entry point) not loaded yet
+# Copy-on-write tuples: caller_context() reads them without the lock, on every call.
+_hooks: tuple[tuple[str, ParentHook], ...] = ()  # (trigger module, hook)
+_pending: tuple[tuple[str, Any], ...] = ()  # (trigger module, entry point) declared, not loaded yet
 _failed: set[str] = set()  # hooks whose failure was logged
 _discovered = False
 
 
 def register_parent_hook(trigger: str, hook: ParentHook) -> None:
     """Consult ``hook`` for a call's parent span whenever the module ``trigger`` has been imported."""
+    global _hooks
     with _hooks_lock:
-        hooks = _registered.setdefault(trigger, [])
-        if hook not in hooks:
-            hooks.append(hook)
+        if (trigger, hook) not in _hooks:
+            _hooks = (*_hooks, (trigger, hook))
 
 
 def _discover() -> None:
-    """Register the hooks the installed packages declare (once per process; loaded only when triggered)."""
-    global _discovered
+    """Note the hooks the installed packages declare (once per process; each is loaded when triggered)."""
+    global _discovered, _pending
     from importlib.metadata import entry_points
 
     try:
-        found = list(entry_points(group=PARENT_HOOKS_GROUP))
+        found = tuple((ep.name, ep) for ep in entry_points(group=PARENT_HOOKS_GROUP))
     except Exception:  # broken metadata of some distribution: nesting is best effort
         log.debug("reading the %s entry points failed", PARENT_HOOKS_GROUP, exc_info=True)
-        found = []
+        found = ()
     with _hooks_lock:
-        _pending.extend((ep.name, ep) for ep in found)
-        _discovered = True
+        if not _discovered:
+            _pending, _discovered = found, True
 
 
-def _active_hooks() -> list[ParentHook]:
-    if not _discovered:
-        _discover()
-    if _pending:
-        with _hooks_lock:
-            ready = [(t, ep) for t, ep in _pending if t in sys.modules]
-            for item in ready:
-                _pending.remove(item)
-        for trigger, ep in ready:  # loaded outside the lock: loading imports the adapter
-            try:
-                register_parent_hook(trigger, ep.load())
-            except Exception:
-                log.debug("loading the parent hook %s failed", ep.value, exc_info=True)
-    return [hook for trigger, hooks in list(_registered.items()) if trigger in sys.modules for hook in hooks]
+def _load_triggered() -> None:
+    global _pending
+    with _hooks_lock:
+        ready = tuple(item for item in _pending if item[0] in sys.modules)
+        _pending = tuple(item for item in _pending if item not in ready)
+    for trigger, ep in ready:  # loaded outside the lock: loading imports the adapter
+        try:
+            register_parent_hook(trigger, ep.load())
+        except Exception:
+            log.debug("loading the parent hook %s failed", ep.value, exc_info=True)
 
 
 def _hook_span(hook: ParentHook) -> Span | None:
@@ -154,7 +151,15 @@ def caller_context() -> otel_context.Context:
     framework's current run and the caller has not opened a span of its own inside that run.
     """
     ctx = otel_context.get_current()
-    for hook in _active_hooks():
+    if not _discovered:
+        _discover()
+    for trigger, _ in _pending:  # a plain loop: this runs on every call
+        if trigger in sys.modules:
+            _load_triggered()
+            break
+    for trigger, hook in _hooks:
+        if trigger not in sys.modules:
+            continue
         span = _hook_span(hook)
         if span is None:
             continue
