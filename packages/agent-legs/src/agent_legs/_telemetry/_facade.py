@@ -42,7 +42,7 @@ from ._export import GuardedExporter, application_provider, default_provider
 from ._journal import PENDING_DIR, IntentJournal, recover_pending
 from ._log_writer import ActionLog, ActionLogError
 from ._records import CallRecord, bounded_arguments, target
-from ._spans import Tracer, caller_context, end_span, start_span
+from ._spans import Tracer, caller_context, discover_parent_hooks, end_span, start_span
 
 __all__ = ["Telemetry"]
 
@@ -78,6 +78,7 @@ class Telemetry:
             self._own_provider, self._exporter = default_provider(settings)
             self.tracer = Tracer(None, self._own_provider)
         self._explicit = tracer_provider is not None
+        discover_parent_hooks()  # once per process: the first call does not pay for it
         self.action_log = ActionLog(state_dir / "actions.jsonl")
         self.journal = IntentJournal(state_dir / PENDING_DIR)
         self._intent_args: dict[str, Any] = {}  # record id -> bounded arguments, computed once per call

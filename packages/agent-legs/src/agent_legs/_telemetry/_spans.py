@@ -41,6 +41,7 @@ __all__ = [
     "ParentHook",
     "Tracer",
     "caller_context",
+    "discover_parent_hooks",
     "end_span",
     "register_parent_hook",
     "start_span",
@@ -103,9 +104,14 @@ def register_parent_hook(trigger: str, hook: ParentHook) -> None:
             _hooks = (*_hooks, (trigger, hook))
 
 
-def _discover() -> None:
-    """Note the hooks the installed packages declare (once per process; each is loaded when triggered)."""
+def discover_parent_hooks() -> None:
+    """Note the hooks the installed packages declare (once per process; each is loaded when triggered).
+
+    Reading the entry points scans every installed distribution (tens of ms): ``Telemetry`` does it when
+    built, so that no call pays it."""
     global _discovered, _pending
+    if _discovered:
+        return
     from importlib.metadata import entry_points
 
     try:
@@ -152,7 +158,7 @@ def caller_context() -> otel_context.Context:
     """
     ctx = otel_context.get_current()
     if not _discovered:
-        _discover()
+        discover_parent_hooks()
     for trigger, _ in _pending:  # a plain loop: this runs on every call
         if trigger in sys.modules:
             _load_triggered()
