@@ -251,7 +251,6 @@ class Telemetry:
             )
 
     # -- nesting -------------------------------------------------------------------------------
-    def caller_context(self) -> otel_context.Context:
-        """The OpenTelemetry context our span is parented to; call it on the caller's thread (see
-        ``_spans.caller_context``: the caller's context, or a framework adapter's parent hook's span)."""
-        return caller_context()
+    # The OpenTelemetry context our span is parented to; called on the caller's thread, once per call
+    # (``_spans.caller_context``: the caller's context, or the span a framework adapter's parent hook names).
+    caller_context = staticmethod(caller_context)
