@@ -41,6 +41,7 @@ class CallRecord:
 
 
 def truncate(s: str, limit: int) -> str:
+    """``s`` cut to ``limit`` characters, saying how many more there were."""
     return s if len(s) <= limit else s[:limit] + f"...[{len(s) - limit} more chars]"
 
 
@@ -77,6 +78,7 @@ def _digest(value: str, redactor: Redactor) -> str:
 
 
 def target(arguments: Any) -> str | None:
+    """The log's "target" column: the argument that best says what the call touched (one line, 200 chars)."""
     if not isinstance(arguments, dict):
         return None
     for key in _TARGET_KEYS:
@@ -88,4 +90,5 @@ def target(arguments: Any) -> str | None:
 
 
 def dumps(obj: Any) -> str:
+    """JSON as spans and logs show it: non-ASCII kept, anything else as its ``str``."""
     return json.dumps(obj, ensure_ascii=False, default=str)
