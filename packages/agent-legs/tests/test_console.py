@@ -55,7 +55,7 @@ def page(browser: Browser) -> Iterator[Page]:
 
 
 def start_console(dirs: tuple[Path, Path], policy: dict[str, Any] | None = None, **settings: Any) -> ConsoleServer:
-    from agent_legs._legs import _coerce
+    from agent_legs._arguments import coerce_config as _coerce
     from agent_legs._policy import Policy
 
     ws, st = dirs

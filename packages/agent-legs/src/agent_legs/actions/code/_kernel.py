@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..._errors import ActionError
+from ..._telemetry._semconv import AGENT_LEGS_CODE_CONTAINER, AGENT_LEGS_CODE_LANGUAGE, AGENT_LEGS_CODE_NEW_KERNEL
 from . import _fs as _code_fs
 from ._channel import Channel, ProtocolError, clean_reply, reply_cap
 from ._container import CLEANUP_S, SocketProxy
@@ -136,9 +137,9 @@ async def run_code(svc: CodeService, ctx: ActionContext, args: RunInput, deadlin
     try:
         kernel.last_used = time.monotonic()
         with ctx.tracer.start_as_current_span("sandbox exec") as span:
-            span.set_attribute("agent_legs.code.language", args.language)
-            span.set_attribute("agent_legs.code.container", kernel.container.short_id)
-            span.set_attribute("agent_legs.code.new_kernel", fresh)
+            span.set_attribute(AGENT_LEGS_CODE_LANGUAGE, args.language)
+            span.set_attribute(AGENT_LEGS_CODE_CONTAINER, kernel.container.short_id)
+            span.set_attribute(AGENT_LEGS_CODE_NEW_KERNEL, fresh)
             try:
                 async with asyncio.timeout_at(deadline):
                     raw = await kernel.channel.request(

@@ -41,6 +41,7 @@ from typing import Any
 from ..._egress import EgressGuard
 from ..._errors import ActionError
 from ..._service import Service
+from ..._telemetry._semconv import AGENT_LEGS_CODE_NETWORK
 from . import _container
 from . import _fs as _code_fs
 from ._channel import HELLO_MAX, Channel, ProtocolError
@@ -154,7 +155,7 @@ class CodeService(Service):
 
     async def _new_kernel(self) -> Kernel:
         with self.runtime.tracer.start_as_current_span("sandbox container start") as span:
-            span.set_attribute("agent_legs.code.network", self._egress_dir is not None)
+            span.set_attribute(AGENT_LEGS_CODE_NETWORK, self._egress_dir is not None)
             proxy = await self._start_proxy()
             creating = asyncio.ensure_future(asyncio.to_thread(self._create, proxy))
             self._creating.add(creating)

@@ -36,6 +36,7 @@ from ..._context import ActionContext
 from ..._errors import ActionError
 from ..._models import ActionOutput, Artifact
 from ..._registry import action
+from ..._telemetry._semconv import AGENT_LEGS_EMAIL_MESSAGE_ID
 from . import _servers
 from ._addresses import check_recipients, clean_header, parse_address, sender
 from ._imap import imap_fetch, imap_list, run_imap
@@ -85,7 +86,7 @@ async def email_send(ctx: ActionContext, args: SendInput) -> ActionOutput:
             return earlier_result(ctx, earlier)
         assert claim is not None
         msg["Message-ID"] = claim.message_id
-        ctx.set_attribute("agent_legs.email.message_id", claim.message_id)
+        ctx.set_attribute(AGENT_LEGS_EMAIL_MESSAGE_ID, claim.message_id)
         progress = Progress()
         deadline = _servers.exchange_deadline(started, ctx.timeout_s, server.timeout_s)
         try:

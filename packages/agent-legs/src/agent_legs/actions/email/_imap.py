@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 
 from ..._context import ActionContext
 from ..._errors import ActionError
+from ..._telemetry._semconv import AGENT_LEGS_EMAIL_OPERATION, ERROR_TYPE, SERVER_ADDRESS, SERVER_PORT
 from . import _servers
 from ._addresses import CONTROL
 from ._mime import decode_header
@@ -308,10 +309,10 @@ async def run_imap(ctx: ActionContext, operation: str, fn: Callable[..., T], *ar
     # each socket operation, and the session ends before the runtime's deadline.
     budget_s = max(_servers.exchange_deadline(started, ctx.timeout_s, server.timeout_s) - time.monotonic(), 0.001)
     with ctx.tracer.start_as_current_span("imap session") as span:
-        span.set_attribute("server.address", server.host)
+        span.set_attribute(SERVER_ADDRESS, server.host)
         if server.port:
-            span.set_attribute("server.port", server.port)
-        span.set_attribute("agent_legs.email.operation", operation)
+            span.set_attribute(SERVER_PORT, server.port)
+        span.set_attribute(AGENT_LEGS_EMAIL_OPERATION, operation)
         try:
             async with asyncio.timeout(budget_s):
                 try:
@@ -321,7 +322,7 @@ async def run_imap(ctx: ActionContext, operation: str, fn: Callable[..., T], *ar
                     raise
         except TimeoutError:  # the whole session's bound (or a socket operation's, which is no shorter)
             abort.abort()
-            span.set_attribute("error.type", "timeout")
+            span.set_attribute(ERROR_TYPE, "timeout")
             raise ActionError(
                 "timeout",
                 f"the IMAP server {server.host} did not finish within {budget_s:.3g} s "

@@ -40,6 +40,15 @@ from typing import Any
 from ..._context import ActionContext
 from ..._errors import ActionError
 from ..._retry import retrying
+from ..._telemetry._semconv import (
+    AGENT_LEGS_EMAIL_ATTEMPT,
+    AGENT_LEGS_EMAIL_BYTES,
+    AGENT_LEGS_EMAIL_RECIPIENTS,
+    AGENT_LEGS_EMAIL_REFUSED,
+    ERROR_TYPE,
+    SERVER_ADDRESS,
+    SERVER_PORT,
+)
 from . import _servers
 from ._ledger import UNKNOWN_HINT, MailService
 from ._settings import MailServer
@@ -131,11 +140,11 @@ class _Delivery:
         progress, deadline = self.progress, self.deadline
         remaining = max(deadline - time.monotonic(), 0.001)
         with self.ctx.tracer.start_as_current_span("smtp send") as span:
-            span.set_attribute("server.address", server.host)
-            span.set_attribute("server.port", port)
-            span.set_attribute("agent_legs.email.recipients", len(recipients))
-            span.set_attribute("agent_legs.email.bytes", len(self.content))
-            span.set_attribute("agent_legs.email.attempt", number)
+            span.set_attribute(SERVER_ADDRESS, server.host)
+            span.set_attribute(SERVER_PORT, port)
+            span.set_attribute(AGENT_LEGS_EMAIL_RECIPIENTS, len(recipients))
+            span.set_attribute(AGENT_LEGS_EMAIL_BYTES, len(self.content))
+            span.set_attribute(AGENT_LEGS_EMAIL_ATTEMPT, number)
             # Every operation's own timeout is what is left of the whole; asyncio.timeout is the backstop.
             smtp = aiosmtplib.SMTP(
                 hostname=server.host,
@@ -182,7 +191,7 @@ class _Delivery:
                     "refused": refused,
                 }
                 progress.in_data = False
-                span.set_attribute("agent_legs.email.refused", len(refused))
+                span.set_attribute(AGENT_LEGS_EMAIL_REFUSED, len(refused))
                 left = deadline - time.monotonic()
                 if left > 0.05:  # a polite QUIT, within what is left of the deadline
                     with contextlib.suppress(Exception):
@@ -190,7 +199,7 @@ class _Delivery:
                 return refused, response
             except TimeoutError:
                 # The deadline (ours, or an operation's timeout, which is what was left of it) passed.
-                span.set_attribute("error.type", "timeout")
+                span.set_attribute(ERROR_TYPE, "timeout")
                 if progress.in_data:
                     raise ActionError(
                         "timeout",
@@ -239,7 +248,7 @@ class _Delivery:
                 ) from None
             except (aiosmtplib.SMTPException, OSError) as exc:
                 code = exc.code if isinstance(exc, aiosmtplib.SMTPResponseException) else None
-                span.set_attribute("error.type", type(exc).__name__)
+                span.set_attribute(ERROR_TYPE, type(exc).__name__)
                 if _servers.cert_error(exc):
                     raise ActionError(
                         "failed",

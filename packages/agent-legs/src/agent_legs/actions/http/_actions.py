@@ -35,6 +35,15 @@ from ..._models import ActionOutput
 from ..._policy import Policy
 from ..._registry import action
 from ..._secrets import Redactor
+from ..._telemetry._semconv import (
+    ERROR_TYPE,
+    HTTP_REQUEST_METHOD,
+    HTTP_REQUEST_RESEND_COUNT,
+    HTTP_RESPONSE_STATUS_CODE,
+    SERVER_ADDRESS,
+    SERVER_PORT,
+    URL_FULL,
+)
 from ._client import Client, ConnectFailed, ExchangeFailed, Reply, is_invalid_url, parse_url, tls_failure
 from ._models import RequestInput
 from ._service import service_for
@@ -300,13 +309,13 @@ async def _send(
                 raise _unknown_outcome(method, url, f"the redirect could not be followed within {timeout_s:g} s")
             raise ActionError("timeout", f"no response within {timeout_s:g} s", retryable=True)
         attributes: dict[str, Any] = {
-            "http.request.method": method,
-            "url.full": ctx.redactor.text(url.split("?", 1)[0]),  # query strings often carry keys
-            "server.address": target.host,
-            "server.port": target.port,
+            HTTP_REQUEST_METHOD: method,
+            URL_FULL: ctx.redactor.text(url.split("?", 1)[0]),  # query strings often carry keys
+            SERVER_ADDRESS: target.host,
+            SERVER_PORT: target.port,
         }
         if attempt:
-            attributes["http.request.resend_count"] = attempt
+            attributes[HTTP_REQUEST_RESEND_COUNT] = attempt
         # A child of the call's span (the current one); nothing nests under it, so it is not made current.
         span = ctx.tracer.start_span(f"HTTP {method}", kind=SpanKind.CLIENT, attributes=attributes)
         try:
@@ -317,7 +326,7 @@ async def _send(
             except ConnectFailed as exc:
                 span.set_status(Status(StatusCode.ERROR, "ConnectError"))
                 tls = tls_failure(exc)
-                span.set_attribute("error.type", "tls" if tls else "ConnectError")
+                span.set_attribute(ERROR_TYPE, "tls" if tls else "ConnectError")
                 if tls:  # retrying cannot fix a certificate
                     raise ActionError(
                         "failed",
@@ -334,23 +343,23 @@ async def _send(
                 raise ActionError("unavailable", f"cannot connect to {target.host}: {exc}", retryable=True) from None
             except TimeoutError as exc:
                 span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-                span.set_attribute("error.type", "timeout")
+                span.set_attribute(ERROR_TYPE, "timeout")
                 if unsafe:
                     raise _unknown_outcome(method, url, f"no complete response within {timeout_s:g} s") from None
                 raise ActionError("timeout", f"{method} {url} did not complete within {timeout_s:g} s", retryable=True) from None
             except ExchangeFailed as exc:
                 cause = exc.__cause__
                 span.set_status(Status(StatusCode.ERROR, type(cause or exc).__name__))
-                span.set_attribute("error.type", type(cause or exc).__name__)
+                span.set_attribute(ERROR_TYPE, type(cause or exc).__name__)
                 if is_invalid_url(cause):
                     raise ActionError("invalid_input", f"invalid URL {url!r}: {cause}") from None
                 if unsafe:
                     raise _unknown_outcome(method, url, f"the exchange failed ({exc})", "failed") from None
                 raise ActionError("failed", f"{method} {url} failed: {exc}", retryable=True) from None
-            span.set_attribute("http.response.status_code", reply.status)
+            span.set_attribute(HTTP_RESPONSE_STATUS_CODE, reply.status)
             if reply.status >= 500:
                 span.set_status(Status(StatusCode.ERROR))
-                span.set_attribute("error.type", str(reply.status))
+                span.set_attribute(ERROR_TYPE, str(reply.status))
             return reply
         finally:
             span.end()
