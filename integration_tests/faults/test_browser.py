@@ -24,7 +24,7 @@ import time
 import pytest
 
 from agent_legs import Legs
-from agent_legs.actions.browser._actions import BrowserService
+from agent_legs.actions.browser._service import BrowserService
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -46,7 +46,7 @@ def test_chromium_killed_mid_navigation_fails_cleanly_recovers_and_leaves_nothin
     with Legs(workspace=ws, state_dir=st, policy=website.policy(timeout_s=20)) as legs:
         assert nav(legs, website.site.url("/about")).ok
         service = legs._runtime._services[BrowserService]
-        download_dirs = [service._downloads_dir]
+        download_dirs = [service.downloads.directory]
         ours = procs.chromium_pids() - before
         assert ours
         result: list = []
@@ -68,7 +68,7 @@ def test_chromium_killed_mid_navigation_fails_cleanly_recovers_and_leaves_nothin
         r = nav(legs, website.site.url("/about"))
         assert r.ok, r.error
         assert any("crashed" in e for e in r.data.get("events", [])), r.data
-        download_dirs.append(service._downloads_dir)
+        download_dirs.append(service.downloads.directory)
     assert not [rec for rec in caplog.records if rec.exc_info], "no traceback logged"
     deadline = time.monotonic() + 10
     while procs.chromium_pids() - before and time.monotonic() < deadline:

@@ -232,7 +232,7 @@ def test_concurrent_first_calls_of_one_session_share_one_context(legs, website) 
         return [r.data["url"] for r in results]
 
     assert asyncio.run(burst()) == ["about:blank"] * 5
-    from agent_legs.actions.browser._actions import BrowserService
+    from agent_legs.actions.browser._service import BrowserService
 
     svc = legs._runtime._services[BrowserService]
     assert len(svc.browser.contexts) == 1
@@ -400,7 +400,7 @@ def test_opening_a_session_waits_for_a_slot_too(dirs, website) -> None:
     import asyncio
     from concurrent.futures import ThreadPoolExecutor
 
-    from agent_legs.actions.browser._actions import BrowserService
+    from agent_legs.actions.browser._service import BrowserService
 
     ws, st = dirs
     with Legs(
@@ -431,7 +431,7 @@ def test_opening_a_session_waits_for_a_slot_too(dirs, website) -> None:
 def test_a_load_that_cannot_get_a_slot_times_out_without_touching_the_page(dirs, website) -> None:
     import asyncio
 
-    from agent_legs.actions.browser._actions import BrowserService
+    from agent_legs.actions.browser._service import BrowserService
 
     ws, st = dirs
     # timeout_s bounds the whole call (opening the session's context and tab too): 3 s, not 1, leaves the
