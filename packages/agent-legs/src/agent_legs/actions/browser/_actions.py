@@ -29,6 +29,7 @@ from ..._errors import ActionError
 from ..._models import ActionOutput
 from ..._registry import action
 from ..._retry import retrying
+from ..._telemetry._semconv import HTTP_RESPONSE_STATUS_CODE, URL_FULL
 from ._blocked import deny_if_blocked
 from ._call import after, element_timeout_ms, goto, guarded, open_session
 from ._deadline import monotonic_deadline
@@ -83,7 +84,7 @@ async def browser_navigate(ctx: ActionContext, args: NavigateInput) -> ActionOut
         ctx.egress.check_target(url)  # scheme and host rules: a clear denial before Chromium does anything
     async with open_session(ctx) as (svc, s):
         with ctx.tracer.start_as_current_span("browser page load") as span:
-            span.set_attribute("url.full", ctx.redactor.text(url.split("?", 1)[0]))
+            span.set_attribute(URL_FULL, ctx.redactor.text(url.split("?", 1)[0]))
             response: Any = None
             tries = retrying(attempts=_NAVIGATE_TRIES, retry_on=_navigation_interrupted, deadline=monotonic_deadline())
             async for attempt in tries:
@@ -97,7 +98,7 @@ async def browser_navigate(ctx: ActionContext, args: NavigateInput) -> ActionOut
             s.md_cache = None
             await deny_if_blocked(s, response, by_page=False)
             if response is not None:
-                span.set_attribute("http.response.status_code", response.status)
+                span.set_attribute(HTTP_RESPONSE_STATUS_CODE, response.status)
         artifacts = await await_downloads(ctx, s, wait_for_start=response is None)
         out = await page_result(ctx, s, response.status if response else None, artifacts)
         await svc.save_profile(s)

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..._errors import ActionError
+from ..._telemetry._semconv import BROWSER_EXECUTABLE, BROWSER_VERSION
 
 if TYPE_CHECKING:
     from ..._runtime import Runtime
@@ -110,7 +111,7 @@ async def launch(runtime: Runtime, pw: Any) -> Launched:
                 remote = True
             else:
                 executable = _executable(pw, settings.executable_path)
-                span.set_attribute("browser.executable", executable)
+                span.set_attribute(BROWSER_EXECUTABLE, executable)
                 downloads_dir = Path(tempfile.mkdtemp(prefix="agent-legs-downloads-"))
                 browser = await chromium.launch(
                     executable_path=executable, headless=settings.headless, args=args, downloads_path=str(downloads_dir)
@@ -124,7 +125,7 @@ async def launch(runtime: Runtime, pw: Any) -> Launched:
             raise ActionError(
                 "unavailable", f"cannot start or reach a browser: {first}", retryable=True, hint=_UNAVAILABLE_HINT
             ) from None
-        span.set_attribute("browser.version", browser.version)
+        span.set_attribute(BROWSER_VERSION, browser.version)
         if remote:
             await _check_remote_flags(browser)
     return Launched(browser, remote, downloads_dir)

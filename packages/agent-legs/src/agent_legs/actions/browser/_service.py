@@ -41,6 +41,7 @@ from ..._egress import is_loopback_host
 from ..._egress_proxy import EgressProxy, peer_uid_supported
 from ..._errors import ActionError
 from ..._service import Service
+from ..._telemetry._semconv import BROWSER_PROFILE
 from ._blocked import denial_for
 from ._deadline import in_background, remaining
 from ._files import Downloads
@@ -154,7 +155,7 @@ class BrowserService(Service):
             profile = profile_name(template, name) if template else None
             state: dict[str, Any] | None = None
             if profile:
-                span.set_attribute("browser.profile", profile)
+                span.set_attribute(BROWSER_PROFILE, profile)
                 path = self._profile_path(profile)
                 with contextlib.suppress(FileNotFoundError, ValueError):
                     state = json.loads(await asyncio.to_thread(path.read_text))
