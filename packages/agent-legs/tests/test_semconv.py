@@ -3,9 +3,7 @@
 Every source module of every package is parsed (docstrings skipped): a string literal that names a span
 attribute (``gen_ai.*``, an ``agent_legs.*`` name that is not a logger or module name, or the first
 argument of a ``set_attribute`` call) must be one of ``_semconv``'s constants, and outside ``_semconv.py``
-it must not be spelled at all. The action families' directories (``agent_legs/actions/``) are allowed to
-spell them until their literals are replaced (issue 14, after the families' split): for them only the
-first rule holds, so every family attribute has its constant already.
+it must not be spelled at all, the action families included.
 """
 
 from __future__ import annotations
@@ -21,8 +19,6 @@ from agent_legs._telemetry import _semconv
 REPO = Path(__file__).resolve().parents[3]
 SOURCE_ROOTS = sorted(p for p in (REPO / "packages").glob("*/src") if p.is_dir())
 SEMCONV = Path(_semconv.__file__).resolve()
-# Allowed to spell attribute names until the lead's pass over the families (issue 14).
-FAMILIES = REPO / "packages/agent-legs/src/agent_legs/actions"
 NAMES = {getattr(_semconv, n) for n in _semconv.__all__}
 
 
@@ -112,7 +108,7 @@ def test_no_attribute_name_is_spelled_outside_semconv() -> None:
     spelled = [
         str(x)
         for p in _sources()
-        if p.resolve() != SEMCONV and not p.resolve().is_relative_to(FAMILIES)
+        if p.resolve() != SEMCONV
         for x in attribute_literals(p)
     ]
     assert not spelled, "use the _semconv constants:\n" + "\n".join(spelled)
