@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 CHART = Path("img/scale.svg")  # relative to the page's directory
-BLOCK = re.compile(r"<!-- bench:begin (?P<name>[\w-]+) -->\n.*?<!-- bench:end (?P=name) -->", re.S)
+BLOCK = re.compile(r"<!-- bench:begin (?P<name>[\w-]+) -->\n.*?<!-- bench:end (?P=name) -->", re.DOTALL)
 
 
 # -- formatting ----------------------------------------------------------------------------------
@@ -401,8 +401,10 @@ def _scale(scale: dict[str, Any], chart: Path | None) -> str:
                 if "machine_cpu_busy" in s
                 else f"{s['cpu_busy_of_cores']:.0%}",
                 f"{m['per_session_mb']:.0f} MB",
-                f"{m['our_rss_growth_mb']:.0f} / {m['chromium_pss_mb']:.0f} / {m['playwright_driver_pss_mb']:.0f} / "
-                f"{m['containers_mb']:.0f} ({m['containers_running']})",
+                (
+                    f"{m['our_rss_growth_mb']:.0f} / {m['chromium_pss_mb']:.0f} / {m['playwright_driver_pss_mb']:.0f} / "
+                    f"{m['containers_mb']:.0f} ({m['containers_running']})"
+                ),
                 f"{a['actions_issued']} / {a['execute_tool_spans']} / {a['action_log_lines']} "
                 + ("✓" if a["one_span_and_one_line_per_action"] else "✗"),
                 ", ".join(f"{k} ×{v}" for k, v in s.get("errors", {}).items()) or "none",
@@ -463,9 +465,9 @@ def _scale(scale: dict[str, Any], chart: Path | None) -> str:
 def chart(scale: dict[str, Any], path: Path) -> bool:
     """Throughput, p95 per action and memory per session against sessions, as one SVG."""
     try:
-        import matplotlib
+        import matplotlib as mpl
 
-        matplotlib.use("Agg")
+        mpl.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         print("bench: matplotlib is not installed: chart not drawn (pip install -r bench/requirements.txt)")

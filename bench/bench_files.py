@@ -28,7 +28,7 @@ def run(iterations: int) -> dict[str, Any]:
                 {
                     "agent_legs_files_read": lambda: legs.run("files.read", {"path": "notes.txt"}),
                     "langchain_read_file": lambda: lc_read.invoke({"file_path": "notes.txt"}),
-                    "plain_python_read": lambda: (ws / "notes.txt").read_text(),
+                    "plain_python_read": (ws / "notes.txt").read_text,
                 },
                 iterations,
             )

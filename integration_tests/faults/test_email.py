@@ -170,7 +170,7 @@ def make_legs(tmp_path: Path, smtp: dict[str, Any], policy_timeout_s: float = 60
 
 
 def smtp_settings(srv: FaultSmtp, ca: str, stage: str | None, timeout_s: float) -> dict[str, Any]:
-    tls = stage == "starttls" or stage == "after-starttls"
+    tls = stage in {"starttls", "after-starttls"}
     return {
         "host": "127.0.0.1",
         "port": srv.port,

@@ -28,7 +28,7 @@ ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
 def _temps(root: Path) -> list[Path]:
-    return [p for p in root.rglob(f"{TMP}*")]
+    return list(root.rglob(f"{TMP}*"))
 
 
 # -- 22.2: a write killed half-way leaves a temp file; the next start sweeps it --------------------

@@ -254,7 +254,9 @@ def test_policy_doc_standing_rule_block_runs(tmp_path, monkeypatch, capsys) -> N
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    (block,) = [b for b in re.findall(r"^```python\n(.*?)^```", DOC.read_text(), re.S | re.M) if "add_standing_rule" in b]
+    (block,) = [
+        b for b in re.findall(r"^```python\n(.*?)^```", DOC.read_text(), re.DOTALL | re.MULTILINE) if "add_standing_rule" in b
+    ]
     exec(compile(block, str(DOC), "exec"), {"__name__": "doc"})
     assert capsys.readouterr().out.split() == ["True", "True"]
 
@@ -262,7 +264,7 @@ def test_policy_doc_standing_rule_block_runs(tmp_path, monkeypatch, capsys) -> N
 def test_policy_doc_conditions_block_parses_and_decides(tmp_path) -> None:
     import re
 
-    (block,) = [b for b in re.findall(r"^```toml\n(.*?)^```", DOC.read_text(), re.S | re.M) if "unless" in b]
+    (block,) = [b for b in re.findall(r"^```toml\n(.*?)^```", DOC.read_text(), re.DOTALL | re.MULTILINE) if "unless" in b]
     path = tmp_path / "agent-legs.toml"
     path.write_text(block)
     engine = PolicyEngine(Policy.from_toml(path))

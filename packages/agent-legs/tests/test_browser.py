@@ -241,7 +241,7 @@ def test_concurrent_first_calls_of_one_session_share_one_context(legs, website) 
 
 def test_named_profile_survives_a_restart(dirs, website) -> None:
     ws, st = dirs
-    cfg = dict(workspace=ws, state_dir=st, policy=website.policy(), settings={"browser": {"profile": "shop"}})
+    cfg = {"workspace": ws, "state_dir": st, "policy": website.policy(), "settings": {"browser": {"profile": "shop"}}}
     with Legs(**cfg) as legs:
         assert nav(legs, website.site.url("/login")).ok
         nav(legs, website.site.url("/storage"))
@@ -258,7 +258,7 @@ def test_named_profile_survives_a_restart(dirs, website) -> None:
 
 def test_profile_per_session(dirs, website) -> None:
     ws, st = dirs
-    cfg = dict(workspace=ws, state_dir=st, policy=website.policy(), settings={"browser": {"profile": "{session}"}})
+    cfg = {"workspace": ws, "state_dir": st, "policy": website.policy(), "settings": {"browser": {"profile": "{session}"}}}
     with Legs(**cfg) as legs:
         nav(legs, website.site.url("/login"), session="alice")
         nav(legs, website.site.url("/about"), session="bob")

@@ -105,12 +105,7 @@ def test_every_attribute_name_has_its_constant() -> None:
 
 
 def test_no_attribute_name_is_spelled_outside_semconv() -> None:
-    spelled = [
-        str(x)
-        for p in _sources()
-        if p.resolve() != SEMCONV
-        for x in attribute_literals(p)
-    ]
+    spelled = [str(x) for p in _sources() if p.resolve() != SEMCONV for x in attribute_literals(p)]
     assert not spelled, "use the _semconv constants:\n" + "\n".join(spelled)
 
 

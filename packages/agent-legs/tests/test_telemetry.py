@@ -117,7 +117,7 @@ def test_nested_under_caller_span_sync_and_async(legs, captured_spans) -> None:
 
     asyncio.run(go())
     spans = {s.name: s for s in captured_spans.spans}
-    tool = [s for s in captured_spans.tool_spans()]
+    tool = list(captured_spans.tool_spans())
     assert tool[0].parent.span_id == parent.get_span_context().span_id
     async_parent = spans["async agent run"]
     for s in tool[1:]:

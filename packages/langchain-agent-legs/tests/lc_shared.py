@@ -75,7 +75,7 @@ def standard_suites(base: type, prefix: str) -> dict[str, type]:
     from langchain_agent_legs import AgentLegsTool
 
     suites: dict[str, type] = {}
-    for action in EXAMPLES:
+    for action in EXAMPLES:  # noqa: PLC0206  (each test reads its example afresh)
 
         def tool_constructor(self: object, action: str = action) -> AgentLegsTool:
             prepare_example(action)  # each test calls the tool once: give it a fresh world

@@ -108,7 +108,7 @@ def test_new_core_action_appears_without_adapter_change(tmp_path) -> None:
 
 def test_adapter_is_thin() -> None:
     import llama_index.tools.agent_legs._approval as approval
-    import llama_index.tools.agent_legs.base as base
+    from llama_index.tools.agent_legs import base
 
     source = inspect.getsource(base) + inspect.getsource(pkg)
     for name in ("files.read", "files_read", "http.request", "browser.navigate", "code.run", "email.send"):

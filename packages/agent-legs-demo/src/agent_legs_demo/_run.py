@@ -333,7 +333,7 @@ def _print_result(console: Console, name: str, msg: Any, report: DemoReport) -> 
             console.print(f"    [dim]hint: {escape(hint)}[/dim]")
         if kind == "unavailable":
             report.problems.setdefault(
-                name.split("_")[0], f"{name}: {(error or {}).get('message')}" + (f" — fix: {hint}" if hint else "")
+                name.split("_", maxsplit=1)[0], f"{name}: {(error or {}).get('message')}" + (f" — fix: {hint}" if hint else "")
             )
         return
     lines = [ln for ln in str(msg.content).strip().splitlines() if ln.strip() and not ln.startswith("[new kernel")]

@@ -27,7 +27,7 @@ from ._services import METADATA_URL, RECIPIENT
 
 __all__ = ["METADATA_URL", "RECIPIENT", "Plan", "ScriptedAgent", "parse_prices"]
 
-_PRICE_ROW = re.compile(r"^\|\s*\[?([^|\]\n]+?)\]?(?:\([^)]*\))?\s*\|\s*\$\s*([0-9][0-9,]*\.?[0-9]*)\s*\|", re.M)
+_PRICE_ROW = re.compile(r"^\|\s*\[?([^|\]\n]+?)\]?(?:\([^)]*\))?\s*\|\s*\$\s*([0-9][0-9,]*\.?[0-9]*)\s*\|", re.MULTILINE)
 
 
 def parse_prices(markdown: str) -> list[tuple[str, float]]:
@@ -223,8 +223,10 @@ class Plan:
             if last("files_write", path="report/prices.csv") is None:
                 csv = "product,price\n" + "".join(f"{n},{p}\n" for n, p in prices)
                 return (
-                    f"The sandbox did not work ({why}). I compute the statistics myself and write the CSV "
-                    "with files_write (no chart this time).",
+                    (
+                        f"The sandbox did not work ({why}). I compute the statistics myself and write the CSV "
+                        "with files_write (no chart this time)."
+                    ),
                     [("files_write", {"path": "report/prices.csv", "content": csv})],
                 )
             notes.append("computed the statistics without the sandbox (no chart)")
@@ -258,8 +260,10 @@ class Plan:
         if last("email_send") is None and "email_send" in self.tools:
             attachments = (["report/prices.png"] if chart else []) + ["report/prices.csv"]
             return (
-                "I email the report to the team. To show the egress guard, I also try the cloud metadata "
-                "service, which the policy must refuse.",
+                (
+                    "I email the report to the team. To show the egress guard, I also try the cloud metadata "
+                    "service, which the policy must refuse."
+                ),
                 [
                     (
                         "email_send",

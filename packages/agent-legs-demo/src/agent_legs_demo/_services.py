@@ -195,7 +195,7 @@ def _serve_smtp(svc: DemoServices) -> int:
         async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
             raw: bytes = envelope.original_content or envelope.content
             svc.mails.append(raw)
-            subject = re.search(rb"^Subject: (.*)$", raw, re.M | re.I)
+            subject = re.search(rb"^Subject: (.*)$", raw, re.MULTILINE | re.IGNORECASE)
             name = slug((subject.group(1) if subject else b"message").decode(errors="replace"))[:40] or "message"
             path = svc.mail_dir / f"{len(svc.mails):02d}-{name}.eml"
             path.write_bytes(raw)

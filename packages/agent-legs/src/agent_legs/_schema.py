@@ -65,7 +65,7 @@ def _pairs_to_dict(value: Any) -> Any:
             raise ValueError(f"item {i} must be an object with exactly the keys 'name' and 'value'")
         name = item["name"]
         if not isinstance(name, str):
-            raise ValueError(f"item {i}: name must be a string")
+            raise ValueError(f"item {i}: name must be a string")  # noqa: TRY004  (pydantic reports ValueError, not TypeError)
         if name in out:
             raise ValueError(f"the name {name!r} is given twice")
         out[name] = item["value"]

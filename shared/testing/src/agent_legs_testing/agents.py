@@ -192,11 +192,11 @@ def office_world(
     sandbox_image: str,
 ) -> Iterator[OfficeWorld]:
     dovecot.deliver(TASK_EMAIL.replace("\n", "\r\n").encode())
-    yield OfficeWorld(http_server, website, smtp_server, dovecot, mail_ca["ca"])
+    return OfficeWorld(http_server, website, smtp_server, dovecot, mail_ca["ca"])
 
 
 def _first_message_id(listing: str) -> str:
-    match = re.search(r"^\s*(\d+)\s", listing, re.M)
+    match = re.search(r"^\s*(\d+)\s", listing, re.MULTILINE)
     assert match, f"no message id in the email_list output:\n{listing}"
     return match.group(1)
 

@@ -59,8 +59,7 @@ def make_ca(directory: Path) -> dict[str, str]:
     ca.cert_pem.write_to_path(paths["ca"])
     cert.private_key_pem.write_to_path(paths["key"])
     with open(paths["cert"], "wb") as f:
-        for blob in cert.cert_chain_pems:
-            f.write(blob.bytes())
+        f.writelines(blob.bytes() for blob in cert.cert_chain_pems)
     return paths
 
 

@@ -17,7 +17,7 @@ __all__ = ["exec_block", "in_tmp", "python_blocks"]
 
 
 def python_blocks(page: Path) -> list[str]:
-    return re.findall(r"^```python\n(.*?)^```", page.read_text(), re.S | re.M)
+    return re.findall(r"^```python\n(.*?)^```", page.read_text(), re.DOTALL | re.MULTILINE)
 
 
 def exec_block(code: str, page: Path, **names: object) -> dict[str, object]:

@@ -55,7 +55,7 @@ def _environment() -> jinja2.Environment:
     env.filters["outcome_class"] = outcome_class
     env.filters["clock"] = lambda t: str(t or "")[11:23] or "-"
     env.filters["ms"] = lambda v: "-" if v is None else f"{v:.0f} ms" if v >= 10 else f"{v:.1f} ms"
-    env.filters["qs"] = lambda d: urlencode(d)
+    env.filters["qs"] = urlencode
     return env
 
 

@@ -122,19 +122,29 @@ _APPROVAL_COLUMNS = (
 
 def _schema_v1(real: str, serial: str) -> list[str]:
     return [
-        "CREATE TABLE IF NOT EXISTS budget_usage (budget TEXT NOT NULL, win TEXT NOT NULL, used BIGINT NOT NULL, "
-        "PRIMARY KEY (budget, win))",
-        f"CREATE TABLE IF NOT EXISTS sends (key TEXT PRIMARY KEY, state TEXT NOT NULL, message_id TEXT NOT NULL, "
-        f"result TEXT, updated {real} NOT NULL, digest TEXT, owner TEXT)",
-        f"CREATE TABLE IF NOT EXISTS approvals (id TEXT PRIMARY KEY, action TEXT NOT NULL, tool_name TEXT NOT NULL, "
-        f"arguments TEXT NOT NULL, session TEXT NOT NULL, reason TEXT NOT NULL, call_id TEXT, created {real} NOT NULL, "
-        f"expires {real} NOT NULL, state TEXT NOT NULL, decided {real}, decided_by TEXT, message TEXT)",
+        (
+            "CREATE TABLE IF NOT EXISTS budget_usage (budget TEXT NOT NULL, win TEXT NOT NULL, used BIGINT NOT NULL, "
+            "PRIMARY KEY (budget, win))"
+        ),
+        (
+            f"CREATE TABLE IF NOT EXISTS sends (key TEXT PRIMARY KEY, state TEXT NOT NULL, message_id TEXT NOT NULL, "
+            f"result TEXT, updated {real} NOT NULL, digest TEXT, owner TEXT)"
+        ),
+        (
+            f"CREATE TABLE IF NOT EXISTS approvals (id TEXT PRIMARY KEY, action TEXT NOT NULL, tool_name TEXT NOT NULL, "
+            f"arguments TEXT NOT NULL, session TEXT NOT NULL, reason TEXT NOT NULL, call_id TEXT, created {real} NOT NULL, "
+            f"expires {real} NOT NULL, state TEXT NOT NULL, decided {real}, decided_by TEXT, message TEXT)"
+        ),
         "CREATE INDEX IF NOT EXISTS approvals_state ON approvals (state, expires)",
-        f"CREATE TABLE IF NOT EXISTS session_labels (id {serial}, session TEXT NOT NULL, call_id TEXT, "
-        f"label TEXT NOT NULL, piece TEXT NOT NULL, created {real} NOT NULL)",
+        (
+            f"CREATE TABLE IF NOT EXISTS session_labels (id {serial}, session TEXT NOT NULL, call_id TEXT, "
+            f"label TEXT NOT NULL, piece TEXT NOT NULL, created {real} NOT NULL)"
+        ),
         "CREATE INDEX IF NOT EXISTS session_labels_session ON session_labels (session)",
-        f"CREATE TABLE IF NOT EXISTS session_registry (session TEXT NOT NULL, resource TEXT NOT NULL, "
-        f"worker TEXT NOT NULL, registered {real} NOT NULL, heartbeat {real} NOT NULL, PRIMARY KEY (session, resource))",
+        (
+            f"CREATE TABLE IF NOT EXISTS session_registry (session TEXT NOT NULL, resource TEXT NOT NULL, "
+            f"worker TEXT NOT NULL, registered {real} NOT NULL, heartbeat {real} NOT NULL, PRIMARY KEY (session, resource))"
+        ),
     ]
 
 

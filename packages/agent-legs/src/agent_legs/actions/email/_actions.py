@@ -53,7 +53,7 @@ __all__ = ["ListInput", "MailService", "ReadInput", "SendInput", "approval_summa
     description="""Send an email through the configured SMTP server. Recipients (to, cc, bcc) must be
     allowed by the policy and given as bare addresses; attachments are workspace paths. The same call
     is never sent twice: a repeat returns the earlier result with data.duplicate=true.""",
-    summarize=lambda args: approval_summary(args),
+    summarize=approval_summary,
     timeout=lambda policy, args: policy.email.timeout_s,
     requires=("email.smtp",),
 )

@@ -55,7 +55,7 @@ class HttpService(Service):
             {"User-Agent": settings.user_agent, "Accept": "*/*", "Accept-Encoding": "gzip, deflate"}
         )
         self.clients: PerLoop[Client] = PerLoop(
-            lambda: self.new_client(),
+            self.new_client,
             lambda client: client.aclose(),
             lambda client: client.abandon(),
             home=self.runtime.loop,
