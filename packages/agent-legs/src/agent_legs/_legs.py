@@ -40,6 +40,8 @@ from ._approvals import ApprovalStore
 from ._context import ActionContext
 from ._errors import ActionError, AgentLegsError, ConfigError, UnknownActionError
 from ._extras import unavailable_error
+from ._flows import RULE as FLOWS_RULE
+from ._flows import FlowGuard
 from ._mcp import McpService
 from ._models import ActionErrorInfo, ActionOutput, ActionResult, ApprovalDecision, ApprovalRequest, StandingRule
 from ._policy import Decision, Policy, PolicyEngine
@@ -187,6 +189,7 @@ class Legs:
             resolver=resolver,
             state=state,
         )
+        self._flows = FlowGuard(self.policy, self.settings, self._runtime)  # the exfiltration guard (_flows)
         if self.approver == "queue":
             from ._approval_queue import QueueApprover
 
@@ -324,9 +327,16 @@ class Legs:
                     not_installed = unavailable_error(spec.family)
                     if not_installed is not None:
                         raise not_installed
+                    # the exfiltration guard: private data to an untrusted destination asks (or is refused)
+                    flow = await self._flows.check(spec.name, arguments, session) if self._flows.is_sink(spec.name) else None
+                    if flow is not None:
+                        rule, decision = FLOWS_RULE, "deny"
+                        if self._flows.mode == "deny":
+                            raise self._flows.refusal(spec.name, flow)
+                        verdict = Decision("approve", FLOWS_RULE, flow.reason)
                     standing = (
                         self._approvals.find(spec.name, arguments, session)
-                        if verdict.kind == "approve" and given is None
+                        if verdict.kind == "approve" and given is None and flow is None
                         else None
                     )
                     if standing is not None:
@@ -362,7 +372,7 @@ class Legs:
                             who = f" by {answer.by}" if answer.by else ""
                             raise ActionError(
                                 "approval_denied",
-                                f"{spec.name} needs approval ({verdict.rule}) and was not approved{who}"
+                                f"{spec.name} needs approval ({verdict.reason or verdict.rule}) and was not approved{who}"
                                 + (f": {answer.message}" if answer.message else ""),
                                 rule=rule,
                                 hint="Do not retry the same call; ask the user or choose another action.",
@@ -427,6 +437,8 @@ class Legs:
                     runtime.touch_session(session)
                     output = await self._call_handler(spec, args, session, call_id, span)
                     result = self._success(spec, output, start)
+                    if self._flows.observes(spec.name):  # labelled before the model sees it (or withheld)
+                        await self._flows.record(spec.name, arguments, session, call_id, result.output, result.data)
                 except ActionError as exc:
                     if exc.rule:
                         rule = exc.rule
@@ -528,6 +540,17 @@ class Legs:
             return None
         arguments = parsed.model_dump(mode="json")
         verdict = self._runtime.engine.decide_call(spec.name, arguments)
+        if verdict.kind != "deny" and self._flows.is_sink(spec.name):
+            try:
+                flow = self._runtime.submit(self._flows.check(spec.name, arguments, session)).result()
+            except ActionError:
+                return None  # the store is unreachable: run() refuses the call
+            if flow is not None:
+                return (
+                    None
+                    if self._flows.mode == "deny"
+                    else self._request(spec, parsed, arguments, session, call_id, Decision("approve", FLOWS_RULE, flow.reason))
+                )
         if verdict.kind != "approve" or (standing_rules and self._approvals.find(spec.name, arguments, session)):
             return None
         return self._request(spec, parsed, arguments, session, call_id, verdict)
@@ -568,7 +591,7 @@ class Legs:
             tool_name=spec.tool_name,
             arguments=redactor.data(arguments),
             session=session,
-            reason=redactor.text(f"{verdict.rule}. {summary}" if summary else verdict.rule),
+            reason=redactor.text(f"{verdict.reason or verdict.rule}. {summary}" if summary else verdict.reason or verdict.rule),
             call_id=call_id,
             rule=verdict.rule,
         )
@@ -689,13 +712,15 @@ class Legs:
     # -- sessions and lifetime -----------------------------------------------------------------------
     def close_session(self, session: str) -> None:
         """Release a session's browser context, sandbox kernel and other per-session state (and end
-        its standing approval rules)."""
+        its standing approval rules, and the exfiltration guard's index of what it read)."""
         self._approvals.end_session(session)
         self._runtime.submit(self._runtime.close_session(session)).result()
+        self._runtime.submit(self._flows.forget(session)).result()
 
     async def aclose_session(self, session: str) -> None:
         self._approvals.end_session(session)
         await asyncio.wrap_future(self._runtime.submit(self._runtime.close_session(session)))
+        await asyncio.wrap_future(self._runtime.submit(self._flows.forget(session)))
 
     @property
     def spans_dropped(self) -> int:

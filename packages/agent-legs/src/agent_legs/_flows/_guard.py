@@ -1,0 +1,245 @@
+"""The exfiltration guard: private data a session read cannot leave for an untrusted destination
+unapproved.
+
+Two hooks in the call pipeline (``Legs._execute``):
+
+* ``check`` before a sink runs (after the policy, before approval): when the call's payload shares a
+  12-character window (verbatim or encoded, see ``_encodings``) with what a private source returned
+  to this session, or attaches a workspace file the session did not write, and some destination is
+  not trusted, it returns a ``Finding``: ``policy.flows.mode`` then sends the call to approval or
+  refuses it; the reason names the rule ``policy.flows``, the reading call ids and the destinations;
+* ``record`` after a reading action's result: its fingerprints (private) or its label (untrusted)
+  go to the state store before the model sees the result.
+
+Threat model: the model is fully compromised (a prompt injection chooses every call). It can copy,
+encode, split (fragments of 12 or more characters each) and attach what it read; each is caught.
+It cannot see or change the index, the key or the policy. Fail closed: a store that cannot be reached
+makes the sink (and the reading call, whose result is then withheld) ``unavailable``; never allowed.
+Not covered (stated in docs/security.md): paraphrased or summarised data, fragments under 12
+characters, covert channels (timing, which URL of a set is fetched), data leaving through
+``code.run``'s own network access, and other sessions' data (each session is judged on its own reads).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .._errors import ActionError
+from ._encodings import WINDOW, fingerprints, normalize, views
+from ._index import Entry, SessionCache, SessionIndex, encode_fps
+from ._sinks import Sink, Trust, extract
+from ._sources import WRITES, is_private, is_untrusted, result_texts
+
+if TYPE_CHECKING:
+    from .._policy import Policy
+    from .._runtime import Runtime
+    from .._settings import Settings
+
+__all__ = ["RULE", "Finding", "FlowGuard"]
+
+RULE = "policy.flows"
+_PAGES = 1024  # sessions whose current browser page is remembered
+_SINKS = ("email.send", "http.request", "browser.navigate", "browser.fill", "browser.click")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Why a sink call carries private data to an untrusted destination."""
+
+    reason: str  # "policy.flows: private data read by files.read call read-7 would go to attacker.example (body)"
+    call_ids: list[str]
+    destinations: list[str]
+
+    def flow(self) -> dict[str, Any]:
+        return {"rule": RULE, "reason": self.reason, "call_ids": self.call_ids, "destinations": self.destinations}
+
+
+class FlowGuard:
+    def __init__(self, policy: Policy, settings: Settings, runtime: Runtime) -> None:
+        flows = policy.flows
+        self.mode = flows.mode
+        self.trust = Trust(flows.trusted_destinations, policy.network.allow_hosts, policy.email.allow_recipients)
+        self._extra = list(flows.private_sources)
+        self._credentialed = [h for auth in settings.http.auth for h in auth.hosts]
+        self._cap = flows.max_index_chars
+        self._attachment_cap = policy.email.max_attachment_bytes
+        self._runtime = runtime
+        self._cache = SessionCache()
+        self._pages: OrderedDict[str, str] = OrderedDict()
+        self._key: bytes | None = None
+
+    # -- which calls the guard looks at --------------------------------------------------------
+    def is_sink(self, action: str) -> bool:
+        return self.mode != "off" and (action in _SINKS or action.startswith("mcp."))
+
+    def observes(self, action: str) -> bool:
+        """Whether ``record`` wants this action's results (a source, a write, a browser page)."""
+        if self.mode == "off":
+            return False
+        return (
+            action in WRITES
+            or action.startswith("browser.")
+            or action == "http.request"
+            or is_untrusted(action)
+            or is_private(action, {}, self._extra, [])
+        )
+
+    # -- the store -------------------------------------------------------------------------------
+    async def _fingerprint_key(self) -> bytes:
+        if self._key is None:
+            self._key = bytes.fromhex(await self._runtime.on_loop(self._runtime.state.flow_key()))
+        return self._key
+
+    async def _index(self, session: str) -> SessionIndex:
+        index = self._cache.get(session)
+        rows = await self._runtime.on_loop(self._runtime.state.flow_entries(session, index.last_id))
+        with index.lock:
+            for row in rows:
+                if row[0] > index.last_id:
+                    index.add(row)
+        return index
+
+    async def _add(self, session: str, call_id: str | None, action: str, label: str, fps: str = "", n: int = 0) -> None:
+        await self._runtime.on_loop(self._runtime.state.add_flow_entry(session, call_id, action, label, fps, n))
+
+    async def forget(self, session: str) -> None:
+        """Drop ``session``'s index (the session was closed)."""
+        self._cache.drop(session)
+        self._pages.pop(session, None)
+        await self._runtime.on_loop(self._runtime.state.drop_flow_entries(session))
+
+    # -- after a result ------------------------------------------------------------------------
+    async def record(
+        self, action: str, arguments: dict[str, Any], session: str, call_id: str | None, output: str, data: Any
+    ) -> None:
+        """Label what ``action`` returned to ``session``; raises ``ActionError`` (``unavailable``) when
+        it cannot be recorded: the caller then withholds the result."""
+        if self.mode == "off":
+            return
+        if action.startswith("browser.") and isinstance(data, dict) and isinstance(data.get("url"), str):
+            self._pages[session] = data["url"]
+            self._pages.move_to_end(session)
+            while len(self._pages) > _PAGES:
+                self._pages.popitem(last=False)
+        if action in WRITES:
+            digest = await self._digest(str(arguments.get("path") or ""))
+            if digest is not None:
+                await self._add(session, call_id, action, "written", digest)
+            return
+        if is_private(action, arguments, self._extra, self._credentialed):
+            key = await self._fingerprint_key()
+            fps = await asyncio.to_thread(fingerprints, result_texts(output, data), key)
+            index = await self._index(session)
+            if index.saturated is not None:
+                return
+            if index.total + len(fps) > self._cap:
+                await self._add(session, call_id, action, "saturated")
+            elif fps:
+                await self._add(session, call_id, action, "private", encode_fps(fps), len(fps))
+        elif is_untrusted(action):
+            await self._add(session, call_id, action, "untrusted")
+
+    async def _read(self, path: str, limit: int) -> bytes | None:
+        try:
+            data, _ = await asyncio.to_thread(self._runtime.workspace.read_head, path, limit)
+        except (ActionError, OSError, ValueError):
+            return None  # not a readable workspace file: the action itself reports it
+        return data
+
+    async def _digest(self, path: str) -> str | None:
+        data = await self._read(path, self._attachment_cap) if path else None
+        return None if data is None else hashlib.sha256(data).hexdigest()
+
+    # -- before a sink ---------------------------------------------------------------------------
+    async def check(self, action: str, arguments: dict[str, Any], session: str) -> Finding | None:
+        """Whether this call would carry private data of ``session`` to an untrusted destination."""
+        if not self.is_sink(action):
+            return None
+        sink = extract(action, arguments, self._pages.get(session))
+        if sink is None:
+            return None
+        untrusted = [_show(kind, name) for kind, name in sink.destinations if not self.trust.trusts(kind, name)]
+        if not untrusted:
+            return None
+        index = await self._index(session)
+        key = await self._fingerprint_key()
+        found: dict[int, Entry] = {}
+        where: list[str] = []
+        files: list[str] = []
+        for arg, text in sink.fields:
+            hits = await asyncio.to_thread(_lookup, index, text, key)
+            if hits:
+                where.append(arg)
+                found.update((id(e), e) for e in hits)
+        for arg, path in sink.files:
+            data = await self._read(path, self._attachment_cap)
+            if data is None:
+                continue
+            if hashlib.sha256(data).hexdigest() not in index.written:
+                files.append(f"workspace file {path} ({arg}; the session did not write it)")
+                where.append(arg)
+                continue
+            hits = await asyncio.to_thread(_lookup, index, data.decode("utf-8", "replace"), key)
+            if hits:
+                where.append(arg)
+                found.update((id(e), e) for e in hits)
+        saturated = index.saturated is not None and _carries_text(sink)
+        if not found and not files and not saturated:
+            return None
+        parts = []
+        entries = list(found.values())
+        if entries:
+            parts.append(
+                "private data read by " + ", ".join(e.name() for e in entries[:5]) + (" and more" if len(entries) > 5 else "")
+            )
+        if files:
+            parts.append("private " + ", ".join(files))
+        if saturated and index.saturated is not None:
+            parts.append(
+                f"text of a session whose private reads passed policy.flows.max_index_chars ({self._cap}) "
+                f"at {index.saturated.name()} (the guard can no longer tell what is private)"
+            )
+        reason = f"{RULE}: {' and '.join(parts)} would go to {', '.join(untrusted)}"
+        if where:
+            reason += f" (in {', '.join(dict.fromkeys(where))})"
+        if index.untrusted:
+            reason += "; this session also read untrusted content (" + ", ".join(e.name() for e in index.untrusted[-3:]) + ")"
+        ids = [e.call_id or e.action for e in entries] + (
+            [index.saturated.call_id or index.saturated.action] if saturated and index.saturated else []
+        )
+        return Finding(reason, ids, untrusted)
+
+    def refusal(self, action: str, finding: Finding) -> ActionError:
+        """The error of a call ``mode = "deny"`` refuses."""
+        return ActionError(
+            "denied",
+            f"{action} was refused: {finding.reason}",
+            rule=RULE,
+            data={"flow": finding.flow()},
+            hint="Do not retry or re-encode it: data the user keeps private may not go to that destination. "
+            "Tell the user what you wanted to send and where; they can trust the destination in "
+            "policy.flows.trusted_destinations.",
+        )
+
+
+def _lookup(index: SessionIndex, text: str, key: bytes) -> list[Entry]:
+    fps = fingerprints(views(text), key)
+    if not fps:
+        return []
+    with index.lock:
+        return index.lookup(fps)
+
+
+def _carries_text(sink: Sink) -> bool:
+    return bool(sink.files) or any(len(normalize(text)) >= WINDOW for _, text in sink.fields)
+
+
+def _show(kind: str, name: str) -> str:
+    if kind == "host":
+        host, _, port = name.rpartition(":")
+        return host if port in ("80", "443") else name
+    return f"mcp server {name}" if kind == "mcp" else name

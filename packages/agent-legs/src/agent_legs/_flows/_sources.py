@@ -1,0 +1,75 @@
+"""Labels: which results are *private* (the user's data) and which are *untrusted* (may carry an
+injected instruction), and the text of a result the index covers.
+
+* private: ``files.read``, ``files.search``, ``email.read``, ``email.list``, ``code.run`` output,
+  ``http.request`` responses from a host that has configured credentials (``settings.http.auth``),
+  and the actions ``policy.flows.private_sources`` names;
+* untrusted: ``browser.*``, ``http.request``, ``email.*`` and ``mcp.*`` results;
+* writes: ``files.write``/``files.edit`` record the digest of the file they left, so that a file the
+  session wrote itself is judged by its content when it is attached, while any other workspace file
+  is private by provenance.
+
+Invariant: the indexed text is exactly what the model was given (the result's output and every string
+of its data, after redaction): whatever the model can copy into a sink, the index covers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+from .._matching import name_matches, normalize_host, parse_host_rule
+
+__all__ = ["WRITES", "is_private", "is_untrusted", "result_texts", "url_host"]
+
+_PRIVATE = ("files.read", "files.search", "email.read", "email.list", "code.run")
+_UNTRUSTED = ("browser.*", "http.request", "email.*", "mcp.*")
+WRITES = ("files.write", "files.edit")
+
+
+def url_host(url: str) -> tuple[str, int] | None:
+    """The canonical host and port ``url`` names, or ``None`` when it names none."""
+    try:
+        parts = urlsplit(url.strip())
+        if not parts.hostname:
+            return None
+        port = parts.port or {"https": 443, "http": 80}.get(parts.scheme.lower(), 0)
+        return normalize_host(parts.hostname), port
+    except Exception:  # ValueError (bad port), ActionError (bad host): no host
+        return None
+
+
+def is_private(action: str, arguments: dict[str, Any], extra: list[str], credentialed: list[str]) -> bool:
+    if action in _PRIVATE or any(name_matches(p, action) for p in extra):
+        return True
+    if action == "http.request" and credentialed:
+        target = url_host(str(arguments.get("url", "")))
+        return target is not None and any(_host_matches(rule, *target) for rule in credentialed)
+    return False
+
+
+def is_untrusted(action: str) -> bool:
+    return any(name_matches(p, action) for p in _UNTRUSTED)
+
+
+def _host_matches(rule: str, host: str, port: int) -> bool:
+    try:
+        return parse_host_rule(rule).matches(host, port)
+    except Exception:  # a rule that names no host matches nothing
+        return False
+
+
+def result_texts(output: str, data: Any) -> Iterator[str]:
+    """The output and every string (keys included) in ``data``."""
+    yield output
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            stack.extend(k for k in item if isinstance(k, str))
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
