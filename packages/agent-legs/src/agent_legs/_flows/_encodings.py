@@ -1,8 +1,7 @@
 """Fingerprints of text, and the decoded views of outgoing text the guard compares with them.
 
-A text is *normalised* (lower case, every character that is not a letter or digit dropped: spacing,
-punctuation and case changes do not hide a fragment) and cut into every window of ``WINDOW`` (12)
-characters; each window becomes a keyed 64-bit fingerprint (BLAKE2b over a per-deployment key and
+A text is *normalised* (lower case, every run of white space one space: case changes and
+re-wrapping do not hide a fragment) and cut into every window of ``WINDOW`` (12) characters; each window becomes a keyed 64-bit fingerprint (BLAKE2b over a per-deployment key and
 the window). The index stores fingerprints only: the state store never holds the text a session
 read. Someone with the database *and* the key can test a guess ("was this text read?"); without
 the key, not even that.
@@ -13,7 +12,7 @@ text is decoded instead): percent-encoding (``%41``, ``+``), ``\\uXXXX``/``\\xXX
 (either nibble alignment) and base64/base64url decoded from each of the four character offsets of a
 run (the data may start at any byte of the encoded stream), nested twice (base64 of hex of ...).
 
-Invariants: a fragment of private data of at least 12 letters/digits that appears verbatim or in one
+Invariants: a fragment of private data of at least 12 characters that appears verbatim or in one
 of these encodings (its encoded run decoding to at least 12 characters) in outgoing text shares a
 fingerprint with the index; fingerprints never collide in practice (2^-64 per pair; the model does
 not know the key, so it cannot craft a collision or an evasion).
@@ -33,7 +32,7 @@ from collections.abc import Iterable, Iterator
 __all__ = ["WINDOW", "fingerprints", "normalize", "views"]
 
 WINDOW = 12
-_NOT_ALNUM = re.compile(r"[\W_]+")
+_SPACE = re.compile(r"\s+")
 _B64_RUN = re.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}")
 _HEX_RUN = re.compile(r"[0-9A-Fa-f]{24,}")
 _ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})|\\x([0-9a-fA-F]{2})")
@@ -44,8 +43,8 @@ _MAX_DEPTH = 2
 
 
 def normalize(text: str) -> str:
-    """Lower case, letters and digits only."""
-    return _NOT_ALNUM.sub("", text.lower())
+    """Lower case, white space runs as one space."""
+    return _SPACE.sub(" ", text.lower())
 
 
 def fingerprints(texts: Iterable[str], key: bytes) -> set[int]:
