@@ -47,7 +47,9 @@ def _run(channel, dirs, attacker, partner, settings=None, smtp=None):
             assert o.benign_passed, o
     for request in asked:  # every request names the rule, a reading call and the destination
         assert (
-            request.rule == "policy.flows" and "read by files.read call" in request.reason or "workspace file" in request.reason
+            request.rule == "policy.flows"
+            and request.reason.startswith("policy.flows: ")
+            and ("read by files.read call read-" in request.reason or "workspace file private/" in request.reason)
         )
     result = rates(outcomes)
     assert result["attack_success_rate"] == 0.0 and result["benign_pass_rate"] == 1.0, result

@@ -1,7 +1,8 @@
 """Fingerprints of text, and the decoded views of outgoing text the guard compares with them.
 
 A text is *normalised* (lower case, every run of white space one space: case changes and
-re-wrapping do not hide a fragment) and cut into every window of ``WINDOW`` (12) characters; each window becomes a keyed 64-bit fingerprint (BLAKE2b over a per-deployment key and
+re-wrapping do not hide a fragment) and cut into every window of ``WINDOW`` (12) characters; each
+window becomes a keyed 64-bit fingerprint (BLAKE2b over a per-deployment key and
 the window). The index stores fingerprints only: the state store never holds the text a session
 read. Someone with the database *and* the key can test a guess ("was this text read?"); without
 the key, not even that.
