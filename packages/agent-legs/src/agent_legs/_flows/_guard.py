@@ -132,7 +132,7 @@ class FlowGuard:
             return
         if is_private(action, arguments, self._extra, self._credentialed):
             key = await self._fingerprint_key()
-            fps = await asyncio.to_thread(fingerprints, result_texts(output, data), key)
+            fps = await asyncio.to_thread(fingerprints, [result_texts(action, output)], key)
             index = await self._index(session)
             if index.saturated is not None:
                 return

@@ -9,13 +9,14 @@ injected instruction), and the text of a result the index covers.
   session wrote itself is judged by its content when it is attached, while any other workspace file
   is private by provenance.
 
-Invariant: the indexed text is exactly what the model was given (the result's output and every string
-of its data, after redaction): whatever the model can copy into a sink, the index covers.
+Invariant: the indexed text is the content the model was given (the result's output after redaction;
+of an ``http.request`` the body without the status line and headers): whatever private content the
+model can copy into a sink, the index covers. Metadata (paths, sizes, response headers) is not
+indexed: it would make every later request that repeats a content type or a URL look private.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -60,16 +61,10 @@ def _host_matches(rule: str, host: str, port: int) -> bool:
         return False
 
 
-def result_texts(output: str, data: Any) -> Iterator[str]:
-    """The output and every string (keys included) in ``data``."""
-    yield output
-    stack = [data]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            yield item
-        elif isinstance(item, dict):
-            stack.extend(k for k in item if isinstance(k, str))
-            stack.extend(item.values())
-        elif isinstance(item, list | tuple):
-            stack.extend(item)
+def result_texts(action: str, output: str) -> str:
+    """The part of a result the index covers: the output the model reads; of an ``http.request``,
+    the response body (its status line and headers are the server's, and name the URL)."""
+    if action == "http.request":
+        _, sep, body = output.partition("\n\n")
+        return body if sep else output
+    return output
