@@ -42,7 +42,8 @@ if TYPE_CHECKING:
 __all__ = ["RULE", "Finding", "FlowGuard"]
 
 RULE = "policy.flows"
-_PAGES = 1024  # sessions whose current browser page is remembered
+_SESSIONS = 1024  # sessions whose current browser page and written files this worker remembers
+_WRITTEN = 256  # file digests remembered per session (the oldest forgotten: such a file counts as private)
 _SINKS = ("email.send", "http.request", "browser.navigate", "browser.fill", "browser.click")
 
 
@@ -70,6 +71,9 @@ class FlowGuard:
         self._runtime = runtime
         self._cache = SessionCache()
         self._pages: OrderedDict[str, str] = OrderedDict()
+        # digests of the files each session wrote (files.write/edit) on this worker: an attachment with
+        # one of them is judged by its content; any other workspace file is private by provenance
+        self._written: OrderedDict[str, OrderedDict[str, None]] = OrderedDict()
         self._key: bytes | None = None
 
     # -- which calls the guard looks at --------------------------------------------------------
@@ -110,6 +114,7 @@ class FlowGuard:
         """Drop ``session``'s index (the session was closed)."""
         self._cache.drop(session)
         self._pages.pop(session, None)
+        self._written.pop(session, None)
         await self._runtime.on_loop(self._runtime.state.drop_flow_entries(session))
 
     # -- after a result ------------------------------------------------------------------------
@@ -123,12 +128,12 @@ class FlowGuard:
         if action.startswith("browser.") and isinstance(data, dict) and isinstance(data.get("url"), str):
             self._pages[session] = data["url"]
             self._pages.move_to_end(session)
-            while len(self._pages) > _PAGES:
+            while len(self._pages) > _SESSIONS:
                 self._pages.popitem(last=False)
-        if action in WRITES:
+        if action in WRITES:  # in this worker's memory only: no store write per file written
             digest = await self._digest(str(arguments.get("path") or ""))
             if digest is not None:
-                await self._add(session, call_id, action, "written", digest)
+                _remember(self._written, session, digest)
             return
         if is_private(action, arguments, self._extra, self._credentialed):
             key = await self._fingerprint_key()
@@ -179,7 +184,7 @@ class FlowGuard:
             data = await self._read(path, self._attachment_cap)
             if data is None:
                 continue
-            if hashlib.sha256(data).hexdigest() not in index.written:
+            if hashlib.sha256(data).hexdigest() not in self._written.get(session, ()):
                 files.append(f"workspace file {path} ({arg}; the session did not write it)")
                 where.append(arg)
                 continue
@@ -232,6 +237,17 @@ def _lookup(index: SessionIndex, text: str, key: bytes) -> list[Entry]:
         return []
     with index.lock:
         return index.lookup(fps)
+
+
+def _remember(table: OrderedDict[str, OrderedDict[str, None]], session: str, digest: str) -> None:
+    digests = table.setdefault(session, OrderedDict())
+    table.move_to_end(session)
+    digests[digest] = None
+    digests.move_to_end(digest)
+    while len(digests) > _WRITTEN:
+        digests.popitem(last=False)
+    while len(table) > _SESSIONS:
+        table.popitem(last=False)
 
 
 def _carries_text(sink: Sink) -> bool:

@@ -1,7 +1,7 @@
 """One session's index of what it read: fingerprints per reading call, in memory and in the store.
 
 The store (``flow_index``, schema version 2) holds one row per reading call: its label (``private``,
-``untrusted``, ``written`` with a file digest, ``saturated``) and, for private text, the sorted set of
+``untrusted``, ``saturated``) and, for private text, the sorted set of
 its window fingerprints (8 bytes each, base64). Every worker of a deployment sees the same rows; a
 worker keeps a cache per session (the last ``_CACHED_SESSIONS`` sessions it checked) and reads only
 the rows added since (``id > last``) before each check, so a read on another worker counts at once.
@@ -64,7 +64,6 @@ class SessionIndex:
     last_id: int = 0
     private: list[Entry] = field(default_factory=list)
     untrusted: list[Entry] = field(default_factory=list)
-    written: set[str] = field(default_factory=set)
     saturated: Entry | None = None
     total: int = 0
     _merged: array[int] = field(default_factory=lambda: array("Q"))
@@ -81,8 +80,6 @@ class SessionIndex:
             self.total += n
         elif label == "untrusted":
             self.untrusted.append(Entry(call_id, action, array("Q")))
-        elif label == "written":
-            self.written.add(fps)
         elif label == "saturated" and self.saturated is None:
             self.saturated = Entry(call_id, action, array("Q"))
 

@@ -5,9 +5,10 @@ injected instruction), and the text of a result the index covers.
   ``http.request`` responses from a host that has configured credentials (``settings.http.auth``),
   and the actions ``policy.flows.private_sources`` names;
 * untrusted: ``browser.*``, ``http.request``, ``email.*`` and ``mcp.*`` results;
-* writes: ``files.write``/``files.edit`` record the digest of the file they left, so that a file the
-  session wrote itself is judged by its content when it is attached, while any other workspace file
-  is private by provenance.
+* writes: ``files.write``/``files.edit`` leave the digest of the file they wrote in the worker's
+  memory, so that a file the session wrote itself is judged by its content when it is attached,
+  while any other workspace file is private by provenance (also one written on another worker:
+  friction, never a leak).
 
 Invariant: the indexed text is the content the model was given (the result's output after redaction;
 of an ``http.request`` the body without the status line and headers): whatever private content the
