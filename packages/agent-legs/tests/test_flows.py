@@ -248,17 +248,25 @@ def test_closing_a_session_forgets_its_index(dirs, http_server, second_http_serv
 
 
 def test_an_unreachable_store_fails_closed(dirs, http_server, second_http_server) -> None:
-    with _legs(dirs, second_http_server, approver=lambda r: pytest.fail("nothing to ask")) as legs:
+    asked = []
+    with _legs(dirs, second_http_server, approver=lambda r: asked.append(r.reason) or False) as legs:
         _read(legs)
         legs._runtime.submit(legs._runtime.state.aclose()).result()  # the database goes away
-        db = dirs[1] / "state.sqlite3"
-        shutil.move(db, dirs[1] / "moved.sqlite3")
+        db, moved = dirs[1] / "state.sqlite3", dirs[1] / "moved.sqlite3"
+        shutil.move(db, moved)
         db.mkdir()  # the store cannot be opened again
         sink = _leak(legs, http_server)
         read = legs.run("files.read", {"path": "private/payroll.txt"}, session="s", call_id="read-9")
-    assert sink.error.type == "unavailable" and "state store" in sink.error.message
-    assert read.error.type == "unavailable" and "Jonas" not in read.output  # withheld: it could not be labelled
-    assert http_server.requests == []
+        db.rmdir()
+        shutil.move(moved, db)  # back
+        after = _leak(legs, http_server, call_id="send-2", body="Thanks, the meeting is on Tuesday.")
+        other = _leak(legs, http_server, session="other", body="Thanks, the meeting is on Tuesday.")
+    assert sink.error.type == "unavailable" and "state store" in sink.error.message  # refused, nobody asked
+    assert len(asked) == 1  # only the call after the outage was asked about
+    assert read.ok and "Jonas Weber" in read.output  # the read works; it could not be indexed
+    assert not after.ok and "files.read call read-9 read private data while the state store was unreachable" in asked[0]
+    assert other.ok  # another session is not blind
+    assert [r.body.decode() for r in http_server.requests] == ["Thanks, the meeting is on Tuesday."]
 
 
 def test_a_version_1_store_migrates_to_the_flow_index(dirs, http_server, second_http_server) -> None:

@@ -14,7 +14,8 @@ Two hooks in the call pipeline (``Legs._execute``):
 Threat model: the model is fully compromised (a prompt injection chooses every call). It can copy,
 encode, split (fragments of 12 or more characters each) and attach what it read; each is caught.
 It cannot see or change the index, the key or the policy. Fail closed: a store that cannot be reached
-makes the sink (and the reading call, whose result is then withheld) ``unavailable``; never allowed.
+makes the sink ``unavailable``, never allowed; a private read during the outage makes the session
+*blind* in this worker (its later sinks to untrusted destinations are asked or refused).
 Not covered (stated in docs/security.md): paraphrased or summarised data, fragments under 12
 characters, covert channels (timing, which URL of a set is fetched), data leaving through
 ``code.run``'s own network access, and other sessions' data (each session is judged on its own reads).
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from array import array
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -43,6 +45,7 @@ __all__ = ["RULE", "Finding", "FlowGuard"]
 
 RULE = "policy.flows"
 _SESSIONS = 1024  # sessions whose current browser page and written files this worker remembers
+_BLIND_SESSIONS = 65_536  # sessions remembered as blind (a few bytes each)
 _WRITTEN = 256  # file digests remembered per session (the oldest forgotten: such a file counts as private)
 _SINKS = ("email.send", "http.request", "browser.navigate", "browser.fill", "browser.click")
 
@@ -71,6 +74,8 @@ class FlowGuard:
         self._runtime = runtime
         self._cache = SessionCache()
         self._pages: OrderedDict[str, str] = OrderedDict()
+        # sessions that read private data while the store was unreachable: judged blind from then on
+        self._blind: OrderedDict[str, Entry] = OrderedDict()
         # digests of the files each session wrote (files.write/edit) on this worker: an attachment with
         # one of them is judged by its content; any other workspace file is private by provenance
         self._written: OrderedDict[str, OrderedDict[str, None]] = OrderedDict()
@@ -115,14 +120,16 @@ class FlowGuard:
         self._cache.drop(session)
         self._pages.pop(session, None)
         self._written.pop(session, None)
+        self._blind.pop(session, None)
         await self._runtime.on_loop(self._runtime.state.drop_flow_entries(session))
 
     # -- after a result ------------------------------------------------------------------------
     async def record(
         self, action: str, arguments: dict[str, Any], session: str, call_id: str | None, output: str, data: Any
     ) -> None:
-        """Label what ``action`` returned to ``session``; raises ``ActionError`` (``unavailable``) when
-        it cannot be recorded: the caller then withholds the result."""
+        """Label what ``action`` returned to ``session``. A private read the store cannot take (it is
+        unreachable) makes the session *blind* in this worker: every later sink of it to an untrusted
+        destination goes to the mode's outcome (fail closed); the read itself is not withheld."""
         if self.mode == "off":
             return
         if action.startswith("browser.") and isinstance(data, dict) and isinstance(data.get("url"), str):
@@ -135,18 +142,27 @@ class FlowGuard:
             if digest is not None:
                 _remember(self._written, session, digest)
             return
-        if is_private(action, arguments, self._extra, self._credentialed):
-            key = await self._fingerprint_key()
-            fps = await asyncio.to_thread(fingerprints, [result_texts(action, output)], key)
-            index = await self._index(session)
-            if index.saturated is not None:
-                return
-            if index.total + len(fps) > self._cap:
-                await self._add(session, call_id, action, "saturated")
-            elif fps:
-                await self._add(session, call_id, action, "private", encode_fps(fps), len(fps))
-        elif is_untrusted(action):
-            await self._add(session, call_id, action, "untrusted")
+        try:
+            if is_private(action, arguments, self._extra, self._credentialed):
+                key = await self._fingerprint_key()
+                fps = await asyncio.to_thread(fingerprints, [result_texts(action, output)], key)
+                index = await self._index(session)
+                if index.saturated is not None:
+                    return
+                if index.total + len(fps) > self._cap:
+                    await self._add(session, call_id, action, "saturated")
+                elif fps:
+                    await self._add(session, call_id, action, "private", encode_fps(fps), len(fps))
+            elif is_untrusted(action):
+                await self._add(session, call_id, action, "untrusted")
+        except ActionError as exc:
+            if exc.type != "unavailable" or not is_private(action, arguments, self._extra, self._credentialed):
+                return  # an untrusted label that could not be stored changes no decision
+            # The read happened and the model may see it, but it is in no index: this worker treats the
+            # session as blind (every untrusted sink goes to the mode's outcome) from now on.
+            self._blind.setdefault(session, Entry(call_id, action, array("Q")))
+            while len(self._blind) > _BLIND_SESSIONS:
+                self._blind.popitem(last=False)
 
     async def _read(self, path: str, limit: int) -> bytes | None:
         try:
@@ -193,7 +209,8 @@ class FlowGuard:
                 where.append(arg)
                 found.update((id(e), e) for e in hits)
         saturated = index.saturated is not None and _carries_text(sink)
-        if not found and not files and not saturated:
+        blind = self._blind.get(session) if _carries_text(sink) else None
+        if not found and not files and not saturated and blind is None:
             return None
         parts = []
         entries = list(found.values())
@@ -208,6 +225,11 @@ class FlowGuard:
                 f"text of a session whose private reads passed policy.flows.max_index_chars ({self._cap}) "
                 f"at {index.saturated.name()} (the guard can no longer tell what is private)"
             )
+        if blind is not None:
+            parts.append(
+                f"text of a session whose {blind.name()} read private data while the state store was unreachable "
+                "(it is in no index: the guard cannot tell what is private)"
+            )
         reason = f"{RULE}: {' and '.join(parts)} would go to {', '.join(untrusted)}"
         if where:
             reason += f" (in {', '.join(dict.fromkeys(where))})"
@@ -216,6 +238,7 @@ class FlowGuard:
         ids = [e.call_id or e.action for e in entries] + (
             [index.saturated.call_id or index.saturated.action] if saturated and index.saturated else []
         )
+        ids += [blind.call_id or blind.action] if blind is not None else []
         return Finding(reason, ids, untrusted)
 
     def refusal(self, action: str, finding: Finding) -> ActionError:
