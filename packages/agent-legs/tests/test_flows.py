@@ -247,26 +247,50 @@ def test_closing_a_session_forgets_its_index(dirs, http_server, second_http_serv
         assert _leak(legs, http_server).ok
 
 
+def _break_store(legs, dirs) -> tuple[Path, Path]:
+    """The SQLite store goes away: closed, and its file replaced by a directory (it cannot be opened)."""
+    legs._runtime.submit(legs._runtime.state.aclose()).result()
+    db, moved = dirs[1] / "state.sqlite3", dirs[1] / "moved.sqlite3"
+    if db.exists():
+        shutil.move(db, moved)
+    db.mkdir()
+    return db, moved
+
+
+def _mend_store(db: Path, moved: Path) -> None:
+    db.rmdir()
+    if moved.exists():
+        shutil.move(moved, db)
+
+
 def test_an_unreachable_store_fails_closed(dirs, http_server, second_http_server) -> None:
     asked = []
     with _legs(dirs, second_http_server, approver=lambda r: asked.append(r.reason) or False) as legs:
         _read(legs)
-        legs._runtime.submit(legs._runtime.state.aclose()).result()  # the database goes away
-        db, moved = dirs[1] / "state.sqlite3", dirs[1] / "moved.sqlite3"
-        shutil.move(db, moved)
-        db.mkdir()  # the store cannot be opened again
+        broken = _break_store(legs, dirs)
         sink = _leak(legs, http_server)
         read = legs.run("files.read", {"path": "private/payroll.txt"}, session="s", call_id="read-9")
-        db.rmdir()
-        shutil.move(moved, db)  # back
-        after = _leak(legs, http_server, call_id="send-2", body="Thanks, the meeting is on Tuesday.")
-        other = _leak(legs, http_server, session="other", body="Thanks, the meeting is on Tuesday.")
+        _mend_store(*broken)
+        payroll = _leak(legs, http_server, call_id="send-2", body="fyi: Jonas Weber gross 8,412.50 EUR")
+        own = _leak(legs, http_server, call_id="send-3", body="Thanks, the meeting is on Tuesday.")
     assert sink.error.type == "unavailable" and "state store" in sink.error.message  # refused, nobody asked
-    assert len(asked) == 1  # only the call after the outage was asked about
-    assert read.ok and "Jonas Weber" in read.output  # the read works; it could not be indexed
-    assert not after.ok and "files.read call read-9 read private data while the state store was unreachable" in asked[0]
-    assert other.ok  # another session is not blind
+    assert read.ok and "Jonas Weber" in read.output  # the read works: indexed in this worker's memory
+    assert not payroll.ok and "private data read by files.read call read-9" in asked[0]
+    assert own.ok and len(asked) == 1
     assert [r.body.decode() for r in http_server.requests] == ["Thanks, the meeting is on Tuesday."]
+
+
+def test_a_read_that_could_not_be_indexed_at_all_makes_the_session_blind(dirs, http_server, second_http_server) -> None:
+    asked = []
+    with _legs(dirs, second_http_server, approver=lambda r: asked.append(r.reason) or False) as legs:
+        broken = _break_store(legs, dirs)  # down from the start: not even the fingerprint key can be read
+        read = legs.run("files.read", {"path": "private/payroll.txt"}, session="s", call_id="read-9")
+        _mend_store(*broken)
+        own = _leak(legs, http_server, body="Thanks, the meeting is on Tuesday.")
+        other = _leak(legs, http_server, session="other", body="Thanks, the meeting is on Tuesday.")
+    assert read.ok
+    assert not own.ok and "files.read call read-9 read private data while the state store was unreachable" in asked[0]
+    assert other.ok and len(asked) == 1  # another session is not blind
 
 
 def test_a_version_1_store_migrates_to_the_flow_index(dirs, http_server, second_http_server) -> None:

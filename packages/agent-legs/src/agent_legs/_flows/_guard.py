@@ -14,8 +14,9 @@ Two hooks in the call pipeline (``Legs._execute``):
 Threat model: the model is fully compromised (a prompt injection chooses every call). It can copy,
 encode, split (fragments of 12 or more characters each) and attach what it read; each is caught.
 It cannot see or change the index, the key or the policy. Fail closed: a store that cannot be reached
-makes the sink ``unavailable``, never allowed; a private read during the outage makes the session
-*blind* in this worker (its later sinks to untrusted destinations are asked or refused).
+makes the sink ``unavailable``, never allowed; a private read during the outage is indexed in this
+worker's memory (or, when not even the key could be read, makes the session *blind* here: its later
+sinks to untrusted destinations are asked or refused).
 Not covered (stated in docs/security.md): paraphrased or summarised data, fragments under 12
 characters, covert channels (timing, which URL of a set is fetched), data leaving through
 ``code.run``'s own network access, and other sessions' data (each session is judged on its own reads).
@@ -32,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import ActionError
 from ._encodings import WINDOW, fingerprints, normalize, views
-from ._index import Entry, SessionCache, SessionIndex, encode_fps
+from ._index import Entry, SessionCache, SessionIndex, contains, encode_fps
 from ._sinks import Sink, Trust, extract
 from ._sources import WRITES, is_private, is_untrusted, result_texts
 
@@ -74,7 +75,9 @@ class FlowGuard:
         self._runtime = runtime
         self._cache = SessionCache()
         self._pages: OrderedDict[str, str] = OrderedDict()
-        # sessions that read private data while the store was unreachable: judged blind from then on
+        # fingerprints of private reads the store could not take (unreachable), per session, this worker only
+        self._local: OrderedDict[str, list[Entry]] = OrderedDict()
+        # sessions that read private data while the store was unreachable and nothing could be indexed
         self._blind: OrderedDict[str, Entry] = OrderedDict()
         # digests of the files each session wrote (files.write/edit) on this worker: an attachment with
         # one of them is judged by its content; any other workspace file is private by provenance
@@ -121,6 +124,7 @@ class FlowGuard:
         self._pages.pop(session, None)
         self._written.pop(session, None)
         self._blind.pop(session, None)
+        self._local.pop(session, None)
         await self._runtime.on_loop(self._runtime.state.drop_flow_entries(session))
 
     # -- after a result ------------------------------------------------------------------------
@@ -142,27 +146,54 @@ class FlowGuard:
             if digest is not None:
                 _remember(self._written, session, digest)
             return
-        try:
-            if is_private(action, arguments, self._extra, self._credentialed):
-                key = await self._fingerprint_key()
-                fps = await asyncio.to_thread(fingerprints, [result_texts(action, output)], key)
-                index = await self._index(session)
-                if index.saturated is not None:
-                    return
-                if index.total + len(fps) > self._cap:
-                    await self._add(session, call_id, action, "saturated")
-                elif fps:
-                    await self._add(session, call_id, action, "private", encode_fps(fps), len(fps))
-            elif is_untrusted(action):
+        if is_private(action, arguments, self._extra, self._credentialed):
+            await self._record_private(action, session, call_id, result_texts(action, output))
+        elif is_untrusted(action):
+            try:
                 await self._add(session, call_id, action, "untrusted")
+            except ActionError as exc:  # a label the store cannot take changes no decision
+                if exc.type != "unavailable":
+                    raise
+
+    async def _record_private(self, action: str, session: str, call_id: str | None, text: str) -> None:
+        """Index private ``text``. With the store unreachable the read is not withheld: its fingerprints
+        stay in this worker's memory (``_local``), or, without the key to make them, the session turns
+        *blind* here (every later untrusted sink of it is asked or refused)."""
+        if len(normalize(text)) < WINDOW:
+            return  # too short to carry a fragment
+        try:
+            key = await self._fingerprint_key()
         except ActionError as exc:
-            if exc.type != "unavailable" or not is_private(action, arguments, self._extra, self._credentialed):
-                return  # an untrusted label that could not be stored changes no decision
-            # The read happened and the model may see it, but it is in no index: this worker treats the
-            # session as blind (every untrusted sink goes to the mode's outcome) from now on.
-            self._blind.setdefault(session, Entry(call_id, action, array("Q")))
-            while len(self._blind) > _BLIND_SESSIONS:
-                self._blind.popitem(last=False)
+            if exc.type != "unavailable":
+                raise
+            self._mark_blind(session, Entry(call_id, action, array("Q")))
+            return
+        fps = await asyncio.to_thread(fingerprints, [text], key)
+        try:
+            index = await self._index(session)
+            if index.saturated is not None:
+                return
+            if index.total + len(fps) > self._cap:
+                await self._add(session, call_id, action, "saturated")
+            else:
+                await self._add(session, call_id, action, "private", encode_fps(fps), len(fps))
+        except ActionError as exc:
+            if exc.type != "unavailable":
+                raise
+            local = self._local.setdefault(session, [])
+            local.append(Entry(call_id, action, array("Q", sorted(fps))))
+            self._local.move_to_end(session)
+            if sum(len(e.fps) for e in local) > self._cap:
+                self._mark_blind(session, local[-1])
+                del self._local[session]
+            while len(self._local) > _SESSIONS:  # forgotten here: blind instead (fail closed)
+                old, entries = self._local.popitem(last=False)
+                self._mark_blind(old, entries[0])
+
+    def _mark_blind(self, session: str, entry: Entry) -> None:
+        self._blind.setdefault(session, entry)
+        while len(self._blind) > _BLIND_SESSIONS:
+            self._blind.popitem(last=False)
 
     async def _read(self, path: str, limit: int) -> bytes | None:
         try:
@@ -192,7 +223,7 @@ class FlowGuard:
         where: list[str] = []
         files: list[str] = []
         for arg, text in sink.fields:
-            hits = await asyncio.to_thread(_lookup, index, text, key)
+            hits = await asyncio.to_thread(_lookup, index, text, key, self._local.get(session, []))
             if hits:
                 where.append(arg)
                 found.update((id(e), e) for e in hits)
@@ -204,7 +235,7 @@ class FlowGuard:
                 files.append(f"workspace file {path} ({arg}; the session did not write it)")
                 where.append(arg)
                 continue
-            hits = await asyncio.to_thread(_lookup, index, data.decode("utf-8", "replace"), key)
+            hits = await asyncio.to_thread(_lookup, index, data.decode("utf-8", "replace"), key, self._local.get(session, []))
             if hits:
                 where.append(arg)
                 found.update((id(e), e) for e in hits)
@@ -254,12 +285,13 @@ class FlowGuard:
         )
 
 
-def _lookup(index: SessionIndex, text: str, key: bytes) -> list[Entry]:
+def _lookup(index: SessionIndex, text: str, key: bytes, local: list[Entry]) -> list[Entry]:
     fps = fingerprints(views(text), key)
     if not fps:
         return []
     with index.lock:
-        return index.lookup(fps)
+        found = index.lookup(fps)
+    return found + [e for e in list(local) if any(contains(e.fps, fp) for fp in fps)]
 
 
 def _remember(table: OrderedDict[str, OrderedDict[str, None]], session: str, digest: str) -> None:

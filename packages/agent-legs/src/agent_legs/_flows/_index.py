@@ -25,7 +25,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-__all__ = ["Entry", "SessionCache", "SessionIndex", "decode_fps", "encode_fps"]
+__all__ = ["Entry", "SessionCache", "SessionIndex", "contains", "decode_fps", "encode_fps"]
 
 _CACHED_SESSIONS = 32
 _SET_LIMIT = 32_768  # up to this many fingerprints a session's merged index is also a set (C-speed lookups)
@@ -46,7 +46,7 @@ def decode_fps(text: str) -> array[int]:
     return arr
 
 
-def _contains(arr: array[int], fp: int) -> bool:
+def contains(arr: array[int], fp: int) -> bool:
     i = bisect.bisect_left(arr, fp)
     return i < len(arr) and arr[i] == fp
 
@@ -94,10 +94,10 @@ class SessionIndex:
             self._set = frozenset(merged_set) if len(merged_set) <= _SET_LIMIT else None
             self._pending = []
         merged = self._merged
-        hits = list(fps & self._set) if self._set is not None else [fp for fp in fps if _contains(merged, fp)]
+        hits = list(fps & self._set) if self._set is not None else [fp for fp in fps if contains(merged, fp)]
         if not hits:
             return []
-        return [e for e in self.private if any(_contains(e.fps, fp) for fp in hits)]
+        return [e for e in self.private if any(contains(e.fps, fp) for fp in hits)]
 
 
 class SessionCache:

@@ -419,8 +419,10 @@ class StateStore(abc.ABC):
         return str(row[0])
 
     async def add_flow_entry(self, session: str, call_id: str | None, action: str, label: str, fps: str, n: int) -> None:
-        """Record what one call of ``session`` read: ``label`` and its fingerprints (``fps``, encoded)."""
-        async with self._tx() as tx:
+        """Record what one call of ``session`` read: ``label`` and its fingerprints (``fps``, encoded).
+
+        Durable: a row lost to a crash would be private data the guard no longer knows was read."""
+        async with self._tx(durable=True) as tx:
             await tx.run(
                 "INSERT INTO flow_index (session, call_id, action, label, fps, n, created) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (session, call_id, action, label, fps, n, time.time()),
