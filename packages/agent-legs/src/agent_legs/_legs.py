@@ -330,8 +330,9 @@ class Legs:
                     # the exfiltration guard: private data to an untrusted destination asks (or is refused)
                     flow = await self._flows.check(spec.name, arguments, session) if self._flows.is_sink(spec.name) else None
                     if flow is not None:
-                        rule, decision = FLOWS_RULE, "deny"
+                        rule = FLOWS_RULE
                         if self._flows.mode == "deny":
+                            decision = "deny"
                             raise self._flows.refusal(spec.name, flow)
                         verdict = Decision("approve", FLOWS_RULE, flow.reason)
                     standing = (
@@ -437,7 +438,7 @@ class Legs:
                     runtime.touch_session(session)
                     output = await self._call_handler(spec, args, session, call_id, span)
                     result = self._success(spec, output, start)
-                    if self._flows.observes(spec.name):  # labelled before the model sees it (or withheld)
+                    if self._flows.observes(spec.name):  # labelled before the model sees it
                         await self._flows.record(spec.name, arguments, session, call_id, result.output, result.data)
                 except ActionError as exc:
                     if exc.rule:
@@ -715,12 +716,18 @@ class Legs:
         its standing approval rules, and the exfiltration guard's index of what it read)."""
         self._approvals.end_session(session)
         self._runtime.submit(self._runtime.close_session(session)).result()
-        self._runtime.submit(self._flows.forget(session)).result()
+        try:
+            self._runtime.submit(self._flows.forget(session)).result()
+        except ActionError as exc:  # the store is down: the index stays (fail closed), dropped on a later close
+            log.warning("close_session(%r): the exfiltration guard's index was kept: %s", session, exc.message)
 
     async def aclose_session(self, session: str) -> None:
         self._approvals.end_session(session)
         await asyncio.wrap_future(self._runtime.submit(self._runtime.close_session(session)))
-        await asyncio.wrap_future(self._runtime.submit(self._flows.forget(session)))
+        try:
+            await asyncio.wrap_future(self._runtime.submit(self._flows.forget(session)))
+        except ActionError as exc:  # the store is down: the index stays (fail closed)
+            log.warning("close_session(%r): the exfiltration guard's index was kept: %s", session, exc.message)
 
     @property
     def spans_dropped(self) -> int:

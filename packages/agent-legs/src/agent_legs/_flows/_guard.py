@@ -119,13 +119,12 @@ class FlowGuard:
         await self._runtime.on_loop(self._runtime.state.add_flow_entry(session, call_id, action, label, fps, n))
 
     async def forget(self, session: str) -> None:
-        """Drop ``session``'s index (the session was closed)."""
-        self._cache.drop(session)
-        self._pages.pop(session, None)
-        self._written.pop(session, None)
-        self._blind.pop(session, None)
-        self._local.pop(session, None)
+        """Drop ``session``'s index (the session was closed): the store's rows first, so that a store
+        that is down leaves everything as it was (``unavailable``; fail closed)."""
         await self._runtime.on_loop(self._runtime.state.drop_flow_entries(session))
+        self._cache.drop(session)
+        for table in (self._pages, self._written, self._blind, self._local):
+            table.pop(session, None)
 
     # -- after a result ------------------------------------------------------------------------
     async def record(
