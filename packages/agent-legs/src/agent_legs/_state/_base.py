@@ -421,8 +421,9 @@ class StateStore(abc.ABC):
     async def add_flow_entry(self, session: str, call_id: str | None, action: str, label: str, fps: str, n: int) -> None:
         """Record what one call of ``session`` read: ``label`` and its fingerprints (``fps``, encoded).
 
-        Durable: a row lost to a crash would be private data the guard no longer knows was read."""
-        async with self._tx(durable=True) as tx:
+        Durable, but for ``untrusted`` labels (shown to approvers, deciding nothing): a private row lost
+        to a crash would be private data the guard no longer knows was read."""
+        async with self._tx(durable=label != "untrusted") as tx:
             await tx.run(
                 "INSERT INTO flow_index (session, call_id, action, label, fps, n, created) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (session, call_id, action, label, fps, n, time.time()),
