@@ -349,7 +349,7 @@ def _core(core: dict[str, Any]) -> str:
     whole = ob["end_to_end"]
     rows += [
         [
-            "in-loop pipeline (`Legs._execute`) end to end",
+            "in-loop pipeline (`CallPipeline.execute`) end to end",
             t(ob["execute_in_runtime_loop_p50_us"]),
             f"unaccounted {t(ob['unaccounted_in_loop_us'])}",
         ],
@@ -369,6 +369,21 @@ def _core(core: dict[str, Any]) -> str:
 
 
 # -- scale ----------------------------------------------------------------------------------------
+def _dispatch(result: dict[str, Any]) -> str:
+    """Inline vs the runtime hop, per action and call style (``bench_dispatch``)."""
+    if "error" in result:
+        return f"**dispatch: not measured** — `{result['error']}`"
+    cases = result["cases"]
+    rows = []
+    for action, key in (("files.read", "files_read"), ("http.request", "http_request")):
+        for call in ("run", "arun"):
+            inline, hop = cases[f"{key}_{call}_inline"], cases[f"{key}_{call}_hop"]
+            saved = hop["p50_us"] - inline["p50_us"]
+            share = f"{saved / hop['p50_us']:.0%}"
+            rows.append([f"`{action}` `{call}()`", t(inline["p50_us"]), t(hop["p50_us"]), t(saved), share])
+    return table(["call", "inline p50", "via the runtime thread p50", "saved", "share"], rows)
+
+
 def _scale(scale: dict[str, Any], chart: Path | None) -> str:
     if "error" in scale:
         return f"**scale: not measured** — `{scale['error']}`"
@@ -545,6 +560,7 @@ def render(page: Path, sources: list[Path]) -> bool:
         "meta": lambda: _meta(report, sources),
         "summary": lambda: _summary(res),
         "core": lambda: _core(res.get("core", {"error": "not in the results"})),
+        "dispatch": lambda: _dispatch(res.get("dispatch", {"error": "not in the results"})),
         "scale": lambda: _scale(res.get("scale", {"error": "not in the results"}), chart_path),
     }
     for fam in ("files", "http", "code", "browser", "email"):

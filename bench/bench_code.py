@@ -82,7 +82,7 @@ def _timed() -> Iterator[list[float]]:
 # -- Agent Legs ----------------------------------------------------------------------------------
 def bench_agent_legs(iterations: int, first_calls: int) -> dict[str, Any]:
     from agent_legs import Legs
-    from agent_legs.actions.code._actions import CodeService
+    from agent_legs.actions.code._service import CodeService
 
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -265,7 +265,7 @@ def _peer(name: str, fn: Callable[[int], dict[str, Any]], iterations: int) -> di
 
 
 def run(iterations: int) -> dict[str, Any]:
-    from agent_legs._sandbox import build_image
+    from agent_legs.actions.code._sandbox import build_image
 
     build_image(IMAGE, progress=lambda m: None)  # same image for everyone; a no-op when up to date
     first_calls = max(5, min(iterations // 10, 50))

@@ -1,6 +1,6 @@
 """The runtime's own cost per action, part by part, for a no-op action.
 
-Each step of ``Legs._execute`` is timed on its own with the same objects the pipeline uses
+Each step of the call pipeline (``agent_legs._pipeline``) is timed on its own with the same objects the pipeline uses
 (``overhead_budget``): argument validation, the policy decision, the budget check, the span (start +
 attributes + end) and the action-log line, calling the handler under its deadline, building and
 redacting the result, and the hop between the caller's thread or loop and the runtime thread. Next
@@ -22,7 +22,7 @@ from opentelemetry import context, trace
 from pydantic import BaseModel
 
 from agent_legs import ActionOutput, ActionRegistry, Legs, Policy, action
-from agent_legs._legs import _validate
+from agent_legs._arguments import validate as _validate
 from agent_legs._policy import PolicyEngine
 from agent_legs._telemetry import CallRecord, Telemetry
 
@@ -126,15 +126,16 @@ def _overhead_budget(tmp: Path, legs: Legs, iterations: int) -> dict[str, Any]:
     span = legs._telemetry.start("bench_hop", "bench.hop", "s", None, None)
     out = ActionOutput(output="x")
     parts["result_and_redaction"] = summarize(
-        time_sync(lambda: legs._success(spec, out, time.perf_counter()), n)
+        time_sync(lambda: legs._pipeline.success(spec, out, time.perf_counter()), n)
     )  # _success scrubs, then bounds
 
     async def noop() -> None:
         return None
 
     async def in_loop() -> dict[str, Any]:
-        handler = await time_async(lambda: legs._call_handler(spec, args, "s", None, span), n)
-        pipeline = await time_async(lambda: legs._execute(spec, {"text": "x"}, "s", None, context.get_current()), iterations)
+        handler = await time_async(lambda: legs._pipeline.call_handler(spec, args, "s", None, span), n)
+        execute = legs._pipeline.execute
+        pipeline = await time_async(lambda: execute(spec, {"text": "x"}, "s", None, context.get_current()), iterations)
         return {"handler_under_deadline": summarize(handler), "execute_in_runtime_loop": summarize(pipeline)}
 
     inside = runtime.submit(in_loop()).result()
@@ -189,7 +190,7 @@ def _overhead_budget(tmp: Path, legs: Legs, iterations: int) -> dict[str, Any]:
         "unaccounted_in_loop_us": round(execute - in_loop_parts, 2),
         "run_hop_p50_us": _p50(whole["run_hop"]),
         "notes": "p50 in microseconds, each part timed alone on the same objects the pipeline uses; "
-        "'unaccounted' is the in-loop pipeline (Legs._execute) end to end minus the sum of its parts "
+        "'unaccounted' is the in-loop pipeline (CallPipeline.execute) end to end minus the sum of its parts "
         "(coroutine and exception plumbing, use_span, timer calls); run() adds the caller context and "
         "the hop to the runtime thread",
     }

@@ -116,11 +116,11 @@ def _containers(pid: int) -> list[str]:
     """Ids of the sandbox containers this process owns (running or pooled)."""
     import docker
 
-    from agent_legs.actions.code._actions import _HOST, LABEL
+    from agent_legs.actions.code._container import HOST, LABEL
 
     client = docker.from_env()
     try:
-        return [c.id for c in client.containers.list(filters={"label": f"{LABEL}.owner={_HOST}:{pid}"})]
+        return [c.id for c in client.containers.list(filters={"label": f"{LABEL}.owner={HOST}:{pid}"})]
     finally:
         client.close()
 

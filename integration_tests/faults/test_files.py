@@ -91,14 +91,15 @@ def test_sigkill_mid_write_leaves_temps_that_the_next_start_sweeps(tmp_path: Pat
 def test_a_live_writers_temp_file_is_never_swept(tmp_path: Path) -> None:
     """A concurrent process's temp file (owner alive, recent) survives another process's sweep."""
     from agent_legs._policy import FilesPolicy
-    from agent_legs.actions.files._workspace import Workspace, _temp_name
+    from agent_legs.actions.files._temp import temp_name
+    from agent_legs.actions.files._workspace import Workspace
 
     ws, st = tmp_path / "ws", tmp_path / "state"
     ws.mkdir()
     st.mkdir()
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        live = _temp_name().replace(f"-{os.getpid()}-", f"-{sleeper.pid}-")
+        live = temp_name().replace(f"-{os.getpid()}-", f"-{sleeper.pid}-")
         (ws / live).write_bytes(b"in progress")
         result = Workspace(ws, FilesPolicy(), st).sweep_temp()
         assert result.removed == [] and (ws / live).exists()

@@ -6,8 +6,8 @@
 # script so this works before (or without) installing agent_legs.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-script="$here/../../packages/agent-legs/src/agent_legs/_sandbox/build.py"
+script="$here/../../packages/agent-legs/src/agent_legs/actions/code/_sandbox/build.py"
 if [ -f "$script" ]; then
   exec "${PYTHON:-python3}" "$script" "$@"
 fi
-exec "${PYTHON:-python3}" -m agent_legs._sandbox.build "$@"  # not beside the repo: the installed package
+exec "${PYTHON:-python3}" -m agent_legs.actions.code._sandbox.build "$@"  # not beside the repo: the installed package

@@ -191,3 +191,78 @@ def _ids(state_dir: Path) -> list[str]:
 
     with sqlite3.connect(state_dir / "state.sqlite3") as db:
         return [r[0] for r in db.execute("SELECT id FROM approvals")]
+
+
+def test_an_edit_from_the_queue_is_validated_and_checked_by_the_policy_again(dirs) -> None:
+    ws, st = dirs
+    policy = {**POLICY, "files": {"deny": ["secret/**"]}}
+    with Legs(workspace=ws, state_dir=st, policy=policy, approver="queue") as legs:
+        waiter = Waiter(legs, "draft.txt")
+        waiter.start()
+        [item] = wait_for_pending(legs.approvals.pending)
+        decided = legs.approvals.edit(item.id, {"path": "final.txt", "content": "edited"}, by="ana")
+        assert decided.state == "edited" and decided.args == {"path": "final.txt", "content": "edited"}
+        waiter.join(30)
+        assert waiter.result is not None and waiter.result.ok, waiter.result
+        assert (ws / "final.txt").read_text() == "edited" and not (ws / "draft.txt").exists()
+        assert legs.approvals.get(item.id).state == "edited"  # type: ignore[union-attr]
+
+        denied = Waiter(legs, "draft2.txt")  # an edit the policy denies: refused, nothing runs
+        denied.start()
+        [item] = wait_for_pending(legs.approvals.pending)
+        legs.approvals.edit(item.id, {"path": "secret/keys.txt", "content": "x"}, by="ana")
+        denied.join(30)
+        r = denied.result
+        assert r is not None and not r.ok and r.error.type == "denied", r
+        assert not (ws / "secret").exists() and not (ws / "draft2.txt").exists()
+
+        invalid = Waiter(legs, "draft3.txt")  # an edit that is not valid arguments: refused
+        invalid.start()
+        [item] = wait_for_pending(legs.approvals.pending)
+        legs.approvals.edit(item.id, {"path": "x.txt", "colour": "red"}, by="ana")
+        invalid.join(30)
+        assert invalid.result is not None and invalid.result.error.type == "invalid_input", invalid.result
+        with pytest.raises(ApprovalError, match="already edited by ana"):
+            legs.approvals.approve(item.id)
+
+
+def test_approved_always_for_the_session_from_the_queue_adds_a_standing_rule(dirs) -> None:
+    ws, st = dirs
+    with Legs(workspace=ws, state_dir=st, policy=POLICY, approver="queue") as legs:
+        first = Waiter(legs, "one.txt", session="conv-7")
+        first.start()
+        [item] = wait_for_pending(legs.approvals.pending)
+        legs.approvals.approve(item.id, by="ana", remember="session")
+        first.join(30)
+        assert first.result is not None and first.result.ok
+        [rule] = legs.standing_rules("conv-7")
+        assert rule.action == "files.write" and rule.scope == "session" and rule.by == "ana"
+        assert legs.run("files.write", {"path": "two.txt", "content": "x"}, session="conv-7").ok  # no approval asked
+        assert legs.approvals.pending() == []
+        assert legs.standing_rules("other") == []  # only that session
+
+
+def test_a_version_1_store_is_migrated_with_its_pending_requests(dirs) -> None:
+    import sqlite3
+
+    _, st = dirs
+    db = sqlite3.connect(st / "state.sqlite3")  # the v1 schema, as a release before edits wrote it
+    db.execute("CREATE TABLE agent_legs_schema (version INTEGER NOT NULL, applied REAL NOT NULL)")
+    db.execute("INSERT INTO agent_legs_schema VALUES (1, 0)")
+    db.execute(
+        "CREATE TABLE approvals (id TEXT PRIMARY KEY, action TEXT NOT NULL, tool_name TEXT NOT NULL, arguments TEXT NOT NULL,"
+        " session TEXT NOT NULL, reason TEXT NOT NULL, call_id TEXT, created REAL NOT NULL, expires REAL NOT NULL,"
+        " state TEXT NOT NULL, decided REAL, decided_by TEXT, message TEXT)"
+    )
+    db.execute(
+        "INSERT INTO approvals VALUES ('abc123', 'files.write', 'files_write', '{\"path\": \"a\"}', 's', 'r', NULL, ?, ?,"
+        " 'pending', NULL, NULL, NULL)",
+        (time.time(), time.time() + 600),
+    )
+    db.commit()
+    db.close()
+    with ApprovalQueue.open(st) as queue:
+        [row] = queue.pending()
+        assert row.id == "abc123" and row.args is None
+        assert queue.edit("abc123", {"path": "b", "content": ""}, by="ana").args == {"path": "b", "content": ""}
+        assert queue.get("abc123").state == "edited"  # type: ignore[union-attr]

@@ -221,7 +221,7 @@ def test_a_pooled_container_started_before_a_denied_file_appeared_is_not_used(tm
     code = {"pool_size": 1, **({"runtime": runtime} if runtime != "runc" else {})}
     with Legs(workspace=ws, state_dir=tmp_path / "st", settings={"code": code}) as legs:
         py(legs, "None", session="first")  # starts the service; the pool refills in the background
-        from agent_legs.actions.code._actions import CodeService
+        from agent_legs.actions.code._service import CodeService
 
         svc = legs._runtime._services[CodeService]  # white-box: wait until the pooled kernel is ready
         deadline = time.monotonic() + 60

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from agent_legs import Legs
-from agent_legs.actions.email._actions import _utf7_decode, _utf7_encode
+from agent_legs.actions.email._utf7 import utf7_decode, utf7_encode
 from agent_legs_testing import free_port
 from agent_legs_testing.mail import PASSWORD
 
@@ -243,7 +243,7 @@ def test_giant_message_is_cut_at_the_policy_bound(legs, dirs, mailbox, mail_ca) 
 
 def test_folders(dovecot, dirs, mail_ca) -> None:
     dovecot.deliver(message("Filed away", "old"), folder="Archive")
-    dovecot.deliver(message("Draft", "wip"), folder=_utf7_encode("Entwürfe"))
+    dovecot.deliver(message("Draft", "wip"), folder=utf7_encode("Entwürfe"))
     with make_legs(dirs, dovecot.settings(mail_ca["ca"])) as legs:
         assert list(ids(legs, "Archive")) == ["Filed away"]
         draft = ids(legs, "Entwürfe")
@@ -256,8 +256,8 @@ def test_folders(dovecot, dirs, mail_ca) -> None:
 
 def test_utf7_round_trip() -> None:
     for name in ("INBOX", "Entwürfe", "A&B", "日本語", "~peter/mail/台北/日本語"):
-        assert _utf7_decode(_utf7_encode(name)) == name
-    assert _utf7_encode("~peter/mail/台北/日本語") == "~peter/mail/&U,BTFw-/&ZeVnLIqe-"  # RFC 3501's example
+        assert utf7_decode(utf7_encode(name)) == name
+    assert utf7_encode("~peter/mail/台北/日本語") == "~peter/mail/&U,BTFw-/&ZeVnLIqe-"  # RFC 3501's example
 
 
 def test_bad_ids(legs) -> None:

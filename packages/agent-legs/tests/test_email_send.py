@@ -182,10 +182,10 @@ def test_process_killed_mid_send_is_reported_not_resent(dirs, smtp_server, mail_
 
 
 def test_identical_content_is_a_new_send_after_the_window(legs, smtp_server, monkeypatch) -> None:
-    import agent_legs.actions.email._actions as email_actions
+    import agent_legs.actions.email._ledger as ledger
 
     first = send(legs)
-    monkeypatch.setattr(email_actions, "_CONTENT_DEDUPE_WINDOW_S", 0)
+    monkeypatch.setattr(ledger, "_CONTENT_DEDUPE_WINDOW_S", 0)
     second = send(legs)
     assert first.ok and second.ok and not second.data["duplicate"] and len(smtp_server.messages) == 2
     assert first.data["message_id"] != second.data["message_id"]  # receivers would drop a reused one
@@ -224,6 +224,18 @@ def test_persistent_451_fails_retryable(dirs, smtp_server, mail_ca) -> None:
         smtp_server.replies = []
         assert send(legs, call_id="call_451").ok  # a refusal does not poison the ledger
     assert len(smtp_server.messages) == 1
+
+
+def test_persistent_451_is_tried_at_most_four_times_one_span_each(dirs, smtp_server, mail_ca, captured_spans) -> None:
+    # Time to spare (30 s against 4.2 s of back-off): the attempt bound ends it, not the deadline.
+    smtp = {**smtp_server.settings(mail_ca["ca"]), "timeout_s": 30}
+    smtp_server.replies = ["451 4.3.0 Try again later"] * 10
+    with make_legs(dirs, smtp, tracer_provider=captured_spans.provider) as legs:
+        r = send(legs)
+    assert r.error.type == "failed" and r.error.retryable and "451" in r.error.message
+    assert smtp_server.data_attempts == 4 and smtp_server.messages == []
+    attempts = sorted(s.attributes["agent_legs.email.attempt"] for s in captured_spans.by_name("smtp send"))
+    assert attempts == [1, 2, 3, 4]
 
 
 def test_permanent_550_fails_not_retryable(legs, smtp_server) -> None:

@@ -294,14 +294,14 @@ def test_a_read_that_could_not_be_indexed_at_all_makes_the_session_blind(dirs, h
     assert other.ok and len(asked) == 1  # another session is not blind
 
 
-def test_a_version_1_store_migrates_to_the_flow_index(dirs, http_server, second_http_server) -> None:
+def test_a_version_2_store_migrates_to_the_flow_index(dirs, http_server, second_http_server) -> None:
     with _legs(dirs, second_http_server) as legs:
         _read(legs)
     db = sqlite3.connect(dirs[1] / "state.sqlite3")
-    db.executescript("DROP TABLE flow_index; DROP TABLE flow_key; DELETE FROM agent_legs_schema WHERE version = 2;")
+    db.executescript("DROP TABLE flow_index; DROP TABLE flow_key; DELETE FROM agent_legs_schema WHERE version = 3;")
     db.close()
     with _legs(dirs, second_http_server, approver=lambda r: False) as legs:
-        assert legs._runtime.submit(legs._runtime.state.schema_version()).result() == SCHEMA_VERSION == 2
+        assert legs._runtime.submit(legs._runtime.state.schema_version()).result() == SCHEMA_VERSION == 3
         _read(legs)
         assert not _leak(legs, http_server).ok
 

@@ -383,10 +383,10 @@ def test_default_port_and_policy_port_rules(dirs, http_server) -> None:
 
 
 def _transports(legs) -> dict:
-    from agent_legs.actions.http._actions import _SERVICES
+    from agent_legs.actions.http._service import SERVICES
 
-    svc = _SERVICES.get(legs._runtime)
-    return {} if svc is None else dict(svc._clients)
+    svc = SERVICES.get(legs._runtime)
+    return {} if svc is None else svc.clients.loops()
 
 
 def _no_leaks(caplog) -> None:
@@ -544,7 +544,7 @@ async def test_tls_is_verified_against_the_name_while_pinned_to_the_ip(layer, tl
 
     from agent_legs._egress import EgressGuard
     from agent_legs._policy import NetworkPolicy
-    from agent_legs.actions.http._actions import _AiohttpClient, _ConnectFailed, _HttpxClient, _tls_failure
+    from agent_legs.actions.http._client import AiohttpClient, ConnectFailed, HttpxClient, tls_failure
 
     srv, client_ctx = tls_server
 
@@ -554,13 +554,13 @@ async def test_tls_is_verified_against_the_name_while_pinned_to_the_ip(layer, tl
     guard = EgressGuard(
         NetworkPolicy(allow_hosts=[f"api.pinned.test:{srv.port}", f"other.pinned.test:{srv.port}"]), resolver=resolver
     )
-    client = (_AiohttpClient if layer == "aiohttp" else _HttpxClient)(guard, 10, client_ctx)
+    client = (AiohttpClient if layer == "aiohttp" else HttpxClient)(guard, 10, client_ctx)
     try:
         r = await client.exchange("GET", f"https://api.pinned.test:{srv.port}/json", CIMultiDict(), None, 10_000, 5)
         assert r.status == 200 and b'"ok": true' in r.body.replace(b'"ok":true', b'"ok": true')
-        with pytest.raises(_ConnectFailed) as info:  # same IP, wrong name: refused
+        with pytest.raises(ConnectFailed) as info:  # same IP, wrong name: refused
             await client.exchange("GET", f"https://other.pinned.test:{srv.port}/json", CIMultiDict(), None, 10_000, 5)
-        assert _tls_failure(info.value) is not None
+        assert tls_failure(info.value) is not None
     finally:
         await client.aclose()
 
@@ -598,10 +598,10 @@ async def test_the_connection_layer_itself_refuses_unchecked_ip_literals(layer, 
     from agent_legs import ActionError
     from agent_legs._egress import EgressGuard
     from agent_legs._policy import NetworkPolicy
-    from agent_legs.actions.http._actions import _AiohttpClient, _HttpxClient
+    from agent_legs.actions.http._client import AiohttpClient, HttpxClient
 
     guard = EgressGuard(NetworkPolicy(allow_hosts=["*"]))  # wildcard: private addresses stay refused
-    client = (_AiohttpClient if layer == "aiohttp" else _HttpxClient)(guard, 10)
+    client = (AiohttpClient if layer == "aiohttp" else HttpxClient)(guard, 10)
     try:
         for url in (
             http_server.url("/json"),
@@ -692,7 +692,7 @@ def test_sync_run_from_many_threads_one_span_and_line_each(dirs, http_server, ca
 
         def call(i: int) -> bool:
             r = legs.run("http.request", {"method": "GET", "url": http_server.url("/json")}, call_id=f"t{i}")
-            loops.add((threading.get_ident(), id(legs._thread_local.loop)))
+            loops.add((threading.get_ident(), id(legs._dispatch.thread_loop)))
             return r.ok
 
         with ThreadPoolExecutor(8) as pool:
@@ -774,7 +774,7 @@ def test_short_lived_threads_leave_no_loops_or_clients_behind(dirs, http_server,
             t.start()
             t.join()
         assert ok == [True] * 12
-        assert len(legs._inline_loops) <= 2  # the last thread's (and at most one not yet reaped)
+        assert len(legs._dispatch.private_loops) <= 2  # the last thread's (and at most one not yet reaped)
         assert len(_transports(legs)) <= 3  # those, plus the runtime loop's
     _no_leaks(caplog)
 
@@ -901,8 +901,64 @@ def test_allow_http_sends_them_and_loopback_needs_no_opt_in(dirs, http_server) -
         assert http_server.requests[-1].headers["x-api-key"] == TOKEN
 
 
+@pytest.mark.parametrize(
+    ("rule", "url_host"),
+    [
+        ("API.Pinned.Test.", "api.pinned.test"),  # case and a trailing dot
+        ("api.pinned.test.:{port}", "API.PINNED.TEST"),
+        ("bücher.pinned.test", "xn--bcher-kva.pinned.test"),  # IDNA, either way round
+        ("xn--bcher-kva.pinned.test", "bücher.pinned.test"),
+        ("2130706433", "127.0.0.1"),  # numeric IPv4 spellings
+        ("0x7f.0.0.1:{port}", "127.0.0.1"),
+        ("127.1", "127.0.0.1"),
+    ],
+)
+def test_an_auth_host_rule_matches_the_host_the_egress_guard_matches(dirs, http_server, rule, url_host) -> None:
+    """settings.http.auth[].hosts and policy.network.allow_hosts are read by one host parser: the
+    same rule text lets a URL through the guard and attaches the credentials, whatever its spelling."""
+
+    async def resolver(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"] if host.endswith(".pinned.test") else []
+
+    rule = rule.format(port=http_server.port)
+    ws, st = dirs
+    with Legs(
+        workspace=ws,
+        state_dir=st,
+        resolver=resolver,
+        secrets={"API_TOKEN": TOKEN},
+        policy={"network": {"allow_hosts": [rule]}},
+        settings={"http": {"auth": [{"hosts": [rule], "headers": {"X-Api-Key": "{secret:API_TOKEN}"}, "allow_http": True}]}},
+    ) as legs:
+        r = get(legs, f"http://{url_host}:{http_server.port}/echo")
+    assert r.ok, r.output
+    assert http_server.requests[-1].headers.get("x-api-key") == TOKEN
+
+
+def test_an_auth_host_rule_on_another_port_sends_nothing(dirs, http_server) -> None:
+    ws, st = dirs
+    with Legs(
+        workspace=ws,
+        state_dir=st,
+        secrets={"API_TOKEN": TOKEN},
+        policy={"network": {"allow_hosts": [f"127.0.0.1:{http_server.port}"]}},
+        settings={"http": {"auth": [{"hosts": ["127.0.0.1:1"], "headers": {"X-Api-Key": "{secret:API_TOKEN}"}}]}},
+    ) as legs:
+        assert get(legs, http_server.url("/echo")).ok
+    assert "x-api-key" not in http_server.requests[-1].headers
+
+
+@pytest.mark.parametrize("rule", ["api.example.com:abc", "bad..name", "[::zz]"])
+def test_an_unparsable_auth_host_rule_is_a_config_error(dirs, rule) -> None:
+    from agent_legs import ConfigError
+
+    ws, st = dirs
+    with pytest.raises(ConfigError, match=r"settings\.http\.auth.*invalid host rule"):
+        Legs(workspace=ws, state_dir=st, settings={"http": {"auth": [{"hosts": [rule], "headers": {}}]}})
+
+
 def test_a_redirect_from_https_down_to_http_is_refused_before_sending(dirs, tls_server, http_server, monkeypatch):
-    from agent_legs.actions.http._actions import HttpService
+    from agent_legs.actions.http._service import HttpService
 
     srv, client_ctx = tls_server
     original = HttpService.new_client

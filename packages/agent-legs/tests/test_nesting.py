@@ -91,6 +91,66 @@ def test_executor_step_spans_under_ours(tmp_path, captured_spans, http_server) -
     assert _child_of(request, tool)
 
 
+# -- parent hooks (the core's one mechanism; the framework-specific hooks live in the adapters) ---------
+
+
+@pytest.fixture
+def parent_hook():
+    """Register a hook for the duration of a test (the registry is per process)."""
+    from agent_legs._telemetry import _spans, register_parent_hook
+
+    added: list[tuple[str, object]] = []
+
+    def add(trigger: str, hook) -> None:
+        register_parent_hook(trigger, hook)
+        added.append((trigger, hook))
+
+    yield add
+    with _spans._hooks_lock:
+        _spans._hooks = tuple(h for h in _spans._hooks if h not in added)
+
+
+def test_a_parent_hook_names_the_parent_when_its_module_is_imported(legs, captured_spans, parent_hook) -> None:
+    tracer = captured_spans.provider.get_tracer("framework")
+    run_span = tracer.start_span("framework tool run")  # opened, never made current (as OpenInference does)
+    parent_hook(__name__, lambda: run_span)
+    legs.run("files.list", {})
+    run_span.end()
+    (ours,) = _ours(captured_spans)
+    assert _child_of(ours, captured_spans.by_name("framework tool run")[0])
+
+
+def test_a_span_the_caller_opened_inside_the_run_stays_the_parent(legs, captured_spans, parent_hook) -> None:
+    tracer = captured_spans.provider.get_tracer("framework")
+    run_span = tracer.start_span("framework tool run")
+    parent_hook(__name__, lambda: run_span)
+    with tracer.start_as_current_span("the caller's own step"):
+        legs.run("files.list", {})
+    run_span.end()
+    (ours,) = _ours(captured_spans)
+    assert _child_of(ours, captured_spans.by_name("the caller's own step")[0])
+
+
+def test_a_hook_is_not_consulted_before_its_module_is_imported(legs, captured_spans, parent_hook) -> None:
+    calls: list[int] = []
+    parent_hook("agent_legs_tests_module_nobody_imports", lambda: calls.append(1))
+    legs.run("files.list", {})
+    (ours,) = _ours(captured_spans)
+    assert calls == [] and ours.parent is None
+
+
+def test_a_failing_hook_changes_nothing_but_the_parent(legs, captured_spans, parent_hook) -> None:
+    def broken():
+        raise AttributeError("another version's API")
+
+    parent_hook(__name__, broken)
+    parent_hook(__name__, lambda: object())  # not even a span
+    r = legs.run("files.write", {"path": "x.txt", "content": "x"})
+    assert r.ok, r.error
+    (ours,) = _ours(captured_spans)
+    assert ours.parent is None
+
+
 # -- OpenInference: LangChain ----------------------------------------------------------------------
 
 

@@ -297,3 +297,40 @@ def test_inline_actions_keep_one_span_and_nesting(dirs, captured_spans, read_log
     (span,) = captured_spans.tool_spans()
     assert span.parent.span_id == parent.get_span_context().span_id
     assert len(read_log()) == 1
+
+
+def test_a_session_used_while_the_reaper_closes_others_is_kept(dirs: tuple[Path, Path]) -> None:
+    """The reaper finds sessions a and b idle and closes a (slowly); meanwhile a caller thread uses b.
+    b must not be closed in that pass: a session is closed only once its TTL has passed since its
+    last use (before, the reaper closed everything its scan had found: b lost its browser context,
+    kernel, ... in the middle of its use)."""
+    from agent_legs._service import Service
+
+    ttl = 1.0
+    closed_at: dict[str, float] = {}
+    closing_a = threading.Event()
+    release_a = threading.Event()
+
+    class Recorder(Service):
+        async def close_session(self, session: str) -> None:
+            if session == "a":
+                closing_a.set()
+                while not release_a.is_set():
+                    await asyncio.sleep(0.01)
+            closed_at[session] = time.monotonic()
+
+    ws, st = dirs
+    with Legs(workspace=ws, state_dir=st, policy=POLICY, registry=registry, settings={"session_ttl_s": ttl}) as legs:
+        runtime = legs._runtime
+        runtime.submit(runtime.service(Recorder)).result()
+        runtime.touch_session("a")
+        runtime.touch_session("b")
+        assert closing_a.wait(30)  # the reaper found both idle and is closing a
+        used_b = time.monotonic()
+        assert legs.run("test.inline", {"text": "x"}, session="b").ok  # b is used again, from this thread
+        release_a.set()
+        deadline = time.monotonic() + 30
+        while "b" not in closed_at and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert "b" in closed_at  # idle again later: closed then
+        assert closed_at["b"] - used_b >= ttl, "b was closed right after its use, by the scan made before it"

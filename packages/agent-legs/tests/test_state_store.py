@@ -373,7 +373,8 @@ def test_migration_of_an_empty_postgres_database_by_racing_workers(postgres_url:
 
         async with await psycopg.AsyncConnection.connect(postgres_url) as conn:
             cur = await conn.execute("SELECT version FROM agent_legs_schema")
-            assert [r[0] for r in await cur.fetchall()] == list(range(1, SCHEMA_VERSION + 1))  # each version once
+            # each version migrated once
+            assert [r[0] for r in await cur.fetchall()] == list(range(1, SCHEMA_VERSION + 1))
         for s in stores:
             await s.aclose()
 

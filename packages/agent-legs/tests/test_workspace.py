@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 
 from agent_legs import ActionError
+from agent_legs._matching import glob_to_regex, path_matcher
 from agent_legs._policy import FilesPolicy
-from agent_legs.actions.files._workspace import Workspace, decode_text, glob_to_regex, path_matcher
+from agent_legs.actions.files._text import decode_text
+from agent_legs.actions.files._workspace import Workspace
 
 
 @pytest.fixture
@@ -522,7 +524,7 @@ def test_state_dir_bind_mounted_into_the_workspace_is_unreachable(tmp_path: Path
 
 # -- sweeping temporary files (issue 22.2) --------------------------------------------------------
 def test_sweep_removes_only_abandoned_temp_names_of_our_pattern(ws: Workspace, dirs, tmp_path) -> None:
-    from agent_legs.actions.files._workspace import _owner_tag, _temp_name
+    from agent_legs.actions.files._temp import owner_tag, temp_name
 
     root = dirs[0]
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -530,9 +532,9 @@ def test_sweep_removes_only_abandoned_temp_names_of_our_pattern(ws: Workspace, d
     (root / "sub").mkdir()
     old = time.time() - 7200
     names = {
-        "dead-owner": f".agent-legs-tmp-{_owner_tag()}-{dead.pid}-{'a' * 12}",
-        "dead-owner-dir": f"sub/.agent-legs-tmp-{_owner_tag()}-{dead.pid}-{'b' * 12}",
-        "ours-now": _temp_name(),
+        "dead-owner": f".agent-legs-tmp-{owner_tag()}-{dead.pid}-{'a' * 12}",
+        "dead-owner-dir": f"sub/.agent-legs-tmp-{owner_tag()}-{dead.pid}-{'b' * 12}",
+        "ours-now": temp_name(),
         "foreign-recent": f".agent-legs-tmp-0badc0de-{dead.pid}-{'c' * 12}",
         "foreign-old": f".agent-legs-tmp-0badc0de-1-{'d' * 12}",
         "legacy-old": f".agent-legs-tmp-{'e' * 12}",
@@ -551,7 +553,7 @@ def test_sweep_removes_only_abandoned_temp_names_of_our_pattern(ws: Workspace, d
             os.utime(p, (old, old))
     outside = tmp_path / "outside-temp"
     outside.mkdir()
-    (outside / f".agent-legs-tmp-{_owner_tag()}-{dead.pid}-{'9' * 12}").write_text("not ours to touch")
+    (outside / f".agent-legs-tmp-{owner_tag()}-{dead.pid}-{'9' * 12}").write_text("not ours to touch")
     os.symlink(outside, root / "link")  # never followed
 
     result = ws.sweep_temp()
@@ -570,7 +572,7 @@ def test_sweep_stops_at_its_entry_cap(ws: Workspace, dirs) -> None:
 
 
 def test_cancel_commit_point() -> None:
-    from agent_legs.actions.files._workspace import Cancel
+    from agent_legs.actions.files._cancel import Cancel
 
     c = Cancel()
     c.commit()
@@ -583,7 +585,7 @@ def test_cancel_commit_point() -> None:
 
 
 def test_temp_names_carry_their_owner(ws: Workspace, dirs) -> None:
-    from agent_legs.actions.files._workspace import _TMP_NAME, _temp_name
+    from agent_legs.actions.files._temp import TMP_NAME, temp_name
 
-    m = _TMP_NAME.match(_temp_name())
+    m = TMP_NAME.match(temp_name())
     assert m and int(m.group(2)) == os.getpid()

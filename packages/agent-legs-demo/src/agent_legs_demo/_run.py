@@ -260,6 +260,8 @@ def _run_agent(console: Console, legs: Any, chat: Any, tools: list[Any], task: s
     from langchain.agents import create_agent
     from langchain_core.messages import AIMessage, ToolMessage
 
+    from agent_legs._telemetry._semconv import AGENT_LEGS_SESSION, GEN_AI_AGENT_NAME, GEN_AI_OPERATION_NAME
+
     agent = create_agent(chat, tools, system_prompt=SYSTEM_PROMPT)
     console.print(Panel(escape(task), title="the task given to the agent", title_align="left"))
     # One root span for the run: every action span of the demo lands in this one trace.
@@ -269,9 +271,9 @@ def _run_agent(console: Console, legs: Any, chat: Any, tools: list[Any], task: s
     with tracer.start_as_current_span(
         "invoke_agent agent-legs-demo",
         attributes={
-            "gen_ai.operation.name": "invoke_agent",
-            "gen_ai.agent.name": "agent-legs-demo",
-            "agent_legs.session": report.session,
+            GEN_AI_OPERATION_NAME: "invoke_agent",
+            GEN_AI_AGENT_NAME: "agent-legs-demo",
+            AGENT_LEGS_SESSION: report.session,
         },
     ) as root:
         ctx = root.get_span_context()

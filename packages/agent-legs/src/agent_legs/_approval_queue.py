@@ -5,6 +5,9 @@ the session) and waits there, polling with back-off, until a person or a rule de
 process that shares the store (same state directory, or same database), or until
 ``policy.approval_timeout_s`` passes: then it is refused (``approval_denied``, saying it expired).
 
+A decision is ``approved``, ``edited`` (replacement arguments, validated and checked by the policy
+again in the waiting call, as any ``edit`` decision) or ``rejected`` (with the message the model is told).
+
 Invariants: a request is decided exactly once (the store's atomic update; a second decision, an
 unknown id or an expired one is an ``ApprovalError``, never a second run); the waiting call runs only
 on an ``approved`` row; a waiter that is cancelled marks its request expired, so nobody approves a
@@ -39,10 +42,20 @@ T = TypeVar("T")
 _POLL_FIRST_S, _POLL_MAX_S = 0.05, 1.0
 
 
+_DECIDED = ("approved", "edited", "rejected")
+_TYPES = {"approved": "approve", "edited": "edit", "rejected": "reject"}
+
+
 def decision_of(row: ApprovalRow) -> dict[str, Any]:
     """A decided row as the pipeline's decision dict (the shape of LangChain's HITL decisions, which
-    ``ApprovalDecision`` validates strictly: the queue id stays in the queue, the log names who decided)."""
-    return {"type": "approve" if row.state == "approved" else "reject", "message": row.message, "by": row.by}
+    ``ApprovalDecision`` validates strictly: the queue id stays in the queue, the log names who decided).
+    An edit's arguments go through validation and the whole policy again in the waiting call."""
+    decision: dict[str, Any] = {"type": _TYPES[row.state], "message": row.message, "by": row.by}
+    if row.state == "edited":
+        decision["args"] = row.args
+    if row.remember is not None and row.state != "rejected":
+        decision["remember"] = row.remember
+    return decision
 
 
 class QueueApprover:
@@ -84,13 +97,13 @@ class QueueApprover:
             with contextlib.suppress(Exception):
                 await store.expire_approval(row.id)
             raise
-        if final is not None and final.state in ("approved", "rejected"):
+        if final is not None and final.state in _DECIDED:
             return decision_of(final)  # decided in the last instant: the decision wins
         return self._decided(request, final, timeout_s)
 
     @staticmethod
     def _decided(request: ApprovalRequest, row: ApprovalRow | None, timeout_s: float) -> dict[str, Any]:
-        if row is not None and row.state in ("approved", "rejected"):
+        if row is not None and row.state in _DECIDED:
             return decision_of(row)
         raise ActionError(
             "approval_denied",
@@ -136,9 +149,19 @@ class ApprovalQueue:
         result: ApprovalRow | None = self._run(self._store.approval(approval_id))
         return result
 
-    def approve(self, approval_id: str, by: str | None = None) -> ApprovalRow:
-        """Approve a waiting request (once); ``ApprovalError`` if unknown, decided or expired."""
-        result: ApprovalRow = self._run(self._store.decide_approval(approval_id, "approved", by=by))
+    def approve(self, approval_id: str, by: str | None = None, remember: str | None = None) -> ApprovalRow:
+        """Approve a waiting request (once); ``ApprovalError`` if unknown, decided or expired.
+        ``remember="session"``: later calls of the same action in that session need no approval
+        (a standing rule, added by the waiting call when it runs)."""
+        result: ApprovalRow = self._run(self._store.decide_approval(approval_id, "approved", by=by, remember=remember))
+        return result
+
+    def edit(self, approval_id: str, args: dict[str, Any], by: str | None = None, remember: str | None = None) -> ApprovalRow:
+        """Approve a waiting request with replacement arguments (once). The waiting call validates them
+        and asks the policy again: an edit the policy denies is refused there and nothing runs."""
+        if not isinstance(args, dict):
+            raise ApprovalError(f"the edited arguments must be a JSON object, not {type(args).__name__}")
+        result: ApprovalRow = self._run(self._store.decide_approval(approval_id, "edited", by=by, args=args, remember=remember))
         return result
 
     def reject(self, approval_id: str, message: str | None = None, by: str | None = None) -> ApprovalRow:

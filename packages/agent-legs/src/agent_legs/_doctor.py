@@ -167,7 +167,7 @@ def check_docker(settings: Settings) -> list[Check]:
         )
         checks.append(Check("sandbox image", "fail", f"{image} is missing", fix))
     else:
-        from ._sandbox.build import RECIPE_LABEL, recipe_hash
+        from .actions.code._sandbox.build import RECIPE_LABEL, recipe_hash
 
         built = labels.get(RECIPE_LABEL)
         if built is None:

@@ -4,7 +4,7 @@
 families. The other families' backends are extras: ``[browser]`` (Playwright), ``[code]`` (the
 Docker SDK), ``[email]`` (aiosmtplib), governed MCP servers ``[mcp]`` (the MCP SDK, which also serves
 ``agent-legs mcp``), the command line is ``[cli]`` (typer, rich) and the shared state store
-``[postgres]`` (psycopg 3); ``[all]`` is every one of them.
+``[postgres]`` (psycopg 3), the web console ``[console]`` (Starlette, uvicorn); ``[all]`` is every one of them.
 
 Invariants:
 
@@ -50,6 +50,9 @@ EXTRAS: dict[str, Extra] = {
     "cli": Extra("cli", ("typer", "rich"), "the agent-legs command line (typer, rich)"),
     "mcp": Extra("mcp", ("mcp", "jsonschema"), "MCP: agent-legs mcp and governed MCP servers (the MCP SDK)"),
     "postgres": Extra("postgres", ("psycopg", "psycopg_pool"), "the PostgreSQL state store (psycopg 3)"),
+    "console": Extra(
+        "console", ("starlette", "uvicorn", "jinja2", "sse_starlette"), "agent-legs console, the local web page (Starlette)"
+    ),
 }
 FAMILY_EXTRAS: dict[str, str] = {"browser": "browser", "code": "code", "email": "email", "mcp": "mcp"}
 """Action family -> the extra its backend needs. ``files`` and ``http`` are the core."""

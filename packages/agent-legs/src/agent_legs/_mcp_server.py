@@ -56,6 +56,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, TextIO
 
 from ._models import ActionResult, ApprovalRequest
+from ._telemetry._semconv import AGENT_LEGS_SESSION
 from ._toolset import offered_actions, result_content, tool_schema
 
 if TYPE_CHECKING:
@@ -221,7 +222,7 @@ def build_server(legs: Legs, approvals: McpApprovals, *, session: str | None = N
     from mcp_types.version import MODERN_PROTOCOL_VERSIONS
     from pydantic import ValidationError
 
-    from ._legs import _scrubbed_args
+    from ._arguments import scrubbed_args as _scrubbed_args
     from ._policy import PolicyEngine
     from ._secrets import Redactor
     from ._version import __version__
@@ -262,9 +263,9 @@ def build_server(legs: Legs, approvals: McpApprovals, *, session: str | None = N
         """Close the Agent Legs session when the MCP connection closes (once per connection)."""
         connection = getattr(ctx.session, "_connection", None)  # the SDK exposes no public handle yet
         state = getattr(connection, "state", None)
-        if connection is None or not isinstance(state, dict) or state.get("agent_legs.session") == name:
+        if connection is None or not isinstance(state, dict) or state.get(AGENT_LEGS_SESSION) == name:
             return
-        state["agent_legs.session"] = name
+        state[AGENT_LEGS_SESSION] = name  # the key: the attribute naming the session
 
         async def release() -> None:
             try:

@@ -15,12 +15,15 @@ case-insensitive glob, other values by equality; for a list argument every eleme
 call is exempt only when every matching entry exempts it; an exempt call is allowed (its rule says
 which ``unless`` exempted it), a ``deny`` still wins. Condition keys that are not arguments of every
 action the entry names are a ``ConfigError``: a typo must not silently exempt nothing or everything.
+
+Every glob is matched by ``_matching`` (action names: ``name_pattern``/``name_matches``, case-sensitive;
+``unless`` values: ``text_matches``, case-insensitive), the same matcher the adapters' ``include``/
+``exclude`` use: the policy and the tool selection cannot disagree about what a pattern names.
 """
 
 from __future__ import annotations
 
 import difflib
-import fnmatch
 import re
 import tomllib
 from collections.abc import Iterable
@@ -32,6 +35,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from ._errors import ConfigError
 from ._flows._policy import FlowsPolicy
+from ._matching import name_matches, name_pattern, text_matches
 from ._sections import PolicySection
 from .actions.browser._policy import BrowserPolicy
 from .actions.code._policy import CodePolicy
@@ -111,13 +115,9 @@ def _fits(value: Any, accepted: list[ConditionValue]) -> bool:
         return all(_fits(v, accepted) for v in value)  # every recipient, every element
     if value is None:
         return False  # an argument that is absent fits no list: the entry applies
-    for want in accepted:
-        if isinstance(want, str) and isinstance(value, str):
-            if fnmatch.fnmatchcase(value.lower(), want.lower()):
-                return True
-        elif not isinstance(want, str) and type(want) is type(value) and want == value:
-            return True
-    return False
+    if isinstance(value, str):
+        return text_matches(value, [want for want in accepted if isinstance(want, str)])
+    return any(not isinstance(want, str) and type(want) is type(value) and want == value for want in accepted)
 
 
 class Policy(PolicySection):
@@ -181,7 +181,7 @@ def _describe(unless: dict[str, list[ConditionValue]]) -> str:
 
 
 def _compile(patterns: list[str]) -> list[tuple[str, re.Pattern[str]]]:
-    return [(p, re.compile(fnmatch.translate(p))) for p in patterns]
+    return [(p, name_pattern(p)) for p in patterns]
 
 
 def _first_match(name: str, rules: list[tuple[str, re.Pattern[str]]]) -> str | None:
@@ -203,9 +203,9 @@ def unmatched_names(patterns: Iterable[str], names: Iterable[str], where: str, p
     candidates = known + sorted({n.split(".", 1)[0] + ".*" for n in known}) + [p + "*" for p in spaces]
     problems = []
     for pattern in patterns:
-        if any(fnmatch.fnmatchcase(n, pattern) for n in known):
+        if name_matches(pattern, *known):
             continue
-        if any(pattern.startswith(p) or fnmatch.fnmatchcase(p + "*", pattern) for p in spaces):
+        if any(pattern.startswith(p) or name_matches(pattern, p + "*") for p in spaces):
             continue
         close = difflib.get_close_matches(pattern.replace("_", "."), candidates, n=3, cutoff=0.6)
         hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
@@ -222,9 +222,7 @@ class PolicyEngine:
         self._approve = _compile([e if isinstance(e, str) else e.action for e in policy.require_approval])
         self._plain_approve = _compile([e for e in policy.require_approval if isinstance(e, str)])
         self._conditions: list[tuple[int, ApprovalRule, re.Pattern[str]]] = [
-            (i, e, re.compile(fnmatch.translate(e.action)))
-            for i, e in enumerate(policy.require_approval)
-            if isinstance(e, ApprovalRule)
+            (i, e, name_pattern(e.action)) for i, e in enumerate(policy.require_approval) if isinstance(e, ApprovalRule)
         ]
         self._allow = _compile(policy.allow)
         self._budgets = [(b, _compile(b.patterns)) for b in policy.budgets]

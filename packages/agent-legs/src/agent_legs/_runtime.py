@@ -2,7 +2,10 @@
 
 Sync and async callers both submit coroutines here, so Playwright, Docker and SMTP clients live
 in exactly one loop whatever the caller does (no "sync API inside an asyncio loop" failures).
-It also owns the shared resources actions reach through ``ActionContext``.
+It also owns the shared resources actions reach through ``ActionContext``, and the session table
+(``_sessions.SessionTable``: touched from callers' threads, reaped on the loop, one lock).
+Where a call's coroutine runs (this loop, or the caller's own for inline actions) is decided by
+``_dispatch.Dispatcher`` alone.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from ._extras import extra_of_module
 from ._policy import Policy, PolicyEngine
 from ._secrets import Redactor, Secrets
 from ._service import Service
+from ._sessions import SessionTable
 from ._settings import Settings
 
 if TYPE_CHECKING:
@@ -66,11 +70,10 @@ class Runtime:
 
             state = open_store(state_dir, settings, secrets)
         self.state: StateStore = state
-        self._registered: dict[str, float] = {}  # session -> when this worker last told the registry
         self._background: set[concurrent.futures.Future[Any]] = set()
         self._services: dict[type[Service], Service] = {}
         self._starting: dict[type[Service], asyncio.Future[Service]] = {}
-        self._sessions: dict[str, float] = {}
+        self.sessions = SessionTable()  # last use, and registry beats, per session (any thread)
         self._closed = False
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run_loop, name="agent-legs-runtime", daemon=True)
@@ -151,13 +154,11 @@ class Runtime:
 
     # -- sessions ------------------------------------------------------------------------------
     def touch_session(self, session: str) -> None:
-        self._sessions[session] = self.loop.time()
+        """Note a call of ``session`` (from any thread: inline calls run on the caller's)."""
+        self.sessions.touch(session, self.loop.time())
         # The session registry learns that this worker holds the session (then at most every 30 s):
         # best effort, in the background; a store that is down never fails the call.
-        last = self._registered.get(session)
-        now = time.monotonic()
-        if (last is None or now - last > _REGISTRY_BEAT_S) and not self._closed:
-            self._registered[session] = now
+        if not self._closed and self.sessions.due_for_registration(session, time.monotonic(), _REGISTRY_BEAT_S):
             future = asyncio.run_coroutine_threadsafe(self._register(session), self.loop)
             self._background.add(future)
             future.add_done_callback(self._background.discard)
@@ -168,12 +169,16 @@ class Runtime:
         try:
             await self.state.register_session(session, worker_id(), stale_s=max(self.settings.session_ttl_s, 120.0))
         except Exception as exc:
-            self._registered.pop(session, None)  # try again at the next call
+            self.sessions.unregister(session)  # try again at the next call
             log.warning("session registry: cannot register session %r: %s", session, exc)
 
     async def close_session(self, session: str) -> None:
-        self._sessions.pop(session, None)
-        if self._registered.pop(session, None) is not None:
+        self.sessions.forget(session)
+        await self._release_session(session)
+
+    async def _release_session(self, session: str) -> None:
+        """Release ``session`` in the registry and in every service (it is already out of the table)."""
+        if self.sessions.unregister(session):
             from ._state import worker_id
 
             try:
@@ -191,8 +196,10 @@ class Runtime:
         while True:
             await asyncio.sleep(min(max(ttl / 4, 0.05), 30.0))
             cutoff = self.loop.time() - ttl
-            for session in [s for s, last in self._sessions.items() if last < cutoff]:
-                await self.close_session(session)
+            for session in self.sessions.idle(cutoff):
+                # Closing one session awaits; a session used meanwhile is no longer idle and stays.
+                if self.sessions.take_if_idle(session, cutoff):
+                    await self._release_session(session)
 
     # -- shutdown ------------------------------------------------------------------------------
     async def _aclose_services(self) -> None:
@@ -203,10 +210,9 @@ class Runtime:
         for svc, result in zip(services, results, strict=True):
             if isinstance(result, BaseException):
                 log.error("closing %s failed: %r", type(svc).__name__, result)
-        if self._registered:
+        if self.sessions.take_registrations():
             from ._state import worker_id
 
-            self._registered.clear()
             try:
                 await self.state.release_worker(worker_id())
             except Exception as exc:

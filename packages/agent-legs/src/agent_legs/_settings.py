@@ -57,6 +57,18 @@ class TelemetrySettings(SettingsSection):
     otlp_endpoint: str | None = Field(None, description="OTLP/HTTP base URL, e.g. http://localhost:4318.")
     span_name_prefix: str = Field("execute_tool", description="Span name is '<prefix> <tool_name>'.")
     max_attribute_chars: int = 4096
+    trace_url: str | None = Field(
+        None,
+        description="Link from a call to its trace, with {trace_id} where the id goes "
+        "(e.g. http://localhost:16686/trace/{trace_id} for Jaeger); the console shows it on each call.",
+    )
+
+    @field_validator("trace_url")
+    @classmethod
+    def _trace_url_template(cls, value: str | None) -> str | None:
+        if value is not None and ("{trace_id}" not in value or not value.lower().startswith(("http://", "https://"))):
+            raise ValueError("trace_url must be an http(s) URL template containing {trace_id}")
+        return value
 
 
 class StateSettings(SettingsSection):

@@ -36,6 +36,7 @@ from pydantic import BaseModel
 
 from ._errors import ConfigError
 from ._extras import FAMILY_EXTRAS, install_hint, unavailable_error
+from ._matching import name_matches
 from ._policy import PolicyEngine, unmatched_names
 from ._schema import empty_required_enum, model_schema
 
@@ -95,9 +96,7 @@ def _not_offered(legs: Legs, engine: PolicyEngine, spec: ActionSpec) -> str | No
 
 
 def _hit(spec: ActionSpec, pattern: str) -> bool:
-    import fnmatch
-
-    return fnmatch.fnmatchcase(spec.name, pattern) or fnmatch.fnmatchcase(spec.tool_name, pattern)
+    return name_matches(pattern, spec.name, spec.tool_name)
 
 
 def offered_actions(

@@ -123,7 +123,8 @@ class AgentLegsTool(BaseTool):
         return str(thread) if thread else _run_session()
 
     def _run(self, config: RunnableConfig, **kwargs: Any) -> tuple[str | list[Any], dict[str, Any]]:
-        # The core parents the span (caller_context: under OpenInference's tool span when instrumented).
+        # The core parents the span (caller_context, with this package's _parenting hook: under
+        # OpenInference's tool span when instrumented).
         session, call_id = self._session(config), _TOOL_CALL_ID.get()
         approval = self._approval(kwargs, session, call_id)
         result = self.legs.run(self.action, kwargs, session=session, call_id=call_id, approval=approval)

@@ -44,7 +44,7 @@ def sandbox_image() -> str:
             f"the engine does not answer ({problem})",
             "bash shared/sandbox/ensure-docker.sh (as root: installs docker.io and starts dockerd), or set DOCKER_HOST",
         )
-    from agent_legs._sandbox import build_image
+    from agent_legs.actions.code._sandbox import build_image
 
     lines: list[str] = []
     try:

@@ -1,6 +1,6 @@
 """One session's index of what it read: fingerprints per reading call, in memory and in the store.
 
-The store (``flow_index``, schema version 2) holds one row per reading call: its label (``private``,
+The store (``flow_index``, schema version 3) holds one row per reading call: its label (``private``,
 ``untrusted``, ``saturated``) and, for private text, the sorted set of
 its window fingerprints (8 bytes each, base64). Every worker of a deployment sees the same rows; a
 worker keeps a cache per session (the last ``_CACHED_SESSIONS`` sessions it checked) and reads only

@@ -40,6 +40,7 @@ from .._errors import ActionError
 from .._models import ActionOutput
 from .._registry import ActionSpec
 from .._service import Service
+from .._telemetry._semconv import AGENT_LEGS_MCP_SERVER, AGENT_LEGS_MCP_TOOL
 from ._client import McpConnection
 
 if TYPE_CHECKING:
@@ -238,8 +239,8 @@ async def _call(ctx: ActionContext, args: BaseModel) -> ActionOutput:
             f"invalid arguments for {spec.tool_name}: arguments: {problem}",
             hint="Follow the tool's input schema.",
         )
-    ctx.set_attribute("agent_legs.mcp.server", spec.server)
-    ctx.set_attribute("agent_legs.mcp.tool", spec.tool)
+    ctx.set_attribute(AGENT_LEGS_MCP_SERVER, spec.server)
+    ctx.set_attribute(AGENT_LEGS_MCP_TOOL, spec.tool)
     result = await conn.call(live, spec.tool, arguments)
     return _output(spec, result)
 

@@ -76,6 +76,8 @@ class ApprovalRow:
     decided: float | None
     by: str | None
     message: str | None
+    args: dict[str, Any] | None = None  # an ``edited`` decision: the replacement arguments
+    remember: str | None = None  # ``"session"``: the decision adds a standing rule for the session
 
     def public(self) -> dict[str, Any]:
         """The JSON form ``agent-legs approvals --json`` prints."""
@@ -111,10 +113,10 @@ class Tx(Protocol):
     async def run(self, sql: str, params: Sequence[Any] = ()) -> int: ...
 
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _APPROVAL_COLUMNS = (
-    "id, action, tool_name, arguments, session, reason, call_id, created, expires, state, decided, decided_by, message"
+    "id, action, tool_name, arguments, session, reason, call_id, created, expires, state, decided, decided_by, message, detail"
 )
 
 
@@ -136,7 +138,7 @@ def _schema_v1(real: str, serial: str) -> list[str]:
     ]
 
 
-def _schema_v2(real: str, serial: str) -> list[str]:
+def _schema_v3(real: str, serial: str) -> list[str]:
     """The exfiltration guard's index (``agent_legs._flows``): per session and reading call, the keyed
     fingerprints of what it read (never the text), and the deployment's fingerprint key."""
     return [
@@ -177,7 +179,12 @@ class StateStore(abc.ABC):
 
     # -- schema ----------------------------------------------------------------------------------
     def _migrations(self) -> dict[int, list[str]]:
-        return {1: _schema_v1(self.REAL, self.SERIAL), 2: _schema_v2(self.REAL, self.SERIAL)}
+        # v2: an approval decision's detail (an edit's arguments, "remember"), as JSON; v3: the flow index
+        return {
+            1: _schema_v1(self.REAL, self.SERIAL),
+            2: ["ALTER TABLE approvals ADD COLUMN detail TEXT"],
+            3: _schema_v3(self.REAL, self.SERIAL),
+        }
 
     async def _ensure_schema(self) -> None:
         if self._schema_ready:
@@ -327,7 +334,8 @@ class StateStore(abc.ABC):
         approval_id = secrets.token_hex(6)
         async with self._tx(durable=True) as tx:
             await tx.run(
-                f"INSERT INTO approvals ({_APPROVAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', NULL, NULL, NULL)",
+                f"INSERT INTO approvals ({_APPROVAL_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', NULL, NULL, NULL, NULL)",
                 (approval_id, action, tool_name, json.dumps(arguments), session, reason, call_id, now, now + timeout_s),
             )
         return ApprovalRow(
@@ -349,22 +357,47 @@ class StateStore(abc.ABC):
         return [_approval(r) for r in rows]
 
     async def decide_approval(
-        self, approval_id: str, decision: str, *, by: str | None = None, message: str | None = None, now: float | None = None
+        self,
+        approval_id: str,
+        decision: str,
+        *,
+        by: str | None = None,
+        message: str | None = None,
+        args: dict[str, Any] | None = None,
+        remember: str | None = None,
+        now: float | None = None,
     ) -> ApprovalRow:
-        """Approve or reject a pending request, exactly once; ``ApprovalError`` for an unknown id, one
-        already decided, or one that expired."""
-        if decision not in ("approved", "rejected"):
-            raise ValueError(f"decision must be 'approved' or 'rejected', not {decision!r}")
+        """Approve, edit (``args``: the replacement arguments, which the waiting call validates and
+        checks against the policy again) or reject a pending request, exactly once; ``remember``
+        (``"session"``/``"always"``, with approve or edit) adds a standing rule when the call runs.
+        ``ApprovalError`` for an unknown id, one already decided, or one that expired."""
+        if decision not in ("approved", "edited", "rejected"):
+            raise ValueError(f"decision must be 'approved', 'edited' or 'rejected', not {decision!r}")
+        if (decision == "edited") != (args is not None):
+            raise ValueError("an 'edited' decision needs args (the replacement arguments), and only it has them")
+        if remember not in (None, "session", "always") or (remember is not None and decision == "rejected"):
+            raise ValueError(f"remember must be 'session' or 'always' with an approval, not {remember!r}")
+        detail = json.dumps({"args": args, "remember": remember}) if args is not None or remember is not None else None
         now = time.time() if now is None else now
         async with self._tx(durable=True) as tx:
             row = await tx.one(f"SELECT {_APPROVAL_COLUMNS} FROM approvals WHERE id=?" + self.FOR_UPDATE, (approval_id,))
             current = _approval(row) if row else None
             if current is not None and current.state == "pending" and current.expires > now:
                 await tx.run(
-                    "UPDATE approvals SET state=?, decided=?, decided_by=?, message=? WHERE id=? AND state='pending'",
-                    (decision, now, by, message, approval_id),
+                    "UPDATE approvals SET state=?, decided=?, decided_by=?, message=?, detail=? WHERE id=? AND state='pending'",
+                    (decision, now, by, message, detail, approval_id),
                 )
-                return ApprovalRow(**{**current.__dict__, "state": decision, "decided": now, "by": by, "message": message})
+                return ApprovalRow(
+                    **{
+                        **current.__dict__,
+                        "state": decision,
+                        "decided": now,
+                        "by": by,
+                        "message": message,
+                        "args": args,
+                        "remember": remember,
+                    }
+                )
             if current is not None and current.state == "pending":
                 await tx.run("UPDATE approvals SET state='expired', decided=? WHERE id=? AND state='pending'", (now, approval_id))
         if current is None:
@@ -520,7 +553,13 @@ def _approval(row: tuple[Any, ...]) -> ApprovalRow:
         float(row[10]) if row[10] is not None else None,
         row[11],
         row[12],
+        *_detail(row[13]),
     )
+
+
+def _detail(text: str | None) -> tuple[dict[str, Any] | None, str | None]:
+    detail = json.loads(text) if text else {}
+    return detail.get("args"), detail.get("remember")
 
 
 class _Ready:

@@ -1,1 +1,36 @@
-"""The ``code`` action family (see ``agent_legs.actions`` for the layout every family shares)."""
+"""The ``code`` action family: stateful code execution in Docker sandboxes that contain and stop
+(see ``agent_legs.actions`` for the layout every family shares).
+
+One long-lived container per session runs the driver (``_sandbox/driver.py``) as PID 1; the host
+talks to it over the container's attached stdin/stdout (length-prefixed JSON), so a warm call costs
+a round trip, not a ``docker exec``. A pool of pre-started containers makes a new session's first
+call fast. A timeout kills the container (the work really stops) and the session's next call gets
+a fresh kernel. ``timeout_s`` bounds the whole call: waiting for the engine, starting a kernel and
+running the code.
+
+Modules (each states its own invariants):
+
+* ``_actions``: the ``code.run`` / ``code.reset`` handlers; shaping a reply into output and data.
+* ``_models``: the input models and the call's time limit.
+* ``_service``: ``CodeService``: the pool, the sessions' kernels, reaping, set-id sweeps, cleanup.
+* ``_kernel``: one session's kernel: claiming it for a call (replacing it when dead, out of step
+  or unable to hide new denied paths) and running a call on it.
+* ``_channel``: the host side of the protocol: attach framing, bounded reads, request ids, reply checks.
+* ``_container``: the engine connection and the container's containment (limits, mounts, labels,
+  the bootstrap, gVisor), orphan removal.
+* ``_fs``: the workspace as the sandbox sees it: who it runs as, denied-path masks, set-id stripping.
+* ``_sandbox``: runs INSIDE the container or without agent_legs: the driver (stdlib only) and the
+  image recipe (``build.py``, ``Dockerfile``).
+* ``_policy`` / ``_settings``: the ``policy.code`` and ``settings.code`` sections.
+
+Threat model: the code in the sandbox is the attacker's (a fully prompt-injected model).
+**Escapes**: no network, a non-root user, a read-only root, no capabilities, ``no-new-privileges``,
+pids/memory/CPU limits, an empty environment, optionally gVisor (``_container``). **Flooding**: every
+read of the channel is bounded and checked, replies are cut to the policy's caps, the containers log
+nothing (``_channel``, ``_container``). **Set-id files** never survive on the host: stripped after and
+before every call and every 2 s while a kernel lives (``_service``, ``_fs``). **Denied paths**
+(``policy.files.deny``) are masked in the container, and a kernel that cannot hide a newly appeared
+one is replaced before the code runs (``_fs``, ``_kernel``). **Guarded network** only: one unix socket
+to the egress guard's proxy (``_container``). **Dying with the host**: PID 1 ends the container when
+the attach connection drops; orphans of dead hosts are removed at start (``_container``).
+"""

@@ -10,7 +10,7 @@ module, running as the operator, often root) must never follow a path the code c
   ``settings.code.uid`` (default 1000), which gets a POSIX ACL entry (rwx, rx on a read-only workspace)
   on every directory of the workspace; files are never chowned and their modes never change, so an
   operator's 0600 file stays unreadable to the code. Files Agent Legs writes inherit the grant
-  (``_workspace._inherit_owner``), or, when written before the sandbox first started, get it then
+  (``files._owner.inherit_owner``), or, when written before the sandbox first started, get it then
   (they carry a root-only ``trusted.*`` mark), so code can edit them; private ones (no group or
   other bits) excepted. gVisor (runsc) ignores ACLs: a root-owned
   workspace is refused there (give the workspace to the account the sandbox should act as).

@@ -21,10 +21,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..._context import ActionContext
 from ..._errors import ActionError
+from ..._matching import path_matcher
 from ..._models import ActionOutput
 from ..._registry import action
 from ..._secrets import Redactor
-from ._workspace import Cancel, decode_text, path_matcher
+from ._cancel import Cancel
+from ._text import decode_text
 
 try:  # ``regex`` can stop a catastrophic pattern (timeout=); ``re`` cannot be interrupted.
     import regex as _regex  # type: ignore[import-untyped,import-not-found,unused-ignore]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from ..._errors import ActionError
+from ..._matching import parse_host_rule
 from ..._sections import SettingsSection
 from ..._version import __version__
 
@@ -21,6 +23,18 @@ class HttpAuth(SettingsSection):
         "hosts (readable by anyone on the path). By default they go only over https or to "
         "127.0.0.1, [::1] and localhost; a plain-http request to a listed host is refused.",
     )
+
+    @field_validator("hosts")
+    @classmethod
+    def _parsable(cls, hosts: list[str]) -> list[str]:
+        """Each rule must parse as the egress guard parses its own (one host parser): a rule that
+        cannot is a configuration error now, not a rule that silently never matches."""
+        for rule in hosts:
+            try:
+                parse_host_rule(rule)
+            except (ActionError, ValueError) as exc:
+                raise ValueError(f"invalid host rule {rule!r}: {getattr(exc, 'message', exc)}") from None
+        return hosts
 
 
 class HttpSettings(SettingsSection):

@@ -3,10 +3,10 @@ offline from Debian packages (``mmdebstrap | docker import``, about 30-60 s).
 
 Idempotent: images carry a label with the hash of their recipe (Dockerfile, package list, hooks);
 an image whose label matches is reused. The image holds no Agent Legs code: the kernel driver is
-sent to each container when it starts (see ``actions/_code.py``), so upgrading agent_legs never
+sent to each container when it starts (see ``actions/code/_container.py``), so upgrading agent_legs never
 needs a rebuild, and any image with python3 can serve as a sandbox. Standard library only, so it also runs as a plain
 script where agent_legs is not installed (``shared/sandbox/build-offline.sh`` does that):
-``python3 .../agent_legs/_sandbox/build.py [--tag T] [--force] [--offline]``.
+``python3 .../agent_legs/actions/code/_sandbox/build.py [--tag T] [--force] [--offline]``.
 """
 
 from __future__ import annotations

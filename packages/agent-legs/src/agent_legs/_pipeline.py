@@ -1,0 +1,433 @@
+"""The call pipeline: the steps every action call goes through, in order, and its outcome.
+
+``CallPipeline.execute`` runs ``_steps`` inside the call's span, then writes the one span and the one
+action-log line whatever happened (``_finish``). The steps, each a method:
+
+1. ``_validate``: the arguments against the action's input model (``invalid_input``);
+2. ``_decide``: the policy (``denied``, naming the rule);
+3. ``_check_installed``: the family's extra is installed (``unavailable``), before anything is spent;
+4. ``_approve``: a decision passed in, a standing rule, or the approver (``approval_denied``); an
+   edit is validated and decided again, and the edit is the approval;
+5. ``_consume_budget``: every budget of the action, atomically in the state store (``budget_exceeded``);
+6. ``_intent``: the write-ahead log line, on disk before any effect (or the call fails closed);
+7. ``_call_handler``: the handler under its deadline (``timeout``, with advice that depends on
+   whether the action has effects);
+8. ``success``/``failure``: the result, scrubbed of secrets, then bounded.
+
+The exfiltration guard (``_flows``) has two hooks: ``_check_flow`` after ``_check_installed`` and
+before ``_approve`` (a sink carrying private data to an untrusted destination is sent to approval,
+rule ``policy.flows``, or refused: nobody is asked about a call refused anyway, no budget is spent),
+and ``flows.record`` right after ``success`` (what a read returned is labelled before the model sees
+it). Another post-result hook (the console) belongs there too, or in ``execute`` after ``_finish``.
+
+Invariants: an exception never escapes for an action-level problem (it becomes an ``ActionResult``);
+a cancelled call is still logged (``failed``, "cancelled by the caller") and the cancellation
+propagates; ``call.decision``/``call.rule``/``call.approval`` always say how far the call got.
+
+Threat model: the model controls the arguments and the number of calls; the approver, the policy and
+the budgets are the operator's. A rejected, denied or over-budget call changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from pydantic import BaseModel
+
+from . import _budgets
+from ._approvals import ApprovalStore
+from ._arguments import plain, scrubbed_args, validate, validate_edit
+from ._context import ActionContext
+from ._errors import ActionError
+from ._extras import unavailable_error
+from ._flows import RULE as FLOWS_RULE
+from ._flows import FlowGuard
+from ._models import ActionErrorInfo, ActionOutput, ActionResult, ApprovalDecision, ApprovalRequest
+from ._policy import Decision
+from ._registry import ActionSpec
+from ._runtime import Runtime
+from ._telemetry import CallRecord, Telemetry
+
+__all__ = ["CallPipeline"]
+
+log = logging.getLogger("agent_legs")
+
+
+@dataclass(eq=False)
+class _Call:
+    """One call's state as it goes through the steps (what the span and the log line report)."""
+
+    spec: ActionSpec
+    session: str
+    call_id: str | None
+    given: ApprovalDecision | None
+    span: trace.Span
+    arguments: Any  # the raw arguments, then the validated ones as JSON
+    start: float
+    args: BaseModel | None = None
+    decision: str = "invalid"
+    rule: str | None = None
+    approval: dict[str, Any] | None = None  # who decided, for the span and the log line
+    record_id: str | None = None  # set once the intent line is on disk
+
+
+class CallPipeline:
+    def __init__(self, runtime: Runtime, telemetry: Telemetry, approvals: ApprovalStore, approver: Callable[[], Any]) -> None:
+        self.runtime = runtime
+        self.telemetry = telemetry
+        self.approvals = approvals
+        self._approver = approver  # read per call: Legs.approver may be replaced
+        self.flows = FlowGuard(runtime.policy, runtime.settings, runtime)  # the exfiltration guard (_flows)
+
+    async def execute(
+        self,
+        spec: ActionSpec,
+        raw_args: Mapping[str, Any] | BaseModel | None,
+        session: str,
+        call_id: str | None,
+        parent: otel_context.Context,
+        given: ApprovalDecision | None = None,
+    ) -> ActionResult:
+        start = time.perf_counter()
+        span = self.telemetry.start(spec.tool_name, spec.name, session, call_id, parent, spec.description)
+        call = _Call(spec, session, call_id, given, span, plain(raw_args), start)
+        result: ActionResult
+        try:
+            with trace.use_span(span, end_on_exit=False):
+                try:
+                    result = await self._steps(call, raw_args)
+                except ActionError as exc:
+                    if exc.rule:
+                        call.rule = exc.rule
+                    result = self.failure(spec, exc, call.start)
+        except asyncio.CancelledError:
+            self._finish(call, "failed", _ms(call.start), None, "cancelled by the caller")
+            raise
+        except Exception as exc:  # a bug in an executor must not crash the agent
+            log.exception("action %s failed unexpectedly", spec.name)
+            result = self.failure(spec, ActionError("failed", f"internal error: {type(exc).__name__}: {exc}"), call.start)
+        # success() and failure() scrubbed the result before bounding it (scrub first, cut after).
+        ctx = span.get_span_context()
+        if ctx.is_valid:
+            result.trace_id = f"{ctx.trace_id:032x}"
+            result.span_id = f"{ctx.span_id:016x}"
+        outcome = "ok" if result.ok else result.error.type if result.error else "failed"
+        self._finish(
+            call,
+            outcome,
+            result.duration_ms,
+            result.output if result.ok else None,
+            result.error.message if result.error else None,
+            [a.path for a in result.artifacts] if result.ok else None,  # the console shows a session's latest
+        )
+        return result
+
+    async def _steps(self, call: _Call, raw_args: Mapping[str, Any] | BaseModel | None) -> ActionResult:
+        args = self._validate(call, raw_args)
+        verdict = self._decide(call)
+        self._check_installed(call)
+        verdict = await self._check_flow(call, verdict)
+        args = await self._approve(call, args, verdict)
+        await self._consume_budget(call)
+        self._intent(call)
+        self.runtime.touch_session(call.session)
+        output = await self.call_handler(call.spec, args, call.session, call.call_id, call.span)
+        result = self.success(call.spec, output, call.start)
+        if self.flows.observes(call.spec.name):  # labelled before the model sees it
+            await self.flows.record(call.spec.name, call.arguments, call.session, call.call_id, result.output, result.data)
+        return result
+
+    def _finish(
+        self,
+        call: _Call,
+        outcome: str,
+        duration_ms: float,
+        output: str | None,
+        error: str | None,
+        artifacts: list[str] | None = None,
+    ) -> None:
+        spec = call.spec
+        record = CallRecord(
+            spec.name,
+            spec.tool_name,
+            call.session,
+            call.call_id,
+            call.decision,
+            outcome,
+            duration_ms,
+            call.arguments,
+            output,
+            error,
+            call.rule,
+            record_id=call.record_id,
+            approval=call.approval,
+            artifacts=artifacts,
+        )
+        self.telemetry.finish(call.span, record)
+
+    # -- the steps ----------------------------------------------------------------------------------
+    def _validate(self, call: _Call, raw_args: Mapping[str, Any] | BaseModel | None) -> BaseModel:
+        args = call.args = validate(call.spec, raw_args)
+        call.arguments = args.model_dump(mode="json")
+        return args
+
+    def _decide(self, call: _Call) -> Decision:
+        verdict = self.runtime.engine.decide_call(call.spec.name, call.arguments)
+        call.rule = verdict.rule
+        if verdict.kind == "deny":
+            call.decision = "deny"
+            raise ActionError("denied", f"{call.spec.name} is not allowed ({verdict.rule})", rule=call.rule)
+        return verdict
+
+    def _check_installed(self, call: _Call) -> None:
+        not_installed = unavailable_error(call.spec.family)
+        if not_installed is not None:
+            raise not_installed
+
+    async def _check_flow(self, call: _Call, verdict: Decision) -> Decision:
+        """The exfiltration guard before a sink: private data to an untrusted destination is sent to
+        approval (rule ``policy.flows``, the reason naming the reading calls) or refused (``deny``)."""
+        if not self.flows.is_sink(call.spec.name):
+            return verdict
+        flow = await self.flows.check(call.spec.name, call.arguments, call.session)
+        if flow is None:
+            return verdict
+        call.rule = FLOWS_RULE
+        if self.flows.mode == "deny":
+            call.decision = "deny"
+            raise self.flows.refusal(call.spec.name, flow)
+        return Decision("approve", FLOWS_RULE, flow.reason)
+
+    async def _approve(self, call: _Call, args: BaseModel, verdict: Decision) -> BaseModel:
+        """The arguments to run with (an approver's edit replaces them); raises if not approved."""
+        spec, session, call_id, given = call.spec, call.session, call.call_id, call.given
+        standing = (
+            self.approvals.find(spec.name, call.arguments, session)
+            if verdict.kind == "approve" and given is None and verdict.rule != FLOWS_RULE  # a flow is asked each time
+            else None
+        )
+        if standing is not None:
+            call.decision = "approved"
+            call.approval = {"decision": "approved", "by": standing.by, "rule": standing.id}
+            return args
+        if verdict.kind != "approve" and given is None:
+            call.decision = "allow"
+            return args
+        try:
+            answer = (
+                given
+                if given is not None
+                else await self.ask_approval(self.request(spec, args, call.arguments, session, call_id, verdict))
+            )
+        except ActionError:  # the approver's own refusal: expired in the queue, store down
+            call.decision = "rejected"
+            call.approval = {"decision": "rejected", "by": None, "rule": None}
+            raise
+        call.approval = {"decision": answer.outcome, "by": answer.by, "rule": answer.rule}
+        if given is not None and call_id:
+            earlier = self.approvals.claim(session, call_id, given)
+            if earlier is not None:
+                call.decision = "rejected"
+                call.approval["decision"] = "rejected"
+                raise ActionError(
+                    "approval_denied",
+                    f"call {call_id} of {spec.name} was already decided ({earlier.get('type')}"
+                    + (f" by {earlier['by']}" if earlier.get("by") else "")
+                    + f" at {earlier.get('created')}); a call is decided once and runs at most once",
+                    rule=call.rule,
+                    hint="Do not retry the same call; the earlier decision stands.",
+                )
+        call.decision = "rejected" if answer.type == "reject" else "approved"
+        if answer.type == "reject":
+            who = f" by {answer.by}" if answer.by else ""
+            raise ActionError(
+                "approval_denied",
+                f"{spec.name} needs approval ({verdict.reason or verdict.rule}) and was not approved{who}"
+                + (f": {answer.message}" if answer.message else ""),
+                rule=call.rule,
+                hint="Do not retry the same call; ask the user or choose another action.",
+            )
+        if answer.type == "edit":  # validated and decided again; the edit is the approval
+            call.decision = "invalid"
+            args = call.args = validate_edit(spec, answer)
+            call.arguments = args.model_dump(mode="json")
+            verdict = self.runtime.engine.decide_call(spec.name, call.arguments)
+            call.rule = verdict.rule
+            if verdict.kind == "deny":
+                call.decision = "deny"
+                raise ActionError(
+                    "denied", f"{spec.name} with the edited arguments is not allowed ({verdict.rule})", rule=call.rule
+                )
+            call.decision = "approved"
+        if answer.remember is not None:
+            added = self.approvals.add_rule(spec.name, answer.match, answer.remember, session, answer.by)
+            log.info("standing rule %s added by %s: %s", added.id, answer.by, added)
+        return args
+
+    async def _consume_budget(self, call: _Call) -> None:
+        runtime = self.runtime
+        budgets = runtime.engine.budgets_for(call.spec.name)
+        if not budgets:
+            return
+        exhausted = await runtime.on_loop(_budgets.consume(runtime.state, budgets, call.session))
+        if exhausted is None:
+            return
+        budget, used = exhausted
+        call.decision = "budget_exceeded"
+        call.rule = f"policy.budgets[{budget.key}]"
+        raise ActionError(
+            "budget_exceeded",
+            f"budget {budget.key} exhausted: {used}/{budget.limit} actions used"
+            + ("" if budget.per == "total" else f" this {budget.per}")
+            + (f" in session {call.session!r}" if budget.scope == "session" else " (all sessions)"),
+            rule=call.rule,
+            hint=(
+                "Do not retry now: "
+                + ("the budget never resets" if budget.per == "total" else f"it resets with the next {budget.per} (UTC)")
+                + ("" if budget.scope == "session" else "; a new session does not reset it")
+                + ". Tell the user the limit was reached."
+            ),
+        )
+
+    def _intent(self, call: _Call) -> None:
+        """Write-ahead: the intent line is on disk before the effect can happen (or the call fails
+        closed, "unavailable", and nothing runs)."""
+        spec = call.spec
+        call.record_id = self.telemetry.intent(
+            call.span,
+            CallRecord(
+                spec.name,
+                spec.tool_name,
+                call.session,
+                call.call_id,
+                call.decision,
+                "",
+                0.0,
+                call.arguments,
+                rule=call.rule,
+                approval=call.approval,
+            ),
+        )
+
+    async def call_handler(
+        self, spec: ActionSpec, args: BaseModel, session: str, call_id: str | None, span: trace.Span
+    ) -> ActionOutput:
+        timeout_s = spec.timeout_for(self.runtime.policy, args)
+        ctx = ActionContext(self.runtime, spec, session, call_id, timeout_s, span)
+        try:
+            async with asyncio.timeout(timeout_s) as deadline:
+                return await spec.handler(ctx, args)
+        except TimeoutError:
+            if not deadline.expired():
+                raise  # a TimeoutError of the handler's own making: a bug or an unwrapped library error
+            if spec.read_only:
+                raise ActionError(
+                    "timeout",
+                    f"{spec.name} did not finish within {timeout_s:g} s and was stopped",
+                    retryable=True,
+                    hint="Try a smaller task or a larger timeout_s if the policy allows it.",
+                ) from None
+            # An action with effects stopped at an arbitrary point: part of it may have happened. Only the
+            # executors know their commit points (and say so themselves before this outer deadline fires);
+            # here nothing is known, so the advice must not invite a blind repeat.
+            raise ActionError(
+                "timeout",
+                f"{spec.name} did not finish within {timeout_s:g} s and was stopped; it may have taken effect in part",
+                retryable=False,
+                hint="Check what happened (read the file, list the mail, query the API) before repeating it.",
+            ) from None
+
+    # -- approval -----------------------------------------------------------------------------------
+    def request(
+        self, spec: ActionSpec, args: BaseModel, arguments: dict[str, Any], session: str, call_id: str | None, verdict: Decision
+    ) -> ApprovalRequest:
+        redactor = self.runtime.redactor
+        summary = spec.summarize(scrubbed_args(args, redactor)) if spec.summarize else ""
+        return ApprovalRequest(
+            action=spec.name,
+            tool_name=spec.tool_name,
+            arguments=redactor.data(arguments),
+            session=session,
+            reason=redactor.text(f"{verdict.reason or verdict.rule}. {summary}" if summary else verdict.reason or verdict.rule),
+            call_id=call_id,
+            rule=verdict.rule,
+        )
+
+    async def ask_approval(self, request: ApprovalRequest) -> ApprovalDecision:
+        """The approver's decision; a rejection when there is none, it raises, or answers no decision."""
+        approver = self._approver()
+        if approver is None:
+            return ApprovalDecision(type="reject", message="no approver is configured")
+        try:
+            if inspect.iscoroutinefunction(approver):
+                answer: Any = await approver(request)
+            else:
+                answer = await asyncio.to_thread(approver, request)
+                if inspect.isawaitable(answer):
+                    answer = await answer
+        except ActionError:
+            raise  # the approver's own refusal with its reason (a queue entry that expired, a store that is down)
+        except Exception as exc:
+            log.warning("approver raised %r for %s: treated as a rejection", exc, request.action)
+            return ApprovalDecision(type="reject")
+        if isinstance(answer, str):  # a bare "approve" from a careless approver is no decision: bool/dict only
+            answer = None
+        try:
+            return ApprovalDecision.coerce(answer)
+        except ValueError as exc:
+            log.warning("approver answered %r for %s (%s): treated as a rejection", answer, request.action, exc)
+            return ApprovalDecision(type="reject")
+
+    # -- results ------------------------------------------------------------------------------------
+    def bound(self, text: str) -> str:
+        """``text`` scrubbed of secrets, then cut to ``settings.max_output_chars``.
+
+        Scrub first, cut after: a secret straddling the cut must not leave its prefix behind (the
+        head is scrubbed once more as cut text, which removes a trailing partial secret).
+        """
+        redactor = self.runtime.redactor
+        text = redactor.text(text)
+        limit = self.runtime.settings.max_output_chars
+        if len(text) <= limit:
+            return text
+        return redactor.text(text[:limit], cut=True) + f"\n[output truncated: {len(text) - limit} more characters]"
+
+    def success(self, spec: ActionSpec, out: ActionOutput, start: float) -> ActionResult:
+        return ActionResult(
+            action=spec.name,
+            ok=True,
+            output=self.bound(out.output),
+            data=self.runtime.redactor.data(out.data),
+            artifacts=list(out.artifacts),
+            duration_ms=_ms(start),
+        )
+
+    def failure(self, spec: ActionSpec, exc: ActionError, start: float) -> ActionResult:
+        redactor = self.runtime.redactor
+        message = exc.message
+        if exc.type == "denied" and exc.rule and exc.rule not in message:
+            message = f"{message} (rule: {exc.rule})"
+        message = redactor.text(message)
+        hint = redactor.text(exc.hint) if exc.hint else exc.hint
+        info = ActionErrorInfo(type=exc.type, message=message, retryable=exc.retryable, hint=hint)
+        output = f"Error ({exc.type}): {message}" + (f"\nHint: {hint}" if hint else "")
+        return ActionResult(
+            action=spec.name,
+            ok=False,
+            output=self.bound(output),
+            data=redactor.data(exc.data),
+            error=info,
+            duration_ms=_ms(start),
+        )
+
+
+def _ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000, 3)

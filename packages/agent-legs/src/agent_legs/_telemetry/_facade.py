@@ -1,0 +1,261 @@
+"""The one place that emits Agent Legs telemetry: the ``Telemetry`` facade (one span and one action-log line per call).
+
+Every ``run``/``arun`` call produces exactly one span (OpenTelemetry GenAI conventions plus
+``agent_legs.*`` attributes, ``_spans``) and exactly one JSON line in ``<state_dir>/actions.jsonl``
+(``_log_writer``). The action log is written directly (not through a span processor), so it stays
+complete whatever the tracer provider or collector does.
+
+Invariants of the action log (threat model: the host process may be SIGKILLed at any instruction,
+the disk may fill up, the state dir may lose its permissions; the model may send payloads of any size):
+
+* write-ahead: a call's intent line is on disk (``IntentJournal``) before its handler can have any
+  effect; a call whose intent cannot be written does not run (``unavailable``). So every effect that
+  took place has a record: its outcome line, or, when the process died first, an ``unfinished`` one;
+* every line is whole JSON: one ``write(2)`` per line, a short write rolled back, a torn tail fenced off;
+* a line's size does not grow with the payload: long argument values are a redacted preview, size and hash;
+* failures to write are classified (disk full, permission denied, too many open files...) and warned once
+  per cause, never a traceback per call.
+
+Span export is best effort and bounded (``_export``): ``shutdown`` returns within its bound whatever the
+collector does, and the spans lost are counted (``Telemetry.spans_dropped``).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import Span
+
+from .._errors import ActionError
+from .._secrets import Redactor
+from .._settings import TelemetrySettings
+from ._export import GuardedExporter, application_provider, default_provider
+from ._journal import PENDING_DIR, IntentJournal, recover_pending
+from ._log_writer import ActionLog, ActionLogError
+from ._records import CallRecord, bounded_arguments, dumps, target, truncate
+from ._spans import Tracer, caller_context, discover_parent_hooks, end_span, start_span
+
+__all__ = ["Telemetry"]
+
+log = logging.getLogger("agent_legs")
+
+
+class Telemetry:
+    """Where spans go (``provider``: ``"explicit"``, ``"application"`` or ``"internal"``) and the action log.
+
+    Spans go to the provider passed to ``Legs``; else to the application's global provider when it has
+    set one; else to our own (OTLP when the standard variables say where; otherwise it records nothing).
+    The action log is written in every case, with the call's trace and span ids: those ids are real
+    (a span nobody records still has them, and the caller's trace id when nested), and always name the
+    call's line in the action log (``agent-legs log --trace ID``).
+    """
+
+    def __init__(
+        self,
+        settings: TelemetrySettings,
+        state_dir: Path,
+        redactor: Redactor,
+        tracer_provider: trace.TracerProvider | None = None,
+    ) -> None:
+        self.settings = settings
+        self.redactor = redactor
+        self._own_provider: TracerProvider | None = None
+        self._exporter: GuardedExporter | None = None
+        if tracer_provider is not None:
+            self.tracer = Tracer(tracer_provider, None)
+        elif application_provider() is not None:
+            self.tracer = Tracer(None, None)
+        else:
+            self._own_provider, self._exporter = default_provider(settings)
+            self.tracer = Tracer(None, self._own_provider)
+        self._explicit = tracer_provider is not None
+        discover_parent_hooks()  # once per process: the first call does not pay for it
+        self.action_log = ActionLog(state_dir / "actions.jsonl")
+        self.journal = IntentJournal(state_dir / PENDING_DIR)
+        self._intent_args: dict[str, Any] = {}  # record id -> bounded arguments, computed once per call
+        self._log_problem: str | None = None  # the last write failure, warned once until it changes
+        self._dropped_at_close: int | None = None
+        # Actions cut short by a process that died (SIGKILL, OOM, crash) get their "unfinished" line now.
+        recovered = recover_pending(self.action_log)
+        if recovered:
+            log.warning(
+                "%d action(s) of a process that ended before they finished are in the action log as outcome 'unfinished' (%s)",
+                recovered,
+                self.action_log.path,
+            )
+
+    @property
+    def spans_dropped(self) -> int:
+        """Spans of our own provider that did not reach the collector (queue full, export failed, or still
+        queued at ``close()``). Exact after ``shutdown``; 0 when spans go to the caller's provider."""
+        if self._dropped_at_close is not None:
+            return self._dropped_at_close
+        return self._exporter.dropped if self._exporter is not None else 0
+
+    # -- the write-ahead intent ------------------------------------------------------------------
+    def intent(self, span: Span, rec: CallRecord) -> str:
+        """Put the call's intent line on disk before its effect can happen; returns the record id.
+
+        Raises ``ActionError("unavailable")`` when the line cannot be written: the action must not run.
+        """
+        record_id = secrets.token_hex(8)
+        arguments = bounded_arguments(rec.arguments, self.redactor) if self.settings.capture_content else None
+        entry = self._entry(span, rec)
+        entry.pop("outcome", None)
+        entry.pop("duration_ms", None)
+        entry.pop("error", None)
+        entry["pid"] = self.journal.pid
+        if arguments is not None:
+            entry["arguments"] = arguments
+        try:
+            self.journal.intent(record_id, entry)
+        except ActionLogError as exc:
+            self._log_failed(str(exc))
+            raise ActionError(
+                "unavailable",
+                f"the action log cannot be written: {exc.reason}; {rec.action} did not run",
+                hint="Nothing was done. The log's disk or directory needs an operator (free space, permissions, "
+                "open files); tell the user instead of retrying.",
+            ) from None
+        if arguments is not None:
+            self._intent_args[record_id] = arguments
+        return record_id
+
+    def _log_failed(self, reason: str) -> None:
+        if self._log_problem != reason:
+            self._log_problem = reason
+            log.warning("the action log cannot be written: %s; actions fail closed until it can", reason)
+
+    def _entry(self, span: Span, rec: CallRecord) -> dict[str, Any]:
+        ctx = span.get_span_context()
+        redact = self.redactor
+        entry: dict[str, Any] = {
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "trace_id": f"{ctx.trace_id:032x}" if ctx.is_valid else None,
+            "span_id": f"{ctx.span_id:016x}" if ctx.is_valid else None,
+            "action": rec.action,
+            "session": rec.session,
+            "call_id": rec.call_id,
+            "decision": rec.decision,
+            "outcome": rec.outcome,
+            "duration_ms": round(rec.duration_ms, 3),
+            "error": redact.text(rec.error_message) if rec.error_message else None,
+            "rule": rec.rule,
+            "target": target(redact.data(rec.arguments)),  # scrubbed whole, before target() cuts it
+        }
+        if rec.approval:  # who decided: on the intent line too, so a call cut short by a crash keeps it
+            entry["approval"] = redact.data(rec.approval)
+        return entry
+
+    @property
+    def provider(self) -> str:
+        """Where the next span goes: ``explicit`` (passed to Legs), ``application`` (the global one) or ``internal``."""
+        if self._explicit:
+            return "explicit"
+        return "application" if application_provider() is not None else "internal"
+
+    # -- spans -------------------------------------------------------------------------------
+    def start(
+        self,
+        tool_name: str,
+        action: str,
+        session: str,
+        call_id: str | None,
+        parent: otel_context.Context | None,
+        description: str | None = None,
+    ) -> Span:
+        """Open the call's span (see ``_spans.start_span``)."""
+        return start_span(self.tracer, self.settings, tool_name, action, session, call_id, parent, description)
+
+    def finish(self, span: Span, rec: CallRecord) -> None:
+        """Close the call's span and write its action-log line (both redacted)."""
+        redact = self.redactor
+        capture = self.settings.capture_content
+        end_span(span, rec, redact, self.settings)
+
+        entry = self._entry(span, rec)
+        record_id = rec.record_id or secrets.token_hex(8)
+        entry["id"] = record_id
+        if capture:
+            entry["arguments"] = (
+                self._intent_args.pop(record_id) if record_id in self._intent_args else bounded_arguments(rec.arguments, redact)
+            )
+            if rec.result is not None:  # the text the model read (the console's call detail), as on the span
+                text = rec.result if isinstance(rec.result, str) else dumps(rec.result)
+                entry["result"] = truncate(redact.text(text), self.settings.max_attribute_chars)
+            if rec.artifacts:  # screenshots, figures: the console shows a session's latest
+                entry["artifacts"] = redact.data(rec.artifacts)
+        else:
+            self._intent_args.pop(record_id, None)
+        try:
+            self.action_log.write(entry)
+        except ActionLogError as exc:
+            # After the effect: its intent line stays in the journal and reads as "unfinished".
+            self._log_failed(str(exc))
+            return
+        if self._log_problem is not None:
+            self._log_problem = None
+            log.info("the action log can be written again (%s)", self.action_log.path)
+        if rec.record_id is not None:
+            self.journal.done(rec.record_id)
+
+    def shutdown(self, timeout_s: float = 1.2) -> None:
+        """Close the action log; flush and stop our own provider within ``timeout_s`` whatever the collector does.
+
+        ``BatchSpanProcessor.force_flush`` ignores its timeout (it exports on the calling thread, one
+        request per batch, each with its own timeout and retries), so both steps run on a daemon helper
+        thread that we wait for with a bound; past it the exporter is told to give up and the thread is
+        left to die with the process. Our provider is built without the SDK's exit hook (which would
+        wait on a stuck export again at interpreter exit), so exit is not held either. Spans that did
+        not reach the collector are counted (``spans_dropped``) and reported in one warning. An
+        application's own provider is never flushed or shut down here.
+        """
+        self.action_log.close()
+        self.journal.close()
+        provider = self._own_provider
+        if provider is None:
+            return
+        self._own_provider = None
+        exporter = self._exporter
+
+        def flush_and_stop() -> None:
+            provider.force_flush(int(timeout_s * 1000))
+            provider.shutdown()
+
+        t = threading.Thread(target=flush_and_stop, daemon=True, name="agent-legs-otel-shutdown")
+        t.start()
+        deadline = time.monotonic() + timeout_s
+        while t.is_alive() and time.monotonic() < deadline:
+            # A collector that already failed (or is failing right now: the exporter is in its retry
+            # back-off) gets no more waiting: its spans would only be late, close() would be too.
+            if exporter is not None and exporter.failing:
+                break
+            t.join(0.05)
+        if exporter is None:
+            return
+        if t.is_alive():
+            exporter.abandon()
+            t.join(0.1)
+        self._dropped_at_close = dropped = exporter.dropped_at_close()
+        if dropped:
+            log.warning(
+                "%d span(s) were dropped: they never reached the collector at %s (queue full, export "
+                "failed, or still queued at close). Actions are unaffected; the action log (agent-legs "
+                "log) is complete.",
+                dropped,
+                exporter.endpoint,
+            )
+
+    # -- nesting -------------------------------------------------------------------------------
+    # The OpenTelemetry context our span is parented to; called on the caller's thread, once per call
+    # (``_spans.caller_context``: the caller's context, or the span a framework adapter's parent hook names).
+    caller_context = staticmethod(caller_context)

@@ -1,0 +1,260 @@
+"""The action log's writer: ``actions.jsonl``, appended one whole JSON line per call, rotated by size.
+
+Invariants (threat model: the host process may be SIGKILLed at any instruction, the disk may fill up,
+the state dir may lose its permissions; several processes may share one state dir):
+
+* every line is whole JSON: one ``write(2)`` per line on an ``O_APPEND`` descriptor, a short write
+  rolled back with ``ftruncate``, a torn tail (a process killed inside a write) fenced off with a newline;
+* rotation loses no line: writers rotate one at a time under an exclusive lock file, readers list and
+  open the files under the shared one (``_rotation_lock``), a writer whose file was rotated by another
+  process reopens the new one;
+* failures to write are classified (``describe_os_error``: disk full, permission denied, too many open
+  files...) and raised as ``ActionLogError``, never as a bare traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ActionLog",
+    "ActionLogError",
+    "append_whole",
+    "describe_os_error",
+    "ends_with_newline",
+    "file_ino",
+    "log_files",
+    "rotation_lock",
+]
+
+
+class ActionLogError(OSError):
+    """The action log (or its write-ahead journal) cannot be written; ``reason`` says why in plain words."""
+
+    def __init__(self, exc: OSError, where: str) -> None:
+        super().__init__(exc.errno, exc.strerror or str(exc))
+        self.reason = describe_os_error(exc, with_path=False)  # for the model: no path of the state dir
+        self.where = where
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.reason}"
+
+
+def describe_os_error(exc: OSError, with_path: bool = True) -> str:
+    """A resource error in plain words (no traceback): disk full, permission denied, too many open files..."""
+    words = {
+        errno.ENOSPC: "no space left on the device (the disk is full)",
+        errno.EDQUOT: "the disk quota is exhausted",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "operation not permitted",
+        errno.EROFS: "the file system is read-only",
+        errno.EMFILE: "too many open files in this process",
+        errno.ENFILE: "too many open files on this system",
+        errno.EFBIG: "the file is too large",
+        errno.ENOENT: "the directory no longer exists",
+        errno.EIO: "an I/O error from the device",
+    }.get(exc.errno or 0)
+    name = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+    where = f" ({exc.filename})" if with_path and getattr(exc, "filename", None) else ""
+    return f"{words or exc.strerror or str(exc)} [{name}]{where}"
+
+
+_TAIL_SETTLE_TRIES = 5  # checks of a log tail without a newline before it is taken for a torn line
+
+
+def append_whole(fd: int, data: bytes) -> None:
+    """Append ``data`` with one ``write(2)`` on an ``O_APPEND`` descriptor, or leave the file as it was.
+
+    A regular file only takes part of a write when the disk fills up, a size limit is reached or the
+    process is killed in the middle of a large write. On a short write the rest is tried once (which
+    either completes the line in place or tells the real reason: ENOSPC, EFBIG, EDQUOT); a line that
+    is still incomplete is cut off again with ``ftruncate`` (when nobody appended after it), so the
+    file never keeps a fragment that the next line would be glued to.
+    """
+    n = os.write(fd, data)
+    if n == len(data):
+        return
+    end = os.lseek(fd, 0, os.SEEK_CUR)  # O_APPEND: the offset is the end of what we wrote
+    error: OSError = OSError(errno.ENOSPC, f"short write ({n} of {len(data)} bytes)")
+    try:
+        m = os.write(fd, data[n:])
+        if m == len(data) - n and os.lseek(fd, 0, os.SEEK_CUR) == end + m:
+            return  # the rest went right after the first part: the line is whole
+        if os.lseek(fd, 0, os.SEEK_CUR) == end + m:
+            end, n = end + m, n + m
+    except OSError as exc:
+        error = exc
+    with contextlib.suppress(OSError):
+        if os.fstat(fd).st_size == end:
+            os.ftruncate(fd, end - n)
+    raise error
+
+
+def ends_with_newline(fd: int) -> bool:
+    """Whether the file ends with a whole line. Another process's append may be half-visible (Linux
+    grows the size page by page during one ``write``): a tail that is still growing is not torn, so
+    the answer "torn" is given only for a tail that stays put for a few milliseconds."""
+    size = os.fstat(fd).st_size
+    for _ in range(_TAIL_SETTLE_TRIES):
+        if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+            return True
+        time.sleep(0.002)
+        grown = os.fstat(fd).st_size
+        if grown == size:
+            return False  # a fragment nobody is writing: a crash or a full disk left it
+        size = grown
+    return False
+
+
+class ActionLog:
+    """Append-only JSON lines, flushed per action; rotated by size without losing lines.
+
+    Invariants: every line is whole JSON. Each line goes out in one ``write(2)`` on an ``O_APPEND``
+    descriptor, so several processes sharing a state dir (an agent and ``agent-legs run``) never
+    interleave half lines; a short write (full disk) is rolled back with ``ftruncate``; a file found
+    ending without a newline (a process killed inside a write) gets one before the next line, so a
+    fragment never swallows a whole line. When another process has rotated the file, the next write
+    reopens the new one instead of feeding the backup. A write that fails raises ``ActionLogError``
+    (classified: disk full, permission denied, too many open files, ...).
+    """
+
+    def __init__(self, path: Path, max_bytes: int = 50_000_000, backups: int = 5) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        self._ino = 0
+        self._guard = False  # the file ends inside a line: start the next one with a newline
+        with contextlib.suppress(OSError):  # a log that cannot be opened now fails the first action instead
+            self._open()
+
+    def _open(self) -> None:
+        # 0o600: the log holds (redacted) arguments of every call; it is nobody else's business.
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            self._ino = os.fstat(fd).st_ino
+            self._guard = not ends_with_newline(fd)
+        except OSError:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    def write(self, entry: dict[str, Any]) -> None:
+        data = (json.dumps(entry, ensure_ascii=False, default=str, separators=(",", ":")) + "\n").encode(
+            "utf-8", "backslashreplace"
+        )  # a lone surrogate must not cost the line
+        try:
+            with self._lock:
+                self._write(data)
+        except OSError as exc:
+            raise exc if isinstance(exc, ActionLogError) else ActionLogError(exc, f"{self.path}") from None
+
+    def _write(self, data: bytes) -> None:
+        if self._fd is not None and file_ino(self.path) != self._ino:  # rotated (or removed) by someone else
+            os.close(self._fd)
+            self._fd = None
+        if self._fd is None:
+            self._open()
+        assert self._fd is not None
+        if self._guard:
+            append_whole(self._fd, b"\n")
+            self._guard = False
+        try:
+            append_whole(self._fd, data)
+        except OSError:
+            with contextlib.suppress(OSError):  # a rollback that could not happen: guard the next line
+                self._guard = not ends_with_newline(self._fd)
+            raise
+        if os.fstat(self._fd).st_size >= self.max_bytes:
+            self._rotate()
+
+    def _rotate(self) -> None:
+        assert self._fd is not None
+        # Processes sharing the log rotate one at a time (two shifting .1 -> .2 -> ... at once would
+        # overwrite each other's backups); the one that comes second finds the work done.
+        with rotation_lock(self.path):
+            if file_ino(self.path) == self._ino and os.fstat(self._fd).st_size >= self.max_bytes:
+                for i in range(self.backups - 1, 0, -1):
+                    src = self.path.with_name(f"{self.path.name}.{i}")
+                    if src.exists():
+                        os.replace(src, self.path.with_name(f"{self.path.name}.{i + 1}"))
+                if self.backups > 0:
+                    os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+                else:
+                    self.path.unlink(missing_ok=True)
+            os.close(self._fd)
+            self._fd = None
+            self._open()
+
+    def logged_ids(self, record_ids: Iterable[str]) -> set[str]:
+        """Which of ``record_ids`` already have their outcome line in some file of the log (crash recovery:
+        a process killed between its outcome line and its journal's ``done`` line). One pass per file."""
+        wanted = {f'"{i}"'.encode(): i for i in record_ids}  # 16 random hex digits: nothing else matches
+        found: set[str] = set()
+        for p in reversed(log_files(self.path)):
+            if not wanted:
+                break
+            with contextlib.suppress(OSError), open(p, "rb") as f:
+                data = f.read()
+                for needle in [n for n in wanted if n in data]:
+                    found.add(wanted.pop(needle))
+        return found
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+
+@contextlib.contextmanager
+def rotation_lock(path: Path, shared: bool = False) -> Iterator[None]:
+    """Writers rotate under the exclusive lock; readers list and open the files under the shared one,
+    so they never see names half-way through a shift."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: one process per state dir is assumed there
+        yield
+        return
+    try:
+        lock = open(path.with_name(f".{path.name}.lock"), "a")  # noqa: SIM115 - closed below
+    except OSError:
+        if not shared:
+            raise
+        yield  # a reader without write access to the state dir: the inode checks still apply
+        return
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def log_files(path: Path) -> list[Path]:
+    """The action log and its rotated backups, oldest first (``actions.jsonl.N`` ... ``.1``, then the file)."""
+    backups: list[tuple[int, Path]] = []
+    for p in path.parent.glob(f"{path.name}.*"):
+        suffix = p.name[len(path.name) + 1 :]
+        if suffix.isdigit():
+            backups.append((int(suffix), p))
+    files = [p for _, p in sorted(backups, reverse=True)]
+    if path.exists():
+        files.append(path)
+    return files
+
+
+def file_ino(p: Path) -> int | None:
+    try:
+        return os.stat(p).st_ino
+    except FileNotFoundError:
+        return None

@@ -1,0 +1,95 @@
+"""What one call leaves behind before it is written: the ``CallRecord``, and its arguments bounded for the log.
+
+Invariants: a log line's size does not grow with the payload (a string argument longer than
+``PREVIEW_CHARS`` becomes a redacted preview with its size and sha256, and arguments whose JSON is longer
+than 16 KiB become one such string); every value is redacted before it is cut, so a secret straddling
+the cut is never half shown. Threat model: the model may send arguments of any size and shape.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .._secrets import Redactor
+
+__all__ = ["PREVIEW_CHARS", "CallRecord", "bounded_arguments", "dumps", "target", "truncate"]
+
+# Keys of the arguments that best say what an action touched (the log's "target" column).
+_TARGET_KEYS = ("url", "path", "source", "to", "id", "selector", "text", "language")
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """Everything known about one call when it ends."""
+
+    action: str
+    tool_name: str
+    session: str
+    call_id: str | None
+    decision: str
+    outcome: str
+    duration_ms: float
+    arguments: Any = None
+    result: Any = None
+    error_message: str | None = None
+    rule: str | None = None
+    record_id: str | None = None  # the intent line's id, when the action got as far as its handler
+    approval: dict[str, Any] | None = None  # {"decision", "by", "rule"} when the call went through approval
+    artifacts: list[str] | None = None  # workspace paths of the files a successful call produced
+
+
+def truncate(s: str, limit: int) -> str:
+    """``s`` cut to ``limit`` characters, saying how many more there were."""
+    return s if len(s) <= limit else s[:limit] + f"...[{len(s) - limit} more chars]"
+
+
+# Strings of the arguments longer than this are logged as a redacted preview with their size and hash,
+# and arguments whose JSON is longer than _MAX_ARGUMENTS_CHARS as one such string: a line's size does
+# not grow with the payload (a 20 MB files.write costs the same line as a 2 kB one).
+PREVIEW_CHARS = 1024
+_MAX_ARGUMENTS_CHARS = 16_384
+
+
+def bounded_arguments(arguments: Any, redactor: Redactor) -> Any:
+    """The arguments as the log keeps them: redacted, each long string replaced by a preview, size and sha256."""
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, str):
+            return redactor.text(value) if len(value) <= PREVIEW_CHARS else _digest(value, redactor)
+        if isinstance(value, dict):
+            return {(redactor.text(k) if isinstance(k, str) else k): walk(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [walk(v) for v in value]
+        return value
+
+    out = walk(arguments)
+    text = dumps(out)
+    return _digest(text, redactor) if len(text) > _MAX_ARGUMENTS_CHARS else out
+
+
+def _digest(value: str, redactor: Redactor) -> str:
+    # Redacted BEFORE the cut (a secret straddling the cut is never half shown), hashed after redaction
+    # (the hash of a value without secrets is the hash of what was written).
+    text = redactor.text(value)
+    raw = text.encode("utf-8", "backslashreplace")
+    return f"{text[:PREVIEW_CHARS]}...[{len(text)} chars, {len(raw)} bytes UTF-8, sha256 {hashlib.sha256(raw).hexdigest()}]"
+
+
+def target(arguments: Any) -> str | None:
+    """The log's "target" column: the argument that best says what the call touched (one line, 200 chars)."""
+    if not isinstance(arguments, dict):
+        return None
+    for key in _TARGET_KEYS:
+        value = arguments.get(key)
+        if value:
+            text = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+            return truncate(text.replace("\n", " "), 200)
+    return None
+
+
+def dumps(obj: Any) -> str:
+    """JSON as spans and logs show it: non-ASCII kept, anything else as its ``str``."""
+    return json.dumps(obj, ensure_ascii=False, default=str)

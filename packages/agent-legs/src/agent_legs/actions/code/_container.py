@@ -1,0 +1,294 @@
+"""What a sandbox container is: the engine connection, the container's containment, and its cleanup.
+
+Each container runs the driver (``_sandbox/driver.py``) as PID 1. The driver is not baked into the
+image: a one-line bootstrap (``BOOTSTRAP``) reads it from stdin when the container starts, so the
+host and the kernel always speak the same protocol version (no rebuild after an upgrade) and any
+image with python3 works.
+
+Threat model: the code in the container is the attacker's (a fully prompt-injected model).
+
+* **Escapes.** No network (``network_mode="none"``), a non-root user, a read-only root filesystem,
+  a size-limited ``nosuid,nodev`` tmpfs ``/tmp``, all capabilities dropped, ``no-new-privileges``,
+  pids/memory (swap = memory)/CPU limits, an empty environment (nothing of the host's: no variable,
+  no secret), the workspace bind-mounted at ``/workspace`` (read-only when the policy says so).
+  ``settings.code.runtime = "runsc"`` runs the container under gVisor (``check_runtime`` refuses a
+  runtime the engine does not have); gVisor's own kernel lives in the container's cgroups, so the
+  limits are raised by its measured overhead and the code keeps what the policy grants.
+* **Denied paths** (``policy.files.deny``) are masked by the ``mounts`` the caller passes (``_fs``);
+  set-id files the code makes are stripped on the host by the service (``_fs.strip_setid``).
+* **Flooding.** The containers log nothing (log driver ``none``): a flood on the channel cannot fill
+  the engine's disk; the channel's reads are bounded on the host (``_channel``).
+* **Network.** ``policy.code.network = true`` keeps only loopback and bind-mounts one unix socket to
+  the container's own ``EgressProxy`` (``SocketProxy``), which the driver exposes inside as the
+  HTTP(S) proxy ``127.0.0.1:3128``; every destination passes the egress guard. A socket cannot be
+  mounted from a remote engine (``local_engine``): there it is refused.
+* **Dying with the host.** PID 1 watches the attached stdin and ends the container when it closes,
+  which the engine does when the attach connection drops (the host closed the kernel, or died).
+  Containers carry the owner's ``host:pid`` (``LABEL``): ``remove_orphans`` removes those of dead
+  owners on this host, ``remove_instance`` whatever one service left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+from ..._egress_proxy import EgressProxy
+from ..._errors import ActionError
+from ._policy import CodePolicy
+from ._sandbox import driver_source
+from ._settings import CodeSettings
+
+__all__ = [
+    "BOOTSTRAP",
+    "CLEANUP_S",
+    "CONNECT_S",
+    "DOCKER_TIMEOUT_S",
+    "EGRESS_PORT",
+    "EGRESS_SOCKET",
+    "HOST",
+    "LABEL",
+    "RUNSC_HINT",
+    "RUNSC_OVERHEAD_MB",
+    "RUNSC_TASKS_BASE",
+    "RUNSC_TASKS_PER_PROCESS",
+    "UNAVAILABLE_HINT",
+    "SocketProxy",
+    "blocking",
+    "check_runtime",
+    "connect",
+    "create",
+    "local_engine",
+    "remove_instance",
+    "remove_orphans",
+    "short",
+]
+
+LABEL = "agent-legs.sandbox"
+HOST = socket.gethostname()
+RUNSC_HINT = (
+    "As root: bash shared/sandbox/ensure-runsc.sh (installs runsc and registers it in "
+    "/etc/docker/daemon.json with runtimeArgs ['--network=none', '--host-uds=open'], then reloads dockerd), "
+    "or set settings.code.runtime = 'runc'; `agent-legs doctor` checks it."
+)
+UNAVAILABLE_HINT = (
+    "Start the Docker engine (dockerd) or set settings.code.docker_host, then build the image with "
+    "`agent-legs sandbox build`; `agent-legs doctor` checks both."
+)
+
+# PID 1 of every sandbox: reads the driver's source (a decimal length line, then the bytes) from stdin
+BOOTSTRAP = "import sys; b = sys.stdin.buffer; exec(compile(b.read(int(b.readline())), 'agent-legs-driver', 'exec'))"
+EGRESS_SOCKET = "/run/agent-legs-egress.sock"  # inside the container
+EGRESS_PORT = 3128  # the driver's forwarder, on the container's loopback
+# gVisor's user-space kernel (the Sentry) runs in the container's memory cgroup: measured ~22 MB more than
+# runc for an idle kernel with numpy and pandas loaded; the code keeps policy.code.memory_mb for itself.
+RUNSC_OVERHEAD_MB = 64
+# ...and counts as host tasks in its pids cgroup: measured ~40 for the Sentry and ~8 per process of the code
+# (ptrace platform); the container's task limit is scaled so that the code keeps policy.code.pids_limit.
+RUNSC_TASKS_BASE, RUNSC_TASKS_PER_PROCESS = 64, 8
+
+CONNECT_S = 10.0  # the engine must answer its first ping within this (a silent listener otherwise holds us)
+DOCKER_TIMEOUT_S = 30.0
+CLEANUP_S = 5.0  # after a failed call, how long it waits for the engine to remove the kernel's container
+
+
+@dataclass
+class SocketProxy(EgressProxy):
+    """The egress proxy served on a unix socket: a networked sandbox's only way out."""
+
+    path: str = ""
+
+    async def start(self) -> SocketProxy:
+        self._server = await asyncio.start_unix_server(self._client, path=self.path, limit=64 * 1024)
+        os.chmod(self.path, 0o666)  # noqa: S103 (the sandbox user connects; the directory above is private)
+        return self
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+
+
+def local_engine(docker_host: str | None) -> bool:
+    url = docker_host or os.environ.get("DOCKER_HOST") or "unix://"
+    return url.startswith(("unix://", "npipe://"))
+
+
+async def blocking(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run a blocking Docker call in a thread; at interpreter exit (no more threads), inline."""
+    try:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+    except RuntimeError as exc:
+        if "after shutdown" not in str(exc):
+            raise
+        return fn(*args, **kwargs)
+
+
+def short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 300 else text[:300] + "..."
+
+
+async def connect(settings: CodeSettings) -> Any:
+    """A Docker client that answered its ping and has ``settings.image``; ``unavailable`` otherwise."""
+    try:
+        import docker
+    except ImportError as exc:  # pragma: no cover - a core dependency
+        raise ActionError("unavailable", f"the docker package is missing: {exc}", hint=UNAVAILABLE_HINT) from None
+    where = settings.docker_host or os.environ.get("DOCKER_HOST") or "the local socket"
+    try:
+        # a short timeout for the handshake: a listener that never answers fails this start in
+        # CONNECT_S (no thread left waiting longer), then the usual timeout for real work
+        client = await asyncio.to_thread(
+            lambda: (
+                docker.DockerClient(base_url=settings.docker_host, timeout=CONNECT_S)
+                if settings.docker_host
+                else docker.from_env(timeout=CONNECT_S)
+            )
+        )
+        await asyncio.to_thread(client.ping)
+        client.api.timeout = DOCKER_TIMEOUT_S
+        await asyncio.to_thread(client.images.get, settings.image)
+    except docker.errors.ImageNotFound:
+        raise ActionError(
+            "unavailable", f"the sandbox image {settings.image} is not built", hint="Run `agent-legs sandbox build`."
+        ) from None
+    except Exception as exc:
+        raise ActionError(
+            "unavailable", f"cannot reach the Docker engine ({where}): {short(exc)}", retryable=True, hint=UNAVAILABLE_HINT
+        ) from None
+    return client
+
+
+def check_runtime(client: Any, runtime: str, *, network: bool) -> None:
+    """runsc must be registered with the engine (and let the guarded network's socket through)."""
+    if runtime == "runc":
+        return
+    try:
+        runtimes = client.info().get("Runtimes") or {}
+    except Exception as exc:
+        raise ActionError(
+            "unavailable", f"cannot ask the Docker engine for its runtimes: {exc}", retryable=True, hint=UNAVAILABLE_HINT
+        ) from None
+    if runtime not in runtimes:
+        raise ActionError(
+            "unavailable",
+            f"settings.code.runtime = {runtime!r}, but the Docker engine has "
+            f"no such runtime (it has: {', '.join(sorted(runtimes)) or 'none'})",
+            hint=RUNSC_HINT,
+        )
+    args = runtimes[runtime].get("runtimeArgs") or []
+    if network and not any(a in ("--host-uds=open", "--host-uds=all") for a in args):
+        raise ActionError(
+            "unavailable",
+            "policy.code.network = true under gVisor needs runsc registered with "
+            "runtimeArgs '--host-uds=open' (the sandbox's only way out is a host unix socket, which "
+            "gVisor refuses by default); refusing rather than starting a sandbox that cannot reach "
+            "its proxy",
+            hint=RUNSC_HINT,
+        )
+
+
+def create(
+    client: Any,
+    settings: CodeSettings,
+    code: CodePolicy,
+    *,
+    workspace: str,
+    read_only: bool,
+    owner: tuple[int, int],
+    mounts: list[Any],
+    proxy: SocketProxy | None,
+    instance: str,
+) -> tuple[Any, socket.socket]:
+    """Create and start one container (blocking): (the container, its attach socket, non-blocking).
+
+    The driver's source has been sent on the socket; the caller reads the driver's greeting."""
+    mode = "ro" if read_only else "rw"
+    uid, gid = owner
+    runtime = settings.runtime
+    overhead_mb = RUNSC_OVERHEAD_MB if runtime == "runsc" else 0  # gVisor's kernel lives in the same cgroup
+    volumes = {workspace: {"bind": "/workspace", "mode": mode}}
+    environment: dict[str, str] = {}  # nothing of the host's: no variable, no secret
+    if proxy is not None:
+        volumes[proxy.path] = {"bind": EGRESS_SOCKET, "mode": "rw"}
+        url = f"http://127.0.0.1:{EGRESS_PORT}"
+        environment = {
+            "AGENT_LEGS_EGRESS_SOCKET": EGRESS_SOCKET,
+            "AGENT_LEGS_EGRESS_PORT": str(EGRESS_PORT),
+            "HTTP_PROXY": url,
+            "HTTPS_PROXY": url,
+            "http_proxy": url,
+            "https_proxy": url,
+            "ALL_PROXY": url,
+            "all_proxy": url,
+        }
+    container = client.containers.create(
+        settings.image,  # any version: it holds no Agent Legs code
+        command=["python3", "-u", "-c", BOOTSTRAP],
+        user=f"{uid}:{gid}",
+        stdin_open=True,
+        tty=False,
+        network_mode="none",
+        read_only=True,
+        tmpfs={"/tmp": f"size={code.tmp_mb}m,mode=1777,nosuid,nodev"},  # noqa: S108 (the container's own tmpfs)
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+        pids_limit=code.pids_limit if runtime == "runc" else RUNSC_TASKS_BASE + code.pids_limit * RUNSC_TASKS_PER_PROCESS,
+        mem_limit=f"{code.memory_mb + overhead_mb}m",
+        memswap_limit=f"{code.memory_mb + overhead_mb}m",
+        nano_cpus=int(code.cpus * 1e9),
+        environment=environment,
+        hostname="sandbox",
+        working_dir="/workspace",
+        volumes=volumes,
+        mounts=mounts,
+        runtime=runtime,
+        labels={LABEL: "1", f"{LABEL}.owner": f"{HOST}:{os.getpid()}", f"{LABEL}.instance": instance},
+        ulimits=[],
+        log_config={"type": "none"},  # what the kernel writes on its channel never reaches the engine's disk
+    )
+    try:
+        raw = container.attach_socket(params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+        sock: socket.socket = raw._sock  # the hijacked HTTP connection's socket
+        container.start()
+        source = driver_source()
+        sock.sendall(b"%d\n" % len(source) + source)
+        sock.setblocking(False)
+    except Exception:
+        with contextlib.suppress(Exception):
+            container.remove(force=True)
+        raise
+    return container, sock
+
+
+def remove_orphans(client: Any) -> None:
+    """Containers left by a dead Agent Legs process on this host are removed (blocking)."""
+    # sparse: no inspect per container, so one removed meanwhile (another Legs closing a session, in
+    # this process or another) cannot fail our start with a 404; labels come with the list itself.
+    for c in client.containers.list(all=True, sparse=True, filters={"label": LABEL}):
+        owner = (c.attrs.get("Labels") or {}).get(f"{LABEL}.owner", "")
+        host, _, pid = owner.rpartition(":")
+        if host != HOST or not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            alive = True  # the owner (this process included: another Legs in it) still runs
+        except ProcessLookupError:
+            alive = False
+        except PermissionError:
+            alive = True
+        if not alive:
+            with contextlib.suppress(Exception):
+                c.remove(force=True)
+
+
+def remove_instance(client: Any, instance: str) -> None:
+    """Every container one service (``instance``) made, whatever state it is in (blocking)."""
+    for c in client.containers.list(all=True, sparse=True, filters={"label": f"{LABEL}.instance={instance}"}):
+        with contextlib.suppress(Exception):
+            c.remove(force=True)

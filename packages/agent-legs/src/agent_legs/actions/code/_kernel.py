@@ -1,0 +1,208 @@
+"""One session's kernel: what the host knows of it, how a call claims it (replacing it when it cannot
+be trusted) and how a call runs on it.
+
+A kernel is one container running the driver, its attach ``Channel``, its guarded-network proxy (if
+any) and the denied-path ``Masks`` fixed when it started. At most one call runs on it at a time
+(``lock``); ``dead`` marks it killed.
+
+Invariants:
+
+* **Replaced before anything runs** (``claim``): a kernel found dead, or out of step (code wrote on
+  its channel between calls), or whose masks cannot hide denied paths that appeared since it started
+  (``policy.files.deny``), is replaced before the request is sent; the call says why
+  (``kernel_replaced``, ``denied_paths_appeared``). Starting and waiting count against the call's
+  deadline (``timeout_s`` bounds the whole call).
+* **A broken kernel never serves a second call** (``run_code``): a timeout, a protocol breach, a
+  dead container, a driver error or a cancelled caller kills the kernel (the work really stops) and
+  the session's next call gets a fresh one; the error says the code may have run in part.
+* **No set-id file reaches the host**: after every call, whatever happened, set-id bits the
+  sandbox's user left in the workspace are stripped (``CodeService.after_call``) and listed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..._errors import ActionError
+from ..._telemetry._semconv import AGENT_LEGS_CODE_CONTAINER, AGENT_LEGS_CODE_LANGUAGE, AGENT_LEGS_CODE_NEW_KERNEL
+from . import _fs as _code_fs
+from ._channel import Channel, ProtocolError, clean_reply, reply_cap
+from ._container import CLEANUP_S, SocketProxy
+
+if TYPE_CHECKING:
+    from ..._context import ActionContext
+    from ._models import RunInput
+    from ._service import CodeService
+
+__all__ = ["Call", "Kernel", "claim", "run_code"]
+
+log = logging.getLogger("agent_legs.code")
+
+
+@dataclass(eq=False)
+class Kernel:
+    """One container running the driver, as the host knows it (one call at a time holds ``lock``)."""
+
+    container: Any
+    channel: Channel
+    created: float = field(default_factory=time.monotonic)
+    last_used: float = field(default_factory=time.monotonic)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    dead: bool = False
+    proxy: SocketProxy | None = None
+    masks: _code_fs.Masks = field(default_factory=_code_fs.Masks)  # denied paths hidden in this container
+
+
+@dataclass
+class Call:
+    """What one call on a kernel gave: the cleaned reply, and what happened to the kernel around it."""
+
+    reply: dict[str, Any]
+    fresh: bool  # the call ran on a kernel it started (or took from the pool)
+    replaced: str  # why an earlier kernel of the session was replaced ("" when none was)
+    appeared: list[str]  # denied paths the session's old kernel could not hide (it was replaced)
+    setid_removed: list[str]  # workspace entries whose set-id bits were stripped after the call
+
+
+async def claim(svc: CodeService, session: str, deadline: float, limit_s: float, appeared: list[str]) -> tuple[Kernel, bool, str]:
+    """The session's kernel, locked for this call: (kernel, fresh, why an earlier one was replaced).
+
+    A kernel found dead or out of step before anything is sent to it is replaced here (nothing of
+    this call ran yet), and so is one whose masks cannot hide denied paths that appeared since it
+    started (``appeared`` collects them); starting and waiting count against the call's deadline."""
+    replaced = ""
+    mask_replacements = 0
+    try:
+        async with asyncio.timeout_at(deadline):
+            while True:
+                kernel, fresh = await svc.kernel_for(session)
+                await kernel.lock.acquire()
+                try:
+                    if not kernel.dead:
+                        await kernel.channel.ensure_idle()
+                        new_denied = await svc.masks_current(kernel)
+                        if not new_denied:
+                            return kernel, fresh or bool(replaced) or bool(appeared), replaced
+                        # its masks were fixed when it started: a new kernel hides them all
+                        appeared[:] = sorted({*appeared, *new_denied})
+                        mask_replacements += 1
+                        if mask_replacements > 5:
+                            raise ActionError(
+                                "failed",
+                                "denied paths keep appearing in the workspace while the sandbox starts "
+                                "(policy.files.deny); the code was not run",
+                                retryable=True,
+                                rule="policy.files.deny",
+                            )
+                        svc.destroy_later(kernel)
+                        if svc.kernels.get(session) is kernel:
+                            del svc.kernels[session]
+                except (EOFError, OSError, ProtocolError) as exc:
+                    replaced = (
+                        "the session's kernel had stopped since the last call (its state was lost); a fresh one was started"
+                        if not isinstance(exc, ProtocolError)
+                        else f"the session's kernel was out of step ({exc}) and was replaced; its state was lost"
+                    )
+                    svc.destroy_later(kernel)
+                    if svc.kernels.get(session) is kernel:
+                        del svc.kernels[session]
+                except BaseException:
+                    kernel.lock.release()
+                    raise
+                kernel.lock.release()  # killed (timeout, reset) while this call waited for it: take a fresh one
+    except TimeoutError:
+        raise ActionError(
+            "timeout",
+            f"no sandbox kernel was ready within this call's {limit_s:g} s timeout "
+            "(starting a container, or waiting for this session's running call); nothing ran",
+            retryable=True,
+            hint="Retry, or allow a larger timeout_s.",
+        ) from None
+
+
+async def run_code(svc: CodeService, ctx: ActionContext, args: RunInput, deadline: float, limit_s: float) -> Call:
+    """Run ``args`` on the session's kernel (claimed first) within ``deadline``; the reply cleaned.
+
+    Every way the call can fail on the kernel's side ends with the kernel killed and an
+    ``ActionError`` saying what may have happened to the workspace and the session's state."""
+    max_bytes = ctx.policy.code.max_output_bytes
+    memory_mb = ctx.policy.code.memory_mb
+    appeared: list[str] = []  # denied paths the session's kernel could not hide: it was replaced
+    kernel, fresh, replaced = await claim(svc, ctx.session, deadline, limit_s, appeared)
+    setid_removed: list[str] = []
+    try:
+        kernel.last_used = time.monotonic()
+        with ctx.tracer.start_as_current_span("sandbox exec") as span:
+            span.set_attribute(AGENT_LEGS_CODE_LANGUAGE, args.language)
+            span.set_attribute(AGENT_LEGS_CODE_CONTAINER, kernel.container.short_id)
+            span.set_attribute(AGENT_LEGS_CODE_NEW_KERNEL, fresh)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    raw = await kernel.channel.request(
+                        {"code": args.code, "language": args.language, "max_output_bytes": max_bytes}, reply_cap(max_bytes)
+                    )
+                reply = clean_reply(raw, max_bytes)
+            except TimeoutError:
+                await svc.discard(ctx.session, kernel, CLEANUP_S)
+                raise ActionError(
+                    "timeout",
+                    f"the code ran until this call's {limit_s:g} s timeout and was killed; "
+                    "it may have done part of its work (files it wrote may have changed), and this "
+                    "session's variables and imports were lost (the next call starts a fresh kernel)",
+                    retryable=False,
+                    hint="Check what the code already did, then make it faster or split "
+                    "the work into several calls (state persists between calls).",
+                ) from None
+            except asyncio.CancelledError:
+                await asyncio.shield(svc.discard(ctx.session, kernel))  # the caller gave up: the work stops too
+                raise
+            except ProtocolError as exc:
+                await svc.discard(ctx.session, kernel, CLEANUP_S)
+                log.warning("sandbox %s broke the protocol: %s", kernel.container.short_id, exc)
+                raise ActionError(
+                    "failed",
+                    f"the sandbox kernel broke its reply protocol ({exc}); code wrote on "
+                    "the kernel's own channel. The kernel was killed: the code may have run in part "
+                    "(check the workspace before running it again), this session's variables were "
+                    "lost, and the next call starts a fresh kernel",
+                    retryable=False,
+                    hint="Print results to stdout; never write to the kernel's inherited file descriptors or /proc/1/fd.",
+                ) from None
+            except (EOFError, OSError):
+                oom = await svc.was_oom_killed(kernel)
+                await svc.discard(ctx.session, kernel, CLEANUP_S)
+                if oom:
+                    raise ActionError(
+                        "failed",
+                        f"the code exceeded the memory limit of {memory_mb} MB "
+                        "(policy.code.memory_mb) and the kernel was killed; the code may have run in "
+                        "part (check the workspace before running it again) and its state was lost",
+                        hint="Use less memory (process data in chunks).",
+                    ) from None
+                raise ActionError(
+                    "failed",
+                    "the sandbox kernel died during the call (its container stopped or was "
+                    "killed); the code may have run in part (check the workspace before running it "
+                    "again), its state was lost and the next call starts a fresh kernel",
+                    retryable=False,
+                ) from None
+        kernel.last_used = time.monotonic()
+    finally:
+        kernel.lock.release()
+        # no set-id file may reach the host (the bind mount's nosuid protects only the container)
+        setid_removed = await asyncio.shield(svc.after_call())
+    if "driver_error" in reply:
+        await svc.discard(ctx.session, kernel, CLEANUP_S)
+        raise ActionError(
+            "failed",
+            f"the sandbox driver failed ({reply['driver_error']}); the code may have run in "
+            "part (check the workspace before running it again); the kernel was replaced",
+            retryable=False,
+        )
+    if kernel.proxy is not None:  # what the egress guard refused during this call
+        reply["network_denied"] = [{"url": d.url, "rule": d.rule, "message": d.message} for d in kernel.proxy.take_denied()[:50]]
+    return Call(reply, fresh, replaced, appeared, setid_removed)

@@ -1,0 +1,342 @@
+"""``CodeService``: the sandbox containers of one ``Legs``: a warm pool, one kernel per session, their
+lifetime and their cleanup.
+
+A pool of pre-started containers makes a new session's first call fast; a session's kernel lives
+until ``code.reset``, the session's close, ``settings.code.session_ttl_s`` of idleness (the reaper),
+or a call that kills it (timeout, protocol breach, death); ``aclose`` removes every container the
+service made, including those still being created when their caller gave up.
+
+Threat model and invariants (the code in the containers is hostile):
+
+* **Dying with the host.** Killing a kernel hangs up its attach connection first (the driver's PID 1
+  then ends the container at once, whatever the code is doing) and removes the container in the
+  background (``destroy_later``; ``aclose`` waits for these). Containers of dead Agent Legs
+  processes on this host are removed when a service starts (``_container.remove_orphans``).
+* **Set-id files.** The bind mount's ``nosuid`` protects only the container: after every call
+  (``after_call``) and every ``SETID_SWEEP_S`` seconds while a kernel lives (a thread the code left
+  running may set a bit between calls), set-id bits the sandbox's user left in the workspace are
+  stripped on the host (``_fs.strip_setid``: never following a link).
+* **Denied paths.** Each container's masks are fixed when it is created from a fresh scan of the
+  workspace (``scan``); ``masks_current`` tells a call when denied paths appeared since, so the
+  kernel is replaced before the code runs (``_kernel.claim``).
+* **Network.** ``policy.code.network = true`` needs a local engine (the only way out is a unix
+  socket to the container's own egress proxy, in a private directory); elsewhere the start is
+  refused rather than giving the sandbox unguarded network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Coroutine
+from typing import Any
+
+from ..._egress import EgressGuard
+from ..._errors import ActionError
+from ..._service import Service
+from ..._telemetry._semconv import AGENT_LEGS_CODE_NETWORK
+from . import _container
+from . import _fs as _code_fs
+from ._channel import HELLO_MAX, Channel, ProtocolError
+from ._container import CLEANUP_S, UNAVAILABLE_HINT, SocketProxy, blocking, short
+from ._kernel import Kernel
+
+__all__ = ["SETID_SWEEP_S", "CodeService"]
+
+log = logging.getLogger("agent_legs.code")
+
+SETID_SWEEP_S = 2.0  # between calls, set-id bits are stripped this often while a session's kernel lives
+
+
+class CodeService(Service):
+    """Sandbox containers: a warm pool, one kernel per session, and their cleanup."""
+
+    async def start(self) -> None:
+        self._egress_dir: str | None = None
+        if self.runtime.policy.code.network and not _container.local_engine(self.runtime.settings.code.docker_host):
+            raise ActionError(
+                "unavailable",
+                "policy.code.network=true needs a local Docker engine: the sandbox's only way out is a unix socket "
+                "to the egress guard's proxy, which cannot be mounted into a remote engine's containers; refusing "
+                "rather than giving the sandbox unguarded network",
+                hint="Use a local engine, or set policy.code.network = false.",
+            )
+        settings = self.runtime.settings.code
+        self.instance = uuid.uuid4().hex[:12]
+        self.client = await _container.connect(settings)
+        await asyncio.to_thread(_container.check_runtime, self.client, settings.runtime, network=self.runtime.policy.code.network)
+        self._owner = await asyncio.to_thread(  # may walk a large workspace
+            _code_fs.prepare_workspace,
+            str(self.runtime.workspace_path),
+            settings.uid,
+            read_only=self.runtime.policy.files.read_only,
+            runtime=settings.runtime,
+        )
+        self._mask_sources = _code_fs.MaskSources()
+        self._known_denied: set[tuple[int, int, int]] = set()
+        if self.runtime.policy.code.network:
+            # short path (unix sockets allow ~107 bytes), private to us; only the sockets are mounted
+            self._egress_dir = tempfile.mkdtemp(prefix="agent-legs-egress-")
+        self.kernels: dict[str, Kernel] = {}
+        self._cleanup: set[asyncio.Task[None]] = set()
+        self._creating: set[asyncio.Future[Kernel]] = set()  # containers being made (in threads)
+        self._starting: dict[str, asyncio.Future[Kernel]] = {}
+        self.pool: list[Kernel] = []
+        self._pool_task: asyncio.Task[None] | None = None
+        self._reaper = asyncio.create_task(self._reap(), context=contextvars.Context())
+        self._sweeper = asyncio.create_task(self._sweep_setid(), context=contextvars.Context())
+        await asyncio.to_thread(_container.remove_orphans, self.client)
+        self._fill_pool()
+
+    # -- the workspace: denied paths and set-id bits ----------------------------------------------
+    def scan(self) -> _code_fs.Scan:
+        """Denied paths to mask now (and set-id bits stripped): one walk of the workspace."""
+        return _code_fs.scan(
+            str(self.runtime.workspace_path), self.runtime.workspace, sandbox_uid=self._owner[0], known=self._known_denied
+        )
+
+    def strip_setid(self) -> list[str]:
+        """After a call: set-id bits the sandbox's user left on workspace entries, removed."""
+        return _code_fs.strip_setid(str(self.runtime.workspace_path), self.runtime.workspace, sandbox_uid=self._owner[0])
+
+    async def _sweep_setid(self) -> None:
+        """While kernels live, a thread the code left running could set a set-id bit between calls:
+        strip them every SETID_SWEEP_S seconds too, not only after the next call."""
+        while True:
+            await asyncio.sleep(SETID_SWEEP_S)
+            if self.kernels:
+                try:
+                    await asyncio.to_thread(self.strip_setid)
+                except Exception as exc:  # never let the sweep die
+                    log.warning("sandbox set-id sweep failed: %s", exc)
+
+    async def after_call(self) -> list[str]:
+        """Set-id bits stripped after a call; never raises (it runs while the call's own error propagates)."""
+        try:
+            return await blocking(self.strip_setid)  # type: ignore[no-any-return]
+        except Exception as exc:
+            log.warning("stripping set-id bits after a call failed: %s", exc)
+            return []
+
+    async def masks_current(self, kernel: Kernel) -> list[str]:
+        """Denied paths that appeared since ``kernel`` started (it cannot hide them: replace it)."""
+        now = (await asyncio.to_thread(self.scan)).masks
+        return [] if kernel.masks.covers(now) else kernel.masks.new_paths(now)
+
+    # -- containers -------------------------------------------------------------------------------
+    def _create(self, proxy: SocketProxy | None) -> Kernel:
+        masks = self.scan().masks  # what policy.files.deny hides from this container, for its whole life
+        container, sock = _container.create(
+            self.client,
+            self.runtime.settings.code,
+            self.runtime.policy.code,
+            workspace=str(self.runtime.workspace_path),
+            read_only=self.runtime.policy.files.read_only,
+            owner=self._owner,
+            mounts=_code_fs.mounts(masks, self._mask_sources),
+            proxy=proxy,
+            instance=self.instance,
+        )
+        return Kernel(container, Channel(sock), proxy=proxy, masks=masks)
+
+    async def _start_proxy(self) -> SocketProxy | None:
+        if self._egress_dir is None:
+            return None
+        path = os.path.join(self._egress_dir, f"{uuid.uuid4().hex[:12]}.sock")
+        guard: EgressGuard = self.runtime.egress
+        return await SocketProxy(guard, path=path).start()
+
+    async def _new_kernel(self) -> Kernel:
+        with self.runtime.tracer.start_as_current_span("sandbox container start") as span:
+            span.set_attribute(AGENT_LEGS_CODE_NETWORK, self._egress_dir is not None)
+            proxy = await self._start_proxy()
+            creating = asyncio.ensure_future(asyncio.to_thread(self._create, proxy))
+            self._creating.add(creating)
+            creating.add_done_callback(self._creating.discard)
+            try:
+                kernel = await asyncio.shield(creating)
+            except asyncio.CancelledError:
+                # the caller gave up (its deadline): the container still being made is removed once it exists
+                creating.add_done_callback(lambda done: self._destroy_when_created(done, proxy))
+                raise
+            except Exception as exc:
+                if proxy is not None:
+                    await proxy.aclose()
+                if isinstance(exc, ActionError):
+                    raise
+                raise ActionError(
+                    "unavailable", f"cannot start a sandbox container: {short(exc)}", retryable=True, hint=UNAVAILABLE_HINT
+                ) from None
+            try:
+                async with asyncio.timeout(30):
+                    hello = await kernel.channel.read_message(HELLO_MAX)
+            except (TimeoutError, EOFError, OSError, ProtocolError) as exc:
+                detail = kernel.channel.stderr_tail.decode(errors="replace")[-500:]
+                await self._destroy(kernel)
+                raise ActionError(
+                    "unavailable",
+                    f"the sandbox did not start ({type(exc).__name__}): {detail}",
+                    retryable=True,
+                    hint=UNAVAILABLE_HINT,
+                ) from None
+            except BaseException:
+                await asyncio.shield(self._destroy(kernel))
+                raise
+            if not hello.get("ready"):
+                await self._destroy(kernel)
+                raise ActionError("unavailable", f"unexpected sandbox greeting {hello!r}")
+            return kernel
+
+    def _destroy_when_created(self, creating: asyncio.Future[Kernel], proxy: SocketProxy | None) -> None:
+        if not creating.cancelled() and creating.exception() is None:
+            self.destroy_later(creating.result())
+        elif proxy is not None:
+            self._track(proxy.aclose())
+
+    def destroy_later(self, kernel: Kernel) -> asyncio.Task[None]:
+        """Kill ``kernel`` now (its socket closes: the driver's PID 1 ends the container) and remove the
+        container in the background; ``aclose`` waits for these removals."""
+        kernel.dead = True
+        kernel.channel.hang_up()
+        return self._track(self._remove(kernel))
+
+    def _track(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(work, context=contextvars.Context())
+        self._cleanup.add(task)
+        task.add_done_callback(self._cleanup.discard)
+        return task
+
+    # -- the pool and the sessions' kernels -------------------------------------------------------
+    def _fill_pool(self) -> None:
+        wanted = self.runtime.settings.code.pool_size
+        if len(self.pool) >= wanted or (self._pool_task is not None and not self._pool_task.done()):
+            return
+
+        async def fill() -> None:
+            while len(self.pool) < wanted:
+                try:
+                    self.pool.append(await self._new_kernel())
+                except ActionError as exc:
+                    log.warning("sandbox pool: %s", exc.message)
+                    return
+
+        # a fresh context: refills are background work, not steps of the action that triggered them
+        self._pool_task = asyncio.create_task(fill(), context=contextvars.Context())
+
+    async def kernel_for(self, session: str) -> tuple[Kernel, bool]:
+        """The session's kernel (and whether it is new)."""
+        while True:
+            kernel = self.kernels.get(session)
+            if kernel is not None:
+                return kernel, False
+            if self.pool:  # no await between the check and the claim: two first calls cannot both claim
+                kernel = self.pool.pop(0)
+                self.kernels[session] = kernel
+                self._fill_pool()
+                return kernel, True
+            starting = self._starting.get(session)
+            if starting is None:
+                break
+            try:  # a concurrent first call is starting this session's kernel: share it
+                return await asyncio.shield(starting), False
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
+                # the starter was cancelled, not us: look again (and start one if still needed)
+        future: asyncio.Future[Kernel] = asyncio.get_running_loop().create_future()
+        self._starting[session] = future
+        try:
+            kernel = await self._new_kernel()
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                future.cancel()
+            else:
+                future.set_exception(exc)
+                future.exception()  # retrieved: no "never retrieved" warning when nobody else waited
+            raise
+        finally:
+            self._starting.pop(session, None)
+        self.kernels[session] = kernel
+        future.set_result(kernel)
+        self._fill_pool()
+        return kernel, True
+
+    async def _destroy(self, kernel: Kernel) -> None:
+        if kernel.dead:
+            return
+        kernel.dead = True
+        kernel.channel.hang_up()
+        await self._remove(kernel)
+
+    async def _remove(self, kernel: Kernel) -> None:
+        if kernel.proxy is not None:
+            await kernel.proxy.aclose()
+        try:
+            await blocking(kernel.container.remove, force=True)  # SIGKILL, then remove
+        except Exception as exc:
+            log.warning("removing sandbox container %s failed: %s", kernel.container.short_id, exc)
+
+    async def drop(self, session: str) -> None:
+        kernel = self.kernels.pop(session, None)
+        if kernel is not None:
+            await self._destroy(kernel)
+
+    async def discard(self, session: str, kernel: Kernel, wait_s: float | None = None) -> None:
+        """Kill ``kernel``; unmap it from ``session`` if it is still that session's kernel. With
+        ``wait_s``, wait at most that long for the container's removal (a slow engine does not hold
+        the call past its deadline; the removal goes on and ``aclose`` waits for it)."""
+        if self.kernels.get(session) is kernel:
+            del self.kernels[session]
+        if wait_s is None:
+            await self._destroy(kernel)
+        elif not kernel.dead:
+            await asyncio.wait({self.destroy_later(kernel)}, timeout=wait_s)
+
+    async def was_oom_killed(self, kernel: Kernel) -> bool:
+        try:
+            await asyncio.wait_for(asyncio.to_thread(kernel.container.reload), CLEANUP_S)
+        except Exception:
+            return False
+        return bool(kernel.container.attrs.get("State", {}).get("OOMKilled"))
+
+    async def _reap(self) -> None:
+        ttl = self.runtime.settings.code.session_ttl_s
+        while True:
+            await asyncio.sleep(min(max(ttl / 4, 0.05), 30.0))
+            cutoff = time.monotonic() - ttl
+            for session, kernel in list(self.kernels.items()):
+                if kernel.last_used < cutoff and not kernel.lock.locked():
+                    await self.drop(session)
+
+    async def close_session(self, session: str) -> None:
+        await self.drop(session)
+
+    async def aclose(self) -> None:
+        self._reaper.cancel()
+        self._sweeper.cancel()
+        if self._pool_task is not None:
+            self._pool_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._pool_task
+        # a creation abandoned by its caller removes its container once made: wait for those too
+        await asyncio.gather(*self._creating, return_exceptions=True)
+        await asyncio.sleep(0)
+        kernels = [*self.kernels.values(), *self.pool]
+        self.kernels.clear()
+        self.pool.clear()
+        await asyncio.gather(*(self._destroy(k) for k in kernels), *self._cleanup, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await blocking(_container.remove_instance, self.client, self.instance)
+        with contextlib.suppress(Exception):
+            self.client.close()
+        if self._egress_dir is not None:
+            shutil.rmtree(self._egress_dir, ignore_errors=True)
+        self._mask_sources.close()
