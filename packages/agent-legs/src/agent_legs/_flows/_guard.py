@@ -1,7 +1,7 @@
 """The exfiltration guard: private data a session read cannot leave for an untrusted destination
 unapproved.
 
-Two hooks in the call pipeline (``Legs._execute``):
+Two hooks in the call pipeline (``_pipeline.CallPipeline``: ``_check_flow`` and after ``success``):
 
 * ``check`` before a sink runs (after the policy, before approval): when the call's payload shares a
   12-character window (verbatim or encoded, see ``_encodings``) with what a private source returned
