@@ -155,7 +155,7 @@ async def _bench(legs: Legs, url: str, probe: str, iterations: int, smoke: bool)
     from llama_index.tools.playwright import PlaywrightToolSpec
     from playwright.async_api import async_playwright
 
-    from agent_legs.actions.browser._actions import CHROMIUM_ARGS
+    from agent_legs.actions.browser._launcher import CHROMIUM_ARGS
 
     args = [*CHROMIUM_ARGS, *(["--no-sandbox"] if os.geteuid() == 0 else [])]
     warmup, rounds = (1, 2) if smoke else (5, 5)

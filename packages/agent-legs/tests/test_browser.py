@@ -9,6 +9,7 @@ import contextlib
 import os
 import shutil
 import signal
+import tempfile
 import threading
 import time
 
@@ -232,7 +233,7 @@ def test_concurrent_first_calls_of_one_session_share_one_context(legs, website) 
         return [r.data["url"] for r in results]
 
     assert asyncio.run(burst()) == ["about:blank"] * 5
-    from agent_legs.actions.browser._actions import BrowserService
+    from agent_legs.actions.browser._service import BrowserService
 
     svc = legs._runtime._services[BrowserService]
     assert len(svc.browser.contexts) == 1
@@ -309,6 +310,26 @@ def test_missing_browser_is_unavailable_with_a_hint(dirs, website) -> None:
         r = nav(legs, website.site.url("/"))
     assert r.error.type == "unavailable" and "chromium" in r.error.hint.lower()
     assert "/nonexistent/chromium" in r.error.message
+
+
+def test_a_chromium_that_fails_to_start_is_unavailable_and_leaves_no_download_dir(dirs, website, tmp_path, monkeypatch) -> None:
+    # The local launch makes Chromium's download directory before launching it: a launch that fails
+    # removes it again (it used to stay behind in the temp dir, one per failed call).
+    ws, st = dirs
+    broken = tmp_path / "broken-chromium"
+    broken.write_text("#!/bin/sh\nexit 1\n")
+    broken.chmod(0o755)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where mkdtemp puts the download directory
+    with Legs(
+        workspace=ws, state_dir=st, policy=website.policy(), settings={"browser": {"executable_path": str(broken)}}
+    ) as legs:
+        results = [nav(legs, website.site.url("/")) for _ in range(2)]
+    for r in results:
+        assert r.error.type == "unavailable" and r.error.retryable, r.error
+        assert "cannot start or reach a browser" in r.error.message and "chromium" in r.error.hint.lower()
+    assert [p.name for p in scratch.iterdir() if p.name.startswith("agent-legs-downloads-")] == []
 
 
 def test_unreachable_remote_browser_is_unavailable(dirs, website) -> None:
@@ -400,7 +421,7 @@ def test_opening_a_session_waits_for_a_slot_too(dirs, website) -> None:
     import asyncio
     from concurrent.futures import ThreadPoolExecutor
 
-    from agent_legs.actions.browser._actions import BrowserService
+    from agent_legs.actions.browser._service import BrowserService
 
     ws, st = dirs
     with Legs(
@@ -431,7 +452,7 @@ def test_opening_a_session_waits_for_a_slot_too(dirs, website) -> None:
 def test_a_load_that_cannot_get_a_slot_times_out_without_touching_the_page(dirs, website) -> None:
     import asyncio
 
-    from agent_legs.actions.browser._actions import BrowserService
+    from agent_legs.actions.browser._service import BrowserService
 
     ws, st = dirs
     # timeout_s bounds the whole call (opening the session's context and tab too): 3 s, not 1, leaves the

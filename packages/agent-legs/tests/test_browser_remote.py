@@ -24,7 +24,8 @@ import pytest
 from test_browser import CHROMIUM, nav
 
 from agent_legs import Legs
-from agent_legs.actions.browser._actions import CHROMIUM_ARGS, BrowserService
+from agent_legs.actions.browser._launcher import CHROMIUM_ARGS
+from agent_legs.actions.browser._service import BrowserService
 from agent_legs_testing import chromium_pids, component_missing, descendants, free_port, process_group, running
 
 _NO_SANDBOX = ["--no-sandbox"] if os.geteuid() == 0 else []

@@ -284,7 +284,7 @@ def check_browser(settings: Settings) -> Check:
         else:
             check.detail = f"remote browser at {remote} answers"
         return check
-    from .actions.browser._actions import _find_chromium
+    from .actions.browser._launcher import find_chromium as _find_chromium
 
     path = settings.browser.executable_path or _playwright_chromium() or _find_chromium(None)
     if path is None or not os.path.exists(path):

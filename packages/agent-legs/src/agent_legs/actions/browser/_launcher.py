@@ -1,0 +1,203 @@
+"""Finding, launching or connecting to Chromium, with the flags that keep it inside the egress guard.
+
+Three ways to a browser (``settings.browser``): a local Chromium we launch (the Playwright-managed one,
+the configured ``executable_path`` or the system one), a Playwright server (``ws_endpoint``), or a
+Chromium reachable over CDP (``cdp_url``). Every failure to get one is ``unavailable`` (retryable, with
+a hint saying how to install or configure one), never a Playwright traceback.
+
+Invariants:
+
+* A browser we launch runs with ``CHROMIUM_ARGS``: no background traffic of its own (sync, component
+  updates, pings, crash reports), no QUIC (which would leave around an HTTP proxy) and WebRTC UDP only
+  through the proxy (``--webrtc-ip-handling-policy=disable_non_proxied_udp`` forced).
+* A remote browser (``ws_endpoint``/``cdp_url``), whose command line we do not control, is used only if
+  that command line carries the WebRTC flags: WebRTC UDP is the one channel the per-session egress
+  proxy cannot see. Its command line is read over CDP (``--enable-automation``) or from
+  chrome://version in a throwaway context whose proxy leads nowhere; a browser whose command line
+  cannot be read is refused like one without the flags.
+* Nothing here imports Playwright at module import time (``agent-legs doctor`` imports
+  ``find_chromium`` without the browser extra).
+
+Threat model: a hostile page tries to reach the network around the proxy (WebRTC, QUIC, DNS of its
+own): the flags and the remote check close those channels; the proxy does the rest (``_service``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..._errors import ActionError
+from ..._telemetry._semconv import BROWSER_EXECUTABLE, BROWSER_VERSION
+
+if TYPE_CHECKING:
+    from ..._runtime import Runtime
+
+__all__ = ["CHROMIUM_ARGS", "Launched", "find_chromium", "launch"]
+
+CHROMIUM_ARGS = [
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    # WebRTC UDP is the one channel the proxy cannot see; QUIC would bypass an HTTP proxy too
+    "--webrtc-ip-handling-policy=disable_non_proxied_udp",
+    "--force-webrtc-ip-handling-policy",
+    "--disable-quic",
+    "--disable-dev-shm-usage",
+    "--disable-features=AutofillServerCommunication,MediaRouter",
+    "--disable-domain-reliability",
+    "--no-pings",
+    "--disable-breakpad",
+    "--disable-crash-reporter",  # crash dumps hold page memory: none written under $HOME
+]
+_REQUIRED_REMOTE_FLAGS = ("--webrtc-ip-handling-policy=disable_non_proxied_udp", "--force-webrtc-ip-handling-policy")
+_SYSTEM_CHROMIUMS = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome", "/usr/bin/google-chrome-stable")
+_UNAVAILABLE_HINT = (
+    "Install Chromium (apt-get install -y chromium), set settings.browser.executable_path, or point "
+    "settings.browser.ws_endpoint at a Playwright server (playwright run-server)."
+)
+
+
+@dataclass(frozen=True)
+class Launched:
+    """A browser ready for contexts: ``remote`` when we did not launch it; ``downloads_dir`` (local only)
+    is where Chromium writes downloads in progress (ours to delete)."""
+
+    browser: Any
+    remote: bool
+    downloads_dir: Path | None
+
+
+def find_chromium(configured: str | None) -> str | None:
+    """The system Chromium (or the configured one); ``None`` if there is none."""
+    if configured:
+        return configured if os.path.exists(configured) else None
+    for candidate in _SYSTEM_CHROMIUMS:
+        if os.path.exists(candidate):
+            return candidate
+    return shutil.which("chromium")
+
+
+async def launch(runtime: Runtime, pw: Any) -> Launched:
+    """Launch or connect to the browser ``settings.browser`` names (span ``browser launch``)."""
+    settings = runtime.settings.browser
+    chromium = pw.chromium
+    args = [*CHROMIUM_ARGS, *(["--no-sandbox"] if os.geteuid() == 0 else [])]
+    downloads_dir: Path | None = None
+    remote = False
+    with runtime.tracer.start_as_current_span("browser launch") as span:
+        try:
+            if settings.ws_endpoint:
+                # A Playwright server applies these only when started with --unsafe (or when its
+                # browser was pre-launched with them: `playwright launch-server`).
+                options = {
+                    "args": args,
+                    "headless": settings.headless,
+                    **({"executablePath": settings.executable_path} if settings.executable_path else {}),
+                }
+                browser = await chromium.connect(
+                    settings.ws_endpoint, headers={"x-playwright-launch-options": json.dumps(options)}
+                )
+                remote = True
+            elif settings.cdp_url:
+                browser = await chromium.connect_over_cdp(settings.cdp_url)
+                remote = True
+            else:
+                executable = _executable(pw, settings.executable_path)
+                span.set_attribute(BROWSER_EXECUTABLE, executable)
+                downloads_dir = Path(tempfile.mkdtemp(prefix="agent-legs-downloads-"))
+                browser = await chromium.launch(
+                    executable_path=executable, headless=settings.headless, args=args, downloads_path=str(downloads_dir)
+                )
+        except BaseException as exc:
+            if downloads_dir is not None:
+                shutil.rmtree(downloads_dir, ignore_errors=True)
+            if isinstance(exc, ActionError) or not isinstance(exc, Exception):
+                raise
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ActionError(
+                "unavailable", f"cannot start or reach a browser: {first}", retryable=True, hint=_UNAVAILABLE_HINT
+            ) from None
+        span.set_attribute(BROWSER_VERSION, browser.version)
+        if remote:
+            await _check_remote_flags(browser)
+    return Launched(browser, remote, downloads_dir)
+
+
+async def _check_remote_flags(browser: Any) -> None:
+    """A browser we did not launch must run with the flags that keep WebRTC UDP inside the proxy.
+
+    A Playwright server drops client launch args unless started with ``--unsafe``, and a CDP browser has
+    whatever its owner gave it: without these flags a page could send UDP around the egress guard. A refused
+    browser is closed (disconnected from) before the error is raised.
+    """
+    flags = ", ".join(_REQUIRED_REMOTE_FLAGS)
+    try:
+        argv = await _remote_argv(browser)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        problem = f"its command line cannot be read ({first})"
+    else:
+        missing = [f for f in _REQUIRED_REMOTE_FLAGS if f not in argv]
+        if not missing:
+            return
+        problem = f"it runs without {', '.join(missing)}"
+    with contextlib.suppress(Exception):
+        await browser.close()
+    raise ActionError(
+        "unavailable",
+        f"the remote browser is refused: {problem}; without these flags WebRTC could send UDP around the egress guard",
+        hint=f"Start the browser with {flags} and --enable-automation (which lets us check them); "
+        "a Playwright server applies our flags when started with `run-server --unsafe`, or "
+        "pre-launch them with `launch-server --config` (args).",
+    )
+
+
+async def _remote_argv(browser: Any) -> list[str]:
+    """The remote browser's command line: over CDP when it allows (``--enable-automation``), else from
+    chrome://version in a throwaway context whose proxy leads nowhere (it loads nothing from the network)."""
+    with contextlib.suppress(Exception):
+        cdp = await browser.new_browser_cdp_session()
+        try:
+            line = await cdp.send("Browser.getBrowserCommandLine")
+            return [str(a) for a in line.get("arguments", [])]
+        finally:
+            with contextlib.suppress(Exception):
+                await cdp.detach()
+    context = await browser.new_context(proxy={"server": "http://127.0.0.1:9", "bypass": "<-loopback>"}, service_workers="block")
+    try:
+        page = await context.new_page()
+        await page.goto("chrome://version", timeout=15_000)
+        text = await page.evaluate("() => (document.querySelector('#command_line') || {}).innerText || ''")
+    finally:
+        with contextlib.suppress(Exception):
+            await context.close()
+    if not text:
+        raise RuntimeError("chrome://version shows no command line")
+    return str(text).split()
+
+
+def _executable(pw: Any, configured: str | None) -> str:
+    """The local Chromium to launch: the configured one, else Playwright's, else the system's."""
+    if configured:
+        if not os.path.exists(configured):
+            raise ActionError(
+                "unavailable", f"settings.browser.executable_path {configured} does not exist", hint=_UNAVAILABLE_HINT
+            )
+        return configured
+    managed = pw.chromium.executable_path  # a Playwright-managed browser, when one is installed
+    if managed and os.path.exists(managed):
+        return str(managed)
+    system = find_chromium(None)
+    if system is None:
+        raise ActionError(
+            "unavailable", "no Chromium was found (no Playwright-managed browser, no system Chromium)", hint=_UNAVAILABLE_HINT
+        )
+    return system
