@@ -18,7 +18,7 @@ import time
 import traceback
 from pathlib import Path
 
-MODULES = ["core", "dispatch", "imports", "files", "http", "code", "browser", "email", "scale"]
+MODULES = ["core", "dispatch", "imports", "files", "http", "code", "browser", "email", "flows", "scale"]
 
 
 def main() -> int:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import logging
 import os
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
@@ -40,10 +41,11 @@ from ._approvals import ApprovalStore
 from ._arguments import argument_names, coerce_config, validate
 from ._dispatch import Dispatcher
 from ._errors import ActionError, ConfigError, UnknownActionError
+from ._flows import RULE as FLOWS_RULE
 from ._mcp import McpService
 from ._models import ActionResult, ApprovalDecision, ApprovalRequest, StandingRule
 from ._pipeline import CallPipeline
-from ._policy import Policy, PolicyEngine
+from ._policy import Decision, Policy, PolicyEngine
 from ._registry import REGISTRY, ActionRegistry, ActionSpec
 from ._runtime import Runtime
 from ._secrets import Redactor, Secrets
@@ -63,6 +65,8 @@ __all__ = [
     "default_state_dir",
     "resolve_dirs",
 ]
+
+log = logging.getLogger("agent_legs")
 
 # True/False, an ApprovalDecision or a dict of its shape ({"type": "approve" | "reject" | "edit", ...});
 # Legs(approver="queue") waits in the state store's approval queue (agent_legs._approval_queue).
@@ -299,6 +303,18 @@ class Legs:
             return None
         arguments = parsed.model_dump(mode="json")
         verdict = self._runtime.engine.decide_call(spec.name, arguments)
+        flows = self._pipeline.flows
+        if verdict.kind != "deny" and flows.is_sink(spec.name):  # the exfiltration guard asks too
+            try:
+                flow = self._runtime.submit(flows.check(spec.name, arguments, session)).result()
+            except ActionError:
+                return None  # the store is unreachable: run() refuses the call
+            if flow is not None:
+                if flows.mode == "deny":
+                    return None
+                return self._pipeline.request(
+                    spec, parsed, arguments, session, call_id, Decision("approve", FLOWS_RULE, flow.reason)
+                )
         if verdict.kind != "approve" or (standing_rules and self._approvals.find(spec.name, arguments, session)):
             return None
         return self._pipeline.request(spec, parsed, arguments, session, call_id, verdict)
@@ -342,13 +358,21 @@ class Legs:
     # -- sessions and lifetime -----------------------------------------------------------------------
     def close_session(self, session: str) -> None:
         """Release a session's browser context, sandbox kernel and other per-session state (and end
-        its standing approval rules)."""
+        its standing approval rules, and the exfiltration guard's index of what it read)."""
         self._approvals.end_session(session)
         self._dispatch.run(self._runtime.close_session(session), what="Legs.close_session()")
+        try:
+            self._dispatch.run(self._pipeline.flows.forget(session), what="Legs.close_session()")
+        except ActionError as exc:  # the store is down: the index stays (fail closed), dropped on a later close
+            log.warning("close_session(%r): the exfiltration guard's index was kept: %s", session, exc.message)
 
     async def aclose_session(self, session: str) -> None:
         self._approvals.end_session(session)
         await self._dispatch.arun(self._runtime.close_session(session))
+        try:
+            await self._dispatch.arun(self._pipeline.flows.forget(session))
+        except ActionError as exc:  # the store is down: the index stays (fail closed)
+            log.warning("close_session(%r): the exfiltration guard's index was kept: %s", session, exc.message)
 
     @property
     def spans_dropped(self) -> int:

@@ -14,12 +14,11 @@ action-log line whatever happened (``_finish``). The steps, each a method:
    whether the action has effects);
 8. ``success``/``failure``: the result, scrubbed of secrets, then bounded.
 
-Where to extend: a pre-call check that may refuse a call (the exfiltration guard before a sink)
-belongs in ``_steps`` after ``_check_installed`` and before ``_approve`` (nobody is asked to approve
-a call that is refused anyway, and no budget is spent): raise ``ActionError("denied", ..., rule=...)``
-after setting ``call.decision = "deny"``. A post-result hook (the guard noting what a read returned,
-the console) belongs in ``_steps`` right after ``_call_handler`` (it sees the handler's raw
-``ActionOutput``), or in ``execute`` after ``_finish`` for the final, scrubbed ``ActionResult``.
+The exfiltration guard (``_flows``) has two hooks: ``_check_flow`` after ``_check_installed`` and
+before ``_approve`` (a sink carrying private data to an untrusted destination is sent to approval,
+rule ``policy.flows``, or refused: nobody is asked about a call refused anyway, no budget is spent),
+and ``flows.record`` right after ``success`` (what a read returned is labelled before the model sees
+it). Another post-result hook (the console) belongs there too, or in ``execute`` after ``_finish``.
 
 Invariants: an exception never escapes for an action-level problem (it becomes an ``ActionResult``);
 a cancelled call is still logged (``failed``, "cancelled by the caller") and the cancellation
@@ -49,6 +48,8 @@ from ._arguments import plain, scrubbed_args, validate, validate_edit
 from ._context import ActionContext
 from ._errors import ActionError
 from ._extras import unavailable_error
+from ._flows import RULE as FLOWS_RULE
+from ._flows import FlowGuard
 from ._models import ActionErrorInfo, ActionOutput, ActionResult, ApprovalDecision, ApprovalRequest
 from ._policy import Decision
 from ._registry import ActionSpec
@@ -84,6 +85,7 @@ class CallPipeline:
         self.telemetry = telemetry
         self.approvals = approvals
         self._approver = approver  # read per call: Legs.approver may be replaced
+        self.flows = FlowGuard(runtime.policy, runtime.settings, runtime)  # the exfiltration guard (_flows)
 
     async def execute(
         self,
@@ -132,12 +134,16 @@ class CallPipeline:
         args = self._validate(call, raw_args)
         verdict = self._decide(call)
         self._check_installed(call)
+        verdict = await self._check_flow(call, verdict)
         args = await self._approve(call, args, verdict)
         await self._consume_budget(call)
         self._intent(call)
         self.runtime.touch_session(call.session)
         output = await self.call_handler(call.spec, args, call.session, call.call_id, call.span)
-        return self.success(call.spec, output, call.start)
+        result = self.success(call.spec, output, call.start)
+        if self.flows.observes(call.spec.name):  # labelled before the model sees it
+            await self.flows.record(call.spec.name, call.arguments, call.session, call.call_id, result.output, result.data)
+        return result
 
     def _finish(
         self,
@@ -186,11 +192,27 @@ class CallPipeline:
         if not_installed is not None:
             raise not_installed
 
+    async def _check_flow(self, call: _Call, verdict: Decision) -> Decision:
+        """The exfiltration guard before a sink: private data to an untrusted destination is sent to
+        approval (rule ``policy.flows``, the reason naming the reading calls) or refused (``deny``)."""
+        if not self.flows.is_sink(call.spec.name):
+            return verdict
+        flow = await self.flows.check(call.spec.name, call.arguments, call.session)
+        if flow is None:
+            return verdict
+        call.rule = FLOWS_RULE
+        if self.flows.mode == "deny":
+            call.decision = "deny"
+            raise self.flows.refusal(call.spec.name, flow)
+        return Decision("approve", FLOWS_RULE, flow.reason)
+
     async def _approve(self, call: _Call, args: BaseModel, verdict: Decision) -> BaseModel:
         """The arguments to run with (an approver's edit replaces them); raises if not approved."""
         spec, session, call_id, given = call.spec, call.session, call.call_id, call.given
         standing = (
-            self.approvals.find(spec.name, call.arguments, session) if verdict.kind == "approve" and given is None else None
+            self.approvals.find(spec.name, call.arguments, session)
+            if verdict.kind == "approve" and given is None and verdict.rule != FLOWS_RULE  # a flow is asked each time
+            else None
         )
         if standing is not None:
             call.decision = "approved"
@@ -228,7 +250,7 @@ class CallPipeline:
             who = f" by {answer.by}" if answer.by else ""
             raise ActionError(
                 "approval_denied",
-                f"{spec.name} needs approval ({verdict.rule}) and was not approved{who}"
+                f"{spec.name} needs approval ({verdict.reason or verdict.rule}) and was not approved{who}"
                 + (f": {answer.message}" if answer.message else ""),
                 rule=call.rule,
                 hint="Do not retry the same call; ask the user or choose another action.",
@@ -334,7 +356,7 @@ class CallPipeline:
             tool_name=spec.tool_name,
             arguments=redactor.data(arguments),
             session=session,
-            reason=redactor.text(f"{verdict.rule}. {summary}" if summary else verdict.rule),
+            reason=redactor.text(f"{verdict.reason or verdict.rule}. {summary}" if summary else verdict.reason or verdict.rule),
             call_id=call_id,
             rule=verdict.rule,
         )

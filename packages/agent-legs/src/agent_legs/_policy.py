@@ -34,6 +34,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator
 
 from ._errors import ConfigError
+from ._flows._policy import FlowsPolicy
 from ._matching import name_matches, name_pattern, text_matches
 from ._sections import PolicySection
 from .actions.browser._policy import BrowserPolicy
@@ -50,6 +51,7 @@ __all__ = [
     "Decision",
     "EmailPolicy",
     "FilesPolicy",
+    "FlowsPolicy",
     "HttpPolicy",
     "NetworkPolicy",
     "Policy",
@@ -139,6 +141,7 @@ class Policy(PolicySection):
     code: CodePolicy = Field(default_factory=CodePolicy)
     email: EmailPolicy = Field(default_factory=EmailPolicy)
     budgets: list[Budget] = Field(default_factory=list)
+    flows: FlowsPolicy = Field(default_factory=FlowsPolicy)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Policy:
@@ -166,6 +169,7 @@ DecisionKind = Literal["allow", "deny", "approve"]
 class Decision:
     kind: DecisionKind
     rule: str
+    reason: str | None = None  # what an approver is told, when more than the rule (policy.flows)
 
     @property
     def allowed(self) -> bool:

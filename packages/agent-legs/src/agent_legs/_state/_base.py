@@ -113,7 +113,7 @@ class Tx(Protocol):
     async def run(self, sql: str, params: Sequence[Any] = ()) -> int: ...
 
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _APPROVAL_COLUMNS = (
     "id, action, tool_name, arguments, session, reason, call_id, created, expires, state, decided, decided_by, message, detail"
@@ -148,6 +148,17 @@ def _schema_v1(real: str, serial: str) -> list[str]:
     ]
 
 
+def _schema_v3(real: str, serial: str) -> list[str]:
+    """The exfiltration guard's index (``agent_legs._flows``): per session and reading call, the keyed
+    fingerprints of what it read (never the text), and the deployment's fingerprint key."""
+    return [
+        f"CREATE TABLE IF NOT EXISTS flow_index (id {serial}, session TEXT NOT NULL, call_id TEXT, action TEXT NOT NULL, "
+        f"label TEXT NOT NULL, fps TEXT NOT NULL, n BIGINT NOT NULL, created {real} NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS flow_index_session ON flow_index (session, id)",
+        "CREATE TABLE IF NOT EXISTS flow_key (id INTEGER PRIMARY KEY, k TEXT NOT NULL)",
+    ]
+
+
 class StateStore(abc.ABC):
     """One deployment's shared state. Bound to the event loop that first uses it."""
 
@@ -178,8 +189,12 @@ class StateStore(abc.ABC):
 
     # -- schema ----------------------------------------------------------------------------------
     def _migrations(self) -> dict[int, list[str]]:
-        # v2: an approval decision's detail (an edit's arguments, "remember"), as JSON
-        return {1: _schema_v1(self.REAL, self.SERIAL), 2: ["ALTER TABLE approvals ADD COLUMN detail TEXT"]}
+        # v2: an approval decision's detail (an edit's arguments, "remember"), as JSON; v3: the flow index
+        return {
+            1: _schema_v1(self.REAL, self.SERIAL),
+            2: ["ALTER TABLE approvals ADD COLUMN detail TEXT"],
+            3: _schema_v3(self.REAL, self.SERIAL),
+        }
 
     async def _ensure_schema(self) -> None:
         if self._schema_ready:
@@ -436,6 +451,39 @@ class StateStore(abc.ABC):
     async def drop_labels(self, session: str) -> int:
         async with self._tx() as tx:
             return await tx.run("DELETE FROM session_labels WHERE session=?", (session,))
+
+    # -- the exfiltration guard's index (agent_legs._flows) ----------------------------------------
+    async def flow_key(self) -> str:
+        """The deployment's fingerprint key (hex), created once by whichever worker asks first."""
+        async with self._tx(durable=True) as tx:
+            await tx.run("INSERT INTO flow_key (id, k) VALUES (1, ?) ON CONFLICT (id) DO NOTHING", (secrets.token_hex(16),))
+            row = await tx.one("SELECT k FROM flow_key WHERE id=1")
+        assert row is not None
+        return str(row[0])
+
+    async def add_flow_entry(self, session: str, call_id: str | None, action: str, label: str, fps: str, n: int) -> None:
+        """Record what one call of ``session`` read: ``label`` and its fingerprints (``fps``, encoded).
+
+        Durable, but for ``untrusted`` labels (shown to approvers, deciding nothing): a private row lost
+        to a crash would be private data the guard no longer knows was read."""
+        async with self._tx(durable=label != "untrusted") as tx:
+            await tx.run(
+                "INSERT INTO flow_index (session, call_id, action, label, fps, n, created) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (session, call_id, action, label, fps, n, time.time()),
+            )
+
+    async def flow_entries(self, session: str, after: int = 0) -> list[tuple[int, str | None, str, str, str, int]]:
+        """``(id, call_id, action, label, fps, n)`` of ``session``'s entries with an id above ``after``."""
+        async with self._tx() as tx:
+            rows = await tx.all(
+                "SELECT id, call_id, action, label, fps, n FROM flow_index WHERE session=? AND id>? ORDER BY id",
+                (session, after),
+            )
+        return [(int(r[0]), r[1], r[2], r[3], r[4], int(r[5])) for r in rows]
+
+    async def drop_flow_entries(self, session: str) -> int:
+        async with self._tx() as tx:
+            return await tx.run("DELETE FROM flow_index WHERE session=?", (session,))
 
     # -- the session registry --------------------------------------------------------------------
     async def register_session(

@@ -1,0 +1,315 @@
+"""The exfiltration guard: private data a session read cannot leave for an untrusted destination
+unapproved.
+
+Two hooks in the call pipeline (``_pipeline.CallPipeline``: ``_check_flow`` and after ``success``):
+
+* ``check`` before a sink runs (after the policy, before approval): when the call's payload shares a
+  12-character window (verbatim or encoded, see ``_encodings``) with what a private source returned
+  to this session, or attaches a workspace file the session did not write, and some destination is
+  not trusted, it returns a ``Finding``: ``policy.flows.mode`` then sends the call to approval or
+  refuses it; the reason names the rule ``policy.flows``, the reading call ids and the destinations;
+* ``record`` after a reading action's result: its fingerprints (private) or its label (untrusted)
+  go to the state store before the model sees the result.
+
+Threat model: the model is fully compromised (a prompt injection chooses every call). It can copy,
+encode, split (fragments of 12 or more characters each) and attach what it read; each is caught.
+It cannot see or change the index, the key or the policy. Fail closed: a store that cannot be reached
+makes the sink ``unavailable``, never allowed; a private read during the outage is indexed in this
+worker's memory (or, when not even the key could be read, makes the session *blind* here: its later
+sinks to untrusted destinations are asked or refused).
+Not covered (stated in docs/security.md): paraphrased or summarised data, fragments under 12
+characters, covert channels (timing, which URL of a set is fetched), data leaving through
+``code.run``'s own network access, and other sessions' data (each session is judged on its own reads).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from array import array
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .._errors import ActionError
+from ._encodings import WINDOW, fingerprints, normalize, views
+from ._index import Entry, SessionCache, SessionIndex, contains, encode_fps
+from ._sinks import Sink, Trust, extract
+from ._sources import WRITES, is_private, is_untrusted, result_texts
+
+if TYPE_CHECKING:
+    from .._policy import Policy
+    from .._runtime import Runtime
+    from .._settings import Settings
+
+__all__ = ["RULE", "Finding", "FlowGuard"]
+
+RULE = "policy.flows"
+_SESSIONS = 1024  # sessions whose current browser page and written files this worker remembers
+_BLIND_SESSIONS = 65_536  # sessions remembered as blind (a few bytes each)
+_WRITTEN = 256  # file digests remembered per session (the oldest forgotten: such a file counts as private)
+_SINKS = ("email.send", "http.request", "browser.navigate", "browser.fill", "browser.click")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Why a sink call carries private data to an untrusted destination."""
+
+    reason: str  # "policy.flows: private data read by files.read call read-7 would go to attacker.example (body)"
+    call_ids: list[str]
+    destinations: list[str]
+
+    def flow(self) -> dict[str, Any]:
+        return {"rule": RULE, "reason": self.reason, "call_ids": self.call_ids, "destinations": self.destinations}
+
+
+class FlowGuard:
+    def __init__(self, policy: Policy, settings: Settings, runtime: Runtime) -> None:
+        flows = policy.flows
+        self.mode = flows.mode
+        self.trust = Trust(flows.trusted_destinations, policy.network.allow_hosts, policy.email.allow_recipients)
+        self._extra = list(flows.private_sources)
+        self._credentialed = [h for auth in settings.http.auth for h in auth.hosts]
+        self._cap = flows.max_index_chars
+        self._attachment_cap = policy.email.max_attachment_bytes
+        self._runtime = runtime
+        self._cache = SessionCache()
+        self._pages: OrderedDict[str, str] = OrderedDict()
+        # fingerprints of private reads the store could not take (unreachable), per session, this worker only
+        self._local: OrderedDict[str, list[Entry]] = OrderedDict()
+        # sessions that read private data while the store was unreachable and nothing could be indexed
+        self._blind: OrderedDict[str, Entry] = OrderedDict()
+        # digests of the files each session wrote (files.write/edit) on this worker: an attachment with
+        # one of them is judged by its content; any other workspace file is private by provenance
+        self._written: OrderedDict[str, OrderedDict[str, None]] = OrderedDict()
+        self._key: bytes | None = None
+
+    # -- which calls the guard looks at --------------------------------------------------------
+    def is_sink(self, action: str) -> bool:
+        return self.mode != "off" and (action in _SINKS or action.startswith("mcp."))
+
+    def observes(self, action: str) -> bool:
+        """Whether ``record`` wants this action's results (a source, a write, a browser page)."""
+        if self.mode == "off":
+            return False
+        return (
+            action in WRITES
+            or action.startswith("browser.")
+            or action == "http.request"
+            or is_untrusted(action)
+            or is_private(action, {}, self._extra, [])
+        )
+
+    # -- the store -------------------------------------------------------------------------------
+    async def _fingerprint_key(self) -> bytes:
+        if self._key is None:
+            self._key = bytes.fromhex(await self._runtime.on_loop(self._runtime.state.flow_key()))
+        return self._key
+
+    async def _index(self, session: str) -> SessionIndex:
+        index = self._cache.get(session)
+        rows = await self._runtime.on_loop(self._runtime.state.flow_entries(session, index.last_id))
+        with index.lock:
+            for row in rows:
+                if row[0] > index.last_id:
+                    index.add(row)
+        return index
+
+    async def _add(self, session: str, call_id: str | None, action: str, label: str, fps: str = "", n: int = 0) -> None:
+        await self._runtime.on_loop(self._runtime.state.add_flow_entry(session, call_id, action, label, fps, n))
+
+    async def forget(self, session: str) -> None:
+        """Drop ``session``'s index (the session was closed): the store's rows first, so that a store
+        that is down leaves everything as it was (``unavailable``; fail closed)."""
+        await self._runtime.on_loop(self._runtime.state.drop_flow_entries(session))
+        self._cache.drop(session)
+        for table in (self._pages, self._written, self._blind, self._local):
+            table.pop(session, None)
+
+    # -- after a result ------------------------------------------------------------------------
+    async def record(
+        self, action: str, arguments: dict[str, Any], session: str, call_id: str | None, output: str, data: Any
+    ) -> None:
+        """Label what ``action`` returned to ``session``. A private read the store cannot take (it is
+        unreachable) makes the session *blind* in this worker: every later sink of it to an untrusted
+        destination goes to the mode's outcome (fail closed); the read itself is not withheld."""
+        if self.mode == "off":
+            return
+        if action.startswith("browser.") and isinstance(data, dict) and isinstance(data.get("url"), str):
+            self._pages[session] = data["url"]
+            self._pages.move_to_end(session)
+            while len(self._pages) > _SESSIONS:
+                self._pages.popitem(last=False)
+        if action in WRITES:  # in this worker's memory only: no store write per file written
+            digest = await self._digest(str(arguments.get("path") or ""))
+            if digest is not None:
+                _remember(self._written, session, digest)
+            return
+        if is_private(action, arguments, self._extra, self._credentialed):
+            await self._record_private(action, session, call_id, result_texts(action, output))
+        elif is_untrusted(action):
+            try:
+                await self._add(session, call_id, action, "untrusted")
+            except ActionError as exc:  # a label the store cannot take changes no decision
+                if exc.type != "unavailable":
+                    raise
+
+    async def _record_private(self, action: str, session: str, call_id: str | None, text: str) -> None:
+        """Index private ``text``. With the store unreachable the read is not withheld: its fingerprints
+        stay in this worker's memory (``_local``), or, without the key to make them, the session turns
+        *blind* here (every later untrusted sink of it is asked or refused)."""
+        if len(normalize(text)) < WINDOW:
+            return  # too short to carry a fragment
+        try:
+            key = await self._fingerprint_key()
+        except ActionError as exc:
+            if exc.type != "unavailable":
+                raise
+            self._mark_blind(session, Entry(call_id, action, array("Q")))
+            return
+        fps = await asyncio.to_thread(fingerprints, [text], key)
+        try:
+            index = await self._index(session)
+            if index.saturated is not None:
+                return
+            if index.total + len(fps) > self._cap:
+                await self._add(session, call_id, action, "saturated")
+            else:
+                await self._add(session, call_id, action, "private", encode_fps(fps), len(fps))
+        except ActionError as exc:
+            if exc.type != "unavailable":
+                raise
+            local = self._local.setdefault(session, [])
+            local.append(Entry(call_id, action, array("Q", sorted(fps))))
+            self._local.move_to_end(session)
+            if sum(len(e.fps) for e in local) > self._cap:
+                self._mark_blind(session, local[-1])
+                del self._local[session]
+            while len(self._local) > _SESSIONS:  # forgotten here: blind instead (fail closed)
+                old, entries = self._local.popitem(last=False)
+                self._mark_blind(old, entries[0])
+
+    def _mark_blind(self, session: str, entry: Entry) -> None:
+        self._blind.setdefault(session, entry)
+        while len(self._blind) > _BLIND_SESSIONS:
+            self._blind.popitem(last=False)
+
+    async def _read(self, path: str, limit: int) -> bytes | None:
+        try:
+            data, _ = await asyncio.to_thread(self._runtime.workspace.read_head, path, limit)
+        except (ActionError, OSError, ValueError):
+            return None  # not a readable workspace file: the action itself reports it
+        return data
+
+    async def _digest(self, path: str) -> str | None:
+        data = await self._read(path, self._attachment_cap) if path else None
+        return None if data is None else hashlib.sha256(data).hexdigest()
+
+    # -- before a sink ---------------------------------------------------------------------------
+    async def check(self, action: str, arguments: dict[str, Any], session: str) -> Finding | None:
+        """Whether this call would carry private data of ``session`` to an untrusted destination."""
+        if not self.is_sink(action):
+            return None
+        sink = extract(action, arguments, self._pages.get(session))
+        if sink is None:
+            return None
+        untrusted = [_show(kind, name) for kind, name in sink.destinations if not self.trust.trusts(kind, name)]
+        if not untrusted:
+            return None
+        index = await self._index(session)
+        key = await self._fingerprint_key()
+        found: dict[int, Entry] = {}
+        where: list[str] = []
+        files: list[str] = []
+        for arg, text in sink.fields:
+            hits = await asyncio.to_thread(_lookup, index, text, key, self._local.get(session, []))
+            if hits:
+                where.append(arg)
+                found.update((id(e), e) for e in hits)
+        for arg, path in sink.files:
+            data = await self._read(path, self._attachment_cap)
+            if data is None:
+                continue
+            if hashlib.sha256(data).hexdigest() not in self._written.get(session, ()):
+                files.append(f"workspace file {path} ({arg}; the session did not write it)")
+                where.append(arg)
+                continue
+            hits = await asyncio.to_thread(_lookup, index, data.decode("utf-8", "replace"), key, self._local.get(session, []))
+            if hits:
+                where.append(arg)
+                found.update((id(e), e) for e in hits)
+        saturated = index.saturated is not None and _carries_text(sink)
+        blind = self._blind.get(session) if _carries_text(sink) else None
+        if not found and not files and not saturated and blind is None:
+            return None
+        parts = []
+        entries = list(found.values())
+        if entries:
+            parts.append(
+                "private data read by " + ", ".join(e.name() for e in entries[:5]) + (" and more" if len(entries) > 5 else "")
+            )
+        if files:
+            parts.append("private " + ", ".join(files))
+        if saturated and index.saturated is not None:
+            parts.append(
+                f"text of a session whose private reads passed policy.flows.max_index_chars ({self._cap}) "
+                f"at {index.saturated.name()} (the guard can no longer tell what is private)"
+            )
+        if blind is not None:
+            parts.append(
+                f"text of a session whose {blind.name()} read private data while the state store was unreachable "
+                "(it is in no index: the guard cannot tell what is private)"
+            )
+        reason = f"{RULE}: {' and '.join(parts)} would go to {', '.join(untrusted)}"
+        if where:
+            reason += f" (in {', '.join(dict.fromkeys(where))})"
+        if index.untrusted:
+            reason += "; this session also read untrusted content (" + ", ".join(e.name() for e in index.untrusted[-3:]) + ")"
+        ids = [e.call_id or e.action for e in entries] + (
+            [index.saturated.call_id or index.saturated.action] if saturated and index.saturated else []
+        )
+        ids += [blind.call_id or blind.action] if blind is not None else []
+        return Finding(reason, ids, untrusted)
+
+    def refusal(self, action: str, finding: Finding) -> ActionError:
+        """The error of a call ``mode = "deny"`` refuses."""
+        return ActionError(
+            "denied",
+            f"{action} was refused: {finding.reason}",
+            rule=RULE,
+            data={"flow": finding.flow()},
+            hint="Do not retry or re-encode it: data the user keeps private may not go to that destination. "
+            "Tell the user what you wanted to send and where; they can trust the destination in "
+            "policy.flows.trusted_destinations.",
+        )
+
+
+def _lookup(index: SessionIndex, text: str, key: bytes, local: list[Entry]) -> list[Entry]:
+    fps = fingerprints(views(text), key)
+    if not fps:
+        return []
+    with index.lock:
+        found = index.lookup(fps)
+    return found + [e for e in list(local) if any(contains(e.fps, fp) for fp in fps)]
+
+
+def _remember(table: OrderedDict[str, OrderedDict[str, None]], session: str, digest: str) -> None:
+    digests = table.setdefault(session, OrderedDict())
+    table.move_to_end(session)
+    digests[digest] = None
+    digests.move_to_end(digest)
+    while len(digests) > _WRITTEN:
+        digests.popitem(last=False)
+    while len(table) > _SESSIONS:
+        table.popitem(last=False)
+
+
+def _carries_text(sink: Sink) -> bool:
+    return bool(sink.files) or any(len(normalize(text)) >= WINDOW for _, text in sink.fields)
+
+
+def _show(kind: str, name: str) -> str:
+    if kind == "host":
+        host, _, port = name.rpartition(":")
+        return host if port in ("80", "443") else name
+    return f"mcp server {name}" if kind == "mcp" else name
