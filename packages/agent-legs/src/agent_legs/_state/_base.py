@@ -152,8 +152,10 @@ def _schema_v3(real: str, serial: str) -> list[str]:
     """The exfiltration guard's index (``agent_legs._flows``): per session and reading call, the keyed
     fingerprints of what it read (never the text), and the deployment's fingerprint key."""
     return [
-        f"CREATE TABLE IF NOT EXISTS flow_index (id {serial}, session TEXT NOT NULL, call_id TEXT, action TEXT NOT NULL, "
-        f"label TEXT NOT NULL, fps TEXT NOT NULL, n BIGINT NOT NULL, created {real} NOT NULL)",
+        (
+            f"CREATE TABLE IF NOT EXISTS flow_index (id {serial}, session TEXT NOT NULL, call_id TEXT, action TEXT NOT NULL, "
+            f"label TEXT NOT NULL, fps TEXT NOT NULL, n BIGINT NOT NULL, created {real} NOT NULL)"
+        ),
         "CREATE INDEX IF NOT EXISTS flow_index_session ON flow_index (session, id)",
         "CREATE TABLE IF NOT EXISTS flow_key (id INTEGER PRIMARY KEY, k TEXT NOT NULL)",
     ]
