@@ -391,7 +391,7 @@ def test_the_llamaindex_tool_spec_offers_the_servers_tools(dirs) -> None:
 
 
 def test_tool_names_are_sanitized_bounded_and_distinct() -> None:
-    from agent_legs._mcp._actions import action_name, server_of, tool_name
+    from agent_legs.actions.mcp._actions import action_name, server_of, tool_name
 
     assert tool_name("tp", "dotted.name") == "mcp_tp_dotted_name"
     assert action_name("tp", "we ird/name") == "mcp.tp.we_ird_name"

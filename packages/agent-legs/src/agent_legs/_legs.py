@@ -19,7 +19,7 @@ runs twice. ``approval_request()`` is the pre-check the adapters use: validation
 decision, nothing run, nothing logged.
 
 Actions are the registry's (static, shared) plus, per ``Legs``, the tools of the configured MCP
-servers (``mcp.<server>.<tool>``, see ``_mcp``): looked up, and their servers started, on first need.
+servers (``mcp.<server>.<tool>``, see ``actions/mcp``): looked up, and their servers started, on first need.
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ from ._arguments import argument_names, coerce_config, validate
 from ._dispatch import Dispatcher
 from ._errors import ActionError, ConfigError, UnknownActionError
 from ._flows import RULE as FLOWS_RULE
-from ._mcp import McpService
 from ._models import ActionResult, ApprovalDecision, ApprovalRequest, StandingRule
 from ._pipeline import CallPipeline
 from ._policy import Decision, Policy, PolicyEngine
@@ -51,6 +50,7 @@ from ._runtime import Runtime
 from ._secrets import Redactor, Secrets
 from ._settings import ENV_PREFIX, Settings, load_settings, read_config_file
 from ._telemetry import Telemetry
+from .actions.mcp._actions import McpService
 
 if TYPE_CHECKING:
     from ._approval_queue import ApprovalQueue

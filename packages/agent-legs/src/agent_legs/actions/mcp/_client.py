@@ -36,12 +36,12 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from typing import IO, TYPE_CHECKING, Any
 
-from .._errors import ActionError, ConfigError
+from ..._errors import ActionError, ConfigError
 
 if TYPE_CHECKING:
-    from .._egress import EgressGuard
-    from .._runtime import Runtime
-    from .._settings import McpServerSettings
+    from ..._egress import EgressGuard
+    from ..._runtime import Runtime
+    from ._settings import McpServerSettings
 
 __all__ = ["INSTALL_HINT", "McpConnection", "McpUnavailable", "require_sdk"]
 

@@ -36,16 +36,16 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, model_validator
 from pydantic_core import PydanticCustomError
 
-from .._errors import ActionError
-from .._models import ActionOutput
-from .._registry import ActionSpec
-from .._service import Service
-from .._telemetry._semconv import AGENT_LEGS_MCP_SERVER, AGENT_LEGS_MCP_TOOL
+from ..._errors import ActionError
+from ..._models import ActionOutput
+from ..._registry import ActionSpec
+from ..._service import Service
+from ..._telemetry._semconv import AGENT_LEGS_MCP_SERVER, AGENT_LEGS_MCP_TOOL
 from ._client import McpConnection
 
 if TYPE_CHECKING:
-    from .._context import ActionContext
-    from .._runtime import Runtime
+    from ..._context import ActionContext
+    from ..._runtime import Runtime
 
 __all__ = ["UNTRUSTED_END", "McpActionSpec", "McpService", "action_name", "server_of", "tool_name"]
 
