@@ -19,6 +19,7 @@ from ._format import change, mark, t, table, x
 from ._format import div as _div
 from ._format import get as _get
 from ._format import p50 as _p50
+from ._report_budget import budget
 from ._report_runs import history, peers, previous_results
 
 CHART = Path("img/scale.svg")  # relative to the page's directory
@@ -519,6 +520,7 @@ def render(page: Path, sources: list[Path], only: list[str] | None = None) -> bo
         "meta": lambda: _meta(report, sources),
         "summary": lambda: _summary(res, prev or None),
         "peers": lambda: peers(report),
+        "budget": lambda: budget(res),
         "history": lambda: history(used),
         "core": lambda: _core(res.get("core", {"error": "not in the results"})),
         "dispatch": lambda: _dispatch(res.get("dispatch", {"error": "not in the results"})),
@@ -530,7 +532,8 @@ def render(page: Path, sources: list[Path], only: list[str] | None = None) -> bo
     if only:
         old = {m.group("name"): m.group(0) for m in BLOCK.finditer(text)}
         whole_summary = blocks["summary"]
-        blocks = {k: v for k, v in blocks.items() if k in (*only, "peers", "history")}
+        keep = (*only, "peers", "history", *(["budget"] if {"core", "flows", "budget"} & set(only) else []))
+        blocks = {k: v for k, v in blocks.items() if k in keep}
         blocks["summary"] = lambda: _keep_rows(old.get("summary", ""), whole_summary(), set(only))
     seen: set[str] = set()
     failed: list[str] = []
