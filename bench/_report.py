@@ -33,10 +33,12 @@ def _summary(res: dict[str, Any], prev: dict[str, Any] | None = None) -> str:
     header = ["family", "what", "Agent Legs", "peer(s)", "ratio", "target", "met"]
     if prev is None:
         return table(header, rows)
-    before = {(r[0], r[1].split(" (")[0]): r for r in _summary_rows(prev)}
+    before_rows = _summary_rows(prev)
+    exact = {(r[0], r[1]): r for r in before_rows}
+    loose = {(r[0], r[1].split(" (")[0]): r for r in before_rows}  # rows whose label carries figures
     for r in rows:
-        b = before.get((r[0], r[1].split(" (")[0]))
-        r.append("—" if b is None or b[2] == "—" else f"{b[2]} ({b[4]})" if b[4] != "—" else b[2])
+        b = exact.get((r[0], r[1])) or loose.get((r[0], r[1].split(" (")[0]))
+        r.append("—" if b is None or not b[2].strip("—/ ") else f"{b[2]} ({b[4]})" if b[4] != "—" else b[2])
     return table([*header, "previous run (ratio)"], rows)
 
 
@@ -491,8 +493,16 @@ def _keep_rows(old_block: str, new_table: str, families: set[str]) -> str:
     header, sep, new_rows = new_lines[0], new_lines[1], new_lines[2:]
     width = header.count("|") - 1
     out, placed = [header, sep], False
-    for line in old_block.splitlines()[3:-1]:  # past the begin marker, the header and the separator
-        family = line.split("|")[1].strip() if line.startswith("|") else ""
+    lines = [ln for ln in old_block.splitlines()[3:-1] if ln.startswith("|")]  # past marker, header, separator
+
+    def label(row: str) -> str:
+        return row.split("|")[2].strip().split(" (")[0]
+
+    # a row of a module not re-run (imports, in the core family) renders empty: the page's is kept, if any
+    kept = {label(r) for r in new_rows if r.split("|")[3].strip() == "—"}
+    new_rows = [r for r in new_rows if label(r) not in kept]
+    for line in lines:
+        family = "" if label(line) in kept else line.split("|")[1].strip()
         if family in families:
             if not placed:
                 out += [r for r in new_rows if r.split("|")[1].strip() in families]
@@ -535,6 +545,9 @@ def render(page: Path, sources: list[Path], only: list[str] | None = None) -> bo
         keep = (*only, "peers", "history", *(["budget"] if {"core", "flows", "budget"} & set(only) else []))
         blocks = {k: v for k, v in blocks.items() if k in keep}
         blocks["summary"] = lambda: _keep_rows(old.get("summary", ""), whole_summary(), set(only))
+        old_meta = "\n".join(old.get("meta", "").splitlines()[1:-1])  # the page's sources stay listed
+        new_meta = _meta(report, sources).split("from:\n\n", 1)[-1]
+        blocks["meta"] = lambda: f"{old_meta}\n\nRe-rendered with `--only {','.join(only)}` from:\n\n{new_meta}"
     seen: set[str] = set()
     failed: list[str] = []
 

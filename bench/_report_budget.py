@@ -56,7 +56,7 @@ def budget(res: dict[str, Any]) -> str:
     counters = [(k.split("_with_")[1].replace("_", " "), p50(v)) for k, v in s.items()]
     rows.append(
         [
-            "state store, one budget counter consumed (a durable transaction)",
+            "state store, one budget counter consumed (one transaction, not fsync'd)",
             t(counters[0][1] if counters else None),
             _growth(counters),
             "reported",

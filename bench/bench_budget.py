@@ -2,7 +2,7 @@
 it grows, on the default SQLite state store, timed on the store's own loop (no thread hop).
 
 * ``state_store``: one budget counter consumed (what every call under ``policy.budgets`` pays: one
-  durable transaction), with 0, 1,000 and 10,000 other counters in the table (how it grows per row).
+  transaction, not fsync'd), with 0, 1,000 and 10,000 other counters in the table (how it grows per row).
 * ``approval_queue``: one request enqueued and decided (two durable transactions: what
   ``approver="queue"`` adds to a call, besides the human), and the pending list an approver's page
   reads, with 10, 100 and 1,000 requests pending (how it grows per pending request).
