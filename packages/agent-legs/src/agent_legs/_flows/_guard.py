@@ -11,8 +11,9 @@ Two hooks in the call pipeline (``_pipeline.CallPipeline``: ``_check_flow`` and 
 * ``record`` after a reading action's result: its fingerprints (private) go to the state store
   before the model sees the result; its label (untrusted: shown to approvers, deciding nothing) is
   buffered in this worker and written in one batch (before this worker reads the store for a check,
-  when ``_LABEL_BATCH`` are pending or the oldest is ``_LABEL_DELAY_S`` old, and at ``flush()``, which
-  ``Legs.close`` calls), so that an ``http.request`` or a browser action pays no store round trip.
+  when ``_LABEL_BATCH`` are pending or the oldest is ``_LABEL_DELAY_S`` old as the next one comes, and
+  at ``flush()``, which ``Legs.close`` calls), so that an ``http.request`` or a browser action pays no
+  store round trip; other workers see them once written.
 
 Threat model: the model is fully compromised (a prompt injection chooses every call). It can copy,
 encode, split (fragments of 12 or more characters each) and attach what it read; each is caught.
