@@ -291,3 +291,19 @@ def test_load_slots_are_first_come_first_served() -> None:
         return order
 
     assert asyncio.run(scenario()) == [0, 1, 2, 3]
+
+
+def test_doctor_checks_every_server_of_the_pool() -> None:
+    from agent_legs import Settings
+    from agent_legs._doctor import check_browser
+
+    dead = f"ws://127.0.0.1:{free_port()}/"
+    proc, live = _server()
+    try:
+        check = check_browser(Settings.model_validate({"browser": {"ws_endpoints": [live, f"{dead}?token=s3cret"]}}))
+        assert check.status == "warn" and dead in check.detail and live not in check.detail, check
+        assert "s3cret" not in check.detail and "run-server" in (check.fix or "")
+        assert check_browser(Settings.model_validate({"browser": {"ws_endpoints": [live]}})).status == "ok"
+        assert check_browser(Settings.model_validate({"browser": {"ws_endpoints": [dead]}})).status == "fail"
+    finally:
+        _stop(proc)
