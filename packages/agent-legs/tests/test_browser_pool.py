@@ -265,6 +265,30 @@ def test_a_deadline_that_passes_in_the_queue_names_the_position(dirs, website, c
         assert service.loads.busy == 0 and service.loads.waiting == 0
 
 
+def test_a_load_that_queued_then_timed_out_says_how_long_it_queued(dirs, website) -> None:
+    """A call that got its slot late has less time for the page: its timeout says so (the queue, not the page)."""
+    ws, st = dirs
+    with Legs(
+        workspace=ws, state_dir=st, policy=website.policy(timeout_s=4), settings={"browser": {"max_concurrent_loads": 1}}
+    ) as legs:
+        assert nav(legs, website.site.url("/about"), session="b").ok
+        service = legs._runtime.submit(legs._runtime.service(BrowserService)).result(10)
+        held = threading.Event()
+
+        async def hold_the_slot_a_while() -> None:
+            async with service.loads:
+                held.set()
+                await asyncio.sleep(1.5)
+
+        holder = legs._runtime.submit(hold_the_slot_a_while())
+        assert held.wait(10)
+        r = nav(legs, website.site.url("/hang"), session="b")  # gets the slot after ~1.5 s, then the page hangs
+        holder.result(10)
+    assert r.error is not None and r.error.type == "timeout" and r.error.retryable, r
+    assert "queued for a load slot behind up to 1 call" in r.error.message, r.error.message
+    assert "busy, not broken" in (r.error.hint or "")
+
+
 def test_load_slots_are_first_come_first_served() -> None:
     async def scenario() -> list[int]:
         slots = LoadSlots(1)

@@ -169,12 +169,18 @@ async def guarded(ctx: ActionContext, s: BrowserSession, coro: Any, element: str
                 "failed", f"{type(exc).__name__}: {message}{maybe}", hint=_MAY_HAVE_HAPPENED_HINT if effect else None
             ) from None
         await _fresh_tab(s)
+        ticket = TICKET.get()
+        queued = (
+            f", {ticket.waited_s:.1f} s of it queued for a load slot behind up to {calls(ticket.depth)}"
+            if ticket is not None and ticket.waited_s >= 0.5  # worth telling: the load had that much less time
+            else ""
+        )
         raise ActionError(
             "timeout",
             f"the page did not respond within {seconds:g} s (policy.browser.timeout_s, for "
-            f"the whole call){maybe}; the tab was closed and the session continues with a fresh tab",
+            f"the whole call{queued}){maybe}; the tab was closed and the session continues with a fresh tab",
             retryable=not effect,
-            hint=_MAY_HAVE_HAPPENED_HINT if effect else None,
+            hint=_MAY_HAVE_HAPPENED_HINT if effect else (_BUSY_HINT if queued else None),
         ) from None
 
 

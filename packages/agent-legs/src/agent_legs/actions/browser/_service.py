@@ -217,12 +217,15 @@ class BrowserService(Service):
                     timeout_ms = self.runtime.policy.browser.timeout_s * 1000
                     context.set_default_timeout(timeout_ms)
                     page = await context.new_page()
-            except BaseException:
+            except BaseException as exc:
                 await proxy.aclose()
                 if placed is not None and self.pool is not None:
                     self.pool.release(placed, name)
                 if context is not None:  # cut short (the call's deadline) after the context was made:
                     in_background(context.close())  # closed without holding the call past its deadline
+                died = placed is not None and not placed.connected() and not isinstance(exc, ActionError)
+                if died and placed is not None and self.pool is not None and isinstance(exc, Exception):
+                    raise self.pool.unavailable(placed, "this session's tab could not be opened") from None
                 raise
         s = BrowserSession(
             name, self, context, page, proxy, profile, saved_state=json.dumps(state) if state else None, server=placed
