@@ -154,7 +154,12 @@ class ServerPool:
         except ActionError:
             raise
         except Exception as exc:  # the task's own failure is an ActionError; anything else is a bug
-            raise ActionError("unavailable", f"the Playwright server at {server.label} failed: {_first_line(exc)}") from None
+            raise ActionError(
+                "unavailable",
+                f"the Playwright server at {server.label} failed: {_first_line(exc)}",
+                retryable=True,
+                hint=self._fix(server),
+            ) from None
 
     async def _open(self, server: PlaywrightServer) -> None:
         timeout_s = self.runtime.policy.browser.timeout_s
