@@ -156,7 +156,7 @@ async def guarded(ctx: ActionContext, s: BrowserSession, coro: Any, element: str
         maybe = f" after {effect}, which may have taken effect (a form sent, an order placed) or not" if effect else ""
         if not timed_out:
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            if s.server is not None and await _server_died(s):
+            if s.server is not None and await _server_died(s, message):
                 raise s.service.lost_on_server(s, effect) from None
             if "Target crashed" in message or "has been closed" in message:
                 raise ActionError(
@@ -205,16 +205,17 @@ def element_timeout_ms(ctx: ActionContext) -> float:
     return min(_ELEMENT_TIMEOUT_S, ctx.policy.browser.timeout_s / 2) * 1000
 
 
-async def _server_died(s: BrowserSession) -> bool:
+async def _server_died(s: BrowserSession, message: str) -> bool:
     """Whether the session's Playwright server went away. A server shutting down first aborts its pages
-    (``net::ERR_ABORTED``, "closed"), and the failed operation may be told before the pool sees the
-    disconnect: one round trip to the context (bounded) tells a live server from a dying one, and only a
-    dying one is waited for (up to 2 s)."""
-    with contextlib.suppress(Exception):
-        async with asyncio.timeout(1):
-            if not s.gone and not s.page.is_closed():
-                await s.context.cookies()
-                return False  # the server answers: the failure was the page's own
+    (``net::ERR_ABORTED``, "... has been closed") and only then drops the connection, and the failed operation
+    may be told before the pool sees the disconnect. Such a failure waits for it (up to 2 s); any other is
+    told apart by one round trip to the context (bounded): a server that answers is alive."""
+    if "closed" not in message.lower() and "ERR_ABORTED" not in message and not s.page.is_closed():
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(1):
+                if not s.gone:
+                    await s.context.cookies()
+                    return False  # the server answers: the failure was the page's own
     for _ in range(50):
         if s.gone:
             return True
