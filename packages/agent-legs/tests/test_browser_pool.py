@@ -198,6 +198,31 @@ def test_an_unreachable_server_is_skipped_for_a_live_one(dirs, website) -> None:
         _stop(proc)
 
 
+def test_a_server_without_our_flags_is_left_out(dirs, website, tmp_path) -> None:
+    """A server whose Chromium lacks the WebRTC flags is refused like one remote browser, and left out of the
+    pool like a dead one: the session goes to the other server; nothing is fetched through the refused one."""
+    import json
+
+    from test_browser_remote import _NO_SANDBOX
+
+    port = free_port()
+    config = tmp_path / "server.json"
+    config.write_text(
+        json.dumps({"executablePath": CHROMIUM, "host": "127.0.0.1", "port": port, "wsPath": "/pw", "args": _NO_SANDBOX})
+    )
+    bare = _playwright(["launch-server", "--browser", "chromium", "--config", str(config)], port)
+    proc, live = _server()
+    try:
+        with _pool_legs(dirs, website, [f"ws://127.0.0.1:{port}/pw", live]) as legs:
+            assert nav(legs, website.site.url("/about"), session="x").ok
+            assert _placement(legs) == {"x": live}
+            refused = legs._runtime._services[BrowserService].pool.servers[0]
+            assert "refused" in refused.reason and "--webrtc-ip-handling-policy" in refused.reason, refused.reason
+    finally:
+        _stop(bare)
+        _stop(proc)
+
+
 # -- backpressure ----------------------------------------------------------------------------------------------
 def test_more_sessions_than_slots_queue_and_none_fails_for_load(dirs, website, captured_spans) -> None:
     ws, st = dirs
