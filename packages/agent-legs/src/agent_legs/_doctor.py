@@ -274,6 +274,8 @@ def check_browser(settings: Settings) -> Check:
     not_installed = _extra_check("browser", "browser")
     if not_installed is not None:
         return not_installed
+    if settings.browser.ws_endpoints:
+        return _check_pool(settings.browser.ws_endpoints)
     remote = settings.browser.ws_endpoint or settings.browser.cdp_url
     if remote:
         parts = urlsplit(remote)
@@ -453,6 +455,26 @@ def _extra_check(name: str, extra: str) -> Check | None:
         f"{EXTRAS[extra].what} need the agent-legs[{extra}] extra, which is not installed "
         f"({', '.join(absent)} cannot be imported)",
         install_hint(extra),
+    )
+
+
+def _check_pool(endpoints: list[str]) -> Check:
+    """Every Playwright server of ``settings.browser.ws_endpoints`` answers (named without its query)."""
+    from .actions.browser._pool import label
+
+    down = []
+    for endpoint in endpoints:
+        parts = urlsplit(endpoint)
+        check = _reach("browser", parts.hostname or "localhost", parts.port or (443 if parts.scheme == "wss" else 80))
+        if check.status != "ok":
+            down.append(f"{label(endpoint)} ({check.detail})")
+    if not down:
+        return Check("browser", "ok", f"all {len(endpoints)} Playwright servers of settings.browser.ws_endpoints answer")
+    return Check(
+        "browser",
+        "warn" if len(down) < len(endpoints) else "fail",
+        f"{len(down)} of {len(endpoints)} Playwright servers do not answer: {'; '.join(down)}",
+        "start them (playwright run-server --port PORT --unsafe) or fix settings.browser.ws_endpoints",
     )
 
 

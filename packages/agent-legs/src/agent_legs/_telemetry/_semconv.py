@@ -54,6 +54,11 @@ constant                               name                                 wher
 ``AGENT_LEGS_EMAIL_OPERATION``         ``agent_legs.email.operation``       ``imap session``
 ``AGENT_LEGS_MCP_SERVER``              ``agent_legs.mcp.server``            an MCP tool's action span
 ``AGENT_LEGS_MCP_TOOL``                ``agent_legs.mcp.tool``              an MCP tool's action span
+``AGENT_LEGS_BROWSER_QUEUE_DEPTH``     ``agent_legs.browser.queue_depth``   a browser action span: calls ahead of it
+                                                                            when it queued for a load slot (0: none)
+``AGENT_LEGS_BROWSER_QUEUE_WAIT_MS``   ``agent_legs.browser.queue_wait_ms`` a browser action span: time queued
+``AGENT_LEGS_BROWSER_SERVER``          ``agent_legs.browser.server``        ``browser new context`` (a server of
+                                                                            ``ws_endpoints``, without query)
 ``BROWSER_EXECUTABLE``                 ``browser.executable``               ``browser launch`` (a local Chromium)
 ``BROWSER_VERSION``                    ``browser.version``                  ``browser launch``
 ``BROWSER_PROFILE``                    ``browser.profile``                  ``browser new context`` (a named profile)
@@ -68,6 +73,9 @@ __all__ = [
     "AGENT_LEGS_ACTION",
     "AGENT_LEGS_APPROVAL_BY",
     "AGENT_LEGS_APPROVAL_DECISION",
+    "AGENT_LEGS_BROWSER_QUEUE_DEPTH",
+    "AGENT_LEGS_BROWSER_QUEUE_WAIT_MS",
+    "AGENT_LEGS_BROWSER_SERVER",
     "AGENT_LEGS_CODE_CONTAINER",
     "AGENT_LEGS_CODE_LANGUAGE",
     "AGENT_LEGS_CODE_NETWORK",
@@ -147,6 +155,9 @@ AGENT_LEGS_EMAIL_REFUSED = "agent_legs.email.refused"
 AGENT_LEGS_EMAIL_OPERATION = "agent_legs.email.operation"
 AGENT_LEGS_MCP_SERVER = "agent_legs.mcp.server"
 AGENT_LEGS_MCP_TOOL = "agent_legs.mcp.tool"
+AGENT_LEGS_BROWSER_QUEUE_DEPTH = "agent_legs.browser.queue_depth"
+AGENT_LEGS_BROWSER_QUEUE_WAIT_MS = "agent_legs.browser.queue_wait_ms"
+AGENT_LEGS_BROWSER_SERVER = "agent_legs.browser.server"
 BROWSER_EXECUTABLE = "browser.executable"
 BROWSER_VERSION = "browser.version"
 BROWSER_PROFILE = "browser.profile"

@@ -3,7 +3,8 @@ request policed (their input models are in ``_models``).
 
 The family's modules, each one idea: ``_launcher`` (finding, launching or connecting Chromium, its
 flags, the remote browser's check), ``_service`` (``BrowserService``: contexts, per-session egress
-proxies, profiles, popups, load slots), ``_session`` (one session's state), ``_deadline`` (the call's
+proxies, profiles, popups), ``_slots`` (the load slots: a first-come first-served queue), ``_pool``
+(a pool of Playwright servers, ``ws_endpoints``), ``_session`` (one session's state), ``_deadline`` (the call's
 deadline), ``_call`` (the frame of a call: lock, guarded page operations, navigations), ``_blocked``
 (pages the egress guard blocked), ``_page`` (reading a page for the model), ``_files`` (downloads and
 uploads through the workspace).

@@ -16,8 +16,13 @@ Invariants:
   with its first line, never a traceback.
 * An operation with an effect on a server (a click, a submitted form) that is cut short is never
   ``retryable`` (it may have taken effect); steps after it that fail say it was done.
-* Navigations take one of the browser's load slots, within the deadline; an HTTPS tunnel the proxy
-  refused (``ERR_TUNNEL...``) is ``denied`` with its rule, not ``failed``.
+* Navigations take one of the browser's load slots, within the deadline (backpressure: they queue, first
+  come first served, rather than pile onto Chromium); a call whose deadline passes in the queue is a
+  retryable ``timeout`` saying how many calls were ahead of it and that nothing was loaded. The action's
+  span carries the queue depth it found and the time it waited (``agent_legs.browser.queue_*``).
+  An HTTPS tunnel the proxy refused (``ERR_TUNNEL...``) is ``denied`` with its rule, not ``failed``.
+* A session whose Playwright server (``ws_endpoints``) died: the call is ``unavailable``, naming the
+  server (``_pool``), not ``failed``.
 
 Threat model: a hostile page hangs, crashes its renderer, navigates in the middle of an operation or
 loops through blocked URLs: every case ends in a bounded, documented error and a usable session.
@@ -32,14 +37,17 @@ from typing import Any
 
 from ..._context import ActionContext
 from ..._errors import ActionError
+from ..._telemetry._semconv import AGENT_LEGS_BROWSER_QUEUE_DEPTH, AGENT_LEGS_BROWSER_QUEUE_WAIT_MS
 from ._blocked import blocked_navigation, denial_for, leave_blocked_page, leave_if_blocked
 from ._deadline import DEADLINE, in_background, remaining
 from ._service import BrowserService
 from ._session import BrowserSession
+from ._slots import TICKET, QueuedTooLong, Ticket, calls
 
 __all__ = ["after", "element_timeout_ms", "goto", "guarded", "open_session"]
 
 _ELEMENT_TIMEOUT_S = 5.0  # how long click/fill wait for their element to appear (pages render, scripts run)
+_BUSY_HINT = "The browser is busy, not broken: retry in a moment, or run fewer browser sessions at once."
 _MAY_HAVE_HAPPENED_HINT = (
     "Do not repeat it blindly: check first whether it took effect (browser_content, or open the "
     "page that shows the result), or ask the user."
@@ -56,14 +64,18 @@ async def open_session(ctx: ActionContext) -> AsyncIterator[tuple[BrowserService
     async with svc.launch_lock:
         await svc.ensure_browser()
     token = DEADLINE.set(asyncio.get_running_loop().time() + total)
+    ticket = Ticket()
+    ticket_token = TICKET.set(ticket)
     try:
         try:
             async with asyncio.timeout(remaining(total)):
                 s = await svc.session(ctx.session)  # a relaunch, a new context and tab (which wait for a load slot)
         except TimeoutError:
+            behind = ticket.gave_up_behind
             busy = (
-                f" (every load slot was busy: settings.browser.max_concurrent_loads={svc.max_loads})"
-                if svc.loads.locked()
+                f" (every load slot was busy: settings.browser.max_concurrent_loads={svc.max_loads}): "
+                f"queued behind {calls(behind)}"
+                if behind is not None
                 else ""
             )
             raise ActionError(
@@ -71,12 +83,15 @@ async def open_session(ctx: ActionContext) -> AsyncIterator[tuple[BrowserService
                 f"the browser could not open this session's tab within {total:g} s "
                 f"(policy.browser.timeout_s, for the whole call){busy}; nothing was loaded",
                 retryable=True,
-                hint="Retry later, or run fewer browser sessions at once.",
+                hint=_BUSY_HINT,
             ) from None
         async with _locked_session(svc, s, ctx) as pair:
             yield pair
     finally:
+        TICKET.reset(ticket_token)
         DEADLINE.reset(token)
+        ctx.set_attribute(AGENT_LEGS_BROWSER_QUEUE_DEPTH, ticket.depth)
+        ctx.set_attribute(AGENT_LEGS_BROWSER_QUEUE_WAIT_MS, round(ticket.waited_s * 1000, 1))
 
 
 @contextlib.asynccontextmanager
@@ -96,6 +111,8 @@ async def _locked_session(
             hint="Wait for the session's previous call, or use another session.",
         ) from None
     try:
+        if s.gone:  # its server died while this call waited for the session's previous one
+            raise svc.lost_on_server(s)
         if s.page.is_closed():  # the tab crashed or was closed: a fresh one in the same context
             await svc.new_tab(s)
         lost = svc.lost.pop(ctx.session, None)
@@ -139,6 +156,8 @@ async def guarded(ctx: ActionContext, s: BrowserSession, coro: Any, element: str
         maybe = f" after {effect}, which may have taken effect (a form sent, an order placed) or not" if effect else ""
         if not timed_out:
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if s.server is not None and await _server_died(s, message):
+                raise s.service.lost_on_server(s, effect) from None
             if "Target crashed" in message or "has been closed" in message:
                 raise ActionError(
                     "failed",
@@ -150,12 +169,18 @@ async def guarded(ctx: ActionContext, s: BrowserSession, coro: Any, element: str
                 "failed", f"{type(exc).__name__}: {message}{maybe}", hint=_MAY_HAVE_HAPPENED_HINT if effect else None
             ) from None
         await _fresh_tab(s)
+        ticket = TICKET.get()
+        queued = (
+            f", {ticket.waited_s:.1f} s of it queued for a load slot behind up to {calls(ticket.depth)}"
+            if ticket is not None and ticket.waited_s >= 0.5  # worth telling: the load had that much less time
+            else ""
+        )
         raise ActionError(
             "timeout",
             f"the page did not respond within {seconds:g} s (policy.browser.timeout_s, for "
-            f"the whole call){maybe}; the tab was closed and the session continues with a fresh tab",
+            f"the whole call{queued}){maybe}; the tab was closed and the session continues with a fresh tab",
             retryable=not effect,
-            hint=_MAY_HAVE_HAPPENED_HINT if effect else None,
+            hint=_MAY_HAVE_HAPPENED_HINT if effect else (_BUSY_HINT if queued else None),
         ) from None
 
 
@@ -180,6 +205,24 @@ def element_timeout_ms(ctx: ActionContext) -> float:
     return min(_ELEMENT_TIMEOUT_S, ctx.policy.browser.timeout_s / 2) * 1000
 
 
+async def _server_died(s: BrowserSession, message: str) -> bool:
+    """Whether the session's Playwright server went away. A server shutting down first aborts its pages
+    (``net::ERR_ABORTED``, "... has been closed") and only then drops the connection, and the failed operation
+    may be told before the pool sees the disconnect. Such a failure waits for it (up to 2 s); any other is
+    told apart by one round trip to the context (bounded): a server that answers is alive."""
+    if "closed" not in message.lower() and "ERR_ABORTED" not in message and not s.page.is_closed():
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(1):
+                if not s.gone:
+                    await s.context.cookies()
+                    return False  # the server answers: the failure was the page's own
+    for _ in range(50):
+        if s.gone:
+            return True
+        await asyncio.sleep(0.04)
+    return s.gone
+
+
 async def _fresh_tab(s: BrowserSession) -> None:
     """Replace a hung tab now (its close may complete later), keeping the context: cookies, storage, login."""
     old = s.page
@@ -198,19 +241,19 @@ async def goto(ctx: ActionContext, s: BrowserSession, coro: Any, effect: str | N
     """
     seconds = ctx.policy.browser.timeout_s
     try:
-        async with asyncio.timeout(remaining(seconds)):
-            await s.service.loads.acquire()
+        await s.service.loads.acquire(within=remaining(seconds))
     except BaseException as exc:
         if asyncio.iscoroutine(coro):
             coro.close()  # never started: nothing to stop
-        if not isinstance(exc, TimeoutError):
+        if not isinstance(exc, QueuedTooLong):
             raise
         raise ActionError(
             "timeout",
-            f"the browser was busy with other sessions' page loads for {seconds:g} s "
-            f"(settings.browser.max_concurrent_loads={s.service.max_loads}); nothing was loaded",
+            f"the browser was busy with other sessions' page loads for {seconds:g} s, the call's deadline "
+            f"(policy.browser.timeout_s; settings.browser.max_concurrent_loads={s.service.max_loads}): "
+            f"queued behind {calls(exc.ahead)}; nothing was loaded",
             retryable=True,
-            hint="Retry later, or run fewer browser sessions at once.",
+            hint=_BUSY_HINT,
         ) from None
     try:
         return await guarded(ctx, s, coro, effect=effect)

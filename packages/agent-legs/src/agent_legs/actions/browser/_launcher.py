@@ -39,7 +39,7 @@ from ..._telemetry._semconv import BROWSER_EXECUTABLE, BROWSER_VERSION
 if TYPE_CHECKING:
     from ..._runtime import Runtime
 
-__all__ = ["CHROMIUM_ARGS", "Launched", "find_chromium", "launch"]
+__all__ = ["CHROMIUM_ARGS", "Launched", "connect_server", "find_chromium", "launch"]
 
 CHROMIUM_ARGS = [
     "--disable-background-networking",
@@ -88,32 +88,22 @@ def find_chromium(configured: str | None) -> str | None:
 async def launch(runtime: Runtime, pw: Any) -> Launched:
     """Launch or connect to the browser ``settings.browser`` names (span ``browser launch``)."""
     settings = runtime.settings.browser
-    chromium = pw.chromium
     args = [*CHROMIUM_ARGS, *(["--no-sandbox"] if os.geteuid() == 0 else [])]
     downloads_dir: Path | None = None
     remote = False
     with runtime.tracer.start_as_current_span("browser launch") as span:
         try:
             if settings.ws_endpoint:
-                # A Playwright server applies these only when started with --unsafe (or when its
-                # browser was pre-launched with them: `playwright launch-server`).
-                options = {
-                    "args": args,
-                    "headless": settings.headless,
-                    **({"executablePath": settings.executable_path} if settings.executable_path else {}),
-                }
-                browser = await chromium.connect(
-                    settings.ws_endpoint, headers={"x-playwright-launch-options": json.dumps(options)}
-                )
+                browser = await _connect(runtime, pw, settings.ws_endpoint, args)
                 remote = True
             elif settings.cdp_url:
-                browser = await chromium.connect_over_cdp(settings.cdp_url)
+                browser = await pw.chromium.connect_over_cdp(settings.cdp_url)
                 remote = True
             else:
                 executable = _executable(pw, settings.executable_path)
                 span.set_attribute(BROWSER_EXECUTABLE, executable)
                 downloads_dir = Path(tempfile.mkdtemp(prefix="agent-legs-downloads-"))
-                browser = await chromium.launch(
+                browser = await pw.chromium.launch(
                     executable_path=executable, headless=settings.headless, args=args, downloads_path=str(downloads_dir)
                 )
         except BaseException as exc:
@@ -129,6 +119,32 @@ async def launch(runtime: Runtime, pw: Any) -> Launched:
         if remote:
             await _check_remote_flags(browser)
     return Launched(browser, remote, downloads_dir)
+
+
+async def connect_server(runtime: Runtime, pw: Any, endpoint: str, timeout_s: float) -> Any:
+    """Connect to one Playwright server of ``settings.browser.ws_endpoints`` (span ``browser launch``), at most
+    ``timeout_s``, and check its browser's flags. Failures are raised as they come (the pool names the server)."""
+    args = [*CHROMIUM_ARGS, *(["--no-sandbox"] if os.geteuid() == 0 else [])]
+    with runtime.tracer.start_as_current_span("browser launch") as span:
+        browser = await _connect(runtime, pw, endpoint, args, timeout_s)
+        span.set_attribute(BROWSER_VERSION, browser.version)
+        await _check_remote_flags(browser)
+    return browser
+
+
+async def _connect(runtime: Runtime, pw: Any, endpoint: str, args: list[str], timeout_s: float = 0) -> Any:
+    # A Playwright server applies these only when started with --unsafe (or when its browser was
+    # pre-launched with them: `playwright launch-server`).
+    settings = runtime.settings.browser
+    options = {
+        "args": args,
+        "headless": settings.headless,
+        **({"executablePath": settings.executable_path} if settings.executable_path else {}),
+    }
+    headers = {"x-playwright-launch-options": json.dumps(options)}
+    if timeout_s > 0:
+        return await pw.chromium.connect(endpoint, headers=headers, timeout=timeout_s * 1000)
+    return await pw.chromium.connect(endpoint, headers=headers)
 
 
 async def _check_remote_flags(browser: Any) -> None:

@@ -17,8 +17,11 @@ Invariants:
   however many calls notice it, and each session it took is told what was lost (its page, its
   unsaved cookies; a profile's cookies come back from their last save).
 * Page loads, and opening a context and tab, take one of ``max_loads`` slots
-  (``settings.browser.max_concurrent_loads``): past a few loads per core Chromium collapses rather
-  than slows.
+  (``settings.browser.max_concurrent_loads``, a first-come first-served queue: ``_slots``): past a few
+  loads per core Chromium collapses rather than slows.
+* With ``settings.browser.ws_endpoints`` each new session is placed on a server of the pool (``_pool``);
+  a server that dies takes only its own sessions, whose next call is ``unavailable`` naming it (the
+  session is then opened again elsewhere); nothing is relaunched here.
 * Closing a session saves its profile, closes its context and its proxy; closing the service leaves
   no browser, proxy or download directory behind.
 
@@ -41,12 +44,14 @@ from ..._egress import is_loopback_host
 from ..._egress_proxy import EgressProxy, peer_uid_supported
 from ..._errors import ActionError
 from ..._service import Service
-from ..._telemetry._semconv import BROWSER_PROFILE
+from ..._telemetry._semconv import AGENT_LEGS_BROWSER_SERVER, BROWSER_PROFILE
 from ._blocked import denial_for
 from ._deadline import in_background, remaining
 from ._files import Downloads
 from ._launcher import launch
+from ._pool import PlaywrightServer, ServerPool
 from ._session import BrowserSession, atomic_write, count_commit, profile_name
+from ._slots import LoadSlots
 
 __all__ = ["BrowserService"]
 
@@ -77,7 +82,14 @@ class BrowserService(Service):
         # Past a few loads per core Chromium collapses rather than slows (64 sessions on 2 cores: every load
         # timed out, each timeout's fresh tab adding work); queued loads finish in turn instead.
         self.max_loads = self.runtime.settings.browser.max_concurrent_loads or 2 * (os.cpu_count() or 1)
-        self.loads = asyncio.Semaphore(self.max_loads)
+        self.loads = LoadSlots(self.max_loads)
+        # A pool of Playwright servers: sessions placed by load; a dead server's sessions are told (``gone``).
+        self.pool: ServerPool | None = None
+        self.gone: dict[str, tuple[PlaywrightServer, str]] = {}  # session -> the server it was lost with, and what
+        if self.runtime.settings.browser.ws_endpoints:  # no browser of our own: servers are connected as needed
+            self.pool = ServerPool(self.runtime, self._pw, self._server_lost)
+            self.remote = self.downloads.remote = True
+            return
         try:
             await self._launch()
         except BaseException:
@@ -102,9 +114,31 @@ class BrowserService(Service):
             )
         self.browser = None
 
+    def _server_lost(self, server: PlaywrightServer, names: set[str]) -> None:
+        """A server of the pool went away: its sessions are gone; each one's next call is told (``gone``)."""
+        for name in names:
+            s = self.sessions.pop(name, None)
+            if s is None:
+                continue
+            s.gone = True
+            in_background(s.proxy.aclose())
+            kept = f" (cookies of profile {s.profile!r} come back from its last save)" if s.profile else ""
+            self.gone[name] = (
+                server,
+                f"this session's open page {s.page.url} and its unsaved cookies and history were lost{kept}",
+            )
+
+    def lost_on_server(self, s: BrowserSession, effect: str | None = None) -> ActionError:
+        """The ``unavailable`` error of a call whose session's server died (said once: the next call re-opens it)."""
+        server, what = self.gone.pop(s.name, (s.server, "this session's page was lost"))
+        assert server is not None
+        assert self.pool is not None
+        return self.pool.unavailable(server, what, effect)
+
     async def ensure_browser(self) -> None:
-        """A connected browser: relaunched (its sessions dropped) when it crashed. Callers hold ``launch_lock``."""
-        if self.browser is not None and self.browser.is_connected():
+        """A connected browser: relaunched (its sessions dropped) when it crashed. Callers hold ``launch_lock``.
+        A pool of servers has no browser of its own: each session's server is chosen when it opens."""
+        if self.pool is not None or (self.browser is not None and self.browser.is_connected()):
             return
         for s in list(self.sessions.values()):
             with contextlib.suppress(Exception):
@@ -124,6 +158,9 @@ class BrowserService(Service):
     async def session(self, name: str) -> BrowserSession:
         async with self.launch_lock:  # one relaunch after a crash, however many calls notice it
             await self.ensure_browser()
+        gone = self.gone.pop(name, None)
+        if gone is not None and self.pool is not None:  # its server died: say so once, then open it elsewhere
+            raise self.pool.unavailable(*gone)
         existing = self.sessions.get(name)
         if existing is not None:
             return existing
@@ -160,11 +197,17 @@ class BrowserService(Service):
                 with contextlib.suppress(FileNotFoundError, ValueError):
                     state = json.loads(await asyncio.to_thread(path.read_text))
             context: Any = None
+            placed: PlaywrightServer | None = None
             try:
+                browser = self.browser
+                if self.pool is not None:  # the server with the fewest live sessions (connected on first use)
+                    placed = await self.pool.place(name)
+                    browser = placed.browser
+                    span.set_attribute(AGENT_LEGS_BROWSER_SERVER, placed.label)
                 # A new context and tab start a renderer: as much work for Chromium as a page load, so they
                 # take a load slot too (64 sessions opening at once otherwise swamp it: see benchmarks.md).
                 async with self.loads:
-                    context = await self.browser.new_context(
+                    context = await browser.new_context(
                         # loopback through the proxy too
                         proxy={"server": server, "bypass": "<-loopback>", **login},
                         service_workers="block",
@@ -174,12 +217,19 @@ class BrowserService(Service):
                     timeout_ms = self.runtime.policy.browser.timeout_s * 1000
                     context.set_default_timeout(timeout_ms)
                     page = await context.new_page()
-            except BaseException:
+            except BaseException as exc:
                 await proxy.aclose()
+                if placed is not None and self.pool is not None:
+                    self.pool.release(placed, name)
                 if context is not None:  # cut short (the call's deadline) after the context was made:
                     in_background(context.close())  # closed without holding the call past its deadline
+                died = placed is not None and not placed.connected() and not isinstance(exc, ActionError)
+                if died and placed is not None and self.pool is not None and isinstance(exc, Exception):
+                    raise self.pool.unavailable(placed, "this session's tab could not be opened") from None
                 raise
-        s = BrowserSession(name, self, context, page, proxy, profile, saved_state=json.dumps(state) if state else None)
+        s = BrowserSession(
+            name, self, context, page, proxy, profile, saved_state=json.dumps(state) if state else None, server=placed
+        )
         context.on("page", lambda p: None if s.opening else s.popups.append(p))
         self._attach(s, page)
         self.sessions[name] = s
@@ -237,9 +287,12 @@ class BrowserService(Service):
         s.saved_state = state
 
     async def close_session(self, session: str) -> None:
+        self.gone.pop(session, None)
         s = self.sessions.pop(session, None)
         if s is None:
             return
+        if s.server is not None and self.pool is not None:
+            self.pool.release(s.server, session)
         with contextlib.suppress(Exception):
             await self.save_profile(s)
         with contextlib.suppress(Exception):
@@ -255,6 +308,9 @@ class BrowserService(Service):
         with contextlib.suppress(Exception):
             if self.browser is not None:
                 await self.browser.close()
+        pool: ServerPool | None = getattr(self, "pool", None)
+        if pool is not None:
+            await pool.aclose()
         with contextlib.suppress(Exception):
             await self._pw.stop()
         if downloads is not None:

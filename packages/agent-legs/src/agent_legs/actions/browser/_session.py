@@ -31,6 +31,7 @@ from ..._egress_proxy import Denial, EgressProxy
 from ..._models import Artifact
 
 if TYPE_CHECKING:
+    from ._pool import PlaywrightServer
     from ._service import BrowserService
 
 __all__ = ["BrowserSession", "atomic_write", "count_commit", "profile_name"]
@@ -55,6 +56,8 @@ class BrowserSession:
     commits: int = 0  # main-frame navigations committed (how a click knows the page it started has arrived)
     recent_denials: collections.deque[Denial] = field(default_factory=lambda: collections.deque(maxlen=200))
     saved_state: str | None = None  # the profile's last written storage state (skip identical writes)
+    server: PlaywrightServer | None = None  # its server of settings.browser.ws_endpoints (None: our one browser)
+    gone: bool = False  # its server died: the session is lost (its next call is told, then it opens elsewhere)
 
 
 def count_commit(s: BrowserSession, frame: Any) -> None:
