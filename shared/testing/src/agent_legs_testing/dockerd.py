@@ -8,9 +8,10 @@ test's own CA get in. The certificates are made here (``trustme``): the server's
 client's from the same CA, and a client's from a *different* CA (it must be refused).
 
 ``load_image`` copies an image from the main engine (``docker save | docker load``). ``kill``
-SIGKILLs the daemon (a host that fails: its containers keep running under their shims);
-``destroy`` brings a killed daemon back only to remove every container it holds, then stops it and
-removes its directories: nothing of it is left after the test.
+SIGKILLs the daemon and everything of it (containerd, shims, containers: a machine that vanished);
+``start`` again brings it back on the same port and data. ``destroy`` removes its containers, stops
+it, ends any process of it still running (found by its unique root directory in their command
+lines, never by name), unmounts and removes its directories: nothing of it is left after the test.
 
 Fixture: ``second_dockerd`` (session). It FAILS the test (never skips) with the reason when the
 daemon cannot start: not root, no ``dockerd``, or its log's last lines.
@@ -32,6 +33,7 @@ from pathlib import Path
 import pytest
 
 from ._net import free_port
+from ._procs import descendants
 from ._require import component_missing
 
 __all__ = ["DockerdUnavailable", "SecondDockerd", "second_dockerd"]
@@ -39,6 +41,18 @@ __all__ = ["DockerdUnavailable", "SecondDockerd", "second_dockerd"]
 
 class DockerdUnavailable(RuntimeError):
     """The second daemon could not be started (the message says why)."""
+
+
+def _ancestors() -> set[int]:
+    """This process and those above it (never to be killed, whatever their command lines say)."""
+    out, pid = set(), os.getpid()
+    while pid > 1:
+        out.add(pid)
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return out
 
 
 def _write_tls(directory: Path) -> dict[str, str]:
@@ -123,8 +137,9 @@ class SecondDockerd:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise DockerdUnavailable(f"dockerd exited ({self.process.returncode}): {self._log_tail()}")
-            if self.cli("version", "--format", "{{.Server.Version}}", check=False, timeout=10).returncode == 0:
-                return
+            with contextlib.suppress(subprocess.TimeoutExpired):  # a restarting daemon may be slow to answer
+                if self.cli("version", "--format", "{{.Server.Version}}", check=False, timeout=10).returncode == 0:
+                    return
             time.sleep(0.5)
         raise DockerdUnavailable(f"dockerd did not answer within {timeout_s:g} s: {self._log_tail()}")
 
@@ -175,15 +190,36 @@ class SecondDockerd:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def _own_processes(self) -> set[int]:
+        """Every process of this daemon: dockerd, its containerd, the shims (their command lines name our
+        unique root) and what runs under them (the containers)."""
+        marks = (f"--data-root={self.root}/data".encode(), f"{self.root}/exec/".encode())
+        roots: set[int] = set()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                cmdline = (entry / "cmdline").read_bytes()
+                if any(m in cmdline for m in marks):
+                    roots.add(int(entry.name))
+        return (roots | {d for r in roots for d in descendants(r)}) - _ancestors()
+
+    def _kill_all(self) -> None:
+        for _ in range(3):
+            pids = self._own_processes()
+            if not pids:
+                return
+            for pid in pids:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.5)
+
     def kill(self) -> None:
-        """SIGKILL the daemon: a host that fails (its containers' shims live on until ``destroy``)."""
+        """SIGKILL the daemon, its containerd, shims and containers: a machine that vanished."""
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(timeout=30)
-        # its managed containerd is in its own session: it dies too, as a crashed host's would
-        pidfile = self.root / "exec" / "containerd" / "containerd.pid"
-        with contextlib.suppress(OSError, ValueError, ProcessLookupError):
-            os.kill(int(pidfile.read_text().strip()), signal.SIGKILL)
+        self._kill_all()
 
     def stop(self) -> None:
         """Remove every container, then stop the daemon cleanly (it unmounts its storage)."""
@@ -200,13 +236,13 @@ class SecondDockerd:
                 self.process.wait(timeout=30)
 
     def destroy(self) -> None:
-        """Nothing of the daemon is left: a killed one is restarted to remove its containers first."""
-        if not self.running() and (self.root / "data").exists():
-            with contextlib.suppress(DockerdUnavailable, OSError, subprocess.SubprocessError):
-                self.start()
-        self.stop()
-        for sub in ("exec", "data"):  # leftover mounts of a daemon that could not be stopped cleanly
-            subprocess.run(["umount", "-R", "-l", str(self.root / sub)], capture_output=True, check=False)
+        """Nothing of the daemon is left: its containers removed, every process of it ended, unmounted."""
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            self.stop()
+        self._kill_all()
+        mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines() if str(self.root) in line]
+        for mount in sorted(mounts, key=len, reverse=True):  # deepest first
+            subprocess.run(["umount", "-l", mount], capture_output=True, check=False)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
