@@ -99,7 +99,11 @@ def test_one_docker_host_keeps_working(tmp_path: Path, second_dockerd: SecondDoc
     assert second_dockerd.containers() == []
 
 
-def test_sessions_spread_over_two_hosts_with_tls_from_secrets(tmp_path: Path, second_dockerd: SecondDockerd) -> None:
+def test_sessions_spread_over_two_hosts_with_tls_from_secrets(
+    tmp_path: Path, second_dockerd: SecondDockerd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the environment's CA bundle (no private CA in it) must not replace the configured tls_ca
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
     secrets = {
         "DOCKER_CERT": Path(second_dockerd.tls["client-cert"]).read_text(),
         "DOCKER_KEY": Path(second_dockerd.tls["client-key"]).read_text(),
@@ -111,6 +115,9 @@ def test_sessions_spread_over_two_hosts_with_tls_from_secrets(tmp_path: Path, se
             assert r.ok, r.error
             assert r.data["value"] == str(i)
         svc = _svc(legs)
+        tls_dir = Path(svc._tls_dir)  # the secrets' PEM: private to us, while the service runs
+        assert tls_dir.stat().st_mode & 0o777 == 0o700
+        assert sorted(p.stat().st_mode & 0o777 for p in tls_dir.iterdir()) == [0o600, 0o600]
         placed = {s: k.host.name for s, k in svc.kernels.items()}
         assert sorted(placed.values()) == ["local", "local", "second", "second"], placed
         on_second = _on(second_dockerd, svc)
@@ -126,6 +133,7 @@ def test_sessions_spread_over_two_hosts_with_tls_from_secrets(tmp_path: Path, se
             r = legs.run("code.run", {"code": "x"}, session=f"s{i}")
             assert r.ok and r.data["value"] == str(i), r.error
     assert _on(second_dockerd, svc) == []  # closed: nothing of ours is left there
+    assert not tls_dir.exists()
 
 
 def test_wrong_tls_material_is_refused_clearly(tmp_path: Path, second_dockerd: SecondDockerd) -> None:

@@ -19,6 +19,12 @@ Threat model and invariants (the code in the containers is hostile):
 * **Denied paths.** Each container's masks are fixed when it is created from a fresh scan of the
   workspace (``scan``); ``masks_current`` tells a call when denied paths appeared since, so the
   kernel is replaced before the code runs (``_kernel.claim``).
+* **Several engines.** ``settings.code.docker_hosts``: each host has its own client and warm pool; a
+  new session goes to the host with the fewest live sessions per weight (``_hosts.pick``). A host
+  that stops answering (a kernel's connection broke and a ping fails, or the watch's ping every
+  ``HOST_WATCH_S`` fails) is taken out (``_take_out``): no new session goes there, each of its
+  sessions is told once (``unavailable`` naming the host, never a silent fresh kernel), and it is
+  tried again after ``host_retry_s``; when it is back, the containers of the lost sessions are removed.
 * **Network.** ``policy.code.network = true`` needs a local engine (the only way out is a unix
   socket to the container's own egress proxy, in a private directory); elsewhere the start is
   refused rather than giving the sandbox unguarded network.
