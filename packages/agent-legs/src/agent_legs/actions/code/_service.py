@@ -195,6 +195,18 @@ class CodeService(Service):
         self._abandon(kernel)
         return host.error(what)
 
+    async def _revive(self, host: Host) -> None:
+        """Connect to a host taken out again; when it answers, the containers of the sessions lost with
+        it are removed and it takes sessions (and fills its pool) again. ``ActionError`` otherwise."""
+        old = host.client
+        await self._connect(host)
+        log.warning("sandbox host %s is in service again", host.name)
+        if old is not None and old is not host.client:
+            with contextlib.suppress(Exception):
+                old.close()
+        await asyncio.to_thread(_container.remove_instance, host.client, self.instance)
+        self._fill_pool(host)
+
     async def _watch_hosts(self) -> None:
         """Ping the hosts in use (a dead one is taken out before a call finds it); retry those taken out."""
         retry_s = self.runtime.settings.code.host_retry_s
@@ -204,15 +216,7 @@ class CodeService(Service):
                 try:
                     if host.down and time.monotonic() >= host.retry_at:
                         with contextlib.suppress(ActionError):
-                            old = host.client
-                            await self._connect(host)
-                            log.warning("sandbox host %s is back in service", host.name)
-                            if old is not None and old is not host.client:
-                                with contextlib.suppress(Exception):
-                                    old.close()
-                            # the containers of the sessions lost with it: removed now
-                            await asyncio.to_thread(_container.remove_instance, host.client, self.instance)
-                            self._fill_pool(host)
+                            await self._revive(host)
                     elif host.up() and (host.pool or any(k.host is host for k in self.kernels.values())):
                         reason = await self._answers(host)
                         if reason is not None:
@@ -368,11 +372,17 @@ class CodeService(Service):
         # a fresh context: refills are background work, not steps of the action that triggered them
         host.pool_task = asyncio.create_task(fill(), context=contextvars.Context())
 
-    def _place(self) -> Host:
-        """The host for a new session (fewest live sessions per weight); ``unavailable`` when none is up."""
+    async def _place(self) -> Host:
+        """The host for a new session (fewest live sessions per weight); when none is in service, each
+        is tried again now (a call waits on the engines, as with one engine); ``unavailable`` if none answers."""
         for h in self.hosts:
             h.sessions = h.pending + sum(1 for k in self.kernels.values() if k.host is h)
         host = pick(self.hosts)
+        if host is None:
+            for h in self.hosts:
+                with contextlib.suppress(ActionError):
+                    await self._revive(h)
+            host = pick(self.hosts)
         if host is None:
             raise ActionError(
                 "unavailable",
@@ -392,7 +402,7 @@ class CodeService(Service):
             lost = self.lost.pop(session, None)
             if lost is not None:
                 raise lost
-            host = self._place()
+            host = await self._place()
             if host.pool:  # no await between the check and the claim: two first calls cannot both claim
                 kernel = host.pool.pop(0)
                 self.kernels[session] = kernel
@@ -420,7 +430,7 @@ class CodeService(Service):
                 except ActionError:
                     if placed.up():
                         raise
-                    host = self._place()  # that host was taken out: another one, or unavailable
+                    host = await self._place()  # that host was taken out: another one, or unavailable
                 finally:
                     placed.pending -= 1
         except BaseException as exc:
