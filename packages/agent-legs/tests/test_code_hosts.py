@@ -8,6 +8,7 @@ on the other, it comes back after ``host_retry_s``, and wrong TLS material is re
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,9 @@ import pytest
 
 from agent_legs import ConfigError, Legs, Settings
 from agent_legs._doctor import check_docker
+from agent_legs.actions.code._hosts import Host, HostSpec, pick
 from agent_legs.actions.code._service import CodeService
+from agent_legs_testing._net import free_port
 from agent_legs_testing.dockerd import SecondDockerd
 
 LOCAL = {"url": "unix:///var/run/docker.sock", "name": "local"}
@@ -87,6 +90,38 @@ def test_tls_secrets_are_checked_at_start(tmp_path: Path) -> None:
         _legs(tmp_path, {"docker_hosts": [host]})
     with pytest.raises(ConfigError, match="tls_key \\(secret 'DOCKER_KEY'\\) is not an unencrypted PEM private key"):
         _legs(tmp_path, {"docker_hosts": [host]}, secrets={"DOCKER_KEY": "-----BEGIN CERTIFICATE-----\nnot a key"})
+
+
+def test_placement_is_fewest_sessions_per_weight() -> None:
+    a, b = (
+        Host(HostSpec("unix:///a", "a"), client=object(), down=False),
+        Host(HostSpec("unix:///b", "b", 2.0), client=object(), down=False),
+    )
+    assert pick([a, b]) is b  # (0 + 1) / 2 < (0 + 1) / 1
+    b.sessions = 1
+    assert pick([a, b]) is a  # a tie (1.0 each): the first listed
+    a.sessions = 1
+    assert pick([a, b]) is b  # 2 / 1 > (1 + 1) / 2
+    b.down = True
+    assert pick([a, b]) is a
+    a.down = True
+    assert pick([a, b]) is None
+
+
+def test_an_unreachable_host_is_out_and_said(tmp_path: Path, sandbox_image: str) -> None:
+    nobody = {"url": f"tcp://127.0.0.1:{free_port()}", "name": "nobody"}  # loopback: TLS not required
+    with _legs(tmp_path, {"docker_hosts": [nobody, LOCAL]}) as legs:
+        r = legs.run("code.run", {"code": "1 + 1"}, session="a")
+        assert r.ok, r.error
+        svc = _svc(legs)
+        assert svc.kernels["a"].host.name == "local"
+        (out,) = [h for h in svc.hosts if h.name == "nobody"]
+        assert not out.up() and "Connection refused" in out.reason
+    with _legs(tmp_path, {"docker_hosts": [nobody]}) as legs:
+        r = legs.run("code.run", {"code": "1"}, session="a")
+    assert r.error is not None and r.error.type == "unavailable" and r.error.retryable
+    assert "cannot reach the Docker engine (nobody, tcp://127.0.0.1:" in r.error.message
+    assert "Connection refused" in r.error.message
 
 
 # -- a real second engine ------------------------------------------------------------------------
@@ -192,14 +227,24 @@ def test_a_dead_host_is_taken_out_its_sessions_told_and_it_comes_back(tmp_path: 
         assert len(remote) == 2 and len(local) == 2
         lost_containers = {svc.kernels[s].container.id for s in remote}
 
-        second_dockerd.kill()
-        for session in remote:  # each is told once, naming the host and the fix; nothing else ran
-            r = legs.run("code.run", {"code": "x"}, session=session)
-            assert r.error is not None and r.error.type == "unavailable", r
-            assert r.error.retryable
-            assert "the Docker host second is out of service" in r.error.message
-            assert "variables" in r.error.message
-            assert r.error.hint is not None and "docker_hosts" in r.error.hint
+        busy, idle = remote
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:  # a call running on the engine when it dies
+            running = pool.submit(legs.run, "code.run", {"code": "import time\ntime.sleep(60)"}, session=busy)
+            deadline = time.monotonic() + 30
+            while not svc.kernels[busy].lock.locked() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(1.0)  # the request is on its way
+            second_dockerd.kill()
+            r = running.result(timeout=60)
+        assert r.error is not None and r.error.type == "unavailable", r
+        assert "the Docker host second is out of service" in r.error.message
+        assert "may have run in part" in r.error.message
+        r = legs.run("code.run", {"code": "x"}, session=idle)  # an idle session is told once, naming the host
+        assert r.error is not None and r.error.type == "unavailable", r
+        assert r.error.retryable
+        assert "the Docker host second is out of service" in r.error.message
+        assert "nothing of this call ran" in r.error.message
+        assert r.error.hint is not None and "docker_hosts" in r.error.hint
         (second,) = [h for h in svc.hosts if h.name == "second"]
         assert not second.up()
         for session in remote:  # then a fresh kernel, on the host that answers

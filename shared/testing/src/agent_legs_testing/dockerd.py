@@ -220,6 +220,10 @@ class SecondDockerd:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(timeout=30)
         self._kill_all()
+        # a killed containerd may linger as a zombie (no init reaps it here): its pidfile would make
+        # the next dockerd wait for it as if it still ran
+        with contextlib.suppress(OSError):
+            (self.root / "exec" / "containerd" / "containerd.pid").unlink()
 
     def stop(self) -> None:
         """Remove every container, then stop the daemon cleanly (it unmounts its storage)."""
