@@ -26,6 +26,7 @@ TEST_DEPS = [
     "pytest>=8",
     "pytest-asyncio>=0.24",
     "pytest-timeout>=2.3",
+    "pyyaml>=6,<7",  # tests/test_docs_deployment.py: shared/deploy/compose.yaml and the collector config
     "trustme>=1.1",
     "aiosmtpd>=1.4",
     "langchain>=1.0,<2",

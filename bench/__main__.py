@@ -3,6 +3,9 @@
 Each ``bench/bench_<family>.py`` exposes ``run(iterations: int) -> dict`` (and may accept ``smoke``).
 A module that raises reports its error instead of stopping the others; the exit status is then 1.
 ``python -m bench --report docs/benchmarks.md`` renders the page's tables and chart from the JSON.
+The JSON names each peer's package, class and installed version (``_peers``) and the git commit; a run
+that is not a smoke run is also kept as history, ``bench/results/<YYYY-MM-DD>-<short sha>.json``
+(``_history``), which ``--report`` compares each row with.
 """
 
 from __future__ import annotations
@@ -18,13 +21,19 @@ import time
 import traceback
 from pathlib import Path
 
-MODULES = ["core", "dispatch", "imports", "files", "http", "code", "browser", "email", "flows", "scale"]
+from ._history import git_sha
+from ._history import write as write_history
+from ._peers import describe
+
+MODULES = ["core", "dispatch", "imports", "files", "http", "code", "browser", "email", "flows", "budget", "scale"]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--smoke", action="store_true", help="few iterations: checks the harness, not the numbers")
-    parser.add_argument("--only", action="append", choices=MODULES, help="run only these modules")
+    parser.add_argument(
+        "--only", action="append", choices=MODULES, help="run only these modules (with --report: re-render only their blocks)"
+    )
     parser.add_argument("--iterations", type=int, default=None)
     parser.add_argument(
         "--out",
@@ -38,6 +47,9 @@ def main() -> int:
         default=None,
         metavar="N,N,...",
         help="concurrent sessions for the scale module (default 1,4,16,64; smoke 1,4)",
+    )
+    parser.add_argument(
+        "--no-history", action="store_true", help="do not keep this run in bench/results/<date>-<sha>.json (experiments)"
     )
     parser.add_argument(
         "--report", type=Path, metavar="PAGE", help="do not run: render PAGE (docs/benchmarks.md) and its chart from results JSON"
@@ -54,13 +66,15 @@ def main() -> int:
     if args.report is not None:
         from ._report import render
 
-        return 0 if render(args.report, args.results or [args.out]) else 1
+        return 0 if render(args.report, args.results or [args.out], args.only) else 1
     iterations = args.iterations or (20 if args.smoke else 500)
     report: dict[str, object] = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "smoke": args.smoke,
         "iterations": iterations,
         "machine": {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": os.cpu_count()},
+        "git": git_sha(),
+        "peers": describe(args.only or MODULES),
         "results": {},
     }
     failed = False
@@ -91,6 +105,8 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"bench: wrote {args.out}")
+    if not args.smoke and not args.no_history:  # a smoke run's figures are not worth comparing
+        print(f"bench: kept as history in {write_history(report)}")
     return 1 if failed else 0
 
 

@@ -8,64 +8,41 @@ results files can be given: later ones win per module (re-run one module, re-ren
 from __future__ import annotations
 
 import json
-import math
 import re
 import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ._chart import chart
+from ._format import change, mark, t, table, x
+from ._format import div as _div
+from ._format import get as _get
+from ._format import p50 as _p50
+from ._report_budget import budget
+from ._report_runs import history, peers, previous_results
+
 CHART = Path("img/scale.svg")  # relative to the page's directory
 BLOCK = re.compile(r"<!-- bench:begin (?P<name>[\w-]+) -->\n.*?<!-- bench:end (?P=name) -->", re.DOTALL)
 
 
-# -- formatting ----------------------------------------------------------------------------------
-def t(us: float | None) -> str:
-    """A duration given in microseconds, in the unit that reads best."""
-    if us is None or (isinstance(us, float) and math.isnan(us)):
-        return "—"
-    if us < 10:
-        return f"{us:.2f} µs"
-    if us < 1000:
-        return f"{us:.0f} µs"
-    if us < 1_000_000:
-        return f"{us / 1000:.3g} ms" if us < 100_000 else f"{us / 1000:.0f} ms"
-    return f"{us / 1e6:.2f} s"
-
-
-def x(value: float | None) -> str:
-    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}×"
-
-
-def mark(ok: bool | None) -> str:
-    return "—" if ok is None else ("✓" if ok else "✗ missed")
-
-
-def _get(obj: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(obj, dict) or key not in obj:
-            return None
-        obj = obj[key]
-    return obj
-
-
-def _p50(obj: Any, *path: str, key: str = "p50_us") -> float | None:
-    v = _get(obj, *path, key)
-    return float(v) if isinstance(v, int | float) else None
-
-
-def _div(a: float | None, b: float | None) -> float | None:
-    return a / b if a is not None and b else None
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(out)
-
-
 # -- the summary: every target, ours against each peer -------------------------------------------
-def _summary(res: dict[str, Any]) -> str:
+def _summary(res: dict[str, Any], prev: dict[str, Any] | None = None) -> str:
+    """Every target; with ``prev`` (module -> result of the previous run), that run's figure and ratio per row."""
+    rows = _summary_rows(res)
+    header = ["family", "what", "Agent Legs", "peer(s)", "ratio", "target", "met"]
+    if prev is None:
+        return table(header, rows)
+    before_rows = _summary_rows(prev)
+    exact = {(r[0], r[1]): r for r in before_rows}
+    loose = {(r[0], r[1].split(" (")[0]): r for r in before_rows}  # rows whose label carries figures
+    for r in rows:
+        b = exact.get((r[0], r[1])) or loose.get((r[0], r[1].split(" (")[0]))
+        r.append("—" if b is None or not b[2].strip("—/ ") else f"{b[2]} ({b[4]})" if b[4] != "—" else b[2])
+    return table([*header, "previous run (ratio)"], rows)
+
+
+def _summary_rows(res: dict[str, Any]) -> list[list[str]]:
     rows: list[list[str]] = []
 
     def row(family: str, what: str, ours: str, peer: str, ratio: str, target: str, met: bool | None) -> None:
@@ -118,29 +95,31 @@ def _summary(res: dict[str, Any]) -> str:
         )
 
     http = res.get("http", {})
-    ours, raw = _p50(http, "sequential", "agent_legs"), _p50(http, "sequential", "raw_httpx")
-    r = _div(ours, raw)
-    row(
-        "http",
-        "`http.request` 1 KB sequential p50",
-        t(ours),
-        f"raw `httpx.AsyncClient` {t(raw)}",
-        x(r),
-        "≤ 1.15× raw httpx",
-        None if r is None else r <= 1.15,
-    )
     conc = _get(http, "concurrent_50_req_s") or {}
-    ours_c, lc_c, raw_c = conc.get("agent_legs"), conc.get("langchain_requests_get"), conc.get("raw_httpx")
-    r = _div(ours_c, lc_c)
-    row(
-        "http",
-        "`http.request` 50 concurrent, req/s",
-        f"{ours_c:,.0f}" if ours_c else "—",
-        f"LangChain `RequestsGetTool` {lc_c:,.0f}; raw httpx {raw_c:,.0f}" if lc_c and raw_c else "—",
-        x(r),
-        "≥ 2× LangChain",
-        None if r is None else r >= 2,
-    )
+    lc_c, raw_c = conc.get("langchain_requests_get"), conc.get("raw_aiohttp")
+    for key, setup in (("agent_legs", "default"), ("agent_legs_spans_recorded", "spans through a BatchSpanProcessor")):
+        ours, raw = _p50(http, "sequential", key), _p50(http, "sequential", "raw_aiohttp")
+        r = _div(ours, raw)
+        row(
+            "http",
+            f"`http.request` 1 KB sequential p50 ({setup})",
+            t(ours),
+            f"raw aiohttp `ClientSession` {t(raw)}",
+            x(r),
+            "≤ 1.5× raw aiohttp",
+            None if r is None else r <= 1.5,
+        )
+        ours_c = conc.get(key)
+        r_lc, r_raw = _div(ours_c, lc_c), _div(ours_c, raw_c)
+        row(
+            "http",
+            f"`http.request` 50 concurrent, req/s ({setup})",
+            f"{ours_c:,.0f}" if ours_c else "—",
+            f"LangChain `RequestsGetTool` {lc_c:,.0f}; raw aiohttp {raw_c:,.0f}" if lc_c and raw_c else "—",
+            f"{x(r_lc)} / {x(r_raw)}",
+            "≥ 2× LangChain and ≥ 0.5× raw aiohttp",
+            None if r_lc is None or r_raw is None else r_lc >= 2 and r_raw >= 0.5,
+        )
 
     code = res.get("code", {})
     warm = _p50(code, "agent_legs", "warm_print_1_plus_1")
@@ -269,7 +248,7 @@ def _summary(res: dict[str, Any]) -> str:
             "one span + one log line per action",
             acc,
         )
-    return table(["family", "what", "Agent Legs", "peer(s)", "ratio", "target", "met"], rows)
+    return rows
 
 
 # -- per family: every timing group the module reported -------------------------------------------
@@ -302,7 +281,8 @@ def _walk(
             scalars.append((sub, json.dumps(v)))
 
 
-def _family(name: str, result: dict[str, Any]) -> str:
+def _family(name: str, result: dict[str, Any], prev: dict[str, Any] | None = None) -> str:
+    """Every timing group of a module; with ``prev`` (the module's previous result), each case's change."""
     if "error" in result:
         return f"**{name}: not measured** — `{result['error']}`"
     parts: list[str] = []
@@ -310,14 +290,21 @@ def _family(name: str, result: dict[str, Any]) -> str:
     singles: list[tuple[str, Any]] = []
     scalars: list[tuple[str, Any]] = []
     _walk(result, "", groups, singles, scalars)
+    before: dict[str, dict[str, Any]] = {}
+    if prev is not None:
+        prev_groups: list[tuple[str, dict[str, Any]]] = []
+        _walk(prev, "", prev_groups, [], [])
+        before = dict(prev_groups)
     for path, summaries in groups:
         base_key = next((k for k in summaries if k.startswith("agent_legs")), None)
         base = summaries[base_key]["p50_us"] if base_key else None
         rows = [
             [f"`{k}`", t(v["p50_us"]), t(v["p95_us"]), str(v.get("n", "")), x(v["p50_us"] / base) if base else "—"]
+            + ([change(v["p50_us"], _p50(before.get(path, {}), k))] if prev is not None else [])
             for k, v in summaries.items()
         ]
-        parts.append(f"*{path or name}*\n\n" + table(["case", "p50", "p95", "n", "p50 / Agent Legs"], rows))
+        header = ["case", "p50", "p95", "n", "p50 / Agent Legs"] + (["p50 vs previous run"] if prev is not None else [])
+        parts.append(f"*{path or name}*\n\n" + table(header, rows))
     if singles:
         rows = [[f"`{p}`", t(v["p50_us"]), t(v["p95_us"]), str(v.get("n", ""))] for p, v in singles]
         parts.append(table(["measurement", "p50", "p95", "n"], rows))
@@ -462,61 +449,6 @@ def _scale(scale: dict[str, Any], chart: Path | None) -> str:
     return "\n\n".join(out)
 
 
-def chart(scale: dict[str, Any], path: Path) -> bool:
-    """Throughput, p95 per action and memory per session against sessions, as one SVG."""
-    try:
-        import matplotlib as mpl
-
-        mpl.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("bench: matplotlib is not installed: chart not drawn (pip install -r bench/requirements.txt)")
-        return False
-    sizes = scale.get("sizes") or []
-    if not sizes:
-        return False
-    plt.rcParams["svg.hashsalt"] = "agent-legs-bench"  # stable ids: the file changes only with the numbers
-    plt.rcParams["svg.fonttype"] = "none"
-    n = [s["sessions"] for s in sizes]
-    fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(13, 3.8))
-    a1.plot(n, [s["throughput_actions_s"] for s in sizes], "o-", color="#3f51b5")
-    a1.set_title("throughput (actions/s)")
-    a1.set_ylim(bottom=0)
-    for action in scale.get("workload") or []:
-        vals = [(s["sessions"], _p50(s, "latency", action, key="p95_us")) for s in sizes]
-        pts = [(k, v / 1000) for k, v in vals if v]
-        if pts:
-            a2.plot(*zip(*pts, strict=True), "o-", label=action)
-    a2.set_yscale("log")
-    a2.set_title("p95 latency per action (ms)")
-    a2.legend(fontsize=7)
-    keys = [
-        ("our_rss_growth_mb", "our process"),
-        ("chromium_pss_mb", "Chromium"),
-        ("playwright_driver_pss_mb", "Playwright driver"),
-        ("containers_mb", "sandbox containers"),
-    ]
-    bottom = [0.0] * len(sizes)
-    labels = [str(k) for k in n]
-    for key, label in keys:
-        vals = [s["memory"][key] / s["sessions"] for s in sizes]
-        a3.bar(labels, vals, bottom=bottom, label=label)
-        bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
-    a3.set_title("memory per session (MB)")
-    a3.set_xlabel("concurrent sessions")
-    a3.legend(fontsize=7)
-    for ax in (a1, a2):
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(n, [str(k) for k in n])
-        ax.set_xlabel("concurrent sessions")
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format=path.suffix.lstrip(".") or "svg", metadata={"Date": None})
-    plt.close(fig)
-    return True
-
-
 # -- the page -------------------------------------------------------------------------------------
 def _meta(report: dict[str, Any], sources: list[Path]) -> str:
     m = report.get("machine", {})
@@ -525,7 +457,8 @@ def _meta(report: dict[str, Any], sources: list[Path]) -> str:
         data = json.loads(src.read_text())
         walls = ", ".join(f"{k} {v.get('wall_s', '?')} s" for k, v in data.get("results", {}).items())
         runs.append(
-            f"`{src}`: measured {data.get('time', '?')}, {data.get('iterations', '?')} iterations"
+            f"`{src}`: measured {data.get('time', '?')} at commit {data.get('git', '?')}, "
+            f"{data.get('iterations', '?')} iterations"
             + (" (**smoke**)" if data.get("smoke") else "")
             + f"; time per module: {walls}"
             + (f" ({data['note']})" if data.get("note") else "")
@@ -547,27 +480,74 @@ def merge(paths: list[Path]) -> dict[str, Any]:
     for p in paths:
         data = json.loads(p.read_text())
         results = {**merged.get("results", {}), **data.get("results", {})}
-        merged = {**merged, **data, "results": results}
+        peer_modules = {**(merged.get("peers") or {}).get("modules", {}), **(data.get("peers") or {}).get("modules", {})}
+        peer_info = {**(merged.get("peers") or {}), **(data.get("peers") or {}), "modules": peer_modules}
+        merged = {**merged, **data, "results": results, "peers": peer_info}
     return merged
 
 
-def render(page: Path, sources: list[Path]) -> bool:
-    """Rewrite the page's blocks; False when a block could not be rendered (its error is shown there)."""
+def _keep_rows(old_block: str, new_table: str, families: set[str]) -> str:
+    """The new summary's rows of ``families``, in the page's order, the page's rows of the others (cells
+    the page lacks, such as the previous run's, shown as "—")."""
+    new_lines = new_table.splitlines()
+    header, sep, new_rows = new_lines[0], new_lines[1], new_lines[2:]
+    width = header.count("|") - 1
+    out, placed = [header, sep], False
+    lines = [ln for ln in old_block.splitlines()[3:-1] if ln.startswith("|")]  # past marker, header, separator
+
+    def label(row: str) -> str:
+        return row.split("|")[2].strip().split(" (")[0]
+
+    # a row of a module not re-run (imports, in the core family) renders empty: the page's is kept, if any
+    kept = {label(r) for r in new_rows if r.split("|")[3].strip() == "—"}
+    new_rows = [r for r in new_rows if label(r) not in kept]
+    for line in lines:
+        family = "" if label(line) in kept else line.split("|")[1].strip()
+        if family in families:
+            if not placed:
+                out += [r for r in new_rows if r.split("|")[1].strip() in families]
+                placed = True
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        out.append("| " + " | ".join(cells + ["—"] * (width - len(cells))) + " |")
+    if not placed:
+        out += [r for r in new_rows if r.split("|")[1].strip() in families]
+    return "\n".join(out)
+
+
+def render(page: Path, sources: list[Path], only: list[str] | None = None) -> bool:
+    """Rewrite the page's blocks; False when a block could not be rendered (its error is shown there).
+
+    ``only`` (modules): rewrite just their blocks, the summary's rows of their families (the other
+    rows are kept as the page has them), the peers and the history; the rest of the page stays."""
     report = merge(sources)
     res: dict[str, Any] = report.get("results", {})
+    prev, used = previous_results(sources)
     if "scale" in res and "error" not in res["scale"]:
         chart(res["scale"], page.parent / CHART)
     chart_path = CHART if (page.parent / CHART).exists() else None
     blocks: dict[str, Callable[[], str]] = {
         "meta": lambda: _meta(report, sources),
-        "summary": lambda: _summary(res),
+        "summary": lambda: _summary(res, prev or None),
+        "peers": lambda: peers(report),
+        "budget": lambda: budget(res),
+        "history": lambda: history(used),
         "core": lambda: _core(res.get("core", {"error": "not in the results"})),
         "dispatch": lambda: _dispatch(res.get("dispatch", {"error": "not in the results"})),
         "scale": lambda: _scale(res.get("scale", {"error": "not in the results"}), chart_path),
     }
     for fam in ("files", "http", "code", "browser", "email"):
-        blocks[fam] = lambda f=fam: _family(f, res.get(f, {"error": "not in the results"}))  # type: ignore[misc]
+        blocks[fam] = lambda f=fam: _family(f, res.get(f, {"error": "not in the results"}), prev.get(f))  # type: ignore[misc]
     text = page.read_text() if page.exists() else "# Benchmarks\n"
+    if only:
+        old = {m.group("name"): m.group(0) for m in BLOCK.finditer(text)}
+        whole_summary = blocks["summary"]
+        keep = (*only, "peers", "history", *(["budget"] if {"core", "flows", "budget"} & set(only) else []))
+        blocks = {k: v for k, v in blocks.items() if k in keep}
+        blocks["summary"] = lambda: _keep_rows(old.get("summary", ""), whole_summary(), set(only))
+        old_meta = "\n".join(old.get("meta", "").splitlines()[1:-1])  # the page's sources stay listed
+        new_meta = _meta(report, sources).split("from:\n\n", 1)[-1]
+        blocks["meta"] = lambda: f"{old_meta}\n\nRe-rendered with `--only {','.join(only)}` from:\n\n{new_meta}"
     seen: set[str] = set()
     failed: list[str] = []
 

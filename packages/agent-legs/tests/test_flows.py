@@ -241,6 +241,36 @@ def test_the_index_is_bounded_and_a_saturated_session_fails_closed(dirs, http_se
     assert [label for label, _ in rows][:2] == ["private", "saturated"] and rows[1][1] == 0  # then untrusted responses
 
 
+def test_untrusted_labels_cost_no_store_round_trip_per_call_yet_every_check_and_close_sees_them(
+    dirs, http_server, second_http_server
+) -> None:
+    """An http.request's untrusted label (shown to approvers, deciding nothing) is buffered, not
+    written with a hop to the runtime loop per call (issue 20: that hop was a third of the call);
+    a check writes the buffer before it reads the store, and Legs.close writes what is left."""
+    asked = []
+    with _legs(dirs, second_http_server, approver=lambda r: asked.append(r.reason) or False) as legs:
+        hops = []
+        real_on_loop = legs._runtime.on_loop
+        legs._runtime.on_loop = lambda coro: hops.append(coro) or real_on_loop(coro)
+        for i in range(20):
+            r = legs.run(
+                "http.request", {"method": "GET", "url": second_http_server.url("/json")}, session="s", call_id=f"get-{i}"
+            )
+            assert r.ok, r.output
+        assert len(hops) < 10  # one per call before (20); batches now
+        _read(legs)
+        assert not _leak(legs, http_server).ok
+        r = legs.run("http.request", {"method": "GET", "url": second_http_server.url("/json")}, session="t", call_id="late")
+        assert r.ok
+    assert (
+        "also read untrusted content (http.request call get-17, http.request call get-18, http.request call get-19)" in asked[0]
+    )
+    rows = sqlite3.connect(dirs[1] / "state.sqlite3").execute(
+        "SELECT call_id FROM flow_index WHERE label='untrusted' ORDER BY id"
+    )
+    assert [r[0] for r in rows] == [f"get-{i}" for i in range(20)] + ["late"]  # all of them, in order, the last at close
+
+
 def test_closing_a_session_forgets_its_index(dirs, http_server, second_http_server) -> None:
     with _legs(dirs, second_http_server, approver=lambda r: False) as legs:
         _read(legs)

@@ -978,7 +978,8 @@ def test_a_redirect_from_https_down_to_http_is_refused_before_sending(dirs, tls_
 
 
 def test_a_post_whose_response_never_came_is_not_retryable(legs, http_server) -> None:
-    r = legs.run("http.request", {"method": "POST", "url": http_server.url("/slow?s=3"), "body": "x", "timeout_s": 0.5})
+    # 2 s for the request to reach the server even on a loaded machine; the server answers after 6
+    r = legs.run("http.request", {"method": "POST", "url": http_server.url("/slow?s=6"), "body": "x", "timeout_s": 2.0})
     assert http_server.requests[-1].method == "POST"  # the server got it (and may have acted)
     assert r.error.type == "timeout" and not r.error.retryable, r.error
     assert "may have reached the server and taken effect" in r.error.message
@@ -1003,7 +1004,7 @@ def test_a_post_cut_mid_response_is_not_retryable_but_a_get_is(legs, http_server
 def test_a_get_after_a_post_redirect_that_times_out_is_not_retryable(legs, http_server) -> None:
     r = legs.run(
         "http.request",
-        {"method": "POST", "url": http_server.url("/redirect?to=/slow%3Fs%3D3&status=303"), "body": "x", "timeout_s": 0.8},
+        {"method": "POST", "url": http_server.url("/redirect?to=/slow%3Fs%3D6&status=303"), "body": "x", "timeout_s": 2.5},
     )
     assert [q.method for q in http_server.requests[-2:]] == ["POST", "GET"]
     assert r.error.type == "timeout" and not r.error.retryable and "may have reached" in r.error.message

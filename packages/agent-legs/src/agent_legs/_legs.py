@@ -388,6 +388,11 @@ class Legs:
             return
         self._closed = True
         _LIVE.discard(self)
+        if self._pipeline.flows.pending:  # the exfiltration guard's buffered untrusted labels reach the store
+            try:
+                self._dispatch.run(self._pipeline.flows.flush(), what="Legs.close()")
+            except Exception:
+                log.exception("Legs.close(): untrusted labels of the exfiltration guard not stored")
         self._dispatch.close()  # the runtime, then the private loops
         self._approvals.close()
         self._telemetry.shutdown()

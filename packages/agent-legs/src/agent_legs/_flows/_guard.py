@@ -8,8 +8,12 @@ Two hooks in the call pipeline (``_pipeline.CallPipeline``: ``_check_flow`` and 
   to this session, or attaches a workspace file the session did not write, and some destination is
   not trusted, it returns a ``Finding``: ``policy.flows.mode`` then sends the call to approval or
   refuses it; the reason names the rule ``policy.flows``, the reading call ids and the destinations;
-* ``record`` after a reading action's result: its fingerprints (private) or its label (untrusted)
-  go to the state store before the model sees the result.
+* ``record`` after a reading action's result: its fingerprints (private) go to the state store
+  before the model sees the result; its label (untrusted: shown to approvers, deciding nothing) is
+  buffered in this worker and written in one batch (before this worker reads the store for a check,
+  when ``_LABEL_BATCH`` are pending or the oldest is ``_LABEL_DELAY_S`` old as the next one comes, and
+  at ``flush()``, which ``Legs.close`` calls), so that an ``http.request`` or a browser action pays no
+  store round trip; other workers see them once written.
 
 Threat model: the model is fully compromised (a prompt injection chooses every call). It can copy,
 encode, split (fragments of 12 or more characters each) and attach what it read; each is caught.
@@ -26,6 +30,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
+import threading
+import time
 from array import array
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -44,10 +51,14 @@ if TYPE_CHECKING:
 
 __all__ = ["RULE", "Finding", "FlowGuard"]
 
+log = logging.getLogger("agent_legs.flows")
+
 RULE = "policy.flows"
 _SESSIONS = 1024  # sessions whose current browser page and written files this worker remembers
 _BLIND_SESSIONS = 65_536  # sessions remembered as blind (a few bytes each)
 _WRITTEN = 256  # file digests remembered per session (the oldest forgotten: such a file counts as private)
+_LABEL_BATCH = 64  # untrusted labels buffered before a write is forced
+_LABEL_DELAY_S = 1.0  # nor is one kept unwritten longer than this while calls keep coming (flush() at close)
 _SINKS = ("email.send", "http.request", "browser.navigate", "browser.fill", "browser.click")
 
 
@@ -83,6 +94,10 @@ class FlowGuard:
         # one of them is judged by its content; any other workspace file is private by provenance
         self._written: OrderedDict[str, OrderedDict[str, None]] = OrderedDict()
         self._key: bytes | None = None
+        # untrusted labels (session, call_id, action) not yet in the store, and when the oldest came
+        self._labels: list[tuple[str, str | None, str]] = []
+        self._labels_since = 0.0
+        self._labels_lock = threading.Lock()  # record runs on the callers' loops (inline actions), in threads
 
     # -- which calls the guard looks at --------------------------------------------------------
     def is_sink(self, action: str) -> bool:
@@ -108,7 +123,8 @@ class FlowGuard:
 
     async def _index(self, session: str) -> SessionIndex:
         index = self._cache.get(session)
-        rows = await self._runtime.on_loop(self._runtime.state.flow_entries(session, index.last_id))
+        labels = self._take_labels()  # written first, in the same hop: the rows read include them
+        rows = await self._runtime.on_loop(self._labels_then_entries(labels, session, index.last_id))
         with index.lock:
             for row in rows:
                 if row[0] > index.last_id:
@@ -118,10 +134,55 @@ class FlowGuard:
     async def _add(self, session: str, call_id: str | None, action: str, label: str, fps: str = "", n: int = 0) -> None:
         await self._runtime.on_loop(self._runtime.state.add_flow_entry(session, call_id, action, label, fps, n))
 
+    async def _labels_then_entries(
+        self, labels: list[tuple[str, str | None, str]], session: str, after: int
+    ) -> list[tuple[int, str | None, str, str, str, int]]:
+        await self._write_labels(labels)
+        return await self._runtime.state.flow_entries(session, after)
+
+    async def _write_labels(self, labels: list[tuple[str, str | None, str]]) -> None:
+        """On the runtime loop: the buffered untrusted labels, in the order they came. A label the store
+        cannot take changes no decision: it is logged and dropped."""
+        for session, call_id, action in labels:
+            try:
+                await self._runtime.state.add_flow_entry(session, call_id, action, "untrusted", "", 0)
+            except ActionError as exc:
+                log.warning("untrusted label of %s call %s not stored: %s", action, call_id, exc.message)
+
+    async def _labels_then_drop(self, labels: list[tuple[str, str | None, str]], session: str) -> None:
+        await self._write_labels(labels)
+        await self._runtime.state.drop_flow_entries(session)
+
+    def _label(self, session: str, call_id: str | None, action: str) -> bool:
+        """Buffer an untrusted label; True when the buffer is due to be written."""
+        now = time.monotonic()
+        with self._labels_lock:
+            if not self._labels:
+                self._labels_since = now
+            self._labels.append((session, call_id, action))
+            return len(self._labels) >= _LABEL_BATCH or now - self._labels_since >= _LABEL_DELAY_S
+
+    def _take_labels(self, drop_session: str | None = None) -> list[tuple[str, str | None, str]]:
+        with self._labels_lock:
+            labels, self._labels = self._labels, []
+        return [label for label in labels if label[0] != drop_session]
+
+    @property
+    def pending(self) -> bool:
+        """Whether untrusted labels wait to be written (``flush``)."""
+        return bool(self._labels)
+
+    async def flush(self) -> None:
+        """Write the buffered untrusted labels (one hop to the runtime loop for all of them)."""
+        labels = self._take_labels()
+        if labels:
+            await self._runtime.on_loop(self._write_labels(labels))
+
     async def forget(self, session: str) -> None:
         """Drop ``session``'s index (the session was closed): the store's rows first, so that a store
         that is down leaves everything as it was (``unavailable``; fail closed)."""
-        await self._runtime.on_loop(self._runtime.state.drop_flow_entries(session))
+        labels = self._take_labels(drop_session=session)  # the others' are written now
+        await self._runtime.on_loop(self._labels_then_drop(labels, session))
         self._cache.drop(session)
         for table in (self._pages, self._written, self._blind, self._local):
             table.pop(session, None)
@@ -147,12 +208,8 @@ class FlowGuard:
             return
         if is_private(action, arguments, self._extra, self._credentialed):
             await self._record_private(action, session, call_id, result_texts(action, output))
-        elif is_untrusted(action):
-            try:
-                await self._add(session, call_id, action, "untrusted")
-            except ActionError as exc:  # a label the store cannot take changes no decision
-                if exc.type != "unavailable":
-                    raise
+        elif is_untrusted(action) and self._label(session, call_id, action):
+            await self.flush()
 
     async def _record_private(self, action: str, session: str, call_id: str | None, text: str) -> None:
         """Index private ``text``. With the store unreachable the read is not withheld: its fingerprints
