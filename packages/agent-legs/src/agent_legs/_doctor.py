@@ -12,8 +12,10 @@ the workspace/state directories. A family whose extra is not installed fails its
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import glob
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -31,7 +33,7 @@ from ._settings import MailServer, Settings, load_settings
 if TYPE_CHECKING:
     from ._legs import Legs
 
-__all__ = ["Check", "check_browser", "check_docker", "check_runtime", "check_sandbox_owner", "run_checks"]
+__all__ = ["Check", "check_browser", "check_docker", "check_docker_hosts", "check_runtime", "check_sandbox_owner", "run_checks"]
 
 Status = Literal["ok", "warn", "fail"]
 _TIMEOUT_S = 3.0
@@ -86,11 +88,14 @@ def check_dirs(workspace: Path, state_dir: Path) -> list[Check]:
 
 
 # -- Docker ------------------------------------------------------------------------------------
-def check_docker(settings: Settings) -> list[Check]:
-    """The engine (version) and the sandbox image (present, built from the current recipe)."""
+def check_docker(settings: Settings, secrets: Mapping[str, str] | None = None) -> list[Check]:
+    """The engine (version) and the sandbox image (present, built from the current recipe); with
+    ``settings.code.docker_hosts``, each host in turn (``check_docker_hosts``)."""
     not_installed = _extra_check("docker", "code")
     if not_installed is not None:
         return [not_installed]
+    if settings.code.docker_hosts:
+        return check_docker_hosts(settings, secrets)
     try:
         import docker
     except ImportError as exc:  # installed but broken
@@ -182,6 +187,54 @@ def check_docker(settings: Settings) -> list[Check]:
             checks.append(Check("sandbox image", "ok", f"{image} (recipe {built})"))
     with contextlib.suppress(Exception):
         client.close()
+    return checks
+
+
+def check_docker_hosts(settings: Settings, secrets: Mapping[str, str] | None = None) -> list[Check]:
+    """Each host of ``settings.code.docker_hosts``, as the sandbox service connects to it: its TLS
+    material readable and PEM, the engine answering with it, the image there, runsc when selected."""
+    import tempfile
+
+    from ._errors import ActionError
+    from ._secrets import Secrets
+    from .actions.code import _container
+    from .actions.code._hosts import HOST_FIX, host_specs
+
+    given = secrets if isinstance(secrets, Secrets) else Secrets(secrets)
+    checks: list[Check] = []
+    with tempfile.TemporaryDirectory(prefix="agent-legs-doctor-tls-") as tls_dir:
+        for spec in host_specs(settings.code):
+            name = f"docker host {spec.name}"
+            missing = sorted({m for v in (spec.tls or {}).values() for m in re.findall(r"\{secret:(\w+)\}", v)} - set(given))
+            if missing:
+                checks.append(Check(name, "fail", f"unknown secret(s) {', '.join(missing)}", "set AGENT_LEGS_SECRET_<NAME>"))
+                continue
+            try:
+                client = _container.connect(spec, settings.code.image, given, tls_dir)
+            except ActionError as exc:
+                checks.append(Check(name, "fail", exc.message, exc.hint or HOST_FIX))
+                continue
+            try:
+                version = client.version().get("Version", "?")
+                tls = "TLS with a client certificate" if spec.tls else "no TLS"
+                checks.append(Check(name, "ok", f"engine {version} at {spec.url} ({tls}), image {settings.code.image} present"))
+                runtime = check_runtime(settings, client.info().get("Runtimes") or {}, local=spec.local)
+                checks.append(dataclasses.replace(runtime, name=f"{runtime.name} on {spec.name}"))
+            except Exception as exc:
+                checks.append(Check(name, "fail", f"the engine failed: {_short(exc)}", HOST_FIX))
+            finally:
+                with contextlib.suppress(Exception):
+                    client.close()
+    if any(not spec.local for spec in host_specs(settings.code)):
+        checks.append(
+            Check(
+                "docker hosts",
+                "warn",
+                "remote engines: the sandbox bind-mounts the workspace by its local path, so each engine's host "
+                "must see the workspace at the same path",
+                "share the workspace at the same path on every engine's host (or use local engines)",
+            )
+        )
     return checks
 
 
@@ -512,4 +565,11 @@ def run_checks(
         conf = settings if settings is not None else load_settings()  # a bad AGENT_LEGS_* value: ConfigError
     ws, st = resolve_dirs(workspace, state_dir)  # as Legs() would: arguments, AGENT_LEGS_* variables, defaults
     sandbox = [check_sandbox_owner(conf, ws)] if conf.code.runtime == "runsc" else []
-    return [*check_dirs(ws, st), *check_docker(conf), *sandbox, check_browser(conf), *check_mail(conf, secrets), check_otlp(conf)]
+    return [
+        *check_dirs(ws, st),
+        *check_docker(conf, secrets),
+        *sandbox,
+        check_browser(conf),
+        *check_mail(conf, secrets),
+        check_otlp(conf),
+    ]

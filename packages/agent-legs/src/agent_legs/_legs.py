@@ -50,6 +50,7 @@ from ._runtime import Runtime
 from ._secrets import Redactor, Secrets
 from ._settings import ENV_PREFIX, Settings, load_settings, read_config_file
 from ._telemetry import Telemetry
+from .actions.code._hosts import check_tls_secrets
 from .actions.mcp._actions import McpService
 
 if TYPE_CHECKING:
@@ -150,6 +151,7 @@ class Legs:
             [f"mcp.{name}." for name in self._mcp_servers],
         )
 
+        check_tls_secrets(self.settings.code, self.secrets)  # sandbox hosts' {secret:NAME} PEM: named, and PEM
         self.workspace, self.state_dir = resolve_dirs(workspace, state_dir)
         if _is_within(self.state_dir, self.workspace) or _is_within(self.workspace, self.state_dir):
             raise ConfigError(

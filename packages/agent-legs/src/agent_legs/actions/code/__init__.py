@@ -12,12 +12,15 @@ Modules (each states its own invariants):
 
 * ``_actions``: the ``code.run`` / ``code.reset`` handlers; shaping a reply into output and data.
 * ``_models``: the input models and the call's time limit.
-* ``_service``: ``CodeService``: the pool, the sessions' kernels, reaping, set-id sweeps, cleanup.
+* ``_service``: ``CodeService``: the hosts and their warm pools, the sessions' kernels, a failed host
+  taken out and back in, reaping, set-id sweeps, cleanup.
 * ``_kernel``: one session's kernel: claiming it for a call (replacing it when dead, out of step
   or unable to hide new denied paths) and running a call on it.
 * ``_channel``: the host side of the protocol: attach framing, bounded reads, request ids, reply checks.
 * ``_container``: the engine connection and the container's containment (limits, mounts, labels,
   the bootstrap, gVisor), orphan removal.
+* ``_hosts``: the Docker hosts (``settings.code.docker_hosts``): their settings and TLS material,
+  the client, health, and placement by load (fewest live sessions per weight).
 * ``_fs``: the workspace as the sandbox sees it: who it runs as, denied-path masks, set-id stripping.
 * ``_sandbox``: runs INSIDE the container or without agent_legs: the driver (stdlib only) and the
   image recipe (``build.py``, ``Dockerfile``).
@@ -32,5 +35,7 @@ before every call and every 2 s while a kernel lives (``_service``, ``_fs``). **
 (``policy.files.deny``) are masked in the container, and a kernel that cannot hide a newly appeared
 one is replaced before the code runs (``_fs``, ``_kernel``). **Guarded network** only: one unix socket
 to the egress guard's proxy (``_container``). **Dying with the host**: PID 1 ends the container when
-the attach connection drops; orphans of dead hosts are removed at start (``_container``).
+the attach connection drops; orphans of dead hosts are removed at start (``_container``). **Remote
+engines**: TLS with the configured CA and client certificate only; an engine that stops answering is
+taken out and its sessions are told, never silently moved (``_hosts``, ``_service``).
 """

@@ -14,7 +14,6 @@ See the package docstring (``agent_legs.actions.code``) for the module map and t
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Any
 
 from ..._context import ActionContext
@@ -22,6 +21,7 @@ from ..._errors import ActionError
 from ..._models import ActionOutput, Artifact
 from ..._registry import action
 from ._container import UNAVAILABLE_HINT
+from ._hosts import host_specs
 from ._kernel import run_code
 from ._models import ResetInput, RunInput, timeout_for
 from ._service import CodeService
@@ -49,7 +49,7 @@ async def code_run(ctx: ActionContext, args: RunInput) -> ActionOutput:
         async with asyncio.timeout_at(deadline):
             svc = await ctx.service(CodeService)
     except TimeoutError:
-        where = ctx.settings.code.docker_host or os.environ.get("DOCKER_HOST") or "the local socket"
+        where = ", ".join(spec.name for spec in host_specs(ctx.settings.code))
         raise ActionError(
             "unavailable",
             f"the Docker engine ({where}) did not answer within this call's {limit_s:g} s timeout; nothing ran",

@@ -18,6 +18,10 @@ channel), so it may forge frames, announce huge lengths, flood, or answer out of
 * every field of a reply is type-checked and cut to the policy's caps (``clean_reply``) before it
   reaches ``data``.
 
+A remote engine's attach connection is TLS (an ``ssl.SSLSocket``, which the loop's socket calls
+refuse): ``recv_some``/``send_all`` read and write it non-blocking, and ``ensure_idle``, which cannot
+peek under TLS, keeps the byte it read (``raw_head``) for the next frame.
+
 Any breach raises ``ProtocolError``; the caller kills the kernel and the session's next call gets a
 fresh one. ``hang_up`` ends the attach connection, which makes the driver's PID 1 end the container.
 """
@@ -27,13 +31,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import select
 import socket
+import ssl
 import struct
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["FRAME_MAX", "HELLO_MAX", "Channel", "ProtocolError", "clean_reply", "hang_up", "recv_exact", "reply_cap"]
+__all__ = [
+    "FRAME_MAX",
+    "HELLO_MAX",
+    "Channel",
+    "ProtocolError",
+    "clean_reply",
+    "hang_up",
+    "recv_exact",
+    "recv_some",
+    "reply_cap",
+    "send_all",
+]
 
 FRAME_MAX = 1 << 20  # one attach frame; the engine sends at most 32 KiB
 HELLO_MAX = 64 * 1024
@@ -53,11 +70,57 @@ class ProtocolError(Exception):
 async def recv_exact(loop: asyncio.AbstractEventLoop, sock: socket.socket, n: int) -> bytes:
     buf = bytearray()
     while len(buf) < n:
-        chunk = await loop.sock_recv(sock, n - len(buf))
+        chunk = await recv_some(loop, sock, n - len(buf))
         if not chunk:
             raise EOFError("sandbox connection closed")
         buf += chunk
     return bytes(buf)
+
+
+async def _ready(loop: asyncio.AbstractEventLoop, sock: socket.socket, *, write: bool) -> None:
+    """Wait until the (non-blocking) socket is readable, or writable."""
+    fut: asyncio.Future[None] = loop.create_future()
+
+    def done() -> None:
+        if not fut.done():
+            fut.set_result(None)
+
+    fd = sock.fileno()
+    if fd < 0:
+        raise EOFError("sandbox connection closed")
+    (loop.add_writer if write else loop.add_reader)(fd, done)
+    try:
+        await fut
+    finally:
+        (loop.remove_writer if write else loop.remove_reader)(fd)
+
+
+async def recv_some(loop: asyncio.AbstractEventLoop, sock: socket.socket, n: int) -> bytes:
+    """Up to ``n`` bytes; over TLS (a remote engine's attach connection) too, which the loop's
+    ``sock_recv`` refuses: decrypted bytes are served first, then the socket is awaited."""
+    if not isinstance(sock, ssl.SSLSocket):
+        return await loop.sock_recv(sock, n)
+    while True:
+        try:
+            return sock.recv(n)
+        except ssl.SSLWantReadError:
+            await _ready(loop, sock, write=False)
+        except ssl.SSLWantWriteError:
+            await _ready(loop, sock, write=True)
+
+
+async def send_all(loop: asyncio.AbstractEventLoop, sock: socket.socket, data: bytes) -> None:
+    if not isinstance(sock, ssl.SSLSocket):
+        await loop.sock_sendall(sock, data)
+        return
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[sock.send(view) :]
+        except ssl.SSLWantReadError:
+            await _ready(loop, sock, write=False)
+        except (ssl.SSLWantWriteError, BlockingIOError):
+            await _ready(loop, sock, write=True)
 
 
 def hang_up(sock: socket.socket) -> None:
@@ -78,15 +141,49 @@ class Channel:
     sock: socket.socket
     buffer: bytearray = field(default_factory=bytearray)
     stderr_tail: bytearray = field(default_factory=bytearray)
+    raw_head: bytearray = field(default_factory=bytearray)  # bytes taken off a TLS connection to see if any waited
+
+    async def _recv_exact(self, loop: asyncio.AbstractEventLoop, n: int) -> bytes:
+        """``n`` raw bytes of the connection (a byte ``ensure_idle`` took off a TLS connection first)."""
+        head = bytes(self.raw_head[:n])
+        del self.raw_head[:n]
+        return head + (await recv_exact(loop, self.sock, n - len(head)) if len(head) < n else b"")
+
+    def _waiting(self) -> bool:
+        """Bytes wait on the connection (``EOFError`` when it is closed). Over TLS, a record that holds
+        no data (a session ticket) is consumed here and counts as nothing."""
+        if self.raw_head:
+            return True
+        if not isinstance(self.sock, ssl.SSLSocket):
+            try:
+                peek = self.sock.recv(1, socket.MSG_PEEK)
+            except (BlockingIOError, InterruptedError):
+                return False
+            if not peek:
+                raise EOFError("sandbox connection closed")
+            return True
+        if not self.sock.pending():
+            poller = select.poll()  # not select(): a busy process has descriptors past 1024
+            poller.register(self.sock, select.POLLIN)
+            if not poller.poll(0):
+                return False
+        try:
+            byte = self.sock.recv(1)  # TLS cannot peek: the byte is kept for the next read
+        except ssl.SSLWantReadError:
+            return False
+        if not byte:
+            raise EOFError("sandbox connection closed")
+        self.raw_head += byte
+        return True
 
     async def _read_frame(self) -> None:
         """One frame of the attach stream (stdout and stderr multiplexed), its size checked."""
         loop = asyncio.get_running_loop()
-        header = await recv_exact(loop, self.sock, 8)
+        header = await self._recv_exact(loop, 8)
         stream, size = header[0], struct.unpack(">I", header[4:])[0]
         if stream not in (1, 2) or size > FRAME_MAX:
             raise ProtocolError(f"a malformed attach frame (stream {stream}, {size} bytes)")
-        payload = await recv_exact(loop, self.sock, size)
+        payload = await self._recv_exact(loop, size)
         if stream == 2:
             self.stderr_tail += payload
             del self.stderr_tail[:-4000]
@@ -122,13 +219,7 @@ class Channel:
     async def ensure_idle(self) -> None:
         """Before a request: nothing may be waiting on the channel (the kernel does not write
         between calls; bytes there mean code wrote on it, and the next reply would be out of step)."""
-        while True:
-            try:
-                peek = self.sock.recv(1, socket.MSG_PEEK)
-            except (BlockingIOError, InterruptedError):
-                break
-            if not peek:
-                raise EOFError("sandbox connection closed")
+        while self._waiting():
             try:
                 async with asyncio.timeout(2):
                     await self._read_frame()
@@ -141,7 +232,7 @@ class Channel:
         """Send ``payload`` with a fresh id; the reply must echo it."""
         call_id = uuid.uuid4().hex
         data = json.dumps({**payload, "id": call_id}).encode()
-        await asyncio.get_running_loop().sock_sendall(self.sock, struct.pack(">I", len(data)) + data)
+        await send_all(asyncio.get_running_loop(), self.sock, struct.pack(">I", len(data)) + data)
         reply = await self.read_message(cap)
         if reply.get("id") != call_id:
             raise ProtocolError("the kernel's reply does not answer this call (its id differs): the channel is out of step")

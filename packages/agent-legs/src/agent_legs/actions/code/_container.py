@@ -34,14 +34,19 @@ import asyncio
 import contextlib
 import os
 import socket
+import ssl
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..._egress_proxy import EgressProxy
 from ..._errors import ActionError
+from ._hosts import HOST_FIX, HostSpec, open_client
 from ._policy import CodePolicy
 from ._sandbox import driver_source
 from ._settings import CodeSettings
+
+if TYPE_CHECKING:
+    from ..._secrets import Secrets
 
 __all__ = [
     "BOOTSTRAP",
@@ -66,6 +71,7 @@ __all__ = [
     "remove_instance",
     "remove_orphans",
     "short",
+    "tls_reason",
 ]
 
 LABEL = "agent-legs.sandbox"
@@ -133,35 +139,47 @@ def short(exc: BaseException) -> str:
     return text if len(text) <= 300 else text[:300] + "..."
 
 
-async def connect(settings: CodeSettings) -> Any:
-    """A Docker client that answered its ping and has ``settings.image``; ``unavailable`` otherwise."""
+def connect(spec: HostSpec, image: str, secrets: Secrets, directory: str) -> Any:
+    """A Docker client for ``spec`` that answered its ping and has ``image`` (blocking); ``unavailable``
+    naming the engine otherwise."""
     try:
         import docker
     except ImportError as exc:  # pragma: no cover - a core dependency
         raise ActionError("unavailable", f"the docker package is missing: {exc}", hint=UNAVAILABLE_HINT) from None
-    where = settings.docker_host or os.environ.get("DOCKER_HOST") or "the local socket"
+    where = f"{spec.name}, {spec.url}" if spec.listed and spec.name != spec.url else spec.name
+    hint = HOST_FIX if spec.listed else UNAVAILABLE_HINT
     try:
         # a short timeout for the handshake: a listener that never answers fails this start in
         # CONNECT_S (no thread left waiting longer), then the usual timeout for real work
-        client = await asyncio.to_thread(
-            lambda: (
-                docker.DockerClient(base_url=settings.docker_host, timeout=CONNECT_S)
-                if settings.docker_host
-                else docker.from_env(timeout=CONNECT_S)
-            )
-        )
-        await asyncio.to_thread(client.ping)
+        client = open_client(spec, secrets, directory, CONNECT_S)
+        client.ping()
         client.api.timeout = DOCKER_TIMEOUT_S
-        await asyncio.to_thread(client.images.get, settings.image)
+        client.images.get(image)
+    except ActionError:
+        raise
     except docker.errors.ImageNotFound:
         raise ActionError(
-            "unavailable", f"the sandbox image {settings.image} is not built", hint="Run `agent-legs sandbox build`."
+            "unavailable",
+            f"the sandbox image {image} is not built on the Docker engine ({where})",
+            hint="Run `agent-legs sandbox build` (with DOCKER_HOST set to that engine for a remote one).",
         ) from None
     except Exception as exc:
         raise ActionError(
-            "unavailable", f"cannot reach the Docker engine ({where}): {short(exc)}", retryable=True, hint=UNAVAILABLE_HINT
+            "unavailable", f"cannot reach the Docker engine ({where}): {tls_reason(exc)}", retryable=True, hint=hint
         ) from None
     return client
+
+
+def tls_reason(exc: BaseException) -> str:
+    """The failure, with what a TLS refusal means said plainly."""
+    text = short(exc)
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return "the engine's certificate is not signed by tls_ca (or does not name the URL's host): " + text
+    if any(
+        s in text for s in ("certificate required", "bad certificate", "unknown ca", "CERTIFICATE_REQUIRED", "BAD_CERTIFICATE")
+    ):
+        return "the engine refused our client certificate (tls_cert/tls_key not signed by the CA it trusts): " + text
+    return text
 
 
 def check_runtime(client: Any, runtime: str, *, network: bool) -> None:
@@ -254,7 +272,8 @@ def create(
     )
     try:
         raw = container.attach_socket(params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
-        sock: socket.socket = raw._sock  # the hijacked HTTP connection's socket
+        # the hijacked HTTP connection's socket (over TLS, docker-py hands the SSLSocket itself)
+        sock: socket.socket = raw if isinstance(raw, ssl.SSLSocket) else raw._sock
         container.start()
         source = driver_source()
         sock.sendall(b"%d\n" % len(source) + source)

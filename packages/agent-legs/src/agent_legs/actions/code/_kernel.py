@@ -38,7 +38,17 @@ if TYPE_CHECKING:
     from ._models import RunInput
     from ._service import CodeService
 
-__all__ = ["Call", "Kernel", "claim", "run_code"]
+__all__ = ["IDLE_LOST", "RAN_LOST", "Call", "Kernel", "claim", "run_code"]
+
+IDLE_LOST = (
+    "this session's sandbox kernel was lost with its Docker engine (its variables and imports); nothing of this "
+    "call ran, and the next call starts a fresh kernel on a host that answers"
+)
+RAN_LOST = (
+    "the Docker engine running this session's sandbox stopped answering during the call: the code may have run "
+    "in part (check the workspace before running it again), this session's variables were lost, and the next "
+    "call starts a fresh kernel on a host that answers"
+)
 
 log = logging.getLogger("agent_legs.code")
 
@@ -55,6 +65,7 @@ class Kernel:
     dead: bool = False
     proxy: SocketProxy | None = None
     masks: _code_fs.Masks = field(default_factory=_code_fs.Masks)  # denied paths hidden in this container
+    host: Any = None  # the ``_hosts.Host`` it runs on
 
 
 @dataclass
@@ -102,6 +113,10 @@ async def claim(svc: CodeService, session: str, deadline: float, limit_s: float,
                         if svc.kernels.get(session) is kernel:
                             del svc.kernels[session]
                 except (EOFError, OSError, ProtocolError) as exc:
+                    lost = None if isinstance(exc, ProtocolError) else await svc.host_failed(session, kernel, IDLE_LOST)
+                    if lost is not None:  # its engine is gone: say so (naming the host), no silent restart
+                        kernel.lock.release()
+                        raise lost from None
                     replaced = (
                         "the session's kernel had stopped since the last call (its state was lost); a fresh one was started"
                         if not isinstance(exc, ProtocolError)
@@ -173,6 +188,9 @@ async def run_code(svc: CodeService, ctx: ActionContext, args: RunInput, deadlin
                     hint="Print results to stdout; never write to the kernel's inherited file descriptors or /proc/1/fd.",
                 ) from None
             except (EOFError, OSError):
+                lost = await svc.host_failed(ctx.session, kernel, RAN_LOST)
+                if lost is not None:  # the engine itself is gone, not only this kernel
+                    raise lost from None
                 oom = await svc.was_oom_killed(kernel)
                 await svc.discard(ctx.session, kernel, CLEANUP_S)
                 if oom:

@@ -19,6 +19,12 @@ Threat model and invariants (the code in the containers is hostile):
 * **Denied paths.** Each container's masks are fixed when it is created from a fresh scan of the
   workspace (``scan``); ``masks_current`` tells a call when denied paths appeared since, so the
   kernel is replaced before the code runs (``_kernel.claim``).
+* **Several engines.** ``settings.code.docker_hosts``: each host has its own client and warm pool; a
+  new session goes to the host with the fewest live sessions per weight (``_hosts.pick``). A host
+  that stops answering (a kernel's connection broke and a ping fails, or the watch's ping every
+  ``HOST_WATCH_S`` fails) is taken out (``_take_out``): no new session goes there, each of its
+  sessions is told once (``unavailable`` naming the host, never a silent fresh kernel), and it is
+  tried again after ``host_retry_s``; when it is back, the containers of the lost sessions are removed.
 * **Network.** ``policy.code.network = true`` needs a local engine (the only way out is a unix
   socket to the container's own egress proxy, in a private directory); elsewhere the start is
   refused rather than giving the sandbox unguarded network.
@@ -45,14 +51,16 @@ from ..._telemetry._semconv import AGENT_LEGS_CODE_NETWORK
 from . import _container
 from . import _fs as _code_fs
 from ._channel import HELLO_MAX, Channel, ProtocolError
-from ._container import CLEANUP_S, UNAVAILABLE_HINT, SocketProxy, blocking, short
-from ._kernel import Kernel
+from ._container import CLEANUP_S, CONNECT_S, DOCKER_TIMEOUT_S, UNAVAILABLE_HINT, SocketProxy, blocking, short
+from ._hosts import HOST_FIX, Host, host_specs, pick
+from ._kernel import IDLE_LOST, Kernel
 
-__all__ = ["SETID_SWEEP_S", "CodeService"]
+__all__ = ["HOST_WATCH_S", "SETID_SWEEP_S", "CodeService"]
 
 log = logging.getLogger("agent_legs.code")
 
 SETID_SWEEP_S = 2.0  # between calls, set-id bits are stripped this often while a session's kernel lives
+HOST_WATCH_S = 5.0  # hosts in use are pinged this often; those taken out are retried (host_retry_s) on this beat
 
 
 class CodeService(Service):
@@ -60,7 +68,9 @@ class CodeService(Service):
 
     async def start(self) -> None:
         self._egress_dir: str | None = None
-        if self.runtime.policy.code.network and not _container.local_engine(self.runtime.settings.code.docker_host):
+        settings = self.runtime.settings.code
+        self.hosts = [Host(spec) for spec in host_specs(settings)]
+        if self.runtime.policy.code.network and not all(h.spec.local for h in self.hosts):
             raise ActionError(
                 "unavailable",
                 "policy.code.network=true needs a local Docker engine: the sandbox's only way out is a unix socket "
@@ -68,10 +78,21 @@ class CodeService(Service):
                 "rather than giving the sandbox unguarded network",
                 hint="Use a local engine, or set policy.code.network = false.",
             )
-        settings = self.runtime.settings.code
         self.instance = uuid.uuid4().hex[:12]
-        self.client = await _container.connect(settings)
-        await asyncio.to_thread(_container.check_runtime, self.client, settings.runtime, network=self.runtime.policy.code.network)
+        self._tls_dir = tempfile.mkdtemp(prefix="agent-legs-tls-")  # 0700: PEM given as {secret:NAME}
+        results = await asyncio.gather(*(self._connect(h) for h in self.hosts), return_exceptions=True)
+        if not any(h.up() for h in self.hosts):
+            shutil.rmtree(self._tls_dir, ignore_errors=True)
+            first = results[0]
+            if len(self.hosts) == 1 and isinstance(first, BaseException):
+                raise first
+            raise ActionError(
+                "unavailable",
+                "no Docker host of settings.code.docker_hosts answered: "
+                + "; ".join(f"{h.name}: {h.reason}" for h in self.hosts),
+                retryable=True,
+                hint=HOST_FIX,
+            )
         self._owner = await asyncio.to_thread(  # may walk a large workspace
             _code_fs.prepare_workspace,
             str(self.runtime.workspace_path),
@@ -85,15 +106,128 @@ class CodeService(Service):
             # short path (unix sockets allow ~107 bytes), private to us; only the sockets are mounted
             self._egress_dir = tempfile.mkdtemp(prefix="agent-legs-egress-")
         self.kernels: dict[str, Kernel] = {}
+        self.lost: dict[str, ActionError] = {}  # sessions whose kernel went down with its host: told once
         self._cleanup: set[asyncio.Task[None]] = set()
         self._creating: set[asyncio.Future[Kernel]] = set()  # containers being made (in threads)
         self._starting: dict[str, asyncio.Future[Kernel]] = {}
-        self.pool: list[Kernel] = []
-        self._pool_task: asyncio.Task[None] | None = None
         self._reaper = asyncio.create_task(self._reap(), context=contextvars.Context())
         self._sweeper = asyncio.create_task(self._sweep_setid(), context=contextvars.Context())
-        await asyncio.to_thread(_container.remove_orphans, self.client)
-        self._fill_pool()
+        self._watcher = asyncio.create_task(self._watch_hosts(), context=contextvars.Context())
+        for host in self.hosts:
+            self._fill_pool(host)
+
+    # -- the hosts: connecting, health, taking out and back in -------------------------------------
+    def _open(self, host: Host) -> Any:
+        """Connect to ``host`` (blocking): the engine answers, has the image and the runtime; our
+        orphans there are removed. ``ActionError`` (naming the host) otherwise."""
+        settings = self.runtime.settings.code
+        client = _container.connect(host.spec, settings.image, self.runtime.secrets, self._tls_dir)
+        try:
+            _container.check_runtime(client, settings.runtime, network=self.runtime.policy.code.network)
+            _container.remove_orphans(client)
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                client.close()
+            if isinstance(exc, ActionError):
+                raise
+            raise ActionError(
+                "unavailable", f"the Docker engine ({host.name}) failed: {short(exc)}", retryable=True, hint=HOST_FIX
+            ) from None
+        return client
+
+    async def _connect(self, host: Host) -> None:
+        try:
+            client = await asyncio.to_thread(self._open, host)
+        except ActionError as exc:
+            host.fail(exc.message, self.runtime.settings.code.host_retry_s)
+            raise
+        host.client, host.down, host.reason = client, False, ""
+
+    async def _answers(self, host: Host) -> str | None:
+        """None when ``host`` answers a ping within CONNECT_S, else why not."""
+        if host.client is None:
+            return host.reason
+        try:
+            await asyncio.wait_for(asyncio.to_thread(host.client.ping), CONNECT_S)
+        except TimeoutError:
+            return f"it did not answer a ping within {CONNECT_S:g} s"
+        except Exception as exc:
+            return f"it does not answer: {_container.tls_reason(exc)}"
+        return None
+
+    def _take_out(self, host: Host, reason: str) -> None:
+        """``host`` failed: no new session goes there until it answers again; its sessions are told once."""
+        if host.down:
+            return
+        host.fail(reason, self.runtime.settings.code.host_retry_s)
+        log.warning("sandbox host %s taken out: %s", host.name, reason)
+        for session, kernel in list(self.kernels.items()):
+            if kernel.host is host:
+                del self.kernels[session]
+                self.lost[session] = host.error(IDLE_LOST)
+                self._abandon(kernel)
+        for kernel in host.pool:
+            self._abandon(kernel)
+        host.pool.clear()
+        if host.pool_task is not None:
+            host.pool_task.cancel()
+
+    def _abandon(self, kernel: Kernel) -> None:
+        """A kernel of a host that is gone: hung up (its container is removed when the host is back)."""
+        kernel.dead = True
+        kernel.channel.hang_up()
+        if kernel.proxy is not None:
+            self._track(kernel.proxy.aclose())
+
+    async def host_failed(self, session: str, kernel: Kernel, what: str) -> ActionError | None:
+        """After ``kernel``'s connection broke: if its host does not answer either, take the host out
+        and return the error for this call (``what`` happened, naming the host); else None."""
+        host: Host | None = kernel.host
+        if host is None:
+            return None
+        reason = await self._answers(host) if not host.down else host.reason
+        if reason is None:
+            return None
+        self._take_out(host, reason)
+        self.lost.pop(session, None)  # told now, by this call
+        if self.kernels.get(session) is kernel:
+            del self.kernels[session]
+        self._abandon(kernel)
+        return host.error(what)
+
+    async def _revive(self, host: Host) -> None:
+        """Connect to a host taken out again; when it answers, the containers of the sessions lost with
+        it are removed and it takes sessions (and fills its pool) again. ``ActionError`` otherwise."""
+        old = host.client
+        await self._connect(host)
+        log.warning("sandbox host %s is in service again", host.name)
+        if old is not None and old is not host.client:
+            with contextlib.suppress(Exception):
+                old.close()
+        await asyncio.to_thread(_container.remove_instance, host.client, self.instance)
+        self._fill_pool(host)
+
+    async def _watch_hosts(self) -> None:
+        """Ping the hosts in use (a dead one is taken out before a call finds it); retry those taken out."""
+        retry_s = self.runtime.settings.code.host_retry_s
+        while True:
+            await asyncio.sleep(min(HOST_WATCH_S, retry_s))
+            for host in self.hosts:
+                try:
+                    if host.down and time.monotonic() >= host.retry_at:
+                        with contextlib.suppress(ActionError):
+                            await self._revive(host)
+                    elif host.up() and (host.pool or any(k.host is host for k in self.kernels.values())):
+                        reason = await self._answers(host)
+                        if reason is not None:
+                            self._take_out(host, reason)
+                except Exception as exc:  # never let the watch die
+                    log.warning("sandbox host watch (%s): %s", host.name, exc)
+
+    @property
+    def pool(self) -> list[Kernel]:
+        """Every host's warm kernels."""
+        return [k for h in self.hosts for k in h.pool]
 
     # -- the workspace: denied paths and set-id bits ----------------------------------------------
     def scan(self) -> _code_fs.Scan:
@@ -131,10 +265,10 @@ class CodeService(Service):
         return [] if kernel.masks.covers(now) else kernel.masks.new_paths(now)
 
     # -- containers -------------------------------------------------------------------------------
-    def _create(self, proxy: SocketProxy | None) -> Kernel:
+    def _create(self, proxy: SocketProxy | None, host: Host) -> Kernel:
         masks = self.scan().masks  # what policy.files.deny hides from this container, for its whole life
         container, sock = _container.create(
-            self.client,
+            host.client,
             self.runtime.settings.code,
             self.runtime.policy.code,
             workspace=str(self.runtime.workspace_path),
@@ -144,7 +278,7 @@ class CodeService(Service):
             proxy=proxy,
             instance=self.instance,
         )
-        return Kernel(container, Channel(sock), proxy=proxy, masks=masks)
+        return Kernel(container, Channel(sock), proxy=proxy, masks=masks, host=host)
 
     async def _start_proxy(self) -> SocketProxy | None:
         if self._egress_dir is None:
@@ -153,11 +287,11 @@ class CodeService(Service):
         guard: EgressGuard = self.runtime.egress
         return await SocketProxy(guard, path=path).start()
 
-    async def _new_kernel(self) -> Kernel:
+    async def _new_kernel(self, host: Host) -> Kernel:
         with self.runtime.tracer.start_as_current_span("sandbox container start") as span:
             span.set_attribute(AGENT_LEGS_CODE_NETWORK, self._egress_dir is not None)
             proxy = await self._start_proxy()
-            creating = asyncio.ensure_future(asyncio.to_thread(self._create, proxy))
+            creating = asyncio.ensure_future(asyncio.to_thread(self._create, proxy, host))
             self._creating.add(creating)
             creating.add_done_callback(self._creating.discard)
             try:
@@ -171,6 +305,10 @@ class CodeService(Service):
                     await proxy.aclose()
                 if isinstance(exc, ActionError):
                     raise
+                reason = await self._answers(host)
+                if reason is not None:  # the engine itself is gone: take it out
+                    self._take_out(host, reason)
+                    raise host.error("cannot start a sandbox container") from None
                 raise ActionError(
                     "unavailable", f"cannot start a sandbox container: {short(exc)}", retryable=True, hint=UNAVAILABLE_HINT
                 ) from None
@@ -214,32 +352,61 @@ class CodeService(Service):
         return task
 
     # -- the pool and the sessions' kernels -------------------------------------------------------
-    def _fill_pool(self) -> None:
+    def _fill_pool(self, host: Host) -> None:
         wanted = self.runtime.settings.code.pool_size
-        if len(self.pool) >= wanted or (self._pool_task is not None and not self._pool_task.done()):
+        if not host.up() or len(host.pool) >= wanted or (host.pool_task is not None and not host.pool_task.done()):
             return
 
         async def fill() -> None:
-            while len(self.pool) < wanted:
+            while len(host.pool) < wanted and host.up():
                 try:
-                    self.pool.append(await self._new_kernel())
+                    kernel = await self._new_kernel(host)
                 except ActionError as exc:
-                    log.warning("sandbox pool: %s", exc.message)
+                    log.warning("sandbox pool (%s): %s", host.name, exc.message)
                     return
+                if host.up():
+                    host.pool.append(kernel)
+                else:  # taken out while this one started
+                    self._abandon(kernel)
 
         # a fresh context: refills are background work, not steps of the action that triggered them
-        self._pool_task = asyncio.create_task(fill(), context=contextvars.Context())
+        host.pool_task = asyncio.create_task(fill(), context=contextvars.Context())
+
+    async def _place(self) -> Host:
+        """The host for a new session (fewest live sessions per weight); when none is in service, each
+        is tried again now (a call waits on the engines, as with one engine); ``unavailable`` if none answers."""
+        for h in self.hosts:
+            h.sessions = h.pending + sum(1 for k in self.kernels.values() if k.host is h)
+        host = pick(self.hosts)
+        if host is None:
+            for h in self.hosts:
+                with contextlib.suppress(ActionError):
+                    await self._revive(h)
+            host = pick(self.hosts)
+        if host is None:
+            raise ActionError(
+                "unavailable",
+                "no Docker host is in service: " + "; ".join(f"{h.name}: {h.reason}" for h in self.hosts),
+                retryable=True,
+                hint=HOST_FIX,
+            )
+        return host
 
     async def kernel_for(self, session: str) -> tuple[Kernel, bool]:
-        """The session's kernel (and whether it is new)."""
+        """The session's kernel (and whether it is new); a session whose kernel went down with its
+        host is told so once (``unavailable``, naming the host), then placed anew."""
         while True:
             kernel = self.kernels.get(session)
             if kernel is not None:
                 return kernel, False
-            if self.pool:  # no await between the check and the claim: two first calls cannot both claim
-                kernel = self.pool.pop(0)
+            lost = self.lost.pop(session, None)
+            if lost is not None:
+                raise lost
+            host = await self._place()
+            if host.pool:  # no await between the check and the claim: two first calls cannot both claim
+                kernel = host.pool.pop(0)
                 self.kernels[session] = kernel
-                self._fill_pool()
+                self._fill_pool(host)
                 return kernel, True
             starting = self._starting.get(session)
             if starting is None:
@@ -254,7 +421,18 @@ class CodeService(Service):
         future: asyncio.Future[Kernel] = asyncio.get_running_loop().create_future()
         self._starting[session] = future
         try:
-            kernel = await self._new_kernel()
+            while True:
+                placed = host
+                placed.pending += 1
+                try:
+                    kernel = await self._new_kernel(placed)
+                    break
+                except ActionError:
+                    if placed.up():
+                        raise
+                    host = await self._place()  # that host was taken out: another one, or unavailable
+                finally:
+                    placed.pending -= 1
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
                 future.cancel()
@@ -266,7 +444,7 @@ class CodeService(Service):
             self._starting.pop(session, None)
         self.kernels[session] = kernel
         future.set_result(kernel)
-        self._fill_pool()
+        self._fill_pool(host)
         return kernel, True
 
     async def _destroy(self, kernel: Kernel) -> None:
@@ -322,21 +500,29 @@ class CodeService(Service):
     async def aclose(self) -> None:
         self._reaper.cancel()
         self._sweeper.cancel()
-        if self._pool_task is not None:
-            self._pool_task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._pool_task
+        self._watcher.cancel()
+        for host in self.hosts:
+            if host.pool_task is not None:
+                host.pool_task.cancel()
+                with contextlib.suppress(BaseException):
+                    await host.pool_task
         # a creation abandoned by its caller removes its container once made: wait for those too
         await asyncio.gather(*self._creating, return_exceptions=True)
         await asyncio.sleep(0)
         kernels = [*self.kernels.values(), *self.pool]
         self.kernels.clear()
-        self.pool.clear()
+        for host in self.hosts:
+            host.pool.clear()
         await asyncio.gather(*(self._destroy(k) for k in kernels), *self._cleanup, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await blocking(_container.remove_instance, self.client, self.instance)
-        with contextlib.suppress(Exception):
-            self.client.close()
+        for host in self.hosts:  # a host out of service is not waited for (its containers die with its engine)
+            if host.client is None:
+                continue
+            if host.up():
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(blocking(_container.remove_instance, host.client, self.instance), DOCKER_TIMEOUT_S)
+            with contextlib.suppress(Exception):
+                host.client.close()
+        shutil.rmtree(self._tls_dir, ignore_errors=True)
         if self._egress_dir is not None:
             shutil.rmtree(self._egress_dir, ignore_errors=True)
         self._mask_sources.close()

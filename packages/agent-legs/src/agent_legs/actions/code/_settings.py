@@ -1,20 +1,34 @@
-"""``settings.code``: how the code actions reach their backends (a section of ``Settings``)."""
+"""``settings.code``: how the code actions reach their backends (a section of ``Settings``).
+
+One engine (``docker_host``, else ``DOCKER_HOST``, else the local socket) or several
+(``docker_hosts``: sessions spread by load, see ``_hosts``); never both. Every problem that can be
+seen without I/O is a ``ConfigError`` when the settings load.
+"""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..._sections import SettingsSection
+from ._hosts import DockerHostSettings
 
-__all__ = ["CodeSettings"]
+__all__ = ["CodeSettings", "DockerHostSettings"]
 
 
 class CodeSettings(SettingsSection):
     docker_host: str | None = Field(None, description="Docker daemon URL; default DOCKER_HOST or the local socket.")
+    docker_hosts: list[DockerHostSettings] = Field(
+        default_factory=list,
+        description="Several engines: each session's sandbox goes to the healthy one with the fewest live sessions "
+        "(per weight); each has its own warm pool. Instead of docker_host.",
+    )
+    host_retry_s: float = Field(
+        30.0, gt=0, le=3600, description="A Docker host taken out after a failure is tried again after this long."
+    )
     image: str = "agent-legs-sandbox:latest"
-    pool_size: int = Field(2, ge=0, description="Pre-started containers ready for new sessions.")
+    pool_size: int = Field(2, ge=0, description="Pre-started containers ready for new sessions (per Docker host).")
     session_ttl_s: float = Field(1800, gt=0)
     runtime: Literal["runc", "runsc"] = Field(
         "runc",
@@ -30,3 +44,13 @@ class CodeSettings(SettingsSection):
         "workspace is owned by root; it gets access through POSIX ACLs, never by chown. Pick an id no "
         "host account uses. (A workspace owned by another user is worked on as that user.)",
     )
+
+    @model_validator(mode="after")
+    def _one_form(self) -> CodeSettings:
+        if self.docker_host and self.docker_hosts:
+            raise ValueError("set docker_host (one engine) or docker_hosts (several), not both")
+        labels = [h.label for h in self.docker_hosts]
+        dupes = sorted({x for x in labels if labels.count(x) > 1})
+        if dupes:
+            raise ValueError(f"docker_hosts: each host needs its own name (or URL); repeated: {', '.join(dupes)}")
+        return self
