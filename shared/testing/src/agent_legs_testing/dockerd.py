@@ -1,8 +1,10 @@
 """A second, real Docker daemon for tests: TLS on a loopback TCP port, beside the machine's own engine.
 
 ``SecondDockerd`` starts ``dockerd`` with its own ``--data-root``, ``--exec-root`` (so its own
-managed containerd), ``--pidfile``, a private unix socket, ``--bridge=none`` and
-``--iptables=false`` (it never touches the main engine's networks), listening on
+managed containerd), ``--pidfile``, a private unix socket, a bridge of its own (``--bridge=al-br-*``,
+made here and removed after; NOT ``--bridge=none``, which makes dockerd delete the machine's
+``docker0``, the main engine's bridge, from under it) and ``--iptables=false`` (it never touches the
+main engine's networks: ``start`` checks that ``docker0`` is still there), listening on
 ``tcp://127.0.0.1:<free port>`` with ``--tlsverify``: only clients holding a certificate of the
 test's own CA get in. The certificates are made here (``trustme``): the server's for 127.0.0.1, a
 client's from the same CA, and a client's from a *different* CA (it must be refused).
@@ -89,6 +91,7 @@ class SecondDockerd:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     tls: dict[str, str] = field(default_factory=dict)
+    bridge: str = field(default_factory=lambda: f"al-br-{os.urandom(3).hex()}")
 
     @property
     def url(self) -> str:
@@ -111,6 +114,11 @@ class SecondDockerd:
         if not self.tls:
             (self.root / "tls").mkdir(exist_ok=True)
             self.tls = _write_tls(self.root / "tls")
+        had_docker0 = Path("/sys/class/net/docker0").exists()
+        if not Path(f"/sys/class/net/{self.bridge}").exists():
+            subprocess.run(["ip", "link", "add", "name", self.bridge, "type", "bridge"], check=True, capture_output=True)
+            # a documentation range (RFC 5737), on a bridge that stays down: routes nothing anywhere
+            subprocess.run(["ip", "addr", "add", "198.51.100.1/30", "dev", self.bridge], check=True, capture_output=True)
         cmd = [
             exe,
             f"--data-root={self.root}/data",
@@ -124,7 +132,7 @@ class SecondDockerd:
             f"--tlscacert={self.tls['ca']}",
             f"--tlscert={self.tls['server-cert']}",
             f"--tlskey={self.tls['server-key']}",
-            "--bridge=none",
+            f"--bridge={self.bridge}",
             "--iptables=false",
             "--ip-masq=false",
             "--ip-forward=false",
@@ -139,6 +147,8 @@ class SecondDockerd:
                 raise DockerdUnavailable(f"dockerd exited ({self.process.returncode}): {self._log_tail()}")
             with contextlib.suppress(subprocess.TimeoutExpired):  # a restarting daemon may be slow to answer
                 if self.cli("version", "--format", "{{.Server.Version}}", check=False, timeout=10).returncode == 0:
+                    if had_docker0 and not Path("/sys/class/net/docker0").exists():
+                        raise DockerdUnavailable("the second dockerd removed the main engine's docker0 bridge")
                     return
             time.sleep(0.5)
         raise DockerdUnavailable(f"dockerd did not answer within {timeout_s:g} s: {self._log_tail()}")
@@ -248,6 +258,7 @@ class SecondDockerd:
         for mount in sorted(mounts, key=len, reverse=True):  # deepest first
             subprocess.run(["umount", "-l", mount], capture_output=True, check=False)
         shutil.rmtree(self.root, ignore_errors=True)
+        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True, check=False)
 
 
 @pytest.fixture(scope="session")
