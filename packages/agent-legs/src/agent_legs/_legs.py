@@ -319,7 +319,8 @@ class Legs:
             return None
         if standing_rules:
             try:
-                if self._runtime.submit(self._approvals.find(spec.name, arguments, session)).result() is not None:
+                coro = self._approvals.find(spec.name, arguments, session)
+                if self._dispatch.run(coro, what="Legs.approval_request()") is not None:
                     return None
             except ActionError:
                 return None  # the store is unreachable: run() refuses the call
