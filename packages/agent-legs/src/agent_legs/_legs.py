@@ -177,7 +177,6 @@ class Legs:
 
         redactor = Redactor(self.secrets)
         self._telemetry = Telemetry(self.settings.telemetry, self.state_dir, redactor, tracer_provider)
-        self._approvals = ApprovalStore(self.state_dir / "approval-rules.sqlite3")
         self._runtime = Runtime(
             workspace_path=self.workspace,
             state_dir=self.state_dir,
@@ -189,6 +188,7 @@ class Legs:
             resolver=resolver,
             state=state,
         )
+        self._approvals = ApprovalStore(self._runtime, self.state_dir)
         if self.approver == "queue":
             from ._approval_queue import QueueApprover
 
@@ -317,13 +317,20 @@ class Legs:
                 return self._pipeline.request(
                     spec, parsed, arguments, session, call_id, Decision("approve", FLOWS_RULE, flow.reason)
                 )
-        if verdict.kind != "approve" or (standing_rules and self._approvals.find(spec.name, arguments, session)):
+        if verdict.kind != "approve":
             return None
+        if standing_rules:
+            try:
+                coro = self._approvals.find(spec.name, arguments, session)
+                if self._dispatch.run(coro, what="Legs.approval_request()") is not None:
+                    return None
+            except ActionError:
+                return None  # the store is unreachable: run() refuses the call
         return self._pipeline.request(spec, parsed, arguments, session, call_id, verdict)
 
     def standing_rules(self, session: str | None = None) -> list[StandingRule]:
         """The standing approval rules (``session``: the ``always`` ones and that session's)."""
-        return self._approvals.rules(session)
+        return self._dispatch.run(self._approvals.rules(session), what="Legs.standing_rules()")
 
     def add_standing_rule(
         self,
@@ -341,11 +348,12 @@ class Legs:
         unknown = set(match or {}) - argument_names(spec)
         if unknown:
             raise ConfigError(f"{action} has no argument {', '.join(sorted(unknown))}")
-        return self._approvals.add_rule(spec.name, dict(match) if match else None, scope, session, by)
+        coro = self._approvals.add_rule(spec.name, dict(match) if match else None, scope, session, by)
+        return self._dispatch.run(coro, what="Legs.add_standing_rule()")
 
     def revoke_standing_rule(self, rule_id: str) -> bool:
         """Remove a standing rule; ``False`` if there was none with that id."""
-        return self._approvals.revoke(rule_id)
+        return self._dispatch.run(self._approvals.revoke(rule_id), what="Legs.revoke_standing_rule()")
 
     @property
     def approvals(self) -> ApprovalQueue:
@@ -361,7 +369,10 @@ class Legs:
     def close_session(self, session: str) -> None:
         """Release a session's browser context, sandbox kernel and other per-session state (and end
         its standing approval rules, and the exfiltration guard's index of what it read)."""
-        self._approvals.end_session(session)
+        try:
+            self._dispatch.run(self._approvals.end_session(session), what="Legs.close_session()")
+        except ActionError as exc:  # the store is down: the session's standing rules stay until a later close
+            log.warning("close_session(%r): the session's standing rules were kept: %s", session, exc.message)
         self._dispatch.run(self._runtime.close_session(session), what="Legs.close_session()")
         try:
             self._dispatch.run(self._pipeline.flows.forget(session), what="Legs.close_session()")
@@ -369,7 +380,10 @@ class Legs:
             log.warning("close_session(%r): the exfiltration guard's index was kept: %s", session, exc.message)
 
     async def aclose_session(self, session: str) -> None:
-        self._approvals.end_session(session)
+        try:
+            await self._dispatch.arun(self._approvals.end_session(session))
+        except ActionError as exc:  # the store is down: the session's standing rules stay until a later close
+            log.warning("close_session(%r): the session's standing rules were kept: %s", session, exc.message)
         await self._dispatch.arun(self._runtime.close_session(session))
         try:
             await self._dispatch.arun(self._pipeline.flows.forget(session))
@@ -394,7 +408,6 @@ class Legs:
             except Exception:
                 log.exception("Legs.close(): untrusted labels of the exfiltration guard not stored")
         self._dispatch.close()  # the runtime, then the private loops
-        self._approvals.close()
         self._telemetry.shutdown()
 
     async def aclose(self) -> None:

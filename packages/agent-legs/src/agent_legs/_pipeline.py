@@ -210,7 +210,7 @@ class CallPipeline:
         """The arguments to run with (an approver's edit replaces them); raises if not approved."""
         spec, session, call_id, given = call.spec, call.session, call.call_id, call.given
         standing = (
-            self.approvals.find(spec.name, call.arguments, session)
+            await self.approvals.find(spec.name, call.arguments, session)
             if verdict.kind == "approve" and given is None and verdict.rule != FLOWS_RULE  # a flow is asked each time
             else None
         )
@@ -233,7 +233,7 @@ class CallPipeline:
             raise
         call.approval = {"decision": answer.outcome, "by": answer.by, "rule": answer.rule}
         if given is not None and call_id:
-            earlier = self.approvals.claim(session, call_id, given)
+            earlier = await self.approvals.claim(session, call_id, given)
             if earlier is not None:
                 call.decision = "rejected"
                 call.approval["decision"] = "rejected"
@@ -268,7 +268,7 @@ class CallPipeline:
                 )
             call.decision = "approved"
         if answer.remember is not None:
-            added = self.approvals.add_rule(spec.name, answer.match, answer.remember, session, answer.by)
+            added = await self.approvals.add_rule(spec.name, answer.match, answer.remember, session, answer.by)
             log.info("standing rule %s added by %s: %s", added.id, answer.by, added)
         return args
 

@@ -1,7 +1,7 @@
 """The state store: everything that must be shared by every worker of a deployment.
 
-Budgets, the email send ledger, the approval queue, session labels and the session registry live
-here, behind one interface with two backends:
+Budgets, the email send ledger, the approval queue, standing approval rules and the ledger of
+decided calls (``_rules``), session labels and the session registry live here, behind one interface with two backends:
 
 * ``SqliteStore`` (the default): ``state.sqlite3`` in the state directory. WAL, ``BEGIN IMMEDIATE``
   transactions: exact across the threads and processes of one machine sharing the directory.
@@ -16,7 +16,8 @@ Invariants (both backends, tested against real SQLite files and a real PostgreSQ
   the claim is released when nothing reached the server); ``claimed`` and ``unknown`` both mean
   "possibly sent": never sent again under the same key;
 * an approval is decided exactly once (the first decision wins; a late one is an error, never a
-  second run), and not after it expired;
+  second run), and not after it expired; a decision handed in for ``(session, call id)`` is claimed
+  by exactly one caller, however many workers race;
 * the schema is created and migrated on first use under a lock, recorded in ``agent_legs_schema``;
   the SQLite backend imports the counters and ledger of the older per-file layout
   (``budgets.sqlite3``, ``email-ledger.sqlite3``) once, in the same transaction.

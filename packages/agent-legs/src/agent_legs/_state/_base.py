@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .._errors import ActionError, AgentLegsError
+from ._rules import ApprovalRulesMixin, schema_v4
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -113,7 +114,7 @@ class Tx(Protocol):
     async def run(self, sql: str, params: Sequence[Any] = ()) -> int: ...
 
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _APPROVAL_COLUMNS = (
     "id, action, tool_name, arguments, session, reason, call_id, created, expires, state, decided, decided_by, message, detail"
@@ -161,7 +162,7 @@ def _schema_v3(real: str, serial: str) -> list[str]:
     ]
 
 
-class StateStore(abc.ABC):
+class StateStore(ApprovalRulesMixin, abc.ABC):
     """One deployment's shared state. Bound to the event loop that first uses it."""
 
     #: ``" FOR UPDATE"`` where the backend locks rows (PostgreSQL); SQLite's transactions lock the database.
@@ -179,10 +180,10 @@ class StateStore(abc.ABC):
     def _raw_tx(self, durable: bool = False) -> AbstractAsyncContextManager[Tx]:
         """A transaction; ``durable``: committed to stable storage before it returns."""
 
-    async def _lock_schema(self, tx: Tx) -> None:  # noqa: B027 - optional hook
+    async def _lock_schema(self, tx: Tx) -> None:
         """Serialize concurrent migrators (SQLite: ``BEGIN IMMEDIATE`` already does)."""
 
-    async def _after_schema(self, tx: Tx, version: int) -> None:  # noqa: B027 - optional hook
+    async def _after_schema(self, tx: Tx, version: int) -> None:
         """Backend-specific data moves of a migration (SQLite: the older per-file layout)."""
 
     @abc.abstractmethod
@@ -191,11 +192,13 @@ class StateStore(abc.ABC):
 
     # -- schema ----------------------------------------------------------------------------------
     def _migrations(self) -> dict[int, list[str]]:
-        # v2: an approval decision's detail (an edit's arguments, "remember"), as JSON; v3: the flow index
+        # v2: an approval decision's detail (an edit's arguments, "remember"), as JSON; v3: the flow index;
+        # v4: standing approval rules and the decided-call ledger (_rules)
         return {
             1: _schema_v1(self.REAL, self.SERIAL),
             2: ["ALTER TABLE approvals ADD COLUMN detail TEXT"],
             3: _schema_v3(self.REAL, self.SERIAL),
+            4: schema_v4(self.REAL, self.SERIAL),
         }
 
     async def _ensure_schema(self) -> None:
