@@ -23,10 +23,11 @@ import logging
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from .._secrets import Redactor
@@ -65,6 +66,12 @@ class Tracer(trace.Tracer):
         self._fixed = fixed.get_tracer("agent_legs", __version__) if fixed is not None else None
         self._own = own.get_tracer("agent_legs", __version__) if own is not None else None
         self._app: tuple[trace.TracerProvider, trace.Tracer] | None = None
+        # Our own provider records nothing (no exporter configured): its spans only carry ids.
+        self._own_silent = own is not None and getattr(own, "sampler", None) is ALWAYS_OFF
+
+    def silent(self) -> bool:
+        """Whether the next span goes to our own provider that records nothing (nobody could read its attributes)."""
+        return self._own_silent and self._fixed is None and application_provider() is None
 
     def current(self) -> trace.Tracer:
         if self._fixed is not None:
@@ -199,7 +206,12 @@ def start_span(
     parent: otel_context.Context | None,
     description: str | None = None,
 ) -> Span:
-    """Open the call's span with the attributes known at creation (samplers see them)."""
+    """Open the call's span with the attributes known at creation (samplers see them).
+
+    When the span goes to our own provider that records nothing, it is made without attributes
+    (its sampler reads none; its ids are made the same way)."""
+    if isinstance(tracer, Tracer) and tracer.silent():
+        return cast(trace.Tracer, tracer._own).start_span("execute_tool", context=parent)
     attributes: dict[str, Any] = {
         sc.GEN_AI_OPERATION_NAME: "execute_tool",
         sc.GEN_AI_TOOL_NAME: tool_name,
