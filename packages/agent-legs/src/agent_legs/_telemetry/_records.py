@@ -55,6 +55,20 @@ _MAX_ARGUMENTS_CHARS = 16_384
 
 def bounded_arguments(arguments: Any, redactor: Redactor) -> Any:
     """The arguments as the log keeps them: redacted, each long string replaced by a preview, size and sha256."""
+    if not redactor and type(arguments) is dict and len(arguments) <= 64:  # flat, short and no secrets: as they are
+        room = _MAX_ARGUMENTS_CHARS
+        for k, v in arguments.items():
+            if type(k) is not str or (type(v) is str and len(v) > PREVIEW_CHARS):
+                break
+            if type(v) is str:
+                room -= 6 * (len(k) + len(v)) + 8
+            elif v is None or type(v) is bool or type(v) is float or (type(v) is int and -(2**63) < v < 2**63):
+                room -= 6 * len(k) + 40
+            else:
+                break
+        else:
+            if room >= 0:
+                return dict(arguments)
     chars = 0  # an upper bound of the JSON's length: 6 per character (a \\uXXXX escape) plus quotes and separators
 
     def walk(value: Any) -> Any:
