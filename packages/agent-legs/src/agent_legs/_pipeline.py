@@ -117,14 +117,12 @@ class CallPipeline:
                 if exc.rule:
                     call.rule = exc.rule
                 result = self.failure(spec, exc, call.start, call.ids)
+            finally:
+                otel_context.detach(token)
         except asyncio.CancelledError:
-            otel_context.detach(token)
-            token = None
             self._finish(call, "failed", _ms(call.start), None, "cancelled by the caller")
             raise
         except Exception as exc:  # a bug in an executor must not crash the agent
-            otel_context.detach(token)
-            token = None
             if span.is_recording():  # as use_span records it
                 span.record_exception(exc)
                 span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
@@ -132,9 +130,6 @@ class CallPipeline:
             result = self.failure(
                 spec, ActionError("failed", f"internal error: {type(exc).__name__}: {exc}"), call.start, call.ids
             )
-        finally:
-            if token is not None:
-                otel_context.detach(token)
         # success() and failure() scrubbed the result before bounding it (scrub first, cut after), and gave
         # it the span's ids.
         outcome = "ok" if result.ok else result.error.type if result.error else "failed"
@@ -500,7 +495,7 @@ class _Resumed:
             except GeneratorExit:
                 coro.close()
                 raise
-            except BaseException as exc:  # noqa: BLE001 - passed down, as await passes it
+            except BaseException as exc:
                 try:
                     step = coro.throw(exc)
                 except StopIteration as done:

@@ -86,7 +86,9 @@ class Tracer(trace.Tracer):
         else:
             trace_id, state = ids.generate_trace_id(), None
             flags = _RANDOM_TRACE_ID if ids.is_trace_id_random() else 0
-        span_ctx = SpanContext(trace_id, ids.generate_span_id(), is_remote=False, trace_flags=TraceFlags(flags), trace_state=state)
+        span_ctx = SpanContext(
+            trace_id, ids.generate_span_id(), is_remote=False, trace_flags=TraceFlags(flags), trace_state=state
+        )
         return NonRecordingSpan(span_ctx)
 
     def current(self) -> trace.Tracer:
