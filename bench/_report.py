@@ -355,8 +355,28 @@ def _core(core: dict[str, Any]) -> str:
     ]
     parts = ob["parts"]
     detail = [[f"`{k}`", t(v["p50_us"]), t(v["p95_us"])] for k, v in parts.items()]
+    situ = ob.get("in_situ")
+    inside = ""
+    if situ:
+        w = situ["whole_p50_us"]
+        srows = [[k, t(v), f"{v / w:.0%}" if w else "—"] for k, v in situ["steps_us"].items()]
+        srows.append(
+            [
+                "the pipeline's own code (every step stubbed)",
+                t(situ["pipeline_own_code_us"]),
+                f"{situ['pipeline_own_code_us'] / w:.0%}" if w else "—",
+            ]
+        )
+        srows.append(["remainder", t(situ["remainder_us"]), f"{situ['remainder_us'] / w:.0%}" if w else "—"])
+        srows.append(["**in-loop pipeline, same alternating run**", f"**{t(w)}**", "100%"])
+        inside = (
+            "\n\nEach step inside the pipeline (`execute` timed whole, alternating with runs where that step is "
+            "a stub returning what it would: the drop is the step's cost in place):\n\n"
+            + table(["step", "p50 drop when stubbed", "share"], srows)
+        )
     return (
         table(["step of one no-op action", "p50", "share of the in-loop pipeline"], rows)
+        + inside
         + "\n\nEvery part, timed alone:\n\n"
         + table(["part", "p50", "p95"], detail)
         + f"\n\nPolicy decision, uncached with 21 rules: {t(_p50(core, 'policy_decision_uncached_21_rules'))}."

@@ -126,6 +126,68 @@ def _telemetry_parts(tmp: Path, legs: Legs, n: int) -> dict[str, Any]:
     return out
 
 
+def _in_situ(legs: Legs, iterations: int) -> dict[str, Any]:
+    """Each step's cost inside the pipeline: ``CallPipeline.execute`` timed whole, alternating with runs
+    where one step is replaced by a stub that returns what the step would (the drop is the step's cost
+    there, caches and all), and with every step stubbed (what is left is the pipeline's own code)."""
+    from agent_legs._policy import Decision
+
+    pipeline, tel, runtime = legs._pipeline, legs._telemetry, legs._runtime
+    spec = legs.get_action("bench.hop")
+    span = tel.start("bench_hop", "bench.hop", "s", None, None)
+    args, verdict = NoteIn(text="x"), Decision("allow", "policy.allow['bench.*']")
+    output = ActionOutput(output="x")
+    result = pipeline.success(spec, output, time.perf_counter())
+
+    def validate(call: Any, raw: Any) -> Any:
+        call.args, call.arguments = args, {"text": "x"}
+        return args
+
+    def decide(call: Any) -> Any:
+        call.rule = verdict.rule
+        return verdict
+
+    async def handler(*_: Any) -> ActionOutput:
+        return output
+
+    stubs: dict[str, list[tuple[Any, str, Any]]] = {
+        "span opened": [(tel, "start", lambda *a, **k: span)],
+        "intent line + span ended + outcome line": [(tel, "intent", lambda *a: None), (tel, "finish", lambda *a: None)],
+        "validation + arguments as JSON": [(pipeline, "_validate", validate)],
+        "policy decision + extra installed": [(pipeline, "_decide", decide), (pipeline, "_check_installed", lambda c: None)],
+        "session bookkeeping": [(runtime, "touch_session", lambda s: None)],
+        "handler call under its deadline": [(pipeline, "call_handler", handler)],
+        "result + redaction": [(pipeline, "success", lambda *a, **k: result)],
+    }
+    stubs["(every step stubbed: the pipeline's own code)"] = [x for v in stubs.values() for x in v]
+
+    async def measure() -> dict[str, Any]:
+        execute, samples = pipeline.execute, {k: [] for k in ("whole", *stubs)}
+        for _ in range(5):  # alternating rounds: drift hits every case alike
+            for name in samples:
+                for obj, attr, stub in stubs.get(name, []):
+                    setattr(obj, attr, stub)
+                try:
+                    samples[name] += await time_async(lambda: execute(spec, {"text": "x"}, "s", None, None), iterations // 2)
+                finally:
+                    for obj, attr, _ in stubs.get(name, []):
+                        delattr(obj, attr)  # the instance attribute goes: the method is back
+        return {k: summarize(v) for k, v in samples.items()}
+
+    timed = runtime.submit(measure()).result()
+    span.end()
+    whole = _p50(timed["whole"])
+    steps = {k: round(whole - _p50(v), 2) for k, v in timed.items() if k != "whole"}
+    skeleton = steps.pop("(every step stubbed: the pipeline's own code)")
+    return {
+        "timed": timed,
+        "whole_p50_us": whole,
+        "steps_us": steps,
+        "pipeline_own_code_us": round(whole - skeleton, 2),
+        "remainder_us": round(whole - sum(steps.values()) - (whole - skeleton), 2),
+    }
+
+
 def _overhead_budget(tmp: Path, legs: Legs, iterations: int) -> dict[str, Any]:
     n = iterations * 4
     spec = legs.get_action("bench.hop")
@@ -224,7 +286,9 @@ def _overhead_budget(tmp: Path, legs: Legs, iterations: int) -> dict[str, Any]:
         "caller context": _p50(parts["caller_context"]),
         "runtime hop (sync caller)": _p50(parts["runtime_hop_sync"]),
     }
+    in_situ = _in_situ(legs, iterations)
     return {
+        "in_situ": in_situ,
         "parts": parts,
         "end_to_end": whole,
         "budget_us": budget,

@@ -104,8 +104,12 @@ class Tracer(trace.Tracer):
             return trace.NoOpTracer()
         return self._own
 
-    def start_span(self, *args: Any, **kwargs: Any) -> Span:
-        return self.current().start_span(*args, **kwargs)
+    def start_span(self, name: str, context: otel_context.Context | None = None, *args: Any, **kwargs: Any) -> Span:
+        """A span of the provider in use; when that is our own provider that records nothing, its ids
+        made directly (``silent_span``: a handler's child span, e.g. ``http.request``'s, costs no sampler)."""
+        if self._silent_ids is not None and (silent := self.silent_span(context)) is not None:
+            return silent
+        return self.current().start_span(name, context, *args, **kwargs)
 
     def start_as_current_span(self, *args: Any, **kwargs: Any) -> Any:
         return self.current().start_as_current_span(*args, **kwargs)
