@@ -327,28 +327,56 @@ def _core(core: dict[str, Any]) -> str:
     if not ob:
         return _family("core", core)
     budget: dict[str, float] = ob["budget_us"]
-    run_hop = ob["run_hop_p50_us"]
-    rows = [[part, t(us), f"{us / run_hop:.0%}" if run_hop else "—"] for part, us in budget.items()]
-    rows.append(["**sum of the parts**", f"**{t(ob['sum_of_parts_us'])}**", ""])
-    exported = _p50(ob, "parts", "span_and_log_line_batch_processor")
-    if exported is not None:
-        rows.append(["telemetry when spans are exported (recording provider, batch processor), instead", t(exported), ""])
-    whole = ob["end_to_end"]
-    rows += [
+    execute = ob["execute_in_runtime_loop_p50_us"]
+    rows = [[part, t(us), f"{us / execute:.0%}" if execute else "—"] for part, us in budget.items()]
+    rows.append(["**sum of the steps**", f"**{t(ob['sum_of_parts_us'])}**", ""])
+    rows.append(
         [
-            "in-loop pipeline (`CallPipeline.execute`) end to end",
-            t(ob["execute_in_runtime_loop_p50_us"]),
-            f"unaccounted {t(ob['unaccounted_in_loop_us'])}",
-        ],
-        ["`run()` via the runtime thread (`bench.hop`)", t(whole["run_hop"]["p50_us"]), "100%"],
+            "**in-loop pipeline (`CallPipeline.execute`) end to end**",
+            f"**{t(execute)}**",
+            f"100% (unaccounted {t(ob['unaccounted_in_loop_us'])})",
+        ]
+    )
+    exported = _p50(ob, "parts", "span_and_log_line_batch_processor")
+    both = _p50(ob, "parts", "span_and_log_line")
+    if exported is not None and both is not None:
+        rows.append(["span + both log lines (default provider)", t(both), ""])
+        rows.append(
+            ["span + both log lines when spans are exported (recording provider, batch processor), instead", t(exported), ""]
+        )
+    whole = ob["end_to_end"]
+    for part, us in (ob.get("outside_us") or {}).items():
+        rows.append([f"outside the pipeline: {part}", t(us), ""])
+    rows += [
+        ["`run()` via the runtime thread (`bench.hop`)", t(whole["run_hop"]["p50_us"]), ""],
         ["`run()` inline (`bench.inline`, as `files.*`)", t(whole["run_inline"]["p50_us"]), ""],
         ["`arun()` via the runtime thread", t(whole["arun_hop"]["p50_us"]), ""],
         ["`arun()` inline (as `files.*`, `http.request`)", t(whole["arun_inline"]["p50_us"]), ""],
     ]
     parts = ob["parts"]
     detail = [[f"`{k}`", t(v["p50_us"]), t(v["p95_us"])] for k, v in parts.items()]
+    situ = ob.get("in_situ")
+    inside = ""
+    if situ:
+        w = situ["whole_p50_us"]
+        srows = [[k, t(v), f"{v / w:.0%}" if w else "—"] for k, v in situ["steps_us"].items()]
+        srows.append(
+            [
+                "the pipeline's own code (every step stubbed)",
+                t(situ["pipeline_own_code_us"]),
+                f"{situ['pipeline_own_code_us'] / w:.0%}" if w else "—",
+            ]
+        )
+        srows.append(["remainder", t(situ["remainder_us"]), f"{situ['remainder_us'] / w:.0%}" if w else "—"])
+        srows.append(["**in-loop pipeline, same alternating run**", f"**{t(w)}**", "100%"])
+        inside = (
+            "\n\nEach step inside the pipeline (`execute` timed whole, alternating with runs where that step is "
+            "a stub returning what it would: the drop is the step's cost in place):\n\n"
+            + table(["step", "p50 drop when stubbed", "share"], srows)
+        )
     return (
-        table(["part of one no-op action", "p50", "share of `run()`"], rows)
+        table(["step of one no-op action", "p50", "share of the in-loop pipeline"], rows)
+        + inside
         + "\n\nEvery part, timed alone:\n\n"
         + table(["part", "p50", "p95"], detail)
         + f"\n\nPolicy decision, uncached with 21 rules: {t(_p50(core, 'policy_decision_uncached_21_rules'))}."

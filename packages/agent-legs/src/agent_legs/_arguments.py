@@ -51,6 +51,8 @@ def argument_names(spec: ActionSpec) -> set[str]:
 
 
 def plain(raw: Any) -> Any:
+    if type(raw) is dict:  # the common case, without the ABC checks below
+        return dict(raw)
     if isinstance(raw, BaseModel):
         return raw.model_dump(mode="json")
     if isinstance(raw, Mapping):
@@ -60,9 +62,11 @@ def plain(raw: Any) -> Any:
 
 def validate(spec: ActionSpec, raw: Mapping[str, Any] | BaseModel | None) -> BaseModel:
     model = spec.input_model
-    if isinstance(raw, model):
+    if type(raw) is dict:  # the common case, without the ABC checks below
+        pass
+    elif isinstance(raw, model):
         return raw
-    if isinstance(raw, BaseModel):
+    elif isinstance(raw, BaseModel):
         raw = raw.model_dump()
     bad = not_unicode(raw)
     if bad is not None:
@@ -127,6 +131,11 @@ def not_unicode(value: Any, where: str = "") -> str | None:
     else:
         return None
     for key, item in items:
+        if type(item) is str and type(key) is not str:  # the common flat case, without building a path
+            if item.isascii():
+                continue
+        elif type(item) is str and key.isascii() and item.isascii():
+            continue
         path = f"{where}.{key}" if where else str(key)
         found = not_unicode(key, path) if isinstance(key, str) else None
         if found is None:

@@ -34,12 +34,14 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from types import CoroutineType
+from typing import Any, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
 from pydantic import BaseModel
 
 from . import _budgets
@@ -77,6 +79,7 @@ class _Call:
     rule: str | None = None
     approval: dict[str, Any] | None = None  # who decided, for the span and the log line
     record_id: str | None = None  # set once the intent line is on disk
+    ids: tuple[str | None, str | None] = (None, None)  # the span's trace and span ids, for the result
 
 
 class CallPipeline:
@@ -86,6 +89,8 @@ class CallPipeline:
         self.approvals = approvals
         self._approver = approver  # read per call: Legs.approver may be replaced
         self.flows = FlowGuard(runtime.policy, runtime.settings, runtime)  # the exfiltration guard (_flows)
+        self._observes: dict[str, bool] = {}  # action -> whether flows.record wants its results
+        self._timeouts: dict[str, tuple[ActionSpec, float]] = {}  # action -> its policy timeout
 
     async def execute(
         self,
@@ -99,26 +104,34 @@ class CallPipeline:
         start = time.perf_counter()
         span = self.telemetry.start(spec.tool_name, spec.name, session, call_id, parent, spec.description)
         call = _Call(spec, session, call_id, given, span, plain(raw_args), start)
+        ctx = span.get_span_context()
+        if ctx.is_valid:
+            call.ids = (f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}")
         result: ActionResult
+        # The span is made current for the steps (what trace.use_span does, without its generator).
+        token = otel_context.attach(trace.set_span_in_context(span))
         try:
-            with trace.use_span(span, end_on_exit=False):
-                try:
-                    result = await self._steps(call, raw_args)
-                except ActionError as exc:
-                    if exc.rule:
-                        call.rule = exc.rule
-                    result = self.failure(spec, exc, call.start)
+            try:
+                result = await self._steps(call, raw_args)
+            except ActionError as exc:
+                if exc.rule:
+                    call.rule = exc.rule
+                result = self.failure(spec, exc, call.start, call.ids)
+            finally:
+                otel_context.detach(token)
         except asyncio.CancelledError:
             self._finish(call, "failed", _ms(call.start), None, "cancelled by the caller")
             raise
         except Exception as exc:  # a bug in an executor must not crash the agent
+            if span.is_recording():  # as use_span records it
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
             log.exception("action %s failed unexpectedly", spec.name)
-            result = self.failure(spec, ActionError("failed", f"internal error: {type(exc).__name__}: {exc}"), call.start)
-        # success() and failure() scrubbed the result before bounding it (scrub first, cut after).
-        ctx = span.get_span_context()
-        if ctx.is_valid:
-            result.trace_id = f"{ctx.trace_id:032x}"
-            result.span_id = f"{ctx.span_id:016x}"
+            result = self.failure(
+                spec, ActionError("failed", f"internal error: {type(exc).__name__}: {exc}"), call.start, call.ids
+            )
+        # success() and failure() scrubbed the result before bounding it (scrub first, cut after), and gave
+        # it the span's ids.
         outcome = "ok" if result.ok else result.error.type if result.error else "failed"
         self._finish(
             call,
@@ -134,14 +147,23 @@ class CallPipeline:
         args = self._validate(call, raw_args)
         verdict = self._decide(call)
         self._check_installed(call)
-        verdict = await self._check_flow(call, verdict)
-        args = await self._approve(call, args, verdict)
-        await self._consume_budget(call)
+        name = call.spec.name
+        if self.flows.is_sink(name):  # the awaited steps are entered only when they have work to do
+            verdict = await self._check_flow(call, verdict)
+        if verdict.kind == "approve" or call.given is not None:
+            args = await self._approve(call, args, verdict)
+        else:
+            call.decision = "allow"
+        if self.runtime.engine.budgets_for(name):
+            await self._consume_budget(call)
         self._intent(call)
         self.runtime.touch_session(call.session)
         output = await self.call_handler(call.spec, args, call.session, call.call_id, call.span)
-        result = self.success(call.spec, output, call.start)
-        if self.flows.observes(call.spec.name):  # labelled before the model sees it
+        result = self.success(call.spec, output, call.start, call.ids)
+        observes = self._observes.get(call.spec.name)
+        if observes is None:  # the guard's mode and sources are fixed with the policy: asked once per action
+            observes = self._observes[call.spec.name] = self.flows.observes(call.spec.name)
+        if observes:  # labelled before the model sees it
             await self.flows.record(call.spec.name, call.arguments, call.session, call.call_id, result.output, result.data)
         return result
 
@@ -320,11 +342,27 @@ class CallPipeline:
     async def call_handler(
         self, spec: ActionSpec, args: BaseModel, session: str, call_id: str | None, span: trace.Span
     ) -> ActionOutput:
-        timeout_s = spec.timeout_for(self.runtime.policy, args)
+        if spec.timeout is None:  # the family's policy timeout: fixed with the policy, read once per action
+            known = self._timeouts.get(spec.name)
+            if known is None or known[0] is not spec:
+                known = self._timeouts[spec.name] = (spec, spec.timeout_for(self.runtime.policy, args))
+            timeout_s = known[1]
+        else:
+            timeout_s = spec.timeout_for(self.runtime.policy, args)
         ctx = ActionContext(self.runtime, spec, session, call_id, timeout_s, span)
+        at = asyncio.get_running_loop().time() + timeout_s
+        pending = spec.handler(ctx, args)
+        if type(pending) is CoroutineType:
+            # Its first step runs right away: a handler that finishes without waiting needs no timer (a
+            # timer could not have interrupted it: a deadline stops a coroutine only where it waits).
+            try:
+                step = pending.send(None)
+            except StopIteration as done:
+                return cast(ActionOutput, done.value)
+            pending = _Resumed(pending, step)
         try:
-            async with asyncio.timeout(timeout_s) as deadline:
-                return await spec.handler(ctx, args)
+            async with asyncio.timeout_at(at) as deadline:  # counted from the start, first step included
+                return await pending
         except TimeoutError:
             if not deadline.expired():
                 raise  # a TimeoutError of the handler's own making: a bug or an unwrapped library error
@@ -400,17 +438,24 @@ class CallPipeline:
             return text
         return redactor.text(text[:limit], cut=True) + f"\n[output truncated: {len(text) - limit} more characters]"
 
-    def success(self, spec: ActionSpec, out: ActionOutput, start: float) -> ActionResult:
+    def success(
+        self, spec: ActionSpec, out: ActionOutput, start: float, ids: tuple[str | None, str | None] = (None, None)
+    ) -> ActionResult:
+        output, data = out.output, out.data
         return ActionResult(
             action=spec.name,
             ok=True,
-            output=self.bound(out.output),
-            data=self.runtime.redactor.data(out.data),
+            output=self.bound(output),
+            data=self.runtime.redactor.data(data),
             artifacts=list(out.artifacts),
             duration_ms=_ms(start),
+            trace_id=ids[0],
+            span_id=ids[1],
         )
 
-    def failure(self, spec: ActionSpec, exc: ActionError, start: float) -> ActionResult:
+    def failure(
+        self, spec: ActionSpec, exc: ActionError, start: float, ids: tuple[str | None, str | None] = (None, None)
+    ) -> ActionResult:
         redactor = self.runtime.redactor
         message = exc.message
         if exc.type == "denied" and exc.rule and exc.rule not in message:
@@ -426,7 +471,40 @@ class CallPipeline:
             data=redactor.data(exc.data),
             error=info,
             duration_ms=_ms(start),
+            trace_id=ids[0],
+            span_id=ids[1],
         )
+
+
+class _Resumed:
+    """Awaits the rest of a coroutine whose first step already ran (``step``: what that step waits on).
+
+    Drives it exactly as ``await`` would: what it waits on goes up to the task, the results and
+    exceptions (a cancellation by the deadline) come back down to it."""
+
+    __slots__ = ("_coro", "_step")
+
+    def __init__(self, coro: CoroutineType[Any, Any, Any], step: Any) -> None:
+        self._coro, self._step = coro, step
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, step = self._coro, self._step
+        while True:
+            try:
+                sent = yield step
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:
+                try:
+                    step = coro.throw(exc)
+                except StopIteration as done:
+                    return done.value
+            else:
+                try:
+                    step = coro.send(sent)
+                except StopIteration as done:
+                    return done.value
 
 
 def _ms(start: float) -> float:

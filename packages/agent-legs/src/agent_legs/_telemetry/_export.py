@@ -16,7 +16,7 @@ import logging
 import os
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from opentelemetry import trace
@@ -34,10 +34,27 @@ __all__ = ["GuardedExporter", "application_provider", "default_provider", "trace
 log = logging.getLogger("agent_legs")
 
 
+# Read per span: the API's ``get_tracer_provider`` looks the variable up in ``os.environ`` on every call
+# until a provider is installed (about 2 us); whether the environment names a provider is read once.
+_PROVIDER_FROM_ENV = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
+
+
+def _installed(api: Any) -> trace.TracerProvider | None:
+    """The provider installed with ``trace.set_tracer_provider``, read from the API's global (``None``
+    when none is, or when this API version keeps it elsewhere: then ``get_tracer_provider`` is asked)."""
+    if not hasattr(api, "_TRACER_PROVIDER"):
+        return api.get_tracer_provider()  # type: ignore[no-any-return]
+    return cast("trace.TracerProvider | None", api._TRACER_PROVIDER)
+
+
 def application_provider() -> trace.TracerProvider | None:
     """The provider the application installed with ``trace.set_tracer_provider`` (an SDK provider,
     Phoenix's, Logfire's, ...), or ``None`` while only the API's default proxy / a no-op is there."""
-    provider = trace.get_tracer_provider()
+    provider = _installed(trace)
+    if provider is None:
+        if not _PROVIDER_FROM_ENV:
+            return None  # nothing installed, nothing named by the environment: the API's proxy
+        provider = trace.get_tracer_provider()
     # Exactly the API's proxy (a library's own proxy class, e.g. Logfire's, is a real provider).
     if type(provider) is trace.ProxyTracerProvider or isinstance(provider, trace.NoOpTracerProvider):
         return None

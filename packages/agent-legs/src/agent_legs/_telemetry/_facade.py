@@ -23,6 +23,7 @@ collector does, and the spans lost are counted (``Telemetry.spans_dropped``).
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import threading
 import time
@@ -40,13 +41,26 @@ from .._secrets import Redactor
 from .._settings import TelemetrySettings
 from ._export import GuardedExporter, application_provider, default_provider
 from ._journal import PENDING_DIR, IntentJournal, recover_pending
-from ._log_writer import ActionLog, ActionLogError
+from ._log_writer import ActionLog, ActionLogError, encode_line
 from ._records import CallRecord, bounded_arguments, dumps, target, truncate
 from ._spans import Tracer, caller_context, discover_parent_hooks, end_span, start_span
 
 __all__ = ["Telemetry"]
 
 log = logging.getLogger("agent_legs")
+
+_second: tuple[int, str] = (-1, "")  # the last whole second formatted, and its text (swapped whole: threads)
+
+
+def _now() -> str:
+    """The current UTC time as ``datetime.isoformat(timespec="milliseconds")`` writes it, formatted once per second."""
+    global _second
+    t = time.time()
+    sec = int(t)
+    cached = _second
+    if cached[0] != sec:
+        cached = _second = (sec, datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+    return f"{cached[1]}.{int((t - sec) * 1000):03d}+00:00"
 
 
 class Telemetry:
@@ -81,7 +95,8 @@ class Telemetry:
         discover_parent_hooks()  # once per process: the first call does not pay for it
         self.action_log = ActionLog(state_dir / "actions.jsonl")
         self.journal = IntentJournal(state_dir / PENDING_DIR)
-        self._intent_args: dict[str, Any] = {}  # record id -> bounded arguments, computed once per call
+        # record id -> (the fields both lines share, the bounded arguments): computed once per call
+        self._intents: dict[str, tuple[dict[str, Any], Any]] = {}
         self._log_problem: str | None = None  # the last write failure, warned once until it changes
         self._dropped_at_close: int | None = None
         # Actions cut short by a process that died (SIGKILL, OOM, crash) get their "unfinished" line now.
@@ -106,13 +121,13 @@ class Telemetry:
         """Put the call's intent line on disk before its effect can happen; returns the record id.
 
         Raises ``ActionError("unavailable")`` when the line cannot be written: the action must not run.
+        The fields both lines share (ids, target, approval, bounded arguments) are computed here once;
+        ``finish`` reuses them for the outcome line.
         """
-        record_id = secrets.token_hex(8)
+        record_id = os.urandom(8).hex()  # what secrets.token_hex(8) does, without its two calls
+        common = self._common(span, rec)
         arguments = bounded_arguments(rec.arguments, self.redactor) if self.settings.capture_content else None
-        entry = self._entry(span, rec)
-        entry.pop("outcome", None)
-        entry.pop("duration_ms", None)
-        entry.pop("error", None)
+        entry = {"time": _now(), **common}
         entry["pid"] = self.journal.pid
         if arguments is not None:
             entry["arguments"] = arguments
@@ -126,8 +141,7 @@ class Telemetry:
                 hint="Nothing was done. The log's disk or directory needs an operator (free space, permissions, "
                 "open files); tell the user instead of retrying.",
             ) from None
-        if arguments is not None:
-            self._intent_args[record_id] = arguments
+        self._intents[record_id] = (common, arguments)
         return record_id
 
     def _log_failed(self, reason: str) -> None:
@@ -135,25 +149,45 @@ class Telemetry:
             self._log_problem = reason
             log.warning("the action log cannot be written: %s; actions fail closed until it can", reason)
 
-    def _entry(self, span: Span, rec: CallRecord) -> dict[str, Any]:
+    def _common(self, span: Span, rec: CallRecord) -> dict[str, Any]:
+        """The fields of a call's line known before it ends, in the line's order (``decision`` first among them)."""
         ctx = span.get_span_context()
         redact = self.redactor
+        valid = ctx.is_valid
+        common: dict[str, Any] = {
+            "trace_id": f"{ctx.trace_id:032x}" if valid else None,
+            "span_id": f"{ctx.span_id:016x}" if valid else None,
+            "action": rec.action,
+            "session": rec.session,
+            "call_id": rec.call_id,
+            "decision": rec.decision,
+            "rule": rec.rule,
+            "target": target(redact.data(rec.arguments) if redact else rec.arguments),  # scrubbed whole, then cut
+        }
+        if rec.approval:  # who decided: on the intent line too, so a call cut short by a crash keeps it
+            common["approval"] = redact.data(rec.approval)
+        return common
+
+    def _entry(self, span: Span, rec: CallRecord, common: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The outcome line's fields (without ``id`` and content), ``common`` from the intent when there was one."""
+        if common is None:
+            common = self._common(span, rec)
         entry: dict[str, Any] = {
-            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-            "trace_id": f"{ctx.trace_id:032x}" if ctx.is_valid else None,
-            "span_id": f"{ctx.span_id:016x}" if ctx.is_valid else None,
+            "time": _now(),
+            "trace_id": common["trace_id"],
+            "span_id": common["span_id"],
             "action": rec.action,
             "session": rec.session,
             "call_id": rec.call_id,
             "decision": rec.decision,
             "outcome": rec.outcome,
             "duration_ms": round(rec.duration_ms, 3),
-            "error": redact.text(rec.error_message) if rec.error_message else None,
+            "error": self.redactor.text(rec.error_message) if rec.error_message else None,
             "rule": rec.rule,
-            "target": target(redact.data(rec.arguments)),  # scrubbed whole, before target() cuts it
+            "target": common["target"],
         }
-        if rec.approval:  # who decided: on the intent line too, so a call cut short by a crash keeps it
-            entry["approval"] = redact.data(rec.approval)
+        if "approval" in common:
+            entry["approval"] = common["approval"]
         return entry
 
     @property
@@ -182,22 +216,19 @@ class Telemetry:
         capture = self.settings.capture_content
         end_span(span, rec, redact, self.settings)
 
-        entry = self._entry(span, rec)
+        known = self._intents.pop(rec.record_id, None) if rec.record_id is not None else None
+        entry = self._entry(span, rec, known[0] if known is not None else None)
         record_id = rec.record_id or secrets.token_hex(8)
         entry["id"] = record_id
         if capture:
-            entry["arguments"] = (
-                self._intent_args.pop(record_id) if record_id in self._intent_args else bounded_arguments(rec.arguments, redact)
-            )
+            entry["arguments"] = known[1] if known is not None else bounded_arguments(rec.arguments, redact)
             if rec.result is not None:  # the text the model read (the console's call detail), as on the span
                 text = rec.result if isinstance(rec.result, str) else dumps(rec.result)
                 entry["result"] = truncate(redact.text(text), self.settings.max_attribute_chars)
             if rec.artifacts:  # screenshots, figures: the console shows a session's latest
                 entry["artifacts"] = redact.data(rec.artifacts)
-        else:
-            self._intent_args.pop(record_id, None)
         try:
-            self.action_log.write(entry)
+            self.action_log.write_line(encode_line(entry))
         except ActionLogError as exc:
             # After the effect: its intent line stays in the journal and reads as "unfinished".
             self._log_failed(str(exc))

@@ -55,17 +55,54 @@ _MAX_ARGUMENTS_CHARS = 16_384
 
 def bounded_arguments(arguments: Any, redactor: Redactor) -> Any:
     """The arguments as the log keeps them: redacted, each long string replaced by a preview, size and sha256."""
+    if not redactor and type(arguments) is dict and len(arguments) <= 64:  # flat, short and no secrets: as they are
+        room = _MAX_ARGUMENTS_CHARS
+        for k, v in arguments.items():
+            if type(k) is not str or (type(v) is str and len(v) > PREVIEW_CHARS):
+                break
+            if type(v) is str:
+                room -= 6 * (len(k) + len(v)) + 8
+            elif v is None or type(v) is bool or type(v) is float or (type(v) is int and -(2**63) < v < 2**63):
+                room -= 6 * len(k) + 40
+            else:
+                break
+        else:
+            if room >= 0:
+                return dict(arguments)
+    chars = 0  # an upper bound of the JSON's length: 6 per character (a \\uXXXX escape) plus quotes and separators
 
     def walk(value: Any) -> Any:
+        nonlocal chars
         if isinstance(value, str):
-            return redactor.text(value) if len(value) <= PREVIEW_CHARS else _digest(value, redactor)
+            out = redactor.text(value) if len(value) <= PREVIEW_CHARS else _digest(value, redactor)
+            chars += 6 * len(out) + 4
+            return out
         if isinstance(value, dict):
-            return {(redactor.text(k) if isinstance(k, str) else k): walk(v) for k, v in value.items()}
+            chars += 2
+            return {_key(k): walk(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
+            chars += 2
             return [walk(v) for v in value]
+        if value is None or isinstance(value, bool | float):
+            chars += 32  # at most 24 characters (-1.2345678901234567e-308), Infinity, NaN, true, null
+        elif isinstance(value, int):
+            chars += value.bit_length() // 3 + 4  # decimal digits <= bits / 3.32, a sign
+        else:
+            chars += _MAX_ARGUMENTS_CHARS + 1  # anything else is written as its str(): encode it to know
         return value
 
+    def _key(k: Any) -> Any:
+        nonlocal chars
+        if isinstance(k, str):
+            k = redactor.text(k)
+            chars += 6 * len(k) + 4
+            return k
+        chars += 32
+        return k
+
     out = walk(arguments)
+    if chars <= _MAX_ARGUMENTS_CHARS:  # surely short enough: no need to encode it to know
+        return out
     text = dumps(out)
     return _digest(text, redactor) if len(text) > _MAX_ARGUMENTS_CHARS else out
 

@@ -27,7 +27,8 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from .._secrets import Redactor
 from .._settings import TelemetrySettings
@@ -50,6 +51,7 @@ __all__ = [
 log = logging.getLogger("agent_legs")
 
 PARENT_HOOKS_GROUP = "agent_legs_parent_spans"
+_RANDOM_TRACE_ID: int = getattr(TraceFlags, "RANDOM_TRACE_ID", 0)  # the W3C level-2 flag, where the API has it
 ParentHook = Callable[[], Span | None]
 
 
@@ -65,6 +67,29 @@ class Tracer(trace.Tracer):
         self._fixed = fixed.get_tracer("agent_legs", __version__) if fixed is not None else None
         self._own = own.get_tracer("agent_legs", __version__) if own is not None else None
         self._app: tuple[trace.TracerProvider, trace.Tracer] | None = None
+        # Our own provider records nothing (no exporter configured): its spans only carry ids.
+        ids = getattr(own, "id_generator", None)
+        self._silent_ids = ids if own is not None and getattr(own, "sampler", None) is ALWAYS_OFF and ids is not None else None
+
+    def silent_span(self, parent: otel_context.Context | None) -> Span | None:
+        """The span our own provider would make when it records nothing and is the one in use, else ``None``.
+
+        Made here as the SDK makes a span its sampler drops (the parent's trace id and trace state, or a
+        new trace; a new span id from the provider's id generator; the sampled flag off), without the
+        sampler call and the attributes nobody could read."""
+        ids = self._silent_ids
+        if ids is None or self._fixed is not None or application_provider() is not None:
+            return None
+        parent_ctx = trace.get_current_span(parent).get_span_context()
+        if parent_ctx.is_valid:
+            trace_id, state, flags = parent_ctx.trace_id, parent_ctx.trace_state, parent_ctx.trace_flags & _RANDOM_TRACE_ID
+        else:
+            trace_id, state = ids.generate_trace_id(), None
+            flags = _RANDOM_TRACE_ID if ids.is_trace_id_random() else 0
+        span_ctx = SpanContext(
+            trace_id, ids.generate_span_id(), is_remote=False, trace_flags=TraceFlags(flags), trace_state=state
+        )
+        return NonRecordingSpan(span_ctx)
 
     def current(self) -> trace.Tracer:
         if self._fixed is not None:
@@ -79,8 +104,12 @@ class Tracer(trace.Tracer):
             return trace.NoOpTracer()
         return self._own
 
-    def start_span(self, *args: Any, **kwargs: Any) -> Span:
-        return self.current().start_span(*args, **kwargs)
+    def start_span(self, name: str, context: otel_context.Context | None = None, *args: Any, **kwargs: Any) -> Span:
+        """A span of the provider in use; when that is our own provider that records nothing, its ids
+        made directly (``silent_span``: a handler's child span, e.g. ``http.request``'s, costs no sampler)."""
+        if self._silent_ids is not None and (silent := self.silent_span(context)) is not None:
+            return silent
+        return self.current().start_span(name, context, *args, **kwargs)
 
     def start_as_current_span(self, *args: Any, **kwargs: Any) -> Any:
         return self.current().start_as_current_span(*args, **kwargs)
@@ -199,7 +228,12 @@ def start_span(
     parent: otel_context.Context | None,
     description: str | None = None,
 ) -> Span:
-    """Open the call's span with the attributes known at creation (samplers see them)."""
+    """Open the call's span with the attributes known at creation (samplers see them).
+
+    When the span goes to our own provider that records nothing, it is made without attributes
+    (its sampler reads none; its ids are made the same way)."""
+    if isinstance(tracer, Tracer) and (silent := tracer.silent_span(parent)) is not None:
+        return silent
     attributes: dict[str, Any] = {
         sc.GEN_AI_OPERATION_NAME: "execute_tool",
         sc.GEN_AI_TOOL_NAME: tool_name,
