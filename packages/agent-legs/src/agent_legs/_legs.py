@@ -28,6 +28,7 @@ import asyncio
 import atexit
 import logging
 import os
+import sys
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -397,7 +398,10 @@ class Legs:
         return self._telemetry.spans_dropped
 
     def close(self) -> None:
-        """Release browsers, containers and connections; flush telemetry. Safe to call twice."""
+        """Release browsers, containers and connections; flush telemetry. Safe to call twice.
+
+        Sandbox kernels are killed before this returns; their containers are removed in the
+        background (``actions/code/_reaper``), and the process's exit waits for those removals."""
         if self._closed:
             return
         self._closed = True
@@ -434,5 +438,12 @@ _LIVE: weakref.WeakSet[Legs] = weakref.WeakSet()
 
 @atexit.register
 def _close_at_exit() -> None:
+    """Close every ``Legs`` still open, then wait for the sandbox containers being removed in the
+    background (``Legs.close`` does not wait for the engine): none outlives the process."""
     for legs in list(_LIVE):
         legs.close()
+    reaper = sys.modules.get("agent_legs.actions.code._reaper")  # imported only if a sandbox ever started
+    if reaper is not None:
+        left = reaper.drain()
+        if left:
+            log.warning("sandbox containers could not be removed at exit: %s", ", ".join(c[:12] for c in left))
