@@ -252,6 +252,7 @@ class Host:
     client: Any = None
     pool: list[Kernel] = field(default_factory=list)
     pool_task: Any = None
+    promised: Any = None  # a session's future for the kernel the pool is starting now (one at a time)
     down: bool = True  # until it answered (``CodeService`` connects it), and after a failure
     retry_at: float = 0.0  # monotonic: when a host taken out is tried again
     reason: str = "not connected yet"  # why it is out

@@ -114,7 +114,7 @@ class CodeService(Service):
         self._inflight = threading.Condition()  # guards _creations: creations running in threads
         self._creations = 0
         self._closing = False
-        self._starting: dict[str, asyncio.Future[Kernel]] = {}
+        self._starting: dict[str, asyncio.Future[Kernel | None]] = {}  # None: the pool made none, look again
         self._idle_reaper = asyncio.create_task(self._reap(), context=contextvars.Context())
         self._sweeper = asyncio.create_task(self._sweep_setid(), context=contextvars.Context())
         self._watcher = asyncio.create_task(self._watch_hosts(), context=contextvars.Context())
@@ -375,19 +375,64 @@ class CodeService(Service):
             return
 
         async def fill() -> None:
-            while len(host.pool) < wanted and host.up():
-                try:
-                    kernel = await self._new_kernel(host)
-                except ActionError as exc:
-                    log.warning("sandbox pool (%s): %s", host.name, exc.message)
-                    return
-                if host.up():
-                    host.pool.append(kernel)
-                else:  # taken out while this one started
-                    self._abandon(kernel)
+            try:
+                while len(host.pool) < wanted and host.up():
+                    try:
+                        kernel = await self._new_kernel(host)
+                    except ActionError as exc:
+                        log.warning("sandbox pool (%s): %s", host.name, exc.message)
+                        return
+                    if not host.up():  # taken out while this one started
+                        self._abandon(kernel)
+                        continue
+                    promised, host.promised = host.promised, None
+                    if promised is not None and not promised.done():
+                        promised.set_result(kernel)  # a first call waits for the kernel this start makes
+                    else:
+                        host.pool.append(kernel)
+            finally:
+                if host.promised is not None and not host.promised.done():
+                    host.promised.set_result(None)  # no kernel for it: it starts its own
+                host.promised = None
 
         # a fresh context: refills are background work, not steps of the action that triggered them
         host.pool_task = asyncio.create_task(fill(), context=contextvars.Context())
+
+    @staticmethod
+    def _pool_filling(host: Host) -> bool:
+        return host.pool_task is not None and not host.pool_task.done()
+
+    async def _promised_kernel(self, session: str, host: Host) -> Kernel | None:
+        """The kernel ``host``'s pool is starting, for ``session`` (None: the pool made none; the
+        caller starts its own). A caller that gives up leaves the kernel to the pool."""
+        promised: asyncio.Future[Kernel | None] = asyncio.get_running_loop().create_future()
+        host.promised = promised
+        future: asyncio.Future[Kernel | None] = asyncio.get_running_loop().create_future()
+        self._starting[session] = future  # a concurrent first call of this session shares it
+        try:
+            kernel = await asyncio.shield(promised)
+        except BaseException as exc:
+            if host.promised is promised:
+                host.promised = None
+            made = promised.result() if promised.done() and not promised.cancelled() else None
+            if made is not None:
+                host.pool.append(made)  # made meanwhile: back to the pool
+            else:
+                promised.cancel()
+            if isinstance(exc, asyncio.CancelledError):
+                future.cancel()
+            else:
+                future.set_exception(exc)
+                future.exception()  # retrieved: no "never retrieved" warning when nobody else waited
+            raise
+        finally:
+            self._starting.pop(session, None)
+        if kernel is None:
+            future.set_result(None)
+            return None
+        self.kernels[session] = kernel
+        future.set_result(kernel)
+        return kernel
 
     async def _place(self) -> Host:
         """The host for a new session (fewest live sessions per weight); when none is in service, each
@@ -426,16 +471,25 @@ class CodeService(Service):
                 self._fill_pool(host)
                 return kernel, True
             starting = self._starting.get(session)
+            if starting is None and self._pool_filling(host) and host.promised is None:
+                # the pool is starting a kernel right now (a new service, or a prestarted one): this
+                # session takes that one rather than starting a second container beside it
+                kernel = await self._promised_kernel(session, host)
+                if kernel is not None:
+                    return kernel, True
+                continue
             if starting is None:
                 break
             try:  # a concurrent first call is starting this session's kernel: share it
-                return await asyncio.shield(starting), False
+                shared = await asyncio.shield(starting)
+                if shared is not None:  # (None: the pool made none for it; look again)
+                    return shared, False
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
                     raise
                 # the starter was cancelled, not us: look again (and start one if still needed)
-        future: asyncio.Future[Kernel] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Kernel | None] = asyncio.get_running_loop().create_future()
         self._starting[session] = future
         try:
             while True:
