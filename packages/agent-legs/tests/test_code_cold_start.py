@@ -70,8 +70,85 @@ def test_close_kills_every_kernel_before_it_returns(open_legs) -> None:
     svc = legs._runtime._services[CodeService]
     kernels = [*svc.kernels.values(), *svc.pool]
     legs.close()
-    assert kernels and all(k.dead and k.channel.sock.fileno() == -1 for k in kernels)
+    assert kernels and all(k.dead and k.channel.sock._closed for k in kernels)  # shut down and closed
     from agent_legs.actions.code import _reaper
 
     assert _reaper.drain() == []
     assert not set(sandbox_containers()) & {k.container.id for k in kernels}
+
+
+def _service(legs, wait_s: float = 120.0):
+    """The code service once started (polled: a bound on liveness, not a timing)."""
+    import time
+
+    from agent_legs.actions.code._service import CodeService
+
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        svc = legs._runtime._services.get(CodeService)
+        if svc is not None:
+            return svc
+        time.sleep(0.05)
+    raise AssertionError("the code service did not start")
+
+
+def test_prestart_starts_the_sandbox_before_the_first_call(open_legs) -> None:
+    from agent_legs.actions.code import _reaper
+
+    before = set(_reaper.owned())
+    legs = open_legs(policy={"allow": ["code.*"]}, settings={"code": {"pool_size": 1}})  # prestart "auto"
+    svc = _service(legs)  # started with no call made
+    import time
+
+    deadline = time.monotonic() + 120
+    while not svc.pool and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (pooled,) = svc.pool
+    r = legs.run("code.run", {"code": "print(1+1)"})
+    assert r.ok and r.data["stdout"] == "2\n" and r.data["new_kernel"]
+    assert svc.kernels["default"] is pooled  # the first call ran on the container started at Legs()
+    assert pooled.container.id in set(_reaper.owned()) - before
+
+
+@pytest.mark.parametrize(
+    ("policy", "prestart", "expected"),
+    [
+        ({"allow": ["code.*"]}, "auto", True),
+        ({"allow": ["code.run", "files.*"]}, "auto", True),
+        ({}, "auto", False),  # the default policy allows code.* but does not name it: no container at every Legs()
+        ({"allow": ["*"]}, "auto", False),
+        ({"allow": ["files.*"]}, True, False),  # code.run denied: never
+        ({}, True, True),
+        ({"allow": ["code.*"]}, False, False),
+    ],
+)
+def test_when_legs_prestarts_the_sandbox(policy, prestart, expected) -> None:
+    from agent_legs import Policy
+    from agent_legs._legs import prestart_wanted
+    from agent_legs._policy import PolicyEngine
+
+    p = Policy.model_validate(policy)
+    assert prestart_wanted(p, prestart, PolicyEngine(p)) is expected
+
+
+def test_close_while_the_sandbox_is_still_prestarting_leaves_nothing(open_legs) -> None:
+    legs = open_legs(policy={"allow": ["code.*"]}, settings={"code": {"pool_size": 2}})
+    legs.close()  # at once: the service is still starting (or not yet): it is closed once started
+    from agent_legs.actions.code import _reaper
+
+    assert _reaper.drain() == []  # and no_leftover_containers: none of this process's is left
+
+
+def test_a_first_call_takes_the_kernel_the_pool_is_starting(open_legs) -> None:
+    """A new service fills its pool; the first call waits for the container the pool is starting
+    rather than starting a second one beside it (two containers starting at once on a small machine
+    each take longer)."""
+    from agent_legs.actions.code import _reaper
+
+    before = set(_reaper.owned())
+    legs = open_legs(settings={"code": {"pool_size": 1, "prestart": False}})
+    r = legs.run("code.run", {"code": "1"})
+    assert r.ok and r.data["new_kernel"]
+    svc = _service(legs)
+    made = [c for c in _reaper.owned() if c not in before]
+    assert svc.kernels["default"].container.id == made[0]  # the pool's first container, not one of its own
