@@ -54,7 +54,7 @@ from . import _fs as _code_fs
 from ._channel import HELLO_MAX, Channel, ProtocolError
 from ._container import CLEANUP_S, CONNECT_S, DOCKER_TIMEOUT_S, UNAVAILABLE_HINT, SocketProxy, blocking, short
 from ._hosts import HOST_FIX, Host, host_specs, pick
-from ._kernel import IDLE_LOST, Kernel
+from ._kernel import IDLE_LOST, Kernel, promised_kernel
 
 __all__ = ["HOST_WATCH_S", "SETID_SWEEP_S", "CodeService"]
 
@@ -402,38 +402,6 @@ class CodeService(Service):
     def _pool_filling(host: Host) -> bool:
         return host.pool_task is not None and not host.pool_task.done()
 
-    async def _promised_kernel(self, session: str, host: Host) -> Kernel | None:
-        """The kernel ``host``'s pool is starting, for ``session`` (None: the pool made none; the
-        caller starts its own). A caller that gives up leaves the kernel to the pool."""
-        promised: asyncio.Future[Kernel | None] = asyncio.get_running_loop().create_future()
-        host.promised = promised
-        future: asyncio.Future[Kernel | None] = asyncio.get_running_loop().create_future()
-        self._starting[session] = future  # a concurrent first call of this session shares it
-        try:
-            kernel = await asyncio.shield(promised)
-        except BaseException as exc:
-            if host.promised is promised:
-                host.promised = None
-            made = promised.result() if promised.done() and not promised.cancelled() else None
-            if made is not None:
-                host.pool.append(made)  # made meanwhile: back to the pool
-            else:
-                promised.cancel()
-            if isinstance(exc, asyncio.CancelledError):
-                future.cancel()
-            else:
-                future.set_exception(exc)
-                future.exception()  # retrieved: no "never retrieved" warning when nobody else waited
-            raise
-        finally:
-            self._starting.pop(session, None)
-        if kernel is None:
-            future.set_result(None)
-            return None
-        self.kernels[session] = kernel
-        future.set_result(kernel)
-        return kernel
-
     async def _place(self) -> Host:
         """The host for a new session (fewest live sessions per weight); when none is in service, each
         is tried again now (a call waits on the engines, as with one engine); ``unavailable`` if none answers."""
@@ -474,7 +442,7 @@ class CodeService(Service):
             if starting is None and self._pool_filling(host) and host.promised is None:
                 # the pool is starting a kernel right now (a new service, or a prestarted one): this
                 # session takes that one rather than starting a second container beside it
-                kernel = await self._promised_kernel(session, host)
+                kernel = await promised_kernel(self, session, host)
                 if kernel is not None:
                     return kernel, True
                 continue
