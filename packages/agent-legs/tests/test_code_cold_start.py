@@ -152,3 +152,18 @@ def test_a_first_call_takes_the_kernel_the_pool_is_starting(open_legs) -> None:
     svc = _service(legs)
     made = [c for c in _reaper.owned() if c not in before]
     assert svc.kernels["default"].container.id == made[0]  # the pool's first container, not one of its own
+
+
+def test_waiting_for_removals_leaves_the_kernels_of_an_open_legs_alone(open_legs, tmp_path) -> None:
+    """drain() (what a test or the exit waits on) waits for another Legs' background removals; only
+    the exit hook's sweep takes the containers of a Legs still open."""
+    from agent_legs.actions.code import _reaper
+
+    kept = open_legs(settings={"code": {"pool_size": 0}})
+    assert kept.run("code.run", {"code": "x = 41"}).ok
+    other = open_legs(workspace=tmp_path / "w2", state_dir=tmp_path / "s2", settings={"code": {"pool_size": 0}})
+    assert other.run("code.run", {"code": "1"}).ok
+    other.close()
+    assert _reaper.drain() == []
+    r = kept.run("code.run", {"code": "x + 1"})
+    assert r.ok and r.data["value"] == "42" and not r.data["new_kernel"]

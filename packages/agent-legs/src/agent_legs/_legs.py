@@ -480,6 +480,6 @@ def _close_at_exit() -> None:
         legs.close()
     reaper = sys.modules.get("agent_legs.actions.code._reaper")  # imported only if a sandbox ever started
     if reaper is not None:
-        left = reaper.drain()
+        left = reaper.drain(sweep=True)
         if left:
             log.warning("sandbox containers could not be removed at exit: %s", ", ".join(c[:12] for c in left))

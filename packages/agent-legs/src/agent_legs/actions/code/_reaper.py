@@ -11,8 +11,8 @@ Invariants:
 * **Nothing of this process's survives its exit.** Every container this process creates is
   recorded (``track``, as soon as the engine made it) until it is removed (``untrack``). The worker
   threads are joined by the interpreter before it runs its exit hooks (so every queued removal has
-  run), and ``agent_legs._legs``'s exit hook then calls ``drain()``: it waits for any removal still
-  running and removes whatever is still recorded (a container whose creation finished after its
+  run), and ``agent_legs._legs``'s exit hook then calls ``drain(sweep=True)``: it waits for any
+  removal still running and removes whatever is still recorded (a container whose creation finished after its
   service closed, or of a ``Legs`` dropped without ``close``). A removal submitted while the
   interpreter shuts down runs inline.
 * **Bounded.** Each removal is one engine call with the client's timeout (``DOCKER_TIMEOUT_S``); a
@@ -39,6 +39,7 @@ log = logging.getLogger("agent_legs.code")
 _lock = threading.Lock()
 _owned: dict[str, Any] = {}  # container id -> the docker Container object (its client removes it)
 _pending: set[concurrent.futures.Future[None]] = set()
+_failed: set[str] = set()  # ids whose removal failed (still recorded as ours)
 _executor: concurrent.futures.ThreadPoolExecutor | None = None
 
 
@@ -51,6 +52,7 @@ def track(container: Any) -> None:
 def untrack(container_id: str) -> None:
     with _lock:
         _owned.pop(container_id, None)
+        _failed.discard(container_id)
 
 
 def owned() -> list[str]:
@@ -67,6 +69,8 @@ def remove(container: Any) -> None:
         # NotFound: gone already; Conflict "removal ... already in progress": another removal has it
         if type(exc).__name__ != "NotFound" and "already in progress" not in str(exc):
             log.warning("removing sandbox container %s failed: %s", getattr(container, "short_id", "?"), exc)
+            with _lock:
+                _failed.add(container.id)
             return
     untrack(container.id)
 
@@ -101,13 +105,17 @@ def _done(future: concurrent.futures.Future[None]) -> None:
         _pending.discard(future)
 
 
-def drain(timeout_s: float = 60.0) -> list[str]:
-    """Wait for the background removals, then remove every container still recorded as ours.
-    Returns the ids that could not be removed (logged)."""
+def drain(timeout_s: float = 60.0, *, sweep: bool = False) -> list[str]:
+    """Wait for the background removals; the ids whose removal failed. ``sweep`` (the exit hook):
+    then remove every container still recorded as this process's, the kernels of a ``Legs`` still
+    open included, and return those that could not be removed."""
     with _lock:
         pending = list(_pending)
     if pending:
         concurrent.futures.wait(pending, timeout=timeout_s)
+    if not sweep:
+        with _lock:
+            return sorted(_failed & set(_owned))
     with _lock:
         left = list(_owned.values())
     for container in left:
