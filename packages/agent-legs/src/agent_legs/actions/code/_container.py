@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from ..._egress_proxy import EgressProxy
 from ..._errors import ActionError
 from . import _reaper
-from ._hosts import HOST_FIX, HostSpec, open_client
+from ._hosts import HOST_FIX, HostSpec, negotiate, open_client
 from ._policy import CodePolicy
 from ._sandbox import driver_source
 from ._settings import CodeSettings
@@ -153,7 +153,7 @@ def connect(spec: HostSpec, image: str, secrets: Secrets, directory: str) -> Any
         # a short timeout for the handshake: a listener that never answers fails this start in
         # CONNECT_S (no thread left waiting longer), then the usual timeout for real work
         client = open_client(spec, secrets, directory, CONNECT_S)
-        client.ping()
+        negotiate(client)  # the ping: the engine answers, and says its API version
         client.api.timeout = DOCKER_TIMEOUT_S
         client.images.get(image)
     except ActionError:
