@@ -25,7 +25,7 @@ from ._history import git_sha
 from ._history import write as write_history
 from ._peers import describe
 
-MODULES = ["core", "dispatch", "imports", "files", "http", "code", "browser", "email", "flows", "budget", "scale"]
+MODULES = ["core", "dispatch", "imports", "files", "http", "code", "cold", "browser", "email", "flows", "budget", "scale"]
 
 
 def main() -> int:

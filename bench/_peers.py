@@ -34,6 +34,14 @@ PEERS: dict[str, list[tuple[str, str, str]]] = {
         ),
         ("llm_sandbox_SandboxSession", "llm-sandbox", "llm_sandbox.SandboxSession"),
     ],
+    "cold": [
+        (
+            "autogen_ext_DockerCommandLineCodeExecutor",
+            "autogen-ext",
+            "autogen_ext.code_executors.docker.DockerCommandLineCodeExecutor",
+        ),
+        ("llm_sandbox_SandboxSession", "llm-sandbox", "llm_sandbox.SandboxSession"),
+    ],
     "browser": [
         ("raw_playwright", "playwright", "playwright.async_api.Page"),
         ("langchain", "langchain-community", "langchain_community.agent_toolkits.PlayWrightBrowserToolkit"),

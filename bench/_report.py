@@ -20,6 +20,7 @@ from ._format import div as _div
 from ._format import get as _get
 from ._format import p50 as _p50
 from ._report_budget import budget
+from ._report_cold import cold_rows
 from ._report_runs import history, peers, previous_results
 
 CHART = Path("img/scale.svg")  # relative to the page's directory
@@ -179,6 +180,9 @@ def _summary_rows(res: dict[str, Any]) -> list[list[str]]:
         "≤ 1 s",
         None if close is None else close <= 1_000_000,
     )
+
+    for cold in cold_rows(res):
+        row(*cold)
 
     br = _get(res, "browser", "navigate_plus_content") or {}
     ours = _p50(br, "agent_legs")
@@ -564,7 +568,7 @@ def render(page: Path, sources: list[Path], only: list[str] | None = None) -> bo
         "dispatch": lambda: _dispatch(res.get("dispatch", {"error": "not in the results"})),
         "scale": lambda: _scale(res.get("scale", {"error": "not in the results"}), chart_path),
     }
-    for fam in ("files", "http", "code", "browser", "email"):
+    for fam in ("files", "http", "code", "cold", "browser", "email"):
         blocks[fam] = lambda f=fam: _family(f, res.get(f, {"error": "not in the results"}), prev.get(f))  # type: ignore[misc]
     text = page.read_text() if page.exists() else "# Benchmarks\n"
     if only:

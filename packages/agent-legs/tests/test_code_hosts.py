@@ -17,6 +17,7 @@ import pytest
 
 from agent_legs import ConfigError, Legs, Settings
 from agent_legs._doctor import check_docker
+from agent_legs.actions.code import _reaper
 from agent_legs.actions.code._hosts import Host, HostSpec, pick
 from agent_legs.actions.code._service import CodeService
 from agent_legs_testing._net import free_port
@@ -167,6 +168,7 @@ def test_sessions_spread_over_two_hosts_with_tls_from_secrets(
         for i in range(4):  # state survives on both hosts
             r = legs.run("code.run", {"code": "x"}, session=f"s{i}")
             assert r.ok and r.data["value"] == str(i), r.error
+    assert _reaper.drain() == []  # close() left the removals to the background; the exit waits for them
     assert _on(second_dockerd, svc) == []  # closed: nothing of ours is left there
     assert not tls_dir.exists()
 
@@ -267,4 +269,5 @@ def test_a_dead_host_is_taken_out_its_sessions_told_and_it_comes_back(tmp_path: 
         assert r.ok, r.error
         assert svc.kernels["later"].host.name == "second"  # the host with the fewest sessions again
         assert not lost_containers & set(second_dockerd.containers())
+    assert _reaper.drain() == []  # close() left the removals to the background; the exit waits for them
     assert _on(second_dockerd, svc) == []

@@ -371,7 +371,10 @@ def test_close_leaves_nothing(dirs) -> None:
     legs = Legs(workspace=ws, state_dir=st, settings={"code": {"pool_size": 2}})
     legs.run("code.run", {"code": "1"}, session="a")
     legs.run("code.run", {"code": "1"}, session="b")
-    legs.close()
+    legs.close()  # kills the kernels; their containers are removed in the background
+    from agent_legs.actions.code import _reaper
+
+    assert _reaper.drain() == []  # what the process's exit waits for
     assert set(sandbox_containers()) <= before
 
 

@@ -28,6 +28,7 @@ import asyncio
 import atexit
 import logging
 import os
+import sys
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -45,7 +46,7 @@ from ._flows import RULE as FLOWS_RULE
 from ._models import ActionResult, ApprovalDecision, ApprovalRequest, StandingRule
 from ._pipeline import CallPipeline
 from ._policy import Decision, Policy, PolicyEngine
-from ._registry import REGISTRY, ActionRegistry, ActionSpec
+from ._registry import REGISTRY, ActionRegistry, ActionSpec, may_name
 from ._runtime import Runtime
 from ._secrets import Redactor, Secrets
 from ._settings import ENV_PREFIX, Settings, load_settings, read_config_file
@@ -64,6 +65,7 @@ __all__ = [
     "Legs",
     "config_kwargs",
     "default_state_dir",
+    "prestart_wanted",
     "resolve_dirs",
 ]
 
@@ -111,6 +113,19 @@ def config_kwargs(path: str | os.PathLike[str] | None, **overrides: Any) -> dict
     return kwargs
 
 
+def prestart_wanted(policy: Policy, setting: bool | str, engine: PolicyEngine) -> bool:
+    """Whether ``Legs()`` starts the sandbox in the background (``settings.code.prestart``): never
+    when ``code.run`` is denied; ``"auto"``: when the allow list was given and names code actions
+    (a pattern whose literal head is ``code.``, ``code`` or ``cod``..., not a bare ``*``)."""
+    if setting is False or engine.decide("code.run").kind == "deny":
+        return False
+    if setting is True:
+        return True
+    return "allow" in policy.model_fields_set and any(
+        pattern[:1] not in ("", "*", "?", "[") and may_name(pattern, "code") for pattern in policy.allow
+    )
+
+
 def _is_within(child: Path, parent: Path) -> bool:
     return child == parent or parent in child.parents
 
@@ -145,11 +160,7 @@ class Legs:
         # A policy name that matches no action is a typo: say so before anything starts, not by denying
         # everything later. Names under a configured MCP server are accepted before it lists its tools.
         self._mcp_servers = sorted(self.settings.mcp.servers)
-        PolicyEngine(self.policy).check_names(
-            [spec.name for spec in self._registry],
-            {spec.name: argument_names(spec) for spec in self._registry},
-            [f"mcp.{name}." for name in self._mcp_servers],
-        )
+        self._check_names()
 
         check_tls_secrets(self.settings.code, self.secrets)  # sandbox hosts' {secret:NAME} PEM: named, and PEM
         self.workspace, self.state_dir = resolve_dirs(workspace, state_dir)
@@ -198,6 +209,32 @@ class Legs:
         _LIVE.add(self)
         self._dispatch = Dispatcher(self._runtime)  # where each call's coroutine runs
         self._pipeline = CallPipeline(self._runtime, self._telemetry, self._approvals, lambda: self.approver)
+        if prestart_wanted(self.policy, self.settings.code.prestart, self._runtime.engine):
+            from .actions.code._service import CodeService
+
+            self._runtime.prestart(CodeService)  # overlaps the container's start with the caller's own
+
+    def _check_names(self) -> None:
+        """The policy's action names and conditions, checked against the families they can name
+        (only those are imported: ``allow = ["code.*"]`` imports the code family alone); on a
+        problem, against every action, so that the error lists them all."""
+        engine = PolicyEngine(self.policy)
+        registry = self._registry
+        registry.load_for(engine.name_patterns())
+
+        def check() -> None:
+            specs = [registry.get(name) for name in registry.loaded_names()]
+            engine.check_names(
+                [spec.name for spec in specs],
+                {spec.name: argument_names(spec) for spec in specs},
+                [f"mcp.{name}." for name in self._mcp_servers],
+            )
+
+        try:
+            check()
+        except ConfigError:
+            list(registry)  # every family: the error names every action
+            check()
 
     # -- construction from a file ----------------------------------------------------------------
     @classmethod
@@ -397,7 +434,10 @@ class Legs:
         return self._telemetry.spans_dropped
 
     def close(self) -> None:
-        """Release browsers, containers and connections; flush telemetry. Safe to call twice."""
+        """Release browsers, containers and connections; flush telemetry. Safe to call twice.
+
+        Sandbox kernels are killed before this returns; their containers are removed in the
+        background (``actions/code/_reaper``), and the process's exit waits for those removals."""
         if self._closed:
             return
         self._closed = True
@@ -434,5 +474,12 @@ _LIVE: weakref.WeakSet[Legs] = weakref.WeakSet()
 
 @atexit.register
 def _close_at_exit() -> None:
+    """Close every ``Legs`` still open, then wait for the sandbox containers being removed in the
+    background (``Legs.close`` does not wait for the engine): none outlives the process."""
     for legs in list(_LIVE):
         legs.close()
+    reaper = sys.modules.get("agent_legs.actions.code._reaper")  # imported only if a sandbox ever started
+    if reaper is not None:
+        left = reaper.drain(sweep=True)
+        if left:
+            log.warning("sandbox containers could not be removed at exit: %s", ", ".join(c[:12] for c in left))

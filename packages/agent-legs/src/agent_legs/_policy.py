@@ -259,6 +259,15 @@ class PolicyEngine:
             return Decision("allow", f"policy.allow[{p!r}]")
         return Decision("deny", "policy.allow (action not listed)")
 
+    def name_patterns(self) -> list[str]:
+        """The action-name globs ``check_names`` looks at: the lists set explicitly, and every
+        conditional ``require_approval`` entry."""
+        out = [e.action for _, e, _ in self._conditions]
+        for key in ("allow", "deny", "require_approval"):
+            if key in self.policy.model_fields_set:
+                out += [e if isinstance(e, str) else e.action for e in getattr(self.policy, key)]
+        return out
+
     def check_names(
         self, actions: Iterable[str], fields: dict[str, Iterable[str]] | None = None, prefixes: Iterable[str] = ()
     ) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints
 
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from ._policy import Policy
     from ._settings import Settings
 
-__all__ = ["REGISTRY", "ActionRegistry", "ActionSpec", "action"]
+__all__ = ["REGISTRY", "ActionRegistry", "ActionSpec", "action", "may_name"]
 
 Handler = Callable[["ActionContext", Any], Awaitable["ActionOutput"]]
 TimeoutFn = Callable[["Policy", Any], float]
@@ -83,32 +83,72 @@ class ActionSpec:
 
 
 class ActionRegistry:
-    """Actions by name. ``loader``: called once, on the first lookup, listing or removal (not on
-    ``register``), to register the actions it holds: the shared ``REGISTRY`` imports the built-in
-    families then, not when ``agent_legs`` is imported. An action registered before the loader ran
-    (a user's override of a built-in name) keeps its place over the loader's."""
+    """Actions by name. ``loader``: imports the actions it holds when they are first needed (not on
+    ``register``): the shared ``REGISTRY`` imports the built-in families then, not when
+    ``agent_legs`` is imported. A loader with ``families`` (the built-in one) loads one family at a
+    time: a lookup of ``code.run`` imports only the code family, a listing imports them all, and
+    ``load_for(patterns)`` imports the families a policy's patterns can name. A plain callable loads
+    everything at once. An action registered before its family was loaded (a user's override of a
+    built-in name) keeps its place over the loader's."""
 
-    def __init__(self, loader: Callable[[], object] | None = None) -> None:
+    def __init__(self, loader: Any = None) -> None:
         self._specs: dict[str, ActionSpec] = {}
         self._by_tool: dict[str, ActionSpec] = {}
         self._loader = loader
+        self._pending: set[str] | None = None  # families not loaded yet (None: the loader knows none)
         self._load_lock = threading.RLock()
 
-    def _ensure_loaded(self) -> None:
+    def _families_pending(self) -> set[str]:
+        if self._pending is None:
+            families = getattr(self._loader, "families", None)
+            self._pending = set(families()) if self._loader is not None and families is not None else set()
+        return self._pending
+
+    def _load(self, families: Iterable[str] | None) -> None:
+        """Import ``families`` (None: every family, and a loader without families)."""
         if self._loader is None:
             return
         with self._load_lock:  # a second thread waits for the first one's load; the loading thread passes
-            loader, self._loader = self._loader, None
-            if loader is None:
+            if self._loader is None:
                 return
-            early = list(self._specs.values())
-            try:
-                loader()
-            except BaseException:
-                self._loader = loader
-                raise
-            for spec in early:
-                self.register(spec)
+            pending = self._families_pending()
+            wanted: list[str | None] = []
+            if families is None or not pending:
+                wanted += sorted(pending) if pending else [None]
+            else:
+                wanted += sorted(pending & set(families))
+            for family in wanted:
+                early = [s for s in self._specs.values() if family is None or s.family == family]
+                load = getattr(self._loader, "load", self._loader)
+                if family is None:
+                    load()
+                else:
+                    load(family)
+                if family is not None:
+                    pending.discard(family)
+                for spec in early:
+                    self.register(spec)
+            if families is None or not pending:
+                self._loader = None
+
+    def _ensure_loaded(self) -> None:
+        self._load(None)
+
+    def load_for(self, patterns: Iterable[str]) -> None:
+        """Load every family an action-name glob of ``patterns`` could match (``code.*``: the code
+        family; ``*``: all): the names a policy's check needs, without importing the others."""
+        if self._loader is None:
+            return
+        with self._load_lock:
+            pending = self._families_pending()
+            if not pending:
+                self._ensure_loaded()
+                return
+            self._load({f for f in pending for p in patterns if may_name(p, f)})
+
+    def loaded_names(self) -> list[str]:
+        """The names registered so far (the families loaded, and actions registered directly)."""
+        return sorted(self._specs)
 
     def register(self, spec: ActionSpec) -> ActionSpec:
         if "." not in spec.name:
@@ -125,8 +165,14 @@ class ActionRegistry:
 
     def get(self, name: str) -> ActionSpec:
         """Look up by action name (``files.read``) or tool name (``files_read``)."""
-        self._ensure_loaded()
         spec = self._specs.get(name) or self._by_tool.get(name)
+        if spec is None and self._loader is not None:
+            family = name.replace("_", ".", 1).split(".", 1)[0]
+            self._load([family])  # its own family first, then (unknown there) every family
+            spec = self._specs.get(name) or self._by_tool.get(name)
+            if spec is None:
+                self._ensure_loaded()
+                spec = self._specs.get(name) or self._by_tool.get(name)
         if spec is None:
             known = ", ".join(sorted(self._specs))
             raise UnknownActionError(f"unknown action {name!r}; known actions: {known}")
@@ -145,7 +191,27 @@ class ActionRegistry:
         return len(self._specs)
 
 
-REGISTRY = ActionRegistry(loader=lambda: importlib.import_module("agent_legs.actions").load_builtin())
+class _Builtin:
+    """The built-in families' loader (``agent_legs.actions``, a light package, imported when first asked)."""
+
+    @staticmethod
+    def families() -> tuple[str, ...]:
+        return tuple(importlib.import_module("agent_legs.actions").FAMILIES)
+
+    @staticmethod
+    def load(family: str | None = None) -> None:
+        importlib.import_module("agent_legs.actions").load_builtin(family)
+
+
+def may_name(pattern: str, family: str) -> bool:
+    """Whether the name glob ``pattern`` (``fnmatch``) can match a name ``<family>.<verb>``: its
+    literal head (up to the first ``*``, ``?`` or ``[``) must agree with ``<family>.``."""
+    cut = min((i for i in (pattern.find(c) for c in "*?[") if i >= 0), default=len(pattern))
+    head, prefix = pattern[:cut], family + "."
+    return prefix.startswith(head) or head.startswith(prefix)
+
+
+REGISTRY = ActionRegistry(loader=_Builtin())
 """The built-in actions (imported on first use: ``import agent_legs`` stays light) and any registered
 with ``@action`` without a ``registry``."""
 

@@ -152,6 +152,20 @@ class Runtime:
             return instance
         return await asyncio.shield(pending)  # type: ignore[arg-type]
 
+    def prestart(self, cls: type[Service]) -> None:
+        """Start ``cls`` in the background now (a first call then finds it started, or joins its
+        start); a failure is only logged: the first call that needs it starts it again and reports."""
+
+        async def start() -> None:
+            try:
+                await self.service(cls)
+            except Exception as exc:
+                log.debug("prestarting %s failed (the first call retries): %s", cls.__name__, exc)
+
+        future = self.submit(start())
+        self._background.add(future)
+        future.add_done_callback(self._background.discard)
+
     # -- sessions ------------------------------------------------------------------------------
     def touch_session(self, session: str) -> None:
         """Note a call of ``session`` (from any thread: inline calls run on the caller's)."""
@@ -204,6 +218,8 @@ class Runtime:
     # -- shutdown ------------------------------------------------------------------------------
     async def _aclose_services(self) -> None:
         self._reaper.cancel()
+        if self._starting:  # a service still starting (prestarted, say) is closed once started
+            await asyncio.gather(*self._starting.values(), return_exceptions=True)
         services = list(self._services.values())
         self._services.clear()
         results = await asyncio.gather(*(svc.aclose() for svc in services), return_exceptions=True)

@@ -87,8 +87,12 @@ def container_processes(container_id: str) -> list[str]:
 
 @pytest.fixture
 def no_leftover_containers(sandbox_image: str) -> Iterator[None]:
-    """Asserts that a test leaves no sandbox container behind once its Legs is closed."""
+    """Asserts that a test leaves no sandbox container behind once its Legs is closed (and the
+    removals ``Legs.close`` left to the background, which the process's exit waits for, are done)."""
     before = set(sandbox_containers())
     yield
+    from agent_legs.actions.code import _reaper
+
+    _reaper.drain()
     leftover = set(sandbox_containers()) - before
     assert not leftover, f"sandbox containers left behind: {leftover}"

@@ -18,7 +18,8 @@ FAMILIES = ("files", "http", "browser", "code", "email")
 """The built-in families, in the order their actions are listed."""
 
 
-def load_builtin() -> None:
-    """Register every built-in action (imports each family's ``_actions`` module once)."""
-    for family in FAMILIES:
-        importlib.import_module(f"{__name__}.{family}._actions")
+def load_builtin(family: str | None = None) -> None:
+    """Register the built-in actions of ``family`` (None: of every family) by importing its
+    ``_actions`` module once."""
+    for name in FAMILIES if family is None else (family,):
+        importlib.import_module(f"{__name__}.{name}._actions")

@@ -40,7 +40,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..._egress_proxy import EgressProxy
 from ..._errors import ActionError
-from ._hosts import HOST_FIX, HostSpec, open_client
+from . import _reaper
+from ._hosts import HOST_FIX, HostSpec, negotiate, open_client
 from ._policy import CodePolicy
 from ._sandbox import driver_source
 from ._settings import CodeSettings
@@ -152,7 +153,7 @@ def connect(spec: HostSpec, image: str, secrets: Secrets, directory: str) -> Any
         # a short timeout for the handshake: a listener that never answers fails this start in
         # CONNECT_S (no thread left waiting longer), then the usual timeout for real work
         client = open_client(spec, secrets, directory, CONNECT_S)
-        client.ping()
+        negotiate(client)  # the ping: the engine answers, and says its API version
         client.api.timeout = DOCKER_TIMEOUT_S
         client.images.get(image)
     except ActionError:
@@ -270,6 +271,7 @@ def create(
         ulimits=[],
         log_config={"type": "none"},  # what the kernel writes on its channel never reaches the engine's disk
     )
+    _reaper.track(container)  # ours until removed: the process's exit removes it if nothing else did
     try:
         raw = container.attach_socket(params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
         # the hijacked HTTP connection's socket (over TLS, docker-py hands the SSLSocket itself)
@@ -279,8 +281,7 @@ def create(
         sock.sendall(b"%d\n" % len(source) + source)
         sock.setblocking(False)
     except Exception:
-        with contextlib.suppress(Exception):
-            container.remove(force=True)
+        _reaper.remove(container)
         raise
     return container, sock
 
@@ -309,5 +310,4 @@ def remove_orphans(client: Any) -> None:
 def remove_instance(client: Any, instance: str) -> None:
     """Every container one service (``instance``) made, whatever state it is in (blocking)."""
     for c in client.containers.list(all=True, sparse=True, filters={"label": f"{LABEL}.instance={instance}"}):
-        with contextlib.suppress(Exception):
-            c.remove(force=True)
+        _reaper.remove(c)

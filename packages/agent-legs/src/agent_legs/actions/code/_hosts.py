@@ -54,6 +54,7 @@ __all__ = [
     "HostSpec",
     "check_tls_secrets",
     "host_specs",
+    "negotiate",
     "open_client",
     "pick",
 ]
@@ -228,20 +229,29 @@ def open_client(spec: HostSpec, secrets: Secrets, directory: str, connect_s: flo
     import docker
     from docker.tls import TLSConfig
 
-    if spec.url is None:
-        return docker.from_env(timeout=int(connect_s))
+    if spec.url is None:  # the API version is learnt from the first ping (``negotiate``), not a /version probe
+        return docker.from_env(timeout=int(connect_s), version=docker.constants.MINIMUM_DOCKER_API_VERSION)
     tls = None
     if spec.tls is not None:
         paths = _material(spec, secrets, directory)
         tls = TLSConfig(client_cert=(paths["tls_cert"], paths["tls_key"]), ca_cert=paths["tls_ca"], verify=True)
     # no version probe in the constructor: it would run before trust_env is off (REQUESTS_CA_BUNDLE
-    # in the environment would then replace our CA); the version is asked for just below
+    # in the environment would then replace our CA); the version comes with the first ping (``negotiate``)
     client = docker.DockerClient(
         base_url=spec.url, tls=tls, timeout=int(connect_s), version=docker.constants.MINIMUM_DOCKER_API_VERSION
     )
     client.api.trust_env = False  # our CA and no proxy, whatever the environment says
-    client.api._version = client.api._retrieve_server_version()
     return client
+
+
+def negotiate(client: Any) -> None:
+    """Ping the engine (blocking) and speak its API version, as the SDK's ``version="auto"`` does,
+    without that mode's extra ``/version`` round trip: a ping's reply names the version
+    (``Api-Version``); an engine that does not say is asked."""
+    reply = client.api._get(client.api._url("/_ping"))
+    client.api._raise_for_status(reply)
+    server = reply.headers.get("Api-Version")
+    client.api._version = server or client.api._retrieve_server_version()
 
 
 @dataclass(eq=False)
@@ -252,6 +262,7 @@ class Host:
     client: Any = None
     pool: list[Kernel] = field(default_factory=list)
     pool_task: Any = None
+    promised: Any = None  # a session's future for the kernel the pool is starting now (one at a time)
     down: bool = True  # until it answered (``CodeService`` connects it), and after a failure
     retry_at: float = 0.0  # monotonic: when a host taken out is tried again
     reason: str = "not connected yet"  # why it is out

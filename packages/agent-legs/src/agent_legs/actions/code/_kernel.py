@@ -15,6 +15,9 @@ Invariants:
 * **A broken kernel never serves a second call** (``run_code``): a timeout, a protocol breach, a
   dead container, a driver error or a cancelled caller kills the kernel (the work really stops) and
   the session's next call gets a fresh one; the error says the code may have run in part.
+* **One container per first call** (``promised_kernel``): a session's first call while the pool is
+  starting a kernel takes that one (a new service, or one prestarted at ``Legs()``) instead of
+  starting a second container beside it; a call that gives up leaves it to the pool.
 * **No set-id file reaches the host**: after every call, whatever happened, set-id bits the
   sandbox's user left in the workspace are stripped (``CodeService.after_call``) and listed.
 """
@@ -35,10 +38,11 @@ from ._container import CLEANUP_S, SocketProxy
 
 if TYPE_CHECKING:
     from ..._context import ActionContext
+    from ._hosts import Host
     from ._models import RunInput
     from ._service import CodeService
 
-__all__ = ["IDLE_LOST", "RAN_LOST", "Call", "Kernel", "claim", "run_code"]
+__all__ = ["IDLE_LOST", "RAN_LOST", "Call", "Kernel", "claim", "promised_kernel", "run_code"]
 
 IDLE_LOST = (
     "this session's sandbox kernel was lost with its Docker engine (its variables and imports); nothing of this "
@@ -77,6 +81,39 @@ class Call:
     replaced: str  # why an earlier kernel of the session was replaced ("" when none was)
     appeared: list[str]  # denied paths the session's old kernel could not hide (it was replaced)
     setid_removed: list[str]  # workspace entries whose set-id bits were stripped after the call
+
+
+async def promised_kernel(svc: CodeService, session: str, host: Host) -> Kernel | None:
+    """(``CodeService.kernel_for``) The kernel ``host``'s pool is starting, for ``session`` (None: the pool made none; the
+    caller starts its own). A caller that gives up leaves the kernel to the pool."""
+    promised: asyncio.Future[Kernel | None] = asyncio.get_running_loop().create_future()
+    host.promised = promised
+    future: asyncio.Future[Kernel | None] = asyncio.get_running_loop().create_future()
+    svc._starting[session] = future  # a concurrent first call of this session shares it
+    try:
+        kernel = await asyncio.shield(promised)
+    except BaseException as exc:
+        if host.promised is promised:
+            host.promised = None
+        made = promised.result() if promised.done() and not promised.cancelled() else None
+        if made is not None:
+            host.pool.append(made)  # made meanwhile: back to the pool
+        else:
+            promised.cancel()
+        if isinstance(exc, asyncio.CancelledError):
+            future.cancel()
+        else:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" warning when nobody else waited
+        raise
+    finally:
+        svc._starting.pop(session, None)
+    if kernel is None:
+        future.set_result(None)
+        return None
+    svc.kernels[session] = kernel
+    future.set_result(kernel)
+    return kernel
 
 
 async def claim(svc: CodeService, session: str, deadline: float, limit_s: float, appeared: list[str]) -> tuple[Kernel, bool, str]:

@@ -39,6 +39,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Coroutine
@@ -48,12 +49,12 @@ from ..._egress import EgressGuard
 from ..._errors import ActionError
 from ..._service import Service
 from ..._telemetry._semconv import AGENT_LEGS_CODE_NETWORK
-from . import _container
+from . import _container, _reaper
 from . import _fs as _code_fs
 from ._channel import HELLO_MAX, Channel, ProtocolError
 from ._container import CLEANUP_S, CONNECT_S, DOCKER_TIMEOUT_S, UNAVAILABLE_HINT, SocketProxy, blocking, short
 from ._hosts import HOST_FIX, Host, host_specs, pick
-from ._kernel import IDLE_LOST, Kernel
+from ._kernel import IDLE_LOST, Kernel, promised_kernel
 
 __all__ = ["HOST_WATCH_S", "SETID_SWEEP_S", "CodeService"]
 
@@ -109,8 +110,12 @@ class CodeService(Service):
         self.lost: dict[str, ActionError] = {}  # sessions whose kernel went down with its host: told once
         self._cleanup: set[asyncio.Task[None]] = set()
         self._creating: set[asyncio.Future[Kernel]] = set()  # containers being made (in threads)
-        self._starting: dict[str, asyncio.Future[Kernel]] = {}
-        self._reaper = asyncio.create_task(self._reap(), context=contextvars.Context())
+        self._removing: set[Kernel] = set()  # killed kernels whose containers are being removed
+        self._inflight = threading.Condition()  # guards _creations: creations running in threads
+        self._creations = 0
+        self._closing = False
+        self._starting: dict[str, asyncio.Future[Kernel | None]] = {}  # None: the pool made none, look again
+        self._idle_reaper = asyncio.create_task(self._reap(), context=contextvars.Context())
         self._sweeper = asyncio.create_task(self._sweep_setid(), context=contextvars.Context())
         self._watcher = asyncio.create_task(self._watch_hosts(), context=contextvars.Context())
         for host in self.hosts:
@@ -266,6 +271,18 @@ class CodeService(Service):
 
     # -- containers -------------------------------------------------------------------------------
     def _create(self, proxy: SocketProxy | None, host: Host) -> Kernel:
+        with self._inflight:  # aclose's background removal waits for creations still running
+            if self._closing:  # queued before the close, run after it: nothing is created any more
+                raise ActionError("unavailable", "Agent Legs is shutting down", retryable=False)
+            self._creations += 1
+        try:
+            return self._create_now(proxy, host)
+        finally:
+            with self._inflight:
+                self._creations -= 1
+                self._inflight.notify_all()
+
+    def _create_now(self, proxy: SocketProxy | None, host: Host) -> Kernel:
         masks = self.scan().masks  # what policy.files.deny hides from this container, for its whole life
         container, sock = _container.create(
             host.client,
@@ -358,19 +375,32 @@ class CodeService(Service):
             return
 
         async def fill() -> None:
-            while len(host.pool) < wanted and host.up():
-                try:
-                    kernel = await self._new_kernel(host)
-                except ActionError as exc:
-                    log.warning("sandbox pool (%s): %s", host.name, exc.message)
-                    return
-                if host.up():
-                    host.pool.append(kernel)
-                else:  # taken out while this one started
-                    self._abandon(kernel)
+            try:
+                while len(host.pool) < wanted and host.up():
+                    try:
+                        kernel = await self._new_kernel(host)
+                    except ActionError as exc:
+                        log.warning("sandbox pool (%s): %s", host.name, exc.message)
+                        return
+                    if not host.up():  # taken out while this one started
+                        self._abandon(kernel)
+                        continue
+                    promised, host.promised = host.promised, None
+                    if promised is not None and not promised.done():
+                        promised.set_result(kernel)  # a first call waits for the kernel this start makes
+                    else:
+                        host.pool.append(kernel)
+            finally:
+                if host.promised is not None and not host.promised.done():
+                    host.promised.set_result(None)  # no kernel for it: it starts its own
+                host.promised = None
 
         # a fresh context: refills are background work, not steps of the action that triggered them
         host.pool_task = asyncio.create_task(fill(), context=contextvars.Context())
+
+    @staticmethod
+    def _pool_filling(host: Host) -> bool:
+        return host.pool_task is not None and not host.pool_task.done()
 
     async def _place(self) -> Host:
         """The host for a new session (fewest live sessions per weight); when none is in service, each
@@ -409,16 +439,25 @@ class CodeService(Service):
                 self._fill_pool(host)
                 return kernel, True
             starting = self._starting.get(session)
+            if starting is None and self._pool_filling(host) and host.promised is None:
+                # the pool is starting a kernel right now (a new service, or a prestarted one): this
+                # session takes that one rather than starting a second container beside it
+                kernel = await promised_kernel(self, session, host)
+                if kernel is not None:
+                    return kernel, True
+                continue
             if starting is None:
                 break
             try:  # a concurrent first call is starting this session's kernel: share it
-                return await asyncio.shield(starting), False
+                shared = await asyncio.shield(starting)
+                if shared is not None:  # (None: the pool made none for it; look again)
+                    return shared, False
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
                     raise
                 # the starter was cancelled, not us: look again (and start one if still needed)
-        future: asyncio.Future[Kernel] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Kernel | None] = asyncio.get_running_loop().create_future()
         self._starting[session] = future
         try:
             while True:
@@ -455,12 +494,13 @@ class CodeService(Service):
         await self._remove(kernel)
 
     async def _remove(self, kernel: Kernel) -> None:
-        if kernel.proxy is not None:
-            await kernel.proxy.aclose()
+        self._removing.add(kernel)  # (aclose hands it to the background removal if this one is cut short)
         try:
-            await blocking(kernel.container.remove, force=True)  # SIGKILL, then remove
-        except Exception as exc:
-            log.warning("removing sandbox container %s failed: %s", kernel.container.short_id, exc)
+            if kernel.proxy is not None:
+                await kernel.proxy.aclose()
+            await blocking(_reaper.remove, kernel.container)  # SIGKILL, then remove (a failure is logged)
+        finally:
+            self._removing.discard(kernel)
 
     async def drop(self, session: str) -> None:
         kernel = self.kernels.pop(session, None)
@@ -498,30 +538,46 @@ class CodeService(Service):
         await self.drop(session)
 
     async def aclose(self) -> None:
-        self._reaper.cancel()
+        """Kill every kernel now and remove the containers in the background (``_reaper``): closing
+        does not wait for the engine. The process's exit waits for those removals."""
+        with self._inflight:
+            self._closing = True
+        self._idle_reaper.cancel()
         self._sweeper.cancel()
         self._watcher.cancel()
         for host in self.hosts:
             if host.pool_task is not None:
                 host.pool_task.cancel()
-                with contextlib.suppress(BaseException):
-                    await host.pool_task
-        # a creation abandoned by its caller removes its container once made: wait for those too
-        await asyncio.gather(*self._creating, return_exceptions=True)
-        await asyncio.sleep(0)
-        kernels = [*self.kernels.values(), *self.pool]
+        kernels = [*self.kernels.values(), *self.pool, *self._removing]
         self.kernels.clear()
         for host in self.hosts:
             host.pool.clear()
-        await asyncio.gather(*(self._destroy(k) for k in kernels), *self._cleanup, return_exceptions=True)
-        for host in self.hosts:  # a host out of service is not waited for (its containers die with its engine)
-            if host.client is None:
+        for kernel in kernels:  # PID 1 of each container ends it as soon as its stdin closes
+            kernel.dead = True
+            kernel.channel.hang_up()
+        proxies = [k.proxy.aclose() for k in kernels if k.proxy is not None]
+        await asyncio.gather(*proxies, return_exceptions=True)
+        for task in self._cleanup:  # their removals are redone below; a proxy still open is closed here
+            task.cancel()
+        hosts = [(h.client, h.up(), [k.container for k in kernels if k.host is h]) for h in self.hosts]
+        _reaper.submit(lambda: self._remove_all(hosts))
+
+    def _remove_all(self, hosts: list[tuple[Any, bool, list[Any]]]) -> None:
+        """(A worker thread of ``_reaper``.) Every container this service made removed: its kernels',
+        then, once creations still running have finished, whatever else carries its instance label;
+        then the clients closed and the private directories removed."""
+        with self._inflight:
+            self._inflight.wait_for(lambda: self._creations == 0, timeout=DOCKER_TIMEOUT_S)
+        for client, up, containers in hosts:
+            if client is None:
                 continue
-            if host.up():
+            if up:  # a host out of service is not waited for (its containers die with its engine)
+                for container in containers:
+                    _reaper.remove(container)
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(blocking(_container.remove_instance, host.client, self.instance), DOCKER_TIMEOUT_S)
+                    _container.remove_instance(client, self.instance)
             with contextlib.suppress(Exception):
-                host.client.close()
+                client.close()
         shutil.rmtree(self._tls_dir, ignore_errors=True)
         if self._egress_dir is not None:
             shutil.rmtree(self._egress_dir, ignore_errors=True)

@@ -30,6 +30,13 @@ class CodeSettings(SettingsSection):
     image: str = "agent-legs-sandbox:latest"
     pool_size: int = Field(2, ge=0, description="Pre-started containers ready for new sessions (per Docker host).")
     session_ttl_s: float = Field(1800, gt=0)
+    prestart: bool | Literal["auto"] = Field(
+        "auto",
+        description="Start the sandbox service and the warm pool's first container in the background as soon as "
+        "Legs() is built, so that the first code.run finds a kernel ready (or nearly): true whenever the policy "
+        "allows code.run; 'auto' when the policy's allow list names code actions explicitly ('code.*', "
+        "'code.run'); false: the first code.run starts them.",
+    )
     runtime: Literal["runc", "runsc"] = Field(
         "runc",
         description="Container runtime: runc (Docker's default) or runsc (gVisor: a user-space kernel "
