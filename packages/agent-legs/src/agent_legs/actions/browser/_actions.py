@@ -177,10 +177,12 @@ async def browser_click(ctx: ActionContext, args: ClickInput) -> ActionOutput:
             def on_request(request: Any) -> None:
                 if request.is_navigation_request() and request.frame == page.main_frame:
                     requests.append(request)
+                    s.changed.set()
 
             def on_end(request: Any) -> None:
                 if request in requests:
                     ended.append(loop.time())
+                    s.changed.set()
 
             # Listen only around the click: per-request events cost a round trip each on every page.
             page.on("request", on_request)
@@ -194,20 +196,27 @@ async def browser_click(ctx: ActionContext, args: ClickInput) -> ActionOutput:
                 # Wait until the navigation the click started commits (Playwright's click does not), turns
                 # into a download or a new tab, or clearly is not coming: no navigation request within the
                 # first moment (0.1 s; 0.5 s for a link or a form button, which may start it a moment
-                # later), or its request ended 0.5 s ago without a page.
+                # later), or its request ended 0.5 s ago without a page. Woken by the events themselves
+                # (``s.changed``), not by polling.
                 first = loop.time() + _NAVIGATION_START_S
                 navigates: bool | None = None  # asked only when no navigation showed within the first moment
-                while s.commits == commits and len(s.downloads) == downloads and not s.popups:
+                while True:
+                    s.changed.clear()  # (events only run while we await: none is lost between here and the wait)
+                    if s.commits != commits or len(s.downloads) != downloads or s.popups:
+                        break
                     now = loop.time()
-                    if not requests and now > first:
+                    if not requests and now >= first:
                         if navigates is not None:
                             break
                         navigates = await _navigates(locator)
                         first += _LINK_NAVIGATION_START_S - _NAVIGATION_START_S if navigates else 0.0
                         continue
-                    if ended and now > ended[-1] + 0.5:
+                    if ended and now >= ended[-1] + 0.5:
                         break
-                    await asyncio.sleep(0.005)
+                    until = ended[-1] + 0.5 if ended else (None if requests else first)
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(None if until is None else max(0.0, until - now)):
+                            await s.changed.wait()
             finally:
                 page.remove_listener("request", on_request)
                 page.remove_listener("requestfailed", on_end)
