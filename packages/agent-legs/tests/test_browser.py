@@ -148,6 +148,29 @@ def test_click_on_a_covered_element_is_not_found_clicks_nothing_and_keeps_the_ta
     assert c.data["url"] == website.site.url("/covered") and "Covered" in c.output  # the same tab, not a fresh one
 
 
+def test_click_waits_for_a_slow_navigation_and_stops_after_one_that_brings_no_page(legs, website) -> None:
+    # The click's wait follows its navigation request: one that answers late is waited for (the new page is
+    # returned), one that ends without a page (204) ends the wait, the page stays (not a wait to the deadline).
+    def late(h, r) -> None:
+        time.sleep(1.0)
+        h.send_body(200, b"<title>Late</title><h1>Arrived late</h1>", "text/html")
+
+    def nothing(h, r) -> None:
+        time.sleep(0.3)
+        h.send_body(204, b"")
+
+    website.site.routes["/late"] = late
+    website.site.routes["/nothing"] = nothing
+    website.site.routes["/links"] = lambda h, r: h.send_body(
+        200, b"<title>Links</title><a id='late' href='/late'>Late</a> <a id='nothing' href='/nothing'>Nothing</a>", "text/html"
+    )
+    nav(legs, website.site.url("/links"))
+    r = legs.run("browser.click", {"selector": "#nothing"})
+    assert r.ok and r.data["url"] == website.site.url("/links"), r
+    r = legs.run("browser.click", {"selector": "#late"})
+    assert r.ok and r.data["url"] == website.site.url("/late") and "Arrived late" in r.output, r
+
+
 def test_js_navigation_within_the_site(legs, website) -> None:
     nav(legs, website.site.url("/js-nav-ok"))
     r = legs.run("browser.click", {"selector": "#go"})
