@@ -199,22 +199,25 @@ def _summary_rows(res: dict[str, Any]) -> list[list[str]]:
         ok,
     )
 
-    for key, what in (
-        ("click_plus_content", "`browser.click` + `browser.content` p50"),
-        ("gallery_repeat_visit", "repeat `browser.navigate` to a page with 40 cached images p50"),
+    for key, what, same in (
+        ("click_plus_content", "`browser.click` + `browser.content` p50", "the same wait"),
+        ("gallery_repeat_visit", "repeat `browser.navigate` to a page with 40 cached images p50", "goto + read"),
     ):
         case = _get(res, "browser", key) or {}
         if case:
             ours = _p50(case, "agent_legs")
             raw, lc, li = _p50(case, "raw_playwright"), _p50(case, "langchain"), _p50(case, "llama_index")
+            goto_only = _p50(case, "raw_playwright_goto_only")
+            extra = f" (goto alone {t(goto_only)})" if goto_only is not None else ""
+            r_raw = _div(ours, raw)
             row(
                 "browser",
                 what,
                 t(ours),
-                f"raw Playwright {t(raw)}; LangChain {t(lc)}; llama-index {t(li)}",
-                f"{x(_div(ours, raw))} / {x(_div(ours, lc))} / {x(_div(ours, li))}",
-                "reported",
-                None,
+                f"raw Playwright, {same} {t(raw)}{extra}; LangChain {t(lc)}; llama-index {t(li)}",
+                f"{x(r_raw)} / {x(_div(ours, lc))} / {x(_div(ours, li))}",
+                f"≤ 1.05× raw Playwright ({same})",
+                None if r_raw is None else r_raw <= 1.05,
             )
 
     email = res.get("email", {})

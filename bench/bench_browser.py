@@ -1,19 +1,30 @@
 """browser.* on a local 50 KB page against raw Playwright and the peers' tools.
 
-Same run, same Chromium build and flags, alternating rounds; three scenarios:
+Same run, same Chromium build and flags, alternating rounds; three scenarios, each peer made to do the
+same work as Agent Legs (what a caller needs to read the right page), so the ratios compare like with like:
 
 * **navigate + read** (``navigate_plus_content``): ``agent_legs`` = ``browser.navigate`` then ``browser.content``
   through ``Legs.arun`` (policy, the session's egress proxy in front of every request, spans,
   action log, markdown with form fields); ``raw_playwright`` = ``page.goto`` + ``page.inner_text("body")`` on a
   plain context (no proxy, no policy); ``langchain`` = ``PlayWrightBrowserToolkit``'s ``navigate_browser`` +
   ``extract_text``; ``llama_index`` = llama-index-tools-playwright's ``navigate_to`` + ``extract_text``.
-* **click + read** (``click_plus_content``): a link to the twin 50 KB page. ``browser.click`` +
-  ``browser.content``; raw ``page.click`` + ``wait_for_load_state`` + ``inner_text``; the peers' click tools
-  (``click_element`` / ``click``), which do not wait for the new page, plus ``wait_for_load_state`` (what a
-  caller must add to read the right page) and ``extract_text``.
-* **repeat visit** (``gallery_repeat_visit``): navigating again to a page with 40 cacheable images, caches warm
-  (each one's navigate alone). The browser's HTTP cache must work through our proxy: a proxy credential would
-  make Playwright disable it (see ``_egress_proxy``), refetching every image on every visit.
+* **click + read** (``click_plus_content``): a link to the twin 50 KB page (``/page`` and ``/page2`` link to each
+  other; every case checks it arrived on the other one). ``browser.click`` waits until the navigation the click
+  started has committed and the new page has loaded, then ``browser.content`` reads it. Raw Playwright does the
+  same wait: ``page.expect_navigation(wait_until="load")`` around ``page.click``, then ``inner_text``. (Before
+  2026-12-03 the raw case was ``click`` + ``wait_for_load_state("load")``, which returns at once while the old
+  page is still shown: it could read the page it left, and its wait was not ours.) The peers' click tools
+  (``click_element`` / ``click``) do not wait for the new page: they get the same ``expect_navigation`` around
+  them, then their ``extract_text``. LangChain's ``click_element`` runs with ``visible_only=False``: its default
+  narrowing (``>> visible=1``) matches nothing under Playwright 1.65, so it clicked nothing and reported "Unable
+  to click" after its 1 s timeout (earlier runs' 1.07 s for LangChain was that failure, reading the old page).
+  Both peers' click timeouts are raised from 1 s to our element timeout (5 s).
+* **repeat visit** (``gallery_repeat_visit``): navigating again to a page with 40 cacheable images, caches warm.
+  ``browser.navigate`` returns the page read back as markdown, so each peer navigates and reads the page's
+  text too (``raw_playwright`` = ``goto`` + ``inner_text``; the peers' navigate + ``extract_text``);
+  ``raw_playwright_goto_only`` (``goto`` alone, what the row measured before 2026-12-03) is kept beside them.
+  The browser's HTTP cache must work through our proxy: a proxy credential would make Playwright disable it
+  (see ``_egress_proxy``), refetching every image on every visit.
 
 Also reported: whether each one lets a page reach another port on 127.0.0.1 (a probe page with an image
 from a second server), and memory per session (Chromium PSS + our process RSS, per open session).
@@ -168,6 +179,13 @@ async def _bench(legs: Legs, url: str, probe: str, iterations: int, smoke: bool)
         tools = {t.name: t for t in PlayWrightBrowserToolkit.from_browser(async_browser=lc_browser).get_tools()}
         lc_nav, lc_text, lc_click = tools["navigate_browser"], tools["extract_text"], tools["click_element"]
         li = PlaywrightToolSpec.from_async_browser(li_browser)
+        # The peers' click tools give up after 1 s (then report "Unable to click" and click nothing): under load
+        # that is a click not made, not a faster one. They get the element timeout our click has (5 s).
+        lc_click.playwright_timeout = li.playwright_timeout = 5_000
+        # LangChain's click_element narrows the selector with ``>> visible=1``, which matches nothing under
+        # Playwright 1.65: it clicked nothing and said "Unable to click" after its timeout (the 1.07 s of earlier
+        # runs). Without the narrowing it clicks the element.
+        lc_click.visible_only = False
         sizes: dict[str, int] = {}
 
         async def agent_legs() -> None:
@@ -191,25 +209,39 @@ async def _bench(legs: Legs, url: str, probe: str, iterations: int, smoke: bool)
         cases = {"agent_legs": agent_legs, "raw_playwright": raw, "langchain": langchain, "llama_index": llama_index}
         navigate = await _alternate(cases, iterations, rounds, warmup)
 
+        def other(page_url: str) -> str:  # /page and /page2 link to each other
+            return "/page" if page_url.endswith("/page2") else "/page2"
+
+        at = {"agent_legs": url}  # where our session is (the navigate scenario left it on /page)
+
         async def agent_legs_click() -> None:
             r = await legs.arun("browser.click", {"selector": "#next"})
             c = await legs.arun("browser.content", {})
             assert r.ok and c.ok and "Catalogue" in c.output, (r.output, c.output)
+            assert c.data["url"].endswith(other(at["agent_legs"])), (at, c.data["url"])
+            at["agent_legs"] = c.data["url"]
 
         async def raw_click() -> None:
-            await raw_page.click("#next")
-            await raw_page.wait_for_load_state("load")
-            assert "Catalogue" in await raw_page.inner_text("body")
+            expected = other(raw_page.url)
+            async with raw_page.expect_navigation(wait_until="load"):  # what browser.click waits for
+                await raw_page.click("#next")
+            assert "Catalogue" in await raw_page.inner_text("body") and raw_page.url.endswith(expected)
 
         async def langchain_click() -> None:
-            await lc_click.arun({"selector": "#next"})
-            await (await aget_current_page(lc_browser)).wait_for_load_state("load")
-            assert "Catalogue" in await lc_text.arun({})
+            page = await aget_current_page(lc_browser)
+            expected = other(page.url)
+            async with page.expect_navigation(wait_until="load"):
+                said = await lc_click.arun({"selector": "#next"})
+            assert "Unable" not in said, said
+            assert "Catalogue" in await lc_text.arun({}) and page.url.endswith(expected)
 
         async def llama_index_click() -> None:
-            await li.click("#next")
-            await (await li._aget_current_page(li_browser)).wait_for_load_state("load")
-            assert "Catalogue" in await li.extract_text()
+            page = await li._aget_current_page(li_browser)
+            expected = other(page.url)
+            async with page.expect_navigation(wait_until="load"):
+                said = await li.click("#next")
+            assert "Unable" not in said, said
+            assert "Catalogue" in await li.extract_text() and page.url.endswith(expected)
 
         clicks = {
             "agent_legs": agent_legs_click,
@@ -226,18 +258,25 @@ async def _bench(legs: Legs, url: str, probe: str, iterations: int, smoke: bool)
             r = await legs.arun("browser.navigate", {"url": gallery_url})
             assert r.ok and "Gallery" in r.output, r.output
 
-        async def raw_gallery() -> None:
+        async def raw_gallery() -> None:  # browser.navigate returns the page: read it too
+            await raw_page.goto(gallery_url)
+            assert "Gallery" in await raw_page.inner_text("body")
+
+        async def raw_gallery_goto_only() -> None:
             await raw_page.goto(gallery_url)
 
         async def langchain_gallery() -> None:
             await lc_nav.arun({"url": gallery_url})
+            assert "Gallery" in await lc_text.arun({})
 
         async def llama_index_gallery() -> None:
             await li.navigate_to(gallery_url)
+            assert "Gallery" in await li.extract_text()
 
         galleries = {
             "agent_legs": agent_legs_gallery,
             "raw_playwright": raw_gallery,
+            "raw_playwright_goto_only": raw_gallery_goto_only,
             "langchain": langchain_gallery,
             "llama_index": llama_index_gallery,
         }
@@ -326,5 +365,9 @@ def run(iterations: int, smoke: bool = False) -> dict[str, Any]:
         "gallery_repeat_visit": out["gallery"],
         "gallery_images": GALLERY_IMAGES,
         "gallery_ratio_p50_vs_raw_playwright": ratio(out["gallery"]["agent_legs"], out["gallery"]["raw_playwright"]),
+        "gallery_ratio_p50_vs_raw_playwright_goto_only": ratio(
+            out["gallery"]["agent_legs"], out["gallery"]["raw_playwright_goto_only"]
+        ),
+        "click_and_gallery_target": "agent_legs <= 1.05x raw Playwright doing the same wait and the same read",
         "click_p95_ms": {k: round(v["p95_us"] / 1000, 2) for k, v in c.items()},
     }

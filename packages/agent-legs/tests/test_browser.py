@@ -131,6 +131,46 @@ def test_wrong_selector_fails_fast_and_keeps_the_page(legs, website) -> None:
     assert r.data["url"] == website.site.url("/form") and "value 'kept'" in r.output  # same tab, same state
 
 
+def test_click_on_a_covered_element_is_not_found_clicks_nothing_and_keeps_the_tab(legs, website) -> None:
+    # Playwright's click waits for the element to be visible, enabled, stable and not covered; one that stays
+    # covered was never clicked: not_found saying so (not a "page did not respond" timeout that closed the tab).
+    website.site.routes["/covered"] = lambda h, r: h.send_body(
+        200,
+        b"<title>Covered</title><h1>Covered</h1><button id='buy' onclick=\"location='/about'\">Buy</button>"
+        b"<div style='position:fixed;inset:0;background:#fff'>Loading...</div>",
+        "text/html",
+    )
+    nav(legs, website.site.url("/covered"))
+    r = legs.run("browser.click", {"selector": "#buy"})
+    assert r.error.type == "not_found" and "nothing was clicked" in r.error.message and r.error.hint, r.error
+    assert "covered" in r.error.message
+    c = legs.run("browser.content", {})
+    assert c.data["url"] == website.site.url("/covered") and "Covered" in c.output  # the same tab, not a fresh one
+
+
+def test_click_waits_for_a_slow_navigation_and_stops_after_one_that_brings_no_page(legs, website) -> None:
+    # The click's wait follows its navigation request: one that answers late is waited for (the new page is
+    # returned), one that ends without a page (204) ends the wait, the page stays (not a wait to the deadline).
+    def late(h, r) -> None:
+        time.sleep(1.0)
+        h.send_body(200, b"<title>Late</title><h1>Arrived late</h1>", "text/html")
+
+    def nothing(h, r) -> None:
+        time.sleep(0.3)
+        h.send_body(204, b"")
+
+    website.site.routes["/late"] = late
+    website.site.routes["/nothing"] = nothing
+    website.site.routes["/links"] = lambda h, r: h.send_body(
+        200, b"<title>Links</title><a id='late' href='/late'>Late</a> <a id='nothing' href='/nothing'>Nothing</a>", "text/html"
+    )
+    nav(legs, website.site.url("/links"))
+    r = legs.run("browser.click", {"selector": "#nothing"})
+    assert r.ok and r.data["url"] == website.site.url("/links"), r
+    r = legs.run("browser.click", {"selector": "#late"})
+    assert r.ok and r.data["url"] == website.site.url("/late") and "Arrived late" in r.output, r
+
+
 def test_js_navigation_within_the_site(legs, website) -> None:
     nav(legs, website.site.url("/js-nav-ok"))
     r = legs.run("browser.click", {"selector": "#go"})

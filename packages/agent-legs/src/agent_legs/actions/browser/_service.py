@@ -50,7 +50,7 @@ from ._deadline import in_background, remaining
 from ._files import Downloads
 from ._launcher import launch
 from ._pool import PlaywrightServer, ServerPool
-from ._session import BrowserSession, atomic_write, count_commit, profile_name
+from ._session import BrowserSession, atomic_write, count_commit, note_popup, profile_name
 from ._slots import LoadSlots
 
 __all__ = ["BrowserService"]
@@ -230,7 +230,7 @@ class BrowserService(Service):
         s = BrowserSession(
             name, self, context, page, proxy, profile, saved_state=json.dumps(state) if state else None, server=placed
         )
-        context.on("page", lambda p: None if s.opening else s.popups.append(p))
+        context.on("page", lambda p: note_popup(s, p))
         self._attach(s, page)
         self.sessions[name] = s
         return s
@@ -245,8 +245,12 @@ class BrowserService(Service):
         s.md_cache = None
 
     def _attach(self, s: BrowserSession, page: Any) -> None:
-        page.on("download", lambda d: s.downloads.append(asyncio.ensure_future(self.downloads.save(s, d))))
+        page.on("download", lambda d: self._on_download(s, d))
         page.on("framenavigated", lambda f: count_commit(s, f))
+
+    def _on_download(self, s: BrowserSession, download: Any) -> None:
+        s.downloads.append(asyncio.ensure_future(self.downloads.save(s, download)))
+        s.changed.set()
 
     async def adopt_popups(self, s: BrowserSession, adopt: bool) -> None:
         """New tabs: the one a click opened becomes the session's page; others are closed."""

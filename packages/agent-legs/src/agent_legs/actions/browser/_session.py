@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from ._pool import PlaywrightServer
     from ._service import BrowserService
 
-__all__ = ["BrowserSession", "atomic_write", "count_commit", "profile_name"]
+__all__ = ["BrowserSession", "atomic_write", "count_commit", "note_popup", "profile_name"]
 
 
 @dataclass(eq=False)
@@ -54,6 +54,8 @@ class BrowserSession:
     md_cache: tuple[str, str, str] | None = None  # (base, html, markdown) of the last conversion
     opening: bool = False
     commits: int = 0  # main-frame navigations committed (how a click knows the page it started has arrived)
+    # Set when the tab commits a navigation, starts a download or opens a popup: what a click waits on.
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
     recent_denials: collections.deque[Denial] = field(default_factory=lambda: collections.deque(maxlen=200))
     saved_state: str | None = None  # the profile's last written storage state (skip identical writes)
     server: PlaywrightServer | None = None  # its server of settings.browser.ws_endpoints (None: our one browser)
@@ -64,6 +66,14 @@ def count_commit(s: BrowserSession, frame: Any) -> None:
     """``framenavigated`` handler: count the main frame's committed navigations."""
     if frame.parent_frame is None:
         s.commits += 1
+        s.changed.set()
+
+
+def note_popup(s: BrowserSession, page: Any) -> None:
+    """The context's ``page`` handler: a tab the page opened (not one we open) waits for the next call."""
+    if not s.opening:
+        s.popups.append(page)
+        s.changed.set()
 
 
 def profile_name(template: str, session: str) -> str:
