@@ -10,6 +10,11 @@ Invariants:
 * A browser we launch runs with ``CHROMIUM_ARGS``: no background traffic of its own (sync, component
   updates, pings, crash reports), no QUIC (which would leave around an HTTP proxy) and WebRTC UDP only
   through the proxy (``--webrtc-ip-handling-policy=disable_non_proxied_udp`` forced).
+* Its process model is cut to what many headless sessions need (``DISABLED_FEATURES``: no prewarmed
+  address-bar popup renderer per window, no spare renderer per navigation), one ``--disable-features``
+  switch that repeats Playwright's own list (Chromium keeps only the last such switch). Site isolation
+  stays on (``docs/security.md``): each session's context has its own renderer processes, and a
+  cross-site frame its own.
 * A remote browser (``ws_endpoint``/``cdp_url``), whose command line we do not control, is used only if
   that command line carries the WebRTC flags: WebRTC UDP is the one channel the per-session egress
   proxy cannot see. Its command line is read over CDP (``--enable-automation``) or from
@@ -39,7 +44,39 @@ from ..._telemetry._semconv import BROWSER_EXECUTABLE, BROWSER_VERSION
 if TYPE_CHECKING:
     from ..._runtime import Runtime
 
-__all__ = ["CHROMIUM_ARGS", "Launched", "connect_server", "find_chromium", "launch"]
+__all__ = ["CHROMIUM_ARGS", "DISABLED_FEATURES", "Launched", "connect_server", "find_chromium", "launch"]
+
+# Playwright 1.65's own ``--disable-features`` list (``chromiumSwitches.ts``): Chromium keeps only the LAST
+# ``--disable-features`` switch of a command line, so ours must repeat theirs or it switches them back on.
+_PLAYWRIGHT_DISABLED_FEATURES = (
+    "AvoidUnnecessaryBeforeUnloadCheckSync",
+    "DestroyProfileOnBrowserClose",
+    "HttpsUpgrades",
+    "HttpsFirstBalancedModeAutoEnable",
+    "LensOverlay",
+    "MediaRouter",
+    "PaintHolding",
+    "ThirdPartyStoragePartitioning",
+    "AvoidCorsURLLoaderRestartOnRedirect",
+    "OptimizationHints",
+    "NetworkTimeServiceQuerying",
+    "AimEnabled",
+    "PreconnectToSearch",
+)
+# What a headless browser serving many sessions does not need (measured: bench/bench_scale.py, docs/benchmarks.md):
+# * WebUIOmniboxPopup, WebUIOmniboxAimPopup: headless Chromium 156 prewarms the address bar's popup (two WebUI pages,
+#   chrome://omnibox-popup.top-chrome/) for every window: one more renderer process per session, ~30 MB and about
+#   half of Chromium's CPU per page load at 32 sessions, for a popup nobody sees.
+# * SpareRendererForSitePerProcess: after each navigation Chromium starts a spare renderer for the context that
+#   navigated; with one context per session the next navigation is almost always another context's, so the spare is
+#   killed unused and another started: a process start per page load.
+_OUR_DISABLED_FEATURES = (
+    "AutofillServerCommunication",
+    "WebUIOmniboxPopup",
+    "WebUIOmniboxAimPopup",
+    "SpareRendererForSitePerProcess",
+)
+DISABLED_FEATURES = tuple(dict.fromkeys((*_PLAYWRIGHT_DISABLED_FEATURES, *_OUR_DISABLED_FEATURES)))
 
 CHROMIUM_ARGS = [
     "--disable-background-networking",
@@ -51,7 +88,7 @@ CHROMIUM_ARGS = [
     "--force-webrtc-ip-handling-policy",
     "--disable-quic",
     "--disable-dev-shm-usage",
-    "--disable-features=AutofillServerCommunication,MediaRouter",
+    "--disable-features=" + ",".join(DISABLED_FEATURES),  # one switch: Chromium keeps only the last one
     "--disable-domain-reliability",
     "--no-pings",
     "--disable-breakpad",

@@ -90,7 +90,7 @@ async def claim(svc: CodeService, session: str, deadline: float, limit_s: float,
     try:
         async with asyncio.timeout_at(deadline):
             while True:
-                kernel, fresh = await svc.kernel_for(session)
+                kernel, fresh = await svc.kernel_for(session, deadline)
                 await kernel.lock.acquire()
                 try:
                     if not kernel.dead:

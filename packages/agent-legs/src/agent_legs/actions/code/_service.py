@@ -25,6 +25,9 @@ Threat model and invariants (the code in the containers is hostile):
   ``HOST_WATCH_S`` fails) is taken out (``_take_out``): no new session goes there, each of its
   sessions is told once (``unavailable`` naming the host, never a silent fresh kernel), and it is
   tried again after ``host_retry_s``; when it is back, the containers of the lost sessions are removed.
+* **A bounded number of sessions.** At most ``settings.code.max_sessions`` kernels live at once (plus
+  the warm pools); a new session waits its turn within its call's deadline (``_queue``: a retryable
+  ``timeout`` with its position when the deadline passes first). Every way a kernel ends frees its place.
 * **Network.** ``policy.code.network = true`` needs a local engine (the only way out is a unix
   socket to the container's own egress proxy, in a private directory); elsewhere the start is
   refused rather than giving the sandbox unguarded network.
@@ -54,6 +57,7 @@ from ._channel import HELLO_MAX, Channel, ProtocolError
 from ._container import CLEANUP_S, CONNECT_S, DOCKER_TIMEOUT_S, UNAVAILABLE_HINT, SocketProxy, blocking, short
 from ._hosts import HOST_FIX, Host, host_specs, pick
 from ._kernel import IDLE_LOST, Kernel
+from ._queue import SandboxQueue
 
 __all__ = ["HOST_WATCH_S", "SETID_SWEEP_S", "CodeService"]
 
@@ -110,6 +114,7 @@ class CodeService(Service):
         self._cleanup: set[asyncio.Task[None]] = set()
         self._creating: set[asyncio.Future[Kernel]] = set()  # containers being made (in threads)
         self._starting: dict[str, asyncio.Future[Kernel]] = {}
+        self.admission = SandboxQueue(settings.max_sessions)  # live session kernels, bounded (a FIFO queue)
         self._reaper = asyncio.create_task(self._reap(), context=contextvars.Context())
         self._sweeper = asyncio.create_task(self._sweep_setid(), context=contextvars.Context())
         self._watcher = asyncio.create_task(self._watch_hosts(), context=contextvars.Context())
@@ -174,6 +179,7 @@ class CodeService(Service):
 
     def _abandon(self, kernel: Kernel) -> None:
         """A kernel of a host that is gone: hung up (its container is removed when the host is back)."""
+        self.admission.free(kernel)
         kernel.dead = True
         kernel.channel.hang_up()
         if kernel.proxy is not None:
@@ -341,6 +347,7 @@ class CodeService(Service):
     def destroy_later(self, kernel: Kernel) -> asyncio.Task[None]:
         """Kill ``kernel`` now (its socket closes: the driver's PID 1 ends the container) and remove the
         container in the background; ``aclose`` waits for these removals."""
+        self.admission.free(kernel)
         kernel.dead = True
         kernel.channel.hang_up()
         return self._track(self._remove(kernel))
@@ -392,9 +399,10 @@ class CodeService(Service):
             )
         return host
 
-    async def kernel_for(self, session: str) -> tuple[Kernel, bool]:
+    async def kernel_for(self, session: str, deadline: float | None = None) -> tuple[Kernel, bool]:
         """The session's kernel (and whether it is new); a session whose kernel went down with its
-        host is told so once (``unavailable``, naming the host), then placed anew."""
+        host is told so once (``unavailable``, naming the host), then placed anew. A session without a
+        kernel first waits for a place (``settings.code.max_sessions``, until ``deadline``: ``_queue``)."""
         while True:
             kernel = self.kernels.get(session)
             if kernel is not None:
@@ -402,16 +410,10 @@ class CodeService(Service):
             lost = self.lost.pop(session, None)
             if lost is not None:
                 raise lost
-            host = await self._place()
-            if host.pool:  # no await between the check and the claim: two first calls cannot both claim
-                kernel = host.pool.pop(0)
-                self.kernels[session] = kernel
-                self._fill_pool(host)
-                return kernel, True
             starting = self._starting.get(session)
             if starting is None:
                 break
-            try:  # a concurrent first call is starting this session's kernel: share it
+            try:  # a concurrent first call is admitting or starting this session's kernel: share it
                 return await asyncio.shield(starting), False
             except asyncio.CancelledError:
                 task = asyncio.current_task()
@@ -419,20 +421,15 @@ class CodeService(Service):
                     raise
                 # the starter was cancelled, not us: look again (and start one if still needed)
         future: asyncio.Future[Kernel] = asyncio.get_running_loop().create_future()
-        self._starting[session] = future
+        self._starting[session] = future  # set before any await: concurrent first calls share one kernel
         try:
-            while True:
-                placed = host
-                placed.pending += 1
-                try:
-                    kernel = await self._new_kernel(placed)
-                    break
-                except ActionError:
-                    if placed.up():
-                        raise
-                    host = await self._place()  # that host was taken out: another one, or unavailable
-                finally:
-                    placed.pending -= 1
+            await self.admission.admit(deadline)
+            try:
+                kernel = await self._take_or_start()
+            except BaseException:
+                self.admission.release()
+                raise
+            self.admission.hold(kernel)
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
                 future.cancel()
@@ -444,10 +441,33 @@ class CodeService(Service):
             self._starting.pop(session, None)
         self.kernels[session] = kernel
         future.set_result(kernel)
-        self._fill_pool(host)
         return kernel, True
 
+    async def _take_or_start(self) -> Kernel:
+        """A kernel for a new session: a warm one of the chosen host's pool, else one started there (another
+        host if that one is taken out meanwhile)."""
+        host = await self._place()
+        if host.pool:
+            kernel = host.pool.pop(0)
+            self._fill_pool(host)
+            return kernel
+        while True:
+            placed = host
+            placed.pending += 1
+            try:
+                kernel = await self._new_kernel(placed)
+                break
+            except ActionError:
+                if placed.up():
+                    raise
+                host = await self._place()  # that host was taken out: another one, or unavailable
+            finally:
+                placed.pending -= 1
+        self._fill_pool(host)
+        return kernel
+
     async def _destroy(self, kernel: Kernel) -> None:
+        self.admission.free(kernel)
         if kernel.dead:
             return
         kernel.dead = True
