@@ -1,4 +1,4 @@
-"""How cost grows with load: 1, 4, 16, 64 concurrent sessions through one ``Legs``.
+"""How cost grows with load: 1, 4, 16, 64, 128 concurrent sessions through one ``Legs``.
 
 Each session is an agent doing, one after the other, rounds of a mixed workload:
 ``files.write`` (1 KB) -> ``files.read`` -> ``http.request`` (GET 1 KB from a local aiohttp server
@@ -37,7 +37,7 @@ from typing import Any
 from . import _procs
 from ._stats import summarize
 
-SIZES = (1, 4, 16, 64)
+SIZES = (1, 4, 16, 64, 128)
 SMOKE_SIZES = (1, 4)
 ACTIONS = ("files.write", "files.read", "http.request", "code.run", "browser.navigate", "browser.content")
 CODE = "n = globals().get('n', 0) + 1\nn * 2"
@@ -141,6 +141,15 @@ def _groups(server_pid: int) -> dict[str, list[int]]:
     }
 
 
+def _chromium_kinds() -> dict[str, list[int]]:
+    """Our Chromium's processes by kind (browser, renderer, gpu-process, zygote, NetworkService...)."""
+    kinds: dict[str, list[int]] = collections.defaultdict(list)
+    for pid in _procs.descendants(os.getpid()):
+        if "chrom" in _procs.comm(pid):
+            kinds[_procs.chromium_kind(pid)].append(pid)
+    return dict(kinds)
+
+
 def _memory(n: int, containers: list[str], rss_before_kb: int) -> dict[str, Any]:
     pids = _procs.descendants(os.getpid())
     chromium = _procs.pss_kb([p for p in pids if "chrom" in _procs.comm(p)])
@@ -203,10 +212,13 @@ def _size(n: int, rounds: int, base: str, port: int, server_pid: int, root: Path
             containers = await asyncio.to_thread(_containers, os.getpid())
             groups = _groups(server_pid)
             before = _procs.snapshot_cpu(groups, containers)
+            kinds_before = _procs.snapshot_cpu(_chromium_kinds(), [])
             machine_before = _procs.machine_cpu()
             wall = await phase(steady, rounds)
             machine_after = _procs.machine_cpu()
             cpu = _procs.cpu_delta(before, _procs.snapshot_cpu(_groups(server_pid), containers))
+            kinds = _procs.cpu_delta(kinds_before, _procs.snapshot_cpu(_chromium_kinds(), []))
+            kinds.pop("sandbox containers", None)
             out["machine_cpu_busy"] = round(
                 (machine_after[0] - machine_before[0]) / max(1e-9, machine_after[1] - machine_before[1]), 2
             )
@@ -218,9 +230,14 @@ def _size(n: int, rounds: int, base: str, port: int, server_pid: int, root: Path
             out["cpu_s"] = cpu
             out["cpu_busy_of_cores"] = round(busy / (wall * (os.cpu_count() or 1)), 2)
             out["cpu_ms_per_action"] = {k: round(v * 1000 / steady.issued, 2) for k, v in cpu.items()}
+            # where Chromium's share goes: renderers (one per session's tab), the browser process, the GPU process...
+            out["chromium_cpu_ms_per_action"] = {k: round(v * 1000 / steady.issued, 2) for k, v in sorted(kinds.items())}
 
         asyncio.run(main())
         out["memory"] = _memory(n, _containers(os.getpid()), rss_before)
+        by_kind = _chromium_kinds()
+        out["chromium_processes"] = {k: len(v) for k, v in sorted(by_kind.items())}
+        out["chromium_pss_mb"] = {k: round(_procs.pss_kb(v) / 1024, 1) for k, v in sorted(by_kind.items())}
         out["idle_cpu_ms_per_s"] = _idle_cpu(server_pid)
         out["errors"] = dict(ramp.errors + steady.errors)
         out["error_messages"] = {**steady.messages, **ramp.messages}
