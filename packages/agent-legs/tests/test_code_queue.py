@@ -8,6 +8,7 @@ started; concurrent first calls of one session take one place, not two.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -94,3 +95,25 @@ def test_concurrent_first_calls_of_one_session_take_one_place(dirs) -> None:
         assert all(r.ok for r in results), results
         svc = _service(legs)
         assert list(svc.kernels) == ["same"] and svc.admission.busy == 1 and svc.admission.waiting == 0
+
+
+def test_a_busy_thread_pool_does_not_make_the_engine_look_dead(dirs) -> None:
+    """Before: health pings ran in the loop's shared thread pool; with every thread busy (a burst of container
+    creations at 128 sessions) a ping waited past CONNECT_S and the healthy engine was taken out, losing every
+    session's kernel. Pings now have a thread of their own."""
+    ws, st = dirs
+    with Legs(workspace=ws, state_dir=st, settings={"code": {"pool_size": 0}}) as legs:
+        svc = _service(legs)
+        release = threading.Event()
+
+        async def saturate_and_ping() -> str | None:
+            busy = [asyncio.ensure_future(asyncio.to_thread(release.wait, 30)) for _ in range(40)]
+            await asyncio.sleep(0.2)  # every thread of the default pool is now blocked
+            try:
+                return await svc._answers(svc.hosts[0])
+            finally:
+                release.set()
+                await asyncio.gather(*busy)
+
+        assert legs._runtime.submit(saturate_and_ping()).result(60) is None
+        assert not svc.hosts[0].down

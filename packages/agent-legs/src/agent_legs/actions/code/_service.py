@@ -28,6 +28,9 @@ Threat model and invariants (the code in the containers is hostile):
 * **A bounded number of sessions.** At most ``settings.code.max_sessions`` kernels live at once (plus
   the warm pools); a new session waits its turn within its call's deadline (``_queue``: a retryable
   ``timeout`` with its position when the deadline passes first). Every way a kernel ends frees its place.
+  At most ``START_LIMIT`` containers are created at once, and health pings run on threads of their own:
+  a burst of new sessions neither starves the calls' own thread work nor makes a busy engine look dead
+  (128 sessions at once: pings queued behind creations "did not answer within 10 s").
 * **Network.** ``policy.code.network = true`` needs a local engine (the only way out is a unix
   socket to the container's own egress proxy, in a private directory); elsewhere the start is
   refused rather than giving the sandbox unguarded network.
@@ -36,6 +39,7 @@ Threat model and invariants (the code in the containers is hostile):
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import contextvars
 import logging
@@ -65,6 +69,9 @@ log = logging.getLogger("agent_legs.code")
 
 SETID_SWEEP_S = 2.0  # between calls, set-id bits are stripped this often while a session's kernel lives
 HOST_WATCH_S = 5.0  # hosts in use are pinged this often; those taken out are retried (host_retry_s) on this beat
+# Container creations run in the loop's default thread pool (min(32, CPUs + 4) threads): at most this many at once, so
+# the workspace scans and set-id sweeps every call needs are never queued behind a burst of new sessions (64 at once).
+START_LIMIT = max(1, min(32, (os.cpu_count() or 1) + 4) - 2)
 
 
 class CodeService(Service):
@@ -115,6 +122,9 @@ class CodeService(Service):
         self._creating: set[asyncio.Future[Kernel]] = set()  # containers being made (in threads)
         self._starting: dict[str, asyncio.Future[Kernel]] = {}
         self.admission = SandboxQueue(settings.max_sessions)  # live session kernels, bounded (a FIFO queue)
+        self._starts = asyncio.Semaphore(START_LIMIT)  # container creations at once
+        # pings never wait behind container creations in the shared thread pool: one thread per host of their own
+        self._pings = concurrent.futures.ThreadPoolExecutor(len(self.hosts), thread_name_prefix="agent-legs-docker-ping")
         self._reaper = asyncio.create_task(self._reap(), context=contextvars.Context())
         self._sweeper = asyncio.create_task(self._sweep_setid(), context=contextvars.Context())
         self._watcher = asyncio.create_task(self._watch_hosts(), context=contextvars.Context())
@@ -153,7 +163,8 @@ class CodeService(Service):
         if host.client is None:
             return host.reason
         try:
-            await asyncio.wait_for(asyncio.to_thread(host.client.ping), CONNECT_S)
+            loop = asyncio.get_running_loop()
+            await asyncio.wait_for(loop.run_in_executor(self._pings, host.client.ping), CONNECT_S)
         except TimeoutError:
             return f"it did not answer a ping within {CONNECT_S:g} s"
         except Exception as exc:
@@ -297,7 +308,7 @@ class CodeService(Service):
         with self.runtime.tracer.start_as_current_span("sandbox container start") as span:
             span.set_attribute(AGENT_LEGS_CODE_NETWORK, self._egress_dir is not None)
             proxy = await self._start_proxy()
-            creating = asyncio.ensure_future(asyncio.to_thread(self._create, proxy, host))
+            creating = asyncio.ensure_future(self._create_bounded(proxy, host))
             self._creating.add(creating)
             creating.add_done_callback(self._creating.discard)
             try:
@@ -337,6 +348,10 @@ class CodeService(Service):
                 await self._destroy(kernel)
                 raise ActionError("unavailable", f"unexpected sandbox greeting {hello!r}")
             return kernel
+
+    async def _create_bounded(self, proxy: SocketProxy | None, host: Host) -> Kernel:
+        async with self._starts:
+            return await asyncio.to_thread(self._create, proxy, host)
 
     def _destroy_when_created(self, creating: asyncio.Future[Kernel], proxy: SocketProxy | None) -> None:
         if not creating.cancelled() and creating.exception() is None:
@@ -542,6 +557,7 @@ class CodeService(Service):
                     await asyncio.wait_for(blocking(_container.remove_instance, host.client, self.instance), DOCKER_TIMEOUT_S)
             with contextlib.suppress(Exception):
                 host.client.close()
+        self._pings.shutdown(wait=False, cancel_futures=True)
         shutil.rmtree(self._tls_dir, ignore_errors=True)
         if self._egress_dir is not None:
             shutil.rmtree(self._egress_dir, ignore_errors=True)
