@@ -4,8 +4,8 @@ Admission (issue 19, item 4): a call's queue wait for a load slot does not eat i
 queued longer than ``policy.browser.timeout_s`` (within ``policy.browser.queue_timeout_s``) still succeeds;
 one whose queue allowance runs out is a retryable ``timeout`` with its position (message and ``data``).
 Process model (issue 20, item 2): the launched Chromium runs no address-bar popup WebUI per window (one
-renderer process per session less) and keeps Playwright's own disabled features (one ``--disable-features``
-switch: Chromium keeps only the last).
+renderer process per session less), from one ``--disable-features`` switch (Chromium keeps only the last) that
+leaves third-party storage partitioning on.
 """
 
 from __future__ import annotations
@@ -131,10 +131,9 @@ def test_queue_allowance_run_out_is_retryable_with_the_position_and_loads_nothin
         assert nav(legs, website.site.url("/whoami"), session="b").ok  # no slot lost
 
 
-def test_chromium_runs_no_popup_webui_per_session_and_keeps_playwrights_disabled_features(dirs, website) -> None:
+def test_chromium_runs_no_popup_webui_per_session_in_one_disable_features_switch(dirs, website) -> None:
     """Before: headless Chromium prewarmed the address bar's popup (chrome://omnibox-popup.top-chrome/) in a
-    renderer of its own for every session's window, and our ``--disable-features`` switch replaced
-    Playwright's (Chromium keeps only the last one)."""
+    renderer of its own for every session's window."""
     ws, st = dirs
     with Legs(workspace=ws, state_dir=st, policy=website.policy()) as legs:
         for s in ("a", "b", "c"):
@@ -155,5 +154,6 @@ def test_chromium_runs_no_popup_webui_per_session_and_keeps_playwrights_disabled
     assert not [t for t in targets if "top-chrome" in t["url"] or t["type"] == "browser_ui"], targets
     switches = [a for a in argv if a.startswith("--disable-features=")]
     effective = set(switches[-1].split("=", 1)[1].split(","))  # Chromium keeps the last one
-    assert {"PaintHolding", "AimEnabled", "WebUIOmniboxPopup", "WebUIOmniboxAimPopup"} <= effective, switches
-    assert set(DISABLED_FEATURES) <= effective
+    assert {"WebUIOmniboxPopup", "WebUIOmniboxAimPopup", "SpareRendererForSitePerProcess"} <= effective, switches
+    assert set(DISABLED_FEATURES) == effective
+    assert "ThirdPartyStoragePartitioning" not in effective  # privacy: partitioning stays on
