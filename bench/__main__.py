@@ -46,7 +46,7 @@ def main() -> int:
         type=lambda v: [int(n) for n in v.split(",")],
         default=None,
         metavar="N,N,...",
-        help="concurrent sessions for the scale module (default 1,4,16,64; smoke 1,4)",
+        help="concurrent sessions for the scale module (default 1,4,16,64,128; smoke 1,4)",
     )
     parser.add_argument(
         "--no-history", action="store_true", help="do not keep this run in bench/results/<date>-<sha>.json (experiments)"

@@ -18,6 +18,22 @@ def descendants(root: int) -> list[int]:
     return sorted(_descendants(root))
 
 
+def chromium_kind(pid: int) -> str:
+    """What a Chromium process is: ``browser``, ``renderer``, ``gpu-process``, ``zygote``, or a utility's service
+    (``NetworkService``, ``StorageService``...), from its command line (``--type=``, ``--utility-sub-type=``)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").split()
+    except OSError:
+        return "gone"
+    kind = "browser"
+    for arg in argv:
+        if arg.startswith("--type="):
+            kind = arg.split("=", 1)[1]
+        elif arg.startswith("--utility-sub-type="):
+            return arg.split("=", 1)[1].rsplit(".", 1)[-1]
+    return kind
+
+
 def pids_named(names: tuple[str, ...]) -> list[int]:
     return [int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit() and comm(int(e.name)) in names]
 

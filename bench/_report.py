@@ -22,6 +22,7 @@ from ._format import p50 as _p50
 from ._report_budget import budget
 from ._report_cold import cold_rows
 from ._report_runs import history, peers, previous_results
+from ._report_scale import scale_block, scale_summary_rows
 
 CHART = Path("img/scale.svg")  # relative to the page's directory
 BLOCK = re.compile(r"<!-- bench:begin (?P<name>[\w-]+) -->\n.*?<!-- bench:end (?P=name) -->", re.DOTALL)
@@ -242,19 +243,7 @@ def _summary_rows(res: dict[str, Any]) -> list[list[str]]:
         None,
     )
 
-    scale = _get(res, "scale", "sizes") or []
-    if scale:
-        top = scale[-1]
-        acc = all(s["accounting"]["one_span_and_one_line_per_action"] for s in scale)
-        row(
-            "scale",
-            f"{top['sessions']} concurrent sessions, mixed workload",
-            f"{top['throughput_actions_s']:.0f} actions/s",
-            "—",
-            "—",
-            "one span + one log line per action",
-            acc,
-        )
+    rows.extend(scale_summary_rows(res))
     return rows
 
 
@@ -406,84 +395,6 @@ def _dispatch(result: dict[str, Any]) -> str:
     return table(["call", "inline p50", "via the runtime thread p50", "saved", "share"], rows)
 
 
-def _scale(scale: dict[str, Any], chart: Path | None) -> str:
-    if "error" in scale:
-        return f"**scale: not measured** — `{scale['error']}`"
-    sizes = scale["sizes"]
-    rows = []
-    for s in sizes:
-        m, a = s["memory"], s["accounting"]
-        rows.append(
-            [
-                str(s["sessions"]),
-                f"{s['throughput_actions_s']:.0f}",
-                f"{s['ramp_s']:.1f} s",
-                f"{s['close_s']:.1f} s",
-                f"{s['cpu_busy_of_cores']:.0%} / {s['machine_cpu_busy']:.0%}"
-                if "machine_cpu_busy" in s
-                else f"{s['cpu_busy_of_cores']:.0%}",
-                f"{m['per_session_mb']:.0f} MB",
-                (
-                    f"{m['our_rss_growth_mb']:.0f} / {m['chromium_pss_mb']:.0f} / {m['playwright_driver_pss_mb']:.0f} / "
-                    f"{m['containers_mb']:.0f} ({m['containers_running']})"
-                ),
-                f"{a['actions_issued']} / {a['execute_tool_spans']} / {a['action_log_lines']} "
-                + ("✓" if a["one_span_and_one_line_per_action"] else "✗"),
-                ", ".join(f"{k} ×{v}" for k, v in s.get("errors", {}).items()) or "none",
-            ]
-        )
-    out = [
-        table(
-            [
-                "sessions",
-                "actions/s",
-                "ramp",
-                "close",
-                "CPU busy: counted / machine",
-                "memory / session",
-                "MB: ours / Chromium / driver / containers (n)",
-                "actions / spans / log lines",
-                "failed",
-            ],
-            rows,
-        )
-    ]
-    actions = list(scale.get("workload") or sizes[0]["latency"].keys())
-    rows = [
-        [f"`{a}`"] + [f"{t(_p50(s, 'latency', a))} / {t(_p50(s, 'latency', a, key='p95_us'))}" for s in sizes] for a in actions
-    ]
-    out.append(
-        "Latency per action, p50 / p95, steady phase:\n\n"
-        + table(["action"] + [f"{s['sessions']} session(s)" for s in sizes], rows)
-    )
-    parties = list(sizes[0].get("cpu_ms_per_action", {}).keys())
-    rows = [[p] + [f"{s['cpu_ms_per_action'].get(p, 0):.2f}" for s in sizes] for p in parties]
-    out.append(
-        "CPU milliseconds per action, by who spends them (steady phase):\n\n"
-        + table(["party"] + [f"{s['sessions']} session(s)" for s in sizes], rows)
-    )
-    if all("idle_cpu_ms_per_s" in s for s in sizes):
-        rows = [[p] + [f"{s['idle_cpu_ms_per_s'].get(p, 0):.0f}" for s in sizes] for p in parties]
-        out.append(
-            "CPU milliseconds per second with every session idle (pages open, kernels waiting):\n\n"
-            + table(["party"] + [f"{s['sessions']} session(s)" for s in sizes], rows)
-        )
-    bends = scale.get("bends") or {}
-    if bends:
-        rows = [
-            [k, f"{v['throughput_gain']:.2f}×", f"{v['efficiency']:.0%}", f"{v['marginal_mb_per_session']:.0f} MB"]
-            for k, v in bends.items()
-        ]
-        out.append(
-            "From one size to the next:\n\n"
-            + table(["sessions", "throughput gain", "scaling efficiency", "marginal memory / session"], rows)
-        )
-    if chart is not None:
-        out.append(f"![Throughput, p95 latency and memory per session against concurrent sessions]({chart.as_posix()})")
-    out.append(f"*Memory counts:* {scale.get('memory_counts', '')}. *CPU:* {scale.get('cpu_counts', '')}.")
-    return "\n\n".join(out)
-
-
 # -- the page -------------------------------------------------------------------------------------
 def _meta(report: dict[str, Any], sources: list[Path]) -> str:
     m = report.get("machine", {})
@@ -569,7 +480,7 @@ def render(page: Path, sources: list[Path], only: list[str] | None = None) -> bo
         "history": lambda: history(used),
         "core": lambda: _core(res.get("core", {"error": "not in the results"})),
         "dispatch": lambda: _dispatch(res.get("dispatch", {"error": "not in the results"})),
-        "scale": lambda: _scale(res.get("scale", {"error": "not in the results"}), chart_path),
+        "scale": lambda: scale_block(res.get("scale", {"error": "not in the results"}), chart_path),
     }
     for fam in ("files", "http", "code", "cold", "browser", "email"):
         blocks[fam] = lambda f=fam: _family(f, res.get(f, {"error": "not in the results"}), prev.get(f))  # type: ignore[misc]

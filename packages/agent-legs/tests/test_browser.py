@@ -496,9 +496,12 @@ def test_a_load_that_cannot_get_a_slot_times_out_without_touching_the_page(dirs,
 
     ws, st = dirs
     # timeout_s bounds the whole call (opening the session's context and tab too): 3 s, not 1, leaves the
-    # first navigation room on a loaded machine; the slot is held longer than that.
+    # first navigation room on a loaded machine; the queue's own allowance is 1.5 s and the slot is held 6 s.
     with Legs(
-        workspace=ws, state_dir=st, policy=website.policy(timeout_s=3), settings={"browser": {"max_concurrent_loads": 1}}
+        workspace=ws,
+        state_dir=st,
+        policy=website.policy(timeout_s=3, queue_timeout_s=1.5),
+        settings={"browser": {"max_concurrent_loads": 1}},
     ) as legs:
         assert nav(legs, website.site.url("/about"), session="b").ok
         held = threading.Event()

@@ -258,7 +258,7 @@ def test_a_deadline_that_passes_in_the_queue_names_the_position(dirs, website, c
     with Legs(
         workspace=ws,
         state_dir=st,
-        policy=website.policy(timeout_s=3),
+        policy=website.policy(timeout_s=3, queue_timeout_s=2),
         settings={"browser": {"max_concurrent_loads": 1}},
         tracer_provider=captured_spans.provider,
     ) as legs:
@@ -287,6 +287,8 @@ def test_a_deadline_that_passes_in_the_queue_names_the_position(dirs, website, c
         r = nav(legs, website.site.url("/whoami"), session="b")
         assert r.error is not None and r.error.type == "timeout" and r.error.retryable, r
         assert "queued behind 2 calls; nothing was loaded" in r.error.message, r.error.message
+        assert "policy.browser.queue_timeout_s=2" in r.error.message
+        assert r.data is not None and r.data["queued_behind"] == 2 and r.data["queued_s"] >= 1.9, r.data
         assert "max_concurrent_loads=1" in r.error.message and "busy, not broken" in (r.error.hint or "")
         assert not [q for q in website.site.requests if q.path == "/whoami"]
         (span,) = captured_spans.tool_spans()

@@ -93,7 +93,8 @@ def _navigation_interrupted(exc: BaseException) -> bool:
 
 
 def _timeout(policy: Any, args: Any) -> float:
-    return float(policy.browser.timeout_s) + _TIMEOUT_SLACK_S
+    # the work's timeout starts when a load slot is granted: the queue's allowance comes on top (``_slots``)
+    return float(policy.browser.timeout_s) + float(policy.browser.queue_timeout_s) + _TIMEOUT_SLACK_S
 
 
 @action(

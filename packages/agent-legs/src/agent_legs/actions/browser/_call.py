@@ -3,7 +3,8 @@ failure becomes an error the model can act on.
 
 Invariants:
 
-* ``policy.browser.timeout_s`` bounds the whole call (``_deadline``): the browser's (re)launch alone is
+* ``policy.browser.timeout_s`` bounds the whole call (``_deadline``), time queued for a load slot aside
+  (bounded by ``policy.browser.queue_timeout_s``: ``_slots``); the browser's (re)launch alone is also
   exempt (bounded by the runtime's deadline, ``timeout_s + 10 s``), since a launch cut short would leave
   no browser for the next call.
 * One call at a time per session (one tab): waiting for the session's previous call counts against the
@@ -16,10 +17,13 @@ Invariants:
   with its first line, never a traceback.
 * An operation with an effect on a server (a click, a submitted form) that is cut short is never
   ``retryable`` (it may have taken effect); steps after it that fail say it was done.
-* Navigations take one of the browser's load slots, within the deadline (backpressure: they queue, first
-  come first served, rather than pile onto Chromium); a call whose deadline passes in the queue is a
-  retryable ``timeout`` saying how many calls were ahead of it and that nothing was loaded. The action's
-  span carries the queue depth it found and the time it waited (``agent_legs.browser.queue_*``).
+* Navigations (and opening a session's context and tab) take one of the browser's load slots
+  (backpressure: they queue, first come first served, rather than pile onto Chromium). The queue's wait
+  is bounded by ``policy.browser.queue_timeout_s`` and does not count against ``timeout_s``: the work's
+  budget starts when the slot is granted (``_slots``). A call whose queue allowance runs out is a
+  retryable ``timeout`` saying how many calls were ahead of it (also in ``data``: ``queued_behind``,
+  ``queued_s``) and that nothing was loaded. The action's span carries the queue depth it found and the
+  time it waited (``agent_legs.browser.queue_*``).
   An HTTPS tunnel the proxy refused (``ERR_TUNNEL...``) is ``denied`` with its rule, not ``failed``.
 * A session whose Playwright server (``ws_endpoints``) died: the call is ``unavailable``, naming the
   server (``_pool``), not ``failed``.
@@ -63,25 +67,23 @@ async def open_session(ctx: ActionContext) -> AsyncIterator[tuple[BrowserService
     # by the runtime's, timeout_s + 10 s): a launch cancelled part-way would leave no browser for the next call.
     async with svc.launch_lock:
         await svc.ensure_browser()
+    queue_s = ctx.policy.browser.queue_timeout_s
     token = DEADLINE.set(asyncio.get_running_loop().time() + total)
-    ticket = Ticket()
+    ticket = Ticket(queue_s=queue_s)
     ticket_token = TICKET.set(ticket)
     try:
         try:
-            async with asyncio.timeout(remaining(total)):
-                s = await svc.session(ctx.session)  # a relaunch, a new context and tab (which wait for a load slot)
-        except TimeoutError:
+            # a relaunch, a new context and tab (which wait for a load slot: that wait is not the tab's time)
+            async with asyncio.timeout(remaining(total) + queue_s):
+                s = await svc.session(ctx.session)
+        except TimeoutError as exc:
             behind = ticket.gave_up_behind
-            busy = (
-                f" (every load slot was busy: settings.browser.max_concurrent_loads={svc.max_loads}): "
-                f"queued behind {calls(behind)}"
-                if behind is not None
-                else ""
-            )
+            if isinstance(exc, QueuedTooLong) or behind is not None:
+                raise _queued_too_long(svc, behind or 0, ticket.waited_s, "this session's tab could not be opened") from None
             raise ActionError(
                 "timeout",
                 f"the browser could not open this session's tab within {total:g} s "
-                f"(policy.browser.timeout_s, for the whole call){busy}; nothing was loaded",
+                "(policy.browser.timeout_s); nothing was loaded",
                 retryable=True,
                 hint=_BUSY_HINT,
             ) from None
@@ -171,17 +173,33 @@ async def guarded(ctx: ActionContext, s: BrowserSession, coro: Any, element: str
         await _fresh_tab(s)
         ticket = TICKET.get()
         queued = (
-            f", {ticket.waited_s:.1f} s of it queued for a load slot behind up to {calls(ticket.depth)}"
-            if ticket is not None and ticket.waited_s >= 0.5  # worth telling: the load had that much less time
+            f"; before that it queued for a load slot behind up to {calls(ticket.depth)} for {ticket.waited_s:.1f} s, "
+            "which did not count"
+            if ticket is not None and ticket.waited_s >= 0.5  # worth telling: the machine is busy
             else ""
         )
         raise ActionError(
             "timeout",
-            f"the page did not respond within {seconds:g} s (policy.browser.timeout_s, for "
-            f"the whole call{queued}){maybe}; the tab was closed and the session continues with a fresh tab",
+            f"the page did not respond within {seconds:g} s (policy.browser.timeout_s{queued}){maybe}; "
+            "the tab was closed and the session continues with a fresh tab",
             retryable=not effect,
             hint=_MAY_HAVE_HAPPENED_HINT if effect else (_BUSY_HINT if queued else None),
         ) from None
+
+
+def _queued_too_long(svc: BrowserService, ahead: int, waited_s: float, what: str) -> ActionError:
+    """A call whose queue allowance ran out: retryable, with its position (in the message and in ``data``)."""
+    ticket = TICKET.get()
+    allowance = ticket.queue_s if ticket is not None and ticket.queue_s is not None else waited_s
+    return ActionError(
+        "timeout",
+        f"{what}: the browser was busy with other sessions' page loads; this call queued {waited_s:.1f} s "
+        f"(policy.browser.queue_timeout_s={allowance:g}; settings.browser.max_concurrent_loads={svc.max_loads}) "
+        f"and was still queued behind {calls(ahead)}; nothing was loaded",
+        retryable=True,
+        hint=_BUSY_HINT,
+        data={"queued_behind": ahead, "queued_s": round(waited_s, 2)},
+    )
 
 
 @contextlib.contextmanager
@@ -236,25 +254,18 @@ async def _fresh_tab(s: BrowserSession) -> None:
 async def goto(ctx: ActionContext, s: BrowserSession, coro: Any, effect: str | None = None) -> Any:
     """A navigation; a tunnel refused by the proxy (https to a denied host) surfaces as ``denied``.
 
-    It waits for one of the browser's load slots first (``settings.browser.max_concurrent_loads``), within
-    the call's deadline. ``effect``: see ``guarded``.
+    It waits for one of the browser's load slots first (``settings.browser.max_concurrent_loads``), at most
+    what is left of ``policy.browser.queue_timeout_s``; the load's budget starts when the slot is granted
+    (``_slots``). ``effect``: see ``guarded``.
     """
-    seconds = ctx.policy.browser.timeout_s
     try:
-        await s.service.loads.acquire(within=remaining(seconds))
+        await s.service.loads.acquire()
     except BaseException as exc:
         if asyncio.iscoroutine(coro):
             coro.close()  # never started: nothing to stop
         if not isinstance(exc, QueuedTooLong):
             raise
-        raise ActionError(
-            "timeout",
-            f"the browser was busy with other sessions' page loads for {seconds:g} s, the call's deadline "
-            f"(policy.browser.timeout_s; settings.browser.max_concurrent_loads={s.service.max_loads}): "
-            f"queued behind {calls(exc.ahead)}; nothing was loaded",
-            retryable=True,
-            hint=_BUSY_HINT,
-        ) from None
+        raise _queued_too_long(s.service, exc.ahead, exc.waited_s, "the page was not loaded") from None
     try:
         return await guarded(ctx, s, coro, effect=effect)
     except ActionError as exc:

@@ -3,7 +3,9 @@
 Invariants:
 
 * ``policy.browser.timeout_s`` bounds the whole call: opening the session's context and tab, waiting
-  for a load slot or for the session's previous call, the page operations and the downloads. The
+  for the session's previous call, the page operations and the downloads. Time queued for a load slot
+  does not count: granting the slot moves ``DEADLINE`` on by the wait (``_slots``, bounded by
+  ``policy.browser.queue_timeout_s``). The
   call's frame (``_call.open_session``) sets ``DEADLINE`` (event-loop time) once; every step asks
   ``remaining()`` instead of starting a fresh timeout of its own.
 * A cleanup run with ``in_background`` (closing a context or a tab a deadline cut short) never blocks
@@ -25,7 +27,7 @@ __all__ = ["DEADLINE", "in_background", "monotonic_deadline", "remaining"]
 
 _BACKGROUND: set[asyncio.Future[None]] = set()  # fire-and-forget cleanups, kept referenced until done
 # When the current call must be over (loop time): policy.browser.timeout_s bounds the whole call, opening the
-# session's context and tab and waiting for a load slot included, not each step on its own.
+# session's context and tab included, not each step on its own; a load slot's queue wait moves it on (``_slots``).
 DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("agent_legs_browser_deadline", default=None)
 
 

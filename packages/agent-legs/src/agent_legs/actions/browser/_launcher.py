@@ -10,6 +10,11 @@ Invariants:
 * A browser we launch runs with ``CHROMIUM_ARGS``: no background traffic of its own (sync, component
   updates, pings, crash reports), no QUIC (which would leave around an HTTP proxy) and WebRTC UDP only
   through the proxy (``--webrtc-ip-handling-policy=disable_non_proxied_udp`` forced).
+* Its process model is cut to what many headless sessions need (``DISABLED_FEATURES``: no prewarmed
+  address-bar popup renderer per window, no spare renderer per navigation), in one ``--disable-features``
+  switch (Chromium keeps only the last such switch: it replaces Playwright's own). Site isolation and
+  third-party storage partitioning stay on (``docs/security.md``): each session's context has its own
+  renderer processes, and a cross-site frame its own.
 * A remote browser (``ws_endpoint``/``cdp_url``), whose command line we do not control, is used only if
   that command line carries the WebRTC flags: WebRTC UDP is the one channel the per-session egress
   proxy cannot see. Its command line is read over CDP (``--enable-automation``) or from
@@ -39,7 +44,31 @@ from ..._telemetry._semconv import BROWSER_EXECUTABLE, BROWSER_VERSION
 if TYPE_CHECKING:
     from ..._runtime import Runtime
 
-__all__ = ["CHROMIUM_ARGS", "Launched", "connect_server", "find_chromium", "launch"]
+__all__ = ["CHROMIUM_ARGS", "DISABLED_FEATURES", "Launched", "connect_server", "find_chromium", "launch"]
+
+# Chromium keeps only the LAST ``--disable-features`` switch of a command line: ours replaces Playwright's own list
+# (``chromiumSwitches.ts``), so it names every feature we want off, in one switch.
+DISABLED_FEATURES = (
+    "AutofillServerCommunication",
+    "MediaRouter",
+    # background requests to Google's services (the egress proxy would refuse them anyway: no noise, no CPU)
+    "OptimizationHints",
+    "NetworkTimeServiceQuerying",
+    "PreconnectToSearch",
+    "AimEnabled",
+    # What a headless browser serving many sessions does not need (measured: bench/bench_scale.py, benchmarks.md):
+    # headless Chromium 156 prewarms the address bar's popup (two WebUI pages, chrome://omnibox-popup.top-chrome/)
+    # for every window: one more renderer process per session, ~30 MB and about half of Chromium's CPU per page
+    # load at 32 sessions, for a popup nobody sees.
+    "WebUIOmniboxPopup",
+    "WebUIOmniboxAimPopup",
+    # after each navigation Chromium starts a spare renderer for the context that navigated; with one context per
+    # session the next navigation is almost always another context's: the spare is killed unused, another started.
+    "SpareRendererForSitePerProcess",
+)
+# Not in the list, on purpose (Playwright turns them off for tests; they stay as Chromium ships them here):
+# ThirdPartyStoragePartitioning (a third-party frame's storage partitioned by top-level site: privacy),
+# HttpsUpgrades, PaintHolding and the rest of Playwright's list.
 
 CHROMIUM_ARGS = [
     "--disable-background-networking",
@@ -51,7 +80,7 @@ CHROMIUM_ARGS = [
     "--force-webrtc-ip-handling-policy",
     "--disable-quic",
     "--disable-dev-shm-usage",
-    "--disable-features=AutofillServerCommunication,MediaRouter",
+    "--disable-features=" + ",".join(DISABLED_FEATURES),  # one switch: Chromium keeps only the last one
     "--disable-domain-reliability",
     "--no-pings",
     "--disable-breakpad",

@@ -206,7 +206,8 @@ class BrowserService(Service):
                     span.set_attribute(AGENT_LEGS_BROWSER_SERVER, placed.label)
                 # A new context and tab start a renderer: as much work for Chromium as a page load, so they
                 # take a load slot too (64 sessions opening at once otherwise swamp it: see benchmarks.md).
-                async with self.loads:
+                async with self.loads, asyncio.timeout(remaining(self.runtime.policy.browser.timeout_s)):
+                    # the tab's time starts when the slot is granted (the queue's wait is not counted: ``_slots``)
                     context = await browser.new_context(
                         # loopback through the proxy too
                         proxy={"server": server, "bypass": "<-loopback>", **login},

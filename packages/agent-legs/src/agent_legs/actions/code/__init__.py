@@ -14,6 +14,8 @@ Modules (each states its own invariants):
 * ``_models``: the input models and the call's time limit.
 * ``_service``: ``CodeService``: the hosts and their warm pools, the sessions' kernels, a failed host
   taken out and back in, reaping, set-id sweeps, cleanup.
+* ``_queue``: admission: at most ``settings.code.max_sessions`` live session kernels, a FIFO queue
+  within the call's deadline (retryable ``timeout`` with the position when it passes).
 * ``_kernel``: one session's kernel: claiming it for a call (replacing it when dead, out of step
   or unable to hide new denied paths) and running a call on it.
 * ``_channel``: the host side of the protocol: attach framing, bounded reads, request ids, reply checks.

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from ._models import RunInput
     from ._service import CodeService
 
-__all__ = ["IDLE_LOST", "RAN_LOST", "Call", "Kernel", "claim", "promised_kernel", "run_code"]
+__all__ = ["IDLE_LOST", "RAN_LOST", "Call", "Kernel", "claim", "promised_kernel", "run_code", "take_or_start"]
 
 IDLE_LOST = (
     "this session's sandbox kernel was lost with its Docker engine (its variables and imports); nothing of this "
@@ -83,16 +83,46 @@ class Call:
     setid_removed: list[str]  # workspace entries whose set-id bits were stripped after the call
 
 
-async def promised_kernel(svc: CodeService, session: str, host: Host) -> Kernel | None:
-    """(``CodeService.kernel_for``) The kernel ``host``'s pool is starting, for ``session`` (None: the pool made none; the
-    caller starts its own). A caller that gives up leaves the kernel to the pool."""
+async def take_or_start(svc: CodeService) -> Kernel:
+    """(``CodeService.kernel_for``, once the session is admitted) A kernel for a new session: a warm one of
+    the chosen host's pool, else the one that pool is starting right now (a new service, or a prestarted
+    one: never a second container beside it), else one started there (another host if that one is taken
+    out meanwhile)."""
+    while True:
+        host = await svc._place()
+        if host.pool:  # no await between the check and the claim: two first calls cannot both claim
+            kernel = host.pool.pop(0)
+            svc._fill_pool(host)
+            return kernel
+        if not (svc._pool_filling(host) and host.promised is None):
+            break
+        promised = await promised_kernel(host)
+        if promised is not None:
+            return promised
+    while True:
+        placed = host
+        placed.pending += 1
+        try:
+            kernel = await svc._new_kernel(placed)
+            break
+        except ActionError:
+            if placed.up():
+                raise
+            host = await svc._place()  # that host was taken out: another one, or unavailable
+        finally:
+            placed.pending -= 1
+    svc._fill_pool(host)
+    return kernel
+
+
+async def promised_kernel(host: Host) -> Kernel | None:
+    """(``take_or_start``) The kernel ``host``'s pool is starting now, for the caller (None: the
+    pool made none; the caller starts its own). A caller that gives up leaves the kernel to the pool."""
     promised: asyncio.Future[Kernel | None] = asyncio.get_running_loop().create_future()
     host.promised = promised
-    future: asyncio.Future[Kernel | None] = asyncio.get_running_loop().create_future()
-    svc._starting[session] = future  # a concurrent first call of this session shares it
     try:
-        kernel = await asyncio.shield(promised)
-    except BaseException as exc:
+        return await asyncio.shield(promised)
+    except BaseException:
         if host.promised is promised:
             host.promised = None
         made = promised.result() if promised.done() and not promised.cancelled() else None
@@ -100,20 +130,7 @@ async def promised_kernel(svc: CodeService, session: str, host: Host) -> Kernel 
             host.pool.append(made)  # made meanwhile: back to the pool
         else:
             promised.cancel()
-        if isinstance(exc, asyncio.CancelledError):
-            future.cancel()
-        else:
-            future.set_exception(exc)
-            future.exception()  # retrieved: no "never retrieved" warning when nobody else waited
         raise
-    finally:
-        svc._starting.pop(session, None)
-    if kernel is None:
-        future.set_result(None)
-        return None
-    svc.kernels[session] = kernel
-    future.set_result(kernel)
-    return kernel
 
 
 async def claim(svc: CodeService, session: str, deadline: float, limit_s: float, appeared: list[str]) -> tuple[Kernel, bool, str]:
@@ -127,7 +144,7 @@ async def claim(svc: CodeService, session: str, deadline: float, limit_s: float,
     try:
         async with asyncio.timeout_at(deadline):
             while True:
-                kernel, fresh = await svc.kernel_for(session)
+                kernel, fresh = await svc.kernel_for(session, deadline)
                 await kernel.lock.acquire()
                 try:
                     if not kernel.dead:

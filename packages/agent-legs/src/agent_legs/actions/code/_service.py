@@ -25,6 +25,12 @@ Threat model and invariants (the code in the containers is hostile):
   ``HOST_WATCH_S`` fails) is taken out (``_take_out``): no new session goes there, each of its
   sessions is told once (``unavailable`` naming the host, never a silent fresh kernel), and it is
   tried again after ``host_retry_s``; when it is back, the containers of the lost sessions are removed.
+* **A bounded number of sessions.** At most ``settings.code.max_sessions`` kernels live at once (plus
+  the warm pools); a new session waits its turn within its call's deadline (``_queue``: a retryable
+  ``timeout`` with its position when the deadline passes first). Every way a kernel ends frees its place.
+  At most ``START_LIMIT`` containers are created at once, and health pings run on threads of their own:
+  a burst of new sessions neither starves the calls' own thread work nor makes a busy engine look dead
+  (128 sessions at once: pings queued behind creations "did not answer within 10 s").
 * **Network.** ``policy.code.network = true`` needs a local engine (the only way out is a unix
   socket to the container's own egress proxy, in a private directory); elsewhere the start is
   refused rather than giving the sandbox unguarded network.
@@ -33,6 +39,7 @@ Threat model and invariants (the code in the containers is hostile):
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import contextvars
 import logging
@@ -54,7 +61,8 @@ from . import _fs as _code_fs
 from ._channel import HELLO_MAX, Channel, ProtocolError
 from ._container import CLEANUP_S, CONNECT_S, DOCKER_TIMEOUT_S, UNAVAILABLE_HINT, SocketProxy, blocking, short
 from ._hosts import HOST_FIX, Host, host_specs, pick
-from ._kernel import IDLE_LOST, Kernel, promised_kernel
+from ._kernel import IDLE_LOST, Kernel, take_or_start
+from ._queue import SandboxQueue
 
 __all__ = ["HOST_WATCH_S", "SETID_SWEEP_S", "CodeService"]
 
@@ -62,6 +70,9 @@ log = logging.getLogger("agent_legs.code")
 
 SETID_SWEEP_S = 2.0  # between calls, set-id bits are stripped this often while a session's kernel lives
 HOST_WATCH_S = 5.0  # hosts in use are pinged this often; those taken out are retried (host_retry_s) on this beat
+# Container creations run in the loop's default thread pool (min(32, CPUs + 4) threads): at most this many at once, so
+# the workspace scans and set-id sweeps every call needs are never queued behind a burst of new sessions (64 at once).
+START_LIMIT = max(1, min(32, (os.cpu_count() or 1) + 4) - 2)
 
 
 class CodeService(Service):
@@ -114,7 +125,11 @@ class CodeService(Service):
         self._inflight = threading.Condition()  # guards _creations: creations running in threads
         self._creations = 0
         self._closing = False
-        self._starting: dict[str, asyncio.Future[Kernel | None]] = {}  # None: the pool made none, look again
+        self._starting: dict[str, asyncio.Future[Kernel]] = {}  # set before any await: first calls share one
+        self.admission = SandboxQueue(settings.max_sessions)  # live session kernels, bounded (a FIFO queue)
+        self._starts = asyncio.Semaphore(START_LIMIT)  # container creations at once
+        # pings never wait behind container creations in the shared thread pool: one thread per host of their own
+        self._pings = concurrent.futures.ThreadPoolExecutor(len(self.hosts), thread_name_prefix="agent-legs-docker-ping")
         self._idle_reaper = asyncio.create_task(self._reap(), context=contextvars.Context())
         self._sweeper = asyncio.create_task(self._sweep_setid(), context=contextvars.Context())
         self._watcher = asyncio.create_task(self._watch_hosts(), context=contextvars.Context())
@@ -153,7 +168,8 @@ class CodeService(Service):
         if host.client is None:
             return host.reason
         try:
-            await asyncio.wait_for(asyncio.to_thread(host.client.ping), CONNECT_S)
+            loop = asyncio.get_running_loop()
+            await asyncio.wait_for(loop.run_in_executor(self._pings, host.client.ping), CONNECT_S)
         except TimeoutError:
             return f"it did not answer a ping within {CONNECT_S:g} s"
         except Exception as exc:
@@ -179,6 +195,7 @@ class CodeService(Service):
 
     def _abandon(self, kernel: Kernel) -> None:
         """A kernel of a host that is gone: hung up (its container is removed when the host is back)."""
+        self.admission.free(kernel)
         kernel.dead = True
         kernel.channel.hang_up()
         if kernel.proxy is not None:
@@ -308,7 +325,7 @@ class CodeService(Service):
         with self.runtime.tracer.start_as_current_span("sandbox container start") as span:
             span.set_attribute(AGENT_LEGS_CODE_NETWORK, self._egress_dir is not None)
             proxy = await self._start_proxy()
-            creating = asyncio.ensure_future(asyncio.to_thread(self._create, proxy, host))
+            creating = asyncio.ensure_future(self._create_bounded(proxy, host))
             self._creating.add(creating)
             creating.add_done_callback(self._creating.discard)
             try:
@@ -349,6 +366,10 @@ class CodeService(Service):
                 raise ActionError("unavailable", f"unexpected sandbox greeting {hello!r}")
             return kernel
 
+    async def _create_bounded(self, proxy: SocketProxy | None, host: Host) -> Kernel:
+        async with self._starts:
+            return await asyncio.to_thread(self._create, proxy, host)
+
     def _destroy_when_created(self, creating: asyncio.Future[Kernel], proxy: SocketProxy | None) -> None:
         if not creating.cancelled() and creating.exception() is None:
             self.destroy_later(creating.result())
@@ -358,6 +379,7 @@ class CodeService(Service):
     def destroy_later(self, kernel: Kernel) -> asyncio.Task[None]:
         """Kill ``kernel`` now (its socket closes: the driver's PID 1 ends the container) and remove the
         container in the background; ``aclose`` waits for these removals."""
+        self.admission.free(kernel)
         kernel.dead = True
         kernel.channel.hang_up()
         return self._track(self._remove(kernel))
@@ -422,9 +444,10 @@ class CodeService(Service):
             )
         return host
 
-    async def kernel_for(self, session: str) -> tuple[Kernel, bool]:
+    async def kernel_for(self, session: str, deadline: float | None = None) -> tuple[Kernel, bool]:
         """The session's kernel (and whether it is new); a session whose kernel went down with its
-        host is told so once (``unavailable``, naming the host), then placed anew."""
+        host is told so once (``unavailable``, naming the host), then placed anew. A session without a
+        kernel first waits for a place (``settings.code.max_sessions``, until ``deadline``: ``_queue``)."""
         while True:
             kernel = self.kernels.get(session)
             if kernel is not None:
@@ -432,46 +455,26 @@ class CodeService(Service):
             lost = self.lost.pop(session, None)
             if lost is not None:
                 raise lost
-            host = await self._place()
-            if host.pool:  # no await between the check and the claim: two first calls cannot both claim
-                kernel = host.pool.pop(0)
-                self.kernels[session] = kernel
-                self._fill_pool(host)
-                return kernel, True
             starting = self._starting.get(session)
-            if starting is None and self._pool_filling(host) and host.promised is None:
-                # the pool is starting a kernel right now (a new service, or a prestarted one): this
-                # session takes that one rather than starting a second container beside it
-                kernel = await promised_kernel(self, session, host)
-                if kernel is not None:
-                    return kernel, True
-                continue
             if starting is None:
                 break
-            try:  # a concurrent first call is starting this session's kernel: share it
-                shared = await asyncio.shield(starting)
-                if shared is not None:  # (None: the pool made none for it; look again)
-                    return shared, False
+            try:  # a concurrent first call is admitting or starting this session's kernel: share it
+                return await asyncio.shield(starting), False
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
                     raise
                 # the starter was cancelled, not us: look again (and start one if still needed)
-        future: asyncio.Future[Kernel | None] = asyncio.get_running_loop().create_future()
-        self._starting[session] = future
+        future: asyncio.Future[Kernel] = asyncio.get_running_loop().create_future()
+        self._starting[session] = future  # set before any await: concurrent first calls share one kernel
         try:
-            while True:
-                placed = host
-                placed.pending += 1
-                try:
-                    kernel = await self._new_kernel(placed)
-                    break
-                except ActionError:
-                    if placed.up():
-                        raise
-                    host = await self._place()  # that host was taken out: another one, or unavailable
-                finally:
-                    placed.pending -= 1
+            await self.admission.admit(deadline)
+            try:
+                kernel = await take_or_start(self)
+            except BaseException:
+                self.admission.release()
+                raise
+            self.admission.hold(kernel)
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
                 future.cancel()
@@ -483,10 +486,10 @@ class CodeService(Service):
             self._starting.pop(session, None)
         self.kernels[session] = kernel
         future.set_result(kernel)
-        self._fill_pool(host)
         return kernel, True
 
     async def _destroy(self, kernel: Kernel) -> None:
+        self.admission.free(kernel)
         if kernel.dead:
             return
         kernel.dead = True
@@ -578,6 +581,7 @@ class CodeService(Service):
                     _container.remove_instance(client, self.instance)
             with contextlib.suppress(Exception):
                 client.close()
+        self._pings.shutdown(wait=False, cancel_futures=True)
         shutil.rmtree(self._tls_dir, ignore_errors=True)
         if self._egress_dir is not None:
             shutil.rmtree(self._egress_dir, ignore_errors=True)

@@ -29,6 +29,14 @@ class CodeSettings(SettingsSection):
     )
     image: str = "agent-legs-sandbox:latest"
     pool_size: int = Field(2, ge=0, description="Pre-started containers ready for new sessions (per Docker host).")
+    max_sessions: int = Field(
+        128,
+        ge=0,
+        description="Sessions that hold a live sandbox kernel at once (all hosts together; the warm pool comes on "
+        "top). A new session beyond it waits its turn within its call's timeout (a retryable timeout naming its "
+        "place in the queue if that passes first); a place frees when a session is reset, closed or idle for "
+        "session_ttl_s. 0: no bound.",
+    )
     session_ttl_s: float = Field(1800, gt=0)
     prestart: bool | Literal["auto"] = Field(
         "auto",
