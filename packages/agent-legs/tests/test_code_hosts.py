@@ -132,6 +132,7 @@ def test_one_docker_host_keeps_working(tmp_path: Path, second_dockerd: SecondDoc
         assert r.ok, r.error
         assert r.data["value"] == "42"
         assert len(_on(second_dockerd, _svc(legs))) == 1  # it ran on the engine named
+    assert _reaper.drain() == []  # close() left the removals to the background; the exit waits for them
     assert second_dockerd.containers() == []
 
 

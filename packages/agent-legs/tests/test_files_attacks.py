@@ -27,6 +27,7 @@ def snapshot(*roots: Path) -> dict[str, str]:
                     p.name
                     in (
                         "actions.jsonl",
+                        ".actions.jsonl.lock",  # the action log's rotation lock and counter
                         "budgets.sqlite3",
                         "budgets.sqlite3-wal",
                         "budgets.sqlite3-shm",

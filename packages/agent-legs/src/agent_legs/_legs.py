@@ -478,7 +478,7 @@ def _close_at_exit() -> None:
     background (``Legs.close`` does not wait for the engine): none outlives the process."""
     for legs in list(_LIVE):
         legs.close()
-    reaper = sys.modules.get("agent_legs.actions.code._reaper")  # imported only if a sandbox ever started
+    reaper = sys.modules.get(__name__.rpartition(".")[0] + ".actions.code._reaper")  # only if a sandbox ever started
     if reaper is not None:
         left = reaper.drain(sweep=True)
         if left:
