@@ -6,6 +6,7 @@ the real state store; the corpus of attacks is test_flows_corpus.py.
 from __future__ import annotations
 
 import base64
+import contextlib
 import shutil
 import sqlite3
 import sys
@@ -276,6 +277,40 @@ def test_closing_a_session_forgets_its_index(dirs, http_server, second_http_serv
         _read(legs)
         legs.close_session("s")
         assert _leak(legs, http_server).ok
+
+
+def _private_rows(dirs) -> int:
+    with contextlib.closing(sqlite3.connect(dirs[1] / "state.sqlite3")) as db:
+        return db.execute("SELECT COUNT(*) FROM flow_index WHERE label='private'").fetchone()[0]
+
+
+def test_a_text_read_again_adds_no_row_and_its_flow_is_still_refused(dirs, http_server, second_http_server) -> None:
+    with _legs(dirs, second_http_server, approver=lambda r: False) as legs:
+        for i in range(5):  # an agent re-reading the same file: fingerprinted and stored once
+            _read(legs, call_id=f"read-{i}")
+        assert _private_rows(dirs) == 1
+        r = _leak(legs, http_server)
+        assert r.error.type == "approval_denied" and "files.read call read-0" in r.output
+        _read(legs, session="other")  # another session's read of the same text is its own row
+        assert _private_rows(dirs) == 2
+    assert http_server.requests == []
+
+
+def test_a_session_closed_on_another_worker_is_indexed_anew_when_read_again(dirs, http_server, second_http_server) -> None:
+    with (
+        _legs(dirs, second_http_server, approver=lambda r: False) as one,
+        _legs(dirs, second_http_server, approver=lambda r: False) as two,
+    ):
+        _read(one)
+        _read(one, call_id="read-again")  # one's index now holds the row (and adds none for the same text)
+        assert _private_rows(dirs) == 1
+        two.close_session("s")  # the store's rows of "s" are dropped; one's cache still has them
+        assert _private_rows(dirs) == 0
+        _read(one, call_id="read-8")  # the same text again: one sees the rows went and writes it anew
+        assert _private_rows(dirs) == 1
+        r = _leak(two, http_server)  # so the other worker refuses the flow too
+    assert r.error.type == "approval_denied" and "files.read call read-8" in r.output
+    assert http_server.requests == []
 
 
 def _break_store(legs, dirs) -> tuple[Path, Path]:

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import ActionError
 from ._encodings import WINDOW, fingerprints, normalize, views
-from ._index import Entry, SessionCache, SessionIndex, contains, encode_fps
+from ._index import Entry, SessionCache, SessionIndex, contains, decode_fps, encode_fps
 from ._sinks import Sink, Trust, extract
 from ._sources import WRITES, is_private, is_untrusted, result_texts
 
@@ -58,6 +58,8 @@ _SESSIONS = 1024  # sessions whose current browser page and written files this w
 _BLIND_SESSIONS = 65_536  # sessions remembered as blind (a few bytes each)
 _WRITTEN = 256  # file digests remembered per session (the oldest forgotten: such a file counts as private)
 _LABEL_BATCH = 64  # untrusted labels buffered before a write is forced
+_MEMO = 32  # texts whose fingerprints are remembered (a pure function of the text and the key)
+_MEMO_CHARS = 16_384  # only texts up to this long (a remembered text's row is ~11 bytes per character)
 _LABEL_DELAY_S = 1.0  # nor is one kept unwritten longer than this while calls keep coming (flush() at close)
 _SINKS = ("email.send", "http.request", "browser.navigate", "browser.fill", "browser.click")
 
@@ -98,6 +100,10 @@ class FlowGuard:
         self._labels: list[tuple[str, str | None, str]] = []
         self._labels_since = 0.0
         self._labels_lock = threading.Lock()  # record runs on the callers' loops (inline actions), in threads
+        # the fingerprints of texts read lately (a pure function of the text and the key): a text read again
+        # (an agent re-reading a file) is not fingerprinted again; digest of the text -> (encoded, count)
+        self._memo: OrderedDict[bytes, tuple[str, int]] = OrderedDict()
+        self._memo_lock = threading.Lock()
 
     # -- which calls the guard looks at --------------------------------------------------------
     def is_sink(self, action: str) -> bool:
@@ -124,7 +130,11 @@ class FlowGuard:
     async def _index(self, session: str) -> SessionIndex:
         index = self._cache.get(session)
         labels = self._take_labels()  # written first, in the same hop: the rows read include them
-        rows = await self._runtime.on_loop(self._labels_then_entries(labels, session, index.last_id))
+        first, rows = await self._runtime.on_loop(self._labels_then_entries(labels, session, index.last_id))
+        if index.first_id and first != index.first_id:  # its rows were dropped since (closed on some worker)
+            self._cache.drop(session)
+            index = self._cache.get(session)
+            first, rows = await self._runtime.on_loop(self._runtime.state.flow_entries(session, 0))
         with index.lock:
             for row in rows:
                 if row[0] > index.last_id:
@@ -136,7 +146,7 @@ class FlowGuard:
 
     async def _labels_then_entries(
         self, labels: list[tuple[str, str | None, str]], session: str, after: int
-    ) -> list[tuple[int, str | None, str, str, str, int]]:
+    ) -> tuple[int, list[tuple[int, str | None, str, str, str, int]]]:
         await self._write_labels(labels)
         return await self._runtime.state.flow_entries(session, after)
 
@@ -224,20 +234,22 @@ class FlowGuard:
                 raise
             self._mark_blind(session, Entry(call_id, action, array("Q")))
             return
-        fps = await asyncio.to_thread(fingerprints, [text], key)
+        encoded, n = await self._fingerprints(text, key)
         try:
             index = await self._index(session)
-            if index.saturated is not None:
+            with index.lock:
+                known = index.saturated is not None or index.holds(encoded)
+            if known:  # saturated, or this very text's row is in the store already: nothing to add
                 return
-            if index.total + len(fps) > self._cap:
+            if index.total + n > self._cap:
                 await self._add(session, call_id, action, "saturated")
             else:
-                await self._add(session, call_id, action, "private", encode_fps(fps), len(fps))
+                await self._add(session, call_id, action, "private", encoded, n)
         except ActionError as exc:
             if exc.type != "unavailable":
                 raise
             local = self._local.setdefault(session, [])
-            local.append(Entry(call_id, action, array("Q", sorted(fps))))
+            local.append(Entry(call_id, action, decode_fps(encoded)))
             self._local.move_to_end(session)
             if sum(len(e.fps) for e in local) > self._cap:
                 self._mark_blind(session, local[-1])
@@ -245,6 +257,24 @@ class FlowGuard:
             while len(self._local) > _SESSIONS:  # forgotten here: blind instead (fail closed)
                 old, entries = self._local.popitem(last=False)
                 self._mark_blind(old, entries[0])
+
+    async def _fingerprints(self, text: str, key: bytes) -> tuple[str, int]:
+        """``text``'s fingerprints, encoded for the store, and how many; computed in a thread (about a
+        microsecond per character), or taken from the memo of texts read lately (``_MEMO``)."""
+        digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16, key=key[:64]).digest()
+        with self._memo_lock:
+            hit = self._memo.get(digest)
+            if hit is not None:
+                self._memo.move_to_end(digest)
+                return hit
+        fps = await asyncio.to_thread(fingerprints, [text], key)
+        made = (encode_fps(fps), len(fps))
+        if len(text) <= _MEMO_CHARS:
+            with self._memo_lock:
+                self._memo[digest] = made
+                while len(self._memo) > _MEMO:
+                    self._memo.popitem(last=False)
+        return made
 
     def _mark_blind(self, session: str, entry: Entry) -> None:
         self._blind.setdefault(session, entry)

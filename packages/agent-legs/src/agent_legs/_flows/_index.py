@@ -1,6 +1,7 @@
 """One session's index of what it read: fingerprints per reading call, in memory and in the store.
 
-The store (``flow_index``, schema version 3) holds one row per reading call: its label (``private``,
+The store (``flow_index``, schema version 3) holds one row per reading call (none for a text whose
+exact fingerprint set the session's index holds already: ``SessionIndex.holds``): its label (``private``,
 ``untrusted``, ``saturated``) and, for private text, the sorted set of
 its window fingerprints (8 bytes each, base64). Every worker of a deployment sees the same rows; a
 worker keeps a cache per session (the last ``_CACHED_SESSIONS`` sessions it checked) and reads only
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import bisect
+import hashlib
 import itertools
 import sys
 import threading
@@ -25,7 +27,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-__all__ = ["Entry", "SessionCache", "SessionIndex", "contains", "decode_fps", "encode_fps"]
+__all__ = ["Entry", "SessionCache", "SessionIndex", "contains", "decode_fps", "encode_fps", "row_digest"]
 
 _CACHED_SESSIONS = 32
 _SET_LIMIT = 32_768  # up to this many fingerprints a session's merged index is also a set (C-speed lookups)
@@ -36,6 +38,11 @@ def encode_fps(fps: Iterable[int]) -> str:
     if sys.byteorder == "big":
         arr.byteswap()
     return base64.b64encode(arr.tobytes()).decode("ascii")
+
+
+def row_digest(encoded: str) -> bytes:
+    """A private row's fingerprint set (``encode_fps``, canonical: sorted), as a 16-byte digest."""
+    return hashlib.blake2b(encoded.encode("ascii"), digest_size=16).digest()
 
 
 def decode_fps(text: str) -> array[int]:
@@ -64,6 +71,7 @@ class Entry:
 @dataclass
 class SessionIndex:
     last_id: int = 0
+    first_id: int = 0  # the store's oldest row of the session when read: another one means it was dropped since
     private: list[Entry] = field(default_factory=list)
     untrusted: list[Entry] = field(default_factory=list)
     saturated: Entry | None = None
@@ -71,12 +79,15 @@ class SessionIndex:
     _merged: array[int] = field(default_factory=lambda: array("Q"))
     _pending: list[array[int]] = field(default_factory=list)
     _set: frozenset[int] | None = None
+    _rows: set[bytes] = field(default_factory=set)  # digests of the private rows' fingerprint sets
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, row: tuple[int, str | None, str, str, str, int]) -> None:
         row_id, call_id, action, label, fps, n = row
         self.last_id = max(self.last_id, row_id)
+        self.first_id = self.first_id or row_id
         if label == "private":
+            self._rows.add(row_digest(fps))
             entry = Entry(call_id, action, decode_fps(fps))
             self.private.append(entry)
             self._pending.append(entry.fps)
@@ -85,6 +96,11 @@ class SessionIndex:
             self.untrusted.append(Entry(call_id, action, array("Q")))
         elif label == "saturated" and self.saturated is None:
             self.saturated = Entry(call_id, action, array("Q"))
+
+    def holds(self, encoded: str) -> bool:
+        """Whether a private row with exactly these fingerprints (``encode_fps``) is indexed already: a
+        read of text the session read before adds nothing the guard does not know."""
+        return row_digest(encoded) in self._rows
 
     def lookup(self, fps: set[int]) -> list[Entry]:
         """The reading calls that share a fingerprint with ``fps``."""

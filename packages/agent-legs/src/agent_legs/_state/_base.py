@@ -477,14 +477,16 @@ class StateStore(ApprovalRulesMixin, abc.ABC):
                 (session, call_id, action, label, fps, n, time.time()),
             )
 
-    async def flow_entries(self, session: str, after: int = 0) -> list[tuple[int, str | None, str, str, str, int]]:
-        """``(id, call_id, action, label, fps, n)`` of ``session``'s entries with an id above ``after``."""
+    async def flow_entries(self, session: str, after: int = 0) -> tuple[int, list[tuple[int, str | None, str, str, str, int]]]:
+        """The id of ``session``'s oldest entry (0: none; a reader that saw another knows its rows were dropped
+        since) and ``(id, call_id, action, label, fps, n)`` of its entries with an id above ``after``."""
         async with self._tx() as tx:
+            first = await tx.one("SELECT MIN(id) FROM flow_index WHERE session=?", (session,))
             rows = await tx.all(
                 "SELECT id, call_id, action, label, fps, n FROM flow_index WHERE session=? AND id>? ORDER BY id",
                 (session, after),
             )
-        return [(int(r[0]), r[1], r[2], r[3], r[4], int(r[5])) for r in rows]
+        return int(first[0] or 0) if first else 0, [(int(r[0]), r[1], r[2], r[3], r[4], int(r[5])) for r in rows]
 
     async def drop_flow_entries(self, session: str) -> int:
         async with self._tx() as tx:
