@@ -192,6 +192,7 @@ class CallPipeline:
             record_id=call.record_id,
             approval=call.approval,
             artifacts=artifacts,
+            ids=call.ids,
         )
         self.telemetry.finish(call.span, record)
 
@@ -336,6 +337,7 @@ class CallPipeline:
                 call.arguments,
                 rule=call.rule,
                 approval=call.approval,
+                ids=call.ids,
             ),
         )
 
@@ -350,7 +352,7 @@ class CallPipeline:
         else:
             timeout_s = spec.timeout_for(self.runtime.policy, args)
         ctx = ActionContext(self.runtime, spec, session, call_id, timeout_s, span)
-        at = asyncio.get_running_loop().time() + timeout_s
+        began = time.perf_counter()
         pending = spec.handler(ctx, args)
         if type(pending) is CoroutineType:
             # Its first step runs right away: a handler that finishes without waiting needs no timer (a
@@ -360,8 +362,10 @@ class CallPipeline:
             except StopIteration as done:
                 return cast(ActionOutput, done.value)
             pending = _Resumed(pending, step)
+        # The deadline on the loop's clock, counted from the handler's start: its first step included.
+        at = asyncio.get_running_loop().time() + timeout_s - (time.perf_counter() - began)
         try:
-            async with asyncio.timeout_at(at) as deadline:  # counted from the start, first step included
+            async with asyncio.timeout_at(at) as deadline:
                 return await pending
         except TimeoutError:
             if not deadline.expired():
