@@ -27,6 +27,7 @@ def snapshot(*roots: Path) -> dict[str, str]:
                     p.name
                     in (
                         "actions.jsonl",
+                        ".actions.jsonl.lock",  # the log's rotation lock and counter (made with the log)
                         "budgets.sqlite3",
                         "budgets.sqlite3-wal",
                         "budgets.sqlite3-shm",
@@ -35,7 +36,7 @@ def snapshot(*roots: Path) -> dict[str, str]:
                         "state.sqlite3-shm",
                     )
                     or "actions.pending" in p.parts
-                ):  # the state store; the action log's intent journal
+                ):  # the state store; the action log, its lock file and its intent journal
                     continue
                 if p.is_symlink():
                     out[str(p)] = "link:" + os.readlink(p)

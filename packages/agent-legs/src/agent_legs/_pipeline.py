@@ -63,7 +63,7 @@ __all__ = ["CallPipeline"]
 log = logging.getLogger("agent_legs")
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Call:
     """One call's state as it goes through the steps (what the span and the log line report)."""
 
@@ -106,7 +106,7 @@ class CallPipeline:
         call = _Call(spec, session, call_id, given, span, plain(raw_args), start)
         ctx = span.get_span_context()
         if ctx.is_valid:
-            call.ids = (f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}")
+            call.ids = (ctx.trace_id.to_bytes(16, "big").hex(), ctx.span_id.to_bytes(8, "big").hex())  # as :032x, :016x
         result: ActionResult
         # The span is made current for the steps (what trace.use_span does, without its generator).
         token = otel_context.attach(trace.set_span_in_context(span))
@@ -199,7 +199,7 @@ class CallPipeline:
     # -- the steps ----------------------------------------------------------------------------------
     def _validate(self, call: _Call, raw_args: Mapping[str, Any] | BaseModel | None) -> BaseModel:
         args = call.args = validate(call.spec, raw_args)
-        call.arguments = args.model_dump(mode="json")
+        call.arguments = args.__pydantic_serializer__.to_python(args, mode="json")  # model_dump(mode="json"), unwrapped
         return args
 
     def _decide(self, call: _Call) -> Decision:
@@ -512,4 +512,5 @@ class _Resumed:
 
 
 def _ms(start: float) -> float:
-    return round((time.perf_counter() - start) * 1000, 3)
+    """Milliseconds since ``start``, to the microsecond (``round(ms, 3)`` costs twice as much)."""
+    return int((time.perf_counter() - start) * 1_000_000 + 0.5) / 1000

@@ -175,7 +175,7 @@ class Telemetry:
         ids = rec.ids
         if ids is None:
             ctx = span.get_span_context()
-            ids = (f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}") if ctx.is_valid else (None, None)
+            ids = (ctx.trace_id.to_bytes(16, "big").hex(), ctx.span_id.to_bytes(8, "big").hex()) if ctx.is_valid else (None, None)
         common: dict[str, Any] = {
             "trace_id": ids[0],
             "span_id": ids[1],
