@@ -260,3 +260,53 @@ def test_a_span_nobody_records_carries_the_ids_the_sdk_would_give() -> None:
             assert got.trace_id == 0xABC and got.span_id != 0xDEF  # a child of the caller's span
     recording = Tracer(None, TracerProvider())
     assert recording.silent_span(None) is None  # a provider that records makes its spans itself
+
+
+def test_record_ids_stay_unique_when_the_application_seeds_random_and_across_a_fork(tmp_path) -> None:
+    """Record ids come from a generator of their own (no ``getrandom(2)`` per call): an application that
+    seeds the ``random`` module with a constant, in two processes, and a forked child, still get ids no
+    other process has (``logged_ids`` and recovery find a call's line by its id)."""
+    script = textwrap.dedent(
+        """
+        import os, random, sys
+        from agent_legs._telemetry import _facade
+        random.seed(0)
+        first = [_facade._record_id() for _ in range(3)]
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.write(w, ",".join(_facade._record_id() for _ in range(3)).encode())
+            os._exit(0)
+        os.waitpid(pid, 0)
+        child = os.read(r, 4096).decode().split(",")
+        parent = [_facade._record_id() for _ in range(3)]
+        print(",".join(first), ",".join(child), ",".join(parent))
+        """
+    )
+    runs = [
+        subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
+        for _ in range(2)
+    ]
+    ids = [i for run in runs for group in run for i in group.split(",")]
+    assert len(ids) == 18 and all(len(i) == 16 and int(i, 16) >= 0 for i in ids)
+    assert len(set(ids)) == 18  # no id twice: not across processes seeded alike, not between parent and child
+
+
+def test_log_times_are_isoformat_milliseconds_utc_and_move_with_the_clock() -> None:
+    """``_now`` caches the second's text and the millisecond's: the text is still what
+    ``datetime.isoformat(timespec="milliseconds")`` writes for the current time."""
+    from datetime import UTC, datetime
+
+    from agent_legs._telemetry import _facade
+
+    seen = set()
+    for _ in range(200):
+        before = datetime.now(UTC).replace(microsecond=datetime.now(UTC).microsecond // 1000 * 1000)
+        text = _facade._now()
+        after = datetime.now(UTC)
+        parsed = datetime.fromisoformat(text)
+        assert text == parsed.isoformat(timespec="milliseconds")
+        assert before.timestamp() - 0.002 <= parsed.timestamp() <= after.timestamp()
+        seen.add(text)
+        time.sleep(0.0005)
+    assert len(seen) > 50  # it moves with the clock, not stuck on a cached value

@@ -76,7 +76,8 @@ def validate(spec: ActionSpec, raw: Mapping[str, Any] | BaseModel | None) -> Bas
             hint="Send the text as valid UTF-8 (no \\udXXX escapes).",
         )
     try:
-        return model.model_validate(raw if raw is not None else {})
+        validated: BaseModel = model.__pydantic_validator__.validate_python(raw if raw is not None else {})  # model_validate
+        return validated
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in exc.errors(include_url=False))
         raise ActionError(

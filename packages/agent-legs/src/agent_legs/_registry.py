@@ -14,6 +14,7 @@ local Docker daemon) require nothing: when such a backend is missing at run time
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import threading
@@ -56,7 +57,7 @@ class ActionSpec:
     requires: tuple[str, ...] = field(default=(), repr=False, compare=False)
     """Settings paths (``"email.smtp"``) that must be set for the action to work at all."""
 
-    @property
+    @functools.cached_property  # asked several times per call; the spec is frozen
     def tool_name(self) -> str:
         return self.name.replace(".", "_")
 

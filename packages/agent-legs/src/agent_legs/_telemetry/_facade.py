@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
+import random
 import threading
 import time
 from datetime import UTC, datetime
@@ -50,17 +50,37 @@ __all__ = ["Telemetry"]
 log = logging.getLogger("agent_legs")
 
 _second: tuple[int, str] = (-1, "")  # the last whole second formatted, and its text (swapped whole: threads)
+_last: tuple[int, str] = (-1, "")  # the last millisecond's whole text
 
 
 def _now() -> str:
-    """The current UTC time as ``datetime.isoformat(timespec="milliseconds")`` writes it, formatted once per second."""
-    global _second
-    t = time.time()
-    sec = int(t)
-    cached = _second
-    if cached[0] != sec:
-        cached = _second = (sec, datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
-    return f"{cached[1]}.{int((t - sec) * 1000):03d}+00:00"
+    """The current UTC time as ``datetime.isoformat(timespec="milliseconds")`` writes it: the date and
+    time formatted once per second, the whole text once per millisecond (a call's two lines often share it)."""
+    global _second, _last
+    ms = int(time.time() * 1000)
+    cached = _last
+    if cached[0] == ms:
+        return cached[1]
+    sec, frac = divmod(ms, 1000)
+    whole = _second
+    if whole[0] != sec:
+        whole = _second = (sec, datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+    text = f"{whole[1]}.{frac:03d}+00:00"
+    _last = (ms, text)
+    return text
+
+
+# Record ids: 64 random bits each, from a generator of our own seeded by the OS (not the ``random``
+# module's shared one, which an application may seed with a constant) and seeded again in a forked
+# child, so no two processes share a sequence. One ``getrandom(2)`` per call cost more than the rest
+# of making the id. The ids name lines (``logged_ids`` looks them up): unique, not secret.
+_ids = random.Random(os.urandom(32))  # noqa: S311 - ids must be unique, not unguessable
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _ids.seed(os.urandom(32)))
+
+
+def _record_id() -> str:
+    return f"{_ids.getrandbits(64):016x}"
 
 
 class Telemetry:
@@ -124,7 +144,7 @@ class Telemetry:
         The fields both lines share (ids, target, approval, bounded arguments) are computed here once;
         ``finish`` reuses them for the outcome line.
         """
-        record_id = os.urandom(8).hex()  # what secrets.token_hex(8) does, without its two calls
+        record_id = _record_id()
         common = self._common(span, rec)
         arguments = bounded_arguments(rec.arguments, self.redactor) if self.settings.capture_content else None
         entry = {"time": _now(), **common}
@@ -151,12 +171,14 @@ class Telemetry:
 
     def _common(self, span: Span, rec: CallRecord) -> dict[str, Any]:
         """The fields of a call's line known before it ends, in the line's order (``decision`` first among them)."""
-        ctx = span.get_span_context()
         redact = self.redactor
-        valid = ctx.is_valid
+        ids = rec.ids
+        if ids is None:
+            ctx = span.get_span_context()
+            ids = (ctx.trace_id.to_bytes(16, "big").hex(), ctx.span_id.to_bytes(8, "big").hex()) if ctx.is_valid else (None, None)
         common: dict[str, Any] = {
-            "trace_id": f"{ctx.trace_id:032x}" if valid else None,
-            "span_id": f"{ctx.span_id:016x}" if valid else None,
+            "trace_id": ids[0],
+            "span_id": ids[1],
             "action": rec.action,
             "session": rec.session,
             "call_id": rec.call_id,
@@ -218,7 +240,7 @@ class Telemetry:
 
         known = self._intents.pop(rec.record_id, None) if rec.record_id is not None else None
         entry = self._entry(span, rec, known[0] if known is not None else None)
-        record_id = rec.record_id or secrets.token_hex(8)
+        record_id = rec.record_id or _record_id()
         entry["id"] = record_id
         if capture:
             entry["arguments"] = known[1] if known is not None else bounded_arguments(rec.arguments, redact)

@@ -39,6 +39,7 @@ class CallRecord:
     record_id: str | None = None  # the intent line's id, when the action got as far as its handler
     approval: dict[str, Any] | None = None  # {"decision", "by", "rule"} when the call went through approval
     artifacts: list[str] | None = None  # workspace paths of the files a successful call produced
+    ids: tuple[str | None, str | None] | None = None  # the span's trace and span ids as hex, when already known
 
 
 def truncate(s: str, limit: int) -> str:
