@@ -87,11 +87,11 @@ CHROMIUM_ARGS = [
     "--no-pings",
     "--disable-breakpad",
     "--disable-crash-reporter",  # crash dumps hold page memory: none written under $HOME
-    # No SwiftShader (Playwright's --enable-unsafe-swiftshader turns it on): with no GPU, WebGL would run on this
+    # No SwiftShader (Playwright's --enable-unsafe-swiftshader turns it back on): with no GPU, WebGL would run on this
     # software rasterizer in the GPU process. Without it pages get no WebGL (they fall back, as on a machine without
-    # a GPU); the GPU process stays for software compositing (screenshots unchanged). Measured (64 sessions,
-    # browser only): the GPU process 15 MB smaller, and a page can no longer reach SwiftShader's shader compiler,
-    # a large attack surface fed by page-supplied shaders ("unsafe" in Playwright's flag name is Chromium's word).
+    # a GPU, Chromium's own default); the GPU process stays for software compositing (screenshots unchanged). A page
+    # can no longer reach SwiftShader's shader compiler, fed by page-supplied shaders ("unsafe" is Chromium's word).
+    # Memory: the GPU process ~15 MB smaller at 16 sessions (browser only); at 64 within the runs' noise.
     "--disable-software-rasterizer",
 ]
 _REQUIRED_REMOTE_FLAGS = ("--webrtc-ip-handling-policy=disable_non_proxied_udp", "--force-webrtc-ip-handling-policy")
