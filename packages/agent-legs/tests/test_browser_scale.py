@@ -5,7 +5,8 @@ queued longer than ``policy.browser.timeout_s`` (within ``policy.browser.queue_t
 one whose queue allowance runs out is a retryable ``timeout`` with its position (message and ``data``).
 Process model (issue 20, item 2): the launched Chromium runs no address-bar popup WebUI per window (one
 renderer process per session less), from one ``--disable-features`` switch (Chromium keeps only the last) that
-leaves third-party storage partitioning on.
+leaves third-party storage partitioning on; no software WebGL (SwiftShader): pages get no WebGL context, and
+screenshots still work.
 """
 
 from __future__ import annotations
@@ -157,3 +158,33 @@ def test_chromium_runs_no_popup_webui_per_session_in_one_disable_features_switch
     assert {"WebUIOmniboxPopup", "WebUIOmniboxAimPopup", "SpareRendererForSitePerProcess"} <= effective, switches
     assert set(DISABLED_FEATURES) == effective
     assert "ThirdPartyStoragePartitioning" not in effective  # privacy: partitioning stays on
+
+
+_WEBGL_PROBE = (
+    "<p id=probe>probing</p><script>"
+    "const c = document.createElement('canvas');"
+    "document.getElementById('probe').textContent = 'webgl=' + (c.getContext('webgl') ? 'yes' : 'no') + ' "
+    "webgl2=' + (c.getContext('webgl2') ? 'yes' : 'no');"
+    "</script>"
+)
+
+
+def test_pages_get_no_software_webgl_and_screenshots_still_work(dirs, website) -> None:
+    """Before: Playwright's ``--enable-unsafe-swiftshader`` gave every page WebGL on SwiftShader, the software
+    rasterizer loaded in the GPU process (memory per browser; a shader compiler fed by page-supplied shaders)."""
+    ws, st = dirs
+    website.site.routes["/webgl"] = lambda h, r: h.send_body(
+        200, f"<html><body>{_WEBGL_PROBE}</body></html>".encode(), "text/html; charset=utf-8"
+    )
+    with Legs(workspace=ws, state_dir=st, policy=website.policy()) as legs:
+        r = nav(legs, website.site.url("/webgl"), session="a")
+        assert r.ok, r
+        text = legs.run("browser.content", {}, session="a")
+        assert text.ok, text
+        assert "webgl=no webgl2=no" in text.output, text.output
+        shot = legs.run("browser.screenshot", {}, session="a")
+        assert shot.ok, shot
+        png = [a for a in shot.artifacts if a.path.endswith(".png")]
+        assert png and (ws / png[0].path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", shot
+        argv = _browser_argv()
+    assert "--disable-software-rasterizer" in argv
