@@ -1,5 +1,6 @@
 """A bounded number of live sandbox sessions (``settings.code.max_sessions``): more sessions than places queue,
-first come first served, within their call's deadline, against a real Docker engine and the sandbox image.
+first come first served, within their call's ``timeout_s`` plus ``policy.code.queue_timeout_s``, against a real
+Docker engine and the sandbox image.
 
 Every call succeeds when the deadline allows (a place frees when a session is closed or reset); a deadline
 that passes in the queue is a retryable ``timeout`` naming the position, with nothing run and no container
@@ -68,7 +69,8 @@ def test_more_sessions_than_places_queue_and_each_runs_when_a_place_frees(dirs) 
 
 def test_a_deadline_that_passes_in_the_queue_names_the_position_and_runs_nothing(dirs) -> None:
     ws, st = dirs
-    with Legs(workspace=ws, state_dir=st, settings={"code": {"pool_size": 0, "max_sessions": 1}}) as legs:
+    policy = {"code": {"queue_timeout_s": 0}}  # the wait may take timeout_s + queue_timeout_s: here 2 s
+    with Legs(workspace=ws, state_dir=st, policy=policy, settings={"code": {"pool_size": 0, "max_sessions": 1}}) as legs:
         assert run(legs, "x = 1", "s1").ok
         svc = _service(legs)
         before = len(sandbox_containers())
@@ -77,7 +79,7 @@ def test_a_deadline_that_passes_in_the_queue_names_the_position_and_runs_nothing
         took = time.monotonic() - t0
         assert r.error is not None and r.error.type == "timeout" and r.error.retryable, r
         assert "settings.code.max_sessions=1" in r.error.message and "nothing ran" in r.error.message, r.error.message
-        assert "still behind 1" in r.error.message, r.error.message
+        assert "still behind 1" in r.error.message and "policy.code.queue_timeout_s" in r.error.message, r.error
         assert r.data is not None and r.data["queued_behind"] == 1 and r.data["queued_s"] >= 1.5, r.data
         assert took < 10, took  # its own 2 s deadline (plus the call's frame), not the engine's
         assert not (ws / "ran.txt").exists()
@@ -85,6 +87,23 @@ def test_a_deadline_that_passes_in_the_queue_names_the_position_and_runs_nothing
         assert svc.admission.waiting == 0 and svc.admission.busy == 1  # it left the queue, took nothing
         legs.close_session("s1")
         assert run(legs, "1 + 1", "s2").data["value"] == "2"  # and runs once there is room
+
+
+def test_a_queued_call_waits_past_its_own_timeout_s_and_its_code_still_gets_all_of_it(dirs) -> None:
+    """Before: the queue's wait counted against ``timeout_s``; a call queued longer than it failed although its
+    code needed a fraction of it. Now it may wait ``policy.code.queue_timeout_s`` on top."""
+    ws, st = dirs
+    with Legs(workspace=ws, state_dir=st, settings={"code": {"pool_size": 0, "max_sessions": 1}}) as legs:
+        assert run(legs, "x = 1", "s1").ok
+        svc = _service(legs)
+        with ThreadPoolExecutor(1) as pool:
+            queued = pool.submit(run, legs, "import time; time.sleep(0.5); 'ran'", "s2", timeout_s=1)
+            _wait_for(lambda: svc.admission.waiting == 1)
+            time.sleep(1.5)  # longer than the queued call's own timeout_s
+            assert not queued.done()
+            legs.close_session("s1")
+            r = queued.result(60)
+        assert r.ok and r.data["value"] == "'ran'", r
 
 
 def test_concurrent_first_calls_of_one_session_take_one_place(dirs) -> None:

@@ -5,8 +5,9 @@ One long-lived container per session runs the driver (``_sandbox/driver.py``) as
 talks to it over the container's attached stdin/stdout (length-prefixed JSON), so a warm call costs
 a round trip, not a ``docker exec``. A pool of pre-started containers makes a new session's first
 call fast. A timeout kills the container (the work really stops) and the session's next call gets
-a fresh kernel. ``timeout_s`` bounds the whole call: waiting for the engine, starting a kernel and
-running the code.
+a fresh kernel. Every part of a call is bounded: waiting for the engine by ``timeout_s``, getting a kernel (a
+place, a container start) by ``timeout_s`` plus ``policy.code.queue_timeout_s``, and the code's run by
+``timeout_s`` from the moment it is sent.
 
 Modules (each states its own invariants):
 

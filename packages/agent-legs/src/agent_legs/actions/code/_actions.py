@@ -1,7 +1,9 @@
 """``code.run`` / ``code.reset``: stateful code execution in Docker sandboxes that contain and stop.
 
 The handlers only: a call gets its time limit (``_models.timeout_for``), the service (waiting for the
-engine counts against the call's deadline), runs on the session's kernel (``_kernel.run_code``: claim,
+engine counts against that limit), the session's kernel (waiting for it may take the limit plus
+``policy.code.queue_timeout_s``: ``_models.ready_within``), runs the code within the limit counted from the
+moment it is sent (``_kernel.run_code``: claim,
 replace, request, kill on any failure), then shapes the result. Secrets are scrubbed from the streams
 and the value before anything else cuts them (a secret straddling the driver's cut leaves no prefix
 behind); files the code changed come back as artifacts unless ``policy.files.deny`` hides their names;
@@ -23,7 +25,7 @@ from ..._registry import action
 from ._container import UNAVAILABLE_HINT
 from ._hosts import host_specs
 from ._kernel import run_code
-from ._models import ResetInput, RunInput, timeout_for
+from ._models import ResetInput, RunInput, ready_within, timeout_for
 from ._service import CodeService
 
 __all__ = ["code_reset", "code_run"]
@@ -37,12 +39,13 @@ __all__ = ["code_reset", "code_run"]
     there); files written there and matplotlib figures come back as artifacts. No network access
     unless the policy allows it (then only through the HTTP(S) proxy set in the environment).
     numpy, pandas, scipy and matplotlib are installed. Processes a call starts end with the call.""",
-    timeout=lambda policy, args: timeout_for(policy, args) + 15.0,  # room to kill and clean up
+    # getting the kernel (ready_within), then the code's own run, then room to kill and clean up
+    timeout=lambda policy, args: ready_within(policy, args) + timeout_for(policy, args) + 15.0,
 )
 async def code_run(ctx: ActionContext, args: RunInput) -> ActionOutput:
     limit_s = timeout_for(ctx.policy, args)
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit_s  # the whole call: engine, kernel start, replacements, the code
+    deadline = loop.time() + limit_s  # the engine must answer within the call's own limit
     max_bytes = ctx.policy.code.max_output_bytes
     memory_mb = ctx.policy.code.memory_mb
     try:
@@ -56,7 +59,8 @@ async def code_run(ctx: ActionContext, args: RunInput) -> ActionOutput:
             retryable=True,
             hint=UNAVAILABLE_HINT,
         ) from None
-    call = await run_code(svc, ctx, args, deadline, limit_s)  # the kernel's side: claim, replace, run, clean up
+    ready_by = deadline + ctx.policy.code.queue_timeout_s  # a place, a container start, the session's running call
+    call = await run_code(svc, ctx, args, ready_by, limit_s)  # the kernel's side: claim, replace, run, clean up
     reply, fresh, replaced, appeared, setid_removed = call.reply, call.fresh, call.replaced, call.appeared, call.setid_removed
     # The streams and the value may be heads of longer text (the driver's cut): scrubbed here, before
     # anything else cuts them, so a secret straddling the driver's cut leaves no prefix behind.

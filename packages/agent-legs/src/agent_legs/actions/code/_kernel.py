@@ -10,8 +10,10 @@ Invariants:
 * **Replaced before anything runs** (``claim``): a kernel found dead, or out of step (code wrote on
   its channel between calls), or whose masks cannot hide denied paths that appeared since it started
   (``policy.files.deny``), is replaced before the request is sent; the call says why
-  (``kernel_replaced``, ``denied_paths_appeared``). Starting and waiting count against the call's
-  deadline (``timeout_s`` bounds the whole call).
+  (``kernel_replaced``, ``denied_paths_appeared``). Getting the kernel (a place, a container start, the
+  session's running call, replacements) is bounded by ``ready_by`` (the call's ``timeout_s`` plus
+  ``policy.code.queue_timeout_s``); the code's run by ``timeout_s`` counted from the moment it is sent,
+  so a call queued behind other sessions' container starts still gets all of its time.
 * **A broken kernel never serves a second call** (``run_code``): a timeout, a protocol breach, a
   dead container, a driver error or a cancelled caller kills the kernel (the work really stops) and
   the session's next call gets a fresh one; the error says the code may have run in part.
@@ -133,12 +135,13 @@ async def promised_kernel(host: Host) -> Kernel | None:
         raise
 
 
-async def claim(svc: CodeService, session: str, deadline: float, limit_s: float, appeared: list[str]) -> tuple[Kernel, bool, str]:
+async def claim(svc: CodeService, session: str, deadline: float, ready_s: float, appeared: list[str]) -> tuple[Kernel, bool, str]:
     """The session's kernel, locked for this call: (kernel, fresh, why an earlier one was replaced).
 
     A kernel found dead or out of step before anything is sent to it is replaced here (nothing of
     this call ran yet), and so is one whose masks cannot hide denied paths that appeared since it
-    started (``appeared`` collects them); starting and waiting count against the call's deadline."""
+    started (``appeared`` collects them); starting and waiting end at ``deadline`` (``ready_s`` after
+    the call began: its ``timeout_s`` plus ``policy.code.queue_timeout_s``)."""
     replaced = ""
     mask_replacements = 0
     try:
@@ -186,22 +189,28 @@ async def claim(svc: CodeService, session: str, deadline: float, limit_s: float,
     except TimeoutError:
         raise ActionError(
             "timeout",
-            f"no sandbox kernel was ready within this call's {limit_s:g} s timeout "
-            "(starting a container, or waiting for this session's running call); nothing ran",
+            f"no sandbox kernel was ready within {ready_s:g} s (this call's timeout_s plus "
+            "policy.code.queue_timeout_s: starting a container behind other sessions' starts, or waiting "
+            "for this session's running call); nothing ran",
             retryable=True,
-            hint="Retry, or allow a larger timeout_s.",
+            hint="The sandboxes are busy, not broken: retry in a moment.",
+            rule="policy.code.queue_timeout_s",
         ) from None
 
 
-async def run_code(svc: CodeService, ctx: ActionContext, args: RunInput, deadline: float, limit_s: float) -> Call:
-    """Run ``args`` on the session's kernel (claimed first) within ``deadline``; the reply cleaned.
+async def run_code(svc: CodeService, ctx: ActionContext, args: RunInput, ready_by: float, limit_s: float) -> Call:
+    """Run ``args`` on the session's kernel (claimed by ``ready_by``, loop time), the code within ``limit_s``
+    from the moment it is sent; the reply cleaned.
 
     Every way the call can fail on the kernel's side ends with the kernel killed and an
     ``ActionError`` saying what may have happened to the workspace and the session's state."""
     max_bytes = ctx.policy.code.max_output_bytes
     memory_mb = ctx.policy.code.memory_mb
     appeared: list[str] = []  # denied paths the session's kernel could not hide: it was replaced
-    kernel, fresh, replaced = await claim(svc, ctx.session, deadline, limit_s, appeared)
+    loop = asyncio.get_running_loop()
+    ready_s = limit_s + ctx.policy.code.queue_timeout_s
+    kernel, fresh, replaced = await claim(svc, ctx.session, ready_by, ready_s, appeared)
+    deadline = loop.time() + limit_s  # the code's own time: from the moment it is sent
     setid_removed: list[str] = []
     try:
         kernel.last_used = time.monotonic()

@@ -13,9 +13,10 @@ Invariants:
   not sessions' and come on top); ``0`` means no bound.
 * A place is taken once per kernel and given back exactly once, whichever way the kernel ends
   (``free`` is idempotent); a call cut short while queued takes nothing.
-* The queue's wait counts against the call's deadline (``timeout_s`` bounds the whole ``code.run``);
-  a call whose deadline passes in the queue is a retryable ``timeout`` naming its position (in the
-  message and in ``data``: ``queued_behind``, ``queued_s``) and saying that nothing ran.
+* The queue's wait ends at the call's ``ready_by`` (its ``timeout_s`` plus ``policy.code.queue_timeout_s``;
+  the code's own ``timeout_s`` starts once it has a kernel); a call whose wait runs out in the queue is a
+  retryable ``timeout`` naming its position (in the message and in ``data``: ``queued_behind``,
+  ``queued_s``) and saying that nothing ran.
 
 Threat model: many sessions (or one agent opening sessions in a loop) exhaust the host's memory and
 processes with containers: the bound turns that into a queue the caller is told about.
@@ -65,10 +66,11 @@ class SandboxQueue:
                 "timeout",
                 f"no sandbox was free for this session: settings.code.max_sessions={self.max_sessions} sessions "
                 f"hold one (each until it is reset, closed or idle for settings.code.session_ttl_s); this call "
-                f"queued {exc.waited_s:.1f} s and was still behind {exc.ahead} ({waiting} other session(s) queued "
-                "before it); nothing ran",
+                f"queued {exc.waited_s:.1f} s (its timeout_s plus policy.code.queue_timeout_s) and was still behind "
+                f"{exc.ahead} ({waiting} other session(s) queued before it); nothing ran",
                 retryable=True,
-                hint="The sandboxes are busy with other sessions, not broken: retry in a moment, or allow a larger timeout_s.",
+                hint="The sandboxes are busy with other sessions, not broken: retry in a moment.",
+                rule="policy.code.queue_timeout_s",
                 data={"queued_behind": exc.ahead, "queued_s": round(exc.waited_s, 2)},
             ) from None
 

@@ -26,8 +26,9 @@ Threat model and invariants (the code in the containers is hostile):
   sessions is told once (``unavailable`` naming the host, never a silent fresh kernel), and it is
   tried again after ``host_retry_s``; when it is back, the containers of the lost sessions are removed.
 * **A bounded number of sessions.** At most ``settings.code.max_sessions`` kernels live at once (plus
-  the warm pools); a new session waits its turn within its call's deadline (``_queue``: a retryable
-  ``timeout`` with its position when the deadline passes first). Every way a kernel ends frees its place.
+  the warm pools); a new session waits its turn within its call's ``timeout_s`` plus
+  ``policy.code.queue_timeout_s`` (``_queue``: a retryable ``timeout`` with its position when that passes
+  first). Every way a kernel ends frees its place.
   At most ``START_LIMIT`` containers are created at once, and health pings run on threads of their own:
   a burst of new sessions neither starves the calls' own thread work nor makes a busy engine look dead
   (128 sessions at once: pings queued behind creations "did not answer within 10 s").
