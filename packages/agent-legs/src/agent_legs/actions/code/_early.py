@@ -134,7 +134,7 @@ def exchange(
         lines = raw_head.decode("latin-1").split("\r\n")
         status = int(lines[0].split()[1])
         headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
-        if upgrade and status == 101:
+        if upgrade and status in (101, 200):  # (an engine that does not upgrade hijacks the connection as is)
             return status, b"", sock, rest
         if "content-length" in headers:
             size = int(headers["content-length"])
