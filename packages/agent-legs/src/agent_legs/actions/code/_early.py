@@ -48,7 +48,7 @@ from ..._errors import ActionError
 from . import _fs as _code_fs
 from . import _reaper
 from ._channel import Channel
-from ._container import DOCKER_TIMEOUT_S, blocking, config
+from ._container import CONNECT_S, DOCKER_TIMEOUT_S, blocking, config
 from ._hosts import host_specs
 from ._kernel import Kernel
 from ._sandbox import driver_source
@@ -107,13 +107,19 @@ def _dechunk(data: bytes) -> bytes:
 
 
 def exchange(
-    path: str, method: str, target: str, body: dict[str, Any] | None = None, *, upgrade: bool = False
+    path: str,
+    method: str,
+    target: str,
+    body: dict[str, Any] | None = None,
+    *,
+    upgrade: bool = False,
+    timeout_s: float = DOCKER_TIMEOUT_S,
 ) -> tuple[int, bytes, socket.socket | None, bytes]:
-    """One HTTP/1.1 request to the engine at the unix socket ``path`` (blocking): (status, body, and
-    for an ``upgrade`` the engine accepted, the hijacked socket and the bytes already read past the
-    reply's head)."""
+    """One HTTP/1.1 request to the engine at the unix socket ``path`` (blocking, each socket operation
+    bounded by ``timeout_s``): (status, body, and for an ``upgrade`` the engine accepted, the hijacked
+    socket and the bytes already read past the reply's head)."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(DOCKER_TIMEOUT_S)
+    sock.settimeout(timeout_s)
     try:
         sock.connect(path)
         data = json.dumps(body).encode() if body is not None else b""
@@ -237,7 +243,8 @@ class EarlyStart:
     def _run(self) -> None:
         sock: socket.socket | None = None
         try:
-            status, reply, _, _ = exchange(self.path, "POST", "/containers/create", self._body)
+            # a silent listener fails this in CONNECT_S, as the SDK's first ping does (the exit waits for it)
+            status, reply, _, _ = exchange(self.path, "POST", "/containers/create", self._body, timeout_s=CONNECT_S)
             if status != 201:
                 raise EngineError(_message(status, reply))
             self.container = RawContainer(json.loads(reply)["Id"], self.path)
