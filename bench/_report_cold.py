@@ -25,12 +25,22 @@ def cold_rows(res: dict[str, Any]) -> list[tuple[str, str, str, str, str, str, b
     think = _p50(first, "agent_legs_prestart_model_think_1s")
     peers = "; ".join(f"{label} {t(_p50(first, name))}" for name, label in PEERS if _p50(first, name) is not None) or "—"
     imp, wall = _p50(parts, "agent_legs_prestart", "import_s"), _p50(parts, "agent_legs_prestart", "process_s")
+    floor = _p50(first, "floor_docker_py")
+    vs = _get(cold, "new_process", "vs_floor", "agent_legs_prestart") or {}
+    over = _get(vs, "overhead", "p50_us")
+    floor_text = (
+        f"; the floor (docker-py create + start + `python3 -c` with our options) {t(floor)}, ours "
+        f"{vs.get('ratio_p50', 0):.2f}× it, {t(over)} above it"
+        if floor is not None and over is not None
+        else ""
+    )
     rows: list[tuple[str, str, str, str, str, str, bool | None]] = [
         (
             "cold",
             (
                 "`Legs()` + first `code.run`, new process p50 (prestart; import "
-                f"{t(imp)}, whole process {t(wall)}; without prestart {t(plain)}; after 1 s of model think {t(think)})"
+                f"{t(imp)}, whole process {t(wall)}; without prestart {t(plain)}; "
+                f"after 1 s of model think {t(think)}{floor_text})"
             ),
             t(ours),
             f"create → first command: {peers}",

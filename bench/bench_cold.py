@@ -9,7 +9,16 @@ Each case of ``create_to_first_command`` is a whole new Python process, started 
 * ``..._model_think_1s``: both again with a 1 s pause between ``Legs()`` and the first call (an
   agent's model answering first), the pause not counted: what prestarting buys a real agent;
 * ``autogen_ext_DockerCommandLineCodeExecutor``: ``start()`` + the first ``execute_code_blocks``, then ``stop()``;
-* ``llm_sandbox_SandboxSession``: ``open()`` + the first ``run``, then ``close()``.
+* ``llm_sandbox_SandboxSession``: ``open()`` + the first ``run``, then ``close()``;
+* ``floor_docker_py``: the physical floor, the bare minimum any Docker sandbox pays on this engine: docker-py
+  connects (one ping naming the API version, as ours does), creates a container of the same image with the
+  same runtime and hardening options as ours (non-root user, no network, read-only root, the ``/tmp``
+  tmpfs, all capabilities dropped, ``no-new-privileges``, pids/memory/CPU limits, the workspace bind mount,
+  no log driver), attaches, starts it running ``python3 -c "print(1+1)"`` and reads ``2`` from it;
+* ``floor_docker_py_bare``: the same with no option but the command (what the options cost together).
+
+Agent Legs' figure is also given against the floor of the same round (``vs_floor``): ours minus the floor
+is our own overhead, the part we control (``docker start`` itself is the engine's).
 
 The figure of each case (its p50/p95 row) is create -> first command's result, timed inside the process
 after the imports: for Agent Legs ``Legs()`` + the first ``code.run``, for a peer its start + its
@@ -25,6 +34,7 @@ removals are done, how many of the process's containers are left (must be 0).
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -99,6 +109,47 @@ print(json.dumps({"import_s": t1 - t0, "create_s": t2 - t, "first_s": t3 - t2, "
 """
 
 
+FLOOR = """
+import json, os, sys, tempfile, time
+t0 = time.perf_counter()
+import docker
+t1 = time.perf_counter()
+out = {"import_s": t1 - t0}
+bare = sys.argv[2] == "bare"
+with tempfile.TemporaryDirectory() as ws:
+    os.chmod(ws, 0o777)
+    t = time.perf_counter()
+    client = docker.from_env(version=docker.constants.MINIMUM_DOCKER_API_VERSION)
+    reply = client.api._get(client.api._url("/_ping"))  # the ping names the API version (no /version probe)
+    client.api._version = reply.headers["Api-Version"]
+    options = {} if bare else dict(
+        user="1000:1000", network_mode="none", read_only=True,
+        tmpfs={"/tmp": "size=256m,mode=1777,nosuid,nodev"}, cap_drop=["ALL"], security_opt=["no-new-privileges"],
+        pids_limit=256, mem_limit="512m", memswap_limit="512m", nano_cpus=10**9, hostname="sandbox",
+        working_dir="/workspace", volumes={ws: {"bind": "/workspace", "mode": "rw"}}, runtime="runc",
+        log_config={"type": "none"}, labels={"agent-legs.bench-floor": "1"},
+    )
+    c = client.containers.create(sys.argv[1], command=["python3", "-c", "print(1+1)"], stdin_open=True, **options)
+    try:
+        sock = c.attach_socket(params={"stdout": 1, "stderr": 1, "stream": 1})
+        c.start()
+        data = b""
+        while b"2\\n" not in data:
+            chunk = sock._sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        t2 = time.perf_counter()
+        assert data.endswith(b"2\\n"), data
+        out.update(create_s=0.0, first_s=t2 - t)
+    finally:
+        t3 = time.perf_counter()
+        c.remove(force=True)
+        out["close_s"] = time.perf_counter() - t3
+print(json.dumps(out))
+"""
+
+
 def _process(code: str, *args: str) -> dict[str, float]:
     t = time.perf_counter()
     p = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
@@ -125,6 +176,8 @@ def _cases(tmp: Path) -> dict[str, Any]:
         "agent_legs_no_prestart_model_think_1s": ours("false", THINK_S),
         "autogen_ext_DockerCommandLineCodeExecutor": lambda i: _process(AUTOGEN, IMAGE),
         "llm_sandbox_SandboxSession": lambda i: _process(LLM_SANDBOX, IMAGE),
+        "floor_docker_py": lambda i: _process(FLOOR, IMAGE, "options"),
+        "floor_docker_py_bare": lambda i: _process(FLOOR, IMAGE, "bare"),
     }
 
 
@@ -147,7 +200,20 @@ def create_to_first_command(rounds: int) -> dict[str, Any]:
         for n, v in samples.items()
         if v
     }
-    return {"create_plus_first_command": first, "parts": parts, **({"errors": errors} if errors else {})}
+    out: dict[str, Any] = {"create_plus_first_command": first, "parts": parts}
+    # ours against the floor of the same round: the ratio, and what is above it (our own overhead)
+    floor = [s["first_s"] for s in samples.get("floor_docker_py", [])]
+    if floor:
+        vs: dict[str, Any] = {"floor_p50_ms": round(statistics.median(floor) * 1000, 1)}
+        for name in ("agent_legs_prestart", "agent_legs_no_prestart"):
+            ours = [s["create_s"] + s["first_s"] for s in samples.get(name, [])]
+            if len(ours) == len(floor):
+                vs[name] = {
+                    "ratio_p50": round(statistics.median(o / f for o, f in zip(ours, floor, strict=True)), 3),
+                    "overhead": summarize([o - f for o, f in zip(ours, floor, strict=True)]),
+                }
+        out["vs_floor"] = vs
+    return {**out, **({"errors": errors} if errors else {})}
 
 
 def close_repeated(n: int) -> dict[str, Any]:
@@ -193,6 +259,8 @@ def run(iterations: int, smoke: bool = False) -> dict[str, Any]:
     result["notes"] = (
         "whole new processes in alternating rounds; create_plus_first_command: Legs() + the first code.run "
         "(after the import), or a peer's start + its first command; parts: import, create, first command, "
-        "close/stop, and the whole process wall time from outside (start-up, imports, exit)"
+        "close/stop, and the whole process wall time from outside (start-up, imports, exit); floor_docker_py: docker-py "
+        "connect + create (our options) + attach + start of python3 -c, the physical floor; vs_floor: ours against it, "
+        "per round"
     )
     return result

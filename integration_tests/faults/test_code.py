@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -204,3 +207,32 @@ def test_a_silent_engine_fails_the_start_without_holding_a_long_deadline(tmp_pat
     assert "timed out" in r.error.message.lower()
     assert elapsed < 20, f"{elapsed:.1f} s"
     _no_traceback(r, caplog)
+
+
+def test_a_silent_local_engine_with_the_sandbox_prestarted_is_unavailable_and_leaves_nothing(caplog) -> None:
+    """The first container is asked of a local engine at Legs() (``_early``): an engine socket that
+    accepts and never answers fails that start within its handshake bound and the first call says
+    ``unavailable`` naming the engine, as without the early start; close() and the exit wait for nothing."""
+    from agent_legs.actions.code import _reaper
+
+    caplog.set_level(logging.WARNING)
+    where = tempfile.mkdtemp(prefix="al-")  # a unix socket's path is short
+    path = os.path.join(where, "d.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(16)  # never accepted: the engine is silent
+    try:
+        with Legs(
+            workspace=os.path.join(where, "ws"),
+            state_dir=os.path.join(where, "st"),
+            policy={"allow": ["code.*"]},
+            settings={"code": {"docker_host": f"unix://{path}"}},
+        ) as legs:
+            r = legs.run("code.run", {"code": "1"})
+    finally:
+        server.close()
+    assert r.error.type == "unavailable" and r.error.retryable, r.error
+    assert f"cannot reach the Docker engine (unix://{path})" in r.error.message
+    _no_traceback(r, caplog)
+    assert _reaper.drain() == []
+    shutil.rmtree(where, ignore_errors=True)

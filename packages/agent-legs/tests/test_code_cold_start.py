@@ -4,11 +4,13 @@ none of it survives the process (issue 20, item 3). Real Docker, real processes;
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
 
 from agent_legs_testing.docker import sandbox_containers
 
@@ -167,3 +169,129 @@ def test_waiting_for_removals_leaves_the_kernels_of_an_open_legs_alone(open_legs
     assert _reaper.drain() == []
     r = kept.run("code.run", {"code": "x + 1"})
     assert r.ok and r.data["value"] == "42" and not r.data["new_kernel"]
+
+
+class _WaitForTheFirstContainer(TracerProvider):
+    """A tracer provider that ``Legs()`` asks for its tracer after the early start and before the runtime
+    is built: it waits there (bounded: a guard against hanging, not a timing) until this process has
+    made a sandbox container, and notes whether it saw one. ``fail`` then makes ``Legs()`` fail."""
+
+    def __init__(self, before: set[str], *, fail: bool = False) -> None:
+        super().__init__()
+        self.before, self.fail, self.seen = before, fail, []
+
+    def get_tracer(self, *args, **kwargs):
+        import time
+
+        from agent_legs.actions.code import _reaper
+
+        deadline = time.monotonic() + 60
+        while not self.seen and time.monotonic() < deadline:
+            self.seen = sorted(set(_reaper.owned()) - self.before)
+            time.sleep(0.02)
+        if self.fail:
+            raise RuntimeError("the application's tracer provider failed")
+        return super().get_tracer(*args, **kwargs)
+
+
+def test_the_first_container_is_asked_for_before_the_rest_of_legs_is_built(open_legs) -> None:
+    """Docker's start (hundreds of ms) overlaps with the rest of Legs() and the service's own start:
+    the container exists while Legs() is still being built, and the first call runs on it."""
+    from agent_legs.actions.code import _reaper
+
+    provider = _WaitForTheFirstContainer(set(_reaper.owned()))
+    legs = open_legs(policy={"allow": ["code.*"]}, settings={"code": {"pool_size": 1}}, tracer_provider=provider)
+    assert len(provider.seen) == 1, "no sandbox container was made while Legs() was being built"
+    r = legs.run("code.run", {"code": "print(1+1)"})
+    assert r.ok and r.data["stdout"] == "2\n" and r.data["new_kernel"]
+    assert _service(legs).kernels["default"].container.id == provider.seen[0]
+
+
+def test_a_legs_that_fails_after_asking_for_the_first_container_leaves_nothing(tmp_path) -> None:
+    from agent_legs import Legs
+    from agent_legs.actions.code import _reaper
+
+    provider = _WaitForTheFirstContainer(set(_reaper.owned()), fail=True)
+    with pytest.raises(RuntimeError, match="tracer provider failed"):
+        Legs(tmp_path / "w", tmp_path / "s", policy={"allow": ["code.*"]}, tracer_provider=provider)
+    assert len(provider.seen) == 1
+    assert _reaper.drain() == []
+    assert provider.seen[0] not in sandbox_containers()  # and no_leftover_containers: none of this process's
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"code": {"runtime": "runsc"}},  # the engine's runtimes are checked first
+        {"code": {"pool_size": 0}},  # no warm container wanted
+        {"code": {"docker_host": "tcp://127.0.0.1:2375"}},  # not a unix socket
+        {"code": {"docker_hosts": [{"url": "unix:///var/run/docker.sock"}, {"url": "unix:///run/other.sock"}]}},
+    ],
+)
+def test_the_first_container_is_asked_for_early_only_on_one_local_engine_without_network(tmp_path, settings) -> None:
+    from agent_legs import Policy, Settings
+    from agent_legs.actions.code._early import EarlyStart
+
+    policy = Policy.model_validate({"allow": ["code.*"]})
+    assert EarlyStart.launch(tmp_path, tmp_path / "s", policy, Settings.model_validate(settings)) is None
+    networked = Policy.model_validate({"allow": ["code.*"], "code": {"network": True}})
+    assert EarlyStart.launch(tmp_path, tmp_path / "s", networked, Settings.model_validate({})) is None
+
+
+def test_the_create_body_is_what_docker_py_sends_for_the_same_options(tmp_path) -> None:
+    """``_container.config`` (sent by both paths) holds every containment option, exactly as docker-py
+    turned the keyword arguments the sandbox was created with before into the engine's JSON."""
+    import docker
+    from docker.models.containers import _create_container_args
+    from docker.types import Mount
+
+    from agent_legs import Policy, Settings
+    from agent_legs.actions.code import _container
+    from agent_legs.actions.code._container import BOOTSTRAP, EGRESS_SOCKET, HOST, LABEL, SocketProxy
+
+    for runtime, proxy, read_only in (("runc", None, False), ("runsc", SocketProxy(None, path="/tmp/p.sock"), True)):
+        settings = Settings.model_validate({"code": {"runtime": runtime}}).code
+        code = Policy.model_validate({"code": {"memory_mb": 300, "cpus": 0.5, "pids_limit": 40, "tmp_mb": 9}}).code
+        mounts = [{"Target": "/workspace/.env", "Source": "/m/file", "Type": "bind", "ReadOnly": True}]
+        ours = _container.config(
+            settings, code, workspace="/ws", read_only=read_only, owner=(1000, 1001), mounts=mounts, proxy=proxy, instance="i1"
+        )
+        overhead = _container.RUNSC_OVERHEAD_MB if runtime == "runsc" else 0
+        volumes = {"/ws": {"bind": "/workspace", "mode": "ro" if read_only else "rw"}}
+        environment: dict[str, str] = {}
+        if proxy is not None:
+            volumes[proxy.path] = {"bind": EGRESS_SOCKET, "mode": "rw"}
+            url = f"http://127.0.0.1:{_container.EGRESS_PORT}"
+            environment = {"AGENT_LEGS_EGRESS_SOCKET": EGRESS_SOCKET, "AGENT_LEGS_EGRESS_PORT": str(_container.EGRESS_PORT)}
+            environment |= dict.fromkeys(
+                ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"), url
+            )
+        before = {  # the keyword arguments of docker-py's containers.create, as the sandbox used them
+            "image": settings.image,
+            "command": ["python3", "-u", "-c", BOOTSTRAP],
+            "user": "1000:1001",
+            "stdin_open": True,
+            "tty": False,
+            "network_mode": "none",
+            "read_only": True,
+            "tmpfs": {"/tmp": "size=9m,mode=1777,nosuid,nodev"},
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges"],
+            "pids_limit": 40 if runtime == "runc" else _container.RUNSC_TASKS_BASE + 40 * _container.RUNSC_TASKS_PER_PROCESS,
+            "mem_limit": f"{300 + overhead}m",
+            "memswap_limit": f"{300 + overhead}m",
+            "nano_cpus": 500_000_000,
+            "environment": environment,
+            "hostname": "sandbox",
+            "working_dir": "/workspace",
+            "volumes": volumes,
+            "mounts": [Mount("/workspace/.env", "/m/file", type="bind", read_only=True)],
+            "runtime": runtime,
+            "labels": {LABEL: "1", f"{LABEL}.owner": f"{HOST}:{os.getpid()}", f"{LABEL}.instance": "i1"},
+            "ulimits": [],
+            "log_config": {"type": "none"},
+            "version": "1.41",
+        }
+        sdk = docker.APIClient(version="1.41").create_container_config(**_create_container_args(before))
+        sdk = {k: v for k, v in sdk.items() if v is not None}  # (docker-py's post drops the nulls)
+        assert json.loads(json.dumps(ours)) == json.loads(json.dumps(sdk))

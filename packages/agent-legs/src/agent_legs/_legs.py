@@ -185,7 +185,22 @@ class Legs:
             self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
             raise ConfigError(f"cannot create workspace/state directories: {exc}") from exc
+        # The sandbox's first container is asked of the engine now, before the rest is built: Docker's
+        # start (hundreds of ms) then overlaps with it and with the code service's own start.
+        self._early: Any = None
+        if prestart_wanted(self.policy, self.settings.code.prestart, PolicyEngine(self.policy)):
+            from .actions.code._early import EarlyStart
 
+            self._early = EarlyStart.launch(self.workspace, self.state_dir, self.policy, self.settings)
+        try:
+            self._build(state, tracer_provider, resolver)
+        except BaseException:
+            if self._early is not None:
+                self._early.cancel()  # nobody will take it: its container is removed
+            raise
+
+    def _build(self, state: Any, tracer_provider: trace.TracerProvider | None, resolver: Any) -> None:
+        """The rest of ``__init__``: telemetry, the runtime, approvals, dispatch, the prestart."""
         redactor = Redactor(self.secrets)
         self._telemetry = Telemetry(self.settings.telemetry, self.state_dir, redactor, tracer_provider)
         self._runtime = Runtime(
@@ -210,8 +225,11 @@ class Legs:
         self._dispatch = Dispatcher(self._runtime)  # where each call's coroutine runs
         self._pipeline = CallPipeline(self._runtime, self._telemetry, self._approvals, lambda: self.approver)
         if prestart_wanted(self.policy, self.settings.code.prestart, self._runtime.engine):
+            from .actions.code import _early
             from .actions.code._service import CodeService
 
+            if self._early is not None:
+                _early.hand_over(self._runtime, self._early)  # the service takes it as its first kernel
             self._runtime.prestart(CodeService)  # overlaps the container's start with the caller's own
 
     def _check_names(self) -> None:
@@ -442,6 +460,8 @@ class Legs:
             return
         self._closed = True
         _LIVE.discard(self)
+        if self._early is not None:  # the service never took it (it did not start): its container is removed
+            self._early.cancel()
         if self._pipeline.flows.pending:  # the exfiltration guard's buffered untrusted labels reach the store
             try:
                 self._dispatch.run(self._pipeline.flows.flush(), what="Legs.close()")

@@ -20,8 +20,11 @@ Modules (each states its own invariants):
 * ``_kernel``: one session's kernel: claiming it for a call (replacing it when dead, out of step
   or unable to hide new denied paths) and running a call on it.
 * ``_channel``: the host side of the protocol: attach framing, bounded reads, request ids, reply checks.
-* ``_container``: the engine connection and the container's containment (limits, mounts, labels,
-  the bootstrap, gVisor), orphan removal.
+* ``_container``: the engine connection and the container's containment (``config``: the one create
+  body, with limits, mounts, labels, the bootstrap, gVisor), orphan removal.
+* ``_early``: the first container of a prestarting ``Legs``, asked of the one local engine over its
+  unix socket (standard library only) before the rest of ``Legs()`` is built; the service takes it.
+* ``_reaper``: removing containers in the background, and none of the process's left at its exit.
 * ``_hosts``: the Docker hosts (``settings.code.docker_hosts``): their settings and TLS material,
   the client, health, and placement by load (fewest live sessions per weight).
 * ``_fs``: the workspace as the sandbox sees it: who it runs as, denied-path masks, set-id stripping.

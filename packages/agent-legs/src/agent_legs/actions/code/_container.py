@@ -66,6 +66,7 @@ __all__ = [
     "SocketProxy",
     "blocking",
     "check_runtime",
+    "config",
     "connect",
     "create",
     "local_engine",
@@ -212,6 +213,70 @@ def check_runtime(client: Any, runtime: str, *, network: bool) -> None:
         )
 
 
+def config(
+    settings: CodeSettings,
+    code: CodePolicy,
+    *,
+    workspace: str,
+    read_only: bool,
+    owner: tuple[int, int],
+    mounts: list[dict[str, Any]],
+    proxy: SocketProxy | None,
+    instance: str,
+) -> dict[str, Any]:
+    """The engine's ``POST /containers/create`` body of one sandbox: every containment option of the
+    module's docstring. The one definition: ``create`` (docker-py) and ``_early`` (the engine's socket)
+    both send it, so the first container and every later one are the same."""
+    uid, gid = owner
+    runtime = settings.runtime
+    overhead_mb = RUNSC_OVERHEAD_MB if runtime == "runsc" else 0  # gVisor's kernel lives in the same cgroup
+    memory = (code.memory_mb + overhead_mb) * 1024 * 1024
+    env: list[str] = []  # nothing of the host's: no variable, no secret
+    binds = [f"{workspace}:/workspace:{'ro' if read_only else 'rw'}"]
+    if proxy is not None:
+        binds.append(f"{proxy.path}:{EGRESS_SOCKET}:rw")
+        url = f"http://127.0.0.1:{EGRESS_PORT}"
+        env = [
+            f"AGENT_LEGS_EGRESS_SOCKET={EGRESS_SOCKET}",
+            f"AGENT_LEGS_EGRESS_PORT={EGRESS_PORT}",
+            *(f"{name}={url}" for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy")),
+        ]
+    return {
+        "Image": settings.image,  # any version: it holds no Agent Legs code
+        "Cmd": ["python3", "-u", "-c", BOOTSTRAP],
+        "User": f"{uid}:{gid}",
+        "Hostname": "sandbox",
+        "WorkingDir": "/workspace",
+        "Env": env,
+        "Labels": {LABEL: "1", f"{LABEL}.owner": f"{HOST}:{os.getpid()}", f"{LABEL}.instance": instance},
+        # stdin attached and closed by the engine when the attach connection drops: PID 1 then ends the container
+        "AttachStdin": True,
+        "AttachStdout": True,
+        "AttachStderr": True,
+        "OpenStdin": True,
+        "StdinOnce": True,
+        "Tty": False,
+        "NetworkDisabled": False,
+        "Volumes": {"/workspace": {}} if proxy is None else {"/workspace": {}, EGRESS_SOCKET: {}},
+        "HostConfig": {
+            "NetworkMode": "none",
+            "ReadonlyRootfs": True,
+            "Tmpfs": {"/tmp": f"size={code.tmp_mb}m,mode=1777,nosuid,nodev"},  # noqa: S108 (the container's own tmpfs)
+            "CapDrop": ["ALL"],
+            "SecurityOpt": ["no-new-privileges"],
+            "PidsLimit": code.pids_limit if runtime == "runc" else RUNSC_TASKS_BASE + code.pids_limit * RUNSC_TASKS_PER_PROCESS,
+            "Memory": memory,
+            "MemorySwap": memory,
+            "NanoCpus": int(code.cpus * 1e9),
+            "Binds": binds,
+            "Mounts": mounts,
+            "Runtime": runtime,
+            "Ulimits": [],
+            "LogConfig": {"Type": "none", "Config": {}},  # what the kernel writes never reaches the engine's disk
+        },
+    }
+
+
 def create(
     client: Any,
     settings: CodeSettings,
@@ -220,57 +285,18 @@ def create(
     workspace: str,
     read_only: bool,
     owner: tuple[int, int],
-    mounts: list[Any],
+    mounts: list[dict[str, Any]],
     proxy: SocketProxy | None,
     instance: str,
 ) -> tuple[Any, socket.socket]:
     """Create and start one container (blocking): (the container, its attach socket, non-blocking).
 
     The driver's source has been sent on the socket; the caller reads the driver's greeting."""
-    mode = "ro" if read_only else "rw"
-    uid, gid = owner
-    runtime = settings.runtime
-    overhead_mb = RUNSC_OVERHEAD_MB if runtime == "runsc" else 0  # gVisor's kernel lives in the same cgroup
-    volumes = {workspace: {"bind": "/workspace", "mode": mode}}
-    environment: dict[str, str] = {}  # nothing of the host's: no variable, no secret
-    if proxy is not None:
-        volumes[proxy.path] = {"bind": EGRESS_SOCKET, "mode": "rw"}
-        url = f"http://127.0.0.1:{EGRESS_PORT}"
-        environment = {
-            "AGENT_LEGS_EGRESS_SOCKET": EGRESS_SOCKET,
-            "AGENT_LEGS_EGRESS_PORT": str(EGRESS_PORT),
-            "HTTP_PROXY": url,
-            "HTTPS_PROXY": url,
-            "http_proxy": url,
-            "https_proxy": url,
-            "ALL_PROXY": url,
-            "all_proxy": url,
-        }
-    container = client.containers.create(
-        settings.image,  # any version: it holds no Agent Legs code
-        command=["python3", "-u", "-c", BOOTSTRAP],
-        user=f"{uid}:{gid}",
-        stdin_open=True,
-        tty=False,
-        network_mode="none",
-        read_only=True,
-        tmpfs={"/tmp": f"size={code.tmp_mb}m,mode=1777,nosuid,nodev"},  # noqa: S108 (the container's own tmpfs)
-        cap_drop=["ALL"],
-        security_opt=["no-new-privileges"],
-        pids_limit=code.pids_limit if runtime == "runc" else RUNSC_TASKS_BASE + code.pids_limit * RUNSC_TASKS_PER_PROCESS,
-        mem_limit=f"{code.memory_mb + overhead_mb}m",
-        memswap_limit=f"{code.memory_mb + overhead_mb}m",
-        nano_cpus=int(code.cpus * 1e9),
-        environment=environment,
-        hostname="sandbox",
-        working_dir="/workspace",
-        volumes=volumes,
-        mounts=mounts,
-        runtime=runtime,
-        labels={LABEL: "1", f"{LABEL}.owner": f"{HOST}:{os.getpid()}", f"{LABEL}.instance": instance},
-        ulimits=[],
-        log_config={"type": "none"},  # what the kernel writes on its channel never reaches the engine's disk
+    body = config(
+        settings, code, workspace=workspace, read_only=read_only, owner=owner, mounts=mounts, proxy=proxy, instance=instance
     )
+    created = client.api.create_container_from_config(body)
+    container = client.containers.prepare_model({"Id": created["Id"]})  # (no inspect: the id is all we use)
     _reaper.track(container)  # ours until removed: the process's exit removes it if nothing else did
     try:
         raw = container.attach_socket(params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})

@@ -242,11 +242,9 @@ class MaskSources:
                 os.rmdir(path)
 
 
-def mounts(masks: Masks, sources: MaskSources) -> list[Any]:
-    """Docker mounts hiding ``masks``: each denied path covered read-only by an empty mode-0 file or
-    directory."""
-    from docker.types import Mount
-
+def mounts(masks: Masks, sources: MaskSources) -> list[dict[str, Any]]:
+    """The engine's mounts hiding ``masks`` (``HostConfig.Mounts``): each denied path covered read-only
+    by an empty mode-0 file or directory."""
     if len(masks.entries) > MAX_MASKS:
         raise ActionError(
             "denied",
@@ -268,6 +266,6 @@ def mounts(masks: Masks, sources: MaskSources) -> list[Any]:
                 hint="Ask the operator to rename or remove that file.",
             ) from None
     return [
-        Mount(f"/workspace/{rel}", sources.empty_dir if is_dir else sources.file, type="bind", read_only=True)
+        {"Target": f"/workspace/{rel}", "Source": sources.empty_dir if is_dir else sources.file, "Type": "bind", "ReadOnly": True}
         for rel, *_, is_dir in sorted(masks.entries)
     ]

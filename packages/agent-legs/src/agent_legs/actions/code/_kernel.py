@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from ._models import RunInput
     from ._service import CodeService
 
-__all__ = ["IDLE_LOST", "RAN_LOST", "Call", "Kernel", "claim", "promised_kernel", "run_code", "take_or_start"]
+__all__ = ["IDLE_LOST", "RAN_LOST", "Call", "Kernel", "claim", "oom_killed", "promised_kernel", "run_code", "take_or_start"]
 
 IDLE_LOST = (
     "this session's sandbox kernel was lost with its Docker engine (its variables and imports); nothing of this "
@@ -83,6 +83,15 @@ class Call:
     replaced: str  # why an earlier kernel of the session was replaced ("" when none was)
     appeared: list[str]  # denied paths the session's old kernel could not hide (it was replaced)
     setid_removed: list[str]  # workspace entries whose set-id bits were stripped after the call
+
+
+async def oom_killed(kernel: Kernel) -> bool:
+    """Whether the engine says the kernel's container was killed for memory (False when it cannot say)."""
+    try:
+        await asyncio.wait_for(asyncio.to_thread(kernel.container.reload), CLEANUP_S)
+    except Exception:
+        return False
+    return bool(kernel.container.attrs.get("State", {}).get("OOMKilled"))
 
 
 async def take_or_start(svc: CodeService) -> Kernel:
@@ -254,7 +263,7 @@ async def run_code(svc: CodeService, ctx: ActionContext, args: RunInput, ready_b
                 lost = await svc.host_failed(ctx.session, kernel, RAN_LOST)
                 if lost is not None:  # the engine itself is gone, not only this kernel
                     raise lost from None
-                oom = await svc.was_oom_killed(kernel)
+                oom = await oom_killed(kernel)
                 await svc.discard(ctx.session, kernel, CLEANUP_S)
                 if oom:
                     raise ActionError(

@@ -57,10 +57,10 @@ from ..._egress import EgressGuard
 from ..._errors import ActionError
 from ..._service import Service
 from ..._telemetry._semconv import AGENT_LEGS_CODE_NETWORK
-from . import _container, _reaper
+from . import _container, _early, _reaper
 from . import _fs as _code_fs
 from ._channel import HELLO_MAX, Channel, ProtocolError
-from ._container import CLEANUP_S, CONNECT_S, DOCKER_TIMEOUT_S, UNAVAILABLE_HINT, SocketProxy, blocking, short
+from ._container import CONNECT_S, DOCKER_TIMEOUT_S, UNAVAILABLE_HINT, SocketProxy, blocking, short
 from ._hosts import HOST_FIX, Host, host_specs, pick
 from ._kernel import IDLE_LOST, Kernel, take_or_start
 from ._queue import SandboxQueue
@@ -91,7 +91,17 @@ class CodeService(Service):
                 "rather than giving the sandbox unguarded network",
                 hint="Use a local engine, or set policy.code.network = false.",
             )
-        self.instance = uuid.uuid4().hex[:12]
+        self._early = _early.take(self.runtime)  # the first container, asked for at Legs(): label, user, masks
+        try:
+            await self._start(settings)
+        except BaseException:
+            if self._early is not None:
+                _reaper.submit(self._early.discard)
+            raise
+
+    async def _start(self, settings: Any) -> None:
+        early = self._early
+        self.instance = early.instance if early is not None else uuid.uuid4().hex[:12]
         self._tls_dir = tempfile.mkdtemp(prefix="agent-legs-tls-")  # 0700: PEM given as {secret:NAME}
         results = await asyncio.gather(*(self._connect(h) for h in self.hosts), return_exceptions=True)
         if not any(h.up() for h in self.hosts):
@@ -106,15 +116,15 @@ class CodeService(Service):
                 retryable=True,
                 hint=HOST_FIX,
             )
-        self._owner = await asyncio.to_thread(  # may walk a large workspace
-            _code_fs.prepare_workspace,
-            str(self.runtime.workspace_path),
-            settings.uid,
-            read_only=self.runtime.policy.files.read_only,
-            runtime=settings.runtime,
-        )
-        self._mask_sources = _code_fs.MaskSources()
-        self._known_denied: set[tuple[int, int, int]] = set()
+        self._known_denied: set[tuple[int, int, int]]
+        if early is not None:  # prepared at Legs() by the same calls
+            self._owner, self._mask_sources, self._known_denied = early.owner, early.sources, early.known
+        else:
+            root, read_only = str(self.runtime.workspace_path), self.runtime.policy.files.read_only
+            prepare = _code_fs.prepare_workspace  # (may walk a large workspace)
+            self._owner = await asyncio.to_thread(prepare, root, settings.uid, read_only=read_only, runtime=settings.runtime)
+            self._mask_sources = _code_fs.MaskSources()
+            self._known_denied = set()
         if self.runtime.policy.code.network:
             # short path (unix sockets allow ~107 bytes), private to us; only the sockets are mounted
             self._egress_dir = tempfile.mkdtemp(prefix="agent-legs-egress-")
@@ -326,7 +336,10 @@ class CodeService(Service):
         with self.runtime.tracer.start_as_current_span("sandbox container start") as span:
             span.set_attribute(AGENT_LEGS_CODE_NETWORK, self._egress_dir is not None)
             proxy = await self._start_proxy()
-            creating = asyncio.ensure_future(self._create_bounded(proxy, host))
+            early, self._early = self._early, None  # the first kernel: the container asked for at Legs(), if any
+            creating = asyncio.ensure_future(
+                _early.adopt(self, early, host) if early is not None else self._create_bounded(proxy, host)
+            )
             self._creating.add(creating)
             creating.add_done_callback(self._creating.discard)
             try:
@@ -522,13 +535,6 @@ class CodeService(Service):
         elif not kernel.dead:
             await asyncio.wait({self.destroy_later(kernel)}, timeout=wait_s)
 
-    async def was_oom_killed(self, kernel: Kernel) -> bool:
-        try:
-            await asyncio.wait_for(asyncio.to_thread(kernel.container.reload), CLEANUP_S)
-        except Exception:
-            return False
-        return bool(kernel.container.attrs.get("State", {}).get("OOMKilled"))
-
     async def _reap(self) -> None:
         ttl = self.runtime.settings.code.session_ttl_s
         while True:
@@ -546,6 +552,9 @@ class CodeService(Service):
         does not wait for the engine. The process's exit waits for those removals."""
         with self._inflight:
             self._closing = True
+        if self._early is not None:  # never taken as a kernel: its container is removed once started
+            early, self._early = self._early, None
+            _reaper.submit(lambda: early.discard(sources=False))  # (the sources are ours: closed below)
         self._idle_reaper.cancel()
         self._sweeper.cancel()
         self._watcher.cancel()
