@@ -151,13 +151,18 @@ class FlowGuard:
         return await self._runtime.state.flow_entries(session, after)
 
     async def _write_labels(self, labels: list[tuple[str, str | None, str]]) -> None:
-        """On the runtime loop: the buffered untrusted labels, in the order they came. A label the store
-        cannot take changes no decision: it is logged and dropped."""
-        for session, call_id, action in labels:
-            try:
-                await self._runtime.state.add_flow_entry(session, call_id, action, "untrusted", "", 0)
-            except ActionError as exc:
-                log.warning("untrusted label of %s call %s not stored: %s", action, call_id, exc.message)
+        """On the runtime loop: the buffered untrusted labels, in the order they came, in one transaction
+        (one commit per batch, not per label). Labels the store cannot take change no decision: they
+        are logged and dropped."""
+        if not labels:
+            return
+        try:
+            await self._runtime.state.add_flow_entries(
+                [(s, call_id, action, "untrusted", "", 0) for s, call_id, action in labels]
+            )
+        except ActionError as exc:
+            _, call_id, action = labels[0]
+            log.warning("%d untrusted label(s) not stored (the first: %s call %s): %s", len(labels), action, call_id, exc.message)
 
     async def _labels_then_drop(self, labels: list[tuple[str, str | None, str]], session: str) -> None:
         await self._write_labels(labels)
