@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from .._errors import ActionError
 from ._encodings import WINDOW, fingerprints, normalize, views
 from ._index import Entry, SessionCache, SessionIndex, contains, decode_fps, encode_fps
-from ._sinks import Sink, Trust, extract
+from ._sinks import Sink, Trust, destinations, extract
 from ._sources import WRITES, is_private, is_untrusted, result_texts
 
 if TYPE_CHECKING:
@@ -302,11 +302,11 @@ class FlowGuard:
         """Whether this call would carry private data of ``session`` to an untrusted destination."""
         if not self.is_sink(action):
             return None
-        sink = extract(action, arguments, self._pages.get(session))
+        page = self._pages.get(session)
+        dests = destinations(action, arguments, page)  # the payload is read only for an untrusted one
+        untrusted = [_show(kind, name) for kind, name in dests or () if not self.trust.trusts(kind, name)]
+        sink = extract(action, arguments, page) if untrusted else None
         if sink is None:
-            return None
-        untrusted = [_show(kind, name) for kind, name in sink.destinations if not self.trust.trusts(kind, name)]
-        if not untrusted:
             return None
         index = await self._index(session)
         key = await self._fingerprint_key()

@@ -18,6 +18,7 @@ indexed: it would make every later request that repeats a content type or a URL 
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,6 +31,7 @@ _UNTRUSTED = ("browser.*", "http.request", "email.*", "mcp.*")
 WRITES = ("files.write", "files.edit")
 
 
+@functools.lru_cache(maxsize=1024)  # pure (errors become None); a sink check asks it per call, URLs repeat
 def url_host(url: str) -> tuple[str, int] | None:
     """The canonical host and port ``url`` names, or ``None`` when it names none."""
     try:
