@@ -101,6 +101,7 @@ class Trust:
     """``policy.flows.trusted_destinations``, or its default (see ``FlowsPolicy``)."""
 
     def __init__(self, trusted: list[str] | None, allow_hosts: list[str], allow_recipients: list[str]) -> None:
+        self._known: dict[tuple[str, str], bool] = {}  # answers so far (the rules are fixed with the policy)
         self.hosts: list[HostRule] = []
         self.recipients: list[str] = []
         self.mcp: list[str] = []
@@ -123,6 +124,14 @@ class Trust:
                 self.hosts.append(parse_host_rule(entry))
 
     def trusts(self, kind: str, name: str) -> bool:
+        known = self._known.get((kind, name))
+        if known is None:
+            if len(self._known) >= 4096:
+                self._known.clear()
+            known = self._known[kind, name] = self._trusts(kind, name)
+        return known
+
+    def _trusts(self, kind: str, name: str) -> bool:
         if kind == "recipient":
             return bool(self.recipients) and text_matches(name, self.recipients)
         if kind == "mcp":

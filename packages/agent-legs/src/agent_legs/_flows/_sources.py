@@ -53,6 +53,7 @@ def is_private(action: str, arguments: dict[str, Any], extra: list[str], credent
     return False
 
 
+@functools.lru_cache(maxsize=1024)  # pure: asked after every result of a reading action
 def is_untrusted(action: str) -> bool:
     return any(name_matches(p, action) for p in _UNTRUSTED)
 
