@@ -31,9 +31,18 @@ _UNTRUSTED = ("browser.*", "http.request", "email.*", "mcp.*")
 WRITES = ("files.write", "files.edit")
 
 
-@functools.lru_cache(maxsize=1024)  # pure (errors become None); a sink check asks it per call, URLs repeat
 def url_host(url: str) -> tuple[str, int] | None:
     """The canonical host and port ``url`` names, or ``None`` when it names none."""
+    # A sink check asks it per call and URLs repeat: remembered, but only short ones (the model
+    # chooses URLs: 1,024 long ones must not pin megabytes).
+    return _url_host(url) if len(url) <= _CACHED_URL_CHARS else _url_host.__wrapped__(url)
+
+
+_CACHED_URL_CHARS = 2048
+
+
+@functools.lru_cache(maxsize=1024)  # pure: errors become None
+def _url_host(url: str) -> tuple[str, int] | None:
     try:
         parts = urlsplit(url.strip())
         if not parts.hostname:

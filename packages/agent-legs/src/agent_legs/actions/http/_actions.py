@@ -91,6 +91,7 @@ _CROSS_ORIGIN_HEADERS = frozenset(
     }
 )
 _CHARSET = re.compile(r"charset=\"?([\w.:-]+)", re.IGNORECASE)
+_CACHED_URL_CHARS = 2048
 _RENDER_IN_THREAD_BYTES = 200_000  # markdown/JSON rendering of bigger bodies would stall the caller's loop
 
 
@@ -413,8 +414,13 @@ def _result(
     return ActionOutput(output="\n".join(lines).rstrip(), data=data)
 
 
-@functools.lru_cache(maxsize=1024)  # httpx's URL as text costs more than the rest of the result; URLs repeat
 def _shown_url(url: str) -> str:
+    """The URL as httpx writes it (costs more than the rest of the result): remembered when short."""
+    return _shown_short_url(url) if len(url) <= _CACHED_URL_CHARS else str(parse_url(url))
+
+
+@functools.lru_cache(maxsize=1024)  # the model chooses URLs: only short ones are kept (1,024 long ones would pin megabytes)
+def _shown_short_url(url: str) -> str:
     return str(parse_url(url))
 
 
