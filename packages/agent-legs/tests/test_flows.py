@@ -365,6 +365,21 @@ def test_an_unreachable_store_fails_closed(dirs, http_server, second_http_server
     assert [r.body.decode() for r in http_server.requests] == ["Thanks, the meeting is on Tuesday."]
 
 
+def test_untrusted_labels_the_store_cannot_take_are_logged_and_change_nothing(dirs, second_http_server, caplog) -> None:
+    """A batch of labels written while the store is down (here at close): one warning naming how many and
+    the first call; every call's result stands (labels decide nothing)."""
+    with _legs(dirs, second_http_server) as legs:
+        results = [
+            legs.run("http.request", {"method": "GET", "url": second_http_server.url("/json")}, call_id=f"get-{i}")
+            for i in range(3)
+        ]
+        broken = _break_store(legs, dirs)
+        caplog.set_level("WARNING", logger="agent_legs.flows")
+    _mend_store(*broken)
+    assert all(r.ok for r in results)
+    assert "3 untrusted label(s) not stored (the first: http.request call get-0)" in caplog.text
+
+
 def test_a_read_that_could_not_be_indexed_at_all_makes_the_session_blind(dirs, http_server, second_http_server) -> None:
     asked = []
     with _legs(dirs, second_http_server, approver=lambda r: asked.append(r.reason) or False) as legs:
