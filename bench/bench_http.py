@@ -6,7 +6,9 @@ run. agent-legs is measured on both of its connection layers (``settings.http.tr
 the default, and httpx's own pool; both pinned to guard-checked addresses), next to the raw
 clients, so the choice of the default layer is visible in the numbers. Raw aiohttp (one pooled
 ``ClientSession``, nothing else) is the ceiling: the fastest any client on this event loop gets.
-The egress guard's synchronous URL check is timed on its own.
+The egress guard's synchronous URL check is timed on its own. Each case's CPU time per call (this
+process, every thread; the server runs in its own) is reported beside the times: on a shared machine
+it moves less than wall time, and at 50 concurrent the throughput comes down to it.
 """
 
 from __future__ import annotations
@@ -31,16 +33,17 @@ from ._stats import ratio, summarize, time_async, time_sync
 Call = Callable[[], Awaitable[Any]]
 
 
-async def _throughput(call: Call, total: int, concurrency: int = 50) -> float:
+async def _throughput(call: Call, total: int, concurrency: int = 50) -> tuple[float, float]:
+    """Requests per second, and this process's CPU time per call in µs (every thread: the runtime's too)."""
     sem = asyncio.Semaphore(concurrency)
 
     async def one() -> None:
         async with sem:
             await call()
 
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     await asyncio.gather(*(one() for _ in range(total)))
-    return round(total / (time.perf_counter() - t0), 1)
+    return round(total / (time.perf_counter() - t0), 1), (time.process_time() - cpu0) / total * 1e6
 
 
 def _serve(port_queue: Any) -> None:
@@ -163,20 +166,32 @@ def run(iterations: int) -> dict[str, Any]:
                         "langchain_requests_get": lc_call,
                     }
                     seq: dict[str, list[float]] = {k: [] for k in calls}
+                    seq_cpu: dict[str, list[float]] = {k: [] for k in calls}
                     for call in calls.values():
                         await time_async(call, 0, warmup=30)
                     for _ in range(rounds):  # alternate in rounds so drift hits all equally
                         for name, call in calls.items():
+                            cpu0 = time.process_time()
                             seq[name] += await time_async(call, per_round, warmup=0)
+                            seq_cpu[name].append((time.process_time() - cpu0) / per_round * 1e6)
                     total = max(300, iterations * 2)
                     conc: dict[str, list[float]] = {k: [] for k in calls}
+                    conc_cpu: dict[str, list[float]] = {k: [] for k in calls}
                     for _ in range(3):
                         for name, call in calls.items():
-                            conc[name].append(await _throughput(call, total))
+                            req_s, cpu_us = await _throughput(call, total)
+                            conc[name].append(req_s)
+                            conc_cpu[name].append(cpu_us)
                 return {
                     "sequential": {k: summarize(v) for k, v in seq.items()},
                     "concurrent_50_req_s": {k: statistics.median(v) for k, v in conc.items()},
                     "concurrent_50_rounds": conc,
+                    # CPU time of this process per call (median of the rounds): less moved by other load
+                    # on the machine than wall time, and what the throughput at 50 concurrent comes down to
+                    "cpu_us_per_call": {
+                        "sequential": {k: round(statistics.median(v), 1) for k, v in seq_cpu.items()},
+                        "concurrent_50": {k: round(statistics.median(v), 1) for k, v in conc_cpu.items()},
+                    },
                 }
 
             result = asyncio.run(main())

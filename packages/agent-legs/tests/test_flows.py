@@ -272,6 +272,25 @@ def test_untrusted_labels_cost_no_store_round_trip_per_call_yet_every_check_and_
     assert [r[0] for r in rows] == [f"get-{i}" for i in range(20)] + ["late"]  # all of them, in order, the last at close
 
 
+def test_a_batch_of_untrusted_labels_is_written_in_one_store_transaction(dirs, second_http_server) -> None:
+    """Issue 20, round 3: each buffered label was its own transaction (a commit each: ~6 ms of CPU per
+    batch of 64 on the project's machine, ~100 us per http.request); a batch is now one transaction,
+    and every label is still stored, in the order the calls came."""
+    with _legs(dirs, second_http_server) as legs:
+        store = legs._runtime.state
+        transactions = []
+        real_raw_tx = store._raw_tx
+        store._raw_tx = lambda durable=False: transactions.append(durable) or real_raw_tx(durable)
+        for i in range(20):  # one label each; written at close, or as they come a second apart
+            r = legs.run("http.request", {"method": "GET", "url": second_http_server.url("/json")}, call_id=f"get-{i}")
+            assert r.ok, r.output
+    assert len(transactions) < 20  # all of the store's (the key's, ...): one per label alone before
+    rows = sqlite3.connect(dirs[1] / "state.sqlite3").execute(
+        "SELECT call_id FROM flow_index WHERE label='untrusted' ORDER BY id"
+    )
+    assert [r[0] for r in rows] == [f"get-{i}" for i in range(20)]
+
+
 def test_closing_a_session_forgets_its_index(dirs, http_server, second_http_server) -> None:
     with _legs(dirs, second_http_server, approver=lambda r: False) as legs:
         _read(legs)
@@ -344,6 +363,21 @@ def test_an_unreachable_store_fails_closed(dirs, http_server, second_http_server
     assert not payroll.ok and "private data read by files.read call read-9" in asked[0]
     assert own.ok and len(asked) == 1
     assert [r.body.decode() for r in http_server.requests] == ["Thanks, the meeting is on Tuesday."]
+
+
+def test_untrusted_labels_the_store_cannot_take_are_logged_and_change_nothing(dirs, second_http_server, caplog) -> None:
+    """A batch of labels written while the store is down (here at close): one warning naming how many and
+    the first call; every call's result stands (labels decide nothing)."""
+    with _legs(dirs, second_http_server) as legs:
+        results = [
+            legs.run("http.request", {"method": "GET", "url": second_http_server.url("/json")}, call_id=f"get-{i}")
+            for i in range(3)
+        ]
+        broken = _break_store(legs, dirs)
+        caplog.set_level("WARNING", logger="agent_legs.flows")
+    _mend_store(*broken)
+    assert all(r.ok for r in results)
+    assert "3 untrusted label(s) not stored (the first: http.request call get-0)" in caplog.text
 
 
 def test_a_read_that_could_not_be_indexed_at_all_makes_the_session_blind(dirs, http_server, second_http_server) -> None:

@@ -645,6 +645,10 @@ def test_raw_body_gets_no_invented_content_type(legs, http_server) -> None:
     assert "content-type" not in http_server.requests[-1].headers
     r = get(legs, http_server.url("/echo"), method="POST", body="x", headers={"Content-Type": "text/csv"})
     assert http_server.requests[-1].headers["content-type"] == "text/csv"
+    for method, body in (("POST", None), ("PUT", None), ("GET", "q"), ("HEAD", "x"), ("GET", None)):  # the policy's methods
+        r = get(legs, http_server.url("/echo"), method=method, **({"body": body} if body is not None else {}))
+        assert r.ok, r.output
+        assert "content-type" not in http_server.requests[-1].headers, (method, body)
 
 
 def test_many_concurrent_tasks_on_one_loop_share_one_client(dirs, http_server, captured_spans, read_log) -> None:

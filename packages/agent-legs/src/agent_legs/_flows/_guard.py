@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from .._errors import ActionError
 from ._encodings import WINDOW, fingerprints, normalize, views
 from ._index import Entry, SessionCache, SessionIndex, contains, decode_fps, encode_fps
-from ._sinks import Sink, Trust, extract
+from ._sinks import Sink, Trust, destinations, extract
 from ._sources import WRITES, is_private, is_untrusted, result_texts
 
 if TYPE_CHECKING:
@@ -151,13 +151,18 @@ class FlowGuard:
         return await self._runtime.state.flow_entries(session, after)
 
     async def _write_labels(self, labels: list[tuple[str, str | None, str]]) -> None:
-        """On the runtime loop: the buffered untrusted labels, in the order they came. A label the store
-        cannot take changes no decision: it is logged and dropped."""
-        for session, call_id, action in labels:
-            try:
-                await self._runtime.state.add_flow_entry(session, call_id, action, "untrusted", "", 0)
-            except ActionError as exc:
-                log.warning("untrusted label of %s call %s not stored: %s", action, call_id, exc.message)
+        """On the runtime loop: the buffered untrusted labels, in the order they came, in one transaction
+        (one commit per batch, not per label). Labels the store cannot take change no decision: they
+        are logged and dropped."""
+        if not labels:
+            return
+        try:
+            await self._runtime.state.add_flow_entries(
+                [(s, call_id, action, "untrusted", "", 0) for s, call_id, action in labels]
+            )
+        except ActionError as exc:
+            _, call_id, action = labels[0]
+            log.warning("%d untrusted label(s) not stored (the first: %s call %s): %s", len(labels), action, call_id, exc.message)
 
     async def _labels_then_drop(self, labels: list[tuple[str, str | None, str]], session: str) -> None:
         await self._write_labels(labels)
@@ -297,11 +302,11 @@ class FlowGuard:
         """Whether this call would carry private data of ``session`` to an untrusted destination."""
         if not self.is_sink(action):
             return None
-        sink = extract(action, arguments, self._pages.get(session))
+        page = self._pages.get(session)
+        dests = destinations(action, arguments, page)  # the payload is read only for an untrusted one
+        untrusted = [_show(kind, name) for kind, name in dests or () if not self.trust.trusts(kind, name)]
+        sink = extract(action, arguments, page) if untrusted else None
         if sink is None:
-            return None
-        untrusted = [_show(kind, name) for kind, name in sink.destinations if not self.trust.trusts(kind, name)]
-        if not untrusted:
             return None
         index = await self._index(session)
         key = await self._fingerprint_key()

@@ -27,7 +27,7 @@ from typing import Any
 from .._matching import HostRule, parse_host_rule, text_matches
 from ._sources import url_host
 
-__all__ = ["Sink", "Trust", "extract"]
+__all__ = ["Sink", "Trust", "destinations", "extract"]
 
 
 @dataclass
@@ -49,18 +49,35 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
 
 
+def destinations(action: str, args: dict[str, Any], page_url: str | None) -> list[tuple[str, str]] | None:
+    """Where ``action`` called with ``args`` sends (``(kind, name)`` pairs), or ``None`` when it sends
+    nothing out. Cheaper than ``extract``: the guard asks it first, and reads the payload only when
+    some destination is not trusted."""
+    if action == "email.send":
+        return [("recipient", str(a)) for key in ("to", "cc", "bcc") for a in args.get(key) or []] or [
+            ("unknown", "(no recipient)")
+        ]
+    if action in ("http.request", "browser.navigate"):
+        return [_host_dest(str(args.get("url") or ""))]
+    if action in ("browser.fill", "browser.click"):
+        return [_host_dest(page_url) if page_url else ("unknown", "(the current page)")]
+    if action.startswith("mcp."):
+        return [("mcp", action.split(".")[1] if action.count(".") >= 2 else action)]
+    return None
+
+
 def extract(action: str, args: dict[str, Any], page_url: str | None) -> Sink | None:
     """The sink ``action`` called with ``args`` is, or ``None`` when the action sends nothing out."""
+    dests = destinations(action, args, page_url)
+    if dests is None:
+        return None
+    sink = Sink(dests)
     if action == "email.send":
-        recipients = [str(a) for key in ("to", "cc", "bcc") for a in args.get(key) or []]
-        sink = Sink([("recipient", r) for r in recipients] or [("unknown", "(no recipient)")])
         sink.fields += [(f"{key}[{i}]", str(a)) for key in ("to", "cc", "bcc") for i, a in enumerate(args.get(key) or [])]
         sink.fields += [("subject", str(args.get("subject") or "")), ("body", str(args.get("body") or ""))]
         sink.files += [(f"attachments[{i}]", str(p)) for i, p in enumerate(args.get("attachments") or [])]
-        return sink
-    if action == "http.request":
-        url = str(args.get("url") or "")
-        sink = Sink([_host_dest(url)], [("url", url)])
+    elif action == "http.request":
+        sink.fields.append(("url", str(args.get("url") or "")))
         for key in ("params", "headers"):
             value = args.get(key) or {}
             pairs = value.items() if isinstance(value, dict) else ((p.get("name"), p.get("value")) for p in value)
@@ -68,27 +85,23 @@ def extract(action: str, args: dict[str, Any], page_url: str | None) -> Sink | N
         for key in ("json", "body"):
             if args.get(key) is not None:
                 sink.fields.append((key, _text(args[key])))
-        return sink
-    if action == "browser.navigate":
-        url = str(args.get("url") or "")
-        return Sink([_host_dest(url)], [("url", url)])
-    if action in ("browser.fill", "browser.click"):
-        page = _host_dest(page_url) if page_url else ("unknown", "(the current page)")
-        sink = Sink([page], [(k, str(args[k])) for k in ("value", "selector", "text") if args.get(k)])
+    elif action == "browser.navigate":
+        sink.fields.append(("url", str(args.get("url") or "")))
+    elif action in ("browser.fill", "browser.click"):
+        sink.fields += [(k, str(args[k])) for k in ("value", "selector", "text") if args.get(k)]
         if action == "browser.fill":
             lines = [ln.strip() for ln in str(args.get("value") or "").splitlines() if ln.strip()]
             sink.files += [("value", ln) for ln in lines]
-        return sink
-    if action.startswith("mcp."):
-        server = action.split(".")[1] if action.count(".") >= 2 else action
-        return Sink([("mcp", server)], [(k, _text(v)) for k, v in args.items()])
-    return None
+    else:  # mcp.<server>.<tool>
+        sink.fields += [(k, _text(v)) for k, v in args.items()]
+    return sink
 
 
 class Trust:
     """``policy.flows.trusted_destinations``, or its default (see ``FlowsPolicy``)."""
 
     def __init__(self, trusted: list[str] | None, allow_hosts: list[str], allow_recipients: list[str]) -> None:
+        self._known: dict[tuple[str, str], bool] = {}  # answers so far (the rules are fixed with the policy)
         self.hosts: list[HostRule] = []
         self.recipients: list[str] = []
         self.mcp: list[str] = []
@@ -111,6 +124,14 @@ class Trust:
                 self.hosts.append(parse_host_rule(entry))
 
     def trusts(self, kind: str, name: str) -> bool:
+        known = self._known.get((kind, name))
+        if known is None:
+            if len(self._known) >= 4096:
+                self._known.clear()
+            known = self._known[kind, name] = self._trusts(kind, name)
+        return known
+
+    def _trusts(self, kind: str, name: str) -> bool:
         if kind == "recipient":
             return bool(self.recipients) and text_matches(name, self.recipients)
         if kind == "mcp":

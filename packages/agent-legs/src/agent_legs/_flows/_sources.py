@@ -18,6 +18,7 @@ indexed: it would make every later request that repeats a content type or a URL 
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -32,6 +33,16 @@ WRITES = ("files.write", "files.edit")
 
 def url_host(url: str) -> tuple[str, int] | None:
     """The canonical host and port ``url`` names, or ``None`` when it names none."""
+    # A sink check asks it per call and URLs repeat: remembered, but only short ones (the model
+    # chooses URLs: 1,024 long ones must not pin megabytes).
+    return _url_host(url) if len(url) <= _CACHED_URL_CHARS else _url_host.__wrapped__(url)
+
+
+_CACHED_URL_CHARS = 2048
+
+
+@functools.lru_cache(maxsize=1024)  # pure: errors become None
+def _url_host(url: str) -> tuple[str, int] | None:
     try:
         parts = urlsplit(url.strip())
         if not parts.hostname:
@@ -51,6 +62,7 @@ def is_private(action: str, arguments: dict[str, Any], extra: list[str], credent
     return False
 
 
+@functools.lru_cache(maxsize=1024)  # pure: asked after every result of a reading action
 def is_untrusted(action: str) -> bool:
     return any(name_matches(p, action) for p in _UNTRUSTED)
 

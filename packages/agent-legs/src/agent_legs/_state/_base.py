@@ -467,15 +467,17 @@ class StateStore(ApprovalRulesMixin, abc.ABC):
         return str(row[0])
 
     async def add_flow_entry(self, session: str, call_id: str | None, action: str, label: str, fps: str, n: int) -> None:
-        """Record what one call of ``session`` read: ``label`` and its fingerprints (``fps``, encoded).
+        """Record what one call of ``session`` read: ``label`` and its fingerprints (``fps``, encoded)."""
+        await self.add_flow_entries([(session, call_id, action, label, fps, n)])
 
-        Durable, but for ``untrusted`` labels (shown to approvers, deciding nothing): a private row lost
-        to a crash would be private data the guard no longer knows was read."""
-        async with self._tx(durable=label != "untrusted") as tx:
-            await tx.run(
-                "INSERT INTO flow_index (session, call_id, action, label, fps, n, created) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (session, call_id, action, label, fps, n, time.time()),
-            )
+    async def add_flow_entries(self, rows: Sequence[tuple[str, str | None, str, str, str, int]]) -> None:
+        """``(session, call_id, action, label, fps, n)`` rows in one transaction (a batch: one commit). Durable but
+        for ``untrusted`` labels (deciding nothing): a private row lost to a crash is a read the guard forgot."""
+        sql = "INSERT INTO flow_index (session, call_id, action, label, fps, n, created) VALUES (?, ?, ?, ?, ?, ?, ?)"
+        now = time.time()
+        async with self._tx(durable=any(row[3] != "untrusted" for row in rows)) as tx:
+            for row in rows:
+                await tx.run(sql, (*row, now))
 
     async def flow_entries(self, session: str, after: int = 0) -> tuple[int, list[tuple[int, str | None, str, str, str, int]]]:
         """The id of ``session``'s oldest entry (0: none; a reader that saw another knows its rows were dropped

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import json as json_module
 import re
 import time
@@ -44,6 +45,7 @@ from ..._telemetry._semconv import (
     SERVER_PORT,
     URL_FULL,
 )
+from ..._telemetry._spans import Tracer as AgentLegsTracer
 from ._client import Client, ConnectFailed, ExchangeFailed, Reply, is_invalid_url, parse_url, tls_failure
 from ._models import RequestInput
 from ._service import service_for
@@ -89,6 +91,7 @@ _CROSS_ORIGIN_HEADERS = frozenset(
     }
 )
 _CHARSET = re.compile(r"charset=\"?([\w.:-]+)", re.IGNORECASE)
+_CACHED_URL_CHARS = 2048
 _RENDER_IN_THREAD_BYTES = 200_000  # markdown/JSON rendering of bigger bodies would stall the caller's loop
 
 
@@ -308,16 +311,20 @@ async def _send(
             if acted:
                 raise _unknown_outcome(method, url, f"the redirect could not be followed within {timeout_s:g} s")
             raise ActionError("timeout", f"no response within {timeout_s:g} s", retryable=True)
-        attributes: dict[str, Any] = {
-            HTTP_REQUEST_METHOD: method,
-            URL_FULL: ctx.redactor.text(url.split("?", 1)[0]),  # query strings often carry keys
-            SERVER_ADDRESS: target.host,
-            SERVER_PORT: target.port,
-        }
-        if attempt:
-            attributes[HTTP_REQUEST_RESEND_COUNT] = attempt
         # A child of the call's span (the current one); nothing nests under it, so it is not made current.
-        span = ctx.tracer.start_span(f"HTTP {method}", kind=SpanKind.CLIENT, attributes=attributes)
+        # When our own provider records nothing, only its ids are made (no attributes to build).
+        tracer = ctx.tracer
+        span = tracer.silent_span(None) if isinstance(tracer, AgentLegsTracer) else None
+        if span is None:
+            attributes: dict[str, Any] = {
+                HTTP_REQUEST_METHOD: method,
+                URL_FULL: ctx.redactor.text(url.split("?", 1)[0]),  # query strings often carry keys
+                SERVER_ADDRESS: target.host,
+                SERVER_PORT: target.port,
+            }
+            if attempt:
+                attributes[HTTP_REQUEST_RESEND_COUNT] = attempt
+            span = tracer.start_span(f"HTTP {method}", kind=SpanKind.CLIENT, attributes=attributes)
         try:
             try:
                 # The whole exchange, body included, ends at the deadline (a slow drip cannot stretch it).
@@ -380,7 +387,7 @@ def _result(
     ctype = headers.get("content-type", "")
     mime = ctype.split(";", 1)[0].strip().lower()
     charset = _CHARSET.search(ctype)
-    url = str(parse_url(url))
+    url = _shown_url(url)
     text, parsed = _render(body, mime, charset.group(1) if charset else "utf-8", reply.truncated, url, redactor)
     lines = [f"HTTP {reply.status} {reply.reason}  {method} {url}"]
     if redirects:
@@ -405,6 +412,16 @@ def _result(
     if parsed is not None:
         data["json"] = parsed
     return ActionOutput(output="\n".join(lines).rstrip(), data=data)
+
+
+def _shown_url(url: str) -> str:
+    """The URL as httpx writes it (costs more than the rest of the result): remembered when short."""
+    return _shown_short_url(url) if len(url) <= _CACHED_URL_CHARS else str(parse_url(url))
+
+
+@functools.lru_cache(maxsize=1024)  # the model chooses URLs: only short ones are kept (1,024 long ones would pin megabytes)
+def _shown_short_url(url: str) -> str:
+    return str(parse_url(url))
 
 
 def _render(

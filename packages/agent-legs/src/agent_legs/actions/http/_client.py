@@ -51,6 +51,10 @@ __all__ = [
 ]
 
 
+_SKIP_CONTENT_TYPE = ("Content-Type",)
+_NO_TYPE_METHODS = frozenset({"GET", "HEAD"})  # aiohttp invents a Content-Type only for a body or POST/PUT/PATCH
+
+
 class _PinnedBackend(httpcore.AsyncNetworkBackend):
     """Every new connection goes to an address the egress guard just checked."""
 
@@ -161,7 +165,6 @@ class AiohttpClient(Client):
             trust_env=False,
             cookie_jar=aiohttp.DummyCookieJar(),  # cookies never outlive a call (nor cross sessions)
             timeout=aiohttp.ClientTimeout(total=None),  # the caller's asyncio.timeout bounds the exchange
-            skip_auto_headers=("Content-Type",),  # like httpx: a raw body gets no invented type
             auto_decompress=True,  # incremental and bounded per chunk: the cap holds for decoded bytes
         )
         self._guard = guard
@@ -193,7 +196,12 @@ class AiohttpClient(Client):
             except ValueError as exc:
                 raise self._invalid_url(url) from exc
             await self._pin_literal(parsed)
-            async with self.session.request(method, parsed, headers=headers, data=content, allow_redirects=False) as response:
+            # Like httpx, a raw body (or a POST/PUT/PATCH without one) gets no invented Content-Type; a
+            # bodiless GET/HEAD has none to invent, and skips aiohttp's per-request merge of the skip list.
+            skip = None if content is None and method in _NO_TYPE_METHODS else _SKIP_CONTENT_TYPE
+            async with self.session.request(
+                method, parsed, headers=headers, data=content, allow_redirects=False, skip_auto_headers=skip
+            ) as response:
                 chunks, size, truncated = [], 0, False
                 async for chunk in response.content.iter_any():
                     chunks.append(chunk)
