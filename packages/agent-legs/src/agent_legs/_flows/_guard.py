@@ -130,6 +130,7 @@ class FlowGuard:
     async def _index(self, session: str) -> SessionIndex:
         index = self._cache.get(session)
         labels = self._take_labels()  # written first, in the same hop: the rows read include them
+        generation = self._runtime.state.flow_generation(session)  # before the rows it vouches for
         first, rows = await self._runtime.on_loop(self._labels_then_entries(labels, session, index.last_id))
         if index.first_id and first != index.first_id:  # its rows were dropped since (closed on some worker)
             self._cache.drop(session)
@@ -139,7 +140,21 @@ class FlowGuard:
             for row in rows:
                 if row[0] > index.last_id:
                     index.add(row)
+            index.generation = generation
         return index
+
+    def _held(self, session: str, encoded: str) -> bool:
+        """Whether this worker's index of ``session`` knows, without asking the store, that a read of the text
+        whose fingerprints are ``encoded`` adds nothing: the session is saturated or a row with exactly these
+        fingerprints is in the store. Only while the store's drop generation of the session is the one read
+        before the index's rows were (no drop of them began since: ``_state._flowgen``); else ``False``."""
+        index = self._cache.peek(session)
+        if index is None:
+            return False
+        with index.lock:
+            if index.generation is None or index.generation != self._runtime.state.flow_generation(session):
+                return False
+            return index.saturated is not None or index.holds(encoded)
 
     async def _add(self, session: str, call_id: str | None, action: str, label: str, fps: str = "", n: int = 0) -> None:
         await self._runtime.on_loop(self._runtime.state.add_flow_entry(session, call_id, action, label, fps, n))
@@ -235,6 +250,8 @@ class FlowGuard:
             self._mark_blind(session, Entry(call_id, action, array("Q")))
             return
         encoded, n = await self._fingerprints(text, key)
+        if self._held(session, encoded):  # a text read again: no round trip to the store
+            return
         try:
             index = await self._index(session)
             with index.lock:

@@ -72,6 +72,9 @@ class Entry:
 class SessionIndex:
     last_id: int = 0
     first_id: int = 0  # the store's oldest row of the session when read: another one means it was dropped since
+    # the store's drop generation of the session (StateStore.flow_generation) read before the rows were last
+    # read; None: unknown. The same value now means every row read is still in the store (no round trip)
+    generation: int | None = None
     private: list[Entry] = field(default_factory=list)
     untrusted: list[Entry] = field(default_factory=list)
     saturated: Entry | None = None
@@ -133,6 +136,11 @@ class SessionCache:
             while len(self._items) > self._size:
                 self._items.popitem(last=False)
             return index
+
+    def peek(self, session: str) -> SessionIndex | None:
+        """The index of ``session`` if this worker holds one (nothing is made or reordered)."""
+        with self._lock:
+            return self._items.get(session)
 
     def drop(self, session: str) -> None:
         with self._lock:
