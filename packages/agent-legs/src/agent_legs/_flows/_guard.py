@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import ActionError
 from ._encodings import WINDOW, fingerprints, normalize, views
-from ._index import Entry, SessionCache, SessionIndex, contains, decode_fps, encode_fps
+from ._index import Entry, SessionCache, SessionIndex, contains, decode_fps, encode_fps, row_digest
 from ._sinks import Sink, Trust, extract
 from ._sources import WRITES, is_private, is_untrusted, result_texts
 
@@ -102,7 +102,7 @@ class FlowGuard:
         self._labels_lock = threading.Lock()  # record runs on the callers' loops (inline actions), in threads
         # the fingerprints of texts read lately (a pure function of the text and the key): a text read again
         # (an agent re-reading a file) is not fingerprinted again; digest of the text -> (encoded, count)
-        self._memo: OrderedDict[bytes, tuple[str, int]] = OrderedDict()
+        self._memo: OrderedDict[bytes, tuple[str, int, bytes]] = OrderedDict()
         self._memo_lock = threading.Lock()
 
     # -- which calls the guard looks at --------------------------------------------------------
@@ -143,9 +143,9 @@ class FlowGuard:
             index.generation = generation
         return index
 
-    def _held(self, session: str, encoded: str) -> bool:
+    def _held(self, session: str, digest: bytes) -> bool:
         """Whether this worker's index of ``session`` knows, without asking the store, that a read of the text
-        whose fingerprints are ``encoded`` adds nothing: the session is saturated or a row with exactly these
+        whose fingerprint set has the row digest ``digest`` adds nothing: the session is saturated or a row with exactly these
         fingerprints is in the store. Only while the store's drop generation of the session is the one read
         before the index's rows were (no drop of them began since: ``_state._flowgen``); else ``False``."""
         index = self._cache.peek(session)
@@ -154,7 +154,7 @@ class FlowGuard:
         with index.lock:
             if index.generation is None or index.generation != self._runtime.state.flow_generation(session):
                 return False
-            return index.saturated is not None or index.holds(encoded)
+            return index.saturated is not None or index.holds(digest)
 
     async def _add(self, session: str, call_id: str | None, action: str, label: str, fps: str = "", n: int = 0) -> None:
         await self._runtime.on_loop(self._runtime.state.add_flow_entry(session, call_id, action, label, fps, n))
@@ -240,22 +240,25 @@ class FlowGuard:
         """Index private ``text``. With the store unreachable the read is not withheld: its fingerprints
         stay in this worker's memory (``_local``), or, without the key to make them, the session turns
         *blind* here (every later untrusted sink of it is asked or refused)."""
-        if len(normalize(text)) < WINDOW:
-            return  # too short to carry a fragment
+        if len(text) < WINDOW:
+            return  # too short to carry a fragment (normalising never lengthens a text)
         try:
             key = await self._fingerprint_key()
         except ActionError as exc:
             if exc.type != "unavailable":
                 raise
-            self._mark_blind(session, Entry(call_id, action, array("Q")))
+            if len(normalize(text)) >= WINDOW:
+                self._mark_blind(session, Entry(call_id, action, array("Q")))
             return
-        encoded, n = await self._fingerprints(text, key)
-        if self._held(session, encoded):  # a text read again: no round trip to the store
+        encoded, n, digest = await self._fingerprints(text, key)
+        if n == 0:
+            return  # too short once normalised: no window, nothing to carry
+        if self._held(session, digest):  # a text read again: no round trip to the store
             return
         try:
             index = await self._index(session)
             with index.lock:
-                known = index.saturated is not None or index.holds(encoded)
+                known = index.saturated is not None or index.holds(digest)
             if known:  # saturated, or this very text's row is in the store already: nothing to add
                 return
             if index.total + n > self._cap:
@@ -275,9 +278,9 @@ class FlowGuard:
                 old, entries = self._local.popitem(last=False)
                 self._mark_blind(old, entries[0])
 
-    async def _fingerprints(self, text: str, key: bytes) -> tuple[str, int]:
-        """``text``'s fingerprints, encoded for the store, and how many; computed in a thread (about a
-        microsecond per character), or taken from the memo of texts read lately (``_MEMO``)."""
+    async def _fingerprints(self, text: str, key: bytes) -> tuple[str, int, bytes]:
+        """``text``'s fingerprints, encoded for the store, how many, and the row's digest (``row_digest``);
+        computed in a thread, or taken from the memo of texts read lately (``_MEMO``)."""
         digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16, key=key[:64]).digest()
         with self._memo_lock:
             hit = self._memo.get(digest)
@@ -285,7 +288,8 @@ class FlowGuard:
                 self._memo.move_to_end(digest)
                 return hit
         fps = await asyncio.to_thread(fingerprints, [text], key)
-        made = (encode_fps(fps), len(fps))
+        encoded = encode_fps(fps)
+        made = (encoded, len(fps), row_digest(encoded))
         if len(text) <= _MEMO_CHARS:
             with self._memo_lock:
                 self._memo[digest] = made

@@ -100,10 +100,10 @@ class SessionIndex:
         elif label == "saturated" and self.saturated is None:
             self.saturated = Entry(call_id, action, array("Q"))
 
-    def holds(self, encoded: str) -> bool:
-        """Whether a private row with exactly these fingerprints (``encode_fps``) is indexed already: a
-        read of text the session read before adds nothing the guard does not know."""
-        return row_digest(encoded) in self._rows
+    def holds(self, digest: bytes) -> bool:
+        """Whether a private row with exactly these fingerprints (``row_digest`` of their ``encode_fps``) is
+        indexed already: a read of text the session read before adds nothing the guard does not know."""
+        return digest in self._rows
 
     def lookup(self, fps: set[int]) -> list[Entry]:
         """The reading calls that share a fingerprint with ``fps``."""
