@@ -29,6 +29,7 @@ characters, covert channels (timing, which URL of a set is fetched), data leavin
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import logging
 import threading
@@ -39,8 +40,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ActionError
-from ._encodings import WINDOW, fingerprints, normalize, views
-from ._index import Entry, SessionCache, SessionIndex, contains, decode_fps, encode_fps, row_digest
+from ._encodings import WINDOW, fingerprints, normalize, sorted_fingerprints, views
+from ._index import Entry, SessionCache, SessionIndex, contains, decode_fps, row_digest
 from ._sinks import Sink, Trust, extract
 from ._sources import WRITES, is_private, is_untrusted, result_texts
 
@@ -287,9 +288,9 @@ class FlowGuard:
             if hit is not None:
                 self._memo.move_to_end(digest)
                 return hit
-        fps = await asyncio.to_thread(fingerprints, [text], key)
-        encoded = encode_fps(fps)
-        made = (encoded, len(fps), row_digest(encoded))
+        fps = await asyncio.to_thread(sorted_fingerprints, text, key)
+        encoded = base64.b64encode(fps).decode("ascii")  # encode_fps's form: sorted little-endian words
+        made = (encoded, len(fps) // 8, row_digest(encoded))
         if len(text) <= _MEMO_CHARS:
             with self._memo_lock:
                 self._memo[digest] = made
@@ -358,7 +359,12 @@ class FlowGuard:
             )
         if files:
             parts.append("private " + ", ".join(files))
-        if saturated and index.saturated is not None:
+        if saturated and index.saturated is not None and index.unindexed:
+            parts.append(
+                f"text of a session that read private data at {index.saturated.name()} before the guard's "
+                "fingerprints changed (state store schema v5: the guard can no longer tell what is private)"
+            )
+        elif saturated and index.saturated is not None:
             parts.append(
                 f"text of a session whose private reads passed policy.flows.max_index_chars ({self._cap}) "
                 f"at {index.saturated.name()} (the guard can no longer tell what is private)"

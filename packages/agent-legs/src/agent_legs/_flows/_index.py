@@ -1,8 +1,9 @@
 """One session's index of what it read: fingerprints per reading call, in memory and in the store.
 
-The store (``flow_index``, schema version 3) holds one row per reading call (none for a text whose
-exact fingerprint set the session's index holds already: ``SessionIndex.holds``): its label (``private``,
-``untrusted``, ``saturated``) and, for private text, the sorted set of
+The store (``flow_index``, schema versions 3 and 5: ``_state._flowindex``) holds one row per reading call
+(none for a text whose exact fingerprint set the session's index holds already: ``SessionIndex.holds``):
+its label (``private``, ``untrusted``, ``saturated``, or ``unindexed``: a private read whose fingerprints
+were made by the function before schema v5, judged like ``saturated``) and, for private text, the sorted set of
 its window fingerprints (8 bytes each, base64). Every worker of a deployment sees the same rows; a
 worker keeps a cache per session (the last ``_CACHED_SESSIONS`` sessions it checked) and reads only
 the rows added since (``id > last``) before each check, so a read on another worker counts at once.
@@ -78,6 +79,7 @@ class SessionIndex:
     private: list[Entry] = field(default_factory=list)
     untrusted: list[Entry] = field(default_factory=list)
     saturated: Entry | None = None
+    unindexed: bool = False  # ``saturated`` is a private read the store kept no usable fingerprints of
     total: int = 0
     _merged: array[int] = field(default_factory=lambda: array("Q"))
     _pending: list[array[int]] = field(default_factory=list)
@@ -97,8 +99,10 @@ class SessionIndex:
             self.total += n
         elif label == "untrusted":
             self.untrusted.append(Entry(call_id, action, array("Q")))
-        elif label == "saturated" and self.saturated is None:
+        elif label in ("saturated", "unindexed") and self.saturated is None:
+            # unindexed: a private row of the fingerprints before schema v5 (_state._flowindex); judged alike
             self.saturated = Entry(call_id, action, array("Q"))
+            self.unindexed = label == "unindexed"
 
     def holds(self, digest: bytes) -> bool:
         """Whether a private row with exactly these fingerprints (``row_digest`` of their ``encode_fps``) is

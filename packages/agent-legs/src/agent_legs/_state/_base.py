@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .._errors import ActionError, AgentLegsError
-from ._flowindex import FlowIndexMixin, schema_v3
+from ._flowindex import FlowIndexMixin, schema_v3, schema_v5
 from ._rules import ApprovalRulesMixin, schema_v4
 
 __all__ = [
@@ -115,7 +115,7 @@ class Tx(Protocol):
     async def run(self, sql: str, params: Sequence[Any] = ()) -> int: ...
 
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _APPROVAL_COLUMNS = (
     "id, action, tool_name, arguments, session, reason, call_id, created, expires, state, decided, decided_by, message, detail"
@@ -181,12 +181,14 @@ class StateStore(FlowIndexMixin, ApprovalRulesMixin, abc.ABC):
     # -- schema ----------------------------------------------------------------------------------
     def _migrations(self) -> dict[int, list[str]]:
         # v2: an approval decision's detail (an edit's arguments, "remember"), as JSON; v3: the flow index;
-        # v4: standing approval rules and the decided-call ledger (_rules)
+        # v4: standing approval rules and the decided-call ledger (_rules); v5: the flow index's new
+        # fingerprints (_flowindex: the old private rows become 'unindexed', fail closed)
         return {
             1: _schema_v1(self.REAL, self.SERIAL),
             2: ["ALTER TABLE approvals ADD COLUMN detail TEXT"],
             3: schema_v3(self.REAL, self.SERIAL),
             4: schema_v4(self.REAL, self.SERIAL),
+            5: schema_v5(),
         }
 
     async def _ensure_schema(self) -> None:
