@@ -256,16 +256,8 @@ class FlowGuard:
             return  # too short once normalised: no window, nothing to carry
         if self._held(session, digest):  # a text read again: no round trip to the store
             return
-        try:
-            index = await self._index(session)
-            with index.lock:
-                known = index.saturated is not None or index.holds(digest)
-            if known:  # saturated, or this very text's row is in the store already: nothing to add
-                return
-            if index.total + n > self._cap:
-                await self._add(session, call_id, action, "saturated")
-            else:
-                await self._add(session, call_id, action, "private", encoded, n)
+        try:  # one hop to the store's loop for the session's rows and the new one
+            await self._runtime.on_loop(self._index_then_add(session, call_id, action, encoded, n, digest))
         except ActionError as exc:
             if exc.type != "unavailable":
                 raise
@@ -278,6 +270,19 @@ class FlowGuard:
             while len(self._local) > _SESSIONS:  # forgotten here: blind instead (fail closed)
                 old, entries = self._local.popitem(last=False)
                 self._mark_blind(old, entries[0])
+
+    async def _index_then_add(self, session: str, call_id: str | None, action: str, encoded: str, n: int, digest: bytes) -> None:
+        """On the runtime loop: the session's rows brought up to date, then this read's row unless it adds
+        nothing (saturated, or a row with exactly these fingerprints is in the store already)."""
+        index = await self._index(session)
+        with index.lock:
+            known = index.saturated is not None or index.holds(digest)
+        if known:
+            return
+        if index.total + n > self._cap:
+            await self._add(session, call_id, action, "saturated")
+        else:
+            await self._add(session, call_id, action, "private", encoded, n)
 
     async def _fingerprints(self, text: str, key: bytes) -> tuple[str, int, bytes]:
         """``text``'s fingerprints, encoded for the store, how many, and the row's digest (``row_digest``);
