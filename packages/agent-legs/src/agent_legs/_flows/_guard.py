@@ -102,7 +102,7 @@ class FlowGuard:
         self._labels_since = 0.0
         self._labels_lock = threading.Lock()  # record runs on the callers' loops (inline actions), in threads
         # the fingerprints of texts read lately (a pure function of the text and the key): a text read again
-        # (an agent re-reading a file) is not fingerprinted again; digest of the text -> (encoded, count)
+        # (an agent re-reading a file) is not fingerprinted again; digest of the text -> (encoded, count, row digest)
         self._memo: OrderedDict[bytes, tuple[str, int, bytes]] = OrderedDict()
         self._memo_lock = threading.Lock()
 
@@ -146,9 +146,9 @@ class FlowGuard:
 
     def _held(self, session: str, digest: bytes) -> bool:
         """Whether this worker's index of ``session`` knows, without asking the store, that a read of the text
-        whose fingerprint set has the row digest ``digest`` adds nothing: the session is saturated or a row with exactly these
-        fingerprints is in the store. Only while the store's drop generation of the session is the one read
-        before the index's rows were (no drop of them began since: ``_state._flowgen``); else ``False``."""
+        whose fingerprints' row digest is ``digest`` adds nothing: the session is saturated, or a row with
+        exactly these fingerprints is in the store. Only while the store's drop generation of the session is
+        the one read before the index's rows were (no drop of them began since: ``_state._flowgen``)."""
         index = self._cache.peek(session)
         if index is None:
             return False
