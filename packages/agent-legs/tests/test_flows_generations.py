@@ -139,3 +139,20 @@ def test_generations_are_shared_by_processes_and_a_drop_under_way_reads_as_unkno
     one.close()
     two.close()
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_generations_file_deleted_and_made_anew_never_vouches_for_the_old_one(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3-flowgen"
+    one = FlowGenerations(path)
+    before = one.read("s")
+    path.unlink()  # an operator removes it while a worker runs; another worker makes it anew
+    two = FlowGenerations(path)
+    assert two.read("s") is not None
+    now = one.read("s")  # the first worker maps the new file: its words start at 0 too, its id differs
+    assert now is not None and now != before and now == two.read("s")
+    two.begin("s")  # a drop through the new file is seen by the first worker
+    assert one.read("s") is None
+    two.end("s")
+    assert one.read("s") not in (None, now)
+    one.close()
+    two.close()
