@@ -29,6 +29,7 @@ characters, covert channels (timing, which URL of a set is fetched), data leavin
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import logging
 import threading
@@ -39,8 +40,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ActionError
-from ._encodings import WINDOW, fingerprints, normalize, views
-from ._index import Entry, SessionCache, SessionIndex, contains, decode_fps, encode_fps
+from ._encodings import WINDOW, fingerprints, normalize, sorted_fingerprints, views
+from ._index import Entry, SessionCache, SessionIndex, contains, decode_fps, row_digest
 from ._sinks import Sink, Trust, destinations, extract
 from ._sources import WRITES, is_private, is_untrusted, result_texts
 
@@ -101,8 +102,8 @@ class FlowGuard:
         self._labels_since = 0.0
         self._labels_lock = threading.Lock()  # record runs on the callers' loops (inline actions), in threads
         # the fingerprints of texts read lately (a pure function of the text and the key): a text read again
-        # (an agent re-reading a file) is not fingerprinted again; digest of the text -> (encoded, count)
-        self._memo: OrderedDict[bytes, tuple[str, int]] = OrderedDict()
+        # (an agent re-reading a file) is not fingerprinted again; digest of the text -> (encoded, count, row digest)
+        self._memo: OrderedDict[bytes, tuple[str, int, bytes]] = OrderedDict()
         self._memo_lock = threading.Lock()
 
     # -- which calls the guard looks at --------------------------------------------------------
@@ -130,6 +131,7 @@ class FlowGuard:
     async def _index(self, session: str) -> SessionIndex:
         index = self._cache.get(session)
         labels = self._take_labels()  # written first, in the same hop: the rows read include them
+        generation = self._runtime.state.flow_generation(session)  # before the rows it vouches for
         first, rows = await self._runtime.on_loop(self._labels_then_entries(labels, session, index.last_id))
         if index.first_id and first != index.first_id:  # its rows were dropped since (closed on some worker)
             self._cache.drop(session)
@@ -139,7 +141,21 @@ class FlowGuard:
             for row in rows:
                 if row[0] > index.last_id:
                     index.add(row)
+            index.generation = generation
         return index
+
+    def _held(self, session: str, digest: bytes) -> bool:
+        """Whether this worker's index of ``session`` knows, without asking the store, that a read of the text
+        whose fingerprints' row digest is ``digest`` adds nothing: the session is saturated, or a row with
+        exactly these fingerprints is in the store. Only while the store's drop generation of the session is
+        the one read before the index's rows were (no drop of them began since: ``_state._flowgen``)."""
+        index = self._cache.peek(session)
+        if index is None:
+            return False
+        with index.lock:
+            if index.generation is None or index.generation != self._runtime.state.flow_generation(session):
+                return False
+            return index.saturated is not None or index.holds(digest)
 
     async def _add(self, session: str, call_id: str | None, action: str, label: str, fps: str = "", n: int = 0) -> None:
         await self._runtime.on_loop(self._runtime.state.add_flow_entry(session, call_id, action, label, fps, n))
@@ -230,26 +246,23 @@ class FlowGuard:
         """Index private ``text``. With the store unreachable the read is not withheld: its fingerprints
         stay in this worker's memory (``_local``), or, without the key to make them, the session turns
         *blind* here (every later untrusted sink of it is asked or refused)."""
-        if len(normalize(text)) < WINDOW:
-            return  # too short to carry a fragment
+        if len(text) < WINDOW:
+            return  # too short to carry a fragment (normalising never lengthens a text)
         try:
             key = await self._fingerprint_key()
         except ActionError as exc:
             if exc.type != "unavailable":
                 raise
-            self._mark_blind(session, Entry(call_id, action, array("Q")))
+            if len(normalize(text)) >= WINDOW:
+                self._mark_blind(session, Entry(call_id, action, array("Q")))
             return
-        encoded, n = await self._fingerprints(text, key)
-        try:
-            index = await self._index(session)
-            with index.lock:
-                known = index.saturated is not None or index.holds(encoded)
-            if known:  # saturated, or this very text's row is in the store already: nothing to add
-                return
-            if index.total + n > self._cap:
-                await self._add(session, call_id, action, "saturated")
-            else:
-                await self._add(session, call_id, action, "private", encoded, n)
+        encoded, n, digest = await self._fingerprints(text, key)
+        if n == 0:
+            return  # too short once normalised: no window, nothing to carry
+        if self._held(session, digest):  # a text read again: no round trip to the store
+            return
+        try:  # one hop to the store's loop for the session's rows and the new one
+            await self._runtime.on_loop(self._index_then_add(session, call_id, action, encoded, n, digest))
         except ActionError as exc:
             if exc.type != "unavailable":
                 raise
@@ -263,17 +276,31 @@ class FlowGuard:
                 old, entries = self._local.popitem(last=False)
                 self._mark_blind(old, entries[0])
 
-    async def _fingerprints(self, text: str, key: bytes) -> tuple[str, int]:
-        """``text``'s fingerprints, encoded for the store, and how many; computed in a thread (about a
-        microsecond per character), or taken from the memo of texts read lately (``_MEMO``)."""
+    async def _index_then_add(self, session: str, call_id: str | None, action: str, encoded: str, n: int, digest: bytes) -> None:
+        """On the runtime loop: the session's rows brought up to date, then this read's row unless it adds
+        nothing (saturated, or a row with exactly these fingerprints is in the store already)."""
+        index = await self._index(session)
+        with index.lock:
+            known = index.saturated is not None or index.holds(digest)
+        if known:
+            return
+        if index.total + n > self._cap:
+            await self._add(session, call_id, action, "saturated")
+        else:
+            await self._add(session, call_id, action, "private", encoded, n)
+
+    async def _fingerprints(self, text: str, key: bytes) -> tuple[str, int, bytes]:
+        """``text``'s fingerprints, encoded for the store, how many, and the row's digest (``row_digest``);
+        computed in a thread, or taken from the memo of texts read lately (``_MEMO``)."""
         digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16, key=key[:64]).digest()
         with self._memo_lock:
             hit = self._memo.get(digest)
             if hit is not None:
                 self._memo.move_to_end(digest)
                 return hit
-        fps = await asyncio.to_thread(fingerprints, [text], key)
-        made = (encode_fps(fps), len(fps))
+        fps = await asyncio.to_thread(sorted_fingerprints, text, key)
+        encoded = base64.b64encode(fps).decode("ascii")  # encode_fps's form: sorted little-endian words
+        made = (encoded, len(fps) // 8, row_digest(encoded))
         if len(text) <= _MEMO_CHARS:
             with self._memo_lock:
                 self._memo[digest] = made
@@ -342,7 +369,12 @@ class FlowGuard:
             )
         if files:
             parts.append("private " + ", ".join(files))
-        if saturated and index.saturated is not None:
+        if saturated and index.saturated is not None and index.unindexed:
+            parts.append(
+                f"text of a session that read private data at {index.saturated.name()} before the guard's "
+                "fingerprints changed (state store schema v5: the guard can no longer tell what is private)"
+            )
+        elif saturated and index.saturated is not None:
             parts.append(
                 f"text of a session whose private reads passed policy.flows.max_index_chars ({self._cap}) "
                 f"at {index.saturated.name()} (the guard can no longer tell what is private)"

@@ -1,8 +1,9 @@
 """One session's index of what it read: fingerprints per reading call, in memory and in the store.
 
-The store (``flow_index``, schema version 3) holds one row per reading call (none for a text whose
-exact fingerprint set the session's index holds already: ``SessionIndex.holds``): its label (``private``,
-``untrusted``, ``saturated``) and, for private text, the sorted set of
+The store (``flow_index``, schema versions 3 and 5: ``_state._flowindex``) holds one row per reading call
+(none for a text whose exact fingerprint set the session's index holds already: ``SessionIndex.holds``):
+its label (``private``, ``untrusted``, ``saturated``, or ``unindexed``: a private read whose fingerprints
+were made by the function before schema v5, judged like ``saturated``) and, for private text, the sorted set of
 its window fingerprints (8 bytes each, base64). Every worker of a deployment sees the same rows; a
 worker keeps a cache per session (the last ``_CACHED_SESSIONS`` sessions it checked) and reads only
 the rows added since (``id > last``) before each check, so a read on another worker counts at once.
@@ -72,9 +73,13 @@ class Entry:
 class SessionIndex:
     last_id: int = 0
     first_id: int = 0  # the store's oldest row of the session when read: another one means it was dropped since
+    # the store's drop generation of the session (StateStore.flow_generation) read before the rows were last
+    # read; None: unknown. The same value now means every row read is still in the store (no round trip)
+    generation: int | None = None
     private: list[Entry] = field(default_factory=list)
     untrusted: list[Entry] = field(default_factory=list)
     saturated: Entry | None = None
+    unindexed: bool = False  # ``saturated`` is a private read the store kept no usable fingerprints of
     total: int = 0
     _merged: array[int] = field(default_factory=lambda: array("Q"))
     _pending: list[array[int]] = field(default_factory=list)
@@ -94,13 +99,15 @@ class SessionIndex:
             self.total += n
         elif label == "untrusted":
             self.untrusted.append(Entry(call_id, action, array("Q")))
-        elif label == "saturated" and self.saturated is None:
+        elif label in ("saturated", "unindexed") and self.saturated is None:
+            # unindexed: a private row of the fingerprints before schema v5 (_state._flowindex); judged alike
             self.saturated = Entry(call_id, action, array("Q"))
+            self.unindexed = label == "unindexed"
 
-    def holds(self, encoded: str) -> bool:
-        """Whether a private row with exactly these fingerprints (``encode_fps``) is indexed already: a
-        read of text the session read before adds nothing the guard does not know."""
-        return row_digest(encoded) in self._rows
+    def holds(self, digest: bytes) -> bool:
+        """Whether a private row with exactly these fingerprints (``row_digest`` of their ``encode_fps``) is
+        indexed already: a read of text the session read before adds nothing the guard does not know."""
+        return digest in self._rows
 
     def lookup(self, fps: set[int]) -> list[Entry]:
         """The reading calls that share a fingerprint with ``fps``."""
@@ -133,6 +140,11 @@ class SessionCache:
             while len(self._items) > self._size:
                 self._items.popitem(last=False)
             return index
+
+    def peek(self, session: str) -> SessionIndex | None:
+        """The index of ``session`` if this worker holds one (nothing is made or reordered)."""
+        with self._lock:
+            return self._items.get(session)
 
     def drop(self, session: str) -> None:
         with self._lock:

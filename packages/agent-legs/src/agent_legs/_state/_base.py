@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .._errors import ActionError, AgentLegsError
+from ._flowindex import FlowIndexMixin, schema_v3, schema_v5
 from ._rules import ApprovalRulesMixin, schema_v4
 
 __all__ = [
@@ -114,7 +115,7 @@ class Tx(Protocol):
     async def run(self, sql: str, params: Sequence[Any] = ()) -> int: ...
 
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _APPROVAL_COLUMNS = (
     "id, action, tool_name, arguments, session, reason, call_id, created, expires, state, decided, decided_by, message, detail"
@@ -149,20 +150,7 @@ def _schema_v1(real: str, serial: str) -> list[str]:
     ]
 
 
-def _schema_v3(real: str, serial: str) -> list[str]:
-    """The exfiltration guard's index (``agent_legs._flows``): per session and reading call, the keyed
-    fingerprints of what it read (never the text), and the deployment's fingerprint key."""
-    return [
-        (
-            f"CREATE TABLE IF NOT EXISTS flow_index (id {serial}, session TEXT NOT NULL, call_id TEXT, action TEXT NOT NULL, "
-            f"label TEXT NOT NULL, fps TEXT NOT NULL, n BIGINT NOT NULL, created {real} NOT NULL)"
-        ),
-        "CREATE INDEX IF NOT EXISTS flow_index_session ON flow_index (session, id)",
-        "CREATE TABLE IF NOT EXISTS flow_key (id INTEGER PRIMARY KEY, k TEXT NOT NULL)",
-    ]
-
-
-class StateStore(ApprovalRulesMixin, abc.ABC):
+class StateStore(FlowIndexMixin, ApprovalRulesMixin, abc.ABC):
     """One deployment's shared state. Bound to the event loop that first uses it."""
 
     #: ``" FOR UPDATE"`` where the backend locks rows (PostgreSQL); SQLite's transactions lock the database.
@@ -193,12 +181,14 @@ class StateStore(ApprovalRulesMixin, abc.ABC):
     # -- schema ----------------------------------------------------------------------------------
     def _migrations(self) -> dict[int, list[str]]:
         # v2: an approval decision's detail (an edit's arguments, "remember"), as JSON; v3: the flow index;
-        # v4: standing approval rules and the decided-call ledger (_rules)
+        # v4: standing approval rules and the decided-call ledger (_rules); v5: the flow index's new
+        # fingerprints (_flowindex: the old private rows become 'unindexed', fail closed)
         return {
             1: _schema_v1(self.REAL, self.SERIAL),
             2: ["ALTER TABLE approvals ADD COLUMN detail TEXT"],
-            3: _schema_v3(self.REAL, self.SERIAL),
+            3: schema_v3(self.REAL, self.SERIAL),
             4: schema_v4(self.REAL, self.SERIAL),
+            5: schema_v5(),
         }
 
     async def _ensure_schema(self) -> None:
@@ -456,43 +446,6 @@ class StateStore(ApprovalRulesMixin, abc.ABC):
     async def drop_labels(self, session: str) -> int:
         async with self._tx() as tx:
             return await tx.run("DELETE FROM session_labels WHERE session=?", (session,))
-
-    # -- the exfiltration guard's index (agent_legs._flows) ----------------------------------------
-    async def flow_key(self) -> str:
-        """The deployment's fingerprint key (hex), created once by whichever worker asks first."""
-        async with self._tx(durable=True) as tx:
-            await tx.run("INSERT INTO flow_key (id, k) VALUES (1, ?) ON CONFLICT (id) DO NOTHING", (secrets.token_hex(16),))
-            row = await tx.one("SELECT k FROM flow_key WHERE id=1")
-        assert row is not None
-        return str(row[0])
-
-    async def add_flow_entry(self, session: str, call_id: str | None, action: str, label: str, fps: str, n: int) -> None:
-        """Record what one call of ``session`` read: ``label`` and its fingerprints (``fps``, encoded)."""
-        await self.add_flow_entries([(session, call_id, action, label, fps, n)])
-
-    async def add_flow_entries(self, rows: Sequence[tuple[str, str | None, str, str, str, int]]) -> None:
-        """``(session, call_id, action, label, fps, n)`` rows in one transaction (a batch: one commit). Durable but
-        for ``untrusted`` labels (deciding nothing): a private row lost to a crash is a read the guard forgot."""
-        sql = "INSERT INTO flow_index (session, call_id, action, label, fps, n, created) VALUES (?, ?, ?, ?, ?, ?, ?)"
-        now = time.time()
-        async with self._tx(durable=any(row[3] != "untrusted" for row in rows)) as tx:
-            for row in rows:
-                await tx.run(sql, (*row, now))
-
-    async def flow_entries(self, session: str, after: int = 0) -> tuple[int, list[tuple[int, str | None, str, str, str, int]]]:
-        """The id of ``session``'s oldest entry (0: none; a reader that saw another knows its rows were dropped
-        since) and ``(id, call_id, action, label, fps, n)`` of its entries with an id above ``after``."""
-        async with self._tx() as tx:
-            first = await tx.one("SELECT MIN(id) FROM flow_index WHERE session=?", (session,))
-            rows = await tx.all(
-                "SELECT id, call_id, action, label, fps, n FROM flow_index WHERE session=? AND id>? ORDER BY id",
-                (session, after),
-            )
-        return int(first[0] or 0) if first else 0, [(int(r[0]), r[1], r[2], r[3], r[4], int(r[5])) for r in rows]
-
-    async def drop_flow_entries(self, session: str) -> int:
-        async with self._tx() as tx:
-            return await tx.run("DELETE FROM flow_index WHERE session=?", (session,))
 
     # -- the session registry --------------------------------------------------------------------
     async def register_session(

@@ -5,7 +5,8 @@ the machine, so check-and-update sequences are atomic. Statements run on the cal
 local SQLite transaction takes microseconds to milliseconds, as the budgets always did); the shared
 SQL awaits them without ever suspending, so the thread lock is never held across a real await.
 Durable writes (a send claim, an approval) are fsync'd (``synchronous=FULL``); the rest use
-``NORMAL`` (WAL: a power loss may drop the last commits, never corrupt).
+``NORMAL`` (WAL: a power loss may drop the last commits, never corrupt). Beside the database,
+``state.sqlite3-flowgen`` holds the exfiltration guard's drop generations (``_flowgen``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ._base import StateStore, StoreUnavailable, Tx
+from ._flowgen import FlowGenerations
 
 __all__ = ["SqliteStore"]
 
@@ -46,6 +48,17 @@ class SqliteStore(StateStore):
         self.name = f"SQLite at {path}"
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
+        # the exfiltration guard's drop generations, shared by every process of this file (_flowgen)
+        self._generations = FlowGenerations(path.with_name(path.name + "-flowgen"))
+
+    def flow_generation(self, session: str) -> int | None:
+        return self._generations.read(session)
+
+    def _flow_drop(self, session: str, begin: bool) -> None:
+        if begin:
+            self._generations.begin(session)
+        else:
+            self._generations.end(session)
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
@@ -120,6 +133,7 @@ class SqliteStore(StateStore):
                 with contextlib.suppress(sqlite3.Error):
                     self._db.close()
                 self._db = None
+        self._generations.close()
 
 
 def _read(path: Path, sql: str) -> list[tuple[Any, ...]]:
