@@ -310,3 +310,50 @@ def test_log_times_are_isoformat_milliseconds_utc_and_move_with_the_clock() -> N
         seen.add(text)
         time.sleep(0.0005)
     assert len(seen) > 50  # it moves with the clock, not stuck on a cached value
+
+
+# -- the result, made without validating values already of the model's types --------------------------
+
+results = ActionRegistry()
+_returned: dict[str, dict] = {}
+
+
+class _NoArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@action("r.plain", description="Output of exactly the model's types.", registry=results)
+async def plain_result(ctx: ActionContext, args: _NoArgs) -> ActionOutput:
+    from agent_legs import Artifact
+
+    data = _returned["plain"] = {"a": [1, {"b": 2}], "s": "x"}
+    return ActionOutput(output="done", data=data, artifacts=[Artifact(path="f.png", mime_type="image/png", size=3)])
+
+
+@action("r.loose", description="An artifact given as a dict.", registry=results)
+async def loose_result(ctx: ActionContext, args: _NoArgs) -> ActionOutput:
+    return ActionOutput(output="done", artifacts=[{"path": "f.png", "mime_type": "image/png", "size": 3}])  # type: ignore[list-item]
+
+
+@action("r.badkey", description="Data with a key that is not text.", registry=results)
+async def badkey_result(ctx: ActionContext, args: _NoArgs) -> ActionOutput:
+    return ActionOutput(output="done", data={1: "x"})  # type: ignore[dict-item]
+
+
+def test_a_result_made_directly_is_the_validated_result_and_odd_outputs_are_still_checked(dirs) -> None:
+    from agent_legs import ActionResult, Artifact
+
+    ws, st = dirs
+    with Legs(workspace=ws, state_dir=st, policy={"allow": ["r.*"]}, registry=results) as legs:
+        r = legs.run("r.plain", {})
+        loose = legs.run("r.loose", {})
+        bad = legs.run("r.badkey", {})
+    fields = r.model_dump(exclude={"error"})  # what success() passes the model (error left unset)
+    validated = ActionResult(**fields)
+    assert r.ok and r == validated and r.model_fields_set == validated.model_fields_set
+    assert r.model_dump_json() == validated.model_dump_json() and repr(r) == repr(validated)
+    assert r.data == _returned["plain"] and r.data is not _returned["plain"]  # a copy, as validation makes
+    assert r.trace_id and r.span_id and r.duration_ms >= 0
+    assert loose.ok and isinstance(loose.artifacts[0], Artifact) and loose.artifacts[0].path == "f.png"  # converted
+    assert not bad.ok and bad.error is not None and bad.error.type == "failed"  # refused, as before
+    assert "internal error" in bad.error.message
