@@ -262,6 +262,31 @@ def test_a_span_nobody_records_carries_the_ids_the_sdk_would_give() -> None:
     assert recording.silent_span(None) is None  # a provider that records makes its spans itself
 
 
+def test_a_span_context_made_directly_is_the_one_the_api_makes() -> None:
+    import random
+
+    from opentelemetry.trace.span import TraceState
+
+    from agent_legs._telemetry import _spans
+
+    assert _spans._span_context is _spans._made_directly  # this API version's layout was recognised
+    rng = random.Random(7)  # test data
+    states = (None, TraceState([("k", "v")]))
+    for _ in range(200):
+        args = (rng.getrandbits(128), rng.getrandbits(64), rng.choice((0, _spans._RANDOM_TRACE_ID)), rng.choice(states))
+        made, ref = _spans._made_directly(*args), _spans._made_by_the_api(*args)
+        assert made == ref and type(made) is type(ref)
+        assert (made.trace_id, made.span_id, made.is_remote, made.trace_flags, made.trace_state, made.is_valid) == (
+            ref.trace_id,
+            ref.span_id,
+            ref.is_remote,
+            ref.trace_flags,
+            ref.trace_state,
+            ref.is_valid,
+        )
+    assert not _spans._made_directly(0, 5, 0, None).is_valid and not _spans._made_directly(5, 0, 0, None).is_valid
+
+
 def test_record_ids_stay_unique_when_the_application_seeds_random_and_across_a_fork(tmp_path) -> None:
     """Record ids come from a generator of their own (no ``getrandom(2)`` per call): an application that
     seeds the ``random`` module with a constant, in two processes, and a forked child, still get ids no
