@@ -119,14 +119,17 @@ def not_unicode(value: Any, where: str = "") -> str | None:
     Such text would fail deep inside an action (a file write, an SMTP message, a span export) after
     side effects may have begun; refused up front, it changes nothing.
     """
-    if isinstance(value, str):
+    items: Any
+    if type(value) is dict:  # the common case (every call's arguments), without the ABC check below
+        items = value.items()
+    elif isinstance(value, str):
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
             return where
         return None
-    if isinstance(value, Mapping):
-        items: Any = value.items()
+    elif isinstance(value, Mapping):
+        items = value.items()
     elif isinstance(value, list | tuple):
         items = enumerate(value)
     else:
