@@ -141,6 +141,45 @@ def test_close_while_the_sandbox_is_still_prestarting_leaves_nothing(open_legs) 
     assert _reaper.drain() == []  # and no_leftover_containers: none of this process's is left
 
 
+def test_close_while_the_first_container_is_still_being_created_leaves_nothing(open_legs, monkeypatch) -> None:
+    """Seen once in a full run: the service closed while its pool waited for the container asked for at
+    Legs(); the wait was cancelled, the container was made after the close's sweep by label, and nobody
+    removed it (it stayed until the process's exit). A slow engine makes that order certain here."""
+    import threading
+    import time
+
+    from agent_legs.actions.code import _early, _reaper
+    from agent_legs.actions.code._service import CodeService
+
+    real_exchange = _early.exchange
+    adopting, closed = threading.Event(), threading.Event()
+
+    def slow_create(path, method, url, *args, **kwargs):
+        if url == "/containers/create":
+            closed.wait(30)  # made only after the service closed and swept its label
+        return real_exchange(path, method, url, *args, **kwargs)
+
+    real_wait = _early.EarlyStart.wait
+
+    def wait(self):
+        adopting.set()
+        return real_wait(self)
+
+    monkeypatch.setattr(_early, "exchange", slow_create)
+    monkeypatch.setattr(_early.EarlyStart, "wait", wait)
+    before = set(_reaper.owned())
+    legs = open_legs(policy={"allow": ["code.*"]}, settings={"code": {"pool_size": 1}})
+    assert legs._early is not None  # this setup asks for the first container early
+    assert adopting.wait(60)
+    svc = legs._runtime.submit(legs._runtime.service(CodeService)).result(60)
+    assert svc is not None
+    legs.close()  # the pool's wait is cancelled: the container is still being created
+    time.sleep(1.0)  # the close's sweep by label is done by now
+    closed.set()
+    assert _reaper.drain() == []
+    assert [c for c in _reaper.owned() if c not in before] == []  # and no_leftover_containers: none on the engine
+
+
 def test_a_first_call_takes_the_kernel_the_pool_is_starting(open_legs) -> None:
     """A new service fills its pool; the first call waits for the container the pool is starting
     rather than starting a second one beside it (two containers starting at once on a small machine

@@ -109,6 +109,7 @@ class GuardedExporter(SpanExporter):
         self.warned = False
         self.failing = False  # the last attempt failed (set as soon as a retry starts)
         self._abandoned = False
+        self._inner_shut = False
         self._lock = threading.Lock()
 
     def warn_once(self, message: str, *args: Any) -> None:
@@ -159,11 +160,19 @@ class GuardedExporter(SpanExporter):
         """Give up: later batches fail at once, and the exporter's retry back-off is interrupted."""
         self._abandoned = True
         with contextlib.suppress(Exception):
-            self.inner.shutdown()
+            self._shut_inner()
 
     def shutdown(self) -> None:
-        if not self._abandoned:
-            self.inner.shutdown()
+        self._shut_inner()
+
+    def _shut_inner(self) -> None:
+        """The wrapped exporter shut down once: ``abandon`` (the closing thread) and the batch processor's
+        ``shutdown`` may both get here, and a second call logs "already shutdown" on the application's log."""
+        with self._lock:
+            if self._inner_shut:
+                return
+            self._inner_shut = True
+        self.inner.shutdown()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self.inner.force_flush(timeout_millis)

@@ -328,7 +328,11 @@ async def adopt(svc: CodeService, early: EarlyStart, host: Host) -> Kernel:
     with svc._inflight:
         svc._creations += 1
     try:
-        started = await blocking(early.wait)
+        try:
+            started = await blocking(early.wait)
+        except BaseException:  # cancelled while the engine starts it (the service closed): removed once started
+            _reaper.submit(lambda: early.discard(sources=False))  # (the masks' sources are the service's)
+            raise
         if started is None:
             return await svc._create_bounded(None, host)
         raw, sock, head = started
