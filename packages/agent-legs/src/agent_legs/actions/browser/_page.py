@@ -191,11 +191,11 @@ def _known_digest(s: BrowserSession, fmt: str, selector: str | None) -> str | No
     return str(last.info["digest"])
 
 
-async def _evaluate_read(s: BrowserSession, fmt: str, selector: str | None) -> tuple[Any, bool]:
+async def _evaluate_read(s: BrowserSession, fmt: str, selector: str | None, reuse: bool = True) -> tuple[Any, bool]:
     """One round trip of ``_READ_JS``; ``True`` when the page's document is unchanged since the last read, whose
     result is then returned again (the page recomputed all of it and its digest matched: the body is not sent)."""
     page, commits = s.page, s.commits
-    info = await page.evaluate(_READ_JS, [selector, fmt, _known_digest(s, fmt, selector)])
+    info = await page.evaluate(_READ_JS, [selector, fmt, _known_digest(s, fmt, selector) if reuse else None])
     if not (isinstance(info, dict) and "same" in info):
         if isinstance(info, dict) and "digest" in info:
             s.last_read = LastRead(page, commits, fmt, selector, info)
@@ -203,10 +203,18 @@ async def _evaluate_read(s: BrowserSession, fmt: str, selector: str | None) -> t
     last = s.last_read
     # Still the same tab and no navigation committed since the digest was sent (the browser reports a commit
     # before anything runs in the new document, so a "same" from another document would show here as a change).
-    if last is not None and last.page is page and last.commits == commits == s.commits and last.info["digest"] == info["same"]:
+    if (
+        reuse
+        and last is not None
+        and last.page is page
+        and last.commits == commits == s.commits
+        and last.info["digest"] == info["same"]
+    ):
         return last.info, True
-    s.last_read = None  # a navigation came in between: read the document now shown, whole
-    return await _evaluate_read(s, fmt, selector)
+    s.last_read = None
+    if not reuse:  # (a digest it was not given: only a page that rewrote the read could answer so)
+        raise ActionError("failed", "the page answered the read with a digest it was not asked about")
+    return await _evaluate_read(s, fmt, selector, reuse=False)  # a navigation came in between: read it whole
 
 
 async def _read(s: BrowserSession, fmt: str, selector: str | None) -> tuple[str, dict[str, Any], bool]:
