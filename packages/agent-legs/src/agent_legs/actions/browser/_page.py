@@ -9,10 +9,10 @@ Invariants:
   again (nor converted again). "Unchanged" is known soundly: the same tab, no main-frame navigation
   committed since (``BrowserSession.commits``, counted from the browser's events, which arrive before
   anything runs in a new document), the same format and selector, and the page, having recomputed
-  everything the read returns (HTML, title, URL, each field's value and visibility), found its digest equal
-  to the last one's. So a value a script set as a property, a style rule that hides a field or a
-  ``pushState`` is read like any DOM change; the action span says which reads were reused
-  (``agent_legs.browser.read_reused``).
+  everything the read returns (HTML, title, URL, each field's value and visibility), found it equal to the
+  copy of the last read it keeps (strings compared, under a key per read). So a value a script set as a
+  property, a style rule that hides a field or a ``pushState`` is read like any DOM change; the action
+  span says which reads were reused (``agent_legs.browser.read_reused``).
 * A read the page interrupts by navigating (a script, a refresh) is done again on the page it arrives
   at (``agent_legs._retry.retrying``, within the call's deadline); a page that a script takes to a
   blocked URL is left and the event noted (``read_landed``); one that keeps doing so is cleared to
@@ -26,14 +26,16 @@ Invariants:
 Threat model: page content is untrusted text handed to the model (prompt injection is its problem to
 weigh, not ours to detect); what we guarantee is that it comes from the page the URL names, not from a
 block page, and that nothing the page did on its own is hidden from it.
-The read runs in the page's own world, so a hostile page can make its digest lie (its own built-ins):
-the worst it gets is an earlier read of *its own document* shown again, which it could have shown anyway;
-a reuse across documents or tabs is excluded outside the page's reach (the commit count and the tab).
+The read runs in the page's own world, and the copy is kept there: a hostile page can rewrite it (or its
+own built-ins) to answer "unchanged"; the worst it gets is an earlier read of *its own document* shown
+again, which it could have shown anyway. A reuse across documents or tabs is excluded outside the page's
+reach (the commit count and the tab, checked again when the answer arrives).
 """
 
 from __future__ import annotations
 
 import contextlib
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -55,7 +57,7 @@ _READ_TRIES = 5  # an evaluation whose execution context a navigation destroyed 
 
 # One round trip reads everything the model needs: the HTML to convert (the main element when the page
 # has a substantial one), title, base URL, and the visible form fields with selectors that work.
-_READ_JS = r"""([sel, fmt, known]) => {
+_READ_JS = r"""([sel, fmt, known, key]) => {
   const esc = (s) => CSS.escape(s);
   const unique = (s) => { try { return document.querySelectorAll(s).length === 1; } catch (e) { return false; } };
   const selectorFor = (e) => {
@@ -97,19 +99,14 @@ _READ_JS = r"""([sel, fmt, known]) => {
       'input:not([type=hidden]), textarea, select, button')).filter(visible).slice(0, 60).map(describe);
   const out = {url: location.href, title: document.title, base: document.baseURI, main, fields, links: document.links.length,
                html: scope && fmt !== 'text' ? scope.outerHTML : '', text: scope && fmt === 'text' ? scope.innerText : ''};
-  // A digest of everything this read returns (64 bits of a multiplicative hash, and the length): when it equals
-  // the digest of the last read of this document (``known``), the body is not sent again.
-  const s = JSON.stringify(out);
-  let h1 = 0xdeadbeef, h2 = 0x41c6ce57;
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    h1 = Math.imul(h1 ^ c, 2654435761); h2 = Math.imul(h2 ^ c, 1597334677);
-  }
-  h1 = Math.imul(h1 ^ (h1 >>> 16), 2246822507) ^ Math.imul(h2 ^ (h2 >>> 13), 3266489909);
-  h2 = Math.imul(h2 ^ (h2 >>> 16), 2246822507) ^ Math.imul(h1 ^ (h1 >>> 13), 3266489909);
-  const digest = (h1 >>> 0).toString(36) + '.' + (h2 >>> 0).toString(36) + '.' + s.length;
-  if (digest === known) return {same: digest};
-  out.digest = digest;
+  // The last read of this document is kept in it (``key`` names it): when everything this read returns is
+  // equal to it (strings compared, nothing hashed), the body is not sent again, only ``same``.
+  const rest = JSON.stringify([out.url, out.title, out.base, out.main, out.links, out.fields]);
+  const slot = Symbol.for('agent_legs.last_read'), last = window[slot];
+  if (known !== null && last && last.key === known && last.html === out.html && last.text === out.text && last.rest === rest)
+    return {same: known};
+  window[slot] = {key, html: out.html, text: out.text, rest};
+  out.key = key;
   return out;
 }"""
 
@@ -174,46 +171,43 @@ def _context_destroyed(exc: BaseException) -> bool:
 class LastRead:
     """What the last read of a session's tab returned, and of which document: the tab, and the count of its
     committed main-frame navigations before that read (``BrowserSession.commits``, from the browser's events:
-    the page cannot hold it back)."""
+    the page cannot hold it back); ``key`` names the copy the page keeps of it."""
 
     page: Any
     commits: int
     fmt: str
     selector: str | None
+    key: str
     info: dict[str, Any]
 
 
-def _known_digest(s: BrowserSession, fmt: str, selector: str | None) -> str | None:
-    """The digest of the last read, if it read this same document the same way (no navigation since)."""
+def _known_key(s: BrowserSession, fmt: str, selector: str | None) -> str | None:
+    """The key of the last read, if it read this same document the same way (no navigation since)."""
     last = s.last_read
     if last is None or last.page is not s.page or last.commits != s.commits or (last.fmt, last.selector) != (fmt, selector):
         return None
-    return str(last.info["digest"])
+    return last.key
 
 
 async def _evaluate_read(s: BrowserSession, fmt: str, selector: str | None, reuse: bool = True) -> tuple[Any, bool]:
     """One round trip of ``_READ_JS``; ``True`` when the page's document is unchanged since the last read, whose
-    result is then returned again (the page recomputed all of it and its digest matched: the body is not sent)."""
+    result is then returned again (the page recomputed all of it and found it equal: the body is not sent)."""
     page, commits = s.page, s.commits
-    info = await page.evaluate(_READ_JS, [selector, fmt, _known_digest(s, fmt, selector) if reuse else None])
+    known = _known_key(s, fmt, selector) if reuse else None
+    key = secrets.token_hex(8)
+    info = await page.evaluate(_READ_JS, [selector, fmt, known, key])
     if not (isinstance(info, dict) and "same" in info):
-        if isinstance(info, dict) and "digest" in info:
-            s.last_read = LastRead(page, commits, fmt, selector, info)
+        if isinstance(info, dict) and info.get("key") == key:
+            s.last_read = LastRead(page, commits, fmt, selector, key, info)
         return info, False
     last = s.last_read
-    # Still the same tab and no navigation committed since the digest was sent (the browser reports a commit
+    # Still the same tab and no navigation committed since the read was sent (the browser reports a commit
     # before anything runs in the new document, so a "same" from another document would show here as a change).
-    if (
-        reuse
-        and last is not None
-        and last.page is page
-        and last.commits == commits == s.commits
-        and last.info["digest"] == info["same"]
-    ):
+    if known is not None and last is not None and last.key == known == info["same"] and last.commits == commits == s.commits:
         return last.info, True
     s.last_read = None
-    if not reuse:  # (a digest it was not given: only a page that rewrote the read could answer so)
-        raise ActionError("failed", "the page answered the read with a digest it was not asked about")
+    if not reuse:  # (a "same" it was not asked about: only a page that rewrote the read could answer so)
+        raise ActionError("failed", "the page answered the read with a result it was not asked for")
     return await _evaluate_read(s, fmt, selector, reuse=False)  # a navigation came in between: read it whole
 
 
