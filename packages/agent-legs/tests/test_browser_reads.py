@@ -1,10 +1,11 @@
 """Reading a page again: a read of a document unchanged since the last read reuses that read's result.
 
 The page recomputes everything a read returns (its HTML, title, URL, the form fields with their values and
-visibility) on every read and compares it with the copy of the last read it keeps; only the body's transfer and conversion are saved. These tests pin
-both halves: the reuse happens (the action span's ``agent_legs.browser.read_reused``), and every change a
-script can make without a navigation or a DOM mutation (a field's value set as a property, a style sheet
-rule that hides a field, ``history.pushState``) is read, as is a new document with the same content.
+visibility) on every read and compares it with the copy of the last read it keeps; only the body's transfer
+and conversion are saved. These tests pin both halves: the reuse happens (the action span's
+``agent_legs.browser.read_reused``), and every change a script can make without a navigation or a DOM
+mutation (a field's value set as a property, a style sheet rule that hides a field, ``history.pushState``)
+is read, as is a new document with the same content.
 """
 
 from __future__ import annotations
