@@ -102,10 +102,15 @@ _READ_JS = r"""([sel, fmt, known, key]) => {
   // The last read of this document is kept in it (``key`` names it): when everything this read returns is
   // equal to it (strings compared, nothing hashed), the body is not sent again, only ``same``.
   const rest = JSON.stringify([out.url, out.title, out.base, out.main, out.links, out.fields]);
-  const slot = Symbol.for('agent_legs.last_read'), last = window[slot];
-  if (known !== null && last && last.key === known && last.html === out.html && last.text === out.text && last.rest === rest)
-    return {same: known};
-  window[slot] = {key, html: out.html, text: out.text, rest};
+  const slot = Symbol.for('agent_legs.last_read');
+  let same = false;
+  try {  // (a page that made this throw only loses the reuse)
+    const last = window[slot];
+    same = known !== null && !!last && last.key === known
+      && last.html === out.html && last.text === out.text && last.rest === rest;
+  } catch (e) {}
+  if (same) return {same: known};
+  try { window[slot] = {key, html: out.html, text: out.text, rest}; } catch (e) {}
   out.key = key;
   return out;
 }"""
