@@ -30,6 +30,13 @@ _DYN = """<!doctype html><html><head><meta charset='utf-8'><title>Dyn</title><st
 </body></html>"""
 
 
+# A page that makes the place where the read keeps its copy throw on every access.
+_THROWS = """<!doctype html><html><head><meta charset='utf-8'><title>Throws</title><script>
+Object.defineProperty(window, Symbol.for('agent_legs.last_read'),
+  {get() { throw new Error('no'); }, set(v) { throw new Error('no'); }, configurable: false});
+</script></head><body><h1>Throws</h1><p>Still readable.</p></body></html>"""
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _need_chromium() -> None:
     if not os.path.exists(CHROMIUM):
@@ -39,6 +46,7 @@ def _need_chromium() -> None:
 @pytest.fixture
 def legs(open_legs, website, captured_spans):
     website.site.routes["/dyn"] = lambda h, r: h.send_body(200, _DYN.encode(), "text/html; charset=utf-8")
+    website.site.routes["/throws"] = lambda h, r: h.send_body(200, _THROWS.encode(), "text/html; charset=utf-8")
     return open_legs(policy=website.policy(), tracer_provider=captured_spans.provider)
 
 
@@ -107,4 +115,11 @@ def test_a_new_document_with_the_same_content_is_read_again(legs, website, captu
     legs.run("browser.fill", {"selector": "#name", "value": "Ada"})
     c = legs.run("browser.content", {})
     assert "`#name` — Name (required; value 'Ada')" in c.output
+    assert _reused(captured_spans, "content") == [False]
+
+
+def test_a_page_that_breaks_the_kept_copy_loses_only_the_reuse(legs, website, captured_spans) -> None:
+    r = legs.run("browser.navigate", {"url": website.site.url("/throws")})
+    c = legs.run("browser.content", {})
+    assert r.ok and c.ok and "Still readable." in r.output and "Still readable." in c.output
     assert _reused(captured_spans, "content") == [False]
