@@ -59,6 +59,8 @@ constant                               name                                 wher
 ``AGENT_LEGS_BROWSER_QUEUE_WAIT_MS``   ``agent_legs.browser.queue_wait_ms`` a browser action span: time queued
 ``AGENT_LEGS_BROWSER_SERVER``          ``agent_legs.browser.server``        ``browser new context`` (a server of
                                                                             ``ws_endpoints``, without query)
+``AGENT_LEGS_BROWSER_READ_REUSED``     ``agent_legs.browser.read_reused``   a browser action span that read the page:
+                                                                            unchanged since the last read, reused
 ``BROWSER_EXECUTABLE``                 ``browser.executable``               ``browser launch`` (a local Chromium)
 ``BROWSER_VERSION``                    ``browser.version``                  ``browser launch``
 ``BROWSER_PROFILE``                    ``browser.profile``                  ``browser new context`` (a named profile)
@@ -75,6 +77,7 @@ __all__ = [
     "AGENT_LEGS_APPROVAL_DECISION",
     "AGENT_LEGS_BROWSER_QUEUE_DEPTH",
     "AGENT_LEGS_BROWSER_QUEUE_WAIT_MS",
+    "AGENT_LEGS_BROWSER_READ_REUSED",
     "AGENT_LEGS_BROWSER_SERVER",
     "AGENT_LEGS_CODE_CONTAINER",
     "AGENT_LEGS_CODE_LANGUAGE",
@@ -158,6 +161,7 @@ AGENT_LEGS_MCP_TOOL = "agent_legs.mcp.tool"
 AGENT_LEGS_BROWSER_QUEUE_DEPTH = "agent_legs.browser.queue_depth"
 AGENT_LEGS_BROWSER_QUEUE_WAIT_MS = "agent_legs.browser.queue_wait_ms"
 AGENT_LEGS_BROWSER_SERVER = "agent_legs.browser.server"
+AGENT_LEGS_BROWSER_READ_REUSED = "agent_legs.browser.read_reused"
 BROWSER_EXECUTABLE = "browser.executable"
 BROWSER_VERSION = "browser.version"
 BROWSER_PROFILE = "browser.profile"

@@ -5,6 +5,14 @@ Invariants:
 
 * One round trip (``_READ_JS``) reads everything: the HTML to convert (the page's ``main`` element when
   it has a substantial one, which the result says), title, base URL and the visible form fields.
+* A read of a document unchanged since the last read returns what that read produced, its body not sent
+  again (nor converted again). "Unchanged" is known soundly: the same tab, no main-frame navigation
+  committed since (``BrowserSession.commits``, counted from the browser's events, which arrive before
+  anything runs in a new document), the same format and selector, and the page, having recomputed
+  everything the read returns (HTML, title, URL, each field's value and visibility), found it equal to the
+  copy of the last read it keeps (strings compared, under a key per read). So a value a script set as a
+  property, a style rule that hides a field or a ``pushState`` is read like any DOM change; the action
+  span says which reads were reused (``agent_legs.browser.read_reused``).
 * A read the page interrupts by navigating (a script, a refresh) is done again on the page it arrives
   at (``agent_legs._retry.retrying``, within the call's deadline); a page that a script takes to a
   blocked URL is left and the event noted (``read_landed``); one that keeps doing so is cleared to
@@ -18,12 +26,18 @@ Invariants:
 Threat model: page content is untrusted text handed to the model (prompt injection is its problem to
 weigh, not ours to detect); what we guarantee is that it comes from the page the URL names, not from a
 block page, and that nothing the page did on its own is hidden from it.
+The read runs in the page's own world, and the copy is kept there: a hostile page can rewrite it (or its
+own built-ins) to answer "unchanged"; the worst it gets is an earlier read of *its own document* shown
+again, which it could have shown anyway. A reuse across documents or tabs is excluded outside the page's
+reach (the commit count and the tab, checked again when the answer arrives).
 """
 
 from __future__ import annotations
 
 import contextlib
+import secrets
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ..._context import ActionContext
@@ -31,18 +45,19 @@ from ..._errors import ActionError
 from ..._markdown import html_to_markdown
 from ..._models import ActionOutput, Artifact
 from ..._retry import retrying
+from ..._telemetry._semconv import AGENT_LEGS_BROWSER_READ_REUSED
 from ._blocked import denial_for, leave_if_blocked
 from ._call import element_timeout_ms, guarded
 from ._deadline import monotonic_deadline
 from ._session import BrowserSession
 
-__all__ = ["finish", "notes", "page_chars", "page_result", "paginate", "read_landed", "read_links", "read_page"]
+__all__ = ["LastRead", "finish", "notes", "page_chars", "page_result", "paginate", "read_landed", "read_links", "read_page"]
 
 _READ_TRIES = 5  # an evaluation whose execution context a navigation destroyed is tried again, within the deadline
 
 # One round trip reads everything the model needs: the HTML to convert (the main element when the page
 # has a substantial one), title, base URL, and the visible form fields with selectors that work.
-_READ_JS = r"""([sel, fmt]) => {
+_READ_JS = r"""([sel, fmt, known, key]) => {
   const esc = (s) => CSS.escape(s);
   const unique = (s) => { try { return document.querySelectorAll(s).length === 1; } catch (e) { return false; } };
   const selectorFor = (e) => {
@@ -82,8 +97,22 @@ _READ_JS = r"""([sel, fmt]) => {
   }
   const fields = sel || fmt !== 'markdown' ? [] : Array.from(document.querySelectorAll(
       'input:not([type=hidden]), textarea, select, button')).filter(visible).slice(0, 60).map(describe);
-  return {url: location.href, title: document.title, base: document.baseURI, main, fields, links: document.links.length,
-          html: scope && fmt !== 'text' ? scope.outerHTML : '', text: scope && fmt === 'text' ? scope.innerText : ''};
+  const out = {url: location.href, title: document.title, base: document.baseURI, main, fields, links: document.links.length,
+               html: scope && fmt !== 'text' ? scope.outerHTML : '', text: scope && fmt === 'text' ? scope.innerText : ''};
+  // The last read of this document is kept in it (``key`` names it): when everything this read returns is
+  // equal to it (strings compared, nothing hashed), the body is not sent again, only ``same``.
+  const rest = JSON.stringify([out.url, out.title, out.base, out.main, out.links, out.fields]);
+  const slot = Symbol.for('agent_legs.last_read');
+  let same = false;
+  try {  // (a page that made this throw only loses the reuse)
+    const last = window[slot];
+    same = known !== null && !!last && last.key === known
+      && last.html === out.html && last.text === out.text && last.rest === rest;
+  } catch (e) {}
+  if (same) return {same: known};
+  try { window[slot] = {key, html: out.html, text: out.text, rest}; } catch (e) {}
+  out.key = key;
+  return out;
 }"""
 
 _LINKS_JS = (
@@ -143,8 +172,53 @@ def _context_destroyed(exc: BaseException) -> bool:
     return isinstance(exc, Exception) and "Execution context was destroyed" in str(exc)
 
 
-async def _read(s: BrowserSession, fmt: str, selector: str | None) -> tuple[str, dict[str, Any]]:
-    """The page (or one element) in the requested format, plus facts about the page."""
+@dataclass(frozen=True, eq=False)
+class LastRead:
+    """What the last read of a session's tab returned, and of which document: the tab, and the count of its
+    committed main-frame navigations before that read (``BrowserSession.commits``, from the browser's events:
+    the page cannot hold it back); ``key`` names the copy the page keeps of it."""
+
+    page: Any
+    commits: int
+    fmt: str
+    selector: str | None
+    key: str
+    info: dict[str, Any]
+
+
+def _known_key(s: BrowserSession, fmt: str, selector: str | None) -> str | None:
+    """The key of the last read, if it read this same document the same way (no navigation since)."""
+    last = s.last_read
+    if last is None or last.page is not s.page or last.commits != s.commits or (last.fmt, last.selector) != (fmt, selector):
+        return None
+    return last.key
+
+
+async def _evaluate_read(s: BrowserSession, fmt: str, selector: str | None, reuse: bool = True) -> tuple[Any, bool]:
+    """One round trip of ``_READ_JS``; ``True`` when the page's document is unchanged since the last read, whose
+    result is then returned again (the page recomputed all of it and found it equal: the body is not sent)."""
+    page, commits = s.page, s.commits
+    known = _known_key(s, fmt, selector) if reuse else None
+    key = secrets.token_hex(8)
+    info = await page.evaluate(_READ_JS, [selector, fmt, known, key])
+    if not (isinstance(info, dict) and "same" in info):
+        if isinstance(info, dict) and info.get("key") == key:
+            s.last_read = LastRead(page, commits, fmt, selector, key, info)
+        return info, False
+    last = s.last_read
+    # Still the same tab and no navigation committed since the read was sent (the browser reports a commit
+    # before anything runs in the new document, so a "same" from another document would show here as a change).
+    if known is not None and last is not None and last.key == known == info["same"] and last.commits == commits == s.commits:
+        return last.info, True
+    s.last_read = None
+    if not reuse:  # (a "same" it was not asked about: only a page that rewrote the read could answer so)
+        raise ActionError("failed", "the page answered the read with a result it was not asked for")
+    return await _evaluate_read(s, fmt, selector, reuse=False)  # a navigation came in between: read it whole
+
+
+async def _read(s: BrowserSession, fmt: str, selector: str | None) -> tuple[str, dict[str, Any], bool]:
+    """The page (or one element) in the requested format, facts about the page, and whether the document was
+    unchanged since the last read (whose result is reused)."""
     async for attempt in retrying(attempts=_READ_TRIES, retry_on=_context_destroyed, deadline=monotonic_deadline()):
         with attempt:
             if attempt.retry_state.attempt_number > 1:
@@ -152,7 +226,7 @@ async def _read(s: BrowserSession, fmt: str, selector: str | None) -> tuple[str,
                 # read the page it arrives at instead of failing.
                 with contextlib.suppress(Exception):
                     await s.page.wait_for_load_state("load", timeout=5_000)
-            info = await s.page.evaluate(_READ_JS, [selector, fmt])
+            info, reused = await _evaluate_read(s, fmt, selector)
     if info is None:
         raise ActionError(
             "not_found",
@@ -163,9 +237,9 @@ async def _read(s: BrowserSession, fmt: str, selector: str | None) -> tuple[str,
         raise ActionError("invalid_input", f"invalid CSS selector {selector!r}: {info['error']}")
     meta = {"url": info["url"], "title": info["title"], "main_content_only": info["main"]}
     if fmt == "html":
-        return info["html"], meta
+        return info["html"], meta, reused
     if fmt == "text":
-        return info["text"].strip(), meta
+        return info["text"].strip(), meta, reused
     cached = s.md_cache
     if cached is not None and cached[0] == info["base"] and cached[1] == info["html"]:
         md = cached[2]
@@ -177,7 +251,7 @@ async def _read(s: BrowserSession, fmt: str, selector: str | None) -> tuple[str,
             "(the page's main content; browser_content with selector='body' shows everything, browser_links lists "
             f"all {info['links']} links)\n\n" + md
         )
-    return md + _format_fields(info["fields"]), meta
+    return md + _format_fields(info["fields"]), meta, reused
 
 
 def page_chars(ctx: ActionContext) -> int:
@@ -236,7 +310,8 @@ async def read_landed(
 
 async def read_page(ctx: ActionContext, s: BrowserSession, fmt: str, selector: str | None) -> tuple[str, dict[str, Any]]:
     """The page where it landed in ``fmt``, redacted, and facts about it (URL, title, main content only)."""
-    text, meta = await read_landed(ctx, s, lambda: _read(s, fmt, selector), lambda r: str(r[1]["url"]))
+    text, meta, reused = await read_landed(ctx, s, lambda: _read(s, fmt, selector), lambda r: str(r[1]["url"]))
+    ctx.set_attribute(AGENT_LEGS_BROWSER_READ_REUSED, reused)
     return ctx.redactor.text(text), meta  # scrubbed whole before it is paginated: no page ends mid-secret
 
 

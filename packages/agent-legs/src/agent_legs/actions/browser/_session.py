@@ -31,6 +31,7 @@ from ..._egress_proxy import Denial, EgressProxy
 from ..._models import Artifact
 
 if TYPE_CHECKING:
+    from ._page import LastRead
     from ._pool import PlaywrightServer
     from ._service import BrowserService
 
@@ -52,6 +53,7 @@ class BrowserSession:
     saved: list[Artifact] = field(default_factory=list)
     refused: set[Any] = field(default_factory=set)  # downloads cancelled for being too large
     md_cache: tuple[str, str, str] | None = None  # (base, html, markdown) of the last conversion
+    last_read: LastRead | None = None  # the last read of the tab (``_page``: reused while unchanged)
     opening: bool = False
     commits: int = 0  # main-frame navigations committed (how a click knows the page it started has arrived)
     # Set when the tab commits a navigation, starts a download or opens a popup: what a click waits on.
