@@ -382,3 +382,24 @@ def test_a_result_made_directly_is_the_validated_result_and_odd_outputs_are_stil
     assert loose.ok and isinstance(loose.artifacts[0], Artifact) and loose.artifacts[0].path == "f.png"  # converted
     assert not bad.ok and bad.error is not None and bad.error.type == "failed"  # refused, as before
     assert "internal error" in bad.error.message
+
+
+def test_bounding_nested_arguments_leaves_no_cyclic_garbage() -> None:
+    """Before: the walk was a closure calling itself (a reference cycle per call): ~8 objects of cyclic
+    garbage for every call with nested arguments (http.request's headers), ~9 % of a call at 50 concurrent
+    in the cycle collector. The log record is the same."""
+    import gc
+
+    from agent_legs._secrets import Redactor
+    from agent_legs._telemetry._records import bounded_arguments
+
+    args = {"method": "GET", "url": "http://127.0.0.1/x", "headers": {"Accept": "text/plain"}, "params": {"q": ["a", 1]}}
+    assert bounded_arguments(args, Redactor({"TOKEN": "s3cr3t-value-123456"})) == args
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(100):
+            bounded_arguments(args, Redactor({"TOKEN": "s3cr3t-value-123456"}))
+        assert gc.collect() == 0
+    finally:
+        gc.enable()

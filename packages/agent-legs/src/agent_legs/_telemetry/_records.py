@@ -70,42 +70,50 @@ def bounded_arguments(arguments: Any, redactor: Redactor) -> Any:
         else:
             if room >= 0:
                 return dict(arguments)
-    chars = 0  # an upper bound of the JSON's length: 6 per character (a \\uXXXX escape) plus quotes and separators
-
-    def walk(value: Any) -> Any:
-        nonlocal chars
-        if isinstance(value, str):
-            out = redactor.text(value) if len(value) <= PREVIEW_CHARS else _digest(value, redactor)
-            chars += 6 * len(out) + 4
-            return out
-        if isinstance(value, dict):
-            chars += 2
-            return {_key(k): walk(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            chars += 2
-            return [walk(v) for v in value]
-        if value is None or isinstance(value, bool | float):
-            chars += 32  # at most 24 characters (-1.2345678901234567e-308), Infinity, NaN, true, null
-        elif isinstance(value, int):
-            chars += value.bit_length() // 3 + 4  # decimal digits <= bits / 3.32, a sign
-        else:
-            chars += _MAX_ARGUMENTS_CHARS + 1  # anything else is written as its str(): encode it to know
-        return value
-
-    def _key(k: Any) -> Any:
-        nonlocal chars
-        if isinstance(k, str):
-            k = redactor.text(k)
-            chars += 6 * len(k) + 4
-            return k
-        chars += 32
-        return k
-
-    out = walk(arguments)
-    if chars <= _MAX_ARGUMENTS_CHARS:  # surely short enough: no need to encode it to know
+    bound = _Bound(redactor)
+    out = bound.walk(arguments)
+    if bound.chars <= _MAX_ARGUMENTS_CHARS:  # surely short enough: no need to encode it to know
         return out
     text = dumps(out)
     return _digest(text, redactor) if len(text) > _MAX_ARGUMENTS_CHARS else out
+
+
+class _Bound:
+    """One walk of ``bounded_arguments`` (an object, not a recursive closure: a closure that calls itself is
+    a reference cycle, garbage for the cycle collector after every call with nested arguments)."""
+
+    __slots__ = ("chars", "redactor")
+
+    def __init__(self, redactor: Redactor) -> None:
+        self.redactor = redactor
+        self.chars = 0  # an upper bound of the JSON's length: 6 per character (a \\uXXXX escape) plus quotes and separators
+
+    def walk(self, value: Any) -> Any:
+        if isinstance(value, str):
+            out = self.redactor.text(value) if len(value) <= PREVIEW_CHARS else _digest(value, self.redactor)
+            self.chars += 6 * len(out) + 4
+            return out
+        if isinstance(value, dict):
+            self.chars += 2
+            return {self.key(k): self.walk(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            self.chars += 2
+            return [self.walk(v) for v in value]
+        if value is None or isinstance(value, bool | float):
+            self.chars += 32  # at most 24 characters (-1.2345678901234567e-308), Infinity, NaN, true, null
+        elif isinstance(value, int):
+            self.chars += value.bit_length() // 3 + 4  # decimal digits <= bits / 3.32, a sign
+        else:
+            self.chars += _MAX_ARGUMENTS_CHARS + 1  # anything else is written as its str(): encode it to know
+        return value
+
+    def key(self, k: Any) -> Any:
+        if isinstance(k, str):
+            k = self.redactor.text(k)
+            self.chars += 6 * len(k) + 4
+            return k
+        self.chars += 32
+        return k
 
 
 def _digest(value: str, redactor: Redactor) -> str:
