@@ -277,24 +277,9 @@ def config(
     }
 
 
-def create(
-    client: Any,
-    settings: CodeSettings,
-    code: CodePolicy,
-    *,
-    workspace: str,
-    read_only: bool,
-    owner: tuple[int, int],
-    mounts: list[dict[str, Any]],
-    proxy: SocketProxy | None,
-    instance: str,
-) -> tuple[Any, socket.socket]:
-    """Create and start one container (blocking): (the container, its attach socket, non-blocking).
-
-    The driver's source has been sent on the socket; the caller reads the driver's greeting."""
-    body = config(
-        settings, code, workspace=workspace, read_only=read_only, owner=owner, mounts=mounts, proxy=proxy, instance=instance
-    )
+def create(client: Any, body: dict[str, Any]) -> tuple[Any, socket.socket]:
+    """Create (``body``: ``config``'s) and start one container (blocking): (the container, its attach socket,
+    non-blocking). The driver's source has been sent on the socket; the caller reads the driver's greeting."""
     created = client.api.create_container_from_config(body)
     container = client.containers.prepare_model({"Id": created["Id"]})  # (no inspect: the id is all we use)
     _reaper.track(container)  # ours until removed: the process's exit removes it if nothing else did

@@ -312,8 +312,7 @@ class CodeService(Service):
 
     def _create_now(self, proxy: SocketProxy | None, host: Host) -> Kernel:
         masks = self.scan().masks  # what policy.files.deny hides from this container, for its whole life
-        container, sock = _container.create(
-            host.client,
+        body = _container.config(
             self.runtime.settings.code,
             self.runtime.policy.code,
             workspace=str(self.runtime.workspace_path),
@@ -323,6 +322,7 @@ class CodeService(Service):
             proxy=proxy,
             instance=self.instance,
         )
+        container, sock = _container.create(host.client, body)
         return Kernel(container, Channel(sock), proxy=proxy, masks=masks, host=host)
 
     async def _start_proxy(self) -> SocketProxy | None:
