@@ -225,14 +225,20 @@ class Telemetry:
         parent: otel_context.Context | None,
         description: str | None = None,
     ) -> Span:
-        """Open the call's span (see ``_spans.start_span``)."""
+        """Open the call's span (see ``_spans.start_span``; its ids only when our own provider records nothing)."""
+        tracer = self.tracer
+        if tracer._silent_ids is not None and (silent := tracer.silent_span(parent)) is not None:
+            return silent
         return start_span(self.tracer, self.settings, tool_name, action, session, call_id, parent, description)
 
     def finish(self, span: Span, rec: CallRecord) -> None:
         """Close the call's span and write its action-log line (both redacted)."""
         redact = self.redactor
         capture = self.settings.capture_content
-        end_span(span, rec, redact, self.settings)
+        if span.is_recording():
+            end_span(span, rec, redact, self.settings)
+        else:  # sampled out: nothing to set
+            span.end()
 
         record_id = rec.record_id
         known = self._intents.pop(record_id, None) if record_id is not None else None

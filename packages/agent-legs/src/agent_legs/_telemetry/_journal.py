@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ._log_writer import ActionLog, ActionLogError, append_whole, describe_os_error
+from ._log_writer import ActionLog, ActionLogError, append_whole, complete_short_write, describe_os_error
 
 __all__ = [
     "PENDING_DIR",
@@ -102,7 +102,9 @@ class IntentJournal:
             with self._lock:
                 fd = self._fd if self._fd is not None else self._ensure_open()
                 data = self._settled + line if self._settled else line
-                append_whole(fd, data)  # the waiting done lines and the intent: whole, or not at all
+                n = os.write(fd, data)  # the waiting done lines and the intent: whole, or not at all
+                if n != len(data):
+                    complete_short_write(fd, data, n)
                 self._settled = b""
                 self._size += len(data)
                 self._open_ids.add(record_id)
