@@ -63,23 +63,35 @@ __all__ = ["CallPipeline"]
 log = logging.getLogger("agent_legs")
 
 
-@dataclass(eq=False, slots=True)
-class _Call:
-    """One call's state as it goes through the steps (what the span and the log line report)."""
+class _Call(CallRecord):
+    """One call's state as it goes through the steps: the ``CallRecord`` that its span and both of its
+    log lines report (passed to the telemetry as it is: no record copied out of it per line), plus what
+    the steps need (the spec, the approval given, the span, the start, the validated arguments)."""
 
+    __slots__ = ("args", "given", "span", "spec", "start")
     spec: ActionSpec
-    session: str
-    call_id: str | None
     given: ApprovalDecision | None
     span: trace.Span
-    arguments: Any  # the raw arguments, then the validated ones as JSON
     start: float
-    args: BaseModel | None = None
-    decision: str = "invalid"
-    rule: str | None = None
-    approval: dict[str, Any] | None = None  # who decided, for the span and the log line
-    record_id: str | None = None  # set once the intent line is on disk
-    ids: tuple[str | None, str | None] = (None, None)  # the span's trace and span ids, for the result
+    args: BaseModel | None
+    ids: tuple[str | None, str | None]  # always known here (None, None when the span is invalid)
+
+    def __init__(
+        self,
+        spec: ActionSpec,
+        session: str,
+        call_id: str | None,
+        given: ApprovalDecision | None,
+        span: trace.Span,
+        arguments: Any,
+        start: float,
+    ) -> None:
+        self.spec, self.given, self.span, self.start, self.args = spec, given, span, start, None
+        self.action, self.tool_name, self.session, self.call_id = spec.name, spec.tool_name, session, call_id
+        self.decision, self.outcome, self.duration_ms = "invalid", "", 0.0
+        self.arguments = arguments  # the raw arguments, then the validated ones as JSON
+        self.result = self.error_message = self.rule = self.record_id = self.approval = self.artifacts = None
+        self.ids = (None, None)  # the span's trace and span ids, for the result and both lines
 
 
 @dataclass(eq=False, slots=True, frozen=True)
@@ -216,25 +228,14 @@ class CallPipeline:
         error: str | None,
         artifacts: list[str] | None = None,
     ) -> None:
-        spec = call.spec
-        record = CallRecord(
-            spec.name,
-            spec.tool_name,
-            call.session,
-            call.call_id,
-            call.decision,
+        call.outcome, call.duration_ms, call.result, call.error_message, call.artifacts = (
             outcome,
             duration_ms,
-            call.arguments,
             output,
             error,
-            call.rule,
-            record_id=call.record_id,
-            approval=call.approval,
-            artifacts=artifacts,
-            ids=call.ids,
+            artifacts,
         )
-        self.telemetry.finish(call.span, record)
+        self.telemetry.finish(call.span, call)
 
     # -- the steps ----------------------------------------------------------------------------------
     def _validate(self, call: _Call, raw_args: Mapping[str, Any] | BaseModel | None) -> BaseModel:
@@ -363,23 +364,7 @@ class CallPipeline:
     def _intent(self, call: _Call) -> None:
         """Write-ahead: the intent line is on disk before the effect can happen (or the call fails
         closed, "unavailable", and nothing runs)."""
-        spec = call.spec
-        call.record_id = self.telemetry.intent(
-            call.span,
-            CallRecord(
-                spec.name,
-                spec.tool_name,
-                call.session,
-                call.call_id,
-                call.decision,
-                "",
-                0.0,
-                call.arguments,
-                rule=call.rule,
-                approval=call.approval,
-                ids=call.ids,
-            ),
-        )
+        call.record_id = self.telemetry.intent(call.span, call)
 
     async def call_handler(
         self, spec: ActionSpec, args: BaseModel, session: str, call_id: str | None, span: trace.Span
