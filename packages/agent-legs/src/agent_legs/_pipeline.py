@@ -1,7 +1,7 @@
 """The call pipeline: the steps every action call goes through, in order, and its outcome.
 
-``CallPipeline.execute`` runs ``_steps`` inside the call's span, then writes the one span and the one
-action-log line whatever happened (``_finish``). The steps, each a method:
+``CallPipeline.execute`` runs the steps inside the call's span, then writes the one span and the one
+action-log line whatever happened (``_finish``). The steps, each a method but the handler's call:
 
 1. ``_validate``: the arguments against the action's input model (``invalid_input``);
 2. ``_decide``: the policy (``denied``, naming the rule);
@@ -10,7 +10,8 @@ action-log line whatever happened (``_finish``). The steps, each a method:
    edit is validated and decided again, and the edit is the approval;
 5. ``_consume_budget``: every budget of the action, atomically in the state store (``budget_exceeded``);
 6. ``_intent``: the write-ahead log line, on disk before any effect (or the call fails closed);
-7. ``_call_handler``: the handler under its deadline (``timeout``, with advice that depends on
+7. the handler under its deadline, called by ``execute`` itself (its first step in place, ``_within``
+   for the rest of a handler that waits; ``call_handler`` does the same alone) (``timeout``, with advice that depends on
    whether the action has effects);
 8. ``success``/``failure``: the result, scrubbed of secrets, then bounded.
 
