@@ -123,7 +123,7 @@ class Telemetry:
         discover_parent_hooks()  # once per process: the first call does not pay for it
         self.action_log = ActionLog(state_dir / "actions.jsonl")
         self.journal = IntentJournal(state_dir / PENDING_DIR)
-        # record id -> (the fields both lines share, the bounded arguments): computed once per call
+        # record id -> its intent line's entry (the fields the outcome line shares with it): built once per call
         self._intents: dict[str, dict[str, Any]] = {}
         self._log_problem: str | None = None  # the last write failure, warned once until it changes
         self._dropped_at_close: int | None = None
