@@ -48,6 +48,9 @@ async def inline(ctx: Any, args: NoteIn) -> ActionOutput:
     return ActionOutput(output=args.text)
 
 
+_MISSING = object()
+
+
 def _p50(summary: dict[str, float]) -> float:
     return summary["p50_us"]
 
@@ -130,6 +133,7 @@ def _in_situ(legs: Legs, iterations: int) -> dict[str, Any]:
     """Each step's cost inside the pipeline: ``CallPipeline.execute`` timed whole, alternating with runs
     where one step is replaced by a stub that returns what the step would (the drop is the step's cost
     there, caches and all), and with every step stubbed (what is left is the pipeline's own code)."""
+    from agent_legs import _pipeline as pipeline_module
     from agent_legs._policy import Decision
 
     pipeline, tel, runtime = legs._pipeline, legs._telemetry, legs._runtime
@@ -154,9 +158,14 @@ def _in_situ(legs: Legs, iterations: int) -> dict[str, Any]:
         "span opened": [(tel, "start", lambda *a, **k: span)],
         "intent line + span ended + outcome line": [(tel, "intent", lambda *a: None), (tel, "finish", lambda *a: None)],
         "validation + arguments as JSON": [(pipeline, "_validate", validate)],
-        "policy decision + extra installed": [(pipeline, "_decide", decide), (pipeline, "_check_installed", lambda c: None)],
+        "policy decision": [(pipeline, "_decide", decide)],
         "session bookkeeping": [(runtime, "touch_session", lambda s: None)],
-        "handler call under its deadline": [(pipeline, "call_handler", handler)],
+        # execute calls the handler itself (its first step in place): what is stubbed is the handler's
+        # context and the handler (a coroutine that returns at once, as the no-op does)
+        "handler call (its context, its first step)": [
+            (pipeline_module, "ActionContext", lambda *a: None),
+            (spec, "handler", handler),
+        ],
         "result + redaction": [(pipeline, "success", lambda *a, **k: result)],
     }
     stubs["(every step stubbed: the pipeline's own code)"] = [x for v in stubs.values() for x in v]
@@ -165,13 +174,17 @@ def _in_situ(legs: Legs, iterations: int) -> dict[str, Any]:
         execute, samples = pipeline.execute, {k: [] for k in ("whole", *stubs)}
         for _ in range(5):  # alternating rounds: drift hits every case alike
             for name in samples:
+                saved = [(obj, attr, vars(obj).get(attr, _MISSING)) for obj, attr, _ in stubs.get(name, [])]
                 for obj, attr, stub in stubs.get(name, []):
-                    setattr(obj, attr, stub)
+                    object.__setattr__(obj, attr, stub)  # also on the frozen spec and on the module
                 try:
                     samples[name] += await time_async(lambda: execute(spec, {"text": "x"}, "s", None, None), iterations // 2)
                 finally:
-                    for obj, attr, _ in stubs.get(name, []):
-                        delattr(obj, attr)  # the instance attribute goes: the method is back
+                    for obj, attr, before in saved:
+                        if before is _MISSING:
+                            delattr(obj, attr)  # the instance attribute goes: the method is back
+                        else:
+                            object.__setattr__(obj, attr, before)
         return {k: summarize(v) for k, v in samples.items()}
 
     timed = runtime.submit(measure()).result()

@@ -43,14 +43,14 @@ def test_the_intent_is_on_disk_while_the_action_runs(dirs) -> None:
         return True
 
     with Legs(workspace=ws, state_dir=st, approver=approver, policy={"require_approval": ["files.write"]}) as legs:
-        original = legs._telemetry.journal.intent
+        original = legs._telemetry.journal.append_intent
 
-        def spy(record_id, entry):  # what a reader sees right after the intent, before the effect
-            original(record_id, entry)
+        def spy(record_id, line):  # what a reader sees right after the intent, before the effect
+            original(record_id, line)
             seen.append(list(read_log(st / "actions.jsonl")))
             assert not (ws / "a.txt").exists()
 
-        legs._telemetry.journal.intent = spy
+        legs._telemetry.journal.append_intent = spy
         r = legs.run("files.write", {"path": "a.txt", "content": "hello"}, call_id="c1")
     assert r.ok
     (during,) = seen

@@ -5,7 +5,8 @@ costs two ``write(2)``s (its intent line, its outcome line; the journal's ``done
 next intent) and no ``stat``; a writer still reopens a log another writer rotated before its next
 line; a crash before a ``done`` line went out repeats nothing; a handler that waits keeps its
 deadline, counted from its start, and its cleanup; the orjson encoder and the stdlib fallback write
-the same values; the span made without the SDK when nothing records carries the ids the SDK gives.
+the same values; the span made without the SDK when nothing records carries the ids the SDK gives;
+the per-action plan follows an action registered again under its name.
 """
 
 from __future__ import annotations
@@ -403,3 +404,30 @@ def test_bounding_nested_arguments_leaves_no_cyclic_garbage() -> None:
         assert gc.collect() == 0
     finally:
         gc.enable()
+
+
+def test_an_action_registered_again_under_its_name_gets_a_new_plan(tmp_path) -> None:
+    """The pipeline keeps per action what depends only on the spec and the policy (its plan: tool name,
+    the policy's timeout, the guard's hooks); an action registered again under the same name is planned
+    again: its calls run the new handler with the new spec's timeout, not the old plan's."""
+    reg = ActionRegistry()
+
+    class In(BaseModel):
+        text: str
+
+    @action("test.swap", description="the first spec", input_model=In, inline=True, registry=reg)
+    async def first(ctx: ActionContext, args: In) -> ActionOutput:
+        return ActionOutput(output=f"first {ctx.timeout_s:g}")
+
+    with Legs(workspace=tmp_path / "ws", state_dir=tmp_path / "st", policy=POLICY, registry=reg) as legs:
+        assert legs.run("test.swap", {"text": "x"}).output == "first 60"  # no policy section: 60 s
+        reg.unregister("test.swap")
+
+        @action("test.swap", description="the second spec", input_model=In, inline=True, timeout=lambda p, a: 7, registry=reg)
+        async def second(ctx: ActionContext, args: In) -> ActionOutput:
+            return ActionOutput(output=f"second {ctx.timeout_s:g}")
+
+        assert legs.run("test.swap", {"text": "x"}).output == "second 7"
+        reg.unregister("test.swap")
+        action("test.swap", description="the first spec, again", input_model=In, inline=True, registry=reg)(first)
+        assert legs.run("test.swap", {"text": "x"}).output == "first 60"  # the policy's timeout again

@@ -1,7 +1,7 @@
 """The call pipeline: the steps every action call goes through, in order, and its outcome.
 
-``CallPipeline.execute`` runs ``_steps`` inside the call's span, then writes the one span and the one
-action-log line whatever happened (``_finish``). The steps, each a method:
+``CallPipeline.execute`` runs the steps inside the call's span, then writes the one span and the one
+action-log line whatever happened (``_finish``). The steps, each a method but the handler's call:
 
 1. ``_validate``: the arguments against the action's input model (``invalid_input``);
 2. ``_decide``: the policy (``denied``, naming the rule);
@@ -10,7 +10,8 @@ action-log line whatever happened (``_finish``). The steps, each a method:
    edit is validated and decided again, and the edit is the approval;
 5. ``_consume_budget``: every budget of the action, atomically in the state store (``budget_exceeded``);
 6. ``_intent``: the write-ahead log line, on disk before any effect (or the call fails closed);
-7. ``_call_handler``: the handler under its deadline (``timeout``, with advice that depends on
+7. the handler under its deadline, called by ``execute`` itself (its first step in place, ``_within``
+   for the rest of a handler that waits; ``call_handler`` does the same alone) (``timeout``, with advice that depends on
    whether the action has effects);
 8. ``success``/``failure``: the result, scrubbed of secrets, then bounded.
 
@@ -34,7 +35,7 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass
 from types import CoroutineType
 from typing import Any, cast
@@ -49,11 +50,11 @@ from ._approvals import ApprovalStore
 from ._arguments import plain, scrubbed_args, validate, validate_edit
 from ._context import ActionContext
 from ._errors import ActionError
-from ._extras import unavailable_error
+from ._extras import FAMILY_EXTRAS, unavailable_error
 from ._flows import RULE as FLOWS_RULE
 from ._flows import FlowGuard
 from ._models import ActionErrorInfo, ActionOutput, ActionResult, ApprovalDecision, ApprovalRequest, Artifact
-from ._policy import Decision
+from ._policy import Decision, PolicyEngine
 from ._registry import ActionSpec
 from ._runtime import Runtime
 from ._telemetry import CallRecord, Telemetry
@@ -63,23 +64,50 @@ __all__ = ["CallPipeline"]
 log = logging.getLogger("agent_legs")
 
 
-@dataclass(eq=False, slots=True)
-class _Call:
-    """One call's state as it goes through the steps (what the span and the log line report)."""
+class _Call(CallRecord):
+    """One call's state as it goes through the steps: the ``CallRecord`` that its span and both of its
+    log lines report (passed to the telemetry as it is: no record copied out of it per line), plus what
+    the steps need (the spec, the approval given, the span, the start, the validated arguments)."""
 
+    __slots__ = ("args", "given", "span", "spec", "start")
     spec: ActionSpec
-    session: str
-    call_id: str | None
     given: ApprovalDecision | None
     span: trace.Span
-    arguments: Any  # the raw arguments, then the validated ones as JSON
     start: float
-    args: BaseModel | None = None
-    decision: str = "invalid"
-    rule: str | None = None
-    approval: dict[str, Any] | None = None  # who decided, for the span and the log line
-    record_id: str | None = None  # set once the intent line is on disk
-    ids: tuple[str | None, str | None] = (None, None)  # the span's trace and span ids, for the result
+    args: BaseModel | None
+    ids: tuple[str | None, str | None]  # always known here (None, None when the span is invalid)
+
+    def __init__(
+        self,
+        spec: ActionSpec,
+        session: str,
+        call_id: str | None,
+        given: ApprovalDecision | None,
+        span: trace.Span,
+        arguments: Any,
+        start: float,
+    ) -> None:
+        self.spec, self.given, self.span, self.start, self.args = spec, given, span, start, None
+        self.action, self.tool_name, self.session, self.call_id = spec.name, spec.tool_name, session, call_id
+        self.decision, self.outcome, self.duration_ms = "invalid", "", 0.0
+        self.arguments = arguments  # the raw arguments, then the validated ones as JSON
+        self.result = self.error_message = self.rule = self.record_id = self.approval = self.artifacts = None
+        self.ids = (None, None)  # the span's trace and span ids, for the result and both lines
+
+
+@dataclass(eq=False, slots=True, frozen=True)
+class _Plan:
+    """What every call of one action needs that depends only on the action and the policy, made once
+    (``CallPipeline._plan``) and made again when either changes (the spec re-registered, another engine)."""
+
+    spec: ActionSpec
+    engine: PolicyEngine
+    tool_name: str
+    extra: bool  # the family needs an extra: whether it is installed is asked per call
+    sink: bool  # the exfiltration guard checks its calls (``flows.is_sink``)
+    budgets: bool  # some budget of the policy counts it
+    observes: bool  # ``flows.record`` wants its results
+    timeout_s: float | None  # the policy's timeout; None when the spec computes it from the arguments
 
 
 class CallPipeline:
@@ -89,8 +117,25 @@ class CallPipeline:
         self.approvals = approvals
         self._approver = approver  # read per call: Legs.approver may be replaced
         self.flows = FlowGuard(runtime.policy, runtime.settings, runtime)  # the exfiltration guard (_flows)
-        self._observes: dict[str, bool] = {}  # action -> whether flows.record wants its results
-        self._timeouts: dict[str, tuple[ActionSpec, float]] = {}  # action -> its policy timeout
+        self._plans: dict[str, _Plan] = {}  # action -> what its calls need that depends only on it and the policy
+
+    def _plan(self, spec: ActionSpec) -> _Plan:
+        """What a call of ``spec`` needs that depends only on the action and the policy (made once per
+        action and policy engine: a call does only what depends on its arguments)."""
+        engine, name = self.runtime.engine, spec.name
+        flows = self.flows
+        plan = _Plan(
+            spec,
+            engine,
+            spec.tool_name,
+            FAMILY_EXTRAS.get(spec.family) is not None,
+            flows.is_sink(name),
+            bool(engine.budgets_for(name)),
+            flows.observes(name),
+            spec.timeout_for(self.runtime.policy, None) if spec.timeout is None else None,
+        )
+        self._plans[name] = plan
+        return plan
 
     async def execute(
         self,
@@ -101,8 +146,14 @@ class CallPipeline:
         parent: otel_context.Context,
         given: ApprovalDecision | None = None,
     ) -> ActionResult:
+        """Run one call through the steps (see the module's docstring) inside its span; one span and one
+        action-log line whatever happens. The steps run here, not in a coroutine of their own (one
+        coroutine less per call), and the handler's first step too (``_handler_first_step``)."""
         start = time.perf_counter()
-        span = self.telemetry.start(spec.tool_name, spec.name, session, call_id, parent, spec.description)
+        plan = self._plans.get(spec.name)
+        if plan is None or plan.spec is not spec or plan.engine is not self.runtime.engine:
+            plan = self._plan(spec)
+        span = self.telemetry.start(plan.tool_name, spec.name, session, call_id, parent, spec.description)
         call = _Call(spec, session, call_id, given, span, plain(raw_args), start)
         ctx = span.get_span_context()
         if ctx.is_valid:
@@ -112,59 +163,61 @@ class CallPipeline:
         token = otel_context.attach(trace.set_span_in_context(span))
         try:
             try:
-                result = await self._steps(call, raw_args)
+                args = self._validate(call, raw_args)
+                verdict = self._decide(call)
+                if plan.extra:
+                    self._check_installed(call)
+                if plan.sink:  # the awaited steps are entered only when they have work to do
+                    verdict = await self._check_flow(call, verdict)
+                if verdict.kind == "approve" or given is not None:
+                    args = await self._approve(call, args, verdict)
+                else:
+                    call.decision = "allow"
+                if plan.budgets:
+                    await self._consume_budget(call)
+                self._intent(call)
+                self.runtime.touch_session(session)
+                timeout_s = plan.timeout_s if plan.timeout_s is not None else spec.timeout_for(self.runtime.policy, args)
+                began = time.perf_counter()
+                pending = spec.handler(ActionContext(self.runtime, spec, session, call_id, timeout_s, span), args)
+                if type(pending) is CoroutineType:
+                    # Its first step runs right away: a handler that finishes without waiting needs no timer (a
+                    # timer could not have interrupted it: a deadline stops a coroutine only where it waits).
+                    try:
+                        step = pending.send(None)
+                    except StopIteration as done:
+                        output = done.value
+                    else:
+                        output = await self._within(spec, _Resumed(pending, step), timeout_s, began)
+                else:
+                    output = await self._within(spec, pending, timeout_s, began)
+                result = self.success(spec, output, start, call.ids)
+                if plan.observes:  # labelled before the model sees it
+                    await self.flows.record(spec.name, call.arguments, session, call_id, result.output, result.data)
             except ActionError as exc:
                 if exc.rule:
                     call.rule = exc.rule
-                result = self.failure(spec, exc, call.start, call.ids)
+                result = self.failure(spec, exc, start, call.ids)
             finally:
                 otel_context.detach(token)
         except asyncio.CancelledError:
-            self._finish(call, "failed", _ms(call.start), None, "cancelled by the caller")
+            self._finish(call, "failed", _ms(start), None, "cancelled by the caller")
             raise
         except Exception as exc:  # a bug in an executor must not crash the agent
             if span.is_recording():  # as use_span records it
                 span.record_exception(exc)
                 span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
             log.exception("action %s failed unexpectedly", spec.name)
-            result = self.failure(
-                spec, ActionError("failed", f"internal error: {type(exc).__name__}: {exc}"), call.start, call.ids
-            )
+            result = self.failure(spec, ActionError("failed", f"internal error: {type(exc).__name__}: {exc}"), start, call.ids)
         # success() and failure() scrubbed the result before bounding it (scrub first, cut after), and gave
         # it the span's ids.
-        outcome = "ok" if result.ok else result.error.type if result.error else "failed"
-        self._finish(
-            call,
-            outcome,
-            result.duration_ms,
-            result.output if result.ok else None,
-            result.error.message if result.error else None,
-            [a.path for a in result.artifacts] if result.ok else None,  # the console shows a session's latest
-        )
-        return result
-
-    async def _steps(self, call: _Call, raw_args: Mapping[str, Any] | BaseModel | None) -> ActionResult:
-        args = self._validate(call, raw_args)
-        verdict = self._decide(call)
-        self._check_installed(call)
-        name = call.spec.name
-        if self.flows.is_sink(name):  # the awaited steps are entered only when they have work to do
-            verdict = await self._check_flow(call, verdict)
-        if verdict.kind == "approve" or call.given is not None:
-            args = await self._approve(call, args, verdict)
-        else:
-            call.decision = "allow"
-        if self.runtime.engine.budgets_for(name):
-            await self._consume_budget(call)
-        self._intent(call)
-        self.runtime.touch_session(call.session)
-        output = await self.call_handler(call.spec, args, call.session, call.call_id, call.span)
-        result = self.success(call.spec, output, call.start, call.ids)
-        observes = self._observes.get(call.spec.name)
-        if observes is None:  # the guard's mode and sources are fixed with the policy: asked once per action
-            observes = self._observes[call.spec.name] = self.flows.observes(call.spec.name)
-        if observes:  # labelled before the model sees it
-            await self.flows.record(call.spec.name, call.arguments, call.session, call.call_id, result.output, result.data)
+        if result.ok:
+            self._finish(call, "ok", result.duration_ms, result.output, None, [a.path for a in result.artifacts])
+        else:  # the console shows a session's latest artifacts
+            error = result.error
+            self._finish(
+                call, error.type if error else "failed", result.duration_ms, None, error.message if error else None, None
+            )
         return result
 
     def _finish(
@@ -176,25 +229,14 @@ class CallPipeline:
         error: str | None,
         artifacts: list[str] | None = None,
     ) -> None:
-        spec = call.spec
-        record = CallRecord(
-            spec.name,
-            spec.tool_name,
-            call.session,
-            call.call_id,
-            call.decision,
+        call.outcome, call.duration_ms, call.result, call.error_message, call.artifacts = (
             outcome,
             duration_ms,
-            call.arguments,
             output,
             error,
-            call.rule,
-            record_id=call.record_id,
-            approval=call.approval,
-            artifacts=artifacts,
-            ids=call.ids,
+            artifacts,
         )
-        self.telemetry.finish(call.span, record)
+        self.telemetry.finish(call.span, call)
 
     # -- the steps ----------------------------------------------------------------------------------
     def _validate(self, call: _Call, raw_args: Mapping[str, Any] | BaseModel | None) -> BaseModel:
@@ -323,46 +365,33 @@ class CallPipeline:
     def _intent(self, call: _Call) -> None:
         """Write-ahead: the intent line is on disk before the effect can happen (or the call fails
         closed, "unavailable", and nothing runs)."""
-        spec = call.spec
-        call.record_id = self.telemetry.intent(
-            call.span,
-            CallRecord(
-                spec.name,
-                spec.tool_name,
-                call.session,
-                call.call_id,
-                call.decision,
-                "",
-                0.0,
-                call.arguments,
-                rule=call.rule,
-                approval=call.approval,
-                ids=call.ids,
-            ),
-        )
+        call.record_id = self.telemetry.intent(call.span, call)
 
     async def call_handler(
         self, spec: ActionSpec, args: BaseModel, session: str, call_id: str | None, span: trace.Span
     ) -> ActionOutput:
+        """The handler of ``spec`` under its deadline, as ``execute`` runs it (its first step right away)."""
         if spec.timeout is None:  # the family's policy timeout: fixed with the policy, read once per action
-            known = self._timeouts.get(spec.name)
-            if known is None or known[0] is not spec:
-                known = self._timeouts[spec.name] = (spec, spec.timeout_for(self.runtime.policy, args))
-            timeout_s = known[1]
+            plan = self._plans.get(spec.name)
+            if plan is None or plan.spec is not spec or plan.engine is not self.runtime.engine:
+                plan = self._plan(spec)
+            timeout_s = cast(float, plan.timeout_s)
         else:
             timeout_s = spec.timeout_for(self.runtime.policy, args)
         ctx = ActionContext(self.runtime, spec, session, call_id, timeout_s, span)
         began = time.perf_counter()
         pending = spec.handler(ctx, args)
         if type(pending) is CoroutineType:
-            # Its first step runs right away: a handler that finishes without waiting needs no timer (a
-            # timer could not have interrupted it: a deadline stops a coroutine only where it waits).
             try:
                 step = pending.send(None)
             except StopIteration as done:
                 return cast(ActionOutput, done.value)
             pending = _Resumed(pending, step)
-        # The deadline on the loop's clock, counted from the handler's start: its first step included.
+        return await self._within(spec, pending, timeout_s, began)
+
+    async def _within(self, spec: ActionSpec, pending: Awaitable[ActionOutput], timeout_s: float, began: float) -> ActionOutput:
+        """The rest of a handler that waits, under its deadline: on the loop's clock, counted from the
+        handler's start (``began``), its first step included."""
         at = asyncio.get_running_loop().time() + timeout_s - (time.perf_counter() - began)
         try:
             async with asyncio.timeout_at(at) as deadline:
@@ -451,8 +480,8 @@ class CallPipeline:
         # A handler's output is a plain dataclass: what it holds is checked here. Values of exactly the
         # model's types (the common case) make the result directly; anything else (an artifact as a dict,
         # a key that is not text) goes through the model's validation, which converts or refuses it.
-        if (data is None or (type(data) is dict and all(type(k) is str for k in data))) and all(
-            type(a) is Artifact for a in artifacts
+        if (data is None or (type(data) is dict and all(type(k) is str for k in data))) and (
+            not artifacts or all(type(a) is Artifact for a in artifacts)
         ):
             return _ok_result(spec.name, text, None if data is None else dict(data), list(artifacts), _ms(start), ids)
         return ActionResult(

@@ -47,10 +47,13 @@ def _installed(api: Any) -> trace.TracerProvider | None:
     return cast("trace.TracerProvider | None", api._TRACER_PROVIDER)
 
 
+_GLOBAL_SLOT = hasattr(trace, "_TRACER_PROVIDER")  # where this API version keeps the installed provider
+
+
 def application_provider() -> trace.TracerProvider | None:
     """The provider the application installed with ``trace.set_tracer_provider`` (an SDK provider,
     Phoenix's, Logfire's, ...), or ``None`` while only the API's default proxy / a no-op is there."""
-    provider = _installed(trace)
+    provider = trace._TRACER_PROVIDER if _GLOBAL_SLOT else _installed(trace)  # read per span: one global read
     if provider is None:
         if not _PROVIDER_FROM_ENV:
             return None  # nothing installed, nothing named by the environment: the API's proxy

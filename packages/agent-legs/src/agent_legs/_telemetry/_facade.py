@@ -80,7 +80,15 @@ if hasattr(os, "register_at_fork"):
 
 
 def _record_id() -> str:
-    return f"{_ids.getrandbits(64):016x}"
+    return f"{_ids.getrandbits(64):016x}"  # inlined where a call makes one (a function call less)
+
+
+def _hex_ids(span: Span) -> tuple[str | None, str | None]:
+    """The span's trace and span ids as ``:032x`` and ``:016x`` write them (``None`` for an invalid span)."""
+    ctx = span.get_span_context()
+    if not ctx.is_valid:
+        return (None, None)
+    return (ctx.trace_id.to_bytes(16, "big").hex(), ctx.span_id.to_bytes(8, "big").hex())
 
 
 class Telemetry:
@@ -115,8 +123,8 @@ class Telemetry:
         discover_parent_hooks()  # once per process: the first call does not pay for it
         self.action_log = ActionLog(state_dir / "actions.jsonl")
         self.journal = IntentJournal(state_dir / PENDING_DIR)
-        # record id -> (the fields both lines share, the bounded arguments): computed once per call
-        self._intents: dict[str, tuple[dict[str, Any], Any]] = {}
+        # record id -> its intent line's entry (the fields the outcome line shares with it): built once per call
+        self._intents: dict[str, dict[str, Any]] = {}
         self._log_problem: str | None = None  # the last write failure, warned once until it changes
         self._dropped_at_close: int | None = None
         # Actions cut short by a process that died (SIGKILL, OOM, crash) get their "unfinished" line now.
@@ -141,18 +149,33 @@ class Telemetry:
         """Put the call's intent line on disk before its effect can happen; returns the record id.
 
         Raises ``ActionError("unavailable")`` when the line cannot be written: the action must not run.
-        The fields both lines share (ids, target, approval, bounded arguments) are computed here once;
-        ``finish`` reuses them for the outcome line.
+        The fields both lines share (ids, target, approval, bounded arguments) are computed here once,
+        in the intent line's own dict (built once, in the line's order); ``finish`` reuses them.
         """
-        record_id = _record_id()
-        common = self._common(span, rec)
-        arguments = bounded_arguments(rec.arguments, self.redactor) if self.settings.capture_content else None
-        entry = {"time": _now(), **common}
-        entry["pid"] = self.journal.pid
-        if arguments is not None:
-            entry["arguments"] = arguments
+        record_id = f"{_ids.getrandbits(64):016x}"
+        redact = self.redactor
+        ids = rec.ids or _hex_ids(span)
+        arguments = rec.arguments
+        entry: dict[str, Any] = {
+            "intent": record_id,
+            "time": _now(),
+            "trace_id": ids[0],
+            "span_id": ids[1],
+            "action": rec.action,
+            "session": rec.session,
+            "call_id": rec.call_id,
+            "decision": rec.decision,
+            "rule": rec.rule,
+            "target": target(redact.data(arguments) if redact else arguments),  # scrubbed whole, then cut
+        }
+        if rec.approval:  # who decided: on the intent line too, so a call cut short by a crash keeps it
+            entry["approval"] = redact.data(rec.approval)
+        journal = self.journal
+        entry["pid"] = journal.pid
+        if self.settings.capture_content and (bounded := bounded_arguments(arguments, redact)) is not None:
+            entry["arguments"] = bounded
         try:
-            self.journal.intent(record_id, entry)
+            journal.append_intent(record_id, encode_line(entry))
         except ActionLogError as exc:
             self._log_failed(str(exc))
             raise ActionError(
@@ -161,7 +184,7 @@ class Telemetry:
                 hint="Nothing was done. The log's disk or directory needs an operator (free space, permissions, "
                 "open files); tell the user instead of retrying.",
             ) from None
-        self._intents[record_id] = (common, arguments)
+        self._intents[record_id] = entry
         return record_id
 
     def _log_failed(self, reason: str) -> None:
@@ -170,47 +193,20 @@ class Telemetry:
             log.warning("the action log cannot be written: %s; actions fail closed until it can", reason)
 
     def _common(self, span: Span, rec: CallRecord) -> dict[str, Any]:
-        """The fields of a call's line known before it ends, in the line's order (``decision`` first among them)."""
+        """The fields of a call's outcome line known before it ends, for a call without an intent line
+        (refused before its handler): what ``intent`` puts in its entry."""
         redact = self.redactor
-        ids = rec.ids
-        if ids is None:
-            ctx = span.get_span_context()
-            ids = (ctx.trace_id.to_bytes(16, "big").hex(), ctx.span_id.to_bytes(8, "big").hex()) if ctx.is_valid else (None, None)
+        ids = rec.ids or _hex_ids(span)
         common: dict[str, Any] = {
             "trace_id": ids[0],
             "span_id": ids[1],
-            "action": rec.action,
-            "session": rec.session,
-            "call_id": rec.call_id,
-            "decision": rec.decision,
-            "rule": rec.rule,
             "target": target(redact.data(rec.arguments) if redact else rec.arguments),  # scrubbed whole, then cut
         }
-        if rec.approval:  # who decided: on the intent line too, so a call cut short by a crash keeps it
+        if rec.approval:
             common["approval"] = redact.data(rec.approval)
+        if self.settings.capture_content:
+            common["arguments"] = bounded_arguments(rec.arguments, redact)
         return common
-
-    def _entry(self, span: Span, rec: CallRecord, common: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The outcome line's fields (without ``id`` and content), ``common`` from the intent when there was one."""
-        if common is None:
-            common = self._common(span, rec)
-        entry: dict[str, Any] = {
-            "time": _now(),
-            "trace_id": common["trace_id"],
-            "span_id": common["span_id"],
-            "action": rec.action,
-            "session": rec.session,
-            "call_id": rec.call_id,
-            "decision": rec.decision,
-            "outcome": rec.outcome,
-            "duration_ms": round(rec.duration_ms, 3),
-            "error": self.redactor.text(rec.error_message) if rec.error_message else None,
-            "rule": rec.rule,
-            "target": common["target"],
-        }
-        if "approval" in common:
-            entry["approval"] = common["approval"]
-        return entry
 
     @property
     def provider(self) -> str:
@@ -229,21 +225,46 @@ class Telemetry:
         parent: otel_context.Context | None,
         description: str | None = None,
     ) -> Span:
-        """Open the call's span (see ``_spans.start_span``)."""
+        """Open the call's span (see ``_spans.start_span``; its ids only when our own provider records nothing)."""
+        tracer = self.tracer
+        if tracer._silent_ids is not None and (silent := tracer.silent_span(parent)) is not None:
+            return silent
         return start_span(self.tracer, self.settings, tool_name, action, session, call_id, parent, description)
 
     def finish(self, span: Span, rec: CallRecord) -> None:
         """Close the call's span and write its action-log line (both redacted)."""
         redact = self.redactor
         capture = self.settings.capture_content
-        end_span(span, rec, redact, self.settings)
+        if span.is_recording():
+            end_span(span, rec, redact, self.settings)
+        else:  # sampled out: nothing to set
+            span.end()
 
-        known = self._intents.pop(rec.record_id, None) if rec.record_id is not None else None
-        entry = self._entry(span, rec, known[0] if known is not None else None)
-        record_id = rec.record_id or _record_id()
+        record_id = rec.record_id
+        known = self._intents.pop(record_id, None) if record_id is not None else None
+        if known is None:  # refused before its handler: no intent line to take the shared fields from
+            known = self._common(span, rec)
+            record_id = record_id or f"{_ids.getrandbits(64):016x}"
+        error = rec.error_message
+        entry: dict[str, Any] = {
+            "time": _now(),
+            "trace_id": known["trace_id"],
+            "span_id": known["span_id"],
+            "action": rec.action,
+            "session": rec.session,
+            "call_id": rec.call_id,
+            "decision": rec.decision,
+            "outcome": rec.outcome,
+            "duration_ms": round(rec.duration_ms, 3),
+            "error": redact.text(error) if error else None,
+            "rule": rec.rule,
+            "target": known["target"],
+        }
+        if "approval" in known:
+            entry["approval"] = known["approval"]
         entry["id"] = record_id
         if capture:
-            entry["arguments"] = known[1] if known is not None else bounded_arguments(rec.arguments, redact)
+            entry["arguments"] = known.get("arguments")
             if rec.result is not None:  # the text the model read (the console's call detail), as on the span
                 text = rec.result if isinstance(rec.result, str) else dumps(rec.result)
                 entry["result"] = truncate(redact.text(text), self.settings.max_attribute_chars)

@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ._log_writer import ActionLog, ActionLogError, append_whole, describe_os_error, encode_line
+from ._log_writer import ActionLog, ActionLogError, append_whole, complete_short_write, describe_os_error
 
 __all__ = [
     "PENDING_DIR",
@@ -95,14 +95,16 @@ class IntentJournal:
         self.path, self._fd, self.pid = path, fd, os.getpid()
         return fd
 
-    def intent(self, record_id: str, entry: dict[str, Any]) -> None:
-        """Append the intent line; raises ``ActionLogError`` when it is not on disk (the action must not run)."""
-        line = encode_line({"intent": record_id, **entry})
+    def append_intent(self, record_id: str, line: bytes) -> None:
+        """Append an encoded intent line (``{"intent": record_id, ...}``); raises ``ActionLogError`` when it
+        is not on disk (the action must not run)."""
         try:
             with self._lock:
-                fd = self._ensure_open()
-                data = self._settled + line
-                append_whole(fd, data)  # the waiting done lines and the intent: whole, or not at all
+                fd = self._fd if self._fd is not None else self._ensure_open()
+                data = self._settled + line if self._settled else line
+                n = os.write(fd, data)  # the waiting done lines and the intent: whole, or not at all
+                if n != len(data):
+                    complete_short_write(fd, data, n)
                 self._settled = b""
                 self._size += len(data)
                 self._open_ids.add(record_id)

@@ -33,6 +33,7 @@ __all__ = [
     "ActionLog",
     "ActionLogError",
     "append_whole",
+    "complete_short_write",
     "describe_os_error",
     "encode_line",
     "ends_with_newline",
@@ -121,8 +122,13 @@ def append_whole(fd: int, data: bytes) -> None:
     file never keeps a fragment that the next line would be glued to.
     """
     n = os.write(fd, data)
-    if n == len(data):
-        return
+    if n != len(data):
+        complete_short_write(fd, data, n)
+
+
+def complete_short_write(fd: int, data: bytes, n: int) -> None:
+    """``append_whole`` after its ``write(2)`` took only the first ``n`` bytes of ``data``: the rest, or the
+    file as it was (callers inline the first ``write(2)`` and call this only when it was short)."""
     end = os.lseek(fd, 0, os.SEEK_CUR)  # O_APPEND: the offset is the end of what we wrote
     error: OSError = OSError(errno.ENOSPC, f"short write ({n} of {len(data)} bytes)")
     try:
