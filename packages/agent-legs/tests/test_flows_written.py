@@ -63,6 +63,26 @@ def test_a_file_the_session_wrote_and_appended_to_is_judged_by_its_content(legs_
     assert len(smtp_server.messages) == 1
 
 
+def test_editing_a_file_the_session_did_not_write_keeps_it_private(legs_mail, smtp_server) -> None:
+    legs, asked, _ = legs_mail
+    edit = {"path": "private/payroll.txt", "old_text": "EUR", "new_text": "euros"}  # blind: no read needed
+    assert legs.run("files.edit", edit, session="s").ok
+    r = _attach(legs, "private/payroll.txt")
+    assert not r.ok and r.error.type == "approval_denied" and len(asked) == 1, r
+    assert "workspace file private/payroll.txt" in asked[0].reason and "did not write it" in asked[0].reason
+    assert smtp_server.messages == []
+
+
+def test_a_file_the_session_wrote_and_edited_is_judged_by_its_content(legs_mail, smtp_server) -> None:
+    legs, asked, _ = legs_mail
+    assert legs.run("files.write", {"path": "out/agenda.txt", "content": "Agenda: budget review, budget vote\n"}, session="s").ok
+    edit = {"path": "out/agenda.txt", "old_text": "budget", "new_text": "hiring", "count": 2}
+    assert legs.run("files.edit", edit, session="s").ok
+    r = _attach(legs, "out/agenda.txt")
+    assert r.ok and asked == [], (r, asked)
+    assert len(smtp_server.messages) == 1
+
+
 def test_the_session_is_credited_with_what_it_wrote_not_what_another_writer_put_there(legs_mail, smtp_server) -> None:
     """Another writer replaces the file right after the session's write (here: before the guard's first
     look at the file, which the old code made right after the write). The session never read that content:

@@ -327,8 +327,10 @@ class FlowGuard:
         ``files.write`` replacing or creating a file wrote exactly ``content``: hashed from the argument,
         with no read back (a read would cost a thread hop per write, and would credit the session with
         whatever another writer put there meanwhile). An append adds to bytes the session may never have
-        seen: the result counts as written only if what was there before was written by this session
-        too (or nothing was). ``files.edit`` is read back."""
+        seen, and an edit changes them: the result counts as written only if what was there before was
+        written by this session too (or, for an append, nothing was). An edit's former content is its
+        result with the replacement undone, checked by redoing it; when that is ambiguous (``new_text``
+        empty or found elsewhere) the file stays private (friction, never a leak)."""
         content = arguments.get("content")
         mode = arguments.get("mode", "overwrite")
         cap = self._attachment_cap
@@ -345,7 +347,24 @@ class FlowGuard:
             before = data[: len(data) - len(added)]
             if before and hashlib.sha256(before).hexdigest() not in self._written.get(session, ()):
                 return None  # appended to a file the session did not write: still private
+        elif action == "files.edit" and not self._edited_own(arguments, data, session):
+            return None  # edited a file the session did not write (or cannot tell): still private
         return hashlib.sha256(data).hexdigest()
+
+    def _edited_own(self, arguments: dict[str, Any], data: bytes, session: str) -> bool:
+        old, new, count = arguments.get("old_text"), arguments.get("new_text"), arguments.get("count", 1)
+        if not (isinstance(old, str) and isinstance(new, str) and old and new and isinstance(count, int)):
+            return False
+        if len(data) >= self._attachment_cap:
+            return False  # the digests cover only the head: cannot tell
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        before = text.replace(new, old)
+        if before.count(old) != count or before.replace(old, new, count) != text:
+            return False
+        return hashlib.sha256(before.encode("utf-8")).hexdigest() in self._written.get(session, ())
 
     # -- before a sink ---------------------------------------------------------------------------
     async def check(self, action: str, arguments: dict[str, Any], session: str) -> Finding | None:
