@@ -1,7 +1,14 @@
-"""files.read / files.write against LangChain's FileManagementToolkit and plain Python (same files)."""
+"""files.read / files.write against LangChain's FileManagementToolkit and plain Python (same files).
+
+``plain_python_atomic_write`` is the floor of our write's guarantee, by hand: a temporary file,
+``fdatasync``, ``rename`` over the target and ``fsync`` of the directory (what ``files.write`` does
+on disk, without validation, policy, confinement, span, log or guard).
+"""
 
 from __future__ import annotations
 
+import os
+import secrets
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -9,6 +16,22 @@ from typing import Any
 from agent_legs import Legs
 
 from ._stats import alternate, ratio
+
+
+def _atomic_write(directory: Path, name: str, data: bytes) -> None:
+    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        tmp = f".tmp-{secrets.token_hex(6)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644, dir_fd=dfd)
+        try:
+            os.write(fd, data)
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
 
 
 def run(iterations: int) -> dict[str, Any]:
@@ -37,6 +60,7 @@ def run(iterations: int) -> dict[str, Any]:
                     "agent_legs_files_write": lambda: legs.run("files.write", {"path": "out.txt", "content": text}),
                     "langchain_write_file": lambda: lc_write.invoke({"file_path": "out.txt", "text": text}),
                     "plain_python_write": lambda: (ws / "plain.txt").write_text(text),
+                    "plain_python_atomic_write": lambda: _atomic_write(ws, "atomic.txt", text.encode()),
                 },
                 iterations,
             )
@@ -46,6 +70,7 @@ def run(iterations: int) -> dict[str, Any]:
         "ratios": {
             "read_vs_langchain": ratio(read["agent_legs_files_read"], read["langchain_read_file"]),
             "write_vs_langchain": ratio(write["agent_legs_files_write"], write["langchain_write_file"]),
+            "write_vs_atomic_floor": ratio(write["agent_legs_files_write"], write["plain_python_atomic_write"]),
         },
         "notes": "agent-legs includes validation, policy, one span, one flushed log line; its write fsyncs "
         "(file and directory) and renames atomically, LangChain's does neither.",

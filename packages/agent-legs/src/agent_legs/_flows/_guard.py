@@ -233,7 +233,7 @@ class FlowGuard:
             while len(self._pages) > _SESSIONS:
                 self._pages.popitem(last=False)
         if action in WRITES:  # in this worker's memory only: no store write per file written
-            digest = await self._digest(str(arguments.get("path") or ""))
+            digest = await self._written_digest(action, arguments, session)
             if digest is not None:
                 _remember(self._written, session, digest)
             return
@@ -320,9 +320,51 @@ class FlowGuard:
             return None  # not a readable workspace file: the action itself reports it
         return data
 
-    async def _digest(self, path: str) -> str | None:
-        data = await self._read(path, self._attachment_cap) if path else None
-        return None if data is None else hashlib.sha256(data).hexdigest()
+    async def _written_digest(self, action: str, arguments: dict[str, Any], session: str) -> str | None:
+        """The digest of the file ``session`` just wrote, as an attachment check reads it (its first
+        ``max_attachment_bytes``), or ``None`` if it must stay private by provenance.
+
+        ``files.write`` replacing or creating a file wrote exactly ``content``: hashed from the argument,
+        with no read back (a read would cost a thread hop per write, and would credit the session with
+        whatever another writer put there meanwhile). An append adds to bytes the session may never have
+        seen, and an edit changes them: the result counts as written only if what was there before was
+        written by this session too (or, for an append, nothing was). An edit's former content is its
+        result with the replacement undone, checked by redoing it; when that is ambiguous (``new_text``
+        empty or found elsewhere) the file stays private (friction, never a leak)."""
+        content = arguments.get("content")
+        mode = arguments.get("mode", "overwrite")
+        cap = self._attachment_cap
+        if action == "files.write" and isinstance(content, str) and mode in ("overwrite", "create"):
+            return hashlib.sha256(content.encode("utf-8")[:cap]).hexdigest()
+        path = str(arguments.get("path") or "")
+        data = await self._read(path, cap) if path else None
+        if data is None:
+            return None
+        if action == "files.write" and mode == "append":
+            added = content.encode("utf-8") if isinstance(content, str) else None
+            if added is None or len(data) >= cap or not data.endswith(added):
+                return None  # over the cap or changed meanwhile: private by provenance (friction, never a leak)
+            before = data[: len(data) - len(added)]
+            if before and hashlib.sha256(before).hexdigest() not in self._written.get(session, ()):
+                return None  # appended to a file the session did not write: still private
+        elif action == "files.edit" and not self._edited_own(arguments, data, session):
+            return None  # edited a file the session did not write (or cannot tell): still private
+        return hashlib.sha256(data).hexdigest()
+
+    def _edited_own(self, arguments: dict[str, Any], data: bytes, session: str) -> bool:
+        old, new, count = arguments.get("old_text"), arguments.get("new_text"), arguments.get("count", 1)
+        if not (isinstance(old, str) and isinstance(new, str) and old and new and isinstance(count, int)):
+            return False
+        if len(data) >= self._attachment_cap:
+            return False  # the digests cover only the head: cannot tell
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        before = text.replace(new, old)
+        if before.count(old) != count or before.replace(old, new, count) != text:
+            return False
+        return hashlib.sha256(before.encode("utf-8")).hexdigest() in self._written.get(session, ())
 
     # -- before a sink ---------------------------------------------------------------------------
     async def check(self, action: str, arguments: dict[str, Any], session: str) -> Finding | None:

@@ -40,8 +40,7 @@ def write_bytes(
     """Atomically write (temp file + fdatasync + rename + directory fsync), creating parent
     directories. ``create`` fails if the file exists (atomically: link(2), no clobbering);
     ``max_bytes`` defaults to ``policy.files.max_write_bytes``."""
-    rel = tree.check(path, write=True)
-    parts, rel = tree._file_parts(path)
+    parts, rel = tree._file_parts(path, write=True)
     limit = tree.policy.max_write_bytes if max_bytes is None else max_bytes
     if len(data) > limit:
         raise ActionError(

@@ -108,9 +108,12 @@ class ConfinedTree:
             raise denied(f"{rel!r} matches a denied pattern", f"policy.files.deny[{pattern!r}]")
         return parts, bool(parts) and raw.endswith(("/", "/."))
 
-    def _file_parts(self, path: str) -> tuple[list[str], str]:
-        """Components of a path that must name a file (not the root, no trailing slash)."""
+    def _file_parts(self, path: str, *, write: bool = False) -> tuple[list[str], str]:
+        """Components of a path that must name a file (not the root, no trailing slash); with ``write``,
+        ``check(path, write=True)``'s refusal of a read-only workspace comes first (one parse, not two)."""
         parts, trailing = self._parse(path)
+        if write and self.policy.read_only:
+            raise denied(f"cannot modify {'/'.join(parts) or '.'!r}: the workspace is read-only", "policy.files.read_only")
         if not parts:
             raise ActionError("invalid_input", "the workspace root is a directory, not a file")
         rel = "/".join(parts)
