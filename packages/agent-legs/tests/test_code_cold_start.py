@@ -258,6 +258,63 @@ def test_a_legs_that_fails_after_asking_for_the_first_container_leaves_nothing(t
     assert provider.seen[0] not in sandbox_containers()  # and no_leftover_containers: none of this process's
 
 
+BEFORE_THE_FAMILY = """
+import importlib.abc, json, sys, time
+from agent_legs import Legs
+from agent_legs.actions.code import _reaper
+seen = {}
+
+class Watch(importlib.abc.MetaPathFinder):
+    # the moment the code family's handlers are imported (Legs()' check of the policy's names): had the
+    # first container been asked for? (waits, bounded, for the engine to have made the one asked for)
+    def find_spec(self, name, path, target=None):
+        if name == "agent_legs.actions.code._actions" and not seen:
+            launched = "agent_legs.actions.code._early" in sys.modules
+            deadline = time.monotonic() + 60
+            while launched and not _reaper.owned() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            seen.update(launched=launched, containers=len(_reaper.owned()))
+        return None
+
+sys.meta_path.insert(0, Watch())
+legs = Legs(sys.argv[1], sys.argv[2], policy={"allow": ["code.*"]})
+r = legs.run("code.run", {"code": "print(1+1)"})
+legs.close()
+print(json.dumps({**seen, "ok": r.ok and r.data["stdout"] == "2\\n"}))
+"""
+
+
+def test_the_first_container_is_asked_for_before_the_code_family_is_imported(tmp_path) -> None:
+    """``Legs()`` decides to prestart from the policy's patterns and the settings alone and sends the
+    create before its check of the policy's names imports the code family (handlers, service, kernel):
+    that import then overlaps Docker's start. In a new process, where nothing is imported yet."""
+    proc = subprocess.run(
+        [sys.executable, "-c", BEFORE_THE_FAMILY, str(tmp_path / "w"), str(tmp_path / "s")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["ok"]
+    assert report["launched"], "the code family was imported before the first container was asked for"
+    assert report["containers"] == 1
+
+
+def test_a_policy_name_typo_after_the_early_start_leaves_nothing(tmp_path) -> None:
+    """The names are checked after the first container was asked for: a typo still fails ``Legs()`` with
+    the ``ConfigError`` naming it, and leaves no container and no directory behind."""
+    from agent_legs import ConfigError, Legs
+    from agent_legs.actions.code import _reaper
+
+    before = set(_reaper.owned())
+    ws, st = tmp_path / "new" / "w", tmp_path / "s"
+    with pytest.raises(ConfigError, match=r"'nosuch\.\*' matches no action"):
+        Legs(ws, st, policy={"allow": ["code.*", "nosuch.*"]})
+    assert not (tmp_path / "new").exists() and not st.exists()
+    assert [c for c in _reaper.owned() if c not in before] == [] and _reaper.drain() == []
+
+
 @pytest.mark.parametrize(
     "settings",
     [
