@@ -334,6 +334,38 @@ def test_the_first_container_is_asked_for_early_only_on_one_local_engine_without
     assert EarlyStart.launch(tmp_path, tmp_path / "s", networked, Settings.model_validate({})) is None
 
 
+def test_the_bootstrap_runs_the_hosts_bytecode_when_its_magic_matches_else_compiles_the_source(sandbox_image) -> None:
+    """A container's python3 runs the driver the host compiled when their bytecode magic numbers are the
+    same (no compile in the container), and compiles the source otherwise (any image with python3)."""
+    import importlib.util
+    import marshal
+
+    from agent_legs.actions.code._body import BOOTSTRAP
+    from agent_legs.actions.code._sandbox import driver_payload, driver_source
+
+    def bootstrap(payload: bytes) -> str:
+        cmd = ["docker", "run", "--rm", "-i", "--network", "none", "--read-only", sandbox_image, "python3", "-u", "-c", BOOTSTRAP]
+        return subprocess.run(cmd, input=payload, capture_output=True, timeout=120, check=True).stdout.decode().strip()
+
+    host = importlib.util.MAGIC_NUMBER.hex()
+    image = bootstrap(_payload(host, "import importlib.util; print(importlib.util.MAGIC_NUMBER.hex())"))
+    assert bootstrap(_payload("00000000", "print('from bytecode')", source="print('from source')")) == "from source"
+    if image == host:  # (this host's Python can compile for that image)
+        assert bootstrap(_payload(host, "print('from bytecode')", source="print('from source')")) == "from bytecode"
+    magic, size = driver_payload().split(b"\n", 1)[0].split()
+    code = driver_payload()[len(magic) + len(size) + 2 :][: int(size)]
+    assert magic.decode() == host and marshal.loads(code).co_filename == "agent-legs-driver"
+    assert driver_payload().endswith(b"%d\n" % len(driver_source()) + driver_source())
+
+
+def _payload(magic: str, code: str, *, source: str = "") -> bytes:
+    import marshal
+
+    compiled = marshal.dumps(compile(code, "agent-legs-driver", "exec"))
+    raw = (source or code).encode()
+    return f"{magic} {len(compiled)}\n".encode() + compiled + b"%d\n" % len(raw) + raw
+
+
 def test_the_create_body_is_what_docker_py_sends_for_the_same_options(tmp_path) -> None:
     """``_container.config`` (sent by both paths) holds every containment option, exactly as docker-py
     turned the keyword arguments the sandbox was created with before into the engine's JSON."""

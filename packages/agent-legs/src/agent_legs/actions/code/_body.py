@@ -39,8 +39,13 @@ __all__ = [
 
 LABEL = "agent-legs.sandbox"
 HOST = socket.gethostname()
-# PID 1 of every sandbox: reads the driver's source (a decimal length line, then the bytes) from stdin
-BOOTSTRAP = "import sys; b = sys.stdin.buffer; exec(compile(b.read(int(b.readline())), 'agent-legs-driver', 'exec'))"
+# PID 1 of every sandbox: reads _sandbox.driver_payload from stdin and runs the driver compiled by the host
+# when its own bytecode magic is the host's, else compiles the source (marshal is built in: no file can shadow it)
+BOOTSTRAP = (
+    "import sys, marshal; b = sys.stdin.buffer; m, n = b.readline().split(); c = b.read(int(n)); "
+    "s = b.read(int(b.readline())); e = sys.modules.get('_frozen_importlib_external'); "
+    "exec(marshal.loads(c) if m == getattr(e, 'MAGIC_NUMBER', b'').hex().encode() else compile(s, 'agent-legs-driver', 'exec'))"
+)
 EGRESS_SOCKET = "/run/agent-legs-egress.sock"  # inside the container
 EGRESS_PORT = 3128  # the driver's forwarder, on the container's loopback
 # gVisor's user-space kernel (the Sentry) runs in the container's memory cgroup: measured ~22 MB more than

@@ -55,7 +55,7 @@ from ._body import (
     config,
 )
 from ._hosts import HOST_FIX, HostSpec, negotiate, open_client
-from ._sandbox import driver_source
+from ._sandbox import driver_payload
 
 if TYPE_CHECKING:
     from ..._secrets import Secrets
@@ -220,8 +220,7 @@ def create(client: Any, body: dict[str, Any]) -> tuple[Any, socket.socket]:
         # the hijacked HTTP connection's socket (over TLS, docker-py hands the SSLSocket itself)
         sock: socket.socket = raw if isinstance(raw, ssl.SSLSocket) else raw._sock
         container.start()
-        source = driver_source()
-        sock.sendall(b"%d\n" % len(source) + source)
+        sock.sendall(driver_payload())
         sock.setblocking(False)
     except Exception:
         _reaper.remove(container)

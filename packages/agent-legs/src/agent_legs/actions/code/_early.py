@@ -49,7 +49,7 @@ from . import _fs as _code_fs
 from . import _reaper
 from ._body import CONNECT_S, DOCKER_TIMEOUT_S, config
 from ._hosts import host_specs
-from ._sandbox import driver_source
+from ._sandbox import driver_payload
 
 if TYPE_CHECKING:
     from ..._policy import Policy
@@ -237,6 +237,7 @@ class EarlyStart:
             log.debug("early sandbox start skipped: %s", exc)
             return None
         early._thread.start()
+        threading.Thread(target=driver_payload, name="agent-legs-driver-compile", daemon=True).start()  # meanwhile
         return early
 
     def _run(self) -> None:
@@ -256,8 +257,7 @@ class EarlyStart:
             status, reply, _, _ = exchange(self.path, "POST", f"/containers/{self.container.id}/start")
             if status not in (204, 304):
                 raise EngineError(_message(status, reply))
-            source = driver_source()
-            sock.sendall(b"%d\n" % len(source) + source)
+            sock.sendall(driver_payload())
             sock.setblocking(False)
             self._sock = sock
         except Exception as exc:
