@@ -258,6 +258,63 @@ def test_a_legs_that_fails_after_asking_for_the_first_container_leaves_nothing(t
     assert provider.seen[0] not in sandbox_containers()  # and no_leftover_containers: none of this process's
 
 
+BEFORE_THE_FAMILY = """
+import importlib.abc, json, sys, time
+from agent_legs import Legs
+from agent_legs.actions.code import _reaper
+seen = {}
+
+class Watch(importlib.abc.MetaPathFinder):
+    # the moment the code family's handlers are imported (Legs()' check of the policy's names): had the
+    # first container been asked for? (waits, bounded, for the engine to have made the one asked for)
+    def find_spec(self, name, path, target=None):
+        if name == "agent_legs.actions.code._actions" and not seen:
+            launched = "agent_legs.actions.code._early" in sys.modules
+            deadline = time.monotonic() + 60
+            while launched and not _reaper.owned() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            seen.update(launched=launched, containers=len(_reaper.owned()))
+        return None
+
+sys.meta_path.insert(0, Watch())
+legs = Legs(sys.argv[1], sys.argv[2], policy={"allow": ["code.*"]})
+r = legs.run("code.run", {"code": "print(1+1)"})
+legs.close()
+print(json.dumps({**seen, "ok": r.ok and r.data["stdout"] == "2\\n"}))
+"""
+
+
+def test_the_first_container_is_asked_for_before_the_code_family_is_imported(tmp_path) -> None:
+    """``Legs()`` decides to prestart from the policy's patterns and the settings alone and sends the
+    create before its check of the policy's names imports the code family (handlers, service, kernel):
+    that import then overlaps Docker's start. In a new process, where nothing is imported yet."""
+    proc = subprocess.run(
+        [sys.executable, "-c", BEFORE_THE_FAMILY, str(tmp_path / "w"), str(tmp_path / "s")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["ok"]
+    assert report["launched"], "the code family was imported before the first container was asked for"
+    assert report["containers"] == 1
+
+
+def test_a_policy_name_typo_after_the_early_start_leaves_nothing(tmp_path) -> None:
+    """The names are checked after the first container was asked for: a typo still fails ``Legs()`` with
+    the ``ConfigError`` naming it, and leaves no container and no directory behind."""
+    from agent_legs import ConfigError, Legs
+    from agent_legs.actions.code import _reaper
+
+    before = set(_reaper.owned())
+    ws, st = tmp_path / "new" / "w", tmp_path / "s"
+    with pytest.raises(ConfigError, match=r"'nosuch\.\*' matches no action"):
+        Legs(ws, st, policy={"allow": ["code.*", "nosuch.*"]})
+    assert not (tmp_path / "new").exists() and not st.exists()
+    assert [c for c in _reaper.owned() if c not in before] == [] and _reaper.drain() == []
+
+
 @pytest.mark.parametrize(
     "settings",
     [
@@ -275,6 +332,38 @@ def test_the_first_container_is_asked_for_early_only_on_one_local_engine_without
     assert EarlyStart.launch(tmp_path, tmp_path / "s", policy, Settings.model_validate(settings)) is None
     networked = Policy.model_validate({"allow": ["code.*"], "code": {"network": True}})
     assert EarlyStart.launch(tmp_path, tmp_path / "s", networked, Settings.model_validate({})) is None
+
+
+def test_the_bootstrap_runs_the_hosts_bytecode_when_its_magic_matches_else_compiles_the_source(sandbox_image) -> None:
+    """A container's python3 runs the driver the host compiled when their bytecode magic numbers are the
+    same (no compile in the container), and compiles the source otherwise (any image with python3)."""
+    import importlib.util
+    import marshal
+
+    from agent_legs.actions.code._body import BOOTSTRAP
+    from agent_legs.actions.code._sandbox import driver_payload, driver_source
+
+    def bootstrap(payload: bytes) -> str:
+        cmd = ["docker", "run", "--rm", "-i", "--network", "none", "--read-only", sandbox_image, "python3", "-u", "-c", BOOTSTRAP]
+        return subprocess.run(cmd, input=payload, capture_output=True, timeout=120, check=True).stdout.decode().strip()
+
+    host = importlib.util.MAGIC_NUMBER.hex()
+    image = bootstrap(_payload(host, "import importlib.util; print(importlib.util.MAGIC_NUMBER.hex())"))
+    assert bootstrap(_payload("00000000", "print('from bytecode')", source="print('from source')")) == "from source"
+    if image == host:  # (this host's Python can compile for that image)
+        assert bootstrap(_payload(host, "print('from bytecode')", source="print('from source')")) == "from bytecode"
+    magic, size = driver_payload().split(b"\n", 1)[0].split()
+    code = driver_payload()[len(magic) + len(size) + 2 :][: int(size)]
+    assert magic.decode() == host and marshal.loads(code).co_filename == "agent-legs-driver"
+    assert driver_payload().endswith(b"%d\n" % len(driver_source()) + driver_source())
+
+
+def _payload(magic: str, code: str, *, source: str = "") -> bytes:
+    import marshal
+
+    compiled = marshal.dumps(compile(code, "agent-legs-driver", "exec"))
+    raw = (source or code).encode()
+    return f"{magic} {len(compiled)}\n".encode() + compiled + b"%d\n" % len(raw) + raw
 
 
 def test_the_create_body_is_what_docker_py_sends_for_the_same_options(tmp_path) -> None:

@@ -27,6 +27,21 @@ def run(legs, code, **kw):
     )
 
 
+def test_workspace_files_named_like_the_drivers_modules_do_not_replace_them(open_legs, dirs) -> None:
+    """``python3 -c`` puts the working directory (the workspace) first on ``sys.path``: a file there named
+    like a module the driver imports ran in the container's PID 1 instead of the standard library's
+    (the sandbox did not start). The driver's modules are the standard library's; the code still
+    imports the workspace's own modules."""
+    ws = dirs[0]
+    for name in ("traceback", "json", "socket", "subprocess"):
+        (ws / f"{name}.py").write_text("raise SystemExit('the workspace file ran')\n")
+    (ws / "mymod.py").write_text("X = 42\n")
+    legs = open_legs(settings={"code": {"pool_size": 1}})
+    r = run(legs, "import sys, mymod\nprint(mymod.X, sys.path[0] == '')")
+    assert r.ok, r.error
+    assert r.data["stdout"] == "42 True\n"
+
+
 def test_state_persists_like_a_notebook(legs) -> None:
     r = run(legs, "import math\nx = 20\ndef f(y):\n    return y * 2\nf(x) + 2")
     assert r.ok and r.data["value"] == "42" and r.data["new_kernel"]

@@ -126,6 +126,30 @@ def prestart_wanted(policy: Policy, setting: bool | str, engine: PolicyEngine) -
     )
 
 
+def _first_missing(path: Path) -> Path | None:
+    """The topmost of ``path`` and its parents that does not exist (None: ``path`` exists)."""
+    missing = None
+    for p in (path, *path.parents):
+        if p.exists():
+            break
+        missing = p
+    return missing
+
+
+def _remove_made(path: Path, made: Path | None) -> None:
+    """Remove the directories from ``path`` up to ``made`` (what ``_first_missing`` named before they
+    were created), while they are empty."""
+    if made is None:
+        return
+    for p in (path, *path.parents):
+        try:
+            p.rmdir()
+        except OSError:
+            return
+        if p == made:
+            return
+
+
 def _is_within(child: Path, parent: Path) -> bool:
     return child == parent or parent in child.parents
 
@@ -160,7 +184,13 @@ class Legs:
         # A policy name that matches no action is a typo: say so before anything starts, not by denying
         # everything later. Names under a configured MCP server are accepted before it lists its tools.
         self._mcp_servers = sorted(self.settings.mcp.servers)
-        self._check_names()
+        # With the sandbox prestarted, its first container is asked for before the names are checked:
+        # that check imports the families the names can match, which then overlaps Docker's start. The
+        # decision needs no family (the policy's own patterns and the settings); a check that fails
+        # then removes the container and the directories this Legs() made (nothing is left).
+        early = prestart_wanted(self.policy, self.settings.code.prestart, PolicyEngine(self.policy))
+        if not early:
+            self._check_names()
 
         check_tls_secrets(self.settings.code, self.secrets)  # sandbox hosts' {secret:NAME} PEM: named, and PEM
         self.workspace, self.state_dir = resolve_dirs(workspace, state_dir)
@@ -180,19 +210,30 @@ class Legs:
         from ._state import open_store
 
         state = open_store(self.state_dir, self.settings, self.secrets)  # a bad URL: ConfigError, nothing created
+        made = _first_missing(self.workspace)
         try:
             self.workspace.mkdir(parents=True, exist_ok=True)
-            self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
             raise ConfigError(f"cannot create workspace/state directories: {exc}") from exc
         # The sandbox's first container is asked of the engine now, before the rest is built: Docker's
         # start (hundreds of ms) then overlaps with it and with the code service's own start.
         self._early: Any = None
-        if prestart_wanted(self.policy, self.settings.code.prestart, PolicyEngine(self.policy)):
+        if early:
             from .actions.code._early import EarlyStart
 
             self._early = EarlyStart.launch(self.workspace, self.state_dir, self.policy, self.settings)
+            try:
+                self._check_names()
+            except BaseException:
+                if self._early is not None:  # its start done first: the engine must not re-create the directory
+                    self._early.discard()
+                _remove_made(self.workspace, made)
+                raise
         try:
+            try:
+                self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            except OSError as exc:
+                raise ConfigError(f"cannot create workspace/state directories: {exc}") from exc
             self._build(state, tracer_provider, resolver)
         except BaseException:
             if self._early is not None:

@@ -41,10 +41,21 @@ from typing import TYPE_CHECKING, Any
 from ..._egress_proxy import EgressProxy
 from ..._errors import ActionError
 from . import _reaper
+from ._body import (
+    BOOTSTRAP,
+    CONNECT_S,
+    DOCKER_TIMEOUT_S,
+    EGRESS_PORT,
+    EGRESS_SOCKET,
+    HOST,
+    LABEL,
+    RUNSC_OVERHEAD_MB,
+    RUNSC_TASKS_BASE,
+    RUNSC_TASKS_PER_PROCESS,
+    config,
+)
 from ._hosts import HOST_FIX, HostSpec, negotiate, open_client
-from ._policy import CodePolicy
-from ._sandbox import driver_source
-from ._settings import CodeSettings
+from ._sandbox import driver_payload
 
 if TYPE_CHECKING:
     from ..._secrets import Secrets
@@ -76,8 +87,6 @@ __all__ = [
     "tls_reason",
 ]
 
-LABEL = "agent-legs.sandbox"
-HOST = socket.gethostname()
 RUNSC_HINT = (
     "As root: bash shared/sandbox/ensure-runsc.sh (installs runsc and registers it in "
     "/etc/docker/daemon.json with runtimeArgs ['--network=none', '--host-uds=open'], then reloads dockerd), "
@@ -88,19 +97,6 @@ UNAVAILABLE_HINT = (
     "`agent-legs sandbox build`; `agent-legs doctor` checks both."
 )
 
-# PID 1 of every sandbox: reads the driver's source (a decimal length line, then the bytes) from stdin
-BOOTSTRAP = "import sys; b = sys.stdin.buffer; exec(compile(b.read(int(b.readline())), 'agent-legs-driver', 'exec'))"
-EGRESS_SOCKET = "/run/agent-legs-egress.sock"  # inside the container
-EGRESS_PORT = 3128  # the driver's forwarder, on the container's loopback
-# gVisor's user-space kernel (the Sentry) runs in the container's memory cgroup: measured ~22 MB more than
-# runc for an idle kernel with numpy and pandas loaded; the code keeps policy.code.memory_mb for itself.
-RUNSC_OVERHEAD_MB = 64
-# ...and counts as host tasks in its pids cgroup: measured ~40 for the Sentry and ~8 per process of the code
-# (ptrace platform); the container's task limit is scaled so that the code keeps policy.code.pids_limit.
-RUNSC_TASKS_BASE, RUNSC_TASKS_PER_PROCESS = 64, 8
-
-CONNECT_S = 10.0  # the engine must answer its first ping within this (a silent listener otherwise holds us)
-DOCKER_TIMEOUT_S = 30.0
 CLEANUP_S = 5.0  # after a failed call, how long it waits for the engine to remove the kernel's container
 
 
@@ -213,70 +209,6 @@ def check_runtime(client: Any, runtime: str, *, network: bool) -> None:
         )
 
 
-def config(
-    settings: CodeSettings,
-    code: CodePolicy,
-    *,
-    workspace: str,
-    read_only: bool,
-    owner: tuple[int, int],
-    mounts: list[dict[str, Any]],
-    proxy: SocketProxy | None,
-    instance: str,
-) -> dict[str, Any]:
-    """The engine's ``POST /containers/create`` body of one sandbox: every containment option of the
-    module's docstring. The one definition: ``create`` (docker-py) and ``_early`` (the engine's socket)
-    both send it, so the first container and every later one are the same."""
-    uid, gid = owner
-    runtime = settings.runtime
-    overhead_mb = RUNSC_OVERHEAD_MB if runtime == "runsc" else 0  # gVisor's kernel lives in the same cgroup
-    memory = (code.memory_mb + overhead_mb) * 1024 * 1024
-    env: list[str] = []  # nothing of the host's: no variable, no secret
-    binds = [f"{workspace}:/workspace:{'ro' if read_only else 'rw'}"]
-    if proxy is not None:
-        binds.append(f"{proxy.path}:{EGRESS_SOCKET}:rw")
-        url = f"http://127.0.0.1:{EGRESS_PORT}"
-        env = [
-            f"AGENT_LEGS_EGRESS_SOCKET={EGRESS_SOCKET}",
-            f"AGENT_LEGS_EGRESS_PORT={EGRESS_PORT}",
-            *(f"{name}={url}" for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy")),
-        ]
-    return {
-        "Image": settings.image,  # any version: it holds no Agent Legs code
-        "Cmd": ["python3", "-u", "-c", BOOTSTRAP],
-        "User": f"{uid}:{gid}",
-        "Hostname": "sandbox",
-        "WorkingDir": "/workspace",
-        "Env": env,
-        "Labels": {LABEL: "1", f"{LABEL}.owner": f"{HOST}:{os.getpid()}", f"{LABEL}.instance": instance},
-        # stdin attached and closed by the engine when the attach connection drops: PID 1 then ends the container
-        "AttachStdin": True,
-        "AttachStdout": True,
-        "AttachStderr": True,
-        "OpenStdin": True,
-        "StdinOnce": True,
-        "Tty": False,
-        "NetworkDisabled": False,
-        "Volumes": {"/workspace": {}} if proxy is None else {"/workspace": {}, EGRESS_SOCKET: {}},
-        "HostConfig": {
-            "NetworkMode": "none",
-            "ReadonlyRootfs": True,
-            "Tmpfs": {"/tmp": f"size={code.tmp_mb}m,mode=1777,nosuid,nodev"},  # noqa: S108 (the container's own tmpfs)
-            "CapDrop": ["ALL"],
-            "SecurityOpt": ["no-new-privileges"],
-            "PidsLimit": code.pids_limit if runtime == "runc" else RUNSC_TASKS_BASE + code.pids_limit * RUNSC_TASKS_PER_PROCESS,
-            "Memory": memory,
-            "MemorySwap": memory,
-            "NanoCpus": int(code.cpus * 1e9),
-            "Binds": binds,
-            "Mounts": mounts,
-            "Runtime": runtime,
-            "Ulimits": [],
-            "LogConfig": {"Type": "none", "Config": {}},  # what the kernel writes never reaches the engine's disk
-        },
-    }
-
-
 def create(client: Any, body: dict[str, Any]) -> tuple[Any, socket.socket]:
     """Create (``body``: ``config``'s) and start one container (blocking): (the container, its attach socket,
     non-blocking). The driver's source has been sent on the socket; the caller reads the driver's greeting."""
@@ -288,8 +220,7 @@ def create(client: Any, body: dict[str, Any]) -> tuple[Any, socket.socket]:
         # the hijacked HTTP connection's socket (over TLS, docker-py hands the SSLSocket itself)
         sock: socket.socket = raw if isinstance(raw, ssl.SSLSocket) else raw._sock
         container.start()
-        source = driver_source()
-        sock.sendall(b"%d\n" % len(source) + source)
+        sock.sendall(driver_payload())
         sock.setblocking(False)
     except Exception:
         _reaper.remove(container)

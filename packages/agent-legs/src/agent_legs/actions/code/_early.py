@@ -12,7 +12,7 @@ as from any other.
 
 Invariants:
 
-* **The same container.** The create body is ``_container.config``, the one definition both paths
+* **The same container.** The create body is ``_body.config``, the one definition both paths
   send, as the user ``_fs.prepare_workspace`` picks and with the masks of the denied paths found by
   a scan of the workspace made now (``_fs.scan``, as for every kernel; ``_kernel.claim`` checks them
   again before each call, this one's first included).
@@ -47,16 +47,15 @@ from typing import TYPE_CHECKING, Any
 from ..._errors import ActionError
 from . import _fs as _code_fs
 from . import _reaper
-from ._channel import Channel
-from ._container import CONNECT_S, DOCKER_TIMEOUT_S, blocking, config
+from ._body import CONNECT_S, DOCKER_TIMEOUT_S, config
 from ._hosts import host_specs
-from ._kernel import Kernel
-from ._sandbox import driver_source
+from ._sandbox import driver_payload
 
 if TYPE_CHECKING:
     from ..._policy import Policy
     from ..._settings import Settings
     from ._hosts import Host
+    from ._kernel import Kernel
     from ._service import CodeService
 
 __all__ = ["EarlyStart", "EngineError", "NotFound", "RawContainer", "adopt", "engine_socket", "exchange", "hand_over", "take"]
@@ -192,7 +191,7 @@ class EarlyStart:
     """One container being started on the local engine for a ``Legs`` whose service is not built yet."""
 
     def __init__(self, path: str, workspace: Path, state_dir: Path, policy: Policy, settings: Settings) -> None:
-        from ..files._workspace import Workspace
+        from ..files._paths import ConfinedTree
 
         code = settings.code
         self.path = path
@@ -200,7 +199,7 @@ class EarlyStart:
         root = str(workspace)
         self.owner = _code_fs.prepare_workspace(root, code.uid, read_only=policy.files.read_only, runtime=code.runtime)
         self.known: set[tuple[int, int, int]] = set()  # identities of denied files (the service keeps them)
-        ws = Workspace(workspace, policy.files, state_dir)
+        ws = ConfinedTree(workspace, policy.files, state_dir)
         self.masks = _code_fs.scan(root, ws, sandbox_uid=self.owner[0], known=self.known).masks
         self.sources = _code_fs.MaskSources()
         try:
@@ -238,6 +237,7 @@ class EarlyStart:
             log.debug("early sandbox start skipped: %s", exc)
             return None
         early._thread.start()
+        threading.Thread(target=driver_payload, name="agent-legs-driver-compile", daemon=True).start()  # meanwhile
         return early
 
     def _run(self) -> None:
@@ -257,8 +257,7 @@ class EarlyStart:
             status, reply, _, _ = exchange(self.path, "POST", f"/containers/{self.container.id}/start")
             if status not in (204, 304):
                 raise EngineError(_message(status, reply))
-            source = driver_source()
-            sock.sendall(b"%d\n" % len(source) + source)
+            sock.sendall(driver_payload())
             sock.setblocking(False)
             self._sock = sock
         except Exception as exc:
@@ -325,6 +324,10 @@ def take(runtime: Any) -> EarlyStart | None:
 async def adopt(svc: CodeService, early: EarlyStart, host: Host) -> Kernel:
     """(``CodeService._new_kernel``.) The container ``Legs()`` asked for as a kernel of ``host``; if its
     start failed, one started now the usual way. The service's close waits for this as for any creation."""
+    from ._channel import Channel  # (imported here: Legs() imports this module before the code family)
+    from ._container import blocking
+    from ._kernel import Kernel
+
     with svc._inflight:
         svc._creations += 1
     try:

@@ -44,7 +44,7 @@ from typing import Any
 
 from ... import _acl
 from ..._errors import ActionError
-from ..files._workspace import Workspace
+from ..files._paths import ConfinedTree  # (the files layer's path checks alone: light to import)
 
 __all__ = ["MAX_MASKS", "MaskSources", "Masks", "Scan", "mounts", "prepare_workspace", "scan", "strip_setid"]
 
@@ -130,7 +130,7 @@ class Scan:
 _UNNAMEABLE = re.compile("[\x00-\x1f\x7f\\\\\ud800-\udfff]")
 
 
-def _denied(ws: Workspace, rel: str) -> bool:
+def _denied(ws: ConfinedTree, rel: str) -> bool:
     """Whether ``policy.files.deny`` matches ``rel``, by the files layer's own matcher. A name the files
     layer refuses to parse (undecodable bytes, control characters, a backslash, a leading '~' or
     drive letter) is matched with those characters replaced: files.* never reads it, but code could."""
@@ -145,7 +145,7 @@ def _denied(ws: Workspace, rel: str) -> bool:
 
 
 def scan(
-    root: str, ws: Workspace, *, sandbox_uid: int, deny: bool = True, known: set[tuple[int, int, int]] | None = None
+    root: str, ws: ConfinedTree, *, sandbox_uid: int, deny: bool = True, known: set[tuple[int, int, int]] | None = None
 ) -> Scan:
     """One walk of the workspace: the denied paths to mask, and set-id bits stripped from the
     sandbox user's entries. Never follows a symbolic link; entries that vanish meanwhile are skipped.
@@ -215,7 +215,7 @@ def _strip(dfd: int, name: str, is_dir: bool) -> bool:
         os.close(fd)
 
 
-def strip_setid(root: str, ws: Workspace, *, sandbox_uid: int) -> list[str]:
+def strip_setid(root: str, ws: ConfinedTree, *, sandbox_uid: int) -> list[str]:
     """Set-id bits stripped from the sandbox user's workspace entries (relative paths)."""
     return scan(root, ws, sandbox_uid=sandbox_uid, deny=False).setid_removed
 

@@ -29,22 +29,31 @@ fork bomb or zombie outlives it.
 When the host grants guarded network (``AGENT_LEGS_EGRESS_SOCKET``), the container still has only
 loopback; a forwarder thread listens on ``127.0.0.1:$AGENT_LEGS_EGRESS_PORT`` and relays each
 connection to the host's egress proxy over the mounted unix socket (HTTP_PROXY points there).
-Standard library only: the image's python3 runs it.
+Standard library only: the image's python3 runs it. Its own modules never come from the workspace:
+``python3 -c`` puts the working directory (``/workspace``) first on ``sys.path``, where a file named
+``json.py`` or ``traceback.py`` (the model's, or a hostile one) would run instead of the standard
+library's, in PID 1 before the supervisor exists. The driver imports everything it uses with that entry
+removed, and gives it back (``serve``) to the code, which imports the workspace's modules as usual.
 """
 
-import ast
-import io
-import json
-import os
-import select
-import signal
-import socket
-import struct
-import subprocess
-import sys
-import threading
-import time
-import traceback
+import sys  # (built in: already loaded, no file can stand in for it)
+
+_CWD_FIRST = bool(sys.path) and sys.path[0] == ""  # python3 -c: the working directory
+if _CWD_FIRST:
+    del sys.path[0]
+
+import ast  # noqa: E402 (each after the working directory left sys.path)
+import io  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import select  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import struct  # noqa: E402
+import subprocess  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
 
 WORKSPACE = "/workspace"
 MAX_SCAN = 5000
@@ -366,6 +375,8 @@ def serve(proto_in, proto_out, null_fd):
         start_egress_forwarder(os.environ["AGENT_LEGS_EGRESS_SOCKET"], int(os.environ["AGENT_LEGS_EGRESS_PORT"]))
     kernel = Kernel()
     kernel.stdout, kernel.stderr = _text_stream(1), _text_stream(2)
+    if _CWD_FIRST:  # the code imports from the workspace, as under python3 -c (the driver's modules are loaded)
+        sys.path.insert(0, "")
     _send(proto_out, {"ready": True, "python": sys.version.split()[0], "pid": os.getpid()})
     # from here on stray writes (threads left by user code) go nowhere rather than into the protocol
     os.dup2(null_fd, 1)
