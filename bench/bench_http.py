@@ -6,7 +6,8 @@ run. agent-legs is measured on both of its connection layers (``settings.http.tr
 the default, and httpx's own pool; both pinned to guard-checked addresses), next to the raw
 clients, so the choice of the default layer is visible in the numbers. Raw aiohttp (one pooled
 ``ClientSession``, nothing else) is the ceiling: the fastest any client on this event loop gets.
-The egress guard's synchronous URL check is timed on its own. Each case's CPU time per call (this
+The egress guard's synchronous URL check is timed on its own. ``layers`` is the budget of one call:
+CPU per call with each layer added on top of the last (``_http_layers``). Each case's CPU time per call (this
 process, every thread; the server runs in its own) is reported beside the times: on a shared machine
 it moves less than wall time, and at 50 concurrent the throughput comes down to it.
 """
@@ -28,6 +29,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 
 from agent_legs import Legs
 
+from ._http_layers import layer_budget
 from ._stats import ratio, summarize, time_async, time_sync
 
 Call = Callable[[], Awaitable[Any]]
@@ -195,6 +197,9 @@ def run(iterations: int) -> dict[str, Any]:
                 }
 
             result = asyncio.run(main())
+        # The layer budget (issue 20): CPU per call, each layer of http.request added on top of the
+        # last, alternating in one process (bench/_http_layers.py; `python -m bench._http_layers`).
+        result["layers"] = layer_budget(port, rounds=5, calls=max(200, iterations // 2))
     finally:
         proc.kill()
     result["guard_check_target"] = _guard_check_us(port)

@@ -266,6 +266,30 @@ def test_gzip_is_decoded(legs, http_server) -> None:
     assert r.ok and r.data["json"] == {"compressed": True}
 
 
+def test_a_small_compressed_body_is_cut_at_the_cap_once_decoded(legs, http_server) -> None:
+    # A few hundred bytes on the wire (its Content-Length far below the cap) that decode to 3 MB: the
+    # cap holds for the decoded bytes, whichever way the body is read.
+    import gzip
+
+    bomb = gzip.compress(b"a" * 3_000_000)
+    assert len(bomb) < 100_000
+
+    @http_server.route("/bomb")
+    def _bomb(h, rec):
+        h.send_body(200, bomb, "text/plain", {"Content-Encoding": "gzip"})
+
+    r = get(legs, http_server.url("/bomb"))
+    assert r.ok and r.data["truncated"] and r.data["bytes"] == 100_000
+    assert "response truncated at 100000 bytes" in r.output
+
+
+@pytest.mark.parametrize("size", [99_999, 100_000, 100_001])
+def test_a_plain_body_at_the_cap_is_whole_and_one_byte_past_it_is_cut(legs, http_server, size) -> None:
+    r = get(legs, http_server.url(f"/big?size={size}"))
+    assert r.ok and r.data["bytes"] == min(size, 100_000)
+    assert r.data["truncated"] is (size > 100_000)
+
+
 def test_redirect_re_checked_against_policy(legs, http_server) -> None:
     # Allowed host, then a redirect to a loopback port the policy does not list.
     r = get(legs, http_server.url("/redirect?to=http://127.0.0.1:9/x"))

@@ -92,6 +92,7 @@ _CROSS_ORIGIN_HEADERS = frozenset(
 )
 _CHARSET = re.compile(r"charset=\"?([\w.:-]+)", re.IGNORECASE)
 _CACHED_URL_CHARS = 2048
+_CACHED_CTYPE_CHARS = 256
 _RENDER_IN_THREAD_BYTES = 200_000  # markdown/JSON rendering of bigger bodies would stall the caller's loop
 
 
@@ -156,12 +157,12 @@ async def http_request(ctx: ActionContext, args: RequestInput) -> ActionOutput:
 
     method, url = args.method, args.url
     content: bytes | None
+    user_headers: dict[str, str] = args.headers  # never changed in place (a redirect makes a new dict)
     if args.json_body is not None:
         content = json_module.dumps(args.json_body).encode()
-        extra = {"Content-Type": "application/json"}
+        user_headers = {"Content-Type": "application/json", **user_headers}
     else:
         content = args.body.encode() if args.body is not None else None
-        extra = {}
     # httpx replaces the URL's own query string when params are passed (even params={}): merge here.
     if args.params:
         try:
@@ -172,7 +173,6 @@ async def http_request(ctx: ActionContext, args: RequestInput) -> ActionOutput:
             )
         except (httpx.InvalidURL, ValueError) as exc:
             raise ActionError("invalid_input", f"invalid URL {url!r}: {exc}") from None
-    user_headers = {**extra, **args.headers}
     first = guard.check_target(url)  # refuse before touching any connection pool
     svc = await service_for(ctx)
     client = await svc.client_for_loop()
@@ -184,11 +184,12 @@ async def http_request(ctx: ActionContext, args: RequestInput) -> ActionOutput:
     attempt = 0
     while True:
         headers = svc.base_headers.copy()
-        headers.update(
-            user_headers
-            if (target.scheme, target.host, target.port) == origin
-            else {k: v for k, v in user_headers.items() if k.lower() in _CROSS_ORIGIN_HEADERS}
-        )
+        if user_headers:
+            headers.update(
+                user_headers
+                if (target.scheme, target.host, target.port) == origin
+                else {k: v for k, v in user_headers.items() if k.lower() in _CROSS_ORIGIN_HEADERS}
+            )
         try:
             auth = svc.auth_headers(target, url)
         except ActionError as exc:
@@ -385,10 +386,9 @@ def _result(
 ) -> ActionOutput:
     body = reply.body
     ctype = headers.get("content-type", "")
-    mime = ctype.split(";", 1)[0].strip().lower()
-    charset = _CHARSET.search(ctype)
+    mime, charset = _content_type(ctype) if len(ctype) <= _CACHED_CTYPE_CHARS else _parse_content_type(ctype)
     url = _shown_url(url)
-    text, parsed = _render(body, mime, charset.group(1) if charset else "utf-8", reply.truncated, url, redactor)
+    text, parsed = _render(body, mime, charset, reply.truncated, url, redactor)
     lines = [f"HTTP {reply.status} {reply.reason}  {method} {url}"]
     if redirects:
         lines.append(f"(after {len(redirects)} redirect(s) from {redirects[0]['from']})")
@@ -401,7 +401,8 @@ def _result(
         "status": reply.status,
         "reason": reply.reason,
         "url": url,
-        "headers": {k: v for k, v in headers.items() if k != "set-cookie"},
+        # _plain_headers' dict is this result's own: shown as it is unless a cookie must be left out
+        "headers": {k: v for k, v in headers.items() if k != "set-cookie"} if "set-cookie" in headers else headers,
         "redirects": redirects,
         "bytes": len(body),
         "truncated": reply.truncated,
@@ -412,6 +413,17 @@ def _result(
     if parsed is not None:
         data["json"] = parsed
     return ActionOutput(output="\n".join(lines).rstrip(), data=data)
+
+
+def _parse_content_type(ctype: str) -> tuple[str, str]:
+    """The media type (lower case, no parameters) and the charset (``utf-8`` when none is named)."""
+    charset = _CHARSET.search(ctype)
+    return ctype.split(";", 1)[0].strip().lower(), charset.group(1) if charset else "utf-8"
+
+
+@functools.lru_cache(maxsize=256)  # servers repeat a few values; only short ones are kept (the server chooses them)
+def _content_type(ctype: str) -> tuple[str, str]:
+    return _parse_content_type(ctype)
 
 
 def _shown_url(url: str) -> str:

@@ -13,7 +13,9 @@ Invariants:
 * No cookie jar, no environment proxies (``trust_env=False``), no redirects followed here (the action
   follows them one hop at a time, each re-checked).
 * A body is read only up to the cap: past it reading stops (the rest never leaves the socket buffer) and
-  the connection is not reused. Bounded per decoded chunk, so a compressed body cannot expand past it.
+  the connection is not reused. Bounded per decoded chunk, so a compressed body cannot expand past it;
+  read whole in one step only when it is not encoded and its Content-Length is within the cap (aiohttp
+  reads exactly that many bytes).
 * Errors come out as ``ConnectFailed`` (no connection: retryable for idempotent methods),
   ``ExchangeFailed`` (broken or malformed exchange) or ``TimeoutError``; the cause is chained.
 
@@ -202,6 +204,11 @@ class AiohttpClient(Client):
             async with self.session.request(
                 method, parsed, headers=headers, data=content, allow_redirects=False, skip_auto_headers=skip
             ) as response:
+                length = response.content_length
+                if length is not None and length <= cap and "Content-Encoding" not in response.headers:
+                    # Not encoded: aiohttp reads exactly Content-Length bytes, within the cap (one read,
+                    # no per-chunk loop). An encoded body is bounded per decoded chunk below.
+                    return Reply(response.status, response.reason or "", list(response.raw_headers), await response.read(), False)
                 chunks, size, truncated = [], 0, False
                 async for chunk in response.content.iter_any():
                     chunks.append(chunk)
