@@ -4,9 +4,7 @@ visible text or HTML, paginated, with what happened since the last call appended
 Invariants:
 
 * One round trip (``_READ_JS``) reads everything: the HTML to convert (the page's ``main`` element when
-  it has a substantial one, which the result says), title, base URL and the visible form fields. It is one
-  ``Runtime.evaluate`` in the page's main world on the tab's own CDP session (``_evaluate``), as Playwright's
-  ``evaluate`` would run it there, without the helper script Playwright installs in every new document first.
+  it has a substantial one, which the result says), title, base URL and the visible form fields.
 * A read of a document unchanged since the last read returns what that read produced, its body not sent
   again (nor converted again). "Unchanged" is known soundly: the same tab, no main-frame navigation
   committed since (``BrowserSession.commits``, counted from the browser's events, which arrive before
@@ -37,7 +35,6 @@ reach (the commit count and the tab, checked again when the answer arrives).
 from __future__ import annotations
 
 import contextlib
-import json
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -171,44 +168,8 @@ def _format_fields(fields: list[dict[str, Any]]) -> str:
     )
 
 
-# What a read sent while the main frame's document is being replaced may be told instead of an answer.
-_NAVIGATED = ("Execution context was destroyed", "Cannot find default execution context", "Inspected target navigated")
-
-
 def _context_destroyed(exc: BaseException) -> bool:
-    return isinstance(exc, Exception) and any(m in str(exc) for m in _NAVIGATED)
-
-
-async def _cdp(s: BrowserSession) -> Any:
-    """The tab's own CDP session (one per tab, made on its first read), or ``None`` where the browser has none
-    (then reads go through Playwright's ``evaluate``)."""
-    page = s.page
-    if s.cdp is not None and s.cdp[0] is page:
-        return s.cdp[1]
-    try:
-        cdp = await page.context.new_cdp_session(page)
-    except Exception:
-        cdp = None
-    s.cdp = (page, cdp)
-    return cdp
-
-
-async def _evaluate(s: BrowserSession, js: str, arg: Any) -> Any:
-    """``js`` (a function of one JSON argument) run in the page's main world, its result as JSON.
-
-    One ``Runtime.evaluate`` on the tab's CDP session: Playwright's ``evaluate`` would first install its own
-    helper script in every new document (~5 ms on the bench page) and serialize through it. The argument is
-    a JSON literal in the expression (JSON is valid JavaScript: a selector cannot escape it)."""
-    cdp = await _cdp(s)
-    if cdp is None:
-        return await s.page.evaluate(js, arg)
-    answer = await cdp.send(
-        "Runtime.evaluate", {"expression": f"({js})({json.dumps(arg)})", "returnByValue": True, "awaitPromise": False}
-    )
-    if "exceptionDetails" in answer:
-        details = answer["exceptionDetails"]
-        raise RuntimeError((details.get("exception") or {}).get("description") or details.get("text") or "the read threw")
-    return answer["result"].get("value")
+    return isinstance(exc, Exception) and "Execution context was destroyed" in str(exc)
 
 
 @dataclass(frozen=True, eq=False)
@@ -239,7 +200,7 @@ async def _evaluate_read(s: BrowserSession, fmt: str, selector: str | None, reus
     page, commits = s.page, s.commits
     known = _known_key(s, fmt, selector) if reuse else None
     key = secrets.token_hex(8)
-    info = await _evaluate(s, _READ_JS, [selector, fmt, known, key])
+    info = await page.evaluate(_READ_JS, [selector, fmt, known, key])
     if not (isinstance(info, dict) and "same" in info):
         if isinstance(info, dict) and info.get("key") == key:
             s.last_read = LastRead(page, commits, fmt, selector, key, info)

@@ -54,7 +54,6 @@ class BrowserSession:
     refused: set[Any] = field(default_factory=set)  # downloads cancelled for being too large
     md_cache: tuple[str, str, str] | None = None  # (base, html, markdown) of the last conversion
     last_read: LastRead | None = None  # the last read of the tab (``_page``: reused while unchanged)
-    cdp: tuple[Any, Any] | None = None  # (tab, its CDP session): how ``_page`` reads the tab (one per tab)
     opening: bool = False
     commits: int = 0  # main-frame navigations committed (how a click knows the page it started has arrived)
     # Set when the tab commits a navigation, starts a download or opens a popup: what a click waits on.
