@@ -171,6 +171,25 @@ def test_click_waits_for_a_slow_navigation_and_stops_after_one_that_brings_no_pa
     assert r.ok and r.data["url"] == website.site.url("/late") and "Arrived late" in r.output, r
 
 
+def test_click_waits_for_a_slow_navigation_a_handler_starts_after_the_click(legs, website) -> None:
+    # Playwright's click waits only for a navigation requested while it dispatches the click; one that a handler's
+    # timer starts a moment later is waited for by the click itself (its request listeners, its link probe): the
+    # slow page is returned, not the page the click left.
+    def late(h, r) -> None:
+        time.sleep(1.0)
+        h.send_body(200, b"<title>Later</title><h1>Arrived after a timer</h1>", "text/html")
+
+    website.site.routes["/later"] = late
+    website.site.routes["/timer"] = lambda h, r: h.send_body(
+        200,
+        b"<title>Timer</title><button id='go' onclick=\"setTimeout(() => location.href = '/later', 50)\">Go</button>",
+        "text/html",
+    )
+    nav(legs, website.site.url("/timer"))
+    r = legs.run("browser.click", {"selector": "#go"})
+    assert r.ok and r.data["url"] == website.site.url("/later") and "Arrived after a timer" in r.output, r
+
+
 def test_js_navigation_within_the_site(legs, website) -> None:
     nav(legs, website.site.url("/js-nav-ok"))
     r = legs.run("browser.click", {"selector": "#go"})

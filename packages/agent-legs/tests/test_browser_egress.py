@@ -7,6 +7,8 @@ tries to reach it by one route or another and then asserts that the denied serve
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import time
 
 import pytest
@@ -242,3 +244,37 @@ def test_denials_are_attributed_to_their_session(legs, website) -> None:
     nav(legs, website.site.url("/embeds"), session="a")
     r = nav(legs, website.site.url("/about"), session="b")
     assert "blocked_requests" not in r.data
+
+
+# -- WebRTC: the one channel an HTTP proxy cannot see -----------------------------------------------------------
+def test_a_pages_webrtc_sends_no_udp_around_the_proxy(legs, website) -> None:
+    # A page gathering ICE candidates against a STUN server sends UDP straight from Chromium, past the proxy,
+    # unless Chromium runs with --webrtc-ip-handling-policy=disable_non_proxied_udp (forced). Without those flags
+    # this page sends 4 STUN packets to the port below (measured with Debian's Chromium 156, and with
+    # chromium-headless-shell even with the flags: benchmarks.md, browser round 4). The STUN server gets nothing.
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    udp.settimeout(0.1)
+    port = udp.getsockname()[1]
+    page = (
+        "<title>rtc</title><h1>rtc</h1><script>"
+        f"const pc = new RTCPeerConnection({{iceServers: [{{urls: 'stun:127.0.0.1:{port}'}}]}});"
+        "pc.createDataChannel('x');"
+        "pc.onicecandidate = e => { if (e.candidate) document.title += ' ' + e.candidate.type; };"
+        "pc.onicegatheringstatechange = () => { if (pc.iceGatheringState === 'complete') document.title += ' done'; };"
+        "pc.createOffer().then(o => pc.setLocalDescription(o));"
+        "</script>"
+    )
+    website.site.routes["/rtc"] = lambda h, r: h.send_body(200, page.encode(), "text/html")
+    try:
+        assert nav(legs, website.site.url("/rtc")).ok
+        received = []
+        deadline = time.monotonic() + 3.0  # ICE gathering sends its STUN requests within the first second or so
+        while time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                received.append(udp.recvfrom(2048))
+        r = legs.run("browser.content", {})
+        assert r.ok and r.data["title"].startswith("rtc")  # the page ran (WebRTC exists; it is not merely absent)
+    finally:
+        udp.close()
+    assert received == []

@@ -194,11 +194,12 @@ async def browser_click(ctx: ActionContext, args: ClickInput) -> ActionOutput:
                 # covered: no probe of our own before it (a round trip: ~8 ms, 2.4 % of click + content on a
                 # 50 KB page, measured alternating; see benchmarks.md).
                 await _click(locator, element, element_timeout_ms(ctx))
-                # Wait until the navigation the click started commits (Playwright's click does not), turns
-                # into a download or a new tab, or clearly is not coming: no navigation request within the
-                # first moment (0.1 s; 0.5 s for a link or a form button, which may start it a moment
-                # later), or its request ended 0.5 s ago without a page. Woken by the events themselves
-                # (``s.changed``), not by polling.
+                # Wait until the navigation the click started commits, turns into a download or a new tab, or
+                # clearly is not coming: no navigation request within the first moment (0.1 s; 0.5 s for a link
+                # or a form button, which may start it a moment later), or its request ended 0.5 s ago without a
+                # page. (Playwright 1.65's click itself waits for a navigation requested while it dispatches the
+                # click, usually up to its commit; not for one a handler's timer starts later.) Woken by the
+                # events themselves (``s.changed``), not by polling.
                 first = loop.time() + _NAVIGATION_START_S
                 navigates: bool | None = None  # asked only when no navigation showed within the first moment
                 while True:
