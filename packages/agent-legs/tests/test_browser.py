@@ -371,6 +371,28 @@ def test_missing_browser_is_unavailable_with_a_hint(dirs, website) -> None:
     assert "/nonexistent/chromium" in r.error.message
 
 
+@pytest.mark.parametrize("name", ["chromium-headless-shell", "headless_shell", "chrome-headless-shell"])
+def test_a_headless_shell_is_refused_and_never_started(dirs, website, tmp_path, name) -> None:
+    # A headless shell ignores the WebRTC flag (test_a_pages_webrtc_sends_no_udp_around_the_proxy): it
+    # would let a page's UDP around the proxy. Refused by name, also behind a symlink, before it runs.
+    ws, st = dirs
+    started = tmp_path / "started"
+    shell = tmp_path / name
+    shell.write_text(f"#!/bin/sh\ntouch {started}\nexit 1\n")
+    shell.chmod(0o755)
+    link = tmp_path / "chromium"
+    link.symlink_to(shell)
+    for configured in (shell, link):
+        with Legs(
+            workspace=ws, state_dir=st, policy=website.policy(), settings={"browser": {"executable_path": str(configured)}}
+        ) as legs:
+            r = nav(legs, website.site.url("/"))
+        assert r.error.type == "unavailable", r.error
+        assert "headless shell" in r.error.message and str(configured) in r.error.message
+        assert "/usr/bin/chromium" in r.error.hint
+    assert not started.exists()
+
+
 def test_a_chromium_that_fails_to_start_is_unavailable_and_leaves_no_download_dir(dirs, website, tmp_path, monkeypatch) -> None:
     # The local launch makes Chromium's download directory before launching it: a launch that fails
     # removes it again (it used to stay behind in the temp dir, one per failed call).

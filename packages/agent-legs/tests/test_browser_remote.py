@@ -217,6 +217,16 @@ def test_playwright_launch_server_with_our_flags(dirs, website, tmp_path) -> Non
         _stop(server)
 
 
+def test_a_remote_headless_shell_is_refused_before_connecting(dirs, website) -> None:
+    # The path names a binary on the server's machine: told by its name, refused before the server is asked.
+    ws, st = dirs
+    endpoint = f"ws://127.0.0.1:{free_port()}/"  # nothing listens: a refusal here is ours, not the connection's
+    settings = {"browser": {"ws_endpoint": endpoint, "executable_path": "/opt/pw/chromium_headless_shell-1/headless_shell"}}
+    with Legs(workspace=ws, state_dir=st, policy=website.policy(), settings=settings) as legs:
+        r = nav(legs, website.site.url("/"))
+    assert r.error.type == "unavailable" and "headless shell" in r.error.message, r.error
+
+
 def test_remote_browser_without_the_webrtc_flags_is_refused(dirs, website, tmp_path) -> None:
     """A server whose Chromium lacks the flags that keep WebRTC UDP in the proxy: refused, nothing fetched."""
     ws, st = dirs

@@ -173,6 +173,8 @@ async def _connect(runtime: Runtime, pw: Any, endpoint: str, args: list[str], ti
     # A Playwright server applies these only when started with --unsafe (or when its browser was
     # pre-launched with them: `playwright launch-server`).
     settings = runtime.settings.browser
+    if settings.executable_path:
+        _refuse_headless_shell(settings.executable_path, settings.executable_path)  # a path on the server's machine
     options = {
         "args": args,
         "headless": settings.headless,
@@ -237,6 +239,20 @@ async def _remote_argv(browser: Any) -> list[str]:
     return str(text).split()
 
 
+def _refuse_headless_shell(configured: str, named: str) -> None:
+    """A Chromium headless shell (Debian's ``chromium-headless-shell``, Playwright's ``headless_shell``,
+    ``chrome-headless-shell``) ignores ``--webrtc-ip-handling-policy``: a page's WebRTC would send UDP
+    straight to any address, around the egress proxy. Told by its file name (``named``: the resolved
+    path for a local launch); a renamed copy is not recognised (docs/security.md says so)."""
+    if "headless" in os.path.basename(named).lower().replace("_", "-"):
+        raise ActionError(
+            "unavailable",
+            f"settings.browser.executable_path {configured} is a Chromium headless shell, which ignores the "
+            "WebRTC flag that keeps a page's UDP inside the egress proxy; it is not launched",
+            hint="Set settings.browser.executable_path to a full Chromium (e.g. /usr/bin/chromium) or leave it unset.",
+        )
+
+
 def _executable(pw: Any, configured: str | None) -> str:
     """The local Chromium to launch: the configured one, else Playwright's, else the system's."""
     if configured:
@@ -244,6 +260,7 @@ def _executable(pw: Any, configured: str | None) -> str:
             raise ActionError(
                 "unavailable", f"settings.browser.executable_path {configured} does not exist", hint=_UNAVAILABLE_HINT
             )
+        _refuse_headless_shell(configured, os.path.realpath(configured))
         return configured
     managed = pw.chromium.executable_path  # a Playwright-managed browser, when one is installed
     if managed and os.path.exists(managed):
