@@ -396,12 +396,15 @@ def test_bounding_nested_arguments_leaves_no_cyclic_garbage() -> None:
 
     args = {"method": "GET", "url": "http://127.0.0.1/x", "headers": {"Accept": "text/plain"}, "params": {"q": ["a", 1]}}
     assert bounded_arguments(args, Redactor({"TOKEN": "s3cr3t-value-123456"})) == args
+    redactor = Redactor({"TOKEN": "s3cr3t-value-123456"})
     gc.collect()
     gc.disable()
     try:
-        for _ in range(100):
-            bounded_arguments(args, Redactor({"TOKEN": "s3cr3t-value-123456"}))
-        assert gc.collect() == 0
+        for _ in range(1000):
+            bounded_arguments(args, redactor)
+        # The old walk left 8 objects per call (8,000 here). Not 0: threads that earlier tests left running
+        # (a container's removal, a runtime's loop) may make garbage of their own meanwhile (32 once seen).
+        assert gc.collect() < 500
     finally:
         gc.enable()
 
