@@ -35,7 +35,7 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import CoroutineType
 from typing import Any, cast
@@ -45,7 +45,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 from pydantic import BaseModel
 
-from . import _budgets
+from . import _budgets, _deadlines
 from ._approvals import ApprovalStore
 from ._arguments import plain, scrubbed_args, validate, validate_edit
 from ._context import ActionContext
@@ -188,7 +188,7 @@ class CallPipeline:
                     except StopIteration as done:
                         output = done.value
                     else:
-                        output = await self._within(spec, _Resumed(pending, step), timeout_s, began)
+                        output = await self._within(spec, _deadlines.Resumed(pending, step), timeout_s, began)
                 else:
                     output = await self._within(spec, pending, timeout_s, began)
                 result = self.success(spec, output, start, call.ids)
@@ -386,35 +386,23 @@ class CallPipeline:
                 step = pending.send(None)
             except StopIteration as done:
                 return cast(ActionOutput, done.value)
-            pending = _Resumed(pending, step)
+            pending = _deadlines.Resumed(pending, step)
         return await self._within(spec, pending, timeout_s, began)
 
     async def _within(self, spec: ActionSpec, pending: Awaitable[ActionOutput], timeout_s: float, began: float) -> ActionOutput:
         """The rest of a handler that waits, under its deadline: on the loop's clock, counted from the
-        handler's start (``began``), its first step included."""
-        at = asyncio.get_running_loop().time() + timeout_s - (time.perf_counter() - began)
+        handler's start (``began``), its first step included. The deadline is one entry of the loop's
+        watchdog (``_deadlines``: one timer per loop), with ``asyncio.timeout_at``'s semantics."""
+        loop = asyncio.get_running_loop()
+        deadline = _deadlines.begin(loop, loop.time() + timeout_s - (time.perf_counter() - began))
         try:
-            async with asyncio.timeout_at(at) as deadline:
-                return await pending
-        except TimeoutError:
-            if not deadline.expired():
-                raise  # a TimeoutError of the handler's own making: a bug or an unwrapped library error
-            if spec.read_only:
-                raise ActionError(
-                    "timeout",
-                    f"{spec.name} did not finish within {timeout_s:g} s and was stopped",
-                    retryable=True,
-                    hint="Try a smaller task or a larger timeout_s if the policy allows it.",
-                ) from None
-            # An action with effects stopped at an arbitrary point: part of it may have happened. Only the
-            # executors know their commit points (and say so themselves before this outer deadline fires);
-            # here nothing is known, so the advice must not invite a blind repeat.
-            raise ActionError(
-                "timeout",
-                f"{spec.name} did not finish within {timeout_s:g} s and was stopped; it may have taken effect in part",
-                retryable=False,
-                hint="Check what happened (read the file, list the mail, query the API) before repeating it.",
-            ) from None
+            output = await pending
+        except BaseException as exc:
+            if _deadlines.end(loop, deadline, exc):
+                raise _timeout(spec, timeout_s) from None
+            raise
+        _deadlines.end(loop, deadline, None)
+        return output
 
     # -- approval -----------------------------------------------------------------------------------
     def request(
@@ -518,37 +506,6 @@ class CallPipeline:
         )
 
 
-class _Resumed:
-    """Awaits the rest of a coroutine whose first step already ran (``step``: what that step waits on).
-
-    Drives it exactly as ``await`` would: what it waits on goes up to the task, the results and
-    exceptions (a cancellation by the deadline) come back down to it."""
-
-    __slots__ = ("_coro", "_step")
-
-    def __init__(self, coro: CoroutineType[Any, Any, Any], step: Any) -> None:
-        self._coro, self._step = coro, step
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        coro, step = self._coro, self._step
-        while True:
-            try:
-                sent = yield step
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:
-                try:
-                    step = coro.throw(exc)
-                except StopIteration as done:
-                    return done.value
-            else:
-                try:
-                    step = coro.send(sent)
-                except StopIteration as done:
-                    return done.value
-
-
 _new = object.__new__
 _set = object.__setattr__
 _OK_FIELDS = frozenset(("action", "ok", "output", "data", "artifacts", "duration_ms", "trace_id", "span_id"))
@@ -585,6 +542,26 @@ def _ok_result(
     _set(result, "__pydantic_extra__", None)
     _set(result, "__pydantic_private__", None)
     return result
+
+
+def _timeout(spec: ActionSpec, timeout_s: float) -> ActionError:
+    """The error of a handler stopped by its deadline (advice that depends on whether it has effects)."""
+    if spec.read_only:
+        return ActionError(
+            "timeout",
+            f"{spec.name} did not finish within {timeout_s:g} s and was stopped",
+            retryable=True,
+            hint="Try a smaller task or a larger timeout_s if the policy allows it.",
+        )
+    # An action with effects stopped at an arbitrary point: part of it may have happened. Only the
+    # executors know their commit points (and say so themselves before this outer deadline fires);
+    # here nothing is known, so the advice must not invite a blind repeat.
+    return ActionError(
+        "timeout",
+        f"{spec.name} did not finish within {timeout_s:g} s and was stopped; it may have taken effect in part",
+        retryable=False,
+        hint="Check what happened (read the file, list the mail, query the API) before repeating it.",
+    )
 
 
 def _ms(start: float) -> float:
