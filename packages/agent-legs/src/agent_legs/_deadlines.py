@@ -34,9 +34,14 @@ import threading
 import time
 from collections.abc import Generator
 from types import CoroutineType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["Deadline", "Resumed", "begin", "end"]
+from ._errors import ActionError
+
+if TYPE_CHECKING:
+    from ._registry import ActionSpec
+
+__all__ = ["Deadline", "Resumed", "begin", "end", "timeout_error"]
 
 _RESOLUTION = time.get_clock_info("monotonic").resolution  # as the loop rounds its timers (BaseEventLoop)
 
@@ -125,31 +130,65 @@ def end(loop: asyncio.AbstractEventLoop, deadline: Deadline, exc: BaseException 
 
 
 class Resumed:
-    """Awaits the rest of a coroutine whose first step already ran (``step``: what that step waits on).
+    """Awaits the rest of a handler's coroutine whose first step already ran (``step``: what that step
+    waits on), under the handler's deadline (``timeout_s`` counted from ``began``, a ``perf_counter``
+    time: the first step included), in one object: no coroutine of its own around it.
 
     Drives it exactly as ``await`` would: what it waits on goes up to the task, the results and
-    exceptions (a cancellation by the deadline) come back down to it."""
+    exceptions (a cancellation by the deadline) come back down to it. The deadline's cancellation
+    that nobody else asked for comes out as ``timeout_error(spec, timeout_s)``."""
 
-    __slots__ = ("_coro", "_step")
+    __slots__ = ("_began", "_coro", "_spec", "_step", "_timeout_s")
 
-    def __init__(self, coro: CoroutineType[Any, Any, Any], step: Any) -> None:
-        self._coro, self._step = coro, step
+    def __init__(self, coro: CoroutineType[Any, Any, Any], step: Any, spec: ActionSpec, timeout_s: float, began: float) -> None:
+        self._coro, self._step, self._spec, self._timeout_s, self._began = coro, step, spec, timeout_s, began
 
     def __await__(self) -> Generator[Any, Any, Any]:
         coro, step = self._coro, self._step
-        while True:
-            try:
-                sent = yield step
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:
+        loop = asyncio.get_running_loop()
+        deadline = begin(loop, loop.time() + self._timeout_s - (time.perf_counter() - self._began))
+        try:
+            while True:
                 try:
-                    step = coro.throw(exc)
-                except StopIteration as done:
-                    return done.value
-            else:
-                try:
-                    step = coro.send(sent)
-                except StopIteration as done:
-                    return done.value
+                    sent = yield step
+                except GeneratorExit:
+                    coro.close()
+                    raise
+                except BaseException as exc:
+                    try:
+                        step = coro.throw(exc)
+                    except StopIteration as done:
+                        output = done.value
+                        break
+                else:
+                    try:
+                        step = coro.send(sent)
+                    except StopIteration as done:
+                        output = done.value
+                        break
+        except BaseException as exc:
+            if end(loop, deadline, exc):
+                raise timeout_error(self._spec, self._timeout_s) from None
+            raise
+        end(loop, deadline, None)
+        return output
+
+
+def timeout_error(spec: ActionSpec, timeout_s: float) -> ActionError:
+    """The error of a handler stopped by its deadline (advice that depends on whether it has effects)."""
+    if spec.read_only:
+        return ActionError(
+            "timeout",
+            f"{spec.name} did not finish within {timeout_s:g} s and was stopped",
+            retryable=True,
+            hint="Try a smaller task or a larger timeout_s if the policy allows it.",
+        )
+    # An action with effects stopped at an arbitrary point: part of it may have happened. Only the
+    # executors know their commit points (and say so themselves before this outer deadline fires);
+    # here nothing is known, so the advice must not invite a blind repeat.
+    return ActionError(
+        "timeout",
+        f"{spec.name} did not finish within {timeout_s:g} s and was stopped; it may have taken effect in part",
+        retryable=False,
+        hint="Check what happened (read the file, list the mail, query the API) before repeating it.",
+    )

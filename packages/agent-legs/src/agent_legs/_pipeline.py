@@ -10,9 +10,10 @@ action-log line whatever happened (``_finish``). The steps, each a method but th
    edit is validated and decided again, and the edit is the approval;
 5. ``_consume_budget``: every budget of the action, atomically in the state store (``budget_exceeded``);
 6. ``_intent``: the write-ahead log line, on disk before any effect (or the call fails closed);
-7. the handler under its deadline, called by ``execute`` itself (its first step in place, ``_within``
-   for the rest of a handler that waits; ``call_handler`` does the same alone) (``timeout``, with advice that depends on
-   whether the action has effects);
+7. the handler under its deadline, called by ``execute`` itself (its first step in place, then
+   ``_deadlines.Resumed`` for the rest of a handler that waits, the deadline one entry of its loop's
+   watchdog; ``call_handler`` does the same alone) (``timeout``, with advice that depends on whether the
+   action has effects);
 8. ``success``/``failure``: the result, scrubbed of secrets, then bounded.
 
 The exfiltration guard (``_flows``) has two hooks: ``_check_flow`` after ``_check_installed`` and
@@ -188,7 +189,7 @@ class CallPipeline:
                     except StopIteration as done:
                         output = done.value
                     else:
-                        output = await self._within(spec, _deadlines.Resumed(pending, step), timeout_s, began)
+                        output = await _deadlines.Resumed(pending, step, spec, timeout_s, began)
                 else:
                     output = await self._within(spec, pending, timeout_s, began)
                 result = self.success(spec, output, start, call.ids)
@@ -386,20 +387,19 @@ class CallPipeline:
                 step = pending.send(None)
             except StopIteration as done:
                 return cast(ActionOutput, done.value)
-            pending = _deadlines.Resumed(pending, step)
+            return cast(ActionOutput, await _deadlines.Resumed(pending, step, spec, timeout_s, began))
         return await self._within(spec, pending, timeout_s, began)
 
     async def _within(self, spec: ActionSpec, pending: Awaitable[ActionOutput], timeout_s: float, began: float) -> ActionOutput:
-        """The rest of a handler that waits, under its deadline: on the loop's clock, counted from the
-        handler's start (``began``), its first step included. The deadline is one entry of the loop's
-        watchdog (``_deadlines``: one timer per loop), with ``asyncio.timeout_at``'s semantics."""
+        """A handler's awaitable that is not a coroutine, under its deadline (as ``_deadlines.Resumed``
+        does for a coroutine): on the loop's clock, counted from the handler's start (``began``)."""
         loop = asyncio.get_running_loop()
         deadline = _deadlines.begin(loop, loop.time() + timeout_s - (time.perf_counter() - began))
         try:
             output = await pending
         except BaseException as exc:
             if _deadlines.end(loop, deadline, exc):
-                raise _timeout(spec, timeout_s) from None
+                raise _deadlines.timeout_error(spec, timeout_s) from None
             raise
         _deadlines.end(loop, deadline, None)
         return output
@@ -542,26 +542,6 @@ def _ok_result(
     _set(result, "__pydantic_extra__", None)
     _set(result, "__pydantic_private__", None)
     return result
-
-
-def _timeout(spec: ActionSpec, timeout_s: float) -> ActionError:
-    """The error of a handler stopped by its deadline (advice that depends on whether it has effects)."""
-    if spec.read_only:
-        return ActionError(
-            "timeout",
-            f"{spec.name} did not finish within {timeout_s:g} s and was stopped",
-            retryable=True,
-            hint="Try a smaller task or a larger timeout_s if the policy allows it.",
-        )
-    # An action with effects stopped at an arbitrary point: part of it may have happened. Only the
-    # executors know their commit points (and say so themselves before this outer deadline fires);
-    # here nothing is known, so the advice must not invite a blind repeat.
-    return ActionError(
-        "timeout",
-        f"{spec.name} did not finish within {timeout_s:g} s and was stopped; it may have taken effect in part",
-        retryable=False,
-        hint="Check what happened (read the file, list the mail, query the API) before repeating it.",
-    )
 
 
 def _ms(start: float) -> float:
