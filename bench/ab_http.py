@@ -6,7 +6,9 @@ telemetry modules of REF loaded beside this tree's, the rest of ``agent_legs`` s
 it (inline), CONCURRENCY calls in flight. Rounds alternate old and new (order swapped every round);
 printed: the median over rounds of each side's CPU time per call (the whole process) and p50 wall time
 per call, and the medians of the neighbour differences (old minus new: positive is a saving), with the
-collector's gen-0 and full collections per 1,000 calls. Not part of ``python -m bench``.
+collector's gen-0 and full collections per 1,000 calls, and the CPU outside the collector (a full
+collection, ~40 ms, landing in one round of 600 calls adds ~70 us per call to it: the largest noise).
+Not part of ``python -m bench``.
 """
 
 from __future__ import annotations
@@ -29,9 +31,19 @@ from agent_legs import Legs
 from .ab_core import load
 from .bench_http import _serve
 
+_gc = [0.0, 0.0]  # seconds in the collector, start of the running collection
+
+
+def _gc_callback(phase: str, info: dict[str, Any]) -> None:
+    if phase == "start":
+        _gc[1] = time.perf_counter()
+    else:
+        _gc[0] += time.perf_counter() - _gc[1]
+
 
 def main(port: int, ref: str, rounds: int, calls: int, concurrency: int) -> None:
     old = load(ref, "abold")
+    gc.callbacks.append(_gc_callback)
     url = f"http://127.0.0.1:{port}/1kb"
     policy = {"network": {"allow_hosts": [f"127.0.0.1:{port}"]}}
     with tempfile.TemporaryDirectory() as tmp:
@@ -44,7 +56,7 @@ def main(port: int, ref: str, rounds: int, calls: int, concurrency: int) -> None
             spec = legs.get_action("http.request")
             legs.run("http.request", {"method": "GET", "url": url})  # starts the service
 
-            async def one(p: Any, n: int) -> tuple[float, float, float, float]:
+            async def one(p: Any, n: int) -> tuple[float, float, float, float, float]:
                 execute, parent, clock = p.execute, context.get_current(), time.perf_counter
                 sem, walls = asyncio.Semaphore(concurrency), []
 
@@ -56,17 +68,18 @@ def main(port: int, ref: str, rounds: int, calls: int, concurrency: int) -> None
                         assert r.ok, r.output
 
                 g0, g2 = gc.get_stats()[0]["collections"], gc.get_stats()[2]["collections"]
+                _gc[0] = 0.0
                 cpu = time.process_time()
                 await asyncio.gather(*(call() for _ in range(n)))
                 cpu = (time.process_time() - cpu) / n * 1e6
                 g0 = (gc.get_stats()[0]["collections"] - g0) / n * 1000
                 g2 = (gc.get_stats()[2]["collections"] - g2) / n * 1000
-                return statistics.median(walls) * 1e6, cpu, g0, g2
+                return statistics.median(walls) * 1e6, cpu, g0, g2, cpu - _gc[0] / n * 1e6
 
-            async def alternate() -> dict[str, list[tuple[float, float, float, float]]]:
+            async def alternate() -> dict[str, list[tuple[float, float, float, float, float]]]:
                 await one(old_p, 300)
                 await one(tree, 300)
-                out: dict[str, list[tuple[float, float, float, float]]] = {"old": [], "new": []}
+                out: dict[str, list[tuple[float, float, float, float, float]]] = {"old": [], "new": []}
                 for r in range(rounds):
                     for side in ("old", "new") if r % 2 == 0 else ("new", "old"):
                         out[side].append(await one(old_p if side == "old" else tree, calls))
@@ -83,11 +96,13 @@ def main(port: int, ref: str, rounds: int, calls: int, concurrency: int) -> None
 
     wall = statistics.median(a[0] - b[0] for a, b in zip(o, n, strict=True))
     cpu = statistics.median(a[1] - b[1] for a, b in zip(o, n, strict=True))
+    nogc = statistics.median(a[4] - b[4] for a, b in zip(o, n, strict=True))
     print(
         f"{ref} -> tree, http.request at {concurrency} in flight, {rounds} rounds x {calls} calls: "
         f"old p50 {med(o, 0):.1f} us CPU {med(o, 1):.1f} us (gen0 {med(o, 2):.0f}, full {med(o, 3):.1f} per 1,000); "
         f"new p50 {med(n, 0):.1f} us CPU {med(n, 1):.1f} us (gen0 {med(n, 2):.0f}, full {med(n, 3):.1f} per 1,000); "
-        f"saved per call: p50 {wall:+.1f} us, CPU {cpu:+.1f} us"
+        f"saved per call: p50 {wall:+.1f} us, CPU {cpu:+.1f} us, CPU outside the collector {nogc:+.1f} us "
+        f"(old {med(o, 4):.1f}, new {med(n, 4):.1f})"
     )
 
 
