@@ -234,6 +234,12 @@ def test_short_flat_arguments_are_logged_as_they_are_and_long_ones_still_bounded
     assert isinstance(bounded_arguments(many, none), str) and "sha256" in bounded_arguments(many, none)
     secret = Redactor({"TOKEN": "s3cr3t-value-123"})
     assert "s3cr3t" not in json.dumps(bounded_arguments({"h": "Bearer s3cr3t-value-123"}, secret))
+    # http.request's empty headers and params: as they are, in containers of the line's own
+    empty = {"method": "GET", "url": "http://a.test/", "headers": {}, "params": {}, "json": None, "body": None}
+    logged = bounded_arguments(empty, none)
+    assert logged == empty and logged["headers"] is not empty["headers"] and logged["params"] is not empty["params"]
+    assert bounded_arguments({"headers": {"h": "v"}, "items": [], "n": 1}, none) == {"headers": {"h": "v"}, "items": [], "n": 1}
+    assert "s3cr3t" not in json.dumps(bounded_arguments({"headers": {}, "h": "s3cr3t-value-123"}, secret))
 
 
 def test_a_span_nobody_records_carries_the_ids_the_sdk_would_give() -> None:

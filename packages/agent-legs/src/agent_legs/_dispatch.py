@@ -37,7 +37,7 @@ import asyncio
 import logging
 import threading
 import weakref
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from typing import Any, TypeVar
 
 from ._errors import AgentLegsError
@@ -69,12 +69,14 @@ class Dispatcher:
             return self._thread_loop().run_until_complete(coro)
         return self.runtime.submit(coro).result()
 
-    async def arun(self, coro: Coroutine[Any, Any, T], *, inline: bool = False) -> T:
-        """Await ``coro``: on the caller's loop when ``inline`` allows it (or the caller is the
-        runtime loop), else on the runtime loop without blocking the caller's."""
+    def arun(self, coro: Coroutine[Any, Any, T], *, inline: bool = False) -> Awaitable[T]:
+        """What to await for ``coro`` (the caller awaits it at once, on its running loop): ``coro``
+        itself on the caller's loop when ``inline`` allows it (or the caller is the runtime loop), else
+        its future on the runtime loop, which does not block the caller's. Not a coroutine of its own:
+        an inline call's chain is one coroutine shorter (one object fewer per call in flight)."""
         if (inline and not self._closed) or self.runtime.in_loop_thread:
-            return await coro
-        return await asyncio.wrap_future(self.runtime.submit(coro))
+            return coro
+        return asyncio.wrap_future(self.runtime.submit(coro))
 
     # -- the private loops --------------------------------------------------------------------------
     @property

@@ -10,9 +10,10 @@ action-log line whatever happened (``_finish``). The steps, each a method but th
    edit is validated and decided again, and the edit is the approval;
 5. ``_consume_budget``: every budget of the action, atomically in the state store (``budget_exceeded``);
 6. ``_intent``: the write-ahead log line, on disk before any effect (or the call fails closed);
-7. the handler under its deadline, called by ``execute`` itself (its first step in place, ``_within``
-   for the rest of a handler that waits; ``call_handler`` does the same alone) (``timeout``, with advice that depends on
-   whether the action has effects);
+7. the handler under its deadline, called by ``execute`` itself (its first step in place, then
+   ``_deadlines.Resumed`` for the rest of a handler that waits, the deadline one entry of its loop's
+   watchdog; ``call_handler`` does the same alone) (``timeout``, with advice that depends on whether the
+   action has effects);
 8. ``success``/``failure``: the result, scrubbed of secrets, then bounded.
 
 The exfiltration guard (``_flows``) has two hooks: ``_check_flow`` after ``_check_installed`` and
@@ -35,7 +36,7 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import CoroutineType
 from typing import Any, cast
@@ -45,7 +46,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 from pydantic import BaseModel
 
-from . import _budgets
+from . import _budgets, _deadlines
 from ._approvals import ApprovalStore
 from ._arguments import plain, scrubbed_args, validate, validate_edit
 from ._context import ActionContext
@@ -188,7 +189,7 @@ class CallPipeline:
                     except StopIteration as done:
                         output = done.value
                     else:
-                        output = await self._within(spec, _Resumed(pending, step), timeout_s, began)
+                        output = await _deadlines.Resumed(pending, step, spec, timeout_s, began)
                 else:
                     output = await self._within(spec, pending, timeout_s, began)
                 result = self.success(spec, output, start, call.ids)
@@ -386,35 +387,22 @@ class CallPipeline:
                 step = pending.send(None)
             except StopIteration as done:
                 return cast(ActionOutput, done.value)
-            pending = _Resumed(pending, step)
+            return cast(ActionOutput, await _deadlines.Resumed(pending, step, spec, timeout_s, began))
         return await self._within(spec, pending, timeout_s, began)
 
     async def _within(self, spec: ActionSpec, pending: Awaitable[ActionOutput], timeout_s: float, began: float) -> ActionOutput:
-        """The rest of a handler that waits, under its deadline: on the loop's clock, counted from the
-        handler's start (``began``), its first step included."""
-        at = asyncio.get_running_loop().time() + timeout_s - (time.perf_counter() - began)
+        """A handler's awaitable that is not a coroutine, under its deadline (as ``_deadlines.Resumed``
+        does for a coroutine): on the loop's clock, counted from the handler's start (``began``)."""
+        loop = asyncio.get_running_loop()
+        deadline = _deadlines.begin(loop, loop.time() + timeout_s - (time.perf_counter() - began))
         try:
-            async with asyncio.timeout_at(at) as deadline:
-                return await pending
-        except TimeoutError:
-            if not deadline.expired():
-                raise  # a TimeoutError of the handler's own making: a bug or an unwrapped library error
-            if spec.read_only:
-                raise ActionError(
-                    "timeout",
-                    f"{spec.name} did not finish within {timeout_s:g} s and was stopped",
-                    retryable=True,
-                    hint="Try a smaller task or a larger timeout_s if the policy allows it.",
-                ) from None
-            # An action with effects stopped at an arbitrary point: part of it may have happened. Only the
-            # executors know their commit points (and say so themselves before this outer deadline fires);
-            # here nothing is known, so the advice must not invite a blind repeat.
-            raise ActionError(
-                "timeout",
-                f"{spec.name} did not finish within {timeout_s:g} s and was stopped; it may have taken effect in part",
-                retryable=False,
-                hint="Check what happened (read the file, list the mail, query the API) before repeating it.",
-            ) from None
+            output = await pending
+        except BaseException as exc:
+            if _deadlines.end(loop, deadline, exc):
+                raise _deadlines.timeout_error(spec, timeout_s) from None
+            raise
+        _deadlines.end(loop, deadline, None)
+        return output
 
     # -- approval -----------------------------------------------------------------------------------
     def request(
@@ -516,37 +504,6 @@ class CallPipeline:
             trace_id=ids[0],
             span_id=ids[1],
         )
-
-
-class _Resumed:
-    """Awaits the rest of a coroutine whose first step already ran (``step``: what that step waits on).
-
-    Drives it exactly as ``await`` would: what it waits on goes up to the task, the results and
-    exceptions (a cancellation by the deadline) come back down to it."""
-
-    __slots__ = ("_coro", "_step")
-
-    def __init__(self, coro: CoroutineType[Any, Any, Any], step: Any) -> None:
-        self._coro, self._step = coro, step
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        coro, step = self._coro, self._step
-        while True:
-            try:
-                sent = yield step
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:
-                try:
-                    step = coro.throw(exc)
-                except StopIteration as done:
-                    return done.value
-            else:
-                try:
-                    step = coro.send(sent)
-                except StopIteration as done:
-                    return done.value
 
 
 _new = object.__new__
