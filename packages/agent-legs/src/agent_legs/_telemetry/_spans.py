@@ -291,7 +291,6 @@ def json_text(obj: Any) -> str:
     return dumps(obj)
 
 
-
 def start_span(
     tracer: trace.Tracer,
     settings: TelemetrySettings,
@@ -336,9 +335,7 @@ def shown_result(rec: CallRecord, redact: Redactor, settings: TelemetrySettings)
     return truncate(redact.text(text), settings.max_attribute_chars)
 
 
-def end_span(
-    span: Span, rec: CallRecord, redact: Redactor, settings: TelemetrySettings, result: str | None = None
-) -> None:
+def end_span(span: Span, rec: CallRecord, redact: Redactor, settings: TelemetrySettings, result: str | None = None) -> None:
     """Set the outcome's attributes (redacted, truncated) and status, and end the span. ``result``: the
     ``shown_result`` when the caller made it already (the log line shows the same text)."""
     if span.is_recording():  # not when sampled out: the attributes would be dropped unread
