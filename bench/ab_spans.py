@@ -153,7 +153,7 @@ def compare(port: int, rounds: int = 9, calls: int = 400) -> dict[str, Any]:
                     for name in CASES if r % 2 == 0 else tuple(reversed(CASES)):
                         samples[name].append(await _measure(by_case[name], calls, concurrency))
 
-                def diff(a: str, b: str, i: int) -> float:
+                def diff(a: str, b: str, i: int, samples: dict[str, list[tuple[float, float]]] = samples) -> float:
                     return round(statistics.median(x[i] - y[i] for x, y in zip(samples[a], samples[b], strict=True)), 1)
 
                 out[f"c{concurrency}"] = {
