@@ -130,6 +130,11 @@ class Tracer(trace.Tracer):
         ids = getattr(own, "id_generator", None)
         self._silent_ids = ids if own is not None and getattr(own, "sampler", None) is ALWAYS_OFF and ids is not None else None
 
+    def records_nothing(self) -> bool:
+        """Whether a span made now would go to our own provider that records nothing (no exporter, no
+        provider passed to ``Legs``, none installed by the application): nobody can read it, nor its ids."""
+        return self._silent_ids is not None and self._fixed is None and application_provider() is None
+
     def silent_span(self, parent: otel_context.Context | None) -> Span | None:
         """The span our own provider would make when it records nothing and is the one in use, else ``None``.
 
