@@ -46,6 +46,8 @@ with tracer.start_as_current_span("agent run") as app_span:
     results = [legs.run("files.write", {"path": "a.txt", "content": "hi \"there\""}, call_id="c1")]
 results.append(legs.run("files.read", {"path": "a.txt"}))
 provider = getattr(legs._telemetry, "provider", None)
+# whether a handler's child span may be the invalid span (nobody could read it): only with nothing recording
+records_nothing = getattr(legs._telemetry.tracer, "records_nothing", lambda: "no such check")()
 legs.close()
 with tracer.start_as_current_span("after close"):  # close() must leave the application's provider working
     pass
@@ -55,7 +57,7 @@ def dump(exporter):
              "parent": f"{s.parent.span_id:016x}" if s.parent else None, "attributes": dict(s.attributes)}
             for s in exporter.get_finished_spans()]
 
-print(json.dumps({"provider": provider, "app_span": f"{ctx.span_id:016x}", "app_trace": f"{ctx.trace_id:032x}",
+print(json.dumps({"provider": provider, "records_nothing": records_nothing, "app_span": f"{ctx.span_id:016x}", "app_trace": f"{ctx.trace_id:032x}",
                   "app_valid": ctx.is_valid, "results": [r.model_dump(mode="json") for r in results],
                   "app_spans": dump(app_exporter), "own_spans": dump(own_exporter)}))
 """
@@ -99,6 +101,7 @@ def test_spans_go_to_the_applications_global_provider(mode: str, tmp_path: Path)
     assert json.loads(a["gen_ai.tool.call.arguments"]) == {"path": "a.txt", "content": 'hi "there"', "mode": "overwrite"}
     assert read["attributes"]["gen_ai.tool.call.result"] == 'hi "there"'
     assert out["provider"] == "application"
+    assert out["records_nothing"] is False
 
 
 def test_an_explicit_provider_wins_over_the_global_one(tmp_path: Path) -> None:
@@ -108,6 +111,7 @@ def test_an_explicit_provider_wins_over_the_global_one(tmp_path: Path) -> None:
     assert write["parent"] == out["app_span"]  # the caller's current span, whatever provider made it
     assert out["results"][0]["trace_id"] == write["trace_id"] == out["log"][0]["trace_id"]
     assert out["provider"] == "explicit"
+    assert out["records_nothing"] is False
 
 
 def test_without_any_provider_the_action_log_still_names_every_call(tmp_path: Path) -> None:
@@ -121,3 +125,4 @@ def test_without_any_provider_the_action_log_still_names_every_call(tmp_path: Pa
         assert result["trace_id"] and result["trace_id"] == entry["trace_id"]
         assert result["span_id"] == entry["span_id"]
     assert out["provider"] == "internal"
+    assert out["records_nothing"] is True  # the request's child span is then made for nothing (issue 20)

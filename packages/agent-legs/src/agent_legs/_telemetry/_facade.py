@@ -42,8 +42,8 @@ from .._settings import TelemetrySettings
 from ._export import GuardedExporter, application_provider, default_provider
 from ._journal import PENDING_DIR, IntentJournal, recover_pending
 from ._log_writer import ActionLog, ActionLogError, encode_line
-from ._records import CallRecord, bounded_arguments, dumps, target, truncate
-from ._spans import Tracer, caller_context, discover_parent_hooks, end_span, start_span
+from ._records import CallRecord, bounded_arguments, target
+from ._spans import Tracer, caller_context, discover_parent_hooks, end_span, shown_result, start_span
 
 __all__ = ["Telemetry"]
 
@@ -235,8 +235,9 @@ class Telemetry:
         """Close the call's span and write its action-log line (both redacted)."""
         redact = self.redactor
         capture = self.settings.capture_content
+        result = shown_result(rec, redact, self.settings) if capture else None  # the span's and the line's
         if span.is_recording():
-            end_span(span, rec, redact, self.settings)
+            end_span(span, rec, redact, self.settings, result)
         else:  # sampled out: nothing to set
             span.end()
 
@@ -265,9 +266,8 @@ class Telemetry:
         entry["id"] = record_id
         if capture:
             entry["arguments"] = known.get("arguments")
-            if rec.result is not None:  # the text the model read (the console's call detail), as on the span
-                text = rec.result if isinstance(rec.result, str) else dumps(rec.result)
-                entry["result"] = truncate(redact.text(text), self.settings.max_attribute_chars)
+            if result is not None:  # the text the model read (the console's call detail), as on the span
+                entry["result"] = result
             if rec.artifacts:  # screenshots, figures: the console shows a session's latest
                 entry["artifacts"] = redact.data(rec.artifacts)
         try:
