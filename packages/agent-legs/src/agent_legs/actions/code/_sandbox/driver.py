@@ -34,6 +34,16 @@ Standard library only: the image's python3 runs it. Its own modules never come f
 ``json.py`` or ``traceback.py`` (the model's, or a hostile one) would run instead of the standard
 library's, in PID 1 before the supervisor exists. The driver imports everything it uses with that entry
 removed, and gives it back (``serve``) to the code, which imports the workspace's modules as usual.
+The one module loaded later, ``traceback`` at the first error, is imported with that same path in place
+(``_stdlib``); if the code broke what it needs, the error is reported in plain lines (``_format_error``).
+
+Memory (an idle container is this driver's two processes, charged to the container's cgroup; a page
+both processes still share counts once): everything is loaded before the fork, and ``gc.freeze()`` right
+before it keeps either process's collector from writing to (and so copying) the pages they share; the
+kernel loads nothing an idle kernel does not use: the protocol's JSON through ``_json`` (not the ``json``
+package, which imports ``re`` and ``enum``), bash through ``posix_spawn`` (not ``subprocess``), threads
+through ``_thread``, the cell's parse through ``_ast``, ``socket`` only for guarded network. Measured: an
+idle container after one call 9.5 -> 5.9 MB. The code's own imports of those modules load them as usual.
 """
 
 import sys  # (built in: already loaded, no file can stand in for it)
@@ -314,7 +324,7 @@ _LATE = {}
 def _format_error(etype, value, tb):
     try:
         return "".join(_stdlib("traceback").format_exception(etype, value, tb))
-    except Exception:  # the code broke what traceback needs: the frames and the exception, plainly
+    except BaseException:  # the code broke what traceback needs: the frames and the exception, plainly
         lines = ["Traceback (most recent call last):\n"] if tb is not None else []
         while tb is not None:
             code = tb.tb_frame.f_code
@@ -322,7 +332,7 @@ def _format_error(etype, value, tb):
             tb = tb.tb_next
         try:
             text = str(value)
-        except Exception:
+        except BaseException:
             text = "<exception str() failed>"
         lines.append("%s: %s\n" % (etype.__name__, text) if text else "%s\n" % etype.__name__)
         return "".join(lines)
