@@ -29,10 +29,10 @@ fork bomb or zombie outlives it.
 When the host grants guarded network (``AGENT_LEGS_EGRESS_SOCKET``), the container still has only
 loopback; a forwarder thread listens on ``127.0.0.1:$AGENT_LEGS_EGRESS_PORT`` and relays each
 connection to the host's egress proxy over the mounted unix socket (HTTP_PROXY points there).
-Standard library only: the image's python3 (3.8 or later: ``posix_spawn``) runs it. Its own modules never come from the workspace:
-``python3 -c`` puts the working directory (``/workspace``) first on ``sys.path``, where a file named
-``json.py`` or ``traceback.py`` (the model's, or a hostile one) would run instead of the standard
-library's, in PID 1 before the supervisor exists. The driver imports everything it uses with that entry
+Standard library only: the image's python3 (3.8 or later: ``posix_spawn``) runs it. Its own modules
+never come from the workspace: ``python3 -c`` puts the working directory (``/workspace``) first on
+``sys.path``, where a file named ``json.py`` or ``traceback.py`` (the model's, or a hostile one) would
+run instead of the standard library's, in PID 1 before the supervisor exists. The driver imports everything it uses with that entry
 removed, and gives it back (``serve``) to the code, which imports the workspace's modules as usual.
 The one module loaded later, ``traceback`` at the first error, is imported with that same path in place
 (``_stdlib``); if the code broke what it needs, the error is reported in plain lines (``_format_error``).
