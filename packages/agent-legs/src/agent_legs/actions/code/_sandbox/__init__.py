@@ -4,7 +4,7 @@ What a container's bootstrap (``_body.BOOTSTRAP``) reads on its stdin is ``drive
 naming the bytecode magic number of the host's Python and the length of the driver compiled by it, those
 bytes (``marshal``), then a line with the source's length and the source. A python3 with the same magic
 runs the compiled code (it skips compiling the driver, ~5 ms of every container's start); any other
-compiles the source, so any image with python3 works. The bytes come from the host, before any code
+compiles the source, so any image with python3 (3.8 or later) works. The bytes come from the host, before any code
 runs in the container.
 """
 
