@@ -137,3 +137,14 @@ def test_the_memory_limit_is_named_when_the_first_kernel_dies_of_it(open_legs) -
     assert not r.ok and r.error.type == "failed", r.error
     assert "memory limit of 128 MB" in r.error.message
     assert legs.run("code.run", {"code": "1 + 1"}).data["new_kernel"]
+
+
+def test_the_workspace_is_made_while_the_engine_starts_the_first_container(open_legs) -> None:
+    """The runtime's Workspace (the files layer's import) is made by the service's start, not by the
+    first call's scan of the workspace after the kernel greets."""
+    from agent_legs.actions.code._service import CodeService
+
+    legs = open_legs(policy=CODE, settings={"code": {"pool_size": 1}})
+    _until(lambda: CodeService in legs._runtime._services, "the service's start")
+    assert "workspace" in vars(legs._runtime)  # (a cached property: made once)
+    assert legs.run("code.run", {"code": "print(1)"}).ok

@@ -131,6 +131,9 @@ class CodeService(HostCare):
         self._known_denied: set[tuple[int, int, int]]
         if early is not None:  # prepared at Legs() by the same calls
             self._owner, self._mask_sources, self._known_denied = early.owner, early.sources, early.known
+            # the runtime's Workspace (the files layer's import, ~8 ms) made now, while the engine starts the
+            # first container, not by the first call's scan of the workspace (``masks_current``) after it greets
+            await asyncio.to_thread(getattr, self.runtime, "workspace")
         else:
             root, read_only = str(self.runtime.workspace_path), self.runtime.policy.files.read_only
             prepare = _code_fs.prepare_workspace  # (may walk a large workspace)
