@@ -400,7 +400,11 @@ legs = Legs(workspace=sys.argv[1], state_dir=sys.argv[2], settings={"code": {"po
 legs.run("code.run", {"code": "1"}, session="idle")
 threading.Thread(target=legs.run, args=("code.run", {"code": "while True: pass", "timeout_s": 600}),
                  kwargs={"session": "busy"}, daemon=True).start()
-time.sleep(1.5)
+from agent_legs.actions.code import _reaper
+deadline = time.monotonic() + 60  # the idle kernel, the busy one, the pool's refill (it waits for the busy call)
+while len(_reaper.owned()) < 3 and time.monotonic() < deadline:
+    time.sleep(0.05)
+time.sleep(0.5)  # the busy call's code running
 print(os.getpid(), flush=True)
 os.kill(os.getpid(), 9)
 """

@@ -8,7 +8,8 @@ standard library alone: importing the Docker SDK (requests, urllib3: about 100 m
 of ``Legs()`` (telemetry, the runtime) and the code service's own start (its client, the orphans of
 dead processes) then run while the engine starts the container. The service takes it as the first
 kernel it would have started (``CodeService._new_kernel``) and reads the driver's greeting from it
-as from any other.
+as from any other; the kernel keeps this module's ``RawContainer`` (no SDK), so the service connects
+its Docker client only after that kernel served its first call (``_service_hosts``).
 
 Invariants:
 
@@ -40,7 +41,7 @@ import socket
 import threading
 import uuid
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -167,17 +168,28 @@ def _message(status: int, reply: bytes) -> str:
         return f"{status}: {reply[:300]!r}"
 
 
-@dataclass(frozen=True)
+@dataclass
 class RawContainer:
-    """A container known by its id on the engine at ``path`` (what ``_reaper`` needs until the service
-    has its Docker client: then it holds the SDK's own object)."""
+    """A container known by its id on the engine at ``path``: the first kernel's, for its whole life (the
+    service connects its Docker client only after that kernel served: ``_service_hosts``). What the
+    service and ``_reaper`` use of the SDK's ``Container``: ``id``, ``short_id``, ``remove``, ``reload``/``attrs``."""
 
     id: str
     path: str
+    attrs: dict[str, Any] = field(default_factory=dict)
 
     @property
     def short_id(self) -> str:
         return self.id[:12]
+
+    def reload(self) -> None:
+        """``attrs`` from the engine's inspect (``_kernel.oom_killed`` reads the state)."""
+        status, reply, _, _ = exchange(self.path, "GET", f"/containers/{self.id}/json")
+        if status == 404:
+            raise NotFound(_message(status, reply))
+        if status >= 400:
+            raise EngineError(_message(status, reply))
+        self.attrs = json.loads(reply)
 
     def remove(self, *, force: bool = True) -> None:
         status, reply, _, _ = exchange(self.path, "DELETE", f"/containers/{self.id}?force={'1' if force else '0'}")
@@ -338,9 +350,7 @@ async def adopt(svc: CodeService, early: EarlyStart, host: Host) -> Kernel:
             raise
         if started is None:
             return await svc._create_bounded(None, host)
-        raw, sock, head = started
-        container = host.client.containers.prepare_model({"Id": raw.id})
-        _reaper.track(container)  # the same id: from now on removed through the service's client
+        container, sock, head = started  # (no Docker client needed: it is removed over the same socket)
         with svc._inflight:
             closing = svc._closing
         if closing:  # closed while it started: not a kernel any more

@@ -29,6 +29,7 @@ bind mount): authenticate it (TLS with a private CA) and keep its port off untru
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
 import re
@@ -268,13 +269,16 @@ class Host:
     reason: str = "not connected yet"  # why it is out
     sessions: int = 0  # live sessions placed here (and sessions being started here), set before ``pick``
     pending: int = 0  # kernels being started here for sessions
+    provisional: bool = False  # up before its client is connected (``HostCare.defer_connect``)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)  # a call ended (``CodeService.after_call``)
+    wanted: asyncio.Event = field(default_factory=asyncio.Event)  # a new session wants a kernel
 
     @property
     def name(self) -> str:
         return self.spec.name
 
     def up(self) -> bool:
-        return self.client is not None and not self.down
+        return (self.client is not None or self.provisional) and not self.down
 
     def fail(self, reason: str, retry_s: float) -> None:
         self.down, self.reason, self.retry_at = True, reason, time.monotonic() + retry_s

@@ -11,7 +11,11 @@ Threat model and invariants (the code in the containers is hostile):
 * **Dying with the host.** Killing a kernel hangs up its attach connection first (the driver's PID 1
   then ends the container at once, whatever the code is doing) and removes the container in the
   background (``destroy_later``; ``aclose`` waits for these). Containers of dead Agent Legs
-  processes on this host are removed when a service starts (``_container.remove_orphans``).
+  processes on this host are removed when a service connects to the engine (``_container.remove_orphans``:
+  at its start, or, when its first kernel came from ``Legs()``, once that kernel served: ``_service_hosts``).
+* **Off the first call's path.** A pool fill that handed its kernel to a session's first call starts
+  the next container only after that call's end (``REFILL_GRACE_S`` later, at most ``REFILL_WAIT_S``), or
+  at once when another session wants a kernel: the engine's work does not share the CPU with that call.
 * **Set-id files.** The bind mount's ``nosuid`` protects only the container: after every call
   (``after_call``) and every ``SETID_SWEEP_S`` seconds while a kernel lives (a thread the code left
   running may set a bit between calls), set-id bits the sandbox's user left in the workspace are
@@ -55,28 +59,31 @@ from typing import Any
 
 from ..._egress import EgressGuard
 from ..._errors import ActionError
-from ..._service import Service
 from ..._telemetry._semconv import AGENT_LEGS_CODE_NETWORK
 from . import _container, _early, _reaper
 from . import _fs as _code_fs
 from ._channel import HELLO_MAX, Channel, ProtocolError
-from ._container import CONNECT_S, DOCKER_TIMEOUT_S, UNAVAILABLE_HINT, SocketProxy, blocking, short
+from ._container import DOCKER_TIMEOUT_S, UNAVAILABLE_HINT, SocketProxy, blocking, short
 from ._hosts import HOST_FIX, Host, host_specs, pick
-from ._kernel import IDLE_LOST, Kernel, take_or_start
+from ._kernel import Kernel, take_or_start
 from ._queue import SandboxQueue
+from ._service_hosts import HOST_WATCH_S, HostCare
 
-__all__ = ["HOST_WATCH_S", "SETID_SWEEP_S", "CodeService"]
+__all__ = ["HOST_WATCH_S", "REFILL_GRACE_S", "REFILL_WAIT_S", "SETID_SWEEP_S", "CodeService"]
 
 log = logging.getLogger("agent_legs.code")
 
 SETID_SWEEP_S = 2.0  # between calls, set-id bits are stripped this often while a session's kernel lives
-HOST_WATCH_S = 5.0  # hosts in use are pinged this often; those taken out are retried (host_retry_s) on this beat
+# A kernel the pool handed to a session's first call: the next container's start waits for that call's end
+# (or a new session wanting a kernel) at most this long, so that the engine's work does not share the CPU with it.
+REFILL_WAIT_S = 0.5
+REFILL_GRACE_S = 0.1
 # Container creations run in the loop's default thread pool (min(32, CPUs + 4) threads): at most this many at once, so
 # the workspace scans and set-id sweeps every call needs are never queued behind a burst of new sessions (64 at once).
 START_LIMIT = max(1, min(32, (os.cpu_count() or 1) + 4) - 2)
 
 
-class CodeService(Service):
+class CodeService(HostCare):
     """Sandbox containers: a warm pool, one kernel per session, and their cleanup."""
 
     async def start(self) -> None:
@@ -103,7 +110,12 @@ class CodeService(Service):
         early = self._early
         self.instance = early.instance if early is not None else uuid.uuid4().hex[:12]
         self._tls_dir = tempfile.mkdtemp(prefix="agent-legs-tls-")  # 0700: PEM given as {secret:NAME}
-        results = await asyncio.gather(*(self._connect(h) for h in self.hosts), return_exceptions=True)
+        self._deferred = None
+        if early is not None:  # (one local engine) its first kernel needs no client: connected after it served
+            self.defer_connect(self.hosts[0])
+            results: list[Any] = []
+        else:
+            results = await asyncio.gather(*(self._connect(h) for h in self.hosts), return_exceptions=True)
         if not any(h.up() for h in self.hosts):
             shutil.rmtree(self._tls_dir, ignore_errors=True)
             first = results[0]
@@ -119,6 +131,9 @@ class CodeService(Service):
         self._known_denied: set[tuple[int, int, int]]
         if early is not None:  # prepared at Legs() by the same calls
             self._owner, self._mask_sources, self._known_denied = early.owner, early.sources, early.known
+            # the runtime's Workspace (the files layer's import, ~8 ms) made now, while the engine starts the
+            # first container, not by the first call's scan of the workspace (``masks_current``) after it greets
+            await asyncio.to_thread(getattr, self.runtime, "workspace")
         else:
             root, read_only = str(self.runtime.workspace_path), self.runtime.policy.files.read_only
             prepare = _code_fs.prepare_workspace  # (may walk a large workspace)
@@ -146,116 +161,6 @@ class CodeService(Service):
         self._watcher = asyncio.create_task(self._watch_hosts(), context=contextvars.Context())
         for host in self.hosts:
             self._fill_pool(host)
-
-    # -- the hosts: connecting, health, taking out and back in -------------------------------------
-    def _open(self, host: Host) -> Any:
-        """Connect to ``host`` (blocking): the engine answers, has the image and the runtime; our
-        orphans there are removed. ``ActionError`` (naming the host) otherwise."""
-        settings = self.runtime.settings.code
-        client = _container.connect(host.spec, settings.image, self.runtime.secrets, self._tls_dir)
-        try:
-            _container.check_runtime(client, settings.runtime, network=self.runtime.policy.code.network)
-            _container.remove_orphans(client)
-        except BaseException as exc:
-            with contextlib.suppress(Exception):
-                client.close()
-            if isinstance(exc, ActionError):
-                raise
-            raise ActionError(
-                "unavailable", f"the Docker engine ({host.name}) failed: {short(exc)}", retryable=True, hint=HOST_FIX
-            ) from None
-        return client
-
-    async def _connect(self, host: Host) -> None:
-        try:
-            client = await asyncio.to_thread(self._open, host)
-        except ActionError as exc:
-            host.fail(exc.message, self.runtime.settings.code.host_retry_s)
-            raise
-        host.client, host.down, host.reason = client, False, ""
-
-    async def _answers(self, host: Host) -> str | None:
-        """None when ``host`` answers a ping within CONNECT_S, else why not."""
-        if host.client is None:
-            return host.reason
-        try:
-            loop = asyncio.get_running_loop()
-            await asyncio.wait_for(loop.run_in_executor(self._pings, host.client.ping), CONNECT_S)
-        except TimeoutError:
-            return f"it did not answer a ping within {CONNECT_S:g} s"
-        except Exception as exc:
-            return f"it does not answer: {_container.tls_reason(exc)}"
-        return None
-
-    def _take_out(self, host: Host, reason: str) -> None:
-        """``host`` failed: no new session goes there until it answers again; its sessions are told once."""
-        if host.down:
-            return
-        host.fail(reason, self.runtime.settings.code.host_retry_s)
-        log.warning("sandbox host %s taken out: %s", host.name, reason)
-        for session, kernel in list(self.kernels.items()):
-            if kernel.host is host:
-                del self.kernels[session]
-                self.lost[session] = host.error(IDLE_LOST)
-                self._abandon(kernel)
-        for kernel in host.pool:
-            self._abandon(kernel)
-        host.pool.clear()
-        if host.pool_task is not None:
-            host.pool_task.cancel()
-
-    def _abandon(self, kernel: Kernel) -> None:
-        """A kernel of a host that is gone: hung up (its container is removed when the host is back)."""
-        self.admission.free(kernel)
-        kernel.dead = True
-        kernel.channel.hang_up()
-        if kernel.proxy is not None:
-            self._track(kernel.proxy.aclose())
-
-    async def host_failed(self, session: str, kernel: Kernel, what: str) -> ActionError | None:
-        """After ``kernel``'s connection broke: if its host does not answer either, take the host out
-        and return the error for this call (``what`` happened, naming the host); else None."""
-        host: Host | None = kernel.host
-        if host is None:
-            return None
-        reason = await self._answers(host) if not host.down else host.reason
-        if reason is None:
-            return None
-        self._take_out(host, reason)
-        self.lost.pop(session, None)  # told now, by this call
-        if self.kernels.get(session) is kernel:
-            del self.kernels[session]
-        self._abandon(kernel)
-        return host.error(what)
-
-    async def _revive(self, host: Host) -> None:
-        """Connect to a host taken out again; when it answers, the containers of the sessions lost with
-        it are removed and it takes sessions (and fills its pool) again. ``ActionError`` otherwise."""
-        old = host.client
-        await self._connect(host)
-        log.warning("sandbox host %s is in service again", host.name)
-        if old is not None and old is not host.client:
-            with contextlib.suppress(Exception):
-                old.close()
-        await asyncio.to_thread(_container.remove_instance, host.client, self.instance)
-        self._fill_pool(host)
-
-    async def _watch_hosts(self) -> None:
-        """Ping the hosts in use (a dead one is taken out before a call finds it); retry those taken out."""
-        retry_s = self.runtime.settings.code.host_retry_s
-        while True:
-            await asyncio.sleep(min(HOST_WATCH_S, retry_s))
-            for host in self.hosts:
-                try:
-                    if host.down and time.monotonic() >= host.retry_at:
-                        with contextlib.suppress(ActionError):
-                            await self._revive(host)
-                    elif host.up() and (host.pool or any(k.host is host for k in self.kernels.values())):
-                        reason = await self._answers(host)
-                        if reason is not None:
-                            self._take_out(host, reason)
-                except Exception as exc:  # never let the watch die
-                    log.warning("sandbox host watch (%s): %s", host.name, exc)
 
     @property
     def pool(self) -> list[Kernel]:
@@ -285,7 +190,10 @@ class CodeService(Service):
                     log.warning("sandbox set-id sweep failed: %s", exc)
 
     async def after_call(self) -> list[str]:
-        """Set-id bits stripped after a call; never raises (it runs while the call's own error propagates)."""
+        """Set-id bits stripped after a call; never raises (it runs while the call's own error propagates).
+        A pool fill waiting for the end of a first call (``REFILL_WAIT_S``) goes on."""
+        for host in self.hosts:
+            host.wake.set()
         try:
             return await blocking(self.strip_setid)  # type: ignore[no-any-return]
         except Exception as exc:
@@ -381,6 +289,7 @@ class CodeService(Service):
             return kernel
 
     async def _create_bounded(self, proxy: SocketProxy | None, host: Host) -> Kernel:
+        await self._connected(host)  # (a host whose first kernel came from Legs() connects now)
         async with self._starts:
             return await asyncio.to_thread(self._create, proxy, host)
 
@@ -423,9 +332,17 @@ class CodeService(Service):
                         continue
                     promised, host.promised = host.promised, None
                     if promised is not None and not promised.done():
+                        host.wake.clear()
+                        host.wanted.clear()
                         promised.set_result(kernel)  # a first call waits for the kernel this start makes
+                        await self._after_first_call(host)
                     else:
                         host.pool.append(kernel)
+                    try:
+                        await self._connected(host)  # a deferred connection: made now, off the first call's path
+                    except ActionError as exc:
+                        log.warning("sandbox pool (%s): %s", host.name, exc.message)
+                        return
             finally:
                 if host.promised is not None and not host.promised.done():
                     host.promised.set_result(None)  # no kernel for it: it starts its own
@@ -433,6 +350,21 @@ class CodeService(Service):
 
         # a fresh context: refills are background work, not steps of the action that triggered them
         host.pool_task = asyncio.create_task(fill(), context=contextvars.Context())
+
+    @staticmethod
+    async def _after_first_call(host: Host) -> None:
+        """(A pool fill, after handing its kernel to a first call.) Until that call's end (``after_call``)
+        and ``REFILL_GRACE_S`` more (its result logged and returned), at most ``REFILL_WAIT_S``; at once
+        when a new session wants a kernel (``kernel_for``): the next container's start, and a deferred
+        connection's SDK import (``_service_hosts``), then do not share the two cores with that call."""
+        waits = [asyncio.ensure_future(host.wake.wait()), asyncio.ensure_future(host.wanted.wait())]
+        try:
+            await asyncio.wait(waits, timeout=REFILL_WAIT_S, return_when=asyncio.FIRST_COMPLETED)
+            if not host.wanted.is_set():
+                await asyncio.wait(waits[1:], timeout=REFILL_GRACE_S)
+        finally:
+            for w in waits:
+                w.cancel()
 
     @staticmethod
     def _pool_filling(host: Host) -> bool:
@@ -444,12 +376,17 @@ class CodeService(Service):
         for h in self.hosts:
             h.sessions = h.pending + sum(1 for k in self.kernels.values() if k.host is h)
         host = pick(self.hosts)
+        errors: list[ActionError] = []
         if host is None:
             for h in self.hosts:
-                with contextlib.suppress(ActionError):
+                try:
                     await self._revive(h)
+                except ActionError as exc:
+                    errors.append(exc)
             host = pick(self.hosts)
         if host is None:
+            if len(self.hosts) == 1 and self.hosts[0].client is None and errors:
+                raise errors[-1]  # never connected (a deferred connection): its own error, as a failed start's
             raise ActionError(
                 "unavailable",
                 "no Docker host is in service: " + "; ".join(f"{h.name}: {h.reason}" for h in self.hosts),
@@ -483,6 +420,8 @@ class CodeService(Service):
         self._starting[session] = future  # set before any await: concurrent first calls share one kernel
         try:
             await self.admission.admit(deadline)
+            for h in self.hosts:  # a pool fill waiting for a first call's end starts the next kernel now
+                h.wanted.set()
             try:
                 kernel = await take_or_start(self)
             except BaseException:
@@ -572,25 +511,26 @@ class CodeService(Service):
         await asyncio.gather(*proxies, return_exceptions=True)
         for task in self._cleanup:  # their removals are redone below; a proxy still open is closed here
             task.cancel()
-        hosts = [(h.client, h.up(), [k.container for k in kernels if k.host is h]) for h in self.hosts]
+        hosts = [(h, h.up(), [k.container for k in kernels if k.host is h]) for h in self.hosts]
         _reaper.submit(lambda: self._remove_all(hosts))
 
-    def _remove_all(self, hosts: list[tuple[Any, bool, list[Any]]]) -> None:
+    def _remove_all(self, hosts: list[tuple[Host, bool, list[Any]]]) -> None:
         """(A worker thread of ``_reaper``.) Every container this service made removed: its kernels',
         then, once creations still running have finished, whatever else carries its instance label;
         then the clients closed and the private directories removed."""
-        with self._inflight:
+        with self._inflight:  # (a deferred connection counts: its client is on the host after it)
             self._inflight.wait_for(lambda: self._creations == 0, timeout=DOCKER_TIMEOUT_S)
-        for client, up, containers in hosts:
-            if client is None:
-                continue
+        for host, up, containers in hosts:
+            client = host.client
             if up:  # a host out of service is not waited for (its containers die with its engine)
-                for container in containers:
+                for container in containers:  # (the first kernel's, from Legs(), needs no client)
                     _reaper.remove(container)
+                if client is not None:
+                    with contextlib.suppress(Exception):
+                        _container.remove_instance(client, self.instance)
+            if client is not None:
                 with contextlib.suppress(Exception):
-                    _container.remove_instance(client, self.instance)
-            with contextlib.suppress(Exception):
-                client.close()
+                    client.close()
         self._pings.shutdown(wait=False, cancel_futures=True)
         shutil.rmtree(self._tls_dir, ignore_errors=True)
         if self._egress_dir is not None:
