@@ -6,8 +6,9 @@ flags, the remote browser's check), ``_service`` (``BrowserService``: contexts, 
 proxies, profiles, popups), ``_slots`` (the load slots: a first-come first-served queue), ``_pool``
 (a pool of Playwright servers, ``ws_endpoints``), ``_session`` (one session's state), ``_deadline`` (the call's
 deadline), ``_call`` (the frame of a call: lock, guarded page operations, navigations), ``_blocked``
-(pages the egress guard blocked), ``_page`` (reading a page for the model), ``_files`` (downloads and
-uploads through the workspace).
+(pages the egress guard blocked), ``_page`` (reading a page for the model), ``_quiet`` (following a
+click's navigation without protocol messages of our own), ``_files`` (downloads and uploads through the
+workspace).
 
 Invariants of the handlers: top-level non-web schemes (file:, data:, javascript:, blob:, chrome:...) are
 refused before ``goto`` (the proxy never sees them), and an http(s) URL the egress policy refuses is
