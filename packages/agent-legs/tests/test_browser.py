@@ -190,6 +190,84 @@ def test_click_waits_for_a_slow_navigation_a_handler_starts_after_the_click(legs
     assert r.ok and r.data["url"] == website.site.url("/later") and "Arrived after a timer" in r.output, r
 
 
+def test_quiet_listeners_see_navigation_requests_and_their_end_without_subscribing(website, monkeypatch) -> None:
+    # What the click's wait rests on (``_quiet``): Playwright's server reports a navigation request and its end
+    # whatever the page's subscriptions, and ``listen`` receives them without subscribing the page to its
+    # requests; ``wait_loaded`` returns once the new document has loaded. Without the internals (another
+    # Playwright), the public ``on`` is used: the same requests, with a subscription message.
+    import asyncio
+
+    from playwright._impl.connection import Connection
+    from playwright.async_api import async_playwright
+
+    from agent_legs.actions.browser._launcher import CHROMIUM_ARGS
+    from agent_legs.actions.browser._quiet import listen, main_frame, wait_loaded
+
+    sent: list[str] = []
+    original = Connection.send_message_to_server
+
+    def counting(self, obj, method, params, *args, **kwargs):
+        sent.append(method)
+        return original(self, obj, method, params, *args, **kwargs)
+
+    class PublicOnly:  # the page as another Playwright might offer it: no ``_impl_obj``
+        def __init__(self, page) -> None:
+            self.on, self.remove_listener, self.main_frame = page.on, page.remove_listener, page.main_frame
+
+    async def main() -> None:
+        args = [*CHROMIUM_ARGS, *(["--no-sandbox"] if os.geteuid() == 0 else [])]
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=args)
+            try:
+                page = await browser.new_page()
+                for quiet in (True, False):
+                    seen: list[str] = []
+                    ended: list[str] = []
+                    target = page if quiet else PublicOnly(page)
+                    main = main_frame(target)
+
+                    def on_request(r, seen=seen, main=main) -> None:
+                        if r.is_navigation_request() and r.frame == main:
+                            seen.append(r.url)
+
+                    stop = listen(target, {"request": on_request, "requestfinished": lambda r, ended=ended: ended.append(r.url)})
+                    sent.clear()
+                    await page.goto(website.site.url("/"), wait_until="commit")
+                    await wait_loaded(page, 5.0)
+                    assert await page.evaluate("document.readyState") == "complete"
+                    stop()
+                    assert seen == [website.site.url("/")] and website.site.url("/") in ended, (seen, ended)
+                    assert ("updateSubscription" in sent) is not quiet, sent
+                    await page.goto(website.site.url("/about"))
+                    assert seen == [website.site.url("/")], seen  # removed: nothing more
+            finally:
+                await browser.close()
+
+    monkeypatch.setattr(Connection, "send_message_to_server", counting)
+    asyncio.run(main())
+
+
+def test_a_click_sends_no_request_subscription_and_no_wait_log(legs, website, monkeypatch) -> None:
+    # Following the click's navigation needs no protocol message of ours beyond the click and the read: no
+    # ``updateSubscription`` (which would also make the server report every subresource of the page) and no
+    # ``__waitInfo__`` log of a load wait (``_quiet``; each message wakes the driver: benchmarks.md, round 5).
+    from playwright._impl.connection import Connection
+
+    nav(legs, website.site.url("/"))
+    sent: list[str] = []
+    original = Connection.send_message_to_server
+
+    def counting(self, obj, method, params, *args, **kwargs):
+        sent.append(method)
+        return original(self, obj, method, params, *args, **kwargs)
+
+    monkeypatch.setattr(Connection, "send_message_to_server", counting)
+    r = legs.run("browser.click", {"selector": "#about"})
+    assert r.ok and r.data["url"] == website.site.url("/about"), r
+    assert "click" in sent and "evaluateExpression" in sent, sent
+    assert "updateSubscription" not in sent and "__waitInfo__" not in sent, sent
+
+
 def test_js_navigation_within_the_site(legs, website) -> None:
     nav(legs, website.site.url("/js-nav-ok"))
     r = legs.run("browser.click", {"selector": "#go"})

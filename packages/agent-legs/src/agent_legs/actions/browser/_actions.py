@@ -6,8 +6,9 @@ flags, the remote browser's check), ``_service`` (``BrowserService``: contexts, 
 proxies, profiles, popups), ``_slots`` (the load slots: a first-come first-served queue), ``_pool``
 (a pool of Playwright servers, ``ws_endpoints``), ``_session`` (one session's state), ``_deadline`` (the call's
 deadline), ``_call`` (the frame of a call: lock, guarded page operations, navigations), ``_blocked``
-(pages the egress guard blocked), ``_page`` (reading a page for the model), ``_files`` (downloads and
-uploads through the workspace).
+(pages the egress guard blocked), ``_page`` (reading a page for the model), ``_quiet`` (following a
+click's navigation without protocol messages of our own), ``_files`` (downloads and uploads through the
+workspace).
 
 Invariants of the handlers: top-level non-web schemes (file:, data:, javascript:, blob:, chrome:...) are
 refused before ``goto`` (the proxy never sees them), and an http(s) URL the egress policy refuses is
@@ -37,6 +38,7 @@ from ._deadline import monotonic_deadline
 from ._files import await_downloads, read_uploads
 from ._models import ClickInput, ContentInput, FillInput, NavigateInput, NoInput, ScreenshotInput
 from ._page import finish, notes, page_chars, page_result, paginate, read_landed, read_links, read_page
+from ._quiet import listen, main_frame, wait_loaded
 
 __all__ = [
     "browser_back",
@@ -175,8 +177,10 @@ async def browser_click(ctx: ActionContext, args: ClickInput) -> ActionOutput:
             ended: list[float] = []
             loop = asyncio.get_running_loop()
 
+            main = main_frame(page)
+
             def on_request(request: Any) -> None:
-                if request.is_navigation_request() and request.frame == page.main_frame:
+                if request.is_navigation_request() and request.frame == main:
                     requests.append(request)
                     s.changed.set()
 
@@ -185,10 +189,8 @@ async def browser_click(ctx: ActionContext, args: ClickInput) -> ActionOutput:
                     ended.append(loop.time())
                     s.changed.set()
 
-            # Listen only around the click: per-request events cost a round trip each on every page.
-            page.on("request", on_request)
-            page.on("requestfailed", on_end)
-            page.on("requestfinished", on_end)
+            # The navigation requests and their ends, without subscribing the page to all its requests (``_quiet``).
+            unlisten = listen(page, {"request": on_request, "requestfailed": on_end, "requestfinished": on_end})
             try:
                 # Playwright's click waits for the element to be attached, visible, stable, enabled and not
                 # covered: no probe of our own before it (a round trip: ~8 ms, 2.4 % of click + content on a
@@ -220,11 +222,8 @@ async def browser_click(ctx: ActionContext, args: ClickInput) -> ActionOutput:
                         async with asyncio.timeout(None if until is None else max(0.0, until - now)):
                             await s.changed.wait()
             finally:
-                page.remove_listener("request", on_request)
-                page.remove_listener("requestfailed", on_end)
-                page.remove_listener("requestfinished", on_end)
-            with contextlib.suppress(Exception):
-                await page.wait_for_load_state("load", timeout=5000)
+                unlisten()
+            await wait_loaded(page, 5.0)  # (``wait_for_load_state`` without its log messages: ``_quiet``)
 
         # Any click may have an effect (a form button, a link, a script's handler): cut short, never retryable.
         effect = f"the click on {element!r}"
