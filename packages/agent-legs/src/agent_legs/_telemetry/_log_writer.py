@@ -29,6 +29,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from ._records import dumps
+
 __all__ = [
     "ActionLog",
     "ActionLogError",
@@ -38,6 +40,7 @@ __all__ = [
     "encode_line",
     "ends_with_newline",
     "file_ino",
+    "json_text",
     "log_files",
     "rotation_lock",
 ]
@@ -83,11 +86,12 @@ try:  # about 0.5 us a line instead of 4.5 (a dependency on CPython; the stdlib 
 except ImportError:  # pragma: no cover - PyPy, or an install without it
     _orjson = None  # type: ignore[assignment]
 # Types orjson would write its own way are handed to ``default=str``, as the stdlib encoder does.
-_ORJSON_OPTIONS = (
-    (_orjson.OPT_NON_STR_KEYS | _orjson.OPT_PASSTHROUGH_DATETIME | _orjson.OPT_PASSTHROUGH_DATACLASS | _orjson.OPT_APPEND_NEWLINE)
+_JSON_OPTIONS = (
+    (_orjson.OPT_NON_STR_KEYS | _orjson.OPT_PASSTHROUGH_DATETIME | _orjson.OPT_PASSTHROUGH_DATACLASS)
     if _orjson is not None
     else 0
 )
+_ORJSON_OPTIONS = (_JSON_OPTIONS | _orjson.OPT_APPEND_NEWLINE) if _orjson is not None else 0
 _fast = _orjson is not None  # tests switch it off to check the fallback writes the same lines
 
 
@@ -104,6 +108,17 @@ def encode_line(entry: dict[str, Any]) -> bytes:
         except TypeError:  # orjson.JSONEncodeError is a TypeError
             pass
     return (_ENCODE(entry) + "\n").encode("utf-8", "backslashreplace")
+
+
+def json_text(obj: Any) -> str:
+    """``obj`` as a span attribute's JSON (non-ASCII kept, anything unknown as its ``str``, as ``dumps``):
+    orjson's compact form, or ``dumps`` for what orjson refuses (a lone surrogate, an integer beyond 64 bits)."""
+    if _orjson is not None:
+        try:
+            return _orjson.dumps(obj, default=str, option=_JSON_OPTIONS).decode()
+        except TypeError:  # orjson.JSONEncodeError is a TypeError
+            pass
+    return dumps(obj)
 
 
 _RESYNC_LINES = 64  # the real size of the file is read once per this many lines (others' lines count too)

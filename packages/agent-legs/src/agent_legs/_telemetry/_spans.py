@@ -48,12 +48,8 @@ from .._settings import TelemetrySettings
 from .._version import __version__
 from . import _semconv as sc
 from ._export import application_provider
+from ._log_writer import json_text
 from ._records import CallRecord, dumps, truncate
-
-try:  # a core dependency on CPython (the action log's encoder); the stdlib's where it is absent
-    import orjson as _orjson
-except ImportError:  # pragma: no cover - PyPy
-    _orjson = None  # type: ignore[assignment]
 
 __all__ = [
     "PARENT_HOOKS_GROUP",
@@ -62,7 +58,6 @@ __all__ = [
     "caller_context",
     "discover_parent_hooks",
     "end_span",
-    "json_text",
     "register_parent_hook",
     "shown_result",
     "start_span",
@@ -277,23 +272,6 @@ def _started_before(a: Span, b: Span) -> bool:
 
 
 # -- attributes ------------------------------------------------------------------------------------
-
-_JSON_OPTIONS = (
-    (_orjson.OPT_NON_STR_KEYS | _orjson.OPT_PASSTHROUGH_DATETIME | _orjson.OPT_PASSTHROUGH_DATACLASS)
-    if _orjson is not None
-    else 0
-)
-
-
-def json_text(obj: Any) -> str:
-    """``obj`` as a span attribute's JSON (non-ASCII kept, anything unknown as its ``str``, as ``dumps``):
-    orjson's compact form, or ``dumps`` for what orjson refuses (a lone surrogate, an integer beyond 64 bits)."""
-    if _orjson is not None:
-        try:
-            return _orjson.dumps(obj, default=str, option=_JSON_OPTIONS).decode()
-        except TypeError:  # orjson.JSONEncodeError is a TypeError
-            pass
-    return dumps(obj)
 
 
 def start_span(
