@@ -202,6 +202,23 @@ def test_a_page_that_keeps_leaving_is_never_read_on_the_block_page(legs, website
     assert website.other.requests == []
 
 
+def test_leaving_a_page_that_keeps_leaving_always_lands(legs, website) -> None:
+    """The model navigates away from /js-auto while its timer sends the tab to the denied host: the goto
+    races the script's navigation. Playwright fails it ("interrupted by another navigation"); asked again at
+    once, each next goto took the late commit of the one before for a competitor and failed too, the tab's
+    later navigations with it (6 to 18 of 40 rounds failed). Every round must land on the asked page."""
+    failed = []
+    for i in range(24):
+        assert nav(legs, website.site.url("/js-auto")).ok
+        time.sleep((0.05, 0.3, 0.011)[i % 3])
+        legs.run("browser.content", {})  # takes the tab back to /js-auto: its timer starts again
+        r = nav(legs, website.site.url("/files"))
+        if not r.ok or r.data["url"] != website.site.url("/files"):
+            failed.append(r.output[:200])
+    assert not failed, failed
+    assert website.other.requests == []
+
+
 def test_form_post_to_a_denied_host(legs, website) -> None:
     nav(legs, website.site.url("/form-out"))
     r = legs.run("browser.fill", {"selector": "#card", "value": "4111 1111 1111 1111", "submit": True})

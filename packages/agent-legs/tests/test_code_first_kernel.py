@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from agent_legs_testing.docker import sandbox_containers
+from agent_legs_testing.docker import orphan_container, sandbox_containers
 
 pytestmark = pytest.mark.usefixtures("sandbox_image", "no_leftover_containers")
 
@@ -92,22 +92,7 @@ def test_an_unreachable_engine_still_fails_the_first_call_with_the_hint(open_leg
 
 
 def test_orphans_of_dead_processes_are_still_swept(open_legs, sandbox_image) -> None:
-    import socket
-
-    cid = subprocess.run(
-        [
-            "docker",
-            "create",
-            "--label",
-            "agent-legs.sandbox=1",
-            "--label",
-            f"agent-legs.sandbox.owner={socket.gethostname()}:999999",
-            sandbox_image,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    cid = orphan_container(sandbox_image)
     try:
         legs = open_legs(policy=CODE)
         assert legs.run("code.run", {"code": "1"}).ok

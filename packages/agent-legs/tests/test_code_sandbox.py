@@ -9,7 +9,7 @@ import time
 import pytest
 
 from agent_legs import Legs
-from agent_legs_testing.docker import container_processes, sandbox_containers
+from agent_legs_testing.docker import container_processes, orphan_container, owner_label, sandbox_containers
 
 pytestmark = pytest.mark.usefixtures("sandbox_image", "no_leftover_containers")
 
@@ -358,22 +358,7 @@ def test_missing_image_is_unavailable(dirs) -> None:
 
 
 def test_orphans_of_dead_processes_are_removed(dirs, sandbox_image) -> None:
-    import socket
-
-    cid = subprocess.run(
-        [
-            "docker",
-            "create",
-            "--label",
-            "agent-legs.sandbox=1",
-            "--label",
-            f"agent-legs.sandbox.owner={socket.gethostname()}:999999",
-            sandbox_image,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    cid = orphan_container(sandbox_image)
     ws, st = dirs
     with Legs(workspace=ws, state_dir=st) as legs:
         assert legs.run("code.run", {"code": "1"}).ok
@@ -411,7 +396,6 @@ os.kill(os.getpid(), 9)
 
 
 def test_a_crashed_host_leaves_nothing_running_and_its_containers_are_swept(tmp_path, dirs) -> None:
-    import socket
     import sys
 
     proc = subprocess.run(
@@ -421,7 +405,7 @@ def test_a_crashed_host_leaves_nothing_running_and_its_containers_are_swept(tmp_
         timeout=120,
     )
     assert proc.returncode == -9, proc.stderr
-    owner = f"agent-legs.sandbox.owner={socket.gethostname()}:{proc.stdout.strip()}"
+    owner = owner_label(int(proc.stdout.strip()))
 
     def containers(*extra: str) -> list[str]:
         return subprocess.run(

@@ -59,9 +59,21 @@ def sandbox_image() -> str:
     return IMAGE
 
 
-def owner_label() -> str:
-    """The label value the code service puts on the containers of this process."""
-    return f"{LABEL}.owner={socket.gethostname()}:{os.getpid()}"
+def owner_label(pid: int | None = None) -> str:
+    """The label value the code service puts on the containers of this process (or of process ``pid``)."""
+    return f"{LABEL}.owner={socket.gethostname()}:{os.getpid() if pid is None else pid}"
+
+
+def orphan_container(image: str, dead_pid: int = 999999) -> str:
+    """Creates (does not start) a sandbox container labelled as owned by a process of this host that is
+    gone: what the code service's orphan sweep must remove. Its id."""
+    return subprocess.run(
+        ["docker", "create", "--label", f"{LABEL}=1", "--label", owner_label(dead_pid), image],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.strip()
 
 
 def sandbox_containers(*, mine: bool = True) -> list[str]:

@@ -88,10 +88,27 @@ async def _navigates(locator: Any) -> bool:
         return "context was destroyed" in str(exc) or "navigat" in str(exc)
 
 
+_SETTLE_MS = 1000  # after an interrupted goto: how long its own navigation, still in flight, may take to commit
+
+
 def _navigation_interrupted(exc: BaseException) -> bool:
     # The old page's own script navigated at the same moment (a timer or refresh, often to a URL the
     # proxy refuses): the model asked for this URL, so ask again.
     return isinstance(exc, ActionError) and "interrupted by another navigation" in exc.message
+
+
+async def _settle(page: Any) -> None:
+    """Let the navigation an interrupted ``goto`` started commit before the next attempt.
+
+    Playwright ends a ``goto`` at the first navigation that commits: when a page's script navigates at the
+    same moment, that is the script's, and ours, not cancelled by Chromium, commits a moment later. Asked
+    again at once, the next ``goto`` takes that late commit for a competitor and fails in turn, and so on:
+    every later navigation of the tab failed with "interrupted by another navigation" to its own URL. So
+    wait (at most ``_SETTLE_MS``) for the main frame's next commit and its load.
+    """
+    with contextlib.suppress(Exception):  # nothing commits (ours was cancelled after all): the wait runs out
+        await page.wait_for_event("framenavigated", predicate=lambda f: f.parent_frame is None, timeout=_SETTLE_MS)
+        await page.wait_for_load_state("load", timeout=_SETTLE_MS)
 
 
 def _timeout(policy: Any, args: Any) -> float:
@@ -124,6 +141,8 @@ async def browser_navigate(ctx: ActionContext, args: NavigateInput) -> ActionOut
                     try:
                         response = await goto(ctx, s, s.page.goto(url, wait_until="load"))
                     except ActionError as exc:
+                        if _navigation_interrupted(exc):
+                            await _settle(s.page)
                         if "Download is starting" not in exc.message:
                             raise
                         response = None  # the URL is a file: it downloads into the workspace
