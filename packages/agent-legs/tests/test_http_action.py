@@ -1112,7 +1112,9 @@ def test_requests_in_flight_hold_no_timer_of_their_own(dirs, http_server) -> Non
                 await asyncio.sleep(0.005)
             assert not any(c.done() for c in calls)
             assert len(loop._scheduled) - before <= 1  # type: ignore[attr-defined]
-            short = await legs.arun("http.request", {"method": "POST", "url": http_server.url("/held"), "body": "x", "timeout_s": 0.3})
+            short = await legs.arun(
+                "http.request", {"method": "POST", "url": http_server.url("/held"), "body": "x", "timeout_s": 0.3}
+            )
             assert short.error is not None and short.error.type == "timeout" and not short.error.retryable
             assert "no complete response within 0.3 s" in short.error.message  # the handler's, not the pipeline's
             assert not any(c.done() for c in calls)  # the others run on, uncancelled
