@@ -1080,3 +1080,45 @@ def test_the_timeout_bounds_the_whole_call(dirs, http_server, case, transport) -
         assert r.error.type == "timeout" and r.error.retryable and len(hops) >= 2
     else:  # retried while time was left; then the 503, or a timeout if the last try stalled past the end
         assert len(hops) >= 2 and (r.error.type == "timeout" if r.error else r.data["status"] == 503), r.output
+
+
+def test_requests_in_flight_hold_no_timer_of_their_own(dirs, http_server) -> None:
+    """The handler's deadline is an entry of the loop's watchdog, like the pipeline's: 50 requests in
+    flight on one loop hold at most one timer between them (asyncio.timeout gave each its own, 50 here),
+    and the deadline still stops a request (and only it) with the handler's own timeout error."""
+    import asyncio
+    import threading
+
+    gate = threading.Event()
+
+    @http_server.route("/held")
+    def held(h, r):
+        gate.wait(30)
+        h.send_body(200, b"done", "text/plain")
+
+    ws, st = dirs
+    with Legs(workspace=ws, state_dir=st, policy={"network": {"allow_hosts": [f"127.0.0.1:{http_server.port}"]}}) as legs:
+
+        async def main() -> None:
+            assert (await legs.arun("http.request", {"method": "GET", "url": http_server.url("/1kb")})).ok
+            loop = asyncio.get_running_loop()
+            before = len(loop._scheduled)  # type: ignore[attr-defined]
+            seen = len(http_server.requests)
+            calls = [
+                asyncio.ensure_future(legs.arun("http.request", {"method": "GET", "url": http_server.url("/held")}))
+                for _ in range(50)
+            ]
+            while len(http_server.requests) - seen < 50:
+                await asyncio.sleep(0.005)
+            assert not any(c.done() for c in calls)
+            assert len(loop._scheduled) - before <= 1  # type: ignore[attr-defined]
+            short = await legs.arun(
+                "http.request", {"method": "POST", "url": http_server.url("/held"), "body": "x", "timeout_s": 0.3}
+            )
+            assert short.error is not None and short.error.type == "timeout" and not short.error.retryable
+            assert "no complete response within 0.3 s" in short.error.message  # the handler's, not the pipeline's
+            assert not any(c.done() for c in calls)  # the others run on, uncancelled
+            gate.set()
+            assert all(r.ok and r.output.endswith("done") for r in await asyncio.gather(*calls))
+
+        asyncio.run(main())

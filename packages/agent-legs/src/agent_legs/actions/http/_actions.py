@@ -9,6 +9,8 @@ Redirects are followed here, one hop at a time, each re-checked by the guard; cr
 per hop and never cross hosts, and of the caller's own headers only harmless ones cross origins. No
 client keeps cookies: they live for one call's redirect chain only. Retries are for idempotent methods
 only, within the deadline; a non-idempotent request whose outcome is unknown is never called retryable.
+The handler's deadline (``timeout_s``, the pipeline's is one second later) ends each exchange, body
+included; it is an entry of the loop's ``_deadlines`` watchdog, not a timer of its own per call.
 
 The action is ``inline``: it runs on the caller's own event loop (see ``_service``).
 """
@@ -28,6 +30,7 @@ import httpx
 from multidict import CIMultiDict
 from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode
 
+from ... import _deadlines as deadlines
 from ..._context import ActionContext
 from ..._egress import Target
 from ..._errors import ActionError, ErrorType
@@ -332,8 +335,18 @@ async def _send(
         try:
             try:
                 # The whole exchange, body included, ends at the deadline (a slow drip cannot stretch it).
-                async with asyncio.timeout(remaining):
+                # The deadline is an entry of the loop's watchdog (as the pipeline's own, later one):
+                # asyncio.timeout's semantics (its TimeoutError, a foreign cancellation propagates)
+                # without a second TimerHandle, Timeout and copied context per call.
+                loop = asyncio.get_running_loop()
+                watch = deadlines.begin(loop, loop.time() + remaining)
+                try:
                     reply = await client.exchange(method, url, headers, content, cap, remaining)
+                except BaseException as exc:
+                    if deadlines.end(loop, watch, exc):
+                        raise TimeoutError from None
+                    raise
+                deadlines.end(loop, watch, None)
             except ConnectFailed as exc:
                 span.set_status(Status(StatusCode.ERROR, "ConnectError"))
                 tls = tls_failure(exc)
