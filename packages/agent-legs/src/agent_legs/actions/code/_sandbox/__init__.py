@@ -48,6 +48,8 @@ def driver_code() -> types.CodeType:
     try:
         code = importlib.machinery.SourceFileLoader("agent_legs_driver", str(DRIVER_PATH)).get_code("agent_legs_driver")
     except (OSError, ImportError, ValueError, EOFError):  # (a broken cache: what compile() says of the source)
+        code = None
+    if code is None:  # (get_code's type allows it)
         return compile(driver_source(), DRIVER_NAME, "exec")
     # compile() here inherits this module's __future__ flags (annotations), and the driver's own compile()
     # of each cell inherits them in turn: the cached code gets the same flags, so cells run as before
