@@ -60,9 +60,15 @@ def test_the_driver_is_not_compiled_when_its_bytecode_cache_is_valid(driver_copy
     py_compile.compile(str(driver_copy), doraise=True)  # what pip does at install
     expected = compile(driver_copy.read_bytes(), _sandbox.DRIVER_NAME, "exec")
     calls = _counting_compile(monkeypatch)
-    code = _sandbox.driver_code()
+    _sandbox.driver_payload.cache_clear()
+    monkeypatch.setattr(_sandbox, "driver_source", driver_copy.read_bytes)
+    try:
+        payload = _sandbox.driver_payload()
+    finally:
+        _sandbox.driver_payload.cache_clear()
     assert [name for name in calls if name != "<future flags>"] == []  # (two empty probes of the flags)
-    _same(code, expected)
+    magic, size = payload.split(b"\n", 1)[0].split()
+    _same(marshal.loads(payload[len(magic) + len(size) + 2 :][: int(size)]), expected)
 
 
 def test_a_stale_or_missing_bytecode_cache_compiles_the_current_source(driver_copy, monkeypatch) -> None:
