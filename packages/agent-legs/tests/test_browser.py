@@ -268,69 +268,6 @@ def test_a_click_sends_no_request_subscription_and_no_wait_log(legs, website, mo
     assert "updateSubscription" not in sent and "__waitInfo__" not in sent, sent
 
 
-def _sent_methods(monkeypatch) -> list[str]:
-    """The Playwright client's messages to its server from now on (method names, in order)."""
-    from playwright._impl.connection import Connection
-
-    sent: list[str] = []
-    original = Connection.send_message_to_server
-
-    def counting(self, obj, method, params, *args, **kwargs):
-        sent.append(method)
-        return original(self, obj, method, params, *args, **kwargs)
-
-    monkeypatch.setattr(Connection, "send_message_to_server", counting)
-    return sent
-
-
-def test_a_navigating_click_installs_the_next_clicks_selector_engine_while_the_page_loads(legs, website, monkeypatch) -> None:
-    # The next click needs Playwright's injected script in the new document's utility world: a navigating
-    # click starts its install (one ``queryCount``) at the commit, beside the load wait (``_warm``); a click
-    # that stays on its document sends none (the engine is there: the click used it).
-    nav(legs, website.site.url("/"))
-    sent = _sent_methods(monkeypatch)
-    r = legs.run("browser.click", {"selector": "#about"})
-    assert r.ok and r.data["url"] == website.site.url("/about") and "We sell widgets" in r.output, r
-    assert sent.count("queryCount") == 1 and sent.index("click") < sent.index("queryCount"), sent
-    nav(legs, website.site.url("/form"))
-    sent.clear()
-    r = legs.run("browser.click", {"selector": "#name"})
-    assert r.ok and r.data["url"] == website.site.url("/form"), r
-    assert "click" in sent and "queryCount" not in sent, sent
-
-
-@pytest.mark.parametrize("fault", ["fails", "hangs"])
-def test_a_click_does_not_depend_on_its_selector_engine_warm_up(legs, website, monkeypatch, fault) -> None:
-    # The warm-up's answer is never used: failing, it changes nothing; never answering, it is cancelled when
-    # the click returns (it does not outlive the call).
-    import asyncio
-
-    from playwright.async_api import Locator
-
-    from agent_legs.actions.browser import _actions, _warm
-
-    async def count(self) -> int:
-        if fault == "fails":
-            raise RuntimeError("Execution context was destroyed")
-        await asyncio.Event().wait()
-        return 0
-
-    monkeypatch.setattr(Locator, "count", count)
-    started: list[asyncio.Future] = []
-    monkeypatch.setattr(_actions, "warm_selectors", lambda page: started.append(_warm.start(page)) or started[-1])
-    nav(legs, website.site.url("/"))
-    r = legs.run("browser.click", {"selector": "#about"})
-    assert r.ok and r.data["url"] == website.site.url("/about") and "We sell widgets" in r.output, r
-    task = started[0]
-    for _ in range(500):  # (cancelled on the runtime loop: done a loop turn later)
-        if task.done():
-            break
-        time.sleep(0.01)
-    assert task.done() and (task.cancelled() if fault == "hangs" else isinstance(task.exception(), RuntimeError))
-    r = legs.run("browser.click", {"text": "Home"})  # the next click installs the engine itself
-    assert r.ok and r.data["url"] == website.site.url("/"), r
-
-
 def test_js_navigation_within_the_site(legs, website) -> None:
     nav(legs, website.site.url("/js-nav-ok"))
     r = legs.run("browser.click", {"selector": "#go"})

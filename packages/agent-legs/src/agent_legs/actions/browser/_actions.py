@@ -7,8 +7,7 @@ proxies, profiles, popups), ``_slots`` (the load slots: a first-come first-serve
 (a pool of Playwright servers, ``ws_endpoints``), ``_session`` (one session's state), ``_deadline`` (the call's
 deadline), ``_call`` (the frame of a call: lock, guarded page operations, navigations), ``_blocked``
 (pages the egress guard blocked), ``_page`` (reading a page for the model), ``_quiet`` (following a
-click's navigation without protocol messages of our own), ``_warm`` (the next click's selector engine
-installed while the new document loads), ``_files`` (downloads and uploads through the
+click's navigation without protocol messages of our own), ``_files`` (downloads and uploads through the
 workspace).
 
 Invariants of the handlers: top-level non-web schemes (file:, data:, javascript:, blob:, chrome:...) are
@@ -40,8 +39,6 @@ from ._files import await_downloads, read_uploads
 from ._models import ClickInput, ContentInput, FillInput, NavigateInput, NoInput, ScreenshotInput
 from ._page import finish, notes, page_chars, page_result, paginate, read_landed, read_links, read_page
 from ._quiet import listen, main_frame, wait_loaded
-from ._warm import start as warm_selectors
-from ._warm import stop as stop_warming
 
 __all__ = [
     "browser_back",
@@ -192,7 +189,6 @@ async def browser_click(ctx: ActionContext, args: ClickInput) -> ActionOutput:
         locator = page.locator(args.selector).first if args.selector else page.get_by_text(args.text).first
 
         element = args.selector or f"text={args.text}"
-        warming: list[asyncio.Future[Any]] = []  # the new document's selector engine, installed while it loads
 
         async def click() -> None:
             commits, downloads = s.commits, len(s.downloads)
@@ -246,26 +242,20 @@ async def browser_click(ctx: ActionContext, args: ClickInput) -> ActionOutput:
                             await s.changed.wait()
             finally:
                 unlisten()
-            if s.commits != commits:  # a new document: the next click needs Playwright's engine there (``_warm``)
-                warming.append(warm_selectors(page))
             await wait_loaded(page, 5.0)  # (``wait_for_load_state`` without its log messages: ``_quiet``)
 
         # Any click may have an effect (a form button, a link, a script's handler): cut short, never retryable.
         effect = f"the click on {element!r}"
-        try:
-            await goto(ctx, s, click(), effect=effect)
-            with after(effect):
-                s.md_cache = None
-                artifacts = await await_downloads(ctx, s, wait_for_start=False)
-                if s.popups:
-                    await svc.adopt_popups(s, adopt=True)
-                await deny_if_blocked(s)
-                out = await page_result(ctx, s, None, artifacts)
-                await svc.save_profile(s)
-                return out
-        finally:
-            for task in warming:
-                stop_warming(task)
+        await goto(ctx, s, click(), effect=effect)
+        with after(effect):
+            s.md_cache = None
+            artifacts = await await_downloads(ctx, s, wait_for_start=False)
+            if s.popups:
+                await svc.adopt_popups(s, adopt=True)
+            await deny_if_blocked(s)
+            out = await page_result(ctx, s, None, artifacts)
+            await svc.save_profile(s)
+            return out
 
 
 @action(
