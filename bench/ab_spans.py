@@ -19,6 +19,16 @@ closing an ``http.request`` call's recorded span and writing its two log lines (
 ``intent``, ``finish``) with the same recording provider, alternating in rounds: the median of the
 neighbour differences of CPU per call (old minus new: positive is a saving).
 
+``python -m bench.ab_spans floor [ROUNDS] [CALLS]``: the two spans of one ``http.request`` call alone
+(no request, no log line), through a recording provider (``BatchSpanProcessor``, null exporter):
+``ours`` (``Telemetry.start``, the child ``HTTP GET`` span as the handler makes it through our tracer,
+``end_span``) against ``sdk`` (the same two spans, names, kinds, parents and attribute values, made by
+hand on the provider's tracer), alternating in rounds. Reported: CPU per call (this thread), the median
+of the neighbour differences ``ours - sdk``, the processor's export thread's CPU per call (its own
+clock), and the collector's passes per 1,000 calls by generation (the spans wait in the processor's
+queue, so they outlive gen 0). In so tight a loop the queue (2,048) can fill and the SDK drops spans
+("Queue full"): both sides alike.
+
 Not part of ``python -m bench``: it measures a change, not the product.
 """
 
@@ -29,6 +39,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
@@ -45,7 +56,7 @@ from agent_legs import Legs
 
 from ._http_layers import _NullExporter
 
-__all__ = ["CASES", "compare"]
+__all__ = ["CASES", "compare", "floor"]
 
 CASES = ("silent", "sdk_ref", "traced")
 Call = Callable[[], Awaitable[Any]]
@@ -223,6 +234,125 @@ def ab(ref: str, rounds: int = 15, calls: int = 2000) -> dict[str, float]:
     }
 
 
+def floor(rounds: int = 15, calls: int = 3000) -> dict[str, Any]:
+    """CPU µs per call of our two spans against the same two made by hand on the SDK (see the docstring)."""
+    import gc
+
+    from agent_legs._telemetry import CallRecord
+    from agent_legs._telemetry._spans import end_span
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(_NullExporter()))
+    url = "http://127.0.0.1:8080/1kb"
+    args = {"method": "GET", "url": url, "headers": {}, "params": {}, "json": None, "body": None}
+    output = "HTTP 200 OK  GET " + url + "\ncontent-type: text/plain\ncontent-length: 1024\n\n" + "x" * 1024
+    with tempfile.TemporaryDirectory() as tmp, Legs(workspace=Path(tmp) / "ws", state_dir=Path(tmp) / "st") as legs:
+        description = legs.get_action("http.request").description
+        settings, redactor = legs.settings.telemetry, legs._runtime.redactor
+        (Path(tmp) / "t").mkdir()
+        telemetry = legs._pipeline.telemetry.__class__(settings, Path(tmp) / "t", redactor, tracer_provider=provider)
+        ours_tracer, sdk = telemetry.tracer, provider.get_tracer("agent_legs")
+        parent = otel_context.get_current()
+
+        def ours(n: int) -> float:
+            cpu = time.thread_time()
+            for _ in range(n):
+                span = telemetry.start("http_request", "http.request", "default", None, parent, description)
+                token = otel_context.attach(trace.set_span_in_context(span))
+                child = ours_tracer.start_span(
+                    "HTTP GET",
+                    kind=SpanKind.CLIENT,
+                    attributes={
+                        "http.request.method": "GET",
+                        "url.full": redactor.text(url.split("?", 1)[0]),
+                        "server.address": "127.0.0.1",
+                        "server.port": 8080,
+                    },
+                )
+                child.set_attribute("http.response.status_code", 200)
+                child.end()
+                otel_context.detach(token)
+                rec = CallRecord("http.request", "http_request", "default", None, "allow", "ok", 1.0, args)
+                rec.result = output
+                end_span(span, rec, redactor, settings)
+            return (time.thread_time() - cpu) / n * 1e6
+
+        def by_hand(n: int) -> float:
+            cpu = time.thread_time()
+            for _ in range(n):
+                span = sdk.start_span(
+                    "execute_tool http_request",
+                    parent,
+                    kind=SpanKind.INTERNAL,
+                    attributes={
+                        "gen_ai.operation.name": "execute_tool",
+                        "gen_ai.tool.name": "http_request",
+                        "gen_ai.tool.type": "function",
+                        "agent_legs.action": "http.request",
+                        "agent_legs.session": "default",
+                        "gen_ai.tool.description": description,
+                    },
+                )
+                token = otel_context.attach(trace.set_span_in_context(span))
+                child = sdk.start_span(
+                    "HTTP GET",
+                    kind=SpanKind.CLIENT,
+                    attributes={
+                        "http.request.method": "GET",
+                        "url.full": url,
+                        "server.address": "127.0.0.1",
+                        "server.port": 8080,
+                    },
+                )
+                child.set_attribute("http.response.status_code", 200)
+                child.end()
+                otel_context.detach(token)
+                span.set_attributes(
+                    {
+                        "agent_legs.decision": "allow",
+                        "agent_legs.outcome": "ok",
+                        "gen_ai.tool.call.arguments": '{"method":"GET","url":"' + url + '"}',
+                        "gen_ai.tool.call.result": output,
+                    }
+                )
+                span.end()
+            return (time.thread_time() - cpu) / n * 1e6
+
+        sides = {"ours": ours, "sdk": by_hand}
+        passes = {name: [0, 0, 0] for name in sides}
+        current: list[str] = ["sdk"]
+
+        def count(phase: str, info: dict[str, int]) -> None:
+            if phase == "start":
+                passes[current[0]][info["generation"]] += 1
+
+        for side in sides.values():
+            side(300)
+        samples: dict[str, list[float]] = {name: [] for name in sides}
+        workers = [t for t in threading.enumerate() if t.name.startswith("OtelBatch") and t.ident is not None]
+        clocks = [time.pthread_getcpuclockid(t.ident) for t in workers if t.ident is not None]
+        worker_cpu = 0.0
+        gc.callbacks.append(count)
+        try:
+            for r in range(rounds):
+                for name in ("ours", "sdk") if r % 2 == 0 else ("sdk", "ours"):
+                    current[0] = name
+                    before = sum(time.clock_gettime(c) for c in clocks)
+                    samples[name].append(sides[name](calls))
+                    worker_cpu += sum(time.clock_gettime(c) for c in clocks) - before
+        finally:
+            gc.callbacks.remove(count)
+        telemetry.shutdown()
+    provider.shutdown()
+    return {
+        "ours_cpu_us": round(statistics.median(samples["ours"]), 2),
+        "sdk_cpu_us": round(statistics.median(samples["sdk"]), 2),
+        "ours_minus_sdk_us": round(statistics.median(a - b for a, b in zip(samples["ours"], samples["sdk"], strict=True)), 2),
+        "export_thread_cpu_us_per_call": round(worker_cpu / (2 * rounds * calls) * 1e6, 2),
+        "gc_passes_per_1000": {name: [round(n * 1000 / (rounds * calls), 1) for n in counts] for name, counts in passes.items()},
+    }
+
+
 if __name__ == "__main__":
     import json
     import multiprocessing
@@ -231,6 +361,12 @@ if __name__ == "__main__":
         print("load average", os.getloadavg(), time.strftime("%H:%M:%S", time.gmtime()), file=sys.stderr)
         argv = sys.argv[2:]
         print(json.dumps(ab(argv[0] if argv else "main", *(int(a) for a in argv[1:3]))))
+        print("load average", os.getloadavg(), time.strftime("%H:%M:%S", time.gmtime()), file=sys.stderr)
+        sys.exit(0)
+
+    if len(sys.argv) > 1 and sys.argv[1] == "floor":
+        print("load average", os.getloadavg(), time.strftime("%H:%M:%S", time.gmtime()), file=sys.stderr)
+        print(json.dumps(floor(*(int(a) for a in sys.argv[2:4]))))
         print("load average", os.getloadavg(), time.strftime("%H:%M:%S", time.gmtime()), file=sys.stderr)
         sys.exit(0)
 
