@@ -49,6 +49,17 @@ def test_state_persists_like_a_notebook(legs) -> None:
     assert r.ok and r.data["stdout"] == "40 True\n" and not r.data["new_kernel"]
 
 
+def test_cells_compile_as_plain_python_without_the_drivers_future_flags(legs) -> None:
+    """The driver is compiled in a module with ``from __future__ import annotations``; its compile() of a cell
+    inherited that flag, so the model's annotations were strings where ``python3 -c`` gives the classes."""
+    code = "def f(x: int) -> str: pass\nclass C:\n    y: float\n(f.__annotations__, C.__annotations__)"
+    r = legs.run("code.run", {"code": code})
+    assert r.ok, r
+    assert r.data["value"] == "({'x': <class 'int'>, 'return': <class 'str'>}, {'y': <class 'float'>})", r.data
+    r = legs.run("code.run", {"code": "from __future__ import annotations\ndef g(x: int): pass\ng.__annotations__"})
+    assert r.ok and r.data["value"] == "{'x': 'int'}", r.data  # a cell's own future import still counts
+
+
 def test_stdout_stderr_value_and_traceback(legs) -> None:
     r = run(legs, "import sys\nprint('out')\nprint('err', file=sys.stderr)\n{'a': 1}")
     assert r.data["stdout"] == "out\n" and r.data["stderr"] == "err\n" and r.data["value"] == "{'a': 1}"

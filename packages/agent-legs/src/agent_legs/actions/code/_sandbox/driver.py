@@ -398,13 +398,15 @@ class Kernel:
         self.token = os.urandom(3).hex()  # figure names stay unique across kernels of a workspace
 
     def run_python(self, code):
-        tree = compile(code, "<cell>", "exec", _ast.PyCF_ONLY_AST)  # what ast.parse does
+        # dont_inherit: a cell is compiled as by `python3 -c`, without the __future__ flags the driver's own
+        # code was compiled with (its host module's `annotations` made a cell's annotations strings)
+        tree = compile(code, "<cell>", "exec", _ast.PyCF_ONLY_AST, dont_inherit=True)  # what ast.parse does
         last = None
         if tree.body and isinstance(tree.body[-1], _ast.Expr):
             last = _ast.Expression(tree.body.pop().value)
-        exec(compile(tree, "<cell>", "exec"), self.ns)
+        exec(compile(tree, "<cell>", "exec", dont_inherit=True), self.ns)
         if last is not None:
-            value = eval(compile(last, "<cell>", "eval"), self.ns)
+            value = eval(compile(last, "<cell>", "eval", dont_inherit=True), self.ns)
             if value is not None:
                 self.ns["_"] = value
                 return repr(value)
