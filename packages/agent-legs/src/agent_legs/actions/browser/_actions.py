@@ -89,6 +89,7 @@ async def _navigates(locator: Any) -> bool:
 
 
 _SETTLE_MS = 1000  # after an interrupted goto: how long its own navigation, still in flight, may take to commit
+_ABORT_SETTLE_MS = 300  # after an aborted goto: how long the page's own navigation may take to commit
 
 
 def _navigation_interrupted(exc: BaseException) -> bool:
@@ -97,7 +98,7 @@ def _navigation_interrupted(exc: BaseException) -> bool:
     return isinstance(exc, ActionError) and "interrupted by another navigation" in exc.message
 
 
-async def _settle(page: Any) -> None:
+async def _settle(page: Any, timeout_ms: float = _SETTLE_MS) -> None:
     """Let the navigation an interrupted ``goto`` started commit before the next attempt.
 
     Playwright ends a ``goto`` at the first navigation that commits: when a page's script navigates at the
@@ -107,8 +108,18 @@ async def _settle(page: Any) -> None:
     wait (at most ``_SETTLE_MS``) for the main frame's next commit and its load.
     """
     with contextlib.suppress(Exception):  # nothing commits (ours was cancelled after all): the wait runs out
-        await page.wait_for_event("framenavigated", predicate=lambda f: f.parent_frame is None, timeout=_SETTLE_MS)
-        await page.wait_for_load_state("load", timeout=_SETTLE_MS)
+        await page.wait_for_event("framenavigated", predicate=lambda f: f.parent_frame is None, timeout=timeout_ms)
+        await page.wait_for_load_state("load", timeout=timeout_ms)
+
+
+async def _aborted_by_the_page(page: Any, exc: ActionError, before: str) -> bool:
+    """Whether a ``goto`` that failed ``net::ERR_ABORTED`` lost to the page's own navigation of the same moment
+    (Chromium dropped ours for the script's): then the tab is elsewhere once that one commits, and the model's
+    URL is asked again. A response without a page (204) aborts too, but leaves the tab where it was."""
+    if "ERR_ABORTED" not in exc.message or page.is_closed():
+        return False
+    await _settle(page, _ABORT_SETTLE_MS)
+    return str(page.url) != before
 
 
 def _timeout(policy: Any, args: Any) -> float:
@@ -135,14 +146,22 @@ async def browser_navigate(ctx: ActionContext, args: NavigateInput) -> ActionOut
         with ctx.tracer.start_as_current_span("browser page load") as span:
             span.set_attribute(URL_FULL, ctx.redactor.text(url.split("?", 1)[0]))
             response: Any = None
-            tries = retrying(attempts=_NAVIGATE_TRIES, retry_on=_navigation_interrupted, deadline=monotonic_deadline())
+            lost: list[BaseException] = []  # gotos the page's own navigation aborted: asked again
+
+            def again(exc: BaseException) -> bool:
+                return _navigation_interrupted(exc) or any(exc is e for e in lost)
+
+            tries = retrying(attempts=_NAVIGATE_TRIES, retry_on=again, deadline=monotonic_deadline())
             async for attempt in tries:
                 with attempt:
+                    before = str(s.page.url)
                     try:
                         response = await goto(ctx, s, s.page.goto(url, wait_until="load"))
                     except ActionError as exc:
                         if _navigation_interrupted(exc):
                             await _settle(s.page)
+                        elif await _aborted_by_the_page(s.page, exc, before):
+                            lost.append(exc)
                         if "Download is starting" not in exc.message:
                             raise
                         response = None  # the URL is a file: it downloads into the workspace
