@@ -25,6 +25,13 @@ PEERS: dict[str, list[tuple[str, str, str]]] = {
         ("raw_aiohttp", "aiohttp", "aiohttp.ClientSession"),
         ("raw_httpx", "httpx", "httpx.AsyncClient"),
         ("raw_httpx_aiohttp_transport", "httpx-aiohttp", "httpx_aiohttp.AiohttpTransport"),
+        ("raw_aiohttp_same_spans", "aiohttp", "aiohttp.ClientSession inside the two contracted spans (bench/_contract_spans.py)"),
+        (
+            "langchain_requests_get_same_spans",
+            "langchain-community",
+            "RequestsGetTool inside the two contracted spans (bench/_contract_spans.py)",
+        ),
+        ("spans of the *_same_spans peers", "opentelemetry-sdk", "opentelemetry.sdk.trace.TracerProvider + BatchSpanProcessor"),
     ],
     "code": [
         (

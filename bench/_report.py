@@ -122,6 +122,39 @@ def _summary_rows(res: dict[str, Any]) -> list[list[str]]:
             "≥ 2× LangChain and ≥ 0.5× raw aiohttp",
             None if r_lc is None or r_raw is None else r_lc >= 2 and r_raw >= 0.5,
         )
+    # The spans-recorded rows again, against peers that record the same two spans (the SDK's price on both
+    # sides: ``bench/_contract_spans.py``); the peer's own ratio to raw aiohttp is the SDK's floor.
+    ours, raw = _p50(http, "sequential", "agent_legs_spans_recorded"), _p50(http, "sequential", "raw_aiohttp")
+    raw_s = _p50(http, "sequential", "raw_aiohttp_same_spans")
+    if raw_s is not None:
+        r = _div(ours, raw_s)
+        row(
+            "http",
+            "`http.request` 1 KB sequential p50 with spans recorded, against a peer recording the same two spans "
+            f"(that peer alone is {x(_div(raw_s, raw))} raw aiohttp: the SDK's price)",
+            t(ours),
+            f"raw aiohttp `ClientSession` in the same spans {t(raw_s)}",
+            x(r),
+            "≤ 1.5× raw aiohttp",
+            None if r is None else r <= 1.5,
+        )
+    ours_c, lc_s, raw_cs = (
+        conc.get("agent_legs_spans_recorded"),
+        conc.get("langchain_requests_get_same_spans"),
+        conc.get("raw_aiohttp_same_spans"),
+    )
+    if lc_s and raw_cs:
+        r_lc, r_raw = _div(ours_c, lc_s), _div(ours_c, raw_cs)
+        row(
+            "http",
+            "`http.request` 50 concurrent, req/s, with spans recorded, against peers recording the same two spans "
+            f"(raw aiohttp in them alone: {x(_div(raw_cs, raw_c))} its throughput without)",
+            f"{ours_c:,.0f}" if ours_c else "—",
+            f"LangChain `RequestsGetTool` in the same spans {lc_s:,.0f}; raw aiohttp in them {raw_cs:,.0f}",
+            f"{x(r_lc)} / {x(r_raw)}",
+            "≥ 2× LangChain and ≥ 0.5× raw aiohttp",
+            None if r_lc is None or r_raw is None else r_lc >= 2 and r_raw >= 0.5,
+        )
 
     code = res.get("code", {})
     warm = _p50(code, "agent_legs", "warm_print_1_plus_1")

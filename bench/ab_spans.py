@@ -54,6 +54,7 @@ from opentelemetry.trace import SpanKind
 
 from agent_legs import Legs
 
+from ._contract_spans import call_attributes, end_attributes, request_attributes
 from ._http_layers import _NullExporter
 
 __all__ = ["CASES", "compare", "floor"]
@@ -87,33 +88,6 @@ async def _measure(call: Call, total: int, concurrency: int) -> tuple[float, flo
     return (time.process_time() - cpu0) / total * 1e6, statistics.median(walls) * 1e6
 
 
-def _call_attributes(description: str) -> dict[str, Any]:
-    """The call span's attributes at its start, as ``Telemetry.start`` gives them (the hand-made side)."""
-    return {
-        "gen_ai.operation.name": "execute_tool",
-        "gen_ai.tool.name": "http_request",
-        "gen_ai.tool.type": "function",
-        "agent_legs.action": "http.request",
-        "agent_legs.session": "default",
-        "gen_ai.tool.description": description,
-    }
-
-
-def _request_attributes(url: str, port: int) -> dict[str, Any]:
-    """The handler's child ``HTTP GET`` span's attributes at its start."""
-    return {"http.request.method": "GET", "url.full": url, "server.address": "127.0.0.1", "server.port": port}
-
-
-def _end_attributes(arguments: str, result: str) -> dict[str, Any]:
-    """The call span's attributes at its end."""
-    return {
-        "agent_legs.decision": "allow",
-        "agent_legs.outcome": "ok",
-        "gen_ai.tool.call.arguments": arguments,
-        "gen_ai.tool.call.result": result,
-    }
-
-
 def compare(port: int, rounds: int = 9, calls: int = 400) -> dict[str, Any]:
     url = f"http://127.0.0.1:{port}/1kb"
     policy = {"network": {"allow_hosts": [f"127.0.0.1:{port}"]}}
@@ -138,21 +112,21 @@ def compare(port: int, rounds: int = 9, calls: int = 400) -> dict[str, Any]:
             span = sdk.start_span(
                 "execute_tool http_request",
                 kind=SpanKind.INTERNAL,
-                attributes=_call_attributes(description),
+                attributes=call_attributes(description),
             )
             token = otel_context.attach(trace.set_span_in_context(span))
             try:
                 child = sdk.start_span(
                     "HTTP GET",
                     kind=SpanKind.CLIENT,
-                    attributes=_request_attributes(url, port),
+                    attributes=request_attributes(url, port),
                 )
                 r = await legs.arun("http.request", args)
                 child.set_attribute("http.response.status_code", 200)
                 child.end()
             finally:
                 otel_context.detach(token)
-            span.set_attributes(_end_attributes(str(args), r.output))
+            span.set_attributes(end_attributes(str(args), r.output))
             span.end()
             assert r.ok
 
@@ -292,18 +266,18 @@ def floor(rounds: int = 15, calls: int = 3000) -> dict[str, Any]:
                     "execute_tool http_request",
                     parent,
                     kind=SpanKind.INTERNAL,
-                    attributes=_call_attributes(description),
+                    attributes=call_attributes(description),
                 )
                 token = otel_context.attach(trace.set_span_in_context(span))
                 child = sdk.start_span(
                     "HTTP GET",
                     kind=SpanKind.CLIENT,
-                    attributes=_request_attributes(url, 8080),
+                    attributes=request_attributes(url, 8080),
                 )
                 child.set_attribute("http.response.status_code", 200)
                 child.end()
                 otel_context.detach(token)
-                span.set_attributes(_end_attributes('{"method":"GET","url":"' + url + '"}', output))
+                span.set_attributes(end_attributes('{"method":"GET","url":"' + url + '"}', output))
                 span.end()
             return (time.thread_time() - cpu) / n * 1e6
 
