@@ -133,10 +133,11 @@ def test_garbage_written_between_calls_replaces_the_kernel_before_the_next_call(
 
 
 GROWING_HOST = """
-import os, sys, threading, time
+import os, socket, subprocess, sys, threading, time
 from agent_legs import Legs
-legs = Legs(workspace=sys.argv[1], state_dir=sys.argv[2], settings={"code": {"pool_size": 1}})
-leave = ("import threading, time\\n"
+ws = sys.argv[1]
+legs = Legs(workspace=ws, state_dir=sys.argv[2], settings={"code": {"pool_size": 1}})
+leave = ("import os, threading, time\\n"
          "def grow():\\n"
          "    while True:\\n"
          "        with open('grow.txt', 'a') as f:\\n"
@@ -144,23 +145,45 @@ leave = ("import threading, time\\n"
          "        time.sleep(0.02)\\n"
          "threading.Thread(target=grow).start()\\n"  # non-daemon: it kept the old kernel alive
          "def hog():\\n"
-         "    time.sleep(1)\\n"  # once this call has returned (the kernel needs the GIL to answer)
+         "    started = time.monotonic()\\n"
+         "    while not os.path.exists('answered'):\\n"  # the host has this call's reply (the kernel needs the GIL)
+         "        time.sleep(0.01)\\n"
+         "    with open('hogging', 'w') as f:\\n"
+         "        f.write('%.1f' % (time.monotonic() - started))\\n"
          "    while True:\\n"
-         "        7 ** (7 ** 9)\\n"  # holds the GIL for seconds at a time: no in-kernel watcher runs
+         "        7 ** (7 ** 9)\\n"  # holds the GIL for a minute or more at a time: no in-kernel watcher runs
          "threading.Thread(target=hog).start()\\n"
          "'left running'")
 r = legs.run("code.run", {"code": leave}, session="grower")
 assert r.ok, r
-threading.Thread(target=legs.run, args=("code.run", {"code": "while True: pass", "timeout_s": 600}),
-                 kwargs={"session": "busy"}, daemon=True).start()
-time.sleep(3)
-import socket, subprocess
+open(os.path.join(ws, "answered"), "w").close()
+threading.Thread(target=legs.run, args=("code.run", {"code": "open('busy', 'w').close()\\nwhile True: pass",
+                 "timeout_s": 600}), kwargs={"session": "busy"}, daemon=True).start()
+answered = time.monotonic()
 owner = f"agent-legs.sandbox.owner={socket.gethostname()}:{os.getpid()}"
-pids = []  # every process of every container of this host, as the host sees them
-for cid in subprocess.run(["docker", "ps", "-q", "--filter", f"label={owner}"], capture_output=True,
-                          text=True).stdout.split():
-    pids += subprocess.run(["docker", "top", cid, "-eo", "pid"], capture_output=True, text=True).stdout.split()[1:]
-print(os.getpid(), *pids, flush=True)
+
+def docker(*args):
+    return subprocess.run(["docker", *args], capture_output=True, text=True).stdout.split()
+
+def processes():  # every process of every running container of this host, as the host sees them
+    return {cid: docker("top", cid, "-eo", "pid")[1:] for cid in docker("ps", "-q", "--filter", f"label={owner}")}
+
+# not a pause but what the test needs: the grower's hog holds its kernel's GIL, the busy kernel runs its loop,
+# and the three containers (the grower, the busy one, the pool's refill) each run the driver's two processes
+deadline = time.monotonic() + 90
+while True:
+    waiting = [name for name in ("hogging", "busy") if not os.path.exists(os.path.join(ws, name))]
+    seen = processes()
+    if not waiting and len(seen) == 3 and all(len(pids) >= 2 for pids in seen.values()):
+        break
+    if time.monotonic() > deadline:
+        sys.exit(f"not ready within 90 s: no {waiting} in the workspace; the containers' processes: {seen}")
+    time.sleep(0.1)
+with open(os.path.join(ws, "hogging")) as f:
+    hog_waited = f.read()
+print(f"the hog waited {hog_waited} s for the call's answer, the host {time.monotonic() - answered:.1f} s more for "
+      "the rest", file=sys.stderr, flush=True)
+print(os.getpid(), *(pid for pids in seen.values() for pid in pids), flush=True)
 os.kill(os.getpid(), 9)
 """
 
@@ -170,10 +193,11 @@ def test_containers_die_with_their_host_even_with_threads_left_running(tmp_path)
 
     ws = tmp_path / "w"
     proc = subprocess.run(
-        [sys.executable, "-c", GROWING_HOST, str(ws), str(tmp_path / "s")], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", GROWING_HOST, str(ws), str(tmp_path / "s")], capture_output=True, text=True, timeout=240
     )
     killed_at = time.monotonic()
     assert proc.returncode == -9, proc.stderr
+    print(proc.stderr.splitlines()[-1])  # how long the host waited for what the test needs
     host_pid, *pids = proc.stdout.split()
     owner = f"agent-legs.sandbox.owner={socket.gethostname()}:{host_pid}"
 
