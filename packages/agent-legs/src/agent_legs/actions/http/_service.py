@@ -23,7 +23,7 @@ import ssl
 import weakref
 from typing import TYPE_CHECKING
 
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from ..._context import ActionContext
 from ..._egress import Target
@@ -51,9 +51,13 @@ class HttpService(Service):
     async def start(self) -> None:
         settings = self.runtime.settings.http
         self._auth = [(auth_rules(a), a) for a in settings.auth]
+        self.has_auth = bool(self._auth)
         self.base_headers: CIMultiDict[str] = CIMultiDict(
             {"User-Agent": settings.user_agent, "Accept": "*/*", "Accept-Encoding": "gzip, deflate"}
         )
+        # What a hop with no header of its own sends: a read-only view (shared by every call, so no
+        # layer can add to it), instead of a copy per hop. Copy ``base_headers`` to add anything.
+        self.fixed_headers: CIMultiDictProxy[str] = CIMultiDictProxy(self.base_headers)
         self.clients: PerLoop[Client] = PerLoop(
             self.new_client,
             lambda client: client.aclose(),
