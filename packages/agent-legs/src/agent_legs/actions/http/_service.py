@@ -4,7 +4,12 @@ The action is ``inline``: it runs on the caller's own event loop (no hop to the 
 cost more than the request itself on a local API). Connections belong to a loop, so the service keeps
 one pinned client per loop in a ``PerLoop`` holder (``agent_legs._loops``): made on first use there,
 closed when that loop shuts down or when ``Legs`` closes, whichever comes first. Started services are
-found by runtime (``service_for``), so calls on other loops need no hop either.
+found by runtime (``service_for``), so calls on other loops need no hop either. A call finds the
+service and its loop's client without a coroutine once both exist (``SERVICES``, ``PerLoop.current``).
+
+Base headers are fixed once started: a hop with nothing to add (no header of the caller's, no
+credential, no cookie) sends their read-only view, ``fixed_headers``, shared by every call; a hop
+that adds any sends a copy of its own, so nothing one call adds can reach another.
 
 Credentials (``settings.http.auth``): an entry's ``hosts`` are host rules parsed by the one host parser
 (``agent_legs._matching.parse_host_rule``: a name, IP or glob with an optional ``:port``, in the same
