@@ -1,8 +1,14 @@
-"""What an action handler receives: the call's facts and access to shared resources."""
+"""What an action handler receives: the call's facts and access to shared resources.
+
+Invariant: one context per call, made by the pipeline on the loop the call runs on (its task's);
+``loop`` is that loop, found once per call on first use (``asyncio.get_running_loop()`` costs a
+``getpid()`` syscall per call in CPython 3.11) and shared with the pipeline's deadline (``running_loop``).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -33,6 +39,16 @@ class ActionContext:
     """The deadline the runtime enforces for this call (policy, capped argument)."""
     span: Span
     """The call's ``execute_tool`` span: add attributes/events here; child spans nest under it."""
+    running_loop: asyncio.AbstractEventLoop | None = field(default=None, init=False, repr=False)
+    """The call's loop once ``loop`` has found it (``None`` before)."""
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the call runs on: read it on that loop (the handler's own task), not in a thread."""
+        loop = self.running_loop
+        if loop is None:
+            loop = self.running_loop = asyncio.get_running_loop()
+        return loop
 
     @property
     def action(self) -> str:

@@ -136,16 +136,27 @@ class Resumed:
 
     Drives it exactly as ``await`` would: what it waits on goes up to the task, the results and
     exceptions (a cancellation by the deadline) come back down to it. The deadline's cancellation
-    that nobody else asked for comes out as ``timeout_error(spec, timeout_s)``."""
+    that nobody else asked for comes out as ``timeout_error(spec, timeout_s)``. ``loop``: the running
+    loop when the caller already knows it (the call's ``ActionContext.running_loop``), else it is asked for."""
 
-    __slots__ = ("_began", "_coro", "_spec", "_step", "_timeout_s")
+    __slots__ = ("_began", "_coro", "_loop", "_spec", "_step", "_timeout_s")
 
-    def __init__(self, coro: CoroutineType[Any, Any, Any], step: Any, spec: ActionSpec, timeout_s: float, began: float) -> None:
+    def __init__(
+        self,
+        coro: CoroutineType[Any, Any, Any],
+        step: Any,
+        spec: ActionSpec,
+        timeout_s: float,
+        began: float,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
         self._coro, self._step, self._spec, self._timeout_s, self._began = coro, step, spec, timeout_s, began
+        self._loop = loop
 
     def __await__(self) -> Generator[Any, Any, Any]:
-        coro, step = self._coro, self._step
-        loop = asyncio.get_running_loop()
+        coro, step, loop = self._coro, self._step, self._loop
+        if loop is None:
+            loop = asyncio.get_running_loop()
         deadline = begin(loop, loop.time() + self._timeout_s - (time.perf_counter() - self._began))
         try:
             while True:

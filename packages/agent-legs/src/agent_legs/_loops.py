@@ -7,7 +7,9 @@ Invariants:
 
 * **One per loop, made on first use.** ``get()`` returns the running loop's resource, creating it
   there on the first call; between the lookup and the store nothing suspends, so two tasks of one
-  loop never both create one.
+  loop never both create one. ``current(loop)`` is the synchronous lookup alone (no coroutine, no
+  ``asyncio.get_running_loop()``, which costs a ``getpid()`` syscall per call in CPython 3.11): its
+  caller passes the running loop it already has, and falls back to ``get()`` on ``None``.
 * **Closed when its loop shuts down.** For every loop but the home loop (the runtime's, whose
   resource ``aclose()`` closes), an async generator is started on that loop and left suspended for
   the loop's lifetime: ``loop.shutdown_asyncgens()`` (which ``asyncio.run`` and ``Legs``' private
@@ -81,9 +83,16 @@ class PerLoop(Generic[R]):
         with self._lock:
             return {loop: entry.resource for loop, entry in self._entries.items()}
 
-    async def get(self) -> R:
-        """The running loop's resource (created on first use there)."""
-        loop = asyncio.get_running_loop()
+    def current(self, loop: asyncio.AbstractEventLoop) -> R | None:
+        """The resource of ``loop`` (which must be the running loop) if it has one yet, else ``None``."""
+        entry = self._entries.get(loop)
+        return entry.resource if entry is not None else None
+
+    async def get(self, loop: asyncio.AbstractEventLoop | None = None) -> R:
+        """The running loop's resource (created on first use there); ``loop``: the running loop, when
+        the caller already has it."""
+        if loop is None:
+            loop = asyncio.get_running_loop()
         entry = self._entries.get(loop)
         if entry is not None:
             return entry.resource

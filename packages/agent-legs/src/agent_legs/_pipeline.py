@@ -180,7 +180,8 @@ class CallPipeline:
                 self.runtime.touch_session(session)
                 timeout_s = plan.timeout_s if plan.timeout_s is not None else spec.timeout_for(self.runtime.policy, args)
                 began = time.perf_counter()
-                pending = spec.handler(ActionContext(self.runtime, spec, session, call_id, timeout_s, span), args)
+                context = ActionContext(self.runtime, spec, session, call_id, timeout_s, span)
+                pending = spec.handler(context, args)
                 if type(pending) is CoroutineType:
                     # Its first step runs right away: a handler that finishes without waiting needs no timer (a
                     # timer could not have interrupted it: a deadline stops a coroutine only where it waits).
@@ -188,8 +189,8 @@ class CallPipeline:
                         step = pending.send(None)
                     except StopIteration as done:
                         output = done.value
-                    else:
-                        output = await _deadlines.Resumed(pending, step, spec, timeout_s, began)
+                    else:  # the loop the handler's first step found, if it asked (one getpid() syscall less)
+                        output = await _deadlines.Resumed(pending, step, spec, timeout_s, began, context.running_loop)
                 else:
                     output = await self._within(spec, pending, timeout_s, began)
                 result = self.success(spec, output, start, call.ids)
@@ -387,7 +388,7 @@ class CallPipeline:
                 step = pending.send(None)
             except StopIteration as done:
                 return cast(ActionOutput, done.value)
-            return cast(ActionOutput, await _deadlines.Resumed(pending, step, spec, timeout_s, began))
+            return cast(ActionOutput, await _deadlines.Resumed(pending, step, spec, timeout_s, began, ctx.running_loop))
         return await self._within(spec, pending, timeout_s, began)
 
     async def _within(self, spec: ActionSpec, pending: Awaitable[ActionOutput], timeout_s: float, began: float) -> ActionOutput:

@@ -49,9 +49,9 @@ from ..._telemetry._semconv import (
     URL_FULL,
 )
 from ..._telemetry._spans import Tracer as AgentLegsTracer
-from ._client import Client, ConnectFailed, ExchangeFailed, Reply, is_invalid_url, parse_url, tls_failure
+from ._client import Client, ConnectFailed, ExchangeFailed, Headers, Reply, is_invalid_url, parse_url, tls_failure
 from ._models import RequestInput
-from ._service import service_for
+from ._service import SERVICES, service_for
 
 __all__ = ["RequestInput", "http_request"]
 
@@ -150,12 +150,13 @@ def _retry_after(headers: dict[str, str]) -> float | None:
 )
 async def http_request(ctx: ActionContext, args: RequestInput) -> ActionOutput:
     started = time.monotonic()
-    policy = ctx.policy.http
+    runtime = ctx.runtime  # the context's properties read the runtime: read it once
+    policy = runtime.policy.http
     if args.method not in policy.methods:
         raise ActionError("denied", f"method {args.method} is not allowed", rule=f"policy.http.methods {policy.methods}")
     check_headers(args.headers)
-    guard = ctx.egress
-    timeout_s = _timeout(ctx.policy, args)
+    guard = runtime.egress
+    timeout_s = _timeout(runtime.policy, args)
     deadline = started + timeout_s
 
     method, url = args.method, args.url
@@ -177,8 +178,14 @@ async def http_request(ctx: ActionContext, args: RequestInput) -> ActionOutput:
         except (httpx.InvalidURL, ValueError) as exc:
             raise ActionError("invalid_input", f"invalid URL {url!r}: {exc}") from None
     first = guard.check_target(url)  # refuse before touching any connection pool
-    svc = await service_for(ctx)
-    client = await svc.client_for_loop()
+    # The running loop, found once per call (the pipeline's deadline reuses it): its client, without
+    # a coroutine when the service and the client already exist (every call but a loop's first).
+    loop = ctx.loop
+    svc = SERVICES.get(runtime)
+    client = svc.clients.current(loop) if svc is not None else None
+    if svc is None or client is None:
+        svc = await service_for(ctx)
+        client = await svc.clients.get(loop)
     origin = (first.scheme, first.host, first.port)
     cap = policy.max_response_bytes
     redirects: list[dict[str, Any]] = []
@@ -186,26 +193,31 @@ async def http_request(ctx: ActionContext, args: RequestInput) -> ActionOutput:
     target = first
     attempt = 0
     while True:
-        headers = svc.base_headers.copy()
-        if user_headers:
-            headers.update(
-                user_headers
-                if (target.scheme, target.host, target.port) == origin
-                else {k: v for k, v in user_headers.items() if k.lower() in _CROSS_ORIGIN_HEADERS}
-            )
         try:
-            auth = svc.auth_headers(target, url)
+            auth = svc.auth_headers(target, url) if svc.has_auth else None
         except ActionError as exc:
             if redirects:
                 exc.message = f"redirect to {url} refused: {exc.message}"
                 exc.data = {"redirects": redirects}
             raise
-        if auth:
-            headers.update(auth)
-        if cookies:
-            _add_cookie_header(headers, cookies, method, url)
+        headers: Headers
+        if user_headers or auth or cookies:
+            headers = own = svc.base_headers.copy()
+            if user_headers:
+                own.update(
+                    user_headers
+                    if (target.scheme, target.host, target.port) == origin
+                    else {k: v for k, v in user_headers.items() if k.lower() in _CROSS_ORIGIN_HEADERS}
+                )
+            if auth:
+                own.update(auth)
+            if cookies:
+                _add_cookie_header(own, cookies, method, url)
+        else:  # nothing to add: the service's read-only view, not a copy per hop
+            headers = svc.fixed_headers
         reply = await _send(
             ctx,
+            loop,
             client,
             method,
             url,
@@ -258,7 +270,7 @@ async def http_request(ctx: ActionContext, args: RequestInput) -> ActionOutput:
     elapsed_ms = round((time.monotonic() - started) * 1000, 1)
     if len(reply.body) > _RENDER_IN_THREAD_BYTES:
         return await asyncio.to_thread(_result, reply, url, hdrs, redirects, cap, args.method, elapsed_ms, attempt)
-    return _result(reply, url, hdrs, redirects, cap, args.method, elapsed_ms, attempt, ctx.redactor)
+    return _result(reply, url, hdrs, redirects, cap, args.method, elapsed_ms, attempt, runtime.redactor)
 
 
 def _add_cookie_header(headers: CIMultiDict[str], cookies: httpx.Cookies, method: str, url: str) -> None:
@@ -285,11 +297,12 @@ def _unknown_outcome(method: str, url: str, what: str, type_: ErrorType = "timeo
 
 async def _send(
     ctx: ActionContext,
+    loop: asyncio.AbstractEventLoop,
     client: Client,
     method: str,
     url: str,
     target: Target,
-    headers: CIMultiDict[str],
+    headers: Headers,
     content: bytes | None,
     deadline: float,
     timeout_s: float,
@@ -302,7 +315,7 @@ async def _send(
 
     ``unsafe``: the call's method is not idempotent (POST, PATCH): a failure after its request may
     have been transmitted (a timeout, a broken exchange), or on a later hop (the first already
-    acted), is reported as an unknown outcome, never as retryable."""
+    acted), is reported as an unknown outcome, never as retryable. ``loop``: the running loop (the call's)."""
     acted = unsafe and not first_hop  # an earlier hop of this call already reached the server
     try:
         parse_url(url)  # one URL grammar (httpx's, cached) for both layers, as check_target's companion
@@ -318,7 +331,7 @@ async def _send(
         # A child of the call's span (the current one); nothing nests under it, so it is not made current.
         # When our own provider records nothing, nobody can read it nor its ids (unlike the call's span,
         # whose ids name its log lines): it is the API's invalid span, made for nothing (was 5 us a call).
-        tracer = ctx.tracer
+        tracer = ctx.runtime.tracer
         span: Span
         if isinstance(tracer, AgentLegsTracer) and tracer.records_nothing():
             span = INVALID_SPAN
@@ -338,7 +351,6 @@ async def _send(
                 # The deadline is an entry of the loop's watchdog (as the pipeline's own, later one):
                 # asyncio.timeout's semantics (its TimeoutError, a foreign cancellation propagates)
                 # without a second TimerHandle, Timeout and copied context per call.
-                loop = asyncio.get_running_loop()
                 watch = deadlines.begin(loop, loop.time() + remaining)
                 try:
                     reply = await client.exchange(method, url, headers, content, cap, remaining)

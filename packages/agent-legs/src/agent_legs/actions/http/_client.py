@@ -35,7 +35,7 @@ from typing import Any
 import httpcore
 import httpx
 import yarl
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from ..._egress import EgressGuard
 from ..._errors import ActionError
@@ -45,6 +45,7 @@ __all__ = [
     "Client",
     "ConnectFailed",
     "ExchangeFailed",
+    "Headers",
     "HttpxClient",
     "Reply",
     "is_invalid_url",
@@ -53,6 +54,7 @@ __all__ = [
 ]
 
 
+Headers = CIMultiDict[str] | CIMultiDictProxy[str]  # a request's headers: never changed by the clients
 _SKIP_CONTENT_TYPE = ("Content-Type",)
 _NO_TYPE_METHODS = frozenset({"GET", "HEAD"})  # aiohttp invents a Content-Type only for a body or POST/PUT/PATCH
 
@@ -139,9 +141,7 @@ class ExchangeFailed(Exception):
 class Client:
     """A connection pool bound to one event loop, pinned to addresses the egress guard checked."""
 
-    async def exchange(
-        self, method: str, url: str, headers: CIMultiDict[str], content: bytes | None, cap: int, remaining: float
-    ) -> Reply:
+    async def exchange(self, method: str, url: str, headers: Headers, content: bytes | None, cap: int, remaining: float) -> Reply:
         raise NotImplementedError
 
     async def aclose(self) -> None:
@@ -170,34 +170,31 @@ class AiohttpClient(Client):
             auto_decompress=True,  # incremental and bounded per chunk: the cap holds for decoded bytes
         )
         self._guard = guard
+        self._is_ip_address = aiohttp.helpers.is_ip_address  # looked up once, not imported per call
         self._invalid_url = aiohttp.InvalidURL
         self._errors = (aiohttp.ClientError, aiohttp.InvalidURL)
         self._connect_errors = (aiohttp.ClientConnectorError,)
         self._checked: set[tuple[str, int | None]] = set()  # (host, port) as aiohttp reads them, guard-checked
 
-    async def _pin_literal(self, url: yarl.URL) -> None:
+    async def _pin_literal(self, key: tuple[str, int | None]) -> None:
         """aiohttp connects to what it takes for an IP literal without asking the resolver: have the
-        guard check exactly that host (whatever ``check_target``'s parser read in the URL)."""
-        import aiohttp.helpers
-
-        key = (url.raw_host or "", url.port)
-        if key in self._checked:
-            return
-        if aiohttp.helpers.is_ip_address(key[0]):
+        guard check exactly that host (whatever ``check_target``'s parser read in the URL). Awaited
+        only for a (host, port) not checked yet: a known one costs no coroutine."""
+        if self._is_ip_address(key[0]):
             await self._guard.check_host(key[0], key[1] or 0)  # rules and address: no DNS involved
         if len(self._checked) > 4096:
             self._checked.clear()
         self._checked.add(key)  # a pure function of host, port and the (fixed) policy
 
-    async def exchange(
-        self, method: str, url: str, headers: CIMultiDict[str], content: bytes | None, cap: int, remaining: float
-    ) -> Reply:
+    async def exchange(self, method: str, url: str, headers: Headers, content: bytes | None, cap: int, remaining: float) -> Reply:
         try:
             try:
                 parsed = yarl.URL(url)
             except ValueError as exc:
                 raise self._invalid_url(url) from exc
-            await self._pin_literal(parsed)
+            key = (parsed.raw_host or "", parsed.port)
+            if key not in self._checked:
+                await self._pin_literal(key)
             # Like httpx, a raw body (or a POST/PUT/PATCH without one) gets no invented Content-Type; a
             # bodiless GET/HEAD has none to invent, and skips aiohttp's per-request merge of the skip list.
             skip = None if content is None and method in _NO_TYPE_METHODS else _SKIP_CONTENT_TYPE
@@ -259,9 +256,7 @@ class HttpxClient(Client):
         pool = self.transport._pool
         pool._network_backend = _PinnedBackend(guard, pool._network_backend)
 
-    async def exchange(
-        self, method: str, url: str, headers: CIMultiDict[str], content: bytes | None, cap: int, remaining: float
-    ) -> Reply:
+    async def exchange(self, method: str, url: str, headers: Headers, content: bytes | None, cap: int, remaining: float) -> Reply:
         try:
             request = httpx.Request(
                 method,

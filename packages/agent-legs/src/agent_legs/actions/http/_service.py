@@ -4,7 +4,12 @@ The action is ``inline``: it runs on the caller's own event loop (no hop to the 
 cost more than the request itself on a local API). Connections belong to a loop, so the service keeps
 one pinned client per loop in a ``PerLoop`` holder (``agent_legs._loops``): made on first use there,
 closed when that loop shuts down or when ``Legs`` closes, whichever comes first. Started services are
-found by runtime (``service_for``), so calls on other loops need no hop either.
+found by runtime (``service_for``), so calls on other loops need no hop either. A call finds the
+service and its loop's client without a coroutine once both exist (``SERVICES``, ``PerLoop.current``).
+
+Base headers are fixed once started: a hop with nothing to add (no header of the caller's, no
+credential, no cookie) sends their read-only view, ``fixed_headers``, shared by every call; a hop
+that adds any sends a copy of its own, so nothing one call adds can reach another.
 
 Credentials (``settings.http.auth``): an entry's ``hosts`` are host rules parsed by the one host parser
 (``agent_legs._matching.parse_host_rule``: a name, IP or glob with an optional ``:port``, in the same
@@ -23,7 +28,7 @@ import ssl
 import weakref
 from typing import TYPE_CHECKING
 
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from ..._context import ActionContext
 from ..._egress import Target
@@ -51,9 +56,13 @@ class HttpService(Service):
     async def start(self) -> None:
         settings = self.runtime.settings.http
         self._auth = [(auth_rules(a), a) for a in settings.auth]
+        self.has_auth = bool(self._auth)
         self.base_headers: CIMultiDict[str] = CIMultiDict(
             {"User-Agent": settings.user_agent, "Accept": "*/*", "Accept-Encoding": "gzip, deflate"}
         )
+        # What a hop with no header of its own sends: a read-only view (shared by every call, so no
+        # layer can add to it), instead of a copy per hop. Copy ``base_headers`` to add anything.
+        self.fixed_headers: CIMultiDictProxy[str] = CIMultiDictProxy(self.base_headers)
         self.clients: PerLoop[Client] = PerLoop(
             self.new_client,
             lambda client: client.aclose(),
