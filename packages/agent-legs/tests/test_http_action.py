@@ -1064,6 +1064,10 @@ def test_the_timeout_bounds_the_whole_call(dirs, http_server, case, transport) -
         else:
             h.send_body(503, b"busy", headers={"Retry-After": "1"})
 
+    @http_server.route("/ready")
+    def ready(h, rec) -> None:  # type: ignore[no-untyped-def]
+        h.send_body(200, b"ok")
+
     ws, st = dirs
     with Legs(
         workspace=ws,
@@ -1071,6 +1075,9 @@ def test_the_timeout_bounds_the_whole_call(dirs, http_server, case, transport) -
         policy={"network": {"allow_hosts": [f"127.0.0.1:{http_server.port}"]}, "http": {"max_redirects": 50}},
         settings={"http": {"retries": 50, "transport": transport}},
     ) as legs:
+        # The service started and its client made first: the call's deadline starts when its handler does,
+        # after those (imports that take a second on a loaded machine when this test runs first).
+        assert get(legs, http_server.url("/ready")).ok
         t0 = time.monotonic()
         r = get(legs, http_server.url("/stall"), timeout_s=2)
         elapsed = time.monotonic() - t0
