@@ -83,7 +83,9 @@ def answered_then_wait_for_the_channel(legs, ws: Path, what: str, bound_s: float
     poller = select.poll()
     poller.register(kernel.channel.sock, select.POLLIN)
     if not poller.poll(bound_s * 1000):
-        pytest.fail(f"{what} did not reach the host within {bound_s} s (its attach connection stayed empty)")
+        pytest.fail(
+            f"{what} did not reach the host within {bound_s} s (its attach connection stayed empty; the kernel waits for {ws / 'answered'})"
+        )
 
 
 def test_a_huge_length_on_the_channel_neither_grows_the_host_nor_desyncs_it(legs) -> None:
