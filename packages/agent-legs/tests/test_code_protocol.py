@@ -75,13 +75,14 @@ while not os.path.exists('answered') and time.monotonic() < deadline:
 def answered_then_wait_for_the_channel(legs, ws: Path, what: str, bound_s: float = 90) -> None:
     """Tell the kernel the host has the call's reply (``answered``), then wait until ``what`` the kernel
     writes next has come through the engine to the host: the session's attach connection is readable
-    (white-box: the only kernel's socket, polled, nothing read). Not a pause: the condition the next
-    call's check needs (it looks for bytes waiting there before sending anything)."""
-    (ws / "answered").touch()
+    (white-box: the only kernel's socket, polled, nothing read), and nothing waited there before. Not a
+    pause: the condition the next call's check needs (it looks for bytes waiting there before sending)."""
     svc = legs._runtime._services[CodeService]
     (kernel,) = svc.kernels.values()
     poller = select.poll()
     poller.register(kernel.channel.sock, select.POLLIN)
+    assert not poller.poll(0), f"bytes waited on the channel before the host's answer, not after it: {what}?"
+    (ws / "answered").touch()
     if not poller.poll(bound_s * 1000):
         pytest.fail(
             f"{what} did not reach the host within {bound_s} s (its attach connection stayed empty; the kernel waits for {ws / 'answered'})"
