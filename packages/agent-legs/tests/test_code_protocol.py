@@ -10,14 +10,17 @@ own, whatever the code left running in them.
 from __future__ import annotations
 
 import re
+import select
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
 from agent_legs import Legs
+from agent_legs.actions.code._service import CodeService
 from agent_legs_testing.docker import sandbox_containers
 
 pytestmark = pytest.mark.usefixtures("sandbox_image", "no_leftover_containers")
@@ -62,6 +65,30 @@ def run(legs, code, **kw):
     return legs.run("code.run", {"code": code, **kw})
 
 
+# in the kernel: wait (at most 120 s) for the ``answered`` file the test writes once the host has the call's reply
+AFTER_THE_ANSWER = """import os, time
+deadline = time.monotonic() + 120
+while not os.path.exists('answered') and time.monotonic() < deadline:
+    time.sleep(0.01)"""
+
+
+def answered_then_wait_for_the_channel(legs, ws: Path, what: str, bound_s: float = 90) -> None:
+    """Tell the kernel the host has the call's reply (``answered``), then wait until ``what`` the kernel
+    writes next has come through the engine to the host: the session's attach connection is readable
+    (white-box: the only kernel's socket, polled, nothing read), and nothing waited there before. Not a
+    pause: the condition the next call's check needs (it looks for bytes waiting there before sending)."""
+    svc = legs._runtime._services[CodeService]
+    (kernel,) = svc.kernels.values()
+    poller = select.poll()
+    poller.register(kernel.channel.sock, select.POLLIN)
+    assert not poller.poll(0), f"bytes waited on the channel before the host's answer, not after it: {what}?"
+    (ws / "answered").touch()
+    if not poller.poll(bound_s * 1000):
+        pytest.fail(
+            f"{what} did not reach the host within {bound_s} s (its attach connection stayed empty; the kernel waits for {ws / 'answered'})"
+        )
+
+
 def test_a_huge_length_on_the_channel_neither_grows_the_host_nor_desyncs_it(legs) -> None:
     assert run(legs, CHANNEL + "state = 1").ok
     (cid,) = sandbox_containers()
@@ -98,36 +125,40 @@ def test_a_forged_frame_with_a_wrong_id_fails_the_call_and_replaces_the_kernel(l
     assert r.ok and r.data["value"] == "2" and r.data["new_kernel"]
 
 
-def test_a_forged_reply_stays_within_the_caps_and_the_real_one_is_caught_next_call(legs) -> None:
+def test_a_forged_reply_stays_within_the_caps_and_the_real_one_is_caught_next_call(legs, dirs) -> None:
     run(legs, CHANNEL + "kept = 1")
     forged = (
         "rid = request_id()\nos.write(channel(), frame({'id': rid, 'stdout': 'S' * 2_000_000, "
         "'stderr': 'E' * 300_000, 'value': 'V' * 300_000, 'error': 'T' * 300_000, 'stdout_bytes': 3, "
         "'figures': ['f%d.png' % i for i in range(5000)], 'changed': ['c%d' % i for i in range(5000)]}))\n"
-        "import time; time.sleep(1)"
+        + AFTER_THE_ANSWER  # the code returns (and the driver replies) once the host has the forged reply
     )
     r = run(legs, forged)
     assert r.ok, r.error  # the code itself produced this reply: bounded, it is its output
     for key in ("stdout", "stderr", "value", "error"):
         assert len(r.data[key]) <= 1000, key
     assert len(r.data["figures"]) <= 100 and len(r.output) <= 30_000
-    # the driver's real reply comes after the forged one (once the code's sleep ends): the channel is
-    # out of step, caught before anything is sent, and the session gets a fresh kernel (nothing of
-    # this call ran on the old one). Had the next call been sent before the real reply came, the id
-    # check would fail that call instead (as in the test above).
-    time.sleep(2)
+    # the driver's real reply comes after the forged one (once the code sees the host's answer): the
+    # channel is out of step, caught before anything is sent, and the session gets a fresh kernel
+    # (nothing of this call ran on the old one). Had the next call been sent before the real reply
+    # came, the id check would fail that call instead (as in the test above): so wait for it.
+    answered_then_wait_for_the_channel(legs, dirs[0], "the driver's real reply")
     r = run(legs, "'kept' in globals()")
     assert r.ok and r.data["value"] == "False" and r.data["new_kernel"]
     assert "out of step" in r.data["kernel_replaced"] and "out of step" in r.output
 
 
-def test_garbage_written_between_calls_replaces_the_kernel_before_the_next_call(legs) -> None:
-    run(
+def test_garbage_written_between_calls_replaces_the_kernel_before_the_next_call(legs, dirs) -> None:
+    r = run(
         legs,
-        CHANNEL + "import threading, time\nfd = channel()\n"
-        "threading.Thread(target=lambda: (time.sleep(0.5), os.write(fd, b'\\x00\\x00\\x00\\x05hello'))).start()",
+        CHANNEL
+        + "import threading\nfd = channel()\ndef garbage():\n"
+        + textwrap.indent(AFTER_THE_ANSWER, "    ")  # between calls: once the host has this call's reply
+        + "\n    os.write(fd, b'\\x00\\x00\\x00\\x05hello')\n"
+        "threading.Thread(target=garbage).start()",
     )
-    time.sleep(2)
+    assert r.ok and r.data["error"] is None, r
+    answered_then_wait_for_the_channel(legs, dirs[0], "the garbage the code's thread writes")
     r = run(legs, "6 * 7")
     assert r.ok and r.data["value"] == "42" and r.data["new_kernel"] and "out of step" in r.data["kernel_replaced"]
 
