@@ -90,8 +90,11 @@ def sandbox_containers(*, mine: bool = True) -> list[str]:
 
 
 def container_processes(container_id: str) -> list[str]:
-    """The command lines running in a container (``docker top``); [] when it is gone."""
-    r = subprocess.run(["docker", "top", container_id, "-eo", "pid,args"], capture_output=True, text=True, timeout=60)
+    """The whole command lines running in a container (``docker top``); [] when it is gone.
+
+    ``ww``: ``docker top`` runs ``ps`` in dockerd's environment, which cuts each line at its ``COLUMNS``
+    (80 when dockerd was started from a terminal) without it."""
+    r = subprocess.run(["docker", "top", container_id, "-eo", "pid,args", "ww"], capture_output=True, text=True, timeout=60)
     if r.returncode != 0:
         return []
     return [line.split(None, 1)[1] for line in r.stdout.splitlines()[1:] if len(line.split(None, 1)) == 2]
