@@ -107,12 +107,16 @@ def _watchdog(loop: asyncio.AbstractEventLoop) -> _Watchdog:
         return watchdog
 
 
-def begin(loop: asyncio.AbstractEventLoop, at: float) -> Deadline:
-    """Start the current task's deadline at ``at`` (the loop's clock); pair it with ``end``."""
+def begin(loop: asyncio.AbstractEventLoop, at: float, deadline: Deadline | None = None) -> Deadline:
+    """Start the current task's deadline at ``at`` (the loop's clock); pair it with ``end``. ``deadline``:
+    an object of a ``Deadline`` subclass to arm (``Resumed`` is its own deadline), else a new one."""
     task = asyncio.current_task(loop)
     if task is None:
         raise RuntimeError("a deadline needs a task")
-    deadline = Deadline(at, task)
+    if deadline is None:
+        deadline = Deadline(at, task)
+    else:
+        deadline.at, deadline.task, deadline.expired, deadline.cancelling = at, task, False, task.cancelling()
     watchdog = _watchdogs.get(loop)
     (watchdog if watchdog is not None else _watchdog(loop)).add(deadline)
     return deadline
@@ -129,10 +133,11 @@ def end(loop: asyncio.AbstractEventLoop, deadline: Deadline, exc: BaseException 
     return deadline.task.uncancel() <= deadline.cancelling and isinstance(exc, asyncio.CancelledError)
 
 
-class Resumed:
+class Resumed(Deadline):
     """Awaits the rest of a handler's coroutine whose first step already ran (``step``: what that step
     waits on), under the handler's deadline (``timeout_s`` counted from ``began``, a ``perf_counter``
-    time: the first step included), in one object: no coroutine of its own around it.
+    time: the first step included), in one object: no coroutine of its own around it, and it is its own
+    ``Deadline`` in the watchdog (armed by ``begin`` when it is awaited: no second object held per call).
 
     Drives it exactly as ``await`` would: what it waits on goes up to the task, the results and
     exceptions (a cancellation by the deadline) come back down to it. The deadline's cancellation
@@ -157,7 +162,7 @@ class Resumed:
         coro, step, loop = self._coro, self._step, self._loop
         if loop is None:
             loop = asyncio.get_running_loop()
-        deadline = begin(loop, loop.time() + self._timeout_s - (time.perf_counter() - self._began))
+        deadline = begin(loop, loop.time() + self._timeout_s - (time.perf_counter() - self._began), self)
         try:
             while True:
                 try:
