@@ -6,8 +6,9 @@ a copy of the caller's ``contextvars.Context``, and a push into the loop's timer
 handle and the context it holds then stay in the heap until the loop sweeps it (they survive into the
 collector's old generation at 50 calls in flight, which is what triggers full collections). Here a
 call's deadline is one small object in its loop's ``_Watchdog`` set (added when the handler first waits,
-discarded when it ends); the loop has at most one timer, set for the earliest deadline in the set, moved
-earlier when a call with an earlier deadline arrives and moved on when it fires. A timer whose call
+discarded when it ends; for the pipeline's ``Resumed``, the ``Resumed`` itself: no second object held);
+the loop has at most one timer, set for the earliest deadline in the set, moved earlier when a call
+with an earlier deadline arrives and moved on when it fires. A timer whose call
 ended early fires once, finds nothing due and is set for the next deadline (the loop's timer heap
 holds one entry per loop, not one per call).
 
