@@ -6,8 +6,9 @@ a copy of the caller's ``contextvars.Context``, and a push into the loop's timer
 handle and the context it holds then stay in the heap until the loop sweeps it (they survive into the
 collector's old generation at 50 calls in flight, which is what triggers full collections). Here a
 call's deadline is one small object in its loop's ``_Watchdog`` set (added when the handler first waits,
-discarded when it ends); the loop has at most one timer, set for the earliest deadline in the set, moved
-earlier when a call with an earlier deadline arrives and moved on when it fires. A timer whose call
+discarded when it ends; for the pipeline's ``Resumed``, the ``Resumed`` itself: no second object held);
+the loop has at most one timer, set for the earliest deadline in the set, moved earlier when a call
+with an earlier deadline arrives and moved on when it fires. A timer whose call
 ended early fires once, finds nothing due and is set for the next deadline (the loop's timer heap
 holds one entry per loop, not one per call).
 
@@ -107,12 +108,16 @@ def _watchdog(loop: asyncio.AbstractEventLoop) -> _Watchdog:
         return watchdog
 
 
-def begin(loop: asyncio.AbstractEventLoop, at: float) -> Deadline:
-    """Start the current task's deadline at ``at`` (the loop's clock); pair it with ``end``."""
+def begin(loop: asyncio.AbstractEventLoop, at: float, deadline: Deadline | None = None) -> Deadline:
+    """Start the current task's deadline at ``at`` (the loop's clock); pair it with ``end``. ``deadline``:
+    an object of a ``Deadline`` subclass to arm (``Resumed`` is its own deadline), else a new one."""
     task = asyncio.current_task(loop)
     if task is None:
         raise RuntimeError("a deadline needs a task")
-    deadline = Deadline(at, task)
+    if deadline is None:
+        deadline = Deadline(at, task)
+    else:
+        deadline.at, deadline.task, deadline.expired, deadline.cancelling = at, task, False, task.cancelling()
     watchdog = _watchdogs.get(loop)
     (watchdog if watchdog is not None else _watchdog(loop)).add(deadline)
     return deadline
@@ -129,10 +134,11 @@ def end(loop: asyncio.AbstractEventLoop, deadline: Deadline, exc: BaseException 
     return deadline.task.uncancel() <= deadline.cancelling and isinstance(exc, asyncio.CancelledError)
 
 
-class Resumed:
+class Resumed(Deadline):
     """Awaits the rest of a handler's coroutine whose first step already ran (``step``: what that step
     waits on), under the handler's deadline (``timeout_s`` counted from ``began``, a ``perf_counter``
-    time: the first step included), in one object: no coroutine of its own around it.
+    time: the first step included), in one object: no coroutine of its own around it, and it is its own
+    ``Deadline`` in the watchdog (armed by ``begin`` when it is awaited: no second object held per call).
 
     Drives it exactly as ``await`` would: what it waits on goes up to the task, the results and
     exceptions (a cancellation by the deadline) come back down to it. The deadline's cancellation
@@ -157,7 +163,7 @@ class Resumed:
         coro, step, loop = self._coro, self._step, self._loop
         if loop is None:
             loop = asyncio.get_running_loop()
-        deadline = begin(loop, loop.time() + self._timeout_s - (time.perf_counter() - self._began))
+        deadline = begin(loop, loop.time() + self._timeout_s - (time.perf_counter() - self._began), self)
         try:
             while True:
                 try:

@@ -375,7 +375,12 @@ class Legs:
         approval: ApprovalDecision | Mapping[str, Any] | bool | None = None,
     ) -> ActionResult:
         """Async ``run``: awaits the runtime loop without blocking the caller's loop."""
-        spec = await self._aget_action(action)
+        known: ActionSpec | None
+        try:  # a known action needs no coroutine of its own to find (``_aget_action`` asks MCP servers too)
+            known = self._registry.get(action)
+        except UnknownActionError:
+            known = None
+        spec = known if known is not None else await self._aget_action(action)
         given = None if approval is None else ApprovalDecision.coerce(approval)
         coro = self._pipeline.execute(spec, args, session, call_id, self._telemetry.caller_context(), given)
         return await self._dispatch.arun(coro, inline=spec.inline)

@@ -16,7 +16,7 @@ action-log line whatever happened (``_finish``). The steps, each a method but th
    action has effects);
 8. ``success``/``failure``: the result, scrubbed of secrets, then bounded.
 
-The exfiltration guard (``_flows``) has two hooks: ``_check_flow`` after ``_check_installed`` and
+The exfiltration guard (``_flows``) has two hooks: its ``check`` (then ``_check_flow``) after ``_check_installed`` and
 before ``_approve`` (a sink carrying private data to an untrusted destination is sent to approval,
 rule ``policy.flows``, or refused: nobody is asked about a call refused anyway, no budget is spent),
 and ``flows.record`` right after ``success`` (what a read returned is labelled before the model sees
@@ -53,7 +53,7 @@ from ._context import ActionContext
 from ._errors import ActionError
 from ._extras import FAMILY_EXTRAS, unavailable_error
 from ._flows import RULE as FLOWS_RULE
-from ._flows import FlowGuard
+from ._flows import Finding, FlowGuard
 from ._models import ActionErrorInfo, ActionOutput, ActionResult, ApprovalDecision, ApprovalRequest, Artifact
 from ._policy import Decision, PolicyEngine
 from ._registry import ActionSpec
@@ -169,7 +169,10 @@ class CallPipeline:
                 if plan.extra:
                     self._check_installed(call)
                 if plan.sink:  # the awaited steps are entered only when they have work to do
-                    verdict = await self._check_flow(call, verdict)
+                    # The guard's check awaited here (not in a coroutine of ours around it: one object fewer per call).
+                    flow = await self.flows.check(spec.name, call.arguments, session)
+                    if flow is not None:
+                        verdict = self._check_flow(call, flow)
                 if verdict.kind == "approve" or given is not None:
                     args = await self._approve(call, args, verdict)
                 else:
@@ -214,7 +217,8 @@ class CallPipeline:
         # success() and failure() scrubbed the result before bounding it (scrub first, cut after), and gave
         # it the span's ids.
         if result.ok:
-            self._finish(call, "ok", result.duration_ms, result.output, None, [a.path for a in result.artifacts])
+            artifacts = result.artifacts  # a comprehension is a function object made per call: only when needed
+            self._finish(call, "ok", result.duration_ms, result.output, None, [a.path for a in artifacts] if artifacts else None)
         else:  # the console shows a session's latest artifacts
             error = result.error
             self._finish(
@@ -259,14 +263,10 @@ class CallPipeline:
         if not_installed is not None:
             raise not_installed
 
-    async def _check_flow(self, call: _Call, verdict: Decision) -> Decision:
-        """The exfiltration guard before a sink: private data to an untrusted destination is sent to
-        approval (rule ``policy.flows``, the reason naming the reading calls) or refused (``deny``)."""
-        if not self.flows.is_sink(call.spec.name):
-            return verdict
-        flow = await self.flows.check(call.spec.name, call.arguments, call.session)
-        if flow is None:
-            return verdict
+    def _check_flow(self, call: _Call, flow: Finding) -> Decision:
+        """The exfiltration guard before a sink (its ``check`` found ``flow``, awaited by ``execute``):
+        private data to an untrusted destination is sent to approval (rule ``policy.flows``, the reason
+        naming the reading calls) or refused (``deny``)."""
         call.rule = FLOWS_RULE
         if self.flows.mode == "deny":
             call.decision = "deny"

@@ -105,9 +105,17 @@ class Redactor:
         ``cut=True`` says ``s`` is the head of a longer text: a trailing partial form (a secret
         straddling the cut) is replaced as well.
         """
-        if not self._forms or not s:
+        forms = self._forms
+        if not forms or not s:
             return s
-        present = [f for f in self._forms if f in s]  # C substring searches: the fast common case is none
+        # A loop, not a comprehension: a comprehension reading ``s`` would make ``s`` a cell, allocated
+        # (a garbage-collected object) on every call, secrets or not.
+        present: list[str] | None = None
+        for f in forms:  # C substring searches: the fast common case is none
+            if f in s:
+                if present is None:
+                    present = []
+                present.append(f)
         if present:
             rx = re.compile("|".join(map(re.escape, present)))  # re caches compiled patterns
             s = rx.sub(lambda m: f"[REDACTED:{self._names[m.group(0)]}]", s)

@@ -12,7 +12,9 @@ Callers touch sessions from their own threads (a synchronous ``run`` of an inlin
 * "register now?" is decided once per beat (``due_for_registration`` checks and sets under the
   lock): two threads touching a new session together do not both register it.
 
-The lock is never held across an ``await`` or any I/O. Threat model: session names come from the
+The lock is never held across an ``await`` or any I/O. A call's own path (``touch``,
+``due_for_registration``) takes it with ``acquire``/``release``, not ``with``: a ``with`` statement
+allocates the lock's bound ``__exit__`` (a garbage-collected object) on every call. Threat model: session names come from the
 caller (for an adapter, often from the conversation); they are only keys here.
 """
 
@@ -30,8 +32,12 @@ class SessionTable:
         self._registered: dict[str, float] = {}  # session -> monotonic time this worker last registered it
 
     def touch(self, session: str, now: float) -> None:
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             self._last_used[session] = now
+        finally:
+            lock.release()
 
     def __contains__(self, session: object) -> bool:
         with self._lock:
@@ -62,12 +68,16 @@ class SessionTable:
     # -- the session registry's beat -------------------------------------------------------------
     def due_for_registration(self, session: str, now: float, beat_s: float) -> bool:
         """Whether this worker should tell the registry about ``session`` now; if so, noted as done."""
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             last = self._registered.get(session)
             if last is not None and now - last <= beat_s:
                 return False
             self._registered[session] = now
             return True
+        finally:
+            lock.release()
 
     def unregister(self, session: str) -> bool:
         """Forget that ``session`` was registered (to try again, or once released); whether it was."""

@@ -98,8 +98,10 @@ class IntentJournal:
     def append_intent(self, record_id: str, line: bytes) -> None:
         """Append an encoded intent line (``{"intent": record_id, ...}``); raises ``ActionLogError`` when it
         is not on disk (the action must not run)."""
+        lock = self._lock  # acquire/release, not ``with``: no bound ``__exit__`` allocated per call
         try:
-            with self._lock:
+            lock.acquire()
+            try:
                 fd = self._fd if self._fd is not None else self._ensure_open()
                 data = self._settled + line if self._settled else line
                 n = os.write(fd, data)  # the waiting done lines and the intent: whole, or not at all
@@ -108,12 +110,16 @@ class IntentJournal:
                 self._settled = b""
                 self._size += len(data)
                 self._open_ids.add(record_id)
+            finally:
+                lock.release()
         except OSError as exc:
             raise ActionLogError(exc, f"{self.directory}") from None
 
     def done(self, record_id: str) -> None:
         """The outcome line of ``record_id`` is in the log: its intent is settled (written with the next intent)."""
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             if record_id not in self._open_ids or self._fd is None:
                 return
             self._open_ids.discard(record_id)
@@ -125,6 +131,8 @@ class IntentJournal:
                 except OSError:
                     pass  # the done line below settles it instead
             self._settled += b'{"done":"' + record_id.encode() + b'"}\n'
+        finally:
+            lock.release()
 
     def close(self) -> None:
         """Release the journal; it is removed unless it holds an action whose outcome never reached the log."""

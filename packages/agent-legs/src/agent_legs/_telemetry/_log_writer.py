@@ -222,9 +222,13 @@ class ActionLog:
 
     def write_line(self, data: bytes) -> None:
         """Append one encoded line (``encode_line``): whole, or not at all (``ActionLogError``)."""
+        lock = self._lock  # acquire/release, not ``with``: no bound ``__exit__`` allocated per line
         try:
-            with self._lock:
+            lock.acquire()
+            try:
                 self._write(data)
+            finally:
+                lock.release()
         except OSError as exc:
             raise exc if isinstance(exc, ActionLogError) else ActionLogError(exc, f"{self.path}") from None
 

@@ -58,7 +58,7 @@ def bounded_arguments(arguments: Any, redactor: Redactor) -> Any:
     """The arguments as the log keeps them: redacted, each long string replaced by a preview, size and sha256."""
     if not redactor and type(arguments) is dict and len(arguments) <= 64:  # flat, short and no secrets: as they are
         room = _MAX_ARGUMENTS_CHARS
-        empty: tuple[str, ...] = ()
+        flat: dict[str, Any] = {}  # built as it is checked (no list of the empty values to replace after)
         for k, v in arguments.items():
             if type(k) is not str or (type(v) is str and len(v) > PREVIEW_CHARS):
                 break
@@ -68,14 +68,12 @@ def bounded_arguments(arguments: Any, redactor: Redactor) -> Any:
                 room -= 6 * len(k) + 40
             elif not v and (type(v) is dict or type(v) is list):  # http.request's headers/params when it has none
                 room -= 6 * len(k) + 12
-                empty += (k,)
+                v = type(v)()  # a new empty dict or list, as the walk gives: the line shares nothing
             else:
                 break
+            flat[k] = v
         else:
             if room >= 0:
-                flat = dict(arguments)
-                for k in empty:  # a new empty dict or list, as the walk gives: the line shares nothing
-                    flat[k] = type(flat[k])()
                 return flat
     bound = _Bound(redactor)
     out = bound.walk(arguments)
