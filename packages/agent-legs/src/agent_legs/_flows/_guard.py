@@ -373,7 +373,13 @@ class FlowGuard:
             return None
         page = self._pages.get(session)
         dests = destinations(action, arguments, page)  # the payload is read only for an untrusted one
-        untrusted = [_show(kind, name) for kind, name in dests or () if not self.trust.trusts(kind, name)]
+        # A loop, not a comprehension: a comprehension reading ``self`` makes it a closure cell of every
+        # call (and a function object), even one whose destination is trusted.
+        trust = self.trust
+        untrusted: list[str] = []
+        for kind, name in dests or ():
+            if not trust.trusts(kind, name):
+                untrusted.append(_show(kind, name))
         sink = extract(action, arguments, page) if untrusted else None
         if sink is None:
             return None
