@@ -67,9 +67,7 @@ def destinations(action: str, args: dict[str, Any], page_url: str | None) -> lis
 def _recipients(args: dict[str, Any]) -> list[tuple[str, str]]:
     """An email's destinations. Its own function: the comprehension makes ``args`` a closure cell, which
     would otherwise cost every ``destinations`` call one (an http.request's sink check included)."""
-    return [("recipient", str(a)) for key in ("to", "cc", "bcc") for a in args.get(key) or []] or [
-        ("unknown", "(no recipient)")
-    ]
+    return [("recipient", str(a)) for key in ("to", "cc", "bcc") for a in args.get(key) or []] or [("unknown", "(no recipient)")]
 
 
 def extract(action: str, args: dict[str, Any], page_url: str | None) -> Sink | None:
