@@ -105,3 +105,34 @@ def test_header_values_refuse_control_characters_but_tab(char) -> None:
             check_headers({"X-Value": f"a{char}b"})
     else:
         check_headers({"X-Value": f"a{char}b"})
+
+
+def test_the_fixed_headers_are_the_session_defaults_and_go_out_the_same(dirs, http_server, monkeypatch) -> None:
+    """A hop with nothing to add leaves the headers to the aiohttp session (no per-request merge of
+    them); what goes out is the same list, in the same order, as for a hop that adds one (plus it)."""
+    import aiohttp
+
+    merged: list[tuple[object, list[tuple[str, str]]]] = []
+    real = aiohttp.ClientSession._prepare_headers
+
+    def recording(self, headers):
+        result = real(self, headers)
+        merged.append((headers, list(result.items())))
+        return result
+
+    monkeypatch.setattr(aiohttp.ClientSession, "_prepare_headers", recording)
+    with _legs(dirs, http_server) as legs:
+        url = http_server.url("/1kb")
+        assert legs.run("http.request", {"method": "GET", "url": url}).ok
+        assert legs.run("http.request", {"method": "GET", "url": url, "headers": {"accept": "text/plain"}}).ok
+        ua = legs._runtime.settings.http.user_agent
+    (plain_arg, plain), (own_arg, own) = merged
+    assert plain_arg is None  # nothing merged per request
+    assert plain == [("User-Agent", ua), ("Accept", "*/*"), ("Accept-Encoding", "gzip, deflate")]
+    assert own_arg is not None
+    assert [(k.lower(), v) for k, v in own] == [
+        ("user-agent", ua),
+        ("accept", "text/plain"),
+        ("accept-encoding", "gzip, deflate"),
+    ]
+    assert http_server.requests[-2].headers["accept"] == "*/*" and http_server.requests[-1].headers["accept"] == "text/plain"

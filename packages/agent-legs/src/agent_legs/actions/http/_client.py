@@ -152,7 +152,12 @@ class Client:
 
 
 class AiohttpClient(Client):
-    def __init__(self, guard: EgressGuard, limit: int, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, guard: EgressGuard, limit: int, ssl_context: ssl.SSLContext | None = None, defaults: Headers | None = None
+    ) -> None:
+        """``defaults``: the service's fixed headers (a read-only view). A request that sends exactly them
+        (the same object) leaves them to the session, which copies its own defaults per request anyway:
+        what goes out is the same, without aiohttp's per-request merge of them (a set, a view, an iterator)."""
         import aiohttp
 
         # aiohttp asks the resolver for every new connection to a name and connects only to its
@@ -165,11 +170,13 @@ class AiohttpClient(Client):
         self.session = aiohttp.ClientSession(
             connector=connector,
             trust_env=False,
+            headers=defaults,
             cookie_jar=aiohttp.DummyCookieJar(),  # cookies never outlive a call (nor cross sessions)
             timeout=aiohttp.ClientTimeout(total=None),  # the caller's asyncio.timeout bounds the exchange
             auto_decompress=True,  # incremental and bounded per chunk: the cap holds for decoded bytes
         )
         self._guard = guard
+        self._defaults = defaults
         self._request = self.session._request  # see exchange: the request without request()'s wrappers
         self._is_ip_address = aiohttp.helpers.is_ip_address  # looked up once, not imported per call
         self._invalid_url = aiohttp.InvalidURL
@@ -204,7 +211,12 @@ class AiohttpClient(Client):
             # all held across the exchange's awaits (the collector's load at 50 calls in flight). The
             # ``finally`` is what the context manager's exit does: release, then wait for the writer.
             response = await self._request(
-                method, parsed, headers=headers, data=content, allow_redirects=False, skip_auto_headers=skip
+                method,
+                parsed,
+                headers=None if headers is self._defaults else headers,  # see __init__: the session's own
+                data=content,
+                allow_redirects=False,
+                skip_auto_headers=skip,
             )
             try:
                 length = response.content_length
