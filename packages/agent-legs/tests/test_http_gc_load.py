@@ -42,13 +42,22 @@ def _pool(legs: Legs) -> tuple[int, int]:
 @pytest.mark.parametrize(("path", "cap"), [("/1kb", None), ("/gzip", None), ("/big?size=200000", 50_000)])
 def test_the_aiohttp_exchange_goes_around_request_and_still_releases(dirs, http_server, monkeypatch, path, cap) -> None:
     """``ClientSession.request`` (and its context manager) is never used; the connection is released
-    after a whole read, a chunked (encoded) read and a read cut at the cap (that one is closed)."""
+    after a whole read, a chunked (encoded) read and a read cut at the cap (that one is closed), and
+    it waits for the request's writer only when one still runs (never for a bodiless GET)."""
     import aiohttp
 
     def refused(*args, **kwargs):
         raise AssertionError("ClientSession.request: a kwargs dict, a context manager and 4 coroutines a call")
 
     monkeypatch.setattr(aiohttp.ClientSession, "request", refused)
+    waits: list[object] = []
+    real_wait = aiohttp.ClientResponse.wait_for_close
+
+    async def counting_wait(self):
+        waits.append(self)
+        await real_wait(self)
+
+    monkeypatch.setattr(aiohttp.ClientResponse, "wait_for_close", counting_wait)
     with _legs(dirs, http_server, {"max_response_bytes": cap} if cap else None) as legs:
 
         async def main() -> None:
@@ -61,6 +70,7 @@ def test_the_aiohttp_exchange_goes_around_request_and_still_releases(dirs, http_
                 assert idle == (0 if cap else 1)  # reused when read whole; a cut one is not kept
 
         asyncio.run(main())
+    assert waits == []  # a bodiless GET's request was written whole: no writer to wait for, no coroutine
 
 
 def test_the_reply_keeps_aiohttp_header_tuple(dirs, http_server, monkeypatch) -> None:

@@ -209,7 +209,7 @@ class AiohttpClient(Client):
             # aiohttp's ``_request`` awaited directly, not ``request()`` in ``async with``: the same
             # request without its kwargs dict, context-manager object and four enter/exit coroutines,
             # all held across the exchange's awaits (the collector's load at 50 calls in flight). The
-            # ``finally`` is what the context manager's exit does: release, then wait for the writer.
+            # ``finally`` is what the context manager's exit does: release, then wait for a writer still running.
             response = await self._request(
                 method,
                 parsed,
@@ -241,7 +241,8 @@ class AiohttpClient(Client):
                 )
             finally:
                 response.release()
-                await response.wait_for_close()
+                if response._writer is not None:  # else wait_for_close would only release again (a coroutine)
+                    await response.wait_for_close()
         except self._connect_errors as exc:
             raise ConnectFailed(str(exc) or type(exc).__name__) from exc
         except (*self._errors, OSError, ValueError) as exc:  # OSError: a socket error aiohttp did not wrap
