@@ -373,8 +373,19 @@ class FlowGuard:
             return None
         page = self._pages.get(session)
         dests = destinations(action, arguments, page)  # the payload is read only for an untrusted one
-        untrusted = [_show(kind, name) for kind, name in dests or () if not self.trust.trusts(kind, name)]
-        sink = extract(action, arguments, page) if untrusted else None
+        # A loop, not a comprehension: a comprehension reading ``self`` makes it a closure cell of every
+        # call (and a function object), even one whose destination is trusted.
+        # Nor a list when every destination is trusted (the common case).
+        trust = self.trust
+        untrusted: list[str] | None = None
+        for kind, name in dests or ():
+            if not trust.trusts(kind, name):
+                if untrusted is None:
+                    untrusted = []
+                untrusted.append(_show(kind, name))
+        if untrusted is None:
+            return None
+        sink = extract(action, arguments, page)
         if sink is None:
             return None
         index = await self._index(session)

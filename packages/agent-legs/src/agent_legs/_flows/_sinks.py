@@ -54,9 +54,7 @@ def destinations(action: str, args: dict[str, Any], page_url: str | None) -> lis
     nothing out. Cheaper than ``extract``: the guard asks it first, and reads the payload only when
     some destination is not trusted."""
     if action == "email.send":
-        return [("recipient", str(a)) for key in ("to", "cc", "bcc") for a in args.get(key) or []] or [
-            ("unknown", "(no recipient)")
-        ]
+        return _recipients(args)
     if action in ("http.request", "browser.navigate"):
         return [_host_dest(str(args.get("url") or ""))]
     if action in ("browser.fill", "browser.click"):
@@ -64,6 +62,12 @@ def destinations(action: str, args: dict[str, Any], page_url: str | None) -> lis
     if action.startswith("mcp."):
         return [("mcp", action.split(".")[1] if action.count(".") >= 2 else action)]
     return None
+
+
+def _recipients(args: dict[str, Any]) -> list[tuple[str, str]]:
+    """An email's destinations. Its own function: the comprehension makes ``args`` a closure cell, which
+    would otherwise cost every ``destinations`` call one (an http.request's sink check included)."""
+    return [("recipient", str(a)) for key in ("to", "cc", "bcc") for a in args.get(key) or []] or [("unknown", "(no recipient)")]
 
 
 def extract(action: str, args: dict[str, Any], page_url: str | None) -> Sink | None:

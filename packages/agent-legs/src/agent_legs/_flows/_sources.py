@@ -54,11 +54,20 @@ def _url_host(url: str) -> tuple[str, int] | None:
 
 
 def is_private(action: str, arguments: dict[str, Any], extra: list[str], credentialed: list[str]) -> bool:
-    if action in _PRIVATE or any(name_matches(p, action) for p in extra):
+    # Loops, not generators: a generator reading ``action`` or ``target`` makes each a closure cell of
+    # every call (asked after every result of a reading action), and a function and generator per use.
+    if action in _PRIVATE:
         return True
+    for pattern in extra:
+        if name_matches(pattern, action):
+            return True
     if action == "http.request" and credentialed:
         target = url_host(str(arguments.get("url", "")))
-        return target is not None and any(_host_matches(rule, *target) for rule in credentialed)
+        if target is None:
+            return False
+        for rule in credentialed:
+            if _host_matches(rule, *target):
+                return True
     return False
 
 

@@ -75,8 +75,9 @@ class HttpService(Service):
 
     def new_client(self, ssl_context: ssl.SSLContext | None = None) -> Client:
         settings = self.runtime.settings.http
-        cls = AiohttpClient if settings.transport == "aiohttp" else HttpxClient
-        return cls(self.runtime.egress, settings.max_connections, ssl_context)
+        if settings.transport == "aiohttp":  # its session sends the fixed headers when a hop adds none
+            return AiohttpClient(self.runtime.egress, settings.max_connections, ssl_context, self.fixed_headers)
+        return HttpxClient(self.runtime.egress, settings.max_connections, ssl_context)
 
     async def client_for_loop(self) -> Client:
         """The pinned client of the running loop (created on first use there)."""
