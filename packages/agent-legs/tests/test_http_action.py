@@ -211,6 +211,8 @@ def test_method_policy(legs, http_server) -> None:
         {"X-A": "v\x00"},
         {"Bad Name": "v"},
         {"X-A\r\nB": "v"},
+        {"X-A\n": "v"},  # a name's trailing newline: a regex's "$" matches before it
+        {"Host\n": "evil.com"},  # ... and then the forbidden-name check, by its exact name, misses it
         {"Host": "evil.com"},
         {"Transfer-Encoding": "chunked"},
         {"Content-Length": "0"},

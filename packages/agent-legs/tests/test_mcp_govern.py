@@ -327,6 +327,7 @@ def test_policy_may_name_a_configured_servers_tools_before_they_are_listed(dirs)
 def test_server_settings_are_validated(dirs) -> None:
     bad = [
         ({"Bad Name": _server()}, "must be 1-32 characters"),
+        ({"tp\n": _server()}, "must be 1-32 characters"),  # a trailing newline: "$" would have let it through
         ({"tp": {"command": ["x"], "url": "http://127.0.0.1:1/mcp"}}, "exactly one of command"),
         ({"tp": {}}, "exactly one of command"),
         ({"tp": {"url": "http://127.0.0.1:1/mcp", "env": {"A": "b"}}}, "env and cwd apply to a command"),

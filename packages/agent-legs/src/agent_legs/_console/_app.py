@@ -42,7 +42,7 @@ from ._sessions import sessions_view
 __all__ = ["create_app"]
 
 _HERE = Path(__file__).parent
-_TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
+_TRACE_ID = re.compile(r"^[0-9a-f]{32}\Z")  # \Z: $ would match before a trailing newline
 
 
 def _pretty(value: Any) -> str:

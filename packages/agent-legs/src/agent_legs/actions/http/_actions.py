@@ -59,7 +59,7 @@ __all__ = ["RequestInput", "http_request"]
 _REDIRECTS = {301, 302, 303, 307, 308}
 _RETRY_STATUS = {429, 502, 503, 504}
 _IDEMPOTENT = {"GET", "HEAD", "PUT", "DELETE", "OPTIONS"}
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")  # \Z, not $: $ also matches before a trailing newline
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f]")  # CR, LF, NUL and every other control character but tab
 _FORBIDDEN_HEADERS = {
     "host",

@@ -10,7 +10,7 @@ from ..._sections import SettingsSection
 
 __all__ = ["MCP_SERVER_NAME", "McpServerSettings", "McpSettings"]
 
-MCP_SERVER_NAME = re.compile(r"^[a-z0-9_-]{1,32}$")
+MCP_SERVER_NAME = re.compile(r"^[a-z0-9_-]{1,32}\Z")  # \Z: $ would match before a trailing newline
 
 
 class McpServerSettings(SettingsSection):
