@@ -303,8 +303,8 @@ def main() -> None:
     cycles = int(sys.argv[1]) if len(sys.argv) > 1 else 30
     from agent_legs.actions.browser import _actions
 
-    if hasattr(_actions, "WARM"):
-        _actions.WARM = os.environ.get("WARM") == "1"
+    if os.environ.get("WARM") == "0":  # the click as before ``_warm``: no install after its read
+        _actions.warm_selectors = lambda s: None
     modes = sys.argv[2].split(",") if len(sys.argv) > 2 else ["ours", "raw"]
     _patch()
     queue: Any = multiprocessing.get_context("fork").Queue()
