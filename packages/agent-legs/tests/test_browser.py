@@ -268,6 +268,35 @@ def test_a_click_sends_no_request_subscription_and_no_wait_log(legs, website, mo
     assert "updateSubscription" not in sent and "__waitInfo__" not in sent, sent
 
 
+def test_a_navigating_click_installs_the_next_clicks_selector_engine_after_its_read(legs, website, monkeypatch) -> None:
+    # The next click needs Playwright's injected script in the new document's utility world; our read runs in the
+    # page's own world, so the click that led there starts the install once its read has answered (``_warm``:
+    # one ``queryCount``, its answer unused). A click that stays on its document sends none (the engine is there).
+    from playwright._impl.connection import Connection
+
+    nav(legs, website.site.url("/"))
+    sent: list[str] = []
+    original = Connection.send_message_to_server
+
+    def counting(self, obj, method, params, *args, **kwargs):
+        sent.append(method)
+        return original(self, obj, method, params, *args, **kwargs)
+
+    monkeypatch.setattr(Connection, "send_message_to_server", counting)
+    r = legs.run("browser.click", {"selector": "#about"})
+    assert r.ok and r.data["url"] == website.site.url("/about"), r
+    assert sent.count("queryCount") == 1, sent
+    assert sent.index("evaluateExpression") < sent.index("queryCount"), sent  # after the read: it never waits for it
+    website.site.routes["/stay"] = lambda h, req: h.send_body(
+        200, b"<title>Stay</title><button id='b' onclick=\"this.textContent='done'\">go</button>", "text/html"
+    )
+    nav(legs, website.site.url("/stay"))
+    sent.clear()
+    r = legs.run("browser.click", {"selector": "#b"})
+    assert r.ok and "done" in r.output, r
+    assert "queryCount" not in sent, sent
+
+
 def test_js_navigation_within_the_site(legs, website) -> None:
     nav(legs, website.site.url("/js-nav-ok"))
     r = legs.run("browser.click", {"selector": "#go"})

@@ -7,8 +7,8 @@ proxies, profiles, popups), ``_slots`` (the load slots: a first-come first-serve
 (a pool of Playwright servers, ``ws_endpoints``), ``_session`` (one session's state), ``_deadline`` (the call's
 deadline), ``_call`` (the frame of a call: lock, guarded page operations, navigations), ``_blocked``
 (pages the egress guard blocked), ``_page`` (reading a page for the model), ``_quiet`` (following a
-click's navigation without protocol messages of our own), ``_files`` (downloads and uploads through the
-workspace).
+click's navigation without protocol messages of our own), ``_warm`` (the next click's selector engine,
+installed after a navigating click's read), ``_files`` (downloads and uploads through the workspace).
 
 Invariants of the handlers: top-level non-web schemes (file:, data:, javascript:, blob:, chrome:...) are
 refused before ``goto`` (the proxy never sees them), and an http(s) URL the egress policy refuses is
@@ -39,6 +39,7 @@ from ._files import await_downloads, read_uploads
 from ._models import ClickInput, ContentInput, FillInput, NavigateInput, NoInput, ScreenshotInput
 from ._page import finish, notes, page_chars, page_result, paginate, read_landed, read_links, read_page
 from ._quiet import listen, main_frame, wait_loaded
+from ._warm import warm_selectors
 
 __all__ = [
     "browser_back",
@@ -265,6 +266,7 @@ async def browser_click(ctx: ActionContext, args: ClickInput) -> ActionOutput:
 
         # Any click may have an effect (a form button, a link, a script's handler): cut short, never retryable.
         effect = f"the click on {element!r}"
+        before = s.commits
         await goto(ctx, s, click(), effect=effect)
         with after(effect):
             s.md_cache = None
@@ -272,7 +274,10 @@ async def browser_click(ctx: ActionContext, args: ClickInput) -> ActionOutput:
             if s.popups:
                 await svc.adopt_popups(s, adopt=True)
             await deny_if_blocked(s)
-            out = await page_result(ctx, s, None, artifacts)
+            # A new document: the next click needs Playwright's selector engine there; installed once our read
+            # has answered, beside the conversion (``_warm``).
+            warm = (lambda: warm_selectors(s)) if s.commits != before else None
+            out = await page_result(ctx, s, None, artifacts, then=warm)
             await svc.save_profile(s)
             return out
 

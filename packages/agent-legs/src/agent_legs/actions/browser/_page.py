@@ -216,9 +216,12 @@ async def _evaluate_read(s: BrowserSession, fmt: str, selector: str | None, reus
     return await _evaluate_read(s, fmt, selector, reuse=False)  # a navigation came in between: read it whole
 
 
-async def _read(s: BrowserSession, fmt: str, selector: str | None) -> tuple[str, dict[str, Any], bool]:
+async def _read(
+    s: BrowserSession, fmt: str, selector: str | None, then: Callable[[], None] | None = None
+) -> tuple[str, dict[str, Any], bool]:
     """The page (or one element) in the requested format, facts about the page, and whether the document was
-    unchanged since the last read (whose result is reused)."""
+    unchanged since the last read (whose result is reused); ``then`` runs once the page has answered, before
+    the conversion."""
     async for attempt in retrying(attempts=_READ_TRIES, retry_on=_context_destroyed, deadline=monotonic_deadline()):
         with attempt:
             if attempt.retry_state.attempt_number > 1:
@@ -227,6 +230,8 @@ async def _read(s: BrowserSession, fmt: str, selector: str | None) -> tuple[str,
                 with contextlib.suppress(Exception):
                     await s.page.wait_for_load_state("load", timeout=5_000)
             info, reused = await _evaluate_read(s, fmt, selector)
+    if then is not None:
+        then()
     if info is None:
         raise ActionError(
             "not_found",
@@ -308,19 +313,27 @@ async def read_landed(
     raise AssertionError("unreachable")  # the last attempt returns or raises
 
 
-async def read_page(ctx: ActionContext, s: BrowserSession, fmt: str, selector: str | None) -> tuple[str, dict[str, Any]]:
-    """The page where it landed in ``fmt``, redacted, and facts about it (URL, title, main content only)."""
-    text, meta, reused = await read_landed(ctx, s, lambda: _read(s, fmt, selector), lambda r: str(r[1]["url"]))
+async def read_page(
+    ctx: ActionContext, s: BrowserSession, fmt: str, selector: str | None, then: Callable[[], None] | None = None
+) -> tuple[str, dict[str, Any]]:
+    """The page where it landed in ``fmt``, redacted, and facts about it (URL, title, main content only);
+    ``then`` as in ``_read``."""
+    text, meta, reused = await read_landed(ctx, s, lambda: _read(s, fmt, selector, then), lambda r: str(r[1]["url"]))
     ctx.set_attribute(AGENT_LEGS_BROWSER_READ_REUSED, reused)
     return ctx.redactor.text(text), meta  # scrubbed whole before it is paginated: no page ends mid-secret
 
 
 async def page_result(
-    ctx: ActionContext, s: BrowserSession, status: int | None, artifacts: list[Artifact] | None = None
+    ctx: ActionContext,
+    s: BrowserSession,
+    status: int | None,
+    artifacts: list[Artifact] | None = None,
+    then: Callable[[], None] | None = None,
 ) -> ActionOutput:
-    """The page after a navigation, click or submit: title, URL, status and the first part as markdown."""
+    """The page after a navigation, click or submit: title, URL, status and the first part as markdown
+    (``then`` as in ``_read``)."""
     with ctx.tracer.start_as_current_span("browser read page"):
-        text, meta = await read_page(ctx, s, "markdown", None)
+        text, meta = await read_page(ctx, s, "markdown", None, then)
     body, next_offset = paginate(text, 0, page_chars(ctx))
     data = finish(s, {**meta, "status": status, "next_offset": next_offset, "length": len(text)})
     status_text = f" (status {status})" if status is not None else ""

@@ -1,0 +1,130 @@
+"""In-process A/B of ``browser.click`` + ``browser.content`` with and without the selector engine's install
+after a navigating click's read (``actions/browser/_warm``), beside raw Playwright doing the same wait and read.
+
+``python -m bench.ab_browser [ROUNDS]``: one process, one ``Legs``, the 50 KB twin pages of
+``bench_browser``. Each round runs three cases in an order rotated every round: ``warm`` (this tree's
+click), ``cold`` (the same click with the warm-up replaced by nothing: what the code did before) and
+``raw`` (``expect_navigation(wait_until="load")`` around ``page.click``, then ``inner_text``). The warm-up
+helps the *next* click, so each of our cases runs two cycles and times the second. What is printed: each
+case's p50 wall time, our process's CPU per cycle, and the median of the round's neighbour differences
+(cold minus warm: positive is a saving; each against raw). Load that comes and goes hits all three alike,
+which whole-run comparisons on a shared 2-core machine do not give. Not part of ``python -m bench``: it
+measures a change, not the product.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import resource
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from agent_legs import Legs
+from agent_legs.actions.browser import _actions
+
+from .bench_browser import _serve
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def _cpu_ms() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return (r.ru_utime + r.ru_stime) * 1000
+
+
+def _no_warm_up(s: Any) -> None:
+    """What the click did before ``_warm``: nothing after its read."""
+
+
+async def _rounds(legs: Legs, url: str, rounds: int) -> None:
+    from playwright.async_api import async_playwright
+
+    from agent_legs.actions.browser._launcher import CHROMIUM_ARGS
+
+    warm_up = _actions.warm_selectors
+    args = [*CHROMIUM_ARGS, *(["--no-sandbox"] if os.geteuid() == 0 else [])]
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
+        page = await (await browser.new_context()).new_page()
+        await page.goto(url)
+        assert (await legs.arun("browser.navigate", {"url": url})).ok
+
+        async def ours() -> None:
+            r = await legs.arun("browser.click", {"selector": "#next"})
+            c = await legs.arun("browser.content", {})
+            assert r.ok and c.ok and "Catalogue" in c.output, (r.output, c.output)
+
+        def case(warm: bool) -> Callable[[], Awaitable[None]]:
+            async def run() -> None:
+                _actions.warm_selectors = warm_up if warm else _no_warm_up  # type: ignore[assignment]
+                await ours()  # (the warm-up, or its absence, helps the next click: that one is timed)
+
+            return run
+
+        async def raw() -> None:
+            async with page.expect_navigation(wait_until="load"):
+                await page.click("#next")
+            assert "Catalogue" in await page.inner_text("body")
+
+        cases = {"warm": case(True), "cold": case(False), "raw": raw}
+        for _ in range(3):  # warm: both browsers' caches, both modes of ours
+            for fn in cases.values():
+                await fn()
+        wall: dict[str, list[float]] = {k: [] for k in cases}
+        cpu: dict[str, list[float]] = {k: [] for k in cases}
+        names = list(cases)
+        for i in range(rounds):
+            for name in names[i % 3 :] + names[: i % 3]:
+                fn = cases[name]
+                if fn is not raw:
+                    await fn()  # sets the mode; the timed cycle follows a click of the same mode
+                    timed = ours
+                else:
+                    timed = raw
+                t, c = time.perf_counter(), _cpu_ms()
+                await timed()
+                wall[name].append((time.perf_counter() - t) * 1000)
+                cpu[name].append(_cpu_ms() - c)
+        _actions.warm_selectors = warm_up  # type: ignore[assignment]
+        med = statistics.median
+        print(
+            f"{rounds} rounds, load average {os.getloadavg()[0]:.1f} at the end, {time.strftime('%H:%M:%S', time.gmtime())} UTC"
+        )
+        for k in cases:
+            print(f"  {k:5s} p50 {med(wall[k]):7.1f} ms  our CPU {med(cpu[k]):5.1f} ms  mean {statistics.fmean(wall[k]):7.1f}")
+        for a, b in (("cold", "warm"), ("warm", "raw"), ("cold", "raw")):
+            d = [x - y for x, y in zip(wall[a], wall[b], strict=True)]
+            print(f"  {a} - {b}: median of neighbour differences {med(d):+.1f} ms")
+
+
+def main() -> None:
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 40
+    queue: Any = multiprocessing.get_context("fork").Queue()
+    proc = multiprocessing.get_context("fork").Process(target=_serve, args=(queue,), daemon=True)
+    proc.start()
+    port, _ = queue.get(timeout=30)
+    try:
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            Legs(
+                workspace=Path(tmp) / "ws",
+                state_dir=Path(tmp) / "st",
+                policy={"network": {"allow_hosts": [f"127.0.0.1:{port}"]}},
+            ) as legs,
+        ):
+            print(f"load average {os.getloadavg()[0]:.1f} at the start, {time.strftime('%H:%M:%S', time.gmtime())} UTC")
+            asyncio.run(_rounds(legs, f"http://127.0.0.1:{port}/page", rounds))
+    finally:
+        proc.kill()
+
+
+if __name__ == "__main__":
+    main()
