@@ -15,22 +15,19 @@ measures a change, not the product.
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import os
 import resource
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 from agent_legs import Legs
 from agent_legs.actions.browser import _actions
 
-from .bench_browser import _serve
+from .bench_browser import served_legs
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -107,23 +104,9 @@ async def _rounds(legs: Legs, url: str, rounds: int) -> None:
 
 def main() -> None:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 40
-    queue: Any = multiprocessing.get_context("fork").Queue()
-    proc = multiprocessing.get_context("fork").Process(target=_serve, args=(queue,), daemon=True)
-    proc.start()
-    port, _ = queue.get(timeout=30)
-    try:
-        with (
-            tempfile.TemporaryDirectory() as tmp,
-            Legs(
-                workspace=Path(tmp) / "ws",
-                state_dir=Path(tmp) / "st",
-                policy={"network": {"allow_hosts": [f"127.0.0.1:{port}"]}},
-            ) as legs,
-        ):
-            print(f"load average {os.getloadavg()[0]:.1f} at the start, {time.strftime('%H:%M:%S', time.gmtime())} UTC")
-            asyncio.run(_rounds(legs, f"http://127.0.0.1:{port}/page", rounds))
-    finally:
-        proc.kill()
+    with served_legs() as (legs, port, _):
+        print(f"load average {os.getloadavg()[0]:.1f} at the start, {time.strftime('%H:%M:%S', time.gmtime())} UTC")
+        asyncio.run(_rounds(legs, f"http://127.0.0.1:{port}/page", rounds))
 
 
 if __name__ == "__main__":

@@ -41,7 +41,8 @@ import shutil
 import tempfile
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -311,15 +312,15 @@ async def _memory(legs: Legs, url: str, sessions: int) -> dict[str, Any]:
     }
 
 
-def run(iterations: int, smoke: bool = False) -> dict[str, Any]:
-    smoke = smoke or iterations <= 20
-    # a page load is ~10^4 times a files.read: cap the run (a smoke run only checks the harness)
-    iterations = 6 if smoke else max(10, min(iterations, 120))
+@contextmanager
+def served_legs() -> Iterator[tuple[Legs, int, int]]:
+    """The bench's pages served from a process of their own (the page server's port and the second
+    server's), and a ``Legs`` allowed to reach the first: what this module and the browser A/B scripts
+    (``ab_browser``, ``timeline_browser``) run on. The server is killed and the ``Legs`` closed after."""
     queue: Any = multiprocessing.get_context("fork").Queue()
     proc = multiprocessing.get_context("fork").Process(target=_serve, args=(queue,), daemon=True)
     proc.start()
     port, other_port = queue.get(timeout=30)
-    url, probe = f"http://127.0.0.1:{port}/page", f"http://127.0.0.1:{port}/probe"
     try:
         with (
             tempfile.TemporaryDirectory() as tmp,
@@ -329,17 +330,26 @@ def run(iterations: int, smoke: bool = False) -> dict[str, Any]:
                 policy={"network": {"allow_hosts": [f"127.0.0.1:{port}"]}},
             ) as legs,
         ):
-
-            async def main() -> dict[str, Any]:
-                out = await _bench(legs, url, probe, iterations, smoke)
-                out["memory"] = await _memory(legs, url, 3 if smoke else SESSIONS_FOR_MEMORY)
-                return out
-
-            out = asyncio.run(main())
-        with urllib.request.urlopen(f"http://127.0.0.1:{other_port}/hits", timeout=5) as resp:
-            hits = json.loads(resp.read())
+            yield legs, port, other_port
     finally:
         proc.kill()
+
+
+def run(iterations: int, smoke: bool = False) -> dict[str, Any]:
+    smoke = smoke or iterations <= 20
+    # a page load is ~10^4 times a files.read: cap the run (a smoke run only checks the harness)
+    iterations = 6 if smoke else max(10, min(iterations, 120))
+    with served_legs() as (legs, port, other_port):
+        url, probe = f"http://127.0.0.1:{port}/page", f"http://127.0.0.1:{port}/probe"
+
+        async def main() -> dict[str, Any]:
+            out = await _bench(legs, url, probe, iterations, smoke)
+            out["memory"] = await _memory(legs, url, 3 if smoke else SESSIONS_FOR_MEMORY)
+            return out
+
+        out = asyncio.run(main())
+        with urllib.request.urlopen(f"http://127.0.0.1:{other_port}/hits", timeout=5) as resp:
+            hits = json.loads(resp.read())
     t, c = out["timings"], out["click"]
     ours, ours_c = t["agent_legs"], c["agent_legs"]
     return {

@@ -14,19 +14,17 @@ it changes nothing the bench's rows measure (the patches live only in this proce
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import os
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from agent_legs import Legs
 
-from .bench_browser import _serve
+from .bench_browser import served_legs
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 LOG: list[tuple[float, float, str, str, str]] = []  # (wall, cpu, kind, what, detail)
@@ -307,22 +305,8 @@ def main() -> None:
         _actions.warm_selectors = lambda s: None
     modes = sys.argv[2].split(",") if len(sys.argv) > 2 else ["ours", "raw"]
     _patch()
-    queue: Any = multiprocessing.get_context("fork").Queue()
-    proc = multiprocessing.get_context("fork").Process(target=_serve, args=(queue,), daemon=True)
-    proc.start()
-    port, _ = queue.get(timeout=30)
-    try:
-        with (
-            tempfile.TemporaryDirectory() as tmp,
-            Legs(
-                workspace=Path(tmp) / "ws",
-                state_dir=Path(tmp) / "st",
-                policy={"network": {"allow_hosts": [f"127.0.0.1:{port}"]}},
-            ) as legs,
-        ):
-            asyncio.run(_cycles(legs, f"http://127.0.0.1:{port}/page", cycles, modes))
-    finally:
-        proc.kill()
+    with served_legs() as (legs, port, _):
+        asyncio.run(_cycles(legs, f"http://127.0.0.1:{port}/page", cycles, modes))
 
 
 if __name__ == "__main__":
