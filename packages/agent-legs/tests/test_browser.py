@@ -247,13 +247,10 @@ def test_quiet_listeners_see_navigation_requests_and_their_end_without_subscribi
     asyncio.run(main())
 
 
-def test_a_click_sends_no_request_subscription_and_no_wait_log(legs, website, monkeypatch) -> None:
-    # Following the click's navigation needs no protocol message of ours beyond the click and the read: no
-    # ``updateSubscription`` (which would also make the server report every subresource of the page) and no
-    # ``__waitInfo__`` log of a load wait (``_quiet``; each message wakes the driver: benchmarks.md, round 5).
+def _messages_sent(monkeypatch) -> list[str]:
+    """The protocol methods this process sends to Playwright's driver from now on, in order."""
     from playwright._impl.connection import Connection
 
-    nav(legs, website.site.url("/"))
     sent: list[str] = []
     original = Connection.send_message_to_server
 
@@ -262,6 +259,15 @@ def test_a_click_sends_no_request_subscription_and_no_wait_log(legs, website, mo
         return original(self, obj, method, params, *args, **kwargs)
 
     monkeypatch.setattr(Connection, "send_message_to_server", counting)
+    return sent
+
+
+def test_a_click_sends_no_request_subscription_and_no_wait_log(legs, website, monkeypatch) -> None:
+    # Following the click's navigation needs no protocol message of ours beyond the click and the read: no
+    # ``updateSubscription`` (which would also make the server report every subresource of the page) and no
+    # ``__waitInfo__`` log of a load wait (``_quiet``; each message wakes the driver: benchmarks.md, round 5).
+    nav(legs, website.site.url("/"))
+    sent = _messages_sent(monkeypatch)
     r = legs.run("browser.click", {"selector": "#about"})
     assert r.ok and r.data["url"] == website.site.url("/about"), r
     assert "click" in sent and "evaluateExpression" in sent, sent
@@ -272,17 +278,8 @@ def test_a_navigating_click_installs_the_next_clicks_selector_engine_after_its_r
     # The next click needs Playwright's injected script in the new document's utility world; our read runs in the
     # page's own world, so the click that led there starts the install once its read has answered (``_warm``:
     # one ``queryCount``, its answer unused). A click that stays on its document sends none (the engine is there).
-    from playwright._impl.connection import Connection
-
     nav(legs, website.site.url("/"))
-    sent: list[str] = []
-    original = Connection.send_message_to_server
-
-    def counting(self, obj, method, params, *args, **kwargs):
-        sent.append(method)
-        return original(self, obj, method, params, *args, **kwargs)
-
-    monkeypatch.setattr(Connection, "send_message_to_server", counting)
+    sent = _messages_sent(monkeypatch)
     r = legs.run("browser.click", {"selector": "#about"})
     assert r.ok and r.data["url"] == website.site.url("/about"), r
     assert sent.count("queryCount") == 1, sent
