@@ -30,7 +30,7 @@ def cold_rows(res: dict[str, Any]) -> list[tuple[str, str, str, str, str, str, b
     over = _get(vs, "overhead", "p50_us")
     floor_text = (
         f"; the floor (docker-py create + start + `python3 -c` with our options) {t(floor)}, ours "
-        f"{vs.get('ratio_p50', 0):.2f}× it, {t(over)} above it"
+        f"{vs.get('ratio_p50', 0):.2f}× it, {t(abs(over))} {'above' if over >= 0 else 'below'} it"
         if floor is not None and over is not None
         else ""
     )
