@@ -2,7 +2,9 @@
 after a navigating click's read (``actions/browser/_warm``), beside raw Playwright doing the same wait and read.
 
 ``python -m bench.ab_browser [ROUNDS]``: one process, one ``Legs``, the 50 KB twin pages of
-``bench_browser``. Each round runs three cases in an order rotated every round: ``warm`` (this tree's
+``bench_browser``; ``THINK_S=0.5`` waits that long before each timed cycle in every case (a model's turn
+between the last answer and the click; 0 by default: back to back, as ``bench_browser`` runs). Each round
+runs three cases in an order rotated every round: ``warm`` (this tree's
 click), ``cold`` (the same click with the warm-up replaced by nothing: what the code did before) and
 ``raw`` (``expect_navigation(wait_until="load")`` around ``page.click``, then ``inner_text``). The warm-up
 helps the *next* click, so each of our cases runs two cycles and times the second. What is printed: each
@@ -47,6 +49,7 @@ async def _rounds(legs: Legs, url: str, rounds: int) -> None:
     from agent_legs.actions.browser._launcher import CHROMIUM_ARGS
 
     warm_up = _actions.warm_selectors
+    think_s = float(os.environ.get("THINK_S", "0"))
     args = [*CHROMIUM_ARGS, *(["--no-sandbox"] if os.geteuid() == 0 else [])]
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
@@ -86,6 +89,7 @@ async def _rounds(legs: Legs, url: str, rounds: int) -> None:
                     timed = ours
                 else:
                     timed = raw
+                await asyncio.sleep(think_s)  # the model's turn between the last answer and this click
                 t, c = time.perf_counter(), _cpu_ms()
                 await timed()
                 wall[name].append((time.perf_counter() - t) * 1000)
@@ -93,7 +97,8 @@ async def _rounds(legs: Legs, url: str, rounds: int) -> None:
         _actions.warm_selectors = warm_up  # type: ignore[assignment]
         med = statistics.median
         print(
-            f"{rounds} rounds, load average {os.getloadavg()[0]:.1f} at the end, {time.strftime('%H:%M:%S', time.gmtime())} UTC"
+            f"{rounds} rounds, think {think_s:g} s, load average {os.getloadavg()[0]:.1f} at the end, "
+            f"{time.strftime('%H:%M:%S', time.gmtime())} UTC"
         )
         for k in cases:
             print(f"  {k:5s} p50 {med(wall[k]):7.1f} ms  our CPU {med(cpu[k]):5.1f} ms  mean {statistics.fmean(wall[k]):7.1f}")
