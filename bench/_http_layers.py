@@ -193,17 +193,13 @@ class _NullExporter:
 
 if __name__ == "__main__":
     import json
-    import multiprocessing
     import os
     import sys
 
+    from ._served import serving
     from .bench_http import _serve
 
-    queue: Any = multiprocessing.get_context("fork").Queue()
-    proc = multiprocessing.get_context("fork").Process(target=_serve, args=(queue,), daemon=True)
-    proc.start()
-    try:
-        port = queue.get(timeout=30)
+    with serving(_serve) as port:
         print("load average", os.getloadavg(), time.strftime("%H:%M:%S", time.gmtime()), file=sys.stderr)
         result = layer_budget(port, rounds=int(sys.argv[1]) if len(sys.argv) > 1 else 7)
         print("load average", os.getloadavg(), time.strftime("%H:%M:%S", time.gmtime()), file=sys.stderr)
@@ -212,5 +208,3 @@ if __name__ == "__main__":
             print(level)
             for name, row in rows.items():
                 print(f"  {name:11} {json.dumps(row)}")
-    finally:
-        proc.terminate()

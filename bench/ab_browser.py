@@ -29,7 +29,8 @@ from typing import Any
 from agent_legs import Legs
 from agent_legs.actions.browser import _actions
 
-from .bench_browser import served_legs
+from ._served import served_legs
+from .bench_browser import _serve
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -109,7 +110,7 @@ async def _rounds(legs: Legs, url: str, rounds: int) -> None:
 
 def main() -> None:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 40
-    with served_legs() as (legs, port, _):
+    with served_legs(_serve) as (legs, (port, _)):
         print(f"load average {os.getloadavg()[0]:.1f} at the start, {time.strftime('%H:%M:%S', time.gmtime())} UTC")
         asyncio.run(_rounds(legs, f"http://127.0.0.1:{port}/page", rounds))
 

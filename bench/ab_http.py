@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import multiprocessing
 import os
 import statistics
 import sys
@@ -28,6 +27,7 @@ from opentelemetry import context
 
 from agent_legs import Legs
 
+from ._served import serving
 from .ab_core import load
 from .bench_http import _serve
 
@@ -107,16 +107,11 @@ def main(port: int, ref: str, rounds: int, calls: int, concurrency: int) -> None
 
 
 if __name__ == "__main__":
-    queue: Any = multiprocessing.get_context("fork").Queue()
-    proc = multiprocessing.get_context("fork").Process(target=_serve, args=(queue,), daemon=True)
-    proc.start()
-    try:
+    with serving(_serve) as port:
         main(
-            queue.get(timeout=30),
+            port,
             sys.argv[1] if len(sys.argv) > 1 else "main",
             int(sys.argv[2]) if len(sys.argv) > 2 else 20,
             int(sys.argv[3]) if len(sys.argv) > 3 else 600,
             int(sys.argv[4]) if len(sys.argv) > 4 else 50,
         )
-    finally:
-        proc.terminate()

@@ -35,20 +35,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import multiprocessing
 import os
 import shutil
-import tempfile
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from agent_legs import Legs
 
 from ._procs import comm, descendants, pss_kb, rss_kb
+from ._served import served_legs
 from ._stats import ratio, summarize
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -312,34 +309,11 @@ async def _memory(legs: Legs, url: str, sessions: int) -> dict[str, Any]:
     }
 
 
-@contextmanager
-def served_legs() -> Iterator[tuple[Legs, int, int]]:
-    """The bench's pages served from a process of their own (the page server's port and the second
-    server's), and a ``Legs`` allowed to reach the first: what this module and the browser A/B scripts
-    (``ab_browser``, ``timeline_browser``) run on. The server is killed and the ``Legs`` closed after."""
-    queue: Any = multiprocessing.get_context("fork").Queue()
-    proc = multiprocessing.get_context("fork").Process(target=_serve, args=(queue,), daemon=True)
-    proc.start()
-    port, other_port = queue.get(timeout=30)
-    try:
-        with (
-            tempfile.TemporaryDirectory() as tmp,
-            Legs(
-                workspace=Path(tmp) / "ws",
-                state_dir=Path(tmp) / "st",
-                policy={"network": {"allow_hosts": [f"127.0.0.1:{port}"]}},
-            ) as legs,
-        ):
-            yield legs, port, other_port
-    finally:
-        proc.kill()
-
-
 def run(iterations: int, smoke: bool = False) -> dict[str, Any]:
     smoke = smoke or iterations <= 20
     # a page load is ~10^4 times a files.read: cap the run (a smoke run only checks the harness)
     iterations = 6 if smoke else max(10, min(iterations, 120))
-    with served_legs() as (legs, port, other_port):
+    with served_legs(_serve) as (legs, (port, other_port)):
         url, probe = f"http://127.0.0.1:{port}/page", f"http://127.0.0.1:{port}/probe"
 
         async def main() -> dict[str, Any]:

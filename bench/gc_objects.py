@@ -20,17 +20,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import gc
-import multiprocessing
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
-from agent_legs import Legs
-
+from ._served import served_legs
 from .bench_http import _serve
 
 Call = Callable[[], Awaitable[Any]]
@@ -97,60 +93,46 @@ async def _sites(name: str, call: Call, calls: int = 20) -> None:
 def main() -> None:
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     concurrency = int(args[0]) if args else 50
-    queue: Any = multiprocessing.get_context("fork").Queue()
-    proc = multiprocessing.get_context("fork").Process(target=_serve, args=(queue,), daemon=True)
-    proc.start()
-    port = queue.get(timeout=30)
-    url = f"http://127.0.0.1:{port}/1kb"
-    try:
-        with (
-            tempfile.TemporaryDirectory() as tmp,
-            Legs(
-                workspace=Path(tmp) / "ws",
-                state_dir=Path(tmp) / "st",
-                policy={"network": {"allow_hosts": [f"127.0.0.1:{port}"]}},
-            ) as legs,
-        ):
+    with served_legs(_serve) as (legs, port):
+        url = f"http://127.0.0.1:{port}/1kb"
 
-            async def run() -> None:
-                import aiohttp
+        async def run() -> None:
+            import aiohttp
 
-                async with aiohttp.ClientSession() as session:
+            async with aiohttp.ClientSession() as session:
 
-                    async def ours() -> None:
-                        r = await legs.arun("http.request", {"method": "GET", "url": url})
-                        assert r.ok, r.output
+                async def ours() -> None:
+                    r = await legs.arun("http.request", {"method": "GET", "url": url})
+                    assert r.ok, r.output
 
-                    async def raw() -> None:
-                        async with session.get(url) as response:
-                            response.raise_for_status()
-                            await response.read()
+                async def raw() -> None:
+                    async with session.get(url) as response:
+                        response.raise_for_status()
+                        await response.read()
 
-                    calls = {"ours": ours, "raw aiohttp": raw}
-                    for call in calls.values():
-                        await _batch(call, 300, concurrency)
-                    if "--sites" in sys.argv:
-                        for name, call in calls.items():
-                            await _sites(name, call)
-                        return
-                    print(f"{concurrency} in flight; load average {os.getloadavg()[0]:.1f}")
-                    for _ in range(3):
-                        for name, call in calls.items():
-                            tracked = await _tracked_per_call(call, concurrency)
-                            gc.collect()
-                            before = [g["collections"] for g in gc.get_stats()]
-                            t0 = time.perf_counter()
-                            await _batch(call, 800, concurrency)
-                            rate = 800 / (time.perf_counter() - t0)
-                            passes = [g["collections"] - b for g, b in zip(gc.get_stats(), before, strict=True)]
-                            print(
-                                f"  {name:12s} tracked allocations per call {tracked:6.1f}  "
-                                f"collections per 800 calls (gen 0, 1, 2) {passes}  {rate:7.0f} req/s"
-                            )
+                calls = {"ours": ours, "raw aiohttp": raw}
+                for call in calls.values():
+                    await _batch(call, 300, concurrency)
+                if "--sites" in sys.argv:
+                    for name, call in calls.items():
+                        await _sites(name, call)
+                    return
+                print(f"{concurrency} in flight; load average {os.getloadavg()[0]:.1f}")
+                for _ in range(3):
+                    for name, call in calls.items():
+                        tracked = await _tracked_per_call(call, concurrency)
+                        gc.collect()
+                        before = [g["collections"] for g in gc.get_stats()]
+                        t0 = time.perf_counter()
+                        await _batch(call, 800, concurrency)
+                        rate = 800 / (time.perf_counter() - t0)
+                        passes = [g["collections"] - b for g, b in zip(gc.get_stats(), before, strict=True)]
+                        print(
+                            f"  {name:12s} tracked allocations per call {tracked:6.1f}  "
+                            f"collections per 800 calls (gen 0, 1, 2) {passes}  {rate:7.0f} req/s"
+                        )
 
-            asyncio.run(run())
-    finally:
-        proc.kill()
+        asyncio.run(run())
 
 
 if __name__ == "__main__":

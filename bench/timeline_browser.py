@@ -24,7 +24,8 @@ from typing import Any
 
 from agent_legs import Legs
 
-from .bench_browser import served_legs
+from ._served import served_legs
+from .bench_browser import _serve
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 LOG: list[tuple[float, float, str, str, str]] = []  # (wall, cpu, kind, what, detail)
@@ -305,7 +306,7 @@ def main() -> None:
         _actions.warm_selectors = lambda s: None
     modes = sys.argv[2].split(",") if len(sys.argv) > 2 else ["ours", "raw"]
     _patch()
-    with served_legs() as (legs, port, _):
+    with served_legs(_serve) as (legs, (port, _)):
         asyncio.run(_cycles(legs, f"http://127.0.0.1:{port}/page", cycles, modes))
 
 
