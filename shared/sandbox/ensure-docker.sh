@@ -42,7 +42,8 @@ if [ -f /var/run/docker.pid ] && ! kill -0 "$(cat /var/run/docker.pid)" 2>/dev/n
 fi
 if ! pgrep -x dockerd >/dev/null 2>&1; then
   echo "ensure-docker: starting dockerd in the background (log: $log)"
-  nohup dockerd >"$log" 2>&1 &
+  # Not the terminal's width: ``docker top`` runs ps in dockerd's environment, which cuts lines at COLUMNS.
+  nohup env -u COLUMNS -u LINES dockerd >"$log" 2>&1 &
 fi
 for _ in $(seq 1 60); do
   if answers; then echo "ensure-docker: dockerd is up"; up; fi
