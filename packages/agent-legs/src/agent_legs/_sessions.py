@@ -39,6 +39,21 @@ class SessionTable:
         finally:
             lock.release()
 
+    def touch_due(self, session: str, now: float, beat_s: float) -> bool:
+        """``touch`` and ``due_for_registration`` at one time ``now`` (the loop's clock, which is the
+        monotonic one), under one acquisition of the lock: what a call does."""
+        lock = self._lock
+        lock.acquire()
+        try:
+            self._last_used[session] = now
+            last = self._registered.get(session)
+            if last is not None and now - last <= beat_s:
+                return False
+            self._registered[session] = now
+            return True
+        finally:
+            lock.release()
+
     def __contains__(self, session: object) -> bool:
         with self._lock:
             return session in self._last_used
