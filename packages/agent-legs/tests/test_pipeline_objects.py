@@ -79,6 +79,7 @@ def test_the_per_call_lock_sections_and_redaction_without_secrets_allocate_no_tr
     def sessions() -> None:
         table.touch("s", 1.0)
         table.due_for_registration("s", 2.0, 30.0)
+        table.touch_due("s", 3.0, 30.0)  # what a call does (round 9): the two above under one lock
 
     journal, log = IntentJournal(tmp_path / "pending"), ActionLog(tmp_path / "actions.jsonl")
     made = [0]

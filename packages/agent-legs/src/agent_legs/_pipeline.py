@@ -469,7 +469,7 @@ class CallPipeline:
         # A handler's output is a plain dataclass: what it holds is checked here. Values of exactly the
         # model's types (the common case) make the result directly; anything else (an artifact as a dict,
         # a key that is not text) goes through the model's validation, which converts or refuses it.
-        if (data is None or (type(data) is dict and all(type(k) is str for k in data))) and (
+        if (data is None or (type(data) is dict and _only_str(map(type, data)))) and (
             not artifacts or all(type(a) is Artifact for a in artifacts)
         ):
             return _ok_result(spec.name, text, None if data is None else dict(data), list(artifacts), _ms(start), ids)
@@ -509,6 +509,9 @@ class CallPipeline:
 
 _new = object.__new__
 _set = object.__setattr__
+# Whether every type an iterable yields is exactly ``str`` (the keys' types, mapped in C: no generator
+# resumed per key, as ``all(type(k) is str for k in data)`` would be; a subclass of str is not str).
+_only_str = frozenset((str,)).issuperset
 _OK_FIELDS = frozenset(("action", "ok", "output", "data", "artifacts", "duration_ms", "trace_id", "span_id"))
 
 

@@ -14,7 +14,6 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
-import time
 from collections.abc import Coroutine
 from functools import cached_property
 from pathlib import Path
@@ -169,10 +168,13 @@ class Runtime:
     # -- sessions ------------------------------------------------------------------------------
     def touch_session(self, session: str) -> None:
         """Note a call of ``session`` (from any thread: inline calls run on the caller's)."""
-        self.sessions.touch(session, self.loop.time())
         # The session registry learns that this worker holds the session (then at most every 30 s):
-        # best effort, in the background; a store that is down never fails the call.
-        if not self._closed and self.sessions.due_for_registration(session, time.monotonic(), _REGISTRY_BEAT_S):
+        # best effort, in the background; a store that is down never fails the call. One reading of
+        # the loop's clock for both, under one lock (``touch_due``).
+        now = self.loop.time()
+        if self._closed:
+            self.sessions.touch(session, now)
+        elif self.sessions.touch_due(session, now, _REGISTRY_BEAT_S):
             future = asyncio.run_coroutine_threadsafe(self._register(session), self.loop)
             self._background.add(future)
             future.add_done_callback(self._background.discard)

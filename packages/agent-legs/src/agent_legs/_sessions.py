@@ -12,10 +12,11 @@ Callers touch sessions from their own threads (a synchronous ``run`` of an inlin
 * "register now?" is decided once per beat (``due_for_registration`` checks and sets under the
   lock): two threads touching a new session together do not both register it.
 
-The lock is never held across an ``await`` or any I/O. A call's own path (``touch``,
-``due_for_registration``) takes it with ``acquire``/``release``, not ``with``: a ``with`` statement
-allocates the lock's bound ``__exit__`` (a garbage-collected object) on every call. Threat model: session names come from the
-caller (for an adapter, often from the conversation); they are only keys here.
+The lock is never held across an ``await`` or any I/O. A call's own path (``touch_due``: ``touch`` and
+``due_for_registration`` at one time, under one acquisition) takes it with ``acquire``/``release``, not
+``with``: a ``with`` statement allocates the lock's bound ``__exit__`` (a garbage-collected object) on
+every call. Threat model: session names come from the caller (for an adapter, often from the
+conversation); they are only keys here.
 """
 
 from __future__ import annotations
@@ -36,6 +37,21 @@ class SessionTable:
         lock.acquire()
         try:
             self._last_used[session] = now
+        finally:
+            lock.release()
+
+    def touch_due(self, session: str, now: float, beat_s: float) -> bool:
+        """``touch`` and ``due_for_registration`` at one time ``now`` (the loop's clock, which is the
+        monotonic one), under one acquisition of the lock: what a call does."""
+        lock = self._lock
+        lock.acquire()
+        try:
+            self._last_used[session] = now
+            last = self._registered.get(session)
+            if last is not None and now - last <= beat_s:
+                return False
+            self._registered[session] = now
+            return True
         finally:
             lock.release()
 
