@@ -10,8 +10,10 @@ click), ``cold`` (the same click with the warm-up replaced by nothing: what the 
 helps the *next* click, so each of our cases runs two cycles and times the second. What is printed: each
 case's p50 wall time, our process's CPU per cycle, and the median of the round's neighbour differences
 (cold minus warm: positive is a saving; each against raw). Load that comes and goes hits all three alike,
-which whole-run comparisons on a shared 2-core machine do not give. Not part of ``python -m bench``: it
-measures a change, not the product.
+which whole-run comparisons on a shared 2-core machine do not give. ``AB=turn`` compares instead the
+read with and without its turn of the loop between the warm-up's start and the conversion (round 9: the
+warm-up's message sent before the conversion rather than after it; both cases warm up). Not part of
+``python -m bench``: it measures a change, not the product.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from agent_legs import Legs
-from agent_legs.actions.browser import _actions
+from agent_legs.actions.browser import _actions, _page
 
 from ._served import served_legs
 from .bench_browser import _serve
@@ -44,12 +46,22 @@ def _no_warm_up(s: Any) -> None:
     """What the click did before ``_warm``: nothing after its read."""
 
 
+class _NoTurn:
+    """``asyncio`` as ``_page`` sees it, its ``sleep`` not yielding: the read before round 9 (the warm-up's
+    message sent only once the conversion was done)."""
+
+    @staticmethod
+    async def sleep(_: float) -> None:
+        return None
+
+
 async def _rounds(legs: Legs, url: str, rounds: int) -> None:
     from playwright.async_api import async_playwright
 
     from agent_legs.actions.browser._launcher import CHROMIUM_ARGS
 
     warm_up = _actions.warm_selectors
+    turn = os.environ.get("AB") == "turn"
     think_s = float(os.environ.get("THINK_S", "0"))
     args = [*CHROMIUM_ARGS, *(["--no-sandbox"] if os.geteuid() == 0 else [])]
     async with async_playwright() as pw:
@@ -65,7 +77,10 @@ async def _rounds(legs: Legs, url: str, rounds: int) -> None:
 
         def case(warm: bool) -> Callable[[], Awaitable[None]]:
             async def run() -> None:
-                _actions.warm_selectors = warm_up if warm else _no_warm_up  # type: ignore[assignment]
+                if turn:
+                    _page.asyncio = asyncio if warm else _NoTurn  # type: ignore[assignment]
+                else:
+                    _actions.warm_selectors = warm_up if warm else _no_warm_up  # type: ignore[assignment]
                 await ours()  # (the warm-up, or its absence, helps the next click: that one is timed)
 
             return run
@@ -96,9 +111,11 @@ async def _rounds(legs: Legs, url: str, rounds: int) -> None:
                 wall[name].append((time.perf_counter() - t) * 1000)
                 cpu[name].append(_cpu_ms() - c)
         _actions.warm_selectors = warm_up  # type: ignore[assignment]
+        _page.asyncio = asyncio  # type: ignore[assignment]
         med = statistics.median
+        what = " (AB=turn: warm = with the turn, cold = without)" if turn else ""
         print(
-            f"{rounds} rounds, think {think_s:g} s, load average {os.getloadavg()[0]:.1f} at the end, "
+            f"{rounds} rounds{what}, think {think_s:g} s, load average {os.getloadavg()[0]:.1f} at the end, "
             f"{time.strftime('%H:%M:%S', time.gmtime())} UTC"
         )
         for k in cases:

@@ -294,6 +294,29 @@ def test_a_navigating_click_installs_the_next_clicks_selector_engine_after_its_r
     assert "queryCount" not in sent, sent
 
 
+def test_the_next_clicks_selector_engine_install_is_sent_before_the_conversion(legs, website, monkeypatch) -> None:
+    # The install (``_warm``) is renderer work; our conversion of the read is our CPU: the install's message
+    # goes out before the conversion holds the loop, so the two overlap (it used to leave once the click's
+    # result was built, and ``browser.content``'s read then waited behind all of it: benchmarks.md, round 9).
+    from agent_legs.actions.browser import _page
+
+    nav(legs, website.site.url("/"))
+    sent = _messages_sent(monkeypatch)
+    at_conversion: list[list[str]] = []
+    convert = _page.html_to_markdown
+
+    def recording(html: str, base: str) -> str:
+        at_conversion.append(list(sent))
+        return convert(html, base)
+
+    monkeypatch.setattr(_page, "html_to_markdown", recording)
+    r = legs.run("browser.click", {"selector": "#about"})
+    assert r.ok and r.data["url"] == website.site.url("/about"), r
+    assert len(at_conversion) == 1, at_conversion
+    assert at_conversion[0].count("queryCount") == 1, at_conversion
+    assert sent.count("queryCount") == 1, sent  # and only that one
+
+
 def test_js_navigation_within_the_site(legs, website) -> None:
     nav(legs, website.site.url("/js-nav-ok"))
     r = legs.run("browser.click", {"selector": "#go"})

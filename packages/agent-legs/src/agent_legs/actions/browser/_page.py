@@ -34,6 +34,7 @@ reach (the commit count and the tab, checked again when the answer arrives).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
 from collections.abc import Awaitable, Callable
@@ -220,8 +221,8 @@ async def _read(
     s: BrowserSession, fmt: str, selector: str | None, then: Callable[[], None] | None = None
 ) -> tuple[str, dict[str, Any], bool]:
     """The page (or one element) in the requested format, facts about the page, and whether the document was
-    unchanged since the last read (whose result is reused); ``then`` runs once the page has answered, before
-    the conversion."""
+    unchanged since the last read (whose result is reused); ``then`` runs once the page has answered, and what
+    it starts gets one turn of the loop (to send its messages) before the conversion."""
     async for attempt in retrying(attempts=_READ_TRIES, retry_on=_context_destroyed, deadline=monotonic_deadline()):
         with attempt:
             if attempt.retry_state.attempt_number > 1:
@@ -232,6 +233,10 @@ async def _read(
             info, reused = await _evaluate_read(s, fmt, selector)
     if then is not None:
         then()
+        # One turn of the loop before the conversion, which holds it for several ms: what ``then`` started
+        # (the next click's selector engine, ``_warm``) sends its message now and the renderer works on it
+        # while we convert, instead of after (its answer is never awaited here).
+        await asyncio.sleep(0)
     if info is None:
         raise ActionError(
             "not_found",

@@ -14,6 +14,8 @@ Invariants:
 * It only reads: it counts the document's root element through a locator (``queryCount``, in Playwright's
   isolated utility world, out of the page's scripts' reach). It clicks, types and navigates nothing, and its
   answer is not used: a page cannot change what any action returns through it.
+* Its message leaves before the read's conversion (``_page._read`` gives it one turn of the loop), so the
+  renderer installs while we convert (round 9; it used to leave once the click's result was built).
 * It never delays the click's result (sent after the read, not awaited) and nobody waits for it: the session
   keeps a reference (``BrowserSession.warming``) until the next one; its error (a document replaced while it
   ran, a closed tab or context) is retrieved and dropped.
