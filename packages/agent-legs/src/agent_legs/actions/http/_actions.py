@@ -351,14 +351,15 @@ async def _send(
         # A child of the call's span (the current one); nothing nests under it, so it is not made current.
         # When our own provider records nothing, nobody can read it nor its ids (unlike the call's span,
         # whose ids name its log lines): it is the API's invalid span, made for nothing (was 5 us a call).
-        tracer = ctx.runtime.tracer
+        runtime = ctx.runtime
+        tracer = runtime.tracer
         span: Span
         if isinstance(tracer, AgentLegsTracer) and tracer.records_nothing():
             span = INVALID_SPAN
         else:
             attributes: dict[str, Any] = {
                 HTTP_REQUEST_METHOD: method,
-                URL_FULL: ctx.redactor.text(url.split("?", 1)[0]),  # query strings often carry keys
+                URL_FULL: runtime.redactor.text(url.split("?", 1)[0]),  # query strings often carry keys
                 SERVER_ADDRESS: target.host,
                 SERVER_PORT: target.port,
             }
@@ -509,7 +510,7 @@ def _render(
     if not is_text or body.find(0, 0, 4096) >= 0:
         return f"[binary content: {len(body)} bytes of {mime or 'unknown type'}]", None
     try:
-        text = body.decode(encoding, errors="replace")
+        text = body.decode(encoding, "replace")
     except LookupError:  # a charset Python does not know
         text = body.decode("utf-8", errors="replace")
     if truncated and redactor is not None:
