@@ -62,6 +62,8 @@ _LABEL_BATCH = 256  # untrusted labels buffered before a write is forced (a hop 
 _MEMO = 32  # texts whose fingerprints are remembered (a pure function of the text and the key)
 _MEMO_CHARS = 16_384  # only texts up to this long (a remembered text's row is ~11 bytes per character)
 _LABEL_DELAY_S = 1.0  # nor is one kept unwritten longer than this while calls keep coming (flush() at close)
+_TRUSTED_URLS = 4096  # http.request URLs remembered as going to a trusted destination
+_TRUSTED_URL_CHARS = 2048  # only short ones (the model chooses URLs: 4,096 long ones must not pin megabytes)
 _SINKS = ("email.send", "http.request", "browser.navigate", "browser.fill", "browser.click")
 
 
@@ -105,6 +107,12 @@ class FlowGuard:
         # (an agent re-reading a file) is not fingerprinted again; digest of the text -> (encoded, count, row digest)
         self._memo: OrderedDict[bytes, tuple[str, int, bytes]] = OrderedDict()
         self._memo_lock = threading.Lock()
+        # http.request URLs whose destination is trusted (a pure function of the URL and the fixed policy):
+        # a sink check of one of them reads nothing else (at most _TRUSTED_URLS short ones, then cleared)
+        self._trusted_urls: set[str] = set()
+        # whether an http.request result can be private (credentialed hosts, or a private_sources
+        # pattern naming it): when not, its record is the untrusted label alone
+        self._http_private = bool(self._credentialed) or is_private("http.request", {}, self._extra, [])
 
     # -- which calls the guard looks at --------------------------------------------------------
     def is_sink(self, action: str) -> bool:
@@ -226,6 +234,16 @@ class FlowGuard:
         unreachable) makes the session *blind* in this worker: every later sink of it to an untrusted
         destination goes to the mode's outcome (fail closed); the read itself is not withheld."""
         if self.mode == "off":
+            return
+        if action == "http.request" and not self._http_private:  # untrusted, never private (see __init__)
+            now = time.monotonic()  # _label, inline
+            with self._labels_lock:
+                if not self._labels:
+                    self._labels_since = now
+                self._labels.append((session, call_id, action))
+                due = len(self._labels) >= _LABEL_BATCH or now - self._labels_since >= _LABEL_DELAY_S
+            if due:
+                await self.flush()
             return
         if action.startswith("browser.") and isinstance(data, dict) and isinstance(data.get("url"), str):
             self._pages[session] = data["url"]
@@ -369,8 +387,11 @@ class FlowGuard:
     # -- before a sink ---------------------------------------------------------------------------
     async def check(self, action: str, arguments: dict[str, Any], session: str) -> Finding | None:
         """Whether this call would carry private data of ``session`` to an untrusted destination."""
-        if not self.is_sink(action):
+        if self.mode == "off" or not (action in _SINKS or action.startswith("mcp.")):  # is_sink, inline
             return None
+        url = arguments.get("url") if action == "http.request" else None
+        if type(url) is str and url in self._trusted_urls:
+            return None  # its one destination is trusted (nothing else is read, see below)
         page = self._pages.get(session)
         dests = destinations(action, arguments, page)  # the payload is read only for an untrusted one
         # A loop, not a comprehension: a comprehension reading ``self`` makes it a closure cell of every
@@ -384,6 +405,11 @@ class FlowGuard:
                     untrusted = []
                 untrusted.append(_show(kind, name))
         if untrusted is None:
+            # an http.request's destination is its URL's host alone: the answer holds for the URL
+            if type(url) is str and len(url) <= _TRUSTED_URL_CHARS:
+                if len(self._trusted_urls) >= _TRUSTED_URLS:
+                    self._trusted_urls.clear()
+                self._trusted_urls.add(url)
             return None
         sink = extract(action, arguments, page)
         if sink is None:

@@ -98,12 +98,18 @@ _CROSS_ORIGIN_HEADERS = frozenset(
 _CHARSET = re.compile(r"charset=\"?([\w.:-]+)", re.IGNORECASE)
 _CACHED_URL_CHARS = 2048
 _CACHED_CTYPE_CHARS = 256
+# Response header names as read before (raw bytes -> lower-case str, a pure function): at most
+# _MAX_NAMES short ones, whatever the servers send; names past that are decoded per response.
+_NAMES: dict[bytes, str] = {}
+_MAX_NAMES = 512
+_MAX_NAME_BYTES = 64
 _RENDER_IN_THREAD_BYTES = 200_000  # markdown/JSON rendering of bigger bodies would stall the caller's loop
 
 
-def _timeout(policy: Policy, args: RequestInput) -> float:
+def _pipeline_timeout(policy: Policy, args: RequestInput) -> float:
+    """The pipeline's deadline: one second after the handler's (``http_request`` computes its own inline)."""
     limit = policy.http.timeout_s
-    return min(args.timeout_s, limit) if args.timeout_s else limit
+    return (min(args.timeout_s, limit) if args.timeout_s else limit) + 1.0
 
 
 def check_headers(headers: dict[str, str]) -> None:
@@ -123,10 +129,16 @@ def check_headers(headers: dict[str, str]) -> None:
 
 
 def _plain_headers(raw_headers: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
-    """Lower-case name -> value (repeats joined by ", "), decoded once."""
+    """Lower-case name -> value (repeats joined by ", "), decoded once. Names are taken from
+    ``_NAMES`` (servers repeat a few): one lookup instead of a decode and a lower per header."""
     out: dict[str, str] = {}
+    names = _NAMES
     for raw_name, raw_value in raw_headers:
-        name = raw_name.decode("latin-1").lower()
+        name = names.get(raw_name)
+        if name is None:
+            name = raw_name.decode("latin-1").lower()
+            if len(names) < _MAX_NAMES and len(raw_name) <= _MAX_NAME_BYTES:  # the server chooses them: bounded
+                names[raw_name] = name
         try:
             value = raw_value.decode("utf-8")
         except UnicodeDecodeError:
@@ -153,7 +165,7 @@ def _retry_after(headers: dict[str, str]) -> float | None:
     description="""Make an HTTP request to an allowed host and return status, key headers and the body
     (JSON compact, HTML as markdown with absolute links, truncated past the policy limit). Redirects are followed.
     Configured credentials are added automatically for their hosts: never put secrets in arguments.""",
-    timeout=lambda policy, args: _timeout(policy, args) + 1.0,
+    timeout=_pipeline_timeout,
     inline=True,  # loop-agnostic: one pinned client per loop (see HttpService)
 )
 async def http_request(ctx: ActionContext, args: RequestInput) -> ActionOutput:
@@ -162,9 +174,10 @@ async def http_request(ctx: ActionContext, args: RequestInput) -> ActionOutput:
     policy = runtime.policy.http
     if args.method not in policy.methods:
         raise ActionError("denied", f"method {args.method} is not allowed", rule=f"policy.http.methods {policy.methods}")
-    check_headers(args.headers)
+    if args.headers:  # most calls send none: no call for them
+        check_headers(args.headers)
     guard = runtime.egress
-    timeout_s = _timeout(runtime.policy, args)
+    timeout_s = min(args.timeout_s, policy.timeout_s) if args.timeout_s else policy.timeout_s  # _pipeline_timeout's, less 1 s
     deadline = started + timeout_s
 
     method, url = args.method, args.url
@@ -338,14 +351,15 @@ async def _send(
         # A child of the call's span (the current one); nothing nests under it, so it is not made current.
         # When our own provider records nothing, nobody can read it nor its ids (unlike the call's span,
         # whose ids name its log lines): it is the API's invalid span, made for nothing (was 5 us a call).
-        tracer = ctx.runtime.tracer
+        runtime = ctx.runtime
+        tracer = runtime.tracer
         span: Span
         if isinstance(tracer, AgentLegsTracer) and tracer.records_nothing():
             span = INVALID_SPAN
         else:
             attributes: dict[str, Any] = {
                 HTTP_REQUEST_METHOD: method,
-                URL_FULL: ctx.redactor.text(url.split("?", 1)[0]),  # query strings often carry keys
+                URL_FULL: runtime.redactor.text(url.split("?", 1)[0]),  # query strings often carry keys
                 SERVER_ADDRESS: target.host,
                 SERVER_PORT: target.port,
             }
@@ -399,13 +413,15 @@ async def _send(
                 if unsafe:
                     raise _unknown_outcome(method, url, f"the exchange failed ({exc})", "failed") from None
                 raise ActionError("failed", f"{method} {url} failed: {exc}", retryable=True) from None
-            span.set_attribute(HTTP_RESPONSE_STATUS_CODE, reply.status)
-            if reply.status >= 500:
-                span.set_status(Status(StatusCode.ERROR))
-                span.set_attribute(ERROR_TYPE, str(reply.status))
+            if span is not INVALID_SPAN:  # the invalid span takes nothing: no call to it
+                span.set_attribute(HTTP_RESPONSE_STATUS_CODE, reply.status)
+                if reply.status >= 500:
+                    span.set_status(Status(StatusCode.ERROR))
+                    span.set_attribute(ERROR_TYPE, str(reply.status))
             return reply
         finally:
-            span.end()
+            if span is not INVALID_SPAN:
+                span.end()
 
 
 def _result(
@@ -422,7 +438,7 @@ def _result(
     body = reply.body
     ctype = headers.get("content-type", "")
     mime, charset = _content_type(ctype) if len(ctype) <= _CACHED_CTYPE_CHARS else _parse_content_type(ctype)
-    url = _shown_url(url)
+    url = _shown_short_url(url) if len(url) <= _CACHED_URL_CHARS else str(parse_url(url))  # _shown_url, inline
     text, parsed = _render(body, mime, charset, reply.truncated, url, redactor)
     lines = [f"HTTP {reply.status} {reply.reason}  {method} {url}"]
     if redirects:
@@ -490,10 +506,11 @@ def _render(
         else:
             return json_module.dumps(parsed, ensure_ascii=False, separators=(",", ":")), parsed
     is_text = mime.startswith("text/") or mime in ("application/xml", "application/javascript", "") or mime.endswith("+xml")
-    if not is_text or b"\x00" in body[:4096]:
+    # A NUL in the first 4 KiB: found by memchr, without a copy of that head (find's own bounds)
+    if not is_text or body.find(0, 0, 4096) >= 0:
         return f"[binary content: {len(body)} bytes of {mime or 'unknown type'}]", None
     try:
-        text = body.decode(encoding, errors="replace")
+        text = body.decode(encoding, "replace")
     except LookupError:  # a charset Python does not know
         text = body.decode("utf-8", errors="replace")
     if truncated and redactor is not None:

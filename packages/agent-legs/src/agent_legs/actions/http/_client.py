@@ -218,12 +218,18 @@ class AiohttpClient(Client):
                 allow_redirects=False,
                 skip_auto_headers=skip,
             )
+            released = False
             try:
                 length = response.content_length
                 if length is not None and length <= cap and "Content-Encoding" not in response.headers:
                     # Not encoded: aiohttp reads exactly Content-Length bytes, within the cap (one read,
                     # no per-chunk loop). An encoded body is bounded per decoded chunk below.
-                    return Reply(response.status, response.reason or "", response.raw_headers, await response.read(), False)
+                    body = await response.read()
+                    # A read that returns has released the connection to the pool (after the request's
+                    # writer finished): the ``finally``'s release would only mark this response, which
+                    # nothing reads again, closed (eight calls). Not when the connection is still held.
+                    released = response._connection is None
+                    return Reply(response.status, response.reason or "", response.raw_headers, body, False)
                 chunks, size, truncated = [], 0, False
                 async for chunk in response.content.iter_any():
                     chunks.append(chunk)
@@ -240,9 +246,10 @@ class AiohttpClient(Client):
                     truncated,
                 )
             finally:
-                response.release()
-                if response._writer is not None:  # else wait_for_close would only release again (a coroutine)
-                    await response.wait_for_close()
+                if not released:
+                    response.release()
+                    if response._writer is not None:  # else wait_for_close would only release again (a coroutine)
+                        await response.wait_for_close()
         except self._connect_errors as exc:
             raise ConnectFailed(str(exc) or type(exc).__name__) from exc
         except (*self._errors, OSError, ValueError) as exc:  # OSError: a socket error aiohttp did not wrap
