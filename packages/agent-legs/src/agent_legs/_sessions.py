@@ -47,11 +47,7 @@ class SessionTable:
         lock.acquire()
         try:
             self._last_used[session] = now
-            last = self._registered.get(session)
-            if last is not None and now - last <= beat_s:
-                return False
-            self._registered[session] = now
-            return True
+            return self._claim_beat(session, now, beat_s)
         finally:
             lock.release()
 
@@ -87,13 +83,17 @@ class SessionTable:
         lock = self._lock
         lock.acquire()
         try:
-            last = self._registered.get(session)
-            if last is not None and now - last <= beat_s:
-                return False
-            self._registered[session] = now
-            return True
+            return self._claim_beat(session, now, beat_s)
         finally:
             lock.release()
+
+    def _claim_beat(self, session: str, now: float, beat_s: float) -> bool:
+        """(Under the lock.) Whether ``session``'s registration is due at ``now``; if so, claimed."""
+        last = self._registered.get(session)
+        if last is not None and now - last <= beat_s:
+            return False
+        self._registered[session] = now
+        return True
 
     def unregister(self, session: str) -> bool:
         """Forget that ``session`` was registered (to try again, or once released); whether it was."""
