@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import multiprocessing
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 from agent_legs import ActionRegistry, Legs
 from agent_legs._registry import REGISTRY
 
+from ._served import serving
 from ._stats import alternate, summarize, time_async
 from .bench_http import _serve
 
@@ -51,13 +51,9 @@ def _saved(results: dict[str, Any], inline: str, hop: str) -> float:
 
 
 def run(iterations: int) -> dict[str, Any]:
-    queue: Any = multiprocessing.get_context("fork").Queue()
-    proc = multiprocessing.get_context("fork").Process(target=_serve, args=(queue,), daemon=True)
-    proc.start()
-    port = queue.get(timeout=30)
-    url = f"http://127.0.0.1:{port}/1kb"
-    policy = {"network": {"allow_hosts": [f"127.0.0.1:{port}"]}}
-    try:
+    with serving(_serve) as port:
+        url = f"http://127.0.0.1:{port}/1kb"
+        policy = {"network": {"allow_hosts": [f"127.0.0.1:{port}"]}}
         with tempfile.TemporaryDirectory() as tmp:
             ws = Path(tmp) / "ws"
             ws.mkdir()
@@ -93,9 +89,6 @@ def run(iterations: int) -> dict[str, Any]:
                     )
 
                 results = sync | asyncio.run(main())
-    finally:
-        proc.terminate()
-        proc.join(5)
     return {
         "cases": results,
         "saved_by_inline_p50_us": {

@@ -33,6 +33,7 @@ from agent_legs import Legs
 
 from ._contract_spans import same_spans
 from ._http_layers import layer_budget
+from ._served import serving
 from ._stats import ratio, summarize, time_async, time_sync
 
 Call = Callable[[], Awaitable[Any]]
@@ -98,23 +99,17 @@ def _guard_check_us(port: int) -> dict[str, float]:
 
 
 def run(iterations: int, smoke: bool = False) -> dict[str, Any]:
-    import multiprocessing
-
     import aiohttp
     from httpx_aiohttp import AiohttpTransport
     from langchain_community.tools.requests.tool import RequestsGetTool
     from langchain_community.utilities.requests import TextRequestsWrapper
 
-    # The server runs in its own process: in-process it would compete with the clients for the GIL.
-    queue: Any = multiprocessing.get_context("fork").Queue()
-    proc = multiprocessing.get_context("fork").Process(target=_serve, args=(queue,), daemon=True)
-    proc.start()
-    port = queue.get(timeout=30)
-    url = f"http://127.0.0.1:{port}/1kb"
     lc_tool = RequestsGetTool(requests_wrapper=TextRequestsWrapper(), allow_dangerous_requests=True)
     rounds = 5
     per_round = max(1, iterations // rounds)
-    try:
+    # The server runs in its own process: in-process it would compete with the clients for the GIL.
+    with serving(_serve) as port:
+        url = f"http://127.0.0.1:{port}/1kb"
         with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
             legs = {
                 layer: stack.enter_context(
@@ -229,8 +224,6 @@ def run(iterations: int, smoke: bool = False) -> dict[str, Any]:
         # The layer budget (issue 20): CPU per call, each layer of http.request added on top of the
         # last, alternating in one process (bench/_http_layers.py; `python -m bench._http_layers`).
         result["layers"] = layer_budget(port, rounds=5, calls=max(200, iterations // 2))
-    finally:
-        proc.kill()
     result["guard_check_target"] = _guard_check_us(port)
     seq, conc = result["sequential"], result["concurrent_50_req_s"]
     result["ratios"] = {
