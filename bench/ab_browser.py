@@ -15,7 +15,8 @@ read with and without its turn of the loop between the warm-up's start and the c
 warm-up's message sent before the conversion rather than after it; both cases warm up). ``AB=world`` compares
 our reads as ``Runtime.evaluate`` on the tab's CDP session (``warm``: this tree, ``_main_world``) with the same
 reads through ``page.evaluate`` (``cold``: before round 10, Playwright's utility script installed in each
-document's world by its first evaluation); both cases warm up. Not part of
+document's world by its first evaluation); both cases warm up. ``CYCLE=navigate`` times ``browser.navigate`` +
+``browser.content`` to the other twin page instead (raw: ``goto`` + ``inner_text``). Not part of
 ``python -m bench``: it measures a change, not the product.
 """
 
@@ -72,6 +73,7 @@ async def _rounds(legs: Legs, url: str, rounds: int) -> None:
     main_world = _page.evaluate
     turn = os.environ.get("AB") == "turn"
     world = os.environ.get("AB") == "world"
+    navigating = os.environ.get("CYCLE") == "navigate"
     think_s = float(os.environ.get("THINK_S", "0"))
     args = [*CHROMIUM_ARGS, *(["--no-sandbox"] if os.geteuid() == 0 else [])]
     async with async_playwright() as pw:
@@ -80,8 +82,14 @@ async def _rounds(legs: Legs, url: str, rounds: int) -> None:
         await page.goto(url)
         assert (await legs.arun("browser.navigate", {"url": url})).ok
 
+        twins = [url, url + "2"]  # /page and /page2
+
         async def ours() -> None:
-            r = await legs.arun("browser.click", {"selector": "#next"})
+            if navigating:
+                twins.reverse()
+                r = await legs.arun("browser.navigate", {"url": twins[0]})
+            else:
+                r = await legs.arun("browser.click", {"selector": "#next"})
             c = await legs.arun("browser.content", {})
             assert r.ok and c.ok and "Catalogue" in c.output, (r.output, c.output)
 
@@ -98,8 +106,12 @@ async def _rounds(legs: Legs, url: str, rounds: int) -> None:
             return run
 
         async def raw() -> None:
-            async with page.expect_navigation(wait_until="load"):
-                await page.click("#next")
+            if navigating:
+                twins.reverse()
+                await page.goto(twins[0])
+            else:
+                async with page.expect_navigation(wait_until="load"):
+                    await page.click("#next")
             assert "Catalogue" in await page.inner_text("body")
 
         cases = {"warm": case(True), "cold": case(False), "raw": raw}
@@ -128,6 +140,7 @@ async def _rounds(legs: Legs, url: str, rounds: int) -> None:
         med = statistics.median
         what = " (AB=turn: warm = with the turn, cold = without)" if turn else ""
         what = " (AB=world: warm = CDP reads, cold = page.evaluate reads)" if world else what
+        what += ", navigate + content" if navigating else ", click + content"
         print(
             f"{rounds} rounds{what}, think {think_s:g} s, load average {os.getloadavg()[0]:.1f} at the end, "
             f"{time.strftime('%H:%M:%S', time.gmtime())} UTC"
