@@ -12,7 +12,11 @@ case's p50 wall time, our process's CPU per cycle, and the median of the round's
 (cold minus warm: positive is a saving; each against raw). Load that comes and goes hits all three alike,
 which whole-run comparisons on a shared 2-core machine do not give. ``AB=turn`` compares instead the
 read with and without its turn of the loop between the warm-up's start and the conversion (round 9: the
-warm-up's message sent before the conversion rather than after it; both cases warm up). Not part of
+warm-up's message sent before the conversion rather than after it; both cases warm up). ``AB=world`` compares
+our reads as ``Runtime.evaluate`` on the tab's CDP session (``warm``: this tree, ``_main_world``) with the same
+reads through ``page.evaluate`` (``cold``: before round 10, Playwright's utility script installed in each
+document's world by its first evaluation); both cases warm up. ``CYCLE=navigate`` times ``browser.navigate`` +
+``browser.content`` to the other twin page instead (raw: ``goto`` + ``inner_text``). Not part of
 ``python -m bench``: it measures a change, not the product.
 """
 
@@ -46,6 +50,11 @@ def _no_warm_up(s: Any) -> None:
     """What the click did before ``_warm``: nothing after its read."""
 
 
+async def _playwright_evaluate(s: Any, function: str, *args: Any) -> Any:
+    """A read as before round 10: ``page.evaluate``, which installs Playwright's utility script in the document."""
+    return await s.page.evaluate(function, *args)
+
+
 class _NoTurn:
     """``asyncio`` as ``_page`` sees it, its ``sleep`` not yielding: the read before round 9 (the warm-up's
     message sent only once the conversion was done)."""
@@ -61,7 +70,10 @@ async def _rounds(legs: Legs, url: str, rounds: int) -> None:
     from agent_legs.actions.browser._launcher import CHROMIUM_ARGS
 
     warm_up = _actions.warm_selectors
+    main_world = _page.evaluate
     turn = os.environ.get("AB") == "turn"
+    world = os.environ.get("AB") == "world"
+    navigating = os.environ.get("CYCLE") == "navigate"
     think_s = float(os.environ.get("THINK_S", "0"))
     args = [*CHROMIUM_ARGS, *(["--no-sandbox"] if os.geteuid() == 0 else [])]
     async with async_playwright() as pw:
@@ -70,8 +82,14 @@ async def _rounds(legs: Legs, url: str, rounds: int) -> None:
         await page.goto(url)
         assert (await legs.arun("browser.navigate", {"url": url})).ok
 
+        twins = [url, url + "2"]  # /page and /page2
+
         async def ours() -> None:
-            r = await legs.arun("browser.click", {"selector": "#next"})
+            if navigating:
+                twins.reverse()
+                r = await legs.arun("browser.navigate", {"url": twins[0]})
+            else:
+                r = await legs.arun("browser.click", {"selector": "#next"})
             c = await legs.arun("browser.content", {})
             assert r.ok and c.ok and "Catalogue" in c.output, (r.output, c.output)
 
@@ -79,6 +97,8 @@ async def _rounds(legs: Legs, url: str, rounds: int) -> None:
             async def run() -> None:
                 if turn:
                     _page.asyncio = asyncio if warm else _NoTurn  # type: ignore[assignment]
+                elif world:
+                    _page.evaluate = main_world if warm else _playwright_evaluate  # type: ignore[assignment]
                 else:
                     _actions.warm_selectors = warm_up if warm else _no_warm_up  # type: ignore[assignment]
                 await ours()  # (the warm-up, or its absence, helps the next click: that one is timed)
@@ -86,8 +106,12 @@ async def _rounds(legs: Legs, url: str, rounds: int) -> None:
             return run
 
         async def raw() -> None:
-            async with page.expect_navigation(wait_until="load"):
-                await page.click("#next")
+            if navigating:
+                twins.reverse()
+                await page.goto(twins[0])
+            else:
+                async with page.expect_navigation(wait_until="load"):
+                    await page.click("#next")
             assert "Catalogue" in await page.inner_text("body")
 
         cases = {"warm": case(True), "cold": case(False), "raw": raw}
@@ -112,8 +136,11 @@ async def _rounds(legs: Legs, url: str, rounds: int) -> None:
                 cpu[name].append(_cpu_ms() - c)
         _actions.warm_selectors = warm_up  # type: ignore[assignment]
         _page.asyncio = asyncio  # type: ignore[assignment]
+        _page.evaluate = main_world  # type: ignore[assignment]
         med = statistics.median
         what = " (AB=turn: warm = with the turn, cold = without)" if turn else ""
+        what = " (AB=world: warm = CDP reads, cold = page.evaluate reads)" if world else what
+        what += ", navigate + content" if navigating else ", click + content"
         print(
             f"{rounds} rounds{what}, think {think_s:g} s, load average {os.getloadavg()[0]:.1f} at the end, "
             f"{time.strftime('%H:%M:%S', time.gmtime())} UTC"

@@ -94,6 +94,9 @@ def _patch() -> None:
     _egress_proxy.EgressProxy._forward = forward_  # type: ignore[method-assign]
 
 
+# Our reads: ``Runtime.evaluate`` through the tab's CDP session, whose protocol method is ``send`` (round 10;
+# ``evaluateExpression`` before).
+OUR_READ = "send"
 # (label, kind, what, detail predicate): the first match after the previous phase
 OURS = [
     ("click sent", "send", "click", None),
@@ -105,13 +108,13 @@ OURS = [
     ("click reply arrives", "arrive-reply", "click", None),
     ("domcontentloaded arrives", "arrive-event", "loadstate", "domcontentloaded"),
     ("load arrives", "arrive-event", "loadstate", "load"),
-    ("read sent", "send", "evaluateExpression", None),
-    ("read reply arrives", "arrive-reply", "evaluateExpression", None, "read sent"),
-    ("read reply dispatched", "reply", "evaluateExpression", None, "read sent"),
+    ("read sent", "send", OUR_READ, None),
+    ("read reply arrives", "arrive-reply", OUR_READ, None, "read sent"),
+    ("read reply dispatched", "reply", OUR_READ, None, "read sent"),
     ("warm-up sent", "send", "queryCount", None, "read reply dispatched"),
     ("click returned", "mark", "click-returned", None, "read reply dispatched"),
-    ("content read sent", "send", "evaluateExpression", None, "click returned"),
-    ("content reply arrives", "arrive-reply", "evaluateExpression", None, "content read sent"),
+    ("content read sent", "send", OUR_READ, None, "click returned"),
+    ("content reply arrives", "arrive-reply", OUR_READ, None, "content read sent"),
     ("content returned", "mark", "content-returned", None),
 ]
 READ_METHOD = "innerText"

@@ -270,7 +270,7 @@ def test_a_click_sends_no_request_subscription_and_no_wait_log(legs, website, mo
     sent = _messages_sent(monkeypatch)
     r = legs.run("browser.click", {"selector": "#about"})
     assert r.ok and r.data["url"] == website.site.url("/about"), r
-    assert "click" in sent and "evaluateExpression" in sent, sent
+    assert "click" in sent and "send" in sent, sent  # the read: one ``Runtime.evaluate`` on the tab's CDP session
     assert "updateSubscription" not in sent and "__waitInfo__" not in sent, sent
 
 
@@ -283,7 +283,7 @@ def test_a_navigating_click_installs_the_next_clicks_selector_engine_after_its_r
     r = legs.run("browser.click", {"selector": "#about"})
     assert r.ok and r.data["url"] == website.site.url("/about"), r
     assert sent.count("queryCount") == 1, sent
-    assert sent.index("evaluateExpression") < sent.index("queryCount"), sent  # after the read: it never waits for it
+    assert sent.index("send") < sent.index("queryCount"), sent  # after the read: it never waits for it
     website.site.routes["/stay"] = lambda h, req: h.send_body(
         200, b"<title>Stay</title><button id='b' onclick=\"this.textContent='done'\">go</button>", "text/html"
     )
@@ -315,6 +315,64 @@ def test_the_next_clicks_selector_engine_install_is_sent_before_the_conversion(l
     assert len(at_conversion) == 1, at_conversion
     assert at_conversion[0].count("queryCount") == 1, at_conversion
     assert sent.count("queryCount") == 1, sent  # and only that one
+
+
+def test_reads_leave_playwrights_utility_script_out_of_the_page(legs, website, monkeypatch) -> None:
+    # Our reads (navigate's, content's, links') are one ``Runtime.evaluate`` each on the tab's CDP session, made
+    # once per tab: no ``page.evaluate`` (``evaluateExpression``), whose first call in every document installs
+    # Playwright's utility script in the page's world (~6 ms of renderer time: benchmarks.md, round 10).
+    sent = _messages_sent(monkeypatch)
+    assert nav(legs, website.site.url("/")).ok
+    assert legs.run("browser.content", {"format": "text"}).ok
+    assert legs.run("browser.links", {}).ok
+    r = legs.run("browser.click", {"selector": "#about"})
+    assert r.ok and r.data["url"] == website.site.url("/about"), r
+    assert legs.run("browser.content", {}).ok
+    assert "evaluateExpression" not in sent, sent
+    assert sent.count("newCDPSession") == 1, sent  # one CDP session for the tab, kept
+    assert sent.count("send") == 5, sent  # the five reads
+
+
+def _main_world(page):
+    from agent_legs.actions.browser._main_world import evaluate
+
+    class Held:  # what ``evaluate`` needs of a session: its tab and its CDP session
+        cdp = None
+
+    held = Held()
+    held.page = page
+    return lambda function, *args: evaluate(held, function, *args)
+
+
+def test_a_read_passes_its_arguments_as_data_and_reports_a_page_error(website) -> None:
+    # The arguments (a selector the model chose) are JSON literals in the expression: whatever they contain,
+    # they arrive as the same strings and run nothing; a script error comes back as ``PageScriptError``.
+    import asyncio
+
+    from playwright.async_api import async_playwright
+
+    from agent_legs.actions.browser._main_world import PageScriptError
+
+    hostile = ["x'); window.pwned = 1; ('", 'x"]); window.pwned = 1; (["', "x`${window.pwned = 1}`", "\u2028\u2029</script>"]
+
+    async def main() -> None:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            try:
+                page = await browser.new_page()
+                await page.goto(website.site.url("/"))
+                run = _main_world(page)
+                for text in hostile:
+                    echoed = await run("(a, b) => [a, b, typeof window.pwned]", text, [text, None])
+                    assert echoed == [text, [text, None], "undefined"], echoed
+                assert await run("() => document.title") == "Shop"
+                with pytest.raises(PageScriptError, match="boom"):
+                    await run("() => { throw new Error('boom'); }")
+                assert await page.evaluate("() => typeof window.pwned") == "undefined"
+            finally:
+                await browser.close()
+
+    asyncio.run(main())
 
 
 def test_js_navigation_within_the_site(legs, website) -> None:

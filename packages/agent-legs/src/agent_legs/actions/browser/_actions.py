@@ -344,7 +344,7 @@ async def browser_screenshot(ctx: ActionContext, args: ScreenshotInput) -> Actio
             s,
             lambda: s.page.screenshot(full_page=args.full_page, type="png"),
             lambda _: str(s.page.url),
-            interrupted="Protocol error",
+            interrupted=("Protocol error",),
         )
         artifact = await asyncio.to_thread(ctx.workspace.save_unique, "screenshots/page.png", png)
         data = finish(s, {"url": s.page.url, "path": artifact.path})

@@ -50,6 +50,7 @@ from ..._telemetry._semconv import AGENT_LEGS_BROWSER_READ_REUSED
 from ._blocked import denial_for, leave_if_blocked
 from ._call import element_timeout_ms, guarded
 from ._deadline import monotonic_deadline
+from ._main_world import DOCUMENT_REPLACED, evaluate, navigated_away
 from ._session import BrowserSession
 
 __all__ = ["LastRead", "finish", "notes", "page_chars", "page_result", "paginate", "read_landed", "read_links", "read_page"]
@@ -169,10 +170,6 @@ def _format_fields(fields: list[dict[str, Any]]) -> str:
     )
 
 
-def _context_destroyed(exc: BaseException) -> bool:
-    return isinstance(exc, Exception) and "Execution context was destroyed" in str(exc)
-
-
 @dataclass(frozen=True, eq=False)
 class LastRead:
     """What the last read of a session's tab returned, and of which document: the tab, and the count of its
@@ -201,9 +198,10 @@ async def _evaluate_read(s: BrowserSession, fmt: str, selector: str | None, reus
     page, commits = s.page, s.commits
     known = _known_key(s, fmt, selector) if reuse else None
     key = secrets.token_hex(8)
-    info = await page.evaluate(_READ_JS, [selector, fmt, known, key])
+    info = await evaluate(s, _READ_JS, [selector, fmt, known, key])
     if not (isinstance(info, dict) and "same" in info):
-        if isinstance(info, dict) and info.get("key") == key:
+        # Kept for reuse only when no navigation committed while it ran (it may have read the new document).
+        if isinstance(info, dict) and info.get("key") == key and s.commits == commits and s.page is page:
             s.last_read = LastRead(page, commits, fmt, selector, key, info)
         return info, False
     last = s.last_read
@@ -223,7 +221,7 @@ async def _read(
     """The page (or one element) in the requested format, facts about the page, and whether the document was
     unchanged since the last read (whose result is reused); ``then`` runs once the page has answered, and what
     it starts gets one turn of the loop (to send its messages) before the conversion."""
-    async for attempt in retrying(attempts=_READ_TRIES, retry_on=_context_destroyed, deadline=monotonic_deadline()):
+    async for attempt in retrying(attempts=_READ_TRIES, retry_on=navigated_away, deadline=monotonic_deadline()):
         with attempt:
             if attempt.retry_state.attempt_number > 1:
                 # The page navigated while we read it (a script, a refresh, leaving a blocked page):
@@ -287,11 +285,11 @@ async def read_landed(
     s: BrowserSession,
     read: Callable[[], Awaitable[_T]],
     url_of: Callable[[_T], str],
-    interrupted: str = "context was destroyed",
+    interrupted: tuple[str, ...] = DOCUMENT_REPLACED,
 ) -> _T:
     """``read()`` of the page where it landed. A page that a script or refresh takes to a blocked URL
     (before or while we read it) is left, the event noted, and the page it is back at is read instead;
-    a read cut short by a navigation (its error names ``interrupted``) is done again on the next page.
+    a read cut short by a navigation (its error names one of ``interrupted``) is done again on the next page.
 
     This follows the page as it moves (at most six reads, the last three on a cleared tab) rather than
     retrying one failed operation, so it is a loop of its own, not ``retrying``; every read in it is
@@ -308,7 +306,7 @@ async def read_landed(
         try:
             result: _T = await guarded(ctx, s, read())
         except ActionError as exc:
-            if attempt == last or interrupted not in exc.message:
+            if attempt == last or not any(marker in exc.message for marker in interrupted):
                 raise
             with contextlib.suppress(Exception):  # the page is navigating (script, refresh): read the next one
                 await s.page.wait_for_load_state("load", timeout=element_timeout_ms(ctx))
@@ -351,5 +349,5 @@ async def page_result(
 
 async def read_links(ctx: ActionContext, s: BrowserSession) -> list[tuple[str, str]]:
     """The page's links (at most 500) where it landed: text and absolute URL."""
-    links: list[tuple[str, str]] = await read_landed(ctx, s, lambda: s.page.evaluate(_LINKS_JS), lambda _: str(s.page.url))
+    links: list[tuple[str, str]] = await read_landed(ctx, s, lambda: evaluate(s, _LINKS_JS), lambda _: str(s.page.url))
     return links

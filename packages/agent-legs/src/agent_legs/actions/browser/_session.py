@@ -55,6 +55,7 @@ class BrowserSession:
     md_cache: tuple[str, str, str] | None = None  # (base, html, markdown) of the last conversion
     last_read: LastRead | None = None  # the last read of the tab (``_page``: reused while unchanged)
     warming: asyncio.Future[Any] | None = None  # the next click's selector engine, being installed (``_warm``)
+    cdp: tuple[Any, Any] | None = None  # (tab, its CDP session): where our reads evaluate (``_main_world``)
     opening: bool = False
     commits: int = 0  # main-frame navigations committed (how a click knows the page it started has arrived)
     # Set when the tab commits a navigation, starts a download or opens a popup: what a click waits on.
