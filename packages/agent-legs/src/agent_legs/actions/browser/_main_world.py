@@ -53,12 +53,11 @@ async def evaluate(s: BrowserSession, function: str, *args: Any) -> Any:
     page = s.page
     held = s.cdp
     if held is None or held[0] is not page:
-        session = await page.context.new_cdp_session(page)
-        old, s.cdp = held, (page, session)
+        old = held
+        held = s.cdp = (page, await page.context.new_cdp_session(page))
         if old is not None:  # the session's tab changed: the old tab's CDP session goes (closed tab: already gone)
             with contextlib.suppress(Exception):
                 await old[1].detach()
-        held = s.cdp
     expression = f"({function})({','.join(map(json.dumps, args))})"
     reply = await held[1].send("Runtime.evaluate", {"expression": expression, "returnByValue": True, "silent": True})
     details = reply.get("exceptionDetails")
